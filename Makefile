@@ -1,0 +1,44 @@
+# The README's two commands are `make run` and `make test`; everything else is a building block.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test install migrate lint backtest api scheduler clean
+
+$(STAMP): requirements.txt requirements-api.txt requirements-dev.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## Create or upgrade the database named by DATABASE_URL (default: the embedded SQLite file).
+migrate: install
+	$(BIN)/alembic upgrade head
+
+## The main job on the embedded default: SQLite, paper mode, bundled data, no keys, no network.
+run: migrate
+	$(BIN)/python scheduler_main.py --replay --speed max
+
+## The whole test suite (PostgreSQL tests included; they fail rather than skip under CI=true).
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+backtest: install
+	$(BIN)/python backtest.py
+
+api: migrate
+	$(BIN)/uvicorn backend.app.main:app --host 127.0.0.1 --port 8000
+
+scheduler: migrate
+	$(BIN)/python scheduler_main.py
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,82 @@
+"""Bot control as data: desired state and run-time settings (bot_config), heartbeat (bot_state), audit."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from backend.app.db.types import utcnow
+from backend.app.models import BotConfigRow, BotStateRow, SystemLogRow
+from src.trading.bot_control import DESIRED_STATE_KEY, DesiredState
+
+
+class BotRepository:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def get_config(self, key: str) -> Any | None:
+        async with self._sessions() as session:
+            row = await session.scalar(select(BotConfigRow).where(BotConfigRow.key == key))
+            return None if row is None else row.value
+
+    async def all_config(self) -> dict[str, BotConfigRow]:
+        async with self._sessions() as session:
+            return {row.key: row for row in await session.scalars(select(BotConfigRow).order_by(BotConfigRow.key))}
+
+    async def set_config(
+        self, key: str, value: Any, *, updated_by: str, description: str | None = None, audit: str | None = None
+    ) -> None:
+        """Upsert one key; with ``audit``, write the audit line in ``system_logs`` in the same transaction."""
+        for attempt in range(2):
+            try:
+                async with self._sessions.begin() as session:
+                    row = await session.scalar(select(BotConfigRow).where(BotConfigRow.key == key).with_for_update())
+                    if row is None:
+                        session.add(BotConfigRow(key=key, value=value, description=description, updated_by=updated_by))
+                    else:
+                        row.value = value
+                        row.updated_by = updated_by
+                        row.updated_at = utcnow()
+                        if description is not None:
+                            row.description = description
+                    if audit is not None:
+                        context = {"key": key, "value": value, "by": updated_by}
+                        session.add(SystemLogRow(level="info", message=audit, source="control", context=context))
+                return
+            except IntegrityError:
+                if attempt:  # a concurrent writer inserted the key first; the retry updates it
+                    raise
+
+    async def desired_state(self) -> DesiredState:
+        value = await self.get_config(DESIRED_STATE_KEY)
+        return DesiredState(value) if value is not None else DesiredState.RUNNING
+
+    async def write_heartbeat(self, instance_name: str, **fields: Any) -> None:
+        fields.setdefault("heartbeat_at", utcnow())
+        async with self._sessions.begin() as session:
+            row = await session.scalar(select(BotStateRow).where(BotStateRow.instance_name == instance_name))
+            if row is None:
+                session.add(BotStateRow(instance_name=instance_name, **fields))
+                return
+            for name, value in fields.items():
+                setattr(row, name, value)
+
+    async def get_heartbeat(self, instance_name: str) -> BotStateRow | None:
+        async with self._sessions() as session:
+            return await session.scalar(select(BotStateRow).where(BotStateRow.instance_name == instance_name))
+
+    async def list_heartbeats(self) -> list[BotStateRow]:
+        async with self._sessions() as session:
+            return list(await session.scalars(select(BotStateRow).order_by(BotStateRow.instance_name)))
+
+    async def log(self, level: str, message: str, *, source: str, context: dict[str, Any] | None = None) -> None:
+        async with self._sessions.begin() as session:
+            session.add(SystemLogRow(level=level, message=message, source=source, context=context))
+
+    @staticmethod
+    def heartbeat_age_seconds(row: BotStateRow, now: datetime | None = None) -> float:
+        return ((now or utcnow()) - row.heartbeat_at).total_seconds()

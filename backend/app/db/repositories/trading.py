@@ -1,0 +1,162 @@
+"""SQL implementation of the trading domain's persistence port (``src.trading.repository``)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from backend.app.db.repositories._mapping import record_values, row_to_record
+from backend.app.db.types import utcnow
+from backend.app.models import (
+    AIDecisionRow,
+    OrderRow,
+    PortfolioSnapshotRow,
+    SystemLogRow,
+    TradeRow,
+    TradingCycleRow,
+)
+from src.config.settings import TradingMode
+from src.trading.orders import OrderStatus, check_transition
+from src.trading.repository import (
+    AIDecisionRecord,
+    CycleRecord,
+    OrderRecord,
+    PortfolioSnapshotRecord,
+    TradeRecord,
+)
+
+
+class OrderNotRecorded(LookupError):
+    """No order row with that identifier."""
+
+
+class SqlTradingRepository:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    # --- orders and trades -------------------------------------------------------------------
+    async def create_order(self, order: OrderRecord) -> OrderRecord:
+        async with self._sessions.begin() as session:
+            row = OrderRow(**record_values(order, exclude={"created_at", "updated_at"}))
+            session.add(row)
+            await session.flush()
+            return row_to_record(row, OrderRecord)
+
+    async def _order_row(self, session: AsyncSession, identifier: str) -> OrderRow:
+        row = await session.scalar(select(OrderRow).where(OrderRow.identifier == identifier).with_for_update())
+        if row is None:
+            raise OrderNotRecorded(identifier)
+        return row
+
+    @staticmethod
+    def _apply(row: OrderRow, changes: dict[str, Any]) -> None:
+        if "status" in changes:
+            check_transition(row.status, OrderStatus(changes["status"]))
+        for name, value in changes.items():
+            if not hasattr(OrderRow, name) or name in ("id", "identifier", "order_id", "created_at"):
+                raise AttributeError(f"orders.{name} cannot be changed")
+            setattr(row, name, value)
+        row.updated_at = utcnow()
+
+    async def update_order(self, identifier: str, **changes: Any) -> OrderRecord:
+        async with self._sessions.begin() as session:
+            row = await self._order_row(session, identifier)
+            self._apply(row, changes)
+            return row_to_record(row, OrderRecord)
+
+    async def settle_order(self, identifier: str, changes: dict[str, Any], trades: list[TradeRecord]) -> OrderRecord:
+        async with self._sessions.begin() as session:
+            row = await self._order_row(session, identifier)
+            self._apply(row, changes)
+            known = set(
+                await session.scalars(
+                    select(TradeRow.trade_id).where(TradeRow.trade_id.in_([t.trade_id for t in trades]))
+                )
+            )
+            for trade in trades:
+                if trade.trade_id in known:
+                    continue
+                values = record_values(trade, exclude={"order_identifier", "created_at"})
+                session.add(TradeRow(**values, order_id=row.id, created_at=trade.created_at or utcnow()))
+            return row_to_record(row, OrderRecord)
+
+    async def get_order(self, identifier: str) -> OrderRecord | None:
+        async with self._sessions() as session:
+            row = await session.scalar(select(OrderRow).where(OrderRow.identifier == identifier))
+            return None if row is None else row_to_record(row, OrderRecord)
+
+    async def list_orders(self, statuses: list[OrderStatus], mode: TradingMode | None = None) -> list[OrderRecord]:
+        query = select(OrderRow).where(OrderRow.status.in_(statuses)).order_by(OrderRow.id)
+        if mode is not None:
+            query = query.where(OrderRow.mode == mode)
+        async with self._sessions() as session:
+            return [row_to_record(row, OrderRecord) for row in await session.scalars(query)]
+
+    async def list_trades(
+        self, *, mode: TradingMode | None = None, symbol: str | None = None, since: datetime | None = None
+    ) -> list[TradeRecord]:
+        query = select(TradeRow, OrderRow.identifier).outerjoin(OrderRow, TradeRow.order_id == OrderRow.id)
+        if mode is not None:
+            query = query.where(TradeRow.mode == mode)
+        if symbol is not None:
+            query = query.where(TradeRow.symbol == symbol)
+        if since is not None:
+            query = query.where(TradeRow.created_at >= since)
+        async with self._sessions() as session:
+            result = await session.execute(query.order_by(TradeRow.created_at, TradeRow.id))
+            return [row_to_record(row, TradeRecord, order_identifier=identifier) for row, identifier in result]
+
+    # --- AI decisions ---------------------------------------------------------------------------
+    async def save_ai_decision(self, decision: AIDecisionRecord) -> int:
+        async with self._sessions.begin() as session:
+            row = AIDecisionRow(**record_values(decision, exclude={"created_at"}))
+            if decision.created_at is not None:
+                row.created_at = decision.created_at
+            session.add(row)
+            await session.flush()
+            return row.id
+
+    async def find_ai_decision_by_prompt_hash(self, prompt_hash: str) -> AIDecisionRecord | None:
+        query = (
+            select(AIDecisionRow)
+            .where(AIDecisionRow.prompt_hash == prompt_hash, AIDecisionRow.source.in_(("ai", "cache")))
+            .order_by(AIDecisionRow.id.desc())
+            .limit(1)
+        )
+        async with self._sessions() as session:
+            row = await session.scalar(query)
+            return None if row is None else row_to_record(row, AIDecisionRecord)
+
+    # --- portfolio, cycles, logs ------------------------------------------------------------------
+    async def save_snapshot(self, snapshot: PortfolioSnapshotRecord) -> None:
+        async with self._sessions.begin() as session:
+            row = PortfolioSnapshotRow(**record_values(snapshot, exclude={"created_at"}))
+            if snapshot.created_at is not None:
+                row.created_at = snapshot.created_at
+            session.add(row)
+
+    async def latest_snapshot(self, mode: TradingMode) -> PortfolioSnapshotRecord | None:
+        query = (
+            select(PortfolioSnapshotRow)
+            .where(PortfolioSnapshotRow.mode == mode)
+            .order_by(PortfolioSnapshotRow.created_at.desc(), PortfolioSnapshotRow.id.desc())
+            .limit(1)
+        )
+        async with self._sessions() as session:
+            row = await session.scalar(query)
+            return None if row is None else row_to_record(row, PortfolioSnapshotRecord)
+
+    async def save_cycle(self, cycle: CycleRecord) -> None:
+        async with self._sessions.begin() as session:
+            values = record_values(cycle, exclude={"stages"})
+            session.add(TradingCycleRow(**values, stages=[asdict(stage) for stage in cycle.stages]))
+
+    async def log_event(
+        self, level: str, message: str, context: dict[str, Any] | None = None, source: str = "scheduler"
+    ) -> None:
+        async with self._sessions.begin() as session:
+            session.add(SystemLogRow(level=level, message=message, context=context, source=source))

@@ -1,0 +1,26 @@
+"""Every table of the system; importing this module registers them all on ``Base.metadata``."""
+
+from backend.app.models.ai_decision import AIDecisionRow
+from backend.app.models.bot_config import BotConfigRow, BotStateRow, SchedulerLockRow
+from backend.app.models.order import OrderRow
+from backend.app.models.paper_account import PaperBalanceRow, PaperOrderRow
+from backend.app.models.portfolio import PortfolioSnapshotRow, PositionRow, RiskStateRow
+from backend.app.models.system_log import SystemLogRow
+from backend.app.models.trade import TradeRow
+from backend.app.models.trading_cycle import TradingCycleRow
+
+__all__ = [
+    "AIDecisionRow",
+    "BotConfigRow",
+    "BotStateRow",
+    "OrderRow",
+    "PaperBalanceRow",
+    "PaperOrderRow",
+    "PortfolioSnapshotRow",
+    "PositionRow",
+    "RiskStateRow",
+    "SchedulerLockRow",
+    "SystemLogRow",
+    "TradeRow",
+    "TradingCycleRow",
+]

@@ -1,0 +1,1 @@
+"""The AI adviser: prompt, OpenAI client with fallbacks, answer cache, decision validator."""

@@ -1,0 +1,270 @@
+"""The AI adviser: one structured-output chat completion per market snapshot.
+
+``AIService.decide`` never raises into the trading cycle. No key, AI switched off, timeouts, refusals,
+rate limits, quota, 5xx, truncated or filtered answers and malformed content all come back as a
+``hold`` whose ``source`` is ``fallback`` or ``disabled`` and whose ``error`` says what happened.
+Real answers are cached by the prompt hash; a hit costs no request.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+import openai
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from src.ai.cache import DecisionCache
+from src.ai.models import AIDecision, Decision, DecisionSource, MarketContext
+from src.ai.prompt import build_request, prompt_text, request_hash
+from src.config.settings import AIConfig
+from src.exceptions import DataError
+from src.utils.logger import get_logger
+
+__all__ = ["AIDecision", "AIService", "Decision", "DecisionSource", "MarketContext"]
+
+log = get_logger(__name__)
+
+_TOKENS_PER_PRICE_UNIT = Decimal("1000000")
+_CONFIDENCE_STEP = Decimal("0.01")
+_MAX_ERROR_DETAIL = 300
+
+
+class _Answer(BaseModel):
+    """The schema the model must fill, checked again on our side (servers do not always enforce it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    decision: Decision = Field(strict=False)
+    confidence: float = Field(ge=0, le=100, strict=True)
+    reason: str = Field(min_length=1, strict=True)
+
+
+class _Failure(Exception):
+    """A failed exchange with the model: ``kind: detail``, plus whatever was received."""
+
+    def __init__(
+        self, kind: str, detail: str, *, raw: str | None = None, prompt_tokens: int = 0, completion_tokens: int = 0
+    ) -> None:
+        super().__init__(f"{kind}: {detail[:_MAX_ERROR_DETAIL]}")
+        self.raw = raw
+        self.prompt_tokens = prompt_tokens
+        self.completion_tokens = completion_tokens
+
+
+class AIService:
+    """Ask the configured OpenAI-compatible model for a buy/sell/hold decision."""
+
+    def __init__(self, config: AIConfig, cache: DecisionCache | None = None) -> None:
+        self._config = config
+        self._cache = cache
+        self._client: openai.AsyncOpenAI | None = None
+        if config.api_key is not None and config.has_key:
+            self._client = openai.AsyncOpenAI(
+                api_key=config.api_key.get_secret_value(),
+                base_url=config.base_url,
+                timeout=config.timeout_seconds,
+                max_retries=config.max_retries,
+            )
+
+    @property
+    def available(self) -> bool:
+        """A key is configured and AI is enabled."""
+        return self._config.enabled and self._client is not None
+
+    @property
+    def model(self) -> str:
+        return self._config.model
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+    async def decide(self, context: MarketContext) -> AIDecision:
+        """The model's decision for ``context``; a ``hold`` with the reason when anything fails."""
+        try:
+            return await self._decide(context)
+        except DataError as exc:
+            log.warning("ai.invalid_context", symbol=context.symbol, error=str(exc))
+            return self._hold(DecisionSource.FALLBACK, f"invalid_context: {exc}", "", None)
+        except Exception as exc:  # the cycle must never see an exception from the adviser
+            log.exception("ai.unexpected_error", symbol=context.symbol)
+            return self._hold(DecisionSource.FALLBACK, f"unexpected: {type(exc).__name__}: {exc}", "", None)
+
+    async def _decide(self, context: MarketContext) -> AIDecision:
+        request = build_request(self._config.model, context.to_prompt_payload())
+        prompt = prompt_text(request)
+        prompt_hash = request_hash(request)
+        if not self._config.enabled:
+            return self._hold(DecisionSource.DISABLED, "disabled: AI_ENABLED is false", prompt_hash, prompt)
+        cached = await self._cache_get(prompt_hash)
+        if cached is not None:
+            log.info("ai.cache_hit", symbol=context.symbol, prompt_hash=prompt_hash, decision=cached.decision.value)
+            return cached.as_cache_hit()
+        if self._client is None:
+            return self._hold(DecisionSource.DISABLED, "disabled: no OPENAI_API_KEY configured", prompt_hash, prompt)
+        decision = await self._ask(request, prompt, prompt_hash)
+        self._log(context, decision)
+        if decision.source is DecisionSource.AI:
+            await self._cache_put(decision)
+        return decision
+
+    async def _ask(self, request: dict[str, Any], prompt: str, prompt_hash: str) -> AIDecision:
+        try:
+            answer, model, raw, prompt_tokens, completion_tokens = await self._complete(request)
+        except _Failure as failure:
+            return self._hold(
+                DecisionSource.FALLBACK,
+                str(failure),
+                prompt_hash,
+                prompt,
+                raw=failure.raw,
+                prompt_tokens=failure.prompt_tokens,
+                completion_tokens=failure.completion_tokens,
+            )
+        return AIDecision(
+            decision=answer.decision,
+            confidence=Decimal(str(answer.confidence)).quantize(_CONFIDENCE_STEP),
+            reason=answer.reason.strip(),
+            source=DecisionSource.AI,
+            model=model,
+            prompt_hash=prompt_hash,
+            prompt=prompt,
+            raw_response=raw,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cost_usd=self.cost_usd(prompt_tokens, completion_tokens),
+        )
+
+    async def _complete(self, request: dict[str, Any]) -> tuple[_Answer, str, str, int, int]:
+        assert self._client is not None
+        try:
+            response = await self._client.chat.completions.with_raw_response.create(**request)
+        except openai.APIError as exc:
+            raise _classify(exc, self._config.timeout_seconds) from exc
+        raw = response.http_response.text
+        try:
+            completion = response.parse()
+        except Exception as exc:
+            raise _Failure("malformed", f"response is not a chat completion: {exc}", raw=raw) from exc
+        usage = completion.usage
+        prompt_tokens = usage.prompt_tokens if usage else 0
+        completion_tokens = usage.completion_tokens if usage else 0
+        counted = {"raw": raw, "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
+        if not completion.choices:
+            raise _Failure("malformed", "the answer has no choices", **counted)
+        choice = completion.choices[0]
+        if choice.finish_reason == "length":
+            raise _Failure("length", "the answer was cut off at the token limit (finish_reason=length)", **counted)
+        if choice.finish_reason == "content_filter":
+            raise _Failure("content_filter", "the answer was withheld by the content filter", **counted)
+        if choice.message.refusal:
+            raise _Failure("refusal", choice.message.refusal, **counted)
+        answer = _parse_answer(choice.message.content, counted)
+        return answer, completion.model or self._config.model, raw, prompt_tokens, completion_tokens
+
+    def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> Decimal:
+        """USD for these tokens at the configured prices per million."""
+        spent = prompt_tokens * self._config.input_price_per_million
+        spent += completion_tokens * self._config.output_price_per_million
+        return spent / _TOKENS_PER_PRICE_UNIT
+
+    def _hold(
+        self,
+        source: DecisionSource,
+        error: str,
+        prompt_hash: str,
+        prompt: str | None,
+        *,
+        raw: str | None = None,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+    ) -> AIDecision:
+        return AIDecision(
+            decision=Decision.HOLD,
+            confidence=Decimal("0"),
+            reason=f"AI {'disabled' if source is DecisionSource.DISABLED else 'failed'} ({error}); holding",
+            source=source,
+            model=self._config.model,
+            prompt_hash=prompt_hash,
+            prompt=prompt,
+            raw_response=raw,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cost_usd=self.cost_usd(prompt_tokens, completion_tokens),
+            error=error,
+        )
+
+    async def _cache_get(self, prompt_hash: str) -> AIDecision | None:
+        if self._cache is None:
+            return None
+        try:
+            return await self._cache.get(prompt_hash)
+        except Exception as exc:  # a broken cache must not stop a decision
+            log.warning("ai.cache_read_failed", prompt_hash=prompt_hash, error=str(exc))
+            return None
+
+    async def _cache_put(self, decision: AIDecision) -> None:
+        if self._cache is None:
+            return
+        try:
+            await self._cache.put(decision)
+        except Exception as exc:
+            log.warning("ai.cache_write_failed", prompt_hash=decision.prompt_hash, error=str(exc))
+
+    def _log(self, context: MarketContext, decision: AIDecision) -> None:
+        fields = {
+            "symbol": context.symbol,
+            "decision": decision.decision.value,
+            "confidence": str(decision.confidence),
+            "source": decision.source.value,
+            "prompt_hash": decision.prompt_hash,
+            "prompt_tokens": decision.prompt_tokens,
+            "completion_tokens": decision.completion_tokens,
+            "cost_usd": str(decision.cost_usd),
+        }
+        if decision.error:
+            log.warning("ai.fallback_hold", error=decision.error, **fields)
+        else:
+            log.info("ai.decision", **fields)
+
+
+def _parse_answer(content: str | None, counted: dict[str, Any]) -> _Answer:
+    if not content:
+        raise _Failure("malformed", "the answer has no content", **counted)
+    try:
+        data = json.loads(content)
+    except json.JSONDecodeError as exc:
+        raise _Failure("malformed", f"content is not JSON ({exc.msg}): {content[:80]!r}", **counted) from exc
+    try:
+        return _Answer.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'answer'}: {error['msg']}" for error in exc.errors()
+        )
+        raise _Failure("malformed", f"content does not match the schema: {problems}", **counted) from exc
+
+
+def _classify(exc: openai.APIError, timeout_seconds: float) -> _Failure:
+    """Name what went wrong in a short, stable ``kind`` and keep the error body as the raw response."""
+    raw = exc.response.text if isinstance(exc, openai.APIStatusError) else None
+    if isinstance(exc, openai.APITimeoutError):
+        return _Failure("timeout", f"no answer within {timeout_seconds}s")
+    if isinstance(exc, openai.RateLimitError):
+        kind = "insufficient_quota" if exc.code == "insufficient_quota" else "rate_limited"
+        return _Failure(kind, _status_detail(exc), raw=raw)
+    if isinstance(exc, openai.AuthenticationError):
+        return _Failure("auth_error", f"401 {exc.code}", raw=raw)
+    if isinstance(exc, openai.APIStatusError):
+        kind = "server_error" if exc.status_code >= 500 else "api_error"
+        return _Failure(kind, _status_detail(exc), raw=raw)
+    if isinstance(exc, openai.APIConnectionError):
+        return _Failure("connection_error", exc.message)
+    return _Failure("api_error", f"{type(exc).__name__}: {exc}")
+
+
+def _status_detail(exc: openai.APIStatusError) -> str:
+    code = f" {exc.code}" if exc.code else ""
+    message = exc.message.removeprefix(f"Error code: {exc.status_code} - ")
+    return f"HTTP {exc.status_code}{code}: {message}"

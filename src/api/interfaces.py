@@ -1,0 +1,218 @@
+"""The exchange port: one interface, two implementations (``UpbitClient`` and ``PaperExchange``).
+
+Money and quantities are ``Decimal``. Candles are market data and come as a pandas DataFrame in
+the same shape the backtester loads from CSV (UTC index, oldest first).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+
+import pandas as pd
+
+CANDLE_COLUMNS = ("open", "high", "low", "close", "volume", "value")
+
+# Timeframe name -> Upbit candle path. Minute units are those Upbit serves.
+TIMEFRAMES: dict[str, str] = {
+    "1m": "minutes/1",
+    "3m": "minutes/3",
+    "5m": "minutes/5",
+    "10m": "minutes/10",
+    "15m": "minutes/15",
+    "30m": "minutes/30",
+    "1h": "minutes/60",
+    "4h": "minutes/240",
+    "1d": "days",
+    "1w": "weeks",
+}
+
+
+class Side(StrEnum):
+    BUY = "buy"
+    SELL = "sell"
+
+    @property
+    def upbit(self) -> str:
+        return "bid" if self is Side.BUY else "ask"
+
+    @classmethod
+    def from_upbit(cls, side: str) -> Side:
+        return cls.BUY if side == "bid" else cls.SELL
+
+
+class OrderType(StrEnum):
+    """Upbit's ``ord_type`` values."""
+
+    LIMIT = "limit"
+    MARKET_BUY = "price"  # market buy of a KRW total
+    MARKET_SELL = "market"  # market sell of a base volume
+
+
+class ExchangeOrderState(StrEnum):
+    """Upbit's order ``state`` values."""
+
+    WAIT = "wait"
+    WATCH = "watch"
+    DONE = "done"
+    CANCEL = "cancel"
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    currency: str
+    balance: Decimal
+    locked: Decimal = Decimal("0")
+    avg_buy_price: Decimal = Decimal("0")
+
+    @property
+    def total(self) -> Decimal:
+        return self.balance + self.locked
+
+
+@dataclass(frozen=True, slots=True)
+class Ticker:
+    symbol: str
+    trade_price: Decimal
+    timestamp: datetime
+    change_rate: Decimal = Decimal("0")
+    acc_trade_price_24h: Decimal = Decimal("0")
+
+
+@dataclass(frozen=True, slots=True)
+class OrderbookLevel:
+    price: Decimal
+    size: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Orderbook:
+    symbol: str
+    timestamp: datetime
+    asks: tuple[OrderbookLevel, ...]  # best (lowest) first
+    bids: tuple[OrderbookLevel, ...]  # best (highest) first
+
+    @property
+    def best_ask(self) -> Decimal | None:
+        return self.asks[0].price if self.asks else None
+
+    @property
+    def best_bid(self) -> Decimal | None:
+        return self.bids[0].price if self.bids else None
+
+    @property
+    def total_ask_size(self) -> Decimal:
+        return sum((level.size for level in self.asks), Decimal("0"))
+
+    @property
+    def total_bid_size(self) -> Decimal:
+        return sum((level.size for level in self.bids), Decimal("0"))
+
+
+@dataclass(frozen=True, slots=True)
+class OrderChance:
+    symbol: str
+    bid_fee: Decimal
+    ask_fee: Decimal
+    min_total: Decimal
+    krw_available: Decimal
+    base_available: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRequest:
+    """What to send. ``identifier`` is our client id; the exchange keeps it unique forever."""
+
+    symbol: str
+    side: Side
+    order_type: OrderType
+    identifier: str
+    volume: Decimal | None = None  # limit and market sell
+    price: Decimal | None = None  # limit price, or the KRW total of a market buy
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    uuid: str
+    price: Decimal
+    volume: Decimal
+    funds: Decimal
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """The exchange's view of an order."""
+
+    uuid: str
+    identifier: str | None
+    symbol: str
+    side: Side
+    order_type: OrderType
+    state: ExchangeOrderState
+    created_at: datetime
+    price: Decimal | None = None
+    volume: Decimal | None = None
+    remaining_volume: Decimal = Decimal("0")
+    executed_volume: Decimal = Decimal("0")
+    executed_funds: Decimal = Decimal("0")
+    paid_fee: Decimal = Decimal("0")
+    trades: tuple[Fill, ...] = field(default_factory=tuple)
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in (ExchangeOrderState.DONE, ExchangeOrderState.CANCEL)
+
+    @property
+    def is_filled(self) -> bool:
+        """Done, or a cancel that still executed something (a market buy's unspendable remainder)."""
+        return self.state is ExchangeOrderState.DONE or (
+            self.state is ExchangeOrderState.CANCEL and self.executed_volume > 0
+        )
+
+    @property
+    def average_price(self) -> Decimal | None:
+        if self.executed_volume <= 0:
+            return None
+        return self.executed_funds / self.executed_volume
+
+
+class IExchangeClient(ABC):
+    """Everything the trading pipeline asks of an exchange."""
+
+    @abstractmethod
+    async def get_balances(self) -> list[Balance]: ...
+
+    @abstractmethod
+    async def get_tickers(self, symbols: list[str]) -> list[Ticker]: ...
+
+    @abstractmethod
+    async def get_orderbooks(self, symbols: list[str]) -> list[Orderbook]: ...
+
+    @abstractmethod
+    async def get_candles(
+        self, symbol: str, timeframe: str, count: int = 200, to: datetime | None = None
+    ) -> pd.DataFrame:
+        """Up to ``count`` candles strictly before ``to`` (or the newest), oldest first, UTC index."""
+
+    @abstractmethod
+    async def get_order_chance(self, symbol: str) -> OrderChance: ...
+
+    @abstractmethod
+    async def place_order(self, request: OrderRequest) -> Order: ...
+
+    @abstractmethod
+    async def get_order(self, *, uuid: str | None = None, identifier: str | None = None) -> Order:
+        """Raises ``OrderNotFound`` when the exchange has no such order."""
+
+    @abstractmethod
+    async def cancel_order(self, *, uuid: str | None = None, identifier: str | None = None) -> Order: ...
+
+    @abstractmethod
+    async def get_open_orders(self, symbol: str | None = None) -> list[Order]: ...
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, most clients own a connection pool
+        """Release network resources."""

@@ -1,0 +1,324 @@
+"""Historical candles for backtests: the CSV cache first, the exchange only for what the cache lacks.
+
+File format (the one of ``../shared/data``): ``timestamp,open,high,low,close,volume[,value]``, one row per
+candle, the timestamp being the candle's open time in ISO 8601 UTC. Cache layout:
+``<data_dir>/{daily,hourly,minute}/<SYMBOL>_<timeframe>.csv`` (e.g. ``hourly/KRW-BTC_1h.csv``).
+
+Bad files fail loudly with file, line and reason; gaps (missing candles) are reported, never filled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from src.api.interfaces import CANDLE_COLUMNS, TIMEFRAMES, IExchangeClient
+from src.exceptions import DataError, RateLimited
+from src.utils.logger import get_logger
+
+log = get_logger(__name__)
+
+REQUIRED_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
+TIMEFRAME_SECONDS: dict[str, int] = {
+    "1m": 60,
+    "3m": 180,
+    "5m": 300,
+    "10m": 600,
+    "15m": 900,
+    "30m": 1800,
+    "1h": 3600,
+    "4h": 14400,
+    "1d": 86400,
+    "1w": 604800,
+}
+PAGE_SIZE = 200
+
+
+def timeframe_dir(timeframe: str) -> str:
+    if timeframe not in TIMEFRAMES:
+        raise DataError(f"unknown timeframe {timeframe!r}; expected one of {', '.join(TIMEFRAMES)}")
+    if timeframe in ("1d", "1w"):
+        return "daily"
+    if timeframe in ("1h", "4h"):
+        return "hourly"
+    return "minute"
+
+
+def cache_path(data_dir: Path, symbol: str, timeframe: str) -> Path:
+    return data_dir / timeframe_dir(timeframe) / f"{symbol}_{timeframe}.csv"
+
+
+def _fail(path: Path | str, line: int | None, reason: str) -> DataError:
+    where = f"{path}:{line}" if line is not None else str(path)
+    return DataError(f"{where}: {reason}", file=str(path), line=line, reason=reason)
+
+
+def load_candle_csv(path: Path | str) -> pd.DataFrame:
+    """Read and validate one candle CSV; the frame has a UTC index named ``timestamp`` and float columns."""
+    path = Path(path)
+    if not path.is_file():
+        raise _fail(path, None, "file not found")
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise _fail(path, None, f"not a readable CSV ({exc})") from exc
+    missing = [column for column in REQUIRED_COLUMNS if column not in raw.columns]
+    if missing:
+        raise _fail(path, 1, f"missing column(s) {', '.join(missing)}; expected {','.join(REQUIRED_COLUMNS)}[,value]")
+    return validate_candles(raw, path)
+
+
+def validate_candles(raw: pd.DataFrame, source: Path | str = "<frame>") -> pd.DataFrame:
+    """Parse string cells and check every rule; line numbers count the header as line 1."""
+    line_of = np.arange(len(raw)) + 2
+    stamps = pd.to_datetime(raw["timestamp"], utc=True, errors="coerce", format="ISO8601")
+    bad = stamps.isna().to_numpy()
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise _fail(source, int(line_of[row]), f"unparsable timestamp {raw['timestamp'].iloc[row]!r}")
+    columns: dict[str, np.ndarray] = {}
+    for column in ("open", "high", "low", "close", "volume"):
+        values = pd.to_numeric(raw[column], errors="coerce").to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise _fail(source, int(line_of[row]), f"unparsable {column} {raw[column].iloc[row]!r}")
+        columns[column] = values
+    if "value" in raw.columns:
+        cells = raw["value"].replace("", np.nan)
+        columns["value"] = pd.to_numeric(cells, errors="coerce").to_numpy(dtype=np.float64)
+        bad = cells.notna().to_numpy() & np.isnan(columns["value"])
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise _fail(source, int(line_of[row]), f"unparsable value {raw['value'].iloc[row]!r}")
+    else:
+        columns["value"] = np.full(len(raw), np.nan)
+    df = pd.DataFrame(columns, index=pd.DatetimeIndex(stamps, name="timestamp"))
+    check_candles(df, source, line_of)
+    return df[list(CANDLE_COLUMNS)]
+
+
+def check_candles(df: pd.DataFrame, source: Path | str = "<frame>", line_of: np.ndarray | None = None) -> None:
+    """Ordering and price sanity: strictly increasing timestamps, high >= low, prices > 0, volume >= 0."""
+    lines = line_of if line_of is not None else np.arange(len(df)) + 2
+    stamps = df.index.as_unit("ns").asi8
+    steps = np.diff(stamps)
+    if (steps == 0).any():
+        row = int(np.argmax(steps == 0)) + 1
+        raise _fail(source, int(lines[row]), f"duplicate timestamp {df.index[row].isoformat()}")
+    if (steps < 0).any():
+        row = int(np.argmax(steps < 0)) + 1
+        raise _fail(source, int(lines[row]), f"timestamp {df.index[row].isoformat()} is before the previous row's")
+    checks = (
+        (df["high"].to_numpy() < df["low"].to_numpy(), "high < low"),
+        ((df[["open", "high", "low", "close"]].to_numpy() <= 0).any(axis=1), "price <= 0"),
+        (df["volume"].to_numpy() < 0, "volume < 0"),
+    )
+    for bad, reason in checks:
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise _fail(source, int(lines[row]), f"{reason} at {df.index[row].isoformat()}")
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    after: pd.Timestamp  # the last candle before the gap
+    before: pd.Timestamp  # the first candle after it
+    missing_bars: int
+
+    def __str__(self) -> str:
+        return f"{self.after.isoformat()} -> {self.before.isoformat()} ({self.missing_bars} bars missing)"
+
+
+def find_gaps(df: pd.DataFrame, timeframe: str) -> list[Gap]:
+    """Every place where consecutive candles are more than one bar apart (weeks: 7 days)."""
+    step = TIMEFRAME_SECONDS[timeframe] * 1_000_000_000
+    stamps = df.index.as_unit("ns").asi8
+    diffs = np.diff(stamps)
+    rows = np.nonzero(diffs > step)[0]
+    return [Gap(df.index[i], df.index[i + 1], int(diffs[i] // step) - 1) for i in rows]
+
+
+def merge_candles(existing: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    """Union of two candle frames, sorted; where both hold a timestamp the newer fetch (``new``) wins."""
+    if existing.empty:
+        return new.sort_index()
+    if new.empty:
+        return existing.sort_index()
+    merged = pd.concat([existing, new])
+    merged = merged[~merged.index.duplicated(keep="last")].sort_index()
+    merged.index.name = "timestamp"
+    return merged
+
+
+def save_candle_csv(df: pd.DataFrame, path: Path) -> None:
+    """Write in the shared format (UTC ISO timestamps with +00:00; empty ``value`` cells where unknown)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = df[list(CANDLE_COLUMNS)].copy()
+    out.index = pd.Index([ts.isoformat() for ts in df.index.tz_convert(UTC)], name="timestamp")
+    tmp = path.with_suffix(".csv.tmp")
+    out.to_csv(tmp, float_format="%.10g", na_rep="")
+    tmp.replace(path)
+
+
+def _to_utc(value: datetime | str | pd.Timestamp | None) -> pd.Timestamp | None:
+    if value is None:
+        return None
+    stamp = pd.Timestamp(value)
+    return stamp.tz_localize(UTC) if stamp.tzinfo is None else stamp.tz_convert(UTC)
+
+
+async def fetch_candles(
+    exchange: IExchangeClient,
+    symbol: str,
+    timeframe: str,
+    start: datetime,
+    end: datetime | None = None,
+    *,
+    on_page: Callable[[pd.DataFrame], None] | None = None,
+    rate_limit_wait: float = 1.0,
+    max_rate_limit_retries: int = 10,
+) -> pd.DataFrame:
+    """Page backwards from ``end`` (exclusive; newest when None) with 200 candles a request down to ``start``.
+
+    A ``RateLimited`` answer waits (growing) and retries the same page; other errors propagate.
+    """
+    start_ts = _to_utc(start)
+    cursor = _to_utc(end)
+    pages: list[pd.DataFrame] = []
+    retries = 0
+    while True:
+        try:
+            page = await exchange.get_candles(symbol, timeframe, count=PAGE_SIZE, to=cursor)
+        except RateLimited:
+            retries += 1
+            if retries > max_rate_limit_retries:
+                raise
+            wait = rate_limit_wait * retries
+            log.warning("candles.rate_limited", symbol=symbol, timeframe=timeframe, wait_seconds=wait)
+            await asyncio.sleep(wait)
+            continue
+        retries = 0
+        if page.empty:
+            break
+        page = page.sort_index()
+        keep = page[page.index >= start_ts]
+        if not keep.empty:
+            pages.append(keep)
+            if on_page is not None:
+                on_page(keep)
+        oldest = page.index[0]
+        if oldest <= start_ts or (cursor is not None and oldest >= cursor):
+            break
+        cursor = oldest
+    if not pages:
+        return pd.DataFrame(columns=list(CANDLE_COLUMNS), index=pd.DatetimeIndex([], tz=UTC, name="timestamp"))
+    frame = pd.concat(pages)
+    frame = frame[~frame.index.duplicated(keep="last")].sort_index()
+    frame.index.name = "timestamp"
+    return frame[list(CANDLE_COLUMNS)].astype(np.float64)
+
+
+class HistoricalDataProvider:
+    """Cache-first candle loader; with an exchange client it fetches only the missing head or tail."""
+
+    def __init__(self, data_dir: Path, exchange: IExchangeClient | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.exchange = exchange
+
+    def path_for(self, symbol: str, timeframe: str) -> Path:
+        return cache_path(self.data_dir, symbol, timeframe)
+
+    def load_cached(self, symbol: str, timeframe: str) -> pd.DataFrame:
+        return load_candle_csv(self.path_for(symbol, timeframe))
+
+    def load_file(self, path: Path | str, start: datetime | str | None = None, end: datetime | str | None = None) -> pd.DataFrame:
+        return self._slice(load_candle_csv(path), start, end, str(path))
+
+    def load_historical_data(
+        self,
+        symbol: str,
+        timeframe: str,
+        start: datetime | str | None = None,
+        end: datetime | str | None = None,
+    ) -> pd.DataFrame:
+        """Candles with ``start <= open time < end``. Fetches the uncovered part when a client is set."""
+        if self.exchange is not None:
+            return asyncio.run(self.load_historical_data_async(symbol, timeframe, start, end))
+        path = self.path_for(symbol, timeframe)
+        if not path.is_file():
+            raise DataError(
+                f"no cached candles for {symbol} {timeframe} at {path}; collect them with "
+                f"`python -m scripts.backtesting.data_collector --symbol {symbol} --timeframe {timeframe}`",
+                file=str(path),
+            )
+        return self._slice(load_candle_csv(path), start, end, f"{symbol} {timeframe}")
+
+    async def load_historical_data_async(
+        self,
+        symbol: str,
+        timeframe: str,
+        start: datetime | str | None = None,
+        end: datetime | str | None = None,
+    ) -> pd.DataFrame:
+        path = self.path_for(symbol, timeframe)
+        cached = load_candle_csv(path) if path.is_file() else None
+        start_ts, end_ts = _to_utc(start), _to_utc(end)
+        if self.exchange is not None:
+            fetched = await self._fetch_missing(symbol, timeframe, cached, start_ts, end_ts)
+            if fetched is not None and not fetched.empty:
+                empty = pd.DataFrame(columns=list(CANDLE_COLUMNS), index=pd.DatetimeIndex([], tz=UTC))
+                cached = merge_candles(cached if cached is not None else empty, fetched)
+                check_candles(cached, path)
+                save_candle_csv(cached, path)
+                log.info("candles.cached", symbol=symbol, timeframe=timeframe, added=len(fetched), path=str(path))
+        if cached is None:
+            raise DataError(f"no candles for {symbol} {timeframe}: nothing cached at {path} and nothing fetched")
+        return self._slice(cached, start, end, f"{symbol} {timeframe}")
+
+    async def _fetch_missing(
+        self,
+        symbol: str,
+        timeframe: str,
+        cached: pd.DataFrame | None,
+        start: pd.Timestamp | None,
+        end: pd.Timestamp | None,
+    ) -> pd.DataFrame | None:
+        assert self.exchange is not None
+        step = timedelta(seconds=TIMEFRAME_SECONDS[timeframe])
+        if start is None:
+            if cached is not None:
+                start = cached.index[0]
+            else:
+                raise DataError(f"nothing cached for {symbol} {timeframe}: give a start date to fetch from")
+        if cached is None or cached.empty:
+            return await fetch_candles(self.exchange, symbol, timeframe, start, end)
+        parts: list[pd.DataFrame] = []
+        first, last = cached.index[0], cached.index[-1]
+        if start < first:
+            parts.append(await fetch_candles(self.exchange, symbol, timeframe, start, first))
+        newest_wanted = end if end is not None else pd.Timestamp(datetime.now(UTC))
+        if newest_wanted > last + step:
+            parts.append(await fetch_candles(self.exchange, symbol, timeframe, last + step, end))
+        return pd.concat(parts) if parts else None
+
+    def _slice(self, df: pd.DataFrame, start: datetime | str | None, end: datetime | str | None, what: str) -> pd.DataFrame:
+        start_ts, end_ts = _to_utc(start), _to_utc(end)
+        if start_ts is not None and end_ts is not None and start_ts >= end_ts:
+            raise DataError(f"start {start_ts.isoformat()} is not before end {end_ts.isoformat()}")
+        mask = np.ones(len(df), dtype=bool)
+        if start_ts is not None:
+            mask &= df.index >= start_ts
+        if end_ts is not None:
+            mask &= df.index < end_ts
+        sliced = df[mask]
+        if sliced.empty:
+            span = f"{df.index[0].isoformat()} .. {df.index[-1].isoformat()}" if len(df) else "nothing"
+            raise DataError(f"no {what} candles in the requested range; the data covers {span}")
+        return sliced

@@ -1,0 +1,402 @@
+"""The one settings model of the system.
+
+Every process (scheduler, API, ``main.py``, ``backtest.py``) reads its configuration through
+``get_settings()``. Values come from the environment and from ``.env`` at the project root;
+nothing else in the code base reads ``os.environ``. Each group below is a separate
+``BaseSettings`` so the sections stay small, but they are loaded and validated together.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from src.exceptions import ConfigurationError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_SQLITE_PATH = PROJECT_ROOT / "data" / "trading.db"
+
+
+def _env_file() -> Path:
+    return PROJECT_ROOT / ".env"
+
+
+def _settings_config() -> SettingsConfigDict:
+    return SettingsConfigDict(
+        env_file=_env_file(),
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        env_ignore_empty=True,
+    )
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+CsvList = Annotated[list[str], NoDecode]
+
+
+class TradingMode(StrEnum):
+    PAPER = "paper"
+    LIVE = "live"
+    REPLAY = "replay"
+
+
+class LogFormat(StrEnum):
+    AUTO = "auto"
+    CONSOLE = "console"
+    JSON = "json"
+
+
+class PositionSizing(StrEnum):
+    FIXED = "fixed"
+    HALF_KELLY = "half_kelly"
+
+
+class _Group(BaseSettings):
+    model_config = _settings_config()
+
+
+class DatabaseConfig(_Group):
+    url: str = Field(
+        default=f"sqlite+aiosqlite:///{DEFAULT_SQLITE_PATH}",
+        validation_alias="DATABASE_URL",
+    )
+    pool_size: int = Field(default=5, ge=1, le=100, validation_alias="DB_POOL_SIZE")
+    max_overflow: int = Field(default=10, ge=0, le=100, validation_alias="DB_MAX_OVERFLOW")
+    echo: bool = Field(default=False, validation_alias="DB_ECHO")
+
+    @field_validator("url")
+    @classmethod
+    def _supported_driver(cls, url: str) -> str:
+        if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError(
+                "expected sqlite+aiosqlite:///path/to/file.db or postgresql+asyncpg://user:password@host:port/database"
+            )
+        return url
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.startswith("sqlite")
+
+
+class TradingConfig(_Group):
+    mode: TradingMode = Field(default=TradingMode.PAPER, validation_alias="TRADING_MODE")
+    symbols: CsvList = Field(default=["KRW-BTC"], validation_alias="TRADING_SYMBOLS")
+    fee_rate: Decimal = Field(default=Decimal("0.0005"), ge=0, lt=Decimal("0.01"), validation_alias="TRADING_FEE_RATE")
+    min_order_krw: Decimal = Field(default=Decimal("5000"), gt=0, validation_alias="MIN_ORDER_KRW")
+    paper_starting_krw: Decimal = Field(default=Decimal("10000000"), gt=0, validation_alias="PAPER_STARTING_KRW")
+    candle_interval_minutes: int = Field(default=60, validation_alias="TRADING_CANDLE_INTERVAL_MINUTES")
+
+    _split_symbols = field_validator("symbols", mode="before")(_split_csv)
+
+    @field_validator("symbols")
+    @classmethod
+    def _upbit_markets(cls, symbols: list[str]) -> list[str]:
+        if not symbols:
+            raise ValueError("expected at least one market, e.g. KRW-BTC,KRW-ETH")
+        for symbol in symbols:
+            quote, _, base = symbol.partition("-")
+            if quote != "KRW" or not base.isalnum() or base.upper() != base:
+                raise ValueError(f"expected Upbit KRW markets like KRW-BTC, got {symbol!r}")
+        return symbols
+
+    @field_validator("candle_interval_minutes")
+    @classmethod
+    def _upbit_unit(cls, unit: int) -> int:
+        if unit not in (1, 3, 5, 10, 15, 30, 60, 240):
+            raise ValueError("expected one of Upbit's minute units 1, 3, 5, 10, 15, 30, 60, 240")
+        return unit
+
+
+class UpbitConfig(_Group):
+    access_key: SecretStr | None = Field(default=None, validation_alias="UPBIT_ACCESS_KEY")
+    secret_key: SecretStr | None = Field(default=None, validation_alias="UPBIT_SECRET_KEY")
+    base_url: str = Field(default="https://api.upbit.com", validation_alias="UPBIT_BASE_URL")
+    timeout_seconds: float = Field(default=10.0, gt=0, le=120, validation_alias="UPBIT_TIMEOUT_SECONDS")
+
+    @property
+    def has_keys(self) -> bool:
+        return bool(self.access_key and self.access_key.get_secret_value()) and bool(
+            self.secret_key and self.secret_key.get_secret_value()
+        )
+
+
+class MarketDataConfig(_Group):
+    fear_greed_url: str = Field(default="https://api.alternative.me/fng/", validation_alias="FEAR_GREED_URL")
+    fear_greed_timeout_seconds: float = Field(default=5.0, gt=0, le=60, validation_alias="FEAR_GREED_TIMEOUT_SECONDS")
+    backtest_data_dir: Path = Field(default=PROJECT_ROOT / "backtest_data", validation_alias="BACKTEST_DATA_DIR")
+
+    @field_validator("backtest_data_dir")
+    @classmethod
+    def _relative_to_project(cls, path: Path) -> Path:
+        return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+class AIConfig(_Group):
+    enabled: bool = Field(default=True, validation_alias="AI_ENABLED")
+    api_key: SecretStr | None = Field(default=None, validation_alias="OPENAI_API_KEY")
+    base_url: str = Field(default="https://api.openai.com/v1", validation_alias="OPENAI_BASE_URL")
+    model: str = Field(default="gpt-4o-mini", min_length=1, validation_alias="OPENAI_MODEL")
+    timeout_seconds: float = Field(default=30.0, gt=0, le=300, validation_alias="OPENAI_TIMEOUT_SECONDS")
+    max_retries: int = Field(default=2, ge=0, le=10, validation_alias="OPENAI_MAX_RETRIES")
+    input_price_per_million: Decimal = Field(
+        default=Decimal("0.15"), ge=0, validation_alias="OPENAI_INPUT_PRICE_PER_1M"
+    )
+    output_price_per_million: Decimal = Field(
+        default=Decimal("0.60"), ge=0, validation_alias="OPENAI_OUTPUT_PRICE_PER_1M"
+    )
+    min_confidence: Decimal = Field(default=Decimal("60"), ge=0, le=100, validation_alias="AI_MIN_CONFIDENCE")
+
+    @property
+    def has_key(self) -> bool:
+        return bool(self.api_key and self.api_key.get_secret_value())
+
+
+class RiskConfig(_Group):
+    stop_loss_pct: Decimal = Field(default=Decimal("5"), gt=0, lt=100, validation_alias="STOP_LOSS_PCT")
+    take_profit_pct: Decimal = Field(default=Decimal("10"), gt=0, validation_alias="TAKE_PROFIT_PCT")
+    trailing_stop_pct: Decimal = Field(default=Decimal("0"), ge=0, lt=100, validation_alias="TRAILING_STOP_PCT")
+    use_atr_exits: bool = Field(default=False, validation_alias="USE_ATR_EXITS")
+    atr_stop_multiplier: Decimal = Field(default=Decimal("2"), gt=0, validation_alias="ATR_STOP_MULTIPLIER")
+    atr_target_multiplier: Decimal = Field(default=Decimal("3"), gt=0, validation_alias="ATR_TARGET_MULTIPLIER")
+    daily_loss_limit_pct: Decimal = Field(default=Decimal("10"), gt=0, lt=100, validation_alias="DAILY_LOSS_LIMIT_PCT")
+    weekly_loss_limit_pct: Decimal = Field(
+        default=Decimal("15"), gt=0, lt=100, validation_alias="WEEKLY_LOSS_LIMIT_PCT"
+    )
+    min_trade_interval_hours: Decimal = Field(default=Decimal("4"), ge=0, validation_alias="MIN_TRADE_INTERVAL_HOURS")
+    max_trades_per_day: int = Field(default=5, ge=1, validation_alias="MAX_TRADES_PER_DAY")
+    max_positions: int = Field(default=3, ge=1, le=50, validation_alias="MAX_POSITIONS")
+    max_position_pct: Decimal = Field(default=Decimal("40"), gt=0, le=100, validation_alias="MAX_POSITION_PCT")
+    cash_reserve_pct: Decimal = Field(default=Decimal("10"), ge=0, lt=100, validation_alias="CASH_RESERVE_PCT")
+    position_sizing: PositionSizing = Field(default=PositionSizing.FIXED, validation_alias="POSITION_SIZING")
+    position_fraction_pct: Decimal = Field(
+        default=Decimal("20"), gt=0, le=100, validation_alias="POSITION_FRACTION_PCT"
+    )
+    kelly_min_pct: Decimal = Field(default=Decimal("5"), gt=0, le=100, validation_alias="KELLY_MIN_PCT")
+    kelly_max_pct: Decimal = Field(default=Decimal("30"), gt=0, le=100, validation_alias="KELLY_MAX_PCT")
+    validator_max_rsi: Decimal = Field(default=Decimal("70"), gt=0, le=100, validation_alias="VALIDATOR_MAX_RSI")
+    validator_max_atr_pct: Decimal = Field(default=Decimal("6"), gt=0, validation_alias="VALIDATOR_MAX_ATR_PCT")
+    validator_fakeout_adx: Decimal = Field(
+        default=Decimal("20"), ge=0, le=100, validation_alias="VALIDATOR_FAKEOUT_ADX"
+    )
+    validator_fakeout_volume_ratio: Decimal = Field(
+        default=Decimal("1.3"), ge=0, validation_alias="VALIDATOR_FAKEOUT_VOLUME_RATIO"
+    )
+    flash_crash_pct: Decimal = Field(default=Decimal("5"), gt=0, lt=100, validation_alias="FLASH_CRASH_PCT")
+    max_slippage_pct: Decimal = Field(
+        default=Decimal("0.5"), gt=0, lt=100, validation_alias="LIQUIDITY_MAX_SLIPPAGE_PCT"
+    )
+
+    @model_validator(mode="after")
+    def _kelly_bounds(self) -> RiskConfig:
+        if self.kelly_min_pct > self.kelly_max_pct:
+            raise ValueError("KELLY_MIN_PCT must not exceed KELLY_MAX_PCT")
+        return self
+
+
+class BacktestConfig(_Group):
+    initial_capital: Decimal = Field(default=Decimal("10000000"), gt=0, validation_alias="BACKTEST_INITIAL_CAPITAL")
+    slippage_pct: Decimal = Field(default=Decimal("0.05"), ge=0, lt=10, validation_alias="BACKTEST_SLIPPAGE_PCT")
+    quick_filter_lookback_days: int = Field(default=30, ge=5, le=3650, validation_alias="QUICK_FILTER_LOOKBACK_DAYS")
+
+
+class SchedulerConfig(_Group):
+    trading_cron: str = Field(default="0 * * * *", validation_alias="SCHEDULER_TRADING_CRON")
+    position_check_minutes: int = Field(default=15, ge=1, le=1440, validation_alias="SCHEDULER_POSITION_CHECK_MINUTES")
+    snapshot_minutes: int = Field(default=60, ge=1, le=1440, validation_alias="SCHEDULER_SNAPSHOT_MINUTES")
+    daily_report_time_kst: str = Field(default="09:00", validation_alias="SCHEDULER_DAILY_REPORT_TIME_KST")
+    misfire_grace_seconds: int = Field(default=300, ge=1, validation_alias="SCHEDULER_MISFIRE_GRACE_SECONDS")
+    control_poll_seconds: float = Field(default=10.0, gt=0, le=3600, validation_alias="SCHEDULER_CONTROL_POLL_SECONDS")
+    instance_name: str = Field(
+        default="default", min_length=1, max_length=100, validation_alias="SCHEDULER_INSTANCE_NAME"
+    )
+    metrics_port: int = Field(default=9101, ge=0, le=65535, validation_alias="SCHEDULER_METRICS_PORT")
+    heartbeat_stale_seconds: int = Field(default=600, ge=10, validation_alias="HEARTBEAT_STALE_SECONDS")
+
+    @field_validator("trading_cron")
+    @classmethod
+    def _five_field_cron(cls, cron: str) -> str:
+        if len(cron.split()) != 5:
+            raise ValueError("expected a 5-field cron expression such as '0 * * * *'")
+        return cron
+
+    @field_validator("daily_report_time_kst")
+    @classmethod
+    def _hh_mm(cls, value: str) -> str:
+        hour, sep, minute = value.partition(":")
+        if not (sep and hour.isdigit() and minute.isdigit() and 0 <= int(hour) < 24 and 0 <= int(minute) < 60):
+            raise ValueError("expected HH:MM in 24-hour KST, e.g. 09:00")
+        return value
+
+
+class ApiConfig(_Group):
+    host: str = Field(default="127.0.0.1", validation_alias="API_HOST")
+    port: int = Field(default=8000, ge=1, le=65535, validation_alias="API_PORT")
+    api_key: SecretStr | None = Field(default=None, validation_alias="API_KEY")
+    jwt_secret: SecretStr | None = Field(default=None, validation_alias="API_JWT_SECRET")
+    jwt_expire_minutes: int = Field(default=60, ge=1, le=10080, validation_alias="API_JWT_EXPIRE_MINUTES")
+    admin_username: str = Field(default="admin", min_length=1, validation_alias="API_ADMIN_USERNAME")
+    admin_password_hash: SecretStr | None = Field(default=None, validation_alias="API_ADMIN_PASSWORD_HASH")
+    public_read: bool = Field(default=False, validation_alias="API_PUBLIC_READ")
+    cors_origins: CsvList = Field(default=[], validation_alias="API_CORS_ORIGINS")
+    rate_limit_per_minute: int = Field(default=600, ge=1, validation_alias="API_RATE_LIMIT_PER_MINUTE")
+    max_body_bytes: int = Field(default=65536, ge=1024, validation_alias="API_MAX_BODY_BYTES")
+
+    _split_origins = field_validator("cors_origins", mode="before")(_split_csv)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _no_wildcard(cls, origins: list[str]) -> list[str]:
+        if "*" in origins:
+            raise ValueError("expected explicit origins such as http://localhost:3000; '*' is not allowed")
+        return origins
+
+
+class TelegramConfig(_Group):
+    bot_token: SecretStr | None = Field(default=None, validation_alias="TELEGRAM_BOT_TOKEN")
+    chat_ids: CsvList = Field(default=[], validation_alias=AliasChoices("TELEGRAM_CHAT_IDS", "TELEGRAM_CHAT_ID"))
+    base_url: str = Field(default="https://api.telegram.org/bot", validation_alias="TELEGRAM_BASE_URL")
+    commands_enabled: bool = Field(default=True, validation_alias="TELEGRAM_COMMANDS_ENABLED")
+
+    _split_chats = field_validator("chat_ids", mode="before")(_split_csv)
+
+    @field_validator("chat_ids")
+    @classmethod
+    def _numeric_ids(cls, chat_ids: list[str]) -> list[str]:
+        for chat_id in chat_ids:
+            if not chat_id.lstrip("-").isdigit():
+                raise ValueError(f"expected numeric Telegram chat ids separated by commas, got {chat_id!r}")
+        return chat_ids
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.bot_token and self.bot_token.get_secret_value() and self.chat_ids)
+
+
+class ObservabilityConfig(_Group):
+    environment: str = Field(default="development", validation_alias="APP_ENV")
+    log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
+    log_format: LogFormat = Field(default=LogFormat.AUTO, validation_alias="LOG_FORMAT")
+    sentry_dsn: SecretStr | None = Field(default=None, validation_alias="SENTRY_DSN")
+    sentry_traces_sample_rate: float = Field(default=0.0, ge=0, le=1, validation_alias="SENTRY_TRACES_SAMPLE_RATE")
+    release: str = Field(default="ai-trader@0.1.0", validation_alias="APP_RELEASE")
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, level: str) -> str:
+        upper = level.upper()
+        if upper not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError("expected one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return upper
+
+
+_GROUPS: dict[str, type[_Group]] = {
+    "database": DatabaseConfig,
+    "trading": TradingConfig,
+    "upbit": UpbitConfig,
+    "market_data": MarketDataConfig,
+    "ai": AIConfig,
+    "risk": RiskConfig,
+    "backtest": BacktestConfig,
+    "scheduler": SchedulerConfig,
+    "api": ApiConfig,
+    "telegram": TelegramConfig,
+    "observability": ObservabilityConfig,
+}
+
+
+class Settings(BaseModel):
+    database: DatabaseConfig
+    trading: TradingConfig
+    upbit: UpbitConfig
+    market_data: MarketDataConfig
+    ai: AIConfig
+    risk: RiskConfig
+    backtest: BacktestConfig
+    scheduler: SchedulerConfig
+    api: ApiConfig
+    telegram: TelegramConfig
+    observability: ObservabilityConfig
+
+    def secret_values(self) -> list[str]:
+        """Every secret's plain value, so the log redactor can scrub it wherever it appears."""
+        secrets: list[str] = []
+        for group_name in _GROUPS:
+            group = getattr(self, group_name)
+            for field_name in type(group).model_fields:
+                value = getattr(group, field_name)
+                if isinstance(value, SecretStr) and value.get_secret_value():
+                    secrets.append(value.get_secret_value())
+        secrets.extend(_password_in_url(self.database.url))
+        return secrets
+
+    def require_live_keys(self) -> None:
+        if self.trading.mode is TradingMode.LIVE and not self.upbit.has_keys:
+            raise ConfigurationError(
+                "TRADING_MODE=live requires UPBIT_ACCESS_KEY and UPBIT_SECRET_KEY; set both, or use TRADING_MODE=paper"
+            )
+
+
+def _password_in_url(url: str) -> list[str]:
+    from sqlalchemy.engine import make_url
+
+    password = make_url(url).password
+    return [password] if password else []
+
+
+def _describe(error: dict[str, Any]) -> str:
+    key = ".".join(str(part) for part in error["loc"]) or "configuration"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "missing":
+        return f"{key}: is required"
+    shown = error.get("input")
+    if isinstance(shown, str) and len(shown) <= 60 and "secret" not in key.lower() and "key" not in key.lower():
+        return f"{key}={shown!r}: {message}"
+    return f"{key}: {message}"
+
+
+_USE_PROJECT_ENV_FILE = object()
+
+
+def load_settings(env_file: Path | object | None = _USE_PROJECT_ENV_FILE) -> Settings:
+    """Load and validate every group; raise one ConfigurationError naming each bad key.
+
+    ``env_file=None`` reads the process environment only (tests use this).
+    """
+    problems: list[str] = []
+    groups: dict[str, _Group] = {}
+    chosen_env_file = _env_file() if env_file is _USE_PROJECT_ENV_FILE else env_file
+    for name, group_cls in _GROUPS.items():
+        try:
+            groups[name] = group_cls(_env_file=chosen_env_file)
+        except ValidationError as exc:
+            problems.extend(_describe(error) for error in exc.errors())
+    if problems:
+        raise ConfigurationError("Invalid configuration: " + "; ".join(problems))
+    settings = Settings(**groups)
+    settings.require_live_keys()
+    return settings
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,190 @@
+"""Technical indicators, vectorised over whole candle frames (TA-Lib underneath).
+
+Every value at row t uses only rows <= t, so the same frame serves backtests (computed once) and
+the live path (``get_latest_indicators`` reads the last row).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import talib
+
+from src.exceptions import DataError
+
+INDICATOR_KEYS: tuple[str, ...] = (
+    "close",
+    "sma_20",
+    "sma_50",
+    "ema_12",
+    "ema_26",
+    "rsi_14",
+    "macd",
+    "macd_signal",
+    "macd_hist",
+    "bb_upper",
+    "bb_middle",
+    "bb_lower",
+    "bb_width",
+    "bb_width_percentile",
+    "atr_14",
+    "atr_pct",
+    "adx_14",
+    "stoch_k",
+    "stoch_d",
+    "obv",
+    "obv_slope",
+    "donchian_high_20",
+    "donchian_low_20",
+    "volume_ratio",
+)
+
+BB_WIDTH_PERCENTILE_LOOKBACK = 100
+OBV_SLOPE_BARS = 5
+
+
+def _as_float(values: pd.Series | np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(values, dtype=np.float64))
+
+
+def sma(values: np.ndarray, period: int) -> np.ndarray:
+    return talib.SMA(_as_float(values), timeperiod=period)
+
+
+def ema(values: np.ndarray, period: int) -> np.ndarray:
+    return talib.EMA(_as_float(values), timeperiod=period)
+
+
+def rsi(close: np.ndarray, period: int = 14) -> np.ndarray:
+    return talib.RSI(_as_float(close), timeperiod=period)
+
+
+def macd(close: np.ndarray, fast: int = 12, slow: int = 26, signal: int = 9) -> tuple[np.ndarray, ...]:
+    """MACD line, signal line and histogram (TA-Lib seeds the EMAs like most charting tools)."""
+    return talib.MACD(_as_float(close), fastperiod=fast, slowperiod=slow, signalperiod=signal)
+
+
+def bollinger(close: np.ndarray, period: int = 20, stddev: float = 2.0) -> tuple[np.ndarray, ...]:
+    """Upper, middle, lower bands (population standard deviation) and width = (upper-lower)/middle."""
+    upper, middle, lower = talib.BBANDS(_as_float(close), timeperiod=period, nbdevup=stddev, nbdevdn=stddev, matype=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        width = (upper - lower) / middle
+    return upper, middle, lower, width
+
+
+def rolling_percentile_rank(values: np.ndarray, lookback: int) -> np.ndarray:
+    """Percent (0..100) of the last ``lookback`` values (current one included) that are <= the current one."""
+    series = pd.Series(_as_float(values))
+    return (series.rolling(lookback, min_periods=lookback).rank(pct=True) * 100.0).to_numpy()
+
+
+def bollinger_squeeze(width_percentile: np.ndarray, threshold: float = 20.0) -> np.ndarray:
+    """True where the band width sits in the lowest ``threshold`` percent of its recent history."""
+    return np.nan_to_num(width_percentile, nan=np.inf) <= threshold
+
+
+def atr(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int = 14) -> np.ndarray:
+    """Wilder's average true range."""
+    return talib.ATR(_as_float(high), _as_float(low), _as_float(close), timeperiod=period)
+
+
+def adx(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int = 14) -> np.ndarray:
+    return talib.ADX(_as_float(high), _as_float(low), _as_float(close), timeperiod=period)
+
+
+def stochastic(
+    high: np.ndarray, low: np.ndarray, close: np.ndarray, k_period: int = 14, smooth_k: int = 3, d_period: int = 3
+) -> tuple[np.ndarray, np.ndarray]:
+    """Slow stochastic %K and %D (simple moving averages)."""
+    return talib.STOCH(
+        _as_float(high),
+        _as_float(low),
+        _as_float(close),
+        fastk_period=k_period,
+        slowk_period=smooth_k,
+        slowk_matype=0,
+        slowd_period=d_period,
+        slowd_matype=0,
+    )
+
+
+def obv(close: np.ndarray, volume: np.ndarray) -> np.ndarray:
+    return talib.OBV(_as_float(close), _as_float(volume))
+
+
+def donchian(high: np.ndarray, low: np.ndarray, period: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """Highest high and lowest low of the last ``period`` bars, the current bar included."""
+    return talib.MAX(_as_float(high), timeperiod=period), talib.MIN(_as_float(low), timeperiod=period)
+
+
+def volume_ratio(volume: np.ndarray, period: int = 20) -> np.ndarray:
+    """Volume over its ``period``-bar mean (current bar included)."""
+    mean = sma(volume, period)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(mean > 0, _as_float(volume) / mean, np.nan)
+
+
+def slope(values: np.ndarray, bars: int) -> np.ndarray:
+    """Change over the last ``bars`` bars (values[t] - values[t-bars])."""
+    arr = _as_float(values)
+    out = np.full_like(arr, np.nan)
+    if len(arr) > bars:
+        out[bars:] = arr[bars:] - arr[:-bars]
+    return out
+
+
+def _require_columns(df: pd.DataFrame) -> None:
+    missing = [column for column in ("open", "high", "low", "close", "volume") if column not in df.columns]
+    if missing:
+        raise DataError(f"candles lack column(s) {', '.join(missing)}", missing=missing)
+
+
+def compute_indicators(df: pd.DataFrame) -> pd.DataFrame:
+    """Every indicator of ``INDICATOR_KEYS`` as a column, same index as ``df`` (NaN during warm-up)."""
+    _require_columns(df)
+    high, low, close, volume = (_as_float(df[c]) for c in ("high", "low", "close", "volume"))
+    macd_line, macd_signal, macd_hist = macd(close)
+    bb_upper, bb_middle, bb_lower, bb_width = bollinger(close)
+    atr_14 = atr(high, low, close)
+    stoch_k, stoch_d = stochastic(high, low, close)
+    obv_line = obv(close, volume)
+    donchian_high, donchian_low = donchian(high, low)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        atr_pct = 100.0 * atr_14 / close
+    columns = {
+        "close": close,
+        "sma_20": sma(close, 20),
+        "sma_50": sma(close, 50),
+        "ema_12": ema(close, 12),
+        "ema_26": ema(close, 26),
+        "rsi_14": rsi(close),
+        "macd": macd_line,
+        "macd_signal": macd_signal,
+        "macd_hist": macd_hist,
+        "bb_upper": bb_upper,
+        "bb_middle": bb_middle,
+        "bb_lower": bb_lower,
+        "bb_width": bb_width,
+        "bb_width_percentile": rolling_percentile_rank(bb_width, BB_WIDTH_PERCENTILE_LOOKBACK),
+        "atr_14": atr_14,
+        "atr_pct": atr_pct,
+        "adx_14": adx(high, low, close),
+        "stoch_k": stoch_k,
+        "stoch_d": stoch_d,
+        "obv": obv_line,
+        "obv_slope": slope(obv_line, OBV_SLOPE_BARS),
+        "donchian_high_20": donchian_high,
+        "donchian_low_20": donchian_low,
+        "volume_ratio": volume_ratio(volume),
+    }
+    return pd.DataFrame(columns, index=df.index)
+
+
+def get_latest_indicators(df: pd.DataFrame) -> dict[str, float]:
+    """The last row of ``compute_indicators`` as plain floats; keys whose value is NaN are left out."""
+    if df.empty:
+        raise DataError("no candles to compute indicators from")
+    last = compute_indicators(df).iloc[-1]
+    return {key: float(value) for key, value in last.items() if not math.isnan(float(value))}

@@ -1,0 +1,112 @@
+"""Settings: defaults are safe, bad values name their key, secrets stay secret."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from src.config.settings import PROJECT_ROOT, TradingMode, load_settings
+from src.exceptions import ConfigurationError
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in ("TRADING_MODE", "UPBIT_ACCESS_KEY", "UPBIT_SECRET_KEY", "DATABASE_URL", "MAX_POSITIONS"):
+        monkeypatch.delenv(key, raising=False)
+
+
+def test_defaults_are_paper_mode_on_embedded_sqlite() -> None:
+    # Given no configuration at all / When settings load
+    settings = load_settings(env_file=None)
+    # Then the bot paper-trades KRW-BTC on a SQLite file under data/
+    assert settings.trading.mode is TradingMode.PAPER
+    assert settings.database.url == f"sqlite+aiosqlite:///{PROJECT_ROOT / 'data' / 'trading.db'}"
+    assert settings.trading.fee_rate == Decimal("0.0005")
+    assert settings.trading.symbols == ["KRW-BTC"]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("MAX_POSITIONS", "abc", "MAX_POSITIONS='abc': Input should be a valid integer"),
+        ("TRADING_FEE_RATE", "-0.1", "TRADING_FEE_RATE='-0.1': Input should be greater than or equal to 0"),
+        ("TRADING_MODE", "yolo", "TRADING_MODE='yolo': Input should be 'paper', 'live' or 'replay'"),
+        ("TRADING_SYMBOLS", "BTC-KRW", "expected Upbit KRW markets like KRW-BTC"),
+        ("DATABASE_URL", "mysql://x", "DATABASE_URL='mysql://x': expected sqlite+aiosqlite"),
+        ("SCHEDULER_TRADING_CRON", "hourly", "expected a 5-field cron expression"),
+        ("API_CORS_ORIGINS", "*", "'*' is not allowed"),
+    ],
+)
+def test_invalid_value_names_key_and_expected_form(
+    monkeypatch: pytest.MonkeyPatch, key: str, value: str, expected: str
+) -> None:
+    # Given one bad value
+    monkeypatch.setenv(key, value)
+    # When settings load / Then one error names the key and what was expected
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings(env_file=None)
+    assert expected in str(caught.value)
+    assert str(caught.value).startswith("Invalid configuration: ")
+
+
+def test_live_mode_refuses_to_start_without_upbit_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRADING_MODE", "live")
+    with pytest.raises(ConfigurationError, match="TRADING_MODE=live requires UPBIT_ACCESS_KEY and UPBIT_SECRET_KEY"):
+        load_settings(env_file=None)
+
+
+def test_live_mode_starts_with_both_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRADING_MODE", "live")
+    monkeypatch.setenv("UPBIT_ACCESS_KEY", "access-abc")
+    monkeypatch.setenv("UPBIT_SECRET_KEY", "secret-xyz")
+    settings = load_settings(env_file=None)
+    assert settings.trading.mode is TradingMode.LIVE
+    assert "secret-xyz" not in repr(settings)
+    assert "secret-xyz" in settings.secret_values()
+
+
+def test_secret_values_include_database_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql+asyncpg://trader:hunter22@db:5432/trader")
+    assert "hunter22" in load_settings(env_file=None).secret_values()
+
+
+def test_env_file_values_are_read_and_empty_values_mean_default(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("TRADING_SYMBOLS=KRW-BTC, KRW-ETH\nDATABASE_URL=\nMAX_POSITIONS=2\n")
+    settings = load_settings(env_file=env_file)
+    assert settings.trading.symbols == ["KRW-BTC", "KRW-ETH"]
+    assert settings.risk.max_positions == 2
+    assert settings.database.is_sqlite
+
+
+def test_env_example_lists_every_setting() -> None:
+    from src.config.settings import _GROUPS
+
+    documented = {
+        line.split("=", 1)[0].lstrip("# ").strip()
+        for line in (PROJECT_ROOT / ".env.example").read_text().splitlines()
+        if "=" in line and not line.startswith("# ")
+    }
+    for group in _GROUPS.values():
+        for field in group.model_fields.values():
+            alias = field.validation_alias
+            names = [alias] if isinstance(alias, str) else list(alias.choices)  # type: ignore[union-attr]
+            assert names[0] in documented, f"{names[0]} is missing from .env.example"
+
+
+def test_bad_configuration_exits_with_one_line_and_no_traceback() -> None:
+    # Given a bad value in the environment of a process that starts up
+    env = {"PATH": "/usr/bin:/bin", "MAX_POSITIONS": "abc", "HOME": str(PROJECT_ROOT)}
+    code = "from src.config.bootstrap import load_settings_or_exit; load_settings_or_exit()"
+    # When it starts
+    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
+    # Then it exits 2 with a single line that names the key
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: Invalid configuration: MAX_POSITIONS='abc': Input should be a valid integer, "
+        "unable to parse string as an integer"
+    ]

@@ -1,0 +1,71 @@
+"""Logging: JSON lines off a terminal, and no secret ever reaches the output."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+from pydantic import SecretStr
+
+from src.utils.logger import REDACTED, configure_logging, get_logger
+
+
+@pytest.fixture
+def json_stream() -> io.StringIO:
+    stream = io.StringIO()
+    configure_logging(level="DEBUG", log_format="json", secrets=["sk-live-very-secret"], stream=stream)
+    return stream
+
+
+def _lines(stream: io.StringIO) -> list[dict]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_events_are_json_lines_with_fields(json_stream: io.StringIO) -> None:
+    get_logger("t").info("order.filled", symbol="KRW-BTC", identifier="bot-1")
+    (line,) = _lines(json_stream)
+    assert line["event"] == "order.filled"
+    assert line["symbol"] == "KRW-BTC"
+    assert line["level"] == "info"
+    assert line["timestamp"].endswith("Z")
+
+
+def test_sensitive_keys_secretstr_and_known_secrets_are_redacted(json_stream: io.StringIO) -> None:
+    # Given secrets passed in every way a careless caller might
+    get_logger("t").warning(
+        "request.sent",
+        api_key="plain-key-123",
+        headers={"Authorization": "Bearer abc.def.ghi", "Accept": "json"},
+        secret=SecretStr("s3cr3t!"),
+        note="the key sk-live-very-secret leaked into text",
+        url="postgresql://trader:pw12345@db/trader",
+    )
+    (line,) = _lines(json_stream)
+    # Then none of them appears in the output
+    raw = json_stream.getvalue()
+    for secret in ("plain-key-123", "abc.def.ghi", "s3cr3t!", "sk-live-very-secret", "pw12345"):
+        assert secret not in raw
+    assert line["api_key"] == REDACTED
+    assert line["headers"]["Authorization"] == REDACTED
+    assert line["headers"]["Accept"] == "json"
+    assert REDACTED in line["note"]
+
+
+def test_stdlib_logging_goes_through_the_same_redaction(json_stream: io.StringIO) -> None:
+    logging.getLogger("third.party").error("calling with Bearer tok-987654321 and sk-live-very-secret")
+    (line,) = _lines(json_stream)
+    assert line["logger"] == "third.party"
+    assert "tok-987654321" not in line["event"]
+    assert "sk-live-very-secret" not in line["event"]
+
+
+def test_console_format_is_readable_text() -> None:
+    stream = io.StringIO()
+    configure_logging(level="INFO", log_format="console", stream=stream)
+    get_logger("t").info("cycle.started", symbol="KRW-BTC")
+    output = stream.getvalue()
+    assert "cycle.started" in output
+    assert "symbol=KRW-BTC" in output
+    assert not output.lstrip().startswith("{")
