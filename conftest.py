@@ -1,3 +1,3 @@
 """Root conftest: shared fixture plugins for tests/ and backend/tests/ (pytest reads pytest_plugins only here)."""
 
-pytest_plugins = ["tests.support.database"]
+pytest_plugins = ["tests.support.database", "tests.fakes.telegram_fixtures"]

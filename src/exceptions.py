@@ -83,8 +83,16 @@ class AIServiceError(TradingSystemError):
     """The AI adviser could not give an answer (used inside the AI service; never escapes a cycle)."""
 
 
+class InvalidInput(TradingSystemError):
+    """A caller passed arguments that cannot be right (e.g. a sell sized in KRW); the message names them."""
+
+
 class RiskLimitExceeded(TradingSystemError):
     """A risk rule forbids the action."""
+
+
+class PositionConflict(TradingSystemError):
+    """The stored positions disagree with the requested change (e.g. a second open position for a symbol)."""
 
 
 class SchedulerLockHeld(TradingSystemError):

@@ -53,14 +53,15 @@ class InMemoryDecisionCache:
 class JsonlDecisionCache:
     """Append-only JSON lines, one decision per line, read into a dict on first use.
 
-    A crash mid-write can leave a torn last line: it is skipped with a warning and the next append
-    starts on a fresh line. A bad line anywhere else is a ``DataError`` naming file and line.
+    A crash mid-write can leave a torn last line: it is skipped with a warning and cut off the file
+    before the next append. A bad line anywhere else is a ``DataError`` naming file and line.
+    One writing process per file.
     """
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self._entries: dict[str, AIDecision] | None = None
-        self._ends_mid_line = False
+        self._torn_line_offset: int | None = None  # byte offset where a torn last line starts
         self._lock = asyncio.Lock()
 
     async def get(self, prompt_hash: str) -> AIDecision | None:
@@ -75,10 +76,11 @@ class JsonlDecisionCache:
                 return
             line = json.dumps(decision.to_dict(), sort_keys=True, ensure_ascii=False)
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self._torn_line_offset is not None:
+                with self.path.open("r+b") as handle:
+                    handle.truncate(self._torn_line_offset)
+                self._torn_line_offset = None
             with self.path.open("a", encoding="utf-8") as handle:
-                if self._ends_mid_line:
-                    handle.write("\n")
-                    self._ends_mid_line = False
                 handle.write(line + "\n")
             entries[decision.prompt_hash] = decision
 
@@ -94,19 +96,18 @@ class JsonlDecisionCache:
     def _read(self) -> dict[str, AIDecision]:
         if not self.path.exists():
             return {}
-        text = self.path.read_text(encoding="utf-8")
-        self._ends_mid_line = bool(text) and not text.endswith("\n")
-        lines = text.split("\n")
-        if lines and lines[-1] == "":
+        lines = self.path.read_bytes().split(b"\n")
+        if lines and lines[-1] == b"":
             lines.pop()
         entries: dict[str, AIDecision] = {}
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             try:
-                decision = AIDecision.from_dict(json.loads(line))
-            except (json.JSONDecodeError, DataError, AttributeError) as exc:
+                decision = AIDecision.from_dict(json.loads(line.decode("utf-8")))
+            except (UnicodeDecodeError, json.JSONDecodeError, DataError, AttributeError) as exc:
                 if number == len(lines):
+                    self._torn_line_offset = sum(len(kept) + 1 for kept in lines[:-1])
                     log.warning("ai_cache.torn_last_line_skipped", path=str(self.path), line=number, error=str(exc))
                     continue
                 raise DataError(f"{self.path}:{number}: not a cached AI decision ({exc})", path=str(self.path)) from exc

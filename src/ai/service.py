@@ -9,10 +9,12 @@ Real answers are cached by the prompt hash; a hit costs no request.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 import openai
+from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from src.ai.cache import DecisionCache
@@ -34,11 +36,20 @@ _MAX_ERROR_DETAIL = 300
 class _Answer(BaseModel):
     """The schema the model must fill, checked again on our side (servers do not always enforce it)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     decision: Decision = Field(strict=False)
     confidence: float = Field(ge=0, le=100, strict=True)
     reason: str = Field(min_length=1, strict=True)
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    answer: _Answer
+    model: str | None
+    raw: str
+    prompt_tokens: int
+    completion_tokens: int
 
 
 class _Failure(Exception):
@@ -112,7 +123,7 @@ class AIService:
 
     async def _ask(self, request: dict[str, Any], prompt: str, prompt_hash: str) -> AIDecision:
         try:
-            answer, model, raw, prompt_tokens, completion_tokens = await self._complete(request)
+            reply = await self._complete(request)
         except _Failure as failure:
             return self._hold(
                 DecisionSource.FALLBACK,
@@ -124,20 +135,20 @@ class AIService:
                 completion_tokens=failure.completion_tokens,
             )
         return AIDecision(
-            decision=answer.decision,
-            confidence=Decimal(str(answer.confidence)).quantize(_CONFIDENCE_STEP),
-            reason=answer.reason.strip(),
+            decision=reply.answer.decision,
+            confidence=Decimal(str(reply.answer.confidence)).quantize(_CONFIDENCE_STEP),
+            reason=reply.answer.reason,
             source=DecisionSource.AI,
-            model=model,
+            model=reply.model or self._config.model,
             prompt_hash=prompt_hash,
             prompt=prompt,
-            raw_response=raw,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            cost_usd=self.cost_usd(prompt_tokens, completion_tokens),
+            raw_response=reply.raw,
+            prompt_tokens=reply.prompt_tokens,
+            completion_tokens=reply.completion_tokens,
+            cost_usd=self.cost_usd(reply.prompt_tokens, reply.completion_tokens),
         )
 
-    async def _complete(self, request: dict[str, Any]) -> tuple[_Answer, str, str, int, int]:
+    async def _complete(self, request: dict[str, Any]) -> _Reply:
         assert self._client is not None
         try:
             response = await self._client.chat.completions.with_raw_response.create(**request)
@@ -145,24 +156,9 @@ class AIService:
             raise _classify(exc, self._config.timeout_seconds) from exc
         raw = response.http_response.text
         try:
-            completion = response.parse()
-        except Exception as exc:
+            return _interpret(response.parse(), raw)
+        except (AttributeError, TypeError, ValueError, openai.APIError) as exc:
             raise _Failure("malformed", f"response is not a chat completion: {exc}", raw=raw) from exc
-        usage = completion.usage
-        prompt_tokens = usage.prompt_tokens if usage else 0
-        completion_tokens = usage.completion_tokens if usage else 0
-        counted = {"raw": raw, "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
-        if not completion.choices:
-            raise _Failure("malformed", "the answer has no choices", **counted)
-        choice = completion.choices[0]
-        if choice.finish_reason == "length":
-            raise _Failure("length", "the answer was cut off at the token limit (finish_reason=length)", **counted)
-        if choice.finish_reason == "content_filter":
-            raise _Failure("content_filter", "the answer was withheld by the content filter", **counted)
-        if choice.message.refusal:
-            raise _Failure("refusal", choice.message.refusal, **counted)
-        answer = _parse_answer(choice.message.content, counted)
-        return answer, completion.model or self._config.model, raw, prompt_tokens, completion_tokens
 
     def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> Decimal:
         """USD for these tokens at the configured prices per million."""
@@ -228,6 +224,25 @@ class AIService:
             log.warning("ai.fallback_hold", error=decision.error, **fields)
         else:
             log.info("ai.decision", **fields)
+
+
+def _interpret(completion: ChatCompletion, raw: str) -> _Reply:
+    """The answer in a completion, or the ``_Failure`` that explains why there is none."""
+    usage = completion.usage
+    prompt_tokens = usage.prompt_tokens if usage else 0
+    completion_tokens = usage.completion_tokens if usage else 0
+    counted = {"raw": raw, "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
+    if not completion.choices:
+        raise _Failure("malformed", "the answer has no choices", **counted)
+    choice = completion.choices[0]
+    if choice.finish_reason == "length":
+        raise _Failure("length", "the answer was cut off at the token limit (finish_reason=length)", **counted)
+    if choice.finish_reason == "content_filter":
+        raise _Failure("content_filter", "the answer was withheld by the content filter", **counted)
+    if choice.message.refusal:
+        raise _Failure("refusal", choice.message.refusal, **counted)
+    answer = _parse_answer(choice.message.content, counted)
+    return _Reply(answer, completion.model, raw, prompt_tokens, completion_tokens)
 
 
 def _parse_answer(content: str | None, counted: dict[str, Any]) -> _Answer:

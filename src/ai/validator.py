@@ -75,10 +75,9 @@ class AIDecisionValidator:
         return []
 
     def _fakeout_objection(self, adx: float | None, volume_ratio: float | None) -> list[str]:
-        missing = [name for name, value in (("adx_14", adx), ("volume_ratio", volume_ratio)) if value is None]
-        if missing:
+        if adx is None or volume_ratio is None:
+            missing = [name for name, value in (("adx_14", adx), ("volume_ratio", volume_ratio)) if value is None]
             return [f"{name} unavailable" for name in missing]
-        assert adx is not None and volume_ratio is not None
         if adx < self._fakeout_adx and volume_ratio < self._fakeout_volume_ratio:
             return [
                 f"possible fakeout: weak trend (adx {adx:.1f} < {self._fakeout_adx:g}) "

@@ -193,7 +193,7 @@ class UpbitClient(IExchangeClient):
         max_attempts: int = 3,
         backoff_seconds: float = 0.25,
         default_block_seconds: float = 60.0,
-        jwt_algorithm: str = "HS512",
+        jwt_algorithm: str = "HS256",
         min_order_krw: Decimal = MIN_ORDER_KRW,
     ) -> None:
         if max_attempts < 1:
@@ -376,7 +376,7 @@ class UpbitClient(IExchangeClient):
                 continue
             if status >= 400:
                 raise _error_from(response, identifier)
-            return _json(response)
+            return _json(response, identifier)
         raise AssertionError("unreachable: the last attempt always returns or raises")
 
     async def _send(
@@ -394,9 +394,7 @@ class UpbitClient(IExchangeClient):
 
     def _auth_headers(self, params: list[tuple[str, str]]) -> dict[str, str]:
         if not (self._access_key and self._secret_key):
-            raise AuthError(
-                "this Upbit call needs keys: set UPBIT_ACCESS_KEY and UPBIT_SECRET_KEY", name="no_keys"
-            )
+            raise AuthError("this Upbit call needs keys: set UPBIT_ACCESS_KEY and UPBIT_SECRET_KEY", name="no_keys")
         claims: dict[str, str] = {"access_key": self._access_key, "nonce": str(uuid_lib.uuid4())}
         if params:
             claims["query_hash"] = query_hash(params)
@@ -512,6 +510,10 @@ def parse_order(data: dict[str, Any]) -> Order:
         raise DataError(f"unexpected Upbit order object: {exc}", order=data) from exc
 
 
+def _float_or_nan(value: Any) -> float:
+    return float("nan") if value is None else float(value)
+
+
 def empty_candles() -> pd.DataFrame:
     index = pd.DatetimeIndex([], tz=UTC, name="timestamp")
     return pd.DataFrame({column: pd.Series(dtype=float) for column in CANDLE_COLUMNS}, index=index)
@@ -528,11 +530,9 @@ def candles_to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
             "low": [float(r["low_price"]) for r in rows],
             "close": [float(r["trade_price"]) for r in rows],
             "volume": [float(r["candle_acc_trade_volume"]) for r in rows],
-            "value": [float(r.get("candle_acc_trade_price") or "nan") for r in rows],
+            "value": [_float_or_nan(r.get("candle_acc_trade_price")) for r in rows],
         },
-        index=pd.DatetimeIndex(
-            pd.to_datetime([r["candle_date_time_utc"] for r in rows], utc=True), name="timestamp"
-        ),
+        index=pd.DatetimeIndex(pd.to_datetime([r["candle_date_time_utc"] for r in rows], utc=True), name="timestamp"),
     )
     frame = frame[~frame.index.duplicated(keep="first")]
     return frame.sort_index()
@@ -541,12 +541,15 @@ def candles_to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 # --- errors ------------------------------------------------------------------------------------------
 
 
-def _json(response: httpx.Response) -> Any:
+def _json(response: httpx.Response, identifier: str | None) -> Any:
     try:
         return response.json()
     except ValueError as exc:
+        context = {"identifier": identifier} if identifier else {}
         raise ExchangeUnavailable(
-            f"Upbit answered {response.status_code} with a body that is not JSON", status=response.status_code
+            f"Upbit answered {response.status_code} with a body that is not JSON",
+            status=response.status_code,
+            **context,
         ) from exc
 
 

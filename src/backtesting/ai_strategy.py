@@ -100,7 +100,11 @@ class AITradingStrategy(Strategy):
                 "decision cache; set the key once to record them, or point to a cache that holds them"
             )
         log.info(
-            "ai_backtest.decisions", symbol=self.symbol, candidates=len(candidates), answered=answered, cached=from_cache
+            "ai_backtest.decisions",
+            symbol=self.symbol,
+            candidates=len(candidates),
+            answered=answered,
+            cached=from_cache,
         )
         return self.stats
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -160,69 +160,137 @@ def merge_candles(existing: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
 def save_candle_csv(df: pd.DataFrame, path: Path) -> None:
     """Write in the shared format (UTC ISO timestamps with +00:00; empty ``value`` cells where unknown)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    out = df[list(CANDLE_COLUMNS)].copy()
-    out.index = pd.Index([ts.isoformat() for ts in df.index.tz_convert(UTC)], name="timestamp")
+    out = pd.DataFrame(index=pd.Index([ts.isoformat() for ts in df.index.tz_convert(UTC)], name="timestamp"))
+    for column in CANDLE_COLUMNS:
+        # shortest round-trip text of each float (nothing is lost), integers without ".0", NaN as empty
+        text = pd.Series(df[column].to_numpy(dtype=np.float64), index=out.index).map(repr)
+        out[column] = text.str.replace(r"\.0$", "", regex=True).replace("nan", "")
     tmp = path.with_suffix(".csv.tmp")
-    out.to_csv(tmp, float_format="%.10g", na_rep="")
+    out.to_csv(tmp)
     tmp.replace(path)
 
 
-def _to_utc(value: datetime | str | pd.Timestamp | None) -> pd.Timestamp | None:
+def to_utc(value: datetime | str | pd.Timestamp | None) -> pd.Timestamp | None:
     if value is None:
         return None
     stamp = pd.Timestamp(value)
     return stamp.tz_localize(UTC) if stamp.tzinfo is None else stamp.tz_convert(UTC)
 
 
-async def fetch_candles(
+@dataclass(slots=True)
+class SyncReport:
+    symbol: str
+    timeframe: str
+    requests: int = 0
+    added: int = 0
+    rate_limited: int = 0
+
+
+OnPage = Callable[[SyncReport, pd.Timestamp], None]
+
+
+async def _get_page(
     exchange: IExchangeClient,
     symbol: str,
     timeframe: str,
-    start: datetime,
-    end: datetime | None = None,
-    *,
-    on_page: Callable[[pd.DataFrame], None] | None = None,
-    rate_limit_wait: float = 1.0,
-    max_rate_limit_retries: int = 10,
+    to: pd.Timestamp,
+    report: SyncReport,
+    rate_limit_wait: float,
+    max_rate_limit_retries: int,
 ) -> pd.DataFrame:
-    """Page backwards from ``end`` (exclusive; newest when None) with 200 candles a request down to ``start``.
-
-    A ``RateLimited`` answer waits (growing) and retries the same page; other errors propagate.
-    """
-    start_ts = _to_utc(start)
-    cursor = _to_utc(end)
-    pages: list[pd.DataFrame] = []
+    """One request of 200 candles strictly before ``to``; a ``RateLimited`` answer waits and retries."""
     retries = 0
     while True:
         try:
-            page = await exchange.get_candles(symbol, timeframe, count=PAGE_SIZE, to=cursor)
+            page = await exchange.get_candles(symbol, timeframe, count=PAGE_SIZE, to=to.to_pydatetime())
         except RateLimited:
             retries += 1
+            report.rate_limited += 1
             if retries > max_rate_limit_retries:
                 raise
             wait = rate_limit_wait * retries
             log.warning("candles.rate_limited", symbol=symbol, timeframe=timeframe, wait_seconds=wait)
             await asyncio.sleep(wait)
             continue
-        retries = 0
-        if page.empty:
-            break
-        page = page.sort_index()
-        keep = page[page.index >= start_ts]
-        if not keep.empty:
-            pages.append(keep)
-            if on_page is not None:
-                on_page(keep)
-        oldest = page.index[0]
-        if oldest <= start_ts or (cursor is not None and oldest >= cursor):
-            break
-        cursor = oldest
-    if not pages:
-        return pd.DataFrame(columns=list(CANDLE_COLUMNS), index=pd.DatetimeIndex([], tz=UTC, name="timestamp"))
-    frame = pd.concat(pages)
-    frame = frame[~frame.index.duplicated(keep="last")].sort_index()
-    frame.index.name = "timestamp"
-    return frame[list(CANDLE_COLUMNS)].astype(np.float64)
+        report.requests += 1
+        return page.sort_index()
+
+
+async def sync_candles(
+    exchange: IExchangeClient,
+    path: Path,
+    symbol: str,
+    timeframe: str,
+    start: datetime | str | None,
+    end: datetime | str | None = None,
+    *,
+    on_page: OnPage | None = None,
+    rate_limit_wait: float = 1.0,
+    max_rate_limit_retries: int = 10,
+) -> SyncReport:
+    """Extend the cache file at ``path`` to cover ``[start, end)`` and save it after every page.
+
+    The head (before the first cached candle) is paged backwards with ``to = first cached``; the tail is
+    paged forwards with ``to = cursor + 201 bars`` (each window holds at most 200 slots, so nothing is
+    skipped). The file always holds one contiguous fetched stretch, so an interrupted run resumes where
+    it stopped. Gaps inside the data are left as they are (Upbit emits no candle without trades).
+    """
+    step = pd.Timedelta(seconds=TIMEFRAME_SECONDS[timeframe])
+    report = SyncReport(symbol, timeframe)
+    # File I/O is synchronous on purpose: one small CSV, written between requests.
+    cached = load_candle_csv(path) if path.is_file() else None  # noqa: ASYNC240
+    start_ts = to_utc(start)
+    end_ts = to_utc(end) or pd.Timestamp(datetime.now(UTC)).floor("s")
+    if cached is None or cached.empty:
+        if start_ts is None:
+            raise DataError(f"nothing cached for {symbol} {timeframe} at {path}: give a start date to fetch from")
+        cached = _empty_candles()
+        cursor = start_ts - step
+    else:
+        cursor = cached.index[-1]
+
+    async def page(to: pd.Timestamp) -> pd.DataFrame:
+        return await _get_page(exchange, symbol, timeframe, to, report, rate_limit_wait, max_rate_limit_retries)
+
+    def store(new: pd.DataFrame, position: pd.Timestamp) -> None:
+        nonlocal cached
+        before = len(cached)
+        cached = merge_candles(cached, new)
+        check_candles(cached, path)
+        report.added += len(cached) - before
+        save_candle_csv(cached, path)
+        if on_page is not None:
+            on_page(report, position)
+
+    if start_ts is not None and len(cached) and start_ts < cached.index[0]:
+        while start_ts < cached.index[0]:
+            got = await page(cached.index[0])
+            fresh = got[got.index >= start_ts]
+            if fresh.empty:
+                break
+            store(fresh, fresh.index[0])
+            if len(got) < PAGE_SIZE:
+                break
+    while cursor + step < end_ts:
+        to = min(cursor + (PAGE_SIZE + 1) * step, end_ts)
+        got = await page(to)
+        fresh = got[(got.index > cursor) & (got.index < end_ts)]
+        if start_ts is not None:
+            fresh = fresh[fresh.index >= start_ts]
+        if not fresh.empty:
+            store(fresh, to)
+        elif on_page is not None:
+            on_page(report, to)
+        cursor = to - step
+    log.info("candles.synced", symbol=symbol, timeframe=timeframe, added=report.added, requests=report.requests)
+    return report
+
+
+def _empty_candles() -> pd.DataFrame:
+    return pd.DataFrame(
+        {column: pd.Series(dtype=np.float64) for column in CANDLE_COLUMNS},
+        index=pd.DatetimeIndex([], tz=UTC, name="timestamp"),
+    )
 
 
 class HistoricalDataProvider:
@@ -238,7 +306,9 @@ class HistoricalDataProvider:
     def load_cached(self, symbol: str, timeframe: str) -> pd.DataFrame:
         return load_candle_csv(self.path_for(symbol, timeframe))
 
-    def load_file(self, path: Path | str, start: datetime | str | None = None, end: datetime | str | None = None) -> pd.DataFrame:
+    def load_file(
+        self, path: Path | str, start: datetime | str | None = None, end: datetime | str | None = None
+    ) -> pd.DataFrame:
         return self._slice(load_candle_csv(path), start, end, str(path))
 
     def load_historical_data(
@@ -268,48 +338,16 @@ class HistoricalDataProvider:
         end: datetime | str | None = None,
     ) -> pd.DataFrame:
         path = self.path_for(symbol, timeframe)
-        cached = load_candle_csv(path) if path.is_file() else None
-        start_ts, end_ts = _to_utc(start), _to_utc(end)
         if self.exchange is not None:
-            fetched = await self._fetch_missing(symbol, timeframe, cached, start_ts, end_ts)
-            if fetched is not None and not fetched.empty:
-                empty = pd.DataFrame(columns=list(CANDLE_COLUMNS), index=pd.DatetimeIndex([], tz=UTC))
-                cached = merge_candles(cached if cached is not None else empty, fetched)
-                check_candles(cached, path)
-                save_candle_csv(cached, path)
-                log.info("candles.cached", symbol=symbol, timeframe=timeframe, added=len(fetched), path=str(path))
-        if cached is None:
+            await sync_candles(self.exchange, path, symbol, timeframe, start, end)
+        if not path.is_file():
             raise DataError(f"no candles for {symbol} {timeframe}: nothing cached at {path} and nothing fetched")
-        return self._slice(cached, start, end, f"{symbol} {timeframe}")
+        return self._slice(load_candle_csv(path), start, end, f"{symbol} {timeframe}")
 
-    async def _fetch_missing(
-        self,
-        symbol: str,
-        timeframe: str,
-        cached: pd.DataFrame | None,
-        start: pd.Timestamp | None,
-        end: pd.Timestamp | None,
-    ) -> pd.DataFrame | None:
-        assert self.exchange is not None
-        step = timedelta(seconds=TIMEFRAME_SECONDS[timeframe])
-        if start is None:
-            if cached is not None:
-                start = cached.index[0]
-            else:
-                raise DataError(f"nothing cached for {symbol} {timeframe}: give a start date to fetch from")
-        if cached is None or cached.empty:
-            return await fetch_candles(self.exchange, symbol, timeframe, start, end)
-        parts: list[pd.DataFrame] = []
-        first, last = cached.index[0], cached.index[-1]
-        if start < first:
-            parts.append(await fetch_candles(self.exchange, symbol, timeframe, start, first))
-        newest_wanted = end if end is not None else pd.Timestamp(datetime.now(UTC))
-        if newest_wanted > last + step:
-            parts.append(await fetch_candles(self.exchange, symbol, timeframe, last + step, end))
-        return pd.concat(parts) if parts else None
-
-    def _slice(self, df: pd.DataFrame, start: datetime | str | None, end: datetime | str | None, what: str) -> pd.DataFrame:
-        start_ts, end_ts = _to_utc(start), _to_utc(end)
+    def _slice(
+        self, df: pd.DataFrame, start: datetime | str | None, end: datetime | str | None, what: str
+    ) -> pd.DataFrame:
+        start_ts, end_ts = to_utc(start), to_utc(end)
         if start_ts is not None and end_ts is not None and start_ts >= end_ts:
             raise DataError(f"start {start_ts.isoformat()} is not before end {end_ts.isoformat()}")
         mask = np.ones(len(df), dtype=bool)

@@ -95,7 +95,9 @@ class PerformanceAnalyzer:
         years = ((index[-1] - index[0]).total_seconds() + step) / SECONDS_PER_YEAR if len(index) else 0.0
         cagr = (final / initial_capital) ** (1.0 / years) - 1.0 if years > 0 and final > 0 else float("nan")
 
-        returns = np.diff(np.concatenate(([initial_capital], values))) / np.concatenate(([initial_capital], values[:-1]))
+        returns = np.diff(np.concatenate(([initial_capital], values))) / np.concatenate(
+            ([initial_capital], values[:-1])
+        )
         std = float(np.std(returns, ddof=1)) if len(returns) > 1 else float("nan")
         mean = float(np.mean(returns)) if len(returns) else float("nan")
         downside = float(np.sqrt(np.mean(np.minimum(returns, 0.0) ** 2))) if len(returns) else float("nan")

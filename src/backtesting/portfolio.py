@@ -86,7 +86,7 @@ def _to_tick(price: float, table: int, up: bool, use_ticks: bool, floors: np.nda
 def _simulate(
     o: np.ndarray,
     h: np.ndarray,
-    l: np.ndarray,
+    lo: np.ndarray,
     c: np.ndarray,
     entry_stop: np.ndarray,
     exit_at_open: np.ndarray,
@@ -141,7 +141,7 @@ def _simulate(
                 raw, reason = o[t], 1
             elif not np.isnan(target) and o[t] >= target:
                 raw, reason = o[t], 2
-            elif not np.isnan(stop) and l[t] <= stop:
+            elif not np.isnan(stop) and lo[t] <= stop:
                 raw, reason = stop, 1
             elif not np.isnan(target) and h[t] >= target:
                 raw, reason = target, 2
@@ -181,7 +181,7 @@ def _simulate(
                     target = raw + target_distance[t]
                     ex_raw = np.nan
                     reason = -1
-                    if not np.isnan(stop) and l[t] <= stop:
+                    if not np.isnan(stop) and lo[t] <= stop:
                         ex_raw, reason = stop, 1
                     elif not np.isnan(target) and h[t] >= target:
                         ex_raw, reason = target, 2
@@ -313,4 +313,3 @@ class Portfolio:
             trades=trades,
             skipped_entries=int(skipped),
         )
-

@@ -118,8 +118,8 @@ class VolatilityBreakoutStrategy(Strategy):
         return {"k": self.k, "trend_filter": self.trend_filter, "trend_window": self.trend_window}
 
     def targets(self, df: pd.DataFrame) -> np.ndarray:
-        o, h, l, _ = _require_ohlc(df)
-        return o + self.k * (_shift(h) - _shift(l))
+        o, h, lo, _ = _require_ohlc(df)
+        return o + self.k * (_shift(h) - _shift(lo))
 
     def generate_signals(self, df: pd.DataFrame) -> StrategySignals:
         o, h, _, c = _require_ohlc(df)
@@ -213,7 +213,7 @@ class RuleBasedBreakoutStrategy(Strategy):
 
     def gates(self, df: pd.DataFrame, indicators: pd.DataFrame | None = None) -> dict[str, np.ndarray]:
         """Each gate as a boolean array, decided at each bar's close."""
-        _, h, l, c = _require_ohlc(df)
+        _, h, lo, c = _require_ohlc(df)
         ind = compute_indicators(df) if indicators is None else indicators
         ma = pd.Series(c).rolling(self.ma_period, min_periods=self.ma_period).mean().to_numpy()
         trend = np.nan_to_num(c - ma, nan=-1.0) > 0
@@ -229,7 +229,7 @@ class RuleBasedBreakoutStrategy(Strategy):
             prior_high = pd.Series(h).rolling(self.donchian_period, min_periods=self.donchian_period).max()
             level = prior_high.shift(1).to_numpy()
         else:
-            level = _shift(c) + self.range_k * (_shift(h) - _shift(l))
+            level = _shift(c) + self.range_k * (_shift(h) - _shift(lo))
         breakout = np.nan_to_num(c - level, nan=-1.0) > 0
 
         volume_ok = np.nan_to_num(ind["volume_ratio"].to_numpy(), nan=0.0) > self.volume_multiplier

@@ -12,7 +12,7 @@ from decimal import Decimal
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AliasChoices,
@@ -193,6 +193,7 @@ class RiskConfig(_Group):
     )
     kelly_min_pct: Decimal = Field(default=Decimal("5"), gt=0, le=100, validation_alias="KELLY_MIN_PCT")
     kelly_max_pct: Decimal = Field(default=Decimal("30"), gt=0, le=100, validation_alias="KELLY_MAX_PCT")
+    kelly_min_trades: int = Field(default=20, ge=1, validation_alias="KELLY_MIN_TRADES")
     validator_max_rsi: Decimal = Field(default=Decimal("70"), gt=0, le=100, validation_alias="VALIDATOR_MAX_RSI")
     validator_max_atr_pct: Decimal = Field(default=Decimal("6"), gt=0, validation_alias="VALIDATOR_MAX_ATR_PCT")
     validator_fakeout_adx: Decimal = Field(
@@ -217,6 +218,9 @@ class BacktestConfig(_Group):
     initial_capital: Decimal = Field(default=Decimal("10000000"), gt=0, validation_alias="BACKTEST_INITIAL_CAPITAL")
     slippage_pct: Decimal = Field(default=Decimal("0.05"), ge=0, lt=10, validation_alias="BACKTEST_SLIPPAGE_PCT")
     quick_filter_lookback_days: int = Field(default=30, ge=5, le=3650, validation_alias="QUICK_FILTER_LOOKBACK_DAYS")
+    quick_filter_tier: Literal["strict", "moderate", "lenient"] = Field(
+        default="moderate", validation_alias="QUICK_FILTER_TIER"
+    )
 
 
 class SchedulerConfig(_Group):

@@ -123,6 +123,9 @@ class ITradingRepository(Protocol):
     async def settle_order(self, identifier: str, changes: dict[str, Any], trades: list[TradeRecord]) -> OrderRecord:
         """Update the order and insert its trades atomically; trades already present are skipped."""
 
+    async def record_realized_pnl(self, pnl_by_trade_id: dict[str, Decimal]) -> None:
+        """Set ``trades.realized_pnl`` of a sell's trades once the position has realised it."""
+
     async def get_order(self, identifier: str) -> OrderRecord | None: ...
 
     async def list_orders(self, statuses: list[OrderStatus], mode: TradingMode | None = None) -> list[OrderRecord]: ...

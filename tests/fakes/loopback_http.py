@@ -91,7 +91,7 @@ class LoopbackHttpServer:
         self._loop = loop
         try:
             loop.run_until_complete(self._open())
-        except BaseException as exc:  # noqa: BLE001 - reported to start()
+        except BaseException as exc:
             self._startup_error = exc
             self._ready.set()
             loop.close()

@@ -1,8 +1,7 @@
 """Pytest fixture for the fake OpenAI server.
 
-Register it once in a conftest (``pytest_plugins = ["tests.fakes.openai_fixtures"]``) or import
-``fake_openai`` into a test module. The server runs in its own thread, so the fixture serves sync
-and async tests alike.
+Use it with ``pytest_plugins = ["tests.fakes.openai_fixtures"]`` in a test module (or in the root
+``conftest.py``). The server runs in its own thread, so the fixture serves sync and async tests alike.
 """
 
 from __future__ import annotations
@@ -16,5 +15,6 @@ from tests.fakes.openai_server import FakeOpenAI
 
 @pytest.fixture
 def fake_openai() -> Iterator[FakeOpenAI]:
+    """A started FakeOpenAI; key ``fake.api_key``, SDK base URL ``fake.base_url`` (ends in ``/v1``)."""
     with FakeOpenAI() as fake:
         yield fake

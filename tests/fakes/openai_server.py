@@ -47,6 +47,7 @@ class BehaviourKind(StrEnum):
     LENGTH = "length"
     CONTENT_FILTER = "content_filter"
     SERVER_ERROR = "server_error"
+    RAW = "raw"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,7 @@ class Behaviour:
     content: str | None = None
     refusal_text: str = "I'm sorry, but I can't help with that request."
     status: int = 500
+    retry_after_ms: int | None = None  # also send retry-after-ms (the SDK ignores retry-after: 0)
     delay_seconds: float = 0.0
     prompt_tokens: int = 812
     completion_tokens: int = 24
@@ -91,9 +93,13 @@ class Behaviour:
         return cls.ok(decision, confidence, "slow answer", delay_seconds=seconds)
 
     @classmethod
-    def rate_limited(cls) -> Behaviour:
-        """HTTP 429 ``rate_limit_exceeded`` with ``retry-after: 0`` (retrying helps)."""
-        return cls(BehaviourKind.RATE_LIMITED)
+    def rate_limited(cls, retry_after_ms: int | None = None) -> Behaviour:
+        """HTTP 429 ``rate_limit_exceeded`` with ``retry-after: 0`` (retrying helps).
+
+        openai 3.54 ignores a zero ``retry-after`` and backs off 0.5-1 s instead; pass
+        ``retry_after_ms=1`` to make its retries immediate.
+        """
+        return cls(BehaviourKind.RATE_LIMITED, retry_after_ms=retry_after_ms)
 
     @classmethod
     def insufficient_quota(cls) -> Behaviour:
@@ -121,6 +127,11 @@ class Behaviour:
     @classmethod
     def server_error(cls, status: int = 500) -> Behaviour:
         return cls(BehaviourKind.SERVER_ERROR, status=status)
+
+    @classmethod
+    def raw(cls, body: str, status: int = 200) -> Behaviour:
+        """``body`` sent verbatim as ``application/json`` (e.g. a proxy's page or a non-completion object)."""
+        return cls(BehaviourKind.RAW, content=body, status=status)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -363,9 +374,11 @@ def _completion(
     }
 
 
-def render_answer(behaviour: Behaviour, fake_id: int, model: str) -> tuple[int, dict[str, str], dict[str, Any]]:
-    """The HTTP status, extra headers and JSON body for one behaviour."""
+def render_answer(behaviour: Behaviour, fake_id: int, model: str) -> tuple[int, dict[str, str], Any]:
+    """The HTTP status, extra headers and body (JSON-able, or bytes sent as they are) for one behaviour."""
     kind = behaviour.kind
+    if kind is BehaviourKind.RAW:
+        return behaviour.status, {}, (behaviour.content or "").encode()
     answer = json.dumps(
         {"decision": behaviour.decision, "confidence": behaviour.confidence, "reason": behaviour.reason}
     )
@@ -381,7 +394,10 @@ def render_answer(behaviour: Behaviour, fake_id: int, model: str) -> tuple[int, 
         return 200, {}, _completion(fake_id, model, behaviour, None, refusal=behaviour.refusal_text)
     if kind is BehaviourKind.RATE_LIMITED:
         message = f"Rate limit reached for {model} on requests per min (RPM): Limit 3, Used 3, Requested 1."
-        return 429, {"retry-after": "0"}, _error_body(message, "requests", code="rate_limit_exceeded")
+        headers = {"retry-after": "0"}
+        if behaviour.retry_after_ms is not None:
+            headers["retry-after-ms"] = str(behaviour.retry_after_ms)
+        return 429, headers, _error_body(message, "requests", code="rate_limit_exceeded")
     if kind is BehaviourKind.INSUFFICIENT_QUOTA:
         message = "You exceeded your current quota, please check your plan and billing details."
         return 429, {}, _error_body(message, "insufficient_quota", code="insufficient_quota")
@@ -393,6 +409,7 @@ def _handler_for(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "FakeOpenAI/1.0"
+        disable_nagle_algorithm = True  # headers and body go out in two writes; avoid the 40 ms delayed-ACK stall
 
         def log_message(self, format: str, *args: Any) -> None:
             return
@@ -402,7 +419,7 @@ def _handler_for(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             return self.rfile.read(length) if length else b""
 
         def _send_json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-            payload = json.dumps(body).encode()
+            payload = body if isinstance(body, bytes) else json.dumps(body).encode()
             try:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

@@ -50,6 +50,7 @@ class PositionRow(Base):
     avg_entry_price: Mapped[Decimal] = mapped_column(Money())
     entry_at: Mapped[datetime] = mapped_column(UTCDateTime())
     highest_price: Mapped[Decimal] = mapped_column(Money())
+    entry_fee: Mapped[Decimal] = mapped_column(Money(), default=Decimal("0"), server_default="0")
     stop_price: Mapped[Decimal | None] = mapped_column(Money())
     take_profit_price: Mapped[Decimal | None] = mapped_column(Money())
     trailing_stop_pct: Mapped[Decimal | None] = mapped_column(ExactDecimal(10, 4))

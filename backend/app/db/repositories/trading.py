@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
@@ -42,6 +43,9 @@ class SqlTradingRepository:
     async def create_order(self, order: OrderRecord) -> OrderRecord:
         async with self._sessions.begin() as session:
             row = OrderRow(**record_values(order, exclude={"created_at", "updated_at"}))
+            if order.created_at is not None:  # a simulated clock (replay) dates its own orders
+                row.created_at = order.created_at
+                row.updated_at = order.created_at
             session.add(row)
             await session.flush()
             return row_to_record(row, OrderRecord)
@@ -83,6 +87,15 @@ class SqlTradingRepository:
                 values = record_values(trade, exclude={"order_identifier", "created_at"})
                 session.add(TradeRow(**values, order_id=row.id, created_at=trade.created_at or utcnow()))
             return row_to_record(row, OrderRecord)
+
+    async def record_realized_pnl(self, pnl_by_trade_id: dict[str, Decimal]) -> None:
+        if not pnl_by_trade_id:
+            return
+        async with self._sessions.begin() as session:
+            rows = await session.scalars(select(TradeRow).where(TradeRow.trade_id.in_(list(pnl_by_trade_id))))
+            for row in rows:
+                row.realized_pnl = pnl_by_trade_id[row.trade_id]
+                row.updated_at = utcnow()
 
     async def get_order(self, identifier: str) -> OrderRecord | None:
         async with self._sessions() as session:

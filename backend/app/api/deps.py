@@ -1,0 +1,117 @@
+"""Dependencies of the routes: settings, database session, and who is calling."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Request, Security, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from backend.app.core.security import InvalidToken, constant_time_equals, decode_access_token
+from src.config.settings import Settings
+from src.exceptions import InvalidInput
+
+TOKEN_URL = "/api/v1/auth/token"
+
+api_key_scheme = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="ApiKey")
+bearer_scheme = OAuth2PasswordBearer(tokenUrl=TOKEN_URL, auto_error=False, scheme_name="OAuth2Password")
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_sessions(request: Request) -> async_sessionmaker[AsyncSession]:
+    return request.app.state.sessions
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with request.app.state.sessions() as session:
+        yield session
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+SessionsDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessions)]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: ``api-key``, ``user:<name>``, or ``anonymous`` (public reads only)."""
+
+    name: str
+
+    @property
+    def authenticated(self) -> bool:
+        return self.name != "anonymous"
+
+
+ANONYMOUS = Principal("anonymous")
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail=detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def _identify(settings: Settings, api_key: str | None, token: str | None) -> Principal | None:
+    """The caller, ``None`` without credentials; raises 401 for credentials that are wrong."""
+    api = settings.api
+    if api_key is not None:
+        expected = api.api_key.get_secret_value() if api.api_key else ""
+        if expected and constant_time_equals(api_key, expected):
+            return Principal("api-key")
+        raise _unauthorized("invalid API key")
+    if token is not None:
+        secret = api.jwt_secret.get_secret_value() if api.jwt_secret else ""
+        if not secret:
+            raise _unauthorized("bearer tokens are not enabled (API_JWT_SECRET is not set)")
+        try:
+            return Principal("user:" + decode_access_token(token, secret))
+        except InvalidToken as exc:
+            raise _unauthorized(str(exc)) from None
+    return None
+
+
+async def require_reader(
+    settings: SettingsDep,
+    api_key: Annotated[str | None, Security(api_key_scheme)],
+    token: Annotated[str | None, Security(bearer_scheme)],
+) -> Principal:
+    principal = _identify(settings, api_key, token)
+    if principal is not None:
+        return principal
+    if settings.api.public_read:
+        return ANONYMOUS
+    raise _unauthorized("authentication required: send X-API-Key or Authorization: Bearer <token>")
+
+
+async def require_writer(
+    settings: SettingsDep,
+    api_key: Annotated[str | None, Security(api_key_scheme)],
+    token: Annotated[str | None, Security(bearer_scheme)],
+) -> Principal:
+    principal = _identify(settings, api_key, token)
+    if principal is None:
+        raise _unauthorized("authentication required: send X-API-Key or Authorization: Bearer <token>")
+    return principal
+
+
+Reader = Annotated[Principal, Depends(require_reader)]
+Writer = Annotated[Principal, Depends(require_writer)]
+
+
+def invalid(location: tuple[str, ...], error: InvalidInput | str) -> RequestValidationError:
+    """A 422 in FastAPI's own shape, for input that only the query layer can judge (cursor, ranges)."""
+    message = error.message if isinstance(error, InvalidInput) else error
+    detail: dict[str, Any] = {"loc": location, "msg": message, "type": "value_error"}
+    return RequestValidationError([detail])
+
+
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing, invalid or expired credentials"},
+    429: {"description": "Rate limit exceeded; see Retry-After"},
+}

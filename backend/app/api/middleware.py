@@ -1,0 +1,193 @@
+"""The API's edge, as one pure-ASGI layer (cheap per request): request metrics by route template,
+body size limit (413), per-client rate limit (429 + Retry-After), security headers, and a plain 500
+for anything unexpected (the type is logged; no internals, headers or secrets reach the client or log).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from backend.app.core.security import InvalidToken, constant_time_equals, decode_access_token
+from backend.app.services.metrics import ApiMetrics
+from src.config.settings import ApiConfig
+from src.utils.logger import get_logger
+
+log = get_logger(__name__)
+
+UNLIMITED_PATHS = frozenset({"/health", "/ready", "/metrics"})
+DOCS_PATHS = frozenset({"/docs", "/redoc", "/docs/oauth2-redirect"})
+_SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-store"),
+]
+_CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
+
+
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+class RateLimiter:
+    """Token bucket per client: ``per_minute`` requests of burst, refilled at ``per_minute`` a minute.
+
+    In-process: with several uvicorn workers each worker keeps its own buckets.
+    """
+
+    def __init__(self, per_minute: int, max_clients: int = 10_000) -> None:
+        self.capacity = float(per_minute)
+        self.rate = per_minute / 60.0
+        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+        self._max_clients = max_clients
+
+    def acquire(self, client: str, now: float | None = None) -> float:
+        """0 when allowed; otherwise the seconds until a request would be."""
+        now = time.monotonic() if now is None else now
+        bucket = self._buckets.get(client)
+        if bucket is None:
+            bucket = _Bucket(self.capacity, now)
+            self._buckets[client] = bucket
+            if len(self._buckets) > self._max_clients:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(client)
+            bucket.tokens = min(self.capacity, bucket.tokens + (now - bucket.updated) * self.rate)
+            bucket.updated = now
+        if bucket.tokens >= 1.0:
+            bucket.tokens -= 1.0
+            return 0.0
+        return (1.0 - bucket.tokens) / self.rate
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+class EdgeMiddleware:
+    def __init__(self, app: ASGIApp, *, api: ApiConfig, metrics: ApiMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body = api.max_body_bytes
+        self.limiter = RateLimiter(api.rate_limit_per_minute)
+        self._api_key = api.api_key.get_secret_value() if api.api_key else ""
+        self._jwt_secret = api.jwt_secret.get_secret_value() if api.jwt_secret else ""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+        path: str = scope["path"]
+        extra_headers = list(_SECURITY_HEADERS)
+        if path not in DOCS_PATHS:
+            extra_headers.append(_CSP)
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_started = True
+                message["headers"] = [*message.get("headers", []), *extra_headers]
+            await send(message)
+
+        try:
+            rejection = self._reject(scope, path)
+            if rejection is not None:
+                await _send_json(send_with_headers, *rejection)
+            else:
+                await self.app(scope, self._limited_receive(receive), send_with_headers)
+        except _BodyTooLarge:
+            if not response_started:
+                await _send_json(send_with_headers, 413, {"detail": f"request body larger than {self.max_body} bytes"})
+        except Exception as exc:
+            log.error("api.unhandled_error", error=type(exc).__name__, method=scope["method"], route=self._route(scope))
+            if not response_started:
+                await _send_json(send_with_headers, 500, {"detail": "internal server error"})
+        finally:
+            self.metrics.observe(scope["method"], self._route(scope), status, time.perf_counter() - started)
+
+    def _reject(self, scope: Scope, path: str) -> tuple[int, dict[str, Any], list[tuple[bytes, bytes]]] | None:
+        length = _header(scope, b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body):
+            return 413, {"detail": f"request body larger than {self.max_body} bytes"}, []
+        if path in UNLIMITED_PATHS:
+            return None
+        wait = self.limiter.acquire(self._client(scope))
+        if wait > 0:
+            retry_after = str(max(1, math.ceil(wait))).encode()
+            return 429, {"detail": "rate limit exceeded; retry later"}, [(b"retry-after", retry_after)]
+        return None
+
+    def _limited_receive(self, receive: Receive) -> Receive:
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body:
+                    raise _BodyTooLarge
+            return message
+
+        return limited
+
+    def _client(self, scope: Scope) -> str:
+        """The rate-limit identity: the API key or token user when valid, otherwise the client address."""
+        key = _header(scope, b"x-api-key")
+        if key and self._api_key and constant_time_equals(key, self._api_key):
+            return "api-key"
+        authorization = _header(scope, b"authorization")
+        if authorization and self._jwt_secret and authorization[:7].lower() == "bearer ":
+            try:
+                return "user:" + decode_access_token(authorization[7:], self._jwt_secret)
+            except InvalidToken:
+                pass
+        client = scope.get("client")
+        address = client[0] if client else "unknown"
+        return "ip:" + hashlib.blake2s(address.encode(), digest_size=8).hexdigest()
+
+    def _route(self, scope: Scope) -> str:
+        route = scope.get("route")
+        if route is not None and hasattr(route, "path"):
+            return str(route.path)
+        app = scope.get("app")
+        for candidate in getattr(getattr(app, "router", None), "routes", []):
+            match, _ = candidate.matches(scope)
+            if match is Match.FULL:
+                return str(candidate.path)
+        return "<unmatched>"
+
+
+async def _send_json(
+    send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    payload = json.dumps(body).encode()
+    response_headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+        *(headers or []),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": response_headers})
+    await send({"type": "http.response.body", "body": payload})

@@ -1,0 +1,53 @@
+"""Query parameters shared by the list endpoints."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Query
+from pydantic import AwareDatetime, BaseModel
+
+from backend.app.api.deps import invalid
+from backend.app.db.repositories.queries import Page, Paging
+from src.exceptions import InvalidInput
+
+MAX_LIMIT = 500
+SYMBOL_PATTERN = r"^[A-Z]{2,5}-[A-Z0-9]{1,15}$"
+
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"Items per page (1..{MAX_LIMIT})")]
+Cursor = Annotated[
+    str | None,
+    Query(min_length=1, max_length=200, description="`next_cursor` of the previous page (keyset paging)"),
+]
+Skip = Annotated[
+    int | None,
+    Query(ge=0, le=1_000_000, description="Offset paging (compatibility): also returns total, page, page_size"),
+]
+Symbol = Annotated[str | None, Query(pattern=SYMBOL_PATTERN, description="Market, e.g. KRW-BTC")]
+FromDate = Annotated[AwareDatetime | None, Query(description="Inclusive start, with a time zone (RFC 3339)")]
+ToDate = Annotated[AwareDatetime | None, Query(description="Exclusive end, with a time zone (RFC 3339)")]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def paging(limit: int, cursor: str | None, skip: int | None) -> Paging:
+    if cursor is not None and skip is not None:
+        raise invalid(("query", "cursor"), "use either cursor or skip, not both")
+    return Paging(limit=limit, cursor=cursor, skip=skip)
+
+
+def query_error(exc: InvalidInput) -> Exception:
+    field = exc.message.split(":", 1)[0] if ":" in exc.message else "query"
+    return invalid(("query", field), exc.message.split(": ", 1)[-1])
+
+
+def page_model(model: type[M], page: Page, item_model: type[BaseModel]) -> M:
+    fields: dict[str, Any] = {
+        "items": [item_model.model_validate(row) for row in page.rows],
+        "limit": page.limit,
+        "next_cursor": page.next_cursor,
+        "total": page.total,
+        "page": page.page,
+        "page_size": page.page_size,
+    }
+    return model.model_validate(fields)

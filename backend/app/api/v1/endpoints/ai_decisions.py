@@ -1,0 +1,53 @@
+"""What the AI adviser decided, what the validator made of it, and what it cost."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from backend.app.api.deps import Reader, SessionDep
+from backend.app.api.v1.endpoints._params import (
+    Cursor,
+    FromDate,
+    Limit,
+    Skip,
+    Symbol,
+    ToDate,
+    page_model,
+    paging,
+    query_error,
+)
+from backend.app.db.repositories import queries
+from backend.app.schemas.ai_decisions import AIDecisionOut, AIDecisionPage, DecisionKind
+from src.exceptions import InvalidInput
+
+router = APIRouter(prefix="/ai", tags=["ai"])
+
+
+@router.get("/decisions", response_model=AIDecisionPage, summary="List AI decisions, newest first")
+async def list_decisions(
+    session: SessionDep,
+    _: Reader,
+    symbol: Symbol = None,
+    decision: DecisionKind | None = None,
+    final_decision: DecisionKind | None = None,
+    overridden: bool | None = None,
+    from_date: FromDate = None,
+    to_date: ToDate = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+    skip: Skip = None,
+) -> AIDecisionPage:
+    try:
+        page = await queries.list_ai_decisions(
+            session,
+            paging(limit, cursor, skip),
+            symbol=symbol,
+            decision=decision,
+            final_decision=final_decision,
+            overridden=overridden,
+            from_date=from_date,
+            to_date=to_date,
+        )
+    except InvalidInput as exc:
+        raise query_error(exc) from None
+    return page_model(AIDecisionPage, page, AIDecisionOut)

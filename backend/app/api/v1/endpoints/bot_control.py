@@ -1,0 +1,146 @@
+"""Bot status and control. Control is data (DESIGN.md): the API writes the desired state and run-time
+settings in ``bot_config`` with an audit line in ``system_logs``; the scheduler obeys and reports back in
+``bot_state`` (its heartbeat), which the status reads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.exceptions import RequestValidationError
+
+from backend.app.api.deps import AUTH_RESPONSES, Reader, SessionDep, SessionsDep, SettingsDep, Writer
+from backend.app.db.repositories import queries
+from backend.app.db.repositories.bot import BotRepository
+from backend.app.schemas.bot import (
+    BotConfigEntry,
+    BotConfigOut,
+    BotConfigUpdate,
+    BotControlIn,
+    BotControlOut,
+    BotStatusOut,
+)
+from src.config.runtime import RUNTIME_KEYS, runtime_default, runtime_value_to_json, validate_runtime_value
+from src.config.settings import Settings
+from src.exceptions import InvalidInput
+from src.trading.bot_control import DESIRED_STATE_KEY, desired_state_for
+from src.utils.logger import get_logger
+
+log = get_logger(__name__)
+router = APIRouter(prefix="/bot", tags=["bot"])
+
+
+def _status(data: queries.BotStatusData, settings: Settings) -> BotStatusOut:
+    heartbeat, risk = data.heartbeat, data.risk
+    instance = settings.scheduler.instance_name
+    if heartbeat is None:
+        return BotStatusOut(
+            instance=instance, state="unknown", desired_state=data.desired_state, stale=True,
+            message="scheduler never seen", mode=None, symbols=[], schedule=None, started_at=None,
+            heartbeat_at=None, heartbeat_age_seconds=None, last_run=None, next_run=None, last_error=None,
+            last_error_at=None, safe_mode=bool(risk and risk.safe_mode),
+            safe_mode_reason=risk.safe_mode_reason if risk else None,
+            safe_mode_since=risk.safe_mode_since if risk else None,
+        )  # fmt: skip
+    age = BotRepository.heartbeat_age_seconds(heartbeat)
+    stale = age > settings.scheduler.heartbeat_stale_seconds
+    return BotStatusOut(
+        instance=instance,
+        state=heartbeat.state,
+        desired_state=data.desired_state,
+        stale=stale,
+        message=f"scheduler not seen for {int(age // 60)} minutes" if stale else None,
+        mode=heartbeat.mode,
+        symbols=list(heartbeat.symbols or []),
+        schedule=heartbeat.schedule,
+        started_at=heartbeat.started_at,
+        heartbeat_at=heartbeat.heartbeat_at,
+        heartbeat_age_seconds=round(age, 3),
+        last_run=heartbeat.last_run_at,
+        next_run=heartbeat.next_run_at,
+        last_error=heartbeat.last_error,
+        last_error_at=heartbeat.last_error_at,
+        safe_mode=risk.safe_mode if risk else heartbeat.safe_mode,
+        safe_mode_reason=risk.safe_mode_reason if risk else heartbeat.safe_mode_reason,
+        safe_mode_since=risk.safe_mode_since if risk else None,
+    )
+
+
+@router.get("/status", response_model=BotStatusOut, summary="The scheduler's real state, from its heartbeat")
+async def bot_status(session: SessionDep, settings: SettingsDep, _: Reader) -> BotStatusOut:
+    data = await queries.bot_status(session, settings.scheduler.instance_name, settings.trading.mode)
+    return _status(data, settings)
+
+
+@router.post("/control", response_model=BotControlOut, responses=AUTH_RESPONSES, summary="Start, stop, pause, resume")
+async def bot_control(body: BotControlIn, sessions: SessionsDep, who: Writer) -> BotControlOut:
+    desired = desired_state_for(body.action)
+    audit = f"bot control: {body.action} (desired state {desired}) by {who.name}: {body.reason}"
+    await BotRepository(sessions).set_config(
+        DESIRED_STATE_KEY,
+        desired.value,
+        updated_by=who.name,
+        description="Desired bot state (running | paused | stopped), obeyed by the scheduler",
+        audit=audit,
+    )
+    log.info("bot.control", action=str(body.action), desired_state=str(desired), by=who.name)
+    return BotControlOut(
+        action=body.action,
+        desired_state=desired,
+        requested_by=who.name,
+        reason=body.reason,
+        message=f"desired state set to {desired}; the scheduler applies it on its next poll",
+    )
+
+
+async def _config(session: Any, settings: Settings) -> BotConfigOut:
+    rows = await queries.config_rows(session, RUNTIME_KEYS)
+    entries = []
+    for key, entry in RUNTIME_KEYS.items():
+        row = rows.get(key)
+        default = runtime_value_to_json(runtime_default(settings, key))
+        stored = row.value if row is not None else None
+        entries.append(
+            BotConfigEntry(
+                key=key,
+                description=entry.description,
+                rule=entry.rule,
+                value=stored,
+                default=default,
+                effective=stored if stored is not None else default,
+                updated_by=row.updated_by if row is not None else None,
+                updated_at=row.updated_at if row is not None else None,
+            )
+        )
+    return BotConfigOut(entries=entries)
+
+
+@router.get("/config", response_model=BotConfigOut, summary="Run-time settings the scheduler takes")
+async def get_bot_config(session: SessionDep, settings: SettingsDep, _: Reader) -> BotConfigOut:
+    return await _config(session, settings)
+
+
+@router.put("/config", response_model=BotConfigOut, responses=AUTH_RESPONSES, summary="Change run-time settings")
+async def put_bot_config(
+    body: BotConfigUpdate, session: SessionDep, sessions: SessionsDep, settings: SettingsDep, who: Writer
+) -> BotConfigOut:
+    validated: dict[str, Any] = {}
+    errors: list[dict[str, Any]] = []
+    for key, value in body.values.items():
+        try:
+            validated[key] = runtime_value_to_json(validate_runtime_value(key, value))
+        except InvalidInput as exc:
+            errors.append({"loc": ("body", "values", key), "msg": exc.message, "type": "value_error"})
+    if errors:
+        raise RequestValidationError(errors)
+    current = await queries.config_rows(session, validated)
+    repository = BotRepository(sessions)
+    for key, value in validated.items():
+        old = current[key].value if key in current else None
+        audit = f"bot config {key}: {old!r} -> {value!r} by {who.name}: {body.reason}"
+        await repository.set_config(
+            key, value, updated_by=who.name, description=RUNTIME_KEYS[key].description, audit=audit
+        )
+        log.info("bot.config_changed", key=key, by=who.name)
+    await session.rollback()  # end the read transaction so the answer sees the writes just committed
+    return await _config(session, settings)

@@ -1,0 +1,50 @@
+"""Orders, with their state."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from backend.app.api.deps import Reader, SessionDep
+from backend.app.api.v1.endpoints._params import (
+    Cursor,
+    FromDate,
+    Limit,
+    Skip,
+    Symbol,
+    ToDate,
+    page_model,
+    paging,
+    query_error,
+)
+from backend.app.db.repositories import queries
+from backend.app.schemas.orders import OrderOut, OrderPage
+from src.exceptions import InvalidInput
+from src.trading.orders import OrderStatus
+
+router = APIRouter(prefix="/orders", tags=["orders"])
+
+
+@router.get("", response_model=OrderPage, summary="List orders, newest first")
+async def list_orders(
+    session: SessionDep,
+    _: Reader,
+    state: OrderStatus | None = None,
+    symbol: Symbol = None,
+    from_date: FromDate = None,
+    to_date: ToDate = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+    skip: Skip = None,
+) -> OrderPage:
+    try:
+        page = await queries.list_orders(
+            session,
+            paging(limit, cursor, skip),
+            status=state,
+            symbol=symbol,
+            from_date=from_date,
+            to_date=to_date,
+        )
+    except InvalidInput as exc:
+        raise query_error(exc) from None
+    return page_model(OrderPage, page, OrderOut)

@@ -1,0 +1,104 @@
+"""Trades: lists with filters and paging, one trade, and statistics with realised P&L."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, Query
+
+from backend.app.api.deps import Reader, SessionDep
+from backend.app.api.v1.endpoints._params import (
+    Cursor,
+    FromDate,
+    Limit,
+    Skip,
+    Symbol,
+    ToDate,
+    page_model,
+    paging,
+    query_error,
+)
+from backend.app.db.repositories import queries
+from backend.app.schemas.common import ErrorResponse
+from backend.app.schemas.trades import (
+    PeriodStats,
+    StatisticsPeriod,
+    SymbolStats,
+    TradeOut,
+    TradePage,
+    TradeStatisticsOut,
+    TradeStats,
+)
+from src.api.interfaces import Side
+from src.config.settings import TradingMode
+from src.exceptions import InvalidInput
+from src.trading.orders import TradeStatus
+
+router = APIRouter(prefix="/trades", tags=["trades"])
+
+
+@router.get("", response_model=TradePage, summary="List trades, newest first")
+async def list_trades(
+    session: SessionDep,
+    _: Reader,
+    symbol: Symbol = None,
+    side: Side | None = None,
+    status: TradeStatus | None = None,
+    mode: TradingMode | None = None,
+    from_date: FromDate = None,
+    to_date: ToDate = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+    skip: Skip = None,
+) -> TradePage:
+    filters = queries.TradeFilter(symbol, side, status, from_date, to_date, mode)
+    try:
+        page = await queries.list_trades(session, filters, paging(limit, cursor, skip))
+    except InvalidInput as exc:
+        raise query_error(exc) from None
+    return page_model(TradePage, page, TradeOut)
+
+
+@router.get("/statistics/summary", response_model=TradeStatisticsOut, summary="Trade statistics and realised P&L")
+async def trade_statistics(
+    session: SessionDep,
+    _: Reader,
+    symbol: Symbol = None,
+    mode: TradingMode | None = None,
+    from_date: FromDate = None,
+    to_date: ToDate = None,
+    period: Annotated[StatisticsPeriod, Query(description="Bucket of `by_period` (UTC)")] = StatisticsPeriod.DAY,
+) -> TradeStatisticsOut:
+    filters = queries.TradeFilter(symbol=symbol, from_date=from_date, to_date=to_date, mode=mode)
+    try:
+        stats = await queries.trade_statistics(session, filters, period.value)
+    except InvalidInput as exc:
+        raise query_error(exc) from None
+    return TradeStatisticsOut(
+        symbol=symbol,
+        from_date=from_date,
+        to_date=to_date,
+        period=period,
+        overall=TradeStats(**stats.overall.as_dict()),
+        by_symbol=[
+            SymbolStats(
+                symbol=name, avg_buy_price=tally.avg_buy_price, avg_sell_price=tally.avg_sell_price, **tally.as_dict()
+            )
+            for name, tally in sorted(stats.by_symbol.items())
+        ],
+        by_period=[
+            PeriodStats(period_start=start, **tally.as_dict()) for start, tally in sorted(stats.by_period.items())
+        ],
+    )
+
+
+@router.get(
+    "/{trade_id}", response_model=TradeOut, responses={404: {"model": ErrorResponse}}, summary="One trade by trade_id"
+)
+async def get_trade(
+    session: SessionDep, _: Reader, trade_id: Annotated[str, Path(min_length=1, max_length=100)]
+) -> TradeOut:
+    row = await queries.get_trade(session, trade_id)
+    if row is None:
+        raise HTTPException(404, detail="trade not found")
+    return TradeOut.model_validate(row)

@@ -1,0 +1,54 @@
+"""The AI adviser's answer cache over ``ai_decisions`` (``src.ai.cache.DecisionCache`` on the database).
+
+The pipeline already stores every decision with its ``prompt_hash``; that row is the cache entry, so
+``put`` only remembers the answer in memory until the cycle's row is written (no second row). ``get``
+looks in memory, then for the newest row with that hash whose answer came from the model.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from src.ai.models import AIDecision, Decision, DecisionSource
+from src.trading.repository import AIDecisionRecord, ITradingRepository
+
+
+def decision_from_record(record: AIDecisionRecord) -> AIDecision:
+    kwargs = {}
+    if record.created_at is not None:
+        kwargs["created_at"] = record.created_at
+    return AIDecision(
+        decision=Decision(record.decision),
+        confidence=record.confidence if record.confidence is not None else Decimal("0"),
+        reason=record.reason or "",
+        source=DecisionSource.AI,
+        model=record.model,
+        prompt_hash=record.prompt_hash or "",
+        prompt=record.prompt,
+        raw_response=record.raw_response,
+        prompt_tokens=record.prompt_tokens,
+        completion_tokens=record.completion_tokens,
+        cost_usd=record.cost_usd,
+        error=record.error,
+        **kwargs,
+    )
+
+
+class DatabaseDecisionCache:
+    def __init__(self, repository: ITradingRepository, *, memory_limit: int = 1024) -> None:
+        self._repository = repository
+        self._recent: dict[str, AIDecision] = {}
+        self._memory_limit = memory_limit
+
+    async def get(self, prompt_hash: str) -> AIDecision | None:
+        if prompt_hash in self._recent:
+            return self._recent[prompt_hash]
+        record = await self._repository.find_ai_decision_by_prompt_hash(prompt_hash)
+        return None if record is None else decision_from_record(record)
+
+    async def put(self, decision: AIDecision) -> None:
+        if decision.source is not DecisionSource.AI:
+            return
+        if len(self._recent) >= self._memory_limit:
+            self._recent.pop(next(iter(self._recent)))
+        self._recent[decision.prompt_hash] = decision

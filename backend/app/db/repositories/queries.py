@@ -1,0 +1,491 @@
+"""The API's read side: every query the API runs is built here.
+
+Lists are newest first and keyset-paged on ``(created_at, id)`` so a deep page costs what the first does.
+Money aggregates are exact ``Decimal`` on both databases: PostgreSQL sums NUMERIC in SQL; SQLite keeps money
+as decimal TEXT (``ExactDecimal``), where ``SUM()`` would be float, so those sums are done in Python.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, func, literal, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
+
+from backend.app.db.migrations import current_revision, head_revision
+from backend.app.db.types import UTCDateTime
+from backend.app.models import (
+    AIDecisionRow,
+    BotConfigRow,
+    BotStateRow,
+    OrderRow,
+    PortfolioSnapshotRow,
+    RiskStateRow,
+    TradeRow,
+)
+from src.api.interfaces import Side
+from src.config.settings import TradingMode
+from src.exceptions import InvalidInput
+from src.trading.bot_control import DESIRED_STATE_KEY, DesiredState
+from src.trading.orders import TradeStatus
+
+ZERO = Decimal("0")
+HUNDRED = Decimal("100")
+
+
+# --- paging ---------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    created_at: datetime
+    id: int
+
+    def encode(self) -> str:
+        raw = json.dumps([self.created_at.isoformat(), self.id], separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, token: str) -> Cursor:
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+            created, row_id = json.loads(raw)
+            created_at = datetime.fromisoformat(created)
+            if created_at.tzinfo is None or not isinstance(row_id, int) or isinstance(row_id, bool):
+                raise ValueError("bad cursor fields")
+        except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
+            raise InvalidInput("cursor: expected a next_cursor value returned by this endpoint", cursor=token) from exc
+        return cls(created_at.astimezone(UTC), row_id)
+
+
+@dataclass(slots=True)
+class Page:
+    rows: list[Any]
+    limit: int
+    next_cursor: str | None
+    total: int | None = None
+    page: int | None = None
+    page_size: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Paging:
+    """``skip`` set: offset paging with a total; otherwise keyset paging from ``cursor`` (or the newest)."""
+
+    limit: int
+    cursor: str | None = None
+    skip: int | None = None
+
+
+async def _paged(
+    session: AsyncSession,
+    query: Select[Any],
+    created: InstrumentedAttribute[datetime],
+    row_id: InstrumentedAttribute[int],
+    paging: Paging,
+) -> Page:
+    if paging.cursor is not None and paging.skip is not None:
+        raise InvalidInput("cursor: use either cursor or skip, not both")
+    ordered = query.order_by(created.desc(), row_id.desc())
+    total = None
+    if paging.skip is not None:
+        total = await session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
+        ordered = ordered.offset(paging.skip)
+    elif paging.cursor is not None:
+        cursor = Cursor.decode(paging.cursor)
+        ordered = ordered.where(
+            tuple_(created, row_id) < tuple_(literal(cursor.created_at, UTCDateTime()), literal(cursor.id))
+        )
+    rows = list(await session.scalars(ordered.limit(paging.limit + 1)))
+    next_cursor = None
+    if len(rows) > paging.limit:
+        rows = rows[: paging.limit]
+        last = rows[-1]
+        next_cursor = Cursor(getattr(last, created.key), getattr(last, row_id.key)).encode()
+    if paging.skip is None:
+        return Page(rows, paging.limit, next_cursor)
+    return Page(rows, paging.limit, next_cursor, total, paging.skip // paging.limit + 1, paging.limit)
+
+
+def _check_range(from_date: datetime | None, to_date: datetime | None) -> None:
+    if from_date is not None and to_date is not None and from_date >= to_date:
+        raise InvalidInput("from_date: expected a time before to_date")
+
+
+def _in_range(
+    column: InstrumentedAttribute[datetime], from_date: datetime | None, to_date: datetime | None
+) -> list[ColumnElement[bool]]:
+    _check_range(from_date, to_date)
+    conditions: list[ColumnElement[bool]] = []
+    if from_date is not None:
+        conditions.append(column >= from_date)
+    if to_date is not None:
+        conditions.append(column < to_date)
+    return conditions
+
+
+# --- trades ---------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class TradeFilter:
+    symbol: str | None = None
+    side: Side | None = None
+    status: TradeStatus | None = None
+    from_date: datetime | None = None
+    to_date: datetime | None = None
+    mode: TradingMode | None = None
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        conditions = _in_range(TradeRow.created_at, self.from_date, self.to_date)
+        if self.symbol is not None:
+            conditions.append(TradeRow.symbol == self.symbol)
+        if self.side is not None:
+            conditions.append(TradeRow.side == self.side)
+        if self.status is not None:
+            conditions.append(TradeRow.status == self.status)
+        if self.mode is not None:
+            conditions.append(TradeRow.mode == self.mode)
+        return conditions
+
+
+async def list_trades(session: AsyncSession, filters: TradeFilter, paging: Paging) -> Page:
+    query = select(TradeRow).where(*filters.conditions())
+    return await _paged(session, query, TradeRow.created_at, TradeRow.id, paging)
+
+
+async def get_trade(session: AsyncSession, trade_id: str) -> TradeRow | None:
+    return await session.scalar(select(TradeRow).where(TradeRow.trade_id == trade_id))
+
+
+# --- trade statistics -----------------------------------------------------------------------------
+@dataclass(slots=True)
+class Tally:
+    """Sums over completed trades; combinable, so SQL groups and single rows add up the same way."""
+
+    trade_count: int = 0
+    buy_count: int = 0
+    sell_count: int = 0
+    buy_volume_krw: Decimal = ZERO
+    sell_volume_krw: Decimal = ZERO
+    buy_amount: Decimal = ZERO
+    sell_amount: Decimal = ZERO
+    fee_krw: Decimal = ZERO
+    realized_pnl_krw: Decimal = ZERO
+    winning_sells: int = 0
+    losing_sells: int = 0
+    pnl_sells: int = 0
+    unmatched_sells: int = 0
+
+    def add(self, other: Tally) -> None:
+        for name in self.__slots__:  # type: ignore[attr-defined]
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    @property
+    def volume_krw(self) -> Decimal:
+        return self.buy_volume_krw + self.sell_volume_krw
+
+    @property
+    def win_rate_pct(self) -> Decimal | None:
+        if not self.pnl_sells:
+            return None
+        return (HUNDRED * self.winning_sells / self.pnl_sells).quantize(Decimal("0.01"))
+
+    @property
+    def avg_buy_price(self) -> Decimal | None:
+        return (self.buy_volume_krw / self.buy_amount).quantize(Decimal("0.00000001")) if self.buy_amount else None
+
+    @property
+    def avg_sell_price(self) -> Decimal | None:
+        return (self.sell_volume_krw / self.sell_amount).quantize(Decimal("0.00000001")) if self.sell_amount else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "trade_count": self.trade_count,
+            "buy_count": self.buy_count,
+            "sell_count": self.sell_count,
+            "volume_krw": self.volume_krw,
+            "buy_volume_krw": self.buy_volume_krw,
+            "sell_volume_krw": self.sell_volume_krw,
+            "fee_krw": self.fee_krw,
+            "realized_pnl_krw": self.realized_pnl_krw,
+            "winning_sells": self.winning_sells,
+            "losing_sells": self.losing_sells,
+            "win_rate_pct": self.win_rate_pct,
+            "unmatched_sells": self.unmatched_sells,
+        }
+
+
+def _tally(
+    side: Side,
+    count: int,
+    volume: Decimal | None,
+    amount: Decimal | None,
+    fee: Decimal | None,
+    pnl_sum: Decimal | None,
+    pnl_count: int,
+    wins: int,
+    losses: int,
+) -> Tally:
+    tally = Tally(trade_count=count, fee_krw=fee or ZERO)
+    if side is Side.BUY:
+        tally.buy_count, tally.buy_volume_krw, tally.buy_amount = count, volume or ZERO, amount or ZERO
+        return tally
+    tally.sell_count, tally.sell_volume_krw, tally.sell_amount = count, volume or ZERO, amount or ZERO
+    tally.realized_pnl_krw = pnl_sum or ZERO
+    tally.pnl_sells, tally.winning_sells, tally.losing_sells = pnl_count, wins, losses
+    tally.unmatched_sells = count - pnl_count
+    return tally
+
+
+def period_start(moment: datetime, period: str) -> datetime:
+    day = moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "week":
+        return day - timedelta(days=day.weekday())
+    if period == "month":
+        return day.replace(day=1)
+    return day
+
+
+@dataclass(slots=True)
+class TradeStatistics:
+    overall: Tally = field(default_factory=Tally)
+    by_symbol: dict[str, Tally] = field(default_factory=dict)
+    by_period: dict[datetime, Tally] = field(default_factory=dict)
+
+    def add(self, symbol: str, start: datetime, tally: Tally) -> None:
+        self.overall.add(tally)
+        self.by_symbol.setdefault(symbol, Tally()).add(tally)
+        self.by_period.setdefault(start, Tally()).add(tally)
+
+
+async def trade_statistics(session: AsyncSession, filters: TradeFilter, period: str) -> TradeStatistics:
+    conditions = [*filters.conditions(), TradeRow.status == TradeStatus.COMPLETED]
+    stats = TradeStatistics()
+    if session.bind.dialect.name == "postgresql":
+        groups = _statistics_groups_sql(session, conditions, period)
+    else:
+        groups = _statistics_groups_python(session, conditions, period)
+    async for symbol, start, tally in groups:
+        stats.add(symbol, start, tally)
+    return stats
+
+
+async def _statistics_groups_sql(session: AsyncSession, conditions: list[ColumnElement[bool]], period: str) -> Any:
+    bucket = func.date_trunc(period, func.timezone("UTC", TradeRow.created_at)).label("bucket")
+    pnl = TradeRow.realized_pnl
+    query = (
+        select(
+            TradeRow.symbol,
+            TradeRow.side,
+            bucket,
+            func.count(),
+            func.sum(TradeRow.total),
+            func.sum(TradeRow.amount),
+            func.sum(TradeRow.fee),
+            func.sum(pnl),
+            func.count(pnl),
+            func.count().filter(pnl > 0),
+            func.count().filter(pnl < 0),
+        )
+        .where(*conditions)
+        .group_by(TradeRow.symbol, TradeRow.side, bucket)
+    )
+    for symbol, side, start, *sums in await session.execute(query):
+        yield symbol, start.replace(tzinfo=UTC), _tally(Side(side), *sums)
+
+
+async def _statistics_groups_python(session: AsyncSession, conditions: list[ColumnElement[bool]], period: str) -> Any:
+    query = select(
+        TradeRow.symbol,
+        TradeRow.side,
+        TradeRow.created_at,
+        TradeRow.total,
+        TradeRow.amount,
+        TradeRow.fee,
+        TradeRow.realized_pnl,
+    ).where(*conditions)
+    for symbol, side, created_at, total, amount, fee, pnl in await session.execute(query):
+        has_pnl = pnl is not None
+        tally = _tally(
+            Side(side), 1, total, amount, fee, pnl, int(has_pnl), int(has_pnl and pnl > 0), int(has_pnl and pnl < 0)
+        )
+        yield symbol, period_start(created_at, period), tally
+
+
+# --- orders, AI decisions, portfolio ---------------------------------------------------------------
+async def list_orders(
+    session: AsyncSession,
+    paging: Paging,
+    *,
+    status: str | None = None,
+    symbol: str | None = None,
+    from_date: datetime | None = None,
+    to_date: datetime | None = None,
+) -> Page:
+    query = select(OrderRow).where(*_in_range(OrderRow.created_at, from_date, to_date))
+    if status is not None:
+        query = query.where(OrderRow.status == status)
+    if symbol is not None:
+        query = query.where(OrderRow.symbol == symbol)
+    return await _paged(session, query, OrderRow.created_at, OrderRow.id, paging)
+
+
+async def list_ai_decisions(
+    session: AsyncSession,
+    paging: Paging,
+    *,
+    symbol: str | None = None,
+    decision: str | None = None,
+    final_decision: str | None = None,
+    overridden: bool | None = None,
+    from_date: datetime | None = None,
+    to_date: datetime | None = None,
+) -> Page:
+    query = select(AIDecisionRow).where(*_in_range(AIDecisionRow.created_at, from_date, to_date))
+    if symbol is not None:
+        query = query.where(AIDecisionRow.symbol == symbol)
+    if decision is not None:
+        query = query.where(AIDecisionRow.decision == decision)
+    if final_decision is not None:
+        query = query.where(AIDecisionRow.final_decision == final_decision)
+    if overridden is not None:
+        query = query.where(AIDecisionRow.overridden.is_(overridden))
+    return await _paged(session, query, AIDecisionRow.created_at, AIDecisionRow.id, paging)
+
+
+async def latest_snapshot(session: AsyncSession, mode: TradingMode) -> PortfolioSnapshotRow | None:
+    query = (
+        select(PortfolioSnapshotRow)
+        .where(PortfolioSnapshotRow.mode == mode)
+        .order_by(PortfolioSnapshotRow.created_at.desc(), PortfolioSnapshotRow.id.desc())
+        .limit(1)
+    )
+    return await session.scalar(query)
+
+
+async def snapshot_history(
+    session: AsyncSession,
+    mode: TradingMode,
+    paging: Paging,
+    *,
+    from_date: datetime | None = None,
+    to_date: datetime | None = None,
+) -> Page:
+    query = select(PortfolioSnapshotRow).where(
+        PortfolioSnapshotRow.mode == mode, *_in_range(PortfolioSnapshotRow.created_at, from_date, to_date)
+    )
+    return await _paged(session, query, PortfolioSnapshotRow.created_at, PortfolioSnapshotRow.id, paging)
+
+
+# --- bot status and config -------------------------------------------------------------------------
+@dataclass(slots=True)
+class BotStatusData:
+    heartbeat: BotStateRow | None
+    desired_state: DesiredState
+    risk: RiskStateRow | None
+
+
+async def bot_status(session: AsyncSession, instance_name: str, mode: TradingMode) -> BotStatusData:
+    heartbeat = await session.scalar(select(BotStateRow).where(BotStateRow.instance_name == instance_name))
+    desired = await session.scalar(select(BotConfigRow.value).where(BotConfigRow.key == DESIRED_STATE_KEY))
+    risk = await session.scalar(select(RiskStateRow).where(RiskStateRow.mode == mode))
+    return BotStatusData(heartbeat, DesiredState(desired) if desired is not None else DesiredState.RUNNING, risk)
+
+
+async def config_rows(session: AsyncSession, keys: Iterable[str]) -> dict[str, BotConfigRow]:
+    rows = await session.scalars(select(BotConfigRow).where(BotConfigRow.key.in_(list(keys))))
+    return {row.key: row for row in rows}
+
+
+# --- readiness -------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    database: bool
+    current: str | None
+    head: str
+    detail: str | None
+
+    @property
+    def ready(self) -> bool:
+        return self.database and self.current == self.head
+
+
+async def readiness(session: AsyncSession) -> Readiness:
+    head = head_revision()
+    try:
+        current = await current_revision(session.bind)  # type: ignore[arg-type]
+    except Exception as exc:  # any driver error means "not reachable"; the type is enough to say why
+        return Readiness(False, None, head, f"database unreachable ({type(exc).__name__})")
+    detail = None if current == head else f"database at migration {current}, newest is {head}"
+    return Readiness(True, current, head, detail)
+
+
+# --- metrics: totals derived from the database ------------------------------------------------------
+@dataclass(slots=True)
+class TradeTotals:
+    count: int = 0
+    volume_krw: Decimal = ZERO
+    fee_krw: Decimal = ZERO
+
+
+TradeKey = tuple[str, str, str]  # symbol, side, mode
+
+
+async def max_ids(session: AsyncSession) -> tuple[int, int]:
+    trades = await session.scalar(select(func.coalesce(func.max(TradeRow.id), 0)))
+    decisions = await session.scalar(select(func.coalesce(func.max(AIDecisionRow.id), 0)))
+    return int(trades or 0), int(decisions or 0)
+
+
+async def trade_totals_between(session: AsyncSession, after_id: int, up_to_id: int) -> dict[TradeKey, TradeTotals]:
+    """Totals of completed trades with ``after_id < id <= up_to_id``, by symbol, side and mode."""
+    where = (TradeRow.id > after_id, TradeRow.id <= up_to_id, TradeRow.status == TradeStatus.COMPLETED)
+    keys = (TradeRow.symbol, TradeRow.side, TradeRow.mode)
+    totals: dict[TradeKey, TradeTotals] = {}
+    if session.bind.dialect.name == "postgresql":
+        query = select(*keys, func.count(), func.sum(TradeRow.total), func.sum(TradeRow.fee)).where(*where)
+        for symbol, side, mode, count, volume, fee in await session.execute(query.group_by(*keys)):
+            totals[(symbol, str(side), str(mode))] = TradeTotals(count, volume or ZERO, fee or ZERO)
+        return totals
+    for symbol, side, mode, total, fee in await session.execute(
+        select(*keys, TradeRow.total, TradeRow.fee).where(*where)
+    ):
+        entry = totals.setdefault((symbol, str(side), str(mode)), TradeTotals())
+        entry.count += 1
+        entry.volume_krw += total
+        entry.fee_krw += fee
+    return totals
+
+
+async def decision_counts_between(session: AsyncSession, after_id: int, up_to_id: int) -> dict[tuple[str, str], int]:
+    """AI decisions with ``after_id < id <= up_to_id``, counted by symbol and final decision."""
+    keys = (AIDecisionRow.symbol, AIDecisionRow.final_decision)
+    query = select(*keys, func.count()).where(AIDecisionRow.id > after_id, AIDecisionRow.id <= up_to_id).group_by(*keys)
+    return {(symbol, decision): count for symbol, decision, count in await session.execute(query)}
+
+
+async def latest_confidence_between(session: AsyncSession, after_id: int, up_to_id: int) -> dict[str, Decimal]:
+    """The confidence of the newest decision per symbol among ``after_id < id <= up_to_id``."""
+    newest = (
+        select(func.max(AIDecisionRow.id))
+        .where(AIDecisionRow.id > after_id, AIDecisionRow.id <= up_to_id)
+        .group_by(AIDecisionRow.symbol)
+    )
+    query = select(AIDecisionRow.symbol, AIDecisionRow.confidence).where(AIDecisionRow.id.in_(newest))
+    return {symbol: confidence for symbol, confidence in await session.execute(query) if confidence is not None}
+
+
+def merge_counts(target: dict[Any, Any], increments: dict[Any, Any]) -> None:
+    for key, value in increments.items():
+        if isinstance(value, TradeTotals):
+            entry = target.setdefault(key, TradeTotals())
+            entry.count += value.count
+            entry.volume_krw += value.volume_krw
+            entry.fee_krw += value.fee_krw
+        else:
+            target[key] = target.get(key, 0) + value

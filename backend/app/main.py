@@ -1,0 +1,118 @@
+"""The FastAPI application: ``create_app(settings)``, and ``app`` for ``uvicorn backend.app.main:app``.
+
+Run with ``python -m backend.app.main`` (binds API_HOST:API_PORT) or any ASGI server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+
+from backend.app.api.middleware import EdgeMiddleware
+from backend.app.api.system import router as system_router
+from backend.app.api.v1.api import api_router
+from backend.app.core.config import check_api_settings
+from backend.app.db.migrations import ensure_schema_current
+from backend.app.db.session import engine_from_config, session_factory
+from backend.app.services.metrics import ApiMetrics
+from src.config.settings import Settings, get_settings
+from src.utils.logger import get_logger
+
+log = get_logger(__name__)
+
+DESCRIPTION = """Trades, orders, AI decisions, portfolio, and bot status and control of the Upbit trading bot.
+
+Authenticate with the `X-API-Key` header or a bearer token from `POST /api/v1/auth/token`.
+Money is a decimal string. Lists are newest first; pass `next_cursor` back as `cursor` for the next page."""
+
+
+def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    detail = [
+        {"loc": list(error.get("loc", ())), "msg": str(error.get("msg", "invalid")), "type": error.get("type", "")}
+        for error in errors
+    ]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    await ensure_schema_current(app.state.engine)
+    warm_up = asyncio.create_task(app.state.metrics.database.refresh())
+    log.info("api.started", host=app.state.settings.api.host, port=app.state.settings.api.port)
+    try:
+        yield
+    finally:
+        warm_up.cancel()
+        with suppress(asyncio.CancelledError):
+            await warm_up
+        await app.state.engine.dispose()
+
+
+def create_app(settings: Settings | None = None, **metrics_options: Any) -> FastAPI:
+    """Raises ``ConfigurationError`` for settings the API must not run with (see ``check_api_settings``)."""
+    settings = settings or get_settings()
+    for warning in check_api_settings(settings):
+        log.warning("api.weak_configuration", problem=warning)
+    app = FastAPI(
+        title="AI Upbit Trader API",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=_lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine_from_config(settings.database)
+    app.state.sessions = session_factory(app.state.engine)
+    app.state.metrics = ApiMetrics(app.state.sessions, settings, **metrics_options)
+    app.include_router(system_router)
+    app.include_router(api_router)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_middleware(EdgeMiddleware, api=settings.api, metrics=app.state.metrics)
+    if settings.api.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.api.cors_origins,
+            allow_credentials=True,
+            allow_methods=["GET", "POST", "PUT"],
+            allow_headers=["Authorization", "Content-Type", "X-API-Key"],
+        )
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    """``app`` is built on first access, so importing this module has no side effects."""
+    if name == "app":
+        built = create_app()
+        globals()["app"] = built
+        return built
+    raise AttributeError(name)
+
+
+def run() -> None:
+    import uvicorn
+
+    from src.utils.logger import configure_logging
+
+    settings = get_settings()
+    configure_logging(
+        settings.observability.log_level, settings.observability.log_format, secrets=settings.secret_values()
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api.host,
+        port=settings.api.port,
+        server_header=False,
+        access_log=False,
+        log_config=None,
+    )
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+
+from pydantic import Field
+
+from backend.app.schemas.common import ApiModel, PageInfo
+
+
+class DecisionKind(StrEnum):
+    BUY = "buy"
+    SELL = "sell"
+    HOLD = "hold"
+
+
+class AIDecisionOut(ApiModel):
+    id: int
+    symbol: str
+    decision: DecisionKind = Field(description="What the adviser said")
+    final_decision: DecisionKind = Field(description="What was acted on after the validator")
+    confidence: Decimal | None = Field(description="0..100")
+    reason: str | None
+    overridden: bool = Field(description="The validator changed the adviser's decision")
+    override_reasons: list[str] | None
+    source: str = Field(description="ai | cache | fallback | disabled")
+    model: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: Decimal
+    error: str | None
+    cycle_id: str | None
+    created_at: datetime
+
+
+class AIDecisionPage(PageInfo):
+    items: list[AIDecisionOut]

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+
+from pydantic import Field
+
+from backend.app.schemas.common import ApiModel, PageInfo
+from src.api.interfaces import Side
+from src.config.settings import TradingMode
+from src.trading.orders import TradeStatus
+
+
+class TradeOut(ApiModel):
+    id: int
+    trade_id: str
+    order_id: int | None
+    symbol: str
+    side: Side
+    price: Decimal
+    amount: Decimal
+    total: Decimal
+    fee: Decimal
+    realized_pnl: Decimal | None
+    status: TradeStatus
+    mode: TradingMode
+    created_at: datetime
+
+
+class TradePage(PageInfo):
+    items: list[TradeOut]
+
+
+class StatisticsPeriod(StrEnum):
+    DAY = "day"
+    WEEK = "week"
+    MONTH = "month"
+
+
+class TradeStats(ApiModel):
+    """Completed trades only. ``win_rate_pct`` = winning sells / sells with a realised P&L."""
+
+    trade_count: int
+    buy_count: int
+    sell_count: int
+    volume_krw: Decimal
+    buy_volume_krw: Decimal
+    sell_volume_krw: Decimal
+    fee_krw: Decimal
+    realized_pnl_krw: Decimal
+    winning_sells: int
+    losing_sells: int
+    win_rate_pct: Decimal | None = Field(description="null while no sell has a realised P&L")
+    unmatched_sells: int = Field(description="Sells without a realised P&L (not counted in P&L or win rate)")
+
+
+class SymbolStats(TradeStats):
+    symbol: str
+    avg_buy_price: Decimal | None
+    avg_sell_price: Decimal | None
+
+
+class PeriodStats(TradeStats):
+    period_start: datetime
+
+
+class TradeStatisticsOut(ApiModel):
+    symbol: str | None
+    from_date: datetime | None
+    to_date: datetime | None
+    period: StatisticsPeriod
+    overall: TradeStats
+    by_symbol: list[SymbolStats]
+    by_period: list[PeriodStats]

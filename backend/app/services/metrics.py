@@ -1,0 +1,232 @@
+"""The API's Prometheus metrics: HTTP traffic, and gauges/counters derived from the database at scrape time.
+
+Scrapes stay cheap on a large database: trade and AI-decision totals are kept in memory and advanced
+incrementally (only rows with an id above the last one seen are aggregated), the rest is a handful of
+indexed single-row reads, and the result is cached for ``cache_seconds``. A full recount runs in the
+background every ``full_refresh_seconds`` and replaces the running totals, so a row committed out of id
+order is counted at the latest then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from backend.app.db.repositories import queries
+from backend.app.db.types import utcnow
+from src.config.settings import Settings
+from src.trading.bot_control import BotState
+from src.utils.logger import get_logger
+
+log = get_logger(__name__)
+
+HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0)
+
+
+@dataclass(slots=True)
+class _Totals:
+    """Running totals as of ``trade_high``/``decision_high`` (largest ids counted)."""
+
+    trade_high: int = 0
+    decision_high: int = 0
+    trades: dict[queries.TradeKey, queries.TradeTotals] = field(default_factory=dict)
+    decisions: dict[tuple[str, str], int] = field(default_factory=dict)
+    confidence: dict[str, Decimal] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Point:
+    portfolio_value_krw: Decimal | None = None
+    portfolio_profit_rate: Decimal | None = None
+    bot_running: int = 0
+
+
+class DatabaseCollector(Collector):
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        *,
+        cache_seconds: float = 5.0,
+        full_refresh_seconds: float = 900.0,
+    ) -> None:
+        self._sessions = sessions
+        self._settings = settings
+        self._cache_seconds = cache_seconds
+        self._full_refresh_seconds = full_refresh_seconds
+        self._totals: _Totals | None = None
+        self._point = _Point()
+        self._generation = 0
+        self._refreshed_at = float("-inf")
+        self._full_at = float("-inf")
+        self._full_task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self.database_up = 0
+
+    async def refresh(self) -> None:
+        if time.monotonic() - self._refreshed_at < self._cache_seconds:
+            return
+        async with self._lock:
+            if time.monotonic() - self._refreshed_at < self._cache_seconds:
+                return
+            try:
+                await self._refresh()
+                self.database_up = 1
+            except Exception as exc:  # keep serving the last values; the gauge says the database is down
+                self.database_up = 0
+                log.warning("metrics.refresh_failed", error=type(exc).__name__)
+            self._refreshed_at = time.monotonic()
+
+    async def _refresh(self) -> None:
+        if self._totals is None:
+            await self._recount()
+        elif time.monotonic() - self._full_at >= self._full_refresh_seconds and self._full_task is None:
+            self._full_task = asyncio.create_task(self._background_recount())
+        await self._advance()
+        await self._read_point()
+
+    async def _background_recount(self) -> None:
+        try:
+            await self._recount()
+        except Exception as exc:
+            log.warning("metrics.recount_failed", error=type(exc).__name__)
+        finally:
+            self._full_task = None
+
+    async def _recount(self) -> None:
+        started = time.monotonic()
+        async with self._sessions() as session:
+            trade_high, decision_high = await queries.max_ids(session)
+            fresh = _Totals(
+                trade_high=trade_high,
+                decision_high=decision_high,
+                trades=await queries.trade_totals_between(session, 0, trade_high),
+                decisions=await queries.decision_counts_between(session, 0, decision_high),
+                confidence=await queries.latest_confidence_between(session, 0, decision_high),
+            )
+        self._totals = fresh
+        self._generation += 1
+        self._full_at = started
+
+    async def _advance(self) -> None:
+        totals, generation = self._totals, self._generation
+        assert totals is not None
+        async with self._sessions() as session:
+            trade_high, decision_high = await queries.max_ids(session)
+            trades = await queries.trade_totals_between(session, totals.trade_high, trade_high)
+            decisions = await queries.decision_counts_between(session, totals.decision_high, decision_high)
+            confidence = await queries.latest_confidence_between(session, totals.decision_high, decision_high)
+        if generation != self._generation:  # a recount replaced the totals meanwhile; it already covers these
+            return
+        queries.merge_counts(totals.trades, trades)
+        queries.merge_counts(totals.decisions, decisions)
+        totals.confidence.update(confidence)
+        totals.trade_high = max(totals.trade_high, trade_high)
+        totals.decision_high = max(totals.decision_high, decision_high)
+
+    async def _read_point(self) -> None:
+        mode = self._settings.trading.mode
+        async with self._sessions() as session:
+            snapshot = await queries.latest_snapshot(session, mode)
+            status = await queries.bot_status(session, self._settings.scheduler.instance_name, mode)
+        heartbeat = status.heartbeat
+        running = (
+            heartbeat is not None
+            and heartbeat.state == BotState.RUNNING
+            and (utcnow() - heartbeat.heartbeat_at).total_seconds() <= self._settings.scheduler.heartbeat_stale_seconds
+        )
+        self._point = _Point(
+            portfolio_value_krw=snapshot.total_value_krw if snapshot else None,
+            portfolio_profit_rate=snapshot.profit_rate if snapshot else None,
+            bot_running=int(running),
+        )
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._trade_metrics()
+        yield from self._decision_metrics()
+        yield from self._point_metrics()
+
+    def _trade_metrics(self) -> Iterator[Metric]:
+        labels = ["symbol", "side", "mode"]
+        count = CounterMetricFamily("trades", "Completed trades recorded in the database", labels=labels)
+        volume = CounterMetricFamily("trade_volume_krw", "KRW value of completed trades", labels=labels)
+        fees = CounterMetricFamily("trade_fee_krw", "Fees paid on completed trades, KRW", labels=labels)
+        trades = self._totals.trades if self._totals else {}
+        for key, totals in sorted(trades.items()):
+            count.add_metric(list(key), totals.count)
+            volume.add_metric(list(key), float(totals.volume_krw))
+            fees.add_metric(list(key), float(totals.fee_krw))
+        yield from (count, volume, fees)
+
+    def _decision_metrics(self) -> Iterator[Metric]:
+        decisions = CounterMetricFamily(
+            "ai_decisions", "AI decisions recorded, by symbol and final decision", labels=["symbol", "decision"]
+        )
+        confidence = GaugeMetricFamily(
+            "ai_confidence", "Confidence (0-100) of the newest AI decision", labels=["symbol"]
+        )
+        if self._totals:
+            for (symbol, decision), value in sorted(self._totals.decisions.items()):
+                decisions.add_metric([symbol, decision], value)
+            for symbol, value in sorted(self._totals.confidence.items()):
+                confidence.add_metric([symbol], float(value))
+        yield from (decisions, confidence)
+
+    def _point_metrics(self) -> Iterator[Metric]:
+        mode = str(self._settings.trading.mode)
+        value = GaugeMetricFamily(
+            "portfolio_value_krw", "Total value of the newest portfolio snapshot", labels=["mode"]
+        )
+        rate = GaugeMetricFamily(
+            "portfolio_profit_rate", "Profit rate of the newest portfolio snapshot", labels=["mode"]
+        )
+        if self._point.portfolio_value_krw is not None:
+            value.add_metric([mode], float(self._point.portfolio_value_krw))
+        if self._point.portfolio_profit_rate is not None:
+            rate.add_metric([mode], float(self._point.portfolio_profit_rate))
+        yield from (value, rate)
+        yield GaugeMetricFamily(
+            "bot_running", "1 when the scheduler's fresh heartbeat says running", value=self._point.bot_running
+        )
+        yield GaugeMetricFamily(
+            "api_metrics_database_up",
+            "1 when the last database read for these metrics succeeded",
+            value=self.database_up,
+        )
+
+
+class ApiMetrics:
+    """One registry per app, so several apps (tests) never share counters."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], settings: Settings, **collector_options: float):
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.requests = Counter("http_requests", "HTTP requests", ["method", "route", "status"], registry=self.registry)
+        self.duration = Histogram(
+            "http_request_duration_seconds",
+            "HTTP request duration",
+            ["method", "route", "status"],
+            buckets=HTTP_BUCKETS,
+            registry=self.registry,
+        )
+        self.database = DatabaseCollector(sessions, settings, **collector_options)
+        self.registry.register(self.database)
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        labels = (method, route, str(status))
+        self.requests.labels(*labels).inc()
+        self.duration.labels(*labels).observe(seconds)
+
+    async def render(self) -> bytes:
+        await self.database.refresh()
+        return generate_latest(self.registry)

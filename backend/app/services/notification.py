@@ -1,0 +1,320 @@
+"""Telegram delivery of the pipeline's notification events (the ``Notifier`` port of ``src.trading.notifier``).
+
+``notify`` only enqueues: it returns at once and never raises, so a slow or broken
+Telegram can never hold up a trading cycle. A background task sends each event to every configured chat
+as HTML (values escaped), split under Telegram's 4,096-character limit, retrying flood control after
+``retry_after`` and network errors with backoff. A message Telegram cannot parse as HTML is sent again as
+plain text. A message that finally fails is written to ``system_logs``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import re
+import warnings
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any, Protocol
+
+from telegram import Bot
+from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
+from telegram.request import HTTPXRequest
+
+from src.config.settings import TelegramConfig
+from src.trading.notifier import EventKind, NotificationEvent, money
+from src.utils.logger import get_logger, redactor
+
+log = get_logger(__name__)
+
+MAX_MESSAGE_CHARS = 4096
+KST = timedelta(hours=9)
+
+_TITLE_ICON = {
+    EventKind.TRADE_EXECUTED: "💱",
+    EventKind.AI_DECISION: "🤖",
+    EventKind.VALIDATOR_OVERRIDE: "🛡",
+    EventKind.ERROR: "🚨",
+    EventKind.SAFE_MODE_ENTERED: "⛔",
+    EventKind.SAFE_MODE_LEFT: "✅",
+    EventKind.BOT_STATE_CHANGED: "⚙️",
+    EventKind.DAILY_REPORT: "📊",
+}
+# Fields shown first, in this order; any other field follows in the order the event gives it.
+_FIELD_ORDER = {
+    EventKind.TRADE_EXECUTED: ("symbol", "side", "price", "amount", "total", "fee", "pnl", "realized_pnl", "mode"),
+    EventKind.AI_DECISION: ("symbol", "decision", "final_decision", "confidence", "source", "reason"),
+    EventKind.VALIDATOR_OVERRIDE: ("symbol", "decision", "final_decision", "reasons"),
+    EventKind.ERROR: ("where", "error", "symbol"),
+    EventKind.SAFE_MODE_ENTERED: ("reason", "equity", "until"),
+    EventKind.SAFE_MODE_LEFT: ("reason", "by"),
+    EventKind.BOT_STATE_CHANGED: ("from", "to", "by", "reason"),
+    EventKind.DAILY_REPORT: (
+        "period_start", "period_end", "mode", "equity_krw", "realized_pnl_krw", "trades", "buys", "sells",
+        "fees_krw", "drawdown_pct", "peak_equity_krw", "profit_rate_pct",
+    ),
+}  # fmt: skip
+_KRW_FIELDS = {"price", "total", "fee", "pnl", "realized_pnl", "equity", "equity_krw", "realized_pnl_krw", "fees_krw"}
+_KRW_FIELDS |= {"peak_equity_krw", "cash_krw"}
+_TAG = re.compile(r"<[^<>]*>")
+_PARSE_ERROR = "can't parse entities"
+
+
+class SystemLogWriter(Protocol):
+    """Where a message that could not be delivered is recorded (``BotRepository`` fits)."""
+
+    async def log(self, level: str, message: str, *, source: str, context: dict[str, Any] | None = None) -> None: ...
+
+
+# --- formatting ---------------------------------------------------------------------------------------
+def _label(name: str) -> str:
+    return name.replace("_", " ").capitalize()
+
+
+def _value_text(name: str, value: Any) -> str:
+    if isinstance(value, Decimal) and name in _KRW_FIELDS:
+        return f"{money(value)} KRW"
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f") if value == value.to_integral() else str(value)
+    if isinstance(value, (list, tuple)):
+        return "; ".join(str(item) for item in value) or "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
+    if value is None:
+        return "-"
+    return str(value)
+
+
+def _ordered_fields(event: NotificationEvent) -> Iterable[tuple[str, Any]]:
+    first = [name for name in _FIELD_ORDER.get(event.kind, ()) if name in event.fields]
+    yield from ((name, event.fields[name]) for name in first)
+    yield from ((name, value) for name, value in event.fields.items() if name not in first)
+
+
+def format_event(event: NotificationEvent) -> str:
+    """The event as Telegram HTML: bold title, one ``label: value`` line per field, KST time; all text escaped."""
+    icon = _TITLE_ICON.get(event.kind, "•")
+    lines = [f"{icon} <b>{html.escape(event.title)}</b>"]
+    for name, value in _ordered_fields(event):
+        text = redactor.scrub(_value_text(name, value), name)
+        lines.append(f"<b>{html.escape(_label(name))}</b>: {html.escape(str(text))}")
+    when = (event.at + KST).strftime("%Y-%m-%d %H:%M KST")
+    lines.append(f"<i>{html.escape(when)}</i>")
+    return "\n".join(lines)
+
+
+def html_to_plain(text: str) -> str:
+    return html.unescape(_TAG.sub("", text))
+
+
+def _safe_cut(text: str, limit: int) -> int:
+    """The largest cut point <= limit outside any HTML tag, entity or element (so both halves still parse)."""
+    cut = limit
+    open_tag, close_tag = text.rfind("<", 0, cut), text.rfind(">", 0, cut)
+    if open_tag > close_tag:
+        cut = open_tag
+    amp, semi = text.rfind("&", 0, cut), text.rfind(";", 0, cut)
+    if amp > semi and cut - amp <= 10:
+        cut = amp
+    unclosed: list[int] = []
+    for tag in _TAG.finditer(text, 0, cut):
+        if tag.group().startswith("</"):
+            if unclosed:
+                unclosed.pop()
+        else:
+            unclosed.append(tag.start())
+    if unclosed and unclosed[0] > 0:
+        cut = unclosed[0]
+    return cut if cut > 0 else limit
+
+
+def split_message(text: str, limit: int = MAX_MESSAGE_CHARS) -> list[str]:
+    """Split at line breaks into chunks of at most ``limit`` characters; overlong lines are cut safely."""
+    chunks: list[str] = []
+    current = ""
+    for line in text.split("\n"):
+        while len(line) > limit:
+            cut = _safe_cut(line, limit)
+            if current:
+                chunks.append(current)
+                current = ""
+            chunks.append(line[:cut])
+            line = line[cut:]
+        candidate = f"{current}\n{line}" if current else line
+        if len(candidate) > limit:
+            chunks.append(current)
+            current = line
+        else:
+            current = candidate
+    if current:
+        chunks.append(current)
+    return [chunk for chunk in chunks if chunk.strip()]
+
+
+def _retry_after_seconds(exc: RetryAfter) -> float:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        value = exc.retry_after
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+# --- delivery -----------------------------------------------------------------------------------------
+def build_bot(config: TelegramConfig) -> Bot:
+    """A PTB ``Bot`` on ``TELEGRAM_BASE_URL``; not initialised (that would call getMe and can leak the token)."""
+    if not config.bot_token:
+        raise RuntimeError("Telegram is not configured: set TELEGRAM_BOT_TOKEN and TELEGRAM_CHAT_IDS")
+    return Bot(
+        config.bot_token.get_secret_value(),
+        base_url=config.base_url,
+        request=HTTPXRequest(connection_pool_size=4, read_timeout=15.0, connect_timeout=5.0),
+        get_updates_request=HTTPXRequest(connection_pool_size=1, read_timeout=15.0, connect_timeout=5.0),
+    )
+
+
+class DeliveryFailed(Exception):
+    """A message could not be delivered after every retry."""
+
+
+class NotificationService:
+    """The Telegram ``Notifier``: ``start()`` once, ``notify()`` from anywhere, ``aclose()`` at shutdown."""
+
+    def __init__(
+        self,
+        config: TelegramConfig,
+        system_logs: SystemLogWriter | None = None,
+        *,
+        max_queue: int = 1000,
+        max_attempts: int = 4,
+        backoff_seconds: float = 0.5,
+        max_retry_after_seconds: float = 120.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._config = config
+        self._system_logs = system_logs
+        self._queue: asyncio.Queue[NotificationEvent] = asyncio.Queue(maxsize=max_queue)
+        self._max_attempts = max_attempts
+        self._backoff = backoff_seconds
+        self._max_retry_after = max_retry_after_seconds
+        self._sleep = sleep
+        self._bot: Bot | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.dropped = 0
+        self.delivered = 0
+        self.failed = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self._config.enabled
+
+    @property
+    def bot(self) -> Bot:
+        if self._bot is None:
+            self._bot = build_bot(self._config)
+        return self._bot
+
+    # --- the Notifier port ---
+    def notify(self, event: NotificationEvent) -> None:
+        if not self.enabled:
+            return
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.dropped += 1
+            log.warning("telegram.queue_full", kind=str(event.kind), dropped=self.dropped)
+        except Exception as exc:  # never let a notification break the caller
+            log.warning("telegram.enqueue_failed", kind=str(event.kind), error=str(exc))
+
+    # --- lifecycle ---
+    async def start(self) -> None:
+        if not self.enabled or self._task is not None:
+            return
+        self._task = asyncio.create_task(self._run(), name="telegram-sender")
+        log.info("telegram.started", chats=len(self._config.chat_ids))
+
+    async def aclose(self, drain_seconds: float = 5.0) -> None:
+        """Deliver what is queued (within ``drain_seconds``), then stop the sender and close the HTTP client."""
+        if self._task is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._queue.join(), timeout=drain_seconds)
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._bot is not None:
+            with contextlib.suppress(Exception):
+                await self._bot.shutdown()
+            self._bot = None
+
+    async def drain(self) -> None:
+        """Wait until every queued event has been delivered or recorded as failed."""
+        await self._queue.join()
+
+    async def _run(self) -> None:
+        while True:
+            event = await self._queue.get()
+            try:
+                await self._deliver_event(event)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the sender must outlive any single bad event
+                log.error("telegram.sender_error", kind=str(event.kind), error=str(exc))
+            finally:
+                self._queue.task_done()
+
+    async def _deliver_event(self, event: NotificationEvent) -> None:
+        text = format_event(event)
+        for chat_id in self._config.chat_ids:
+            try:
+                await self.send(chat_id, text)
+            except DeliveryFailed as exc:
+                await self._record_failure(event, chat_id, exc)
+
+    # --- sending (also used by the command handler for replies) ---
+    async def send(self, chat_id: str | int, html_text: str) -> None:
+        """Send ``html_text`` in chunks; raises DeliveryFailed when a chunk could not be delivered."""
+        for chunk in split_message(html_text):
+            await self._send_chunk(chat_id, chunk)
+
+    async def _send_chunk(self, chat_id: str | int, chunk: str) -> None:
+        parse_mode: str | None = "HTML"
+        text = chunk
+        last_error = "no attempt made"
+        for attempt in range(1, self._max_attempts + 1):
+            try:
+                await self.bot.send_message(chat_id=chat_id, text=text, parse_mode=parse_mode)
+                self.delivered += 1
+                return
+            except RetryAfter as exc:
+                wait = min(_retry_after_seconds(exc), self._max_retry_after)
+                last_error = f"flood control: retry after {wait:g}s"
+                log.warning("telegram.retry_after", chat_id=str(chat_id), seconds=wait, attempt=attempt)
+                await self._sleep(wait)
+            except BadRequest as exc:
+                if parse_mode is not None and _PARSE_ERROR in str(exc).lower():
+                    log.warning("telegram.html_rejected", chat_id=str(chat_id), error=str(exc))
+                    parse_mode, text = None, html_to_plain(chunk)
+                    last_error = str(exc)
+                    continue
+                raise DeliveryFailed(str(exc)) from exc
+            except NetworkError as exc:  # includes TimedOut and 5xx answers
+                last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("telegram.network_error", chat_id=str(chat_id), error=last_error, attempt=attempt)
+                if attempt < self._max_attempts:
+                    await self._sleep(self._backoff * 2 ** (attempt - 1))
+            except TelegramError as exc:  # Forbidden, InvalidToken, ChatMigrated...: retrying will not help
+                raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from exc
+        raise DeliveryFailed(f"gave up after {self._max_attempts} attempts: {last_error}")
+
+    async def _record_failure(self, event: NotificationEvent, chat_id: str, exc: DeliveryFailed) -> None:
+        self.failed += 1
+        error = redactor.scrub_text(str(exc))
+        log.error("telegram.delivery_failed", kind=str(event.kind), chat_id=chat_id, error=error)
+        if self._system_logs is None:
+            return
+        context = {"kind": str(event.kind), "title": event.title, "chat_id": chat_id, "error": error}
+        try:
+            await self._system_logs.log("error", "telegram delivery failed", source="notification", context=context)
+        except Exception as log_exc:
+            log.error("telegram.failure_not_recorded", error=str(log_exc))

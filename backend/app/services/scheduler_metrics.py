@@ -1,0 +1,86 @@
+"""Metrics born in the scheduler (CONTRACTS.md "Metrics"), served by its own HTTP endpoint.
+
+Each ``SchedulerMetrics`` owns a registry, so tests can build as many as they like; the scheduler
+process serves its one on ``SCHEDULER_METRICS_PORT`` (0 disables the endpoint).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from src.utils.logger import get_logger
+
+log = get_logger(__name__)
+
+_JOB_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_STAGE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class SchedulerMetrics:
+    """Implements the pipeline's observer hooks and the scheduler's job timing."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.job_duration = Histogram(
+            "scheduler_job_duration_seconds", "Duration of scheduler jobs", ["job"], registry=r, buckets=_JOB_BUCKETS
+        )
+        self.job_success = Counter("scheduler_job_success_total", "Scheduler jobs that succeeded", ["job"], registry=r)
+        self.job_failure = Counter("scheduler_job_failure_total", "Scheduler jobs that failed", ["job"], registry=r)
+        self.bot_running = Gauge(
+            "bot_running", "1 while the bot trades (running), 0 when paused or stopped", registry=r
+        )
+        self.bot_errors = Counter("bot_errors_total", "Errors in trading jobs and cycles", ["kind"], registry=r)
+        self.ai_decisions = Counter(
+            "ai_decisions_total", "Decisions of the trading cycle", ["decision", "source"], registry=r
+        )
+        self.ai_confidence = Gauge("ai_confidence", "Confidence of the latest AI decision (0-100)", registry=r)
+        self.trades = Counter("trades_total", "Executed trades (fills)", ["side", "symbol"], registry=r)
+        self.trade_volume = Counter("trade_volume_krw_total", "KRW traded", ["side", "symbol"], registry=r)
+        self.trade_fee = Counter("trade_fee_krw_total", "Fees paid in KRW", ["symbol"], registry=r)
+        self.portfolio_value = Gauge("portfolio_value_krw", "Total account value in KRW", registry=r)
+        self.portfolio_profit_rate = Gauge("portfolio_profit_rate", "Return since the start, as a fraction", registry=r)
+        self.stage_duration = Histogram(
+            "trading_cycle_stage_duration_seconds",
+            "Duration of a trading cycle stage",
+            ["stage"],
+            registry=r,
+            buckets=_STAGE_BUCKETS,
+        )
+        self.exchange_errors = Counter(
+            "exchange_request_errors_total", "Exchange request errors", ["operation", "error"], registry=r
+        )
+        self.ai_errors = Counter("ai_request_errors_total", "AI adviser failures", ["reason"], registry=r)
+
+    def serve(self, port: int) -> None:
+        if port > 0:
+            start_http_server(port, addr="0.0.0.0", registry=self.registry)
+            log.info("metrics.serving", port=port)
+
+    # --- pipeline observer ------------------------------------------------------------------------
+    def on_stage(self, stage: str, seconds: float) -> None:
+        self.stage_duration.labels(stage=stage).observe(seconds)
+
+    def on_decision(self, source: str, decision: str, confidence: Decimal | None) -> None:
+        self.ai_decisions.labels(decision=decision, source=source).inc()
+        if confidence is not None and source in ("ai", "cache"):
+            self.ai_confidence.set(float(confidence))
+
+    def on_ai_error(self, reason: str) -> None:
+        self.ai_errors.labels(reason=reason[:40]).inc()
+
+    def on_trade(self, trade: Any) -> None:
+        self.trades.labels(side=trade.side.value, symbol=trade.symbol).inc()
+        self.trade_volume.labels(side=trade.side.value, symbol=trade.symbol).inc(float(trade.total))
+        self.trade_fee.labels(symbol=trade.symbol).inc(float(trade.fee))
+
+    def on_exchange_error(self, operation: str, error: str) -> None:
+        self.exchange_errors.labels(operation=operation, error=error).inc()
+
+    def on_portfolio(self, equity: Decimal, profit_rate: Decimal | None) -> None:
+        self.portfolio_value.set(float(equity))
+        if profit_rate is not None:
+            self.portfolio_profit_rate.set(float(profit_rate))

@@ -1,0 +1,195 @@
+"""NotificationService against the fake Telegram Bot API: real python-telegram-bot over loopback HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import select
+
+from backend.app.db.repositories.bot import BotRepository
+from backend.app.models import SystemLogRow
+from backend.app.services.notification import (
+    MAX_MESSAGE_CHARS,
+    NotificationService,
+    format_event,
+    split_message,
+)
+from src.config.settings import TelegramConfig
+from src.trading.notifier import EventKind, NotificationEvent
+from tests.fakes.telegram_server import FakeTelegram, SendFault, html_parse_error
+
+CHAT_A, CHAT_B = "1001", "-2002"
+
+
+def _config(fake: FakeTelegram, chat_ids: list[str] | None = None) -> TelegramConfig:
+    return TelegramConfig.model_construct(
+        bot_token=SecretStr(fake.token),
+        chat_ids=chat_ids or [CHAT_A],
+        base_url=fake.base_url,
+        commands_enabled=True,
+    )
+
+
+def _sell_event() -> NotificationEvent:
+    return NotificationEvent(
+        kind=EventKind.TRADE_EXECUTED,
+        title="SELL KRW-BTC <filled> & done",
+        fields={
+            "symbol": "KRW-BTC",
+            "side": "ask",
+            "price": Decimal("95000000"),
+            "amount": Decimal("0.00105"),
+            "fee": Decimal("49.88"),
+            "pnl": Decimal("-1234.5"),
+        },
+        at=datetime(2026, 1, 2, 0, 30, tzinfo=UTC),
+    )
+
+
+async def test_trade_event_reaches_every_chat_as_escaped_html(fake_telegram: FakeTelegram) -> None:
+    # Given a service for two chats
+    service = NotificationService(_config(fake_telegram, [CHAT_A, CHAT_B]))
+    await service.start()
+    try:
+        # When a sell is announced
+        service.notify(_sell_event())
+        await asyncio.wait_for(service.drain(), timeout=10)
+    finally:
+        await service.aclose()
+    # Then both chats got one HTML message with every figure, the title escaped, in KST
+    sent = fake_telegram.sent_messages()
+    assert sorted(message["chat_id"] for message in sent) == sorted([CHAT_A, CHAT_B])
+    text = sent[0]["text"]
+    assert sent[0]["parse_mode"] == "HTML"
+    assert "SELL KRW-BTC &lt;filled&gt; &amp; done" in text
+    for expected in ("KRW-BTC", "95,000,000 KRW", "0.00105", "50 KRW", "-1,234 KRW", "2026-01-02 09:30 KST"):
+        assert expected in text
+    assert html_parse_error(text) is None
+
+
+async def test_notify_returns_at_once_while_telegram_is_unreachable() -> None:
+    # Given a service pointed at a port nobody listens on
+    with FakeTelegram() as fake:
+        config = _config(fake)
+    service = NotificationService(config, max_attempts=1)
+    await service.start()
+    try:
+        # When many events are announced, notify never blocks nor raises
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for _ in range(200):
+            service.notify(_sell_event())
+        enqueue_seconds = loop.time() - started
+        await asyncio.wait_for(service.drain(), timeout=30)
+    finally:
+        await service.aclose()
+    # Then every event was tried and counted as failed, and enqueueing did not wait for the network
+    assert service.failed == 200
+    assert enqueue_seconds < 1.0
+
+
+async def test_disabled_service_ignores_events() -> None:
+    # Given no token configured
+    service = NotificationService(TelegramConfig.model_construct(bot_token=None, chat_ids=[], base_url="x"))
+    await service.start()
+    # When an event is announced, Then nothing is queued and nothing fails
+    service.notify(_sell_event())
+    await service.aclose()
+    assert (service.delivered, service.failed, service.dropped) == (0, 0, 0)
+
+
+async def test_long_message_is_split_under_the_limit(fake_telegram: FakeTelegram) -> None:
+    # Given an AI decision whose reason is far longer than one Telegram message
+    reason = "\n".join(f"line {i}: RSI<70 & MACD>0 " + "x" * 80 for i in range(150))
+    event = NotificationEvent(EventKind.AI_DECISION, "AI decision KRW-ETH", {"symbol": "KRW-ETH", "reason": reason})
+    service = NotificationService(_config(fake_telegram))
+    await service.start()
+    try:
+        # When it is announced
+        service.notify(event)
+        await asyncio.wait_for(service.drain(), timeout=10)
+    finally:
+        await service.aclose()
+    # Then it arrives in several valid HTML messages under 4,096 characters that together hold all of it
+    sent = [message["text"] for message in fake_telegram.sent_messages()]
+    assert len(sent) >= 4
+    assert all(len(text) <= MAX_MESSAGE_CHARS and html_parse_error(text) is None for text in sent)
+    assert "line 149: RSI&lt;70 &amp; MACD&gt;0" in "".join(sent)
+
+
+def test_split_never_cuts_inside_a_tag_or_entity() -> None:
+    # Given one overlong line full of entities and tags
+    text = "<b>x</b>: " + "&amp;<i>y</i>" * 2000
+    # When it is split, Then every chunk is short and parses on its own
+    chunks = split_message(text, limit=500)
+    assert "".join(chunks) == text
+    assert all(len(chunk) <= 500 for chunk in chunks)
+    assert all(html_parse_error(chunk) is None for chunk in chunks)
+
+
+async def test_flood_control_waits_retry_after_then_delivers(fake_telegram: FakeTelegram) -> None:
+    # Given Telegram answers the first send with 429 retry_after=1
+    fake_telegram.fail_next_sends(SendFault("flood", retry_after=1))
+    service = NotificationService(_config(fake_telegram))
+    await service.start()
+    try:
+        service.notify(_sell_event())
+        await asyncio.wait_for(service.drain(), timeout=10)
+    finally:
+        await service.aclose()
+    # Then the message is sent again no sooner than retry_after, and delivered once
+    attempts = fake_telegram.calls("sendMessage")
+    assert len(attempts) == 2
+    assert attempts[1].at - attempts[0].at >= 1.0
+    assert len(fake_telegram.sent_messages()) == 1
+    assert service.failed == 0
+
+
+async def test_html_rejected_by_telegram_is_resent_as_plain_text(fake_telegram: FakeTelegram) -> None:
+    # Given a text whose HTML Telegram cannot parse
+    service = NotificationService(_config(fake_telegram))
+    try:
+        # When it is sent
+        await service.send(CHAT_A, "<b>unclosed & broken")
+    finally:
+        await service.aclose()
+    # Then the 400 is answered by a plain-text resend of the same words
+    attempts = fake_telegram.calls("sendMessage")
+    assert [call.params.get("parse_mode") for call in attempts] == ["HTML", None]
+    assert fake_telegram.sent_messages()[0]["text"] == "unclosed & broken"
+
+
+async def test_final_failure_is_recorded_in_system_logs(fake_telegram: FakeTelegram, db_sessions) -> None:
+    # Given Telegram fails with 502 on every attempt for the first event and "chat not found" for the second
+    fake_telegram.fail_next_sends(*[SendFault("server_error")] * 3, SendFault("bad_request"))
+    service = NotificationService(
+        _config(fake_telegram), BotRepository(db_sessions), max_attempts=3, backoff_seconds=0.01
+    )
+    await service.start()
+    try:
+        service.notify(_sell_event())
+        service.notify(NotificationEvent(EventKind.SAFE_MODE_ENTERED, "Safe mode", {"reason": "daily loss 10%"}))
+        await asyncio.wait_for(service.drain(), timeout=10)
+    finally:
+        await service.aclose()
+    # Then both failures are rows in system_logs, without the token, and nothing was delivered
+    async with db_sessions() as session:
+        rows = list(await session.scalars(select(SystemLogRow).where(SystemLogRow.source == "notification")))
+    assert [row.context["kind"] for row in rows] == ["trade_executed", "safe_mode_entered"]
+    assert "gave up after 3 attempts" in rows[0].context["error"]
+    assert "chat not found" in rows[1].context["error"].lower()
+    assert all(fake_telegram.token not in str(row.context) for row in rows)
+    assert fake_telegram.sent_messages() == []
+
+
+@pytest.mark.parametrize("kind", list(EventKind))
+def test_every_event_kind_formats_to_valid_html(kind: EventKind) -> None:
+    # Given an event of each kind with hostile text, When formatted, Then Telegram would accept it
+    event = NotificationEvent(kind, "<title>", {"reason": "a<b & c>d", "reasons": ["rsi > 70", "<adx>"]})
+    text = format_event(event)
+    assert html_parse_error(text) is None
+    assert "&lt;title&gt;" in text

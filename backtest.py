@@ -1,0 +1,122 @@
+"""Backtest a strategy on historical Upbit candles: ``python backtest.py --help``.
+
+With no arguments: the rule-based breakout strategy on the bundled KRW-BTC hourly candles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from rich.console import Console
+
+from src.backtesting.runner import STRATEGIES, BacktestRequest, run_backtest
+from src.config.settings import load_settings
+from src.exceptions import TradingSystemError
+from src.utils.logger import configure_logging
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"backtest.py: error: {message} (see --help)\n")
+
+
+def _positive(kind: type) -> object:
+    def parse(text: str) -> float:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 0.01:
+        raise argparse.ArgumentTypeError(f"must be a rate in [0, 0.01) such as 0.0005, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _OneLineParser(prog="backtest.py", description="Backtest a strategy on historical Upbit candles.")
+    p.add_argument("--symbol", default="KRW-BTC", help="market, e.g. KRW-ETH (default KRW-BTC)")
+    p.add_argument("--timeframe", default="1h", choices=["1m", "5m", "1h", "4h", "1d"], help="bar size (default 1h)")
+    p.add_argument("--data", type=Path, help="a candle CSV (timestamp,open,high,low,close,volume[,value]) instead")
+    p.add_argument("--strategy", default="rule_breakout", choices=STRATEGIES)
+    p.add_argument("--start", help="first candle open time included (UTC), e.g. 2023-01-01")
+    p.add_argument("--end", help="candles before this time (UTC) only")
+    p.add_argument("--fee", type=_fraction, help="fee rate per side (default TRADING_FEE_RATE, 0.0005)")
+    p.add_argument("--slippage", type=float, help="slippage percent per fill (default BACKTEST_SLIPPAGE_PCT)")
+    p.add_argument("--capital", type=_positive(float), help="starting KRW (default BACKTEST_INITIAL_CAPITAL)")
+    p.add_argument("--position-fraction", type=_positive(float), default=1.0, help="share of cash per entry (0..1]")
+    p.add_argument("--no-tick-rounding", action="store_true", help="fill at exact prices, not on the KRW tick grid")
+    p.add_argument("--k", type=_positive(float), help="volatility breakout k (default 0.5)")
+    p.add_argument("--trend-filter", action="store_true", help="volatility breakout: open > mean of last 5 closes")
+    p.add_argument("--atr-stop", type=_positive(float), help="rule strategy stop in ATRs (default 2)")
+    p.add_argument("--atr-target", type=_positive(float), help="rule strategy target in ATRs (default 3)")
+    p.add_argument("--squeeze-mode", choices=["bb_or_adx", "bb", "adx"], help="rule strategy squeeze gate")
+    p.add_argument("--breakout-mode", choices=["donchian", "range"], help="rule strategy breakout gate")
+    p.add_argument("--volume-multiplier", type=_positive(float), help="rule strategy volume gate (default 1.5)")
+    p.add_argument("--ai-cache", type=Path, help="AI decision cache (JSON lines) to replay/record")
+    p.add_argument("--min-confidence", type=float, help="AI confidence needed to buy (default AI_MIN_CONFIDENCE)")
+    p.add_argument("--trades", type=int, default=10, help="how many of the last trades to print (default 10)")
+    p.add_argument("--json", type=Path, dest="json_out", help="write metrics and trades to this JSON file")
+    p.add_argument("--html", type=Path, dest="html_out", help="write a self-contained HTML report")
+    return p
+
+
+def request_from_args(args: argparse.Namespace) -> BacktestRequest:
+    names = {
+        "k": "k",
+        "atr_stop": "atr_stop",
+        "atr_target": "atr_target",
+        "squeeze_mode": "squeeze_mode",
+        "breakout_mode": "breakout_mode",
+        "volume_multiplier": "volume_multiplier",
+    }
+    params = {key: getattr(args, attr) for attr, key in names.items() if getattr(args, attr) is not None}
+    if args.trend_filter:
+        params["trend_filter"] = True
+    if args.position_fraction > 1:
+        raise SystemExit("backtest.py: error: --position-fraction must be in (0, 1]")
+    return BacktestRequest(
+        symbol=args.symbol,
+        timeframe=args.timeframe,
+        data_file=args.data,
+        strategy=args.strategy,
+        strategy_params=params,
+        start=args.start,
+        end=args.end,
+        fee_rate=args.fee,
+        slippage_pct=args.slippage,
+        capital=args.capital,
+        position_fraction=args.position_fraction,
+        tick_sizes=not args.no_tick_rounding,
+        json_out=args.json_out,
+        html_out=args.html_out,
+        ai_cache=args.ai_cache,
+        min_confidence=args.min_confidence,
+        show_trades=args.trades,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    request = request_from_args(args)
+    console = Console()
+    try:
+        settings = load_settings()
+        configure_logging("WARNING", settings.observability.log_format.value, settings.secret_values())
+        run_backtest(request, settings, console)
+    except TradingSystemError as exc:
+        print(f"backtest.py: error: {exc.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

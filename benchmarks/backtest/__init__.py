@@ -1,0 +1,1 @@
+"""Backtest engine benchmark (ours against backtesting.py); see benchmarks/README.md."""

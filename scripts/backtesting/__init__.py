@@ -1,0 +1,1 @@
+"""Backtest data tools: collect Upbit candles, manage the cache, check quality."""

@@ -1,0 +1,185 @@
+"""Market data from history at a simulated clock: the read side of an exchange for replay mode.
+
+The caller owns the clock (``advance_to``). At clock ``T`` a candle is visible only when it is
+complete, i.e. ``open_time + timeframe <= T``: no look-ahead, even for a clock between bar
+boundaries. ``get_candles(..., to=X)`` additionally keeps Upbit's exclusive ``to`` (open time < X).
+
+Ticker: the close of the newest complete candle of the symbol's finest loaded timeframe, stamped
+with the clock.
+
+Synthetic orderbook (documented model, deterministic):
+- ``mid`` = that last close; ``tick`` = the KRW tick size at the clock's date for ``mid``.
+- best bid = ``mid * (1 - spread_pct/200)`` rounded down to the tick, best ask =
+  ``mid * (1 + spread_pct/200)`` rounded up; they are at least one tick apart. Further levels step
+  one tick outwards (``levels`` per side, 15 by default).
+- Size per level = ``max(depth_fraction * candle_volume / levels, min_level_krw / mid)``,
+  truncated to 8 decimals, where ``candle_volume`` is the base volume of that last candle. So the
+  whole visible book per side holds ``depth_fraction`` (10 %) of one bar's traded volume, and never
+  less than ``min_level_krw`` KRW per level (thin or gap bars still trade).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_DOWN, Decimal
+
+import pandas as pd
+
+from src.api.interfaces import CANDLE_COLUMNS, TIMEFRAMES, Orderbook, OrderbookLevel, Ticker
+from src.backtesting.data_provider import TIMEFRAME_SECONDS
+from src.exceptions import DataError
+from src.trading.market_rules import VOLUME_DECIMALS, krw_tick_size, round_to_tick
+
+MAX_CANDLES_PER_REQUEST = 200
+
+
+class ReplayMarketSource:
+    """``MarketDataSource`` over ``{symbol: {timeframe: DataFrame}}`` (our candle shape)."""
+
+    def __init__(
+        self,
+        candles: Mapping[str, Mapping[str, pd.DataFrame]],
+        *,
+        start: datetime | None = None,
+        spread_pct: Decimal = Decimal("0.05"),
+        depth_fraction: Decimal = Decimal("0.1"),
+        levels: int = 15,
+        min_level_krw: Decimal = Decimal("1000000"),
+    ) -> None:
+        if levels < 1:
+            raise ValueError("levels must be at least 1")
+        if spread_pct < 0 or depth_fraction <= 0 or min_level_krw <= 0:
+            raise ValueError("spread_pct must be >= 0, depth_fraction and min_level_krw > 0")
+        self._frames = {
+            symbol: {tf: _checked(symbol, tf, frame) for tf, frame in by_tf.items()}
+            for symbol, by_tf in candles.items()
+        }
+        if not any(self._frames.values()):
+            raise DataError("the replay source needs at least one symbol with candles")
+        self._spread_pct = spread_pct
+        self._depth_fraction = depth_fraction
+        self._levels = levels
+        self._min_level_krw = min_level_krw
+        self._now = _utc(start) if start is not None else self.first_complete_time()
+
+    # --- clock -------------------------------------------------------------------------------------
+
+    def now(self) -> datetime:
+        return self._now
+
+    def advance_to(self, moment: datetime) -> None:
+        """Move the clock forward (never back: what was seen cannot be unseen)."""
+        moment = _utc(moment)
+        if moment < self._now:
+            raise ValueError(f"the replay clock only moves forward: {moment} is before {self._now}")
+        self._now = moment
+
+    def first_complete_time(self) -> datetime:
+        """The earliest clock at which every symbol has at least one complete candle."""
+        firsts = []
+        for symbol, by_tf in self._frames.items():
+            closes = [frame.index[0] + _span(tf) for tf, frame in by_tf.items() if len(frame)]
+            if not closes:
+                raise DataError(f"no candles for {symbol}")
+            firsts.append(min(closes))
+        return max(firsts).to_pydatetime()
+
+    @property
+    def symbols(self) -> list[str]:
+        return sorted(self._frames)
+
+    def timeframes(self, symbol: str) -> list[str]:
+        return sorted(self._require(symbol), key=lambda tf: TIMEFRAME_SECONDS[tf])
+
+    def visible(self, symbol: str, timeframe: str) -> pd.DataFrame:
+        """Every candle of ``symbol``/``timeframe`` complete at the clock, oldest first."""
+        frame = self._frame(symbol, timeframe)
+        cutoff = pd.Timestamp(self._now) - _span(timeframe)
+        return frame.loc[:cutoff]
+
+    # --- MarketDataSource --------------------------------------------------------------------------
+
+    async def get_candles(
+        self, symbol: str, timeframe: str, count: int = 200, to: datetime | None = None
+    ) -> pd.DataFrame:
+        if not 1 <= count <= MAX_CANDLES_PER_REQUEST:
+            raise ValueError(f"count must be 1..{MAX_CANDLES_PER_REQUEST}, got {count}")
+        frame = self.visible(symbol, timeframe)
+        if to is not None:
+            frame = frame.loc[frame.index < pd.Timestamp(_utc(to))]
+        return frame.tail(count).copy()
+
+    async def get_tickers(self, symbols: list[str]) -> list[Ticker]:
+        return [Ticker(symbol=s, trade_price=self._last(s)[0], timestamp=self._now) for s in symbols]
+
+    async def get_orderbooks(self, symbols: list[str]) -> list[Orderbook]:
+        return [self.orderbook(symbol) for symbol in symbols]
+
+    def orderbook(self, symbol: str) -> Orderbook:
+        mid, volume = self._last(symbol)
+        tick = krw_tick_size(mid, self._now)
+        half = self._spread_pct / Decimal(200)
+        bid = round_to_tick(mid * (1 - half), self._now)
+        ask = round_to_tick(mid * (1 + half), self._now, up=True)
+        if ask <= bid:
+            ask = bid + tick
+        per_level = max(self._depth_fraction * volume / self._levels, self._min_level_krw / mid)
+        size = per_level.quantize(VOLUME_DECIMALS, rounding=ROUND_DOWN)
+        asks = tuple(OrderbookLevel(ask + tick * i, size) for i in range(self._levels))
+        bids = tuple(OrderbookLevel(bid - tick * i, size) for i in range(self._levels) if bid - tick * i > 0)
+        return Orderbook(symbol=symbol, timestamp=self._now, asks=asks, bids=bids)
+
+    async def close(self) -> None:
+        """Nothing to release (kept for symmetry with network sources)."""
+
+    # --- helpers -----------------------------------------------------------------------------------
+
+    def _require(self, symbol: str) -> dict[str, pd.DataFrame]:
+        if symbol not in self._frames:
+            raise DataError(f"no replay candles for {symbol}; loaded: {', '.join(self.symbols)}")
+        return self._frames[symbol]
+
+    def _frame(self, symbol: str, timeframe: str) -> pd.DataFrame:
+        by_tf = self._require(symbol)
+        if timeframe not in by_tf:
+            raise DataError(f"no replay candles for {symbol} {timeframe}; loaded: {', '.join(self.timeframes(symbol))}")
+        return by_tf[timeframe]
+
+    def _last(self, symbol: str) -> tuple[Decimal, Decimal]:
+        """(close, base volume) of the newest complete candle of the finest timeframe."""
+        finest = self.timeframes(symbol)[0]
+        frame = self.visible(symbol, finest)
+        if frame.empty:
+            raise DataError(f"no complete {finest} candle of {symbol} before {self._now.isoformat()}")
+        row = frame.iloc[-1]
+        return Decimal(str(row["close"])), Decimal(str(row["volume"]))
+
+
+def _utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        raise ValueError("replay times must be timezone-aware (UTC)")
+    return moment.astimezone(UTC)
+
+
+def _span(timeframe: str) -> timedelta:
+    return timedelta(seconds=TIMEFRAME_SECONDS[timeframe])
+
+
+def _checked(symbol: str, timeframe: str, frame: pd.DataFrame) -> pd.DataFrame:
+    if timeframe not in TIMEFRAMES:
+        raise DataError(f"{symbol}: unknown timeframe {timeframe!r}; expected one of {', '.join(TIMEFRAMES)}")
+    if not isinstance(frame.index, pd.DatetimeIndex) or frame.index.tz is None:
+        raise DataError(f"{symbol} {timeframe}: expected a tz-aware UTC DatetimeIndex of candle open times")
+    missing = [c for c in ("open", "high", "low", "close", "volume") if c not in frame.columns]
+    if missing:
+        raise DataError(f"{symbol} {timeframe}: missing columns {', '.join(missing)}")
+    ordered = frame.sort_index()
+    ordered = ordered[~ordered.index.duplicated(keep="last")]
+    columns = [c for c in CANDLE_COLUMNS if c in ordered.columns]
+    result = ordered[columns].astype(float)
+    if "value" not in result.columns:
+        result["value"] = float("nan")
+    result.index = result.index.tz_convert(UTC)
+    result.index.name = "timestamp"
+    return result

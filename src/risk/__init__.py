@@ -1,0 +1,31 @@
+"""Risk rules (entries, sizing, circuit breakers, exits) and the persistence port of positions and risk state."""
+
+from src.risk.manager import RiskManager
+from src.risk.models import (
+    EntryRule,
+    ExitReason,
+    ExitSignal,
+    PortfolioView,
+    RiskVerdict,
+    SizingDecision,
+    SizingMethod,
+    TradeStats,
+)
+from src.risk.store import InMemoryRiskStore, PositionRecord, PositionStatus, RiskState, RiskStore
+
+__all__ = [
+    "EntryRule",
+    "ExitReason",
+    "ExitSignal",
+    "InMemoryRiskStore",
+    "PortfolioView",
+    "PositionRecord",
+    "PositionStatus",
+    "RiskManager",
+    "RiskState",
+    "RiskStore",
+    "RiskVerdict",
+    "SizingDecision",
+    "SizingMethod",
+    "TradeStats",
+]

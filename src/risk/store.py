@@ -1,0 +1,277 @@
+"""The persistence port of risk and positions: records, the ``RiskStore`` protocol, and an in-memory store.
+
+``src/`` never writes SQL; ``backend/app/db/repositories/risk.py`` (``SqlRiskStore``) implements this
+protocol over the ``positions``, ``risk_state`` and ``trades`` tables. ``InMemoryRiskStore`` keeps the
+same semantics in dictionaries, for unit tests and for runs without a database.
+
+Money is ``Decimal`` with at most 8 decimals (the database's NUMERIC(20, 8)); datetimes are UTC-aware.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Protocol
+
+from src.config.settings import TradingMode
+from src.exceptions import PositionConflict
+
+MONEY_QUANTUM = Decimal("0.00000001")
+ZERO = Decimal("0")
+
+
+def quantize_money(value: Decimal) -> Decimal:
+    """The precision the database keeps (NUMERIC(20, 8)), so memory and SQL stores agree to the digit."""
+    return value.quantize(MONEY_QUANTUM)
+
+
+class PositionStatus(StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+@dataclass(slots=True)
+class PositionRecord:
+    """One position of a mode in one symbol. At most one is open per (mode, symbol).
+
+    ``amount`` is the base volume still held (for a closed position: the volume held when the final
+    exit began). ``entry_fee`` is the buy fee (KRW) not yet charged against a sale: each sale takes
+    its share. ``realized_pnl`` accumulates over partial exits, net of buy and sell fees.
+    ``stop_price``/``take_profit_price`` are fixed at entry (recomputed when the position grows);
+    the trailing stop follows ``highest_price`` at ``trailing_stop_pct`` below it (``None`` = off).
+    """
+
+    symbol: str
+    mode: TradingMode
+    amount: Decimal
+    avg_entry_price: Decimal
+    entry_at: datetime
+    highest_price: Decimal
+    entry_fee: Decimal = ZERO
+    stop_price: Decimal | None = None
+    take_profit_price: Decimal | None = None
+    trailing_stop_pct: Decimal | None = None
+    status: PositionStatus = PositionStatus.OPEN
+    realized_pnl: Decimal = ZERO
+    closed_at: datetime | None = None
+    exit_price: Decimal | None = None
+    exit_reason: str | None = None
+    id: int | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.status is PositionStatus.OPEN
+
+    @property
+    def cost_basis(self) -> Decimal:
+        """KRW paid for what is still held, including the buy fee not yet charged."""
+        return self.amount * self.avg_entry_price + self.entry_fee
+
+    @property
+    def trailing_stop_price(self) -> Decimal | None:
+        """The trailing level implied by the highest price so far, or ``None`` when trailing is off."""
+        if not self.trailing_stop_pct:
+            return None
+        return quantize_money(self.highest_price * (1 - self.trailing_stop_pct / 100))
+
+    def unrealized_pnl(self, price: Decimal, sell_fee_rate: Decimal = ZERO) -> Decimal:
+        """What selling everything at ``price`` would realise, net of the buy fee and the sell fee."""
+        proceeds = self.amount * price
+        return quantize_money(proceeds * (1 - sell_fee_rate) - self.cost_basis)
+
+
+@dataclass(slots=True)
+class RiskState:
+    """Circuit breakers and safe mode of one trading mode, persisted so they survive restarts.
+
+    ``safe_mode_until``: when safe mode ends by itself (``None`` while in safe mode = only the
+    operator can end it). Day and week anchors are the first equity seen in the current UTC day and
+    ISO week (Monday 00:00 UTC); a loss is measured from them.
+    """
+
+    mode: TradingMode
+    safe_mode: bool = False
+    safe_mode_reason: str | None = None
+    safe_mode_since: datetime | None = None
+    safe_mode_until: datetime | None = None
+    peak_equity: Decimal | None = None
+    day_anchor_at: datetime | None = None
+    day_anchor_equity: Decimal | None = None
+    week_anchor_at: datetime | None = None
+    week_anchor_equity: Decimal | None = None
+
+    def safe_mode_active(self, now: datetime) -> bool:
+        """In safe mode and its time, if it has one, has not yet passed."""
+        return self.safe_mode and (self.safe_mode_until is None or now < self.safe_mode_until)
+
+
+class RiskStore(Protocol):
+    """Positions, risk state and the trade history the spacing rules read. Every method is one transaction."""
+
+    async def open_position(self, position: PositionRecord) -> PositionRecord:
+        """Insert an open position and return it with its ``id``.
+
+        Raises ``PositionConflict`` when the mode already has an open position in that symbol.
+        """
+
+    async def get_open_position(self, mode: TradingMode, symbol: str) -> PositionRecord | None: ...
+
+    async def list_open_positions(self, mode: TradingMode) -> list[PositionRecord]:
+        """Open positions of the mode, oldest entry first."""
+
+    async def update_position(self, position: PositionRecord) -> PositionRecord:
+        """Write amount, entry price and fee, highest price, levels and realised P&L of an open position.
+
+        Raises ``PositionConflict`` when no open position has that ``id``.
+        """
+
+    async def raise_highest_price(self, position_id: int, price: Decimal) -> PositionRecord:
+        """Set ``highest_price`` to ``price`` if that is higher (it never goes down); return the position."""
+
+    async def close_position(
+        self,
+        position_id: int,
+        *,
+        exit_price: Decimal,
+        reason: str,
+        realized_pnl: Decimal,
+        closed_at: datetime,
+    ) -> PositionRecord:
+        """Mark an open position closed with its exit price, reason and total realised P&L."""
+
+    async def list_closed_positions(self, mode: TradingMode, limit: int | None = None) -> list[PositionRecord]:
+        """Closed positions of the mode, most recently closed first."""
+
+    async def load_risk_state(self, mode: TradingMode) -> RiskState:
+        """The stored state, or a fresh ``RiskState(mode)`` when none was saved yet."""
+
+    async def save_risk_state(self, state: RiskState) -> None:
+        """Insert or replace the state of ``state.mode``."""
+
+    async def last_trade_at(self, mode: TradingMode) -> datetime | None:
+        """Time of the most recent completed trade (any side) of the mode."""
+
+    async def count_trades_since(self, mode: TradingMode, since: datetime) -> int:
+        """Executed orders of the mode (any side) with a completed trade at or after ``since``.
+
+        An order filled in several pieces counts once.
+        """
+
+
+@dataclass(slots=True)
+class _TradeMark:
+    at: datetime
+    order_key: str
+
+
+@dataclass
+class InMemoryRiskStore:
+    """``RiskStore`` in dictionaries: same rules and precision as the SQL store, nothing persisted.
+
+    Trades are not recorded by the pipeline here; tests and replays add them with ``record_trade``.
+    """
+
+    _positions: dict[int, PositionRecord] = field(default_factory=dict)
+    _states: dict[TradingMode, RiskState] = field(default_factory=dict)
+    _trades: dict[TradingMode, list[_TradeMark]] = field(default_factory=dict)
+    _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+
+    def record_trade(self, mode: TradingMode, at: datetime, order_id: str | None = None) -> None:
+        """Remember an executed trade (fills sharing an ``order_id`` count as one trade)."""
+        key = order_id if order_id is not None else f"trade-{next(self._ids)}"
+        self._trades.setdefault(mode, []).append(_TradeMark(at=at, order_key=key))
+
+    @staticmethod
+    def _stored(position: PositionRecord) -> PositionRecord:
+        return replace(
+            position,
+            amount=quantize_money(position.amount),
+            avg_entry_price=quantize_money(position.avg_entry_price),
+            highest_price=quantize_money(position.highest_price),
+            entry_fee=quantize_money(position.entry_fee),
+            stop_price=None if position.stop_price is None else quantize_money(position.stop_price),
+            take_profit_price=(
+                None if position.take_profit_price is None else quantize_money(position.take_profit_price)
+            ),
+            realized_pnl=quantize_money(position.realized_pnl),
+        )
+
+    def _open_by_id(self, position_id: int) -> PositionRecord:
+        position = self._positions.get(position_id)
+        if position is None or not position.is_open:
+            raise PositionConflict(f"no open position with id {position_id}", position_id=position_id)
+        return position
+
+    async def open_position(self, position: PositionRecord) -> PositionRecord:
+        if await self.get_open_position(position.mode, position.symbol) is not None:
+            raise PositionConflict(
+                f"{position.mode} already has an open position in {position.symbol}",
+                symbol=position.symbol,
+                mode=position.mode,
+            )
+        stored = self._stored(replace(position, id=next(self._ids), status=PositionStatus.OPEN))
+        self._positions[stored.id] = stored  # type: ignore[index]
+        return copy.copy(stored)
+
+    async def get_open_position(self, mode: TradingMode, symbol: str) -> PositionRecord | None:
+        for position in self._positions.values():
+            if position.is_open and position.mode is mode and position.symbol == symbol:
+                return copy.copy(position)
+        return None
+
+    async def list_open_positions(self, mode: TradingMode) -> list[PositionRecord]:
+        found = [p for p in self._positions.values() if p.is_open and p.mode is mode]
+        return [copy.copy(p) for p in sorted(found, key=lambda p: (p.entry_at, p.id or 0))]
+
+    async def update_position(self, position: PositionRecord) -> PositionRecord:
+        if position.id is None:
+            raise PositionConflict("cannot update a position that was never stored (id is None)")
+        current = self._open_by_id(position.id)
+        updated = self._stored(replace(position, status=current.status, mode=current.mode, symbol=current.symbol))
+        self._positions[position.id] = updated
+        return copy.copy(updated)
+
+    async def raise_highest_price(self, position_id: int, price: Decimal) -> PositionRecord:
+        current = self._open_by_id(position_id)
+        if price > current.highest_price:
+            current.highest_price = quantize_money(price)
+        return copy.copy(current)
+
+    async def close_position(
+        self,
+        position_id: int,
+        *,
+        exit_price: Decimal,
+        reason: str,
+        realized_pnl: Decimal,
+        closed_at: datetime,
+    ) -> PositionRecord:
+        current = self._open_by_id(position_id)
+        current.status = PositionStatus.CLOSED
+        current.exit_price = quantize_money(exit_price)
+        current.exit_reason = reason
+        current.realized_pnl = quantize_money(realized_pnl)
+        current.closed_at = closed_at
+        return copy.copy(current)
+
+    async def list_closed_positions(self, mode: TradingMode, limit: int | None = None) -> list[PositionRecord]:
+        closed = [p for p in self._positions.values() if not p.is_open and p.mode is mode]
+        closed.sort(key=lambda p: (p.closed_at, p.id or 0), reverse=True)
+        return [copy.copy(p) for p in closed[:limit]]
+
+    async def load_risk_state(self, mode: TradingMode) -> RiskState:
+        state = self._states.get(mode)
+        return copy.copy(state) if state is not None else RiskState(mode=mode)
+
+    async def save_risk_state(self, state: RiskState) -> None:
+        self._states[state.mode] = copy.copy(state)
+
+    async def last_trade_at(self, mode: TradingMode) -> datetime | None:
+        return max((mark.at for mark in self._trades.get(mode, [])), default=None)
+
+    async def count_trades_since(self, mode: TradingMode, since: datetime) -> int:
+        return len({mark.order_key for mark in self._trades.get(mode, []) if mark.at >= since})

@@ -1,0 +1,26 @@
+"""The trading pipeline: Risk -> Data -> Analysis -> Execution per symbol (see docs/TRADING_PIPELINE.md)."""
+
+from src.trading.pipeline.analysis import Analysis, Analyzer
+from src.trading.pipeline.context import CycleContext
+from src.trading.pipeline.pipeline import (
+    MINUTES_TO_TIMEFRAME,
+    CycleReport,
+    ExitReport,
+    NullPipelineObserver,
+    PipelineObserver,
+    TradingPipeline,
+)
+from src.trading.pipeline.positions import ServicePositionBook
+
+__all__ = [
+    "MINUTES_TO_TIMEFRAME",
+    "Analysis",
+    "Analyzer",
+    "CycleContext",
+    "CycleReport",
+    "ExitReport",
+    "NullPipelineObserver",
+    "PipelineObserver",
+    "ServicePositionBook",
+    "TradingPipeline",
+]

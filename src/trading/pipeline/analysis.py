@@ -1,0 +1,140 @@
+"""The analysis stage: indicators and signals, the rule strategy's last bar, the quick filter, the AI
+adviser, the validator and the liquidity check, ending in one decision with everything that led to it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import pandas as pd
+
+from src.ai.models import AIDecision, Decision, DecisionSource, MarketContext
+from src.ai.service import AIService
+from src.ai.validator import AIDecisionValidator
+from src.api.interfaces import Orderbook, Side
+from src.backtesting.quick_filter import QuickBacktestFilter
+from src.backtesting.strategy import Strategy
+from src.trading.indicators import get_latest_indicators
+from src.trading.liquidity import LiquidityAnalyzer, LiquidityAssessment
+from src.trading.signal_analyzer import SignalAnalyzer
+
+RULES_SOURCE = "rules"  # the rule strategy decided (AI unavailable)
+FILTER_SOURCE = "filter"  # the quick filter failed, the adviser was not asked
+
+
+@dataclass(slots=True)
+class Analysis:
+    """The decision of one cycle for one symbol and what it rests on (stored in ``ai_decisions``)."""
+
+    decision: Decision  # what the adviser (or the rules) said
+    final_decision: Decision  # after the validator and liquidity
+    source: str  # ai | cache | fallback | disabled | rules | filter
+    reason: str
+    confidence: Decimal | None = None
+    indicators: dict[str, float] = field(default_factory=dict)
+    signals: dict[str, Any] = field(default_factory=dict)
+    strategy: dict[str, Any] = field(default_factory=dict)
+    quick_filter: dict[str, Any] | None = None
+    ai: AIDecision | None = None
+    overridden: bool = False
+    override_reasons: list[str] = field(default_factory=list)
+    liquidity: LiquidityAssessment | None = None
+    ai_disabled_reason: str | None = None
+
+    def override(self, reason: str) -> None:
+        self.final_decision = Decision.HOLD
+        self.overridden = True
+        self.override_reasons.append(reason)
+
+
+class Analyzer:
+    """Stateless apart from the quick filter's per-bar cache; one instance serves every symbol."""
+
+    def __init__(
+        self,
+        strategy: Strategy,
+        ai: AIService | None,
+        validator: AIDecisionValidator,
+        liquidity: LiquidityAnalyzer,
+        quick_filter: QuickBacktestFilter | None = None,
+        signal_analyzer: SignalAnalyzer | None = None,
+    ) -> None:
+        self.strategy = strategy
+        self.ai = ai
+        self.validator = validator
+        self.liquidity = liquidity
+        self.quick_filter = quick_filter
+        self.signal_analyzer = signal_analyzer or SignalAnalyzer()
+
+    @property
+    def ai_available(self) -> bool:
+        return self.ai is not None and self.ai.available
+
+    def ai_disabled_reason(self) -> str:
+        if self.ai is None:
+            return "disabled: no AI service configured"
+        return "disabled: no OPENAI_API_KEY configured or AI_ENABLED is false"
+
+    def technicals(self, candles: pd.DataFrame) -> tuple[dict[str, float], dict[str, Any], dict[str, Any]]:
+        indicators = get_latest_indicators(candles)
+        signals = self.signal_analyzer.summary(self.signal_analyzer.analyze_signals(indicators))
+        strategy_last = self.strategy.generate_signals(candles).latest()
+        return indicators, signals, strategy_last
+
+    def rules_decision(self, strategy_last: dict[str, Any], holding: bool) -> tuple[Decision, str]:
+        """The rule strategy's last bar: buy on an entry signal when flat, sell on an exit signal when held."""
+        if strategy_last.get("buy") and not holding:
+            gates = [name for name in ("trend", "squeeze", "breakout", "volume") if strategy_last.get(name)]
+            return Decision.BUY, f"{self.strategy.name}: entry signal ({', '.join(gates) or 'all gates'})"
+        if strategy_last.get("sell") and holding:
+            return Decision.SELL, f"{self.strategy.name}: exit signal"
+        missing = [n for n in ("trend", "squeeze", "breakout", "volume") if n in strategy_last and not strategy_last[n]]
+        if holding:
+            return Decision.HOLD, f"{self.strategy.name}: holding the position (exits by stop/target)"
+        return Decision.HOLD, f"{self.strategy.name}: no entry (gates not met: {', '.join(missing) or 'none'})"
+
+    async def quick_filter_result(self, symbol: str, candles: pd.DataFrame) -> dict[str, Any] | None:
+        if self.quick_filter is None:
+            return None
+        return (await self.quick_filter.aevaluate(symbol, candles)).to_dict()
+
+    async def ask_ai(self, context: MarketContext) -> AIDecision:
+        assert self.ai is not None
+        return await self.ai.decide(context)
+
+    def validate(self, analysis: Analysis, flash_crash: bool) -> None:
+        """Buys of the adviser go through the validator; rule buys rest on the strategy's own gates."""
+        if analysis.ai is None or analysis.final_decision is not Decision.BUY:
+            return
+        outcome = self.validator.validate(analysis.ai, analysis.indicators, flash_crash)
+        if outcome.overridden:
+            analysis.final_decision = outcome.final_decision
+            analysis.overridden = True
+            analysis.override_reasons.extend(outcome.reasons)
+
+    def assess_liquidity(
+        self, analysis: Analysis, orderbook: Orderbook | None, krw_amount: Decimal | None, volume: Decimal | None
+    ) -> None:
+        side = {Decision.BUY: Side.BUY, Decision.SELL: Side.SELL}.get(analysis.final_decision)
+        if side is None:
+            return
+        if orderbook is None:
+            if side is Side.BUY:
+                analysis.override("liquidity: no orderbook available")
+            return
+        if side is Side.BUY and (krw_amount is None or krw_amount <= 0):
+            return
+        if side is Side.SELL and (volume is None or volume <= 0):
+            return
+        if side is Side.BUY:
+            assessment = self.liquidity.assess(orderbook, side, krw_amount=krw_amount)
+        else:
+            assessment = self.liquidity.assess(orderbook, side, volume=volume)
+        analysis.liquidity = assessment
+        if not assessment.allowed and side is Side.BUY:
+            analysis.override(f"liquidity: {assessment.reason}")
+
+
+def ai_source(decision: AIDecision) -> str:
+    return decision.source.value if isinstance(decision.source, DecisionSource) else str(decision.source)

@@ -1,0 +1,37 @@
+"""``PositionService`` as the execution side's ``PositionBook``: fills in, realised P&L out."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from src.position.service import PositionService
+from src.risk.store import InMemoryRiskStore
+from src.trading.repository import OrderRecord, TradeRecord
+
+
+class ServicePositionBook:
+    def __init__(self, service: PositionService) -> None:
+        self.service = service
+
+    async def on_fill(
+        self,
+        order: OrderRecord,
+        trades: list[TradeRecord],
+        at: datetime,
+        *,
+        atr: Decimal | None,
+        exit_reason: str | None,
+    ) -> Decimal | None:
+        volume = sum((t.amount for t in trades), Decimal("0"))
+        funds = sum((t.total for t in trades), Decimal("0"))
+        if volume <= 0:
+            return None
+        fee = sum((t.fee for t in trades), Decimal("0"))
+        outcome = await self.service.on_fill(
+            order.symbol, order.side, funds / volume, volume, fee, at, atr, reason=exit_reason
+        )
+        store = self.service.store
+        if isinstance(store, InMemoryRiskStore):  # the SQL store reads the trades table itself
+            store.record_trade(self.service.mode, at, order.identifier)
+        return outcome.realized_pnl

@@ -1,0 +1,466 @@
+"""Order execution through ``IExchangeClient``, exactly once (see docs/TRADING_PIPELINE.md).
+
+An order is a row before it is a request:
+1. write the order (status ``pending``) with a fresh client ``identifier``;
+2. send it with that identifier;
+3. record the answer; when the order is final, write its trades from the fills and tell the
+   position book (realised P&L of a sell goes into ``trades.realized_pnl``).
+
+When the outcome of step 2 is unknown (``ExchangeUnavailable``: 5xx, timeout, dropped connection) the
+row stays ``pending`` and nothing is re-sent. ``reconcile`` asks the exchange by identifier and settles:
+found -> settle; ``OrderNotFound`` for a ``pending`` row older than ``not_found_grace`` -> ``failed``
+(the request never arrived: Upbit lists an accepted order at once); business errors (insufficient funds,
+under the minimum, invalid price...) -> ``failed`` with the error name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_DOWN, Decimal
+from typing import Any, Protocol
+
+from src.api.interfaces import (
+    IExchangeClient,
+    Order,
+    OrderRequest,
+    OrderType,
+    Side,
+)
+from src.config.settings import TradingMode
+from src.exceptions import (
+    DuplicateOrderIdentifier,
+    ExchangeError,
+    ExchangeUnavailable,
+    InvalidInput,
+    OrderNotFound,
+)
+from src.trading.market_rules import MIN_ORDER_KRW, truncate_volume
+from src.trading.notifier import EventKind, NotificationEvent, Notifier, NullNotifier
+from src.trading.orders import OrderStatus, TradeStatus, status_from_exchange
+from src.trading.repository import ITradingRepository, OrderRecord, TradeRecord
+from src.utils.logger import get_logger
+
+log = get_logger(__name__)
+
+Clock = Callable[[], datetime]
+_FINAL = (OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.FAILED)
+_KRW_STEP = Decimal("1")
+_MONEY_STEP = Decimal("0.00000001")
+_INSTANCE_CHARS = 24
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class PositionBook(Protocol):
+    """What execution needs from the position side (implemented over ``PositionService``)."""
+
+    async def on_fill(
+        self,
+        order: OrderRecord,
+        trades: list[TradeRecord],
+        at: datetime,
+        *,
+        atr: Decimal | None,
+        exit_reason: str | None,
+    ) -> Decimal | None:
+        """Apply a final order's fills to the position; return the realised P&L of a sell (None otherwise)."""
+
+
+class ExecutionObserver(Protocol):
+    """Metrics hook; the backend implements it with prometheus counters."""
+
+    def on_trade(self, trade: TradeRecord) -> None: ...
+
+    def on_exchange_error(self, operation: str, error: str) -> None: ...
+
+
+class NullObserver:
+    def on_trade(self, trade: TradeRecord) -> None:
+        return None
+
+    def on_exchange_error(self, operation: str, error: str) -> None:
+        return None
+
+
+@dataclass(slots=True)
+class ExecutionResult:
+    """What one order came to: ``status`` is ours (pending/open/filled/cancelled/failed)."""
+
+    identifier: str
+    symbol: str
+    side: Side
+    status: OrderStatus
+    trades: list[TradeRecord] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def filled(self) -> bool:
+        return self.status is OrderStatus.FILLED
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "identifier": self.identifier,
+            "side": self.side.value,
+            "status": self.status.value,
+            "trades": len(self.trades),
+            "volume": str(sum((t.amount for t in self.trades), Decimal("0"))),
+            "total": str(sum((t.total for t in self.trades), Decimal("0"))),
+            "error": self.error,
+        }
+
+
+def new_identifier(instance: str, now: datetime, symbol: str, side: Side) -> str:
+    """``{instance}-{yyyymmddHHMM}-{symbol}-{side}-{rand6}``; unique forever on the exchange."""
+    name = "".join(ch if ch.isalnum() or ch in "_." else "_" for ch in instance)[:_INSTANCE_CHARS]
+    stamp = now.astimezone(UTC).strftime("%Y%m%d%H%M")
+    return f"{name}-{stamp}-{symbol}-{side.value}-{secrets.token_hex(3)}"
+
+
+class TradingService:
+    """Places market orders exactly once and settles them; the one writer of orders and trades."""
+
+    def __init__(
+        self,
+        exchange: IExchangeClient,
+        repository: ITradingRepository,
+        *,
+        mode: TradingMode,
+        instance: str = "default",
+        fee_rate: Decimal = Decimal("0.0005"),
+        min_order_krw: Decimal = MIN_ORDER_KRW,
+        clock: Clock = utc_now,
+        positions: PositionBook | None = None,
+        notifier: Notifier | None = None,
+        observer: ExecutionObserver | None = None,
+        not_found_grace: timedelta = timedelta(minutes=5),
+        settle_polls: int = 3,
+        poll_delay_seconds: float = 0.2,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.exchange = exchange
+        self.repository = repository
+        self.mode = mode
+        self.instance = instance
+        self.fee_rate = fee_rate
+        self.min_order_krw = min_order_krw
+        self.clock = clock
+        self.positions = positions
+        self.notifier = notifier or NullNotifier()
+        self.observer = observer or NullObserver()
+        self.not_found_grace = not_found_grace
+        self.settle_polls = settle_polls
+        self.poll_delay_seconds = poll_delay_seconds
+        self._sleep = sleep
+
+    # --- sizing checks --------------------------------------------------------------------------
+    def buy_total_for(self, krw_available: Decimal, krw_wanted: Decimal) -> Decimal:
+        """The KRW total of a market buy: what is wanted, capped so total + fee fits the balance, whole KRW."""
+        affordable = krw_available / (Decimal("1") + self.fee_rate)
+        return min(krw_wanted, affordable).quantize(_KRW_STEP, rounding=ROUND_DOWN)
+
+    def check_min_total(self, total_krw: Decimal) -> str | None:
+        if total_krw < self.min_order_krw:
+            return f"order total {total_krw:,.0f} KRW is below the minimum {self.min_order_krw:,.0f} KRW"
+        return None
+
+    # --- placing ----------------------------------------------------------------------------------
+    async def market_buy(
+        self, symbol: str, krw_total: Decimal, *, reason: str, cycle_id: str | None, atr: Decimal | None = None
+    ) -> ExecutionResult:
+        """Buy for ``krw_total`` KRW (fee on top). ``atr`` sets ATR-based exit levels of the new position."""
+        total = krw_total.quantize(_KRW_STEP, rounding=ROUND_DOWN)
+        if total <= 0:
+            raise InvalidInput(f"a market buy needs a positive KRW total, got {krw_total}")
+        return await self._submit(symbol, Side.BUY, OrderType.MARKET_BUY, None, total, reason, cycle_id, atr, None)
+
+    async def market_sell(
+        self, symbol: str, volume: Decimal, *, reason: str, cycle_id: str | None, exit_reason: str | None = None
+    ) -> ExecutionResult:
+        """Sell ``volume``; ``exit_reason`` (e.g. ``stop_loss``, ``signal``) is recorded on the closed position."""
+        amount = truncate_volume(volume)
+        if amount <= 0:
+            raise InvalidInput(f"a market sell needs a positive volume, got {volume}")
+        return await self._submit(
+            symbol, Side.SELL, OrderType.MARKET_SELL, amount, None, reason, cycle_id, None, exit_reason
+        )
+
+    async def _submit(
+        self,
+        symbol: str,
+        side: Side,
+        order_type: OrderType,
+        volume: Decimal | None,
+        krw_total: Decimal | None,
+        reason: str,
+        cycle_id: str | None,
+        atr: Decimal | None,
+        exit_reason: str | None,
+    ) -> ExecutionResult:
+        now = self.clock()
+        identifier = new_identifier(self.instance, now, symbol, side)
+        record = OrderRecord(
+            order_id=identifier,
+            identifier=identifier,
+            symbol=symbol,
+            side=side,
+            order_type=order_type,
+            mode=self.mode,
+            status=OrderStatus.PENDING,
+            amount=volume,
+            requested_total=krw_total,
+            reason=reason[:1000],
+            cycle_id=cycle_id,
+            created_at=now,
+        )
+        record = await self.repository.create_order(record)
+        log.info(
+            "order.written",
+            symbol=symbol,
+            side=side.value,
+            identifier=identifier,
+            total=str(krw_total),
+            volume=str(volume),
+        )
+        request = OrderRequest(symbol, side, order_type, identifier, volume=volume, price=krw_total)
+        try:
+            answer = await self.exchange.place_order(request)
+        except ExchangeUnavailable as exc:
+            return await self._outcome_unknown(record, exc)
+        except DuplicateOrderIdentifier:
+            return await self._reconcile_one(record)
+        except ExchangeError as exc:
+            return await self._rejected(record, exc)
+        await self.repository.update_order(identifier, exchange_uuid=answer.uuid, exchange_state=answer.state.value)
+        log.info("order.accepted", symbol=symbol, identifier=identifier, uuid=answer.uuid, state=answer.state.value)
+        final = await self._await_final(answer)
+        return await self._settle(record, final, atr=atr, exit_reason=exit_reason)
+
+    async def _await_final(self, order: Order) -> Order:
+        current = order
+        for attempt in range(self.settle_polls):
+            if current.is_final:
+                return current
+            if attempt:
+                await self._sleep(self.poll_delay_seconds * attempt)
+            try:
+                current = await self.exchange.get_order(uuid=order.uuid)
+            except ExchangeError as exc:
+                self.observer.on_exchange_error("get_order", type(exc).__name__)
+                log.warning("order.poll_failed", identifier=order.identifier, error=str(exc))
+                return current
+        return current
+
+    async def _outcome_unknown(self, record: OrderRecord, exc: ExchangeError) -> ExecutionResult:
+        error = f"{type(exc).__name__}: {exc.message}"
+        self.observer.on_exchange_error("place_order", type(exc).__name__)
+        log.warning("order.outcome_unknown", symbol=record.symbol, identifier=record.identifier, error=error)
+        await self.repository.log_event(
+            "warning",
+            "order outcome unknown; left pending for reconciliation",
+            {"identifier": record.identifier, "symbol": record.symbol, "error": error},
+        )
+        return ExecutionResult(record.identifier, record.symbol, record.side, OrderStatus.PENDING, error=error)
+
+    async def _rejected(self, record: OrderRecord, exc: ExchangeError) -> ExecutionResult:
+        name = exc.name or type(exc).__name__
+        error = f"{type(exc).__name__} ({name}): {exc.message}"
+        self.observer.on_exchange_error("place_order", type(exc).__name__)
+        await self.repository.update_order(record.identifier, status=OrderStatus.FAILED, error_message=error[:2000])
+        log.warning("order.rejected", symbol=record.symbol, identifier=record.identifier, error=error)
+        await self.repository.log_event(
+            "warning", "order rejected by the exchange", {"identifier": record.identifier, "error": error}
+        )
+        return ExecutionResult(record.identifier, record.symbol, record.side, OrderStatus.FAILED, error=error)
+
+    # --- settling ---------------------------------------------------------------------------------
+    async def _settle(
+        self, record: OrderRecord, order: Order, *, atr: Decimal | None = None, exit_reason: str | None = None
+    ) -> ExecutionResult:
+        status = status_from_exchange(order)
+        changes: dict[str, Any] = {
+            "exchange_uuid": order.uuid,
+            "exchange_state": order.state.value,
+            "status": status,
+        }
+        if status is OrderStatus.OPEN:
+            updated = await self.repository.update_order(record.identifier, **changes)
+            log.info("order.open", identifier=record.identifier, state=order.state.value)
+            return ExecutionResult(updated.identifier, updated.symbol, updated.side, status)
+        changes.update(
+            filled_amount=order.executed_volume,
+            executed_funds=order.executed_funds,
+            avg_fill_price=order.average_price,
+            paid_fee=order.paid_fee,
+        )
+        trades = self._trades_from(record, order) if status is OrderStatus.FILLED else []
+        updated = await self.repository.settle_order(record.identifier, changes, trades)
+        if trades:
+            await self._apply_to_position(updated, trades, atr, exit_reason or _exit_reason_of(record))
+        for trade in trades:
+            self.observer.on_trade(trade)
+        if trades:
+            self._announce(updated, trades)
+        log.info(
+            "order.settled",
+            identifier=record.identifier,
+            status=status.value,
+            volume=str(order.executed_volume),
+            funds=str(order.executed_funds),
+            fee=str(order.paid_fee),
+        )
+        return ExecutionResult(updated.identifier, updated.symbol, updated.side, status, trades)
+
+    def _trades_from(self, record: OrderRecord, order: Order) -> list[TradeRecord]:
+        """One trade per exchange fill (trade_id = fill uuid), or one ``{identifier}-fill`` when none are listed."""
+        at = self.clock()
+        if order.trades:
+            parts = [(f.uuid, f.price, f.volume, f.funds) for f in order.trades]
+        else:
+            price = order.average_price or Decimal("0")
+            parts = [(f"{record.identifier}-fill", price, order.executed_volume, order.executed_funds)]
+        shares = _shares([funds for *_, funds in parts])
+        return [
+            TradeRecord(
+                trade_id=trade_id,
+                symbol=record.symbol,
+                side=record.side,
+                price=price,
+                amount=volume,
+                total=funds,
+                fee=(order.paid_fee * share).quantize(_MONEY_STEP),
+                mode=self.mode,
+                status=TradeStatus.COMPLETED,
+                order_identifier=record.identifier,
+                created_at=at,
+            )
+            for (trade_id, price, volume, funds), share in zip(parts, shares, strict=True)
+        ]
+
+    async def _apply_to_position(
+        self, order: OrderRecord, trades: list[TradeRecord], atr: Decimal | None, exit_reason: str | None
+    ) -> None:
+        """Positions follow the written trades; a sell's realised P&L is then written onto its trades.
+
+        The trades and the order are one transaction; the position update is the next one. A crash
+        between them leaves a filled order whose position was not updated: it is logged loudly there.
+        """
+        if self.positions is None:
+            return
+        try:
+            pnl = await self.positions.on_fill(order, trades, self.clock(), atr=atr, exit_reason=exit_reason)
+        except Exception as exc:
+            log.exception("position.update_failed", identifier=order.identifier)
+            await self.repository.log_event(
+                "error",
+                "position update after a fill failed",
+                {"identifier": order.identifier, "symbol": order.symbol, "error": f"{type(exc).__name__}: {exc}"},
+            )
+            return
+        if pnl is None:
+            return
+        shares = _shares([t.total for t in trades])
+        by_trade = {t.trade_id: (pnl * share).quantize(_MONEY_STEP) for t, share in zip(trades, shares, strict=True)}
+        await self.repository.record_realized_pnl(by_trade)
+        for trade in trades:
+            trade.realized_pnl = by_trade[trade.trade_id]
+
+    def _announce(self, order: OrderRecord, trades: list[TradeRecord]) -> None:
+        volume = sum((t.amount for t in trades), Decimal("0"))
+        total = sum((t.total for t in trades), Decimal("0"))
+        pnl = [t.realized_pnl for t in trades if t.realized_pnl is not None]
+        self.notifier.notify(
+            NotificationEvent(
+                EventKind.TRADE_EXECUTED,
+                f"{order.side.value.upper()} {order.symbol}",
+                {
+                    "symbol": order.symbol,
+                    "side": order.side.value,
+                    "price": order.avg_fill_price,
+                    "volume": volume,
+                    "total": total,
+                    "fee": order.paid_fee,
+                    "pnl": sum(pnl, Decimal("0")) if pnl else None,
+                    "mode": self.mode.value,
+                    "reason": order.reason,
+                    "identifier": order.identifier,
+                },
+                at=self.clock(),
+            )
+        )
+
+    # --- reconciliation ---------------------------------------------------------------------------
+    async def reconcile(self) -> list[ExecutionResult]:
+        """Settle every ``pending``/``open`` order of this mode by asking the exchange; never re-send."""
+        unsettled = await self.repository.list_orders([OrderStatus.PENDING, OrderStatus.OPEN], self.mode)
+        results = []
+        for record in unsettled:
+            results.append(await self._reconcile_one(record))
+        if results:
+            log.info("orders.reconciled", count=len(results), statuses=[r.status.value for r in results])
+        return results
+
+    async def _reconcile_one(self, record: OrderRecord) -> ExecutionResult:
+        try:
+            if record.exchange_uuid:
+                order = await self.exchange.get_order(uuid=record.exchange_uuid)
+            else:
+                order = await self.exchange.get_order(identifier=record.identifier)
+        except OrderNotFound:
+            return await self._not_found(record)
+        except ExchangeError as exc:
+            self.observer.on_exchange_error("get_order", type(exc).__name__)
+            log.warning("order.reconcile_failed", identifier=record.identifier, error=str(exc))
+            return ExecutionResult(record.identifier, record.symbol, record.side, record.status, error=str(exc))
+        log.info("order.reconciled", identifier=record.identifier, state=order.state.value)
+        return await self._settle(record, order)
+
+    async def _not_found(self, record: OrderRecord) -> ExecutionResult:
+        age = self.clock() - (record.created_at or self.clock())
+        if record.status is OrderStatus.PENDING and age >= self.not_found_grace:
+            error = (
+                f"OrderNotFound: the exchange has no order {record.identifier} after {age}; the request never arrived"
+            )
+            await self.repository.update_order(record.identifier, status=OrderStatus.FAILED, error_message=error)
+            await self.repository.log_event(
+                "warning", "pending order not found at the exchange; marked failed", {"identifier": record.identifier}
+            )
+            log.warning("order.not_found_failed", identifier=record.identifier, age_seconds=age.total_seconds())
+            return ExecutionResult(record.identifier, record.symbol, record.side, OrderStatus.FAILED, error=error)
+        log.info("order.not_found_yet", identifier=record.identifier, age_seconds=age.total_seconds())
+        return ExecutionResult(record.identifier, record.symbol, record.side, record.status, error="not found yet")
+
+
+def is_final(status: OrderStatus) -> bool:
+    return status in _FINAL
+
+
+def _shares(amounts: list[Decimal]) -> list[Decimal]:
+    total = sum(amounts, Decimal("0"))
+    if total <= 0:
+        return [Decimal("1") / len(amounts)] * len(amounts)
+    return [amount / total for amount in amounts]
+
+
+def _exit_reason_of(record: OrderRecord) -> str | None:
+    """``exit: stop_loss`` -> ``stop_loss`` (orders of the position job carry their exit reason)."""
+    if record.side is not Side.SELL or not record.reason:
+        return None
+    head, _, rest = record.reason.partition(":")
+    return rest.strip().split()[0] if head == "exit" and rest.strip() else "signal"
+
+
+__all__ = [
+    "ExecutionObserver",
+    "ExecutionResult",
+    "NullObserver",
+    "PositionBook",
+    "TradingService",
+    "is_final",
+    "new_identifier",
+]

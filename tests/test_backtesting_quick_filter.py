@@ -1,0 +1,119 @@
+"""QuickBacktestFilter: two stages, named threshold failures, caching per symbol and last candle."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from src.ai.service import AIDecision, Decision, DecisionSource, MarketContext
+from src.backtesting.ai_strategy import AITradingStrategy
+from src.backtesting.data_provider import load_candle_csv
+from src.backtesting.quick_filter import TIERS, QuickBacktestFilter, QuickFilterThresholds
+from src.exceptions import ConfigurationError
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTHING = QuickFilterThresholds(*([None] * 10))
+
+
+@pytest.fixture(scope="module")
+def candles() -> pd.DataFrame:
+    return load_candle_csv(ROOT / "backtest_data" / "hourly" / "KRW-BTC_1h.csv").loc["2023-01-31":"2023-05-18"]
+
+
+class CountingAdviser:
+    available = True
+
+    def __init__(self, decision: Decision) -> None:
+        self.decision = decision
+        self.calls = 0
+
+    async def decide(self, context: MarketContext) -> AIDecision:
+        self.calls += 1
+        return AIDecision(self.decision, Decimal("90"), "t", DecisionSource.AI, "fake", str(self.calls))
+
+
+def test_rule_stage_failure_names_the_thresholds_and_skips_ai(candles: pd.DataFrame) -> None:
+    # Given thresholds no backtest can meet and an AI stage that must not be reached
+    adviser = CountingAdviser(Decision.BUY)
+    impossible = QuickFilterThresholds(min_total_return_pct=1000.0, min_trades=10_000, **{
+        k: None for k in ("min_win_rate_pct", "min_profit_factor", "min_sharpe", "min_sortino", "min_calmar",
+                          "max_drawdown_pct", "max_consecutive_losses", "max_avg_holding_hours")
+    })  # fmt: skip
+    quick = QuickBacktestFilter(
+        lookback_days=60, thresholds=impossible, ai_strategy_factory=lambda s: AITradingStrategy(adviser, s)
+    )
+    result = quick.evaluate("KRW-BTC", candles)
+    assert not result.passed
+    assert result.stage == "rule"
+    assert result.failed_thresholds == ["min_total_return_pct", "min_trades"]
+    assert adviser.calls == 0
+    assert result.metrics["bars"] <= 60 * 24
+
+
+def test_rule_pass_then_ai_stage_decides(candles: pd.DataFrame) -> None:
+    # Given thresholds every run meets except "at least one trade", and an adviser that always holds
+    adviser = CountingAdviser(Decision.HOLD)
+    one_trade = QuickFilterThresholds(*([None] * 8), min_trades=1, max_avg_holding_hours=None)
+    quick = QuickBacktestFilter(
+        lookback_days=60, thresholds=one_trade, ai_strategy_factory=lambda s: AITradingStrategy(adviser, s)
+    )
+    result = quick.evaluate("KRW-BTC", candles)
+    # Then the rule stage passed, the AI stage ran, made no trade, and failed on min_trades
+    assert result.rule_metrics["trades"] >= 1
+    assert adviser.calls >= result.rule_metrics["trades"]  # asked on every rule candidate
+    assert result.stage == "ai"
+    assert not result.passed
+    assert result.failed_thresholds == ["min_trades"]
+    assert "AI decisions" in result.note
+
+
+def test_without_ai_the_rule_stage_decides_and_results_are_cached(candles: pd.DataFrame) -> None:
+    quick = QuickBacktestFilter(lookback_days=30, thresholds=NOTHING)
+    first = quick.evaluate("KRW-BTC", candles)
+    assert first.passed
+    assert first.stage == "rule"
+    assert first.failed_thresholds == []
+    assert quick.evaluate("KRW-BTC", candles) is first  # same symbol and last candle: cached
+    assert quick.evaluate("KRW-BTC", candles.iloc[:-1]) is not first  # a different last candle
+    assert quick.evaluate("KRW-ETH", candles) is not first
+    json.dumps(first.to_dict(), allow_nan=False)
+    assert first.to_dict()["last_candle"] == candles.index[-1].isoformat()
+
+
+async def test_async_evaluation_inside_an_event_loop(candles: pd.DataFrame) -> None:
+    adviser = CountingAdviser(Decision.BUY)
+    quick = QuickBacktestFilter(
+        lookback_days=60, thresholds=NOTHING, ai_strategy_factory=lambda s: AITradingStrategy(adviser, s)
+    )
+    result = await quick.aevaluate("KRW-BTC", candles)
+    assert result.stage == "ai"
+    assert result.passed
+    assert result.metrics["trades"] == result.rule_metrics["trades"]  # always-buy AI = the rule strategy
+
+
+def test_tiers_and_bad_tier() -> None:
+    assert set(TIERS) == {"strict", "moderate", "lenient"}
+    assert TIERS["strict"].min_sharpe > TIERS["moderate"].min_sharpe
+    with pytest.raises(ConfigurationError, match="unknown quick filter tier"):
+        QuickBacktestFilter(thresholds="yolo")
+
+
+def test_undefined_metric_fails_its_threshold() -> None:
+    failed = QuickFilterThresholds().failures({"total_return_pct": 0.0, "trades": 0, "max_drawdown_pct": 0.0})
+    assert "min_win_rate_pct" in failed
+    assert "min_trades" in failed
+    assert "max_drawdown_pct" not in failed
+
+
+def test_from_settings_uses_lookback_tier_and_costs() -> None:
+    from src.config.settings import load_settings
+
+    settings = load_settings(env_file=None)
+    quick = QuickBacktestFilter.from_settings(settings)
+    assert quick.lookback == pd.Timedelta(days=settings.backtest.quick_filter_lookback_days)
+    assert quick.thresholds == TIERS[settings.backtest.quick_filter_tier]
+    assert quick.backtester.config.fee_rate == float(settings.trading.fee_rate)
