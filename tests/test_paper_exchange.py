@@ -305,3 +305,16 @@ async def test_replay_paper_fills_against_the_synthetic_book_at_the_simulated_cl
 async def test_get_order_needs_a_key(paper: PaperExchange) -> None:
     with pytest.raises(ValueError, match="uuid or identifier"):
         await paper.get_order()
+
+
+async def test_limit_sell_rests_until_the_bids_trade_through(paper: PaperExchange, book: ScriptedBook) -> None:
+    await paper.place_order(market_buy("stack", "200000"))
+    held = (await balances_of(paper))["BTC"].balance
+    order = await paper.place_order(limit(Side.SELL, "tp", "96000000", str(held)))
+    assert order.state is ExchangeOrderState.WAIT
+    assert (await paper.get_order_chance(BTC)).base_available == 0
+    book.set(BTC, asks=[("96200000", "1")], bids=[("96100000", "1")])
+    filled = await paper.get_order(uuid=order.uuid)
+    assert filled.state is ExchangeOrderState.DONE
+    assert filled.trades[-1].price == Decimal("96000000")
+    assert "BTC" not in await balances_of(paper)

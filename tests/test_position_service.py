@@ -41,7 +41,9 @@ async def test_a_buy_opens_a_position_with_percent_levels() -> None:
     outcome = await _buy(service, "100000000", "0.02")
     # Then a position is open at that price with stop -5% and target +10%, trailing off
     position = outcome.position
-    assert outcome.opened and not outcome.closed and outcome.realized_pnl is None
+    assert outcome.opened
+    assert not outcome.closed
+    assert outcome.realized_pnl is None
     assert (position.amount, position.avg_entry_price, position.entry_fee) == (D("0.02"), D("100000000"), D("1000"))
     assert (position.stop_price, position.take_profit_price) == (D("95000000"), D("110000000"))
     assert position.trailing_stop_pct is None
@@ -166,6 +168,8 @@ async def test_bad_fills_are_refused_with_the_field_named() -> None:
         await service.on_fill("KRW-BTC", Side.BUY, D("1"), 1.0, D("0"), AT)  # type: ignore[arg-type]
     with pytest.raises(InvalidInput, match="timezone-aware"):
         await service.on_fill("KRW-BTC", Side.BUY, D("1"), D("1"), D("0"), AT.replace(tzinfo=None))
+    with pytest.raises(InvalidInput, match="side"):
+        await service.on_fill("KRW-BTC", "bid", D("1"), D("1"), D("0"), AT)  # type: ignore[arg-type]
     with pytest.raises(InvalidInput, match="atr"):
         await service.on_fill("KRW-BTC", Side.BUY, D("1"), D("1"), D("0"), AT, atr=D("-1"))
 

@@ -459,3 +459,19 @@ def test_positions_without_a_price_or_already_closed_are_skipped() -> None:
 
     closed = _position(status=PositionStatus.CLOSED)
     assert _risk().exits_due([_position("KRW-ETH"), closed], {"KRW-BTC": D("1")}, NOW) == []
+
+
+async def test_anchors_roll_when_the_clock_moves_back_to_another_day() -> None:
+    # Given anchors written on Wednesday; When a replay feeds Monday's equity
+    store = InMemoryRiskStore()
+    risk = _risk(store)
+    await risk.on_equity(D("10000000"), NOW)
+    monday = week_start(NOW) - timedelta(days=7) + timedelta(hours=1)
+    assert await risk.on_equity(D("5000000"), monday) == []
+    # Then Monday's equity is the new anchor, not a 50% loss
+    state = await store.load_risk_state(MODE)
+    assert (state.day_anchor_at, state.day_anchor_equity, state.week_anchor_equity) == (
+        monday,
+        D("5000000"),
+        D("5000000"),
+    )

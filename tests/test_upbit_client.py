@@ -392,7 +392,7 @@ async def test_limit_rests_as_wait_then_fills_when_the_book_crosses(fake_upbit: 
     fake_upbit.set_orderbook(BTC, asks=[(93_999_000, "1")], bids=[(93_000_000, "1")])
     filled = await client.get_order(uuid=placed.uuid)
     assert filled.state is ExchangeOrderState.DONE
-    assert filled.average_price == Decimal("93999000")
+    assert filled.average_price == Decimal("94000000")  # the resting order is the maker: its own price
     assert fake_upbit.locked("KRW") == 0
 
 
@@ -580,3 +580,26 @@ async def test_market_list_and_tick_instruments(fake_upbit: FakeUpbit, client: U
     async with httpx.AsyncClient(base_url=fake_upbit.base_url) as http:
         answer = await http.get("/v1/orderbook/instruments", params={"markets": BTC})
     assert answer.json()[0]["tick_size"] == "1000"
+
+
+async def test_limit_sell_rests_then_fills_and_credits_krw_minus_fee(
+    fake_upbit: FakeUpbit, client: UpbitClient
+) -> None:
+    fake_upbit.set_balance("BTC", "0.01")
+    placed = await client.place_order(limit(Side.SELL, "sell-high", "96000000", "0.01"))
+    assert fake_upbit.locked("BTC") == Decimal("0.01")
+    fake_upbit.set_orderbook(BTC, asks=[(96_200_000, "1")], bids=[(96_100_000, "1")])
+    filled = await client.get_order(uuid=placed.uuid)
+    # A resting order is a maker: it trades at its own limit price
+    assert filled.state is ExchangeOrderState.DONE
+    funds = Decimal("96000000") * Decimal("0.01")
+    assert fake_upbit.balance("KRW") == Decimal("1000000") + funds - funds * Decimal("0.0005")
+    assert fake_upbit.balance("BTC") == 0
+
+
+async def test_post_answer_final_reports_the_outcome_at_once(fake_upbit: FakeUpbit, client: UpbitClient) -> None:
+    fake_upbit.post_answer = "final"
+    placed = await client.place_order(market_buy("final-1", "10000"))
+    assert placed.state is ExchangeOrderState.CANCEL
+    assert placed.is_filled
+    assert placed.trades == ()  # the POST answer never carries trades

@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None, **metrics_options: Any) -> Fast
         version="1.0.0",
         description=DESCRIPTION,
         lifespan=_lifespan,
+        max_body_size=settings.api.max_body_bytes,
     )
     app.state.settings = settings
     app.state.engine = engine_from_config(settings.database)

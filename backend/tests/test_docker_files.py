@@ -52,6 +52,18 @@ def _services(compose: Path, tmp_path: Path) -> dict[str, dict[str, Any]]:
     return yaml.safe_load(result.stdout)["services"]
 
 
+def _volumes(service: dict[str, Any]) -> list[tuple[str, str]]:
+    """(source, target) of each volume, from docker-compose's short ("src:dst:mode") or long syntax."""
+    pairs = []
+    for volume in service.get("volumes", []):
+        if isinstance(volume, str):
+            source, target = volume.split(":")[:2]
+        else:
+            source, target = volume.get("source", ""), volume["target"]
+        pairs.append((source, target))
+    return pairs
+
+
 def test_full_stack_is_valid_with_every_service_healthchecked_and_ordered(tmp_path: Path) -> None:
     # Given the full-stack file and an .env derived from .env.example with the three secrets set
     services = _services(FULL_STACK, tmp_path)
@@ -63,7 +75,7 @@ def test_full_stack_is_valid_with_every_service_healthchecked_and_ordered(tmp_pa
     for name in ("api", "scheduler"):
         assert services[name]["depends_on"] == {"migrate": {"condition": "service_completed_successfully"}}
     assert services["grafana"]["depends_on"]["prometheus"] == {"condition": "service_healthy"}
-    assert any(volume.get("target") == "/var/lib/postgresql/data" for volume in services["postgres"]["volumes"])
+    assert any(target == "/var/lib/postgresql/data" for _, target in _volumes(services["postgres"]))
     # And the app services read .env and reach PostgreSQL with the password from it
     assert "postgres:5432/trader" in services["api"]["environment"]["DATABASE_URL"]
     assert SECRETS["POSTGRES_PASSWORD"] in services["scheduler"]["environment"]["DATABASE_URL"]
@@ -95,7 +107,7 @@ def test_scheduler_compose_runs_migrations_first_on_a_persistent_volume(tmp_path
     services = _services(SCHEDULER_ONLY, tmp_path)
     assert services["scheduler"]["depends_on"] == {"migrate": {"condition": "service_completed_successfully"}}
     assert services["scheduler"]["environment"]["DATABASE_URL"].endswith("/app/data/trading.db")
-    assert {volume["target"] for volume in services["scheduler"]["volumes"]} == {"/app/data"}
+    assert _volumes(services["scheduler"]) == [("trader-data", "/app/data")]
 
 
 def test_dockerfile_is_multi_stage_non_root_with_healthcheck() -> None:
@@ -155,6 +167,6 @@ def test_app_service_commands_exist_and_start(tmp_path: Path) -> None:
 def test_monitoring_files_mounted_by_compose_exist(tmp_path: Path) -> None:
     services = _services(FULL_STACK, tmp_path)
     for name in ("prometheus", "grafana"):
-        for volume in services[name]["volumes"]:
-            if volume["type"] == "bind":
-                assert Path(volume["source"]).exists(), f"{name} mounts missing {volume['source']}"
+        for source, _ in _volumes(services[name]):
+            if source.startswith("/"):
+                assert Path(source).exists(), f"{name} mounts missing {source}"

@@ -16,21 +16,24 @@ import numpy as np
 import pandas as pd
 from backtesting import Backtest, Strategy
 
-ALL_IN = 0.999999  # backtesting.py reads sizes in (0, 1) as a share of available margin
+# One unit per trade with ample cash: backtesting.py sizes in whole units, and an all-in size would stop
+# trading once a losing run leaves less than one unit of cash. Our engine's entries and exits do not
+# depend on the position size, so the trade lists (times and prices) are comparable.
+UNITS = 1
+CASH = 1e13
 
 
-def frame(data: np.lib.npyio.NpzFile, scale: float) -> pd.DataFrame:
-    index = pd.to_datetime(data["timestamp"], utc=True).tz_localize(None)
-    return pd.DataFrame(
-        {
-            "Open": data["open"] / scale,
-            "High": data["high"] / scale,
-            "Low": data["low"] / scale,
-            "Close": data["close"] / scale,
-            "Volume": data["volume"],
-        },
-        index=index,
-    )
+def padded(values: np.ndarray) -> np.ndarray:
+    """Prepend a copy of the first value: backtesting.py's first ``next()`` is at its bar 1, so with one
+    padding bar in front it can place orders for our bar 1 (the spec's first possible entry)."""
+    return np.concatenate((values[:1], values))
+
+
+def frame(data: np.lib.npyio.NpzFile) -> pd.DataFrame:
+    stamps = data["timestamp"]
+    index = pd.to_datetime(np.concatenate(([stamps[0] - (stamps[1] - stamps[0])], stamps)), utc=True)
+    columns = {"Open": "open", "High": "high", "Low": "low", "Close": "close", "Volume": "volume"}
+    return pd.DataFrame({k: padded(data[v]) for k, v in columns.items()}, index=index.tz_localize(None))
 
 
 def volatility_breakout(k: float):
@@ -43,11 +46,13 @@ def volatility_breakout(k: float):
 
         def next(self) -> None:
             t = len(self.data) - 1  # orders placed now execute in bar t + 1
+            for order in list(self.orders):
+                order.cancel()  # a stop that did not trigger is only good for its own bar
             if self.position:
                 self.position.close()  # sold at the next open
             nxt = t + 1
-            if 1 <= nxt <= self.n - 2:
-                self.buy(size=ALL_IN, stop=self.target[nxt])  # fills at max(target, open) when high >= target
+            if 2 <= nxt <= self.n - 2:  # our bars 1 .. N-2 (bar 0 here is the padding)
+                self.buy(size=UNITS, stop=self.target[nxt])  # fills at max(target, open) when high >= target
 
     return VolatilityBreakout
 
@@ -62,7 +67,7 @@ def rule(buy: np.ndarray, stop_distance: np.ndarray, target_distance: np.ndarray
             nxt = t + 1
             if not self.position and buy[t] and nxt < self.n - 1:
                 # stop/target are distances from the entry's market price (the next open)
-                self.buy(size=ALL_IN, sl=opens[nxt] - stop_distance[nxt], tp=opens[nxt] + target_distance[nxt])
+                self.buy(size=UNITS, sl=opens[nxt] - stop_distance[nxt], tp=opens[nxt] + target_distance[nxt])
 
     return Rule
 
@@ -76,25 +81,27 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     data = np.load(args.data)
-    scale = 1.0
-    df = frame(data, scale)
+    df = frame(data)
     if args.strategy == "volatility_breakout":
         strategy = volatility_breakout(args.k)
     else:
-        strategy = rule(data["buy_signal"], data["stop_distance"], data["target_distance"], df["Open"].to_numpy())
-    bt = Backtest(df, strategy, cash=1e13, commission=args.fee, finalize_trades=True)
+        buy = np.concatenate(([False], data["buy_signal"]))
+        strategy = rule(buy, padded(data["stop_distance"]), padded(data["target_distance"]), df["Open"].to_numpy())
+    bt = Backtest(df, strategy, cash=CASH, commission=args.fee, finalize_trades=True)
     warnings.filterwarnings("ignore")
     started = time.perf_counter()
     stats = bt.run()
     seconds = time.perf_counter() - started
     trades = stats["_trades"]
-    position = pd.Series(np.arange(len(df)), index=df.index)
+    position = pd.Series(np.arange(len(df)) - 1, index=df.index)  # back to our bar numbers
+    entry_bars = position.reindex(trades["EntryTime"]).to_numpy()
+    exit_bars = position.reindex(trades["ExitTime"]).to_numpy()
     out = {
         "seconds": seconds,
         "bars": len(df),
         "trades": [
-            [int(position[e]), float(ep * scale), int(position[x]), float(xp * scale)]
-            for e, ep, x, xp in zip(trades["EntryTime"], trades["EntryPrice"], trades["ExitTime"], trades["ExitPrice"], strict=True)
+            [int(e), float(ep), int(x), float(xp)]
+            for e, ep, x, xp in zip(entry_bars, trades["EntryPrice"], exit_bars, trades["ExitPrice"], strict=True)
         ],
         "return_pct": float(stats["Return [%]"]),
     }

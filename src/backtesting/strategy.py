@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from src.exceptions import ConfigurationError, DataError
-from src.trading.indicators import compute_indicators
+from src.trading.indicators import IndicatorArrays
 
 
 @dataclass(slots=True)
@@ -211,17 +211,17 @@ class RuleBasedBreakoutStrategy(Strategy):
             "atr_target": self.atr_target,
         }
 
-    def gates(self, df: pd.DataFrame, indicators: pd.DataFrame | None = None) -> dict[str, np.ndarray]:
+    def gates(self, df: pd.DataFrame, indicators: IndicatorArrays | None = None) -> dict[str, np.ndarray]:
         """Each gate as a boolean array, decided at each bar's close."""
         _, h, lo, c = _require_ohlc(df)
-        ind = compute_indicators(df) if indicators is None else indicators
+        ind = IndicatorArrays(df) if indicators is None else indicators
         ma = pd.Series(c).rolling(self.ma_period, min_periods=self.ma_period).mean().to_numpy()
         trend = np.nan_to_num(c - ma, nan=-1.0) > 0
 
-        width_pct = pd.Series(ind["bb_width_percentile"].to_numpy())
+        width_pct = pd.Series(ind["bb_width_percentile"])
         recent_min = width_pct.shift(1).rolling(self.squeeze_window, min_periods=1).min().to_numpy()
         bb_squeeze = np.nan_to_num(recent_min, nan=np.inf) <= self.squeeze_percentile
-        adx_prev = _shift(ind["adx_14"].to_numpy())
+        adx_prev = _shift(ind["adx_14"])
         adx_squeeze = np.nan_to_num(adx_prev, nan=np.inf) < self.adx_max
         squeeze = {"bb": bb_squeeze, "adx": adx_squeeze, "bb_or_adx": bb_squeeze | adx_squeeze}[self.squeeze_mode]
 
@@ -232,15 +232,15 @@ class RuleBasedBreakoutStrategy(Strategy):
             level = _shift(c) + self.range_k * (_shift(h) - _shift(lo))
         breakout = np.nan_to_num(c - level, nan=-1.0) > 0
 
-        volume_ok = np.nan_to_num(ind["volume_ratio"].to_numpy(), nan=0.0) > self.volume_multiplier
+        volume_ok = np.nan_to_num(ind["volume_ratio"], nan=0.0) > self.volume_multiplier
         if self.use_obv:
-            volume_ok |= np.nan_to_num(ind["obv_slope"].to_numpy(), nan=0.0) > 0
+            volume_ok |= np.nan_to_num(ind["obv_slope"], nan=0.0) > 0
         return {"trend": trend, "squeeze": squeeze, "breakout": breakout, "volume": volume_ok}
 
     def generate_signals(self, df: pd.DataFrame) -> StrategySignals:
-        indicators = compute_indicators(df)
+        indicators = IndicatorArrays(df)
         gates = self.gates(df, indicators)
-        atr_now = indicators["atr_14"].to_numpy()
+        atr_now = indicators["atr_14"]
         buy = gates["trend"] & gates["squeeze"] & gates["breakout"] & gates["volume"] & ~np.isnan(atr_now)
         signals = StrategySignals.empty(df.index)
         signals.buy_signal = buy

@@ -105,6 +105,9 @@ class TradingConfig(_Group):
     min_order_krw: Decimal = Field(default=Decimal("5000"), gt=0, validation_alias="MIN_ORDER_KRW")
     paper_starting_krw: Decimal = Field(default=Decimal("10000000"), gt=0, validation_alias="PAPER_STARTING_KRW")
     candle_interval_minutes: int = Field(default=60, validation_alias="TRADING_CANDLE_INTERVAL_MINUTES")
+    order_not_found_grace_seconds: int = Field(
+        default=300, ge=0, le=86400, validation_alias="ORDER_NOT_FOUND_GRACE_SECONDS"
+    )
 
     _split_symbols = field_validator("symbols", mode="before")(_split_csv)
 

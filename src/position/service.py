@@ -90,6 +90,10 @@ class PositionService:
         strategy) sets ATR-based levels when ``USE_ATR_EXITS``. ``reason`` is recorded as the exit
         reason when a sell closes the position (e.g. ``"stop_loss"``, ``"signal"``; default ``"sell"``).
         """
+        try:
+            side = Side(side)
+        except ValueError as exc:
+            raise InvalidInput(f"side must be 'buy' or 'sell', got {side!r}") from exc
         _positive(price, "price")
         _positive(volume, "volume")
         if not isinstance(fee, Decimal) or fee < 0:

@@ -27,6 +27,7 @@ from src.risk.models import (
     PortfolioView,
     RiskVerdict,
     SizingDecision,
+    SizingMethod,
     TradeStats,
 )
 from src.risk.sizing import HUNDRED, size_position
@@ -190,7 +191,7 @@ class RiskManager:
     def sizing(self, verdict: RiskVerdict, portfolio: PortfolioView, stats: TradeStats | None) -> SizingDecision:
         """``size_entry`` with its method, percent and an explanatory note (for logs and the database)."""
         if not verdict.allowed:
-            return size_position(ZERO, ZERO, self.min_order_krw, self.config, stats)
+            return SizingDecision(ZERO, SizingMethod(self.config.position_sizing.value), ZERO, "entry refused by risk")
         return size_position(portfolio.equity, verdict.max_krw, self.min_order_krw, self.config, stats)
 
     def size_entry(self, verdict: RiskVerdict, portfolio: PortfolioView, stats: TradeStats | None) -> Decimal:
@@ -234,9 +235,11 @@ class RiskManager:
 
     @staticmethod
     def _roll_anchors(state: RiskState, equity: Decimal, now: datetime) -> None:
-        if state.day_anchor_at is None or state.day_anchor_equity is None or state.day_anchor_at < day_start(now):
+        """Re-anchor when the anchor is not in the current UTC day / ISO week (also if the clock went back)."""
+        day, week = day_start(now), week_start(now)
+        if state.day_anchor_equity is None or state.day_anchor_at is None or day_start(state.day_anchor_at) != day:
             state.day_anchor_at, state.day_anchor_equity = now, quantize_money(equity)
-        if state.week_anchor_at is None or state.week_anchor_equity is None or state.week_anchor_at < week_start(now):
+        if state.week_anchor_equity is None or state.week_anchor_at is None or week_start(state.week_anchor_at) != week:
             state.week_anchor_at, state.week_anchor_equity = now, quantize_money(equity)
 
     def _breach(self, state: RiskState, equity: Decimal, now: datetime) -> tuple[str, datetime] | None:

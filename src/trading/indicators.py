@@ -7,7 +7,9 @@ the live path (``get_latest_indicators`` reads the last row).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Mapping
 
+import numba
 import numpy as np
 import pandas as pd
 import talib
@@ -74,10 +76,33 @@ def bollinger(close: np.ndarray, period: int = 20, stddev: float = 2.0) -> tuple
     return upper, middle, lower, width
 
 
+@numba.njit(cache=True)
+def _rolling_rank_le(values: np.ndarray, lookback: int) -> np.ndarray:
+    n = values.shape[0]
+    out = np.full(n, np.nan)
+    for t in range(lookback - 1, n):
+        current = values[t]
+        if np.isnan(current):
+            continue
+        count = 0
+        complete = True
+        for i in range(t - lookback + 1, t + 1):
+            if np.isnan(values[i]):
+                complete = False
+                break
+            if values[i] <= current:
+                count += 1
+        if complete:
+            out[t] = 100.0 * count / lookback
+    return out
+
+
 def rolling_percentile_rank(values: np.ndarray, lookback: int) -> np.ndarray:
-    """Percent (0..100) of the last ``lookback`` values (current one included) that are <= the current one."""
-    series = pd.Series(_as_float(values))
-    return (series.rolling(lookback, min_periods=lookback).rank(pct=True) * 100.0).to_numpy()
+    """Percent (0..100) of the last ``lookback`` values (current one included) that are <= the current one.
+
+    NaN until a full window of non-NaN values exists.
+    """
+    return _rolling_rank_le(_as_float(values), lookback)
 
 
 def bollinger_squeeze(width_percentile: np.ndarray, threshold: float = 20.0) -> np.ndarray:
@@ -141,45 +166,64 @@ def _require_columns(df: pd.DataFrame) -> None:
         raise DataError(f"candles lack column(s) {', '.join(missing)}", missing=missing)
 
 
+class IndicatorArrays(Mapping[str, np.ndarray]):
+    """The indicators of one frame as numpy arrays, each computed on first access (backtests ask for few)."""
+
+    def __init__(self, df: pd.DataFrame) -> None:
+        _require_columns(df)
+        self.high, self.low, self.close, self.volume = (_as_float(df[c]) for c in ("high", "low", "close", "volume"))
+        self._values: dict[str, np.ndarray] = {"close": self.close}
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key not in self._values:
+            if key not in INDICATOR_KEYS:
+                raise KeyError(key)
+            self._compute(key)
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(INDICATOR_KEYS)
+
+    def __len__(self) -> int:
+        return len(INDICATOR_KEYS)
+
+    def _compute(self, key: str) -> None:
+        h, lo, c, v, out = self.high, self.low, self.close, self.volume, self._values
+        if key in ("sma_20", "sma_50"):
+            out[key] = sma(c, int(key[4:]))
+        elif key in ("ema_12", "ema_26"):
+            out[key] = ema(c, int(key[4:]))
+        elif key == "rsi_14":
+            out[key] = rsi(c)
+        elif key.startswith("macd"):
+            out["macd"], out["macd_signal"], out["macd_hist"] = macd(c)
+        elif key == "bb_width_percentile":
+            out[key] = rolling_percentile_rank(self["bb_width"], BB_WIDTH_PERCENTILE_LOOKBACK)
+        elif key.startswith("bb_"):
+            out["bb_upper"], out["bb_middle"], out["bb_lower"], out["bb_width"] = bollinger(c)
+        elif key == "atr_14":
+            out[key] = atr(h, lo, c)
+        elif key == "atr_pct":
+            with np.errstate(divide="ignore", invalid="ignore"):
+                out[key] = 100.0 * self["atr_14"] / c
+        elif key == "adx_14":
+            out[key] = adx(h, lo, c)
+        elif key.startswith("stoch"):
+            out["stoch_k"], out["stoch_d"] = stochastic(h, lo, c)
+        elif key == "obv":
+            out[key] = obv(c, v)
+        elif key == "obv_slope":
+            out[key] = slope(self["obv"], OBV_SLOPE_BARS)
+        elif key.startswith("donchian"):
+            out["donchian_high_20"], out["donchian_low_20"] = donchian(h, lo)
+        elif key == "volume_ratio":
+            out[key] = volume_ratio(v)
+
+
 def compute_indicators(df: pd.DataFrame) -> pd.DataFrame:
     """Every indicator of ``INDICATOR_KEYS`` as a column, same index as ``df`` (NaN during warm-up)."""
-    _require_columns(df)
-    high, low, close, volume = (_as_float(df[c]) for c in ("high", "low", "close", "volume"))
-    macd_line, macd_signal, macd_hist = macd(close)
-    bb_upper, bb_middle, bb_lower, bb_width = bollinger(close)
-    atr_14 = atr(high, low, close)
-    stoch_k, stoch_d = stochastic(high, low, close)
-    obv_line = obv(close, volume)
-    donchian_high, donchian_low = donchian(high, low)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        atr_pct = 100.0 * atr_14 / close
-    columns = {
-        "close": close,
-        "sma_20": sma(close, 20),
-        "sma_50": sma(close, 50),
-        "ema_12": ema(close, 12),
-        "ema_26": ema(close, 26),
-        "rsi_14": rsi(close),
-        "macd": macd_line,
-        "macd_signal": macd_signal,
-        "macd_hist": macd_hist,
-        "bb_upper": bb_upper,
-        "bb_middle": bb_middle,
-        "bb_lower": bb_lower,
-        "bb_width": bb_width,
-        "bb_width_percentile": rolling_percentile_rank(bb_width, BB_WIDTH_PERCENTILE_LOOKBACK),
-        "atr_14": atr_14,
-        "atr_pct": atr_pct,
-        "adx_14": adx(high, low, close),
-        "stoch_k": stoch_k,
-        "stoch_d": stoch_d,
-        "obv": obv_line,
-        "obv_slope": slope(obv_line, OBV_SLOPE_BARS),
-        "donchian_high_20": donchian_high,
-        "donchian_low_20": donchian_low,
-        "volume_ratio": volume_ratio(volume),
-    }
-    return pd.DataFrame(columns, index=df.index)
+    arrays = IndicatorArrays(df)
+    return pd.DataFrame({key: arrays[key] for key in INDICATOR_KEYS}, index=df.index)
 
 
 def get_latest_indicators(df: pd.DataFrame) -> dict[str, float]:

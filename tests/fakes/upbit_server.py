@@ -10,10 +10,10 @@ reused): ``/v1/accounts``, ``/v1/orders/chance``, ``POST /v1/orders`` (201), ``G
 ``/v1/orders`` (legacy list). Numbers are strings. Orders fill against the scripted book: a market
 buy walks the asks and ends ``cancel`` with ``executed_volume > 0`` when a KRW remainder cannot buy
 another 1e-8 unit; limits fill when they cross, else rest as ``wait`` and fill when a later
-``set_orderbook`` crosses them. Enforced: per-ord_type parameters (``create_*_error``), tick size
-(``invalid_price_*``), 5,000 KRW minimum (``under_min_total_*``), balances (``insufficient_funds_*``),
-unique identifiers forever, even for rejected requests (``duplicate_identifier``, a name we chose:
-Upbit's is undocumented).
+``set_orderbook`` crosses them (at their own limit price, as makers). Enforced: per-ord_type
+parameters (``create_*_error``), tick size (``invalid_price_*``), 5,000 KRW minimum
+(``under_min_total_*``), balances (``insufficient_funds_*``), unique identifiers forever, even
+for rejected requests (``duplicate_identifier``, a name we chose: Upbit's is undocumented).
 
 Every answer carries ``Remaining-Req``; per-group budgets per second give 429 when exceeded, and 418
 (a timed block) when the client keeps sending in the same second. Faults can be injected (see
@@ -351,7 +351,7 @@ class FakeUpbit:
             }
             for order in list(self._orders.values()):
                 if order.market == market and order.state == "wait" and not order.cancel_pending:
-                    self._match_limit(order)
+                    self._match_limit(order, resting=True)
 
     def set_ticker(self, market: str, trade_price: Any) -> None:
         with self._lock:
@@ -888,7 +888,8 @@ class FakeUpbit:
             order.state = "done"
         self._drop_empty_levels(order.market)
 
-    def _match_limit(self, order: _Order) -> None:
+    def _match_limit(self, order: _Order, *, resting: bool = False) -> None:
+        """Take the crossing levels: at their prices when placed, at the order's own price when resting."""
         book = self._books.get(order.market)
         if not book:
             return
@@ -897,14 +898,14 @@ class FakeUpbit:
             crosses = level[0] <= order.price if order.side == "bid" else level[0] >= order.price  # type: ignore[operator]
             if not crosses or order.remaining_volume <= 0:
                 break
-            self._fill(order, level, min(level[1], order.remaining_volume))
+            self._fill(order, level, min(level[1], order.remaining_volume), price=order.price if resting else None)
         if order.remaining_volume <= 0:
             order.state = "done"
             self._release(order)
         self._drop_empty_levels(order.market)
 
-    def _fill(self, order: _Order, level: list[Decimal], size: Decimal) -> None:
-        price = level[0]
+    def _fill(self, order: _Order, level: list[Decimal], size: Decimal, price: Decimal | None = None) -> None:
+        price = level[0] if price is None else price
         funds = price * size
         fee = funds * self.fee_rate
         level[1] -= size

@@ -1,5 +1,5 @@
 """The API's edge, as one pure-ASGI layer (cheap per request): request metrics by route template,
-body size limit (413), per-client rate limit (429 + Retry-After), security headers, and a plain 500
+body size limit by Content-Length (413; streamed bodies are cut by FastAPI's ``max_body_size``), per-client rate limit (429 + Retry-After), security headers, and a plain 500
 for anything unexpected (the type is logged; no internals, headers or secrets reach the client or log).
 """
 
@@ -8,12 +8,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.app.core.security import InvalidToken, constant_time_equals, decode_access_token
@@ -71,8 +71,30 @@ class RateLimiter:
         return (1.0 - bucket.tokens) / self.rate
 
 
-class _BodyTooLarge(Exception):
-    pass
+class RouteTemplates:
+    """Maps a request path to its route template (``/api/v1/trades/{trade_id}``), so metric labels stay few.
+
+    Built from the app's OpenAPI paths and its top-level routes; anything else is ``<unmatched>``.
+    """
+
+    UNMATCHED = "<unmatched>"
+
+    def __init__(self, app: Any) -> None:
+        templates = set(app.openapi().get("paths", {}))
+        templates.update(path for route in app.routes if isinstance(path := getattr(route, "path", None), str))
+        self._static = {template for template in templates if "{" not in template}
+        self._patterns = [
+            (re.compile("^" + re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template)) + "$"), template)
+            for template in sorted(templates - self._static)
+        ]
+
+    def resolve(self, path: str) -> str:
+        if path in self._static:
+            return path
+        for pattern, template in self._patterns:
+            if pattern.match(path):
+                return template
+        return self.UNMATCHED
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -90,6 +112,7 @@ class EdgeMiddleware:
         self.limiter = RateLimiter(api.rate_limit_per_minute)
         self._api_key = api.api_key.get_secret_value() if api.api_key else ""
         self._jwt_secret = api.jwt_secret.get_secret_value() if api.jwt_secret else ""
+        self._templates: RouteTemplates | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -116,10 +139,7 @@ class EdgeMiddleware:
             if rejection is not None:
                 await _send_json(send_with_headers, *rejection)
             else:
-                await self.app(scope, self._limited_receive(receive), send_with_headers)
-        except _BodyTooLarge:
-            if not response_started:
-                await _send_json(send_with_headers, 413, {"detail": f"request body larger than {self.max_body} bytes"})
+                await self.app(scope, receive, send_with_headers)
         except Exception as exc:
             log.error("api.unhandled_error", error=type(exc).__name__, method=scope["method"], route=self._route(scope))
             if not response_started:
@@ -139,20 +159,6 @@ class EdgeMiddleware:
             return 429, {"detail": "rate limit exceeded; retry later"}, [(b"retry-after", retry_after)]
         return None
 
-    def _limited_receive(self, receive: Receive) -> Receive:
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_body:
-                    raise _BodyTooLarge
-            return message
-
-        return limited
-
     def _client(self, scope: Scope) -> str:
         """The rate-limit identity: the API key or token user when valid, otherwise the client address."""
         key = _header(scope, b"x-api-key")
@@ -169,15 +175,9 @@ class EdgeMiddleware:
         return "ip:" + hashlib.blake2s(address.encode(), digest_size=8).hexdigest()
 
     def _route(self, scope: Scope) -> str:
-        route = scope.get("route")
-        if route is not None and hasattr(route, "path"):
-            return str(route.path)
-        app = scope.get("app")
-        for candidate in getattr(getattr(app, "router", None), "routes", []):
-            match, _ = candidate.matches(scope)
-            if match is Match.FULL:
-                return str(candidate.path)
-        return "<unmatched>"
+        if self._templates is None:
+            self._templates = RouteTemplates(scope["app"])
+        return self._templates.resolve(scope["path"])
 
 
 async def _send_json(

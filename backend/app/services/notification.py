@@ -44,20 +44,21 @@ _TITLE_ICON = {
 }
 # Fields shown first, in this order; any other field follows in the order the event gives it.
 _FIELD_ORDER = {
-    EventKind.TRADE_EXECUTED: ("symbol", "side", "price", "amount", "total", "fee", "pnl", "realized_pnl", "mode"),
+    EventKind.TRADE_EXECUTED: ("symbol", "side", "price", "volume", "amount", "total", "fee", "pnl", "mode"),
     EventKind.AI_DECISION: ("symbol", "decision", "final_decision", "confidence", "source", "reason"),
-    EventKind.VALIDATOR_OVERRIDE: ("symbol", "decision", "final_decision", "reasons"),
-    EventKind.ERROR: ("where", "error", "symbol"),
-    EventKind.SAFE_MODE_ENTERED: ("reason", "equity", "until"),
-    EventKind.SAFE_MODE_LEFT: ("reason", "by"),
-    EventKind.BOT_STATE_CHANGED: ("from", "to", "by", "reason"),
+    EventKind.VALIDATOR_OVERRIDE: ("symbol", "decision", "final_decision", "reasons", "source"),
+    EventKind.ERROR: ("job", "stage", "symbol", "error"),
+    EventKind.SAFE_MODE_ENTERED: ("mode", "reason", "equity", "peak_equity", "until"),
+    EventKind.SAFE_MODE_LEFT: ("mode", "reason", "by"),
+    EventKind.BOT_STATE_CHANGED: ("previous", "state", "by", "instance"),
     EventKind.DAILY_REPORT: (
-        "period_start", "period_end", "mode", "equity_krw", "realized_pnl_krw", "trades", "buys", "sells",
-        "fees_krw", "drawdown_pct", "peak_equity_krw", "profit_rate_pct",
+        "mode", "equity", "change_24h_pct", "profit_rate", "drawdown_pct", "pnl", "trades", "buys", "sells",
+        "volume", "fee", "open_positions", "decisions", "errors",
     ),
 }  # fmt: skip
-_KRW_FIELDS = {"price", "total", "fee", "pnl", "realized_pnl", "equity", "equity_krw", "realized_pnl_krw", "fees_krw"}
-_KRW_FIELDS |= {"peak_equity_krw", "cash_krw"}
+# Money fields shown as KRW; "volume" is KRW only in the daily report (elsewhere it is a coin amount).
+_KRW_FIELDS = frozenset({"price", "total", "fee", "pnl", "realized_pnl", "equity", "peak_equity", "cash"})
+_KRW_FIELDS_BY_KIND = {EventKind.DAILY_REPORT: _KRW_FIELDS | {"volume"}}
 _TAG = re.compile(r"<[^<>]*>")
 _PARSE_ERROR = "can't parse entities"
 
@@ -73,9 +74,13 @@ def _label(name: str) -> str:
     return name.replace("_", " ").capitalize()
 
 
-def _value_text(name: str, value: Any) -> str:
-    if isinstance(value, Decimal) and name in _KRW_FIELDS:
+def _value_text(kind: EventKind, name: str, value: Any) -> str:
+    if isinstance(value, Decimal) and (name in _KRW_FIELDS_BY_KIND.get(kind, _KRW_FIELDS) or name.endswith("_krw")):
         return f"{money(value)} KRW"
+    if isinstance(value, Decimal) and name == "profit_rate":  # a fraction
+        return f"{value * 100:.2f} %"
+    if isinstance(value, Decimal) and name.endswith("_pct"):
+        return f"{value:.2f} %"
     if isinstance(value, Decimal):
         return format(value.normalize(), "f") if value == value.to_integral() else str(value)
     if isinstance(value, (list, tuple)):
@@ -98,7 +103,7 @@ def format_event(event: NotificationEvent) -> str:
     icon = _TITLE_ICON.get(event.kind, "•")
     lines = [f"{icon} <b>{html.escape(event.title)}</b>"]
     for name, value in _ordered_fields(event):
-        text = redactor.scrub(_value_text(name, value), name)
+        text = redactor.scrub(_value_text(event.kind, name, value), name)
         lines.append(f"<b>{html.escape(_label(name))}</b>: {html.escape(str(text))}")
     when = (event.at + KST).strftime("%Y-%m-%d %H:%M KST")
     lines.append(f"<i>{html.escape(when)}</i>")

@@ -1,0 +1,144 @@
+"""What ``main.py`` and ``scheduler_main.py`` run once their arguments are parsed."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from datetime import UTC, datetime, timedelta
+
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from backend.app.core.observability import close_sentry, init_sentry
+from backend.app.core.replay import ReplayOptions, ReplaySummary, run_replay, summary_table_rows
+from backend.app.core.scheduler import TradingScheduler, lock_name
+from backend.app.db.lock import SchedulerLock
+from backend.app.db.migrations import ensure_schema_current
+from backend.app.db.repositories.bot import BotRepository
+from backend.app.db.session import engine_from_config, session_factory
+from backend.app.services.notification import NotificationService
+from backend.app.services.scheduler_metrics import SchedulerMetrics
+from backend.app.services.trading_engine import TradingEngine
+from src.config.settings import Settings, TradingConfig, TradingMode
+from src.exceptions import ConfigurationError, DatabaseNotMigratedError, TradingSystemError
+from src.trading.pipeline import CycleReport
+from src.utils.logger import get_logger
+
+log = get_logger(__name__)
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+def parse_symbols(raw: str | None, settings: Settings) -> list[str]:
+    """``--symbols KRW-BTC,KRW-ETH`` validated like ``TRADING_SYMBOLS`` (default: the setting)."""
+    if raw is None:
+        return list(settings.trading.symbols)
+    try:
+        return TradingConfig(_env_file=None, TRADING_SYMBOLS=raw).symbols
+    except ValidationError as exc:
+        message = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise ConfigurationError(f"--symbols {raw!r}: {message}") from None
+
+
+def parse_time(raw: str, name: str) -> datetime:
+    """ISO date or date-time; naive values are UTC."""
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ConfigurationError(
+            f"{name} {raw!r}: expected an ISO date such as 2023-10-01 or 2023-10-01T09:00"
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+# --- one cycle (main.py) ---------------------------------------------------------------------------
+async def run_one_cycle(settings: Settings, mode: TradingMode, symbols: list[str], dry_run: bool) -> int:
+    if mode is TradingMode.REPLAY:
+        # "now" in replay is the end of the bundled data: one hour of scheduler time, one cycle
+        options = ReplayOptions(symbols=symbols, duration=timedelta(hours=1))
+        return print_replay(await run_replay(settings, options))
+    db_engine = engine_from_config(settings.database)
+    notifier = NotificationService(settings.telegram, BotRepository(session_factory(db_engine)))
+    try:
+        await ensure_schema_current(db_engine)
+        await notifier.start()
+        engine = await TradingEngine.create(settings, db_engine, mode=mode, symbols=symbols, notifier=notifier)
+        try:
+            async with SchedulerLock(db_engine, lock_name(engine)):  # the scheduler's single-trader lock
+                await engine.start_up()
+                reports = await engine.trading_job(dry_run=dry_run)
+                await engine.snapshot_job()
+        finally:
+            await engine.aclose()
+    finally:
+        await notifier.aclose()
+        await db_engine.dispose()
+    print_cycles(reports, dry_run)
+    return EXIT_ERROR if any(r.error for r in reports) else 0
+
+
+def print_cycles(reports: list[CycleReport], dry_run: bool) -> None:
+    table = Table(title="Trading cycle" + (" (dry run: nothing sent)" if dry_run else ""))
+    for column in ("symbol", "decision", "final", "source", "outcome", "orders", "error"):
+        table.add_column(column)
+    for r in reports:
+        orders = ", ".join(f"{o.side.value} {o.status.value}" for o in r.orders) or "-"
+        table.add_row(r.symbol, r.decision, r.final_decision, r.source, r.outcome, orders, r.error or "")
+    Console().print(table)
+
+
+# --- the scheduler (scheduler_main.py) ---------------------------------------------------------------
+async def run_scheduler(settings: Settings, symbols: list[str]) -> int:
+    db_engine = engine_from_config(settings.database)
+    init_sentry(settings, "scheduler")
+    metrics = SchedulerMetrics()
+    notifier = NotificationService(settings.telegram, BotRepository(session_factory(db_engine)))
+    engine: TradingEngine | None = None
+    try:
+        await ensure_schema_current(db_engine)
+        metrics.serve(settings.scheduler.metrics_port)
+        await notifier.start()
+        engine = await TradingEngine.create(settings, db_engine, symbols=symbols, notifier=notifier, metrics=metrics)
+        scheduler = TradingScheduler(engine, db_engine, settings.scheduler, metrics=metrics)
+        code = await scheduler.run()
+        if code:
+            print(f"error: scheduler stopped with exit code {code} (see the log)", file=sys.stderr)
+        return code
+    finally:
+        if engine is not None:
+            await engine.aclose()
+        await notifier.aclose()
+        await db_engine.dispose()
+        close_sentry()
+
+
+# --- replay (scheduler_main.py --replay) -------------------------------------------------------------
+def print_replay(summary: ReplaySummary) -> int:
+    table = Table(title="Replay summary", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    for name, value in summary_table_rows(summary):
+        table.add_row(name, value)
+    Console().print(table)
+    return EXIT_ERROR if summary.cycle_errors and summary.cycle_errors == summary.cycles else 0
+
+
+def run(coro_factory: object) -> int:
+    """Run an entry point coroutine; typed errors become one clear line."""
+    try:
+        return asyncio.run(coro_factory)  # type: ignore[arg-type]
+    except DatabaseNotMigratedError as exc:
+        return fail(exc.message)
+    except ConfigurationError as exc:
+        return fail(exc.message, EXIT_USAGE)
+    except TradingSystemError as exc:
+        return fail(f"{type(exc).__name__}: {exc.message}")
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,299 @@
+"""Replay: the scheduler's jobs and the whole pipeline on a simulated clock over historical candles.
+
+The paper exchange fills against a book synthesised from the candles (``ReplayMarketSource``), the
+clock jumps from one job fire time to the next (same triggers as the real scheduler, same job
+functions, same order), and everything is written to the database like a live run: orders, trades,
+AI decisions, snapshots, cycles, positions. By default the database is its own SQLite file
+``data/replay.db``, recreated and migrated at every run (it is a simulation; the paper account in
+``data/trading.db`` is never touched).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pandas as pd
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from backend.app.core.scheduler import JobName, JobRunner, build_triggers, drive_replay, fire_times
+from backend.app.db.migrations import ensure_schema_current, upgrade_to_head
+from backend.app.db.session import create_engine, session_factory
+from backend.app.models import (
+    AIDecisionRow,
+    OrderRow,
+    PortfolioSnapshotRow,
+    PositionRow,
+    TradeRow,
+    TradingCycleRow,
+)
+from backend.app.services.scheduler_metrics import SchedulerMetrics
+from backend.app.services.trading_engine import TradingEngine
+from src.backtesting.data_provider import TIMEFRAME_SECONDS, HistoricalDataProvider
+from src.config.settings import PROJECT_ROOT, Settings, TradingMode
+from src.data.replay import ReplayMarketSource
+from src.exceptions import ConfigurationError, DataError
+from src.trading.pipeline import MINUTES_TO_TIMEFRAME
+from src.utils.logger import get_logger
+
+log = get_logger(__name__)
+
+DEFAULT_REPLAY_DB = PROJECT_ROOT / "data" / "replay.db"
+DEFAULT_REPLAY_DAYS = 30
+WARMUP_BARS = 250  # candles before the start, so indicators and the strategy are warm at the first cycle
+_ZERO = Decimal("0")
+
+
+@dataclass(slots=True)
+class ReplayOptions:
+    symbols: list[str]
+    start: datetime | None = None
+    end: datetime | None = None
+    data_file: Path | None = None
+    database_url: str | None = None
+    speed: float | None = None  # simulated seconds per real second; None = as fast as possible
+    duration: timedelta = timedelta(days=DEFAULT_REPLAY_DAYS)  # used when --start is not given
+
+
+@dataclass(slots=True)
+class ReplaySummary:
+    database: str
+    start: datetime
+    end: datetime
+    symbols: list[str]
+    ai: str
+    moments: int
+    seconds: float
+    jobs: dict[str, int]
+    cycles: int
+    cycle_errors: int
+    decisions: dict[str, int]
+    final_decisions: dict[str, int]
+    orders: dict[str, int]
+    trades: int
+    buys: int
+    sells: int
+    fees_krw: Decimal
+    realized_pnl_krw: Decimal
+    start_equity: Decimal
+    final_equity: Decimal
+    max_drawdown_pct: Decimal
+    exits: dict[str, int] = field(default_factory=dict)
+    open_positions: list[str] = field(default_factory=list)
+
+    @property
+    def return_pct(self) -> Decimal:
+        if self.start_equity <= 0:
+            return _ZERO
+        return ((self.final_equity / self.start_equity - 1) * 100).quantize(Decimal("0.01"))
+
+
+def _replay_url(options: ReplayOptions) -> tuple[str, bool]:
+    """The database URL, and whether it is the default file that replay owns (and recreates)."""
+    if options.database_url:
+        return options.database_url, False
+    return f"sqlite+aiosqlite:///{DEFAULT_REPLAY_DB}", True
+
+
+def _prepare_database(url: str, owned: bool) -> None:
+    if owned:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{DEFAULT_REPLAY_DB}{suffix}").unlink(missing_ok=True)
+        DEFAULT_REPLAY_DB.parent.mkdir(parents=True, exist_ok=True)
+        upgrade_to_head(url)
+
+
+def load_replay_candles(settings: Settings, options: ReplayOptions, timeframe: str) -> dict[str, pd.DataFrame]:
+    """Bundled history (``BACKTEST_DATA_DIR``) or ``--data FILE`` (one symbol: the first of ``symbols``)."""
+    provider = HistoricalDataProvider(settings.market_data.backtest_data_dir)
+    if options.data_file is not None:
+        if len(options.symbols) != 1:
+            raise ConfigurationError("--data FILE holds one market: pass exactly one symbol with --symbols")
+        return {options.symbols[0]: provider.load_file(options.data_file)}
+    return {symbol: provider.load_historical_data(symbol, timeframe) for symbol in options.symbols}
+
+
+def replay_window(
+    candles: dict[str, pd.DataFrame], options: ReplayOptions, timeframe: str
+) -> tuple[datetime, datetime]:
+    """``--start/--end``, or the last ``duration`` of the data all symbols share."""
+    span = timedelta(seconds=TIMEFRAME_SECONDS[timeframe])
+    data_end = min(frame.index[-1] for frame in candles.values()).to_pydatetime() + span
+    end = options.end or data_end
+    start = options.start or end - options.duration
+    if start >= end:
+        raise ConfigurationError(f"--start {start.isoformat()} is not before --end {end.isoformat()}")
+    first_usable = max(frame.index[min(WARMUP_BARS, len(frame) - 1)] for frame in candles.values()).to_pydatetime()
+    if start < first_usable:
+        start = first_usable
+    if start >= end:
+        raise DataError(f"not enough candles before {end.isoformat()} for a replay ({WARMUP_BARS} warm-up bars needed)")
+    return start.astimezone(UTC), end.astimezone(UTC)
+
+
+async def run_replay(settings: Settings, options: ReplayOptions) -> ReplaySummary:
+    timeframe = MINUTES_TO_TIMEFRAME[settings.trading.candle_interval_minutes]
+    candles = load_replay_candles(settings, options, timeframe)
+    start, end = replay_window(candles, options, timeframe)
+    first_needed = pd.Timestamp(start) - WARMUP_BARS * pd.Timedelta(timeframe_span(timeframe))
+    trimmed = {
+        symbol: frame[(frame.index >= first_needed) & (frame.index < pd.Timestamp(end))]
+        for symbol, frame in candles.items()
+    }
+    url, owned = _replay_url(options)
+    await asyncio.to_thread(_prepare_database, url, owned)
+    db_engine = create_engine(url)
+    try:
+        await ensure_schema_current(db_engine)
+        source = ReplayMarketSource({s: {timeframe: f} for s, f in trimmed.items()}, start=start)
+        metrics = SchedulerMetrics()
+        engine = await TradingEngine.create(
+            settings,
+            db_engine,
+            mode=TradingMode.REPLAY,
+            symbols=list(candles),
+            market_source=source,
+            metrics=metrics,
+            instance="replay",
+        )
+        runner = JobRunner(engine, instance="replay", metrics=metrics, heartbeat=False)
+        schedule = fire_times(build_triggers(settings.scheduler), start, end)
+        log.info("replay.start", start=start.isoformat(), end=end.isoformat(), moments=len(schedule), database=url)
+        started = time.perf_counter()
+        try:
+            await engine.start_up()
+            moments = await drive_replay(runner, source.advance_to, schedule, speed=options.speed)
+        finally:
+            await engine.aclose()
+        seconds = time.perf_counter() - started
+        return await _summarise(
+            session_factory(db_engine),
+            database=_display_url(url),
+            start=start,
+            end=end,
+            symbols=list(candles),
+            ai="enabled" if engine.ai_available else "disabled (no OPENAI_API_KEY): decisions from the rules",
+            moments=moments,
+            seconds=seconds,
+            jobs=runner.stats.runs,
+            start_equity=settings.trading.paper_starting_krw,
+        )
+    finally:
+        await db_engine.dispose()
+
+
+def timeframe_span(timeframe: str) -> timedelta:
+    return timedelta(seconds=TIMEFRAME_SECONDS[timeframe])
+
+
+def _display_url(url: str) -> str:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return str(parsed.database)
+    return parsed.render_as_string(hide_password=True)
+
+
+async def _summarise(sessions: async_sessionmaker[AsyncSession], **known: object) -> ReplaySummary:
+    mode = TradingMode.REPLAY
+    async with sessions() as session:
+        cycles = await _count_by(session, TradingCycleRow.status, TradingCycleRow.mode == mode)
+        decisions = await _count_by(session, AIDecisionRow.source)
+        final_decisions = await _count_by(session, AIDecisionRow.final_decision)
+        orders = await _count_by(session, OrderRow.status, OrderRow.mode == mode)
+        trades = list(await session.scalars(select(TradeRow).where(TradeRow.mode == mode)))
+        equities = list(
+            await session.scalars(
+                select(PortfolioSnapshotRow.total_value_krw)
+                .where(PortfolioSnapshotRow.mode == mode)
+                .order_by(PortfolioSnapshotRow.created_at, PortfolioSnapshotRow.id)
+            )
+        )
+        exits = await _count_by(
+            session, PositionRow.exit_reason, PositionRow.mode == mode, PositionRow.status == "closed"
+        )
+        open_positions = list(
+            await session.scalars(
+                select(PositionRow.symbol).where(PositionRow.mode == mode, PositionRow.status == "open")
+            )
+        )
+    start_equity = Decimal(str(known.pop("start_equity")))
+    return ReplaySummary(
+        **known,  # type: ignore[arg-type]
+        cycles=sum(cycles.values()),
+        cycle_errors=cycles.get("error", 0),
+        decisions=decisions,
+        final_decisions=final_decisions,
+        orders=orders,
+        trades=len(trades),
+        buys=sum(1 for t in trades if t.side.value == "buy"),
+        sells=sum(1 for t in trades if t.side.value == "sell"),
+        fees_krw=sum((t.fee for t in trades), _ZERO),
+        realized_pnl_krw=sum((t.realized_pnl for t in trades if t.realized_pnl is not None), _ZERO),
+        start_equity=start_equity,
+        final_equity=equities[-1] if equities else start_equity,
+        max_drawdown_pct=max_drawdown_pct([start_equity, *equities]),
+        exits={str(k): v for k, v in exits.items()},
+        open_positions=sorted(open_positions),
+    )
+
+
+async def _count_by(session: AsyncSession, column: object, *where: object) -> dict[str, int]:
+    query = select(column, func.count()).group_by(column)  # type: ignore[call-overload]
+    for condition in where:
+        query = query.where(condition)  # type: ignore[arg-type]
+    return {str(key): int(count) for key, count in (await session.execute(query)).all()}
+
+
+def max_drawdown_pct(equities: list[Decimal]) -> Decimal:
+    """The deepest fall from a running peak, in percent (a positive number)."""
+    peak = _ZERO
+    deepest = _ZERO
+    for value in equities:
+        peak = max(peak, value)
+        if peak > 0:
+            deepest = max(deepest, (peak - value) / peak * 100)
+    return deepest.quantize(Decimal("0.01"))
+
+
+def summary_table_rows(summary: ReplaySummary) -> list[tuple[str, str]]:
+    def counts(values: dict[str, int]) -> str:
+        return ", ".join(f"{k} {v}" for k, v in sorted(values.items())) or "none"
+
+    rate = f"{summary.moments / summary.seconds:,.0f} moments/s" if summary.seconds > 0 else "-"
+    return [
+        ("period (UTC)", f"{summary.start:%Y-%m-%d %H:%M} -> {summary.end:%Y-%m-%d %H:%M}"),
+        ("symbols", ", ".join(summary.symbols)),
+        ("AI", summary.ai),
+        ("scheduler moments", f"{summary.moments:,} in {summary.seconds:.1f} s ({rate})"),
+        ("jobs run", counts(summary.jobs)),
+        ("trading cycles", f"{summary.cycles:,} ({summary.cycle_errors} with errors)"),
+        ("decisions by source", counts(summary.decisions)),
+        ("final decisions", counts(summary.final_decisions)),
+        ("orders", counts(summary.orders)),
+        ("trades", f"{summary.trades} ({summary.buys} buys, {summary.sells} sells)"),
+        ("fees", f"{summary.fees_krw:,.0f} KRW"),
+        ("realised P&L", f"{summary.realized_pnl_krw:,.0f} KRW"),
+        ("equity", f"{summary.start_equity:,.0f} -> {summary.final_equity:,.0f} KRW"),
+        ("return", f"{summary.return_pct}%"),
+        ("max drawdown", f"{summary.max_drawdown_pct}%"),
+        ("exits by reason", counts(summary.exits)),
+        ("open positions", ", ".join(summary.open_positions) or "none"),
+        ("database", summary.database),
+    ]
+
+
+__all__ = [
+    "DEFAULT_REPLAY_DB",
+    "JobName",
+    "ReplayOptions",
+    "ReplaySummary",
+    "max_drawdown_pct",
+    "run_replay",
+    "summary_table_rows",
+]

@@ -1,0 +1,389 @@
+"""The scheduler: APScheduler jobs around the trading engine, the single-trader lock, control as data,
+heartbeat, SIGTERM, and replay (the same jobs on a simulated clock).
+
+Jobs (see docs/SCHEDULER_GUIDE.md): trading cycle (``SCHEDULER_TRADING_CRON``, hourly), position
+check (every ``SCHEDULER_POSITION_CHECK_MINUTES``), portfolio snapshot (every
+``SCHEDULER_SNAPSHOT_MINUTES``), daily report (``SCHEDULER_DAILY_REPORT_TIME_KST``), and a control poll
+(every ``SCHEDULER_CONTROL_POLL_SECONDS``: desired state, heartbeat, lock lease). Jobs that touch the
+account run one at a time (one asyncio lock), so an exit and a cycle never sell the same coin twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from backend.app.db.lock import SchedulerLock
+from backend.app.db.repositories.bot import BotRepository
+from backend.app.services.scheduler_metrics import SchedulerMetrics
+from backend.app.services.trading_engine import TradingEngine
+from src.config.settings import SchedulerConfig
+from src.exceptions import SchedulerLockHeld
+from src.trading.bot_control import BotState, DesiredState
+from src.trading.notifier import EventKind, NotificationEvent
+from src.utils.logger import get_logger
+
+log = get_logger(__name__)
+
+KST = ZoneInfo("Asia/Seoul")
+_INTERVAL_ANCHOR = datetime(2000, 1, 1, tzinfo=UTC)  # interval jobs fire on round multiples of their period
+EXIT_OK = 0
+EXIT_LOCK_HELD = 3
+EXIT_LOCK_LOST = 4
+
+
+class JobName(StrEnum):
+    POSITIONS = "position_check"
+    TRADING = "trading_cycle"
+    SNAPSHOT = "portfolio_snapshot"
+    DAILY_REPORT = "daily_report"
+
+
+# When several jobs are due at the same moment they run in this order (exits before new entries,
+# the snapshot after both, the report last).
+JOB_ORDER: tuple[JobName, ...] = (JobName.POSITIONS, JobName.TRADING, JobName.SNAPSHOT, JobName.DAILY_REPORT)
+_ACCOUNT_JOBS = frozenset({JobName.TRADING, JobName.POSITIONS})
+
+
+def build_triggers(config: SchedulerConfig) -> dict[JobName, BaseTrigger]:
+    """The one definition of every job's timing, used by the real scheduler and by replay."""
+    hour, minute = (int(part) for part in config.daily_report_time_kst.split(":"))
+    return {
+        JobName.POSITIONS: IntervalTrigger(
+            minutes=config.position_check_minutes, start_date=_INTERVAL_ANCHOR, timezone=UTC
+        ),
+        JobName.TRADING: CronTrigger.from_crontab(config.trading_cron, timezone=UTC),
+        JobName.SNAPSHOT: IntervalTrigger(minutes=config.snapshot_minutes, start_date=_INTERVAL_ANCHOR, timezone=UTC),
+        JobName.DAILY_REPORT: CronTrigger(hour=hour, minute=minute, timezone=KST),
+    }
+
+
+def lock_name(engine: TradingEngine) -> str:
+    """One lock per traded account: the mode's account (live keys, or the paper account)."""
+    return f"trading:{engine.mode.value}"
+
+
+@dataclass(slots=True)
+class JobStats:
+    runs: dict[str, int] = field(default_factory=dict)
+    failures: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def bump(self, table: dict[str, int], job: JobName) -> None:
+        table[job.value] = table.get(job.value, 0) + 1
+
+
+class JobRunner:
+    """Runs one job body under the bot's desired state, timing it and recording success or failure.
+
+    ``running``: every job. ``paused``: the trading cycle runs without new buys (decisions are still
+    recorded, held positions may be sold), exits and snapshots run. ``stopped``: no trading cycle and
+    no exits; snapshots and the report still run.
+    """
+
+    def __init__(
+        self,
+        engine: TradingEngine,
+        *,
+        instance: str,
+        metrics: SchedulerMetrics,
+        heartbeat: bool = True,
+        next_run: Callable[[], datetime | None] | None = None,
+        schedule: str | None = None,
+    ) -> None:
+        self.engine = engine
+        self.bot: BotRepository = engine.bot
+        self.instance = instance
+        self.metrics = metrics
+        self.heartbeat_enabled = heartbeat
+        self.next_run = next_run or (lambda: None)
+        self.schedule = schedule
+        self.work_lock = asyncio.Lock()
+        self.desired = DesiredState.RUNNING
+        self.state = BotState.STARTING
+        self.stopping = False
+        self.started_at = datetime.now(UTC)
+        self.last_run_at: datetime | None = None
+        self.last_error: str | None = None
+        self.last_error_at: datetime | None = None
+        self.stats = JobStats()
+
+    async def read_desired(self) -> DesiredState:
+        try:
+            desired = await self.bot.desired_state()
+        except Exception as exc:  # keep the last known state; the database may be restarting
+            log.warning("control.read_failed", error=str(exc))
+            return self.desired
+        if desired is not self.desired:
+            log.info("control.desired_state_changed", previous=self.desired.value, desired=desired.value)
+            self.engine.notifier.notify(
+                NotificationEvent(
+                    EventKind.BOT_STATE_CHANGED,
+                    f"Bot {desired.value}",
+                    {"previous": self.desired.value, "state": desired.value, "instance": self.instance},
+                )
+            )
+        self.desired = desired
+        self.state = BotState(desired.value)
+        self.metrics.bot_running.set(1 if desired is DesiredState.RUNNING else 0)
+        return desired
+
+    async def run(self, job: JobName) -> None:
+        if self.stopping:
+            return
+        desired = await self.read_desired()
+        if job in _ACCOUNT_JOBS and desired is DesiredState.STOPPED:
+            self.stats.bump(self.stats.skipped, job)
+            log.info("job.skipped", job=job.value, reason="bot stopped")
+            return
+        async with self.work_lock:
+            if self.stopping:
+                return
+            await self._timed(job, desired)
+        await self.write_heartbeat()
+
+    async def _timed(self, job: JobName, desired: DesiredState) -> None:
+        started = time.perf_counter()
+        try:
+            await self._body(job, desired)
+        except Exception as exc:
+            self.stats.bump(self.stats.failures, job)
+            self.metrics.job_failure.labels(job=job.value).inc()
+            self.metrics.bot_errors.labels(kind=job.value).inc()
+            self.last_error = f"{job.value}: {type(exc).__name__}: {exc}"[:2000]
+            self.last_error_at = self.engine.clock()
+            log.exception("job.failed", job=job.value)
+            await self._record_failure(job, exc)
+        else:
+            self.stats.bump(self.stats.runs, job)
+            self.metrics.job_success.labels(job=job.value).inc()
+        finally:
+            self.metrics.job_duration.labels(job=job.value).observe(time.perf_counter() - started)
+            self.last_run_at = self.engine.clock()
+
+    async def _body(self, job: JobName, desired: DesiredState) -> None:
+        if job is JobName.TRADING:
+            reports = await self.engine.trading_job(
+                allow_buys=desired is DesiredState.RUNNING, stop_requested=lambda: self.stopping
+            )
+            errors = [r for r in reports if r.error]
+            for report in errors:
+                self.metrics.bot_errors.labels(kind="cycle").inc()
+                self.last_error = f"cycle {report.symbol}: {report.error}"[:2000]
+                self.last_error_at = self.engine.clock()
+        elif job is JobName.POSITIONS:
+            await self.engine.position_job()
+        elif job is JobName.SNAPSHOT:
+            await self.engine.snapshot_job()
+        elif job is JobName.DAILY_REPORT:
+            await self.engine.daily_report_job()
+
+    async def _record_failure(self, job: JobName, exc: Exception) -> None:
+        context = {"job": job.value, "error": f"{type(exc).__name__}: {exc}"}
+        try:
+            await self.engine.pipeline.repository.log_event("error", f"scheduler job {job.value} failed", context)
+        except Exception:
+            log.exception("system_log.write_failed")
+        self.engine.notifier.notify(NotificationEvent(EventKind.ERROR, f"Job {job.value} failed", context))
+
+    async def write_heartbeat(self, state: BotState | None = None) -> None:
+        if not self.heartbeat_enabled:
+            return
+        try:
+            risk_state = await self.engine.pipeline.risk.risk_state()
+            await self.bot.write_heartbeat(
+                self.instance,
+                state=(state or self.state).value,
+                mode=self.engine.mode.value,
+                symbols=self.engine.symbols,
+                schedule=self.schedule,
+                pid=os.getpid(),
+                hostname=socket.gethostname(),
+                started_at=self.started_at,
+                last_run_at=self.last_run_at,
+                next_run_at=self.next_run(),
+                last_error=self.last_error,
+                last_error_at=self.last_error_at,
+                safe_mode=risk_state.safe_mode,
+                safe_mode_reason=risk_state.safe_mode_reason,
+                details={
+                    "desired_state": self.desired.value,
+                    "ai": "enabled" if self.engine.ai_available else "disabled",
+                    "jobs": self.stats.runs,
+                    "failures": self.stats.failures,
+                },
+            )
+        except Exception as exc:
+            log.warning("heartbeat.write_failed", error=str(exc))
+
+
+class TradingScheduler:
+    """The long-running process: lock, start-up reconciliation, APScheduler, control poll, clean stop."""
+
+    def __init__(
+        self,
+        engine: TradingEngine,
+        db_engine: AsyncEngine,
+        config: SchedulerConfig,
+        *,
+        metrics: SchedulerMetrics | None = None,
+        lock_lease_seconds: int = 120,
+        shutdown_timeout_seconds: float = 120.0,
+    ) -> None:
+        self.engine = engine
+        self.config = config
+        self.metrics = metrics or engine.metrics
+        self.lock = SchedulerLock(db_engine, lock_name(engine), lease_seconds=lock_lease_seconds)
+        self.scheduler = AsyncIOScheduler(
+            timezone=UTC,
+            job_defaults={
+                "coalesce": True,
+                "max_instances": 1,
+                "misfire_grace_time": config.misfire_grace_seconds,
+            },
+        )
+        self.runner = JobRunner(
+            engine,
+            instance=config.instance_name,
+            metrics=self.metrics,
+            next_run=self._next_trading_run,
+            schedule=config.trading_cron,
+        )
+        self.shutdown_timeout = shutdown_timeout_seconds
+        self._stop = asyncio.Event()
+        self.exit_code = EXIT_OK
+
+    def _next_trading_run(self) -> datetime | None:
+        job = self.scheduler.get_job(JobName.TRADING.value)
+        return None if job is None else job.next_run_time
+
+    def request_stop(self, reason: str = "signal") -> None:
+        if not self._stop.is_set():
+            log.info("scheduler.stop_requested", reason=reason)
+            self.runner.stopping = True
+            self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop, sig.name)
+
+    async def run(self) -> int:
+        """Until SIGTERM/SIGINT (or a lost lock). Returns the process exit code."""
+        try:
+            await self.lock.acquire()
+        except SchedulerLockHeld as exc:
+            log.error("scheduler.lock_held", lock=self.lock.name, error=exc.message)
+            return EXIT_LOCK_HELD
+        try:
+            self.install_signal_handlers()
+            await self.runner.write_heartbeat(BotState.STARTING)
+            await self.runner.read_desired()
+            async with self.runner.work_lock:
+                await self.engine.start_up()
+            self._add_jobs()
+            self.scheduler.start()
+            await self.runner.write_heartbeat()
+            log.info(
+                "scheduler.started",
+                mode=self.engine.mode.value,
+                symbols=self.engine.symbols,
+                lock=self.lock.name,
+                next_trading_run=str(self._next_trading_run()),
+            )
+            await self._stop.wait()
+        finally:
+            await self._shutdown()
+        return self.exit_code
+
+    def _add_jobs(self) -> None:
+        for job, trigger in build_triggers(self.config).items():
+            self.scheduler.add_job(self.runner.run, trigger, args=[job], id=job.value, name=job.value)
+        self.scheduler.add_job(
+            self._control_poll,
+            IntervalTrigger(seconds=self.config.control_poll_seconds, timezone=UTC),
+            id="control_poll",
+            name="control_poll",
+        )
+
+    async def _control_poll(self) -> None:
+        try:
+            await self.lock.renew()
+        except SchedulerLockHeld as exc:
+            log.error("scheduler.lock_lost", error=exc.message)
+            self.exit_code = EXIT_LOCK_LOST
+            self.runner.last_error = f"lost the scheduler lock: {exc.message}"
+            self.request_stop("lock lost")
+            return
+        await self.runner.read_desired()
+        await self.runner.write_heartbeat()
+
+    async def _shutdown(self) -> None:
+        self.runner.stopping = True
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        try:  # wait for the job in flight to finish its order handling
+            await asyncio.wait_for(self.runner.work_lock.acquire(), timeout=self.shutdown_timeout)
+            self.runner.work_lock.release()
+        except TimeoutError:
+            log.error("scheduler.shutdown_timeout", seconds=self.shutdown_timeout)
+        await self.runner.write_heartbeat(BotState.STOPPED)
+        self.metrics.bot_running.set(0)
+        await self.lock.release()
+        log.info("scheduler.stopped", exit_code=self.exit_code)
+
+
+def fire_times(
+    triggers: dict[JobName, BaseTrigger], start: datetime, end: datetime
+) -> list[tuple[datetime, list[JobName]]]:
+    """Every moment in ``[start, end)`` at which a job is due, with the jobs in ``JOB_ORDER``."""
+    moments: dict[datetime, set[JobName]] = {}
+    tick = timedelta(microseconds=1)
+    for job, trigger in triggers.items():
+        previous: datetime | None = None
+        moment = trigger.get_next_fire_time(None, start)
+        while moment is not None and moment < end:
+            moments.setdefault(moment.astimezone(UTC), set()).add(job)
+            previous = moment
+            moment = trigger.get_next_fire_time(previous, previous + tick)
+    return [(at, [job for job in JOB_ORDER if job in jobs]) for at, jobs in sorted(moments.items())]
+
+
+async def drive_replay(
+    runner: JobRunner,
+    advance_to: Callable[[datetime], Any],
+    schedule: list[tuple[datetime, list[JobName]]],
+    *,
+    speed: float | None = None,
+    on_tick: Callable[[datetime], None] | None = None,
+) -> int:
+    """Call the scheduler's own job functions at their simulated fire times; ``speed`` = simulated
+    seconds per real second (``None``: as fast as possible). Returns the number of moments driven."""
+    previous: datetime | None = None
+    for count, (moment, jobs) in enumerate(schedule, start=1):
+        if speed is not None and previous is not None:
+            await asyncio.sleep((moment - previous).total_seconds() / speed)
+        advance_to(moment)
+        for job in jobs:
+            await runner.run(job)
+        if on_tick is not None:
+            on_tick(moment)
+        previous = moment
+        if runner.stopping:
+            return count
+    return len(schedule)

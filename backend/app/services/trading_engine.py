@@ -1,0 +1,290 @@
+"""The trading engine: the pipeline built from settings and the database, and the jobs it runs.
+
+Mode decides the exchange: ``live`` -> ``UpbitClient`` with keys; ``paper`` -> ``PaperExchange`` over
+Upbit's public market data with the account in ``paper_balances``/``paper_orders``; ``replay`` ->
+``PaperExchange`` over a ``ReplayMarketSource`` on a simulated clock (account ``replay``). Everything
+else is the same object graph in every mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from backend.app.db.repositories.ai_cache import DatabaseDecisionCache
+from backend.app.db.repositories.bot import BotRepository
+from backend.app.db.repositories.paper import SqlPaperAccountStore
+from backend.app.db.repositories.risk import SqlRiskStore
+from backend.app.db.repositories.trading import SqlTradingRepository
+from backend.app.db.session import session_factory
+from backend.app.models import PortfolioSnapshotRow
+from backend.app.services.reporting import DailyReport, build_daily_report
+from backend.app.services.scheduler_metrics import SchedulerMetrics
+from src.ai.service import AIService
+from src.ai.validator import AIDecisionValidator
+from src.api.interfaces import IExchangeClient
+from src.api.paper_exchange import PaperExchange
+from src.api.upbit_client import UpbitClient
+from src.backtesting.quick_filter import QuickBacktestFilter
+from src.backtesting.strategy import RuleBasedBreakoutStrategy
+from src.config.settings import Settings, TradingMode
+from src.data.collector import DataCollector
+from src.data.fear_greed import FearGreedClient
+from src.data.replay import ReplayMarketSource
+from src.exceptions import ConfigurationError
+from src.position.service import PositionService
+from src.risk.manager import RiskManager
+from src.trading.liquidity import LiquidityAnalyzer
+from src.trading.notifier import Notifier, NullNotifier
+from src.trading.pipeline import MINUTES_TO_TIMEFRAME, Analyzer, CycleReport, ExitReport, TradingPipeline
+from src.trading.pipeline.positions import ServicePositionBook
+from src.trading.repository import PortfolioSnapshotRecord
+from src.trading.service import TradingService
+from src.utils.logger import get_logger
+
+log = get_logger(__name__)
+
+Clock = Callable[[], datetime]
+PAPER_ACCOUNT = {TradingMode.PAPER: "paper", TradingMode.REPLAY: "replay"}
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class EngineParts:
+    """What the engine owns and must close."""
+
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+
+class TradingEngine:
+    """One trading account: the pipeline and the job bodies the scheduler (and replay) call."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        mode: TradingMode,
+        symbols: list[str],
+        pipeline: TradingPipeline,
+        sessions: async_sessionmaker[AsyncSession],
+        bot: BotRepository,
+        notifier: Notifier,
+        metrics: SchedulerMetrics,
+        clock: Clock,
+        parts: EngineParts,
+    ) -> None:
+        self.settings = settings
+        self.mode = mode
+        self.symbols = symbols
+        self.pipeline = pipeline
+        self.sessions = sessions
+        self.bot = bot
+        self.notifier = notifier
+        self.metrics = metrics
+        self.clock = clock
+        self._parts = parts
+        self.last_report: DailyReport | None = None
+
+    # --- construction -------------------------------------------------------------------------------
+    @classmethod
+    async def create(
+        cls,
+        settings: Settings,
+        db_engine: AsyncEngine,
+        *,
+        mode: TradingMode | None = None,
+        symbols: list[str] | None = None,
+        market_source: ReplayMarketSource | None = None,
+        clock: Clock | None = None,
+        notifier: Notifier | None = None,
+        metrics: SchedulerMetrics | None = None,
+        instance: str | None = None,
+        exchange: IExchangeClient | None = None,
+    ) -> TradingEngine:
+        """Build the whole graph. ``market_source`` is required for replay; ``exchange`` overrides the
+        mode's exchange (tests)."""
+        mode = mode or settings.trading.mode
+        symbols = symbols or list(settings.trading.symbols)
+        parts = EngineParts()
+        if mode is TradingMode.REPLAY:
+            if market_source is None:
+                raise ConfigurationError(
+                    "replay mode needs a ReplayMarketSource (scheduler_main.py --replay builds it)"
+                )
+            clock = clock or market_source.now
+        clock = clock or _utc_now
+        sessions = session_factory(db_engine)
+        repository = SqlTradingRepository(sessions)
+        if exchange is None:
+            exchange = cls._exchange(settings, mode, sessions, market_source, clock, parts)
+        fear_greed = None
+        if mode is not TradingMode.REPLAY:
+            fear_greed = FearGreedClient.from_settings(settings)
+            parts.closers.append(fear_greed.close)
+        collector = DataCollector.from_settings(settings, exchange, fear_greed)
+        ai = AIService(settings.ai, cache=DatabaseDecisionCache(repository))
+        parts.closers.append(ai.aclose)
+        strategy = RuleBasedBreakoutStrategy()
+        analyzer = Analyzer(
+            strategy=strategy,
+            ai=ai,
+            validator=AIDecisionValidator.from_settings(settings),
+            liquidity=LiquidityAnalyzer(settings.risk.max_slippage_pct, min_order_krw=settings.trading.min_order_krw),
+            quick_filter=QuickBacktestFilter(
+                lookback_days=settings.backtest.quick_filter_lookback_days, rule_strategy=strategy
+            ),
+        )
+        store = SqlRiskStore(sessions)
+        risk = RiskManager(
+            settings.risk,
+            store,
+            mode,
+            clock,
+            min_order_krw=settings.trading.min_order_krw,
+            fee_rate=settings.trading.fee_rate,
+        )
+        positions = PositionService(store, settings.risk, mode, min_order_krw=settings.trading.min_order_krw)
+        metrics = metrics or SchedulerMetrics()
+        notifier = notifier or NullNotifier()
+        trading = TradingService(
+            exchange,
+            repository,
+            mode=mode,
+            instance=instance or settings.scheduler.instance_name,
+            fee_rate=settings.trading.fee_rate,
+            min_order_krw=settings.trading.min_order_krw,
+            clock=clock,
+            positions=ServicePositionBook(positions),
+            notifier=notifier,
+            observer=metrics,
+            not_found_grace=timedelta(seconds=settings.trading.order_not_found_grace_seconds),
+            poll_delay_seconds=0.0 if mode is not TradingMode.LIVE else 0.2,
+        )
+        pipeline = TradingPipeline(
+            exchange=exchange,
+            collector=collector,
+            analyzer=analyzer,
+            trading=trading,
+            risk=risk,
+            positions=positions,
+            repository=repository,
+            mode=mode,
+            symbols=symbols,
+            timeframe=MINUTES_TO_TIMEFRAME[settings.trading.candle_interval_minutes],
+            clock=clock,
+            notifier=notifier,
+            observer=metrics,
+            starting_equity=await cls._starting_equity(settings, mode, sessions),
+        )
+        log.info(
+            "engine.built",
+            mode=mode.value,
+            symbols=symbols,
+            ai=("enabled" if ai.available else "disabled"),
+            exchange=type(exchange).__name__,
+        )
+        return cls(
+            settings=settings,
+            mode=mode,
+            symbols=symbols,
+            pipeline=pipeline,
+            sessions=sessions,
+            bot=BotRepository(sessions),
+            notifier=notifier,
+            metrics=metrics,
+            clock=clock,
+            parts=parts,
+        )
+
+    @staticmethod
+    def _exchange(
+        settings: Settings,
+        mode: TradingMode,
+        sessions: async_sessionmaker[AsyncSession],
+        market_source: ReplayMarketSource | None,
+        clock: Clock,
+        parts: EngineParts,
+    ) -> IExchangeClient:
+        if mode is TradingMode.LIVE:
+            if not settings.upbit.has_keys:
+                raise ConfigurationError(
+                    "live mode requires UPBIT_ACCESS_KEY and UPBIT_SECRET_KEY; set both, or use --mode paper"
+                )
+            client = UpbitClient.from_settings(settings)
+            parts.closers.append(client.close)
+            return client
+        store = SqlPaperAccountStore(sessions, PAPER_ACCOUNT[mode])
+        if mode is TradingMode.REPLAY:
+            assert market_source is not None
+            return PaperExchange.from_settings(settings, market_source, store, clock=clock)
+        quotes = UpbitClient(
+            settings.upbit.base_url,
+            timeout=settings.upbit.timeout_seconds,
+            min_order_krw=settings.trading.min_order_krw,
+        )
+        parts.closers.append(quotes.close)
+        return PaperExchange.from_settings(settings, quotes, store, clock=clock)
+
+    @staticmethod
+    async def _starting_equity(
+        settings: Settings, mode: TradingMode, sessions: async_sessionmaker[AsyncSession]
+    ) -> Decimal | None:
+        """Paper and replay start from PAPER_STARTING_KRW; live from its first recorded snapshot."""
+        if mode is not TradingMode.LIVE:
+            return settings.trading.paper_starting_krw
+        async with sessions() as session:
+            return await session.scalar(
+                select(PortfolioSnapshotRow.total_value_krw)
+                .where(PortfolioSnapshotRow.mode == mode)
+                .order_by(PortfolioSnapshotRow.created_at, PortfolioSnapshotRow.id)
+                .limit(1)
+            )
+
+    # --- jobs ---------------------------------------------------------------------------------------
+    @property
+    def ai_available(self) -> bool:
+        return self.pipeline.analyzer.ai_available
+
+    async def start_up(self) -> None:
+        """Settle whatever a previous run left pending before anything new is decided."""
+        results = await self.pipeline.reconcile()
+        if results:
+            log.info("engine.start_up_reconciled", orders=len(results))
+
+    async def trading_job(
+        self,
+        *,
+        allow_buys: bool = True,
+        dry_run: bool = False,
+        stop_requested: Callable[[], bool] | None = None,
+    ) -> list[CycleReport]:
+        return await self.pipeline.run_cycle(dry_run=dry_run, allow_buys=allow_buys, stop_requested=stop_requested)
+
+    async def position_job(self) -> list[ExitReport]:
+        return await self.pipeline.check_positions()
+
+    async def snapshot_job(self) -> PortfolioSnapshotRecord:
+        return await self.pipeline.snapshot()
+
+    async def daily_report_job(self) -> DailyReport:
+        report = await build_daily_report(self.sessions, self.mode, self.clock())
+        self.last_report = report
+        self.notifier.notify(report.to_event())
+        log.info("report.daily", trades=report.trades, equity=str(report.equity_krw), pnl=str(report.realized_pnl_krw))
+        return report
+
+    async def aclose(self) -> None:
+        for close in reversed(self._parts.closers):
+            try:
+                await close()
+            except Exception as exc:
+                log.warning("engine.close_failed", error=str(exc))
+        self._parts.closers.clear()

@@ -1,0 +1,184 @@
+"""Bot status from the scheduler's heartbeat, control and run-time config written as data with an audit."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import httpx
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from backend.app.db.repositories.bot import BotRepository
+from backend.app.db.types import utcnow
+from backend.app.models import RiskStateRow, SystemLogRow
+from src.config.runtime import validate_runtime_value
+from src.config.settings import TradingMode
+from src.trading.bot_control import DesiredState
+
+Sessions = async_sessionmaker[AsyncSession]
+
+
+async def _heartbeat(sessions: Sessions, age_seconds: float, **fields: object) -> None:
+    now = utcnow()
+    values = {
+        "state": "running",
+        "mode": "paper",
+        "symbols": ["KRW-BTC", "KRW-ETH"],
+        "schedule": "0 * * * *",
+        "started_at": now - timedelta(hours=2),
+        "heartbeat_at": now - timedelta(seconds=age_seconds),
+        "last_run_at": now - timedelta(minutes=20),
+        "next_run_at": now + timedelta(minutes=40),
+    } | fields
+    await BotRepository(sessions).write_heartbeat("default", **values)
+
+
+async def _audit_rows(sessions: Sessions) -> list[SystemLogRow]:
+    async with sessions() as session:
+        return list(await session.scalars(select(SystemLogRow).order_by(SystemLogRow.id)))
+
+
+async def test_status_without_heartbeat_is_unknown_and_stale(client: httpx.AsyncClient) -> None:
+    body = (await client.get("/api/v1/bot/status")).json()
+    assert (body["state"], body["stale"], body["message"]) == ("unknown", True, "scheduler never seen")
+    assert body["desired_state"] == "running"
+
+
+async def test_status_shows_the_heartbeat_of_a_live_scheduler(client: httpx.AsyncClient, db_sessions: Sessions) -> None:
+    # Given a scheduler that beat 30 s ago after an error in its last run
+    await _heartbeat(db_sessions, 30, last_error="ExchangeUnavailable: timeout", last_error_at=utcnow())
+    # When the status is read
+    body = (await client.get("/api/v1/bot/status")).json()
+    # Then it is its real state, fresh, with schedule and times
+    assert (body["state"], body["stale"], body["message"]) == ("running", False, None)
+    assert body["symbols"] == ["KRW-BTC", "KRW-ETH"]
+    assert body["schedule"] == "0 * * * *"
+    assert body["last_run"] is not None and body["next_run"] is not None
+    assert body["last_error"] == "ExchangeUnavailable: timeout"
+    assert 29 <= body["heartbeat_age_seconds"] < 60
+
+
+async def test_old_heartbeat_is_stale_with_minutes_since_seen(client: httpx.AsyncClient, db_sessions: Sessions) -> None:
+    await _heartbeat(db_sessions, 601 + 25 * 60)
+    body = (await client.get("/api/v1/bot/status")).json()
+    assert body["stale"] is True
+    assert body["message"] == "scheduler not seen for 35 minutes"
+    assert body["state"] == "running"
+
+
+async def test_safe_mode_comes_from_risk_state_of_the_trading_mode(
+    client: httpx.AsyncClient, db_sessions: Sessions
+) -> None:
+    # Given a heartbeat and a safe mode entered by the daily loss breaker in paper mode (not in live)
+    await _heartbeat(db_sessions, 5)
+    async with db_sessions.begin() as session:
+        session.add(RiskStateRow(mode=TradingMode.PAPER, safe_mode=True, safe_mode_reason="daily loss 10.4%",
+                                 safe_mode_since=utcnow()))
+        session.add(RiskStateRow(mode=TradingMode.LIVE, safe_mode=False))
+    # fmt: skip
+    body = (await client.get("/api/v1/bot/status")).json()
+    assert (body["safe_mode"], body["safe_mode_reason"]) == (True, "daily loss 10.4%")
+    assert body["safe_mode_since"] is not None
+
+
+@pytest.mark.parametrize(
+    ("action", "desired"),
+    [("stop", DesiredState.STOPPED), ("pause", DesiredState.PAUSED), ("resume", DesiredState.RUNNING),
+     ("start", DesiredState.RUNNING)],
+)  # fmt: skip
+async def test_control_writes_the_desired_state_and_an_audit_line(
+    client: httpx.AsyncClient, db_sessions: Sessions, action: str, desired: DesiredState
+) -> None:
+    # When an operator sends an action with a reason
+    response = await client.post("/api/v1/bot/control", json={"action": action, "reason": "maintenance window"})
+    # Then the desired state the scheduler reads is written
+    assert response.status_code == 200
+    assert response.json()["desired_state"] == desired.value
+    assert response.json()["requested_by"] == "api-key"
+    assert await BotRepository(db_sessions).desired_state() is desired
+    # And the status reads it back
+    assert (await client.get("/api/v1/bot/status")).json()["desired_state"] == desired.value
+    # And the audit line says who and why
+    [audit] = await _audit_rows(db_sessions)
+    assert audit.source == "control"
+    assert "by api-key" in audit.message and "maintenance window" in audit.message and action in audit.message
+    assert audit.context["by"] == "api-key"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"action": "explode", "reason": "because"}, {"action": "stop"}, {"action": "stop", "reason": "x"},
+     {"action": "stop", "reason": "why not", "extra": 1}],
+)  # fmt: skip
+async def test_invalid_control_is_422_and_changes_nothing(
+    client: httpx.AsyncClient, db_sessions: Sessions, body: dict[str, object]
+) -> None:
+    response = await client.post("/api/v1/bot/control", json=body)
+    assert response.status_code == 422
+    assert await _audit_rows(db_sessions) == []
+    assert await BotRepository(db_sessions).desired_state() is DesiredState.RUNNING
+
+
+async def test_config_lists_every_runtime_key_with_its_environment_default(client: httpx.AsyncClient) -> None:
+    entries = {entry["key"]: entry for entry in (await client.get("/api/v1/bot/config")).json()["entries"]}
+    assert entries["risk.max_positions"]["default"] == 3
+    assert entries["risk.max_positions"]["value"] is None
+    assert entries["risk.max_positions"]["effective"] == 3
+    assert entries["risk.stop_loss_pct"]["default"] == "5"
+    assert entries["trading.symbols"]["effective"] == ["KRW-BTC"]
+    assert entries["ai.enabled"]["rule"] == "true or false"
+
+
+async def test_config_update_is_validated_stored_readable_by_the_scheduler_and_audited(
+    client: httpx.AsyncClient, db_sessions: Sessions
+) -> None:
+    # Given a stored value, changed once before
+    await client.put("/api/v1/bot/config", json={"values": {"risk.max_positions": 4}, "reason": "first"})
+    # When several keys are changed
+    response = await client.put(
+        "/api/v1/bot/config",
+        json={
+            "values": {"risk.max_positions": 5, "risk.stop_loss_pct": 3.5, "trading.symbols": ["KRW-BTC", "KRW-XRP"]},
+            "reason": "tighter risk",
+        },
+    )
+    # Then the answer shows the effective values
+    assert response.status_code == 200
+    entries = {entry["key"]: entry for entry in response.json()["entries"]}
+    assert entries["risk.max_positions"]["effective"] == 5
+    assert entries["risk.stop_loss_pct"]["value"] == "3.5"
+    assert entries["risk.max_positions"]["updated_by"] == "api-key"
+    # And the scheduler reads them with the same rules
+    repository = BotRepository(db_sessions)
+    assert validate_runtime_value("risk.stop_loss_pct", await repository.get_config("risk.stop_loss_pct")) == (
+        validate_runtime_value("risk.stop_loss_pct", "3.5")
+    )
+    assert await repository.get_config("trading.symbols") == ["KRW-BTC", "KRW-XRP"]
+    # And each change is audited with old and new value, who and why
+    messages = [row.message for row in await _audit_rows(db_sessions)]
+    assert "bot config risk.max_positions: 4 -> 5 by api-key: tighter risk" in messages
+    assert "bot config risk.stop_loss_pct: None -> '3.5' by api-key: tighter risk" in messages
+
+
+@pytest.mark.parametrize(
+    ("values", "bad_key"),
+    [
+        ({"risk.max_positions": 51}, "risk.max_positions"),
+        ({"risk.max_positions": True}, "risk.max_positions"),
+        ({"risk.stop_loss_pct": 0}, "risk.stop_loss_pct"),
+        ({"risk.stop_loss_pct": "100"}, "risk.stop_loss_pct"),
+        ({"ai.min_confidence": 101}, "ai.min_confidence"),
+        ({"ai.enabled": "yes"}, "ai.enabled"),
+        ({"trading.symbols": ["BTC-ETH"]}, "trading.symbols"),
+        ({"trading.symbols": []}, "trading.symbols"),
+        ({"risk.max_positions": 5, "no.such.key": 1}, "no.such.key"),
+    ],
+)
+async def test_invalid_config_is_422_per_key_and_nothing_is_written(
+    client: httpx.AsyncClient, db_sessions: Sessions, values: dict[str, object], bad_key: str
+) -> None:
+    response = await client.put("/api/v1/bot/config", json={"values": values, "reason": "try it"})
+    assert response.status_code == 422
+    assert [error["loc"] for error in response.json()["detail"]] == [["body", "values", bad_key]]
+    assert await BotRepository(db_sessions).all_config() == {}

@@ -1,0 +1,226 @@
+"""Benchmark: our engine against backtesting.py on the same data, plus the quick filter and peak memory.
+
+Run from the project root (backtesting.py lives only in benchmarks/.venv-bt, see benchmarks/README.md)::
+
+    .venv/bin/python -m benchmarks.backtest.run [--sizes 10000 100000 1000000] [--bt-max-bars 1000000]
+
+Prints a markdown table and writes benchmarks/results/backtest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from src.backtesting.backtester import Backtester
+from src.backtesting.data_provider import load_candle_csv
+from src.backtesting.portfolio import PortfolioConfig
+from src.backtesting.quick_filter import QuickBacktestFilter
+from src.backtesting.strategy import RuleBasedBreakoutStrategy, Strategy, VolatilityBreakoutStrategy
+from src.utils.logger import configure_logging
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "benchmarks" / "results"
+BT_PYTHON = ROOT / "benchmarks" / ".venv-bt" / "bin" / "python"
+FEE = 0.0005
+# Same fills as backtesting.py: no slippage, no tick grid, no minimum order in the way
+COMPARABLE = PortfolioConfig(
+    initial_capital=10_000_000.0, fee_rate=FEE, slippage_pct=0.0, min_order_krw=0.0, use_tick_sizes=False
+)
+
+
+def synthetic_hourly(bars: int, seed: int = 42, start: str = "2000-01-01") -> pd.DataFrame:
+    """A seeded random walk with realistic hourly OHLCV (BTC-like prices, fat-ish tails)."""
+    rng = np.random.default_rng(seed)
+    log_returns = rng.standard_t(df=4, size=bars) * 0.004
+    close = 30_000_000.0 * np.exp(np.cumsum(log_returns))
+    opens = np.concatenate(([close[0]], close[:-1])) * np.exp(rng.normal(0, 0.0005, bars))
+    wick = np.abs(rng.normal(0, 0.003, (2, bars)))
+    high = np.maximum(opens, close) * (1 + wick[0])
+    low = np.minimum(opens, close) * (1 - wick[1])
+    volume = rng.lognormal(3, 0.8, bars)
+    index = pd.date_range(start, periods=bars, freq="1h", tz="UTC", name="timestamp")
+    return pd.DataFrame(
+        {"open": opens, "high": high, "low": low, "close": close, "volume": volume, "value": volume * close},
+        index=index,
+    )
+
+
+def strategies() -> dict[str, Strategy]:
+    return {"volatility_breakout": VolatilityBreakoutStrategy(k=0.5), "rule_breakout": RuleBasedBreakoutStrategy()}
+
+
+def time_ours(df: pd.DataFrame, strategy: Strategy, repeats: int) -> tuple[float, Any]:
+    """Best of ``repeats``: signals (indicators included) + simulation + metrics."""
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = Backtester(COMPARABLE).run(df, strategy)
+        best = min(best, time.perf_counter() - started)
+    return best, result
+
+
+def run_bt(df: pd.DataFrame, name: str, strategy: Strategy, tag: str) -> dict[str, Any] | None:
+    if not BT_PYTHON.exists():
+        return None
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    npz, out = RESULTS / f"{tag}.npz", RESULTS / f"{tag}-{name}.json"
+    arrays = {c: df[c].to_numpy(dtype=np.float64) for c in ("open", "high", "low", "close", "volume")}
+    arrays["timestamp"] = df.index.as_unit("ns").asi8
+    if name == "rule_breakout":
+        signals = strategy.generate_signals(df)
+        arrays |= {
+            "buy_signal": signals.buy_signal,
+            "stop_distance": signals.stop_distance,
+            "target_distance": signals.target_distance,
+        }
+    np.savez(npz, **arrays)
+    cmd = [str(BT_PYTHON), str(Path(__file__).with_name("bt_side.py")), "--data", str(npz), "--strategy", name]
+    subprocess.run([*cmd, "--fee", str(FEE), "--out", str(out)], check=True, cwd=ROOT)
+    return json.loads(out.read_text())
+
+
+def same_trades(ours: pd.DataFrame, theirs: list[list[float]], df: pd.DataFrame) -> tuple[bool, str]:
+    """Entry/exit bars and prices must match. One documented exception: a position still open after the
+    last bar is closed by us at the last close and by backtesting.py (finalize_trades) at the last open."""
+    mine = [
+        [int(r.entry_bar), float(r.entry_price), int(r.exit_bar), float(r.exit_price)] for r in ours.itertuples()
+    ]
+    note = ""
+    if mine and ours["exit_reason"].iloc[-1] == "end" and theirs and np.isclose(theirs[-1][3], df["open"].iloc[-1]):
+        theirs = [*theirs[:-1], [*theirs[-1][:3], mine[-1][3]]]
+        note = " (last trade open at the end: closed at the last close by us, at the last open by backtesting.py)"
+    if len(mine) != len(theirs):
+        return False, f"{len(mine)} vs {len(theirs)} trades"
+    for i, (a, b) in enumerate(zip(mine, theirs, strict=True)):
+        if a[0] != b[0] or a[2] != b[2] or not np.isclose(a[1], b[1], rtol=1e-9) or not np.isclose(a[3], b[3], rtol=1e-9):
+            return False, f"trade {i} differs: ours {a} theirs {b}"
+    return True, f"{len(mine)} identical trades{note}"
+
+
+def quick_filter_ms(df: pd.DataFrame, repeats: int = 20) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        quick = QuickBacktestFilter(lookback_days=730, thresholds="moderate")  # fresh: no cached result
+        started = time.perf_counter()
+        quick.evaluate("KRW-BTC", df)
+        best = min(best, time.perf_counter() - started)
+    return 1000 * best
+
+
+def peak_memory_mb(bars: int) -> float:
+    """Peak RSS of a fresh process that builds ``bars`` synthetic bars and runs the volatility breakout."""
+    code = (
+        "import resource;from benchmarks.backtest.run import synthetic_hourly, COMPARABLE;"
+        "from src.backtesting.backtester import Backtester;"
+        "from src.backtesting.strategy import VolatilityBreakoutStrategy;"
+        f"df=synthetic_hourly({bars});Backtester(COMPARABLE).run(df, VolatilityBreakoutStrategy(0.5));"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    return int(done.stdout.strip().splitlines()[-1]) / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--bt-max-bars", type=int, default=1_000_000, help="skip backtesting.py above this size")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    configure_logging("WARNING")
+    rows: list[dict[str, Any]] = []
+    # Warm-up: numba's compiled loop is cached on disk after the first run; report that once
+    started = time.perf_counter()
+    Backtester(COMPARABLE).run(synthetic_hourly(100), VolatilityBreakoutStrategy())
+    first_call = time.perf_counter() - started
+
+    checks = []
+    for label, path in (
+        ("KRW-BTC 1d", ROOT / "backtest_data" / "daily" / "KRW-BTC_1d.csv"),
+        ("KRW-BTC 1h", ROOT / "backtest_data" / "hourly" / "KRW-BTC_1h.csv"),
+        ("KRW-ETH 1h", ROOT / "backtest_data" / "hourly" / "KRW-ETH_1h.csv"),
+    ):
+        real = load_candle_csv(path)
+        for name, strategy in strategies().items():
+            ours_s, ours = time_ours(real, strategy, args.repeats)
+            theirs = run_bt(real, name, strategy, f"real-{label.replace(' ', '_')}")
+            verdict = same_trades(ours.trades, theirs["trades"], real) if theirs else (None, "backtesting.py not installed")
+            checks.append({"data": label, "strategy": name, "bars": len(real), "same": verdict[0], "detail": verdict[1]})
+            print(f"check {label} {name}: {verdict[1]}", flush=True)
+
+    for size in args.sizes:
+        df = synthetic_hourly(size)
+        for name, strategy in strategies().items():
+            ours_s, ours = time_ours(df, strategy, args.repeats)
+            theirs = run_bt(df, name, strategy, f"synthetic-{size}") if size <= args.bt_max_bars else None
+            row = {
+                "bars": size,
+                "strategy": name,
+                "trades": int(ours.metrics["trades"]),
+                "ours_s": ours_s,
+                "ours_bars_per_s": size / ours_s,
+                "bt_s": theirs["seconds"] if theirs else None,
+                "bt_bars_per_s": size / theirs["seconds"] if theirs else None,
+                "speedup": theirs["seconds"] / ours_s if theirs else None,
+                "same_trades": same_trades(ours.trades, theirs["trades"], df)[0] if theirs else None,
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+
+    two_years = synthetic_hourly(2 * 8760, seed=7)
+    real_btc = load_candle_csv(ROOT / "backtest_data" / "hourly" / "KRW-BTC_1h.csv")
+    real_two_years = real_btc[real_btc.index >= real_btc.index[-1] - pd.Timedelta(days=730)]
+    summary = {
+        "machine": f"{platform.processor() or platform.machine()}, {platform.python_version()}",
+        "first_call_s": first_call,
+        "quick_filter_ms_synthetic_2y": quick_filter_ms(two_years),
+        "quick_filter_ms_real_btc_2y": quick_filter_ms(real_two_years),
+        "peak_memory_mb_1m_bars": peak_memory_mb(1_000_000),
+        "checks": checks,
+        "rows": rows,
+        "self_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "backtest.json").write_text(json.dumps(summary, indent=2))
+    print(render(summary))
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def render(summary: dict[str, Any]) -> str:
+    lines = [
+        "| bars | strategy | trades | ours (s) | ours (bars/s) | backtesting.py (s) | backtesting.py (bars/s) | speed-up | same trades |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in summary["rows"]:
+        lines.append(
+            f"| {r['bars']:,} | {r['strategy']} | {r['trades']:,} | {r['ours_s']:.4f} | {r['ours_bars_per_s']:,.0f} | "
+            f"{_num(r['bt_s'], '.2f')} | {_num(r['bt_bars_per_s'], ',.0f')} | {_num(r['speedup'], ',.0f')}x | "
+            f"{r['same_trades']} |"
+        )
+    lines += ["", "| real data | strategy | bars | same trade list |", "|---|---|---:|---|"]
+    lines += [f"| {c['data']} | {c['strategy']} | {c['bars']:,} | {c['detail']} |" for c in summary["checks"]]
+    lines += [
+        "",
+        f"- quick filter, 2 years of hourly bars: {summary['quick_filter_ms_synthetic_2y']:.1f} ms (synthetic 17,520 bars), "
+        f"{summary['quick_filter_ms_real_btc_2y']:.1f} ms (real KRW-BTC, last 730 days)",
+        f"- peak memory (RSS) of a process running 1M bars of volatility breakout: {summary['peak_memory_mb_1m_bars']:.0f} MB",
+        f"- first call in a fresh process (numba cache load/compile): {summary['first_call_s']:.2f} s",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
