@@ -603,3 +603,15 @@ async def test_post_answer_final_reports_the_outcome_at_once(fake_upbit: FakeUpb
     assert placed.state is ExchangeOrderState.CANCEL
     assert placed.is_filled
     assert placed.trades == ()  # the POST answer never carries trades
+
+
+async def test_fake_honours_keep_alive_and_connection_close(fake_upbit: FakeUpbit) -> None:
+    fake_upbit.set_ticker(BTC, "1000")
+    async with httpx.AsyncClient(base_url=fake_upbit.base_url) as http:
+        kept = [await http.get("/v1/ticker", params={"markets": BTC}) for _ in range(3)]
+        closed = [
+            await http.get("/v1/ticker", params={"markets": BTC}, headers={"Connection": "close"}) for _ in range(3)
+        ]
+    assert [r.headers["connection"] for r in kept] == ["keep-alive"] * 3
+    assert [r.headers["connection"] for r in closed] == ["close"] * 3
+    assert all(r.status_code == 200 for r in kept + closed)

@@ -57,11 +57,13 @@ AppFactory = Callable[..., Any]
 
 @pytest.fixture
 async def make_client(db_engine: AsyncEngine, make_settings: SettingsFactory) -> AsyncIterator[AppFactory]:
-    """``await make_client(headers=..., **env)`` → an httpx client on a started app (lifespan run)."""
+    """``await make_client(headers=..., metrics_options=..., **env)`` → an httpx client on a started app."""
     async with AsyncExitStack() as stack:
 
-        async def build(headers: dict[str, str] | None = None, **env: str) -> httpx.AsyncClient:
-            app = create_app(make_settings(**env))
+        async def build(
+            headers: dict[str, str] | None = None, metrics_options: dict[str, float] | None = None, **env: str
+        ) -> httpx.AsyncClient:
+            app = create_app(make_settings(**env), **(metrics_options or {}))
             await stack.enter_async_context(app.router.lifespan_context(app))
             transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
             client = httpx.AsyncClient(transport=transport, base_url="http://api.test", headers=headers or {})

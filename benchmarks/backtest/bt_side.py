@@ -14,6 +14,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
+
 from backtesting import Backtest, Strategy
 
 # One unit per trade with ample cash: backtesting.py sizes in whole units, and an all-in size would stop

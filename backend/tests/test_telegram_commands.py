@@ -1,0 +1,169 @@
+"""Telegram commands over the fake Bot API (getUpdates + sendMessage), answering from a real database."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from pydantic import SecretStr
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from backend.app.db.repositories.bot import BotRepository
+from backend.app.db.repositories.risk import SqlRiskStore
+from backend.app.db.repositories.trading import SqlTradingRepository
+from backend.app.models import BotConfigRow, SystemLogRow
+from backend.app.services.notification import NotificationService
+from backend.app.services.telegram_commands import CommandContext, TelegramCommands
+from src.api.interfaces import OrderType, Side
+from src.config.settings import TelegramConfig, TradingMode
+from src.risk.store import PositionRecord
+from src.trading.bot_control import DESIRED_STATE_KEY, DesiredState
+from src.trading.orders import OrderStatus
+from src.trading.repository import OrderRecord, PortfolioSnapshotRecord, TradeRecord
+from tests.fakes.telegram_server import FakeTelegram, html_parse_error
+
+ALLOWED, STRANGER = 1001, 666
+NOW = datetime.now(UTC).replace(microsecond=0)
+MODE = TradingMode.PAPER
+
+
+async def seed_trading_history(sessions: async_sessionmaker[AsyncSession], now: datetime = NOW) -> None:
+    """A buy 30 h ago, a sell with +12,345 KRW 2 h ago, snapshots at 10.5 M (peak) and 10.2 M, one open position."""
+    repository = SqlTradingRepository(sessions)
+    fills = [
+        ("o-buy", Side.BUY, now - timedelta(hours=30), Decimal("100000000"), None, Decimal("50")),
+        ("o-sell", Side.SELL, now - timedelta(hours=2), Decimal("112345000"), Decimal("12345"), Decimal("56.17")),
+    ]
+    for identifier, side, at, price, pnl, fee in fills:
+        order_type = OrderType.MARKET_BUY if side is Side.BUY else OrderType.MARKET_SELL
+        await repository.create_order(
+            OrderRecord(order_id=identifier, identifier=identifier, symbol="KRW-BTC", side=side,
+                        order_type=order_type, mode=MODE)  # fmt: skip
+        )
+        trade = TradeRecord(
+            trade_id=f"t-{identifier}", symbol="KRW-BTC", side=side, price=price, amount=Decimal("0.001"),
+            total=price * Decimal("0.001"), fee=fee, mode=MODE, realized_pnl=pnl, created_at=at,
+        )  # fmt: skip
+        await repository.settle_order(identifier, {"status": OrderStatus.FILLED}, [trade])
+    for hours_ago, equity in ((26, "10500000"), (1, "10200000")):
+        await repository.save_snapshot(
+            PortfolioSnapshotRecord(
+                total_value_krw=Decimal(equity), positions={}, mode=MODE, cash_krw=Decimal("8000000"),
+                profit_rate=Decimal(equity) / Decimal("10000000") - 1, created_at=now - timedelta(hours=hours_ago),
+            )  # fmt: skip
+        )
+    await SqlRiskStore(sessions).open_position(
+        PositionRecord(
+            symbol="KRW-ETH", mode=MODE, amount=Decimal("0.5"), avg_entry_price=Decimal("4000000"),
+            entry_at=now - timedelta(hours=3), highest_price=Decimal("4100000"), stop_price=Decimal("3800000"),
+        )  # fmt: skip
+    )
+    await BotRepository(sessions).write_heartbeat(
+        "default", state="running", mode=MODE.value, symbols=["KRW-BTC"], heartbeat_at=now - timedelta(seconds=30)
+    )
+
+
+def _service(fake: FakeTelegram) -> NotificationService:
+    config = TelegramConfig.model_construct(
+        bot_token=SecretStr(fake.token), chat_ids=[str(ALLOWED)], base_url=fake.base_url, commands_enabled=True
+    )
+    return NotificationService(config)
+
+
+def _commands(fake: FakeTelegram, sessions: async_sessionmaker[AsyncSession]) -> TelegramCommands:
+    return TelegramCommands(
+        _service(fake), sessions, CommandContext(MODE, "default", 600), [str(ALLOWED)], poll_timeout_seconds=0
+    )
+
+
+async def _ask(fake: FakeTelegram, commands: TelegramCommands, *texts: str, chat: int = ALLOWED) -> list[str]:
+    before = len(fake.sent_messages())
+    for text in texts:
+        fake.push_message(chat, text)
+    while fake.pending_updates() and await commands.poll_once():
+        pass
+    return [message["text"] for message in fake.sent_messages()[before:]]
+
+
+async def test_messages_from_other_chats_are_ignored_and_logged(fake_telegram: FakeTelegram, db_sessions) -> None:
+    # Given a stranger's chat
+    commands = _commands(fake_telegram, db_sessions)
+    # When it sends /stop and /status
+    replies = await _ask(fake_telegram, commands, "/stop", "/status", chat=STRANGER)
+    # Then nothing is answered, the desired state is untouched, and both attempts are in system_logs
+    assert replies == []
+    assert commands.ignored == 2
+    assert await BotRepository(db_sessions).get_config(DESIRED_STATE_KEY) is None
+    async with db_sessions() as session:
+        rows = list(await session.scalars(select(SystemLogRow).where(SystemLogRow.source == "telegram")))
+    assert [row.context for row in rows] == [
+        {"chat_id": str(STRANGER), "command": "/stop"},
+        {"chat_id": str(STRANGER), "command": "/status"},
+    ]
+
+
+async def test_control_commands_write_the_desired_state_like_the_api(fake_telegram: FakeTelegram, db_sessions) -> None:
+    # Given an allowed chat
+    commands = _commands(fake_telegram, db_sessions)
+    bot = BotRepository(db_sessions)
+    # When it pauses (with a reason), Then bot_config says paused, by this chat, with an audit row
+    replies = await _ask(fake_telegram, commands, "/pause volatile market")
+    assert "Pause" in replies[0] and "paused" in replies[0]
+    assert await bot.desired_state() is DesiredState.PAUSED
+    async with db_sessions() as session:
+        row = await session.scalar(select(BotConfigRow).where(BotConfigRow.key == DESIRED_STATE_KEY))
+        audit = list(await session.scalars(select(SystemLogRow).where(SystemLogRow.source == "control")))
+    assert row is not None and row.updated_by == f"telegram:{ALLOWED}"
+    assert "volatile market" in audit[0].message and audit[0].context["value"] == "paused"
+    # And stop, start and resume map to the same states as the API's actions
+    await _ask(fake_telegram, commands, "/stop")
+    assert await bot.desired_state() is DesiredState.STOPPED
+    await _ask(fake_telegram, commands, "/start@trade_bot")
+    assert await bot.desired_state() is DesiredState.RUNNING
+    await _ask(fake_telegram, commands, "/pause", "/resume")
+    assert await bot.desired_state() is DesiredState.RUNNING
+
+
+async def test_read_commands_answer_with_database_figures(fake_telegram: FakeTelegram, db_sessions) -> None:
+    # Given a trading history in the database
+    await seed_trading_history(db_sessions)
+    commands = _commands(fake_telegram, db_sessions)
+    # When each read command is asked
+    status, balance, positions, trades, profit, report, help_text = await _ask(
+        fake_telegram, commands, "/status", "/balance", "/positions", "/trades", "/profit", "/report", "/help"
+    )
+    # Then each answer is valid HTML carrying the stored figures
+    for text in (status, balance, positions, trades, profit, report, help_text):
+        assert html_parse_error(text) is None
+    assert "running" in status and "Safe mode</b>: off" in status
+    assert "10,200,000 KRW" in balance and "2.00 %" in balance
+    assert "KRW-ETH: 0.5 @ 4,000,000" in positions and "stop 3,800,000" in positions
+    assert "SELL KRW-BTC" in trades and "P&amp;L 12,345" in trades and "BUY KRW-BTC" in trades
+    assert "24 h</b>: P&amp;L 12,345 KRW, fees 56 KRW, 1 trades" in profit
+    assert "all time</b>: P&amp;L 12,345 KRW, fees 106 KRW, 2 trades, win rate 100.00 %" in profit
+    assert "Daily report" in report and "12,345 KRW" in report and "10,200,000 KRW" in report
+    assert "/positions" in help_text
+
+
+async def test_poller_acknowledges_updates_and_keeps_answering(fake_telegram: FakeTelegram, db_sessions) -> None:
+    # Given the background poller
+    commands = _commands(fake_telegram, db_sessions)
+    await commands.start()
+    try:
+        # When two commands arrive one after the other
+        fake_telegram.push_message(ALLOWED, "/balance")
+        fake_telegram.push_message(ALLOWED, "/pause")
+        async with asyncio.timeout(10):
+            while len(fake_telegram.sent_messages()) < 2:
+                await asyncio.sleep(0.05)
+    finally:
+        await commands.aclose()
+        await commands._sender.aclose()
+    # Then both were answered once and acknowledged through getUpdates' offset
+    assert commands.handled == 2
+    assert await BotRepository(db_sessions).desired_state() is DesiredState.PAUSED
+    offsets = [call.params.get("offset") for call in fake_telegram.calls("getUpdates")]
+    assert any(offset not in (None, "") for offset in offsets)
+    assert fake_telegram.pending_updates() == 0
