@@ -26,8 +26,6 @@ from src.config.settings import AIConfig
 from src.exceptions import DataError
 from tests.fakes.openai_server import Behaviour, FakeOpenAI
 
-pytest_plugins = ["tests.fakes.openai_fixtures"]
-
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -39,7 +40,7 @@ class CountingAdviser:
 def test_rule_stage_failure_names_the_thresholds_and_skips_ai(candles: pd.DataFrame) -> None:
     # Given thresholds no backtest can meet and an AI stage that must not be reached
     adviser = CountingAdviser(Decision.BUY)
-    impossible = QuickFilterThresholds(min_total_return_pct=1000.0, min_trades=10_000, **dict.fromkeys(("min_win_rate_pct", "min_profit_factor", "min_sharpe", "min_sortino", "min_calmar", "max_drawdown_pct", "max_consecutive_losses", "max_avg_holding_hours")))  # fmt: skip
+    impossible = replace(NOTHING, min_total_return_pct=1000.0, min_trades=10_000)
     quick = QuickBacktestFilter(
         lookback_days=60, thresholds=impossible, ai_strategy_factory=lambda s: AITradingStrategy(adviser, s)
     )

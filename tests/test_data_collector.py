@@ -62,7 +62,9 @@ async def test_collects_every_candle_across_page_boundaries_and_gaps(
     ]
 
 
-async def test_resumes_from_the_cache_and_extends_the_head(tmp_path: Path, upbit: tuple[FakeUpbit, UpbitClient]) -> None:
+async def test_resumes_from_the_cache_and_extends_the_head(
+    tmp_path: Path, upbit: tuple[FakeUpbit, UpbitClient]
+) -> None:
     fake, client = upbit
     collector = UpbitDataCollector(client, tmp_path)
     middle, end = START + pd.Timedelta(hours=250), START + pd.Timedelta(hours=450)

@@ -18,8 +18,6 @@ from src.exceptions import ExchangeUnavailable
 from tests.fakes.fear_greed_server import FakeFearGreed, FearGreedFault
 from tests.fakes.upbit_server import FakeUpbit, make_candles
 
-pytest_plugins = ["tests.fakes.fixtures"]
-
 BTC, ETH = "KRW-BTC", "KRW-ETH"
 START = datetime(2024, 5, 1, tzinfo=UTC)
 

@@ -11,8 +11,6 @@ from src.data.fear_greed import FearGreed, FearGreedClient
 from src.exceptions import MarketDataUnavailable
 from tests.fakes.fear_greed_server import FakeFearGreed, FearGreedFault
 
-pytest_plugins = ["tests.fakes.fixtures"]
-
 DAY = datetime(2025, 1, 2, tzinfo=UTC)
 
 

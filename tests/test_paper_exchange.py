@@ -37,8 +37,6 @@ from src.exceptions import (
 )
 from tests.fakes.upbit_server import FakeUpbit, make_candles
 
-pytest_plugins = ["tests.fakes.fixtures"]
-
 BTC = "KRW-BTC"
 FEE = Decimal("0.0005")
 NOW = datetime(2025, 1, 2, 3, 0, tzinfo=UTC)

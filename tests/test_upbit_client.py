@@ -33,8 +33,6 @@ from src.exceptions import (
 )
 from tests.fakes.upbit_server import FakeUpbit, make_candles
 
-pytest_plugins = ["tests.fakes.fixtures"]
-
 BTC = "KRW-BTC"
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 

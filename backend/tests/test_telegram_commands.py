@@ -40,7 +40,8 @@ async def seed_trading_history(sessions: async_sessionmaker[AsyncSession], now: 
         order_type = OrderType.MARKET_BUY if side is Side.BUY else OrderType.MARKET_SELL
         await repository.create_order(
             OrderRecord(order_id=identifier, identifier=identifier, symbol="KRW-BTC", side=side,
-                        order_type=order_type, mode=MODE)  # fmt: skip
+                        order_type=order_type, mode=MODE, requested_total=price * Decimal("0.001"),
+                        amount=Decimal("0.001"))  # fmt: skip
         )
         trade = TradeRecord(
             trade_id=f"t-{identifier}", symbol="KRW-BTC", side=side, price=price, amount=Decimal("0.001"),

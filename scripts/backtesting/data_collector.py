@@ -45,14 +45,18 @@ class UpbitDataCollector:
         self.data_dir = Path(data_dir)
         self.rate_limit_wait = rate_limit_wait
 
-    def estimated_requests(self, symbol: str, timeframe: str, start: datetime | str | None, end: datetime | str | None) -> int:
+    def estimated_requests(
+        self, symbol: str, timeframe: str, start: datetime | str | None, end: datetime | str | None
+    ) -> int:
         path = cache_path(self.data_dir, symbol, timeframe)
         step = pd.Timedelta(seconds=TIMEFRAME_SECONDS[timeframe])
         end_ts = to_utc(end) or pd.Timestamp.now(tz="UTC")
         start_ts = to_utc(start)
         if path.is_file():
             cached = load_candle_csv(path)
-            head = (cached.index[0] - start_ts) if start_ts is not None and start_ts < cached.index[0] else pd.Timedelta(0)
+            head = (
+                (cached.index[0] - start_ts) if start_ts is not None and start_ts < cached.index[0] else pd.Timedelta(0)
+            )
             tail = max(end_ts - cached.index[-1], pd.Timedelta(0))
         else:
             head, tail = pd.Timedelta(0), max(end_ts - (start_ts or end_ts), pd.Timedelta(0))

@@ -49,7 +49,13 @@ def list_cache(data_dir: Path, console: Console) -> None:
         timeframe = path.stem.rsplit("_", 1)[-1]
         df = load_candle_csv(path)
         gaps = len(find_gaps(df, timeframe)) if timeframe in TIMEFRAMES else "-"
-        table.add_row(str(path.relative_to(data_dir)), f"{len(df):,}", df.index[0].isoformat(), df.index[-1].isoformat(), str(gaps))
+        table.add_row(
+            str(path.relative_to(data_dir)),
+            f"{len(df):,}",
+            df.index[0].isoformat(),
+            df.index[-1].isoformat(),
+            str(gaps),
+        )
     console.print(table)
 
 

@@ -48,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         if args.command == "clean":
             result = clean_candles(args.file, args.out)
-            console.print(f"{result.rows_in:,} rows in, {result.rows_out:,} out; dropped {result.dropped} -> {args.out}")
+            console.print(
+                f"{result.rows_in:,} rows in, {result.rows_out:,} out; dropped {result.dropped} -> {args.out}"
+            )
             return 0
         found = quality_report(args.file, args.timeframe)
         if args.json:

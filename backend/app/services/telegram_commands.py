@@ -67,6 +67,10 @@ def _line(label: str, value: object) -> str:
     return f"<b>{html.escape(label)}</b>: {html.escape(str(value))}"
 
 
+def _qty(amount: Decimal) -> str:
+    return format(amount.normalize(), "f")
+
+
 def _pct(fraction: Decimal | None) -> str:
     return "-" if fraction is None else f"{fraction * 100:.2f} %"
 
@@ -260,7 +264,7 @@ class TelegramCommands:
             target = "-" if position.take_profit_price is None else money(position.take_profit_price)
             lines.append(
                 html.escape(
-                    f"{position.symbol}: {position.amount} @ {money(position.avg_entry_price)} "
+                    f"{position.symbol}: {_qty(position.amount)} @ {money(position.avg_entry_price)} "
                     f"(stop {stop}, target {target}, since {_kst(position.entry_at)})"
                 )
             )
@@ -277,7 +281,7 @@ class TelegramCommands:
             pnl = "" if trade.realized_pnl is None else f", P&L {money(trade.realized_pnl)}"
             lines.append(
                 html.escape(
-                    f"{_kst(trade.created_at)} {trade.side.value.upper()} {trade.symbol} {trade.amount} "
+                    f"{_kst(trade.created_at)} {trade.side.value.upper()} {trade.symbol} {_qty(trade.amount)} "
                     f"@ {money(trade.price)} (fee {money(trade.fee)}{pnl})"
                 )
             )
