@@ -34,6 +34,20 @@ def _positive(kind: type) -> object:
     return parse
 
 
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def _slippage(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 10:
+        raise argparse.ArgumentTypeError(f"must be a percent in [0, 10) such as 0.05, got {text}")
+    return value
+
+
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0 <= value < 0.01:
@@ -50,9 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", help="first candle open time included (UTC), e.g. 2023-01-01")
     p.add_argument("--end", help="candles before this time (UTC) only")
     p.add_argument("--fee", type=_fraction, help="fee rate per side (default TRADING_FEE_RATE, 0.0005)")
-    p.add_argument("--slippage", type=float, help="slippage percent per fill (default BACKTEST_SLIPPAGE_PCT)")
+    p.add_argument("--slippage", type=_slippage, help="slippage percent per fill (default BACKTEST_SLIPPAGE_PCT)")
     p.add_argument("--capital", type=_positive(float), help="starting KRW (default BACKTEST_INITIAL_CAPITAL)")
-    p.add_argument("--position-fraction", type=_positive(float), default=1.0, help="share of cash per entry (0..1]")
+    p.add_argument("--position-fraction", type=_share, default=1.0, help="share of cash per entry (0..1]")
     p.add_argument("--no-tick-rounding", action="store_true", help="fill at exact prices, not on the KRW tick grid")
     p.add_argument("--k", type=_positive(float), help="volatility breakout k (default 0.5)")
     p.add_argument("--trend-filter", action="store_true", help="volatility breakout: open > mean of last 5 closes")
@@ -81,8 +95,6 @@ def request_from_args(args: argparse.Namespace) -> BacktestRequest:
     params = {key: getattr(args, attr) for attr, key in names.items() if getattr(args, attr) is not None}
     if args.trend_filter:
         params["trend_filter"] = True
-    if args.position_fraction > 1:
-        raise SystemExit("backtest.py: error: --position-fraction must be in (0, 1]")
     return BacktestRequest(
         symbol=args.symbol,
         timeframe=args.timeframe,

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import pytest_asyncio
 
-from scripts.backtesting import data_collector
+from scripts.backtesting import collect_eth_2024, data_collector
 from scripts.backtesting.data_collector import UpbitDataCollector
 from src.api.upbit_client import UpbitClient
 from src.backtesting.data_provider import cache_path, load_candle_csv
@@ -123,3 +123,34 @@ def test_command_line_bad_argument_is_one_line(capsys: pytest.CaptureFixture[str
         data_collector.main(["--timeframe", "2h"])
     assert exit_info.value.code == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_collect_eth_2024_fetches_the_year(tmp_path: Path) -> None:
+    # Given the fake exchange holding KRW-ETH daily candles from mid-2023 to mid-2025
+    daily = make_candles(datetime(2023, 7, 1, tzinfo=UTC), 730, "1d", start_price=3_000_000.0, seed=5)
+    with FakeUpbit() as fake:
+        fake.set_candles("KRW-ETH", "1d", daily)
+        code = collect_eth_2024.main(["--timeframe", "1d", "--data-dir", str(tmp_path), "--base-url", fake.base_url])
+    # Then exactly the 366 days of 2024 are cached
+    cached = load_candle_csv(tmp_path / "daily" / "KRW-ETH_1d.csv")
+    assert code == 0
+    assert len(cached) == 366
+    assert cached.index[0] == pd.Timestamp("2024-01-01", tz="UTC")
+    assert cached.index[-1] == pd.Timestamp("2024-12-31", tz="UTC")
+
+
+async def test_the_candle_still_forming_is_not_cached(tmp_path: Path) -> None:
+    # Given hourly candles up to and including the current (unfinished) hour
+    this_hour = pd.Timestamp.now(tz="UTC").floor("h")
+    candles = make_candles((this_hour - pd.Timedelta(hours=10)).to_pydatetime(), 11, "1h", seed=9)
+    async with FakeUpbit() as fake:
+        fake.set_candles("KRW-BTC", "1h", candles)
+        client = UpbitClient(fake.base_url)
+        try:
+            # When collecting up to "now" (no end given)
+            await UpbitDataCollector(client, tmp_path).collect("KRW-BTC", "1h", candles.index[0])
+        finally:
+            await client.close()
+    # Then every finished hour is cached and the current one is not
+    cached = load_candle_csv(cache_path(tmp_path, "KRW-BTC", "1h"))
+    assert list(cached.index) == list(candles.index[:-1])

@@ -5,9 +5,8 @@ Run with ``python -m backend.app.main`` (binds API_HOST:API_PORT) or any ASGI se
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -45,14 +44,12 @@ def _validation_error(_: Request, exc: Exception) -> JSONResponse:
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     await ensure_schema_current(app.state.engine)
-    warm_up = asyncio.create_task(app.state.metrics.database.refresh())
-    log.info("api.started", host=app.state.settings.api.host, port=app.state.settings.api.port)
+    app.state.metrics.database.start_warm_up()
+    log.info("api.started", database=app.state.engine.dialect.name)
     try:
         yield
     finally:
-        warm_up.cancel()
-        with suppress(asyncio.CancelledError):
-            await warm_up
+        await app.state.metrics.database.aclose()
         await app.state.engine.dispose()
 
 
@@ -66,12 +63,13 @@ def create_app(settings: Settings | None = None, **metrics_options: Any) -> Fast
         version="1.0.0",
         description=DESCRIPTION,
         lifespan=_lifespan,
-        max_body_size=settings.api.max_body_bytes,
     )
     app.state.settings = settings
-    app.state.engine = engine_from_config(settings.database)
+    app.state.engine = engine_from_config(settings.database, pre_ping=False)
     app.state.sessions = session_factory(app.state.engine)
-    app.state.metrics = ApiMetrics(app.state.sessions, settings, **metrics_options)
+    # Reads run in autocommit: one round trip per query instead of BEGIN, query, ROLLBACK.
+    app.state.read_engine = app.state.engine.execution_options(isolation_level="AUTOCOMMIT")
+    app.state.metrics = ApiMetrics(app.state.read_engine, settings, **metrics_options)
     app.include_router(system_router)
     app.include_router(api_router)
     app.add_exception_handler(RequestValidationError, _validation_error)

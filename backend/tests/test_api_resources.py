@@ -24,7 +24,8 @@ async def test_orders_filter_by_state_newest_first(client: httpx.AsyncClient, se
     assert body["items"][0]["requested_total"] == "100000.00000000"
     assert body["items"][0]["order_type"] == "price"
     all_orders = (await client.get("/api/v1/orders", params={"limit": "3"})).json()
-    assert len(all_orders["items"]) == 3 and all_orders["next_cursor"] is not None
+    assert len(all_orders["items"]) == 3
+    assert all_orders["next_cursor"] is not None
     assert (await client.get("/api/v1/orders", params={"state": "lost"})).status_code == 422
 
 
@@ -45,7 +46,8 @@ async def test_ai_decisions_show_override_model_and_cost_but_not_the_prompt(
     assert (item["confidence"], item["reason"], item["model"]) == ("72.50", "breakout with volume", "gpt-4o-mini")
     assert item["cost_usd"] == "0.00022800"
     assert (item["prompt_tokens"], item["completion_tokens"]) == (1200, 80)
-    assert "prompt" not in item and "secret prompt text" not in response.text
+    assert "prompt" not in item
+    assert "secret prompt text" not in response.text
 
 
 @pytest.mark.parametrize(

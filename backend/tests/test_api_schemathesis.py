@@ -8,7 +8,9 @@ from datetime import timedelta
 
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
-from schemathesis.checks import CHECKS
+from hypothesis import strategies as st
+from schemathesis.generation.modes import GenerationMode
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backend.app.db.repositories.bot import BotRepository
@@ -17,7 +19,10 @@ from backend.app.main import create_app
 from backend.tests.conftest import API_KEY, Seeder, SettingsFactory, at
 from src.api.interfaces import Side
 
-EXAMPLES_PER_OPERATION = 15
+EXAMPLES_PER_OPERATION = 25
+# Every built-in check runs except "schema-valid data is accepted": some rules cannot be written in OpenAPI
+# (a cursor must be one this API issued; cursor and skip exclude each other; from_date < to_date; run-time
+# config keys and values follow src/config/runtime.py), and the API answers those with a 422 that names the field.
 
 
 async def _seed(seed: Seeder, sessions: async_sessionmaker[AsyncSession]) -> None:
@@ -39,7 +44,11 @@ def _run_all_operations(schema: schemathesis.schemas.BaseSchema) -> list[str]:
     for result in schema.get_all_operations():
         operation = result.ok()
 
-        @given(case=operation.as_strategy())
+        @given(
+            case=st.one_of(
+                operation.as_strategy(GenerationMode.POSITIVE), operation.as_strategy(GenerationMode.NEGATIVE)
+            )
+        )
         @settings(
             max_examples=EXAMPLES_PER_OPERATION,
             deadline=None,
@@ -49,7 +58,7 @@ def _run_all_operations(schema: schemathesis.schemas.BaseSchema) -> list[str]:
             suppress_health_check=list(HealthCheck),
         )
         def check(case: schemathesis.Case) -> None:
-            case.call_and_validate(headers={"X-API-Key": API_KEY}, checks=CHECKS.get_all())
+            case.call_and_validate(headers={"X-API-Key": API_KEY}, excluded_checks=[positive_data_acceptance])
 
         check()
         checked.append(operation.label)

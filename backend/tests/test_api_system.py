@@ -129,8 +129,9 @@ async def test_database_metrics_reflect_trades_decisions_portfolio_and_bot(
 async def test_full_recount_agrees_with_incremental_totals(make_client: AppFactory, seed: Seeder) -> None:
     # Given a collector that recounts in the background on every scrape
     await seed.add(seed.trade(at(0), fee="10"), seed.trade(at(1), fee="20"))
-    client = await make_client(headers={"X-API-Key": API_KEY}, metrics_options={"cache_seconds": 0.0,
-                                                                                "full_refresh_seconds": 0.0})
+    client = await make_client(
+        headers={"X-API-Key": API_KEY}, metrics_options={"cache_seconds": 0.0, "full_refresh_seconds": 0.0}
+    )
     first = await _scrape(client)
     await seed.add(seed.trade(at(2), fee="30"))
     await _scrape(client)  # starts a recount

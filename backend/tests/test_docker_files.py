@@ -46,10 +46,16 @@ def _compose_config(compose: Path, env_file: Path) -> subprocess.CompletedProces
     )
 
 
+_RESOLVED: dict[Path, dict[str, dict[str, Any]]] = {}
+
+
 def _services(compose: Path, tmp_path: Path) -> dict[str, dict[str, Any]]:
-    result = _compose_config(compose, _env_file(tmp_path, SECRETS))
-    assert result.returncode == 0, result.stderr
-    return yaml.safe_load(result.stdout)["services"]
+    """The services as docker-compose resolves them (once per file and test session: the tool is slow)."""
+    if compose not in _RESOLVED:
+        result = _compose_config(compose, _env_file(tmp_path, SECRETS))
+        assert result.returncode == 0, result.stderr
+        _RESOLVED[compose] = yaml.safe_load(result.stdout)["services"]
+    return _RESOLVED[compose]
 
 
 def _volumes(service: dict[str, Any]) -> list[tuple[str, str]]:
@@ -116,9 +122,11 @@ def test_dockerfile_is_multi_stage_non_root_with_healthcheck() -> None:
     instructions = [line.split(None, 1) for line in text.splitlines() if line and not line.startswith(("#", " "))]
     # Then it builds in two stages from a slim base, drops root and checks its health
     froms = [rest for keyword, *rest in instructions if keyword == "FROM"]
-    assert len(froms) == 2 and all("slim" in rest[0] for rest in froms)
+    assert len(froms) == 2
+    assert all("slim" in rest[0] for rest in froms)
     users = [rest[0] for keyword, *rest in instructions if keyword == "USER"]
-    assert users and users[-1] not in ("root", "0")
+    assert users
+    assert users[-1] not in ("root", "0")
     assert "HEALTHCHECK" in text
     # And every path it copies from the build context exists
     for keyword, *rest in instructions:
@@ -129,12 +137,13 @@ def test_dockerfile_is_multi_stage_non_root_with_healthcheck() -> None:
 
 
 def _app_commands(tmp_path: Path) -> dict[str, list[str]]:
-    commands: dict[str, list[str]] = {}
+    """Each distinct command of a service built from our image, labelled by where it first appears."""
+    commands: dict[tuple[str, ...], str] = {}
     for compose in (FULL_STACK, SCHEDULER_ONLY):
         for name, service in _services(compose, tmp_path).items():
             if service.get("image") == APP_IMAGE:
-                commands[f"{compose.name}:{name}"] = service["command"]
-    return commands
+                commands.setdefault(tuple(service["command"]), f"{compose.name}:{name}")
+    return {label: list(command) for command, label in commands.items()}
 
 
 def test_app_service_commands_exist_and_start(tmp_path: Path) -> None:

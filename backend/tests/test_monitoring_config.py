@@ -83,12 +83,14 @@ def promql_expressions() -> list[tuple[str, str]]:
     return found
 
 
-def test_prometheus_config_is_valid() -> None:
+@pytest.mark.parametrize("name", ["prometheus.yml", "prometheus.local.yml"])
+def test_prometheus_config_is_valid(name: str) -> None:
     promtool = require_tool("promtool")
-    result = _run(promtool, "check", "config", "prometheus.yml")
+    result = _run(promtool, "check", "config", name)
     assert result.returncode == 0, result.stdout + result.stderr
-    config = yaml.safe_load((MONITORING / "prometheus.yml").read_text())
+    config = yaml.safe_load((MONITORING / name).read_text())
     assert {job["job_name"] for job in config["scrape_configs"]} >= {"api", "scheduler"}
+    assert config["rule_files"] == ["alerts.yml"]
 
 
 def test_alert_rules_are_valid_and_cover_the_required_conditions() -> None:
@@ -127,7 +129,8 @@ def test_dashboards_are_valid_with_stable_unique_uids() -> None:
     # Then each is a dashboard model with a stable uid, unique panel ids and a layout
     assert {dashboard["uid"] for dashboard in found.values()} == EXPECTED_UIDS
     for name, dashboard in found.items():
-        assert dashboard["title"] and dashboard["schemaVersion"] >= 36, name
+        assert dashboard["title"], name
+        assert dashboard["schemaVersion"] >= 36, name
         ids = [panel["id"] for panel in dashboard["panels"]]
         assert len(ids) == len(set(ids)), f"{name}: duplicate panel ids"
         for panel in dashboard["panels"]:

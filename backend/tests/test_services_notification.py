@@ -22,6 +22,9 @@ from src.config.settings import TelegramConfig
 from src.trading.notifier import EventKind, NotificationEvent
 from tests.fakes.telegram_server import FakeTelegram, SendFault, html_parse_error
 
+# PTB 22 warns inside RetryAfter.__init__ that retry_after will become a timedelta; the service handles both.
+pytestmark = pytest.mark.filterwarnings("ignore::telegram.warnings.PTBDeprecationWarning")
+
 CHAT_A, CHAT_B = "1001", "-2002"
 
 
@@ -42,7 +45,7 @@ def _sell_event() -> NotificationEvent:
             "symbol": "KRW-BTC",
             "side": "ask",
             "price": Decimal("95000000"),
-            "amount": Decimal("0.00105"),
+            "volume": Decimal("0.00105"),
             "fee": Decimal("49.88"),
             "pnl": Decimal("-1234.5"),
         },
@@ -193,3 +196,53 @@ def test_every_event_kind_formats_to_valid_html(kind: EventKind) -> None:
     text = format_event(event)
     assert html_parse_error(text) is None
     assert "&lt;title&gt;" in text
+
+
+async def test_daily_report_carries_the_database_figures(fake_telegram: FakeTelegram, db_sessions) -> None:
+    # Given a day of trading in the database
+    from backend.app.services.reporting import build_daily_report
+    from backend.tests.test_telegram_commands import MODE, NOW, seed_trading_history
+
+    await seed_trading_history(db_sessions)
+    report = await build_daily_report(db_sessions, MODE, NOW)
+    service = NotificationService(_config(fake_telegram))
+    await service.start()
+    try:
+        # When the 09:00 job announces the report
+        service.notify(report.to_event())
+        await asyncio.wait_for(service.drain(), timeout=10)
+    finally:
+        await service.aclose()
+    # Then the message holds the real P&L, trade count, fees and equity from the database
+    (message,) = fake_telegram.sent_messages()
+    text = message["text"]
+    assert "<b>Equity</b>: 10,200,000 KRW" in text
+    assert "<b>P&amp;L</b>: 12,345 KRW" in text
+    assert "<b>Trades</b>: 1" in text
+    assert "<b>Fee</b>: 56 KRW" in text
+    assert html_parse_error(text) is None
+
+
+async def test_notify_from_another_thread_is_delivered(fake_telegram: FakeTelegram) -> None:
+    # Given a started service, When a worker thread announces an event
+    service = NotificationService(_config(fake_telegram))
+    await service.start()
+    try:
+        await asyncio.to_thread(service.notify, _sell_event())
+        async with asyncio.timeout(10):
+            while not fake_telegram.sent_messages():
+                await asyncio.sleep(0.02)
+        await service.drain()
+    finally:
+        await service.aclose()
+    # Then it is delivered like any other
+    assert len(fake_telegram.sent_messages()) == 1
+
+
+def test_a_full_queue_drops_and_counts_instead_of_blocking(fake_telegram: FakeTelegram) -> None:
+    # Given a queue of one and no sender draining it
+    service = NotificationService(_config(fake_telegram), max_queue=1)
+    # When three events are announced, Then notify returns each time and the overflow is counted
+    for _ in range(3):
+        service.notify(_sell_event())
+    assert service.dropped == 2

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -104,9 +103,7 @@ def run_bt(df: pd.DataFrame, name: str, strategy: Strategy, tag: str) -> dict[st
 def same_trades(ours: pd.DataFrame, theirs: list[list[float]], df: pd.DataFrame) -> tuple[bool, str]:
     """Entry/exit bars and prices must match. One documented exception: a position still open after the
     last bar is closed by us at the last close and by backtesting.py (finalize_trades) at the last open."""
-    mine = [
-        [int(r.entry_bar), float(r.entry_price), int(r.exit_bar), float(r.exit_price)] for r in ours.itertuples()
-    ]
+    mine = [[int(r.entry_bar), float(r.entry_price), int(r.exit_bar), float(r.exit_price)] for r in ours.itertuples()]
     note = ""
     if mine and ours["exit_reason"].iloc[-1] == "end" and theirs and np.isclose(theirs[-1][3], df["open"].iloc[-1]):
         theirs = [*theirs[:-1], [*theirs[-1][:3], mine[-1][3]]]
@@ -114,7 +111,12 @@ def same_trades(ours: pd.DataFrame, theirs: list[list[float]], df: pd.DataFrame)
     if len(mine) != len(theirs):
         return False, f"{len(mine)} vs {len(theirs)} trades"
     for i, (a, b) in enumerate(zip(mine, theirs, strict=True)):
-        if a[0] != b[0] or a[2] != b[2] or not np.isclose(a[1], b[1], rtol=1e-9) or not np.isclose(a[3], b[3], rtol=1e-9):
+        if (
+            a[0] != b[0]
+            or a[2] != b[2]
+            or not np.isclose(a[1], b[1], rtol=1e-9)
+            or not np.isclose(a[3], b[3], rtol=1e-9)
+        ):
             return False, f"trade {i} differs: ours {a} theirs {b}"
     return True, f"{len(mine)} identical trades{note}"
 
@@ -130,13 +132,17 @@ def quick_filter_ms(df: pd.DataFrame, repeats: int = 20) -> float:
 
 
 def peak_memory_mb(bars: int) -> float:
-    """Peak RSS of a fresh process that builds ``bars`` synthetic bars and runs the volatility breakout."""
+    """Peak RSS (VmHWM) of a fresh process that builds ``bars`` synthetic bars and runs the volatility breakout.
+
+    VmHWM, not ru_maxrss: Linux keeps ru_maxrss across fork+exec, so a child would report this (large)
+    benchmark process's memory.
+    """
     code = (
-        "import resource;from benchmarks.backtest.run import synthetic_hourly, COMPARABLE;"
+        "from benchmarks.backtest.run import synthetic_hourly, COMPARABLE;"
         "from src.backtesting.backtester import Backtester;"
         "from src.backtesting.strategy import VolatilityBreakoutStrategy;"
         f"df=synthetic_hourly({bars});Backtester(COMPARABLE).run(df, VolatilityBreakoutStrategy(0.5));"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     return int(done.stdout.strip().splitlines()[-1]) / 1024
@@ -165,8 +171,12 @@ def main() -> None:
         for name, strategy in strategies().items():
             ours_s, ours = time_ours(real, strategy, args.repeats)
             theirs = run_bt(real, name, strategy, f"real-{label.replace(' ', '_')}")
-            verdict = same_trades(ours.trades, theirs["trades"], real) if theirs else (None, "backtesting.py not installed")
-            checks.append({"data": label, "strategy": name, "bars": len(real), "same": verdict[0], "detail": verdict[1]})
+            verdict = (
+                same_trades(ours.trades, theirs["trades"], real) if theirs else (None, "backtesting.py not installed")
+            )
+            checks.append(
+                {"data": label, "strategy": name, "bars": len(real), "same": verdict[0], "detail": verdict[1]}
+            )
             print(f"check {label} {name}: {verdict[1]}", flush=True)
 
     for size in args.sizes:
@@ -202,7 +212,6 @@ def main() -> None:
         "peak_memory_mb_1m_bars": peak_memory_mb(1_000_000),
         "checks": checks,
         "rows": rows,
-        "self_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "backtest.json").write_text(json.dumps(summary, indent=2))
@@ -229,9 +238,10 @@ def render(summary: dict[str, Any]) -> str:
     lines += [f"| {c['data']} | {c['strategy']} | {c['bars']:,} | {c['detail']} |" for c in summary["checks"]]
     lines += [
         "",
-        f"- quick filter, 2 years of hourly bars: {summary['quick_filter_ms_synthetic_2y']:.1f} ms (synthetic 17,520 bars), "
-        f"{summary['quick_filter_ms_real_btc_2y']:.1f} ms (real KRW-BTC, last 730 days)",
-        f"- peak memory (RSS) of a process running 1M bars of volatility breakout: {summary['peak_memory_mb_1m_bars']:.0f} MB",
+        f"- quick filter, 2 years of hourly bars: {summary['quick_filter_ms_synthetic_2y']:.1f} ms "
+        f"(synthetic 17,520 bars), {summary['quick_filter_ms_real_btc_2y']:.1f} ms (real KRW-BTC, last 730 days)",
+        "- peak memory (RSS) of a fresh process generating 1M bars and running the volatility breakout: "
+        f"{summary['peak_memory_mb_1m_bars']:.0f} MB",
         f"- first call in a fresh process (numba cache load/compile): {summary['first_call_s']:.2f} s",
     ]
     return "\n".join(lines)

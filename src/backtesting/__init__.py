@@ -1,0 +1,1 @@
+"""Backtesting: candle data, strategies, the engine, metrics and the quick filter (see docs/BACKTESTING.md)."""

@@ -19,7 +19,7 @@ import pandas as pd
 
 from src.ai.service import AIDecision, Decision, DecisionSource, MarketContext
 from src.backtesting.performance import bar_seconds
-from src.backtesting.strategy import RuleBasedBreakoutStrategy, Strategy, StrategySignals, _shift
+from src.backtesting.strategy import RuleBasedBreakoutStrategy, Strategy, StrategySignals, shifted
 from src.exceptions import ConfigurationError, DataError
 from src.trading.indicators import compute_indicators
 from src.trading.signal_analyzer import SignalAnalyzer
@@ -127,7 +127,7 @@ class AITradingStrategy(Strategy):
             approved[row] = decision.decision is Decision.BUY and decision.confidence >= self.min_confidence
         signals = StrategySignals.empty(df.index)
         signals.buy_signal = approved
-        signals.entry_stop = np.where(_shift(approved.astype(np.float64), fill=0.0) > 0, 0.0, np.nan)
+        signals.entry_stop = np.where(shifted(approved.astype(np.float64), fill=0.0) > 0, 0.0, np.nan)
         signals.stop_distance = rule.stop_distance
         signals.target_distance = rule.target_distance
         signals.details = {**rule.details, "rule_buy": rule.buy_signal}

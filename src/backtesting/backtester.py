@@ -120,7 +120,7 @@ class Backtester:
             config=self.config,
         )
         metrics = self.analyzer.analyze(
-            portfolio.equity, portfolio.trades, portfolio.in_market, df["close"], self.config.initial_capital
+            portfolio.equity, portfolio.trade_arrays(), portfolio.in_market, df["close"], self.config.initial_capital
         )
         log.debug("backtest.finished", strategy=name, bars=len(df), trades=metrics["trades"])
         return BacktestResult(name, parameters, self.config, df, signals, portfolio, metrics)

@@ -233,14 +233,17 @@ async def sync_candles(
     The head (before the first cached candle) is paged backwards with ``to = first cached``; the tail is
     paged forwards with ``to = cursor + 201 bars`` (each window holds at most 200 slots, so nothing is
     skipped). The file always holds one contiguous fetched stretch, so an interrupted run resumes where
-    it stopped. Gaps inside the data are left as they are (Upbit emits no candle without trades).
+    it stopped. Gaps inside the data are left as they are (Upbit emits no candle without trades), and
+    the candle still forming (open time later than now minus one bar) is never stored.
     """
     step = pd.Timedelta(seconds=TIMEFRAME_SECONDS[timeframe])
     report = SyncReport(symbol, timeframe)
     # File I/O is synchronous on purpose: one small CSV, written between requests.
     cached = load_candle_csv(path) if path.is_file() else None  # noqa: ASYNC240
     start_ts = to_utc(start)
-    end_ts = to_utc(end) or pd.Timestamp(datetime.now(UTC)).floor("s")
+    # Only finished candles are stored: one whose open time is later than now - step is still forming.
+    last_finished_end = pd.Timestamp(datetime.now(UTC)).floor("s") - step + pd.Timedelta(seconds=1)
+    end_ts = min(to_utc(end) or last_finished_end, last_finished_end)
     if cached is None or cached.empty:
         if start_ts is None:
             raise DataError(f"nothing cached for {symbol} {timeframe} at {path}: give a start date to fetch from")
@@ -265,8 +268,8 @@ async def sync_candles(
     if start_ts is not None and len(cached) and start_ts < cached.index[0]:
         while start_ts < cached.index[0]:
             got = await page(cached.index[0])
-            fresh = got[got.index >= start_ts]
-            if fresh.empty:
+            fresh = got[(got.index >= start_ts) & (got.index < cached.index[0])]
+            if fresh.empty:  # reached the start, or the exchange has nothing older
                 break
             store(fresh, fresh.index[0])
             if len(got) < PAGE_SIZE:
@@ -328,7 +331,9 @@ class HistoricalDataProvider:
                 f"`python -m scripts.backtesting.data_collector --symbol {symbol} --timeframe {timeframe}`",
                 file=str(path),
             )
-        return self._slice(load_candle_csv(path), start, end, f"{symbol} {timeframe}")
+        return self._report_gaps(
+            self._slice(load_candle_csv(path), start, end, f"{symbol} {timeframe}"), symbol, timeframe
+        )
 
     async def load_historical_data_async(
         self,
@@ -342,7 +347,18 @@ class HistoricalDataProvider:
             await sync_candles(self.exchange, path, symbol, timeframe, start, end)
         if not path.is_file():
             raise DataError(f"no candles for {symbol} {timeframe}: nothing cached at {path} and nothing fetched")
-        return self._slice(load_candle_csv(path), start, end, f"{symbol} {timeframe}")
+        return self._report_gaps(
+            self._slice(load_candle_csv(path), start, end, f"{symbol} {timeframe}"), symbol, timeframe
+        )
+
+    @staticmethod
+    def _report_gaps(df: pd.DataFrame, symbol: str, timeframe: str) -> pd.DataFrame:
+        """Gaps are logged (and left as they are); ``find_gaps`` lists them."""
+        gaps = find_gaps(df, timeframe)
+        if gaps:
+            largest = max(gaps, key=lambda gap: gap.missing_bars)
+            log.info("candles.gaps", symbol=symbol, timeframe=timeframe, gaps=len(gaps), largest=str(largest))
+        return df
 
     def _slice(
         self, df: pd.DataFrame, start: datetime | str | None, end: datetime | str | None, what: str

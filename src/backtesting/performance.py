@@ -15,16 +15,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from src.backtesting.portfolio import TradeArrays
+
 SECONDS_PER_YEAR = 365 * 86400
 
 
 def bar_seconds(index: pd.DatetimeIndex) -> float:
-    """The bar length: the most common spacing between consecutive timestamps (gaps don't skew it)."""
+    """The bar length: the median spacing between consecutive timestamps (occasional gaps don't skew it)."""
     if len(index) < 2:
         return 86400.0
-    diffs = np.diff(index.as_unit("ns").asi8) / 1e9
-    values, counts = np.unique(diffs, return_counts=True)
-    return float(values[np.argmax(counts)])
+    return float(np.median(np.diff(index.as_unit("ns").asi8))) / 1e9
 
 
 def timeframe_label(seconds: float) -> str:
@@ -39,11 +39,10 @@ def _finite(value: float) -> float | None:
 
 
 def _max_consecutive(flags: np.ndarray) -> int:
-    best = run = 0
-    for flag in flags:
-        run = run + 1 if flag else 0
-        best = max(best, run)
-    return best
+    """Length of the longest run of True."""
+    edges = np.diff(np.concatenate(([0], flags.astype(np.int8), [0])))
+    starts, ends = np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0]
+    return int((ends - starts).max()) if len(starts) else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +52,11 @@ class Drawdown:
     max_duration_hours: float
 
 
-def drawdown(equity: np.ndarray, index: pd.DatetimeIndex) -> Drawdown:
-    """Deepest fall from a running peak (percent, <= 0) and the longest time spent below a peak."""
+def drawdown(equity: np.ndarray, index: pd.DatetimeIndex | np.ndarray) -> Drawdown:
+    """Deepest fall from a running peak (percent, <= 0) and the longest time spent below a peak.
+
+    ``index`` gives each value's time (a DatetimeIndex, or int64 nanoseconds).
+    """
     if len(equity) == 0:
         return Drawdown(0.0, 0, 0.0)
     peak = np.maximum.accumulate(equity)
@@ -69,7 +71,7 @@ def drawdown(equity: np.ndarray, index: pd.DatetimeIndex) -> Drawdown:
     end_bar = np.minimum(recovered, len(equity) - 1)
     lengths = end_bar - peak_bar
     longest = int(np.argmax(lengths))
-    stamps = index.as_unit("ns").asi8
+    stamps = index.as_unit("ns").asi8 if isinstance(index, pd.DatetimeIndex) else np.asarray(index, dtype=np.int64)
     seconds = (stamps[end_bar[longest]] - stamps[peak_bar[longest]]) / 1e9
     longest_bars, longest_seconds = int(lengths[longest]), float(seconds)
     return Drawdown(100.0 * float(depth.min()), longest_bars, longest_seconds / 3600.0)
@@ -81,7 +83,7 @@ class PerformanceAnalyzer:
     def analyze(
         self,
         equity: pd.Series,
-        trades: pd.DataFrame,
+        trades: pd.DataFrame | TradeArrays,
         in_market: np.ndarray,
         close: pd.Series,
         initial_capital: float,
@@ -103,8 +105,8 @@ class PerformanceAnalyzer:
         downside = float(np.sqrt(np.mean(np.minimum(returns, 0.0) ** 2))) if len(returns) else float("nan")
         sharpe = mean / std * math.sqrt(per_year) if std and std > 0 else float("nan")
         sortino = mean / downside * math.sqrt(per_year) if downside and downside > 0 else float("nan")
-        with_start = np.concatenate(([initial_capital], values))
-        dd = drawdown(with_start, index[:1].append(index) if len(index) else index)
+        stamps = index.as_unit("ns").asi8
+        dd = drawdown(np.concatenate(([initial_capital], values)), np.concatenate((stamps[:1], stamps)))
         calmar = cagr / abs(dd.max_drawdown_pct / 100.0) if dd.max_drawdown_pct < 0 else float("nan")
         closes = close.to_numpy(dtype=np.float64)
         buy_hold = closes[-1] / closes[0] - 1.0 if len(closes) else float("nan")
@@ -132,8 +134,9 @@ class PerformanceAnalyzer:
         metrics.update(self.trade_metrics(trades))
         return metrics
 
-    def trade_metrics(self, trades: pd.DataFrame) -> dict[str, Any]:
-        count = len(trades)
+    def trade_metrics(self, trades: pd.DataFrame | TradeArrays) -> dict[str, Any]:
+        arrays = trades if isinstance(trades, TradeArrays) else _trade_arrays(trades)
+        count = len(arrays.pnl)
         if count == 0:
             return {
                 "trades": 0,
@@ -148,12 +151,10 @@ class PerformanceAnalyzer:
                 "max_consecutive_losses": 0,
                 "fees_paid": 0.0,
             }
-        pnl = trades["pnl"].to_numpy(dtype=np.float64)
-        pnl_pct = trades["pnl_pct"].to_numpy(dtype=np.float64)
+        pnl, pnl_pct, holding = arrays.pnl, arrays.pnl_pct, arrays.holding_hours
         wins, losses = pnl > 0, pnl <= 0
         gross_win, gross_loss = float(pnl[wins].sum()), float(-pnl[losses].sum())
         profit_factor = gross_win / gross_loss if gross_loss > 0 else float("inf") if gross_win > 0 else float("nan")
-        holding = (trades["exit_time"] - trades["entry_time"]).dt.total_seconds().to_numpy() / 3600.0
         return {
             "trades": count,
             "win_rate_pct": 100.0 * float(wins.mean()),
@@ -165,5 +166,18 @@ class PerformanceAnalyzer:
             "avg_holding_hours": float(holding.mean()),
             "max_holding_hours": float(holding.max()),
             "max_consecutive_losses": _max_consecutive(losses),
-            "fees_paid": float(trades["fees"].sum()),
+            "fees_paid": float(arrays.fees.sum()),
         }
+
+
+def _trade_arrays(trades: pd.DataFrame) -> TradeArrays:
+    if trades.empty:
+        empty = np.empty(0)
+        return TradeArrays(empty, empty, empty, empty)
+    held = (trades["exit_time"] - trades["entry_time"]).dt.total_seconds().to_numpy(dtype=np.float64) / 3600.0
+    return TradeArrays(
+        trades["pnl"].to_numpy(dtype=np.float64),
+        trades["pnl_pct"].to_numpy(dtype=np.float64),
+        trades["fees"].to_numpy(dtype=np.float64),
+        held,
+    )

@@ -82,6 +82,43 @@ def _to_tick(price: float, table: int, up: bool, use_ticks: bool, floors: np.nda
     return (np.ceil(steps) if up else np.floor(steps)) * tick
 
 
+# Columns of the compiled loop's trade buffer
+_E_BAR, _X_BAR, _E_PX, _X_PX, _UNITS, _COST, _PROCEEDS, _FEES, _REASON = range(9)
+
+
+@numba.njit(cache=True)
+def _grow(buffer: np.ndarray) -> np.ndarray:
+    bigger = np.empty((buffer.shape[0] * 2, buffer.shape[1]))
+    bigger[: buffer.shape[0]] = buffer
+    return bigger
+
+
+@numba.njit(cache=True)
+def _close(buffer: np.ndarray, k: int, t: int, px: float, units: float, fee: float, reason: int) -> float:
+    """Record the sale of trade ``k`` in bar ``t`` at ``px``; return the cash it brings."""
+    value = units * px
+    buffer[k, _X_BAR] = t
+    buffer[k, _X_PX] = px
+    buffer[k, _PROCEEDS] = value * (1.0 - fee)
+    buffer[k, _FEES] += value * fee
+    buffer[k, _REASON] = reason
+    return value * (1.0 - fee)
+
+
+@numba.njit(cache=True)
+def _intrabar_exit(o: float, h: float, lo: float, stop: float, target: float, gaps: bool) -> tuple[float, int]:
+    """(raw exit price, reason) for a position inside bar (o, h, lo); reason -1 = still open. Stop first."""
+    if gaps and not np.isnan(stop) and o <= stop:
+        return o, EXIT_STOP
+    if gaps and not np.isnan(target) and o >= target:
+        return o, EXIT_TARGET
+    if not np.isnan(stop) and lo <= stop:
+        return stop, EXIT_STOP
+    if not np.isnan(target) and h >= target:
+        return target, EXIT_TARGET
+    return np.nan, -1
+
+
 @numba.njit(cache=True)
 def _simulate(
     o: np.ndarray,
@@ -105,56 +142,26 @@ def _simulate(
     n = o.shape[0]
     equity = np.empty(n)
     in_market = np.zeros(n, dtype=np.bool_)
-    t_entry_idx = np.empty(n, dtype=np.int64)
-    t_exit_idx = np.empty(n, dtype=np.int64)
-    t_entry_px = np.empty(n)
-    t_exit_px = np.empty(n)
-    t_units = np.empty(n)
-    t_cost = np.empty(n)
-    t_proceeds = np.empty(n)
-    t_fees = np.empty(n)
-    t_reason = np.empty(n, dtype=np.int64)
-    n_trades = 0
+    buffer = np.empty((1024, 9))
+    k = 0  # trades recorded (closed)
     skipped = 0
     cash = capital
     units = 0.0
     stop = np.nan
     target = np.nan
-    entry_fee = 0.0
     for t in range(n):
         exited_intrabar = False
         if units > 0.0 and exit_at_open[t]:
             px = _to_tick(o[t] * (1.0 - slippage), tick_table[t], False, use_ticks, floors, ticks)
-            value = units * px
-            cash += value * (1.0 - fee)
-            t_exit_idx[n_trades] = t
-            t_exit_px[n_trades] = px
-            t_proceeds[n_trades] = value * (1.0 - fee)
-            t_fees[n_trades] = entry_fee + value * fee
-            t_reason[n_trades] = 0
-            n_trades += 1
+            cash += _close(buffer, k, t, px, units, fee, EXIT_AT_OPEN)
+            k += 1
             units = 0.0
         if units > 0.0:
-            raw = np.nan
-            reason = -1
-            if not np.isnan(stop) and o[t] <= stop:
-                raw, reason = o[t], 1
-            elif not np.isnan(target) and o[t] >= target:
-                raw, reason = o[t], 2
-            elif not np.isnan(stop) and lo[t] <= stop:
-                raw, reason = stop, 1
-            elif not np.isnan(target) and h[t] >= target:
-                raw, reason = target, 2
+            raw, reason = _intrabar_exit(o[t], h[t], lo[t], stop, target, True)
             if reason >= 0:
                 px = _to_tick(raw * (1.0 - slippage), tick_table[t], False, use_ticks, floors, ticks)
-                value = units * px
-                cash += value * (1.0 - fee)
-                t_exit_idx[n_trades] = t
-                t_exit_px[n_trades] = px
-                t_proceeds[n_trades] = value * (1.0 - fee)
-                t_fees[n_trades] = entry_fee + value * fee
-                t_reason[n_trades] = reason
-                n_trades += 1
+                cash += _close(buffer, k, t, px, units, fee, reason)
+                k += 1
                 units = 0.0
                 exited_intrabar = True
         level = entry_stop[t]
@@ -169,62 +176,33 @@ def _simulate(
                 if spend < min_order:
                     skipped += 1
                 else:
+                    if k == buffer.shape[0]:
+                        buffer = _grow(buffer)
                     px = _to_tick(raw * (1.0 + slippage), tick_table[t], True, use_ticks, floors, ticks)
                     units = spend / (px * (1.0 + fee))
-                    entry_fee = units * px * fee
                     cash -= spend
-                    t_entry_idx[n_trades] = t
-                    t_entry_px[n_trades] = px
-                    t_units[n_trades] = units
-                    t_cost[n_trades] = spend
+                    buffer[k, _E_BAR] = t
+                    buffer[k, _E_PX] = px
+                    buffer[k, _UNITS] = units
+                    buffer[k, _COST] = spend
+                    buffer[k, _FEES] = units * px * fee
                     stop = raw - stop_distance[t]
                     target = raw + target_distance[t]
-                    ex_raw = np.nan
-                    reason = -1
-                    if not np.isnan(stop) and lo[t] <= stop:
-                        ex_raw, reason = stop, 1
-                    elif not np.isnan(target) and h[t] >= target:
-                        ex_raw, reason = target, 2
+                    ex_raw, reason = _intrabar_exit(o[t], h[t], lo[t], stop, target, False)
                     if reason >= 0:
                         px = _to_tick(ex_raw * (1.0 - slippage), tick_table[t], False, use_ticks, floors, ticks)
-                        value = units * px
-                        cash += value * (1.0 - fee)
-                        t_exit_idx[n_trades] = t
-                        t_exit_px[n_trades] = px
-                        t_proceeds[n_trades] = value * (1.0 - fee)
-                        t_fees[n_trades] = entry_fee + value * fee
-                        t_reason[n_trades] = reason
-                        n_trades += 1
+                        cash += _close(buffer, k, t, px, units, fee, reason)
+                        k += 1
                         units = 0.0
         if units > 0.0:
             in_market[t] = True
         equity[t] = cash + units * c[t]
     if units > 0.0:
         px = _to_tick(c[n - 1] * (1.0 - slippage), tick_table[n - 1], False, use_ticks, floors, ticks)
-        value = units * px
-        cash += value * (1.0 - fee)
-        t_exit_idx[n_trades] = n - 1
-        t_exit_px[n_trades] = px
-        t_proceeds[n_trades] = value * (1.0 - fee)
-        t_fees[n_trades] = entry_fee + value * fee
-        t_reason[n_trades] = 3
-        n_trades += 1
+        cash += _close(buffer, k, n - 1, px, units, fee, EXIT_END)
+        k += 1
         equity[n - 1] = cash
-    k = n_trades
-    return (
-        equity,
-        in_market,
-        t_entry_idx[:k],
-        t_exit_idx[:k],
-        t_entry_px[:k],
-        t_exit_px[:k],
-        t_units[:k],
-        t_cost[:k],
-        t_proceeds[:k],
-        t_fees[:k],
-        t_reason[:k],
-        skipped,
-    )
+    return equity, in_market, buffer[:k].copy(), skipped
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,27 +215,81 @@ class PortfolioConfig:
     use_tick_sizes: bool = True
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
+class TradeArrays:
+    """The closed trades as plain arrays (what the metrics need, without pandas overhead)."""
+
+    pnl: np.ndarray
+    pnl_pct: np.ndarray
+    fees: np.ndarray
+    holding_hours: np.ndarray
+
+
 class Portfolio:
     """The simulation's outcome: equity marked at every close, and the closed trades."""
 
-    config: PortfolioConfig
-    equity: pd.Series
-    in_market: np.ndarray
-    trades: pd.DataFrame
-    skipped_entries: int
+    def __init__(
+        self, config: PortfolioConfig, index: pd.DatetimeIndex, equity: np.ndarray, in_market: np.ndarray,
+        buffer: np.ndarray, skipped_entries: int,
+    ) -> None:  # fmt: skip
+        self.config = config
+        self.index = index
+        self.equity_values = equity
+        self.in_market = in_market
+        self.skipped_entries = skipped_entries
+        self._buffer = buffer
+        self._trades: pd.DataFrame | None = None
+
+    @property
+    def equity(self) -> pd.Series:
+        return pd.Series(self.equity_values, index=self.index, name="equity")
 
     @property
     def final_equity(self) -> Decimal:
-        return (
-            Decimal(repr(float(self.equity.iloc[-1])))
-            if len(self.equity)
-            else Decimal(repr(self.config.initial_capital))
-        )
+        last = float(self.equity_values[-1]) if len(self.equity_values) else self.config.initial_capital
+        return Decimal(repr(last))
 
     @property
     def fees_paid(self) -> Decimal:
-        return Decimal(repr(float(self.trades["fees"].sum()))) if len(self.trades) else Decimal("0")
+        return Decimal(repr(float(self._buffer[:, _FEES].sum())))
+
+    def trade_arrays(self) -> TradeArrays:
+        b = self._buffer
+        cost, proceeds = b[:, _COST], b[:, _PROCEEDS]
+        stamps = self.index.as_unit("ns").asi8
+        held_ns = stamps[b[:, _X_BAR].astype(np.int64)] - stamps[b[:, _E_BAR].astype(np.int64)]
+        return TradeArrays(proceeds - cost, 100.0 * (proceeds / cost - 1.0), b[:, _FEES], held_ns / 3.6e12)
+
+    @property
+    def trades(self) -> pd.DataFrame:
+        """One row per closed trade (built on first use)."""
+        if self._trades is None:
+            self._trades = self._trade_frame()
+        return self._trades
+
+    def _trade_frame(self) -> pd.DataFrame:
+        b, index = self._buffer, self.index
+        entry_bar, exit_bar = b[:, _E_BAR].astype(np.int64), b[:, _X_BAR].astype(np.int64)
+        arrays = self.trade_arrays()
+        return pd.DataFrame(
+            {
+                "entry_bar": entry_bar,
+                "exit_bar": exit_bar,
+                "entry_time": index[entry_bar],
+                "exit_time": index[exit_bar],
+                "entry_price": b[:, _E_PX],
+                "exit_price": b[:, _X_PX],
+                "units": b[:, _UNITS],
+                "cost": b[:, _COST],
+                "proceeds": b[:, _PROCEEDS],
+                "pnl": arrays.pnl,
+                "pnl_pct": arrays.pnl_pct,
+                "fees": arrays.fees,
+                "exit_reason": pd.Categorical.from_codes(
+                    b[:, _REASON].astype(np.int64), categories=[EXIT_REASONS[i] for i in range(4)]
+                ),
+            }
+        )
 
     @classmethod
     def simulate(
@@ -271,7 +303,7 @@ class Portfolio:
         config: PortfolioConfig,
     ) -> Portfolio:
         arrays = [np.ascontiguousarray(df[col].to_numpy(dtype=np.float64)) for col in ("open", "high", "low", "close")]
-        out = _simulate(
+        equity, in_market, buffer, skipped = _simulate(
             *arrays,
             np.ascontiguousarray(entry_stop, dtype=np.float64),
             np.ascontiguousarray(exit_at_open, dtype=np.bool_),
@@ -287,29 +319,4 @@ class Portfolio:
             float(config.min_order_krw),
             bool(config.use_tick_sizes),
         )
-        equity, in_market, e_idx, x_idx, e_px, x_px, units, cost, proceeds, fees, reason, skipped = out
-        index = df.index
-        trades = pd.DataFrame(
-            {
-                "entry_bar": e_idx,
-                "exit_bar": x_idx,
-                "entry_time": index[e_idx],
-                "exit_time": index[x_idx],
-                "entry_price": e_px,
-                "exit_price": x_px,
-                "units": units,
-                "cost": cost,
-                "proceeds": proceeds,
-                "pnl": proceeds - cost,
-                "pnl_pct": 100.0 * (proceeds / cost - 1.0) if len(cost) else np.empty(0),
-                "fees": fees,
-                "exit_reason": [EXIT_REASONS[int(r)] for r in reason],
-            }
-        )
-        return cls(
-            config=config,
-            equity=pd.Series(equity, index=index, name="equity"),
-            in_market=in_market,
-            trades=trades,
-            skipped_entries=int(skipped),
-        )
+        return cls(config, df.index, equity, in_market, buffer, int(skipped))

@@ -185,12 +185,12 @@ class QuickBacktestFilter:
         )
         return result
 
-    def _judge(self, symbol: str, recent: pd.DataFrame, strategy: Strategy) -> tuple[dict[str, Any], list[str]]:
+    def _judge(self, recent: pd.DataFrame, strategy: Strategy) -> tuple[dict[str, Any], list[str]]:
         metrics = self.backtester.run(recent, strategy).metrics
         return metrics, self.thresholds.failures(metrics)
 
     def _rule_stage(self, symbol: str, recent: pd.DataFrame) -> QuickFilterResult:
-        metrics, failed = self._judge(symbol, recent, self.rule_strategy)
+        metrics, failed = self._judge(recent, self.rule_strategy)
         note = "" if self.ai_strategy_factory is not None else "AI stage not configured"
         return QuickFilterResult(
             symbol, recent.index[-1].isoformat(), not failed, "rule", failed, metrics, metrics, note
@@ -199,7 +199,7 @@ class QuickBacktestFilter:
     def _ai_stage(
         self, symbol: str, recent: pd.DataFrame, strategy: AITradingStrategy, rule: QuickFilterResult
     ) -> QuickFilterResult:
-        metrics, failed = self._judge(symbol, recent, strategy)
+        metrics, failed = self._judge(recent, strategy)
         stats = strategy.stats
         note = f"AI decisions: {stats.answered}/{stats.candidates} answered ({stats.from_cache} from cache)"
         return QuickFilterResult(symbol, rule.last_candle, not failed, "ai", failed, metrics, rule.metrics, note)

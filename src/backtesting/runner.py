@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from src.backtesting.ai_strategy import AITradingStrategy
 from src.backtesting.backtester import Backtester, BacktestResult, portfolio_config_from_settings
 from src.backtesting.data_provider import HistoricalDataProvider, find_gaps
 from src.backtesting.report_html import write_html_report
@@ -73,11 +74,10 @@ def build_strategy(request: BacktestRequest, settings: Settings) -> Strategy:
 def _ai_strategy(request: BacktestRequest, settings: Settings, rule: RuleBasedBreakoutStrategy) -> Strategy:
     from src.ai.cache import JsonlDecisionCache
     from src.ai.service import AIService
-    from src.backtesting.ai_strategy import AITradingStrategy
 
     cache_path = request.ai_cache or settings.market_data.backtest_data_dir / "ai_cache" / "decisions.jsonl"
     has_cache = cache_path.is_file()
-    if not settings.ai.has_key and not has_cache:
+    if not (settings.ai.enabled and settings.ai.has_key) and not has_cache:
         raise ConfigurationError(
             f"the ai strategy needs OPENAI_API_KEY or a decision cache; none at {cache_path} (use --ai-cache FILE)"
         )
@@ -98,14 +98,11 @@ def run_backtest(request: BacktestRequest, settings: Settings, console: Console)
         position_fraction=request.position_fraction,
         use_tick_sizes=request.tick_sizes,
     )
-    with _progress(console) as progress:
-        task = progress.add_task("loading candles", total=4)
-        df = load_candles(request, settings)
-        show = len(df) >= PROGRESS_MIN_BARS
-        progress.update(task, visible=show)
-        strategy = build_strategy(request, settings)
-        progress.update(task, advance=1, description="indicators and signals")
-        if hasattr(strategy, "prepare"):
+    df = load_candles(request, settings)
+    strategy = build_strategy(request, settings)
+    with _progress(console, enabled=len(df) >= PROGRESS_MIN_BARS) as progress:
+        task = progress.add_task("indicators and signals", total=3)
+        if isinstance(strategy, AITradingStrategy):
             asyncio.run(strategy.prepare(df))
         signals = strategy.generate_signals(df)
         progress.update(task, advance=1, description="simulating")
@@ -117,8 +114,15 @@ def run_backtest(request: BacktestRequest, settings: Settings, console: Console)
     return result
 
 
-def _progress(console: Console) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console, transient=True)
+def _progress(console: Console, enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not enabled,
+    )
 
 
 def _write_outputs(request: BacktestRequest, result: BacktestResult) -> None:

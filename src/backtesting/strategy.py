@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from src.exceptions import ConfigurationError, DataError
-from src.trading.indicators import IndicatorArrays
+from src.trading.indicators import IndicatorArrays, donchian, sma
 
 
 @dataclass(slots=True)
@@ -64,7 +64,10 @@ class StrategySignals:
         }
         for name, values in self.details.items():
             value = values[last]
-            out[name] = bool(value) if isinstance(value, np.bool_ | bool) else float(value)
+            if isinstance(value, np.bool_ | bool):
+                out[name] = bool(value)
+            else:
+                out[name] = float(value) if np.isfinite(value) else None  # JSON-safe
         return out
 
 
@@ -80,7 +83,7 @@ class Strategy(ABC):
         return {}
 
 
-def _shift(values: np.ndarray, bars: int = 1, fill: float = np.nan) -> np.ndarray:
+def shifted(values: np.ndarray, bars: int = 1, fill: float = np.nan) -> np.ndarray:
     """values[t - bars] at t (``fill`` before that)."""
     out = np.empty_like(values, dtype=np.float64)
     out[:bars] = fill
@@ -119,7 +122,7 @@ class VolatilityBreakoutStrategy(Strategy):
 
     def targets(self, df: pd.DataFrame) -> np.ndarray:
         o, h, lo, _ = _require_ohlc(df)
-        return o + self.k * (_shift(h) - _shift(lo))
+        return o + self.k * (shifted(h) - shifted(lo))
 
     def generate_signals(self, df: pd.DataFrame) -> StrategySignals:
         o, h, _, c = _require_ohlc(df)
@@ -127,12 +130,13 @@ class VolatilityBreakoutStrategy(Strategy):
         allowed = ~np.isnan(target)
         if self.trend_filter:
             window = self.trend_window
-            trend_mean = pd.Series(c).rolling(window, min_periods=window).mean().shift(1).to_numpy()
-            allowed &= np.nan_to_num(o - trend_mean, nan=-1.0) > 0
+            trend_mean = shifted(sma(c, window))
+            allowed &= o > trend_mean  # False while the mean is NaN
         signals = StrategySignals.empty(df.index)
         signals.entry_stop = np.where(allowed, target, np.nan)
         signals.exit_at_open[:] = True
-        signals.buy_signal = allowed & (h >= np.nan_to_num(target, nan=np.inf))
+        signals.sell_signal[:] = True  # a position is always sold at the next bar's open
+        signals.buy_signal = allowed & (h >= target)
         signals.details = {"target": target}
         return signals
 
@@ -215,26 +219,26 @@ class RuleBasedBreakoutStrategy(Strategy):
         """Each gate as a boolean array, decided at each bar's close."""
         _, h, lo, c = _require_ohlc(df)
         ind = IndicatorArrays(df) if indicators is None else indicators
-        ma = pd.Series(c).rolling(self.ma_period, min_periods=self.ma_period).mean().to_numpy()
-        trend = np.nan_to_num(c - ma, nan=-1.0) > 0
+        # Comparisons with NaN (warm-up) are False, so no gate opens before its inputs exist.
+        trend = c > sma(c, self.ma_period)
 
-        width_pct = pd.Series(ind["bb_width_percentile"])
-        recent_min = width_pct.shift(1).rolling(self.squeeze_window, min_periods=1).min().to_numpy()
-        bb_squeeze = np.nan_to_num(recent_min, nan=np.inf) <= self.squeeze_percentile
-        adx_prev = _shift(ind["adx_14"])
-        adx_squeeze = np.nan_to_num(adx_prev, nan=np.inf) < self.adx_max
+        width_pct = ind["bb_width_percentile"]
+        recent_min = np.full(len(c), np.nan)
+        for bars_back in range(1, self.squeeze_window + 1):  # NaN-ignoring min over the bars before t
+            recent_min = np.fmin(recent_min, shifted(width_pct, bars_back))
+        bb_squeeze = recent_min <= self.squeeze_percentile
+        adx_squeeze = shifted(ind["adx_14"]) < self.adx_max
         squeeze = {"bb": bb_squeeze, "adx": adx_squeeze, "bb_or_adx": bb_squeeze | adx_squeeze}[self.squeeze_mode]
 
         if self.breakout_mode == "donchian":
-            prior_high = pd.Series(h).rolling(self.donchian_period, min_periods=self.donchian_period).max()
-            level = prior_high.shift(1).to_numpy()
+            level = shifted(donchian(h, lo, self.donchian_period)[0])
         else:
-            level = _shift(c) + self.range_k * (_shift(h) - _shift(lo))
-        breakout = np.nan_to_num(c - level, nan=-1.0) > 0
+            level = shifted(c) + self.range_k * (shifted(h) - shifted(lo))
+        breakout = c > level
 
-        volume_ok = np.nan_to_num(ind["volume_ratio"], nan=0.0) > self.volume_multiplier
+        volume_ok = ind["volume_ratio"] > self.volume_multiplier
         if self.use_obv:
-            volume_ok |= np.nan_to_num(ind["obv_slope"], nan=0.0) > 0
+            volume_ok |= ind["obv_slope"] > 0
         return {"trend": trend, "squeeze": squeeze, "breakout": breakout, "volume": volume_ok}
 
     def generate_signals(self, df: pd.DataFrame) -> StrategySignals:
@@ -244,9 +248,9 @@ class RuleBasedBreakoutStrategy(Strategy):
         buy = gates["trend"] & gates["squeeze"] & gates["breakout"] & gates["volume"] & ~np.isnan(atr_now)
         signals = StrategySignals.empty(df.index)
         signals.buy_signal = buy
-        signals.entry_stop = np.where(_shift(buy.astype(np.float64), fill=0.0) > 0, 0.0, np.nan)
-        signals.stop_distance = _shift(self.atr_stop * atr_now)
-        signals.target_distance = _shift(self.atr_target * atr_now)
+        signals.entry_stop = np.where(shifted(buy.astype(np.float64), fill=0.0) > 0, 0.0, np.nan)
+        signals.stop_distance = shifted(self.atr_stop * atr_now)
+        signals.target_distance = shifted(self.atr_target * atr_now)
         signals.details = {**gates, "atr_14": atr_now}
         return signals
 

@@ -76,33 +76,33 @@ def bollinger(close: np.ndarray, period: int = 20, stddev: float = 2.0) -> tuple
     return upper, middle, lower, width
 
 
-@numba.njit(cache=True)
-def _rolling_rank_le(values: np.ndarray, lookback: int) -> np.ndarray:
+@numba.njit(cache=True, fastmath={"reassoc"})
+def _rolling_rank_le(values: np.ndarray, lookback: int, skip: np.ndarray) -> np.ndarray:
     n = values.shape[0]
     out = np.full(n, np.nan)
     for t in range(lookback - 1, n):
-        current = values[t]
-        if np.isnan(current):
+        if skip[t]:
             continue
+        current = values[t]
+        base = t - lookback + 1
         count = 0
-        complete = True
-        for i in range(t - lookback + 1, t + 1):
-            if np.isnan(values[i]):
-                complete = False
-                break
-            if values[i] <= current:
-                count += 1
-        if complete:
-            out[t] = 100.0 * count / lookback
+        for i in range(lookback):  # an integer reduction without branches: the compiler vectorises it
+            count += np.int64(values[base + i] <= current)
+        out[t] = 100.0 * count / lookback
     return out
 
 
 def rolling_percentile_rank(values: np.ndarray, lookback: int) -> np.ndarray:
     """Percent (0..100) of the last ``lookback`` values (current one included) that are <= the current one.
 
-    NaN until a full window of non-NaN values exists.
+    NaN until a full window of non-NaN values exists (and for any window that holds a NaN).
     """
-    return _rolling_rank_le(_as_float(values), lookback)
+    arr = _as_float(values)
+    nan_count = np.concatenate(([0], np.cumsum(np.isnan(arr))))
+    window_nans = np.zeros(len(arr), dtype=np.int64)
+    if len(arr) >= lookback:
+        window_nans[lookback - 1 :] = nan_count[lookback:] - nan_count[: len(arr) - lookback + 1]
+    return _rolling_rank_le(arr, lookback, window_nans > 0)
 
 
 def bollinger_squeeze(width_percentile: np.ndarray, threshold: float = 20.0) -> np.ndarray:

@@ -77,7 +77,9 @@ def parse_envelope(data: bytes) -> tuple[dict[str, Any], list[EnvelopeItem]]:
 
 
 class FakeSentry:
-    def __init__(self, public_key: str = DEFAULT_PUBLIC_KEY, project: str = "42", host: str = "127.0.0.1", port: int = 0):
+    def __init__(
+        self, public_key: str = DEFAULT_PUBLIC_KEY, project: str = "42", host: str = "127.0.0.1", port: int = 0
+    ):
         self.public_key = public_key
         self.project = project
         self._lock = threading.Lock()

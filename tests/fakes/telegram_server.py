@@ -77,7 +77,7 @@ def html_parse_error(text: str) -> str | None:
                 return f'Unsupported start tag "{name}" at byte offset {position}'
             if closing:
                 if not stack or stack.pop() != name:
-                    return f'Unexpected end tag at byte offset {position}'
+                    return f"Unexpected end tag at byte offset {position}"
             else:
                 stack.append(name)
             position = tag.end()
@@ -185,7 +185,9 @@ class FakeTelegram:
     def sent_messages(self) -> list[dict[str, Any]]:
         """Parameters of every ``sendMessage`` the fake accepted (answered 200)."""
         with self._lock:
-            return [call.params for call in self._state.calls if call.method == "sendMessage" and call.params.get("_ok")]
+            return [
+                call.params for call in self._state.calls if call.method == "sendMessage" and call.params.get("_ok")
+            ]
 
     def pending_updates(self) -> int:
         with self._lock:

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from backend.app.core.security import InvalidToken, constant_time_equals, decode_access_token
 from src.config.settings import Settings
@@ -21,21 +21,23 @@ api_key_scheme = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="A
 bearer_scheme = OAuth2PasswordBearer(tokenUrl=TOKEN_URL, auto_error=False, scheme_name="OAuth2Password")
 
 
-def get_settings(request: Request) -> Settings:
+# Dependencies are ``async def`` even when they do not await: FastAPI runs plain ``def`` ones in a thread pool.
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_sessions(request: Request) -> async_sessionmaker[AsyncSession]:
+async def get_sessions(request: Request) -> async_sessionmaker[AsyncSession]:
     return request.app.state.sessions
 
 
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    async with request.app.state.sessions() as session:
-        yield session
+async def get_connection(request: Request) -> AsyncIterator[AsyncConnection]:
+    """A read connection in autocommit; writes go through repositories on ``get_sessions``."""
+    async with request.app.state.read_engine.connect() as connection:
+        yield connection
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+ReadConnection = Annotated[AsyncConnection, Depends(get_connection)]
 SessionsDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessions)]
 
 
@@ -114,4 +116,9 @@ def invalid(location: tuple[str, ...], error: InvalidInput | str) -> RequestVali
 AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing, invalid or expired credentials"},
     429: {"description": "Rate limit exceeded; see Retry-After"},
+}
+
+BODY_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Malformed request body (not parseable as the declared content type)"},
+    413: {"description": "Request body larger than API_MAX_BODY_BYTES"},
 }

@@ -1,6 +1,7 @@
 """The API's edge, as one pure-ASGI layer (cheap per request): request metrics by route template,
-body size limit by Content-Length (413; streamed bodies are cut by FastAPI's ``max_body_size``), per-client rate limit (429 + Retry-After), security headers, and a plain 500
-for anything unexpected (the type is logged; no internals, headers or secrets reach the client or log).
+a body size limit (413, by Content-Length and while a body streams in),
+a per-client rate limit (429 + Retry-After), security headers, and a plain 500 for anything unexpected
+(the error type is logged; no internals, headers or secrets reach the client or the log).
 """
 
 from __future__ import annotations
@@ -113,6 +114,7 @@ class EdgeMiddleware:
         self._api_key = api.api_key.get_secret_value() if api.api_key else ""
         self._jwt_secret = api.jwt_secret.get_secret_value() if api.jwt_secret else ""
         self._templates: RouteTemplates | None = None
+        self._too_large = {"detail": f"request body larger than {self.max_body} bytes"}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -126,31 +128,51 @@ class EdgeMiddleware:
         if path not in DOCS_PATHS:
             extra_headers.append(_CSP)
 
+        too_large = False
+        received = 0
+
         async def send_with_headers(message: Message) -> None:
             nonlocal status, response_started
+            if too_large:  # the 413 went out; whatever the app answers after its body was cut is dropped
+                return
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
                 message["headers"] = [*message.get("headers", []), *extra_headers]
             await send(message)
 
+        async def limited_receive() -> Message:
+            nonlocal received, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body and not too_large:
+                    if not response_started:
+                        await _send_json(send_with_headers, 413, self._too_large)
+                    too_large = True
+                    return {"type": "http.disconnect"}
+            return message
+
         try:
             rejection = self._reject(scope, path)
             if rejection is not None:
                 await _send_json(send_with_headers, *rejection)
             else:
-                await self.app(scope, receive, send_with_headers)
+                await self.app(scope, limited_receive, send_with_headers)
         except Exception as exc:
-            log.error("api.unhandled_error", error=type(exc).__name__, method=scope["method"], route=self._route(scope))
-            if not response_started:
-                await _send_json(send_with_headers, 500, {"detail": "internal server error"})
+            if not too_large:
+                log.error(
+                    "api.unhandled_error", error=type(exc).__name__, method=scope["method"], route=self._route(scope)
+                )
+                if not response_started:
+                    await _send_json(send_with_headers, 500, {"detail": "internal server error"})
         finally:
             self.metrics.observe(scope["method"], self._route(scope), status, time.perf_counter() - started)
 
     def _reject(self, scope: Scope, path: str) -> tuple[int, dict[str, Any], list[tuple[bytes, bytes]]] | None:
         length = _header(scope, b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
-            return 413, {"detail": f"request body larger than {self.max_body} bytes"}, []
+            return 413, self._too_large, []
         if path in UNLIMITED_PATHS:
             return None
         wait = self.limiter.acquire(self._client(scope))

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from backend.app.api.deps import SessionDep
+from backend.app.api.deps import ReadConnection
 from backend.app.db.repositories import queries
 from backend.app.schemas.system import HealthOut, ReadyOut
 
@@ -24,8 +24,8 @@ async def health() -> HealthOut:
     responses={503: {"model": ReadyOut, "description": "Database unreachable or not migrated"}},
     summary="Readiness: database reachable and migrations current",
 )
-async def ready(session: SessionDep) -> JSONResponse:
-    state = await queries.readiness(session)
+async def ready(connection: ReadConnection) -> JSONResponse:
+    state = await queries.readiness(connection)
     body = ReadyOut(
         status="ready" if state.ready else "not_ready",
         database=state.database,

@@ -61,6 +61,8 @@ def fail(message: str, code: int = EXIT_ERROR) -> int:
 # --- one cycle (main.py) ---------------------------------------------------------------------------
 async def run_one_cycle(settings: Settings, mode: TradingMode, symbols: list[str], dry_run: bool) -> int:
     if mode is TradingMode.REPLAY:
+        if dry_run:
+            raise ConfigurationError("--dry-run applies to paper and live; a replay writes to its own database")
         # "now" in replay is the end of the bundled data: one hour of scheduler time, one cycle
         options = ReplayOptions(symbols=symbols, duration=timedelta(hours=1))
         return print_replay(await run_replay(settings, options))
@@ -73,8 +75,7 @@ async def run_one_cycle(settings: Settings, mode: TradingMode, symbols: list[str
         try:
             async with SchedulerLock(db_engine, lock_name(engine)):  # the scheduler's single-trader lock
                 await engine.start_up()
-                reports = await engine.trading_job(dry_run=dry_run)
-                await engine.snapshot_job()
+                reports = await engine.trading_job(dry_run=dry_run)  # ends with a portfolio snapshot
         finally:
             await engine.aclose()
     finally:
@@ -109,7 +110,7 @@ async def run_scheduler(settings: Settings, symbols: list[str]) -> int:
         scheduler = TradingScheduler(engine, db_engine, settings.scheduler, metrics=metrics)
         code = await scheduler.run()
         if code:
-            print(f"error: scheduler stopped with exit code {code} (see the log)", file=sys.stderr)
+            print(f"error: {scheduler.exit_reason or 'see the log'} (exit code {code})", file=sys.stderr)
         return code
     finally:
         if engine is not None:

@@ -151,6 +151,7 @@ async def run_replay(settings: Settings, options: ReplayOptions) -> ReplaySummar
     db_engine = create_engine(url)
     try:
         await ensure_schema_current(db_engine)
+        await _require_no_earlier_replay(session_factory(db_engine), url)
         source = ReplayMarketSource({s: {timeframe: f} for s, f in trimmed.items()}, start=start)
         metrics = SchedulerMetrics()
         engine = await TradingEngine.create(
@@ -186,6 +187,19 @@ async def run_replay(settings: Settings, options: ReplayOptions) -> ReplaySummar
         )
     finally:
         await db_engine.dispose()
+
+
+async def _require_no_earlier_replay(sessions: async_sessionmaker[AsyncSession], url: str) -> None:
+    """A replay starts from a fresh account; on a database that already holds one, refuse (the default
+    file is recreated at every run, so this only concerns ``--database-url``)."""
+    async with sessions() as session:
+        orders = await session.scalar(select(func.count()).where(OrderRow.mode == TradingMode.REPLAY))
+        positions = await session.scalar(select(func.count()).where(PositionRow.mode == TradingMode.REPLAY))
+    if orders or positions:
+        raise ConfigurationError(
+            f"{_display_url(url)} already holds a replay ({orders} orders, {positions} positions); "
+            "give --database-url a fresh, migrated database, or leave it out to use data/replay.db"
+        )
 
 
 def timeframe_span(timeframe: str) -> timedelta:

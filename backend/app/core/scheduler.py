@@ -26,6 +26,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.app.db.lock import SchedulerLock
@@ -143,10 +144,11 @@ class JobRunner:
         self.metrics.bot_running.set(1 if desired is DesiredState.RUNNING else 0)
         return desired
 
-    async def run(self, job: JobName) -> None:
+    async def run(self, job: JobName, desired: DesiredState | None = None) -> None:
+        """Run ``job`` under the desired state (read now unless the caller just read it)."""
         if self.stopping:
             return
-        desired = await self.read_desired()
+        desired = desired or await self.read_desired()
         if job in _ACCOUNT_JOBS and desired is DesiredState.STOPPED:
             self.stats.bump(self.stats.skipped, job)
             log.info("job.skipped", job=job.value, reason="bot stopped")
@@ -266,7 +268,9 @@ class TradingScheduler:
         )
         self.shutdown_timeout = shutdown_timeout_seconds
         self._stop = asyncio.Event()
+        self.started = asyncio.Event()
         self.exit_code = EXIT_OK
+        self.exit_reason: str | None = None
 
     def _next_trading_run(self) -> datetime | None:
         job = self.scheduler.get_job(JobName.TRADING.value)
@@ -283,15 +287,17 @@ class TradingScheduler:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, sig.name)
 
-    async def run(self) -> int:
-        """Until SIGTERM/SIGINT (or a lost lock). Returns the process exit code."""
+    async def run(self, *, handle_signals: bool = True) -> int:
+        """Until SIGTERM/SIGINT (or a lost lock, or ``request_stop``). Returns the process exit code."""
         try:
-            await self.lock.acquire()
+            await self._acquire_lock()
         except SchedulerLockHeld as exc:
             log.error("scheduler.lock_held", lock=self.lock.name, error=exc.message)
+            self.exit_code, self.exit_reason = EXIT_LOCK_HELD, exc.message
             return EXIT_LOCK_HELD
         try:
-            self.install_signal_handlers()
+            if handle_signals:
+                self.install_signal_handlers()
             await self.runner.write_heartbeat(BotState.STARTING)
             await self.runner.read_desired()
             async with self.runner.work_lock:
@@ -299,6 +305,7 @@ class TradingScheduler:
             self._add_jobs()
             self.scheduler.start()
             await self.runner.write_heartbeat()
+            self.started.set()
             log.info(
                 "scheduler.started",
                 mode=self.engine.mode.value,
@@ -310,6 +317,16 @@ class TradingScheduler:
         finally:
             await self._shutdown()
         return self.exit_code
+
+    async def _acquire_lock(self) -> None:
+        """Two schedulers starting in the same instant can collide inside the SQLite lease transaction
+        (a unique-key or busy error instead of ``SchedulerLockHeld``); the retry then sees the holder."""
+        try:
+            await self.lock.acquire()
+        except SQLAlchemyError as exc:
+            log.warning("scheduler.lock_contended", error=str(exc).splitlines()[0])
+            await asyncio.sleep(0.5)
+            await self.lock.acquire()
 
     def _add_jobs(self) -> None:
         for job, trigger in build_triggers(self.config).items():
@@ -327,21 +344,26 @@ class TradingScheduler:
         except SchedulerLockHeld as exc:
             log.error("scheduler.lock_lost", error=exc.message)
             self.exit_code = EXIT_LOCK_LOST
-            self.runner.last_error = f"lost the scheduler lock: {exc.message}"
+            self.exit_reason = f"lost the scheduler lock: {exc.message}"
+            self.runner.last_error = self.exit_reason
             self.request_stop("lock lost")
             return
         await self.runner.read_desired()
         await self.runner.write_heartbeat()
 
     async def _shutdown(self) -> None:
+        """No new jobs; let the job in flight finish its order handling; then stop APScheduler (whose
+        shutdown cancels running job tasks, so it must come after), write the heartbeat, free the lock."""
         self.runner.stopping = True
         if self.scheduler.running:
-            self.scheduler.shutdown(wait=False)
-        try:  # wait for the job in flight to finish its order handling
+            self.scheduler.pause()
+        try:
             await asyncio.wait_for(self.runner.work_lock.acquire(), timeout=self.shutdown_timeout)
             self.runner.work_lock.release()
         except TimeoutError:
             log.error("scheduler.shutdown_timeout", seconds=self.shutdown_timeout)
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
         await self.runner.write_heartbeat(BotState.STOPPED)
         self.metrics.bot_running.set(0)
         await self.lock.release()
@@ -373,14 +395,18 @@ async def drive_replay(
     on_tick: Callable[[datetime], None] | None = None,
 ) -> int:
     """Call the scheduler's own job functions at their simulated fire times; ``speed`` = simulated
-    seconds per real second (``None``: as fast as possible). Returns the number of moments driven."""
+    seconds per real second (``None``: as fast as possible). The desired state is read at the start and
+    before every trading cycle. Returns the number of moments driven."""
     previous: datetime | None = None
+    desired: DesiredState | None = None
     for count, (moment, jobs) in enumerate(schedule, start=1):
         if speed is not None and previous is not None:
             await asyncio.sleep((moment - previous).total_seconds() / speed)
         advance_to(moment)
+        if desired is None or JobName.TRADING in jobs:  # the control poll, in simulated time: hourly
+            desired = await runner.read_desired()
         for job in jobs:
-            await runner.run(job)
+            await runner.run(job, desired)
         if on_tick is not None:
             on_tick(moment)
         previous = moment

@@ -23,7 +23,9 @@ def _enable_sqlite_pragmas(engine: AsyncEngine) -> None:
         cursor.close()
 
 
-def create_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10, echo: bool = False) -> AsyncEngine:
+def create_engine(
+    url: str, *, pool_size: int = 5, max_overflow: int = 10, echo: bool = False, pre_ping: bool = True
+) -> AsyncEngine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -32,12 +34,16 @@ def create_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10, echo:
         _enable_sqlite_pragmas(engine)
         return engine
     return create_async_engine(
-        url, echo=echo, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True, pool_recycle=1800
+        url, echo=echo, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=pre_ping, pool_recycle=1800
     )
 
 
-def engine_from_config(config: DatabaseConfig) -> AsyncEngine:
-    return create_engine(config.url, pool_size=config.pool_size, max_overflow=config.max_overflow, echo=config.echo)
+def engine_from_config(config: DatabaseConfig, *, pre_ping: bool = True) -> AsyncEngine:
+    """``pre_ping=False`` saves the ping round trips on every checkout (the API's reads); a dead connection
+    then fails one request and is replaced."""
+    return create_engine(
+        config.url, pool_size=config.pool_size, max_overflow=config.max_overflow, echo=config.echo, pre_ping=pre_ping
+    )
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

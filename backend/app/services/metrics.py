@@ -18,7 +18,7 @@ from decimal import Decimal
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.app.db.repositories import queries
 from backend.app.db.types import utcnow
@@ -52,13 +52,13 @@ class _Point:
 class DatabaseCollector(Collector):
     def __init__(
         self,
-        sessions: async_sessionmaker[AsyncSession],
+        engine: AsyncEngine,
         settings: Settings,
         *,
         cache_seconds: float = 5.0,
         full_refresh_seconds: float = 900.0,
     ) -> None:
-        self._sessions = sessions
+        self._engine = engine
         self._settings = settings
         self._cache_seconds = cache_seconds
         self._full_refresh_seconds = full_refresh_seconds
@@ -69,7 +69,21 @@ class DatabaseCollector(Collector):
         self._full_at = float("-inf")
         self._full_task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
         self.database_up = 0
+
+    def start_warm_up(self) -> None:
+        """Count the totals in the background now, so the first scrape does not pay for the full count."""
+        self._tasks.add(asyncio.create_task(self.refresh()))
+
+    async def aclose(self, timeout: float = 10.0) -> None:
+        """Let running database reads finish (a cancelled query would strand its pooled connection)."""
+        pending = {task for task in (*self._tasks, self._full_task) if task is not None and not task.done()}
+        if not pending:
+            return
+        _, still_running = await asyncio.wait(pending, timeout=timeout)
+        for task in still_running:
+            task.cancel()
 
     async def refresh(self) -> None:
         if time.monotonic() - self._refreshed_at < self._cache_seconds:
@@ -103,14 +117,14 @@ class DatabaseCollector(Collector):
 
     async def _recount(self) -> None:
         started = time.monotonic()
-        async with self._sessions() as session:
-            trade_high, decision_high = await queries.max_ids(session)
+        async with self._engine.connect() as connection:
+            trade_high, decision_high = await queries.max_ids(connection)
             fresh = _Totals(
                 trade_high=trade_high,
                 decision_high=decision_high,
-                trades=await queries.trade_totals_between(session, 0, trade_high),
-                decisions=await queries.decision_counts_between(session, 0, decision_high),
-                confidence=await queries.latest_confidence_between(session, 0, decision_high),
+                trades=await queries.trade_totals_between(connection, 0, trade_high),
+                decisions=await queries.decision_counts_between(connection, 0, decision_high),
+                confidence=await queries.latest_confidence_between(connection, 0, decision_high),
             )
         self._totals = fresh
         self._generation += 1
@@ -119,11 +133,11 @@ class DatabaseCollector(Collector):
     async def _advance(self) -> None:
         totals, generation = self._totals, self._generation
         assert totals is not None
-        async with self._sessions() as session:
-            trade_high, decision_high = await queries.max_ids(session)
-            trades = await queries.trade_totals_between(session, totals.trade_high, trade_high)
-            decisions = await queries.decision_counts_between(session, totals.decision_high, decision_high)
-            confidence = await queries.latest_confidence_between(session, totals.decision_high, decision_high)
+        async with self._engine.connect() as connection:
+            trade_high, decision_high = await queries.max_ids(connection)
+            trades = await queries.trade_totals_between(connection, totals.trade_high, trade_high)
+            decisions = await queries.decision_counts_between(connection, totals.decision_high, decision_high)
+            confidence = await queries.latest_confidence_between(connection, totals.decision_high, decision_high)
         if generation != self._generation:  # a recount replaced the totals meanwhile; it already covers these
             return
         queries.merge_counts(totals.trades, trades)
@@ -134,9 +148,9 @@ class DatabaseCollector(Collector):
 
     async def _read_point(self) -> None:
         mode = self._settings.trading.mode
-        async with self._sessions() as session:
-            snapshot = await queries.latest_snapshot(session, mode)
-            status = await queries.bot_status(session, self._settings.scheduler.instance_name, mode)
+        async with self._engine.connect() as connection:
+            snapshot = await queries.latest_snapshot(connection, mode)
+            status = await queries.bot_status(connection, self._settings.scheduler.instance_name, mode)
         heartbeat = status.heartbeat
         running = (
             heartbeat is not None
@@ -209,7 +223,7 @@ class DatabaseCollector(Collector):
 class ApiMetrics:
     """One registry per app, so several apps (tests) never share counters."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], settings: Settings, **collector_options: float):
+    def __init__(self, engine: AsyncEngine, settings: Settings, **collector_options: float):
         self.registry = CollectorRegistry(auto_describe=False)
         self.requests = Counter("http_requests", "HTTP requests", ["method", "route", "status"], registry=self.registry)
         self.duration = Histogram(
@@ -219,7 +233,7 @@ class ApiMetrics:
             buckets=HTTP_BUCKETS,
             registry=self.registry,
         )
-        self.database = DatabaseCollector(sessions, settings, **collector_options)
+        self.database = DatabaseCollector(engine, settings, **collector_options)
         self.registry.register(self.database)
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:

@@ -70,8 +70,11 @@ class SystemLogWriter(Protocol):
 
 
 # --- formatting ---------------------------------------------------------------------------------------
+_LABELS = {"pnl": "P&L", "realized_pnl": "Realised P&L", "change_24h_pct": "Change 24h", "drawdown_pct": "Drawdown"}
+
+
 def _label(name: str) -> str:
-    return name.replace("_", " ").capitalize()
+    return _LABELS.get(name) or name.replace("_", " ").capitalize()
 
 
 def _value_text(kind: EventKind, name: str, value: Any) -> str:
@@ -165,17 +168,39 @@ def _retry_after_seconds(exc: RetryAfter) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 # --- delivery -----------------------------------------------------------------------------------------
-def build_bot(config: TelegramConfig) -> Bot:
-    """A PTB ``Bot`` on ``TELEGRAM_BASE_URL``; not initialised (that would call getMe and can leak the token)."""
-    if not config.bot_token:
-        raise RuntimeError("Telegram is not configured: set TELEGRAM_BOT_TOKEN and TELEGRAM_CHAT_IDS")
-    return Bot(
-        config.bot_token.get_secret_value(),
-        base_url=config.base_url,
-        request=HTTPXRequest(connection_pool_size=4, read_timeout=15.0, connect_timeout=5.0),
-        get_updates_request=HTTPXRequest(connection_pool_size=1, read_timeout=15.0, connect_timeout=5.0),
-    )
+class _TelegramClient:
+    """A PTB ``Bot`` on ``TELEGRAM_BASE_URL`` and the two HTTP clients it uses (messages, long polling).
+
+    The bot is never ``initialize()``d: that calls getMe and puts the token into the error message of a
+    rejected token. So the HTTP clients are closed here, not by ``Bot.shutdown()``.
+    """
+
+    def __init__(self, config: TelegramConfig) -> None:
+        if not config.bot_token:
+            raise RuntimeError("Telegram is not configured: set TELEGRAM_BOT_TOKEN and TELEGRAM_CHAT_IDS")
+        self.requests = (
+            HTTPXRequest(connection_pool_size=4, read_timeout=15.0, connect_timeout=5.0),
+            HTTPXRequest(connection_pool_size=1, read_timeout=30.0, connect_timeout=5.0),
+        )
+        self.bot = Bot(
+            config.bot_token.get_secret_value(),
+            base_url=config.base_url,
+            request=self.requests[0],
+            get_updates_request=self.requests[1],
+        )
+
+    async def aclose(self) -> None:
+        for request in self.requests:
+            with contextlib.suppress(Exception):
+                await request.shutdown()
 
 
 class DeliveryFailed(Exception):
@@ -203,8 +228,9 @@ class NotificationService:
         self._backoff = backoff_seconds
         self._max_retry_after = max_retry_after_seconds
         self._sleep = sleep
-        self._bot: Bot | None = None
+        self._client: _TelegramClient | None = None
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.dropped = 0
         self.delivered = 0
         self.failed = 0
@@ -215,26 +241,34 @@ class NotificationService:
 
     @property
     def bot(self) -> Bot:
-        if self._bot is None:
-            self._bot = build_bot(self._config)
-        return self._bot
+        if self._client is None:
+            self._client = _TelegramClient(self._config)
+        return self._client.bot
 
     # --- the Notifier port ---
     def notify(self, event: NotificationEvent) -> None:
         if not self.enabled:
             return
         try:
+            if self._loop is not None and _running_loop() is not self._loop:  # called from another thread
+                self._loop.call_soon_threadsafe(self._enqueue, event)
+            else:
+                self._enqueue(event)
+        except Exception as exc:  # never let a notification break the caller (e.g. a closed loop)
+            log.warning("telegram.enqueue_failed", kind=str(event.kind), error=str(exc))
+
+    def _enqueue(self, event: NotificationEvent) -> None:
+        try:
             self._queue.put_nowait(event)
         except asyncio.QueueFull:
             self.dropped += 1
             log.warning("telegram.queue_full", kind=str(event.kind), dropped=self.dropped)
-        except Exception as exc:  # never let a notification break the caller
-            log.warning("telegram.enqueue_failed", kind=str(event.kind), error=str(exc))
 
     # --- lifecycle ---
     async def start(self) -> None:
         if not self.enabled or self._task is not None:
             return
+        self._loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._run(), name="telegram-sender")
         log.info("telegram.started", chats=len(self._config.chat_ids))
 
@@ -247,10 +281,9 @@ class NotificationService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        if self._bot is not None:
-            with contextlib.suppress(Exception):
-                await self._bot.shutdown()
-            self._bot = None
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
 
     async def drain(self) -> None:
         """Wait until every queued event has been delivered or recorded as failed."""

@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 from telegram import Update
 from telegram.error import Conflict, InvalidToken, NetworkError, TelegramError
 
@@ -214,11 +214,18 @@ class TelegramCommands:
             ]
         )
 
-    # --- reads ------------------------------------------------------------------------------------------
+    # --- reads ----------------------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        """A read connection for the API's query functions (``backend/app/db/repositories/queries.py``)."""
+        async with self._sessions() as session:
+            yield await session.connection()
+
+    # --- reads (commands) ------------------------------------------------------------------------------------------
     async def _status(self) -> str:
         ctx = self._context
-        async with self._sessions() as session:
-            status = await queries.bot_status(session, ctx.instance_name, ctx.mode)
+        async with self._read() as connection:
+            status = await queries.bot_status(connection, ctx.instance_name, ctx.mode)
         lines = ["🤖 <b>Bot status</b>", _line("Desired state", status.desired_state.value), _line("Mode", ctx.mode)]
         heartbeat = status.heartbeat
         if heartbeat is None:
@@ -234,14 +241,14 @@ class TelegramCommands:
             ]
             if heartbeat.last_error:
                 lines.append(_line("Last error", heartbeat.last_error[:300]))
-        risk = status.risk
-        safe = bool(risk and risk.safe_mode)
-        lines.append(_line("Safe mode", f"ON: {risk.safe_mode_reason}" if safe and risk else "off"))
+        safe_mode = status.risk
+        active = safe_mode is not None and safe_mode.active
+        lines.append(_line("Safe mode", f"ON: {safe_mode.reason}" if active and safe_mode else "off"))
         return "\n".join(lines)
 
     async def _balance(self) -> str:
-        async with self._sessions() as session:
-            snapshot = await queries.latest_snapshot(session, self._context.mode)
+        async with self._read() as connection:
+            snapshot = await queries.latest_snapshot(connection, self._context.mode)
         if snapshot is None:
             return "💰 No portfolio snapshot yet."
         return "\n".join(
@@ -272,8 +279,8 @@ class TelegramCommands:
 
     async def _trades(self) -> str:
         filters = queries.TradeFilter(mode=self._context.mode)
-        async with self._sessions() as session:
-            page = await queries.list_trades(session, filters, queries.Paging(limit=RECENT_TRADES))
+        async with self._read() as connection:
+            page = await queries.list_trades(connection, filters, queries.Paging(limit=RECENT_TRADES))
         if not page.rows:
             return "🧾 No trades yet."
         lines = [f"🧾 <b>Last {len(page.rows)} trades</b>"]
@@ -292,10 +299,10 @@ class TelegramCommands:
         mode = self._context.mode
         periods = {"24 h": now - timedelta(days=1), "7 days": now - timedelta(days=7), "all time": None}
         lines = [f"📊 <b>Profit</b> ({html.escape(str(mode))})"]
-        async with self._sessions() as session:
+        async with self._read() as connection:
             for label, since in periods.items():
                 stats = await queries.trade_statistics(
-                    session, queries.TradeFilter(mode=mode, from_date=since), "day"
+                    connection, queries.TradeFilter(mode=mode, from_date=since), "day"
                 )
                 tally = stats.overall
                 win = "-" if tally.win_rate_pct is None else f"{tally.win_rate_pct} %"
@@ -306,7 +313,7 @@ class TelegramCommands:
                         f"{tally.trade_count} trades, win rate {win}",
                     )
                 )
-            snapshot = await queries.latest_snapshot(session, mode)
+            snapshot = await queries.latest_snapshot(connection, mode)
         if snapshot is not None:
             lines.append(_line("Equity", f"{money(snapshot.total_value_krw)} KRW ({_pct(snapshot.profit_rate)})"))
         return "\n".join(lines)
@@ -316,12 +323,31 @@ class TelegramCommands:
         return format_event(report.to_event())
 
 
-def build_telegram_commands(
-    settings: Settings, sender: NotificationService, sessions: async_sessionmaker[AsyncSession]
-) -> TelegramCommands | None:
-    """The command poller for a process, or None when Telegram or its commands are off."""
-    if not (settings.telegram.enabled and settings.telegram.commands_enabled):
-        return None
-    return TelegramCommands(
-        sender, sessions, CommandContext.from_settings(settings), list(settings.telegram.chat_ids)
-    )
+@dataclass(slots=True)
+class TelegramRuntime:
+    """What a process holds while Telegram runs: the notifier to pass to the engine, and the command poller."""
+
+    notifier: NotificationService
+    commands: TelegramCommands | None
+
+    async def aclose(self) -> None:
+        if self.commands is not None:
+            await self.commands.aclose()
+        await self.notifier.aclose()
+
+
+async def start_telegram(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> TelegramRuntime:
+    """Start the sender (and the command poller when TELEGRAM_COMMANDS_ENABLED); a no-op without a token.
+
+    Failed deliveries are recorded in ``system_logs``. Run the poller in one process only (the scheduler):
+    Telegram allows a single getUpdates consumer per token.
+    """
+    notifier = NotificationService(settings.telegram, BotRepository(sessions))
+    await notifier.start()
+    commands = None
+    if settings.telegram.enabled and settings.telegram.commands_enabled:
+        commands = TelegramCommands(
+            notifier, sessions, CommandContext.from_settings(settings), list(settings.telegram.chat_ids)
+        )
+        await commands.start()
+    return TelegramRuntime(notifier, commands)

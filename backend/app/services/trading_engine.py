@@ -50,6 +50,7 @@ from src.utils.logger import get_logger
 log = get_logger(__name__)
 
 Clock = Callable[[], datetime]
+SNAPSHOT_DEDUP = timedelta(minutes=1)
 PAPER_ACCOUNT = {TradingMode.PAPER: "paper", TradingMode.REPLAY: "replay"}
 
 
@@ -271,8 +272,9 @@ class TradingEngine:
     async def position_job(self) -> list[ExitReport]:
         return await self.pipeline.check_positions()
 
-    async def snapshot_job(self) -> PortfolioSnapshotRecord:
-        return await self.pipeline.snapshot()
+    async def snapshot_job(self) -> PortfolioSnapshotRecord | None:
+        """A snapshot, unless the trading cycle wrote one in the last minute (it ends with one)."""
+        return await self.pipeline.snapshot(unless_within=SNAPSHOT_DEDUP)
 
     async def daily_report_job(self) -> DailyReport:
         report = await build_daily_report(self.sessions, self.mode, self.clock())

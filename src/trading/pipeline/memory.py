@@ -64,9 +64,7 @@ class InMemoryTradingRepository:
         return None if order is None else copy.copy(order)
 
     async def list_orders(self, statuses: list[OrderStatus], mode: TradingMode | None = None) -> list[OrderRecord]:
-        return [
-            copy.copy(o) for o in self.orders.values() if o.status in statuses and (mode is None or o.mode is mode)
-        ]
+        return [copy.copy(o) for o in self.orders.values() if o.status in statuses and (mode is None or o.mode is mode)]
 
     async def list_trades(
         self, *, mode: TradingMode | None = None, symbol: str | None = None, since: datetime | None = None

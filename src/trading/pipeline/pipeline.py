@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -20,11 +20,12 @@ import pandas as pd
 
 from src.ai.models import Decision, MarketContext
 from src.api.interfaces import IExchangeClient, Orderbook
-from src.config.settings import TradingMode
+from src.config.settings import PositionSizing, TradingMode
 from src.data.collector import DataCollector, MarketSnapshot
+from src.exceptions import ExchangeError
 from src.position.service import PositionService
 from src.risk.manager import RiskManager
-from src.risk.models import ExitSignal, PortfolioView
+from src.risk.models import ExitSignal, PortfolioView, TradeStats
 from src.trading.notifier import EventKind, NotificationEvent, Notifier, NullNotifier
 from src.trading.pipeline.analysis import FILTER_SOURCE, RULES_SOURCE, Analysis, Analyzer, ai_source
 from src.trading.pipeline.context import CycleContext
@@ -131,6 +132,7 @@ class TradingPipeline:
         self.notifier = notifier or NullNotifier()
         self.observer: PipelineObserver = observer or NullPipelineObserver()
         self.starting_equity = starting_equity
+        self.last_snapshot_at: datetime | None = None
 
     # --- jobs -------------------------------------------------------------------------------------
     async def reconcile(self) -> list[ExecutionResult]:
@@ -162,6 +164,10 @@ class TradingPipeline:
                 log.info("cycle.stopping", remaining=symbol)
                 break
             reports.append(await self.run_symbol(symbol, dry_run=dry_run, allow_buys=allow_buys))
+        try:
+            await self.snapshot()
+        except Exception as exc:
+            await self._log_error("portfolio snapshot failed", exc, {})
         return reports
 
     async def feed_equity(self, portfolio: Portfolio | None = None) -> Portfolio | None:
@@ -191,6 +197,8 @@ class TradingPipeline:
         except Exception as exc:
             ctx.error = f"{type(exc).__name__}: {exc}"
             ctx.outcome = "error"
+            if isinstance(exc, ExchangeError):
+                self.observer.on_exchange_error(ctx.stages[-1].stage if ctx.stages else "cycle", type(exc).__name__)
             await self._log_error("trading cycle failed", exc, {"cycle_id": ctx.cycle_id, "symbol": symbol})
         await self._finish(ctx)
         return CycleReport(
@@ -209,12 +217,10 @@ class TradingPipeline:
         """Stops, targets and trailing stops of open positions, sold through the same execution path."""
         if not allow:
             return []
-        await self.reconcile()
         open_positions = await self.positions.open_positions()
         if not open_positions:
             return []
         now = self.clock()
-        portfolio = await load_portfolio(self.exchange, now)
         symbols = sorted({p.symbol for p in open_positions})
         prices = {t.symbol: t.trade_price for t in await self.exchange.get_tickers(symbols)}
         marked = []
@@ -223,6 +229,9 @@ class TradingPipeline:
             updated = await self.positions.mark(position.symbol, price) if price is not None else None
             marked.append(updated or position)
         exits = self.risk.exits_due(marked, prices, now)
+        if not exits:
+            return []
+        portfolio = await load_portfolio(self.exchange, now)
         return [await self._exit(exit_signal, portfolio) for exit_signal in exits]
 
     async def _exit(self, exit_signal: ExitSignal, portfolio: Portfolio) -> ExitReport:
@@ -244,9 +253,19 @@ class TradingPipeline:
         log.info("position.exit", symbol=symbol, reason=reason, status=result.status.value)
         return ExitReport(symbol, reason, result)
 
-    async def snapshot(self) -> PortfolioSnapshotRecord:
-        """Value the account, write ``portfolio_snapshots``, and let the circuit breakers see the equity."""
+    async def snapshot(self, *, unless_within: timedelta | None = None) -> PortfolioSnapshotRecord | None:
+        """Value the account, write ``portfolio_snapshots``, and let the circuit breakers see the equity.
+
+        Every trading cycle ends with one; the snapshot job passes ``unless_within`` so it does not write
+        a second row right after a cycle did.
+        """
         now = self.clock()
+        if (
+            unless_within is not None
+            and self.last_snapshot_at is not None
+            and now - self.last_snapshot_at < unless_within
+        ):
+            return None
         portfolio = await load_portfolio(self.exchange, now)
         equity = portfolio.equity_krw
         profit_rate = None
@@ -261,6 +280,7 @@ class TradingPipeline:
             created_at=now,
         )
         await self.repository.save_snapshot(record)
+        self.last_snapshot_at = now
         self.observer.on_portfolio(equity, profit_rate)
         await self.feed_equity(portfolio)
         return record
@@ -276,7 +296,7 @@ class TradingPipeline:
                 len(open_positions),
             )
             verdict = await self.risk.evaluate_entry(ctx.symbol, view, ctx.now)
-            size = self.risk.size_entry(verdict, view, await self.risk.trade_stats()) if verdict.allowed else _ZERO
+            size = self.risk.size_entry(verdict, view, await self._trade_stats()) if verdict.allowed else _ZERO
             reasons = list(verdict.reasons)
             if not allow_buys:
                 reasons.append("paused: the bot is paused, no new buys")
@@ -293,6 +313,12 @@ class TradingPipeline:
             )
         self.observer.on_stage("risk", ctx.stages[-1].duration_ms / 1000)
         return portfolio, _Verdict(allowed, reasons, verdict.max_krw, size)
+
+    async def _trade_stats(self) -> TradeStats | None:
+        """Closed-position statistics, which only half-Kelly sizing reads."""
+        if self.risk.config.position_sizing is PositionSizing.HALF_KELLY:
+            return await self.risk.trade_stats()
+        return None
 
     async def _data_stage(self, ctx: CycleContext) -> MarketView:
         with ctx.stage("data") as stage:

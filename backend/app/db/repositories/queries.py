@@ -1,4 +1,5 @@
-"""The API's read side: every query the API runs is built here.
+"""The API's read side: every query the API runs is built here, executed on a Core connection (no ORM
+identity map to fill for rows that are only serialised).
 
 Lists are newest first and keyset-paged on ``(created_at, id)`` so a deep page costs what the first does.
 Money aggregates are exact ``Decimal`` on both databases: PostgreSQL sums NUMERIC in SQL; SQLite keeps money
@@ -17,7 +18,8 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, func, literal, select, tuple_
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import InstrumentedAttribute
 
 from backend.app.db.migrations import current_revision, head_revision
@@ -66,7 +68,7 @@ class Cursor:
 
 @dataclass(slots=True)
 class Page:
-    rows: list[Any]
+    rows: list[Any]  # Core rows (attribute access by column name), cheaper than ORM objects for read-only lists
     limit: int
     next_cursor: str | None
     total: int | None = None
@@ -84,7 +86,7 @@ class Paging:
 
 
 async def _paged(
-    session: AsyncSession,
+    connection: AsyncConnection,
     query: Select[Any],
     created: InstrumentedAttribute[datetime],
     row_id: InstrumentedAttribute[int],
@@ -95,14 +97,14 @@ async def _paged(
     ordered = query.order_by(created.desc(), row_id.desc())
     total = None
     if paging.skip is not None:
-        total = await session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
+        total = await connection.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
         ordered = ordered.offset(paging.skip)
     elif paging.cursor is not None:
         cursor = Cursor.decode(paging.cursor)
         ordered = ordered.where(
             tuple_(created, row_id) < tuple_(literal(cursor.created_at, UTCDateTime()), literal(cursor.id))
         )
-    rows = list(await session.scalars(ordered.limit(paging.limit + 1)))
+    rows = list(await connection.execute(ordered.limit(paging.limit + 1)))
     next_cursor = None
     if len(rows) > paging.limit:
         rows = rows[: paging.limit]
@@ -153,13 +155,13 @@ class TradeFilter:
         return conditions
 
 
-async def list_trades(session: AsyncSession, filters: TradeFilter, paging: Paging) -> Page:
-    query = select(TradeRow).where(*filters.conditions())
-    return await _paged(session, query, TradeRow.created_at, TradeRow.id, paging)
+async def list_trades(connection: AsyncConnection, filters: TradeFilter, paging: Paging) -> Page:
+    query = select(TradeRow.__table__).where(*filters.conditions())
+    return await _paged(connection, query, TradeRow.created_at, TradeRow.id, paging)
 
 
-async def get_trade(session: AsyncSession, trade_id: str) -> TradeRow | None:
-    return await session.scalar(select(TradeRow).where(TradeRow.trade_id == trade_id))
+async def get_trade(connection: AsyncConnection, trade_id: str) -> Row[Any] | None:
+    return (await connection.execute(select(TradeRow.__table__).where(TradeRow.trade_id == trade_id))).first()
 
 
 # --- trade statistics -----------------------------------------------------------------------------
@@ -263,19 +265,21 @@ class TradeStatistics:
         self.by_period.setdefault(start, Tally()).add(tally)
 
 
-async def trade_statistics(session: AsyncSession, filters: TradeFilter, period: str) -> TradeStatistics:
+async def trade_statistics(connection: AsyncConnection, filters: TradeFilter, period: str) -> TradeStatistics:
     conditions = [*filters.conditions(), TradeRow.status == TradeStatus.COMPLETED]
     stats = TradeStatistics()
-    if session.bind.dialect.name == "postgresql":
-        groups = _statistics_groups_sql(session, conditions, period)
+    if connection.dialect.name == "postgresql":
+        groups = _statistics_groups_sql(connection, conditions, period)
     else:
-        groups = _statistics_groups_python(session, conditions, period)
+        groups = _statistics_groups_python(connection, conditions, period)
     async for symbol, start, tally in groups:
         stats.add(symbol, start, tally)
     return stats
 
 
-async def _statistics_groups_sql(session: AsyncSession, conditions: list[ColumnElement[bool]], period: str) -> Any:
+async def _statistics_groups_sql(
+    connection: AsyncConnection, conditions: list[ColumnElement[bool]], period: str
+) -> Any:
     bucket = func.date_trunc(period, func.timezone("UTC", TradeRow.created_at)).label("bucket")
     pnl = TradeRow.realized_pnl
     query = (
@@ -295,11 +299,13 @@ async def _statistics_groups_sql(session: AsyncSession, conditions: list[ColumnE
         .where(*conditions)
         .group_by(TradeRow.symbol, TradeRow.side, bucket)
     )
-    for symbol, side, start, *sums in await session.execute(query):
+    for symbol, side, start, *sums in await connection.execute(query):
         yield symbol, start.replace(tzinfo=UTC), _tally(Side(side), *sums)
 
 
-async def _statistics_groups_python(session: AsyncSession, conditions: list[ColumnElement[bool]], period: str) -> Any:
+async def _statistics_groups_python(
+    connection: AsyncConnection, conditions: list[ColumnElement[bool]], period: str
+) -> Any:
     query = select(
         TradeRow.symbol,
         TradeRow.side,
@@ -309,7 +315,7 @@ async def _statistics_groups_python(session: AsyncSession, conditions: list[Colu
         TradeRow.fee,
         TradeRow.realized_pnl,
     ).where(*conditions)
-    for symbol, side, created_at, total, amount, fee, pnl in await session.execute(query):
+    for symbol, side, created_at, total, amount, fee, pnl in await connection.execute(query):
         has_pnl = pnl is not None
         tally = _tally(
             Side(side), 1, total, amount, fee, pnl, int(has_pnl), int(has_pnl and pnl > 0), int(has_pnl and pnl < 0)
@@ -319,7 +325,7 @@ async def _statistics_groups_python(session: AsyncSession, conditions: list[Colu
 
 # --- orders, AI decisions, portfolio ---------------------------------------------------------------
 async def list_orders(
-    session: AsyncSession,
+    connection: AsyncConnection,
     paging: Paging,
     *,
     status: str | None = None,
@@ -327,16 +333,16 @@ async def list_orders(
     from_date: datetime | None = None,
     to_date: datetime | None = None,
 ) -> Page:
-    query = select(OrderRow).where(*_in_range(OrderRow.created_at, from_date, to_date))
+    query = select(OrderRow.__table__).where(*_in_range(OrderRow.created_at, from_date, to_date))
     if status is not None:
         query = query.where(OrderRow.status == status)
     if symbol is not None:
         query = query.where(OrderRow.symbol == symbol)
-    return await _paged(session, query, OrderRow.created_at, OrderRow.id, paging)
+    return await _paged(connection, query, OrderRow.created_at, OrderRow.id, paging)
 
 
 async def list_ai_decisions(
-    session: AsyncSession,
+    connection: AsyncConnection,
     paging: Paging,
     *,
     symbol: str | None = None,
@@ -346,7 +352,7 @@ async def list_ai_decisions(
     from_date: datetime | None = None,
     to_date: datetime | None = None,
 ) -> Page:
-    query = select(AIDecisionRow).where(*_in_range(AIDecisionRow.created_at, from_date, to_date))
+    query = select(AIDecisionRow.__table__).where(*_in_range(AIDecisionRow.created_at, from_date, to_date))
     if symbol is not None:
         query = query.where(AIDecisionRow.symbol == symbol)
     if decision is not None:
@@ -355,50 +361,75 @@ async def list_ai_decisions(
         query = query.where(AIDecisionRow.final_decision == final_decision)
     if overridden is not None:
         query = query.where(AIDecisionRow.overridden.is_(overridden))
-    return await _paged(session, query, AIDecisionRow.created_at, AIDecisionRow.id, paging)
+    return await _paged(connection, query, AIDecisionRow.created_at, AIDecisionRow.id, paging)
 
 
-async def latest_snapshot(session: AsyncSession, mode: TradingMode) -> PortfolioSnapshotRow | None:
+async def latest_snapshot(connection: AsyncConnection, mode: TradingMode) -> Row[Any] | None:
     query = (
-        select(PortfolioSnapshotRow)
+        select(PortfolioSnapshotRow.__table__)
         .where(PortfolioSnapshotRow.mode == mode)
         .order_by(PortfolioSnapshotRow.created_at.desc(), PortfolioSnapshotRow.id.desc())
         .limit(1)
     )
-    return await session.scalar(query)
+    return (await connection.execute(query)).first()
 
 
 async def snapshot_history(
-    session: AsyncSession,
+    connection: AsyncConnection,
     mode: TradingMode,
     paging: Paging,
     *,
     from_date: datetime | None = None,
     to_date: datetime | None = None,
 ) -> Page:
-    query = select(PortfolioSnapshotRow).where(
+    query = select(PortfolioSnapshotRow.__table__).where(
         PortfolioSnapshotRow.mode == mode, *_in_range(PortfolioSnapshotRow.created_at, from_date, to_date)
     )
-    return await _paged(session, query, PortfolioSnapshotRow.created_at, PortfolioSnapshotRow.id, paging)
+    return await _paged(connection, query, PortfolioSnapshotRow.created_at, PortfolioSnapshotRow.id, paging)
 
 
 # --- bot status and config -------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class SafeMode:
+    active: bool
+    reason: str | None
+    since: datetime | None
+
+
 @dataclass(slots=True)
 class BotStatusData:
-    heartbeat: BotStateRow | None
+    heartbeat: Any | None  # a bot_state row (attribute access by column name), None if never written
     desired_state: DesiredState
-    risk: RiskStateRow | None
+    risk: SafeMode | None  # from risk_state of the trading mode, None without a row
 
 
-async def bot_status(session: AsyncSession, instance_name: str, mode: TradingMode) -> BotStatusData:
-    heartbeat = await session.scalar(select(BotStateRow).where(BotStateRow.instance_name == instance_name))
-    desired = await session.scalar(select(BotConfigRow.value).where(BotConfigRow.key == DESIRED_STATE_KEY))
-    risk = await session.scalar(select(RiskStateRow).where(RiskStateRow.mode == mode))
-    return BotStatusData(heartbeat, DesiredState(desired) if desired is not None else DesiredState.RUNNING, risk)
+async def bot_status(connection: AsyncConnection, instance_name: str, mode: TradingMode) -> BotStatusData:
+    """Heartbeat, desired state and safe mode in one round trip (left joins on a one-row anchor)."""
+    heartbeat, risk = BotStateRow.__table__, RiskStateRow.__table__
+    desired = select(BotConfigRow.value).where(BotConfigRow.key == DESIRED_STATE_KEY).scalar_subquery()
+    anchor = select(literal(1).label("one")).subquery()
+    query = select(
+        heartbeat,
+        desired.label("desired_state"),
+        risk.c.id.label("risk_id"),
+        risk.c.safe_mode.label("risk_safe_mode"),
+        risk.c.safe_mode_reason.label("risk_safe_mode_reason"),
+        risk.c.safe_mode_since.label("risk_safe_mode_since"),
+    ).select_from(
+        anchor.outerjoin(heartbeat, heartbeat.c.instance_name == instance_name).outerjoin(risk, risk.c.mode == mode)
+    )
+    row = (await connection.execute(query)).one()
+    safe_mode = (
+        SafeMode(bool(row.risk_safe_mode), row.risk_safe_mode_reason, row.risk_safe_mode_since)
+        if row.risk_id is not None
+        else None
+    )
+    desired_state = DesiredState(row.desired_state) if row.desired_state is not None else DesiredState.RUNNING
+    return BotStatusData(row if row.instance_name is not None else None, desired_state, safe_mode)
 
 
-async def config_rows(session: AsyncSession, keys: Iterable[str]) -> dict[str, BotConfigRow]:
-    rows = await session.scalars(select(BotConfigRow).where(BotConfigRow.key.in_(list(keys))))
+async def config_rows(connection: AsyncConnection, keys: Iterable[str]) -> dict[str, Row[Any]]:
+    rows = await connection.execute(select(BotConfigRow.__table__).where(BotConfigRow.key.in_(list(keys))))
     return {row.key: row for row in rows}
 
 
@@ -415,10 +446,10 @@ class Readiness:
         return self.database and self.current == self.head
 
 
-async def readiness(session: AsyncSession) -> Readiness:
+async def readiness(connection: AsyncConnection) -> Readiness:
     head = head_revision()
     try:
-        current = await current_revision(session.bind)  # type: ignore[arg-type]
+        current = await current_revision(connection.engine)
     except Exception as exc:  # any driver error means "not reachable"; the type is enough to say why
         return Readiness(False, None, head, f"database unreachable ({type(exc).__name__})")
     detail = None if current == head else f"database at migration {current}, newest is {head}"
@@ -436,23 +467,25 @@ class TradeTotals:
 TradeKey = tuple[str, str, str]  # symbol, side, mode
 
 
-async def max_ids(session: AsyncSession) -> tuple[int, int]:
-    trades = await session.scalar(select(func.coalesce(func.max(TradeRow.id), 0)))
-    decisions = await session.scalar(select(func.coalesce(func.max(AIDecisionRow.id), 0)))
+async def max_ids(connection: AsyncConnection) -> tuple[int, int]:
+    trades = await connection.scalar(select(func.coalesce(func.max(TradeRow.id), 0)))
+    decisions = await connection.scalar(select(func.coalesce(func.max(AIDecisionRow.id), 0)))
     return int(trades or 0), int(decisions or 0)
 
 
-async def trade_totals_between(session: AsyncSession, after_id: int, up_to_id: int) -> dict[TradeKey, TradeTotals]:
+async def trade_totals_between(
+    connection: AsyncConnection, after_id: int, up_to_id: int
+) -> dict[TradeKey, TradeTotals]:
     """Totals of completed trades with ``after_id < id <= up_to_id``, by symbol, side and mode."""
     where = (TradeRow.id > after_id, TradeRow.id <= up_to_id, TradeRow.status == TradeStatus.COMPLETED)
     keys = (TradeRow.symbol, TradeRow.side, TradeRow.mode)
     totals: dict[TradeKey, TradeTotals] = {}
-    if session.bind.dialect.name == "postgresql":
+    if connection.dialect.name == "postgresql":
         query = select(*keys, func.count(), func.sum(TradeRow.total), func.sum(TradeRow.fee)).where(*where)
-        for symbol, side, mode, count, volume, fee in await session.execute(query.group_by(*keys)):
+        for symbol, side, mode, count, volume, fee in await connection.execute(query.group_by(*keys)):
             totals[(symbol, str(side), str(mode))] = TradeTotals(count, volume or ZERO, fee or ZERO)
         return totals
-    for symbol, side, mode, total, fee in await session.execute(
+    for symbol, side, mode, total, fee in await connection.execute(
         select(*keys, TradeRow.total, TradeRow.fee).where(*where)
     ):
         entry = totals.setdefault((symbol, str(side), str(mode)), TradeTotals())
@@ -462,14 +495,16 @@ async def trade_totals_between(session: AsyncSession, after_id: int, up_to_id: i
     return totals
 
 
-async def decision_counts_between(session: AsyncSession, after_id: int, up_to_id: int) -> dict[tuple[str, str], int]:
+async def decision_counts_between(
+    connection: AsyncConnection, after_id: int, up_to_id: int
+) -> dict[tuple[str, str], int]:
     """AI decisions with ``after_id < id <= up_to_id``, counted by symbol and final decision."""
     keys = (AIDecisionRow.symbol, AIDecisionRow.final_decision)
     query = select(*keys, func.count()).where(AIDecisionRow.id > after_id, AIDecisionRow.id <= up_to_id).group_by(*keys)
-    return {(symbol, decision): count for symbol, decision, count in await session.execute(query)}
+    return {(symbol, decision): count for symbol, decision, count in await connection.execute(query)}
 
 
-async def latest_confidence_between(session: AsyncSession, after_id: int, up_to_id: int) -> dict[str, Decimal]:
+async def latest_confidence_between(connection: AsyncConnection, after_id: int, up_to_id: int) -> dict[str, Decimal]:
     """The confidence of the newest decision per symbol among ``after_id < id <= up_to_id``."""
     newest = (
         select(func.max(AIDecisionRow.id))
@@ -477,7 +512,7 @@ async def latest_confidence_between(session: AsyncSession, after_id: int, up_to_
         .group_by(AIDecisionRow.symbol)
     )
     query = select(AIDecisionRow.symbol, AIDecisionRow.confidence).where(AIDecisionRow.id.in_(newest))
-    return {symbol: confidence for symbol, confidence in await session.execute(query) if confidence is not None}
+    return {symbol: confidence for symbol, confidence in await connection.execute(query) if confidence is not None}
 
 
 def merge_counts(target: dict[Any, Any], increments: dict[Any, Any]) -> None:

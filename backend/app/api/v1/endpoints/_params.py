@@ -41,13 +41,14 @@ def query_error(exc: InvalidInput) -> Exception:
     return invalid(("query", field), exc.message.split(": ", 1)[-1])
 
 
-def page_model(model: type[M], page: Page, item_model: type[BaseModel]) -> M:
+def page_model(model: type[M], page: Page) -> M:
+    """One validation call for the whole page (items are read from the rows' attributes)."""
     fields: dict[str, Any] = {
-        "items": [item_model.model_validate(row) for row in page.rows],
+        "items": page.rows,
         "limit": page.limit,
         "next_cursor": page.next_cursor,
         "total": page.total,
         "page": page.page,
         "page_size": page.page_size,
     }
-    return model.model_validate(fields)
+    return model.model_validate(fields, from_attributes=True)

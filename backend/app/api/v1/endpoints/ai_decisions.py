@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from backend.app.api.deps import Reader, SessionDep
+from backend.app.api.deps import ReadConnection, Reader
 from backend.app.api.v1.endpoints._params import (
     Cursor,
     FromDate,
@@ -17,7 +17,7 @@ from backend.app.api.v1.endpoints._params import (
     query_error,
 )
 from backend.app.db.repositories import queries
-from backend.app.schemas.ai_decisions import AIDecisionOut, AIDecisionPage, DecisionKind
+from backend.app.schemas.ai_decisions import AIDecisionPage, DecisionKind
 from src.exceptions import InvalidInput
 
 router = APIRouter(prefix="/ai", tags=["ai"])
@@ -25,7 +25,7 @@ router = APIRouter(prefix="/ai", tags=["ai"])
 
 @router.get("/decisions", response_model=AIDecisionPage, summary="List AI decisions, newest first")
 async def list_decisions(
-    session: SessionDep,
+    connection: ReadConnection,
     _: Reader,
     symbol: Symbol = None,
     decision: DecisionKind | None = None,
@@ -39,7 +39,7 @@ async def list_decisions(
 ) -> AIDecisionPage:
     try:
         page = await queries.list_ai_decisions(
-            session,
+            connection,
             paging(limit, cursor, skip),
             symbol=symbol,
             decision=decision,
@@ -50,4 +50,4 @@ async def list_decisions(
         )
     except InvalidInput as exc:
         raise query_error(exc) from None
-    return page_model(AIDecisionPage, page, AIDecisionOut)
+    return page_model(AIDecisionPage, page)

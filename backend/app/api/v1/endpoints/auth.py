@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, status
 from fastapi.security import OAuth2PasswordRequestForm
 
-from backend.app.api.deps import SettingsDep
+from backend.app.api.deps import BODY_RESPONSES, SettingsDep
 from backend.app.core.security import constant_time_equals, create_access_token, hash_password, verify_password
 from backend.app.schemas.common import ErrorResponse
 from backend.app.schemas.system import TokenOut
@@ -28,7 +28,8 @@ _DUMMY_HASH = hash_password("not-the-password")
         401: {"model": ErrorResponse, "description": "Wrong user name or password"},
         429: {"description": "Rate limit exceeded; see Retry-After"},
         503: {"model": ErrorResponse, "description": "Password login is not configured"},
-    },
+    }
+    | BODY_RESPONSES,
     summary="Exchange the admin user name and password for a bearer token",
 )
 async def issue_token(settings: SettingsDep, form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> TokenOut:

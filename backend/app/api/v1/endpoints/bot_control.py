@@ -8,8 +8,17 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from backend.app.api.deps import AUTH_RESPONSES, Reader, SessionDep, SessionsDep, SettingsDep, Writer
+from backend.app.api.deps import (
+    AUTH_RESPONSES,
+    BODY_RESPONSES,
+    ReadConnection,
+    Reader,
+    SessionsDep,
+    SettingsDep,
+    Writer,
+)
 from backend.app.db.repositories import queries
 from backend.app.db.repositories.bot import BotRepository
 from backend.app.schemas.bot import (
@@ -38,9 +47,8 @@ def _status(data: queries.BotStatusData, settings: Settings) -> BotStatusOut:
             instance=instance, state="unknown", desired_state=data.desired_state, stale=True,
             message="scheduler never seen", mode=None, symbols=[], schedule=None, started_at=None,
             heartbeat_at=None, heartbeat_age_seconds=None, last_run=None, next_run=None, last_error=None,
-            last_error_at=None, safe_mode=bool(risk and risk.safe_mode),
-            safe_mode_reason=risk.safe_mode_reason if risk else None,
-            safe_mode_since=risk.safe_mode_since if risk else None,
+            last_error_at=None, safe_mode=bool(risk and risk.active), safe_mode_reason=risk.reason if risk else None,
+            safe_mode_since=risk.since if risk else None,
         )  # fmt: skip
     age = BotRepository.heartbeat_age_seconds(heartbeat)
     stale = age > settings.scheduler.heartbeat_stale_seconds
@@ -60,19 +68,24 @@ def _status(data: queries.BotStatusData, settings: Settings) -> BotStatusOut:
         next_run=heartbeat.next_run_at,
         last_error=heartbeat.last_error,
         last_error_at=heartbeat.last_error_at,
-        safe_mode=risk.safe_mode if risk else heartbeat.safe_mode,
-        safe_mode_reason=risk.safe_mode_reason if risk else heartbeat.safe_mode_reason,
-        safe_mode_since=risk.safe_mode_since if risk else None,
+        safe_mode=risk.active if risk else heartbeat.safe_mode,
+        safe_mode_reason=risk.reason if risk else heartbeat.safe_mode_reason,
+        safe_mode_since=risk.since if risk else None,
     )
 
 
 @router.get("/status", response_model=BotStatusOut, summary="The scheduler's real state, from its heartbeat")
-async def bot_status(session: SessionDep, settings: SettingsDep, _: Reader) -> BotStatusOut:
-    data = await queries.bot_status(session, settings.scheduler.instance_name, settings.trading.mode)
+async def bot_status(connection: ReadConnection, settings: SettingsDep, _: Reader) -> BotStatusOut:
+    data = await queries.bot_status(connection, settings.scheduler.instance_name, settings.trading.mode)
     return _status(data, settings)
 
 
-@router.post("/control", response_model=BotControlOut, responses=AUTH_RESPONSES, summary="Start, stop, pause, resume")
+@router.post(
+    "/control",
+    response_model=BotControlOut,
+    responses=AUTH_RESPONSES | BODY_RESPONSES,
+    summary="Start, stop, pause, resume",
+)
 async def bot_control(body: BotControlIn, sessions: SessionsDep, who: Writer) -> BotControlOut:
     desired = desired_state_for(body.action)
     audit = f"bot control: {body.action} (desired state {desired}) by {who.name}: {body.reason}"
@@ -93,8 +106,8 @@ async def bot_control(body: BotControlIn, sessions: SessionsDep, who: Writer) ->
     )
 
 
-async def _config(session: Any, settings: Settings) -> BotConfigOut:
-    rows = await queries.config_rows(session, RUNTIME_KEYS)
+async def _config(connection: AsyncConnection, settings: Settings) -> BotConfigOut:
+    rows = await queries.config_rows(connection, RUNTIME_KEYS)
     entries = []
     for key, entry in RUNTIME_KEYS.items():
         row = rows.get(key)
@@ -116,13 +129,18 @@ async def _config(session: Any, settings: Settings) -> BotConfigOut:
 
 
 @router.get("/config", response_model=BotConfigOut, summary="Run-time settings the scheduler takes")
-async def get_bot_config(session: SessionDep, settings: SettingsDep, _: Reader) -> BotConfigOut:
-    return await _config(session, settings)
+async def get_bot_config(connection: ReadConnection, settings: SettingsDep, _: Reader) -> BotConfigOut:
+    return await _config(connection, settings)
 
 
-@router.put("/config", response_model=BotConfigOut, responses=AUTH_RESPONSES, summary="Change run-time settings")
+@router.put(
+    "/config",
+    response_model=BotConfigOut,
+    responses=AUTH_RESPONSES | BODY_RESPONSES,
+    summary="Change run-time settings",
+)
 async def put_bot_config(
-    body: BotConfigUpdate, session: SessionDep, sessions: SessionsDep, settings: SettingsDep, who: Writer
+    body: BotConfigUpdate, connection: ReadConnection, sessions: SessionsDep, settings: SettingsDep, who: Writer
 ) -> BotConfigOut:
     validated: dict[str, Any] = {}
     errors: list[dict[str, Any]] = []
@@ -133,7 +151,7 @@ async def put_bot_config(
             errors.append({"loc": ("body", "values", key), "msg": exc.message, "type": "value_error"})
     if errors:
         raise RequestValidationError(errors)
-    current = await queries.config_rows(session, validated)
+    current = await queries.config_rows(connection, validated)
     repository = BotRepository(sessions)
     for key, value in validated.items():
         old = current[key].value if key in current else None
@@ -142,5 +160,4 @@ async def put_bot_config(
             key, value, updated_by=who.name, description=RUNTIME_KEYS[key].description, audit=audit
         )
         log.info("bot.config_changed", key=key, by=who.name)
-    await session.rollback()  # end the read transaction so the answer sees the writes just committed
-    return await _config(session, settings)
+    return await _config(connection, settings)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from backend.app.api.deps import Reader, SessionDep
+from backend.app.api.deps import ReadConnection, Reader
 from backend.app.api.v1.endpoints._params import (
     Cursor,
     FromDate,
@@ -17,7 +17,7 @@ from backend.app.api.v1.endpoints._params import (
     query_error,
 )
 from backend.app.db.repositories import queries
-from backend.app.schemas.orders import OrderOut, OrderPage
+from backend.app.schemas.orders import OrderPage
 from src.exceptions import InvalidInput
 from src.trading.orders import OrderStatus
 
@@ -26,7 +26,7 @@ router = APIRouter(prefix="/orders", tags=["orders"])
 
 @router.get("", response_model=OrderPage, summary="List orders, newest first")
 async def list_orders(
-    session: SessionDep,
+    connection: ReadConnection,
     _: Reader,
     state: OrderStatus | None = None,
     symbol: Symbol = None,
@@ -38,7 +38,7 @@ async def list_orders(
 ) -> OrderPage:
     try:
         page = await queries.list_orders(
-            session,
+            connection,
             paging(limit, cursor, skip),
             status=state,
             symbol=symbol,
@@ -47,4 +47,4 @@ async def list_orders(
         )
     except InvalidInput as exc:
         raise query_error(exc) from None
-    return page_model(OrderPage, page, OrderOut)
+    return page_model(OrderPage, page)

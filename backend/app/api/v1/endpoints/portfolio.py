@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException
 
-from backend.app.api.deps import Reader, SessionDep, SettingsDep
+from backend.app.api.deps import ReadConnection, Reader, SettingsDep
 from backend.app.api.v1.endpoints._params import Cursor, FromDate, Limit, Skip, ToDate, page_model, paging, query_error
 from backend.app.db.repositories import queries
 from backend.app.schemas.common import ErrorResponse
@@ -22,9 +22,9 @@ router = APIRouter(prefix="/portfolio", tags=["portfolio"])
     summary="The newest snapshot (TRADING_MODE unless mode is given)",
 )
 async def latest_portfolio(
-    session: SessionDep, settings: SettingsDep, _: Reader, mode: TradingMode | None = None
+    connection: ReadConnection, settings: SettingsDep, _: Reader, mode: TradingMode | None = None
 ) -> PortfolioSnapshotOut:
-    row = await queries.latest_snapshot(session, mode or settings.trading.mode)
+    row = await queries.latest_snapshot(connection, mode or settings.trading.mode)
     if row is None:
         raise HTTPException(404, detail="no portfolio snapshot yet")
     return PortfolioSnapshotOut.model_validate(row)
@@ -32,7 +32,7 @@ async def latest_portfolio(
 
 @router.get("/history", response_model=PortfolioHistoryPage, summary="Snapshots, newest first")
 async def portfolio_history(
-    session: SessionDep,
+    connection: ReadConnection,
     settings: SettingsDep,
     _: Reader,
     mode: TradingMode | None = None,
@@ -44,7 +44,7 @@ async def portfolio_history(
 ) -> PortfolioHistoryPage:
     try:
         page = await queries.snapshot_history(
-            session,
+            connection,
             mode or settings.trading.mode,
             paging(limit, cursor, skip),
             from_date=from_date,
@@ -52,4 +52,4 @@ async def portfolio_history(
         )
     except InvalidInput as exc:
         raise query_error(exc) from None
-    return page_model(PortfolioHistoryPage, page, PortfolioSnapshotOut)
+    return page_model(PortfolioHistoryPage, page)

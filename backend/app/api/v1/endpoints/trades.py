@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query
 
-from backend.app.api.deps import Reader, SessionDep
+from backend.app.api.deps import ReadConnection, Reader
 from backend.app.api.v1.endpoints._params import (
     Cursor,
     FromDate,
@@ -39,7 +39,7 @@ router = APIRouter(prefix="/trades", tags=["trades"])
 
 @router.get("", response_model=TradePage, summary="List trades, newest first")
 async def list_trades(
-    session: SessionDep,
+    connection: ReadConnection,
     _: Reader,
     symbol: Symbol = None,
     side: Side | None = None,
@@ -53,15 +53,15 @@ async def list_trades(
 ) -> TradePage:
     filters = queries.TradeFilter(symbol, side, status, from_date, to_date, mode)
     try:
-        page = await queries.list_trades(session, filters, paging(limit, cursor, skip))
+        page = await queries.list_trades(connection, filters, paging(limit, cursor, skip))
     except InvalidInput as exc:
         raise query_error(exc) from None
-    return page_model(TradePage, page, TradeOut)
+    return page_model(TradePage, page)
 
 
 @router.get("/statistics/summary", response_model=TradeStatisticsOut, summary="Trade statistics and realised P&L")
 async def trade_statistics(
-    session: SessionDep,
+    connection: ReadConnection,
     _: Reader,
     symbol: Symbol = None,
     mode: TradingMode | None = None,
@@ -71,7 +71,7 @@ async def trade_statistics(
 ) -> TradeStatisticsOut:
     filters = queries.TradeFilter(symbol=symbol, from_date=from_date, to_date=to_date, mode=mode)
     try:
-        stats = await queries.trade_statistics(session, filters, period.value)
+        stats = await queries.trade_statistics(connection, filters, period.value)
     except InvalidInput as exc:
         raise query_error(exc) from None
     return TradeStatisticsOut(
@@ -96,9 +96,9 @@ async def trade_statistics(
     "/{trade_id}", response_model=TradeOut, responses={404: {"model": ErrorResponse}}, summary="One trade by trade_id"
 )
 async def get_trade(
-    session: SessionDep, _: Reader, trade_id: Annotated[str, Path(min_length=1, max_length=100)]
+    connection: ReadConnection, _: Reader, trade_id: Annotated[str, Path(min_length=1, max_length=100)]
 ) -> TradeOut:
-    row = await queries.get_trade(session, trade_id)
+    row = await queries.get_trade(connection, trade_id)
     if row is None:
         raise HTTPException(404, detail="trade not found")
     return TradeOut.model_validate(row)

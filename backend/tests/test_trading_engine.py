@@ -1,0 +1,273 @@
+"""The trading engine on the database (SQLite and PostgreSQL): the SQL paper account, the database AI
+cache, and a paper-mode cycle whose market data comes from the fake Upbit through the real client."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from backend.app.db.repositories.ai_cache import DatabaseDecisionCache
+from backend.app.db.repositories.paper import SqlPaperAccountStore
+from backend.app.db.repositories.trading import SqlTradingRepository
+from backend.app.models import (
+    AIDecisionRow,
+    OrderRow,
+    PaperBalanceRow,
+    PortfolioSnapshotRow,
+    PositionRow,
+    TradeRow,
+    TradingCycleRow,
+)
+from backend.app.services.reporting import build_daily_report
+from backend.app.services.trading_engine import TradingEngine
+from src.ai.models import AIDecision, Decision, DecisionSource
+from src.api.interfaces import Balance, ExchangeOrderState, Order, OrderType, Side
+from src.backtesting.strategy import Strategy, StrategySignals
+from src.config.settings import Settings, TradingMode
+from src.trading.notifier import EventKind, NullNotifier
+from src.trading.orders import OrderStatus
+from src.trading.repository import AIDecisionRecord, OrderRecord, TradeRecord
+from tests.fakes.fear_greed_server import FakeFearGreed
+from tests.fakes.upbit_server import FakeUpbit
+
+SettingsFactory = Callable[..., Settings]
+
+
+class AlwaysBuy(Strategy):
+    name = "always_buy"
+
+    def generate_signals(self, df: pd.DataFrame) -> StrategySignals:
+        signals = StrategySignals.empty(df.index)
+        signals.buy_signal = np.ones(len(df), dtype=np.bool_)
+        return signals
+
+
+async def count(sessions: async_sessionmaker[AsyncSession], model: type) -> int:
+    async with sessions() as session:
+        return int(await session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+# --- SQL paper account --------------------------------------------------------------------------------
+async def test_paper_account_keeps_balances_and_orders(db_sessions: async_sessionmaker[AsyncSession]) -> None:
+    store = SqlPaperAccountStore(db_sessions, "paper")
+    other = SqlPaperAccountStore(db_sessions, "replay")
+    await store.save_balances({"KRW": Balance("KRW", Decimal("1000")), "BTC": Balance("BTC", Decimal("0.5"))})
+    await store.save_balances({"KRW": Balance("KRW", Decimal("900"), Decimal("100"), Decimal("0"))})
+    order = Order(
+        uuid="u-1",
+        identifier="id-1",
+        symbol="KRW-BTC",
+        side=Side.BUY,
+        order_type=OrderType.LIMIT,
+        state=ExchangeOrderState.WAIT,
+        created_at=datetime(2024, 1, 1, tzinfo=UTC),
+        price=Decimal("100"),
+        volume=Decimal("1"),
+        remaining_volume=Decimal("1"),
+    )
+    await store.save_order(order)
+
+    assert await store.load_balances() == {"KRW": Balance("KRW", Decimal("900"), Decimal("100"), Decimal("0"))}
+    assert await other.load_balances() == {}
+    assert (await store.get_order(identifier="id-1")) == order
+    assert [o.uuid for o in await store.list_open_orders("KRW-BTC")] == ["u-1"]
+    await store.save_order(replace(order, state=ExchangeOrderState.CANCEL))
+    assert await store.list_open_orders() == []
+    assert (await store.get_order(uuid="u-1")).state is ExchangeOrderState.CANCEL
+    assert await other.get_order(uuid="u-1") is None
+
+
+# --- AI cache over ai_decisions -------------------------------------------------------------------------
+async def test_database_cache_answers_from_the_stored_decision(db_sessions: async_sessionmaker[AsyncSession]) -> None:
+    repo = SqlTradingRepository(db_sessions)
+    cache = DatabaseDecisionCache(repo)
+    await repo.save_ai_decision(
+        AIDecisionRecord(
+            symbol="KRW-BTC",
+            decision="buy",
+            final_decision="hold",
+            source="ai",
+            confidence=Decimal("77.50"),
+            reason="breakout",
+            prompt_hash="a" * 64,
+            model="m",
+            prompt_tokens=10,
+        )
+    )
+
+    hit = await cache.get("a" * 64)
+
+    assert hit is not None
+    assert hit.decision is Decision.BUY
+    assert hit.confidence == Decimal("77.50")
+    assert hit.source is DecisionSource.AI
+    assert await cache.get("b" * 64) is None
+    fresh = AIDecision(Decision.SELL, Decimal("60"), "r", DecisionSource.AI, "m", "c" * 64)
+    await cache.put(fresh)
+    assert (await cache.get("c" * 64)) == fresh
+    assert await count(db_sessions, AIDecisionRow) == 1  # put writes no second row
+
+
+async def test_repository_keeps_simulated_order_times_and_realised_pnl(
+    db_sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    repo = SqlTradingRepository(db_sessions)
+    at = datetime(2023, 12, 1, 9, tzinfo=UTC)
+    await repo.create_order(
+        OrderRecord(
+            "o1",
+            "o1",
+            "KRW-BTC",
+            Side.SELL,
+            OrderType.MARKET_SELL,
+            TradingMode.REPLAY,
+            amount=Decimal("1"),
+            created_at=at,
+        )
+    )
+    trade = TradeRecord(
+        "t1",
+        "KRW-BTC",
+        Side.SELL,
+        Decimal("10"),
+        Decimal("1"),
+        Decimal("10"),
+        Decimal("0"),
+        TradingMode.REPLAY,
+        created_at=at,
+    )
+    await repo.settle_order("o1", {"status": OrderStatus.FILLED}, [trade])
+    await repo.record_realized_pnl({"t1": Decimal("1.5")})
+
+    assert (await repo.get_order("o1")).created_at == at
+    [stored] = await repo.list_trades(mode=TradingMode.REPLAY)
+    assert stored.realized_pnl == Decimal("1.5")
+
+
+# --- a paper cycle through the engine --------------------------------------------------------------------
+async def test_paper_cycle_buys_on_the_fake_upbit_book_and_writes_every_record(
+    db_engine: AsyncEngine,
+    db_sessions: async_sessionmaker[AsyncSession],
+    make_settings: SettingsFactory,
+    fake_upbit: FakeUpbit,
+    fake_fear_greed: FakeFearGreed,
+) -> None:
+    """Given paper mode on Upbit's (fake) public data and a strategy that buys, when the trading job runs,
+    then the paper exchange fills against the book, and orders, trades, the decision, the cycle, the
+    position, the snapshot and the paper balances are all in the database."""
+    fake_upbit.seed_demo()
+    settings = make_settings(
+        UPBIT_BASE_URL=fake_upbit.base_url,
+        FEAR_GREED_URL=fake_fear_greed.url,
+        MIN_TRADE_INTERVAL_HOURS="0",
+        TRADING_SYMBOLS="KRW-BTC",
+    )
+    notifier = NullNotifier()
+    engine = await TradingEngine.create(settings, db_engine, mode=TradingMode.PAPER, notifier=notifier)
+    engine.pipeline.analyzer.strategy = AlwaysBuy()
+    try:
+        await engine.start_up()
+        [report] = await engine.trading_job()
+        second_snapshot = await engine.snapshot_job()
+        daily = await engine.daily_report_job()
+    finally:
+        await engine.aclose()
+
+    assert report.error is None
+    assert [o.status for o in report.orders] == [OrderStatus.FILLED]
+    assert fake_upbit.requests_to("/v1/orders", "POST") == []  # paper: nothing reaches the exchange
+    assert await count(db_sessions, OrderRow) == 1
+    assert await count(db_sessions, TradeRow) >= 1
+    assert await count(db_sessions, TradingCycleRow) == 1
+    assert await count(db_sessions, PositionRow) == 1
+    async with db_sessions() as session:
+        decision = await session.scalar(select(AIDecisionRow))
+        balances = {row.currency: row.balance for row in await session.scalars(select(PaperBalanceRow))}
+        snapshot_row = await session.scalar(select(PortfolioSnapshotRow))
+    assert decision.source == "rules"
+    assert decision.market_data["fear_greed"]["value"] == 47
+    assert decision.market_data["orderbook"]["best_ask"] > 0
+    assert balances["KRW"] < settings.trading.paper_starting_krw
+    assert balances["BTC"] > 0
+    assert second_snapshot is None  # the cycle ended with a snapshot a moment ago
+    assert await count(db_sessions, PortfolioSnapshotRow) == 1
+    assert snapshot_row.positions["KRW-BTC"]["amount"] == str(balances["BTC"])
+    assert daily.trades >= 1
+    assert daily.buys >= 1
+    assert any(e.kind is EventKind.DAILY_REPORT for e in notifier.events)
+    assert any(e.kind is EventKind.TRADE_EXECUTED for e in notifier.events)
+
+
+async def test_paper_account_survives_a_new_engine(
+    db_engine: AsyncEngine, make_settings: SettingsFactory, fake_upbit: FakeUpbit
+) -> None:
+    """Given a paper buy, when the process restarts (a new engine on the same database), the exchange
+    still reports the same balances: the paper account lives in the database."""
+    fake_upbit.seed_demo()
+    settings = make_settings(UPBIT_BASE_URL=fake_upbit.base_url, FEAR_GREED_URL=fake_upbit.base_url + "/nothing")
+    first = await TradingEngine.create(settings, db_engine, mode=TradingMode.PAPER)
+    first.pipeline.analyzer.strategy = AlwaysBuy()
+    try:
+        await first.trading_job()
+        before = await first.pipeline.exchange.get_balances()
+    finally:
+        await first.aclose()
+    second = await TradingEngine.create(settings, db_engine, mode=TradingMode.PAPER)
+    try:
+        after = await second.pipeline.exchange.get_balances()
+    finally:
+        await second.aclose()
+
+    assert sorted(after, key=lambda b: b.currency) == sorted(before, key=lambda b: b.currency)
+    assert any(b.currency == "BTC" and b.balance > 0 for b in after)
+
+
+async def test_daily_report_counts_the_last_day_only(db_sessions: async_sessionmaker[AsyncSession]) -> None:
+    repo = SqlTradingRepository(db_sessions)
+    now = datetime(2024, 1, 2, 0, tzinfo=UTC)
+    for trade_id, at, pnl in (("old", now - timedelta(days=2), "5"), ("new", now - timedelta(hours=1), "7")):
+        await repo.create_order(
+            OrderRecord(
+                trade_id,
+                trade_id,
+                "KRW-BTC",
+                Side.SELL,
+                OrderType.MARKET_SELL,
+                TradingMode.PAPER,
+                amount=Decimal("1"),
+                created_at=at,
+            )
+        )
+        await repo.settle_order(
+            trade_id,
+            {"status": OrderStatus.FILLED},
+            [
+                TradeRecord(
+                    trade_id,
+                    "KRW-BTC",
+                    Side.SELL,
+                    Decimal("10"),
+                    Decimal("1"),
+                    Decimal("10"),
+                    Decimal("1"),
+                    TradingMode.PAPER,
+                    realized_pnl=Decimal(pnl),
+                    created_at=at,
+                )
+            ],
+        )
+
+    report = await build_daily_report(db_sessions, TradingMode.PAPER, now)
+
+    assert report.trades == 1
+    assert report.sells == 1
+    assert report.realized_pnl_krw == Decimal("7")
+    assert report.fees_krw == Decimal("1")
+    assert report.to_event().kind is EventKind.DAILY_REPORT

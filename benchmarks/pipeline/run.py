@@ -1,0 +1,288 @@
+"""Benchmark: the trading pipeline's own overhead per symbol, and replay speed.
+
+Run from the project root::
+
+    .venv/bin/python -m benchmarks.pipeline.run [--cycles 300] [--replay-days 365] [--skip-replay]
+
+1. Cycle overhead: ``TradingPipeline.run_symbol`` on real KRW-BTC hourly candles against zero-latency
+   in-process collaborators (paper exchange over a replay source, an adviser that answers at once), so
+   what is measured is the pipeline itself: risk checks, candle collection, indicators, the strategy,
+   the quick filter, validator, liquidity, order placement/settlement and the records. Four setups:
+   in-memory stores or SQLite, each on the hold path and on the buy path (an order placed, filled and
+   settled in every measured cycle; the position is sold outside the timing).
+2. Replay speed: ``scheduler_main.py --replay`` over ``--replay-days`` of hourly bars on a fresh SQLite
+   file (all scheduler jobs, every record written), in trading cycles per second.
+
+Prints a markdown table and writes ``benchmarks/results/pipeline.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from backend.app.core.replay import ReplayOptions, run_replay
+from backend.app.db.migrations import upgrade_to_head
+from backend.app.db.session import create_engine
+from backend.app.services.trading_engine import TradingEngine
+from src.ai.models import AIDecision, Decision, DecisionSource, MarketContext
+from src.ai.validator import AIDecisionValidator
+from src.api.paper_exchange import InMemoryPaperAccountStore, PaperExchange
+from src.backtesting.data_provider import HistoricalDataProvider
+from src.backtesting.quick_filter import QuickBacktestFilter
+from src.backtesting.strategy import RuleBasedBreakoutStrategy
+from src.config.settings import Settings, TradingMode, load_settings
+from src.data.collector import DataCollector
+from src.data.replay import ReplayMarketSource
+from src.position.service import PositionService
+from src.risk import InMemoryRiskStore, RiskManager
+from src.trading.liquidity import LiquidityAnalyzer
+from src.trading.pipeline import Analyzer, ServicePositionBook, TradingPipeline
+from src.trading.pipeline.memory import InMemoryTradingRepository
+from src.trading.service import TradingService
+from src.utils.logger import configure_logging
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "benchmarks" / "results"
+SYMBOL = "KRW-BTC"
+BENCH_ENV = {
+    "MIN_TRADE_INTERVAL_HOURS": "0",
+    "MAX_TRADES_PER_DAY": "100000",
+    "VALIDATOR_MAX_RSI": "100",
+    "VALIDATOR_MAX_ATR_PCT": "100",
+    "VALIDATOR_FAKEOUT_ADX": "0",
+    "LOG_LEVEL": "WARNING",
+}
+
+
+class InstantAdviser:
+    """A zero-latency adviser: answers ``decision`` at once (what the pipeline does around it is measured)."""
+
+    available = True
+
+    def __init__(self) -> None:
+        self.decision = Decision.HOLD
+
+    async def decide(self, context: MarketContext) -> AIDecision:
+        return AIDecision(self.decision, Decimal("90"), "bench", DecisionSource.AI, "bench", "0" * 64, "{}", "{}")
+
+
+@dataclass(slots=True)
+class Setup:
+    name: str
+    pipeline: TradingPipeline
+    source: ReplayMarketSource
+    adviser: InstantAdviser
+    close: Callable[[], Awaitable[None]]
+
+
+def load_settings_for_bench() -> Settings:
+    for name, value in BENCH_ENV.items():
+        os.environ[name] = value
+    os.environ.pop("OPENAI_API_KEY", None)
+    return load_settings(env_file=None)
+
+
+def candles(settings: Settings) -> pd.DataFrame:
+    return HistoricalDataProvider(settings.market_data.backtest_data_dir).load_historical_data(
+        SYMBOL, "1h", start="2023-06-01", end="2024-01-01"
+    )
+
+
+def memory_setup(settings: Settings, frame: pd.DataFrame, start: datetime) -> Setup:
+    source = ReplayMarketSource({SYMBOL: {"1h": frame}}, start=start)
+    exchange = PaperExchange.from_settings(settings, source, InMemoryPaperAccountStore(), clock=source.now)
+    repo = InMemoryTradingRepository()
+    store = InMemoryRiskStore()
+    risk = RiskManager(settings.risk, store, TradingMode.REPLAY, source.now, fee_rate=settings.trading.fee_rate)
+    positions = PositionService(store, settings.risk, TradingMode.REPLAY)
+    trading = TradingService(
+        exchange, repo, mode=TradingMode.REPLAY, clock=source.now, positions=ServicePositionBook(positions)
+    )
+    strategy = RuleBasedBreakoutStrategy()
+    adviser = InstantAdviser()
+    analyzer = Analyzer(
+        strategy,
+        adviser,  # type: ignore[arg-type]
+        AIDecisionValidator.from_settings(settings),
+        LiquidityAnalyzer(settings.risk.max_slippage_pct),
+        QuickBacktestFilter(lookback_days=settings.backtest.quick_filter_lookback_days, rule_strategy=strategy),
+    )
+    analyzer.quick_filter = None  # measured separately below: it is cached per bar in live use
+    pipeline = TradingPipeline(
+        exchange=exchange,
+        collector=DataCollector.from_settings(settings, exchange),
+        analyzer=analyzer,
+        trading=trading,
+        risk=risk,
+        positions=positions,
+        repository=repo,
+        mode=TradingMode.REPLAY,
+        symbols=[SYMBOL],
+        clock=source.now,
+    )
+
+    async def close() -> None:
+        return None
+
+    return Setup("in-memory stores", pipeline, source, adviser, close)
+
+
+async def sqlite_setup(settings: Settings, frame: pd.DataFrame, start: datetime, folder: Path) -> Setup:
+    url = f"sqlite+aiosqlite:///{folder / 'bench.db'}"
+    await asyncio.to_thread(upgrade_to_head, url)
+    db_engine = create_engine(url)
+    source = ReplayMarketSource({SYMBOL: {"1h": frame}}, start=start)
+    engine = await TradingEngine.create(settings, db_engine, mode=TradingMode.REPLAY, market_source=source)
+    adviser = InstantAdviser()
+    engine.pipeline.analyzer.ai = adviser  # type: ignore[assignment]
+    engine.pipeline.analyzer.quick_filter = None
+
+    async def close() -> None:
+        await engine.aclose()
+        await db_engine.dispose()
+
+    return Setup("SQLite (SQL repositories, SQL paper account)", engine.pipeline, source, adviser, close)
+
+
+async def measure(setup: Setup, cycles: int, decision: Decision) -> dict[str, Any]:
+    setup.adviser.decision = decision
+    pipeline = setup.pipeline
+    totals: list[float] = []
+    stages: dict[str, list[float]] = {}
+    moment = setup.source.now()
+    for _ in range(cycles):
+        moment += timedelta(hours=1)
+        setup.source.advance_to(moment)
+        started = time.perf_counter()
+        report = await pipeline.run_symbol(SYMBOL)
+        totals.append((time.perf_counter() - started) * 1000)
+        if report.error:
+            raise RuntimeError(report.error)
+        if decision is Decision.BUY and not report.orders:
+            raise RuntimeError(f"expected an order on the buy path, got {report.outcome}")
+        cycle = (await _last_cycle(pipeline)) or {}
+        for stage, ms in cycle.items():
+            stages.setdefault(stage, []).append(ms)
+        if decision is Decision.BUY:  # flatten outside the timing so the next cycle can buy again
+            balances = await pipeline.exchange.get_balances()
+            btc = next((b for b in balances if b.currency == "BTC" and b.balance > 0), None)
+            if btc is not None:
+                await pipeline.trading.market_sell(SYMBOL, btc.balance, reason="bench", cycle_id=None)
+    return {
+        "cycles": cycles,
+        "median_ms": round(statistics.median(totals), 3),
+        "p95_ms": round(sorted(totals)[int(len(totals) * 0.95) - 1], 3),
+        "mean_ms": round(statistics.fmean(totals), 3),
+        "stage_median_ms": {k: round(statistics.median(v), 3) for k, v in stages.items()},
+    }
+
+
+async def _last_cycle(pipeline: TradingPipeline) -> dict[str, float] | None:
+    repo = pipeline.repository
+    if isinstance(repo, InMemoryTradingRepository):
+        return {s.stage: s.duration_ms for s in repo.cycles[-1].stages}
+    return None
+
+
+def quick_filter_cost(frame: pd.DataFrame, settings: Settings, runs: int = 20) -> float:
+    """A cache miss of the quick filter (a 200-bar rule backtest); live, it runs once per bar and symbol."""
+    timings = []
+    for offset in range(runs):
+        qf = QuickBacktestFilter(lookback_days=settings.backtest.quick_filter_lookback_days)
+        window = frame.iloc[offset : offset + 200]
+        started = time.perf_counter()
+        qf.evaluate(SYMBOL, window)
+        timings.append((time.perf_counter() - started) * 1000)
+    return round(statistics.median(timings), 3)
+
+
+async def bench_cycles(settings: Settings, cycles: int) -> dict[str, Any]:
+    frame = candles(settings)
+    start = frame.index[300].to_pydatetime() + timedelta(hours=1)
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for make in ("memory", "sqlite"):
+            for decision in (Decision.HOLD, Decision.BUY):
+                setup = (
+                    memory_setup(settings, frame, start)
+                    if make == "memory"
+                    else await sqlite_setup(settings, frame, start, Path(folder) / decision.value)
+                )
+                try:
+                    await measure(setup, 20, decision)  # warm-up
+                    results[f"{make}/{decision.value}"] = {
+                        "setup": setup.name,
+                        **await measure(setup, cycles, decision),
+                    }
+                finally:
+                    await setup.close()
+    results["quick_filter_miss_ms"] = quick_filter_cost(frame, settings)
+    return results
+
+
+async def bench_replay(settings: Settings, days: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as folder:
+        url = f"sqlite+aiosqlite:///{Path(folder) / 'replay.db'}"
+        await asyncio.to_thread(upgrade_to_head, url)
+        end = datetime(2024, 1, 1, tzinfo=UTC)
+        options = ReplayOptions(symbols=[SYMBOL], start=end - timedelta(days=days), end=end, database_url=url)
+        started = time.perf_counter()
+        summary = await run_replay(settings, options)
+        wall = time.perf_counter() - started
+    return {
+        "days": days,
+        "trading_cycles": summary.cycles,
+        "scheduler_moments": summary.moments,
+        "jobs": summary.jobs,
+        "trades": summary.trades,
+        "drive_seconds": round(summary.seconds, 2),
+        "wall_seconds": round(wall, 2),
+        "trading_cycles_per_second": round(summary.cycles / summary.seconds, 1),
+        "moments_per_second": round(summary.moments / summary.seconds, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="benchmarks.pipeline.run")
+    parser.add_argument("--cycles", type=int, default=300)
+    parser.add_argument("--replay-days", type=int, default=365)
+    parser.add_argument("--skip-replay", action="store_true")
+    args = parser.parse_args()
+    configure_logging(level="WARNING", log_format="console")
+    settings = load_settings_for_bench()
+    results: dict[str, Any] = {
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "cycle": asyncio.run(bench_cycles(settings, args.cycles)),
+    }
+    if not args.skip_replay:
+        results["replay"] = asyncio.run(bench_replay(settings, args.replay_days))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "pipeline.json").write_text(json.dumps(results, indent=2) + "\n")
+    print("| setup | path | median ms | p95 ms | mean ms |")
+    print("|---|---|---|---|---|")
+    for key, row in results["cycle"].items():
+        if isinstance(row, dict):
+            print(f"| {row['setup']} | {key.split('/')[1]} | {row['median_ms']} | {row['p95_ms']} | {row['mean_ms']} |")
+    print(f"\nquick filter cache miss: {results['cycle']['quick_filter_miss_ms']} ms")
+    if "replay" in results:
+        print(json.dumps(results["replay"], indent=2))
+
+
+if __name__ == "__main__":
+    main()

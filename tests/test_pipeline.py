@@ -1,0 +1,436 @@
+"""The trading pipeline at unit level: real domain objects (paper exchange over a replay source, risk
+manager, position service, validator, liquidity) with in-memory stores and fakes of our own classes
+(strategy, AI adviser, quick filter)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from src.ai.models import AIDecision, Decision, DecisionSource, MarketContext
+from src.ai.validator import AIDecisionValidator
+from src.api.interfaces import Side
+from src.api.paper_exchange import InMemoryPaperAccountStore, PaperExchange
+from src.backtesting.strategy import Strategy, StrategySignals
+from src.config.settings import RiskConfig, Settings, TradingMode, load_settings
+from src.data.collector import DataCollector
+from src.data.replay import ReplayMarketSource
+from src.position.service import PositionService
+from src.risk import InMemoryRiskStore, RiskManager
+from src.trading.liquidity import LiquidityAnalyzer
+from src.trading.notifier import EventKind, NullNotifier
+from src.trading.orders import OrderStatus
+from src.trading.pipeline import Analyzer, ServicePositionBook, TradingPipeline
+from src.trading.pipeline.memory import InMemoryTradingRepository
+from src.trading.service import TradingService
+from tests.fakes.upbit_server import make_candles
+
+SYMBOL = "KRW-BTC"
+START = datetime(2024, 3, 1, tzinfo=UTC)
+
+
+class SignalStrategy(Strategy):
+    """Buys (or sells) on the last bar when told to."""
+
+    name = "fake_signal"
+
+    def __init__(self, buy: bool = False, sell: bool = False) -> None:
+        self.buy = buy
+        self.sell = sell
+
+    def generate_signals(self, df: pd.DataFrame) -> StrategySignals:
+        signals = StrategySignals.empty(df.index)
+        signals.buy_signal = np.zeros(len(df), dtype=np.bool_)
+        signals.buy_signal[-1] = self.buy
+        signals.sell_signal[-1] = self.sell
+        return signals
+
+
+class ScriptedAI:
+    """An adviser that answers what the test says and counts the questions."""
+
+    def __init__(self, decision: Decision = Decision.HOLD, confidence: str = "80", error: str | None = None) -> None:
+        self.answer = (decision, Decimal(confidence), error)
+        self.asked: list[MarketContext] = []
+        self.available = True
+
+    async def decide(self, context: MarketContext) -> AIDecision:
+        self.asked.append(context)
+        decision, confidence, error = self.answer
+        return AIDecision(
+            decision=decision,
+            confidence=confidence,
+            reason=error or f"scripted {decision.value}",
+            source=DecisionSource.FALLBACK if error else DecisionSource.AI,
+            model="fake-model",
+            prompt_hash="h" * 64,
+            prompt="{}",
+            raw_response="{}",
+            prompt_tokens=100,
+            completion_tokens=10,
+            error=error,
+        )
+
+
+@dataclass
+class FailingFilter:
+    async def aevaluate(self, symbol: str, df: pd.DataFrame) -> Any:
+        return _FilterResult()
+
+
+class _FilterResult:
+    passed = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"passed": False, "stage": "rule", "failed_thresholds": ["min_sharpe"], "metrics": {}}
+
+
+@dataclass
+class Rig:
+    pipeline: TradingPipeline
+    repo: InMemoryTradingRepository
+    source: ReplayMarketSource
+    store: InMemoryPaperAccountStore
+    risk: RiskManager
+    positions: PositionService
+    notifier: NullNotifier
+
+
+@pytest.fixture
+def settings(monkeypatch: pytest.MonkeyPatch) -> Settings:
+    for name in ("OPENAI_API_KEY", "TRADING_MODE", "DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MIN_TRADE_INTERVAL_HOURS", "0")
+    return load_settings(env_file=None)
+
+
+def build(
+    settings: Settings,
+    *,
+    strategy: Strategy | None = None,
+    ai: ScriptedAI | None = None,
+    risk_config: RiskConfig | None = None,
+    quick_filter: Any = None,
+) -> Rig:
+    candles = make_candles(START, 300, "1h", start_price=50_000_000, seed=11)
+    source = ReplayMarketSource({SYMBOL: {"1h": candles}}, start=START + timedelta(hours=300))
+    store = InMemoryPaperAccountStore()
+    exchange = PaperExchange.from_settings(settings, source, store, clock=source.now)
+    repo = InMemoryTradingRepository()
+    risk_store = InMemoryRiskStore()
+    risk_config = risk_config or settings.risk
+    risk = RiskManager(risk_config, risk_store, TradingMode.PAPER, source.now, fee_rate=settings.trading.fee_rate)
+    positions = PositionService(risk_store, risk_config, TradingMode.PAPER)
+    notifier = NullNotifier()
+    trading = TradingService(
+        exchange,
+        repo,
+        mode=TradingMode.PAPER,
+        instance="test",
+        clock=source.now,
+        positions=ServicePositionBook(positions),
+        notifier=notifier,
+        poll_delay_seconds=0,
+    )
+    analyzer = Analyzer(
+        strategy=strategy or SignalStrategy(),
+        ai=ai,  # type: ignore[arg-type]
+        validator=AIDecisionValidator(risk_config, min_confidence=Decimal("60")),
+        liquidity=LiquidityAnalyzer(risk_config.max_slippage_pct),
+        quick_filter=quick_filter,
+    )
+    pipeline = TradingPipeline(
+        exchange=exchange,
+        collector=DataCollector(exchange),
+        analyzer=analyzer,
+        trading=trading,
+        risk=risk,
+        positions=positions,
+        repository=repo,
+        mode=TradingMode.PAPER,
+        symbols=[SYMBOL],
+        clock=source.now,
+        notifier=notifier,
+        starting_equity=settings.trading.paper_starting_krw,
+    )
+    return Rig(pipeline, repo, source, store, risk, positions, notifier)
+
+
+async def test_rule_buy_fills_and_records_every_stage(settings: Settings) -> None:
+    """Given no AI key and a strategy entry signal, when a cycle runs, then one market buy fills on the
+    paper exchange and the order, its trade, the decision (source rules) and the cycle's stages are recorded."""
+    rig = build(settings, strategy=SignalStrategy(buy=True))
+
+    [report] = await rig.pipeline.run_cycle()
+
+    assert report.final_decision == "buy"
+    assert report.source == "rules"
+    assert [r.status for r in report.orders] == [OrderStatus.FILLED]
+    [order] = rig.repo.orders.values()
+    assert order.status is OrderStatus.FILLED
+    assert order.exchange_uuid
+    assert order.identifier.startswith("test-")
+    [trade] = rig.repo.trades.values()
+    assert trade.order_identifier == order.identifier
+    assert trade.amount > 0
+    assert trade.fee > 0
+    [decision] = rig.repo.decisions
+    assert decision.source == "rules"
+    assert decision.final_decision == "buy"
+    assert "disabled" in (decision.error or "")
+    assert decision.market_data["indicators"]["rsi_14"] is not None
+    [cycle] = rig.repo.cycles
+    assert [s.stage for s in cycle.stages] == ["risk", "data", "analysis", "execution"]
+    assert all(s.duration_ms >= 0 for s in cycle.stages)
+    assert cycle.status == "ok"
+    assert (await rig.positions.get(SYMBOL)) is not None
+    assert any(e.kind is EventKind.TRADE_EXECUTED for e in rig.notifier.events)
+    [snapshot] = rig.repo.snapshots  # every cycle ends with a portfolio snapshot
+    assert snapshot.positions[SYMBOL]["amount"] == str(trade.amount)
+
+
+async def test_risk_veto_stops_the_buy(settings: Settings) -> None:
+    """Given safe mode (a risk rule), when the strategy says buy, then no order is written or sent."""
+    rig = build(settings, strategy=SignalStrategy(buy=True))
+    await rig.risk.enter_safe_mode("test", "manual check")
+
+    [report] = await rig.pipeline.run_cycle()
+
+    assert report.outcome == "buy_vetoed"
+    assert report.orders == []
+    assert rig.repo.orders == {}
+    assert rig.store.orders == {}
+    assert any("safe_mode" in reason for reason in rig.repo.decisions[0].market_data["risk"]["reasons"])
+
+
+@pytest.mark.parametrize(
+    ("env", "reason_part"),
+    [({"MAX_TRADES_PER_DAY": "2"}, "max_trades_per_day"), ({"MIN_TRADE_INTERVAL_HOURS": "24"}, "min_trade_interval")],
+)
+async def test_trade_spacing_rules_veto_the_next_buy(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], reason_part: str
+) -> None:
+    """Given a buy and a sell already executed today, when the strategy buys again, the spacing rule refuses it."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    rig = build(settings, strategy=SignalStrategy(buy=True), risk_config=RiskConfig(_env_file=None))
+    await rig.pipeline.run_cycle()
+    held = await rig.positions.get(SYMBOL)
+    await rig.pipeline.trading.market_sell(SYMBOL, held.amount, reason="test", cycle_id=None)
+    orders_before = len(rig.repo.orders)
+
+    [report] = await rig.pipeline.run_cycle()
+
+    assert report.outcome == "buy_vetoed"
+    assert len(rig.repo.orders) == orders_before
+    assert any(reason_part in r for r in rig.repo.decisions[-1].market_data["risk"]["reasons"])
+
+
+async def test_max_positions_vetoes_a_buy_in_a_new_symbol(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAX_POSITIONS", "1")
+    rig = build(settings, strategy=SignalStrategy(buy=True), risk_config=RiskConfig(_env_file=None))
+    await rig.positions.on_fill("KRW-ETH", Side.BUY, Decimal("3000000"), Decimal("0.1"), Decimal("150"), START)
+
+    [report] = await rig.pipeline.run_cycle()
+
+    assert report.outcome == "buy_vetoed"
+    assert rig.repo.orders == {}
+    assert any("max_positions" in r for r in rig.repo.decisions[-1].market_data["risk"]["reasons"])
+
+
+async def test_paused_bot_places_no_new_buy(settings: Settings) -> None:
+    """Given the bot is paused (allow_buys=False), when the strategy says buy, then nothing is ordered."""
+    rig = build(settings, strategy=SignalStrategy(buy=True))
+
+    [report] = await rig.pipeline.run_cycle(allow_buys=False)
+
+    assert report.outcome == "buy_vetoed"
+    assert rig.repo.orders == {}
+
+
+async def test_dry_run_decides_and_records_but_sends_nothing(settings: Settings) -> None:
+    rig = build(settings, strategy=SignalStrategy(buy=True))
+
+    [report] = await rig.pipeline.run_cycle(dry_run=True)
+
+    assert report.outcome == "dry_run_buy"
+    assert rig.repo.orders == {}
+    assert rig.store.orders == {}
+    assert rig.repo.decisions[0].final_decision == "buy"
+
+
+async def test_validator_turns_an_ai_buy_into_a_hold_and_records_why(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given an AI buy and a validator that refuses any RSI above 1, then the final decision is hold,
+    the override and its reasons are recorded, and no order is sent."""
+    monkeypatch.setenv("VALIDATOR_MAX_RSI", "1")
+    ai = ScriptedAI(Decision.BUY, "90")
+    rig = build(settings, ai=ai, risk_config=RiskConfig(_env_file=None))
+
+    [report] = await rig.pipeline.run_cycle()
+
+    assert report.decision == "buy"
+    assert report.final_decision == "hold"
+    assert report.orders == []
+    [decision] = rig.repo.decisions
+    assert decision.source == "ai"
+    assert decision.overridden
+    assert any("rsi" in reason for reason in decision.override_reasons or [])
+    assert decision.prompt_tokens == 100
+    assert decision.model == "fake-model"
+    assert any(e.kind is EventKind.VALIDATOR_OVERRIDE for e in rig.notifier.events)
+
+
+async def test_ai_buy_that_passes_the_validator_is_executed(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in {
+        "VALIDATOR_MAX_RSI": "100",
+        "VALIDATOR_MAX_ATR_PCT": "100",
+        "VALIDATOR_FAKEOUT_ADX": "0",
+    }.items():
+        monkeypatch.setenv(name, value)
+    rig = build(settings, ai=ScriptedAI(Decision.BUY, "90"), risk_config=RiskConfig(_env_file=None))
+
+    [report] = await rig.pipeline.run_cycle()
+
+    assert report.final_decision == "buy"
+    assert [o.status for o in report.orders] == [OrderStatus.FILLED]
+
+
+async def test_ai_failure_becomes_a_hold_with_the_reason(settings: Settings) -> None:
+    """Given the adviser failed (a fallback hold with an error), then nothing is bought and the error is stored."""
+    ai = ScriptedAI(Decision.HOLD, "0", error="timeout: no answer within 30s")
+    rig = build(settings, strategy=SignalStrategy(buy=True), ai=ai)
+
+    [report] = await rig.pipeline.run_cycle()
+
+    assert report.final_decision == "hold"
+    assert report.source == "fallback"
+    assert report.orders == []
+    assert rig.repo.decisions[0].error == "timeout: no answer within 30s"
+
+
+async def test_failed_quick_filter_means_the_adviser_is_not_asked(settings: Settings) -> None:
+    ai = ScriptedAI(Decision.BUY, "95")
+    rig = build(settings, ai=ai, quick_filter=FailingFilter())
+
+    [report] = await rig.pipeline.run_cycle()
+
+    assert ai.asked == []
+    assert report.source == "filter"
+    assert report.final_decision == "hold"
+    assert rig.repo.decisions[0].market_data["quick_filter"]["failed_thresholds"] == ["min_sharpe"]
+
+
+async def test_strategy_exit_sells_the_held_position_with_realised_pnl(settings: Settings) -> None:
+    """Given a held position, when the strategy signals an exit, then the whole balance is sold and the
+    sell's trade carries the realised P&L from the position service."""
+    rig = build(settings, strategy=SignalStrategy(buy=True))
+    await rig.pipeline.run_cycle()
+    rig.pipeline.analyzer.strategy = SignalStrategy(sell=True)
+
+    [report] = await rig.pipeline.run_cycle()
+
+    assert report.final_decision == "sell"
+    assert [o.status for o in report.orders] == [OrderStatus.FILLED]
+    sells = [t for t in rig.repo.trades.values() if t.side.value == "sell"]
+    assert sells
+    assert all(t.realized_pnl is not None for t in sells)
+    assert await rig.positions.get(SYMBOL) is None
+
+
+async def test_stop_loss_exit_goes_through_the_same_execution_path(settings: Settings) -> None:
+    """Given a held position whose stop sits above the market, when positions are checked, then it is sold
+    (order + trade written) and the position closes with reason stop_loss."""
+    rig = build(settings, strategy=SignalStrategy(buy=True))
+    await rig.pipeline.run_cycle()
+    position = await rig.positions.get(SYMBOL)
+    position.stop_price = position.avg_entry_price * 2
+    await rig.positions.store.update_position(position)
+
+    [exit_report] = await rig.pipeline.check_positions()
+
+    assert exit_report.result is not None
+    assert exit_report.result.filled
+    assert await rig.positions.get(SYMBOL) is None
+    [closed] = await rig.positions.store.list_closed_positions(TradingMode.PAPER)
+    assert closed.exit_reason == "stop_loss"
+
+
+async def test_snapshot_records_equity_and_positions(settings: Settings) -> None:
+    rig = build(settings, strategy=SignalStrategy(buy=True))
+    await rig.pipeline.run_cycle()
+
+    record = await rig.pipeline.snapshot()
+    assert record is not None
+
+    assert record.positions[SYMBOL]["amount"]
+    assert record.total_value_krw > 0
+    assert record.profit_rate is not None
+    assert record.created_at == rig.source.now()
+
+
+async def test_a_failing_stage_is_recorded_and_logged_without_stopping_other_symbols(settings: Settings) -> None:
+    """Given a symbol without data, its cycle fails with the error recorded; the next symbol still runs."""
+    rig = build(settings)
+
+    reports = await rig.pipeline.run_cycle(["KRW-XRP", SYMBOL])
+
+    assert reports[0].error
+    assert "KRW-XRP" in reports[0].error
+    assert reports[1].error is None
+    failed = next(c for c in rig.repo.cycles if c.symbol == "KRW-XRP")
+    assert failed.status == "error"
+    assert failed.stages[-1].outcome == "error"
+    assert any(level == "error" for level, *_ in rig.repo.logs)
+
+
+RELAXED = {"VALIDATOR_MAX_RSI": "100", "VALIDATOR_MAX_ATR_PCT": "100", "VALIDATOR_FAKEOUT_ADX": "0"}
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"MAX_POSITION_PCT": "15"}, ("max_position_pct", "min_order")),
+        ({"POSITION_FRACTION_PCT": "100", "MAX_POSITION_PCT": "100", "CASH_RESERVE_PCT": "50"}, ("cash_reserve", "min_order")),
+    ],
+    ids=["max_position_pct", "cash_reserve"],
+)
+async def test_position_size_and_cash_reserve_rules_veto_a_second_ai_buy(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: tuple[str, ...]
+) -> None:
+    """Given a first AI buy filled up to the limit, when the adviser says buy again, the rule refuses it."""
+    for name, value in {**RELAXED, **env}.items():
+        monkeypatch.setenv(name, value)
+    rig = build(settings, ai=ScriptedAI(Decision.BUY, "90"), risk_config=RiskConfig(_env_file=None))
+    [first] = await rig.pipeline.run_cycle()
+    assert [o.status for o in first.orders] == [OrderStatus.FILLED]
+
+    [second] = await rig.pipeline.run_cycle()
+
+    assert second.outcome == "buy_vetoed"
+    assert len(rig.repo.orders) == 1
+    reasons = rig.repo.decisions[-1].market_data["risk"]["reasons"]
+    assert any(reason.startswith(expected) for reason in reasons)
+
+
+async def test_daily_loss_circuit_breaker_enters_safe_mode_and_vetoes_buys(settings: Settings) -> None:
+    """Given equity anchored at 20M today, when a cycle sees 10M (-50%), then safe mode is entered (and
+    announced) before the symbol is judged, and the buy is vetoed."""
+    rig = build(settings, strategy=SignalStrategy(buy=True))
+    await rig.risk.on_equity(Decimal("20000000"), rig.source.now())
+
+    [report] = await rig.pipeline.run_cycle()
+
+    assert report.outcome == "buy_vetoed"
+    assert rig.repo.orders == {}
+    assert (await rig.risk.risk_state()).safe_mode
+    assert any(e.kind is EventKind.SAFE_MODE_ENTERED for e in rig.notifier.events)
