@@ -9,6 +9,7 @@ MIN_ORDER_KRW = Decimal("5000")
 VOLUME_DECIMALS = Decimal("0.00000001")
 
 # (price floor, tick) from the highest band down; each table applies from its start date (UTC).
+# TICK_TABLES lists them newest first; the backtester vectorises them.
 _TICKS_UNTIL_2024_01_29: tuple[tuple[Decimal, Decimal], ...] = (
     (Decimal("2000000"), Decimal("1000")),
     (Decimal("1000000"), Decimal("500")),
@@ -43,7 +44,7 @@ _TICKS_FROM_2025_07_31: tuple[tuple[Decimal, Decimal], ...] = (
     (Decimal("10"), Decimal("0.01")),
     (Decimal("0"), Decimal("0.001")),
 )
-_TABLES = (
+TICK_TABLES = (
     (datetime(2025, 7, 31, tzinfo=UTC), _TICKS_FROM_2025_07_31),
     (datetime(2024, 1, 29, tzinfo=UTC), _TICKS_FROM_2024_01_29),
     (datetime.min.replace(tzinfo=UTC), _TICKS_UNTIL_2024_01_29),
@@ -53,7 +54,7 @@ _TABLES = (
 def krw_tick_size(price: Decimal, at: datetime | None = None) -> Decimal:
     """The KRW tick for ``price`` under the table in force at ``at`` (now when omitted)."""
     when = at or datetime.now(UTC)
-    table = next(ticks for start, ticks in _TABLES if when >= start)
+    table = next(ticks for start, ticks in TICK_TABLES if when >= start)
     for floor, tick in table:
         if price >= floor:
             return tick

@@ -179,7 +179,11 @@ async def run_replay(settings: Settings, options: ReplayOptions) -> ReplaySummar
             start=start,
             end=end,
             symbols=list(candles),
-            ai="enabled" if engine.ai_available else "disabled (no OPENAI_API_KEY): decisions from the rules",
+            ai=(
+                "enabled"
+                if engine.ai_available
+                else f"{engine.pipeline.analyzer.ai_disabled_reason()}; decisions from the rules"
+            ),
             moments=moments,
             seconds=seconds,
             jobs=runner.stats.runs,

@@ -65,6 +65,14 @@ class EngineParts:
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
 
+def _ai_off_reason(settings: Settings) -> str | None:
+    if not settings.ai.enabled:
+        return "AI_ENABLED is false"
+    if not settings.ai.has_key:
+        return "no OPENAI_API_KEY configured"
+    return None
+
+
 class TradingEngine:
     """One trading account: the pipeline and the job bodies the scheduler (and replay) call."""
 
@@ -142,6 +150,7 @@ class TradingEngine:
             quick_filter=QuickBacktestFilter(
                 lookback_days=settings.backtest.quick_filter_lookback_days, rule_strategy=strategy
             ),
+            ai_off_reason=_ai_off_reason(settings),
         )
         store = SqlRiskStore(sessions)
         risk = RiskManager(

@@ -59,6 +59,7 @@ class Analyzer:
         liquidity: LiquidityAnalyzer,
         quick_filter: QuickBacktestFilter | None = None,
         signal_analyzer: SignalAnalyzer | None = None,
+        ai_off_reason: str | None = None,
     ) -> None:
         self.strategy = strategy
         self.ai = ai
@@ -66,12 +67,15 @@ class Analyzer:
         self.liquidity = liquidity
         self.quick_filter = quick_filter
         self.signal_analyzer = signal_analyzer or SignalAnalyzer()
+        self.ai_off_reason = ai_off_reason
 
     @property
     def ai_available(self) -> bool:
         return self.ai is not None and self.ai.available
 
     def ai_disabled_reason(self) -> str:
+        if self.ai_off_reason:
+            return f"disabled: {self.ai_off_reason}"
         if self.ai is None:
             return "disabled: no AI service configured"
         return "disabled: no OPENAI_API_KEY configured or AI_ENABLED is false"

@@ -344,6 +344,7 @@ class TradingPipeline:
             analysis = await self._analyse(ctx, market, portfolio, verdict)
             stage.outcome = analysis.final_decision.value
             stage.detail.update(
+                ai="available" if self.analyzer.ai_available else self.analyzer.ai_disabled_reason(),
                 source=analysis.source,
                 decision=analysis.decision.value,
                 confidence=None if analysis.confidence is None else str(analysis.confidence),
