@@ -17,6 +17,7 @@ from backend.app.core.entrypoints import (
     parse_symbols,
     parse_time,
     print_replay,
+    quiet_logging,
     run,
     run_scheduler,
 )
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--end", help="replay: last simulated moment (UTC, exclusive), default: end of the data")
     parser.add_argument("--speed", type=_speed, default=None, help="replay: 'max' (default) or simulated s per real s")
     parser.add_argument("--database-url", help="replay: database to write (default: a fresh data/replay.db)")
+    parser.add_argument("--verbose", action="store_true", help="replay: log every job (default: warnings + summary)")
     return parser
 
 
@@ -76,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     if replay_only and not args.replay:
         return fail(f"--{replay_only[0].replace('_', '-')} needs --replay", EXIT_USAGE)
     settings = load_settings_or_exit()
+    if args.replay and not args.verbose:
+        quiet_logging(settings)
     try:
         if args.replay:
             return run(_replay(settings, _replay_options(args, settings)))

@@ -97,3 +97,7 @@ class PositionConflict(TradingSystemError):
 
 class SchedulerLockHeld(TradingSystemError):
     """Another scheduler already trades this account."""
+
+
+class NotificationFailed(TradingSystemError):
+    """A notification (Telegram message) could not be delivered after every retry; context names the chat."""

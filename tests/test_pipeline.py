@@ -400,7 +400,10 @@ RELAXED = {"VALIDATOR_MAX_RSI": "100", "VALIDATOR_MAX_ATR_PCT": "100", "VALIDATO
     ("env", "expected"),
     [
         ({"MAX_POSITION_PCT": "15"}, ("max_position_pct", "min_order")),
-        ({"POSITION_FRACTION_PCT": "100", "MAX_POSITION_PCT": "100", "CASH_RESERVE_PCT": "50"}, ("cash_reserve", "min_order")),
+        (
+            {"POSITION_FRACTION_PCT": "100", "MAX_POSITION_PCT": "100", "CASH_RESERVE_PCT": "50"},
+            ("cash_reserve", "min_order"),
+        ),
     ],
     ids=["max_position_pct", "cash_reserve"],
 )

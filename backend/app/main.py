@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
+from backend.app.api.gate import FairGate
 from backend.app.api.middleware import EdgeMiddleware
 from backend.app.api.system import router as system_router
 from backend.app.api.v1.api import api_router
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None, **metrics_options: Any) -> Fast
     app.state.sessions = session_factory(app.state.engine)
     # Reads run in autocommit: one round trip per query instead of BEGIN, query, ROLLBACK.
     app.state.read_engine = app.state.engine.execution_options(isolation_level="AUTOCOMMIT")
+    app.state.db_gate = FairGate(settings.database.pool_size + settings.database.max_overflow)
     app.state.metrics = ApiMetrics(app.state.read_engine, settings, **metrics_options)
     app.include_router(system_router)
     app.include_router(api_router)

@@ -154,3 +154,15 @@ async def test_bot_running_is_zero_for_a_stale_heartbeat(
     )
     client = await make_client(metrics_options=FRESH)
     assert (await _scrape(client))[("bot_running", ())] == 0
+
+
+async def test_openapi_docs_are_served_with_both_security_schemes(anonymous: httpx.AsyncClient) -> None:
+    docs = await anonymous.get("/docs")
+    assert docs.status_code == 200
+    assert "swagger" in docs.text.lower()
+    schema = (await anonymous.get("/openapi.json")).json()
+    assert set(schema["components"]["securitySchemes"]) == {"ApiKey", "OAuth2Password"}
+    trades = schema["paths"]["/api/v1/trades"]["get"]
+    assert {"401", "422", "429"} <= set(trades["responses"])
+    money = schema["components"]["schemas"]["TradeOut"]["properties"]["price"]
+    assert money.get("type") == "string" or any(option.get("type") == "string" for option in money.get("anyOf", []))

@@ -28,20 +28,21 @@ def live_settings(
     fake_upbit.seed_demo()
 
     def build(**overrides: str) -> Settings:
-        return make_settings(
-            TRADING_MODE="live",
-            TRADING_SYMBOLS="KRW-BTC",
-            UPBIT_BASE_URL=fake_upbit.base_url,
-            UPBIT_ACCESS_KEY=fake_upbit.access_key,
-            UPBIT_SECRET_KEY=fake_upbit.secret_key,
-            OPENAI_API_KEY=fake_openai.api_key,
-            OPENAI_BASE_URL=fake_openai.base_url,
-            OPENAI_MAX_RETRIES="0",
-            OPENAI_TIMEOUT_SECONDS="3",
-            FEAR_GREED_URL=fake_fear_greed.url,
-            MIN_TRADE_INTERVAL_HOURS="0",
-            **{**RELAXED_VALIDATOR, **overrides},
-        )
+        env = {
+            "TRADING_MODE": "live",
+            "TRADING_SYMBOLS": "KRW-BTC",
+            "UPBIT_BASE_URL": fake_upbit.base_url,
+            "UPBIT_ACCESS_KEY": fake_upbit.access_key,
+            "UPBIT_SECRET_KEY": fake_upbit.secret_key,
+            "OPENAI_API_KEY": fake_openai.api_key,
+            "OPENAI_BASE_URL": fake_openai.base_url,
+            "OPENAI_MAX_RETRIES": "0",
+            "OPENAI_TIMEOUT_SECONDS": "3",
+            "FEAR_GREED_URL": fake_fear_greed.url,
+            "MIN_TRADE_INTERVAL_HOURS": "0",
+            **RELAXED_VALIDATOR,
+        }
+        return make_settings(**{**env, **overrides})
 
     return build
 
@@ -172,6 +173,25 @@ async def test_ai_failure_becomes_a_recorded_hold(
     assert report.source == "fallback"
     [decision] = await rows(db_sessions, AIDecisionRow)
     assert decision.error
+    assert fake_upbit.requests_to("/v1/orders", "POST") == []
+
+
+async def test_ai_timeout_becomes_a_recorded_hold(
+    live_settings: Callable[..., Settings],
+    engines: Callable[..., object],
+    db_sessions: async_sessionmaker[AsyncSession],
+    fake_upbit: FakeUpbit,
+    fake_openai: FakeOpenAI,
+) -> None:
+    fake_openai.script(Behaviour.slow(2.0, "buy", 95))
+    engine = await engines(live_settings(OPENAI_TIMEOUT_SECONDS="0.5"))
+
+    [report] = await engine.trading_job()
+
+    assert report.final_decision == "hold"
+    [decision] = await rows(db_sessions, AIDecisionRow)
+    assert decision.error.startswith("timeout")
+    assert engine.metrics.registry.get_sample_value("ai_request_errors_total", {"reason": "timeout"}) == 1
     assert fake_upbit.requests_to("/v1/orders", "POST") == []
 
 

@@ -7,6 +7,7 @@ import asyncio
 import importlib
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -305,3 +307,56 @@ def test_unmigrated_database_is_refused_with_the_command_that_fixes_it(
 
     assert code == 1
     assert "make migrate" in capsys.readouterr().err
+
+
+def test_scheduler_metrics_are_served_over_http() -> None:
+    """Given SCHEDULER_METRICS_PORT > 0, the scheduler's own registry is served on /metrics."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    metrics = SchedulerMetrics()
+    metrics.on_decision("rules", "hold", None)
+    server = metrics.serve(port, addr="127.0.0.1")
+    try:
+        body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    finally:
+        server.shutdown()
+
+    assert 'ai_decisions_total{decision="hold",source="rules"} 1.0' in body
+    for name in ("scheduler_job_duration_seconds", "bot_running", "trading_cycle_stage_duration_seconds"):
+        assert name in body
+
+
+async def test_real_scheduler_hands_out_jobs_due_together_in_the_replay_order(
+    replay_engine: TradingEngine, db_engine: AsyncEngine
+) -> None:
+    """Given all four jobs due at the same instant under APScheduler, they run one at a time in JOB_ORDER
+    (exits, cycle, snapshot, report): the same order replay uses."""
+    scheduler = TradingScheduler(replay_engine, db_engine, SchedulerConfig(_env_file=None))
+    ran: list[str] = []
+
+    def recorder(name: str) -> Callable[..., object]:
+        async def body(**_: object) -> None:
+            ran.append(name)
+
+        return body
+
+    replay_engine.trading_job = recorder("trading_cycle")  # type: ignore[method-assign]
+    replay_engine.position_job = recorder("position_check")  # type: ignore[method-assign]
+    replay_engine.snapshot_job = recorder("portfolio_snapshot")  # type: ignore[method-assign]
+    replay_engine.daily_report_job = recorder("daily_report")  # type: ignore[method-assign]
+    task = asyncio.create_task(scheduler.run(handle_signals=False))
+    await asyncio.wait_for(scheduler.started.wait(), timeout=10)
+    moment = datetime.now(UTC) + timedelta(milliseconds=300)
+    for job in scheduler.scheduler.get_jobs():
+        if job.id != "control_poll":
+            job.modify(next_run_time=moment)
+    scheduler.scheduler.wakeup()
+    for _ in range(100):
+        if len(ran) == 4:
+            break
+        await asyncio.sleep(0.05)
+    scheduler.request_stop("test")
+    await asyncio.wait_for(task, timeout=10)
+
+    assert ran == ["position_check", "trading_cycle", "portfolio_snapshot", "daily_report"]

@@ -246,3 +246,27 @@ def test_a_full_queue_drops_and_counts_instead_of_blocking(fake_telegram: FakeTe
     for _ in range(3):
         service.notify(_sell_event())
     assert service.dropped == 2
+
+
+def test_fake_telegram_runs_as_a_process() -> None:
+    """Given ``python -m tests.fakes.telegram_server``, When started, Then it prints its base URL and answers getMe."""
+    import subprocess
+    import sys
+
+    import httpx
+
+    from tests.fakes.telegram_server import DEFAULT_TOKEN
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.telegram_server", "--port", "0"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().strip()
+        base_url = line.removeprefix("listening on ")
+        answer = httpx.get(f"{base_url}{DEFAULT_TOKEN}/getMe", timeout=5).json()
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    assert answer["ok"] is True
+    assert answer["result"]["is_bot"] is True

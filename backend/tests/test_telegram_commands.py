@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import pytest
 from pydantic import SecretStr
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -90,11 +92,24 @@ async def seed_trading_history(sessions: async_sessionmaker[AsyncSession], now: 
     )
 
 
+_OPEN_SERVICES: list[NotificationService] = []
+
+
 def _service(fake: FakeTelegram) -> NotificationService:
     config = TelegramConfig.model_construct(
         bot_token=SecretStr(fake.token), chat_ids=[str(ALLOWED)], base_url=fake.base_url, commands_enabled=True
     )
-    return NotificationService(config)
+    service = NotificationService(config)
+    _OPEN_SERVICES.append(service)
+    return service
+
+
+@pytest.fixture(autouse=True)
+async def _close_services() -> AsyncIterator[None]:
+    """Each test's senders close their HTTP clients when it ends."""
+    yield
+    while _OPEN_SERVICES:
+        await _OPEN_SERVICES.pop().aclose()
 
 
 def _commands(fake: FakeTelegram, sessions: async_sessionmaker[AsyncSession]) -> TelegramCommands:
@@ -195,7 +210,6 @@ async def test_poller_acknowledges_updates_and_keeps_answering(fake_telegram: Fa
                 await asyncio.sleep(0.05)
     finally:
         await commands.aclose()
-        await commands._sender.aclose()
     # Then both were answered once and acknowledged through getUpdates' offset
     assert commands.handled == 2
     assert await BotRepository(db_sessions).desired_state() is DesiredState.PAUSED

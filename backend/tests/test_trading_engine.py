@@ -203,6 +203,12 @@ async def test_paper_cycle_buys_on_the_fake_upbit_book_and_writes_every_record(
     assert daily.buys >= 1
     assert any(e.kind is EventKind.DAILY_REPORT for e in notifier.events)
     assert any(e.kind is EventKind.TRADE_EXECUTED for e in notifier.events)
+    metrics = engine.metrics.registry
+    assert metrics.get_sample_value("trades_total", {"side": "buy", "symbol": "KRW-BTC"}) >= 1
+    assert metrics.get_sample_value("trade_fee_krw_total", {"symbol": "KRW-BTC"}) > 0
+    assert metrics.get_sample_value("ai_decisions_total", {"decision": "buy", "source": "rules"}) == 1
+    assert metrics.get_sample_value("trading_cycle_stage_duration_seconds_count", {"stage": "execution"}) == 1
+    assert metrics.get_sample_value("portfolio_value_krw") > 0
 
 
 async def test_paper_account_survives_a_new_engine(

@@ -131,15 +131,15 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(url: str, workers: int, port: int) -> subprocess.Popen[bytes]:
+def start_server(url: str, workers: int, port: int, pool_size: int) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "DATABASE_URL": url,
         "API_KEY": API_KEY,
         "API_RATE_LIMIT_PER_MINUTE": "100000000",
         "LOG_LEVEL": "WARNING",
-        "DB_POOL_SIZE": "10",
-        "DB_MAX_OVERFLOW": "10",
+        "DB_POOL_SIZE": str(pool_size),  # per worker; no overflow, so no connection churn under load
+        "DB_MAX_OVERFLOW": "0",
     }
     command = [sys.executable, "-m", "uvicorn", "backend.app.main:app", "--host", "127.0.0.1", "--port", str(port)]
     command += ["--workers", str(workers), "--no-access-log", "--no-server-header", "--log-level", "warning"]
@@ -177,7 +177,10 @@ class WrkResult:
     p90_ms: float
     p99_ms: float
     requests: int
+    load_average: float
     errors: int
+    non_2xx: int
+    socket_errors: str
 
 
 def _ms(value: str) -> float:
@@ -186,8 +189,8 @@ def _ms(value: str) -> float:
 
 
 def run_wrk(url: str, connections: int, duration: int, threads: int) -> dict[str, Any]:
-    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-H", f"X-API-Key: {API_KEY}",
-               url]  # fmt: skip
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", "10s", "--latency"]
+    command += ["-H", f"X-API-Key: {API_KEY}", url]
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     percentiles = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)\s*$", output, re.MULTILINE))
     if "99" not in percentiles:
@@ -202,6 +205,8 @@ def run_wrk(url: str, connections: int, duration: int, threads: int) -> dict[str
         "requests": int(re.search(r"(\d+) requests in", output).group(1)),  # type: ignore[union-attr]
         "errors": (int(non_2xx.group(1)) if non_2xx else 0)
         + (sum(int(n) for n in socket_errors.groups()) if socket_errors else 0),
+        "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
+        "socket_errors": socket_errors.group(0) if socket_errors else "none",
     }
 
 
@@ -251,6 +256,7 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--deep-offset", type=int, default=900_000)
+    parser.add_argument("--pool-size", type=int, default=8, help="DB_POOL_SIZE of each worker")
     parser.add_argument("--keep-db", action="store_true")
     parser.add_argument("--install-wrk", action="store_true", help="apt-get install -y wrk when it is missing")
     args = parser.parse_args()
@@ -279,13 +285,16 @@ def main() -> None:
         results: list[WrkResult] = []
         for workers in args.workers:
             port = _free_port()
-            server = start_server(url, workers, port)
+            server = start_server(url, workers, port, args.pool_size)
             try:
                 for label, path in targets.items():
-                    run_wrk(f"http://127.0.0.1:{port}{path}", args.connections, 3, args.threads)  # warm-up
-                    measured = run_wrk(f"http://127.0.0.1:{port}{path}", args.connections, args.duration, args.threads)
-                    results.append(WrkResult(label, workers, args.connections, **measured))
-                    print(_row(results[-1]), flush=True)
+                    url_of_target = f"http://127.0.0.1:{port}{path}"
+                    run_wrk(url_of_target, args.connections, 3, args.threads)  # warm-up
+                    for connections, threads, seconds in ((args.connections, args.threads, args.duration), (1, 1, 5)):
+                        measured = run_wrk(url_of_target, connections, seconds, threads)
+                        load_avg = round(os.getloadavg()[0], 2)
+                        results.append(WrkResult(label, workers, connections, load_average=load_avg, **measured))
+                        print(_row(results[-1]), flush=True)
             finally:
                 stop_server(server)
     finally:
@@ -297,20 +306,23 @@ def main() -> None:
         "load_seconds": round(load_seconds, 1),
         "duration_seconds": args.duration,
         "wrk_threads": args.threads,
+        "pool_size_per_worker": args.pool_size,
         "metrics_scrape": scrape,
         "results": [asdict(result) for result in results],
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "api.json").write_text(json.dumps(report, indent=2) + "\n")
-    print("\n| target | workers | req/s | p50 ms | p90 ms | p99 ms | errors |\n|---|---|---|---|---|---|---|")
+    print("\n| target | workers | connections | req/s | p50 ms | p90 ms | p99 ms | errors | load avg |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for result in results:
         print(_row(result))
 
 
 def _row(result: WrkResult) -> str:
     return (
-        f"| `{result.target}` | {result.workers} | {result.requests_per_second:,.0f} | {result.p50_ms:.1f} | "
-        f"{result.p90_ms:.1f} | {result.p99_ms:.1f} | {result.errors} |"
+        f"| `{result.target}` | {result.workers} | {result.connections} | {result.requests_per_second:,.0f} | "
+        f"{result.p50_ms:.1f} | "
+        f"{result.p90_ms:.1f} | {result.p99_ms:.1f} | {result.errors} | {result.load_average} |"
     )
 
 

@@ -31,8 +31,9 @@ async def get_sessions(request: Request) -> async_sessionmaker[AsyncSession]:
 
 
 async def get_connection(request: Request) -> AsyncIterator[AsyncConnection]:
-    """A read connection in autocommit; writes go through repositories on ``get_sessions``."""
-    async with request.app.state.read_engine.connect() as connection:
+    """A read connection in autocommit, taken in arrival order (``FairGate``); writes go through repositories
+    on ``get_sessions``."""
+    async with request.app.state.db_gate, request.app.state.read_engine.connect() as connection:
         yield connection
 
 

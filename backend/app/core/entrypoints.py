@@ -23,7 +23,7 @@ from backend.app.services.trading_engine import TradingEngine
 from src.config.settings import Settings, TradingConfig, TradingMode
 from src.exceptions import ConfigurationError, DatabaseNotMigratedError, TradingSystemError
 from src.trading.pipeline import CycleReport
-from src.utils.logger import get_logger
+from src.utils.logger import configure_logging, get_logger
 
 log = get_logger(__name__)
 
@@ -51,6 +51,15 @@ def parse_time(raw: str, name: str) -> datetime:
             f"{name} {raw!r}: expected an ISO date such as 2023-10-01 or 2023-10-01T09:00"
         ) from None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def quiet_logging(settings: Settings) -> None:
+    """Replay's default: warnings and errors only, so the summary is what the screen shows."""
+    configure_logging(
+        level="WARNING",
+        log_format=settings.observability.log_format.value,
+        secrets=settings.secret_values(),
+    )
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> int:

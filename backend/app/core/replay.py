@@ -35,8 +35,10 @@ from backend.app.models import (
 )
 from backend.app.services.scheduler_metrics import SchedulerMetrics
 from backend.app.services.trading_engine import TradingEngine
+from src.ai.cache import JsonlDecisionCache
 from src.backtesting.data_provider import TIMEFRAME_SECONDS, HistoricalDataProvider
 from src.config.settings import PROJECT_ROOT, Settings, TradingMode
+from src.data.collector import BTC_SYMBOL
 from src.data.replay import ReplayMarketSource
 from src.exceptions import ConfigurationError, DataError
 from src.trading.pipeline import MINUTES_TO_TIMEFRAME
@@ -119,6 +121,18 @@ def load_replay_candles(settings: Settings, options: ReplayOptions, timeframe: s
     return {symbol: provider.load_historical_data(symbol, timeframe) for symbol in options.symbols}
 
 
+def correlation_context(settings: Settings, traded: dict[str, pd.DataFrame], timeframe: str) -> dict[str, pd.DataFrame]:
+    """KRW-BTC candles for an altcoin-only replay (market data for the BTC correlation, never traded);
+    empty when BTC is traded anyway or no bundled BTC candles exist."""
+    if BTC_SYMBOL in traded:
+        return {}
+    try:
+        provider = HistoricalDataProvider(settings.market_data.backtest_data_dir)
+        return {BTC_SYMBOL: provider.load_historical_data(BTC_SYMBOL, timeframe)}
+    except DataError:
+        return {}
+
+
 def replay_window(
     candles: dict[str, pd.DataFrame], options: ReplayOptions, timeframe: str
 ) -> tuple[datetime, datetime]:
@@ -144,8 +158,9 @@ async def run_replay(settings: Settings, options: ReplayOptions) -> ReplaySummar
     first_needed = pd.Timestamp(start) - WARMUP_BARS * pd.Timedelta(timeframe_span(timeframe))
     trimmed = {
         symbol: frame[(frame.index >= first_needed) & (frame.index < pd.Timestamp(end))]
-        for symbol, frame in candles.items()
+        for symbol, frame in {**correlation_context(settings, candles, timeframe), **candles}.items()
     }
+    trimmed = {symbol: frame for symbol, frame in trimmed.items() if len(frame)}
     url, owned = _replay_url(options)
     await asyncio.to_thread(_prepare_database, url, owned)
     db_engine = create_engine(url)
@@ -162,6 +177,7 @@ async def run_replay(settings: Settings, options: ReplayOptions) -> ReplaySummar
             market_source=source,
             metrics=metrics,
             instance="replay",
+            ai_cache=JsonlDecisionCache(replay_ai_cache_path(settings)),
         )
         runner = JobRunner(engine, instance="replay", metrics=metrics, heartbeat=False)
         schedule = fire_times(build_triggers(settings.scheduler), start, end)
@@ -204,6 +220,12 @@ async def _require_no_earlier_replay(sessions: async_sessionmaker[AsyncSession],
             f"{_display_url(url)} already holds a replay ({orders} orders, {positions} positions); "
             "give --database-url a fresh, migrated database, or leave it out to use data/replay.db"
         )
+
+
+def replay_ai_cache_path(settings: Settings) -> Path:
+    """The AI answers cache shared with AI backtests: a replay's database is recreated at every run, so
+    the answers are kept in this file and a repeated replay asks the model nothing it asked before."""
+    return settings.market_data.backtest_data_dir / "ai_cache" / "decisions.jsonl"
 
 
 def timeframe_span(timeframe: str) -> timedelta:

@@ -26,7 +26,6 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.app.db.lock import SchedulerLock
@@ -59,6 +58,11 @@ class JobName(StrEnum):
 # the snapshot after both, the report last).
 JOB_ORDER: tuple[JobName, ...] = (JobName.POSITIONS, JobName.TRADING, JobName.SNAPSHOT, JobName.DAILY_REPORT)
 _ACCOUNT_JOBS = frozenset({JobName.TRADING, JobName.POSITIONS})
+
+
+def job_id(job: JobName) -> str:
+    """APScheduler hands out jobs due at the same moment ordered by id; the prefix makes that JOB_ORDER."""
+    return f"{JOB_ORDER.index(job) + 1}-{job.value}"
 
 
 def build_triggers(config: SchedulerConfig) -> dict[JobName, BaseTrigger]:
@@ -148,15 +152,15 @@ class JobRunner:
         """Run ``job`` under the desired state (read now unless the caller just read it)."""
         if self.stopping:
             return
-        desired = desired or await self.read_desired()
-        if job in _ACCOUNT_JOBS and desired is DesiredState.STOPPED:
-            self.stats.bump(self.stats.skipped, job)
-            log.info("job.skipped", job=job.value, reason="bot stopped")
-            return
-        async with self.work_lock:
+        async with self.work_lock:  # FIFO: jobs due together keep the order they were handed out in
             if self.stopping:
                 return
-            await self._timed(job, desired)
+            desired = desired or await self.read_desired()
+            if job in _ACCOUNT_JOBS and desired is DesiredState.STOPPED:
+                self.stats.bump(self.stats.skipped, job)
+                log.info("job.skipped", job=job.value, reason="bot stopped")
+            else:
+                await self._timed(job, desired)
         await self.write_heartbeat()
 
     async def _timed(self, job: JobName, desired: DesiredState) -> None:
@@ -273,7 +277,7 @@ class TradingScheduler:
         self.exit_reason: str | None = None
 
     def _next_trading_run(self) -> datetime | None:
-        job = self.scheduler.get_job(JobName.TRADING.value)
+        job = self.scheduler.get_job(job_id(JobName.TRADING))
         return None if job is None else job.next_run_time
 
     def request_stop(self, reason: str = "signal") -> None:
@@ -290,7 +294,7 @@ class TradingScheduler:
     async def run(self, *, handle_signals: bool = True) -> int:
         """Until SIGTERM/SIGINT (or a lost lock, or ``request_stop``). Returns the process exit code."""
         try:
-            await self._acquire_lock()
+            await self.lock.acquire()
         except SchedulerLockHeld as exc:
             log.error("scheduler.lock_held", lock=self.lock.name, error=exc.message)
             self.exit_code, self.exit_reason = EXIT_LOCK_HELD, exc.message
@@ -318,19 +322,9 @@ class TradingScheduler:
             await self._shutdown()
         return self.exit_code
 
-    async def _acquire_lock(self) -> None:
-        """Two schedulers starting in the same instant can collide inside the SQLite lease transaction
-        (a unique-key or busy error instead of ``SchedulerLockHeld``); the retry then sees the holder."""
-        try:
-            await self.lock.acquire()
-        except SQLAlchemyError as exc:
-            log.warning("scheduler.lock_contended", error=str(exc).splitlines()[0])
-            await asyncio.sleep(0.5)
-            await self.lock.acquire()
-
     def _add_jobs(self) -> None:
         for job, trigger in build_triggers(self.config).items():
-            self.scheduler.add_job(self.runner.run, trigger, args=[job], id=job.value, name=job.value)
+            self.scheduler.add_job(self.runner.run, trigger, args=[job], id=job_id(job), name=job.value)
         self.scheduler.add_job(
             self._control_poll,
             IntervalTrigger(seconds=self.config.control_poll_seconds, timezone=UTC),

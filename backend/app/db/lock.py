@@ -9,6 +9,7 @@ from datetime import timedelta
 from types import TracebackType
 
 from sqlalchemy import delete, select, text
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from backend.app.db.types import utcnow
@@ -53,6 +54,13 @@ class SchedulerLock:
         self._pg_connection = connection
 
     async def _acquire_lease(self) -> None:
+        try:
+            await self._write_lease()
+        except (IntegrityError, OperationalError) as exc:
+            # Another process inserted the row (or holds SQLite's write lock) at the same instant.
+            raise SchedulerLockHeld(f"another scheduler is taking the lock '{self.name}'") from exc
+
+    async def _write_lease(self) -> None:
         now = utcnow()
         async with self._engine.begin() as connection:
             await connection.execute(

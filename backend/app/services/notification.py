@@ -24,6 +24,7 @@ from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
 from telegram.request import HTTPXRequest
 
 from src.config.settings import TelegramConfig
+from src.exceptions import NotificationFailed
 from src.trading.notifier import EventKind, NotificationEvent, money
 from src.utils.logger import get_logger, redactor
 
@@ -203,10 +204,6 @@ class _TelegramClient:
                 await request.shutdown()
 
 
-class DeliveryFailed(Exception):
-    """A message could not be delivered after every retry."""
-
-
 class NotificationService:
     """The Telegram ``Notifier``: ``start()`` once, ``notify()`` from anywhere, ``aclose()`` at shutdown."""
 
@@ -306,12 +303,12 @@ class NotificationService:
         for chat_id in self._config.chat_ids:
             try:
                 await self.send(chat_id, text)
-            except DeliveryFailed as exc:
+            except NotificationFailed as exc:
                 await self._record_failure(event, chat_id, exc)
 
     # --- sending (also used by the command handler for replies) ---
     async def send(self, chat_id: str | int, html_text: str) -> None:
-        """Send ``html_text`` in chunks; raises DeliveryFailed when a chunk could not be delivered."""
+        """Send ``html_text`` in chunks; raises NotificationFailed when a chunk could not be delivered."""
         for chunk in split_message(html_text):
             await self._send_chunk(chat_id, chunk)
 
@@ -335,17 +332,17 @@ class NotificationService:
                     parse_mode, text = None, html_to_plain(chunk)
                     last_error = str(exc)
                     continue
-                raise DeliveryFailed(str(exc)) from exc
+                raise NotificationFailed(str(exc), chat_id=str(chat_id)) from exc
             except NetworkError as exc:  # includes TimedOut and 5xx answers
                 last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("telegram.network_error", chat_id=str(chat_id), error=last_error, attempt=attempt)
                 if attempt < self._max_attempts:
                     await self._sleep(self._backoff * 2 ** (attempt - 1))
             except TelegramError as exc:  # Forbidden, InvalidToken, ChatMigrated...: retrying will not help
-                raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from exc
-        raise DeliveryFailed(f"gave up after {self._max_attempts} attempts: {last_error}")
+                raise NotificationFailed(f"{type(exc).__name__}: {exc}", chat_id=str(chat_id)) from exc
+        raise NotificationFailed(f"gave up after {self._max_attempts} attempts: {last_error}", chat_id=str(chat_id))
 
-    async def _record_failure(self, event: NotificationEvent, chat_id: str, exc: DeliveryFailed) -> None:
+    async def _record_failure(self, event: NotificationEvent, chat_id: str, exc: NotificationFailed) -> None:
         self.failed += 1
         error = redactor.scrub_text(str(exc))
         log.error("telegram.delivery_failed", kind=str(event.kind), chat_id=chat_id, error=error)

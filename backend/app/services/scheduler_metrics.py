@@ -55,10 +55,13 @@ class SchedulerMetrics:
         )
         self.ai_errors = Counter("ai_request_errors_total", "AI adviser failures", ["reason"], registry=r)
 
-    def serve(self, port: int) -> None:
-        if port > 0:
-            start_http_server(port, addr="0.0.0.0", registry=self.registry)
-            log.info("metrics.serving", port=port)
+    def serve(self, port: int, addr: str = "0.0.0.0") -> Any | None:
+        """Serve ``/metrics`` on ``port`` (0: not at all); returns the HTTP server (``shutdown()`` stops it)."""
+        if port <= 0:
+            return None
+        server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+        log.info("metrics.serving", port=port)
+        return server
 
     # --- pipeline observer ------------------------------------------------------------------------
     def on_stage(self, stage: str, seconds: float) -> None:

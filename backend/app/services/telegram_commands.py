@@ -24,9 +24,10 @@ from telegram.error import Conflict, InvalidToken, NetworkError, TelegramError
 from backend.app.db.repositories import queries
 from backend.app.db.repositories.bot import BotRepository
 from backend.app.db.repositories.risk import SqlRiskStore
-from backend.app.services.notification import DeliveryFailed, NotificationService, format_event
+from backend.app.services.notification import NotificationService, format_event
 from backend.app.services.reporting import build_daily_report
 from src.config.settings import Settings, TradingMode
+from src.exceptions import NotificationFailed
 from src.trading.bot_control import DESIRED_STATE_KEY, BotAction, desired_state_for
 from src.trading.notifier import money
 from src.utils.logger import get_logger
@@ -169,7 +170,7 @@ class TelegramCommands:
         self.handled += 1
         try:
             await self._sender.send(chat_id, reply)
-        except DeliveryFailed as exc:
+        except NotificationFailed as exc:
             log.error("telegram.reply_failed", chat_id=chat_id, command=command, error=str(exc))
 
     async def answer(self, chat_id: str, command: str, args: list[str]) -> str:

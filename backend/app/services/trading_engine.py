@@ -25,6 +25,7 @@ from backend.app.db.session import session_factory
 from backend.app.models import PortfolioSnapshotRow
 from backend.app.services.reporting import DailyReport, build_daily_report
 from backend.app.services.scheduler_metrics import SchedulerMetrics
+from src.ai.cache import DecisionCache
 from src.ai.service import AIService
 from src.ai.validator import AIDecisionValidator
 from src.api.interfaces import IExchangeClient
@@ -117,9 +118,10 @@ class TradingEngine:
         metrics: SchedulerMetrics | None = None,
         instance: str | None = None,
         exchange: IExchangeClient | None = None,
+        ai_cache: DecisionCache | None = None,
     ) -> TradingEngine:
         """Build the whole graph. ``market_source`` is required for replay; ``exchange`` overrides the
-        mode's exchange (tests)."""
+        mode's exchange (tests); ``ai_cache`` defaults to the database (``ai_decisions``)."""
         mode = mode or settings.trading.mode
         symbols = symbols or list(settings.trading.symbols)
         parts = EngineParts()
@@ -139,7 +141,7 @@ class TradingEngine:
             fear_greed = FearGreedClient.from_settings(settings)
             parts.closers.append(fear_greed.close)
         collector = DataCollector.from_settings(settings, exchange, fear_greed)
-        ai = AIService(settings.ai, cache=DatabaseDecisionCache(repository))
+        ai = AIService(settings.ai, cache=ai_cache or DatabaseDecisionCache(repository))
         parts.closers.append(ai.aclose)
         strategy = RuleBasedBreakoutStrategy()
         analyzer = Analyzer(

@@ -232,9 +232,10 @@ class TradingPipeline:
         if not exits:
             return []
         portfolio = await load_portfolio(self.exchange, now)
-        return [await self._exit(exit_signal, portfolio) for exit_signal in exits]
+        amounts = {p.symbol: p.amount for p in marked}
+        return [await self._exit(exit_signal, portfolio, amounts[exit_signal.symbol]) for exit_signal in exits]
 
-    async def _exit(self, exit_signal: ExitSignal, portfolio: Portfolio) -> ExitReport:
+    async def _exit(self, exit_signal: ExitSignal, portfolio: Portfolio, amount: Decimal) -> ExitReport:
         symbol = exit_signal.symbol
         reason = f"exit: {exit_signal.reason.value} (price {exit_signal.price}, level {exit_signal.trigger_price})"
         holding = portfolio.holding(symbol)
@@ -245,7 +246,11 @@ class TradingPipeline:
             return ExitReport(symbol, reason, None, error="no balance to sell")
         try:
             result = await self.trading.market_sell(
-                symbol, holding.volume, reason=reason, cycle_id=None, exit_reason=exit_signal.reason.value
+                symbol,
+                min(amount, holding.volume),  # the position, never coins the bot did not buy
+                reason=reason,
+                cycle_id=None,
+                exit_reason=exit_signal.reason.value,
             )
         except Exception as exc:
             await self._log_error("exit order failed", exc, {"symbol": symbol, "reason": reason})
@@ -508,12 +513,15 @@ class TradingPipeline:
         return results
 
     async def _sell(self, ctx: CycleContext, analysis: Analysis, portfolio: Portfolio) -> list[ExecutionResult]:
+        """Sell the bot's position (never more than the exchange holds); the whole balance when untracked."""
         holding = portfolio.holding(ctx.symbol)
         if holding is None:
             return []
+        position = await self.positions.get(ctx.symbol)
+        volume = min(position.amount, holding.volume) if position is not None else holding.volume
         reason = f"{analysis.source}: {analysis.reason}"[:1000]
         sold = await self.trading.market_sell(
-            ctx.symbol, holding.volume, reason=reason, cycle_id=ctx.cycle_id, exit_reason="signal"
+            ctx.symbol, volume, reason=reason, cycle_id=ctx.cycle_id, exit_reason="signal"
         )
         return [sold]
 

@@ -39,38 +39,62 @@ log = get_logger(__name__)
 router = APIRouter(prefix="/bot", tags=["bot"])
 
 
-def _status(data: queries.BotStatusData, settings: Settings) -> BotStatusOut:
-    heartbeat, risk = data.heartbeat, data.risk
-    instance = settings.scheduler.instance_name
-    if heartbeat is None:
-        return BotStatusOut(
-            instance=instance, state="unknown", desired_state=data.desired_state, stale=True,
-            message="scheduler never seen", mode=None, symbols=[], schedule=None, started_at=None,
-            heartbeat_at=None, heartbeat_age_seconds=None, last_run=None, next_run=None, last_error=None,
-            last_error_at=None, safe_mode=bool(risk and risk.active), safe_mode_reason=risk.reason if risk else None,
-            safe_mode_since=risk.since if risk else None,
-        )  # fmt: skip
+_NEVER_SEEN: dict[str, Any] = {
+    "state": "unknown",
+    "stale": True,
+    "message": "scheduler never seen",
+    "mode": None,
+    "symbols": [],
+    "schedule": None,
+    "started_at": None,
+    "heartbeat_at": None,
+    "heartbeat_age_seconds": None,
+    "last_run": None,
+    "next_run": None,
+    "last_error": None,
+    "last_error_at": None,
+}
+
+
+def _heartbeat_fields(heartbeat: Any, stale_after: int) -> dict[str, Any]:
     age = BotRepository.heartbeat_age_seconds(heartbeat)
-    stale = age > settings.scheduler.heartbeat_stale_seconds
+    stale = age > stale_after
+    return {
+        "state": heartbeat.state,
+        "stale": stale,
+        "message": f"scheduler not seen for {int(age // 60)} minutes" if stale else None,
+        "mode": heartbeat.mode,
+        "symbols": list(heartbeat.symbols or []),
+        "schedule": heartbeat.schedule,
+        "started_at": heartbeat.started_at,
+        "heartbeat_at": heartbeat.heartbeat_at,
+        "heartbeat_age_seconds": round(age, 3),
+        "last_run": heartbeat.last_run_at,
+        "next_run": heartbeat.next_run_at,
+        "last_error": heartbeat.last_error,
+        "last_error_at": heartbeat.last_error_at,
+    }
+
+
+def _safe_mode_fields(data: queries.BotStatusData) -> dict[str, Any]:
+    """Safe mode from risk_state of the trading mode; from the heartbeat while that row does not exist."""
+    if data.risk is not None:
+        return {"safe_mode": data.risk.active, "safe_mode_reason": data.risk.reason, "safe_mode_since": data.risk.since}
+    heartbeat = data.heartbeat
+    return {
+        "safe_mode": bool(heartbeat and heartbeat.safe_mode),
+        "safe_mode_reason": heartbeat.safe_mode_reason if heartbeat else None,
+        "safe_mode_since": None,
+    }
+
+
+def _status(data: queries.BotStatusData, settings: Settings) -> BotStatusOut:
+    scheduler = settings.scheduler
+    heartbeat = (
+        _NEVER_SEEN if data.heartbeat is None else _heartbeat_fields(data.heartbeat, scheduler.heartbeat_stale_seconds)
+    )
     return BotStatusOut(
-        instance=instance,
-        state=heartbeat.state,
-        desired_state=data.desired_state,
-        stale=stale,
-        message=f"scheduler not seen for {int(age // 60)} minutes" if stale else None,
-        mode=heartbeat.mode,
-        symbols=list(heartbeat.symbols or []),
-        schedule=heartbeat.schedule,
-        started_at=heartbeat.started_at,
-        heartbeat_at=heartbeat.heartbeat_at,
-        heartbeat_age_seconds=round(age, 3),
-        last_run=heartbeat.last_run_at,
-        next_run=heartbeat.next_run_at,
-        last_error=heartbeat.last_error,
-        last_error_at=heartbeat.last_error_at,
-        safe_mode=risk.active if risk else heartbeat.safe_mode,
-        safe_mode_reason=risk.reason if risk else heartbeat.safe_mode_reason,
-        safe_mode_since=risk.since if risk else None,
+        instance=scheduler.instance_name, desired_state=data.desired_state, **heartbeat, **_safe_mode_fields(data)
     )
 
 
