@@ -158,3 +158,28 @@ async def test_collect_over_the_replay_source_needs_no_network() -> None:
     assert snapshot.timestamp == START + timedelta(hours=60)
     assert snapshot.candles["1h"].index[-1] == pd.Timestamp(START + timedelta(hours=59))
     assert snapshot.btc_correlation == pytest.approx(1.0)
+
+
+async def test_more_candles_than_one_request_are_paged_backwards(fake_upbit: FakeUpbit) -> None:
+    # Given 730 hourly candles on the exchange (more than 3 pages of 200)
+    candles = make_candles(datetime(2024, 1, 1, tzinfo=UTC), 730, "1h")
+    fake_upbit.set_candles(BTC, "1h", candles)
+    async with UpbitClient(fake_upbit.base_url) as client:
+        collector = DataCollector(client, candle_count=720)
+        # When the collector needs 720 of them
+        frame = await collector.candles(BTC, "1h", 720)
+    # Then it pages with `to` and returns exactly the newest 720, oldest first, without duplicates
+    assert len(frame) == 720
+    assert frame.index.is_monotonic_increasing
+    assert frame.index[0] == candles.index[10]
+    assert frame.index[-1] == candles.index[-1]
+    pages = fake_upbit.requests_to("/v1/candles/minutes/60")
+    assert [request.params["count"] for request in pages] == [["200"], ["200"], ["200"], ["120"]]
+
+
+async def test_paging_stops_when_the_exchange_has_no_older_candles(fake_upbit: FakeUpbit) -> None:
+    fake_upbit.set_candles(BTC, "1h", make_candles(datetime(2024, 1, 1, tzinfo=UTC), 250, "1h"))
+    async with UpbitClient(fake_upbit.base_url) as client:
+        frame = await DataCollector(client).candles(BTC, "1h", 720)
+    assert len(frame) == 250
+    assert len(fake_upbit.requests_to("/v1/candles/minutes/60")) == 2

@@ -15,6 +15,7 @@ from enum import StrEnum
 import pandas as pd
 
 CANDLE_COLUMNS = ("open", "high", "low", "close", "volume", "value")
+MAX_CANDLES_PER_REQUEST = 200  # Upbit serves at most 200 candles per request; longer ranges page with `to`
 
 # Timeframe name -> Upbit candle path. Minute units are those Upbit serves.
 TIMEFRAMES: dict[str, str] = {

@@ -32,6 +32,7 @@ import pandas as pd
 
 from src.api.interfaces import (
     CANDLE_COLUMNS,
+    MAX_CANDLES_PER_REQUEST,
     TIMEFRAMES,
     Balance,
     ExchangeOrderState,
@@ -69,7 +70,6 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-MAX_CANDLES_PER_REQUEST = 200
 OPEN_ORDERS_PAGE_LIMIT = 100
 
 # Upbit error names, by prefix, to our error types. Any other 4xx becomes a plain ExchangeError.

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from src.api.interfaces import CANDLE_COLUMNS, TIMEFRAMES, IExchangeClient
+from src.api.interfaces import CANDLE_COLUMNS, MAX_CANDLES_PER_REQUEST, TIMEFRAMES, IExchangeClient
 from src.exceptions import DataError, RateLimited
 from src.utils.logger import get_logger
 
@@ -37,7 +37,7 @@ TIMEFRAME_SECONDS: dict[str, int] = {
     "1d": 86400,
     "1w": 604800,
 }
-PAGE_SIZE = 200
+PAGE_SIZE = MAX_CANDLES_PER_REQUEST
 
 
 def timeframe_dir(timeframe: str) -> str:

@@ -133,12 +133,16 @@ class QuickBacktestFilter:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, ai_strategy_factory: Callable[[str], AITradingStrategy] | None = None
+        cls,
+        settings: Settings,
+        ai_strategy_factory: Callable[[str], AITradingStrategy] | None = None,
+        rule_strategy: RuleBasedBreakoutStrategy | None = None,
     ) -> QuickBacktestFilter:
         return cls(
             lookback_days=settings.backtest.quick_filter_lookback_days,
             thresholds=settings.backtest.quick_filter_tier,
             config=portfolio_config_from_settings(settings),
+            rule_strategy=rule_strategy,
             ai_strategy_factory=ai_strategy_factory,
         )
 

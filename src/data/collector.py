@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from src.ai.market_correlation import btc_correlation
-from src.api.interfaces import Orderbook, Ticker
+from src.api.interfaces import MAX_CANDLES_PER_REQUEST, Orderbook, Ticker
 from src.backtesting.data_provider import TIMEFRAME_SECONDS
 from src.exceptions import DataError, ExchangeError, MarketDataUnavailable
 from src.utils.logger import get_logger
@@ -114,17 +114,40 @@ class DataCollector:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, exchange: MarketDataSource, fear_greed: FearGreedClient | None = None
+        cls,
+        settings: Settings,
+        exchange: MarketDataSource,
+        fear_greed: FearGreedClient | None = None,
+        *,
+        candle_count: int = 200,
     ) -> DataCollector:
-        return cls(exchange, fear_greed, flash_crash_pct=settings.risk.flash_crash_pct)
+        return cls(exchange, fear_greed, flash_crash_pct=settings.risk.flash_crash_pct, candle_count=candle_count)
+
+    async def candles(self, symbol: str, timeframe: str, count: int) -> pd.DataFrame:
+        """The newest ``count`` candles, oldest first, paging backwards 200 at a time (Upbit's maximum)."""
+        pages: list[pd.DataFrame] = []
+        remaining, to = count, None
+        while remaining > 0:
+            page = await self._exchange.get_candles(symbol, timeframe, min(remaining, MAX_CANDLES_PER_REQUEST), to)
+            if page.empty:
+                break
+            pages.append(page)
+            remaining -= len(page)
+            to = page.index[0].to_pydatetime()
+            if len(page) < MAX_CANDLES_PER_REQUEST:
+                break
+        if len(pages) == 1:
+            return pages[0]
+        if not pages:
+            return await self._exchange.get_candles(symbol, timeframe, 1)
+        merged = pd.concat(reversed(pages))
+        return merged[~merged.index.duplicated(keep="last")].sort_index()
 
     async def collect(self, symbol: str, timeframes: list[str]) -> MarketSnapshot:
         """Everything one cycle needs for ``symbol``; ``timeframes[0]`` is the primary one."""
         if not timeframes:
             raise ValueError("expected at least one timeframe, e.g. ['1h']")
-        frames = await asyncio.gather(
-            *(self._exchange.get_candles(symbol, tf, self._candle_count) for tf in timeframes)
-        )
+        frames = await asyncio.gather(*(self.candles(symbol, tf, self._candle_count) for tf in timeframes))
         candles = dict(zip(timeframes, frames, strict=True))
         tickers, books = await asyncio.gather(
             self._exchange.get_tickers([symbol]), self._exchange.get_orderbooks([symbol])
@@ -167,7 +190,7 @@ class DataCollector:
         if symbol == self._btc_symbol or alt.empty:
             return None
         try:
-            btc = await self._exchange.get_candles(self._btc_symbol, timeframe, self._candle_count)
+            btc = await self.candles(self._btc_symbol, timeframe, self._candle_count)
         except (ExchangeError, DataError) as exc:
             errors["btc_correlation"] = f"{type(exc).__name__}: {exc}"
             log.warning("market.btc_candles_unavailable", symbol=symbol, reason=str(exc))

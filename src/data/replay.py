@@ -26,12 +26,10 @@ from decimal import ROUND_DOWN, Decimal
 
 import pandas as pd
 
-from src.api.interfaces import CANDLE_COLUMNS, TIMEFRAMES, Orderbook, OrderbookLevel, Ticker
+from src.api.interfaces import CANDLE_COLUMNS, MAX_CANDLES_PER_REQUEST, TIMEFRAMES, Orderbook, OrderbookLevel, Ticker
 from src.backtesting.data_provider import TIMEFRAME_SECONDS
 from src.exceptions import DataError
 from src.trading.market_rules import VOLUME_DECIMALS, krw_tick_size, round_to_tick
-
-MAX_CANDLES_PER_REQUEST = 200
 
 
 class ReplayMarketSource:

@@ -8,6 +8,7 @@ else is the same object graph in every mode.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -28,9 +29,11 @@ from backend.app.services.scheduler_metrics import SchedulerMetrics
 from src.ai.cache import DecisionCache
 from src.ai.service import AIService
 from src.ai.validator import AIDecisionValidator
-from src.api.interfaces import IExchangeClient
+from src.api.interfaces import MAX_CANDLES_PER_REQUEST, IExchangeClient
 from src.api.paper_exchange import PaperExchange
 from src.api.upbit_client import UpbitClient
+from src.backtesting.ai_strategy import AITradingStrategy
+from src.backtesting.data_provider import TIMEFRAME_SECONDS
 from src.backtesting.quick_filter import QuickBacktestFilter
 from src.backtesting.strategy import RuleBasedBreakoutStrategy
 from src.config.settings import Settings, TradingMode
@@ -140,7 +143,10 @@ class TradingEngine:
         if mode is not TradingMode.REPLAY:
             fear_greed = FearGreedClient.from_settings(settings)
             parts.closers.append(fear_greed.close)
-        collector = DataCollector.from_settings(settings, exchange, fear_greed)
+        timeframe = MINUTES_TO_TIMEFRAME[settings.trading.candle_interval_minutes]
+        collector = DataCollector.from_settings(
+            settings, exchange, fear_greed, candle_count=_candles_for_lookback(settings, timeframe)
+        )
         ai = AIService(settings.ai, cache=ai_cache or DatabaseDecisionCache(repository))
         parts.closers.append(ai.aclose)
         strategy = RuleBasedBreakoutStrategy()
@@ -149,9 +155,7 @@ class TradingEngine:
             ai=ai,
             validator=AIDecisionValidator.from_settings(settings),
             liquidity=LiquidityAnalyzer(settings.risk.max_slippage_pct, min_order_krw=settings.trading.min_order_krw),
-            quick_filter=QuickBacktestFilter(
-                lookback_days=settings.backtest.quick_filter_lookback_days, rule_strategy=strategy
-            ),
+            quick_filter=_quick_filter(settings, strategy, ai),
             ai_off_reason=_ai_off_reason(settings),
         )
         store = SqlRiskStore(sessions)
@@ -190,7 +194,7 @@ class TradingEngine:
             repository=repository,
             mode=mode,
             symbols=symbols,
-            timeframe=MINUTES_TO_TIMEFRAME[settings.trading.candle_interval_minutes],
+            timeframe=timeframe,
             clock=clock,
             notifier=notifier,
             observer=metrics,
@@ -301,3 +305,20 @@ class TradingEngine:
             except Exception as exc:
                 log.warning("engine.close_failed", error=str(exc))
         self._parts.closers.clear()
+
+
+def _candles_for_lookback(settings: Settings, timeframe: str) -> int:
+    """Enough candles for the quick filter's lookback (and never fewer than one request's worth)."""
+    lookback_seconds = settings.backtest.quick_filter_lookback_days * 86_400
+    return max(MAX_CANDLES_PER_REQUEST, math.ceil(lookback_seconds / TIMEFRAME_SECONDS[timeframe]) + 1)
+
+
+def _quick_filter(settings: Settings, strategy: RuleBasedBreakoutStrategy, ai: AIService) -> QuickBacktestFilter:
+    """The spec's two stages: the rule backtest, then (only when the adviser can answer) the AI backtest."""
+    ai_factory = None
+    if ai.available:
+
+        def ai_factory(symbol: str) -> AITradingStrategy:
+            return AITradingStrategy(ai, symbol, rule_strategy=strategy, min_confidence=settings.ai.min_confidence)
+
+    return QuickBacktestFilter.from_settings(settings, ai_strategy_factory=ai_factory, rule_strategy=strategy)
