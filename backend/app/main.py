@@ -23,6 +23,7 @@ from backend.app.db.migrations import ensure_schema_current
 from backend.app.db.session import engine_from_config, session_factory
 from backend.app.services.metrics import ApiMetrics
 from src.config.settings import Settings, get_settings
+from src.exceptions import ConfigurationError, DatabaseNotMigratedError
 from src.utils.logger import get_logger
 
 log = get_logger(__name__)
@@ -44,7 +45,12 @@ def _validation_error(_: Request, exc: Exception) -> JSONResponse:
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    await ensure_schema_current(app.state.engine)
+    try:
+        await ensure_schema_current(app.state.engine)
+    except DatabaseNotMigratedError as exc:
+        log.error("api.refused_to_start", reason=exc.message)
+        await app.state.engine.dispose()
+        raise
     app.state.metrics.database.start_warm_up()
     log.info("api.started", database=app.state.engine.dialect.name)
     try:
@@ -101,12 +107,16 @@ def run() -> None:
 
     from src.utils.logger import configure_logging
 
-    settings = get_settings()
-    configure_logging(
-        settings.observability.log_level, settings.observability.log_format, secrets=settings.secret_values()
-    )
+    try:
+        settings = get_settings()
+        configure_logging(
+            settings.observability.log_level, settings.observability.log_format, secrets=settings.secret_values()
+        )
+        app = create_app(settings)
+    except ConfigurationError as exc:
+        raise SystemExit(f"error: {exc.message}") from None
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.api.host,
         port=settings.api.port,
         server_header=False,

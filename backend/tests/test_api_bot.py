@@ -112,7 +112,7 @@ async def test_control_writes_the_desired_state_and_an_audit_line(
 @pytest.mark.parametrize(
     "body",
     [{"action": "explode", "reason": "because"}, {"action": "stop"}, {"action": "stop", "reason": "x"},
-     {"action": "stop", "reason": "why not", "extra": 1}],
+     {"action": "stop", "reason": "why not", "extra": 1}, {"action": "stop", "reason": "nul\u0000byte"}],
 )  # fmt: skip
 async def test_invalid_control_is_422_and_changes_nothing(
     client: httpx.AsyncClient, db_sessions: Sessions, body: dict[str, object]

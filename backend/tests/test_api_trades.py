@@ -116,6 +116,8 @@ async def test_skip_paging_returns_total_page_and_page_size(client: httpx.AsyncC
         ({"cursor": "not-a-cursor"}, "cursor"),
         ({"cursor": "W10", "skip": "0"}, "cursor"),
         ({"from_date": "2026-01-05T12:00:00"}, "from_date"),
+        ({"from_date": "263083"}, "from_date"),
+        ({"to_date": "2026-01-05T12:00Z"}, "to_date"),
         ({"from_date": "2026-01-06T00:00:00Z", "to_date": "2026-01-05T00:00:00Z"}, "from_date"),
     ],
 )

@@ -11,14 +11,24 @@ from src.risk.models import (
     SizingMethod,
     TradeStats,
 )
-from src.risk.store import InMemoryRiskStore, PositionRecord, PositionStatus, RiskState, RiskStore
+from src.risk.store import (
+    AppliedFill,
+    InMemoryRiskStore,
+    PositionChange,
+    PositionRecord,
+    PositionStatus,
+    RiskState,
+    RiskStore,
+)
 
 __all__ = [
+    "AppliedFill",
     "EntryRule",
     "ExitReason",
     "ExitSignal",
     "InMemoryRiskStore",
     "PortfolioView",
+    "PositionChange",
     "PositionRecord",
     "PositionStatus",
     "RiskManager",

@@ -1,8 +1,9 @@
 """The persistence port of risk and positions: records, the ``RiskStore`` protocol, and an in-memory store.
 
 ``src/`` never writes SQL; ``backend/app/db/repositories/risk.py`` (``SqlRiskStore``) implements this
-protocol over the ``positions``, ``risk_state`` and ``trades`` tables. ``InMemoryRiskStore`` keeps the
-same semantics in dictionaries, for unit tests and for runs without a database.
+protocol over the ``positions``, ``position_fills``, ``risk_state`` and ``trades`` tables.
+``InMemoryRiskStore`` keeps the same semantics in dictionaries, for unit tests and for runs without a
+database.
 
 Money is ``Decimal`` with at most 8 decimals (the database's NUMERIC(20, 8)); datetimes are UTC-aware.
 """
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from src.config.settings import TradingMode
 from src.exceptions import PositionConflict
@@ -109,6 +110,40 @@ class RiskState:
         return self.safe_mode and (self.safe_mode_until is None or now < self.safe_mode_until)
 
 
+@dataclass(frozen=True, slots=True)
+class PositionChange:
+    """What one executed order does to the positions, written together with its ``position_fills`` marker.
+
+    ``position`` is the position after the fill: without an ``id`` it is opened; open with an ``id`` it
+    is updated; closed it is closed (exit price, reason, total realised P&L and time from the record);
+    ``None`` changes no position (a sell of an untracked holding) and only records the order as applied.
+    ``realized_pnl`` is what this order realised (sells of a tracked position only).
+    """
+
+    order_identifier: str
+    mode: TradingMode
+    at: datetime
+    position: PositionRecord | None
+    realized_pnl: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedFill:
+    """An order's fills were applied to the positions: the ``position_fills`` row, at most one per order.
+
+    ``position`` is that position as it is now (``None`` when the order touched none); ``realized_pnl`` is
+    what the order realised. ``replayed`` is true when the order had already been applied and nothing
+    changed this time.
+    """
+
+    order_identifier: str
+    mode: TradingMode
+    applied_at: datetime
+    position: PositionRecord | None = None
+    realized_pnl: Decimal | None = None
+    replayed: bool = False
+
+
 class RiskStore(Protocol):
     """Positions, risk state and the trade history the spacing rules read. Every method is one transaction."""
 
@@ -146,6 +181,17 @@ class RiskStore(Protocol):
     async def list_closed_positions(self, mode: TradingMode, limit: int | None = None) -> list[PositionRecord]:
         """Closed positions of the mode, most recently closed first."""
 
+    async def apply_fill(self, change: PositionChange) -> AppliedFill:
+        """Open, update or close the position AND mark the order applied, in one transaction.
+
+        An order applied before changes nothing: its earlier outcome comes back (``replayed=True``).
+        Raises ``PositionConflict`` as ``open_position``/``update_position``/``close_position`` do (then
+        nothing is written, the marker neither).
+        """
+
+    async def applied_fill(self, order_identifier: str) -> AppliedFill | None:
+        """The marker of an order already applied to the positions (``replayed=True``), or ``None``."""
+
     async def load_risk_state(self, mode: TradingMode) -> RiskState:
         """The stored state, or a fresh ``RiskState(mode)`` when none was saved yet."""
 
@@ -160,6 +206,14 @@ class RiskStore(Protocol):
 
         An order filled in several pieces counts once.
         """
+
+
+@dataclass(frozen=True, slots=True)
+class _FillMark:
+    mode: TradingMode
+    applied_at: datetime
+    position_id: int | None
+    realized_pnl: Decimal | None
 
 
 @dataclass(slots=True)
@@ -178,6 +232,7 @@ class InMemoryRiskStore:
     _positions: dict[int, PositionRecord] = field(default_factory=dict)
     _states: dict[TradingMode, RiskState] = field(default_factory=dict)
     _trades: dict[TradingMode, list[_TradeMark]] = field(default_factory=dict)
+    _fills: dict[str, _FillMark] = field(default_factory=dict)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     def record_trade(self, mode: TradingMode, at: datetime, order_id: str | None = None) -> None:
@@ -263,6 +318,32 @@ class InMemoryRiskStore:
         closed.sort(key=lambda p: (p.closed_at, p.id or 0), reverse=True)
         return [copy.copy(p) for p in closed[:limit]]
 
+    async def apply_fill(self, change: PositionChange) -> AppliedFill:
+        earlier = await self.applied_fill(change.order_identifier)
+        if earlier is not None:
+            return earlier
+        position = change.position
+        stored: PositionRecord | None = None
+        if position is None:
+            stored = None
+        elif position.id is None:
+            stored = await self.open_position(position)
+        elif position.is_open:
+            stored = await self.update_position(position)
+        else:
+            stored = await self.close_position(position.id, **close_arguments(position))
+        pnl = None if change.realized_pnl is None else quantize_money(change.realized_pnl)
+        position_id = None if stored is None else stored.id
+        self._fills[change.order_identifier] = _FillMark(change.mode, change.at, position_id, pnl)
+        return AppliedFill(change.order_identifier, change.mode, change.at, stored, pnl)
+
+    async def applied_fill(self, order_identifier: str) -> AppliedFill | None:
+        mark = self._fills.get(order_identifier)
+        if mark is None:
+            return None
+        position = None if mark.position_id is None else copy.copy(self._positions[mark.position_id])
+        return AppliedFill(order_identifier, mark.mode, mark.applied_at, position, mark.realized_pnl, replayed=True)
+
     async def load_risk_state(self, mode: TradingMode) -> RiskState:
         state = self._states.get(mode)
         return copy.copy(state) if state is not None else RiskState(mode=mode)
@@ -275,3 +356,18 @@ class InMemoryRiskStore:
 
     async def count_trades_since(self, mode: TradingMode, since: datetime) -> int:
         return len({mark.order_key for mark in self._trades.get(mode, []) if mark.at >= since})
+
+
+def close_arguments(position: PositionRecord) -> dict[str, Any]:
+    """``close_position`` keywords from a closed record; a closed record without them is refused."""
+    if position.exit_price is None or position.exit_reason is None or position.closed_at is None:
+        raise PositionConflict(
+            f"a closed position needs exit_price, exit_reason and closed_at, got {position!r}",
+            position_id=position.id,
+        )
+    return {
+        "exit_price": position.exit_price,
+        "reason": position.exit_reason,
+        "realized_pnl": position.realized_pnl,
+        "closed_at": position.closed_at,
+    }

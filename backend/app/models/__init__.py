@@ -5,6 +5,7 @@ from backend.app.models.bot_config import BotConfigRow, BotStateRow, SchedulerLo
 from backend.app.models.order import OrderRow
 from backend.app.models.paper_account import PaperBalanceRow, PaperOrderRow
 from backend.app.models.portfolio import PortfolioSnapshotRow, PositionRow, RiskStateRow
+from backend.app.models.position_fill import PositionFillRow
 from backend.app.models.system_log import SystemLogRow
 from backend.app.models.trade import TradeRow
 from backend.app.models.trading_cycle import TradingCycleRow
@@ -17,6 +18,7 @@ __all__ = [
     "PaperBalanceRow",
     "PaperOrderRow",
     "PortfolioSnapshotRow",
+    "PositionFillRow",
     "PositionRow",
     "RiskStateRow",
     "SchedulerLockRow",

@@ -5,7 +5,7 @@ from typing import Any
 
 from pydantic import Field
 
-from backend.app.schemas.common import ApiModel
+from backend.app.schemas.common import ApiModel, Reason
 from src.trading.bot_control import BotAction, DesiredState
 
 
@@ -34,7 +34,7 @@ class BotStatusOut(ApiModel):
 
 class BotControlIn(ApiModel):
     action: BotAction
-    reason: str = Field(min_length=3, max_length=500, description="Why; recorded in the audit log")
+    reason: Reason
 
 
 class BotControlOut(ApiModel):
@@ -64,4 +64,4 @@ class BotConfigUpdate(ApiModel):
     values: dict[str, Any] = Field(
         min_length=1, max_length=20, description="Keys to change; each is validated by its own rule"
     )
-    reason: str = Field(min_length=3, max_length=500, description="Why; recorded in the audit log")
+    reason: Reason

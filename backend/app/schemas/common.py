@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field
+
+# PostgreSQL text cannot hold NUL characters; such input is a 422, not a database error.
+NO_NUL_PATTERN = r"^[^\x00]*$"
+Reason = Annotated[
+    str, Field(min_length=3, max_length=500, pattern=NO_NUL_PATTERN, description="Why; recorded in the audit log")
+]
 
 
 class ApiModel(BaseModel):

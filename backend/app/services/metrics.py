@@ -4,7 +4,7 @@ Scrapes stay cheap on a large database: trade and AI-decision totals are kept in
 incrementally (only rows with an id above the last one seen are aggregated), the rest is a handful of
 indexed single-row reads, and the result is cached for ``cache_seconds``. A full recount runs in the
 background every ``full_refresh_seconds`` and replaces the running totals, so a row committed out of id
-order is counted at the latest then.
+order, or a trade that became ``completed`` after it was first seen, is counted at the latest then.
 """
 
 from __future__ import annotations
@@ -88,6 +88,8 @@ class DatabaseCollector(Collector):
     async def refresh(self) -> None:
         if time.monotonic() - self._refreshed_at < self._cache_seconds:
             return
+        if self._lock.locked() and self._totals is not None:
+            return  # another scrape is refreshing; this one serves the values it has rather than wait
         async with self._lock:
             if time.monotonic() - self._refreshed_at < self._cache_seconds:
                 return
@@ -132,7 +134,8 @@ class DatabaseCollector(Collector):
 
     async def _advance(self) -> None:
         totals, generation = self._totals, self._generation
-        assert totals is not None
+        if totals is None:  # the first count failed; the next refresh starts with it again
+            return
         async with self._engine.connect() as connection:
             trade_high, decision_high = await queries.max_ids(connection)
             trades = await queries.trade_totals_between(connection, totals.trade_high, trade_high)

@@ -1,7 +1,8 @@
 """SQL implementation of the risk and positions port (``src.risk.store.RiskStore``).
 
 Positions and safe mode live in ``positions`` and ``risk_state``; the trade-spacing rules read the
-``trades`` table (the pipeline's record of executions) instead of keeping a second count.
+``trades`` table (the pipeline's record of executions) instead of keeping a second count. An order's
+position change and its ``position_fills`` marker are one transaction (``apply_fill``).
 """
 
 from __future__ import annotations
@@ -15,10 +16,18 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backend.app.db.repositories._mapping import row_to_record
 from backend.app.db.types import utcnow
-from backend.app.models import PositionRow, RiskStateRow, TradeRow
+from backend.app.models import PositionFillRow, PositionRow, RiskStateRow, TradeRow
 from src.config.settings import TradingMode
 from src.exceptions import PositionConflict
-from src.risk.store import PositionRecord, PositionStatus, RiskState
+from src.risk.store import (
+    AppliedFill,
+    PositionChange,
+    PositionRecord,
+    PositionStatus,
+    RiskState,
+    close_arguments,
+    quantize_money,
+)
 from src.trading.orders import TradeStatus
 
 _POSITION_STATE = (
@@ -50,6 +59,33 @@ def _position(row: PositionRow) -> PositionRecord:
     )
 
 
+def _open_row_of(position: PositionRecord) -> PositionRow:
+    return PositionRow(
+        symbol=position.symbol,
+        mode=position.mode,
+        status=PositionStatus.OPEN.value,
+        entry_at=position.entry_at,
+        **{name: getattr(position, name) for name in _POSITION_STATE},
+    )
+
+
+def _write_state(row: PositionRow, position: PositionRecord) -> None:
+    for name in _POSITION_STATE:
+        setattr(row, name, getattr(position, name))
+    row.updated_at = utcnow()
+
+
+def _write_close(
+    row: PositionRow, *, exit_price: Decimal, reason: str, realized_pnl: Decimal, closed_at: datetime
+) -> None:
+    row.status = PositionStatus.CLOSED.value
+    row.exit_price = exit_price
+    row.exit_reason = reason
+    row.realized_pnl = realized_pnl
+    row.closed_at = closed_at
+    row.updated_at = utcnow()
+
+
 class SqlRiskStore:
     """``RiskStore`` over SQLAlchemy: ``SqlRiskStore(session_factory)``; one transaction per method."""
 
@@ -58,13 +94,7 @@ class SqlRiskStore:
 
     # --- positions ------------------------------------------------------------------------------
     async def open_position(self, position: PositionRecord) -> PositionRecord:
-        row = PositionRow(
-            symbol=position.symbol,
-            mode=position.mode,
-            status=PositionStatus.OPEN.value,
-            entry_at=position.entry_at,
-            **{name: getattr(position, name) for name in _POSITION_STATE},
-        )
+        row = _open_row_of(position)
         try:
             async with self._sessions.begin() as session:
                 session.add(row)
@@ -110,9 +140,7 @@ class SqlRiskStore:
             raise PositionConflict("cannot update a position that was never stored (id is None)")
         async with self._sessions.begin() as session:
             row = await self._open_row(session, position.id)
-            for name in _POSITION_STATE:
-                setattr(row, name, getattr(position, name))
-            row.updated_at = utcnow()
+            _write_state(row, position)
             await session.flush()
             return _position(row)
 
@@ -136,12 +164,7 @@ class SqlRiskStore:
     ) -> PositionRecord:
         async with self._sessions.begin() as session:
             row = await self._open_row(session, position_id)
-            row.status = PositionStatus.CLOSED.value
-            row.exit_price = exit_price
-            row.exit_reason = reason
-            row.realized_pnl = realized_pnl
-            row.closed_at = closed_at
-            row.updated_at = utcnow()
+            _write_close(row, exit_price=exit_price, reason=reason, realized_pnl=realized_pnl, closed_at=closed_at)
             await session.flush()
             return _position(row)
 
@@ -154,6 +177,68 @@ class SqlRiskStore:
         )
         async with self._sessions() as session:
             return [_position(row) for row in await session.scalars(query)]
+
+    # --- fills applied exactly once -------------------------------------------------------------
+    async def apply_fill(self, change: PositionChange) -> AppliedFill:
+        try:
+            async with self._sessions.begin() as session:
+                earlier = await self._applied(session, change.order_identifier)
+                if earlier is not None:
+                    return earlier
+                row = await self._change_position(session, change.position)
+                session.add(
+                    PositionFillRow(
+                        order_identifier=change.order_identifier,
+                        position_id=None if row is None else row.id,
+                        mode=change.mode,
+                        realized_pnl=change.realized_pnl,
+                        applied_at=change.at,
+                    )
+                )
+                await session.flush()
+                position = None if row is None else _position(row)
+                pnl = None if change.realized_pnl is None else quantize_money(change.realized_pnl)
+                return AppliedFill(change.order_identifier, change.mode, change.at, position, pnl)
+        except IntegrityError as exc:
+            # Applied concurrently (the marker is unique) or a second open position: nothing was written.
+            earlier = await self.applied_fill(change.order_identifier)
+            if earlier is not None:
+                return earlier
+            position = change.position
+            raise PositionConflict(
+                f"{change.mode} already has an open position in {position.symbol if position else '?'}",
+                order_identifier=change.order_identifier,
+            ) from exc
+
+    async def applied_fill(self, order_identifier: str) -> AppliedFill | None:
+        async with self._sessions() as session:
+            return await self._applied(session, order_identifier)
+
+    @staticmethod
+    async def _applied(session: AsyncSession, order_identifier: str) -> AppliedFill | None:
+        fill = await session.scalar(select(PositionFillRow).where(PositionFillRow.order_identifier == order_identifier))
+        if fill is None:
+            return None
+        position = None
+        if fill.position_id is not None:
+            position = _position(await session.get_one(PositionRow, fill.position_id))
+        return AppliedFill(order_identifier, fill.mode, fill.applied_at, position, fill.realized_pnl, replayed=True)
+
+    async def _change_position(self, session: AsyncSession, position: PositionRecord | None) -> PositionRow | None:
+        if position is None:
+            return None
+        if position.id is None:
+            row = _open_row_of(position)
+            session.add(row)
+            await session.flush()
+            return row
+        row = await self._open_row(session, position.id)
+        if position.is_open:
+            _write_state(row, position)
+        else:
+            _write_close(row, **close_arguments(position))
+        await session.flush()
+        return row
 
     # --- risk state -----------------------------------------------------------------------------
     async def load_risk_state(self, mode: TradingMode) -> RiskState:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Query
-from pydantic import AwareDatetime, BaseModel
+from pydantic import AwareDatetime, BaseModel, BeforeValidator
 
 from backend.app.api.deps import invalid
 from backend.app.db.repositories.queries import Page, Paging
@@ -24,8 +25,19 @@ Skip = Annotated[
     Query(ge=0, le=1_000_000, description="Offset paging (compatibility): also returns total, page, page_size"),
 ]
 Symbol = Annotated[str | None, Query(pattern=SYMBOL_PATTERN, description="Market, e.g. KRW-BTC")]
-FromDate = Annotated[AwareDatetime | None, Query(description="Inclusive start, with a time zone (RFC 3339)")]
-ToDate = Annotated[AwareDatetime | None, Query(description="Exclusive end, with a time zone (RFC 3339)")]
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+def _rfc3339(value: Any) -> Any:
+    """Only RFC 3339 text with a time zone; pydantic alone would also take numbers as Unix times."""
+    if not isinstance(value, str) or not _RFC3339.match(value):
+        raise ValueError("expected an RFC 3339 time with a time zone, e.g. 2026-01-05T00:00:00Z")
+    return value
+
+
+Rfc3339 = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
+FromDate = Annotated[Rfc3339 | None, Query(description="Inclusive start, with a time zone (RFC 3339)")]
+ToDate = Annotated[Rfc3339 | None, Query(description="Exclusive end, with a time zone (RFC 3339)")]
 
 M = TypeVar("M", bound=BaseModel)
 

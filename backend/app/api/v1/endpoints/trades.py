@@ -19,7 +19,7 @@ from backend.app.api.v1.endpoints._params import (
     query_error,
 )
 from backend.app.db.repositories import queries
-from backend.app.schemas.common import ErrorResponse
+from backend.app.schemas.common import NO_NUL_PATTERN, ErrorResponse
 from backend.app.schemas.trades import (
     PeriodStats,
     StatisticsPeriod,
@@ -96,7 +96,9 @@ async def trade_statistics(
     "/{trade_id}", response_model=TradeOut, responses={404: {"model": ErrorResponse}}, summary="One trade by trade_id"
 )
 async def get_trade(
-    connection: ReadConnection, _: Reader, trade_id: Annotated[str, Path(min_length=1, max_length=100)]
+    connection: ReadConnection,
+    _: Reader,
+    trade_id: Annotated[str, Path(min_length=1, max_length=100, pattern=NO_NUL_PATTERN)],
 ) -> TradeOut:
     row = await queries.get_trade(connection, trade_id)
     if row is None:
