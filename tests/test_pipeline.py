@@ -235,7 +235,9 @@ async def test_trade_spacing_rules_veto_the_next_buy(
 async def test_max_positions_vetoes_a_buy_in_a_new_symbol(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MAX_POSITIONS", "1")
     rig = build(settings, strategy=SignalStrategy(buy=True), risk_config=RiskConfig(_env_file=None))
-    await rig.positions.on_fill("KRW-ETH", Side.BUY, Decimal("3000000"), Decimal("0.1"), Decimal("150"), START)
+    await rig.positions.on_fill(
+        "KRW-ETH", Side.BUY, Decimal("3000000"), Decimal("0.1"), Decimal("150"), START, order_identifier="eth-buy"
+    )
 
     [report] = await rig.pipeline.run_cycle()
 

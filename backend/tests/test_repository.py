@@ -17,7 +17,7 @@ from backend.app.models import SystemLogRow, TradeRow
 from src.api.interfaces import OrderType, Side
 from src.config.settings import TradingMode
 from src.exceptions import SchedulerLockHeld
-from src.trading.bot_control import DESIRED_STATE_KEY, DesiredState
+from src.trading.bot_control import DESIRED_STATE_KEY, BotAction, DesiredState
 from src.trading.orders import IllegalOrderTransition, OrderStatus
 from src.trading.repository import AIDecisionRecord, CycleRecord, OrderRecord, StageRecord, TradeRecord
 
@@ -126,6 +126,28 @@ async def test_desired_state_defaults_to_running_and_control_is_audited(db_sessi
         ("bot.control pause: maintenance", "api:admin"),
         ("bot.control stop", "telegram:42"),
     ]
+    assert [(a.context["previous"], a.context["value"]) for a in audits] == [(None, "paused"), ("paused", "stopped")]
+
+
+async def test_request_state_is_the_one_audited_control_write(db_sessions: Sessions) -> None:
+    # Given a running bot / When an operator pauses it with a reason
+    bot = BotRepository(db_sessions)
+    desired = await bot.request_state(BotAction.PAUSE, by="api:admin", reason="exchange maintenance")
+    # Then the desired state is paused and the audit row says who, why, and what it was before
+    assert desired is DesiredState.PAUSED
+    assert await bot.desired_state() is DesiredState.PAUSED
+    async with db_sessions() as session:
+        audit = await session.scalar(select(SystemLogRow))
+    assert audit is not None
+    assert audit.source == "control"
+    assert audit.context == {
+        "key": DESIRED_STATE_KEY,
+        "previous": None,
+        "value": "paused",
+        "by": "api:admin",
+        "action": "pause",
+        "reason": "exchange maintenance",
+    }
 
 
 async def test_heartbeat_upserts(db_sessions: Sessions) -> None:

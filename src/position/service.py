@@ -1,7 +1,9 @@
 """Positions from fills: open, add at a weighted average price, reduce, close, and realise P&L net of fees.
 
 The pipeline calls ``on_fill`` once per executed order (after the trades are written) and writes the
-returned ``realized_pnl`` to ``trades.realized_pnl`` of a sell. Exit levels are set here:
+returned ``realized_pnl`` to ``trades.realized_pnl`` of a sell. Each order is applied exactly once: the
+position change and the order's ``position_fills`` marker are one store transaction, and applying the
+same ``order_identifier`` again changes nothing and returns the earlier outcome. Exit levels are set here:
 ``STOP_LOSS_PCT``/``TAKE_PROFIT_PCT`` below/above the average entry, or ``ATR_STOP_MULTIPLIER``/
 ``ATR_TARGET_MULTIPLIER`` x ATR when ``USE_ATR_EXITS`` and an ATR is given; ``TRAILING_STOP_PCT`` > 0
 switches the trailing stop on. ``RiskManager.exits_due`` decides when they fire.
@@ -17,7 +19,7 @@ from src.api.interfaces import Side
 from src.config.settings import RiskConfig, TradingMode
 from src.exceptions import InvalidInput
 from src.risk.sizing import HUNDRED
-from src.risk.store import PositionRecord, RiskStore, quantize_money
+from src.risk.store import AppliedFill, PositionChange, PositionRecord, PositionStatus, RiskStore, quantize_money
 from src.trading.market_rules import MIN_ORDER_KRW
 from src.utils.logger import get_logger
 
@@ -31,6 +33,7 @@ class FillOutcome:
     ``realized_pnl``: KRW realised by this sell, net of the sell fee and of the share of the buy fee
     that belongs to the sold volume (``None`` for buys and for sells of an untracked holding).
     ``position``: the position after the fill (closed positions included), ``None`` when untracked.
+    ``already_applied``: the order had been applied before; nothing changed, the earlier P&L is returned.
     """
 
     position: PositionRecord | None
@@ -38,6 +41,12 @@ class FillOutcome:
     opened: bool = False
     closed: bool = False
     notes: list[str] = field(default_factory=list)
+    already_applied: bool = False
+
+    @classmethod
+    def earlier(cls, applied: AppliedFill) -> FillOutcome:
+        note = f"order {applied.order_identifier} was already applied to the positions: nothing changed"
+        return cls(position=applied.position, realized_pnl=applied.realized_pnl, notes=[note], already_applied=True)
 
 
 def _positive(value: Decimal, name: str) -> Decimal:
@@ -73,6 +82,10 @@ class PositionService:
         """The open position in ``symbol``, if any."""
         return await self.store.get_open_position(self.mode, symbol)
 
+    async def applied(self, order_identifier: str) -> AppliedFill | None:
+        """How the order's fills were applied to the positions, or ``None`` if they were not yet."""
+        return await self.store.applied_fill(order_identifier)
+
     async def on_fill(
         self,
         symbol: str,
@@ -83,13 +96,18 @@ class PositionService:
         at: datetime,
         atr: Decimal | None = None,
         *,
+        order_identifier: str,
         reason: str | None = None,
     ) -> FillOutcome:
         """Apply one executed order: ``price`` is its average fill price, ``volume`` the base volume,
         ``fee`` the KRW fee paid, ``at`` the fill time (UTC). ``atr`` (KRW, same timeframe as the
         strategy) sets ATR-based levels when ``USE_ATR_EXITS``. ``reason`` is recorded as the exit
         reason when a sell closes the position (e.g. ``"stop_loss"``, ``"signal"``; default ``"sell"``).
+        ``order_identifier`` (the order's client identifier) makes it exactly once: an order already
+        applied changes nothing and its earlier outcome comes back (``already_applied``).
         """
+        if not isinstance(order_identifier, str) or not order_identifier.strip():
+            raise InvalidInput(f"order_identifier must be a non-empty string, got {order_identifier!r}")
         try:
             side = Side(side)
         except ValueError as exc:
@@ -103,9 +121,18 @@ class PositionService:
         if atr is not None:
             _positive(atr, "atr")
         at = at.astimezone(UTC)
+        earlier = await self.store.applied_fill(order_identifier)
+        if earlier is not None:
+            log.info("position.fill_already_applied", symbol=symbol, identifier=order_identifier)
+            return FillOutcome.earlier(earlier)
         if side is Side.BUY:
-            return await self._buy(symbol, price, volume, fee, at, atr)
-        return await self._sell(symbol, price, volume, fee, at, reason or "sell")
+            return await self._buy(order_identifier, symbol, price, volume, fee, at, atr)
+        return await self._sell(order_identifier, symbol, price, volume, fee, at, reason or "sell")
+
+    async def _write(
+        self, order_identifier: str, at: datetime, position: PositionRecord | None, pnl: Decimal | None = None
+    ) -> AppliedFill:
+        return await self.store.apply_fill(PositionChange(order_identifier, self.mode, at, position, pnl))
 
     async def mark(self, symbol: str, price: Decimal) -> PositionRecord | None:
         """Raise the position's highest price to ``price`` if higher (the trailing stop ratchets up only).
@@ -122,7 +149,14 @@ class PositionService:
 
     # --- buys --------------------------------------------------------------------------------------
     async def _buy(
-        self, symbol: str, price: Decimal, volume: Decimal, fee: Decimal, at: datetime, atr: Decimal | None
+        self,
+        order_identifier: str,
+        symbol: str,
+        price: Decimal,
+        volume: Decimal,
+        fee: Decimal,
+        at: datetime,
+        atr: Decimal | None,
     ) -> FillOutcome:
         current = await self.store.get_open_position(self.mode, symbol)
         notes: list[str] = []
@@ -141,9 +175,11 @@ class PositionService:
                 take_profit_price=target,
                 trailing_stop_pct=self.config.trailing_stop_pct or None,
             )
-            stored = await self.store.open_position(position)
+            applied = await self._write(order_identifier, at, position)
+            if applied.replayed:
+                return FillOutcome.earlier(applied)
             log.info("position.opened", symbol=symbol, mode=str(self.mode), price=str(price), volume=str(volume))
-            return FillOutcome(position=stored, opened=True, notes=notes)
+            return FillOutcome(position=applied.position, opened=True, notes=notes)
         amount = current.amount + volume
         average = quantize_money((current.amount * current.avg_entry_price + volume * price) / amount)
         stop, target, note = self._levels(average, atr, previous=current)
@@ -157,9 +193,11 @@ class PositionService:
             stop_price=stop,
             take_profit_price=target,
         )
-        stored = await self.store.update_position(grown)
+        applied = await self._write(order_identifier, at, grown)
+        if applied.replayed:
+            return FillOutcome.earlier(applied)
         log.info("position.increased", symbol=symbol, mode=str(self.mode), avg_entry=str(average), amount=str(amount))
-        return FillOutcome(position=stored, notes=notes)
+        return FillOutcome(position=applied.position, notes=notes)
 
     def _levels(
         self, entry: Decimal, atr: Decimal | None, previous: PositionRecord | None
@@ -186,10 +224,20 @@ class PositionService:
 
     # --- sells -------------------------------------------------------------------------------------
     async def _sell(
-        self, symbol: str, price: Decimal, volume: Decimal, fee: Decimal, at: datetime, reason: str
+        self,
+        order_identifier: str,
+        symbol: str,
+        price: Decimal,
+        volume: Decimal,
+        fee: Decimal,
+        at: datetime,
+        reason: str,
     ) -> FillOutcome:
         current = await self.store.get_open_position(self.mode, symbol)
         if current is None or current.id is None:
+            applied = await self._write(order_identifier, at, None)
+            if applied.replayed:
+                return FillOutcome.earlier(applied)
             note = f"sold {volume} {symbol} without an open position: nothing to realise"
             log.warning("position.sell_untracked", symbol=symbol, mode=str(self.mode), volume=str(volume))
             return FillOutcome(position=None, notes=[note])
@@ -206,12 +254,22 @@ class PositionService:
         if remaining * price < self.min_order_krw:
             if remaining > 0:
                 notes.append(f"{remaining} {symbol} left is below the minimum order: position closed")
-            closed = await self.store.close_position(
-                current.id, exit_price=price, reason=reason, realized_pnl=total_pnl, closed_at=at
+            closing = replace(
+                current,
+                status=PositionStatus.CLOSED,
+                exit_price=price,
+                exit_reason=reason,
+                realized_pnl=total_pnl,
+                closed_at=at,
             )
+            applied = await self._write(order_identifier, at, closing, pnl)
+            if applied.replayed:
+                return FillOutcome.earlier(applied)
             log.info("position.closed", symbol=symbol, mode=str(self.mode), reason=reason, pnl=str(total_pnl))
-            return FillOutcome(position=closed, realized_pnl=pnl, closed=True, notes=notes)
+            return FillOutcome(position=applied.position, realized_pnl=pnl, closed=True, notes=notes)
         reduced = replace(current, amount=remaining, entry_fee=current.entry_fee - fee_share, realized_pnl=total_pnl)
-        stored = await self.store.update_position(reduced)
+        applied = await self._write(order_identifier, at, reduced, pnl)
+        if applied.replayed:
+            return FillOutcome.earlier(applied)
         log.info("position.reduced", symbol=symbol, mode=str(self.mode), remaining=str(remaining), pnl=str(pnl))
-        return FillOutcome(position=stored, realized_pnl=pnl, notes=notes)
+        return FillOutcome(position=applied.position, realized_pnl=pnl, notes=notes)

@@ -130,6 +130,16 @@ class ITradingRepository(Protocol):
 
     async def list_orders(self, statuses: list[OrderStatus], mode: TradingMode | None = None) -> list[OrderRecord]: ...
 
+    async def list_filled_orders_without_position(
+        self, mode: TradingMode
+    ) -> list[tuple[OrderRecord, list[TradeRecord]]]:
+        """Filled orders of the mode with their trades (oldest first) whose fills may not be in the positions.
+
+        SQL: no ``position_fills`` marker, or a marker with realised P&L that is not yet on every trade.
+        An implementation that cannot see the markers (in memory) returns every filled order with trades;
+        ``TradingService.reconcile`` asks the position book which of them still need applying.
+        """
+
     async def list_trades(
         self, *, mode: TradingMode | None = None, symbol: str | None = None, since: datetime | None = None
     ) -> list[TradeRecord]: ...

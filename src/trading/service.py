@@ -4,7 +4,9 @@ An order is a row before it is a request:
 1. write the order (status ``pending``) with a fresh client ``identifier``;
 2. send it with that identifier;
 3. record the answer; when the order is final, write its trades from the fills and tell the
-   position book (realised P&L of a sell goes into ``trades.realized_pnl``).
+   position book (realised P&L of a sell goes into ``trades.realized_pnl``). The book applies an order
+   once (its marker is written with the position change); ``reconcile`` applies filled orders a crash
+   left out of the positions.
 
 When the outcome of step 2 is unknown (``ExchangeUnavailable``: 5xx, timeout, dropped connection) the
 row stays ``pending`` and nothing is re-sent. ``reconcile`` asks the exchange by identifier and settles:
@@ -69,7 +71,13 @@ class PositionBook(Protocol):
         atr: Decimal | None,
         exit_reason: str | None,
     ) -> Decimal | None:
-        """Apply a final order's fills to the position; return the realised P&L of a sell (None otherwise)."""
+        """Apply a final order's fills to the position once; return the realised P&L of a sell (None otherwise).
+
+        Applying an order again changes nothing and returns the same P&L.
+        """
+
+    async def needs_applying(self, order: OrderRecord, trades: list[TradeRecord]) -> bool:
+        """True when the order's fills are not yet in the positions, or their P&L not yet on the trades."""
 
 
 class ExecutionObserver(Protocol):
@@ -343,17 +351,23 @@ class TradingService:
         ]
 
     async def _apply_to_position(
-        self, order: OrderRecord, trades: list[TradeRecord], atr: Decimal | None, exit_reason: str | None
-    ) -> None:
+        self,
+        order: OrderRecord,
+        trades: list[TradeRecord],
+        atr: Decimal | None,
+        exit_reason: str | None,
+        at: datetime | None = None,
+    ) -> bool:
         """Positions follow the written trades; a sell's realised P&L is then written onto its trades.
 
-        The trades and the order are one transaction; the position update is the next one. A crash
-        between them leaves a filled order whose position was not updated: it is logged loudly there.
+        The trades and the order are one transaction; the position update (with its ``position_fills``
+        marker) is the next one, and the P&L on the trades the one after. A failure or a crash in between
+        is repaired by ``reconcile``: both later steps are idempotent. False when the update failed.
         """
         if self.positions is None:
-            return
+            return True
         try:
-            pnl = await self.positions.on_fill(order, trades, self.clock(), atr=atr, exit_reason=exit_reason)
+            pnl = await self.positions.on_fill(order, trades, at or self.clock(), atr=atr, exit_reason=exit_reason)
         except Exception as exc:
             log.exception("position.update_failed", identifier=order.identifier)
             await self.repository.log_event(
@@ -361,14 +375,15 @@ class TradingService:
                 "position update after a fill failed",
                 {"identifier": order.identifier, "symbol": order.symbol, "error": f"{type(exc).__name__}: {exc}"},
             )
-            return
+            return False
         if pnl is None:
-            return
+            return True
         shares = _shares([t.total for t in trades])
         by_trade = {t.trade_id: (pnl * share).quantize(_MONEY_STEP) for t, share in zip(trades, shares, strict=True)}
         await self.repository.record_realized_pnl(by_trade)
         for trade in trades:
             trade.realized_pnl = by_trade[trade.trade_id]
+        return True
 
     def _announce(self, order: OrderRecord, trades: list[TradeRecord]) -> None:
         volume = sum((t.amount for t in trades), Decimal("0"))
@@ -396,14 +411,35 @@ class TradingService:
 
     # --- reconciliation ---------------------------------------------------------------------------
     async def reconcile(self) -> list[ExecutionResult]:
-        """Settle every ``pending``/``open`` order of this mode by asking the exchange; never re-send."""
+        """Settle every ``pending``/``open`` order of this mode by asking the exchange; never re-send.
+
+        Then apply to the positions every filled order whose fills are not in them yet (a crash after
+        its trades were written); the results list only the orders settled here.
+        """
         unsettled = await self.repository.list_orders([OrderStatus.PENDING, OrderStatus.OPEN], self.mode)
         results = []
         for record in unsettled:
             results.append(await self._reconcile_one(record))
         if results:
             log.info("orders.reconciled", count=len(results), statuses=[r.status.value for r in results])
+        await self._apply_missed_fills()
         return results
+
+    async def _apply_missed_fills(self) -> None:
+        if self.positions is None:
+            return
+        for order, trades in await self.repository.list_filled_orders_without_position(self.mode):
+            if not await self.positions.needs_applying(order, trades):
+                continue
+            filled_at = max((t.created_at for t in trades if t.created_at is not None), default=None)
+            if not await self._apply_to_position(order, trades, None, _exit_reason_of(order), filled_at):
+                continue
+            log.warning("position.fill_recovered", identifier=order.identifier, symbol=order.symbol)
+            await self.repository.log_event(
+                "warning",
+                "filled order applied to positions by reconciliation",
+                {"identifier": order.identifier, "symbol": order.symbol, "side": order.side.value},
+            )
 
     async def _reconcile_one(self, record: OrderRecord) -> ExecutionResult:
         try:

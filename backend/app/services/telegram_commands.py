@@ -28,7 +28,7 @@ from backend.app.services.notification import NotificationService, format_event
 from backend.app.services.reporting import build_daily_report
 from src.config.settings import Settings, TradingMode
 from src.exceptions import NotificationFailed
-from src.trading.bot_control import DESIRED_STATE_KEY, BotAction, desired_state_for
+from src.trading.bot_control import BotAction
 from src.trading.notifier import money
 from src.utils.logger import get_logger
 
@@ -196,16 +196,8 @@ class TelegramCommands:
 
     # --- control ----------------------------------------------------------------------------------------
     async def _control(self, chat_id: str, action: BotAction, reason: str) -> str:
-        desired = desired_state_for(action)
         who = f"telegram:{chat_id}"
-        audit = f"bot control: {action} (desired state {desired}) by {who}: {reason or 'no reason given'}"
-        await self._bot_repository.set_config(
-            DESIRED_STATE_KEY,
-            desired.value,
-            updated_by=who,
-            description="Desired bot state (running | paused | stopped), obeyed by the scheduler",
-            audit=audit,
-        )
+        desired = await self._bot_repository.request_state(action, by=who, reason=reason or "no reason given")
         log.info("bot.control", action=str(action), desired_state=str(desired), by=who)
         return "\n".join(
             [

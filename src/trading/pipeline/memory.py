@@ -66,6 +66,20 @@ class InMemoryTradingRepository:
     async def list_orders(self, statuses: list[OrderStatus], mode: TradingMode | None = None) -> list[OrderRecord]:
         return [copy.copy(o) for o in self.orders.values() if o.status in statuses and (mode is None or o.mode is mode)]
 
+    async def list_filled_orders_without_position(
+        self, mode: TradingMode
+    ) -> list[tuple[OrderRecord, list[TradeRecord]]]:
+        """Every filled order of the mode with trades: the markers are in the risk store, out of sight here."""
+        by_order: dict[str, list[TradeRecord]] = {}
+        for trade in self.trades.values():
+            if trade.order_identifier is not None:
+                by_order.setdefault(trade.order_identifier, []).append(copy.copy(trade))
+        return [
+            (copy.copy(order), by_order[order.identifier])
+            for order in self.orders.values()
+            if order.mode is mode and order.status is OrderStatus.FILLED and order.identifier in by_order
+        ]
+
     async def list_trades(
         self, *, mode: TradingMode | None = None, symbol: str | None = None, since: datetime | None = None
     ) -> list[TradeRecord]:

@@ -29,9 +29,24 @@ class ServicePositionBook:
             return None
         fee = sum((t.fee for t in trades), Decimal("0"))
         outcome = await self.service.on_fill(
-            order.symbol, order.side, funds / volume, volume, fee, at, atr, reason=exit_reason
+            order.symbol,
+            order.side,
+            funds / volume,
+            volume,
+            fee,
+            at,
+            atr,
+            order_identifier=order.identifier,
+            reason=exit_reason,
         )
         store = self.service.store
         if isinstance(store, InMemoryRiskStore):  # the SQL store reads the trades table itself
             store.record_trade(self.service.mode, at, order.identifier)
         return outcome.realized_pnl
+
+    async def needs_applying(self, order: OrderRecord, trades: list[TradeRecord]) -> bool:
+        """Not yet in the positions, or its realised P&L is not yet on its trades (a crash in between)."""
+        applied = await self.service.applied(order.identifier)
+        if applied is None:
+            return True
+        return applied.realized_pnl is not None and any(t.realized_pnl is None for t in trades)

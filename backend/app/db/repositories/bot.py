@@ -11,7 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backend.app.db.types import utcnow
 from backend.app.models import BotConfigRow, BotStateRow, SystemLogRow
-from src.trading.bot_control import DESIRED_STATE_KEY, DesiredState
+from src.trading.bot_control import DESIRED_STATE_KEY, BotAction, DesiredState, desired_state_for
+
+DESIRED_STATE_DESCRIPTION = "Desired bot state (running | paused | stopped), obeyed by the scheduler"
 
 
 class BotRepository:
@@ -28,13 +30,22 @@ class BotRepository:
             return {row.key: row for row in await session.scalars(select(BotConfigRow).order_by(BotConfigRow.key))}
 
     async def set_config(
-        self, key: str, value: Any, *, updated_by: str, description: str | None = None, audit: str | None = None
+        self,
+        key: str,
+        value: Any,
+        *,
+        updated_by: str,
+        description: str | None = None,
+        audit: str | None = None,
+        audit_context: dict[str, Any] | None = None,
     ) -> None:
-        """Upsert one key; with ``audit``, write the audit line in ``system_logs`` in the same transaction."""
+        """Upsert one key. With ``audit``, an audit row goes to ``system_logs`` in the same transaction,
+        with who, the previous and the new value, and ``audit_context`` (for example the reason)."""
         for attempt in range(2):
             try:
                 async with self._sessions.begin() as session:
                     row = await session.scalar(select(BotConfigRow).where(BotConfigRow.key == key).with_for_update())
+                    previous = None if row is None else row.value
                     if row is None:
                         session.add(BotConfigRow(key=key, value=value, description=description, updated_by=updated_by))
                     else:
@@ -44,12 +55,26 @@ class BotRepository:
                         if description is not None:
                             row.description = description
                     if audit is not None:
-                        context = {"key": key, "value": value, "by": updated_by}
+                        context = {"key": key, "previous": previous, "value": value, "by": updated_by}
+                        context.update(audit_context or {})
                         session.add(SystemLogRow(level="info", message=audit, source="control", context=context))
                 return
             except IntegrityError:
                 if attempt:  # a concurrent writer inserted the key first; the retry updates it
                     raise
+
+    async def request_state(self, action: BotAction, *, by: str, reason: str) -> DesiredState:
+        """The one way to control the bot (API and Telegram alike): write the desired state, audited."""
+        desired = desired_state_for(action)
+        await self.set_config(
+            DESIRED_STATE_KEY,
+            desired.value,
+            updated_by=by,
+            description=DESIRED_STATE_DESCRIPTION,
+            audit=f"bot control: {action} (desired state {desired}) by {by}: {reason}",
+            audit_context={"action": action.value, "reason": reason},
+        )
+        return desired
 
     async def desired_state(self) -> DesiredState:
         value = await self.get_config(DESIRED_STATE_KEY)

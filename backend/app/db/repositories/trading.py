@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backend.app.db.repositories._mapping import record_values, row_to_record
@@ -16,6 +16,7 @@ from backend.app.models import (
     AIDecisionRow,
     OrderRow,
     PortfolioSnapshotRow,
+    PositionFillRow,
     SystemLogRow,
     TradeRow,
     TradingCycleRow,
@@ -108,6 +109,39 @@ class SqlTradingRepository:
             query = query.where(OrderRow.mode == mode)
         async with self._sessions() as session:
             return [row_to_record(row, OrderRecord) for row in await session.scalars(query)]
+
+    async def list_filled_orders_without_position(
+        self, mode: TradingMode
+    ) -> list[tuple[OrderRecord, list[TradeRecord]]]:
+        marker = PositionFillRow.order_identifier == OrderRow.identifier
+        pnl_not_written = exists().where(
+            marker,
+            PositionFillRow.realized_pnl.is_not(None),
+            exists().where(TradeRow.order_id == OrderRow.id, TradeRow.realized_pnl.is_(None)),
+        )
+        query = (
+            select(OrderRow)
+            .where(
+                OrderRow.mode == mode,
+                OrderRow.status == OrderStatus.FILLED,
+                exists().where(TradeRow.order_id == OrderRow.id),
+                or_(~exists().where(marker), pnl_not_written),
+            )
+            .order_by(OrderRow.id)
+        )
+        async with self._sessions() as session:
+            orders = list(await session.scalars(query))
+            if not orders:
+                return []
+            trades = await session.scalars(
+                select(TradeRow).where(TradeRow.order_id.in_([o.id for o in orders])).order_by(TradeRow.id)
+            )
+            by_order: dict[int, list[TradeRecord]] = {}
+            identifiers = {o.id: o.identifier for o in orders}
+            for trade in trades:
+                record = row_to_record(trade, TradeRecord, order_identifier=identifiers[trade.order_id])
+                by_order.setdefault(trade.order_id, []).append(record)
+            return [(row_to_record(o, OrderRecord), by_order[o.id]) for o in orders]
 
     async def list_trades(
         self, *, mode: TradingMode | None = None, symbol: str | None = None, since: datetime | None = None

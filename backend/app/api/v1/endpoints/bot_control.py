@@ -32,7 +32,6 @@ from backend.app.schemas.bot import (
 from src.config.runtime import RUNTIME_KEYS, runtime_default, runtime_value_to_json, validate_runtime_value
 from src.config.settings import Settings
 from src.exceptions import InvalidInput
-from src.trading.bot_control import DESIRED_STATE_KEY, desired_state_for
 from src.utils.logger import get_logger
 
 log = get_logger(__name__)
@@ -111,15 +110,7 @@ async def bot_status(connection: ReadConnection, settings: SettingsDep, _: Reade
     summary="Start, stop, pause, resume",
 )
 async def bot_control(body: BotControlIn, sessions: SessionsDep, who: Writer) -> BotControlOut:
-    desired = desired_state_for(body.action)
-    audit = f"bot control: {body.action} (desired state {desired}) by {who.name}: {body.reason}"
-    await BotRepository(sessions).set_config(
-        DESIRED_STATE_KEY,
-        desired.value,
-        updated_by=who.name,
-        description="Desired bot state (running | paused | stopped), obeyed by the scheduler",
-        audit=audit,
-    )
+    desired = await BotRepository(sessions).request_state(body.action, by=who.name, reason=body.reason)
     log.info("bot.control", action=str(body.action), desired_state=str(desired), by=who.name)
     return BotControlOut(
         action=body.action,
@@ -181,7 +172,12 @@ async def put_bot_config(
         old = current[key].value if key in current else None
         audit = f"bot config {key}: {old!r} -> {value!r} by {who.name}: {body.reason}"
         await repository.set_config(
-            key, value, updated_by=who.name, description=RUNTIME_KEYS[key].description, audit=audit
+            key,
+            value,
+            updated_by=who.name,
+            description=RUNTIME_KEYS[key].description,
+            audit=audit,
+            audit_context={"reason": body.reason},
         )
         log.info("bot.config_changed", key=key, by=who.name)
     return await _config(connection, settings)
