@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -18,6 +19,12 @@ MODE = TradingMode.PAPER
 AT = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 D = Decimal
 FEE = D("0.0005")
+_ORDERS = itertools.count(1)
+
+
+def _order() -> str:
+    """A fresh order identifier: every fill of these tests is a different order."""
+    return f"order-{next(_ORDERS)}"
 
 
 def _service(store: InMemoryRiskStore | None = None, **overrides: Any) -> PositionService:
@@ -27,11 +34,13 @@ def _service(store: InMemoryRiskStore | None = None, **overrides: Any) -> Positi
 
 async def _buy(service: PositionService, price: str, volume: str, at: datetime = AT, **kw: Any) -> Any:
     total = D(price) * D(volume)
+    kw.setdefault("order_identifier", _order())
     return await service.on_fill("KRW-BTC", Side.BUY, D(price), D(volume), total * FEE, at, **kw)
 
 
 async def _sell(service: PositionService, price: str, volume: str, **kw: Any) -> Any:
     total = D(price) * D(volume)
+    kw.setdefault("order_identifier", _order())
     return await service.on_fill("KRW-BTC", Side.SELL, D(price), D(volume), total * FEE, AT + timedelta(hours=5), **kw)
 
 
@@ -137,7 +146,9 @@ async def test_a_sell_without_a_position_realises_nothing() -> None:
 async def test_selling_more_than_held_counts_only_the_held_volume() -> None:
     service = _service()
     await _buy(service, "100000000", "0.01")  # fee 500
-    outcome = await service.on_fill("KRW-BTC", Side.SELL, D("100000000"), D("0.011"), D("500"), AT)
+    outcome = await service.on_fill(
+        "KRW-BTC", Side.SELL, D("100000000"), D("0.011"), D("500"), AT, order_identifier=_order()
+    )
     assert outcome.realized_pnl == D("-1000")
     assert outcome.closed
 
@@ -163,15 +174,17 @@ async def test_the_trailing_stop_ratchets_up_only_and_then_fires() -> None:
 async def test_bad_fills_are_refused_with_the_field_named() -> None:
     service = _service()
     with pytest.raises(InvalidInput, match="price"):
-        await service.on_fill("KRW-BTC", Side.BUY, D("0"), D("1"), D("0"), AT)
+        await service.on_fill("KRW-BTC", Side.BUY, D("0"), D("1"), D("0"), AT, order_identifier="bad")
     with pytest.raises(InvalidInput, match="volume"):
-        await service.on_fill("KRW-BTC", Side.BUY, D("1"), 1.0, D("0"), AT)  # type: ignore[arg-type]
+        await service.on_fill("KRW-BTC", Side.BUY, D("1"), 1.0, D("0"), AT, order_identifier="bad")  # type: ignore[arg-type]
     with pytest.raises(InvalidInput, match="timezone-aware"):
-        await service.on_fill("KRW-BTC", Side.BUY, D("1"), D("1"), D("0"), AT.replace(tzinfo=None))
+        await service.on_fill(
+            "KRW-BTC", Side.BUY, D("1"), D("1"), D("0"), AT.replace(tzinfo=None), order_identifier="bad"
+        )
     with pytest.raises(InvalidInput, match="side"):
-        await service.on_fill("KRW-BTC", "bid", D("1"), D("1"), D("0"), AT)  # type: ignore[arg-type]
+        await service.on_fill("KRW-BTC", "bid", D("1"), D("1"), D("0"), AT, order_identifier="bad")  # type: ignore[arg-type]
     with pytest.raises(InvalidInput, match="atr"):
-        await service.on_fill("KRW-BTC", Side.BUY, D("1"), D("1"), D("0"), AT, atr=D("-1"))
+        await service.on_fill("KRW-BTC", Side.BUY, D("1"), D("1"), D("0"), AT, atr=D("-1"), order_identifier="bad")
 
 
 async def test_the_store_refuses_a_second_open_position_in_a_symbol() -> None:

@@ -174,7 +174,7 @@ async def test_rules_and_positions_survive_a_restart(db_sessions: Sessions, db_e
     config = RiskConfig()
     risk = RiskManager(config, SqlRiskStore(db_sessions), MODE)
     positions = PositionService(SqlRiskStore(db_sessions), config, MODE)
-    await positions.on_fill("KRW-BTC", Side.BUY, D("100000000"), D("0.02"), D("1000"), NOW)
+    await positions.on_fill("KRW-BTC", Side.BUY, D("100000000"), D("0.02"), D("1000"), NOW, order_identifier="b-1")
     await risk.on_equity(D("10000000"), NOW.replace(hour=0))
     await risk.on_equity(D("8900000"), NOW)
     # When a new session factory, store and manager are built (a restarted process)
@@ -186,7 +186,14 @@ async def test_rules_and_positions_survive_a_restart(db_sessions: Sessions, db_e
     held = await PositionService(fresh_store, config, MODE).open_positions()
     assert [(p.symbol, p.stop_price, p.entry_fee) for p in held] == [("KRW-BTC", D("95000000"), D("1000"))]
     outcome = await PositionService(fresh_store, config, MODE).on_fill(
-        "KRW-BTC", Side.SELL, D("95000000"), D("0.02"), D("950"), NOW + timedelta(hours=2), reason="stop_loss"
+        "KRW-BTC",
+        Side.SELL,
+        D("95000000"),
+        D("0.02"),
+        D("950"),
+        NOW + timedelta(hours=2),
+        order_identifier="s-1",
+        reason="stop_loss",
     )
     assert outcome.realized_pnl == D("-101950")
 
@@ -196,9 +203,13 @@ async def test_sql_and_memory_stores_agree(db_sessions: Sessions) -> None:
     results = []
     for store in (InMemoryRiskStore(), SqlRiskStore(db_sessions)):
         service = PositionService(store, RiskConfig(TRAILING_STOP_PCT="2.5"), MODE)
-        await service.on_fill("KRW-ETH", Side.BUY, D("4123456"), D("0.33333333"), D("687.2"), NOW)
-        await service.on_fill("KRW-ETH", Side.BUY, D("4200001"), D("0.1"), D("210"), NOW)
-        partial = await service.on_fill("KRW-ETH", Side.SELL, D("4300000"), D("0.2"), D("430"), NOW)
+        await service.on_fill(
+            "KRW-ETH", Side.BUY, D("4123456"), D("0.33333333"), D("687.2"), NOW, order_identifier="b1"
+        )
+        await service.on_fill("KRW-ETH", Side.BUY, D("4200001"), D("0.1"), D("210"), NOW, order_identifier="b2")
+        partial = await service.on_fill(
+            "KRW-ETH", Side.SELL, D("4300000"), D("0.2"), D("430"), NOW, order_identifier="s1"
+        )
         (position,) = await service.open_positions()
         results.append((partial.realized_pnl, position.amount, position.avg_entry_price, position.entry_fee))
     assert results[0] == results[1]

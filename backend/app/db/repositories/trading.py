@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import exists, or_, select
+from sqlalchemy import and_, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backend.app.db.repositories._mapping import record_values, row_to_record
@@ -114,9 +114,8 @@ class SqlTradingRepository:
         self, mode: TradingMode
     ) -> list[tuple[OrderRecord, list[TradeRecord]]]:
         marker = PositionFillRow.order_identifier == OrderRow.identifier
-        pnl_not_written = exists().where(
-            marker,
-            PositionFillRow.realized_pnl.is_not(None),
+        pnl_not_written = and_(
+            exists().where(marker, PositionFillRow.realized_pnl.is_not(None)),
             exists().where(TradeRow.order_id == OrderRow.id, TradeRow.realized_pnl.is_(None)),
         )
         query = (

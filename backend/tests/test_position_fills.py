@@ -1,0 +1,277 @@
+"""Fills reach the positions exactly once on SQLite and PostgreSQL: the position change and its
+``position_fills`` marker are one transaction, and reconciliation applies filled orders a crash left out."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from alembic import command
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from backend.app.db.migrations import alembic_config, upgrade_to_head
+from backend.app.db.repositories.risk import SqlRiskStore
+from backend.app.db.repositories.trading import SqlTradingRepository
+from backend.app.db.session import session_factory
+from backend.app.models import PositionFillRow
+from src.api.interfaces import Side
+from src.api.paper_exchange import InMemoryPaperAccountStore, PaperExchange
+from src.config.settings import RiskConfig, TradingMode
+from src.data.replay import ReplayMarketSource
+from src.exceptions import PositionConflict
+from src.position import PositionService
+from src.risk import PositionChange, PositionRecord, PositionStatus
+from src.trading.orders import OrderStatus
+from src.trading.pipeline.positions import ServicePositionBook
+from src.trading.repository import OrderRecord, TradeRecord
+from src.trading.service import TradingService
+from tests.fakes.upbit_server import make_candles
+
+Sessions = async_sessionmaker[AsyncSession]
+MODE = TradingMode.PAPER
+SYMBOL = "KRW-BTC"
+START = datetime(2024, 3, 1, tzinfo=UTC)
+AT = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+D = Decimal
+
+
+class ProcessDied(BaseException):
+    """A hard crash: not an ``Exception``, so nothing on the way catches it."""
+
+
+class CrashingBook:
+    """The real position book, except that its next ``on_fill`` dies before anything is applied."""
+
+    def __init__(self, book: ServicePositionBook) -> None:
+        self.book = book
+        self.crash_before_apply = False
+
+    async def on_fill(
+        self,
+        order: OrderRecord,
+        trades: list[TradeRecord],
+        at: datetime,
+        *,
+        atr: Decimal | None,
+        exit_reason: str | None,
+    ) -> Decimal | None:
+        if self.crash_before_apply:
+            self.crash_before_apply = False
+            raise ProcessDied
+        return await self.book.on_fill(order, trades, at, atr=atr, exit_reason=exit_reason)
+
+    async def needs_applying(self, order: OrderRecord, trades: list[TradeRecord]) -> bool:
+        return await self.book.needs_applying(order, trades)
+
+
+@dataclass
+class Rig:
+    exchange: PaperExchange
+    repo: SqlTradingRepository
+    store: SqlRiskStore
+    positions: PositionService
+    book: CrashingBook
+    now: datetime
+
+    def service(self) -> TradingService:
+        """A trading service over the same account and database (a restarted process)."""
+        return TradingService(
+            self.exchange, self.repo, mode=MODE, instance="bot-1", clock=lambda: self.now, positions=self.book
+        )
+
+
+def rig(sessions: Sessions) -> Rig:
+    now = START + timedelta(hours=300)
+    source = ReplayMarketSource(
+        {SYMBOL: {"1h": make_candles(START, 300, "1h", start_price=50_000_000, seed=5)}}, start=now
+    )
+    exchange = PaperExchange(source, InMemoryPaperAccountStore(), clock=lambda: now)
+    store = SqlRiskStore(sessions)
+    positions = PositionService(store, RiskConfig(), MODE)
+    return Rig(
+        exchange, SqlTradingRepository(sessions), store, positions, CrashingBook(ServicePositionBook(positions)), now
+    )
+
+
+async def _markers(sessions: Sessions) -> int:
+    async with sessions() as session:
+        return int(await session.scalar(select(func.count()).select_from(PositionFillRow)) or 0)
+
+
+# --- the store ------------------------------------------------------------------------------------------
+async def test_applying_an_order_twice_changes_the_position_once(db_sessions: Sessions) -> None:
+    # Given a position opened by order b-1 and partly sold by s-1
+    store = SqlRiskStore(db_sessions)
+    service = PositionService(store, RiskConfig(), MODE)
+    await service.on_fill(SYMBOL, Side.BUY, D("100000000"), D("0.02"), D("1000"), AT, order_identifier="b-1")
+    first = await service.on_fill(SYMBOL, Side.SELL, D("110000000"), D("0.01"), D("550"), AT, order_identifier="s-1")
+    # When both orders are applied again
+    again_buy = await service.on_fill(
+        SYMBOL, Side.BUY, D("100000000"), D("0.02"), D("1000"), AT, order_identifier="b-1"
+    )
+    again_sell = await service.on_fill(
+        SYMBOL, Side.SELL, D("110000000"), D("0.01"), D("550"), AT, order_identifier="s-1"
+    )
+    # Then nothing changed, the earlier P&L came back, and one marker per order exists
+    assert again_buy.already_applied
+    assert again_sell.already_applied
+    assert again_sell.realized_pnl == first.realized_pnl == D("98950")
+    [position] = await service.open_positions()
+    assert (position.amount, position.entry_fee, position.realized_pnl) == (D("0.01"), D("500"), D("98950"))
+    assert await _markers(db_sessions) == 2
+    applied = await store.applied_fill("s-1")
+    assert applied is not None
+    assert applied.position is not None
+    assert (applied.position.id, applied.realized_pnl) == (position.id, D("98950"))
+
+
+async def test_a_replayed_change_through_the_store_itself_is_a_no_op(db_sessions: Sessions) -> None:
+    # Given an order applied through apply_fill
+    store = SqlRiskStore(db_sessions)
+    change = PositionChange("b-1", MODE, AT, PositionRecord(SYMBOL, MODE, D("1"), D("100"), AT, D("100")))
+    first = await store.apply_fill(change)
+    # When the same change is applied again (as a second process would)
+    second = await store.apply_fill(change)
+    # Then it returns the earlier outcome and no second position or marker exists
+    assert not first.replayed
+    assert second.replayed
+    assert second.position == first.position
+    assert len(await store.list_open_positions(MODE)) == 1
+    assert await _markers(db_sessions) == 1
+
+
+async def test_a_refused_change_writes_no_marker(db_sessions: Sessions) -> None:
+    # Given an open position in the symbol
+    store = SqlRiskStore(db_sessions)
+    held = PositionRecord(SYMBOL, MODE, D("1"), D("1"), AT, D("1"))
+    await store.open_position(held)
+    # When a second open position comes with an order, then it is refused and nothing is written
+    with pytest.raises(PositionConflict):
+        await store.apply_fill(PositionChange("b-2", MODE, AT, held))
+    assert await store.applied_fill("b-2") is None
+    assert await _markers(db_sessions) == 0
+
+
+# --- the trading service: crash after the trades, repaired by reconciliation ----------------------------
+async def test_a_crash_after_settling_a_buy_is_repaired_once(db_sessions: Sessions) -> None:
+    # Given a buy whose process died after its order and trades were committed, before the position
+    subject = rig(db_sessions)
+    subject.book.crash_before_apply = True
+    with pytest.raises(ProcessDied):
+        await subject.service().market_buy(SYMBOL, D("1000000"), reason="test", cycle_id=None)
+    [order] = await subject.repo.list_orders([OrderStatus.FILLED], MODE)
+    assert await subject.positions.open_positions() == []
+    [(missing, trades)] = await subject.repo.list_filled_orders_without_position(MODE)
+    assert missing.identifier == order.identifier
+    assert trades
+    # When a restarted service reconciles twice
+    await subject.service().reconcile()
+    await subject.service().reconcile()
+    # Then the position holds the bought volume once and nothing is left to repair
+    [position] = await subject.positions.open_positions()
+    assert (position.amount, position.entry_fee) == (order.filled_amount, order.paid_fee)
+    assert await subject.repo.list_filled_orders_without_position(MODE) == []
+    assert await _markers(db_sessions) == 1
+
+
+async def test_buy_then_sell_with_a_crash_after_the_sale_gives_the_same_position_and_pnl(db_sessions: Sessions) -> None:
+    # Given a buy and a sale of the whole position whose process died before the position was told
+    subject = rig(db_sessions)
+    service = subject.service()
+    await service.market_buy(SYMBOL, D("1000000"), reason="test", cycle_id=None)
+    held = await subject.positions.get(SYMBOL)
+    assert held is not None
+    subject.book.crash_before_apply = True
+    with pytest.raises(ProcessDied):
+        await service.market_sell(SYMBOL, held.amount, reason="exit: take_profit", cycle_id=None)
+    assert [p.amount for p in await subject.positions.open_positions()] == [held.amount]
+    # When a restarted service reconciles twice
+    await subject.service().reconcile()
+    await subject.service().reconcile()
+    # Then the position is closed once with its reason, and the sale's P&L (net of both fees) is on its trades
+    [closed] = await subject.store.list_closed_positions(MODE)
+    assert closed.status is PositionStatus.CLOSED
+    assert closed.exit_reason == "take_profit"
+    [sale] = [o for o in await subject.repo.list_orders([OrderStatus.FILLED], MODE) if o.side is Side.SELL]
+    expected = sale.executed_funds - sale.paid_fee - held.amount * held.avg_entry_price - held.entry_fee
+    assert closed.realized_pnl == expected.quantize(D("0.00000001"))
+    sells = [t for t in await subject.repo.list_trades(mode=MODE) if t.side is Side.SELL]
+    assert sum((t.realized_pnl or D("0") for t in sells), D("0")) == closed.realized_pnl
+    assert all(t.realized_pnl is not None for t in sells)
+    assert await subject.repo.list_filled_orders_without_position(MODE) == []
+
+
+async def test_a_marker_whose_pnl_never_reached_the_trades_is_completed_without_a_second_change(
+    db_sessions: Sessions,
+) -> None:
+    # Given a buy and a sale applied to the position, then the sale's P&L wiped from its trades
+    # (the state a crash between the position's transaction and the P&L write leaves)
+    subject = rig(db_sessions)
+    service = subject.service()
+    await service.market_buy(SYMBOL, D("1000000"), reason="test", cycle_id=None)
+    held = await subject.positions.get(SYMBOL)
+    assert held is not None
+    await service.market_sell(SYMBOL, held.amount, reason="signal", cycle_id=None)
+    [closed] = await subject.store.list_closed_positions(MODE)
+    assert await subject.repo.list_filled_orders_without_position(MODE) == []  # nothing to repair without a crash
+    async with db_sessions.begin() as session:
+        await session.execute(text("UPDATE trades SET realized_pnl = NULL"))
+    assert len(await subject.repo.list_filled_orders_without_position(MODE)) == 1
+    # When reconciliation runs
+    await subject.service().reconcile()
+    # Then the P&L is back on the trades and the position is unchanged
+    sells = [t for t in await subject.repo.list_trades(mode=MODE) if t.side is Side.SELL]
+    assert sum((t.realized_pnl or D("0") for t in sells), D("0")) == closed.realized_pnl
+    assert await subject.store.list_closed_positions(MODE) == [closed]
+    assert await subject.repo.list_filled_orders_without_position(MODE) == []
+
+
+async def test_other_modes_are_left_alone(db_sessions: Sessions) -> None:
+    # Given a paper buy that crashed before its position
+    subject = rig(db_sessions)
+    subject.book.crash_before_apply = True
+    with pytest.raises(ProcessDied):
+        await subject.service().market_buy(SYMBOL, D("1000000"), reason="test", cycle_id=None)
+    # Then a live reconciliation does not see it
+    assert await subject.repo.list_filled_orders_without_position(TradingMode.LIVE) == []
+
+
+# --- the migration --------------------------------------------------------------------------------------
+async def test_the_migration_marks_orders_filled_before_it_as_applied(
+    database_url: str, db_engine: AsyncEngine
+) -> None:
+    """Given a database at 0002 with a filled order (its position updated by the old code) and a pending
+    one, when migrated to head, then only the filled order is marked applied, so it is never applied again."""
+    await db_engine.dispose()
+    await asyncio.to_thread(command.downgrade, alembic_config(database_url), "0002")
+    try:
+        async with db_engine.begin() as connection:
+            for identifier, status in (("old-filled", "filled"), ("old-pending", "pending")):
+                await connection.execute(
+                    text(
+                        "INSERT INTO orders (order_id, identifier, symbol, side, order_type, requested_total, "
+                        "status, mode) VALUES (:i, :i, 'KRW-BTC', 'buy', 'price', '10000', :s, 'paper')"
+                    ),
+                    {"i": identifier, "s": status},
+                )
+            await connection.execute(
+                text(
+                    "INSERT INTO trades (trade_id, order_id, symbol, side, price, amount, total, fee, status, mode) "
+                    "SELECT 'old-fill', id, 'KRW-BTC', 'buy', '100', '100', '10000', '5', 'completed', 'paper' "
+                    "FROM orders WHERE identifier = 'old-filled'"
+                )
+            )
+        await db_engine.dispose()
+    finally:
+        await asyncio.to_thread(upgrade_to_head, database_url)
+    repo = SqlTradingRepository(session_factory(db_engine))
+    assert await repo.list_filled_orders_without_position(MODE) == []
+    store = SqlRiskStore(session_factory(db_engine))
+    marked = await store.applied_fill("old-filled")
+    assert marked is not None
+    assert (marked.position, marked.realized_pnl) == (None, None)
+    assert await store.applied_fill("old-pending") is None

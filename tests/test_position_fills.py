@@ -1,0 +1,247 @@
+"""Fills reach the positions exactly once: the position change and its marker are one store write, a
+second application changes nothing, and reconciliation applies filled orders a crash left out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from src.api.interfaces import Side
+from src.api.paper_exchange import InMemoryPaperAccountStore, PaperExchange
+from src.config.settings import RiskConfig, TradingMode
+from src.data.replay import ReplayMarketSource
+from src.exceptions import InvalidInput, PositionConflict
+from src.position import PositionService
+from src.risk import InMemoryRiskStore, PositionChange, PositionRecord, PositionStatus
+from src.trading.orders import OrderStatus
+from src.trading.pipeline.memory import InMemoryTradingRepository
+from src.trading.pipeline.positions import ServicePositionBook
+from src.trading.repository import OrderRecord, TradeRecord
+from src.trading.service import TradingService
+from tests.fakes.upbit_server import make_candles
+
+MODE = TradingMode.PAPER
+SYMBOL = "KRW-BTC"
+START = datetime(2024, 3, 1, tzinfo=UTC)
+AT = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+D = Decimal
+
+
+class ProcessDied(BaseException):
+    """A hard crash: not an ``Exception``, so nothing on the way catches it."""
+
+
+class CrashingBook:
+    """The real position book, except that its next ``on_fill`` (or the P&L write after it) dies."""
+
+    def __init__(self, book: ServicePositionBook) -> None:
+        self.book = book
+        self.crash_before_apply = False
+
+    async def on_fill(
+        self,
+        order: OrderRecord,
+        trades: list[TradeRecord],
+        at: datetime,
+        *,
+        atr: Decimal | None,
+        exit_reason: str | None,
+    ) -> Decimal | None:
+        if self.crash_before_apply:
+            self.crash_before_apply = False
+            raise ProcessDied
+        return await self.book.on_fill(order, trades, at, atr=atr, exit_reason=exit_reason)
+
+    async def needs_applying(self, order: OrderRecord, trades: list[TradeRecord]) -> bool:
+        return await self.book.needs_applying(order, trades)
+
+
+class CrashingRepository(InMemoryTradingRepository):
+    """Dies once when the realised P&L is written (after the position and its marker were)."""
+
+    crash_on_pnl = False
+
+    async def record_realized_pnl(self, pnl_by_trade_id: dict[str, Decimal]) -> None:
+        if self.crash_on_pnl:
+            self.crash_on_pnl = False
+            raise ProcessDied
+        await super().record_realized_pnl(pnl_by_trade_id)
+
+
+@dataclass
+class Rig:
+    exchange: PaperExchange
+    repo: CrashingRepository
+    store: InMemoryRiskStore
+    positions: PositionService
+    book: CrashingBook
+    now: datetime
+
+    def service(self) -> TradingService:
+        """A trading service over the same account, orders and positions (a restarted process)."""
+        return TradingService(
+            self.exchange, self.repo, mode=MODE, instance="bot-1", clock=lambda: self.now, positions=self.book
+        )
+
+
+def rig() -> Rig:
+    now = START + timedelta(hours=300)
+    source = ReplayMarketSource(
+        {SYMBOL: {"1h": make_candles(START, 300, "1h", start_price=50_000_000, seed=5)}}, start=now
+    )
+    exchange = PaperExchange(source, InMemoryPaperAccountStore(), clock=lambda: now)
+    store = InMemoryRiskStore()
+    positions = PositionService(store, RiskConfig(), MODE)
+    return Rig(exchange, CrashingRepository(), store, positions, CrashingBook(ServicePositionBook(positions)), now)
+
+
+async def _buy_then_sell(subject: Rig) -> tuple[PositionRecord, list[TradeRecord]]:
+    service = subject.service()
+    bought = await service.market_buy(SYMBOL, D("1000000"), reason="test", cycle_id=None)
+    held = await subject.positions.get(SYMBOL)
+    assert held is not None
+    sold = await service.market_sell(SYMBOL, held.amount, reason="exit: take_profit", cycle_id=None)
+    assert bought.filled
+    assert sold.filled
+    [closed] = await subject.store.list_closed_positions(MODE)
+    return closed, [t for t in subject.repo.trades.values() if t.side is Side.SELL]
+
+
+# --- PositionService and the in-memory store -----------------------------------------------------------
+async def test_the_same_order_applied_twice_changes_the_position_once() -> None:
+    # Given a position opened by order b-1
+    service = PositionService(InMemoryRiskStore(), RiskConfig(), MODE)
+    opened = await service.on_fill(SYMBOL, Side.BUY, D("100000000"), D("0.02"), D("1000"), AT, order_identifier="b-1")
+    # When b-1 is applied again, then nothing changes and the earlier outcome comes back
+    again = await service.on_fill(SYMBOL, Side.BUY, D("100000000"), D("0.02"), D("1000"), AT, order_identifier="b-1")
+    assert again.already_applied
+    assert "already applied" in again.notes[0]
+    assert again.position == opened.position
+    [position] = await service.open_positions()
+    assert (position.amount, position.entry_fee) == (D("0.02"), D("1000"))
+    # When a partial sell s-1 is applied twice, then it reduces the position once and both return its P&L
+    first = await service.on_fill(SYMBOL, Side.SELL, D("110000000"), D("0.01"), D("550"), AT, order_identifier="s-1")
+    second = await service.on_fill(SYMBOL, Side.SELL, D("110000000"), D("0.01"), D("550"), AT, order_identifier="s-1")
+    assert first.realized_pnl == second.realized_pnl == D("98950")
+    assert second.already_applied
+    assert not first.already_applied
+    [position] = await service.open_positions()
+    assert position.amount == D("0.01")
+    assert position.realized_pnl == D("98950")
+
+
+async def test_a_sell_without_a_position_is_marked_applied_too() -> None:
+    # Given a sell of a holding the bot does not track
+    store = InMemoryRiskStore()
+    service = PositionService(store, RiskConfig(), MODE)
+    await service.on_fill(SYMBOL, Side.SELL, D("100000000"), D("0.01"), D("500"), AT, order_identifier="s-x")
+    # When a position is opened later and the old sell is applied again, then it does not touch that position
+    await service.on_fill(SYMBOL, Side.BUY, D("100000000"), D("0.02"), D("1000"), AT, order_identifier="b-1")
+    replayed = await service.on_fill(SYMBOL, Side.SELL, D("100000000"), D("0.01"), D("500"), AT, order_identifier="s-x")
+    assert replayed.already_applied
+    assert replayed.position is None
+    assert replayed.realized_pnl is None
+    [position] = await service.open_positions()
+    assert position.amount == D("0.02")
+
+
+async def test_a_refused_change_writes_no_marker() -> None:
+    # Given an open position in the symbol
+    store = InMemoryRiskStore()
+    held = PositionRecord(SYMBOL, MODE, D("1"), D("1"), AT, D("1"))
+    await store.open_position(held)
+    # When another open is applied with an order, then it is refused and the order is not marked applied
+    with pytest.raises(PositionConflict):
+        await store.apply_fill(PositionChange("b-2", MODE, AT, held))
+    assert await store.applied_fill("b-2") is None
+
+
+async def test_an_order_identifier_is_required() -> None:
+    service = PositionService(InMemoryRiskStore(), RiskConfig(), MODE)
+    with pytest.raises(InvalidInput, match="order_identifier"):
+        await service.on_fill(SYMBOL, Side.BUY, D("1"), D("1"), D("0"), AT, order_identifier=" ")
+
+
+# --- TradingService: crash after the trades, repaired by reconciliation ---------------------------------
+async def test_buy_then_sell_updates_the_position_and_writes_the_pnl() -> None:
+    # Given no crash; When a buy and a sell of the whole position run
+    subject = rig()
+    closed, sells = await _buy_then_sell(subject)
+    # Then the position is closed with the sale's P&L on its trades, and reconciliation finds nothing to do
+    assert closed.status is PositionStatus.CLOSED
+    assert closed.exit_reason == "take_profit"
+    assert sum((t.realized_pnl for t in sells if t.realized_pnl is not None), D("0")) == closed.realized_pnl
+    assert await subject.service().reconcile() == []
+    assert subject.repo.logs == []
+
+
+async def test_a_crash_after_the_buy_settled_is_repaired_by_reconciliation_once() -> None:
+    # Given a buy whose process died after its order and trades were written, before the position
+    subject = rig()
+    subject.book.crash_before_apply = True
+    with pytest.raises(ProcessDied):
+        await subject.service().market_buy(SYMBOL, D("1000000"), reason="test", cycle_id=None)
+    [order] = subject.repo.orders.values()
+    assert order.status is OrderStatus.FILLED
+    assert await subject.positions.open_positions() == []
+    # When a restarted service reconciles, twice
+    restarted = subject.service()
+    await restarted.reconcile()
+    await restarted.reconcile()
+    # Then the position holds the bought volume once, and the repair was logged once
+    [position] = await subject.positions.open_positions()
+    assert position.amount == order.filled_amount
+    assert position.entry_fee == order.paid_fee
+    assert [message for _, message, _ in subject.repo.logs] == ["filled order applied to positions by reconciliation"]
+
+
+async def test_a_crash_after_the_sell_settled_is_repaired_with_the_same_pnl() -> None:
+    # Given the reference: buy then sell without a crash
+    reference, reference_sells = await _buy_then_sell(rig())
+    # Given the same buy, then a sell whose process died before the position was told
+    subject = rig()
+    service = subject.service()
+    await service.market_buy(SYMBOL, D("1000000"), reason="test", cycle_id=None)
+    held = await subject.positions.get(SYMBOL)
+    assert held is not None
+    subject.book.crash_before_apply = True
+    with pytest.raises(ProcessDied):
+        await service.market_sell(SYMBOL, held.amount, reason="exit: take_profit", cycle_id=None)
+    assert [p.amount for p in await subject.positions.open_positions()] == [held.amount]
+    # When a restarted service reconciles twice
+    await subject.service().reconcile()
+    await subject.service().reconcile()
+    # Then the position is closed exactly as without the crash, and the P&L is on the sell's trades
+    [closed] = await subject.store.list_closed_positions(MODE)
+    assert (closed.realized_pnl, closed.exit_price, closed.exit_reason) == (
+        reference.realized_pnl,
+        reference.exit_price,
+        "take_profit",
+    )
+    sells = [t for t in subject.repo.trades.values() if t.side is Side.SELL]
+    assert [t.realized_pnl for t in sells] == [t.realized_pnl for t in reference_sells]
+    assert await subject.positions.open_positions() == []
+
+
+async def test_a_crash_between_the_position_and_the_pnl_write_is_repaired_without_a_second_change() -> None:
+    # Given a sell whose position was closed (marker written) but whose P&L never reached its trades
+    subject = rig()
+    service = subject.service()
+    await service.market_buy(SYMBOL, D("1000000"), reason="test", cycle_id=None)
+    held = await subject.positions.get(SYMBOL)
+    assert held is not None
+    subject.repo.crash_on_pnl = True
+    with pytest.raises(ProcessDied):
+        await service.market_sell(SYMBOL, held.amount, reason="exit: stop_loss", cycle_id=None)
+    [closed] = await subject.store.list_closed_positions(MODE)
+    sells = [t for t in subject.repo.trades.values() if t.side is Side.SELL]
+    assert all(t.realized_pnl is None for t in sells)
+    # When reconciliation runs
+    await subject.service().reconcile()
+    # Then the P&L is on the trades and the position is unchanged
+    sells = [t for t in subject.repo.trades.values() if t.side is Side.SELL]
+    assert sum((t.realized_pnl or D("0") for t in sells), D("0")) == closed.realized_pnl
+    assert await subject.store.list_closed_positions(MODE) == [closed]
