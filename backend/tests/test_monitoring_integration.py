@@ -93,6 +93,11 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
         running.stop_all()
 
 
+def _project_ai_cache() -> tuple[bool, int]:
+    path = ROOT / "backtest_data" / "ai_cache" / "decisions.jsonl"
+    return (True, path.stat().st_size) if path.exists() else (False, 0)
+
+
 def _prometheus_config(tmp_path: Path, ports: dict[str, int]) -> Path:
     config = yaml.safe_load((MONITORING / "prometheus.yml").read_text())
     config["global"].update({"scrape_interval": "1s", "evaluation_interval": "1s"})
@@ -135,12 +140,24 @@ async def _seed_paper_history(database_url: str) -> None:
 
 def test_every_dashboard_query_returns_data_from_a_real_scrape(tmp_path: Path, processes: Processes) -> None:
     prometheus_bin = require_tool("prometheus")
+    ai_cache_before = _project_ai_cache()
     ports = {"api": _free_port(), "scheduler": _free_port(), "prometheus": _free_port()}
     database = tmp_path / "replay.db"
     database_url = f"sqlite+aiosqlite:///{database}"
     upgrade_to_head(database_url)
     asyncio.run(_seed_paper_history(database_url))
-    base_env = {"PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}", "HOME": str(tmp_path), "LOG_FORMAT": "json"}
+    # The bundled candles, linked into a private folder: the replay keeps its AI answer cache under
+    # BACKTEST_DATA_DIR/ai_cache, and the fake's answers must never land in the project's real cache.
+    data_dir = tmp_path / "backtest_data"
+    data_dir.mkdir()
+    for folder in ("daily", "hourly", "minute"):
+        (data_dir / folder).symlink_to(ROOT / "backtest_data" / folder, target_is_directory=True)
+    base_env = {
+        "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "HOME": str(tmp_path),
+        "LOG_FORMAT": "json",
+        "BACKTEST_DATA_DIR": str(data_dir),
+    }
 
     with FakeOpenAI() as openai:
         openai.script(
@@ -211,6 +228,7 @@ def test_every_dashboard_query_returns_data_from_a_real_scrape(tmp_path: Path, p
         # Then every PromQL expression of every dashboard returns data
         empty = [where for where, expr in _dashboard_queries() if not _query(prometheus, expr)]
         assert empty == [], f"dashboard queries without data: {empty}"
+        assert _project_ai_cache() == ai_cache_before, "the replay wrote into the project's AI cache"
         # And every metric of the spec was scraped: with samples, or (a labelled counter nothing has
         # incremented yet, e.g. job failures in a clean replay) at least its HELP/TYPE metadata
         names = set(httpx.get(f"{prometheus}/api/v1/label/__name__/values", timeout=10).json()["data"])
