@@ -69,3 +69,11 @@ def test_console_format_is_readable_text() -> None:
     assert "cycle.started" in output
     assert "symbol=KRW-BTC" in output
     assert not output.lstrip().startswith("{")
+
+
+def test_token_counts_are_not_mistaken_for_tokens(json_stream: io.StringIO) -> None:
+    get_logger("t").info("ai.answered", prompt_tokens=812, completion_tokens=24, refresh_token="r-abc-123")
+    (line,) = _lines(json_stream)
+    assert line["prompt_tokens"] == 812
+    assert line["completion_tokens"] == 24
+    assert line["refresh_token"] == REDACTED

@@ -5,6 +5,7 @@ Run with ``python -m backend.app.main`` (binds API_HOST:API_PORT) or any ASGI se
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,9 +20,11 @@ from backend.app.api.middleware import EdgeMiddleware
 from backend.app.api.system import router as system_router
 from backend.app.api.v1.api import api_router
 from backend.app.core.config import check_api_settings
+from backend.app.core.observability import close_sentry, init_sentry
 from backend.app.db.migrations import ensure_schema_current
 from backend.app.db.session import engine_from_config, session_factory
 from backend.app.services.metrics import ApiMetrics
+from src.config.bootstrap import EXIT_CONFIGURATION_ERROR, load_settings_or_exit
 from src.config.settings import Settings, get_settings
 from src.exceptions import ConfigurationError, DatabaseNotMigratedError
 from src.utils.logger import get_logger
@@ -51,6 +54,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.error("api.refused_to_start", reason=exc.message)
         await app.state.engine.dispose()
         raise
+    init_sentry(app.state.settings, "api")
     app.state.metrics.database.start_warm_up()
     log.info("api.started", database=app.state.engine.dialect.name)
     try:
@@ -58,6 +62,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         await app.state.metrics.database.aclose()
         await app.state.engine.dispose()
+        close_sentry()
 
 
 def create_app(settings: Settings | None = None, **metrics_options: Any) -> FastAPI:
@@ -93,10 +98,20 @@ def create_app(settings: Settings | None = None, **metrics_options: Any) -> Fast
     return app
 
 
+def _app_from_environment() -> tuple[FastAPI, Settings]:
+    """Settings (one clear line and exit 2 when invalid), logging with secrets registered, then the app."""
+    settings = load_settings_or_exit()
+    try:
+        return create_app(settings), settings
+    except ConfigurationError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIGURATION_ERROR) from None
+
+
 def __getattr__(name: str) -> Any:
-    """``app`` is built on first access, so importing this module has no side effects."""
+    """``app`` (for ``uvicorn backend.app.main:app``) is built on first access: importing has no side effects."""
     if name == "app":
-        built = create_app()
+        built, _settings = _app_from_environment()
         globals()["app"] = built
         return built
     raise AttributeError(name)
@@ -105,16 +120,7 @@ def __getattr__(name: str) -> Any:
 def run() -> None:
     import uvicorn
 
-    from src.utils.logger import configure_logging
-
-    try:
-        settings = get_settings()
-        configure_logging(
-            settings.observability.log_level, settings.observability.log_format, secrets=settings.secret_values()
-        )
-        app = create_app(settings)
-    except ConfigurationError as exc:
-        raise SystemExit(f"error: {exc.message}") from None
+    app, settings = _app_from_environment()
     uvicorn.run(
         app,
         host=settings.api.host,

@@ -17,9 +17,14 @@ _SENSITIVE_KEY = re.compile(
     r"(secret|password|passwd|token|api[_-]?key|access[_-]?key|authorization|cookie|dsn|credential|jwt)",
     re.IGNORECASE,
 )
+_COUNT_KEY = re.compile(r"_tokens?$|^tokens?_(used|count)$", re.IGNORECASE)  # prompt_tokens is a count
 _BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9\-_.=+/]+", re.IGNORECASE)
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+(@)")
 _TELEGRAM_TOKEN = re.compile(r"bot\d{5,}:[A-Za-z0-9_-]{20,}")
+
+
+def _is_sensitive_key(key: str) -> bool:
+    return bool(_SENSITIVE_KEY.search(key)) and not _COUNT_KEY.search(key)
 
 
 class SecretRedactor:
@@ -44,7 +49,7 @@ class SecretRedactor:
         return _TELEGRAM_TOKEN.sub(f"bot{REDACTED}", text)
 
     def scrub(self, value: Any, key: str | None = None) -> Any:
-        if key is not None and _SENSITIVE_KEY.search(key) and value not in (None, "", False):
+        if key is not None and _is_sensitive_key(key) and value not in (None, "", False):
             return REDACTED
         if isinstance(value, SecretStr):
             return REDACTED

@@ -19,6 +19,7 @@ from backend.app.db.repositories.bot import BotRepository
 from backend.app.db.session import engine_from_config, session_factory
 from backend.app.services.notification import NotificationService
 from backend.app.services.scheduler_metrics import SchedulerMetrics
+from backend.app.services.telegram_commands import TelegramRuntime, start_telegram
 from backend.app.services.trading_engine import TradingEngine
 from src.config.settings import Settings, TradingConfig, TradingMode
 from src.exceptions import ConfigurationError, DatabaseNotMigratedError, TradingSystemError
@@ -109,13 +110,15 @@ async def run_scheduler(settings: Settings, symbols: list[str]) -> int:
     db_engine = engine_from_config(settings.database)
     init_sentry(settings, "scheduler")
     metrics = SchedulerMetrics()
-    notifier = NotificationService(settings.telegram, BotRepository(session_factory(db_engine)))
+    telegram: TelegramRuntime | None = None
     engine: TradingEngine | None = None
     try:
         await ensure_schema_current(db_engine)
         metrics.serve(settings.scheduler.metrics_port)
-        await notifier.start()
-        engine = await TradingEngine.create(settings, db_engine, symbols=symbols, notifier=notifier, metrics=metrics)
+        telegram = await start_telegram(settings, session_factory(db_engine))
+        engine = await TradingEngine.create(
+            settings, db_engine, symbols=symbols, notifier=telegram.notifier, metrics=metrics
+        )
         scheduler = TradingScheduler(engine, db_engine, settings.scheduler, metrics=metrics)
         code = await scheduler.run()
         if code:
@@ -124,7 +127,8 @@ async def run_scheduler(settings: Settings, symbols: list[str]) -> int:
     finally:
         if engine is not None:
             await engine.aclose()
-        await notifier.aclose()
+        if telegram is not None:
+            await telegram.aclose()
         await db_engine.dispose()
         close_sentry()
 

@@ -164,11 +164,13 @@ async def run_replay(settings: Settings, options: ReplayOptions) -> ReplaySummar
     url, owned = _replay_url(options)
     await asyncio.to_thread(_prepare_database, url, owned)
     db_engine = create_engine(url)
+    metrics_server = None
     try:
         await ensure_schema_current(db_engine)
         await _require_no_earlier_replay(session_factory(db_engine), url)
         source = ReplayMarketSource({s: {timeframe: f} for s, f in trimmed.items()}, start=start)
         metrics = SchedulerMetrics()
+        metrics_server = metrics.serve(settings.scheduler.metrics_port)
         engine = await TradingEngine.create(
             settings,
             db_engine,
@@ -206,6 +208,8 @@ async def run_replay(settings: Settings, options: ReplayOptions) -> ReplaySummar
             start_equity=settings.trading.paper_starting_krw,
         )
     finally:
+        if metrics_server is not None:
+            metrics_server.shutdown()
         await db_engine.dispose()
 
 

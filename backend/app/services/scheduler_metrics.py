@@ -59,7 +59,11 @@ class SchedulerMetrics:
         """Serve ``/metrics`` on ``port`` (0: not at all); returns the HTTP server (``shutdown()`` stops it)."""
         if port <= 0:
             return None
-        server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+        try:
+            server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+        except OSError as exc:  # e.g. another process already serves on this port
+            log.error("metrics.port_unavailable", port=port, error=str(exc))
+            return None
         log.info("metrics.serving", port=port)
         return server
 
