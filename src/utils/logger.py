@@ -17,7 +17,7 @@ _SENSITIVE_KEY = re.compile(
     r"(secret|password|passwd|token|api[_-]?key|access[_-]?key|authorization|cookie|dsn|credential|jwt)",
     re.IGNORECASE,
 )
-_COUNT_KEY = re.compile(r"_tokens?$|^tokens?_(used|count)$", re.IGNORECASE)  # prompt_tokens is a count
+_COUNT_KEY = re.compile(r"_tokens$|^tokens_(used|count)$", re.IGNORECASE)  # prompt_tokens is a count
 _BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9\-_.=+/]+", re.IGNORECASE)
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+(@)")
 _TELEGRAM_TOKEN = re.compile(r"bot\d{5,}:[A-Za-z0-9_-]{20,}")
