@@ -15,8 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from backend.app.db.repositories.bot import BotRepository
 from backend.app.db.types import utcnow
 from backend.app.main import create_app
+from backend.app.models import RiskStateRow
 from backend.tests.conftest import API_KEY, AppFactory, Seeder, SettingsFactory, at
 from src.api.interfaces import Side
+from src.config.settings import TradingMode
 from src.exceptions import DatabaseNotMigratedError
 
 FRESH = {"cache_seconds": 0.0}
@@ -171,3 +173,15 @@ async def test_openapi_docs_are_served_with_both_security_schemes(anonymous: htt
     assert {"401", "422", "429"} <= set(trades["responses"])
     money = schema["components"]["schemas"]["TradeOut"]["properties"]["price"]
     assert money.get("type") == "string" or any(option.get("type") == "string" for option in money.get("anyOf", []))
+
+
+async def test_bot_safe_mode_gauge_follows_the_risk_state(
+    make_client: AppFactory, db_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    # Given no risk state yet, the gauge is 0; after the daily breaker trips, it is 1
+    client = await make_client(metrics_options=FRESH)
+    assert (await _scrape(client))[("bot_safe_mode", (("mode", "paper"),))] == 0
+    async with db_sessions.begin() as session:
+        session.add(RiskStateRow(mode=TradingMode.PAPER, safe_mode=True, safe_mode_reason="daily loss -10.2%"))
+    client = await make_client(metrics_options=FRESH)
+    assert (await _scrape(client))[("bot_safe_mode", (("mode", "paper"),))] == 1

@@ -47,6 +47,7 @@ class _Point:
     portfolio_value_krw: Decimal | None = None
     portfolio_profit_rate: Decimal | None = None
     bot_running: int = 0
+    safe_mode: int = 0
 
 
 class DatabaseCollector(Collector):
@@ -164,6 +165,7 @@ class DatabaseCollector(Collector):
             portfolio_value_krw=snapshot.total_value_krw if snapshot else None,
             portfolio_profit_rate=snapshot.profit_rate if snapshot else None,
             bot_running=int(running),
+            safe_mode=int(status.risk is not None and status.risk.active),
         )
 
     def describe(self) -> list[Metric]:
@@ -216,6 +218,11 @@ class DatabaseCollector(Collector):
         yield GaugeMetricFamily(
             "bot_running", "1 when the scheduler's fresh heartbeat says running", value=self._point.bot_running
         )
+        safe_mode = GaugeMetricFamily(
+            "bot_safe_mode", "1 while the risk manager's safe mode blocks new buys", labels=["mode"]
+        )
+        safe_mode.add_metric([mode], self._point.safe_mode)
+        yield safe_mode
         yield GaugeMetricFamily(
             "api_metrics_database_up",
             "1 when the last database read for these metrics succeeded",
