@@ -191,6 +191,9 @@ async def test_rule_buy_fills_and_records_every_stage(settings: Settings) -> Non
     assert cycle.status == "ok"
     assert (await rig.positions.get(SYMBOL)) is not None
     assert any(e.kind is EventKind.TRADE_EXECUTED for e in rig.notifier.events)
+    [announced] = [e for e in rig.notifier.events if e.kind is EventKind.AI_DECISION]
+    assert announced.fields["decision"] == "buy"
+    assert announced.fields["source"] == "rules"
     [snapshot] = rig.repo.snapshots  # every cycle ends with a portfolio snapshot
     assert snapshot.positions[SYMBOL]["amount"] == str(trade.amount)
 

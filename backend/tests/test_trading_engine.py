@@ -22,6 +22,7 @@ from backend.app.models import (
     PaperBalanceRow,
     PortfolioSnapshotRow,
     PositionRow,
+    RiskStateRow,
     TradeRow,
     TradingCycleRow,
 )
@@ -33,7 +34,7 @@ from src.backtesting.strategy import Strategy, StrategySignals
 from src.config.settings import Settings, TradingMode
 from src.trading.notifier import EventKind, NullNotifier
 from src.trading.orders import OrderStatus
-from src.trading.repository import AIDecisionRecord, OrderRecord, TradeRecord
+from src.trading.repository import AIDecisionRecord, OrderRecord, PortfolioSnapshotRecord, TradeRecord
 from tests.fakes.fear_greed_server import FakeFearGreed
 from tests.fakes.upbit_server import FakeUpbit
 
@@ -277,3 +278,25 @@ async def test_daily_report_counts_the_last_day_only(db_sessions: async_sessionm
     assert report.realized_pnl_krw == Decimal("7")
     assert report.fees_krw == Decimal("1")
     assert report.to_event().kind is EventKind.DAILY_REPORT
+
+
+async def test_daily_report_drawdown_is_measured_from_the_risk_peak(
+    db_sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    # Given a peak equity of 10,500,000 seen by the risk manager and a latest snapshot of 9,975,000
+    now = datetime(2024, 1, 2, 0, tzinfo=UTC)
+    async with db_sessions.begin() as session:
+        session.add(RiskStateRow(mode=TradingMode.PAPER, peak_equity=Decimal("10500000")))
+    await SqlTradingRepository(db_sessions).save_snapshot(
+        PortfolioSnapshotRecord(
+            total_value_krw=Decimal("9975000"),
+            positions={},
+            mode=TradingMode.PAPER,
+            created_at=now - timedelta(hours=1),
+        )
+    )
+    # When the daily report is built
+    report = await build_daily_report(db_sessions, TradingMode.PAPER, now)
+    # Then the drawdown is 5% and travels with the notification
+    assert report.drawdown_pct == Decimal("5.00")
+    assert report.to_event().fields["drawdown_pct"] == Decimal("5.00")

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from backend.app.models import AIDecisionRow, PortfolioSnapshotRow, PositionRow, SystemLogRow, TradeRow
+from backend.app.models import AIDecisionRow, PortfolioSnapshotRow, PositionRow, RiskStateRow, SystemLogRow, TradeRow
 from src.api.interfaces import Side
 from src.config.settings import TradingMode
 from src.trading.notifier import EventKind, NotificationEvent
@@ -36,6 +36,8 @@ class DailyReport:
     open_positions: list[str]
     decisions: dict[str, int] = field(default_factory=dict)
     errors: int = 0
+    peak_equity_krw: Decimal | None = None
+    drawdown_pct: Decimal | None = None  # below the highest equity the risk manager has seen
 
     def to_event(self) -> NotificationEvent:
         fields: dict[str, Any] = {
@@ -49,6 +51,7 @@ class DailyReport:
             "volume": self.volume_krw,
             "fee": self.fees_krw,
             "pnl": self.realized_pnl_krw,
+            "drawdown_pct": self.drawdown_pct,
             "open_positions": ", ".join(self.open_positions) or "none",
             "decisions": ", ".join(f"{k} {v}" for k, v in sorted(self.decisions.items())) or "none",
             "errors": self.errors,
@@ -86,6 +89,7 @@ async def build_daily_report(
                 SystemLogRow.created_at <= now,
             )
         )
+        peak = await session.scalar(select(RiskStateRow.peak_equity).where(RiskStateRow.mode == mode))
         open_positions = list(
             await session.scalars(
                 select(PositionRow.symbol).where(PositionRow.mode == mode, PositionRow.status == "open")
@@ -111,7 +115,15 @@ async def build_daily_report(
         open_positions=sorted(open_positions),
         decisions={str(k): int(v) for k, v in decisions.items()},
         errors=int(errors or 0),
+        peak_equity_krw=peak,
+        drawdown_pct=_drawdown_pct(equity, peak),
     )
+
+
+def _drawdown_pct(equity: Decimal | None, peak: Decimal | None) -> Decimal | None:
+    if equity is None or peak is None or peak <= 0:
+        return None
+    return max(_ZERO, (peak - equity) / peak * 100).quantize(Decimal("0.01"))
 
 
 async def _snapshot(session: AsyncSession, mode: TradingMode, at: datetime) -> PortfolioSnapshotRow | None:

@@ -363,6 +363,21 @@ class TradingPipeline:
         if analysis.ai is not None and analysis.ai.error:
             self.observer.on_ai_error(analysis.ai.error.split(":", 1)[0])
         await self._save_decision(ctx, market, portfolio, verdict, analysis)
+        if analysis.final_decision is not Decision.HOLD:  # holds every hour would drown the channel
+            self.notifier.notify(
+                NotificationEvent(
+                    EventKind.AI_DECISION,
+                    f"{analysis.final_decision.value.upper()} {ctx.symbol} decided",
+                    {
+                        "symbol": ctx.symbol,
+                        "decision": analysis.final_decision.value,
+                        "confidence": analysis.confidence,
+                        "source": analysis.source,
+                        "reason": analysis.reason,
+                    },
+                    at=ctx.now,
+                )
+            )
         if analysis.overridden and analysis.decision is Decision.BUY:
             self.notifier.notify(
                 NotificationEvent(
