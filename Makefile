@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install migrate lint backtest api scheduler clean
+.PHONY: run test install system-tools migrate lint backtest api scheduler clean
 
 $(STAMP): requirements.txt requirements-api.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,6 +13,15 @@ $(STAMP): requirements.txt requirements-api.txt requirements-dev.txt
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+## Tools some tests drive (promtool, prometheus, docker-compose): Debian packages, installed when missing and
+## this is root with apt-get; otherwise those tests skip with a reason (and fail under CI=true).
+system-tools:
+	@if command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v docker-compose >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing prometheus and docker-compose (Debian packages)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus docker-compose >/dev/null; \
+	else echo "note: promtool/prometheus/docker-compose missing; their tests will skip (apt-get install prometheus docker-compose)"; fi
 
 ## Create or upgrade the database named by DATABASE_URL (default: the embedded SQLite file).
 migrate: install
@@ -23,7 +32,7 @@ run: migrate
 	$(BIN)/python scheduler_main.py --replay --speed max
 
 ## The whole test suite (PostgreSQL tests included; they fail rather than skip under CI=true).
-test: install
+test: install system-tools
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
