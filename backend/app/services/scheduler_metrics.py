@@ -1,4 +1,4 @@
-"""Metrics born in the scheduler (CONTRACTS.md "Metrics"), served by its own HTTP endpoint.
+"""Metrics born in the scheduler, served by its own HTTP endpoint (the API serves the database-derived ones).
 
 Each ``SchedulerMetrics`` owns a registry, so tests can build as many as they like; the scheduler
 process serves its one on ``SCHEDULER_METRICS_PORT`` (0 disables the endpoint).
