@@ -19,44 +19,16 @@ from src.risk import InMemoryRiskStore, PositionChange, PositionRecord, Position
 from src.trading.orders import OrderStatus
 from src.trading.pipeline.memory import InMemoryTradingRepository
 from src.trading.pipeline.positions import ServicePositionBook
-from src.trading.repository import OrderRecord, TradeRecord
+from src.trading.repository import TradeRecord
 from src.trading.service import TradingService
 from tests.fakes.upbit_server import make_candles
+from tests.support.crashes import CrashingBook, ProcessDied
 
 MODE = TradingMode.PAPER
 SYMBOL = "KRW-BTC"
 START = datetime(2024, 3, 1, tzinfo=UTC)
 AT = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 D = Decimal
-
-
-class ProcessDied(BaseException):
-    """A hard crash: not an ``Exception``, so nothing on the way catches it."""
-
-
-class CrashingBook:
-    """The real position book, except that its next ``on_fill`` (or the P&L write after it) dies."""
-
-    def __init__(self, book: ServicePositionBook) -> None:
-        self.book = book
-        self.crash_before_apply = False
-
-    async def on_fill(
-        self,
-        order: OrderRecord,
-        trades: list[TradeRecord],
-        at: datetime,
-        *,
-        atr: Decimal | None,
-        exit_reason: str | None,
-    ) -> Decimal | None:
-        if self.crash_before_apply:
-            self.crash_before_apply = False
-            raise ProcessDied
-        return await self.book.on_fill(order, trades, at, atr=atr, exit_reason=exit_reason)
-
-    async def needs_applying(self, order: OrderRecord, trades: list[TradeRecord]) -> bool:
-        return await self.book.needs_applying(order, trades)
 
 
 class CrashingRepository(InMemoryTradingRepository):

@@ -27,9 +27,9 @@ from src.position import PositionService
 from src.risk import PositionChange, PositionRecord, PositionStatus
 from src.trading.orders import OrderStatus
 from src.trading.pipeline.positions import ServicePositionBook
-from src.trading.repository import OrderRecord, TradeRecord
 from src.trading.service import TradingService
 from tests.fakes.upbit_server import make_candles
+from tests.support.crashes import CrashingBook, ProcessDied
 
 Sessions = async_sessionmaker[AsyncSession]
 MODE = TradingMode.PAPER
@@ -37,35 +37,6 @@ SYMBOL = "KRW-BTC"
 START = datetime(2024, 3, 1, tzinfo=UTC)
 AT = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 D = Decimal
-
-
-class ProcessDied(BaseException):
-    """A hard crash: not an ``Exception``, so nothing on the way catches it."""
-
-
-class CrashingBook:
-    """The real position book, except that its next ``on_fill`` dies before anything is applied."""
-
-    def __init__(self, book: ServicePositionBook) -> None:
-        self.book = book
-        self.crash_before_apply = False
-
-    async def on_fill(
-        self,
-        order: OrderRecord,
-        trades: list[TradeRecord],
-        at: datetime,
-        *,
-        atr: Decimal | None,
-        exit_reason: str | None,
-    ) -> Decimal | None:
-        if self.crash_before_apply:
-            self.crash_before_apply = False
-            raise ProcessDied
-        return await self.book.on_fill(order, trades, at, atr=atr, exit_reason=exit_reason)
-
-    async def needs_applying(self, order: OrderRecord, trades: list[TradeRecord]) -> bool:
-        return await self.book.needs_applying(order, trades)
 
 
 @dataclass
