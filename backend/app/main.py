@@ -5,6 +5,7 @@ Run with ``python -m backend.app.main`` (binds API_HOST:API_PORT) or any ASGI se
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -46,6 +47,23 @@ def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=422)
 
 
+# Young-generation collections every 20,000 net allocations instead of 700: a page of trades allocates
+# thousands of short-lived objects, so the default ran a collection several times per request.
+GC_THRESHOLDS = (20_000, 10, 10)
+
+
+def _freeze_startup_objects() -> None:
+    """Move what start-up allocated (routes, schemas, models, SQLAlchemy metadata) out of the garbage collector's
+    reach: otherwise every full collection walks those long-lived objects again, a pause that all requests in
+    flight wait for (it showed as p99 well above the median under load). Once per process: frozen objects are
+    never collected, so apps built later in the same process (tests) are left to the collector."""
+    if gc.get_freeze_count():
+        return
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
@@ -57,6 +75,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     init_sentry(app.state.settings, "api")
     app.state.metrics.database.start_warm_up()
     log.info("api.started", database=app.state.engine.dialect.name)
+    _freeze_startup_objects()
     try:
         yield
     finally:

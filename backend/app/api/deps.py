@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -33,6 +34,15 @@ async def get_sessions(request: Request) -> async_sessionmaker[AsyncSession]:
 async def get_connection(request: Request) -> AsyncIterator[AsyncConnection]:
     """A read connection in autocommit, taken in arrival order (``FairGate``); writes go through repositories
     on ``get_sessions``."""
+    async with request.app.state.db_gate, request.app.state.read_engine.connect() as connection:
+        yield connection
+
+
+@asynccontextmanager
+async def read_connection(request: Request) -> AsyncIterator[AsyncConnection]:
+    """``get_connection`` for use inside an endpoint (``async with read_connection(request) as connection``):
+    the hottest reads skip FastAPI's machinery for a yield dependency, and take their connection only after
+    authentication and parameter validation passed."""
     async with request.app.state.db_gate, request.app.state.read_engine.connect() as connection:
         yield connection
 

@@ -4,7 +4,8 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
-from pydantic import Field
+from pydantic import Field, TypeAdapter
+from typing_extensions import TypedDict
 
 from backend.app.schemas.common import ApiModel, PageInfo
 from src.api.interfaces import Side
@@ -30,6 +31,43 @@ class TradeOut(ApiModel):
 
 class TradePage(PageInfo):
     items: list[TradeOut]
+
+
+class TradeJson(TypedDict):
+    """``TradeOut`` as plain values, for serialising a page without validating it again (see ``TRADE_PAGE_JSON``).
+    Enum fields are ``str``: a member of a ``StrEnum`` and its value give the same JSON."""
+
+    id: int
+    trade_id: str
+    order_id: int | None
+    symbol: str
+    side: str
+    price: Decimal
+    amount: Decimal
+    total: Decimal
+    fee: Decimal
+    realized_pnl: Decimal | None
+    status: str
+    mode: str
+    created_at: datetime
+
+
+class TradePageJson(TypedDict):
+    limit: int
+    next_cursor: str | None
+    total: int | None
+    page: int | None
+    page_size: int | None
+    items: list[TradeJson]
+
+
+# Same keys in the same order as the models, so the JSON is the one ``TradePage`` would give.
+TRADE_FIELDS: tuple[str, ...] = tuple(TradeOut.model_fields)
+if tuple(TradeJson.__annotations__) != TRADE_FIELDS or tuple(TradePageJson.__annotations__) != tuple(
+    TradePage.model_fields
+):
+    raise TypeError("TradeJson and TradePageJson must mirror TradeOut and TradePage")
+TRADE_PAGE_JSON: TypeAdapter[TradePageJson] = TypeAdapter(TradePageJson)
 
 
 class StatisticsPeriod(StrEnum):

@@ -17,13 +17,27 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, literal, select, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    DateTime,
+    Integer,
+    Numeric,
+    Select,
+    String,
+    bindparam,
+    func,
+    literal,
+    select,
+    tuple_,
+    type_coerce,
+)
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.sql.sqltypes import Enum
 
 from backend.app.db.migrations import current_revision, head_revision
-from backend.app.db.types import UTCDateTime
+from backend.app.db.types import ExactDecimal, UTCDateTime
 from backend.app.models import (
     AIDecisionRow,
     BotConfigRow,
@@ -105,11 +119,16 @@ async def _paged(
             tuple_(created, row_id) < tuple_(literal(cursor.created_at, UTCDateTime()), literal(cursor.id))
         )
     rows = list(await connection.execute(ordered.limit(paging.limit + 1)))
+    return _page(rows, paging, created.key, row_id.key, total)
+
+
+def _page(rows: list[Any], paging: Paging, created_key: str, id_key: str, total: int | None = None) -> Page:
+    """The page from up to ``limit + 1`` rows (one more than asked tells whether a next page exists)."""
     next_cursor = None
     if len(rows) > paging.limit:
         rows = rows[: paging.limit]
         last = rows[-1]
-        next_cursor = Cursor(getattr(last, created.key), getattr(last, row_id.key)).encode()
+        next_cursor = Cursor(getattr(last, created_key), getattr(last, id_key)).encode()
     if paging.skip is None:
         return Page(rows, paging.limit, next_cursor)
     return Page(rows, paging.limit, next_cursor, total, paging.skip // paging.limit + 1, paging.limit)
@@ -158,6 +177,84 @@ class TradeFilter:
 async def list_trades(connection: AsyncConnection, filters: TradeFilter, paging: Paging) -> Page:
     query = select(TradeRow.__table__).where(*filters.conditions())
     return await _paged(connection, query, TradeRow.created_at, TradeRow.id, paging)
+
+
+def _served_columns(table: Any, names: Iterable[str], dialect: str) -> list[ColumnElement[Any]]:
+    """``names`` of ``table``; on PostgreSQL read as the driver returns them, skipping the per-value Python
+    result processing of the column types (asyncpg already gives ``Decimal`` with the column's scale, UTC-aware
+    datetimes for ``timestamptz``, and enum columns are VARCHAR): the values serialise to the same JSON."""
+    columns: list[ColumnElement[Any]] = []
+    for name in names:
+        column = table.c[name]
+        if dialect == "postgresql":
+            if isinstance(column.type, ExactDecimal):
+                column = type_coerce(column, Numeric(asdecimal=True)).label(name)
+            elif isinstance(column.type, UTCDateTime):
+                column = type_coerce(column, DateTime(timezone=True)).label(name)
+            elif isinstance(column.type, Enum):
+                column = type_coerce(column, String()).label(name)
+        columns.append(column)
+    return columns
+
+
+_TRADE_QUERIES: dict[tuple[Any, ...], Select[Any]] = {}
+_TRADE_EQUALS = ("symbol", "side", "status", "mode")
+
+
+def _keyset_trade_query(shape: tuple[Any, ...]) -> Select[Any]:
+    """The keyset statement for one combination of set filters, with bound parameters for every value. Cached
+    per shape: building a statement and its cache key cost more CPU per request than PostgreSQL's work."""
+    query = _TRADE_QUERIES.get(shape)
+    if query is not None:
+        return query
+    columns, dialect, equals, has_from, has_to, has_cursor = shape
+    table = TradeRow.__table__
+    query = select(*_served_columns(table, columns, dialect))
+    for name in equals:
+        query = query.where(table.c[name] == bindparam(name))
+    if has_from:
+        query = query.where(TradeRow.created_at >= bindparam("from_date"))
+    if has_to:
+        query = query.where(TradeRow.created_at < bindparam("to_date"))
+    if has_cursor:
+        cursor = tuple_(bindparam("cursor_at", type_=UTCDateTime()), bindparam("cursor_id", type_=Integer()))
+        query = query.where(tuple_(TradeRow.created_at, TradeRow.id) < cursor)
+    query = query.order_by(TradeRow.created_at.desc(), TradeRow.id.desc()).limit(bindparam("limit", type_=Integer()))
+    _TRADE_QUERIES[shape] = query
+    return query
+
+
+async def trade_page(
+    connection: AsyncConnection, filters: TradeFilter, paging: Paging, columns: tuple[str, ...]
+) -> Page:
+    """``list_trades`` for serialising only: the rows hold ``columns`` (which must include ``created_at`` and
+    ``id``); on PostgreSQL enum columns are plain strings rather than enum members."""
+    dialect = connection.dialect.name
+    if paging.skip is not None or (paging.cursor is None and paging.skip is not None):
+        query = select(*_served_columns(TradeRow.__table__, columns, dialect)).where(*filters.conditions())
+        return await _paged(connection, query, TradeRow.created_at, TradeRow.id, paging)
+    _check_range(filters.from_date, filters.to_date)
+    parameters: dict[str, Any] = {"limit": paging.limit + 1}
+    equals = tuple(name for name in _TRADE_EQUALS if getattr(filters, name) is not None)
+    for name in equals:
+        parameters[name] = getattr(filters, name)
+    if filters.from_date is not None:
+        parameters["from_date"] = filters.from_date
+    if filters.to_date is not None:
+        parameters["to_date"] = filters.to_date
+    if paging.cursor is not None:
+        cursor = Cursor.decode(paging.cursor)
+        parameters["cursor_at"], parameters["cursor_id"] = cursor.created_at, cursor.id
+    shape = (
+        columns,
+        dialect,
+        equals,
+        filters.from_date is not None,
+        filters.to_date is not None,
+        paging.cursor is not None,
+    )
+    rows = list(await connection.execute(_keyset_trade_query(shape), parameters))
+    return _page(rows, paging, "created_at", "id")
 
 
 async def get_trade(connection: AsyncConnection, trade_id: str) -> Row[Any] | None:
@@ -403,12 +500,11 @@ class BotStatusData:
     risk: SafeMode | None  # from risk_state of the trading mode, None without a row
 
 
-async def bot_status(connection: AsyncConnection, instance_name: str, mode: TradingMode) -> BotStatusData:
-    """Heartbeat, desired state and safe mode in one round trip (left joins on a one-row anchor)."""
+def _build_bot_status_query() -> Select[Any]:
     heartbeat, risk = BotStateRow.__table__, RiskStateRow.__table__
     desired = select(BotConfigRow.value).where(BotConfigRow.key == DESIRED_STATE_KEY).scalar_subquery()
     anchor = select(literal(1).label("one")).subquery()
-    query = select(
+    return select(
         heartbeat,
         desired.label("desired_state"),
         risk.c.id.label("risk_id"),
@@ -416,9 +512,20 @@ async def bot_status(connection: AsyncConnection, instance_name: str, mode: Trad
         risk.c.safe_mode_reason.label("risk_safe_mode_reason"),
         risk.c.safe_mode_since.label("risk_safe_mode_since"),
     ).select_from(
-        anchor.outerjoin(heartbeat, heartbeat.c.instance_name == instance_name).outerjoin(risk, risk.c.mode == mode)
+        anchor.outerjoin(heartbeat, heartbeat.c.instance_name == bindparam("instance_name")).outerjoin(
+            risk, risk.c.mode == bindparam("mode")
+        )
     )
-    row = (await connection.execute(query)).one()
+
+
+# Built once: constructing the statement and its cache key cost more CPU than running it.
+_BOT_STATUS_QUERY = _build_bot_status_query()
+
+
+async def bot_status(connection: AsyncConnection, instance_name: str, mode: TradingMode) -> BotStatusData:
+    """Heartbeat, desired state and safe mode in one round trip (left joins on a one-row anchor)."""
+    parameters = {"instance_name": instance_name, "mode": mode}
+    row = (await connection.execute(_BOT_STATUS_QUERY, parameters)).one()
     safe_mode = (
         SafeMode(bool(row.risk_safe_mode), row.risk_safe_mode_reason, row.risk_safe_mode_since)
         if row.risk_id is not None

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -18,6 +18,7 @@ from backend.app.api.deps import (
     SessionsDep,
     SettingsDep,
     Writer,
+    read_connection,
 )
 from backend.app.db.repositories import queries
 from backend.app.db.repositories.bot import BotRepository
@@ -98,8 +99,9 @@ def _status(data: queries.BotStatusData, settings: Settings) -> BotStatusOut:
 
 
 @router.get("/status", response_model=BotStatusOut, summary="The scheduler's real state, from its heartbeat")
-async def bot_status(connection: ReadConnection, settings: SettingsDep, _: Reader) -> BotStatusOut:
-    data = await queries.bot_status(connection, settings.scheduler.instance_name, settings.trading.mode)
+async def bot_status(request: Request, settings: SettingsDep, _: Reader) -> BotStatusOut:
+    async with read_connection(request) as connection:
+        data = await queries.bot_status(connection, settings.scheduler.instance_name, settings.trading.mode)
     return _status(data, settings)
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 
-from backend.app.api.deps import ReadConnection, Reader
+from backend.app.api.deps import ReadConnection, Reader, read_connection
 from backend.app.api.v1.endpoints._params import (
     Cursor,
     FromDate,
@@ -14,13 +14,14 @@ from backend.app.api.v1.endpoints._params import (
     Skip,
     Symbol,
     ToDate,
-    page_model,
     paging,
     query_error,
 )
 from backend.app.db.repositories import queries
 from backend.app.schemas.common import NO_NUL_PATTERN, ErrorResponse
 from backend.app.schemas.trades import (
+    TRADE_FIELDS,
+    TRADE_PAGE_JSON,
     PeriodStats,
     StatisticsPeriod,
     SymbolStats,
@@ -39,7 +40,7 @@ router = APIRouter(prefix="/trades", tags=["trades"])
 
 @router.get("", response_model=TradePage, summary="List trades, newest first")
 async def list_trades(
-    connection: ReadConnection,
+    request: Request,
     _: Reader,
     symbol: Symbol = None,
     side: Side | None = None,
@@ -50,13 +51,27 @@ async def list_trades(
     limit: Limit = 50,
     cursor: Cursor = None,
     skip: Skip = None,
-) -> TradePage:
+) -> Response:
     filters = queries.TradeFilter(symbol, side, status, from_date, to_date, mode)
+    page_request = paging(limit, cursor, skip)
     try:
-        page = await queries.list_trades(connection, filters, paging(limit, cursor, skip))
+        async with read_connection(request) as connection:
+            page = await queries.trade_page(connection, filters, page_request, TRADE_FIELDS)
     except InvalidInput as exc:
         raise query_error(exc) from None
-    return page_model(TradePage, page)
+    # The rows come from typed columns, so the page is serialised straight away (``response_model`` above
+    # documents it): validating 50 rows into ``TradePage`` first was a large share of the request's CPU.
+    body = TRADE_PAGE_JSON.dump_json(
+        {
+            "limit": page.limit,
+            "next_cursor": page.next_cursor,
+            "total": page.total,
+            "page": page.page,
+            "page_size": page.page_size,
+            "items": [dict(zip(TRADE_FIELDS, row, strict=True)) for row in page.rows],
+        }
+    )
+    return Response(body, media_type="application/json")
 
 
 @router.get("/statistics/summary", response_model=TradeStatisticsOut, summary="Trade statistics and realised P&L")
