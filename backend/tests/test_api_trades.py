@@ -40,6 +40,18 @@ async def test_trades_are_listed_newest_first_with_money_as_exact_strings(
     assert body["total"] is None
 
 
+async def test_zero_money_is_fixed_point_not_scientific(client: httpx.AsyncClient, seed: Seeder) -> None:
+    # Given a trade whose fee is zero (stored as 0.00000000)
+    await seed.add(seed.trade(at(0), fee="0", realized_pnl="0"))
+    # When it is read, as a page and alone
+    page = (await client.get("/api/v1/trades")).json()
+    single = (await client.get("/api/v1/trades/t-00001")).json()
+    # Then zero is written as a plain decimal, never as 0E-8
+    assert page["items"][0]["fee"] == "0.00000000"
+    assert page["items"][0]["realized_pnl"] == "0.00000000"
+    assert single["fee"] == "0.00000000"
+
+
 @pytest.mark.parametrize(
     ("query", "expected"),
     [

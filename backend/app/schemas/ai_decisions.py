@@ -1,12 +1,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
 from enum import StrEnum
 
 from pydantic import Field
 
-from backend.app.schemas.common import ApiModel, PageInfo
+from backend.app.schemas.common import ApiModel, Money, PageInfo
 
 
 class DecisionKind(StrEnum):
@@ -20,7 +19,7 @@ class AIDecisionOut(ApiModel):
     symbol: str
     decision: DecisionKind = Field(description="What the adviser said")
     final_decision: DecisionKind = Field(description="What was acted on after the validator")
-    confidence: Decimal | None = Field(description="0..100")
+    confidence: Money | None = Field(description="0..100")
     reason: str | None
     overridden: bool = Field(description="The validator changed the adviser's decision")
     override_reasons: list[str] | None
@@ -28,7 +27,7 @@ class AIDecisionOut(ApiModel):
     model: str | None
     prompt_tokens: int
     completion_tokens: int
-    cost_usd: Decimal
+    cost_usd: Money
     error: str | None
     cycle_id: str | None
     created_at: datetime

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
 # PostgreSQL text cannot hold NUL characters; such input is a 422, not a database error.
 NO_NUL_PATTERN = r"^[^\x00]*$"
 Reason = Annotated[
     str, Field(min_length=3, max_length=500, pattern=NO_NUL_PATTERN, description="Why; recorded in the audit log")
 ]
+
+
+def _fixed_point(value: Decimal) -> str:
+    """``0.00000000``, never ``0E-8``: a quantized zero must not reach a client in scientific notation."""
+    return format(value, "f")
+
+
+# Money and other exact decimals: Decimal in Python, a fixed-point string in JSON.
+Money = Annotated[Decimal, PlainSerializer(_fixed_point, return_type=str, when_used="json")]
 
 
 class ApiModel(BaseModel):

@@ -1,9 +1,8 @@
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
 
-from backend.app.schemas.common import ApiModel, PageInfo
+from backend.app.schemas.common import ApiModel, Money, PageInfo
 from src.api.interfaces import OrderType, Side
 from src.config.settings import TradingMode
 from src.trading.orders import OrderStatus
@@ -17,13 +16,13 @@ class OrderOut(ApiModel):
     symbol: str
     side: Side
     order_type: OrderType
-    price: Decimal | None
-    amount: Decimal | None
-    requested_total: Decimal | None
-    filled_amount: Decimal
-    executed_funds: Decimal
-    avg_fill_price: Decimal | None
-    paid_fee: Decimal
+    price: Money | None
+    amount: Money | None
+    requested_total: Money | None
+    filled_amount: Money
+    executed_funds: Money
+    avg_fill_price: Money | None
+    paid_fee: Money
     status: OrderStatus
     exchange_state: str | None
     error_message: str | None

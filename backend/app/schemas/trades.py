@@ -1,13 +1,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
 from enum import StrEnum
 
 from pydantic import Field, TypeAdapter
 from typing_extensions import TypedDict
 
-from backend.app.schemas.common import ApiModel, PageInfo
+from backend.app.schemas.common import ApiModel, Money, PageInfo
 from src.api.interfaces import Side
 from src.config.settings import TradingMode
 from src.trading.orders import TradeStatus
@@ -19,11 +18,11 @@ class TradeOut(ApiModel):
     order_id: int | None
     symbol: str
     side: Side
-    price: Decimal
-    amount: Decimal
-    total: Decimal
-    fee: Decimal
-    realized_pnl: Decimal | None
+    price: Money
+    amount: Money
+    total: Money
+    fee: Money
+    realized_pnl: Money | None
     status: TradeStatus
     mode: TradingMode
     created_at: datetime
@@ -42,11 +41,11 @@ class TradeJson(TypedDict):
     order_id: int | None
     symbol: str
     side: str
-    price: Decimal
-    amount: Decimal
-    total: Decimal
-    fee: Decimal
-    realized_pnl: Decimal | None
+    price: Money
+    amount: Money
+    total: Money
+    fee: Money
+    realized_pnl: Money | None
     status: str
     mode: str
     created_at: datetime
@@ -82,21 +81,21 @@ class TradeStats(ApiModel):
     trade_count: int
     buy_count: int
     sell_count: int
-    volume_krw: Decimal
-    buy_volume_krw: Decimal
-    sell_volume_krw: Decimal
-    fee_krw: Decimal
-    realized_pnl_krw: Decimal
+    volume_krw: Money
+    buy_volume_krw: Money
+    sell_volume_krw: Money
+    fee_krw: Money
+    realized_pnl_krw: Money
     winning_sells: int
     losing_sells: int
-    win_rate_pct: Decimal | None = Field(description="null while no sell has a realised P&L")
+    win_rate_pct: Money | None = Field(description="null while no sell has a realised P&L")
     unmatched_sells: int = Field(description="Sells without a realised P&L (not counted in P&L or win rate)")
 
 
 class SymbolStats(TradeStats):
     symbol: str
-    avg_buy_price: Decimal | None
-    avg_sell_price: Decimal | None
+    avg_buy_price: Money | None
+    avg_sell_price: Money | None
 
 
 class PeriodStats(TradeStats):
