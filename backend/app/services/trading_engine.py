@@ -104,7 +104,6 @@ class TradingEngine:
         self.metrics = metrics
         self.clock = clock
         self._parts = parts
-        self.last_report: DailyReport | None = None
 
     # --- construction -------------------------------------------------------------------------------
     @classmethod
@@ -293,7 +292,6 @@ class TradingEngine:
 
     async def daily_report_job(self) -> DailyReport:
         report = await build_daily_report(self.sessions, self.mode, self.clock())
-        self.last_report = report
         self.notifier.notify(report.to_event())
         log.info("report.daily", trades=report.trades, equity=str(report.equity_krw), pnl=str(report.realized_pnl_krw))
         return report
