@@ -367,6 +367,21 @@ async def test_the_operator_resets_safe_mode_and_losses_count_afresh() -> None:
         await risk.reset_safe_mode(by=" ", reason="x")
 
 
+async def test_a_reset_request_older_than_the_safe_mode_does_not_end_it() -> None:
+    # Given safe mode entered at NOW (the clock's time)
+    store = InMemoryRiskStore()
+    risk = _risk(store)
+    await risk.enter_safe_mode(by="breaker", reason="daily loss")
+    # When a reset request made before it arrives (an old request still in bot_config)
+    stale = await risk.reset_safe_mode(by="admin", reason="old", requested_at=NOW - timedelta(hours=1))
+    # Then safe mode stays on; a request made after it was entered ends it
+    assert stale is None
+    assert (await store.load_risk_state(MODE)).safe_mode
+    fresh = await risk.reset_safe_mode(by="admin", reason="checked", requested_at=NOW + timedelta(minutes=1))
+    assert fresh is not None
+    assert not (await store.load_risk_state(MODE)).safe_mode
+
+
 async def test_the_operator_may_enter_safe_mode_without_an_end() -> None:
     store = InMemoryRiskStore()
     risk = _risk(store)

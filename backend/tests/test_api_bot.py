@@ -109,6 +109,27 @@ async def test_control_writes_the_desired_state_and_an_audit_line(
     assert audit.context["by"] == "api-key"
 
 
+async def test_safe_mode_reset_is_requested_for_the_scheduler_and_audited(
+    client: httpx.AsyncClient, anonymous: httpx.AsyncClient, db_sessions: Sessions
+) -> None:
+    # Without credentials it is refused and nothing is written
+    refused = await anonymous.post("/api/v1/bot/safe-mode/reset", json={"reason": "checked the market"})
+    assert refused.status_code == 401
+    assert await BotRepository(db_sessions).safe_mode_reset_request() is None
+    # When an operator asks for it with a reason
+    response = await client.post("/api/v1/bot/safe-mode/reset", json={"reason": "checked the market"})
+    # Then the request the scheduler reads is stored with who, why and when, and audited
+    assert response.status_code == 200
+    assert response.json()["requested_by"] == "api-key"
+    request = await BotRepository(db_sessions).safe_mode_reset_request()
+    assert request is not None
+    by, reason, requested_at = request
+    assert (by, reason) == ("api-key", "checked the market")
+    assert abs(utcnow() - requested_at) < timedelta(minutes=1)
+    [audit] = await _audit_rows(db_sessions)
+    assert audit.message == "safe mode reset requested by api-key: checked the market"
+
+
 @pytest.mark.parametrize(
     "body",
     [{"action": "explode", "reason": "because"}, {"action": "stop"}, {"action": "stop", "reason": "x"},

@@ -129,6 +129,25 @@ async def test_paused_bot_places_no_new_orders_and_running_resumes(
     assert (await bot.get_heartbeat("test")).state == "running"
 
 
+async def test_an_operator_reset_request_ends_safe_mode_on_the_next_poll(
+    replay_engine: TradingEngine, db_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """Given safe mode blocks buys, when the operator requests a reset through bot_config (as the API does),
+    then the scheduler's next control read ends it, announces it, and the next trading job buys."""
+    bot = BotRepository(db_sessions)
+    runner = JobRunner(replay_engine, instance="test", metrics=SchedulerMetrics())
+    await replay_engine.pipeline.risk.enter_safe_mode(by="breaker", reason="daily loss")
+    await runner.run(JobName.TRADING)
+    assert await count(db_sessions, OrderRow) == 0
+
+    await bot.request_safe_mode_reset(by="api:admin", reason="checked the market")
+    await runner.read_desired()
+
+    assert not (await replay_engine.pipeline.risk.risk_state()).safe_mode
+    await runner.run(JobName.TRADING)
+    assert await count(db_sessions, OrderRow) == 1
+
+
 async def test_stopped_bot_skips_trading_and_exits_but_still_snapshots(
     replay_engine: TradingEngine, db_sessions: async_sessionmaker[AsyncSession]
 ) -> None:

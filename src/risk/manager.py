@@ -294,15 +294,20 @@ class RiskManager:
             at=now,
         )
 
-    async def reset_safe_mode(self, by: str, reason: str) -> NotificationEvent | None:
+    async def reset_safe_mode(
+        self, by: str, reason: str, requested_at: datetime | None = None
+    ) -> NotificationEvent | None:
         """The operator ends safe mode now. The day and week anchors are cleared, so losses are
         measured afresh from the next equity seen (otherwise the same loss would re-enter safe mode at
-        once). Returns the SAFE_MODE_LEFT event, or ``None`` when safe mode was not on."""
+        once). Returns the SAFE_MODE_LEFT event, or ``None`` when safe mode was not on, or when the
+        request (``requested_at``) is older than the safe mode it would end."""
         if not by.strip() or not reason.strip():
             raise InvalidInput("reset_safe_mode needs who resets it (by) and why (reason)")
         now = self.clock()
         state = await self.store.load_risk_state(self.mode)
         if not state.safe_mode:
+            return None
+        if requested_at is not None and state.safe_mode_since is not None and requested_at < state.safe_mode_since:
             return None
         event = self._leave(state, now, f"reset by {by}: {reason}")
         state.day_anchor_at = state.day_anchor_equity = None

@@ -5,6 +5,8 @@ from __future__ import annotations
 from enum import StrEnum
 
 DESIRED_STATE_KEY = "bot.desired_state"
+# The operator asks the scheduler to end the risk manager's safe mode: {"by", "reason", "requested_at"}.
+SAFE_MODE_RESET_KEY = "risk.safe_mode_reset"
 
 
 class DesiredState(StrEnum):

@@ -146,7 +146,23 @@ class JobRunner:
         self.desired = desired
         self.state = BotState(desired.value)
         self.metrics.bot_running.set(1 if desired is DesiredState.RUNNING else 0)
+        await self._apply_safe_mode_reset()
         return desired
+
+    async def _apply_safe_mode_reset(self) -> None:
+        """An operator's reset request ends safe mode once; a request older than the safe mode is ignored."""
+        try:
+            request = await self.bot.safe_mode_reset_request()
+            if request is None:
+                return
+            by, reason, requested_at = request
+            event = await self.engine.pipeline.risk.reset_safe_mode(by, reason, requested_at=requested_at)
+        except Exception as exc:  # the database may be restarting; the next poll tries again
+            log.warning("control.safe_mode_reset_failed", error=str(exc))
+            return
+        if event is not None:
+            log.warning("risk.safe_mode_reset", by=by, reason=reason)
+            self.engine.notifier.notify(event)
 
     async def run(self, job: JobName, desired: DesiredState | None = None) -> None:
         """Run ``job`` under the desired state (read now unless the caller just read it)."""

@@ -37,6 +37,16 @@ class BotControlIn(ApiModel):
     reason: Reason
 
 
+class SafeModeResetIn(ApiModel):
+    reason: Reason
+
+
+class SafeModeResetOut(ApiModel):
+    requested_by: str
+    reason: str
+    message: str
+
+
 class BotControlOut(ApiModel):
     action: BotAction
     desired_state: DesiredState

@@ -11,7 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backend.app.db.types import utcnow
 from backend.app.models import BotConfigRow, BotStateRow, SystemLogRow
-from src.trading.bot_control import DESIRED_STATE_KEY, BotAction, DesiredState, desired_state_for
+from src.trading.bot_control import (
+    DESIRED_STATE_KEY,
+    SAFE_MODE_RESET_KEY,
+    BotAction,
+    DesiredState,
+    desired_state_for,
+)
 
 DESIRED_STATE_DESCRIPTION = "Desired bot state (running | paused | stopped), obeyed by the scheduler"
 
@@ -76,6 +82,24 @@ class BotRepository:
         )
         return desired
 
+    async def request_safe_mode_reset(self, *, by: str, reason: str) -> None:
+        """Ask the scheduler to end safe mode; it applies the request on its next control poll."""
+        request = {"by": by, "reason": reason, "requested_at": utcnow().isoformat()}
+        await self.set_config(
+            SAFE_MODE_RESET_KEY,
+            request,
+            updated_by=by,
+            description="Operator request to end the risk manager's safe mode, applied by the scheduler",
+            audit=f"safe mode reset requested by {by}: {reason}",
+            audit_context={"reason": reason},
+        )
+
+    async def safe_mode_reset_request(self) -> tuple[str, str, datetime] | None:
+        value = await self.get_config(SAFE_MODE_RESET_KEY)
+        if not value:
+            return None
+        return value["by"], value["reason"], datetime.fromisoformat(value["requested_at"])
+
     async def desired_state(self) -> DesiredState:
         value = await self.get_config(DESIRED_STATE_KEY)
         return DesiredState(value) if value is not None else DesiredState.RUNNING
@@ -93,10 +117,6 @@ class BotRepository:
     async def get_heartbeat(self, instance_name: str) -> BotStateRow | None:
         async with self._sessions() as session:
             return await session.scalar(select(BotStateRow).where(BotStateRow.instance_name == instance_name))
-
-    async def list_heartbeats(self) -> list[BotStateRow]:
-        async with self._sessions() as session:
-            return list(await session.scalars(select(BotStateRow).order_by(BotStateRow.instance_name)))
 
     async def log(self, level: str, message: str, *, source: str, context: dict[str, Any] | None = None) -> None:
         async with self._sessions.begin() as session:

@@ -29,6 +29,8 @@ from backend.app.schemas.bot import (
     BotControlIn,
     BotControlOut,
     BotStatusOut,
+    SafeModeResetIn,
+    SafeModeResetOut,
 )
 from src.config.runtime import RUNTIME_KEYS, runtime_default, runtime_value_to_json, validate_runtime_value
 from src.config.settings import Settings
@@ -120,6 +122,23 @@ async def bot_control(body: BotControlIn, sessions: SessionsDep, who: Writer) ->
         requested_by=who.name,
         reason=body.reason,
         message=f"desired state set to {desired}; the scheduler applies it on its next poll",
+    )
+
+
+@router.post(
+    "/safe-mode/reset",
+    response_model=SafeModeResetOut,
+    responses=AUTH_RESPONSES | BODY_RESPONSES,
+    summary="End the risk manager's safe mode (circuit breaker) before its time",
+)
+async def reset_safe_mode(body: SafeModeResetIn, sessions: SessionsDep, who: Writer) -> SafeModeResetOut:
+    await BotRepository(sessions).request_safe_mode_reset(by=who.name, reason=body.reason)
+    log.warning("bot.safe_mode_reset_requested", by=who.name)
+    return SafeModeResetOut(
+        requested_by=who.name,
+        reason=body.reason,
+        message="reset requested; the scheduler ends safe mode on its next poll (a request older than the "
+        "current safe mode is ignored)",
     )
 
 
