@@ -86,10 +86,6 @@ class AIDecision:
     error: str | None = None
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
-    @property
-    def is_fallback(self) -> bool:
-        return self.source in (DecisionSource.FALLBACK, DecisionSource.DISABLED)
-
     def as_cache_hit(self) -> AIDecision:
         """This answer served again: no tokens were spent for it this time."""
         return replace(self, source=DecisionSource.CACHE, prompt_tokens=0, completion_tokens=0, cost_usd=Decimal("0"))

@@ -108,9 +108,6 @@ class AITradingStrategy(Strategy):
         )
         return self.stats
 
-    def decision_at(self, timestamp: pd.Timestamp) -> AIDecision | None:
-        return self._decisions.get(timestamp)
-
     def generate_signals(self, df: pd.DataFrame) -> StrategySignals:
         rule = self.rule_strategy.generate_signals(df)
         candidates = np.nonzero(rule.buy_signal)[0]

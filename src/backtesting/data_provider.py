@@ -306,9 +306,6 @@ class HistoricalDataProvider:
     def path_for(self, symbol: str, timeframe: str) -> Path:
         return cache_path(self.data_dir, symbol, timeframe)
 
-    def load_cached(self, symbol: str, timeframe: str) -> pd.DataFrame:
-        return load_candle_csv(self.path_for(symbol, timeframe))
-
     def load_file(
         self, path: Path | str, start: datetime | str | None = None, end: datetime | str | None = None
     ) -> pd.DataFrame:

@@ -64,10 +64,6 @@ class MarketSnapshot:
     def price(self) -> Decimal:
         return self.ticker.trade_price
 
-    @property
-    def fear_greed_available(self) -> bool:
-        return self.fear_greed is not None
-
     def fear_greed_payload(self) -> dict[str, Any] | None:
         """For ``MarketContext.fear_greed``: the reading, or why it is unavailable."""
         if self.fear_greed is not None:

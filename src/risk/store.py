@@ -68,21 +68,11 @@ class PositionRecord:
         return self.status is PositionStatus.OPEN
 
     @property
-    def cost_basis(self) -> Decimal:
-        """KRW paid for what is still held, including the buy fee not yet charged."""
-        return self.amount * self.avg_entry_price + self.entry_fee
-
-    @property
     def trailing_stop_price(self) -> Decimal | None:
         """The trailing level implied by the highest price so far, or ``None`` when trailing is off."""
         if not self.trailing_stop_pct:
             return None
         return quantize_money(self.highest_price * (1 - self.trailing_stop_pct / 100))
-
-    def unrealized_pnl(self, price: Decimal, sell_fee_rate: Decimal = ZERO) -> Decimal:
-        """What selling everything at ``price`` would realise, net of the buy fee and the sell fee."""
-        proceeds = self.amount * price
-        return quantize_money(proceeds * (1 - sell_fee_rate) - self.cost_basis)
 
 
 @dataclass(slots=True)

@@ -60,9 +60,6 @@ class CycleContext:
     def skip(self, name: str, reason: str) -> None:
         self.stages.append(StageRecord(name, "skipped", 0.0, {"reason": reason}))
 
-    def stage_outcome(self, name: str) -> str | None:
-        return next((s.outcome for s in reversed(self.stages) if s.stage == name), None)
-
     @property
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started_monotonic) * 1000.0
