@@ -50,6 +50,20 @@ class ExactDecimal(TypeDecorator[Decimal]):
         return Decimal(str(value)).quantize(self._quantum)
 
 
+class FixedPointText(TypeDecorator[str]):
+    """Reads an ``ExactDecimal`` column on SQLite as fixed-point text (``0.00000000``, never ``0E-8``): what the API
+    serves for money, without a ``Decimal`` per value. On PostgreSQL ``CAST(column AS TEXT)`` gives the same text."""
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        raise TypeError("FixedPointText only reads; write money through ExactDecimal")
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else format(Decimal(value), "f")
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC in and out. Naive datetimes are refused, not guessed."""
 

@@ -33,19 +33,20 @@ class TradePage(PageInfo):
 
 
 class TradeJson(TypedDict):
-    """``TradeOut`` as plain values, for serialising a page without validating it again (see ``TRADE_PAGE_JSON``).
-    Enum fields are ``str``: a member of a ``StrEnum`` and its value give the same JSON."""
+    """``TradeOut`` as served values (``queries.served_columns``), for serialising a page without validating it
+    again (see ``TRADE_PAGE_JSON``). Money is fixed-point text, the JSON ``Money`` gives; enum fields are ``str``
+    (a member of a ``StrEnum`` and its value give the same JSON)."""
 
     id: int
     trade_id: str
     order_id: int | None
     symbol: str
     side: str
-    price: Money
-    amount: Money
-    total: Money
-    fee: Money
-    realized_pnl: Money | None
+    price: str
+    amount: str
+    total: str
+    fee: str
+    realized_pnl: str | None
     status: str
     mode: str
     created_at: datetime

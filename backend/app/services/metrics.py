@@ -15,13 +15,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.app.db.repositories import queries
 from backend.app.db.types import utcnow
+from backend.app.services.exposition import TextExposition
 from src.config.settings import Settings
 from src.trading.bot_control import BotState
 from src.utils.logger import get_logger
@@ -72,6 +73,7 @@ class DatabaseCollector(Collector):
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self.database_up = 0
+        self.version = 0  # advances whenever a refresh may have changed what ``collect`` yields
 
     def start_warm_up(self) -> None:
         """Count the totals in the background now, so the first scrape does not pay for the full count."""
@@ -101,6 +103,7 @@ class DatabaseCollector(Collector):
                 self.database_up = 0
                 log.warning("metrics.refresh_failed", error=type(exc).__name__)
             self._refreshed_at = time.monotonic()
+            self.version += 1
 
     async def _refresh(self) -> None:
         if self._totals is None:
@@ -131,6 +134,7 @@ class DatabaseCollector(Collector):
             )
         self._totals = fresh
         self._generation += 1
+        self.version += 1
         self._full_at = started
 
     async def _advance(self) -> None:
@@ -231,7 +235,11 @@ class DatabaseCollector(Collector):
 
 
 class ApiMetrics:
-    """One registry per app, so several apps (tests) never share counters."""
+    """One registry per app, so several apps (tests) never share counters.
+
+    ``registry`` holds the HTTP metrics, which change with every request. The database collector's text changes
+    only when it refreshes (every ``cache_seconds`` at most), so it is rendered then and reused by the scrapes
+    in between."""
 
     def __init__(self, engine: AsyncEngine, settings: Settings, **collector_options: float):
         self.registry = CollectorRegistry(auto_describe=False)
@@ -244,7 +252,9 @@ class ApiMetrics:
             registry=self.registry,
         )
         self.database = DatabaseCollector(engine, settings, **collector_options)
-        self.registry.register(self.database)
+        self._exposition = TextExposition()
+        self._database_text = b""
+        self._database_text_version = -1
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         labels = (method, route, str(status))
@@ -253,4 +263,8 @@ class ApiMetrics:
 
     async def render(self) -> bytes:
         await self.database.refresh()
-        return generate_latest(self.registry)
+        version = self.database.version
+        if version != self._database_text_version:
+            self._database_text = self._exposition.render(self.database)
+            self._database_text_version = version
+        return self._exposition.render(self.registry) + self._database_text

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -21,10 +21,11 @@ from sqlalchemy import (
     ColumnElement,
     DateTime,
     Integer,
-    Numeric,
     Select,
     String,
+    Text,
     bindparam,
+    cast,
     func,
     literal,
     select,
@@ -36,8 +37,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.sql.sqltypes import Enum
 
+from backend.app.db.driver import fetch_one, fetch_rows
 from backend.app.db.migrations import current_revision, head_revision
-from backend.app.db.types import ExactDecimal, UTCDateTime
+from backend.app.db.types import ExactDecimal, FixedPointText, UTCDateTime
 from backend.app.models import (
     AIDecisionRow,
     BotConfigRow,
@@ -82,7 +84,7 @@ class Cursor:
 
 @dataclass(slots=True)
 class Page:
-    rows: list[Any]  # Core rows (attribute access by column name), cheaper than ORM objects for read-only lists
+    rows: Sequence[Any]  # Core rows, or driver records for ``trade_page``: cheaper than ORM objects to serialise
     limit: int
     next_cursor: str | None
     total: int | None = None
@@ -119,16 +121,15 @@ async def _paged(
             tuple_(created, row_id) < tuple_(literal(cursor.created_at, UTCDateTime()), literal(cursor.id))
         )
     rows = list(await connection.execute(ordered.limit(paging.limit + 1)))
-    return _page(rows, paging, created.key, row_id.key, total)
+    return _page(rows, paging, lambda row: Cursor(getattr(row, created.key), getattr(row, row_id.key)), total)
 
 
-def _page(rows: list[Any], paging: Paging, created_key: str, id_key: str, total: int | None = None) -> Page:
+def _page(rows: Sequence[Any], paging: Paging, cursor_of: Callable[[Any], Cursor], total: int | None = None) -> Page:
     """The page from up to ``limit + 1`` rows (one more than asked tells whether a next page exists)."""
     next_cursor = None
     if len(rows) > paging.limit:
         rows = rows[: paging.limit]
-        last = rows[-1]
-        next_cursor = Cursor(getattr(last, created_key), getattr(last, id_key)).encode()
+        next_cursor = cursor_of(rows[-1]).encode()
     if paging.skip is None:
         return Page(rows, paging.limit, next_cursor)
     return Page(rows, paging.limit, next_cursor, total, paging.skip // paging.limit + 1, paging.limit)
@@ -179,20 +180,21 @@ async def list_trades(connection: AsyncConnection, filters: TradeFilter, paging:
     return await _paged(connection, query, TradeRow.created_at, TradeRow.id, paging)
 
 
-def _served_columns(table: Any, names: Iterable[str], dialect: str) -> list[ColumnElement[Any]]:
-    """``names`` of ``table``; on PostgreSQL read as the driver returns them, skipping the per-value Python
-    result processing of the column types (asyncpg already gives ``Decimal`` with the column's scale, UTC-aware
-    datetimes for ``timestamptz``, and enum columns are VARCHAR): the values serialise to the same JSON."""
+def served_columns(table: Any, names: Iterable[str], dialect: str) -> list[ColumnElement[Any]]:
+    """``names`` of ``table`` as the API serves them, with no per-value work in Python on PostgreSQL (where
+    ``driver.fetch_rows`` skips SQLAlchemy's result processing): money as fixed-point text (NUMERIC's own text
+    form there; ``FixedPointText`` on SQLite), ``timestamptz`` as the UTC-aware datetime asyncpg returns, enum
+    columns as the plain strings they are stored as."""
     columns: list[ColumnElement[Any]] = []
     for name in names:
         column = table.c[name]
-        if dialect == "postgresql":
-            if isinstance(column.type, ExactDecimal):
-                column = type_coerce(column, Numeric(asdecimal=True)).label(name)
-            elif isinstance(column.type, UTCDateTime):
-                column = type_coerce(column, DateTime(timezone=True)).label(name)
-            elif isinstance(column.type, Enum):
-                column = type_coerce(column, String()).label(name)
+        if isinstance(column.type, ExactDecimal):
+            money = cast(column, Text) if dialect == "postgresql" else type_coerce(column, FixedPointText())
+            column = money.label(name)
+        elif dialect == "postgresql" and isinstance(column.type, UTCDateTime):
+            column = type_coerce(column, DateTime(timezone=True)).label(name)
+        elif dialect == "postgresql" and isinstance(column.type, Enum):
+            column = type_coerce(column, String()).label(name)
         columns.append(column)
     return columns
 
@@ -209,7 +211,7 @@ def _keyset_trade_query(shape: tuple[Any, ...]) -> Select[Any]:
         return query
     columns, dialect, equals, has_from, has_to, has_cursor = shape
     table = TradeRow.__table__
-    query = select(*_served_columns(table, columns, dialect))
+    query = select(*served_columns(table, columns, dialect))
     for name in equals:
         query = query.where(table.c[name] == bindparam(name))
     if has_from:
@@ -228,10 +230,10 @@ async def trade_page(
     connection: AsyncConnection, filters: TradeFilter, paging: Paging, columns: tuple[str, ...]
 ) -> Page:
     """``list_trades`` for serialising only: the rows hold ``columns`` (which must include ``created_at`` and
-    ``id``); on PostgreSQL enum columns are plain strings rather than enum members."""
+    ``id``) as ``served_columns`` gives them. Keyset pages run on the driver (``driver.fetch_rows``)."""
     dialect = connection.dialect.name
-    if paging.skip is not None or (paging.cursor is None and paging.skip is not None):
-        query = select(*_served_columns(TradeRow.__table__, columns, dialect)).where(*filters.conditions())
+    if paging.skip is not None:
+        query = select(*served_columns(TradeRow.__table__, columns, dialect)).where(*filters.conditions())
         return await _paged(connection, query, TradeRow.created_at, TradeRow.id, paging)
     _check_range(filters.from_date, filters.to_date)
     parameters: dict[str, Any] = {"limit": paging.limit + 1}
@@ -253,8 +255,9 @@ async def trade_page(
         filters.to_date is not None,
         paging.cursor is not None,
     )
-    rows = list(await connection.execute(_keyset_trade_query(shape), parameters))
-    return _page(rows, paging, "created_at", "id")
+    rows = await fetch_rows(connection, _keyset_trade_query(shape), parameters)
+    created_at, row_id = columns.index("created_at"), columns.index("id")
+    return _page(rows, paging, lambda row: Cursor(row[created_at], row[row_id]))
 
 
 async def get_trade(connection: AsyncConnection, trade_id: str) -> Row[Any] | None:
@@ -495,7 +498,7 @@ class SafeMode:
 
 @dataclass(slots=True)
 class BotStatusData:
-    heartbeat: Any | None  # a bot_state row (attribute access by column name), None if never written
+    heartbeat: Any | None  # bot_state columns by attribute (``driver.fetch_one``), None if never written
     desired_state: DesiredState
     risk: SafeMode | None  # from risk_state of the trading mode, None without a row
 
@@ -524,8 +527,7 @@ _BOT_STATUS_QUERY = _build_bot_status_query()
 
 async def bot_status(connection: AsyncConnection, instance_name: str, mode: TradingMode) -> BotStatusData:
     """Heartbeat, desired state and safe mode in one round trip (left joins on a one-row anchor)."""
-    parameters = {"instance_name": instance_name, "mode": mode}
-    row = (await connection.execute(_BOT_STATUS_QUERY, parameters)).one()
+    row = await fetch_one(connection, _BOT_STATUS_QUERY, {"instance_name": instance_name, "mode": mode})
     safe_mode = (
         SafeMode(bool(row.risk_safe_mode), row.risk_safe_mode_reason, row.risk_safe_mode_since)
         if row.risk_id is not None
