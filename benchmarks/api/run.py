@@ -256,7 +256,7 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--deep-offset", type=int, default=900_000)
-    parser.add_argument("--pool-size", type=int, default=8, help="DB_POOL_SIZE of each worker")
+    parser.add_argument("--pool-size", type=int, default=4, help="DB_POOL_SIZE of each worker")
     parser.add_argument("--keep-db", action="store_true")
     parser.add_argument("--install-wrk", action="store_true", help="apt-get install -y wrk when it is missing")
     args = parser.parse_args()

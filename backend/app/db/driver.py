@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import Compiled
@@ -71,11 +72,9 @@ class _Named:
 
 
 async def fetch_one(connection: AsyncConnection, statement: ClauseElement, parameters: Mapping[str, Any]) -> Any:
-    """The one row of ``statement``, its columns read by attribute (``row.state``); raises if there is not exactly
-    one."""
-    if connection.dialect.driver != "asyncpg":
-        return (await connection.execute(statement, parameters)).one()  # type: ignore[call-overload]
-    rows = await _driver_fetch(connection, statement, parameters)
+    """The one row of ``statement``, its columns read by attribute (``row.state``); ``LookupError`` unless there is
+    exactly one."""
+    rows = await fetch_rows(connection, statement, parameters)
     if len(rows) != 1:
         raise LookupError(f"expected one row, got {len(rows)}")
-    return _Named(rows[0])
+    return rows[0] if isinstance(rows[0], Row) else _Named(rows[0])
