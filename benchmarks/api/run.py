@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
+import timeit
 import urllib.request
 import uuid
 from dataclasses import asdict, dataclass
@@ -248,6 +249,12 @@ def _describe_machine() -> dict[str, Any]:
     return {"cpus": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine()}
 
 
+def cpu_probe_ms() -> float:
+    """Best of 5 of ``sum(range(10**7))``: how fast this (shared, virtual) CPU is right now. Runs on different
+    days, or on a host whose neighbours are busy, differ by this factor before any code does."""
+    return round(min(timeit.repeat("sum(range(10**7))", number=1, repeat=5)) * 1000, 1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -266,6 +273,8 @@ def main() -> None:
             raise SystemExit("wrk not found: install it (apt-get install -y wrk) or pass --install-wrk")
         subprocess.run(["apt-get", "install", "-y", "wrk"], check=True)
 
+    probe_before = cpu_probe_ms()
+    print(f"CPU probe: sum(range(10**7)) in {probe_before} ms", flush=True)
     name = f"bench_api_{uuid.uuid4().hex[:8]}"
     url = make_url(SERVER_URL).set(database=name).render_as_string(hide_password=False)
     asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
@@ -302,6 +311,7 @@ def main() -> None:
             asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     report = {
         "machine": _describe_machine(),
+        "cpu_probe_ms": {"before": probe_before, "after": cpu_probe_ms()},
         "rows": args.rows,
         "load_seconds": round(load_seconds, 1),
         "duration_seconds": args.duration,
