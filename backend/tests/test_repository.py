@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from backend.app.db.lock import SchedulerLock
-from backend.app.db.repositories.bot import BotRepository
+from backend.app.db.repositories.bot import BotRepository, ConfigWrite
 from backend.app.db.repositories.trading import SqlTradingRepository
 from backend.app.models import SystemLogRow, TradeRow
 from src.api.interfaces import OrderType, Side
@@ -127,6 +127,35 @@ async def test_desired_state_defaults_to_running_and_control_is_audited(db_sessi
         ("bot.control stop", "telegram:42"),
     ]
     assert [(a.context["previous"], a.context["value"]) for a in audits] == [(None, "paused"), ("paused", "stopped")]
+
+
+async def test_several_config_keys_are_written_all_or_none(db_sessions: Sessions) -> None:
+    # Given a key already set
+    bot = BotRepository(db_sessions)
+    await bot.set_config("trade.max_position_pct", 10, updated_by="api-key")
+    # When two keys are written together and the second cannot be stored (its audit context is not JSON)
+    writes = [
+        ConfigWrite("trade.max_position_pct", 20, audit="max position 10 -> 20"),
+        ConfigWrite("trade.min_confidence", 70, audit="min confidence -> 70", audit_context={"bad": object()}),
+    ]
+    with pytest.raises(Exception, match="JSON serializable"):
+        await bot.set_configs(writes, updated_by="api-key")
+    # Then neither key nor any audit row was written
+    assert await bot.get_config("trade.max_position_pct") == 10
+    assert await bot.get_config("trade.min_confidence") is None
+    async with db_sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(SystemLogRow)) == 0
+
+    # When the same keys are written with storable values, both are, each with its audit row
+    writes[1] = ConfigWrite("trade.min_confidence", 70, audit="min confidence -> 70")
+    await bot.set_configs(writes, updated_by="api-key")
+    assert (await bot.get_config("trade.max_position_pct"), await bot.get_config("trade.min_confidence")) == (20, 70)
+    async with db_sessions() as session:
+        audits = list(await session.scalars(select(SystemLogRow).order_by(SystemLogRow.id)))
+    assert [(a.context["key"], a.context["previous"], a.context["value"]) for a in audits] == [
+        ("trade.max_position_pct", 10, 20),
+        ("trade.min_confidence", None, 70),
+    ]
 
 
 async def test_request_state_is_the_one_audited_control_write(db_sessions: Sessions) -> None:

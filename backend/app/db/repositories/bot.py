@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +22,17 @@ from src.trading.bot_control import (
 )
 
 DESIRED_STATE_DESCRIPTION = "Desired bot state (running | paused | stopped), obeyed by the scheduler"
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigWrite:
+    """One key for ``BotRepository.set_configs``."""
+
+    key: str
+    value: Any
+    description: str | None = None
+    audit: str | None = None
+    audit_context: dict[str, Any] | None = None
 
 
 class BotRepository:
@@ -45,29 +58,44 @@ class BotRepository:
         audit: str | None = None,
         audit_context: dict[str, Any] | None = None,
     ) -> None:
-        """Upsert one key. With ``audit``, an audit row goes to ``system_logs`` in the same transaction,
-        with who, the previous and the new value, and ``audit_context`` (for example the reason)."""
+        """Upsert one key; see ``set_configs``."""
+        await self.set_configs([ConfigWrite(key, value, description, audit, audit_context)], updated_by=updated_by)
+
+    async def set_configs(self, writes: Sequence[ConfigWrite], *, updated_by: str) -> None:
+        """Upsert several keys in one transaction: all are written or none. A write with ``audit`` adds an audit
+        row to ``system_logs`` in the same transaction, with who, the previous and the new value, and its
+        ``audit_context`` (for example the reason). Rows are locked in key order, so two writers of the same
+        keys cannot deadlock."""
+        ordered = sorted(writes, key=lambda write: write.key)
         for attempt in range(2):
             try:
                 async with self._sessions.begin() as session:
-                    row = await session.scalar(select(BotConfigRow).where(BotConfigRow.key == key).with_for_update())
-                    previous = None if row is None else row.value
-                    if row is None:
-                        session.add(BotConfigRow(key=key, value=value, description=description, updated_by=updated_by))
-                    else:
-                        row.value = value
-                        row.updated_by = updated_by
-                        row.updated_at = utcnow()
-                        if description is not None:
-                            row.description = description
-                    if audit is not None:
-                        context = {"key": key, "previous": previous, "value": value, "by": updated_by}
-                        context.update(audit_context or {})
-                        session.add(SystemLogRow(level="info", message=audit, source="control", context=context))
+                    for write in ordered:
+                        await self._upsert(session, write, updated_by)
                 return
             except IntegrityError:
-                if attempt:  # a concurrent writer inserted the key first; the retry updates it
+                if attempt:  # a concurrent writer inserted a key first; the retry updates it
                     raise
+
+    @staticmethod
+    async def _upsert(session: AsyncSession, write: ConfigWrite, updated_by: str) -> None:
+        row = await session.scalar(select(BotConfigRow).where(BotConfigRow.key == write.key).with_for_update())
+        previous = None if row is None else row.value
+        if row is None:
+            session.add(
+                BotConfigRow(key=write.key, value=write.value, description=write.description, updated_by=updated_by)
+            )
+        else:
+            row.value = write.value
+            row.updated_by = updated_by
+            row.updated_at = utcnow()
+            if write.description is not None:
+                row.description = write.description
+        if write.audit is not None:
+            context = {"key": write.key, "previous": previous, "value": write.value, "by": updated_by}
+            context.update(write.audit_context or {})
+            session.add(SystemLogRow(level="info", message=write.audit, source="control", context=context))
+        await session.flush()  # a value the database refuses fails here, before the next key is written
 
     async def request_state(self, action: BotAction, *, by: str, reason: str) -> DesiredState:
         """The one way to control the bot (API and Telegram alike): write the desired state, audited."""

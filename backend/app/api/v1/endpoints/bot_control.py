@@ -21,7 +21,7 @@ from backend.app.api.deps import (
     read_connection,
 )
 from backend.app.db.repositories import queries
-from backend.app.db.repositories.bot import BotRepository
+from backend.app.db.repositories.bot import BotRepository, ConfigWrite
 from backend.app.schemas.bot import (
     BotConfigEntry,
     BotConfigOut,
@@ -188,17 +188,12 @@ async def put_bot_config(
     if errors:
         raise RequestValidationError(errors)
     current = await queries.config_rows(connection, validated)
-    repository = BotRepository(sessions)
+    writes = []
     for key, value in validated.items():
         old = current[key].value if key in current else None
         audit = f"bot config {key}: {old!r} -> {value!r} by {who.name}: {body.reason}"
-        await repository.set_config(
-            key,
-            value,
-            updated_by=who.name,
-            description=RUNTIME_KEYS[key].description,
-            audit=audit,
-            audit_context={"reason": body.reason},
-        )
+        writes.append(ConfigWrite(key, value, RUNTIME_KEYS[key].description, audit, {"reason": body.reason}))
+    await BotRepository(sessions).set_configs(writes, updated_by=who.name)  # all keys or none
+    for key in validated:
         log.info("bot.config_changed", key=key, by=who.name)
     return await _config(connection, settings)
