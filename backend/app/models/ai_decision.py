@@ -21,7 +21,7 @@ class AIDecisionRow(Base):
         CheckConstraint(f"decision IN {_DECISIONS}", name="decision"),
         CheckConstraint(f"final_decision IN {_DECISIONS}", name="final_decision"),
         Index("idx_ai_decisions_symbol", "symbol"),
-        Index("idx_ai_decisions_created_at", "created_at"),
+        Index("idx_ai_decisions_created_at", "created_at", "id"),  # keyset paging (migration 0004)
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

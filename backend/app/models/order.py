@@ -20,7 +20,7 @@ class OrderRow(Base):
     __tablename__ = "orders"
     __table_args__ = (
         CheckConstraint("amount IS NOT NULL OR requested_total IS NOT NULL", name="has_quantity"),
-        Index("ix_orders_created_at", "created_at"),
+        Index("ix_orders_created_at", "created_at", "id"),  # keyset paging (migration 0004)
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

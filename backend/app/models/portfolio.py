@@ -15,7 +15,7 @@ from src.config.settings import TradingMode
 
 class PortfolioSnapshotRow(Base):
     __tablename__ = "portfolio_snapshots"
-    __table_args__ = (Index("ix_portfolio_snapshots_created_at", "created_at"),)
+    __table_args__ = (Index("ix_portfolio_snapshots_created_at", "created_at", "id"),)  # keyset paging (0004)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     total_value_krw: Mapped[Decimal] = mapped_column(ExactDecimal(20, 2))

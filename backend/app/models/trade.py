@@ -20,8 +20,7 @@ class TradeRow(Base):
     __tablename__ = "trades"
     __table_args__ = (
         Index("idx_trades_symbol", "symbol"),
-        Index("idx_trades_created_at", "created_at"),
-        Index("ix_trades_created_at_id", "created_at", "id"),
+        Index("idx_trades_created_at", "created_at", "id"),  # keyset paging (migration 0004)
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
