@@ -3,30 +3,22 @@ second application changes nothing, and reconciliation applies filled orders a c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 
 from src.api.interfaces import Side
-from src.api.paper_exchange import InMemoryPaperAccountStore, PaperExchange
-from src.config.settings import RiskConfig, TradingMode
-from src.data.replay import ReplayMarketSource
+from src.config.settings import RiskConfig
 from src.exceptions import InvalidInput, PositionConflict
 from src.position import PositionService
 from src.risk import InMemoryRiskStore, PositionChange, PositionRecord, PositionStatus
 from src.trading.orders import OrderStatus
 from src.trading.pipeline.memory import InMemoryTradingRepository
-from src.trading.pipeline.positions import ServicePositionBook
 from src.trading.repository import TradeRecord
-from src.trading.service import TradingService
-from tests.fakes.upbit_server import make_candles
-from tests.support.crashes import CrashingBook, ProcessDied
+from tests.support.crashes import ProcessDied
+from tests.support.position_rig import MODE, SYMBOL, Rig, make_rig
 
-MODE = TradingMode.PAPER
-SYMBOL = "KRW-BTC"
-START = datetime(2024, 3, 1, tzinfo=UTC)
 AT = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 D = Decimal
 
@@ -43,34 +35,14 @@ class CrashingRepository(InMemoryTradingRepository):
         await super().record_realized_pnl(pnl_by_trade_id)
 
 
-@dataclass
-class Rig:
-    exchange: PaperExchange
-    repo: CrashingRepository
-    store: InMemoryRiskStore
-    positions: PositionService
-    book: CrashingBook
-    now: datetime
-
-    def service(self) -> TradingService:
-        """A trading service over the same account, orders and positions (a restarted process)."""
-        return TradingService(
-            self.exchange, self.repo, mode=MODE, instance="bot-1", clock=lambda: self.now, positions=self.book
-        )
+InMemoryRig = Rig[CrashingRepository, InMemoryRiskStore]
 
 
-def rig() -> Rig:
-    now = START + timedelta(hours=300)
-    source = ReplayMarketSource(
-        {SYMBOL: {"1h": make_candles(START, 300, "1h", start_price=50_000_000, seed=5)}}, start=now
-    )
-    exchange = PaperExchange(source, InMemoryPaperAccountStore(), clock=lambda: now)
-    store = InMemoryRiskStore()
-    positions = PositionService(store, RiskConfig(), MODE)
-    return Rig(exchange, CrashingRepository(), store, positions, CrashingBook(ServicePositionBook(positions)), now)
+def rig() -> InMemoryRig:
+    return make_rig(CrashingRepository(), InMemoryRiskStore())
 
 
-async def _buy_then_sell(subject: Rig) -> tuple[PositionRecord, list[TradeRecord]]:
+async def _buy_then_sell(subject: InMemoryRig) -> tuple[PositionRecord, list[TradeRecord]]:
     service = subject.service()
     bought = await service.market_buy(SYMBOL, D("1000000"), reason="test", cycle_id=None)
     held = await subject.positions.get(SYMBOL)

@@ -4,13 +4,12 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 from alembic import command
-from sqlalchemy import func, select, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from backend.app.db.migrations import alembic_config, upgrade_to_head
@@ -19,58 +18,22 @@ from backend.app.db.repositories.trading import SqlTradingRepository
 from backend.app.db.session import session_factory
 from backend.app.models import PositionFillRow
 from src.api.interfaces import Side
-from src.api.paper_exchange import InMemoryPaperAccountStore, PaperExchange
 from src.config.settings import RiskConfig, TradingMode
-from src.data.replay import ReplayMarketSource
 from src.exceptions import PositionConflict
 from src.position import PositionService
 from src.risk import PositionChange, PositionRecord, PositionStatus
 from src.trading.orders import OrderStatus
-from src.trading.pipeline.positions import ServicePositionBook
-from src.trading.service import TradingService
-from tests.fakes.upbit_server import make_candles
-from tests.support.crashes import CrashingBook, ProcessDied
+from tests.support.crashes import ProcessDied
+from tests.support.position_rig import MODE, SYMBOL, Rig, make_rig
+from tests.support.rows import count_rows
 
 Sessions = async_sessionmaker[AsyncSession]
-MODE = TradingMode.PAPER
-SYMBOL = "KRW-BTC"
-START = datetime(2024, 3, 1, tzinfo=UTC)
 AT = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 D = Decimal
 
 
-@dataclass
-class Rig:
-    exchange: PaperExchange
-    repo: SqlTradingRepository
-    store: SqlRiskStore
-    positions: PositionService
-    book: CrashingBook
-    now: datetime
-
-    def service(self) -> TradingService:
-        """A trading service over the same account and database (a restarted process)."""
-        return TradingService(
-            self.exchange, self.repo, mode=MODE, instance="bot-1", clock=lambda: self.now, positions=self.book
-        )
-
-
-def rig(sessions: Sessions) -> Rig:
-    now = START + timedelta(hours=300)
-    source = ReplayMarketSource(
-        {SYMBOL: {"1h": make_candles(START, 300, "1h", start_price=50_000_000, seed=5)}}, start=now
-    )
-    exchange = PaperExchange(source, InMemoryPaperAccountStore(), clock=lambda: now)
-    store = SqlRiskStore(sessions)
-    positions = PositionService(store, RiskConfig(), MODE)
-    return Rig(
-        exchange, SqlTradingRepository(sessions), store, positions, CrashingBook(ServicePositionBook(positions)), now
-    )
-
-
-async def _markers(sessions: Sessions) -> int:
-    async with sessions() as session:
-        return int(await session.scalar(select(func.count()).select_from(PositionFillRow)) or 0)
+def rig(sessions: Sessions) -> Rig[SqlTradingRepository, SqlRiskStore]:
+    return make_rig(SqlTradingRepository(sessions), SqlRiskStore(sessions))
 
 
 # --- the store ------------------------------------------------------------------------------------------
@@ -93,7 +56,7 @@ async def test_applying_an_order_twice_changes_the_position_once(db_sessions: Se
     assert again_sell.realized_pnl == first.realized_pnl == D("98950")
     [position] = await service.open_positions()
     assert (position.amount, position.entry_fee, position.realized_pnl) == (D("0.01"), D("500"), D("98950"))
-    assert await _markers(db_sessions) == 2
+    assert await count_rows(db_sessions, PositionFillRow) == 2
     applied = await store.applied_fill("s-1")
     assert applied is not None
     assert applied.position is not None
@@ -112,7 +75,7 @@ async def test_a_replayed_change_through_the_store_itself_is_a_no_op(db_sessions
     assert second.replayed
     assert second.position == first.position
     assert len(await store.list_open_positions(MODE)) == 1
-    assert await _markers(db_sessions) == 1
+    assert await count_rows(db_sessions, PositionFillRow) == 1
 
 
 async def test_a_refused_change_writes_no_marker(db_sessions: Sessions) -> None:
@@ -124,7 +87,7 @@ async def test_a_refused_change_writes_no_marker(db_sessions: Sessions) -> None:
     with pytest.raises(PositionConflict):
         await store.apply_fill(PositionChange("b-2", MODE, AT, held))
     assert await store.applied_fill("b-2") is None
-    assert await _markers(db_sessions) == 0
+    assert await count_rows(db_sessions, PositionFillRow) == 0
 
 
 # --- the trading service: crash after the trades, repaired by reconciliation ----------------------------
@@ -146,7 +109,7 @@ async def test_a_crash_after_settling_a_buy_is_repaired_once(db_sessions: Sessio
     [position] = await subject.positions.open_positions()
     assert (position.amount, position.entry_fee) == (order.filled_amount, order.paid_fee)
     assert await subject.repo.list_filled_orders_without_position(MODE) == []
-    assert await _markers(db_sessions) == 1
+    assert await count_rows(db_sessions, PositionFillRow) == 1
 
 
 async def test_buy_then_sell_with_a_crash_after_the_sale_gives_the_same_position_and_pnl(db_sessions: Sessions) -> None:

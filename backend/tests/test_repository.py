@@ -20,6 +20,7 @@ from src.exceptions import SchedulerLockHeld
 from src.trading.bot_control import DESIRED_STATE_KEY, BotAction, DesiredState
 from src.trading.orders import IllegalOrderTransition, OrderStatus
 from src.trading.repository import AIDecisionRecord, CycleRecord, OrderRecord, StageRecord, TradeRecord
+from tests.support.rows import count_rows
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -143,8 +144,7 @@ async def test_several_config_keys_are_written_all_or_none(db_sessions: Sessions
     # Then neither key nor any audit row was written
     assert await bot.get_config("trade.max_position_pct") == 10
     assert await bot.get_config("trade.min_confidence") is None
-    async with db_sessions() as session:
-        assert await session.scalar(select(func.count()).select_from(SystemLogRow)) == 0
+    assert await count_rows(db_sessions, SystemLogRow) == 0
 
     # When the same keys are written with storable values, both are, each with its audit row
     writes[1] = ConfigWrite("trade.min_confidence", 70, audit="min confidence -> 70")

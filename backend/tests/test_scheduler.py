@@ -18,10 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import httpx
-import numpy as np
-import pandas as pd
 import pytest
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from backend.app.core import entrypoints
@@ -46,28 +43,15 @@ from backend.app.models import (
 )
 from backend.app.services.scheduler_metrics import SchedulerMetrics
 from backend.app.services.trading_engine import TradingEngine
-from src.backtesting.strategy import Strategy, StrategySignals
 from src.config.settings import PROJECT_ROOT, SchedulerConfig, Settings, TradingMode, load_settings
 from src.data.replay import ReplayMarketSource
 from src.trading.bot_control import DESIRED_STATE_KEY
 from tests.fakes.upbit_server import make_candles
+from tests.support.rows import count_rows
+from tests.support.strategies import AlwaysBuy
 
 SettingsFactory = Callable[..., Settings]
 START = datetime(2024, 3, 1, tzinfo=UTC)
-
-
-class AlwaysBuy(Strategy):
-    name = "always_buy"
-
-    def generate_signals(self, df: pd.DataFrame) -> StrategySignals:
-        signals = StrategySignals.empty(df.index)
-        signals.buy_signal = np.ones(len(df), dtype=np.bool_)
-        return signals
-
-
-async def count(sessions: async_sessionmaker[AsyncSession], model: type) -> int:
-    async with sessions() as session:
-        return int(await session.scalar(select(func.count()).select_from(model)) or 0)
 
 
 @pytest.fixture
@@ -116,8 +100,8 @@ async def test_paused_bot_places_no_new_orders_and_running_resumes(
 
     await runner.run(JobName.TRADING)
 
-    assert await count(db_sessions, OrderRow) == 0
-    assert await count(db_sessions, AIDecisionRow) == 1
+    assert await count_rows(db_sessions, OrderRow) == 0
+    assert await count_rows(db_sessions, AIDecisionRow) == 1
     heartbeat = await bot.get_heartbeat("test")
     assert heartbeat.state == "paused"
     assert heartbeat.last_run_at is not None
@@ -125,7 +109,7 @@ async def test_paused_bot_places_no_new_orders_and_running_resumes(
     await bot.set_config(DESIRED_STATE_KEY, "running", updated_by="test")
     await runner.run(JobName.TRADING)
 
-    assert await count(db_sessions, OrderRow) == 1
+    assert await count_rows(db_sessions, OrderRow) == 1
     assert (await bot.get_heartbeat("test")).state == "running"
 
 
@@ -138,14 +122,14 @@ async def test_an_operator_reset_request_ends_safe_mode_on_the_next_poll(
     runner = JobRunner(replay_engine, instance="test", metrics=SchedulerMetrics())
     await replay_engine.pipeline.risk.enter_safe_mode(by="breaker", reason="daily loss")
     await runner.run(JobName.TRADING)
-    assert await count(db_sessions, OrderRow) == 0
+    assert await count_rows(db_sessions, OrderRow) == 0
 
     await bot.request_safe_mode_reset(by="api:admin", reason="checked the market")
     await runner.read_desired()
 
     assert not (await replay_engine.pipeline.risk.risk_state()).safe_mode
     await runner.run(JobName.TRADING)
-    assert await count(db_sessions, OrderRow) == 1
+    assert await count_rows(db_sessions, OrderRow) == 1
 
 
 async def test_stopped_bot_skips_trading_and_exits_but_still_snapshots(
@@ -158,8 +142,8 @@ async def test_stopped_bot_skips_trading_and_exits_but_still_snapshots(
     for job in (JobName.TRADING, JobName.POSITIONS, JobName.SNAPSHOT):
         await runner.run(job)
 
-    assert await count(db_sessions, TradingCycleRow) == 0
-    assert await count(db_sessions, PortfolioSnapshotRow) == 1  # the snapshot job still runs
+    assert await count_rows(db_sessions, TradingCycleRow) == 0
+    assert await count_rows(db_sessions, PortfolioSnapshotRow) == 1  # the snapshot job still runs
     assert runner.stats.skipped == {"trading_cycle": 1, "position_check": 1}
     assert (await bot.get_heartbeat("test")).state == "stopped"
 
@@ -200,7 +184,7 @@ async def test_only_one_of_two_schedulers_trades_an_account(
     first.request_stop("test")
     assert await asyncio.wait_for(task, timeout=10) == 0
     assert (await BotRepository(db_sessions).get_heartbeat(config.instance_name)).state == "stopped"
-    assert await count(db_sessions, SchedulerLockRow) == 0
+    assert await count_rows(db_sessions, SchedulerLockRow) == 0
 
 
 # --- replay end to end -----------------------------------------------------------------------------------
@@ -219,12 +203,12 @@ async def test_replay_runs_the_scheduler_jobs_and_writes_everything(
 
     summary = await run_replay(settings, options)
 
-    assert summary.cycles == await count(db_sessions, TradingCycleRow) == 8
+    assert summary.cycles == await count_rows(db_sessions, TradingCycleRow) == 8
     assert summary.cycle_errors == 0
     assert summary.decisions == {"rules": 8}
-    assert summary.trades == await count(db_sessions, TradeRow) >= 1
-    assert summary.orders.get("filled", 0) == await count(db_sessions, OrderRow)
-    assert await count(db_sessions, PortfolioSnapshotRow) == 8  # one per cycle; the hourly job adds none
+    assert summary.trades == await count_rows(db_sessions, TradeRow) >= 1
+    assert summary.orders.get("filled", 0) == await count_rows(db_sessions, OrderRow)
+    assert await count_rows(db_sessions, PortfolioSnapshotRow) == 8  # one per cycle; the hourly job adds none
 
     assert summary.jobs["position_check"] == 4 * 8
     assert summary.final_equity > 0

@@ -8,9 +8,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-import numpy as np
-import pandas as pd
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from backend.app.db.repositories.ai_cache import DatabaseDecisionCache
@@ -30,29 +28,16 @@ from backend.app.services.reporting import build_daily_report
 from backend.app.services.trading_engine import TradingEngine
 from src.ai.models import AIDecision, Decision, DecisionSource
 from src.api.interfaces import Balance, ExchangeOrderState, Order, OrderType, Side
-from src.backtesting.strategy import Strategy, StrategySignals
 from src.config.settings import Settings, TradingMode
 from src.trading.notifier import EventKind, NullNotifier
 from src.trading.orders import OrderStatus
 from src.trading.repository import AIDecisionRecord, OrderRecord, PortfolioSnapshotRecord, TradeRecord
 from tests.fakes.fear_greed_server import FakeFearGreed
 from tests.fakes.upbit_server import FakeUpbit
+from tests.support.rows import count_rows
+from tests.support.strategies import AlwaysBuy
 
 SettingsFactory = Callable[..., Settings]
-
-
-class AlwaysBuy(Strategy):
-    name = "always_buy"
-
-    def generate_signals(self, df: pd.DataFrame) -> StrategySignals:
-        signals = StrategySignals.empty(df.index)
-        signals.buy_signal = np.ones(len(df), dtype=np.bool_)
-        return signals
-
-
-async def count(sessions: async_sessionmaker[AsyncSession], model: type) -> int:
-    async with sessions() as session:
-        return int(await session.scalar(select(func.count()).select_from(model)) or 0)
 
 
 # --- SQL paper account --------------------------------------------------------------------------------
@@ -113,7 +98,7 @@ async def test_database_cache_answers_from_the_stored_decision(db_sessions: asyn
     fresh = AIDecision(Decision.SELL, Decimal("60"), "r", DecisionSource.AI, "m", "c" * 64)
     await cache.put(fresh)
     assert (await cache.get("c" * 64)) == fresh
-    assert await count(db_sessions, AIDecisionRow) == 1  # put writes no second row
+    assert await count_rows(db_sessions, AIDecisionRow) == 1  # put writes no second row
 
 
 async def test_repository_keeps_simulated_order_times_and_realised_pnl(
@@ -184,10 +169,10 @@ async def test_paper_cycle_buys_on_the_fake_upbit_book_and_writes_every_record(
     assert report.error is None
     assert [o.status for o in report.orders] == [OrderStatus.FILLED]
     assert fake_upbit.requests_to("/v1/orders", "POST") == []  # paper: nothing reaches the exchange
-    assert await count(db_sessions, OrderRow) == 1
-    assert await count(db_sessions, TradeRow) >= 1
-    assert await count(db_sessions, TradingCycleRow) == 1
-    assert await count(db_sessions, PositionRow) == 1
+    assert await count_rows(db_sessions, OrderRow) == 1
+    assert await count_rows(db_sessions, TradeRow) >= 1
+    assert await count_rows(db_sessions, TradingCycleRow) == 1
+    assert await count_rows(db_sessions, PositionRow) == 1
     async with db_sessions() as session:
         decision = await session.scalar(select(AIDecisionRow))
         balances = {row.currency: row.balance for row in await session.scalars(select(PaperBalanceRow))}
@@ -198,7 +183,7 @@ async def test_paper_cycle_buys_on_the_fake_upbit_book_and_writes_every_record(
     assert balances["KRW"] < settings.trading.paper_starting_krw
     assert balances["BTC"] > 0
     assert second_snapshot is None  # the cycle ended with a snapshot a moment ago
-    assert await count(db_sessions, PortfolioSnapshotRow) == 1
+    assert await count_rows(db_sessions, PortfolioSnapshotRow) == 1
     assert snapshot_row.positions["KRW-BTC"]["amount"] == str(balances["BTC"])
     assert daily.trades >= 1
     assert daily.buys >= 1

@@ -1,0 +1,52 @@
+"""A trading service over a paper account, a trading repository and a position store, whose position book can
+die mid-fill: the rig of the exactly-once tests, in memory (``tests/``) and on SQL (``backend/tests/``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Generic, TypeVar
+
+from src.api.paper_exchange import InMemoryPaperAccountStore, PaperExchange
+from src.config.settings import RiskConfig, TradingMode
+from src.data.replay import ReplayMarketSource
+from src.position import PositionService
+from src.risk.store import RiskStore
+from src.trading.pipeline.positions import ServicePositionBook
+from src.trading.repository import ITradingRepository
+from src.trading.service import TradingService
+from tests.fakes.upbit_server import make_candles
+from tests.support.crashes import CrashingBook
+
+MODE = TradingMode.PAPER
+SYMBOL = "KRW-BTC"
+START = datetime(2024, 3, 1, tzinfo=UTC)
+
+R = TypeVar("R", bound=ITradingRepository)
+S = TypeVar("S", bound=RiskStore)
+
+
+@dataclass
+class Rig(Generic[R, S]):
+    exchange: PaperExchange
+    repo: R
+    store: S
+    positions: PositionService
+    book: CrashingBook
+    now: datetime
+
+    def service(self) -> TradingService:
+        """A trading service over the same account, orders and positions (a restarted process)."""
+        return TradingService(
+            self.exchange, self.repo, mode=MODE, instance="bot-1", clock=lambda: self.now, positions=self.book
+        )
+
+
+def make_rig(repo: R, store: S) -> Rig[R, S]:
+    now = START + timedelta(hours=300)
+    source = ReplayMarketSource(
+        {SYMBOL: {"1h": make_candles(START, 300, "1h", start_price=50_000_000, seed=5)}}, start=now
+    )
+    exchange = PaperExchange(source, InMemoryPaperAccountStore(), clock=lambda: now)
+    positions = PositionService(store, RiskConfig(), MODE)
+    return Rig(exchange, repo, store, positions, CrashingBook(ServicePositionBook(positions)), now)
