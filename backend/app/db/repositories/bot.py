@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,12 +26,13 @@ DESIRED_STATE_DESCRIPTION = "Desired bot state (running | paused | stopped), obe
 
 @dataclass(frozen=True, slots=True)
 class ConfigWrite:
-    """One key for ``BotRepository.set_configs``."""
+    """One key for ``BotRepository.set_configs``. ``audit`` is the audit message, or makes it from the previous
+    value as read under the row lock."""
 
     key: str
     value: Any
     description: str | None = None
-    audit: str | None = None
+    audit: str | Callable[[Any], str] | None = None
     audit_context: dict[str, Any] | None = None
 
 
@@ -92,9 +93,10 @@ class BotRepository:
             if write.description is not None:
                 row.description = write.description
         if write.audit is not None:
+            message = write.audit if isinstance(write.audit, str) else write.audit(previous)
             context = {"key": write.key, "previous": previous, "value": write.value, "by": updated_by}
             context.update(write.audit_context or {})
-            session.add(SystemLogRow(level="info", message=write.audit, source="control", context=context))
+            session.add(SystemLogRow(level="info", message=message, source="control", context=context))
         await session.flush()  # a value the database refuses fails here, before the next key is written
 
     async def request_state(self, action: BotAction, *, by: str, reason: str) -> DesiredState:

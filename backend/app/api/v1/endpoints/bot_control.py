@@ -4,6 +4,7 @@ settings in ``bot_config`` with an audit line in ``system_logs``; the scheduler 
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -169,6 +170,10 @@ async def get_bot_config(connection: ReadConnection, settings: SettingsDep, _: R
     return await _config(connection, settings)
 
 
+def _config_audit(key: str, value: Any, by: str, reason: str, previous: Any) -> str:
+    return f"bot config {key}: {previous!r} -> {value!r} by {by}: {reason}"
+
+
 @router.put(
     "/config",
     response_model=BotConfigOut,
@@ -187,12 +192,16 @@ async def put_bot_config(
             errors.append({"loc": ("body", "values", key), "msg": exc.message, "type": "value_error"})
     if errors:
         raise RequestValidationError(errors)
-    current = await queries.config_rows(connection, validated)
-    writes = []
-    for key, value in validated.items():
-        old = current[key].value if key in current else None
-        audit = f"bot config {key}: {old!r} -> {value!r} by {who.name}: {body.reason}"
-        writes.append(ConfigWrite(key, value, RUNTIME_KEYS[key].description, audit, {"reason": body.reason}))
+    writes = [
+        ConfigWrite(
+            key,
+            value,
+            RUNTIME_KEYS[key].description,
+            audit=partial(_config_audit, key, value, who.name, body.reason),
+            audit_context={"reason": body.reason},
+        )
+        for key, value in validated.items()
+    ]
     await BotRepository(sessions).set_configs(writes, updated_by=who.name)  # all keys or none
     for key in validated:
         log.info("bot.config_changed", key=key, by=who.name)
