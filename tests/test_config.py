@@ -39,6 +39,7 @@ def test_defaults_are_paper_mode_on_embedded_sqlite() -> None:
         ("DATABASE_URL", "mysql://x", "DATABASE_URL='mysql://x': expected sqlite+aiosqlite"),
         ("SCHEDULER_TRADING_CRON", "hourly", "expected a 5-field cron expression"),
         ("API_CORS_ORIGINS", "*", "'*' is not allowed"),
+        ("API_RATE_LIMIT_REDIS_URL", "127.0.0.1:6379", "expected a redis://, rediss:// or unix:// URL"),
     ],
 )
 def test_invalid_value_names_key_and_expected_form(
@@ -51,6 +52,16 @@ def test_invalid_value_names_key_and_expected_form(
         load_settings(env_file=None)
     assert expected in str(caught.value)
     assert str(caught.value).startswith("Invalid configuration: ")
+
+
+def test_an_invalid_url_with_credentials_is_named_without_its_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a Redis URL with a password but the wrong scheme
+    monkeypatch.setenv("API_RATE_LIMIT_REDIS_URL", "http://:hunter22@redis:6379/0")
+    # When settings load / Then the error names the key and the expected form, never the password
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings(env_file=None)
+    assert "API_RATE_LIMIT_REDIS_URL: expected a redis://" in str(caught.value)
+    assert "hunter22" not in str(caught.value)
 
 
 def test_live_mode_refuses_to_start_without_upbit_keys(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -69,8 +80,15 @@ def test_live_mode_starts_with_both_keys(monkeypatch: pytest.MonkeyPatch) -> Non
     assert "secret-xyz" in settings.secret_values()
 
 
-def test_secret_values_include_database_password(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DATABASE_URL", "postgresql+asyncpg://trader:hunter22@db:5432/trader")
+@pytest.mark.parametrize(
+    ("key", "url"),
+    [
+        ("DATABASE_URL", "postgresql+asyncpg://trader:hunter22@db:5432/trader"),
+        ("API_RATE_LIMIT_REDIS_URL", "redis://:hunter22@redis:6379/0"),
+    ],
+)
+def test_secret_values_include_passwords_inside_urls(monkeypatch: pytest.MonkeyPatch, key: str, url: str) -> None:
+    monkeypatch.setenv(key, url)
     assert "hunter22" in load_settings(env_file=None).secret_values()
 
 

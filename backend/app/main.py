@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 
 from backend.app.api.gate import FairGate
 from backend.app.api.middleware import EdgeMiddleware
+from backend.app.api.rate_limit import rate_limiter_for
 from backend.app.api.system import router as system_router
 from backend.app.api.v1.api import api_router
 from backend.app.core.config import check_api_settings
@@ -70,6 +71,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await ensure_schema_current(app.state.engine)
     except DatabaseNotMigratedError as exc:
         log.error("api.refused_to_start", reason=exc.message)
+        await app.state.rate_limiter.aclose()
         await app.state.engine.dispose()
         raise
     init_sentry(app.state.settings, "api")
@@ -80,6 +82,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await app.state.metrics.database.aclose()
+        await app.state.rate_limiter.aclose()
         await app.state.engine.dispose()
         close_sentry()
 
@@ -105,7 +108,8 @@ def create_app(settings: Settings | None = None, **metrics_options: Any) -> Fast
     app.include_router(system_router)
     app.include_router(api_router)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_middleware(EdgeMiddleware, api=settings.api, metrics=app.state.metrics)
+    app.state.rate_limiter = rate_limiter_for(settings.api, on_fallback=app.state.metrics.rate_limit_fallbacks.inc)
+    app.add_middleware(EdgeMiddleware, api=settings.api, metrics=app.state.metrics, limiter=app.state.rate_limiter)
     if settings.api.cors_origins:
         app.add_middleware(
             CORSMiddleware,

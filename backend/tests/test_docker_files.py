@@ -74,12 +74,16 @@ def test_full_stack_is_valid_with_every_service_healthchecked_and_ordered(tmp_pa
     # Given the full-stack file and an .env derived from .env.example with the three secrets set
     services = _services(FULL_STACK, tmp_path)
     # Then it has the whole stack, and start-up order is enforced by health conditions
-    assert set(services) == {"postgres", "migrate", "api", "scheduler", "prometheus", "grafana"}
-    for name in ("postgres", "api", "scheduler", "prometheus", "grafana"):
+    assert set(services) == {"postgres", "redis", "migrate", "api", "scheduler", "prometheus", "grafana"}
+    for name in ("postgres", "redis", "api", "scheduler", "prometheus", "grafana"):
         assert services[name]["healthcheck"]["test"], name
     assert services["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
-    for name in ("api", "scheduler"):
-        assert services[name]["depends_on"] == {"migrate": {"condition": "service_completed_successfully"}}
+    migrated = {"migrate": {"condition": "service_completed_successfully"}}
+    assert services["scheduler"]["depends_on"] == migrated
+    assert services["api"]["depends_on"] == {**migrated, "redis": {"condition": "service_healthy"}}
+    # And the API counts its rate limit in that Redis, which publishes no port
+    assert services["api"]["environment"]["API_RATE_LIMIT_REDIS_URL"] == "redis://redis:6379/0"
+    assert "ports" not in services["redis"]
     assert services["grafana"]["depends_on"]["prometheus"] == {"condition": "service_healthy"}
     assert any(target == "/var/lib/postgresql/data" for _, target in _volumes(services["postgres"]))
     # And the app services read .env and reach PostgreSQL with the password from it

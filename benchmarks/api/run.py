@@ -7,7 +7,8 @@ Run from the project root (needs PostgreSQL at 127.0.0.1:5432 and ``wrk``; ``--i
 It creates a private database (dropped at the end unless ``--keep-db``), loads it with COPY, starts uvicorn,
 runs wrk against the first page of trades, a deep page by cursor, the bot status and /metrics, measures the
 cost of a /metrics scrape that reads the database, prints a markdown table and writes
-``benchmarks/results/api.json``.
+``benchmarks/results/api.json`` (``--output``). ``--rate-limit-redis redis://127.0.0.1:6379/0`` counts the rate
+limit in that Redis instead of in each worker.
 """
 
 from __future__ import annotations
@@ -132,12 +133,16 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(url: str, workers: int, port: int, pool_size: int) -> subprocess.Popen[bytes]:
+def start_server(
+    url: str, workers: int, port: int, pool_size: int, rate_limit_redis: str | None = None
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "DATABASE_URL": url,
         "API_KEY": API_KEY,
         "API_RATE_LIMIT_PER_MINUTE": "100000000",
+        "API_RATE_LIMIT_REDIS_URL": rate_limit_redis or "",
+        "API_RATE_LIMIT_REDIS_PREFIX": f"bench-{uuid.uuid4().hex[:8]}:",
         "LOG_LEVEL": "WARNING",
         "DB_POOL_SIZE": str(pool_size),  # per worker; no overflow, so no connection churn under load
         "DB_MAX_OVERFLOW": "0",
@@ -264,6 +269,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--deep-offset", type=int, default=900_000)
     parser.add_argument("--pool-size", type=int, default=4, help="DB_POOL_SIZE of each worker")
+    parser.add_argument(
+        "--rate-limit-redis", metavar="URL", help="count the rate limit in this Redis (API_RATE_LIMIT_REDIS_URL)"
+    )
+    parser.add_argument("--output", default="api.json", help="results file name in benchmarks/results/")
     parser.add_argument("--keep-db", action="store_true")
     parser.add_argument("--install-wrk", action="store_true", help="apt-get install -y wrk when it is missing")
     args = parser.parse_args()
@@ -294,7 +303,7 @@ def main() -> None:
         results: list[WrkResult] = []
         for workers in args.workers:
             port = _free_port()
-            server = start_server(url, workers, port, args.pool_size)
+            server = start_server(url, workers, port, args.pool_size, args.rate_limit_redis)
             try:
                 for label, path in targets.items():
                     url_of_target = f"http://127.0.0.1:{port}{path}"
@@ -317,11 +326,12 @@ def main() -> None:
         "duration_seconds": args.duration,
         "wrk_threads": args.threads,
         "pool_size_per_worker": args.pool_size,
+        "rate_limit_store": "redis" if args.rate_limit_redis else "in-process",
         "metrics_scrape": scrape,
         "results": [asdict(result) for result in results],
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "api.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / args.output).write_text(json.dumps(report, indent=2) + "\n")
     print("\n| target | workers | connections | req/s | p50 ms | p90 ms | p99 ms | errors | load avg |")
     print("|---|---|---|---|---|---|---|---|---|")
     for result in results:

@@ -266,9 +266,22 @@ class ApiConfig(_Group):
     public_read: bool = Field(default=False, validation_alias="API_PUBLIC_READ")
     cors_origins: CsvList = Field(default=[], validation_alias="API_CORS_ORIGINS")
     rate_limit_per_minute: int = Field(default=600, ge=1, validation_alias="API_RATE_LIMIT_PER_MINUTE")
+    rate_limit_redis_url: SecretStr | None = Field(default=None, validation_alias="API_RATE_LIMIT_REDIS_URL")
+    rate_limit_redis_prefix: str = Field(
+        default="ai-trader:rate-limit:", min_length=1, max_length=100, validation_alias="API_RATE_LIMIT_REDIS_PREFIX"
+    )
     max_body_bytes: int = Field(default=65536, ge=1024, validation_alias="API_MAX_BODY_BYTES")
 
     _split_origins = field_validator("cors_origins", mode="before")(_split_csv)
+
+    @field_validator("rate_limit_redis_url")
+    @classmethod
+    def _redis_scheme(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is None or not url.get_secret_value():
+            return None
+        if not url.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("expected a redis://, rediss:// or unix:// URL, e.g. redis://127.0.0.1:6379/0")
+        return url
 
     @field_validator("cors_origins")
     @classmethod
@@ -354,6 +367,8 @@ class Settings(BaseModel):
                 if isinstance(value, SecretStr) and value.get_secret_value():
                     secrets.append(value.get_secret_value())
         secrets.extend(_password_in_url(self.database.url))
+        if self.api.rate_limit_redis_url is not None:
+            secrets.extend(_password_in_url(self.api.rate_limit_redis_url.get_secret_value()))
         return secrets
 
     def require_live_keys(self) -> None:
@@ -376,7 +391,8 @@ def _describe(error: dict[str, Any]) -> str:
     if error["type"] == "missing":
         return f"{key}: is required"
     shown = error.get("input")
-    if isinstance(shown, str) and len(shown) <= 60 and "secret" not in key.lower() and "key" not in key.lower():
+    hidden = "secret" in key.lower() or "key" in key.lower() or (isinstance(shown, str) and "@" in shown)  # URL creds
+    if isinstance(shown, str) and len(shown) <= 60 and not hidden:
         return f"{key}={shown!r}: {message}"
     return f"{key}: {message}"
 

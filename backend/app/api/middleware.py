@@ -11,12 +11,11 @@ import json
 import math
 import re
 import time
-from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from backend.app.api.rate_limit import RateLimiter
 from backend.app.core.security import InvalidToken, constant_time_equals, decode_access_token
 from backend.app.services.metrics import ApiMetrics
 from src.config.settings import ApiConfig
@@ -33,43 +32,6 @@ _SECURITY_HEADERS = [
     (b"cache-control", b"no-store"),
 ]
 _CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
-
-
-@dataclass(slots=True)
-class _Bucket:
-    tokens: float
-    updated: float
-
-
-class RateLimiter:
-    """Token bucket per client: ``per_minute`` requests of burst, refilled at ``per_minute`` a minute.
-
-    In-process: with several uvicorn workers each worker keeps its own buckets.
-    """
-
-    def __init__(self, per_minute: int, max_clients: int = 10_000) -> None:
-        self.capacity = float(per_minute)
-        self.rate = per_minute / 60.0
-        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
-        self._max_clients = max_clients
-
-    def acquire(self, client: str, now: float | None = None) -> float:
-        """0 when allowed; otherwise the seconds until a request would be."""
-        now = time.monotonic() if now is None else now
-        bucket = self._buckets.get(client)
-        if bucket is None:
-            bucket = _Bucket(self.capacity, now)
-            self._buckets[client] = bucket
-            if len(self._buckets) > self._max_clients:
-                self._buckets.popitem(last=False)
-        else:
-            self._buckets.move_to_end(client)
-            bucket.tokens = min(self.capacity, bucket.tokens + (now - bucket.updated) * self.rate)
-            bucket.updated = now
-        if bucket.tokens >= 1.0:
-            bucket.tokens -= 1.0
-            return 0.0
-        return (1.0 - bucket.tokens) / self.rate
 
 
 class RouteTemplates:
@@ -106,11 +68,11 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 class EdgeMiddleware:
-    def __init__(self, app: ASGIApp, *, api: ApiConfig, metrics: ApiMetrics) -> None:
+    def __init__(self, app: ASGIApp, *, api: ApiConfig, metrics: ApiMetrics, limiter: RateLimiter) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body = api.max_body_bytes
-        self.limiter = RateLimiter(api.rate_limit_per_minute)
+        self.limiter = limiter
         self._api_key = api.api_key.get_secret_value() if api.api_key else ""
         self._jwt_secret = api.jwt_secret.get_secret_value() if api.jwt_secret else ""
         self._templates: RouteTemplates | None = None
@@ -154,7 +116,7 @@ class EdgeMiddleware:
             return message
 
         try:
-            rejection = self._reject(scope, path)
+            rejection = await self._reject(scope, path)
             if rejection is not None:
                 await _send_json(send_with_headers, *rejection)
             else:
@@ -169,13 +131,13 @@ class EdgeMiddleware:
         finally:
             self.metrics.observe(scope["method"], self._route(scope), status, time.perf_counter() - started)
 
-    def _reject(self, scope: Scope, path: str) -> tuple[int, dict[str, Any], list[tuple[bytes, bytes]]] | None:
+    async def _reject(self, scope: Scope, path: str) -> tuple[int, dict[str, Any], list[tuple[bytes, bytes]]] | None:
         length = _header(scope, b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
             return 413, self._too_large, []
         if path in UNLIMITED_PATHS:
             return None
-        wait = self.limiter.acquire(self._client(scope))
+        wait = await self.limiter.acquire(self._client(scope))
         if wait > 0:
             retry_after = str(max(1, math.ceil(wait))).encode()
             return 429, {"detail": "rate limit exceeded; retry later"}, [(b"retry-after", retry_after)]

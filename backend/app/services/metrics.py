@@ -251,6 +251,11 @@ class ApiMetrics:
             buckets=HTTP_BUCKETS,
             registry=self.registry,
         )
+        self.rate_limit_fallbacks = Counter(
+            "api_rate_limit_fallbacks",
+            "Rate-limit decisions taken in process because the shared store (Redis) did not answer",
+            registry=self.registry,
+        )
         self.database = DatabaseCollector(engine, settings, **collector_options)
         self._exposition = TextExposition()
         self._database_text = b""
