@@ -40,6 +40,7 @@ def test_defaults_are_paper_mode_on_embedded_sqlite() -> None:
         ("SCHEDULER_TRADING_CRON", "hourly", "expected a 5-field cron expression"),
         ("API_CORS_ORIGINS", "*", "'*' is not allowed"),
         ("API_RATE_LIMIT_REDIS_URL", "127.0.0.1:6379", "expected a redis://, rediss:// or unix:// URL"),
+        ("API_RATE_LIMIT_REDIS_URL", "redis://redis:63a9/0", "expected a redis://, rediss:// or unix:// URL"),
     ],
 )
 def test_invalid_value_names_key_and_expected_form(

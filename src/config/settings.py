@@ -13,6 +13,7 @@ from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -279,8 +280,14 @@ class ApiConfig(_Group):
     def _redis_scheme(cls, url: SecretStr | None) -> SecretStr | None:
         if url is None or not url.get_secret_value():
             return None
-        if not url.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("expected a redis://, rediss:// or unix:// URL, e.g. redis://127.0.0.1:6379/0")
+        expected = "expected a redis://, rediss:// or unix:// URL, e.g. redis://127.0.0.1:6379/0"
+        try:
+            parts = urlsplit(url.get_secret_value())
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            raise ValueError(expected) from None
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(expected)
         return url
 
     @field_validator("cors_origins")
@@ -368,7 +375,8 @@ class Settings(BaseModel):
                     secrets.append(value.get_secret_value())
         secrets.extend(_password_in_url(self.database.url))
         if self.api.rate_limit_redis_url is not None:
-            secrets.extend(_password_in_url(self.api.rate_limit_redis_url.get_secret_value()))
+            redis_password = urlsplit(self.api.rate_limit_redis_url.get_secret_value()).password
+            secrets.extend([redis_password] if redis_password else [])
         return secrets
 
     def require_live_keys(self) -> None:
