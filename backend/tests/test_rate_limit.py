@@ -171,4 +171,3 @@ async def test_the_limiter_uses_redis_again_once_it_answers(redis_server: RedisS
         assert fallbacks == [1]
     finally:
         await shared.aclose()
-
