@@ -87,7 +87,6 @@ class InvalidInput(TradingSystemError):
     """A caller passed arguments that cannot be right (e.g. a sell sized in KRW); the message names them."""
 
 
-
 class PositionConflict(TradingSystemError):
     """The stored positions disagree with the requested change (e.g. a second open position for a symbol)."""
 

@@ -313,7 +313,7 @@ class InMemoryRiskStore:
         if earlier is not None:
             return earlier
         position = change.position
-        stored: PositionRecord | None = None
+        stored: PositionRecord | None
         if position is None:
             stored = None
         elif position.id is None:
