@@ -28,6 +28,9 @@ class CrashingRepository(InMemoryTradingRepository):
 
     crash_on_pnl = False
 
+    def arm_crash(self) -> None:
+        self.crash_on_pnl = True
+
     async def record_realized_pnl(self, pnl_by_trade_id: dict[str, Decimal]) -> None:
         if self.crash_on_pnl:
             self.crash_on_pnl = False
@@ -147,13 +150,7 @@ async def test_a_crash_after_the_sell_settled_is_repaired_with_the_same_pnl() ->
     reference, reference_sells = await _buy_then_sell(rig())
     # Given the same buy, then a sell whose process died before the position was told
     subject = rig()
-    service = subject.service()
-    await service.market_buy(SYMBOL, D("1000000"), reason="test", cycle_id=None)
-    held = await subject.positions.get(SYMBOL)
-    assert held is not None
-    subject.book.crash_before_apply = True
-    with pytest.raises(ProcessDied):
-        await service.market_sell(SYMBOL, held.amount, reason="exit: take_profit", cycle_id=None)
+    held = await subject.buy_then_die_selling(subject.book.arm_crash, reason="exit: take_profit")
     assert [p.amount for p in await subject.positions.open_positions()] == [held.amount]
     # When a restarted service reconciles twice
     await subject.service().reconcile()
@@ -173,13 +170,7 @@ async def test_a_crash_after_the_sell_settled_is_repaired_with_the_same_pnl() ->
 async def test_a_crash_between_the_position_and_the_pnl_write_is_repaired_without_a_second_change() -> None:
     # Given a sell whose position was closed (marker written) but whose P&L never reached its trades
     subject = rig()
-    service = subject.service()
-    await service.market_buy(SYMBOL, D("1000000"), reason="test", cycle_id=None)
-    held = await subject.positions.get(SYMBOL)
-    assert held is not None
-    subject.repo.crash_on_pnl = True
-    with pytest.raises(ProcessDied):
-        await service.market_sell(SYMBOL, held.amount, reason="exit: stop_loss", cycle_id=None)
+    await subject.buy_then_die_selling(subject.repo.arm_crash, reason="exit: stop_loss")
     [closed] = await subject.store.list_closed_positions(MODE)
     sells = [t for t in subject.repo.trades.values() if t.side is Side.SELL]
     assert all(t.realized_pnl is None for t in sells)

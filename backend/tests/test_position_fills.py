@@ -115,13 +115,7 @@ async def test_a_crash_after_settling_a_buy_is_repaired_once(db_sessions: Sessio
 async def test_buy_then_sell_with_a_crash_after_the_sale_gives_the_same_position_and_pnl(db_sessions: Sessions) -> None:
     # Given a buy and a sale of the whole position whose process died before the position was told
     subject = rig(db_sessions)
-    service = subject.service()
-    await service.market_buy(SYMBOL, D("1000000"), reason="test", cycle_id=None)
-    held = await subject.positions.get(SYMBOL)
-    assert held is not None
-    subject.book.crash_before_apply = True
-    with pytest.raises(ProcessDied):
-        await service.market_sell(SYMBOL, held.amount, reason="exit: take_profit", cycle_id=None)
+    held = await subject.buy_then_die_selling(subject.book.arm_crash, reason="exit: take_profit")
     assert [p.amount for p in await subject.positions.open_positions()] == [held.amount]
     # When a restarted service reconciles twice
     await subject.service().reconcile()

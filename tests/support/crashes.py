@@ -20,6 +20,9 @@ class CrashingBook:
         self.book = book
         self.crash_before_apply = False
 
+    def arm_crash(self) -> None:
+        self.crash_before_apply = True
+
     async def on_fill(
         self,
         order: OrderRecord,

@@ -3,20 +3,24 @@ die mid-fill: the rig of the exactly-once tests, in memory (``tests/``) and on S
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Generic, TypeVar
+
+import pytest
 
 from src.api.paper_exchange import InMemoryPaperAccountStore, PaperExchange
 from src.config.settings import RiskConfig, TradingMode
 from src.data.replay import ReplayMarketSource
 from src.position import PositionService
-from src.risk.store import RiskStore
+from src.risk.store import PositionRecord, RiskStore
 from src.trading.pipeline.positions import ServicePositionBook
 from src.trading.repository import ITradingRepository
 from src.trading.service import TradingService
 from tests.fakes.upbit_server import make_candles
-from tests.support.crashes import CrashingBook
+from tests.support.crashes import CrashingBook, ProcessDied
 
 MODE = TradingMode.PAPER
 SYMBOL = "KRW-BTC"
@@ -40,6 +44,18 @@ class Rig(Generic[R, S]):
         return TradingService(
             self.exchange, self.repo, mode=MODE, instance="bot-1", clock=lambda: self.now, positions=self.book
         )
+
+    async def buy_then_die_selling(self, arm_crash: Callable[[], None], reason: str) -> PositionRecord:
+        """Buy for 1,000,000 KRW, then sell the whole position with ``arm_crash`` armed, so that the process dies
+        during the sale; returns the position as it was held before the sale."""
+        service = self.service()
+        await service.market_buy(SYMBOL, Decimal("1000000"), reason="test", cycle_id=None)
+        held = await self.positions.get(SYMBOL)
+        assert held is not None
+        arm_crash()
+        with pytest.raises(ProcessDied):
+            await service.market_sell(SYMBOL, held.amount, reason=reason, cycle_id=None)
+        return held
 
 
 def make_rig(repo: R, store: S) -> Rig[R, S]:
