@@ -120,6 +120,7 @@ class JobRunner:
         self.schedule = schedule
         self.work_lock = asyncio.Lock()
         self.desired = DesiredState.RUNNING
+        self.handled_reset_at: datetime | None = None  # the reset request last handled (it stays in bot_config)
         self.state = BotState.STARTING
         self.stopping = False
         self.started_at = datetime.now(UTC)
@@ -153,13 +154,14 @@ class JobRunner:
         """An operator's reset request ends safe mode once; a request older than the safe mode is ignored."""
         try:
             request = await self.bot.safe_mode_reset_request()
-            if request is None:
+            if request is None or request[2] == self.handled_reset_at:
                 return
             by, reason, requested_at = request
             event = await self.engine.pipeline.risk.reset_safe_mode(by, reason, requested_at=requested_at)
         except Exception as exc:  # the database may be restarting; the next poll tries again
             log.warning("control.safe_mode_reset_failed", error=str(exc))
             return
+        self.handled_reset_at = requested_at
         if event is not None:
             log.warning("risk.safe_mode_reset", by=by, reason=reason)
             self.engine.notifier.notify(event)
