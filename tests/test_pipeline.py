@@ -123,7 +123,7 @@ def build(
     store = InMemoryPaperAccountStore()
     exchange = PaperExchange.from_settings(settings, source, store, clock=source.now)
     repo = InMemoryTradingRepository()
-    risk_store = InMemoryRiskStore()
+    risk_store = InMemoryRiskStore(orders=repo)
     risk_config = risk_config or settings.risk
     risk = RiskManager(risk_config, risk_store, TradingMode.PAPER, source.now, fee_rate=settings.trading.fee_rate)
     positions = PositionService(risk_store, risk_config, TradingMode.PAPER)
@@ -404,10 +404,10 @@ RELAXED = {"VALIDATOR_MAX_RSI": "100", "VALIDATOR_MAX_ATR_PCT": "100", "VALIDATO
 @pytest.mark.parametrize(
     ("env", "expected"),
     [
-        ({"MAX_POSITION_PCT": "15"}, ("max_position_pct", "min_order")),
+        ({"MAX_POSITION_PCT": "15"}, ("max_position_pct", "min_add")),
         (
             {"POSITION_FRACTION_PCT": "100", "MAX_POSITION_PCT": "100", "CASH_RESERVE_PCT": "50"},
-            ("cash_reserve", "min_order"),
+            ("cash_reserve", "min_add"),
         ),
     ],
     ids=["max_position_pct", "cash_reserve"],
@@ -415,8 +415,9 @@ RELAXED = {"VALIDATOR_MAX_RSI": "100", "VALIDATOR_MAX_ATR_PCT": "100", "VALIDATO
 async def test_position_size_and_cash_reserve_rules_veto_a_second_ai_buy(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: tuple[str, ...]
 ) -> None:
-    """Given a first AI buy filled up to the limit, when the adviser says buy again, the rule refuses it."""
-    for name, value in {**RELAXED, **env}.items():
+    """Given a first AI buy filled up to the limit (top-ups from 5,000 KRW allowed), when the adviser says buy
+    again, the rule refuses it."""
+    for name, value in {**RELAXED, "RISK_ALLOW_ADD_TO_POSITION": "true", "RISK_MIN_ADD_KRW": "5000", **env}.items():
         monkeypatch.setenv(name, value)
     rig = build(settings, ai=ScriptedAI(Decision.BUY, "90"), risk_config=RiskConfig(_env_file=None))
     [first] = await rig.pipeline.run_cycle()

@@ -120,12 +120,12 @@ async def test_at_most_three_positions(open_count: int, allowed: bool) -> None:
 
 
 async def test_adding_to_a_held_position_needs_no_free_slot() -> None:
-    # Given 3 open positions, one of them in BTC worth 1,000,000 of 10,000,000 equity
+    # Given 3 open positions, one of them in BTC worth 1,000,000 of 10,000,000 equity, adding allowed
     store = InMemoryRiskStore()
     await store.open_position(_position())
     portfolio = PortfolioView.of(D("7000000"), {"KRW-BTC": D("1000000"), "KRW-ETH": D("2000000")}, 3)
     # When more BTC is evaluated
-    verdict = await _risk(store).evaluate_entry("KRW-BTC", portfolio, NOW)
+    verdict = await _risk(store, RISK_ALLOW_ADD_TO_POSITION=True).evaluate_entry("KRW-BTC", portfolio, NOW)
     # Then it is allowed, up to the cap minus what is already held
     assert verdict.allowed
     assert verdict.max_krw == D("3000000")
@@ -136,15 +136,16 @@ async def test_adding_to_a_held_position_needs_no_free_slot() -> None:
     [("3990000", True, "10000"), ("3995001", False, "0"), ("4000000", False, "0")],
 )
 async def test_per_coin_cap_counts_the_existing_holding(held: str, allowed: bool, max_krw: str) -> None:
-    # Given BTC worth `held` out of 10,000,000 equity (cap 40% = 4,000,000)
+    # Given BTC worth `held` out of 10,000,000 equity (cap 40% = 4,000,000), top-ups from 5,000 KRW allowed
     portfolio = PortfolioView.of(D("10000000") - D(held), {"KRW-BTC": D(held)}, 1)
     # When more BTC is evaluated
-    verdict = await _risk().evaluate_entry("KRW-BTC", portfolio, NOW)
+    risk = _risk(RISK_ALLOW_ADD_TO_POSITION=True, RISK_MIN_ADD_KRW="5000")
+    verdict = await risk.evaluate_entry("KRW-BTC", portfolio, NOW)
     # Then the room is cap - holding; below the 5,000 KRW minimum order (or none) it is refused
     assert verdict.allowed is allowed
     assert verdict.max_krw == D(max_krw)
     if held == "3995001":
-        assert verdict.blocked_by(EntryRule.MIN_ORDER)
+        assert verdict.blocked_by(EntryRule.MIN_ADD)
     if held == "4000000":
         assert verdict.blocked_by(EntryRule.MAX_POSITION_PCT)
 

@@ -21,14 +21,15 @@ from src.trading.signal_analyzer import SignalAnalyzer
 
 RULES_SOURCE = "rules"  # the rule strategy decided (AI unavailable)
 FILTER_SOURCE = "filter"  # the quick filter failed, the adviser was not asked
+RISK_VETO = "risk"  # prefix of an override reason: a risk rule (or the paused bot) refused the buy
 
 
 @dataclass(slots=True)
 class Analysis:
     """The decision of one cycle for one symbol and what it rests on (stored in ``ai_decisions``)."""
 
-    decision: Decision  # what the adviser (or the rules) said
-    final_decision: Decision  # after the validator and liquidity
+    decision: Decision  # what the adviser (or the rules) proposed
+    final_decision: Decision  # after the validator, the risk rules and liquidity: what is done and counted
     source: str  # ai | cache | fallback | disabled | rules | filter
     reason: str
     confidence: Decimal | None = None
@@ -41,6 +42,11 @@ class Analysis:
     override_reasons: list[str] = field(default_factory=list)
     liquidity: LiquidityAssessment | None = None
     ai_disabled_reason: str | None = None
+
+    @property
+    def risk_vetoed(self) -> bool:
+        """A buy the risk rules (or the paused bot) turned into a hold."""
+        return any(reason.startswith(f"{RISK_VETO}: ") for reason in self.override_reasons)
 
     def override(self, reason: str) -> None:
         self.final_decision = Decision.HOLD

@@ -27,7 +27,7 @@ from src.position.service import PositionService
 from src.risk.manager import RiskManager
 from src.risk.models import ExitSignal, PortfolioView, TradeStats
 from src.trading.notifier import EventKind, NotificationEvent, Notifier, NullNotifier
-from src.trading.pipeline.analysis import FILTER_SOURCE, RULES_SOURCE, Analysis, Analyzer, ai_source
+from src.trading.pipeline.analysis import FILTER_SOURCE, RISK_VETO, RULES_SOURCE, Analysis, Analyzer, ai_source
 from src.trading.pipeline.context import CycleContext
 from src.trading.pipeline.portfolio import Portfolio, load_portfolio
 from src.trading.repository import AIDecisionRecord, ITradingRepository, PortfolioSnapshotRecord
@@ -317,7 +317,7 @@ class TradingPipeline:
                 open_positions=len(open_positions),
             )
         self.observer.on_stage("risk", ctx.stages[-1].duration_ms / 1000)
-        return portfolio, _Verdict(allowed, reasons, verdict.max_krw, size)
+        return portfolio, _Verdict(allowed, reasons, verdict.max_krw, size, verdict.min_krw)
 
     async def _trade_stats(self) -> TradeStats | None:
         """Closed-position statistics, which only half-Kelly sizing reads."""
@@ -410,6 +410,10 @@ class TradingPipeline:
         else:
             analysis = await self._ai_analysis(ctx, market, portfolio, indicators, signals, strategy_last)
         self.analyzer.validate(analysis, market.flash_crash)
+        if analysis.final_decision is Decision.BUY and not verdict.allowed:
+            # A buy the risk rules (or the bot's state) refuse is a hold: recorded, announced and counted so.
+            for reason in verdict.reasons:
+                analysis.override(f"{RISK_VETO}: {reason}")
         buy_krw = self._buy_budget(portfolio, verdict) if analysis.final_decision is Decision.BUY else None
         sell_volume = holding.volume if holding is not None else None
         self.analyzer.assess_liquidity(analysis, market.orderbook, buy_krw, sell_volume)
@@ -479,13 +483,13 @@ class TradingPipeline:
         dry_run: bool,
     ) -> list[ExecutionResult]:
         decision = analysis.final_decision
+        if decision is Decision.HOLD and analysis.risk_vetoed:
+            ctx.skip("execution", "risk veto: " + "; ".join(verdict.reasons))
+            ctx.outcome = "buy_vetoed"
+            return []
         if decision is Decision.HOLD:
             ctx.skip("execution", "hold")
             ctx.outcome = "hold"
-            return []
-        if decision is Decision.BUY and not verdict.allowed:
-            ctx.skip("execution", "risk veto: " + "; ".join(verdict.reasons))
-            ctx.outcome = "buy_vetoed"
             return []
         if dry_run:
             ctx.skip("execution", f"dry run: would {decision.value}")
@@ -507,6 +511,8 @@ class TradingPipeline:
     ) -> list[ExecutionResult]:
         total = self._buy_budget(portfolio, verdict)
         problem = self.trading.check_min_total(total)
+        if problem is None and verdict.min_krw is not None and total < verdict.min_krw:
+            problem = f"top-up of {total:,.0f} KRW is below RISK_MIN_ADD_KRW {verdict.min_krw:,.0f} KRW"
         if problem:
             detail["skipped"] = problem
             return []
@@ -623,6 +629,7 @@ class _Verdict:
     reasons: list[str]
     max_krw: Decimal
     size_krw: Decimal  # the order total the sizing rule chose
+    min_krw: Decimal | None = None  # a top-up of a held coin: RISK_MIN_ADD_KRW (None: a new position)
 
 
 @dataclass(slots=True)
