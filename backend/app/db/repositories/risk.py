@@ -21,11 +21,11 @@ from backend.app.models import OrderRow, PositionFillRow, PositionRow, RiskState
 from src.config.settings import TradingMode
 from src.exceptions import PositionConflict
 from src.risk.store import (
+    UNSETTLED,
     AppliedFill,
     PositionChange,
     PositionRecord,
     PositionStatus,
-    UNSETTLED,
     RiskState,
     UnsettledOrder,
     close_arguments,
