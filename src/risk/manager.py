@@ -181,7 +181,7 @@ class RiskManager:
             return "open position"
         if symbol in in_flight:
             return "unsettled buy order"
-        return f"{money(portfolio.holding(symbol))} KRW at the exchange"
+        return f"balance at the exchange worth {money(portfolio.holding(symbol))} KRW"
 
     @staticmethod
     def _safe_mode_reasons(state: RiskState, now: datetime) -> list[str]:
