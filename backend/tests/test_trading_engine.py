@@ -226,7 +226,8 @@ async def test_a_vetoed_buy_is_stored_announced_and_counted_as_a_hold(
     async with db_sessions() as session:
         decision = await session.scalar(select(AIDecisionRow))
     assert (decision.decision, decision.final_decision, decision.overridden) == ("buy", "hold", True)
-    assert any(reason.startswith("risk: safe_mode: set by test: operator check") for reason in decision.override_reasons)
+    vetoed_by = "risk: safe_mode: set by test: operator check"
+    assert any(reason.startswith(vetoed_by) for reason in decision.override_reasons)
     assert not any(e.kind is EventKind.AI_DECISION for e in notifier.events)
     [override] = [e for e in notifier.events if e.kind is EventKind.VALIDATOR_OVERRIDE]
     assert override.fields["final_decision"] == "hold"
