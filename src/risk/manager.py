@@ -131,14 +131,12 @@ class RiskManager:
         buys = [order for order in unsettled if order.side is Side.BUY]
         in_flight = {order.symbol for order in buys}
         held = symbol in open_symbols or symbol in in_flight or portfolio.holding(symbol) >= self.min_order_krw
-        positions = portfolio.open_position_count + len(in_flight - open_symbols)
+        in_flight_only = in_flight - open_symbols  # coins whose first buy is not settled yet
+        positions = portfolio.open_position_count + len(in_flight_only)
         if not held and positions >= self.config.max_positions:
-            unsettled_note = (
-                f" (incl. {len(in_flight - open_symbols)} unsettled buys)" if in_flight - open_symbols else ""
-            )
+            note = f" (incl. {len(in_flight_only)} unsettled buys)" if in_flight_only else ""
             reasons.append(
-                f"{EntryRule.MAX_POSITIONS}: {positions} open positions{unsettled_note}, "
-                f"limit {self.config.max_positions}"
+                f"{EntryRule.MAX_POSITIONS}: {positions} open positions{note}, limit {self.config.max_positions}"
             )
         if held and not self.config.allow_add_to_position:
             reasons.append(

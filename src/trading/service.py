@@ -439,14 +439,11 @@ class TradingService:
         context = {"identifier": record.identifier, "symbol": record.symbol, "side": record.side.value, "error": error}
         log.error("order.reconcile_error", **context)
         self.observer.on_exchange_error("get_order", type(exc).__name__)
-        for step in (
-            lambda: self.repository.update_order(record.identifier, error_message=error),
-            lambda: self.repository.log_event("error", "reconciling an order failed; it stays unsettled", context),
-        ):
-            try:
-                await step()
-            except Exception:
-                log.exception("order.reconcile_error_not_recorded", identifier=record.identifier)
+        try:
+            await self.repository.update_order(record.identifier, error_message=error)
+            await self.repository.log_event("error", "reconciling an order failed; it stays unsettled", context)
+        except Exception:  # the database may be what failed; the alert below still goes out
+            log.exception("order.reconcile_error_not_recorded", identifier=record.identifier)
         self.notifier.notify(
             NotificationEvent(
                 EventKind.ERROR, f"Reconciling order {record.identifier} failed", context, at=self.clock()
