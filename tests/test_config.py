@@ -27,6 +27,9 @@ def test_defaults_are_paper_mode_on_embedded_sqlite() -> None:
     assert settings.database.url == f"sqlite+aiosqlite:///{PROJECT_ROOT / 'data' / 'trading.db'}"
     assert settings.trading.fee_rate == Decimal("0.0005")
     assert settings.trading.symbols == ["KRW-BTC"]
+    # and a buy of a coin already held is a hold unless adding is switched on (then at least 50,000 KRW)
+    assert settings.risk.allow_add_to_position is False
+    assert settings.risk.min_add_krw == Decimal("50000")
 
 
 @pytest.mark.parametrize(
@@ -41,6 +44,11 @@ def test_defaults_are_paper_mode_on_embedded_sqlite() -> None:
         ("API_CORS_ORIGINS", "*", "'*' is not allowed"),
         ("API_RATE_LIMIT_REDIS_URL", "127.0.0.1:6379", "expected a redis://, rediss:// or unix:// URL"),
         ("API_RATE_LIMIT_REDIS_URL", "redis://redis:63a9/0", "expected a redis://, rediss:// or unix:// URL"),
+        ("RISK_MIN_ADD_KRW", "NaN", "RISK_MIN_ADD_KRW='NaN': Input should be a finite number"),
+        ("RISK_MIN_ADD_KRW", "inf", "RISK_MIN_ADD_KRW='inf': Input should be a finite number"),
+        ("RISK_MIN_ADD_KRW", "4999", "RISK_MIN_ADD_KRW='4999': Input should be greater than or equal to 5000"),
+        ("RISK_MIN_ADD_KRW", "1e10", "RISK_MIN_ADD_KRW='1e10': Input should be less than or equal to 1000000000"),
+        ("RISK_ALLOW_ADD_TO_POSITION", "maybe", "RISK_ALLOW_ADD_TO_POSITION='maybe': Input should be a valid boolean"),
     ],
 )
 def test_invalid_value_names_key_and_expected_form(

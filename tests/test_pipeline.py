@@ -28,8 +28,10 @@ from src.trading.notifier import EventKind, NullNotifier
 from src.trading.orders import OrderStatus
 from src.trading.pipeline import Analyzer, ServicePositionBook, TradingPipeline
 from src.trading.pipeline.memory import InMemoryTradingRepository
+from src.trading.pipeline.pipeline import NullPipelineObserver
 from src.trading.service import TradingService
 from tests.fakes.upbit_server import make_candles
+from tests.support.exchange_faults import AnswerFaults
 
 SYMBOL = "KRW-BTC"
 START = datetime(2024, 3, 1, tzinfo=UTC)
@@ -123,7 +125,7 @@ def build(
     store = InMemoryPaperAccountStore()
     exchange = PaperExchange.from_settings(settings, source, store, clock=source.now)
     repo = InMemoryTradingRepository()
-    risk_store = InMemoryRiskStore()
+    risk_store = InMemoryRiskStore(orders=repo)
     risk_config = risk_config or settings.risk
     risk = RiskManager(risk_config, risk_store, TradingMode.PAPER, source.now, fee_rate=settings.trading.fee_rate)
     positions = PositionService(risk_store, risk_config, TradingMode.PAPER)
@@ -404,10 +406,10 @@ RELAXED = {"VALIDATOR_MAX_RSI": "100", "VALIDATOR_MAX_ATR_PCT": "100", "VALIDATO
 @pytest.mark.parametrize(
     ("env", "expected"),
     [
-        ({"MAX_POSITION_PCT": "15"}, ("max_position_pct", "min_order")),
+        ({"MAX_POSITION_PCT": "15"}, ("max_position_pct", "min_add")),
         (
             {"POSITION_FRACTION_PCT": "100", "MAX_POSITION_PCT": "100", "CASH_RESERVE_PCT": "50"},
-            ("cash_reserve", "min_order"),
+            ("cash_reserve", "min_add"),
         ),
     ],
     ids=["max_position_pct", "cash_reserve"],
@@ -415,8 +417,9 @@ RELAXED = {"VALIDATOR_MAX_RSI": "100", "VALIDATOR_MAX_ATR_PCT": "100", "VALIDATO
 async def test_position_size_and_cash_reserve_rules_veto_a_second_ai_buy(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: tuple[str, ...]
 ) -> None:
-    """Given a first AI buy filled up to the limit, when the adviser says buy again, the rule refuses it."""
-    for name, value in {**RELAXED, **env}.items():
+    """Given a first AI buy filled up to the limit (top-ups from 5,000 KRW allowed), when the adviser says buy
+    again, the rule refuses it."""
+    for name, value in {**RELAXED, "RISK_ALLOW_ADD_TO_POSITION": "true", "RISK_MIN_ADD_KRW": "5000", **env}.items():
         monkeypatch.setenv(name, value)
     rig = build(settings, ai=ScriptedAI(Decision.BUY, "90"), risk_config=RiskConfig(_env_file=None))
     [first] = await rig.pipeline.run_cycle()
@@ -442,3 +445,116 @@ async def test_daily_loss_circuit_breaker_enters_safe_mode_and_vetoes_buys(setti
     assert rig.repo.orders == {}
     assert (await rig.risk.risk_state()).safe_mode
     assert any(e.kind is EventKind.SAFE_MODE_ENTERED for e in rig.notifier.events)
+
+
+class RecordingObserver(NullPipelineObserver):
+    """The metrics hooks of the pipeline, remembered: what the scheduler's counters would count."""
+
+    def __init__(self) -> None:
+        self.decisions: list[tuple[str, str]] = []
+        self.overrides: list[tuple[str, str]] = []
+
+    def on_decision(self, source: str, decision: str, confidence: Decimal | None) -> None:
+        self.decisions.append((source, decision))
+
+    def on_override(self, proposed: str, by: str) -> None:
+        self.overrides.append((proposed, by))
+
+
+async def test_a_risk_vetoed_buy_is_recorded_announced_and_counted_as_a_hold(settings: Settings) -> None:
+    """Given safe mode, when the strategy proposes a buy, then the final decision is hold everywhere: in the
+    report, in ai_decisions (which keeps the proposed buy and the veto reasons), in the announcement (no
+    "BUY decided", an override event instead) and in the counted decision; the veto is counted by risk."""
+    rig = build(settings, strategy=SignalStrategy(buy=True))
+    observer = RecordingObserver()
+    rig.pipeline.observer = observer
+    await rig.risk.enter_safe_mode("test", "manual check")
+
+    [report] = await rig.pipeline.run_cycle()
+
+    assert (report.decision, report.final_decision, report.outcome) == ("buy", "hold", "buy_vetoed")
+    assert rig.repo.orders == {}
+    [decision] = rig.repo.decisions
+    assert (decision.decision, decision.final_decision, decision.overridden) == ("buy", "hold", True)
+    assert decision.override_reasons
+    assert all(reason.startswith("risk: ") for reason in decision.override_reasons)
+    assert any("safe_mode" in reason for reason in decision.override_reasons)
+    assert [e for e in rig.notifier.events if e.kind is EventKind.AI_DECISION] == []
+    [vetoed] = [e for e in rig.notifier.events if e.kind is EventKind.VALIDATOR_OVERRIDE]
+    assert (vetoed.fields["decision"], vetoed.fields["final_decision"]) == ("buy", "hold")
+    assert vetoed.fields["reasons"] == decision.override_reasons
+    assert observer.decisions == [("rules", "hold")]
+    assert observer.overrides == [("buy", "risk")]
+
+
+async def test_an_order_whose_answer_was_lost_blocks_the_next_buy_until_settled(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given 4-hour spacing, a buy whose answer was lost (the exchange filled it) and reconciliation that keeps
+    failing, when the adviser says buy again in the next cycle, then the unsettled order counts as a trade:
+    the buy is vetoed and no second order is written or sent."""
+    for name, value in {**RELAXED, "MIN_TRADE_INTERVAL_HOURS": "4"}.items():
+        monkeypatch.setenv(name, value)
+    rig = build(settings, ai=ScriptedAI(Decision.BUY, "90"), risk_config=RiskConfig(_env_file=None))
+    faults = AnswerFaults(rig.pipeline.trading.exchange)
+    rig.pipeline.trading.exchange = faults
+    faults.lose_answers = True
+    faults.queries_down = True
+    [first] = await rig.pipeline.run_cycle()
+    assert [o.status for o in first.orders] == [OrderStatus.PENDING]
+    assert len(rig.store.orders) == 1  # the exchange did fill it
+
+    [second] = await rig.pipeline.run_cycle()
+
+    assert (second.decision, second.final_decision, second.outcome) == ("buy", "hold", "buy_vetoed")
+    assert len(rig.repo.orders) == 1
+    assert len(rig.store.orders) == 1
+    reasons = rig.repo.decisions[-1].market_data["risk"]["reasons"]
+    assert any(r.startswith("min_trade_interval: last trade (or unsettled order)") for r in reasons)
+    assert any(r.startswith("add_to_position: KRW-BTC is already held (unsettled buy order)") for r in reasons)
+
+
+async def test_a_buy_of_a_held_coin_becomes_a_hold_while_adding_is_off(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given a filled AI buy (default settings: adding to a position off), when the adviser says buy again,
+    then the decision is a hold with the reason, and no top-up order is sent."""
+    for name, value in RELAXED.items():
+        monkeypatch.setenv(name, value)
+    rig = build(settings, ai=ScriptedAI(Decision.BUY, "90"), risk_config=RiskConfig(_env_file=None))
+    [first] = await rig.pipeline.run_cycle()
+    assert [o.status for o in first.orders] == [OrderStatus.FILLED]
+
+    [second] = await rig.pipeline.run_cycle()
+
+    assert (second.final_decision, second.outcome) == ("hold", "buy_vetoed")
+    assert len(rig.repo.orders) == 1
+    [reason] = rig.repo.decisions[-1].override_reasons or []
+    assert reason == (
+        "risk: add_to_position: KRW-BTC is already held (open position); adding to a position is off "
+        "(RISK_ALLOW_ADD_TO_POSITION=false)"
+    )
+
+
+@pytest.mark.parametrize(("min_add", "top_ups"), [("50000", 0), ("5000", 1)])
+async def test_with_adding_on_a_top_up_below_the_minimum_is_refused(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, min_add: str, top_ups: int
+) -> None:
+    """Given adding on, a first buy of 15% of equity and a 15.2% cap (about 20,000 KRW of room left), when the
+    adviser says buy again, then below RISK_MIN_ADD_KRW=50,000 nothing is sent (min_add), while a 5,000 KRW
+    minimum lets the crumb through."""
+    env = {"POSITION_FRACTION_PCT": "15", "MAX_POSITION_PCT": "15.2", "RISK_ALLOW_ADD_TO_POSITION": "true"}
+    for name, value in {**RELAXED, **env, "RISK_MIN_ADD_KRW": min_add}.items():
+        monkeypatch.setenv(name, value)
+    rig = build(settings, ai=ScriptedAI(Decision.BUY, "90"), risk_config=RiskConfig(_env_file=None))
+    await rig.pipeline.run_cycle()
+
+    [second] = await rig.pipeline.run_cycle()
+
+    assert len(rig.repo.orders) == 1 + top_ups
+    if top_ups:
+        [top_up] = second.orders
+        assert Decimal("5000") <= rig.repo.orders[top_up.identifier].requested_total < Decimal("50000")
+    else:
+        assert second.final_decision == "hold"
+        assert any(r.startswith("risk: min_add: ") for r in rig.repo.decisions[-1].override_reasons or [])

@@ -120,12 +120,12 @@ async def test_at_most_three_positions(open_count: int, allowed: bool) -> None:
 
 
 async def test_adding_to_a_held_position_needs_no_free_slot() -> None:
-    # Given 3 open positions, one of them in BTC worth 1,000,000 of 10,000,000 equity
+    # Given 3 open positions, one of them in BTC worth 1,000,000 of 10,000,000 equity, adding allowed
     store = InMemoryRiskStore()
     await store.open_position(_position())
     portfolio = PortfolioView.of(D("7000000"), {"KRW-BTC": D("1000000"), "KRW-ETH": D("2000000")}, 3)
     # When more BTC is evaluated
-    verdict = await _risk(store).evaluate_entry("KRW-BTC", portfolio, NOW)
+    verdict = await _risk(store, RISK_ALLOW_ADD_TO_POSITION=True).evaluate_entry("KRW-BTC", portfolio, NOW)
     # Then it is allowed, up to the cap minus what is already held
     assert verdict.allowed
     assert verdict.max_krw == D("3000000")
@@ -136,15 +136,16 @@ async def test_adding_to_a_held_position_needs_no_free_slot() -> None:
     [("3990000", True, "10000"), ("3995001", False, "0"), ("4000000", False, "0")],
 )
 async def test_per_coin_cap_counts_the_existing_holding(held: str, allowed: bool, max_krw: str) -> None:
-    # Given BTC worth `held` out of 10,000,000 equity (cap 40% = 4,000,000)
+    # Given BTC worth `held` out of 10,000,000 equity (cap 40% = 4,000,000), top-ups from 5,000 KRW allowed
     portfolio = PortfolioView.of(D("10000000") - D(held), {"KRW-BTC": D(held)}, 1)
     # When more BTC is evaluated
-    verdict = await _risk().evaluate_entry("KRW-BTC", portfolio, NOW)
+    risk = _risk(RISK_ALLOW_ADD_TO_POSITION=True, RISK_MIN_ADD_KRW="5000")
+    verdict = await risk.evaluate_entry("KRW-BTC", portfolio, NOW)
     # Then the room is cap - holding; below the 5,000 KRW minimum order (or none) it is refused
     assert verdict.allowed is allowed
     assert verdict.max_krw == D(max_krw)
     if held == "3995001":
-        assert verdict.blocked_by(EntryRule.MIN_ORDER)
+        assert verdict.blocked_by(EntryRule.MIN_ADD)
     if held == "4000000":
         assert verdict.blocked_by(EntryRule.MAX_POSITION_PCT)
 
@@ -186,6 +187,57 @@ async def test_every_failing_rule_is_reported() -> None:
     assert not verdict.allowed
     for rule in (EntryRule.MIN_TRADE_INTERVAL, EntryRule.MAX_POSITIONS, EntryRule.CASH_RESERVE):
         assert verdict.blocked_by(rule)
+
+
+# --- entries: adding to a coin already held ---------------------------------------------------------
+@pytest.mark.parametrize(
+    ("held_how", "held_krw"),
+    [("open position", "1000000"), ("balance at the exchange", "1000000"), ("balance at the exchange", "5000")],
+)
+async def test_a_buy_of_a_held_coin_is_refused_while_adding_is_off(held_how: str, held_krw: str) -> None:
+    # Given BTC held (an open position, or coins at the exchange worth at least the minimum order), adding off
+    store = InMemoryRiskStore()
+    if held_how == "open position":
+        await store.open_position(_position())
+    portfolio = PortfolioView.of(D("10000000") - D(held_krw), {"KRW-BTC": D(held_krw)}, 1)
+    # When more BTC is evaluated (the default settings)
+    verdict = await _risk(store).evaluate_entry("KRW-BTC", portfolio, NOW)
+    # Then it is refused with the reason, however much room is left under the per-coin cap
+    assert not verdict.allowed
+    assert verdict.blocked_by(EntryRule.ADD_TO_POSITION)
+    assert f"already held ({held_how}" in verdict.reasons[0]
+    assert "RISK_ALLOW_ADD_TO_POSITION=false" in verdict.reasons[0]
+
+
+async def test_dust_below_the_minimum_order_is_not_a_holding() -> None:
+    # Given 4,999 KRW of BTC left over at the exchange (unsellable dust) and no position
+    portfolio = PortfolioView.of(D("10000000"), {"KRW-BTC": D("4999")})
+    # When BTC is evaluated, then it is a new entry
+    verdict = await _risk().evaluate_entry("KRW-BTC", portfolio, NOW)
+    assert verdict.allowed
+    assert verdict.min_krw is None
+
+
+@pytest.mark.parametrize(("held", "allowed"), [("3950000", True), ("3950001", False)])
+async def test_a_top_up_must_reach_the_minimum_add(held: str, allowed: bool) -> None:
+    # Given adding on with a 50,000 KRW minimum and BTC worth `held` (cap 40% of 10,000,000 = 4,000,000)
+    risk = _risk(RISK_ALLOW_ADD_TO_POSITION=True, RISK_MIN_ADD_KRW="50000")
+    portfolio = PortfolioView.of(D("10000000") - D(held), {"KRW-BTC": D(held)}, 1)
+    # When more BTC is evaluated
+    verdict = await risk.evaluate_entry("KRW-BTC", portfolio, NOW)
+    # Then room of exactly 50,000 is allowed and 49,999 is refused as below the minimum top-up
+    assert verdict.allowed is allowed
+    assert verdict.min_krw == D("50000")
+    assert verdict.blocked_by(EntryRule.MIN_ADD) is not allowed
+
+
+def test_a_top_up_sized_below_the_minimum_add_is_zero() -> None:
+    # Given adding on with a 50,000 KRW minimum and a 0.4% fraction of 10,000,000 equity (40,000 KRW)
+    risk = _risk(RISK_ALLOW_ADD_TO_POSITION=True, RISK_MIN_ADD_KRW="50000", POSITION_FRACTION_PCT="0.4")
+    top_up = RiskVerdict(allowed=True, reasons=[], max_krw=D("3000000"), min_krw=D("50000"))
+    # When it is sized, then it is no order at all; as a new position the same size would be bought
+    assert risk.size_entry(top_up, _cash_only(), None) == 0
+    assert risk.size_entry(_allowed("3000000"), _cash_only(), None) == D("40000")
 
 
 async def test_naive_times_and_bad_portfolios_are_refused() -> None:

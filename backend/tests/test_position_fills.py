@@ -9,21 +9,24 @@ from decimal import Decimal
 
 import pytest
 from alembic import command
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from backend.app.db.migrations import alembic_config, upgrade_to_head
 from backend.app.db.repositories.risk import SqlRiskStore
 from backend.app.db.repositories.trading import SqlTradingRepository
 from backend.app.db.session import session_factory
-from backend.app.models import PositionFillRow
+from backend.app.models import PositionFillRow, SystemLogRow
 from src.api.interfaces import Side
 from src.config.settings import RiskConfig, TradingMode
 from src.exceptions import PositionConflict
 from src.position import PositionService
 from src.risk import PositionChange, PositionRecord, PositionStatus
+from src.trading.notifier import EventKind, NullNotifier
 from src.trading.orders import OrderStatus
+from src.trading.service import TradingService
 from tests.support.crashes import ProcessDied
+from tests.support.exchange_faults import AnswerFaults
 from tests.support.position_rig import MODE, SYMBOL, Rig, make_rig
 from tests.support.rows import count_rows
 
@@ -203,3 +206,54 @@ async def test_the_migration_marks_orders_filled_before_it_as_applied(
     assert marked is not None
     assert (marked.position, marked.realized_pnl) == (None, None)
     assert await store.applied_fill("old-pending") is None
+
+
+# --- reconciliation: one bad answer is isolated ----------------------------------------------------------
+async def test_a_malformed_answer_for_one_order_does_not_stop_the_others_nor_the_repair(db_sessions: Sessions) -> None:
+    # Given a filled buy whose process died before the position was updated
+    subject = rig(db_sessions)
+    subject.book.crash_before_apply = True
+    with pytest.raises(ProcessDied):
+        await subject.service().market_buy(SYMBOL, D("1000000"), reason="test", cycle_id=None)
+    # and two buys whose answers were lost (both pending)
+    faults = AnswerFaults(subject.exchange)
+    faults.lose_answers = True
+    notifier = NullNotifier()
+    service = TradingService(
+        faults,
+        subject.repo,
+        mode=MODE,
+        instance="bot-1",
+        clock=lambda: subject.now,
+        positions=subject.book,
+        notifier=notifier,
+    )
+    bad = await service.market_buy(SYMBOL, D("200000"), reason="test", cycle_id=None)
+    good = await service.market_buy(SYMBOL, D("300000"), reason="test", cycle_id=None)
+    assert (bad.status, good.status) == (OrderStatus.PENDING, OrderStatus.PENDING)
+    # and the exchange answers the query for the first with valid JSON that is not an order
+    faults.lose_answers = False
+    faults.malformed[bad.identifier] = {"market": SYMBOL, "state": "done"}
+
+    # When reconciliation runs
+    results = await service.reconcile()
+
+    # Then the other order is settled, the bad one stays pending with the answer recorded on its row
+    statuses = {result.identifier: result.status for result in results}
+    assert statuses == {bad.identifier: OrderStatus.PENDING, good.identifier: OrderStatus.FILLED}
+    [pending] = await subject.repo.list_orders([OrderStatus.PENDING], MODE)
+    assert pending.identifier == bad.identifier
+    assert pending.error_message is not None
+    assert pending.error_message.startswith("DataError: unexpected Upbit order object")
+    assert "'state': 'done'" in pending.error_message
+    # and in system_logs, and an ERROR event was announced
+    async with db_sessions() as session:
+        logged = [row for row in await session.scalars(select(SystemLogRow)) if row.level == "error"]
+    assert [row.context["identifier"] for row in logged] == [bad.identifier]
+    [alert] = [event for event in notifier.events if event.kind is EventKind.ERROR]
+    assert alert.fields["identifier"] == bad.identifier
+    # and the position repair still ran: the crashed buy and the settled one are both in the position
+    filled = await subject.repo.list_orders([OrderStatus.FILLED], MODE)
+    [position] = await subject.positions.open_positions()
+    assert position.amount == sum((order.filled_amount for order in filled), D("0"))
+    assert len(filled) == 2

@@ -14,9 +14,19 @@ from src.api.interfaces import OrderType, Side
 from src.config.settings import RiskConfig, TradingMode
 from src.exceptions import PositionConflict
 from src.position import PositionService
-from src.risk import EntryRule, InMemoryRiskStore, PortfolioView, PositionRecord, PositionStatus, RiskManager, RiskState
+from src.risk import (
+    EntryRule,
+    InMemoryRiskStore,
+    PortfolioView,
+    PositionRecord,
+    PositionStatus,
+    RiskManager,
+    RiskState,
+    RiskStore,
+)
 from src.trading.orders import OrderStatus, TradeStatus
-from src.trading.repository import OrderRecord, TradeRecord
+from src.trading.pipeline.memory import InMemoryTradingRepository
+from src.trading.repository import ITradingRepository, OrderRecord, TradeRecord
 
 Sessions = async_sessionmaker[AsyncSession]
 MODE = TradingMode.PAPER
@@ -213,3 +223,106 @@ async def test_sql_and_memory_stores_agree(db_sessions: Sessions) -> None:
         (position,) = await service.open_positions()
         results.append((partial.realized_pnl, position.amount, position.avg_entry_price, position.entry_fee))
     assert results[0] == results[1]
+
+
+# --- unsettled orders count until they are settled -------------------------------------------------------
+async def _unsettled(
+    repo: ITradingRepository, identifier: str, symbol: str, side: Side, at: datetime, total: str | None = None
+) -> None:
+    """An order written and sent whose answer was lost: ``pending``, no trade."""
+    await repo.create_order(
+        OrderRecord(
+            order_id=identifier,
+            identifier=identifier,
+            symbol=symbol,
+            side=side,
+            order_type=OrderType.MARKET_BUY if side is Side.BUY else OrderType.MARKET_SELL,
+            mode=MODE,
+            status=OrderStatus.PENDING,
+            requested_total=None if total is None else D(total),
+            amount=None if side is Side.BUY else D("0.01"),
+            created_at=at,
+        )
+    )
+
+
+CASH_10M = PortfolioView.of(D("10000000"))
+UNSETTLED_CASES = {
+    # rule: (config, unsettled order (symbol, side, age, total), evaluated symbol, portfolio)
+    "spacing": ({}, ("KRW-ETH", Side.SELL, timedelta(hours=1), None), "KRW-BTC", CASH_10M),
+    "daily_cap": (
+        {"MIN_TRADE_INTERVAL_HOURS": "0", "MAX_TRADES_PER_DAY": "1"},
+        ("KRW-ETH", Side.SELL, timedelta(hours=1), None),
+        "KRW-BTC",
+        CASH_10M,
+    ),
+    "position_count": (
+        {"MIN_TRADE_INTERVAL_HOURS": "0", "MAX_POSITIONS": "1"},
+        ("KRW-ETH", Side.BUY, timedelta(hours=9), "1000000"),
+        "KRW-BTC",
+        CASH_10M,
+    ),
+    "exposure": (
+        {"MIN_TRADE_INTERVAL_HOURS": "0", "RISK_ALLOW_ADD_TO_POSITION": "true", "RISK_MIN_ADD_KRW": "5000"},
+        ("KRW-BTC", Side.BUY, timedelta(hours=9), "4000000"),
+        "KRW-BTC",
+        CASH_10M,
+    ),
+    "add_to_position": (
+        {"MIN_TRADE_INTERVAL_HOURS": "0"},
+        ("KRW-BTC", Side.BUY, timedelta(hours=9), "1000000"),
+        "KRW-BTC",
+        CASH_10M,
+    ),
+}
+RULE_OF_CASE = {
+    "spacing": EntryRule.MIN_TRADE_INTERVAL,
+    "daily_cap": EntryRule.MAX_TRADES_PER_DAY,
+    "position_count": EntryRule.MAX_POSITIONS,
+    "exposure": EntryRule.MAX_POSITION_PCT,
+    "add_to_position": EntryRule.ADD_TO_POSITION,
+}
+
+
+@pytest.mark.parametrize("case", list(UNSETTLED_CASES))
+async def test_an_unsettled_order_counts_as_a_trade_until_it_is_settled(db_sessions: Sessions, case: str) -> None:
+    """Given an order whose answer was lost (pending, no trade row) and reconciliation that cannot settle it,
+    when a buy is evaluated, then the order counts: for the spacing and the trades of the day (any side), and a
+    buy as a position (count) worth its requested total (exposure) in its coin; once settled it counts no more.
+    The SQL store (orders table) and the in-memory one (over the trading repository) agree."""
+    overrides, (symbol, side, age, total), evaluated, portfolio = UNSETTLED_CASES[case]
+    memory_repo = InMemoryTradingRepository()
+    stores: list[tuple[ITradingRepository, RiskStore]] = [
+        (memory_repo, InMemoryRiskStore(orders=memory_repo)),
+        (SqlTradingRepository(db_sessions), SqlRiskStore(db_sessions)),
+    ]
+    for repo, store in stores:
+        risk = RiskManager(RiskConfig.model_validate(overrides), store, MODE)
+        assert (await risk.evaluate_entry(evaluated, portfolio, NOW)).allowed
+        await _unsettled(repo, f"lost-{case}", symbol, side, NOW - age, total)
+
+        refused = await risk.evaluate_entry(evaluated, portfolio, NOW)
+
+        assert not refused.allowed
+        assert refused.blocked_by(RULE_OF_CASE[case]), refused.reasons
+        [unsettled] = await store.list_unsettled_orders(MODE)
+        assert (unsettled.identifier, unsettled.symbol, unsettled.side) == (f"lost-{case}", symbol, side)
+        assert unsettled.created_at == NOW - age
+        # When reconciliation finally settles it (here: the request never arrived), it counts no more
+        await repo.update_order(f"lost-{case}", status=OrderStatus.FAILED)
+        assert (await risk.evaluate_entry(evaluated, portfolio, NOW)).allowed
+        assert await store.list_unsettled_orders(MODE) == []
+
+
+async def test_an_unsettled_buy_of_the_coin_takes_its_share_of_the_cap(db_sessions: Sessions) -> None:
+    # Given adding allowed, 10,000,000 KRW equity (cap 40% = 4,000,000) and a lost 1,500,000 KRW buy of BTC
+    repo = SqlTradingRepository(db_sessions)
+    config = RiskConfig(MIN_TRADE_INTERVAL_HOURS="0", RISK_ALLOW_ADD_TO_POSITION="true")
+    risk = RiskManager(config, SqlRiskStore(db_sessions), MODE)
+    await _unsettled(repo, "lost-btc", "KRW-BTC", Side.BUY, NOW - timedelta(hours=9), "1500000")
+    # When more BTC is evaluated
+    verdict = await risk.evaluate_entry("KRW-BTC", CASH_10M, NOW)
+    # Then the room is the cap minus the unsettled buy
+    assert verdict.allowed
+    assert verdict.max_krw == D("2500000")
+    assert verdict.min_krw == D("50000")  # a top-up: RISK_MIN_ADD_KRW

@@ -34,6 +34,7 @@ from src.trading.orders import OrderStatus
 from src.trading.repository import AIDecisionRecord, OrderRecord, PortfolioSnapshotRecord, TradeRecord
 from tests.fakes.fear_greed_server import FakeFearGreed
 from tests.fakes.upbit_server import FakeUpbit
+from tests.support.exchange_faults import AnswerFaults
 from tests.support.rows import count_rows
 from tests.support.strategies import AlwaysBuy
 
@@ -195,6 +196,85 @@ async def test_paper_cycle_buys_on_the_fake_upbit_book_and_writes_every_record(
     assert metrics.get_sample_value("ai_decisions_total", {"decision": "buy", "source": "rules"}) == 1
     assert metrics.get_sample_value("trading_cycle_stage_duration_seconds_count", {"stage": "execution"}) == 1
     assert metrics.get_sample_value("portfolio_value_krw") > 0
+
+
+async def test_a_vetoed_buy_is_stored_announced_and_counted_as_a_hold(
+    db_engine: AsyncEngine,
+    db_sessions: async_sessionmaker[AsyncSession],
+    make_settings: SettingsFactory,
+    fake_upbit: FakeUpbit,
+    fake_fear_greed: FakeFearGreed,
+) -> None:
+    """Given safe mode and a strategy that buys, when the trading job runs, then no order is written, the
+    decision row keeps the proposed buy with final decision hold and the risk reasons, no "BUY decided" alert
+    goes out (the override event does), and the scheduler's metrics count a hold and one risk veto."""
+    fake_upbit.seed_demo()
+    settings = make_settings(
+        UPBIT_BASE_URL=fake_upbit.base_url, FEAR_GREED_URL=fake_fear_greed.url, TRADING_SYMBOLS="KRW-BTC"
+    )
+    notifier = NullNotifier()
+    engine = await TradingEngine.create(settings, db_engine, mode=TradingMode.PAPER, notifier=notifier)
+    engine.pipeline.analyzer.strategy = AlwaysBuy()
+    try:
+        await engine.start_up()
+        await engine.pipeline.risk.enter_safe_mode("test", "operator check")
+        [report] = await engine.trading_job()
+    finally:
+        await engine.aclose()
+
+    assert (report.decision, report.final_decision, report.outcome) == ("buy", "hold", "buy_vetoed")
+    assert await count_rows(db_sessions, OrderRow) == 0
+    async with db_sessions() as session:
+        decision = await session.scalar(select(AIDecisionRow))
+    assert (decision.decision, decision.final_decision, decision.overridden) == ("buy", "hold", True)
+    vetoed_by = "risk: safe_mode: set by test: operator check"
+    assert any(reason.startswith(vetoed_by) for reason in decision.override_reasons)
+    assert not any(e.kind is EventKind.AI_DECISION for e in notifier.events)
+    [override] = [e for e in notifier.events if e.kind is EventKind.VALIDATOR_OVERRIDE]
+    assert override.fields["final_decision"] == "hold"
+    metrics = engine.metrics.registry
+    assert metrics.get_sample_value("ai_decisions_total", {"decision": "hold", "source": "rules"}) == 1
+    assert metrics.get_sample_value("ai_decisions_total", {"decision": "buy", "source": "rules"}) is None
+    assert metrics.get_sample_value("ai_decision_overrides_total", {"proposed": "buy", "by": "risk"}) == 1
+
+
+async def test_a_buy_whose_answer_was_lost_keeps_the_next_buy_out(
+    db_engine: AsyncEngine,
+    db_sessions: async_sessionmaker[AsyncSession],
+    make_settings: SettingsFactory,
+    fake_upbit: FakeUpbit,
+    fake_fear_greed: FakeFearGreed,
+) -> None:
+    """Given 4-hour spacing, two symbols and a network that loses the answer of every order and fails every
+    order query, when the trading job buys the first symbol (pending: it filled, nobody knows), then the
+    second symbol's buy in the same job is vetoed by the spacing rule: one order, not two."""
+    fake_upbit.seed_demo()
+    settings = make_settings(
+        UPBIT_BASE_URL=fake_upbit.base_url,
+        FEAR_GREED_URL=fake_fear_greed.url,
+        MIN_TRADE_INTERVAL_HOURS="4",
+        TRADING_SYMBOLS="KRW-BTC,KRW-ETH",
+    )
+    engine = await TradingEngine.create(settings, db_engine, mode=TradingMode.PAPER)
+    engine.pipeline.analyzer.strategy = AlwaysBuy()
+    faults = AnswerFaults(engine.pipeline.trading.exchange)
+    engine.pipeline.trading.exchange = faults
+    faults.lose_answers = faults.queries_down = True
+    try:
+        await engine.start_up()
+        btc, eth = await engine.trading_job()
+    finally:
+        await engine.aclose()
+
+    assert [o.status for o in btc.orders] == [OrderStatus.PENDING]
+    assert (eth.decision, eth.final_decision, eth.outcome) == ("buy", "hold", "buy_vetoed")
+    async with db_sessions() as session:
+        orders = list(await session.scalars(select(OrderRow)))
+        vetoed = await session.scalar(select(AIDecisionRow).where(AIDecisionRow.symbol == "KRW-ETH"))
+    assert [(o.symbol, o.status) for o in orders] == [("KRW-BTC", OrderStatus.PENDING)]
+    assert any(
+        r.startswith("risk: min_trade_interval: last trade (or unsettled order)") for r in vetoed.override_reasons
+    )
 
 
 async def test_paper_account_survives_a_new_engine(

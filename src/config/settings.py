@@ -191,6 +191,12 @@ class RiskConfig(_Group):
     max_positions: int = Field(default=3, ge=1, le=50, validation_alias="MAX_POSITIONS")
     max_position_pct: Decimal = Field(default=Decimal("40"), gt=0, le=100, validation_alias="MAX_POSITION_PCT")
     cash_reserve_pct: Decimal = Field(default=Decimal("10"), ge=0, lt=100, validation_alias="CASH_RESERVE_PCT")
+    # A buy of a coin already held (open position, unsettled buy or exchange balance) adds to it: off by
+    # default; when on, the top-up must be at least RISK_MIN_ADD_KRW (finite, 5,000..1,000,000,000 KRW).
+    allow_add_to_position: bool = Field(default=False, validation_alias="RISK_ALLOW_ADD_TO_POSITION")
+    min_add_krw: Decimal = Field(
+        default=Decimal("50000"), ge=Decimal("5000"), le=Decimal("1000000000"), validation_alias="RISK_MIN_ADD_KRW"
+    )
     position_sizing: PositionSizing = Field(default=PositionSizing.FIXED, validation_alias="POSITION_SIZING")
     position_fraction_pct: Decimal = Field(
         default=Decimal("20"), gt=0, le=100, validation_alias="POSITION_FRACTION_PCT"

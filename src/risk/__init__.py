@@ -19,6 +19,7 @@ from src.risk.store import (
     PositionStatus,
     RiskState,
     RiskStore,
+    UnsettledOrder,
 )
 
 __all__ = [
@@ -38,4 +39,5 @@ __all__ = [
     "SizingDecision",
     "SizingMethod",
     "TradeStats",
+    "UnsettledOrder",
 ]

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
 
+from src.api.interfaces import Side
 from src.config.settings import RiskConfig, TradingMode
 from src.exceptions import InvalidInput
 from src.risk.models import (
@@ -31,7 +32,7 @@ from src.risk.models import (
     TradeStats,
 )
 from src.risk.sizing import HUNDRED, size_position
-from src.risk.store import ZERO, PositionRecord, RiskState, RiskStore, quantize_money
+from src.risk.store import ZERO, PositionRecord, RiskState, RiskStore, UnsettledOrder, quantize_money
 from src.trading.market_rules import MIN_ORDER_KRW
 from src.trading.notifier import EventKind, NotificationEvent, money
 from src.utils.logger import get_logger
@@ -113,36 +114,72 @@ class RiskManager:
         (the Nth is allowed, the N+1th not); ``MAX_POSITIONS`` (buying more of a held position does not
         need a free slot); ``MAX_POSITION_PCT`` of equity per coin including the existing holding;
         ``CASH_RESERVE_PCT`` of equity kept in KRW; and the room left must reach the minimum order.
-        Exits never pass through here: they are never blocked.
+        A coin already held (open position, unsettled buy, or a balance at the exchange worth at least
+        the minimum order) is only bought again with ``RISK_ALLOW_ADD_TO_POSITION`` on, and then for at
+        least ``RISK_MIN_ADD_KRW``.
+
+        Unsettled orders (``pending``: answer lost; ``open``) count as trades until reconciliation settles
+        them: for the spacing, the trades of the day, and (buys) the position count and the coin's exposure
+        at their requested total. Exits never pass through here: they are never blocked.
         """
         now = _require_utc(now, "now")
+        unsettled = await self.store.list_unsettled_orders(self.mode)
         reasons: list[str] = []
         reasons += self._safe_mode_reasons(await self.store.load_risk_state(self.mode), now)
-        reasons += await self._spacing_reasons(now)
-        holds_position = await self.store.get_open_position(self.mode, symbol) is not None
-        if not holds_position and portfolio.open_position_count >= self.config.max_positions:
+        reasons += await self._spacing_reasons(now, unsettled)
+        open_symbols = {position.symbol for position in await self.store.list_open_positions(self.mode)}
+        buys = [order for order in unsettled if order.side is Side.BUY]
+        in_flight = {order.symbol for order in buys}
+        held = symbol in open_symbols or symbol in in_flight or portfolio.holding(symbol) >= self.min_order_krw
+        in_flight_only = in_flight - open_symbols  # coins whose first buy is not settled yet
+        positions = portfolio.open_position_count + len(in_flight_only)
+        if not held and positions >= self.config.max_positions:
+            note = f" (incl. {len(in_flight_only)} unsettled buys)" if in_flight_only else ""
             reasons.append(
-                f"{EntryRule.MAX_POSITIONS}: {portfolio.open_position_count} open positions, "
-                f"limit {self.config.max_positions}"
+                f"{EntryRule.MAX_POSITIONS}: {positions} open positions{note}, limit {self.config.max_positions}"
             )
-        coin_room = self._coin_room(symbol, portfolio, reasons)
+        if held and not self.config.allow_add_to_position:
+            reasons.append(
+                f"{EntryRule.ADD_TO_POSITION}: {symbol} is already held "
+                f"({self._held_how(symbol, open_symbols, in_flight, portfolio)}); adding to a position is off "
+                f"(RISK_ALLOW_ADD_TO_POSITION=false)"
+            )
+        in_flight_krw = sum((o.requested_total or ZERO for o in buys if o.symbol == symbol), ZERO)
+        coin_room = self._coin_room(symbol, portfolio, in_flight_krw, reasons)
         cash_room = self._cash_room(portfolio, reasons)
         max_krw = max(min(coin_room, cash_room), ZERO).quantize(Decimal("1"), rounding=ROUND_DOWN)
-        if coin_room > 0 and cash_room > 0 and max_krw < self.min_order_krw:
+        min_krw = max(self.min_order_krw, self.config.min_add_krw) if held else None
+        if coin_room > 0 and cash_room > 0 and min_krw is not None and max_krw < min_krw:
+            reasons.append(
+                f"{EntryRule.MIN_ADD}: room for {money(max_krw)} KRW to add to {symbol} is below the minimum "
+                f"top-up {money(min_krw)} KRW (RISK_MIN_ADD_KRW)"
+            )
+        elif coin_room > 0 and cash_room > 0 and max_krw < self.min_order_krw:
             reasons.append(
                 f"{EntryRule.MIN_ORDER}: room for {money(max_krw)} KRW is below the minimum order "
                 f"{money(self.min_order_krw)} KRW"
             )
-        verdict = RiskVerdict(allowed=not reasons, reasons=reasons, max_krw=ZERO if reasons else max_krw)
+        verdict = RiskVerdict(
+            allowed=not reasons, reasons=reasons, max_krw=ZERO if reasons else max_krw, min_krw=min_krw
+        )
         log.info(
             "risk.entry_evaluated",
             symbol=symbol,
             mode=str(self.mode),
             allowed=verdict.allowed,
             max_krw=str(verdict.max_krw),
+            unsettled=[order.identifier for order in unsettled],
             reasons=reasons,
         )
         return verdict
+
+    @staticmethod
+    def _held_how(symbol: str, open_symbols: set[str], in_flight: set[str], portfolio: PortfolioView) -> str:
+        if symbol in open_symbols:
+            return "open position"
+        if symbol in in_flight:
+            return "unsettled buy order"
+        return f"balance at the exchange worth {money(portfolio.holding(symbol))} KRW"
 
     @staticmethod
     def _safe_mode_reasons(state: RiskState, now: datetime) -> list[str]:
@@ -151,29 +188,34 @@ class RiskManager:
         until = state.safe_mode_until.isoformat() if state.safe_mode_until else "the operator resets it"
         return [f"{EntryRule.SAFE_MODE}: {state.safe_mode_reason or 'active'} (no new buys until {until})"]
 
-    async def _spacing_reasons(self, now: datetime) -> list[str]:
+    async def _spacing_reasons(self, now: datetime, unsettled: list[UnsettledOrder]) -> list[str]:
+        """Executed trades and unsettled orders (an order without a time counts as placed now)."""
         reasons: list[str] = []
         interval = timedelta(hours=float(self.config.min_trade_interval_hours))
-        last = await self.store.last_trade_at(self.mode)
+        placed = [order.created_at or now for order in unsettled]
+        last = max([at for at in [await self.store.last_trade_at(self.mode), *placed] if at is not None], default=None)
         if last is not None and now - last < interval:
             reasons.append(
-                f"{EntryRule.MIN_TRADE_INTERVAL}: last trade at {last.isoformat()}, next entry allowed from "
-                f"{(last + interval).isoformat()} ({self.config.min_trade_interval_hours}h apart)"
+                f"{EntryRule.MIN_TRADE_INTERVAL}: last trade (or unsettled order) at {last.isoformat()}, next "
+                f"entry allowed from {(last + interval).isoformat()} ({self.config.min_trade_interval_hours}h apart)"
             )
         today = await self.store.count_trades_since(self.mode, day_start(now))
+        today += sum(1 for at in placed if at >= day_start(now))
         if today >= self.config.max_trades_per_day:
             reasons.append(
-                f"{EntryRule.MAX_TRADES_PER_DAY}: {today} trades today (UTC), limit {self.config.max_trades_per_day}"
+                f"{EntryRule.MAX_TRADES_PER_DAY}: {today} trades today (UTC, unsettled orders included), "
+                f"limit {self.config.max_trades_per_day}"
             )
         return reasons
 
-    def _coin_room(self, symbol: str, portfolio: PortfolioView, reasons: list[str]) -> Decimal:
+    def _coin_room(self, symbol: str, portfolio: PortfolioView, in_flight_krw: Decimal, reasons: list[str]) -> Decimal:
         cap = portfolio.equity * self.config.max_position_pct / HUNDRED
-        held = portfolio.holding(symbol)
+        held = portfolio.holding(symbol) + in_flight_krw
         room = cap - held
         if room <= 0:
             reasons.append(
-                f"{EntryRule.MAX_POSITION_PCT}: {symbol} already holds {money(held)} KRW, cap "
+                f"{EntryRule.MAX_POSITION_PCT}: {symbol} already holds {money(held)} KRW (unsettled buys "
+                f"included), cap "
                 f"{self.config.max_position_pct}% of equity = {money(cap)} KRW"
             )
         return room
@@ -192,7 +234,8 @@ class RiskManager:
         """``size_entry`` with its method, percent and an explanatory note (for logs and the database)."""
         if not verdict.allowed:
             return SizingDecision(ZERO, SizingMethod(self.config.position_sizing.value), ZERO, "entry refused by risk")
-        return size_position(portfolio.equity, verdict.max_krw, self.min_order_krw, self.config, stats)
+        minimum = max(self.min_order_krw, verdict.min_krw or ZERO)
+        return size_position(portfolio.equity, verdict.max_krw, minimum, self.config, stats)
 
     def size_entry(self, verdict: RiskVerdict, portfolio: PortfolioView, stats: TradeStats | None) -> Decimal:
         """KRW order total for a new buy: ``POSITION_FRACTION_PCT`` of equity (``POSITION_SIZING=fixed``) or

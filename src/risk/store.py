@@ -18,8 +18,10 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Protocol
 
+from src.api.interfaces import Side
 from src.config.settings import TradingMode
 from src.exceptions import PositionConflict
+from src.trading.orders import OrderStatus
 
 MONEY_QUANTUM = Decimal("0.00000001")
 ZERO = Decimal("0")
@@ -134,6 +136,32 @@ class AppliedFill:
     replayed: bool = False
 
 
+UNSETTLED = (OrderStatus.PENDING, OrderStatus.OPEN)
+
+
+@dataclass(frozen=True, slots=True)
+class UnsettledOrder:
+    """An order written but not settled (``pending``: its answer may be lost; ``open``: resting at the exchange).
+
+    Until reconciliation settles it the risk rules count it as a trade (spacing, trades per day) and a
+    buy as a position in ``symbol`` worth ``requested_total`` KRW (position count, exposure): it may
+    well have filled.
+    """
+
+    identifier: str
+    symbol: str
+    side: Side
+    status: OrderStatus
+    created_at: datetime | None  # None: the time is unknown, counted as "now"
+    requested_total: Decimal | None = None
+
+
+class UnsettledOrderSource(Protocol):
+    """Where the in-memory store finds unsettled orders: the trading repository (``list_orders``)."""
+
+    async def list_orders(self, statuses: list[OrderStatus], mode: TradingMode | None = None) -> list[Any]: ...
+
+
 class RiskStore(Protocol):
     """Positions, risk state and the trade history the spacing rules read. Every method is one transaction."""
 
@@ -197,6 +225,9 @@ class RiskStore(Protocol):
         An order filled in several pieces counts once.
         """
 
+    async def list_unsettled_orders(self, mode: TradingMode) -> list[UnsettledOrder]:
+        """Orders of the mode still ``pending`` or ``open`` (not settled by the exchange's answer), oldest first."""
+
 
 @dataclass(frozen=True, slots=True)
 class _FillMark:
@@ -217,8 +248,11 @@ class InMemoryRiskStore:
     """``RiskStore`` in dictionaries: same rules and precision as the SQL store, nothing persisted.
 
     Trades are not recorded by the pipeline here; tests and replays add them with ``record_trade``.
+    Unsettled orders are read from ``orders`` (the trading repository the pipeline writes orders to);
+    without one there are none.
     """
 
+    orders: UnsettledOrderSource | None = None
     _positions: dict[int, PositionRecord] = field(default_factory=dict)
     _states: dict[TradingMode, RiskState] = field(default_factory=dict)
     _trades: dict[TradingMode, list[_TradeMark]] = field(default_factory=dict)
@@ -346,6 +380,24 @@ class InMemoryRiskStore:
 
     async def count_trades_since(self, mode: TradingMode, since: datetime) -> int:
         return len({mark.order_key for mark in self._trades.get(mode, []) if mark.at >= since})
+
+    async def list_unsettled_orders(self, mode: TradingMode) -> list[UnsettledOrder]:
+        if self.orders is None:
+            return []
+        found = [unsettled_order_of(order) for order in await self.orders.list_orders(list(UNSETTLED), mode)]
+        return sorted(found, key=lambda order: (order.created_at is None, order.created_at or datetime.min))
+
+
+def unsettled_order_of(order: Any) -> UnsettledOrder:
+    """An ``UnsettledOrder`` from an order record or row (identifier, symbol, side, status, created_at, total)."""
+    return UnsettledOrder(
+        identifier=order.identifier,
+        symbol=order.symbol,
+        side=Side(order.side),
+        status=OrderStatus(order.status),
+        created_at=order.created_at,
+        requested_total=order.requested_total,
+    )
 
 
 def close_arguments(position: PositionRecord) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from src.exceptions import (
     ExchangeUnavailable,
     InvalidInput,
     OrderNotFound,
+    TradingSystemError,
 )
 from src.trading.market_rules import MIN_ORDER_KRW, truncate_volume
 from src.trading.notifier import EventKind, NotificationEvent, Notifier, NullNotifier
@@ -419,11 +420,36 @@ class TradingService:
         unsettled = await self.repository.list_orders([OrderStatus.PENDING, OrderStatus.OPEN], self.mode)
         results = []
         for record in unsettled:
-            results.append(await self._reconcile_one(record))
+            try:
+                results.append(await self._reconcile_one(record))
+            except Exception as exc:  # one bad answer must not stop the others nor the position repair
+                results.append(await self._reconcile_failed(record, exc))
         if results:
             log.info("orders.reconciled", count=len(results), statuses=[r.status.value for r in results])
         await self._apply_missed_fills()
         return results
+
+    async def _reconcile_failed(self, record: OrderRecord, exc: Exception) -> ExecutionResult:
+        """An order whose answer could not be handled (e.g. valid JSON that is not an order): recorded on the
+        row (which stays unsettled, so the risk rules still count it and the next reconciliation asks again),
+        in ``system_logs``, and announced as an ERROR event."""
+        answer = exc.context.get("order") if isinstance(exc, TradingSystemError) else None
+        error = f"{type(exc).__name__}: {exc}" + ("" if answer is None else f"; answer: {answer!r}"[:1000])
+        error = error[:2000]
+        context = {"identifier": record.identifier, "symbol": record.symbol, "side": record.side.value, "error": error}
+        log.error("order.reconcile_error", **context)
+        self.observer.on_exchange_error("get_order", type(exc).__name__)
+        try:
+            await self.repository.update_order(record.identifier, error_message=error)
+            await self.repository.log_event("error", "reconciling an order failed; it stays unsettled", context)
+        except Exception:  # the database may be what failed; the alert below still goes out
+            log.exception("order.reconcile_error_not_recorded", identifier=record.identifier)
+        self.notifier.notify(
+            NotificationEvent(
+                EventKind.ERROR, f"Reconciling order {record.identifier} failed", context, at=self.clock()
+            )
+        )
+        return ExecutionResult(record.identifier, record.symbol, record.side, record.status, error=error)
 
     async def _apply_missed_fills(self) -> None:
         if self.positions is None:

@@ -35,7 +35,16 @@ class SchedulerMetrics:
         )
         self.bot_errors = Counter("bot_errors_total", "Errors in trading jobs and cycles", ["kind"], registry=r)
         self.ai_decisions = Counter(
-            "ai_decisions_total", "Decisions of the trading cycle", ["decision", "source"], registry=r
+            "ai_decisions_total",
+            "Final decisions of the trading cycle (a vetoed buy counts as hold)",
+            ["decision", "source"],
+            registry=r,
+        )
+        self.ai_decision_overrides = Counter(
+            "ai_decision_overrides_total",
+            "Proposed decisions turned into hold, by who vetoed them (validator, risk, liquidity, no_position)",
+            ["proposed", "by"],
+            registry=r,
         )
         self.ai_confidence = Gauge("ai_confidence", "Confidence of the latest AI decision (0-100)", registry=r)
         self.trades = Counter("trades_total", "Executed trades (fills)", ["side", "symbol"], registry=r)
@@ -75,6 +84,9 @@ class SchedulerMetrics:
         self.ai_decisions.labels(decision=decision, source=source).inc()
         if confidence is not None and source in ("ai", "cache"):
             self.ai_confidence.set(float(confidence))
+
+    def on_override(self, proposed: str, by: str) -> None:
+        self.ai_decision_overrides.labels(proposed=proposed, by=by).inc()
 
     def on_ai_error(self, reason: str) -> None:
         self.ai_errors.labels(reason=reason[:40]).inc()

@@ -21,14 +21,20 @@ from src.trading.signal_analyzer import SignalAnalyzer
 
 RULES_SOURCE = "rules"  # the rule strategy decided (AI unavailable)
 FILTER_SOURCE = "filter"  # the quick filter failed, the adviser was not asked
+# Who may turn a decision into a hold (the ``by`` label of ``ai_decision_overrides_total``).
+VALIDATOR_VETO = "validator"
+RISK_VETO = "risk"  # a risk rule (or the paused bot) refused the buy; its reasons start with "risk: "
+LIQUIDITY_VETO = "liquidity"
+NO_POSITION_VETO = "no_position"  # a sell with nothing to sell
+OVERRIDERS = (VALIDATOR_VETO, RISK_VETO, LIQUIDITY_VETO, NO_POSITION_VETO)
 
 
 @dataclass(slots=True)
 class Analysis:
     """The decision of one cycle for one symbol and what it rests on (stored in ``ai_decisions``)."""
 
-    decision: Decision  # what the adviser (or the rules) said
-    final_decision: Decision  # after the validator and liquidity
+    decision: Decision  # what the adviser (or the rules) proposed
+    final_decision: Decision  # after the validator, the risk rules and liquidity: what is done and counted
     source: str  # ai | cache | fallback | disabled | rules | filter
     reason: str
     confidence: Decimal | None = None
@@ -41,11 +47,20 @@ class Analysis:
     override_reasons: list[str] = field(default_factory=list)
     liquidity: LiquidityAssessment | None = None
     ai_disabled_reason: str | None = None
+    overridden_by: list[str] = field(default_factory=list)  # OVERRIDERS that turned the decision into a hold
 
-    def override(self, reason: str) -> None:
+    @property
+    def risk_vetoed(self) -> bool:
+        """A buy the risk rules (or the paused bot) turned into a hold."""
+        return RISK_VETO in self.overridden_by
+
+    def override(self, reason: str, by: str) -> None:
+        """The final decision becomes hold; ``by`` (one of ``OVERRIDERS``) and ``reason`` are recorded."""
         self.final_decision = Decision.HOLD
         self.overridden = True
         self.override_reasons.append(reason)
+        if by not in self.overridden_by:
+            self.overridden_by.append(by)
 
 
 class Analyzer:
@@ -113,9 +128,8 @@ class Analyzer:
             return
         outcome = self.validator.validate(analysis.ai, analysis.indicators, flash_crash)
         if outcome.overridden:
-            analysis.final_decision = outcome.final_decision
-            analysis.overridden = True
-            analysis.override_reasons.extend(outcome.reasons)
+            for reason in outcome.reasons:
+                analysis.override(reason, VALIDATOR_VETO)
 
     def assess_liquidity(
         self, analysis: Analysis, orderbook: Orderbook | None, krw_amount: Decimal | None, volume: Decimal | None
@@ -125,7 +139,7 @@ class Analyzer:
             return
         if orderbook is None:
             if side is Side.BUY:
-                analysis.override("liquidity: no orderbook available")
+                analysis.override("liquidity: no orderbook available", LIQUIDITY_VETO)
             return
         if side is Side.BUY and (krw_amount is None or krw_amount <= 0):
             return
@@ -137,7 +151,7 @@ class Analyzer:
             assessment = self.liquidity.assess(orderbook, side, volume=volume)
         analysis.liquidity = assessment
         if not assessment.allowed and side is Side.BUY:
-            analysis.override(f"liquidity: {assessment.reason}")
+            analysis.override(f"liquidity: {assessment.reason}", LIQUIDITY_VETO)
 
 
 def ai_source(decision: AIDecision) -> str:

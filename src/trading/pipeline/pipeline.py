@@ -27,7 +27,15 @@ from src.position.service import PositionService
 from src.risk.manager import RiskManager
 from src.risk.models import ExitSignal, PortfolioView, TradeStats
 from src.trading.notifier import EventKind, NotificationEvent, Notifier, NullNotifier
-from src.trading.pipeline.analysis import FILTER_SOURCE, RULES_SOURCE, Analysis, Analyzer, ai_source
+from src.trading.pipeline.analysis import (
+    FILTER_SOURCE,
+    NO_POSITION_VETO,
+    RISK_VETO,
+    RULES_SOURCE,
+    Analysis,
+    Analyzer,
+    ai_source,
+)
 from src.trading.pipeline.context import CycleContext
 from src.trading.pipeline.portfolio import Portfolio, load_portfolio
 from src.trading.repository import AIDecisionRecord, ITradingRepository, PortfolioSnapshotRecord
@@ -45,7 +53,11 @@ class PipelineObserver(Protocol):
 
     def on_stage(self, stage: str, seconds: float) -> None: ...
 
-    def on_decision(self, source: str, decision: str, confidence: Decimal | None) -> None: ...
+    def on_decision(self, source: str, decision: str, confidence: Decimal | None) -> None:
+        """The final decision of a cycle (after validator, risk and liquidity): what is done."""
+
+    def on_override(self, proposed: str, by: str) -> None:
+        """A proposed decision was turned into a hold by ``by`` (validator, risk, liquidity, no_position)."""
 
     def on_ai_error(self, reason: str) -> None: ...
 
@@ -61,6 +73,9 @@ class NullPipelineObserver(NullObserver):
         return None
 
     def on_decision(self, source: str, decision: str, confidence: Decimal | None) -> None:
+        return None
+
+    def on_override(self, proposed: str, by: str) -> None:
         return None
 
     def on_ai_error(self, reason: str) -> None:
@@ -317,7 +332,7 @@ class TradingPipeline:
                 open_positions=len(open_positions),
             )
         self.observer.on_stage("risk", ctx.stages[-1].duration_ms / 1000)
-        return portfolio, _Verdict(allowed, reasons, verdict.max_krw, size)
+        return portfolio, _Verdict(allowed, reasons, verdict.max_krw, size, verdict.min_krw)
 
     async def _trade_stats(self) -> TradeStats | None:
         """Closed-position statistics, which only half-Kelly sizing reads."""
@@ -360,6 +375,8 @@ class TradingPipeline:
             )
         self.observer.on_stage("analysis", ctx.stages[-1].duration_ms / 1000)
         self.observer.on_decision(analysis.source, analysis.final_decision.value, analysis.confidence)
+        for by in analysis.overridden_by:
+            self.observer.on_override(analysis.decision.value, by)
         if analysis.ai is not None and analysis.ai.error:
             self.observer.on_ai_error(analysis.ai.error.split(":", 1)[0])
         await self._save_decision(ctx, market, portfolio, verdict, analysis)
@@ -383,7 +400,13 @@ class TradingPipeline:
                 NotificationEvent(
                     EventKind.VALIDATOR_OVERRIDE,
                     f"Buy of {ctx.symbol} turned into hold",
-                    {"symbol": ctx.symbol, "reasons": analysis.override_reasons, "source": analysis.source},
+                    {
+                        "symbol": ctx.symbol,
+                        "decision": analysis.decision.value,  # what was proposed
+                        "final_decision": analysis.final_decision.value,  # what is done and counted
+                        "reasons": analysis.override_reasons,
+                        "source": analysis.source,
+                    },
                     at=ctx.now,
                 )
             )
@@ -410,11 +433,15 @@ class TradingPipeline:
         else:
             analysis = await self._ai_analysis(ctx, market, portfolio, indicators, signals, strategy_last)
         self.analyzer.validate(analysis, market.flash_crash)
+        if analysis.final_decision is Decision.BUY and not verdict.allowed:
+            # A buy the risk rules (or the bot's state) refuse is a hold: recorded, announced and counted so.
+            for reason in verdict.reasons:
+                analysis.override(f"{RISK_VETO}: {reason}", RISK_VETO)
         buy_krw = self._buy_budget(portfolio, verdict) if analysis.final_decision is Decision.BUY else None
         sell_volume = holding.volume if holding is not None else None
         self.analyzer.assess_liquidity(analysis, market.orderbook, buy_krw, sell_volume)
         if analysis.final_decision is Decision.SELL and holding is None:
-            analysis.override("sell without a position: nothing to sell")
+            analysis.override("sell without a position: nothing to sell", NO_POSITION_VETO)
         return analysis
 
     async def _ai_analysis(
@@ -479,13 +506,13 @@ class TradingPipeline:
         dry_run: bool,
     ) -> list[ExecutionResult]:
         decision = analysis.final_decision
+        if decision is Decision.HOLD and analysis.risk_vetoed:
+            ctx.skip("execution", "risk veto: " + "; ".join(verdict.reasons))
+            ctx.outcome = "buy_vetoed"
+            return []
         if decision is Decision.HOLD:
             ctx.skip("execution", "hold")
             ctx.outcome = "hold"
-            return []
-        if decision is Decision.BUY and not verdict.allowed:
-            ctx.skip("execution", "risk veto: " + "; ".join(verdict.reasons))
-            ctx.outcome = "buy_vetoed"
             return []
         if dry_run:
             ctx.skip("execution", f"dry run: would {decision.value}")
@@ -507,6 +534,8 @@ class TradingPipeline:
     ) -> list[ExecutionResult]:
         total = self._buy_budget(portfolio, verdict)
         problem = self.trading.check_min_total(total)
+        if problem is None and verdict.min_krw is not None and total < verdict.min_krw:
+            problem = f"top-up of {total:,.0f} KRW is below RISK_MIN_ADD_KRW {verdict.min_krw:,.0f} KRW"
         if problem:
             detail["skipped"] = problem
             return []
@@ -623,6 +652,7 @@ class _Verdict:
     reasons: list[str]
     max_krw: Decimal
     size_krw: Decimal  # the order total the sizing rule chose
+    min_krw: Decimal | None = None  # a top-up of a held coin: RISK_MIN_ADD_KRW (None: a new position)
 
 
 @dataclass(slots=True)

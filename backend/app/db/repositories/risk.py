@@ -1,7 +1,8 @@
 """SQL implementation of the risk and positions port (``src.risk.store.RiskStore``).
 
 Positions and safe mode live in ``positions`` and ``risk_state``; the trade-spacing rules read the
-``trades`` table (the pipeline's record of executions) instead of keeping a second count. An order's
+``trades`` table (the pipeline's record of executions) and the unsettled rows of ``orders`` (pending or
+open: sent, answer not settled) instead of keeping a second count. An order's
 position change and its ``position_fills`` marker are one transaction (``apply_fill``).
 """
 
@@ -16,17 +17,20 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backend.app.db.repositories._mapping import row_to_record
 from backend.app.db.types import utcnow
-from backend.app.models import PositionFillRow, PositionRow, RiskStateRow, TradeRow
+from backend.app.models import OrderRow, PositionFillRow, PositionRow, RiskStateRow, TradeRow
 from src.config.settings import TradingMode
 from src.exceptions import PositionConflict
 from src.risk.store import (
+    UNSETTLED,
     AppliedFill,
     PositionChange,
     PositionRecord,
     PositionStatus,
     RiskState,
+    UnsettledOrder,
     close_arguments,
     quantize_money,
+    unsettled_order_of,
 )
 from src.trading.orders import TradeStatus
 
@@ -272,3 +276,12 @@ class SqlRiskStore:
         )
         async with self._sessions() as session:
             return int(await session.scalar(query) or 0)
+
+    async def list_unsettled_orders(self, mode: TradingMode) -> list[UnsettledOrder]:
+        query = (
+            select(OrderRow)
+            .where(OrderRow.mode == mode, OrderRow.status.in_(UNSETTLED))
+            .order_by(OrderRow.created_at, OrderRow.id)
+        )
+        async with self._sessions() as session:
+            return [unsettled_order_of(row) for row in await session.scalars(query)]
