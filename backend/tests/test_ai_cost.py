@@ -24,7 +24,7 @@ from backend.app.services.trading_engine import TradingEngine
 from src.ai.models import AIDecision
 from src.backtesting.data_provider import load_candle_csv
 from src.backtesting.strategy import RuleBasedBreakoutStrategy
-from src.config.settings import Settings, TradingMode
+from src.config.settings import Settings
 from src.trading.notifier import EventKind, NullNotifier
 from tests.fakes.fear_greed_server import FakeFearGreed
 from tests.fakes.openai_server import FakeOpenAI
@@ -126,7 +126,8 @@ async def test_filter_calls_are_recorded_with_cost_and_a_restarted_engine_does_n
 
     stats = await factory("KRW-ETH").prepare(candles)
 
-    assert stats.answered == candidates and stats.from_cache == 0
+    assert stats.answered == candidates
+    assert stats.from_cache == 0
     assert fake_openai.request_count == candidates
     rows = await decision_rows(db_sessions)
     assert len(rows) == candidates
@@ -180,7 +181,8 @@ async def test_budget_reached_switches_the_ai_off_until_the_next_utc_day(
     assert third.purpose == "decision"
     assert "AI budget reached: day limit $0.0002" in third.error
     assert "AI budget reached" in third.reason
-    assert third.prompt_tokens == 0 and third.cost_usd == 0
+    assert third.prompt_tokens == 0
+    assert third.cost_usd == 0
     reached = [e for e in notifier.events if e.kind is EventKind.AI_BUDGET_REACHED]
     assert len(reached) == 1
     assert reached[0].fields["spent_day_usd"] == str(2 * CALL_COST)
@@ -205,7 +207,8 @@ async def test_budget_reached_switches_the_ai_off_until_the_next_utc_day(
 
     assert (await decision_rows(db_sessions))[-1].source == "ai"
     assert fake_openai.request_count == 3
-    assert engine.ai_available and engine.ai_off_reason is None
+    assert engine.ai_available
+    assert engine.ai_off_reason is None
     assert [e.kind for e in notifier.events if e.kind.value.startswith("ai_budget")] == [
         EventKind.AI_BUDGET_REACHED,
         EventKind.AI_BUDGET_REACHED,  # the restarted engine found the day's budget spent
@@ -255,9 +258,7 @@ async def test_replay_with_the_ai_records_a_cost_for_every_model_call(
         SCHEDULER_METRICS_PORT="0",
     )
     start = datetime(2023, 12, 2, 16, tzinfo=UTC)
-    options = ReplayOptions(
-        symbols=["KRW-BTC"], start=start, end=start + timedelta(hours=4), database_url=database_url
-    )
+    options = ReplayOptions(symbols=["KRW-BTC"], start=start, end=start + timedelta(hours=4), database_url=database_url)
 
     summary = await run_replay(settings, options)
 
