@@ -89,5 +89,5 @@ def test_run_time_keys_share_the_rule_and_default_to_the_environment(monkeypatch
     assert runtime_default(settings, "ai.monthly_budget_usd") == Decimal("20")
     assert validate_runtime_value("ai.monthly_budget_usd", 0) == Decimal("0")
     for bad in (-1, "NaN", "Infinity", True):
-        with pytest.raises(InvalidInput, match="ai.daily_budget_usd"):
+        with pytest.raises(InvalidInput, match=r"ai\.daily_budget_usd"):
             validate_runtime_value("ai.daily_budget_usd", bad)
