@@ -43,9 +43,7 @@ async def test_month_cap_holds_across_days_and_lifts_when_the_month_rolls_over()
     ledger.costs.append((datetime(2026, 11, 30, 12, tzinfo=UTC), Decimal("3")))
     clock = Clock(datetime(2026, 11, 30, 13, tzinfo=UTC))
     changes: list[BudgetChange] = []
-    budget = AIBudget(
-        ledger, daily_usd=Decimal("0"), monthly_usd=Decimal("3"), clock=clock, on_change=changes.append
-    )
+    budget = AIBudget(ledger, daily_usd=Decimal("0"), monthly_usd=Decimal("3"), clock=clock, on_change=changes.append)
     # When checked the same month, then it blocks with the month named, and one change is heard
     reason = await budget.check()
     assert reason is not None
