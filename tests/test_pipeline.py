@@ -61,7 +61,7 @@ class ScriptedAI:
         self.available = True
         self.off_reason: str | None = None
 
-    async def check_budget(self) -> str | None:
+    async def check_budget(self, *, reread: bool = False) -> str | None:
         return None
 
     async def decide(self, context: MarketContext) -> AIDecision:

@@ -185,7 +185,7 @@ async def test_budget_reached_switches_the_ai_off_until_the_next_utc_day(
     assert third.cost_usd == 0
     reached = [e for e in notifier.events if e.kind is EventKind.AI_BUDGET_REACHED]
     assert len(reached) == 1
-    assert reached[0].fields["spent_day_usd"] == str(2 * CALL_COST)
+    assert Decimal(reached[0].fields["spent_day_usd"]) == 2 * CALL_COST
     assert reached[0].at == datetime(2026, 12, 5, 22, 0, tzinfo=UTC)  # the scheduler's clock
     await runner.write_heartbeat()
     heartbeat = await BotRepository(db_sessions).get_heartbeat(settings.scheduler.instance_name)

@@ -113,11 +113,12 @@ class AIService:
             return self.budget.reason
         return None
 
-    async def check_budget(self) -> str | None:
-        """Bring the budget up to date (period roll-over, spend recorded since); the reason it blocks, or None."""
+    async def check_budget(self, *, reread: bool = False) -> str | None:
+        """Bring the budget up to date (period roll-over; with ``reread`` the recorded spend too); the reason
+        it blocks, or None."""
         if self.budget is None:
             return None
-        return await self.budget.check()
+        return await (self.budget.refresh() if reread else self.budget.check())
 
     def for_purpose(self, purpose: AIPurpose) -> PurposeAdviser:
         """This adviser, with every call it makes counted and recorded under ``purpose``."""

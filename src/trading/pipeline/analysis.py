@@ -77,11 +77,11 @@ class Analyzer:
         return self.ai is not None and self.ai.available
 
     async def refresh_ai(self) -> None:
-        """Bring the AI budget up to date before deciding whether to ask (a failed read keeps the last state)."""
+        """Re-read the AI spend before deciding whether to ask (a failed read keeps the last state)."""
         if self.ai is None:
             return
         try:
-            await self.ai.check_budget()
+            await self.ai.check_budget(reread=True)
         except Exception as exc:
             log.warning("ai.budget_check_failed", error=str(exc))
 
