@@ -20,7 +20,8 @@ import pytest
 
 from src.ai.cache import InMemoryDecisionCache, JsonlDecisionCache
 from src.ai.prompt import DECISION_SCHEMA, SCHEMA_NAME, SYSTEM_PROMPT, canonical_json, summarize_orderbook
-from src.ai.service import AIDecision, AIService, Decision, DecisionSource, MarketContext
+from src.ai.service import AIDecision, AIPurpose, AIService, Decision, DecisionSource, MarketContext
+from src.ai.usage import AIBudget
 from src.api.interfaces import Orderbook, OrderbookLevel
 from src.config.settings import AIConfig
 from src.exceptions import DataError
@@ -360,6 +361,81 @@ async def test_fallbacks_are_never_cached(fake_openai: FakeOpenAI) -> None:
     assert second.source is DecisionSource.AI
     assert fake_openai.request_count == 2
     assert len(cache) == 1
+
+
+class RecordedCalls:
+    """The call recorder and metrics observer, in memory."""
+
+    def __init__(self) -> None:
+        self.calls: list[AIDecision] = []
+        self.usage: list[tuple[str, int, int, Decimal]] = []
+
+    async def record_call(self, decision: AIDecision, context: MarketContext) -> None:
+        self.calls.append(decision)
+
+    def on_ai_usage(self, purpose: str, prompt_tokens: int, completion_tokens: int, cost_usd: Decimal) -> None:
+        self.usage.append((purpose, prompt_tokens, completion_tokens, cost_usd))
+
+    def on_ai_budget(self, period: str, limit_usd: Decimal, remaining_usd: Decimal | None) -> None:
+        return None
+
+
+class SpentLedger:
+    def __init__(self, spent: str) -> None:
+        self.spent = Decimal(spent)
+
+    async def ai_spend_usd(self, since: datetime) -> Decimal:
+        return self.spent
+
+
+async def test_filter_calls_are_recorded_and_charged_even_when_they_fail(fake_openai: FakeOpenAI) -> None:
+    # Given a filter adviser whose first answer is malformed (tokens were still billed) and second is good
+    fake_openai.script(Behaviour.malformed("oops"), Behaviour.ok("buy", 70, "breakout"))
+    seen = RecordedCalls()
+    now = datetime(2026, 12, 5, 10, tzinfo=UTC)
+    ai = AIService(make_config(fake_openai), InMemoryDecisionCache(), clock=lambda: now, observer=seen, recorder=seen)
+    adviser = ai.for_purpose(AIPurpose.FILTER)
+    # When it is asked twice (and a third time: a cache hit) and the cycle asks once
+    failed = await adviser.decide(make_context())
+    answered = await adviser.decide(make_context())
+    hit = await adviser.decide(make_context())
+    await ai.decide(make_context(price=1.0))
+    await ai.aclose()
+    # Then both model calls of the filter are recorded with tokens, cost, purpose and the scheduler's time
+    assert [d.source for d in (failed, answered, hit)] == [
+        DecisionSource.FALLBACK,
+        DecisionSource.AI,
+        DecisionSource.CACHE,
+    ]
+    assert [(c.source, c.purpose, c.prompt_tokens, c.cost_usd, c.created_at) for c in seen.calls] == [
+        (DecisionSource.FALLBACK, AIPurpose.FILTER, 812, Decimal("0.0001362"), now),
+        (DecisionSource.AI, AIPurpose.FILTER, 812, Decimal("0.0001362"), now),
+    ]
+    # and every request is charged once, by purpose (the cycle's row is written by the pipeline, not here)
+    assert seen.usage == [
+        ("filter", 812, 24, Decimal("0.0001362")),
+        ("filter", 812, 24, Decimal("0.0001362")),
+        ("decision", 812, 24, Decimal("0.0001362")),
+    ]
+    assert fake_openai.request_count == 3
+
+
+async def test_spent_budget_holds_without_a_request(fake_openai: FakeOpenAI) -> None:
+    # Given a day's budget of $1 already spent
+    budget = AIBudget(
+        SpentLedger("1.00"), daily_usd=Decimal("1"), monthly_usd=Decimal("0"), clock=lambda: datetime.now(UTC)
+    )
+    ai = AIService(make_config(fake_openai), budget=budget)
+    # When the adviser is asked
+    decision = await ai.decide(make_context())
+    await ai.aclose()
+    # Then it holds, says why, and nothing reached the model
+    assert decision.source is DecisionSource.DISABLED
+    assert decision.error is not None
+    assert decision.error.startswith("budget: AI budget reached: day limit $1")
+    assert not ai.available
+    assert ai.off_reason is not None
+    assert fake_openai.request_count == 0
 
 
 async def test_jsonl_cache_serves_a_new_process_without_requests(fake_openai: FakeOpenAI, tmp_path: Path) -> None:

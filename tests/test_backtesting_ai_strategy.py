@@ -98,3 +98,24 @@ async def test_without_key_and_without_cached_answers_it_says_so_and_stops(candl
     strategy = AITradingStrategy(AIService(config, InMemoryDecisionCache()), "KRW-ETH", has_cache=True)
     with pytest.raises(ConfigurationError, match=r"none of the \d+ AI decisions"):
         await strategy.prepare(candles)
+
+
+class BudgetRunsOut:
+    """Available when asked first; its first answer spends the budget, so every answer is a disabled hold."""
+
+    def __init__(self) -> None:
+        self.available = True
+
+    async def decide(self, context: MarketContext) -> AIDecision:
+        self.available = False
+        return AIDecision(
+            Decision.HOLD, Decimal("0"), "AI disabled", DecisionSource.DISABLED, "fake", "h", error="budget: reached"
+        )
+
+
+async def test_a_budget_running_out_during_the_backtest_is_not_a_configuration_error(candles: pd.DataFrame) -> None:
+    # Given an adviser that goes off (budget) during the backtest, when it is prepared
+    stats = await AITradingStrategy(BudgetRunsOut(), "KRW-ETH").prepare(candles)
+    # Then the unanswered candidates are counted, and no buy is approved
+    assert stats.answered == 0
+    assert stats.unanswered == stats.candidates > 0

@@ -61,6 +61,10 @@ class ScriptedAI:
         self.answer = (decision, Decimal(confidence), error)
         self.asked: list[MarketContext] = []
         self.available = True
+        self.off_reason: str | None = None
+
+    async def check_budget(self, *, reread: bool = False) -> str | None:
+        return None
 
     async def decide(self, context: MarketContext) -> AIDecision:
         self.asked.append(context)

@@ -62,6 +62,21 @@ async def test_ai_decision_filters(client: httpx.AsyncClient, seed: Seeder, quer
     assert len((await client.get("/api/v1/ai/decisions", params=query)).json()["items"]) == count
 
 
+async def test_ai_decisions_list_the_cycles_decisions_and_the_filters_calls_on_request(
+    client: httpx.AsyncClient, seed: Seeder
+) -> None:
+    # Given a cycle's decision and a quick-filter model call (purpose=filter)
+    filter_call = seed.decision(at(1), decision="hold", final_decision="hold")
+    filter_call.purpose = "filter"
+    await seed.add(seed.decision(at(0)), filter_call)
+    # When decisions are listed, then only the cycle's come back; ?purpose=filter lists the filter's calls
+    [decision] = (await client.get("/api/v1/ai/decisions")).json()["items"]
+    assert decision["purpose"] == "decision"
+    [call] = (await client.get("/api/v1/ai/decisions", params={"purpose": "filter"})).json()["items"]
+    assert (call["purpose"], call["cost_usd"], call["prompt_tokens"]) == ("filter", "0.00022800", 1200)
+    assert (await client.get("/api/v1/ai/decisions", params={"purpose": "backtest"})).status_code == 422
+
+
 async def test_portfolio_latest_snapshot_and_history(client: httpx.AsyncClient, seed: Seeder) -> None:
     # Given no snapshot, the latest is a 404 that says so
     missing = await client.get("/api/v1/portfolio")

@@ -42,6 +42,10 @@ SPEC_METRICS = (
     "trading_cycle_stage_duration_seconds",
     "exchange_request_errors_total",
     "ai_request_errors_total",
+    "ai_tokens_total",  # issue 11: AI cost counted and capped
+    "ai_cost_usd_total",
+    "ai_budget_remaining_usd",
+    "ai_budget_limit_usd",
 )
 # What Grafana substitutes before a query reaches Prometheus; tests use the same short values.
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h"}

@@ -25,7 +25,14 @@ class DecisionSource(StrEnum):
     AI = "ai"  # answered by the model now
     CACHE = "cache"  # the model's earlier answer to the identical prompt
     FALLBACK = "fallback"  # the model failed; hold
-    DISABLED = "disabled"  # AI off or no key; hold
+    DISABLED = "disabled"  # AI off, no key or the AI budget reached; hold
+
+
+class AIPurpose(StrEnum):
+    """Why the model was asked: the trading cycle's decision, or the quick filter's AI backtest."""
+
+    DECISION = "decision"
+    FILTER = "filter"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +92,7 @@ class AIDecision:
     cost_usd: Decimal = Decimal("0")
     error: str | None = None
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    purpose: AIPurpose = AIPurpose.DECISION
 
     def as_cache_hit(self) -> AIDecision:
         """This answer served again: no tokens were spent for it this time."""
@@ -105,6 +113,7 @@ class AIDecision:
             "cost_usd": str(self.cost_usd),
             "error": self.error,
             "created_at": self.created_at.isoformat(),
+            "purpose": self.purpose.value,
         }
 
     @classmethod
@@ -125,6 +134,7 @@ class AIDecision:
                 cost_usd=Decimal(data.get("cost_usd", "0")),
                 error=data.get("error"),
                 created_at=datetime.fromisoformat(data["created_at"]),
+                purpose=AIPurpose(data.get("purpose", AIPurpose.DECISION.value)),
             )
         except (KeyError, ValueError, TypeError, ArithmeticError) as exc:
             raise DataError(f"not a stored AI decision: {type(exc).__name__}: {exc}") from exc

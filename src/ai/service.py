@@ -3,13 +3,17 @@
 ``AIService.decide`` never raises into the trading cycle. No key, AI switched off, timeouts, refusals,
 rate limits, quota, 5xx, truncated or filtered answers and malformed content all come back as a
 ``hold`` whose ``source`` is ``fallback`` or ``disabled`` and whose ``error`` says what happened.
-Real answers are cached by the prompt hash; a hit costs no request.
+Real answers are cached by the prompt hash; a hit costs no request. Every request that reaches the model is
+charged (tokens, USD) to the budget and the metrics, with its purpose; the quick filter's calls are also
+stored through the call recorder, since no trading-cycle row records them. Over budget, the adviser is off.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -18,13 +22,14 @@ from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from src.ai.cache import DecisionCache
-from src.ai.models import AIDecision, Decision, DecisionSource, MarketContext
+from src.ai.models import AIDecision, AIPurpose, Decision, DecisionSource, MarketContext
 from src.ai.prompt import build_request, prompt_text, request_hash
+from src.ai.usage import AIBudget, AICallRecorder, AIUsageObserver, record_usage
 from src.config.settings import AIConfig
 from src.exceptions import DataError
 from src.utils.logger import get_logger
 
-__all__ = ["AIDecision", "AIService", "Decision", "DecisionSource", "MarketContext"]
+__all__ = ["AIDecision", "AIPurpose", "AIService", "Decision", "DecisionSource", "MarketContext"]
 
 log = get_logger(__name__)
 
@@ -67,9 +72,22 @@ class _Failure(Exception):
 class AIService:
     """Ask the configured OpenAI-compatible model for a buy/sell/hold decision."""
 
-    def __init__(self, config: AIConfig, cache: DecisionCache | None = None) -> None:
+    def __init__(
+        self,
+        config: AIConfig,
+        cache: DecisionCache | None = None,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        budget: AIBudget | None = None,
+        observer: AIUsageObserver | None = None,
+        recorder: AICallRecorder | None = None,
+    ) -> None:
         self._config = config
         self._cache = cache
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self.budget = budget
+        self._observer = observer
+        self._recorder = recorder
         self._client: openai.AsyncOpenAI | None = None
         if config.api_key is not None and config.has_key:
             self._client = openai.AsyncOpenAI(
@@ -81,8 +99,30 @@ class AIService:
 
     @property
     def available(self) -> bool:
-        """A key is configured and AI is enabled."""
-        return self._config.enabled and self._client is not None
+        """A key is configured, AI is enabled and the budget (as last checked) is not spent."""
+        return self.off_reason is None
+
+    @property
+    def off_reason(self) -> str | None:
+        """Why the adviser is not asked now, or None."""
+        if not self._config.enabled:
+            return "AI_ENABLED is false"
+        if self._client is None:
+            return "no OPENAI_API_KEY configured"
+        if self.budget is not None and self.budget.reason is not None:
+            return self.budget.reason
+        return None
+
+    async def check_budget(self, *, reread: bool = False) -> str | None:
+        """Bring the budget up to date (period roll-over; with ``reread`` the recorded spend too); the reason
+        it blocks, or None."""
+        if self.budget is None:
+            return None
+        return await (self.budget.refresh() if reread else self.budget.check())
+
+    def for_purpose(self, purpose: AIPurpose) -> PurposeAdviser:
+        """This adviser, with every call it makes counted and recorded under ``purpose``."""
+        return PurposeAdviser(self, purpose)
 
     @property
     def model(self) -> str:
@@ -92,10 +132,10 @@ class AIService:
         if self._client is not None:
             await self._client.close()
 
-    async def decide(self, context: MarketContext) -> AIDecision:
+    async def decide(self, context: MarketContext, purpose: AIPurpose = AIPurpose.DECISION) -> AIDecision:
         """The model's decision for ``context``; a ``hold`` with the reason when anything fails."""
         try:
-            return await self._decide(context)
+            return replace(await self._decide(context, purpose), purpose=purpose)
         except DataError as exc:
             log.warning("ai.invalid_context", symbol=context.symbol, error=str(exc))
             return self._hold(DecisionSource.FALLBACK, f"invalid_context: {exc}", "", None)
@@ -103,7 +143,7 @@ class AIService:
             log.exception("ai.unexpected_error", symbol=context.symbol)
             return self._hold(DecisionSource.FALLBACK, f"unexpected: {type(exc).__name__}: {exc}", "", None)
 
-    async def _decide(self, context: MarketContext) -> AIDecision:
+    async def _decide(self, context: MarketContext, purpose: AIPurpose) -> AIDecision:
         request = build_request(self._config.model, context.to_prompt_payload())
         prompt = prompt_text(request)
         prompt_hash = request_hash(request)
@@ -115,11 +155,24 @@ class AIService:
             return cached.as_cache_hit()
         if self._client is None:
             return self._hold(DecisionSource.DISABLED, "disabled: no OPENAI_API_KEY configured", prompt_hash, prompt)
-        decision = await self._ask(request, prompt, prompt_hash)
+        over_budget = await self.check_budget()
+        if over_budget is not None:
+            return self._hold(DecisionSource.DISABLED, f"budget: {over_budget}", prompt_hash, prompt)
+        decision = replace(await self._ask(request, prompt, prompt_hash), purpose=purpose, created_at=self._clock())
         self._log(context, decision)
+        record_usage(decision, purpose, self.budget, self._observer)
+        if purpose is not AIPurpose.DECISION and self._recorder is not None:
+            await self._record(decision, context)
         if decision.source is DecisionSource.AI:
             await self._cache_put(decision)
         return decision
+
+    async def _record(self, decision: AIDecision, context: MarketContext) -> None:
+        assert self._recorder is not None
+        try:
+            await self._recorder.record_call(decision, context)
+        except Exception as exc:  # a failed write must not fail the filter; the cost is still charged
+            log.warning("ai.record_call_failed", prompt_hash=decision.prompt_hash, error=str(exc))
 
     async def _ask(self, request: dict[str, Any], prompt: str, prompt_hash: str) -> AIDecision:
         try:
@@ -190,6 +243,7 @@ class AIService:
             completion_tokens=completion_tokens,
             cost_usd=self.cost_usd(prompt_tokens, completion_tokens),
             error=error,
+            created_at=self._clock(),
         )
 
     async def _cache_get(self, prompt_hash: str) -> AIDecision | None:
@@ -215,6 +269,7 @@ class AIService:
             "decision": decision.decision.value,
             "confidence": str(decision.confidence),
             "source": decision.source.value,
+            "purpose": decision.purpose.value,
             "prompt_hash": decision.prompt_hash,
             "prompt_tokens": decision.prompt_tokens,
             "completion_tokens": decision.completion_tokens,
@@ -224,6 +279,21 @@ class AIService:
             log.warning("ai.fallback_hold", error=decision.error, **fields)
         else:
             log.info("ai.decision", **fields)
+
+
+class PurposeAdviser:
+    """``AIService`` seen by one caller (the quick filter's AI backtest): same client, cache and budget."""
+
+    def __init__(self, service: AIService, purpose: AIPurpose) -> None:
+        self.service = service
+        self.purpose = purpose
+
+    @property
+    def available(self) -> bool:
+        return self.service.available
+
+    async def decide(self, context: MarketContext) -> AIDecision:
+        return await self.service.decide(context, self.purpose)
 
 
 def _interpret(completion: ChatCompletion, raw: str) -> _Reply:

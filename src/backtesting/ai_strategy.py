@@ -79,6 +79,7 @@ class AITradingStrategy(Strategy):
         step = timedelta(seconds=bar_seconds(df.index))
         candidates = np.nonzero(rule.buy_signal)[0]
         answered = from_cache = 0
+        could_ask = self.adviser.available  # before: an AI budget may run out during the loop, which is no error
         for row in candidates:
             values = {k: float(v) for k, v in indicators.iloc[row].items() if np.isfinite(v)}
             context = MarketContext(
@@ -94,7 +95,7 @@ class AITradingStrategy(Strategy):
                 answered += 1
                 from_cache += decision.source is DecisionSource.CACHE
         self.stats = AIDecisionStats(len(candidates), answered, from_cache, len(candidates) - answered)
-        if len(candidates) and answered == 0 and not self.adviser.available:
+        if len(candidates) and answered == 0 and not could_ask:
             raise ConfigurationError(
                 f"no OPENAI_API_KEY and none of the {len(candidates)} AI decisions this backtest needs is in the "
                 "decision cache; set the key once to record them, or point to a cache that holds them"

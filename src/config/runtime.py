@@ -142,6 +142,20 @@ RUNTIME_KEYS: dict[str, RuntimeKey] = {
             ("ai", "min_confidence"),
             _percent(ge=0, le=100),
         ),
+        _key(
+            "ai.daily_budget_usd",
+            "Most USD the AI may spend per UTC day (decisions and quick filter); 0 = no cap",
+            "decimal, 0 <= x <= 100000",
+            ("ai", "daily_budget_usd"),
+            _percent(ge=0, le=100_000),
+        ),
+        _key(
+            "ai.monthly_budget_usd",
+            "Most USD the AI may spend per UTC month (decisions and quick filter); 0 = no cap",
+            "decimal, 0 <= x <= 1000000",
+            ("ai", "monthly_budget_usd"),
+            _percent(ge=0, le=1_000_000),
+        ),
     )
 }
 

@@ -169,6 +169,13 @@ class AIConfig(_Group):
         default=Decimal("0.60"), ge=0, validation_alias="OPENAI_OUTPUT_PRICE_PER_1M"
     )
     min_confidence: Decimal = Field(default=Decimal("60"), ge=0, le=100, validation_alias="AI_MIN_CONFIDENCE")
+    # USD caps on the model's spend per UTC day / UTC month (decisions and quick-filter calls); 0 = no cap
+    daily_budget_usd: Decimal = Field(
+        default=Decimal("1"), ge=0, le=100_000, allow_inf_nan=False, validation_alias="AI_DAILY_BUDGET_USD"
+    )
+    monthly_budget_usd: Decimal = Field(
+        default=Decimal("20"), ge=0, le=1_000_000, allow_inf_nan=False, validation_alias="AI_MONTHLY_BUDGET_USD"
+    )
 
     @property
     def has_key(self) -> bool:

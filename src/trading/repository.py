@@ -77,6 +77,7 @@ class AIDecisionRecord:
     error: str | None = None
     cycle_id: str | None = None
     created_at: datetime | None = None
+    purpose: str = "decision"  # decision (the trading cycle) | filter (the quick filter's AI backtest)
 
 
 @dataclass(slots=True)

@@ -18,7 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pandas as pd
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -88,6 +88,8 @@ class ReplaySummary:
     max_drawdown_pct: Decimal
     exits: dict[str, int] = field(default_factory=dict)
     open_positions: list[str] = field(default_factory=list)
+    ai_calls: dict[str, int] = field(default_factory=dict)  # requests that reached the model, by purpose
+    ai_cost_usd: Decimal = _ZERO
 
     @property
     def return_pct(self) -> Decimal:
@@ -247,8 +249,12 @@ async def _summarise(sessions: async_sessionmaker[AsyncSession], **known: object
     mode = TradingMode.REPLAY
     async with sessions() as session:
         cycles = await _count_by(session, TradingCycleRow.status, TradingCycleRow.mode == mode)
-        decisions = await _count_by(session, AIDecisionRow.source)
-        final_decisions = await _count_by(session, AIDecisionRow.final_decision)
+        cycle_decision = AIDecisionRow.purpose == "decision"
+        decisions = await _count_by(session, AIDecisionRow.source, cycle_decision)
+        final_decisions = await _count_by(session, AIDecisionRow.final_decision, cycle_decision)
+        model_call = or_(AIDecisionRow.prompt_tokens > 0, AIDecisionRow.completion_tokens > 0)
+        ai_calls = await _count_by(session, AIDecisionRow.purpose, model_call)
+        ai_costs = list(await session.scalars(select(AIDecisionRow.cost_usd).where(model_call)))
         orders = await _count_by(session, OrderRow.status, OrderRow.mode == mode)
         trades = list(await session.scalars(select(TradeRow).where(TradeRow.mode == mode)))
         equities = list(
@@ -284,6 +290,8 @@ async def _summarise(sessions: async_sessionmaker[AsyncSession], **known: object
         max_drawdown_pct=max_drawdown_pct([start_equity, *equities]),
         exits={str(k): v for k, v in exits.items()},
         open_positions=sorted(open_positions),
+        ai_calls=ai_calls,
+        ai_cost_usd=sum(ai_costs, _ZERO),
     )
 
 
@@ -318,6 +326,7 @@ def summary_table_rows(summary: ReplaySummary) -> list[tuple[str, str]]:
         ("jobs run", counts(summary.jobs)),
         ("trading cycles", f"{summary.cycles:,} ({summary.cycle_errors} with errors)"),
         ("decisions by source", counts(summary.decisions)),
+        ("AI model calls", f"{counts(summary.ai_calls)} (${summary.ai_cost_usd:.6f})"),
         ("final decisions", counts(summary.final_decisions)),
         ("orders", counts(summary.orders)),
         ("trades", f"{summary.trades} ({summary.buys} buys, {summary.sells} sells)"),

@@ -248,6 +248,7 @@ class JobRunner:
                 details={
                     "desired_state": self.desired.value,
                     "ai": "enabled" if self.engine.ai_available else "disabled",
+                    "ai_disabled_reason": self.engine.ai_off_reason,
                     "jobs": self.stats.runs,
                     "failures": self.stats.failures,
                 },

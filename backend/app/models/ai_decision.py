@@ -11,6 +11,7 @@ from backend.app.db.base import Base, created_at_column
 from backend.app.db.types import ExactDecimal, JSONType, Money
 
 _DECISIONS = "('buy', 'sell', 'hold')"
+_PURPOSES = "('decision', 'filter')"
 
 
 class AIDecisionRow(Base):
@@ -20,6 +21,7 @@ class AIDecisionRow(Base):
     __table_args__ = (
         CheckConstraint(f"decision IN {_DECISIONS}", name="decision"),
         CheckConstraint(f"final_decision IN {_DECISIONS}", name="final_decision"),
+        CheckConstraint(f"purpose IN {_PURPOSES}", name="purpose"),
         Index("idx_ai_decisions_symbol", "symbol"),
         Index("idx_ai_decisions_created_at", "created_at", "id"),  # keyset paging (migration 0004)
     )
@@ -43,4 +45,6 @@ class AIDecisionRow(Base):
     cost_usd: Mapped[Decimal] = mapped_column(Money(), default=Decimal("0"), server_default="0")
     error: Mapped[str | None] = mapped_column(Text)
     cycle_id: Mapped[str | None] = mapped_column(String(80), index=True)
+    # why the model was asked: the cycle's decision, or the quick filter's AI backtest (migration 0005)
+    purpose: Mapped[str] = mapped_column(String(20), default="decision", server_default="decision")
     created_at: Mapped[datetime] = created_at_column()

@@ -14,6 +14,11 @@ class DecisionKind(StrEnum):
     HOLD = "hold"
 
 
+class PurposeKind(StrEnum):
+    DECISION = "decision"
+    FILTER = "filter"
+
+
 class AIDecisionOut(ApiModel):
     id: int
     symbol: str
@@ -30,6 +35,7 @@ class AIDecisionOut(ApiModel):
     cost_usd: Money
     error: str | None
     cycle_id: str | None
+    purpose: PurposeKind = Field(description="decision (the trading cycle) | filter (the quick filter's AI backtest)")
     created_at: datetime
 
 

@@ -42,6 +42,8 @@ _TITLE_ICON = {
     EventKind.SAFE_MODE_LEFT: "✅",
     EventKind.BOT_STATE_CHANGED: "⚙️",
     EventKind.DAILY_REPORT: "📊",
+    EventKind.AI_BUDGET_REACHED: "💸",
+    EventKind.AI_BUDGET_RESTORED: "🤖",
 }
 # Fields shown first, in this order; any other field follows in the order the event gives it.
 _FIELD_ORDER = {
@@ -52,6 +54,10 @@ _FIELD_ORDER = {
     EventKind.SAFE_MODE_ENTERED: ("mode", "reason", "equity", "peak_equity", "until"),
     EventKind.SAFE_MODE_LEFT: ("mode", "reason", "by"),
     EventKind.BOT_STATE_CHANGED: ("previous", "state", "by", "instance"),
+    EventKind.AI_BUDGET_REACHED: (
+        "reason", "spent_day_usd", "daily_budget_usd", "spent_month_usd", "monthly_budget_usd",
+    ),
+    EventKind.AI_BUDGET_RESTORED: ("spent_day_usd", "daily_budget_usd", "spent_month_usd", "monthly_budget_usd"),
     EventKind.DAILY_REPORT: (
         "mode", "equity", "change_24h_pct", "profit_rate", "drawdown_pct", "pnl", "trades", "buys", "sells",
         "volume", "fee", "open_positions", "decisions", "errors",

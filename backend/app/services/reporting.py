@@ -76,7 +76,11 @@ async def build_daily_report(
                 (
                     await session.execute(
                         select(AIDecisionRow.source, func.count())
-                        .where(AIDecisionRow.created_at >= since, AIDecisionRow.created_at <= now)
+                        .where(
+                            AIDecisionRow.created_at >= since,
+                            AIDecisionRow.created_at <= now,
+                            AIDecisionRow.purpose == "decision",
+                        )
                         .group_by(AIDecisionRow.source)
                     )
                 ).all()

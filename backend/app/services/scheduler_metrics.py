@@ -6,6 +6,7 @@ process serves its one on ``SCHEDULER_METRICS_PORT`` (0 disables the endpoint).
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
 from typing import Any
 
@@ -63,6 +64,18 @@ class SchedulerMetrics:
             "exchange_request_errors_total", "Exchange request errors", ["operation", "error"], registry=r
         )
         self.ai_errors = Counter("ai_request_errors_total", "AI adviser failures", ["reason"], registry=r)
+        self.ai_tokens = Counter(
+            "ai_tokens_total", "Tokens of requests that reached the model", ["purpose", "kind"], registry=r
+        )
+        self.ai_cost = Counter(
+            "ai_cost_usd_total", "USD of requests that reached the model (configured prices)", ["purpose"], registry=r
+        )
+        self.ai_budget_limit = Gauge(
+            "ai_budget_limit_usd", "The AI spend cap of the current UTC period (0 = no cap)", ["period"], registry=r
+        )
+        self.ai_budget_remaining = Gauge(
+            "ai_budget_remaining_usd", "USD left of this UTC period's AI budget (+Inf: no cap)", ["period"], registry=r
+        )
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> Any | None:
         """Serve ``/metrics`` on ``port`` (0: not at all); returns the HTTP server (``shutdown()`` stops it)."""
@@ -90,6 +103,15 @@ class SchedulerMetrics:
 
     def on_ai_error(self, reason: str) -> None:
         self.ai_errors.labels(reason=reason[:40]).inc()
+
+    def on_ai_usage(self, purpose: str, prompt_tokens: int, completion_tokens: int, cost_usd: Decimal) -> None:
+        self.ai_tokens.labels(purpose=purpose, kind="prompt").inc(prompt_tokens)
+        self.ai_tokens.labels(purpose=purpose, kind="completion").inc(completion_tokens)
+        self.ai_cost.labels(purpose=purpose).inc(float(cost_usd))
+
+    def on_ai_budget(self, period: str, limit_usd: Decimal, remaining_usd: Decimal | None) -> None:
+        self.ai_budget_limit.labels(period=period).set(float(limit_usd))
+        self.ai_budget_remaining.labels(period=period).set(math.inf if remaining_usd is None else float(remaining_usd))
 
     def on_trade(self, trade: Any) -> None:
         self.trades.labels(side=trade.side.value, symbol=trade.symbol).inc()

@@ -17,7 +17,7 @@ from decimal import Decimal
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from backend.app.db.repositories.ai_cache import DatabaseDecisionCache
+from backend.app.db.repositories.ai_cache import DatabaseCallRecorder, DatabaseDecisionCache
 from backend.app.db.repositories.bot import BotRepository
 from backend.app.db.repositories.paper import SqlPaperAccountStore
 from backend.app.db.repositories.risk import SqlRiskStore
@@ -27,7 +27,9 @@ from backend.app.models import PortfolioSnapshotRow
 from backend.app.services.reporting import DailyReport, build_daily_report
 from backend.app.services.scheduler_metrics import SchedulerMetrics
 from src.ai.cache import DecisionCache
+from src.ai.models import AIPurpose
 from src.ai.service import AIService
+from src.ai.usage import AIBudget, BudgetChange, BudgetPeriod
 from src.ai.validator import AIDecisionValidator
 from src.api.interfaces import MAX_CANDLES_PER_REQUEST, IExchangeClient
 from src.api.paper_exchange import PaperExchange
@@ -44,7 +46,7 @@ from src.exceptions import ConfigurationError
 from src.position.service import PositionService
 from src.risk.manager import RiskManager
 from src.trading.liquidity import LiquidityAnalyzer
-from src.trading.notifier import Notifier, NullNotifier
+from src.trading.notifier import EventKind, NotificationEvent, Notifier, NullNotifier
 from src.trading.pipeline import MINUTES_TO_TIMEFRAME, Analyzer, CycleReport, ExitReport, TradingPipeline
 from src.trading.pipeline.positions import ServicePositionBook
 from src.trading.repository import PortfolioSnapshotRecord
@@ -93,8 +95,10 @@ class TradingEngine:
         metrics: SchedulerMetrics,
         clock: Clock,
         parts: EngineParts,
+        ai: AIService | None = None,
     ) -> None:
         self.settings = settings
+        self.ai = ai
         self.mode = mode
         self.symbols = symbols
         self.pipeline = pipeline
@@ -146,7 +150,24 @@ class TradingEngine:
         collector = DataCollector.from_settings(
             settings, exchange, fear_greed, candle_count=_candles_for_lookback(settings, timeframe)
         )
-        ai = AIService(settings.ai, cache=ai_cache or DatabaseDecisionCache(repository))
+        metrics = metrics or SchedulerMetrics()
+        notifier = notifier or NullNotifier()
+        budget = AIBudget(
+            repository,
+            daily_usd=settings.ai.daily_budget_usd,
+            monthly_usd=settings.ai.monthly_budget_usd,
+            clock=clock,
+            on_change=_budget_alert(notifier),
+            observer=metrics,
+        )
+        ai = AIService(
+            settings.ai,
+            cache=ai_cache or DatabaseDecisionCache(repository),
+            clock=clock,
+            budget=budget,
+            observer=metrics,
+            recorder=DatabaseCallRecorder(repository),
+        )
         parts.closers.append(ai.aclose)
         strategy = RuleBasedBreakoutStrategy()
         analyzer = Analyzer(
@@ -167,8 +188,6 @@ class TradingEngine:
             fee_rate=settings.trading.fee_rate,
         )
         positions = PositionService(store, settings.risk, mode, min_order_krw=settings.trading.min_order_krw)
-        metrics = metrics or SchedulerMetrics()
-        notifier = notifier or NullNotifier()
         trading = TradingService(
             exchange,
             repository,
@@ -217,6 +236,7 @@ class TradingEngine:
             metrics=metrics,
             clock=clock,
             parts=parts,
+            ai=ai,
         )
 
     @staticmethod
@@ -268,6 +288,16 @@ class TradingEngine:
     def ai_available(self) -> bool:
         return self.pipeline.analyzer.ai_available
 
+    @property
+    def ai_off_reason(self) -> str | None:
+        """Why the adviser is not asked now (settings, no key, budget reached), or None while it is."""
+        return None if self.ai_available else self.pipeline.analyzer.ai_disabled_reason().removeprefix("disabled: ")
+
+    @property
+    def ai_budget(self) -> AIBudget | None:
+        """The AI spend caps; ``set_limits`` applies run-time ``ai.daily_budget_usd`` / ``ai.monthly_budget_usd``."""
+        return None if self.ai is None else self.ai.budget
+
     async def start_up(self) -> None:
         """Settle whatever a previous run left pending before anything new is decided."""
         results = await self.pipeline.reconcile()
@@ -311,12 +341,34 @@ def _candles_for_lookback(settings: Settings, timeframe: str) -> int:
     return max(MAX_CANDLES_PER_REQUEST, math.ceil(lookback_seconds / TIMEFRAME_SECONDS[timeframe]) + 1)
 
 
+def _budget_alert(notifier: Notifier) -> Callable[[BudgetChange], None]:
+    """The budget's on/off transitions as notifier events (Telegram, the event stream)."""
+
+    def alert(change: BudgetChange) -> None:
+        fields = {
+            "spent_day_usd": str(change.spent_usd[BudgetPeriod.DAY]),
+            "daily_budget_usd": str(change.limits_usd[BudgetPeriod.DAY]),
+            "spent_month_usd": str(change.spent_usd[BudgetPeriod.MONTH]),
+            "monthly_budget_usd": str(change.limits_usd[BudgetPeriod.MONTH]),
+        }
+        if change.reason is None:
+            event = NotificationEvent(EventKind.AI_BUDGET_RESTORED, "AI adviser back on (budget)", fields, at=change.at)
+        else:
+            fields = {"reason": change.reason, **fields}
+            event = NotificationEvent(EventKind.AI_BUDGET_REACHED, "AI budget reached: AI off", fields, at=change.at)
+        notifier.notify(event)
+
+    return alert
+
+
 def _quick_filter(settings: Settings, strategy: RuleBasedBreakoutStrategy, ai: AIService) -> QuickBacktestFilter:
-    """The spec's two stages: the rule backtest, then (only when the adviser can answer) the AI backtest."""
+    """The spec's two stages: the rule backtest, then (only when the adviser can answer) the AI backtest.
+    The AI stage's calls are counted, recorded and budgeted as ``filter`` calls."""
     ai_factory = None
     if ai.available:
+        adviser = ai.for_purpose(AIPurpose.FILTER)
 
         def ai_factory(symbol: str) -> AITradingStrategy:
-            return AITradingStrategy(ai, symbol, rule_strategy=strategy, min_confidence=settings.ai.min_confidence)
+            return AITradingStrategy(adviser, symbol, rule_strategy=strategy, min_confidence=settings.ai.min_confidence)
 
     return QuickBacktestFilter.from_settings(settings, ai_strategy_factory=ai_factory, rule_strategy=strategy)

@@ -18,6 +18,9 @@ from src.backtesting.strategy import Strategy
 from src.trading.indicators import get_latest_indicators
 from src.trading.liquidity import LiquidityAnalyzer, LiquidityAssessment
 from src.trading.signal_analyzer import SignalAnalyzer
+from src.utils.logger import get_logger
+
+log = get_logger(__name__)
 
 RULES_SOURCE = "rules"  # the rule strategy decided (AI unavailable)
 FILTER_SOURCE = "filter"  # the quick filter failed, the adviser was not asked
@@ -88,11 +91,22 @@ class Analyzer:
     def ai_available(self) -> bool:
         return self.ai is not None and self.ai.available
 
+    async def refresh_ai(self) -> None:
+        """Re-read the AI spend before deciding whether to ask (a failed read keeps the last state)."""
+        if self.ai is None:
+            return
+        try:
+            await self.ai.check_budget(reread=True)
+        except Exception as exc:
+            log.warning("ai.budget_check_failed", error=str(exc))
+
     def ai_disabled_reason(self) -> str:
         if self.ai_off_reason:
             return f"disabled: {self.ai_off_reason}"
         if self.ai is None:
             return "disabled: no AI service configured"
+        if self.ai.off_reason:
+            return f"disabled: {self.ai.off_reason}"
         return "disabled: no OPENAI_API_KEY configured or AI_ENABLED is false"
 
     def technicals(self, candles: pd.DataFrame) -> tuple[dict[str, float], dict[str, Any], dict[str, Any]]:

@@ -418,6 +418,7 @@ class TradingPipeline:
         holding = portfolio.holding(ctx.symbol)
         indicators, signals, strategy_last = self.analyzer.technicals(market.candles)
         rules_decision, rules_reason = self.analyzer.rules_decision(strategy_last, holding is not None)
+        await self.analyzer.refresh_ai()
         if not self.analyzer.ai_available:
             disabled = self.analyzer.ai_disabled_reason()
             analysis = Analysis(

@@ -451,8 +451,12 @@ async def list_ai_decisions(
     overridden: bool | None = None,
     from_date: datetime | None = None,
     to_date: datetime | None = None,
+    purpose: str | None = "decision",
 ) -> Page:
+    """The trading cycle's decisions by default; ``purpose='filter'`` lists the quick filter's model calls."""
     query = select(AIDecisionRow.__table__).where(*_in_range(AIDecisionRow.created_at, from_date, to_date))
+    if purpose is not None:
+        query = query.where(AIDecisionRow.purpose == purpose)
     if symbol is not None:
         query = query.where(AIDecisionRow.symbol == symbol)
     if decision is not None:
@@ -607,9 +611,10 @@ async def trade_totals_between(
 async def decision_counts_between(
     connection: AsyncConnection, after_id: int, up_to_id: int
 ) -> dict[tuple[str, str], int]:
-    """AI decisions with ``after_id < id <= up_to_id``, counted by symbol and final decision."""
+    """The cycle's AI decisions with ``after_id < id <= up_to_id``, counted by symbol and final decision."""
     keys = (AIDecisionRow.symbol, AIDecisionRow.final_decision)
-    query = select(*keys, func.count()).where(AIDecisionRow.id > after_id, AIDecisionRow.id <= up_to_id).group_by(*keys)
+    where = (AIDecisionRow.id > after_id, AIDecisionRow.id <= up_to_id, AIDecisionRow.purpose == "decision")
+    query = select(*keys, func.count()).where(*where).group_by(*keys)
     return {(symbol, decision): count for symbol, decision, count in await connection.execute(query)}
 
 
@@ -617,7 +622,7 @@ async def latest_confidence_between(connection: AsyncConnection, after_id: int, 
     """The confidence of the newest decision per symbol among ``after_id < id <= up_to_id``."""
     newest = (
         select(func.max(AIDecisionRow.id))
-        .where(AIDecisionRow.id > after_id, AIDecisionRow.id <= up_to_id)
+        .where(AIDecisionRow.id > after_id, AIDecisionRow.id <= up_to_id, AIDecisionRow.purpose == "decision")
         .group_by(AIDecisionRow.symbol)
     )
     query = select(AIDecisionRow.symbol, AIDecisionRow.confidence).where(AIDecisionRow.id.in_(newest))

@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, exists, or_, select
+from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backend.app.db.repositories._mapping import record_values, row_to_record
@@ -176,6 +176,17 @@ class SqlTradingRepository:
         async with self._sessions() as session:
             row = await session.scalar(query)
             return None if row is None else row_to_record(row, AIDecisionRecord)
+
+    async def ai_spend_usd(self, since: datetime) -> Decimal:
+        """USD recorded for model calls at or after ``since``, every purpose (``src.ai.usage.AISpendLedger``)."""
+        spent_tokens = or_(AIDecisionRow.prompt_tokens > 0, AIDecisionRow.completion_tokens > 0)
+        where = (AIDecisionRow.created_at >= since, spent_tokens)
+        async with self._sessions() as session:
+            if session.bind.dialect.name == "sqlite":  # money is text there: add it up exactly in Python
+                costs = await session.scalars(select(AIDecisionRow.cost_usd).where(*where))
+                return sum(costs, Decimal("0"))
+            total = await session.scalar(select(func.sum(AIDecisionRow.cost_usd)).where(*where))
+            return Decimal("0") if total is None else Decimal(total)
 
     # --- portfolio, cycles, logs ------------------------------------------------------------------
     async def save_snapshot(self, snapshot: PortfolioSnapshotRecord) -> None:

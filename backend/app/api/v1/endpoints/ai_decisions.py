@@ -17,7 +17,7 @@ from backend.app.api.v1.endpoints._params import (
     query_error,
 )
 from backend.app.db.repositories import queries
-from backend.app.schemas.ai_decisions import AIDecisionPage, DecisionKind
+from backend.app.schemas.ai_decisions import AIDecisionPage, DecisionKind, PurposeKind
 from src.exceptions import InvalidInput
 
 router = APIRouter(prefix="/ai", tags=["ai"])
@@ -31,6 +31,7 @@ async def list_decisions(
     decision: DecisionKind | None = None,
     final_decision: DecisionKind | None = None,
     overridden: bool | None = None,
+    purpose: PurposeKind = PurposeKind.DECISION,
     from_date: FromDate = None,
     to_date: ToDate = None,
     limit: Limit = 50,
@@ -45,6 +46,7 @@ async def list_decisions(
             decision=decision,
             final_decision=final_decision,
             overridden=overridden,
+            purpose=purpose.value,
             from_date=from_date,
             to_date=to_date,
         )
