@@ -85,8 +85,18 @@ class AIService:
         return self._config.enabled and self._client is not None
 
     @property
+    def configured(self) -> bool:
+        """A key is configured (whether or not AI is enabled)."""
+        return self._client is not None
+
+    @property
     def model(self) -> str:
         return self._config.model
+
+    def use_config(self, config: AIConfig) -> None:
+        """Run-time settings (``ai.enabled``, thresholds) from now on; the connection (key, URL, timeout,
+        retries) stays the one built at start."""
+        self._config = config
 
     async def aclose(self) -> None:
         if self._client is not None:
