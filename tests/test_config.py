@@ -175,4 +175,3 @@ def test_a_value_is_valid_from_the_api_exactly_when_it_is_valid_from_the_environ
     except InvalidInput:
         from_api = None
     assert from_env == from_api
-
