@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from backend.app.core.replay import ReplayOptions, run_replay
 from backend.app.core.scheduler import JobName, JobRunner
 from backend.app.db.repositories.bot import BotRepository
 from backend.app.models import AIDecisionRow, OrderRow, PositionRow, SystemLogRow, TradingCycleRow
@@ -250,3 +251,26 @@ async def test_the_control_poll_leaves_a_running_job_its_settings(
     await runner.poll()
 
     assert engine.pipeline.symbols == ["KRW-ETH"]
+
+
+# --- replay obeys bot_config like the scheduler ------------------------------------------------------------
+async def test_replay_applies_the_settings_stored_in_its_database(
+    database_url: str, db_sessions: Sessions, make_settings: SettingsFactory
+) -> None:
+    """Given bot_config of the replay's database asks for KRW-ETH (TRADING_SYMBOLS and --symbols say KRW-BTC),
+    when the replay runs, then it loads ETH's candles and every cycle analyses KRW-ETH only, without errors."""
+    settings = make_settings(TRADING_SYMBOLS="KRW-BTC")
+    await BotRepository(db_sessions).set_config("trading.symbols", ["KRW-ETH"], updated_by="api-key")
+    options = ReplayOptions(
+        symbols=["KRW-BTC"],
+        start=datetime(2023, 12, 2, 16, tzinfo=UTC),
+        end=datetime(2023, 12, 2, 20, tzinfo=UTC),
+        database_url=database_url,
+    )
+
+    summary = await run_replay(settings, options)
+
+    assert summary.symbols == ["KRW-ETH"]
+    assert summary.cycle_errors == 0
+    assert {cycle.symbol for cycle in await _all(db_sessions, TradingCycleRow)} == {"KRW-ETH"}
+    assert {row.symbol for row in await _all(db_sessions, AIDecisionRow)} == {"KRW-ETH"}
