@@ -1,9 +1,12 @@
 """Settings the scheduler may take at run time from ``bot_config``: the one registry of keys and their rules.
 
-The API validates a value with ``validate_runtime_value`` before it writes it; the scheduler reads the
-stored JSON (``BotRepository.get_config(key)``) and parses it with the same function, so both sides agree on
-what a key means. A key that is absent from ``bot_config`` means "use the value from the environment"
-(``runtime_default``). Pure pydantic: importable without FastAPI or SQLAlchemy.
+Each key names a ``Settings`` field and validates with that field's own type (``src/config/rules.py``), so the
+environment and the API share one rule per key. The API validates a value with ``validate_runtime_value``
+before it writes it; the scheduler reads the stored JSON and applies it with ``runtime_state.apply_requests``
+(the same function, plus the rules across keys). A key that is absent from ``bot_config`` means "use the value
+from the environment" (``runtime_default``). Adding a key here is all it takes to have the scheduler apply it,
+provided the part that uses the field reads it from the ``Settings`` handed to ``TradingEngine.configure``.
+Pure pydantic: importable without FastAPI or SQLAlchemy.
 """
 
 from __future__ import annotations

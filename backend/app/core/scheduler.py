@@ -4,8 +4,9 @@ heartbeat, SIGTERM, and replay (the same jobs on a simulated clock).
 Jobs (see docs/SCHEDULER_GUIDE.md): trading cycle (``SCHEDULER_TRADING_CRON``, hourly), position
 check (every ``SCHEDULER_POSITION_CHECK_MINUTES``), portfolio snapshot (every
 ``SCHEDULER_SNAPSHOT_MINUTES``), daily report (``SCHEDULER_DAILY_REPORT_TIME_KST``), and a control poll
-(every ``SCHEDULER_CONTROL_POLL_SECONDS``: desired state, heartbeat, lock lease). Jobs that touch the
-account run one at a time (one asyncio lock), so an exit and a cycle never sell the same coin twice.
+(every ``SCHEDULER_CONTROL_POLL_SECONDS``: desired state, run-time settings between jobs, heartbeat, lock
+lease). Jobs that touch the account run one at a time (one asyncio lock), so an exit and a cycle never sell the
+same coin twice.
 """
 
 from __future__ import annotations
