@@ -4,6 +4,7 @@ scheduler's own job runner; SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -15,12 +16,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from backend.app.core.replay import ReplayOptions, run_replay
-from backend.app.core.scheduler import JobName, JobRunner
+from backend.app.core.scheduler import JobName, JobRunner, TradingScheduler
 from backend.app.db.repositories.bot import BotRepository
 from backend.app.models import AIDecisionRow, OrderRow, PositionRow, SystemLogRow, TradingCycleRow
 from backend.app.services.scheduler_metrics import SchedulerMetrics
 from backend.app.services.trading_engine import TradingEngine
-from src.config.settings import Settings, TradingMode
+from src.config.settings import SchedulerConfig, Settings, TradingMode
 from src.data.replay import ReplayMarketSource
 from tests.fakes.openai_server import Behaviour, FakeOpenAI
 from tests.fakes.upbit_server import make_candles
@@ -274,3 +275,27 @@ async def test_replay_applies_the_settings_stored_in_its_database(
     assert summary.cycle_errors == 0
     assert {cycle.symbol for cycle in await _all(db_sessions, TradingCycleRow)} == {"KRW-ETH"}
     assert {row.symbol for row in await _all(db_sessions, AIDecisionRow)} == {"KRW-ETH"}
+
+
+async def test_a_running_scheduler_applies_a_request_on_its_control_poll(
+    engines: Callable[..., Any], client: httpx.AsyncClient, db_engine: AsyncEngine
+) -> None:
+    """Given the scheduler process running (lock, APScheduler, control poll every 0.1 s) and no job due, when the
+    API changes the markets, then the control poll applies them and GET /bot/status reports them applied."""
+    engine, _, _ = await engines()
+    config = SchedulerConfig(_env_file=None, SCHEDULER_CONTROL_POLL_SECONDS="0.1")  # type: ignore[call-arg]
+    scheduler = TradingScheduler(engine, db_engine, config)
+    task = asyncio.create_task(scheduler.run(handle_signals=False))
+    await asyncio.wait_for(scheduler.started.wait(), timeout=10)
+    try:
+        await _put(client, **{"trading.symbols": ["KRW-ETH"]})
+        for _ in range(100):
+            if (await _status_settings(client))["trading.symbols"]["status"] == "applied":
+                break
+            await asyncio.sleep(0.05)
+
+        assert (await _status_settings(client))["trading.symbols"]["applied"] == ["KRW-ETH"]
+        assert engine.pipeline.symbols == ["KRW-ETH"]
+    finally:
+        scheduler.request_stop("test")
+        assert await asyncio.wait_for(task, timeout=10) == 0

@@ -95,7 +95,8 @@ def apply_requests(current: AppliedSettings, stored: Mapping[str, Any], at: date
             continue
         candidate = with_value(settings, key, wanted)
         if problems := [p for p in combination_problems(candidate) if p not in combination_problems(settings)]:
-            rejected[key] = Rejection(raw, f"{key}: " + "; ".join(problems))
+            asked = raw if raw is not None else runtime_value_to_json(wanted)  # the default, as the API shows it
+            rejected[key] = Rejection(asked, f"{key}: " + "; ".join(problems))
             continue
         settings = candidate
         since[key] = at
