@@ -64,21 +64,9 @@ def _no_bool(value: Any) -> Any:
     return value
 
 
-def percent(
-    *, gt: float | None = None, ge: float | None = None, lt: float | None = None, le: float | None = None
-) -> Any:
-    """A decimal percentage within the bounds, at most 4 decimal places."""
-    return Annotated[
-        Decimal,
-        BeforeValidator(_number),
-        AfterValidator(_finite),
-        Field(gt=gt, ge=ge, lt=lt, le=le, max_digits=12, decimal_places=4),
-    ]
-
-
-def count(*, ge: int, le: int) -> Any:
-    """An integer within the bounds (not a boolean)."""
-    return Annotated[int, BeforeValidator(_no_bool), Field(ge=ge, le=le)]
+_NUMBER = BeforeValidator(_number)
+_FINITE = AfterValidator(_finite)
+_NOT_BOOL = BeforeValidator(_no_bool)
 
 
 KrwMarket = Annotated[str, AfterValidator(krw_market)]
@@ -88,11 +76,12 @@ KrwMarkets = Annotated[
     AfterValidator(_each_once),
 ]
 
-# The rules of the settings that may change at run time (``runtime.RUNTIME_KEYS``).
-MaxPositions = count(ge=1, le=50)
-MaxTradesPerDay = count(ge=1, le=10_000)
-StopLossPct = percent(gt=0, lt=100)
-TakeProfitPct = percent(gt=0, le=1000)
-TrailingStopPct = percent(ge=0, lt=100)
-MaxPositionPct = percent(gt=0, le=100)
-ConfidencePct = percent(ge=0, le=100)
+# The rules of the settings that may change at run time (``runtime.RUNTIME_KEYS``); percentages have at most
+# 4 decimal places.
+MaxPositions = Annotated[int, _NOT_BOOL, Field(ge=1, le=50)]
+MaxTradesPerDay = Annotated[int, _NOT_BOOL, Field(ge=1, le=10_000)]
+StopLossPct = Annotated[Decimal, _NUMBER, _FINITE, Field(gt=0, lt=100, max_digits=12, decimal_places=4)]
+TakeProfitPct = Annotated[Decimal, _NUMBER, _FINITE, Field(gt=0, le=1000, max_digits=12, decimal_places=4)]
+TrailingStopPct = Annotated[Decimal, _NUMBER, _FINITE, Field(ge=0, lt=100, max_digits=12, decimal_places=4)]
+MaxPositionPct = Annotated[Decimal, _NUMBER, _FINITE, Field(gt=0, le=100, max_digits=12, decimal_places=4)]
+ConfidencePct = Annotated[Decimal, _NUMBER, _FINITE, Field(ge=0, le=100, max_digits=12, decimal_places=4)]
