@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from src.config.runtime import runtime_default, validate_runtime_value
 from src.config.settings import PROJECT_ROOT, TradingMode, load_settings
-from src.exceptions import ConfigurationError
+from src.exceptions import ConfigurationError, InvalidInput
 
 
 @pytest.fixture(autouse=True)
@@ -39,6 +40,8 @@ def test_defaults_are_paper_mode_on_embedded_sqlite() -> None:
         ("TRADING_FEE_RATE", "-0.1", "TRADING_FEE_RATE='-0.1': Input should be greater than or equal to 0"),
         ("TRADING_MODE", "yolo", "TRADING_MODE='yolo': Input should be 'paper', 'live' or 'replay'"),
         ("TRADING_SYMBOLS", "BTC-KRW", "expected Upbit KRW markets like KRW-BTC"),
+        ("TRADING_SYMBOLS", "KRW-\u0392\u03a4C", "expected Upbit KRW markets like KRW-BTC"),
+        ("TAKE_PROFIT_PCT", "0.05", "take-profit 0.05% must exceed the round-trip fee of 0.1%"),
         ("DATABASE_URL", "mysql://x", "DATABASE_URL='mysql://x': expected sqlite+aiosqlite"),
         ("SCHEDULER_TRADING_CRON", "hourly", "expected a 5-field cron expression"),
         ("API_CORS_ORIGINS", "*", "'*' is not allowed"),
@@ -137,3 +140,46 @@ def test_bad_configuration_exits_with_one_line_and_no_traceback() -> None:
         "error: Invalid configuration: MAX_POSITIONS='abc': Input should be a valid integer, "
         "unable to parse string as an integer"
     ]
+
+
+# --- one rule per key: the environment and the run-time API agree ------------------------------------
+_SAME_RULE_CASES = [
+    ("trading.symbols", "TRADING_SYMBOLS", ["KRW-ETH", "KRW-1INCH"], "KRW-ETH,KRW-1INCH"),
+    ("trading.symbols", "TRADING_SYMBOLS", ["KRW-\u0392\u03a4C"], "KRW-\u0392\u03a4C"),  # Greek capitals
+    ("trading.symbols", "TRADING_SYMBOLS", ["KRW-" + "A" * 200], "KRW-" + "A" * 200),
+    ("trading.symbols", "TRADING_SYMBOLS", ["KRW-btc"], "KRW-btc"),
+    ("trading.symbols", "TRADING_SYMBOLS", ["KRW-BTC", "KRW-BTC"], "KRW-BTC,KRW-BTC"),
+    ("trading.symbols", "TRADING_SYMBOLS", [f"KRW-A{i}" for i in range(31)], ",".join(f"KRW-A{i}" for i in range(31))),
+    ("risk.max_positions", "MAX_POSITIONS", 51, "51"),
+    ("risk.max_positions", "MAX_POSITIONS", 0, "0"),
+    ("risk.max_trades_per_day", "MAX_TRADES_PER_DAY", 10_000, "10000"),
+    ("risk.max_trades_per_day", "MAX_TRADES_PER_DAY", 10_001, "10001"),
+    ("risk.stop_loss_pct", "STOP_LOSS_PCT", "100", "100"),
+    ("risk.stop_loss_pct", "STOP_LOSS_PCT", "2.5", "2.5"),
+    ("risk.take_profit_pct", "TAKE_PROFIT_PCT", "1000", "1000"),
+    ("risk.take_profit_pct", "TAKE_PROFIT_PCT", "1000.5", "1000.5"),
+    ("risk.take_profit_pct", "TAKE_PROFIT_PCT", "1.00001", "1.00001"),
+    ("risk.trailing_stop_pct", "TRAILING_STOP_PCT", "0", "0"),
+    ("risk.trailing_stop_pct", "TRAILING_STOP_PCT", "-1", "-1"),
+    ("risk.max_position_pct", "MAX_POSITION_PCT", "100.01", "100.01"),
+    ("ai.min_confidence", "AI_MIN_CONFIDENCE", "NaN", "NaN"),
+    ("ai.min_confidence", "AI_MIN_CONFIDENCE", "100", "100"),
+]
+
+
+@pytest.mark.parametrize(("key", "env_name", "api_value", "env_value"), _SAME_RULE_CASES)
+def test_a_value_is_valid_from_the_api_exactly_when_it_is_valid_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, key: str, env_name: str, api_value: object, env_value: str
+) -> None:
+    """Given the same value as JSON (API) and as text (environment), when each side validates it, then both
+    accept it, or both refuse it: one rule per key."""
+    monkeypatch.setenv(env_name, env_value)
+    try:
+        from_env = runtime_default(load_settings(env_file=None), key)
+    except ConfigurationError:
+        from_env = None
+    try:
+        from_api = validate_runtime_value(key, api_value)
+    except InvalidInput:
+        from_api = None
+    assert from_env == from_api

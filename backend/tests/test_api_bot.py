@@ -148,10 +148,13 @@ async def test_config_lists_every_runtime_key_with_its_environment_default(clien
     entries = {entry["key"]: entry for entry in (await client.get("/api/v1/bot/config")).json()["entries"]}
     assert entries["risk.max_positions"]["default"] == 3
     assert entries["risk.max_positions"]["value"] is None
-    assert entries["risk.max_positions"]["effective"] == 3
+    assert entries["risk.max_positions"]["requested"] == 3
     assert entries["risk.stop_loss_pct"]["default"] == "5"
-    assert entries["trading.symbols"]["effective"] == ["KRW-BTC"]
+    assert entries["trading.symbols"]["requested"] == ["KRW-BTC"]
     assert entries["ai.enabled"]["rule"] == "true or false"
+    # And without a scheduler heartbeat nothing is known to be applied
+    assert entries["trading.symbols"]["applied"] is None
+    assert entries["trading.symbols"]["status"] == "unknown"
 
 
 async def test_config_update_is_validated_stored_readable_by_the_scheduler_and_audited(
@@ -167,10 +170,10 @@ async def test_config_update_is_validated_stored_readable_by_the_scheduler_and_a
             "reason": "tighter risk",
         },
     )
-    # Then the answer shows the effective values
+    # Then the answer shows the requested values
     assert response.status_code == 200
     entries = {entry["key"]: entry for entry in response.json()["entries"]}
-    assert entries["risk.max_positions"]["effective"] == 5
+    assert entries["risk.max_positions"]["requested"] == 5
     assert entries["risk.stop_loss_pct"]["value"] == "3.5"
     assert entries["risk.max_positions"]["updated_by"] == "api-key"
     # And the scheduler reads them with the same rules
@@ -196,6 +199,9 @@ async def test_config_update_is_validated_stored_readable_by_the_scheduler_and_a
         ({"ai.enabled": "yes"}, "ai.enabled"),
         ({"trading.symbols": ["BTC-ETH"]}, "trading.symbols"),
         ({"trading.symbols": []}, "trading.symbols"),
+        ({"trading.symbols": ["KRW-\u0392\u03a4C"]}, "trading.symbols"),  # Greek capitals, like KRW-BTC to the eye
+        ({"trading.symbols": ["KRW-" + "A" * 200]}, "trading.symbols"),
+        ({"risk.max_trades_per_day": 10_001}, "risk.max_trades_per_day"),
         ({"risk.max_positions": 5, "no.such.key": 1}, "no.such.key"),
     ],
 )

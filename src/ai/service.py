@@ -106,7 +106,7 @@ class AIService:
     def off_reason(self) -> str | None:
         """Why the adviser is not asked now, or None."""
         if not self._config.enabled:
-            return "AI_ENABLED is false"
+            return "AI is off (AI_ENABLED or the run-time setting ai.enabled)"
         if self._client is None:
             return "no OPENAI_API_KEY configured"
         if self.budget is not None and self.budget.reason is not None:
@@ -125,8 +125,20 @@ class AIService:
         return PurposeAdviser(self, purpose)
 
     @property
+    def configured(self) -> bool:
+        """A key is configured (whether or not AI is enabled)."""
+        return self._client is not None
+
+    @property
     def model(self) -> str:
         return self._config.model
+
+    def use_config(self, config: AIConfig) -> None:
+        """Run-time settings (``ai.enabled``, thresholds) from now on; the connection (key, URL, timeout,
+        retries) stays the one built at start. The budget takes the config's limits."""
+        self._config = config
+        if self.budget is not None:
+            self.budget.set_limits(config.daily_budget_usd, config.monthly_budget_usd)
 
     async def aclose(self) -> None:
         if self._client is not None:

@@ -1,9 +1,12 @@
 """Settings the scheduler may take at run time from ``bot_config``: the one registry of keys and their rules.
 
-The API validates a value with ``validate_runtime_value`` before it writes it; the scheduler reads the
-stored JSON (``BotRepository.get_config(key)``) and parses it with the same function, so both sides agree on
-what a key means. A key that is absent from ``bot_config`` means "use the value from the environment"
-(``runtime_default``). Pure pydantic: importable without FastAPI or SQLAlchemy.
+Each key names a ``Settings`` field and validates with that field's own type (``src/config/rules.py``), so the
+environment and the API share one rule per key. The API validates a value with ``validate_runtime_value``
+before it writes it; the scheduler reads the stored JSON and applies it with ``runtime_state.apply_requests``
+(the same function, plus the rules across keys). A key that is absent from ``bot_config`` means "use the value
+from the environment" (``runtime_default``). Adding a key here is all it takes to have the scheduler apply it,
+provided the part that uses the field reads it from the ``Settings`` handed to ``TradingEngine.configure``.
+Pure pydantic: importable without FastAPI or SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -12,55 +15,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, Field, StrictBool, StrictInt, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from src.config.settings import Settings
 from src.exceptions import InvalidInput
-
-
-def _krw_market(symbol: str) -> str:
-    quote, _, base = symbol.partition("-")
-    if quote != "KRW" or not base.isalnum() or base.upper() != base:
-        raise ValueError(f"expected Upbit KRW markets like KRW-BTC, got {symbol!r}")
-    return symbol
-
-
-def _unique(symbols: list[str]) -> list[str]:
-    if len(set(symbols)) != len(symbols):
-        raise ValueError("expected each market once")
-    return symbols
-
-
-def _decimal_from_json(value: Any) -> Any:
-    if isinstance(value, bool):
-        raise ValueError("expected a number, not true/false")
-    if isinstance(value, float):
-        return Decimal(str(value))
-    return value
-
-
-def _finite(value: Decimal) -> Decimal:
-    if not value.is_finite():
-        raise ValueError("expected a finite number")
-    return value
-
-
-def _percent(
-    *, gt: float | None = None, ge: float | None = None, lt: float | None = None, le: float | None = None
-) -> Any:
-    return Annotated[
-        Decimal,
-        BeforeValidator(_decimal_from_json),
-        AfterValidator(_finite),
-        Field(gt=gt, ge=ge, lt=lt, le=le, max_digits=12, decimal_places=4),
-    ]
-
-
-KrwMarkets = Annotated[
-    list[Annotated[str, AfterValidator(_krw_market)]],
-    Field(min_length=1, max_length=30),
-    AfterValidator(_unique),
-]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,11 +27,17 @@ class RuntimeKey:
     description: str
     rule: str  # what a valid value is, for people
     settings_path: tuple[str, str]  # (group, field) of the environment default
-    adapter: TypeAdapter[Any]
+    adapter: TypeAdapter[Any]  # the settings field's own type: one rule for the environment and the API
 
 
-def _key(key: str, description: str, rule: str, settings_path: tuple[str, str], annotation: Any) -> RuntimeKey:
-    return RuntimeKey(key, description, rule, settings_path, TypeAdapter(annotation))
+def _field_type(group: str, name: str) -> Any:
+    """The declared type of ``Settings.<group>.<name>`` with its constraints (see ``src/config/rules.py``)."""
+    field = Settings.model_fields[group].annotation.model_fields[name]  # type: ignore[union-attr]
+    return Annotated[field.annotation, *field.metadata] if field.metadata else field.annotation
+
+
+def _key(key: str, description: str, rule: str, settings_path: tuple[str, str]) -> RuntimeKey:
+    return RuntimeKey(key, description, rule, settings_path, TypeAdapter(_field_type(*settings_path)))
 
 
 RUNTIME_KEYS: dict[str, RuntimeKey] = {
@@ -82,79 +46,69 @@ RUNTIME_KEYS: dict[str, RuntimeKey] = {
         _key(
             "trading.symbols",
             "Markets the trading cycle analyses",
-            'list of 1-30 distinct Upbit KRW markets, e.g. ["KRW-BTC", "KRW-ETH"]',
+            "list of 1-30 distinct Upbit KRW markets (KRW- and 1-15 ASCII capitals or digits), "
+            'e.g. ["KRW-BTC", "KRW-ETH"]',
             ("trading", "symbols"),
-            KrwMarkets,
         ),
         _key(
             "risk.max_positions",
             "Most positions held at once",
             "integer 1..50",
             ("risk", "max_positions"),
-            Annotated[StrictInt, Field(ge=1, le=50)],
         ),
         _key(
             "risk.max_trades_per_day",
             "Most trades per day",
-            "integer 1..100",
+            "integer 1..10000",
             ("risk", "max_trades_per_day"),
-            Annotated[StrictInt, Field(ge=1, le=100)],
         ),
         _key(
             "risk.stop_loss_pct",
             "Exit at this loss, percent of the entry price",
             "decimal, 0 < x < 100",
             ("risk", "stop_loss_pct"),
-            _percent(gt=0, lt=100),
         ),
         _key(
             "risk.take_profit_pct",
             "Exit at this gain, percent of the entry price",
             "decimal, 0 < x <= 1000",
             ("risk", "take_profit_pct"),
-            _percent(gt=0, le=1000),
         ),
         _key(
             "risk.trailing_stop_pct",
             "Trailing stop distance from the highest price since entry, percent (0 = off)",
             "decimal, 0 <= x < 100",
             ("risk", "trailing_stop_pct"),
-            _percent(ge=0, lt=100),
         ),
         _key(
             "risk.max_position_pct",
             "Largest position, percent of equity",
             "decimal, 0 < x <= 100",
             ("risk", "max_position_pct"),
-            _percent(gt=0, le=100),
         ),
         _key(
             "ai.enabled",
             "Ask the AI adviser at all",
             "true or false",
             ("ai", "enabled"),
-            StrictBool,
         ),
         _key(
             "ai.min_confidence",
             "Buys with AI confidence below this become holds",
             "decimal, 0 <= x <= 100",
             ("ai", "min_confidence"),
-            _percent(ge=0, le=100),
         ),
         _key(
             "ai.daily_budget_usd",
             "Most USD the AI may spend per UTC day (decisions and quick filter); 0 = no cap",
             "decimal, 0 <= x <= 100000",
             ("ai", "daily_budget_usd"),
-            _percent(ge=0, le=100_000),
         ),
         _key(
             "ai.monthly_budget_usd",
             "Most USD the AI may spend per UTC month (decisions and quick filter); 0 = no cap",
             "decimal, 0 <= x <= 1000000",
             ("ai", "monthly_budget_usd"),
-            _percent(ge=0, le=1_000_000),
         ),
     )
 }
@@ -175,7 +129,7 @@ def validate_runtime_value(key: str, value: Any) -> Any:
     if entry is None:
         raise InvalidInput(f"unknown run-time key {key!r}; known keys: {', '.join(sorted(RUNTIME_KEYS))}", key=key)
     try:
-        return entry.adapter.validate_python(value)
+        return entry.adapter.validate_python(value, strict=True)  # JSON brings real types; text is the environment's
     except ValidationError as exc:
         problems = "; ".join(_describe(error) for error in exc.errors())
         raise InvalidInput(f"{key}: expected {entry.rule} ({problems})", key=key) from None

@@ -26,6 +26,18 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from src.config.rules import (
+    ConfidencePct,
+    DailyBudgetUsd,
+    KrwMarkets,
+    MaxPositionPct,
+    MaxPositions,
+    MaxTradesPerDay,
+    MonthlyBudgetUsd,
+    StopLossPct,
+    TakeProfitPct,
+    TrailingStopPct,
+)
 from src.exceptions import ConfigurationError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -101,7 +113,7 @@ class DatabaseConfig(_Group):
 
 class TradingConfig(_Group):
     mode: TradingMode = Field(default=TradingMode.PAPER, validation_alias="TRADING_MODE")
-    symbols: CsvList = Field(default=["KRW-BTC"], validation_alias="TRADING_SYMBOLS")
+    symbols: Annotated[KrwMarkets, NoDecode] = Field(default=["KRW-BTC"], validation_alias="TRADING_SYMBOLS")
     fee_rate: Decimal = Field(default=Decimal("0.0005"), ge=0, lt=Decimal("0.01"), validation_alias="TRADING_FEE_RATE")
     min_order_krw: Decimal = Field(default=Decimal("5000"), gt=0, validation_alias="MIN_ORDER_KRW")
     paper_starting_krw: Decimal = Field(default=Decimal("10000000"), gt=0, validation_alias="PAPER_STARTING_KRW")
@@ -111,17 +123,6 @@ class TradingConfig(_Group):
     )
 
     _split_symbols = field_validator("symbols", mode="before")(_split_csv)
-
-    @field_validator("symbols")
-    @classmethod
-    def _upbit_markets(cls, symbols: list[str]) -> list[str]:
-        if not symbols:
-            raise ValueError("expected at least one market, e.g. KRW-BTC,KRW-ETH")
-        for symbol in symbols:
-            quote, _, base = symbol.partition("-")
-            if quote != "KRW" or not base.isalnum() or base.upper() != base:
-                raise ValueError(f"expected Upbit KRW markets like KRW-BTC, got {symbol!r}")
-        return symbols
 
     @field_validator("candle_interval_minutes")
     @classmethod
@@ -168,14 +169,10 @@ class AIConfig(_Group):
     output_price_per_million: Decimal = Field(
         default=Decimal("0.60"), ge=0, validation_alias="OPENAI_OUTPUT_PRICE_PER_1M"
     )
-    min_confidence: Decimal = Field(default=Decimal("60"), ge=0, le=100, validation_alias="AI_MIN_CONFIDENCE")
+    min_confidence: ConfidencePct = Field(default=Decimal("60"), validation_alias="AI_MIN_CONFIDENCE")
     # USD caps on the model's spend per UTC day / UTC month (decisions and quick-filter calls); 0 = no cap
-    daily_budget_usd: Decimal = Field(
-        default=Decimal("1"), ge=0, le=100_000, allow_inf_nan=False, validation_alias="AI_DAILY_BUDGET_USD"
-    )
-    monthly_budget_usd: Decimal = Field(
-        default=Decimal("20"), ge=0, le=1_000_000, allow_inf_nan=False, validation_alias="AI_MONTHLY_BUDGET_USD"
-    )
+    daily_budget_usd: DailyBudgetUsd = Field(default=Decimal("1"), validation_alias="AI_DAILY_BUDGET_USD")
+    monthly_budget_usd: MonthlyBudgetUsd = Field(default=Decimal("20"), validation_alias="AI_MONTHLY_BUDGET_USD")
 
     @property
     def has_key(self) -> bool:
@@ -183,9 +180,9 @@ class AIConfig(_Group):
 
 
 class RiskConfig(_Group):
-    stop_loss_pct: Decimal = Field(default=Decimal("5"), gt=0, lt=100, validation_alias="STOP_LOSS_PCT")
-    take_profit_pct: Decimal = Field(default=Decimal("10"), gt=0, validation_alias="TAKE_PROFIT_PCT")
-    trailing_stop_pct: Decimal = Field(default=Decimal("0"), ge=0, lt=100, validation_alias="TRAILING_STOP_PCT")
+    stop_loss_pct: StopLossPct = Field(default=Decimal("5"), validation_alias="STOP_LOSS_PCT")
+    take_profit_pct: TakeProfitPct = Field(default=Decimal("10"), validation_alias="TAKE_PROFIT_PCT")
+    trailing_stop_pct: TrailingStopPct = Field(default=Decimal("0"), validation_alias="TRAILING_STOP_PCT")
     use_atr_exits: bool = Field(default=False, validation_alias="USE_ATR_EXITS")
     atr_stop_multiplier: Decimal = Field(default=Decimal("2"), gt=0, validation_alias="ATR_STOP_MULTIPLIER")
     atr_target_multiplier: Decimal = Field(default=Decimal("3"), gt=0, validation_alias="ATR_TARGET_MULTIPLIER")
@@ -194,9 +191,9 @@ class RiskConfig(_Group):
         default=Decimal("15"), gt=0, lt=100, validation_alias="WEEKLY_LOSS_LIMIT_PCT"
     )
     min_trade_interval_hours: Decimal = Field(default=Decimal("4"), ge=0, validation_alias="MIN_TRADE_INTERVAL_HOURS")
-    max_trades_per_day: int = Field(default=5, ge=1, validation_alias="MAX_TRADES_PER_DAY")
-    max_positions: int = Field(default=3, ge=1, le=50, validation_alias="MAX_POSITIONS")
-    max_position_pct: Decimal = Field(default=Decimal("40"), gt=0, le=100, validation_alias="MAX_POSITION_PCT")
+    max_trades_per_day: MaxTradesPerDay = Field(default=5, validation_alias="MAX_TRADES_PER_DAY")
+    max_positions: MaxPositions = Field(default=3, validation_alias="MAX_POSITIONS")
+    max_position_pct: MaxPositionPct = Field(default=Decimal("40"), validation_alias="MAX_POSITION_PCT")
     cash_reserve_pct: Decimal = Field(default=Decimal("10"), ge=0, lt=100, validation_alias="CASH_RESERVE_PCT")
     # A buy of a coin already held (open position, unsettled buy or exchange balance) adds to it: off by
     # default; when on, the top-up must be at least RISK_MIN_ADD_KRW (finite, 5,000..1,000,000,000 KRW).
@@ -437,8 +434,22 @@ def load_settings(env_file: Path | object | None = _USE_PROJECT_ENV_FILE) -> Set
     if problems:
         raise ConfigurationError("Invalid configuration: " + "; ".join(problems))
     settings = Settings(**groups)
+    if problems := combination_problems(settings):
+        raise ConfigurationError("Invalid configuration: " + "; ".join(problems))
     settings.require_live_keys()
     return settings
+
+
+def combination_problems(settings: Settings) -> list[str]:
+    """Rules across keys, on the environment at start-up and on every run-time change the scheduler applies."""
+    problems: list[str] = []
+    round_trip_pct = settings.trading.fee_rate * 2 * 100
+    if settings.risk.take_profit_pct <= round_trip_pct:
+        problems.append(
+            f"take-profit {settings.risk.take_profit_pct}% must exceed the round-trip fee of "
+            f"{round_trip_pct.normalize()}% (2 x TRADING_FEE_RATE), or a take-profit exit sells at a loss"
+        )
+    return problems
 
 
 @lru_cache(maxsize=1)

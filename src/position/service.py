@@ -74,6 +74,24 @@ class PositionService:
     def with_config(self, risk_config: RiskConfig) -> PositionService:
         return PositionService(self.store, risk_config, self.mode, min_order_krw=self.min_order_krw)
 
+    async def apply_exit_levels(self) -> list[PositionRecord]:
+        """Move the stop, target and trailing stop of open positions to this service's percentages (after a
+        run-time change of ``STOP_LOSS_PCT``, ``TAKE_PROFIT_PCT`` or ``TRAILING_STOP_PCT``), from each average
+        entry price. With ``USE_ATR_EXITS`` the ATR levels chosen at entry stay; only the trailing stop moves."""
+        moved: list[PositionRecord] = []
+        for position in await self.store.list_open_positions(self.mode):
+            stop, target = position.stop_price, position.take_profit_price
+            if not self.config.use_atr_exits:
+                stop, target, _ = self._levels(position.avg_entry_price, None, previous=None)
+            trailing = self.config.trailing_stop_pct or None
+            current = (position.stop_price, position.take_profit_price, position.trailing_stop_pct)
+            if (stop, target, trailing) == current:
+                continue
+            updated = replace(position, stop_price=stop, take_profit_price=target, trailing_stop_pct=trailing)
+            moved.append(await self.store.update_position(updated))
+            log.info("position.exit_levels_moved", symbol=position.symbol, stop=str(stop), target=str(target))
+        return moved
+
     async def open_positions(self, mode: TradingMode | None = None) -> list[PositionRecord]:
         """Open positions of ``mode`` (this service's mode when omitted), oldest entry first."""
         return await self.store.list_open_positions(mode or self.mode)

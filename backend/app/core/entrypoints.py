@@ -12,6 +12,7 @@ from rich.table import Table
 
 from backend.app.core.observability import close_sentry, init_sentry
 from backend.app.core.replay import ReplayOptions, ReplaySummary, run_replay, summary_table_rows
+from backend.app.core.runtime_settings import SettingsApplier
 from backend.app.core.scheduler import TradingScheduler, lock_name
 from backend.app.db.lock import SchedulerLock
 from backend.app.db.migrations import ensure_schema_current
@@ -84,6 +85,7 @@ async def run_one_cycle(settings: Settings, mode: TradingMode, symbols: list[str
         engine = await TradingEngine.create(settings, db_engine, mode=mode, symbols=symbols, notifier=notifier)
         try:
             async with SchedulerLock(db_engine, lock_name(engine)):  # the scheduler's single-trader lock
+                await SettingsApplier(engine).refresh()  # the run-time settings of bot_config, as the scheduler
                 await engine.start_up()
                 reports = await engine.trading_job(dry_run=dry_run)  # ends with a portfolio snapshot
         finally:

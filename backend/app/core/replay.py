@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backend.app.core.scheduler import JobName, JobRunner, build_triggers, drive_replay, fire_times
 from backend.app.db.migrations import ensure_schema_current, upgrade_to_head
+from backend.app.db.repositories.bot import BotRepository
 from backend.app.db.session import create_engine, session_factory
 from backend.app.models import (
     AIDecisionRow,
@@ -37,6 +38,8 @@ from backend.app.services.scheduler_metrics import SchedulerMetrics
 from backend.app.services.trading_engine import TradingEngine
 from src.ai.cache import JsonlDecisionCache
 from src.backtesting.data_provider import TIMEFRAME_SECONDS, HistoricalDataProvider
+from src.config.runtime import RUNTIME_KEYS
+from src.config.runtime_state import AppliedSettings, apply_requests, with_value
 from src.config.settings import PROJECT_ROOT, Settings, TradingMode
 from src.data.collector import BTC_SYMBOL
 from src.data.replay import ReplayMarketSource
@@ -113,14 +116,29 @@ def _prepare_database(url: str, owned: bool) -> None:
         upgrade_to_head(url)
 
 
-def load_replay_candles(settings: Settings, options: ReplayOptions, timeframe: str) -> dict[str, pd.DataFrame]:
-    """Bundled history (``BACKTEST_DATA_DIR``) or ``--data FILE`` (one symbol: the first of ``symbols``)."""
+def load_replay_candles(
+    settings: Settings, options: ReplayOptions, timeframe: str, *, also: list[str] | None = None
+) -> dict[str, pd.DataFrame]:
+    """Bundled history (``BACKTEST_DATA_DIR``) of ``symbols`` and ``also`` (markets requested in ``bot_config``),
+    or ``--data FILE`` (one symbol: the first of ``symbols``)."""
     provider = HistoricalDataProvider(settings.market_data.backtest_data_dir)
     if options.data_file is not None:
         if len(options.symbols) != 1:
             raise ConfigurationError("--data FILE holds one market: pass exactly one symbol with --symbols")
         return {options.symbols[0]: provider.load_file(options.data_file)}
-    return {symbol: provider.load_historical_data(symbol, timeframe) for symbol in options.symbols}
+    symbols = list(dict.fromkeys([*options.symbols, *(also or [])]))
+    return {symbol: provider.load_historical_data(symbol, timeframe) for symbol in symbols}
+
+
+async def _requested_symbols(
+    sessions: async_sessionmaker[AsyncSession], settings: Settings, options: ReplayOptions
+) -> list[str]:
+    """The markets ``bot_config`` asks for when the replay starts (the replay obeys run-time settings like the
+    scheduler does, so their candles must be loaded too); none when the request is absent or refused."""
+    stored = await BotRepository(sessions).get_configs(RUNTIME_KEYS)
+    environment = with_value(settings, "trading.symbols", list(options.symbols))
+    start = AppliedSettings.from_environment(environment, datetime.now(UTC))
+    return list(apply_requests(start, stored, datetime.now(UTC)).settings.trading.symbols)
 
 
 def correlation_context(settings: Settings, traded: dict[str, pd.DataFrame], timeframe: str) -> dict[str, pd.DataFrame]:
@@ -155,14 +173,6 @@ def replay_window(
 
 async def run_replay(settings: Settings, options: ReplayOptions) -> ReplaySummary:
     timeframe = MINUTES_TO_TIMEFRAME[settings.trading.candle_interval_minutes]
-    candles = load_replay_candles(settings, options, timeframe)
-    start, end = replay_window(candles, options, timeframe)
-    first_needed = pd.Timestamp(start) - WARMUP_BARS * pd.Timedelta(timeframe_span(timeframe))
-    trimmed = {
-        symbol: frame[(frame.index >= first_needed) & (frame.index < pd.Timestamp(end))]
-        for symbol, frame in {**correlation_context(settings, candles, timeframe), **candles}.items()
-    }
-    trimmed = {symbol: frame for symbol, frame in trimmed.items() if len(frame)}
     url, owned = _replay_url(options)
     await asyncio.to_thread(_prepare_database, url, owned)
     db_engine = create_engine(url)
@@ -170,6 +180,15 @@ async def run_replay(settings: Settings, options: ReplayOptions) -> ReplaySummar
     try:
         await ensure_schema_current(db_engine)
         await _require_no_earlier_replay(session_factory(db_engine), url)
+        requested = await _requested_symbols(session_factory(db_engine), settings, options)
+        candles = load_replay_candles(settings, options, timeframe, also=requested)
+        start, end = replay_window(candles, options, timeframe)
+        first_needed = pd.Timestamp(start) - WARMUP_BARS * pd.Timedelta(timeframe_span(timeframe))
+        trimmed = {
+            symbol: frame[(frame.index >= first_needed) & (frame.index < pd.Timestamp(end))]
+            for symbol, frame in {**correlation_context(settings, candles, timeframe), **candles}.items()
+        }
+        trimmed = {symbol: frame for symbol, frame in trimmed.items() if len(frame)}
         source = ReplayMarketSource({s: {timeframe: f} for s, f in trimmed.items()}, start=start)
         metrics = SchedulerMetrics()
         metrics_server = metrics.serve(settings.scheduler.metrics_port)
@@ -177,7 +196,7 @@ async def run_replay(settings: Settings, options: ReplayOptions) -> ReplaySummar
             settings,
             db_engine,
             mode=TradingMode.REPLAY,
-            symbols=list(candles),
+            symbols=list(options.symbols),
             market_source=source,
             metrics=metrics,
             instance="replay",
@@ -198,7 +217,7 @@ async def run_replay(settings: Settings, options: ReplayOptions) -> ReplaySummar
             database=_display_url(url),
             start=start,
             end=end,
-            symbols=list(candles),
+            symbols=list(engine.symbols),
             ai=(
                 "enabled"
                 if engine.ai_available

@@ -4,8 +4,9 @@ heartbeat, SIGTERM, and replay (the same jobs on a simulated clock).
 Jobs (see docs/SCHEDULER_GUIDE.md): trading cycle (``SCHEDULER_TRADING_CRON``, hourly), position
 check (every ``SCHEDULER_POSITION_CHECK_MINUTES``), portfolio snapshot (every
 ``SCHEDULER_SNAPSHOT_MINUTES``), daily report (``SCHEDULER_DAILY_REPORT_TIME_KST``), and a control poll
-(every ``SCHEDULER_CONTROL_POLL_SECONDS``: desired state, heartbeat, lock lease). Jobs that touch the
-account run one at a time (one asyncio lock), so an exit and a cycle never sell the same coin twice.
+(every ``SCHEDULER_CONTROL_POLL_SECONDS``: desired state, run-time settings between jobs, heartbeat, lock
+lease). Jobs that touch the account run one at a time (one asyncio lock), so an exit and a cycle never sell the
+same coin twice.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from backend.app.core.runtime_settings import SettingsApplier
 from backend.app.db.lock import SchedulerLock
 from backend.app.db.repositories.bot import BotRepository
 from backend.app.services.scheduler_metrics import SchedulerMetrics
@@ -119,6 +121,7 @@ class JobRunner:
         self.next_run = next_run or (lambda: None)
         self.schedule = schedule
         self.work_lock = asyncio.Lock()
+        self.settings = SettingsApplier(engine)
         self.desired = DesiredState.RUNNING
         self.handled_reset_at: datetime | None = None  # the reset request last handled (it stays in bot_config)
         self.state = BotState.STARTING
@@ -150,6 +153,22 @@ class JobRunner:
         await self._apply_safe_mode_reset()
         return desired
 
+    async def read_control(self) -> DesiredState:
+        """Desired state and run-time settings, applied from the next job on. Call it between jobs, holding
+        the work lock (``run`` and ``poll`` do)."""
+        desired = await self.read_desired()
+        await self.settings.refresh()
+        return desired
+
+    async def poll(self) -> None:
+        """The control poll: the desired state always; settings only while no job runs (the job in flight
+        keeps its settings, the next one reads them anyway)."""
+        if self.work_lock.locked():
+            await self.read_desired()
+            return
+        async with self.work_lock:
+            await self.read_control()
+
     async def _apply_safe_mode_reset(self) -> None:
         """An operator's reset request ends safe mode once; a request older than the safe mode is ignored."""
         try:
@@ -173,7 +192,7 @@ class JobRunner:
         async with self.work_lock:  # FIFO: jobs due together keep the order they were handed out in
             if self.stopping:
                 return
-            desired = desired or await self.read_desired()
+            desired = desired or await self.read_control()
             if job in _ACCOUNT_JOBS and desired is DesiredState.STOPPED:
                 self.stats.bump(self.stats.skipped, job)
                 log.info("job.skipped", job=job.value, reason="bot stopped")
@@ -251,6 +270,7 @@ class JobRunner:
                     "ai_disabled_reason": self.engine.ai_off_reason,
                     "jobs": self.stats.runs,
                     "failures": self.stats.failures,
+                    "settings": self.settings.report(),
                 },
             )
         except Exception as exc:
@@ -322,8 +342,8 @@ class TradingScheduler:
             if handle_signals:
                 self.install_signal_handlers()
             await self.runner.write_heartbeat(BotState.STARTING)
-            await self.runner.read_desired()
             async with self.runner.work_lock:
+                await self.runner.read_control()
                 await self.engine.start_up()
             self._add_jobs()
             self.scheduler.start()
@@ -361,7 +381,7 @@ class TradingScheduler:
             self.runner.last_error = self.exit_reason
             self.request_stop("lock lost")
             return
-        await self.runner.read_desired()
+        await self.runner.poll()
         await self.runner.write_heartbeat()
 
     async def _shutdown(self) -> None:
@@ -408,8 +428,8 @@ async def drive_replay(
     on_tick: Callable[[datetime], None] | None = None,
 ) -> int:
     """Call the scheduler's own job functions at their simulated fire times; ``speed`` = simulated
-    seconds per real second (``None``: as fast as possible). The desired state is read at the start and
-    before every trading cycle. Returns the number of moments driven."""
+    seconds per real second (``None``: as fast as possible). The desired state and the run-time settings are
+    read at the start and before every trading cycle. Returns the number of moments driven."""
     previous: datetime | None = None
     desired: DesiredState | None = None
     for count, (moment, jobs) in enumerate(schedule, start=1):
@@ -417,7 +437,7 @@ async def drive_replay(
             await asyncio.sleep((moment - previous).total_seconds() / speed)
         advance_to(moment)
         if desired is None or JobName.TRADING in jobs:  # the control poll, in simulated time: hourly
-            desired = await runner.read_desired()
+            desired = await runner.read_control()
         for job in jobs:
             await runner.run(job, desired)
         if on_tick is not None:

@@ -6,7 +6,22 @@ from typing import Any
 from pydantic import Field
 
 from backend.app.schemas.common import ApiModel, Reason
+from src.config.runtime_state import SettingStatus
 from src.trading.bot_control import BotAction, DesiredState
+
+
+class SettingState(ApiModel):
+    """A run-time setting as requested and as the scheduler applies it (from its heartbeat)."""
+
+    key: str
+    requested: Any = Field(description="The stored value, or the default while none is stored")
+    applied: Any = Field(description="What the scheduler uses; null until its heartbeat reports settings")
+    applied_since: datetime | None = Field(description="When the scheduler started using the applied value")
+    status: SettingStatus = Field(
+        description="applied | pending (the scheduler takes it before its next job) | rejected (refused, the "
+        "previous value stays) | unknown (no heartbeat with settings)"
+    )
+    message: str | None = Field(description="Why the request is pending, rejected or unknown")
 
 
 class BotStatusOut(ApiModel):
@@ -30,6 +45,7 @@ class BotStatusOut(ApiModel):
     safe_mode: bool
     safe_mode_reason: str | None
     safe_mode_since: datetime | None
+    settings: list[SettingState] = Field(description="Run-time settings: requested and applied, by key")
 
 
 class BotControlIn(ApiModel):
@@ -55,13 +71,11 @@ class BotControlOut(ApiModel):
     message: str
 
 
-class BotConfigEntry(ApiModel):
-    key: str
+class BotConfigEntry(SettingState):
     description: str
     rule: str = Field(description="What a valid value is")
-    value: Any = Field(description="Stored run-time value; null means the environment default applies")
-    default: Any = Field(description="Value from the environment")
-    effective: Any = Field(description="What the scheduler uses")
+    value: Any = Field(description="Stored run-time value; null means the default applies")
+    default: Any = Field(description="Value from the environment (the scheduler's own, once it has reported it)")
     updated_by: str | None
     updated_at: datetime | None
 

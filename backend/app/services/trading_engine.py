@@ -38,6 +38,7 @@ from src.backtesting.ai_strategy import AITradingStrategy
 from src.backtesting.data_provider import TIMEFRAME_SECONDS
 from src.backtesting.quick_filter import QuickBacktestFilter
 from src.backtesting.strategy import RuleBasedBreakoutStrategy
+from src.config.runtime_state import with_value
 from src.config.settings import Settings, TradingMode
 from src.data.collector import DataCollector
 from src.data.fear_greed import FearGreedClient
@@ -73,7 +74,7 @@ class EngineParts:
 
 def _ai_off_reason(settings: Settings) -> str | None:
     if not settings.ai.enabled:
-        return "AI_ENABLED is false"
+        return "AI is off (AI_ENABLED or the run-time setting ai.enabled)"
     if not settings.ai.has_key:
         return "no OPENAI_API_KEY configured"
     return None
@@ -95,9 +96,10 @@ class TradingEngine:
         metrics: SchedulerMetrics,
         clock: Clock,
         parts: EngineParts,
-        ai: AIService | None = None,
+        ai: AIService,
     ) -> None:
-        self.settings = settings
+        self.settings = settings  # in use: the environment plus applied run-time settings (``configure``)
+        self.environment = settings  # the process's own (environment and ``--symbols``)
         self.ai = ai
         self.mode = mode
         self.symbols = symbols
@@ -129,7 +131,9 @@ class TradingEngine:
         """Build the whole graph. ``market_source`` is required for replay; ``exchange`` overrides the
         mode's exchange (tests); ``ai_cache`` defaults to the database (``ai_decisions``)."""
         mode = mode or settings.trading.mode
-        symbols = symbols or list(settings.trading.symbols)
+        if symbols:  # --symbols: the process's default, which a run-time setting may still change
+            settings = with_value(settings, "trading.symbols", symbols)
+        symbols = list(settings.trading.symbols)
         parts = EngineParts()
         if mode is TradingMode.REPLAY:
             if market_source is None:
@@ -239,6 +243,27 @@ class TradingEngine:
             ai=ai,
         )
 
+    async def configure(self, settings: Settings) -> None:
+        """Use ``settings`` (the environment plus applied run-time settings) from the next job on: symbols, risk
+        limits, exits of held positions, the AI switch and thresholds. The scheduler calls it between jobs."""
+        previous = self.settings
+        positions = self.pipeline.positions.with_config(settings.risk)
+        if _exit_levels(previous) != _exit_levels(settings):  # first: the one step that may fail
+            moved = await positions.apply_exit_levels()
+            log.info("engine.exit_levels_moved", positions=[p.symbol for p in moved])
+        self.settings = settings
+        self.symbols = list(settings.trading.symbols)
+        self.pipeline.symbols = list(settings.trading.symbols)
+        self.pipeline.risk = self.pipeline.risk.with_config(settings.risk)
+        self.pipeline.positions = positions
+        self.pipeline.trading.positions = ServicePositionBook(positions)
+        self.ai.use_config(settings.ai)
+        analyzer = self.pipeline.analyzer
+        analyzer.validator = AIDecisionValidator.from_settings(settings)
+        analyzer.ai_off_reason = _ai_off_reason(settings)
+        if analyzer.quick_filter is not None and previous.ai != settings.ai:  # its AI stage's minimum confidence
+            analyzer.quick_filter = _quick_filter(settings, analyzer.quick_filter.rule_strategy, self.ai)
+
     @staticmethod
     def _exchange(
         settings: Settings,
@@ -295,8 +320,9 @@ class TradingEngine:
 
     @property
     def ai_budget(self) -> AIBudget | None:
-        """The AI spend caps; ``set_limits`` applies run-time ``ai.daily_budget_usd`` / ``ai.monthly_budget_usd``."""
-        return None if self.ai is None else self.ai.budget
+        """The AI spend caps (run-time ``ai.daily_budget_usd`` / ``ai.monthly_budget_usd`` reach them through
+        ``configure``)."""
+        return self.ai.budget
 
     async def start_up(self) -> None:
         """Settle whatever a previous run left pending before anything new is decided."""
@@ -341,6 +367,11 @@ def _candles_for_lookback(settings: Settings, timeframe: str) -> int:
     return max(MAX_CANDLES_PER_REQUEST, math.ceil(lookback_seconds / TIMEFRAME_SECONDS[timeframe]) + 1)
 
 
+def _exit_levels(settings: Settings) -> tuple[object, ...]:
+    risk = settings.risk
+    return risk.stop_loss_pct, risk.take_profit_pct, risk.trailing_stop_pct
+
+
 def _budget_alert(notifier: Notifier) -> Callable[[BudgetChange], None]:
     """The budget's on/off transitions as notifier events (Telegram, the event stream)."""
 
@@ -362,10 +393,11 @@ def _budget_alert(notifier: Notifier) -> Callable[[BudgetChange], None]:
 
 
 def _quick_filter(settings: Settings, strategy: RuleBasedBreakoutStrategy, ai: AIService) -> QuickBacktestFilter:
-    """The spec's two stages: the rule backtest, then (only when the adviser can answer) the AI backtest.
-    The AI stage's calls are counted, recorded and budgeted as ``filter`` calls."""
+    """The spec's two stages: the rule backtest, then (when a key is configured; the pipeline asks only while AI
+    is on) the AI backtest with the minimum confidence in use. Its calls are counted, recorded and budgeted as
+    ``filter`` calls."""
     ai_factory = None
-    if ai.available:
+    if ai.configured:
         adviser = ai.for_purpose(AIPurpose.FILTER)
 
         def ai_factory(symbol: str) -> AITradingStrategy:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -44,6 +44,12 @@ class BotRepository:
         async with self._sessions() as session:
             row = await session.scalar(select(BotConfigRow).where(BotConfigRow.key == key))
             return None if row is None else row.value
+
+    async def get_configs(self, keys: Iterable[str]) -> dict[str, Any]:
+        """The stored values of ``keys`` that have a row (one query)."""
+        async with self._sessions() as session:
+            rows = await session.scalars(select(BotConfigRow).where(BotConfigRow.key.in_(list(keys))))
+            return {row.key: row.value for row in rows}
 
     async def all_config(self) -> dict[str, BotConfigRow]:
         async with self._sessions() as session:

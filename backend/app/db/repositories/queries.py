@@ -546,6 +546,17 @@ async def config_rows(connection: AsyncConnection, keys: Iterable[str]) -> dict[
     return {row.key: row for row in rows}
 
 
+def applied_settings_of(details: Any) -> dict[str, Any] | None:
+    """The run-time settings the scheduler reported with its heartbeat (``details.settings``), if any."""
+    settings = (details or {}).get("settings") if isinstance(details, dict) else None
+    return settings if isinstance(settings, dict) else None
+
+
+async def applied_settings(connection: AsyncConnection, instance_name: str) -> dict[str, Any] | None:
+    details = await connection.scalar(select(BotStateRow.details).where(BotStateRow.instance_name == instance_name))
+    return applied_settings_of(details)
+
+
 # --- readiness -------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Readiness:

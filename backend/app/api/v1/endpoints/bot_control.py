@@ -32,8 +32,10 @@ from backend.app.schemas.bot import (
     BotStatusOut,
     SafeModeResetIn,
     SafeModeResetOut,
+    SettingState,
 )
 from src.config.runtime import RUNTIME_KEYS, runtime_default, runtime_value_to_json, validate_runtime_value
+from src.config.runtime_state import SettingStatus, requested_value, setting_status
 from src.config.settings import Settings
 from src.exceptions import InvalidInput
 from src.utils.logger import get_logger
@@ -91,13 +93,17 @@ def _safe_mode_fields(data: queries.BotStatusData) -> dict[str, Any]:
     }
 
 
-def _status(data: queries.BotStatusData, settings: Settings) -> BotStatusOut:
+def _status(data: queries.BotStatusData, settings: Settings, runtime: list[SettingState]) -> BotStatusOut:
     scheduler = settings.scheduler
     heartbeat = (
         _NEVER_SEEN if data.heartbeat is None else _heartbeat_fields(data.heartbeat, scheduler.heartbeat_stale_seconds)
     )
     return BotStatusOut(
-        instance=scheduler.instance_name, desired_state=data.desired_state, **heartbeat, **_safe_mode_fields(data)
+        instance=scheduler.instance_name,
+        desired_state=data.desired_state,
+        **heartbeat,
+        **_safe_mode_fields(data),
+        settings=runtime,
     )
 
 
@@ -105,7 +111,10 @@ def _status(data: queries.BotStatusData, settings: Settings) -> BotStatusOut:
 async def bot_status(request: Request, settings: SettingsDep, _: Reader) -> BotStatusOut:
     async with read_connection(request) as connection:
         data = await queries.bot_status(connection, settings.scheduler.instance_name, settings.trading.mode)
-    return _status(data, settings)
+        rows = await queries.config_rows(connection, RUNTIME_KEYS)
+    applied = queries.applied_settings_of(data.heartbeat.details if data.heartbeat is not None else None)
+    runtime = [SettingState(**fields) for fields in _setting_fields(rows, settings, applied)]
+    return _status(data, settings, runtime)
 
 
 @router.post(
@@ -143,21 +152,42 @@ async def reset_safe_mode(body: SafeModeResetIn, sessions: SessionsDep, who: Wri
     )
 
 
+def _setting_fields(rows: dict[str, Any], settings: Settings, applied: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Per key: requested (stored, else the default) next to what the scheduler reported it applies."""
+    fields = []
+    for key in RUNTIME_KEYS:
+        row = rows.get(key)
+        stored = row.value if row is not None else None
+        requested = requested_value(key, stored, runtime_value_to_json(runtime_default(settings, key)), applied)
+        status, message = setting_status(key, requested, applied)
+        since = (applied or {}).get("since", {}).get(key) if status is not SettingStatus.UNKNOWN else None
+        fields.append(
+            {
+                "key": key,
+                "requested": requested,
+                "applied": (applied or {}).get("values", {}).get(key),
+                "applied_since": since,
+                "status": status,
+                "message": message,
+            }
+        )
+    return fields
+
+
 async def _config(connection: AsyncConnection, settings: Settings) -> BotConfigOut:
     rows = await queries.config_rows(connection, RUNTIME_KEYS)
+    applied = await queries.applied_settings(connection, settings.scheduler.instance_name)
     entries = []
-    for key, entry in RUNTIME_KEYS.items():
+    for fields in _setting_fields(rows, settings, applied):
+        key = fields["key"]
         row = rows.get(key)
-        default = runtime_value_to_json(runtime_default(settings, key))
-        stored = row.value if row is not None else None
         entries.append(
             BotConfigEntry(
-                key=key,
-                description=entry.description,
-                rule=entry.rule,
-                value=stored,
-                default=default,
-                effective=stored if stored is not None else default,
+                **fields,
+                description=RUNTIME_KEYS[key].description,
+                rule=RUNTIME_KEYS[key].rule,
+                value=row.value if row is not None else None,
+                default=requested_value(key, None, runtime_value_to_json(runtime_default(settings, key)), applied),
                 updated_by=row.updated_by if row is not None else None,
                 updated_at=row.updated_at if row is not None else None,
             )

@@ -1,0 +1,69 @@
+"""The scheduler's side of run-time settings: read the requests in ``bot_config``, apply what passes between
+jobs, and keep what it applied (and refused) for the heartbeat.
+
+``SettingsApplier.refresh`` runs on the control poll and before every job, always under the scheduler's work
+lock, so a change never lands in the middle of an order. The rules are ``src/config/runtime_state.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from backend.app.services.trading_engine import TradingEngine
+from src.config.runtime import RUNTIME_KEYS, runtime_value_to_json
+from src.config.runtime_state import AppliedSettings, Rejection, apply_requests
+from src.utils.logger import get_logger
+
+log = get_logger(__name__)
+
+
+class SettingsApplier:
+    def __init__(self, engine: TradingEngine) -> None:
+        self.engine = engine
+        self.applied = AppliedSettings.from_environment(engine.environment, engine.clock())
+
+    def report(self) -> dict[str, Any]:
+        return self.applied.to_json()
+
+    async def refresh(self) -> None:
+        """Read the requests and apply them from the next job on; on a read or write failure keep the
+        settings in use (the next poll tries again)."""
+        try:
+            stored = await self.engine.bot.get_configs(RUNTIME_KEYS)
+            result = apply_requests(self.applied, stored, self.engine.clock())
+            if result.changed:
+                await self.engine.configure(result.settings)
+        except Exception as exc:
+            log.warning("settings.apply_failed", error=f"{type(exc).__name__}: {exc}")
+            return
+        previous, self.applied = self.applied, result
+        await self._record(previous, result)
+
+    async def _record(self, previous: AppliedSettings, result: AppliedSettings) -> None:
+        changes = {
+            key: {"from": runtime_value_to_json(previous.value(key)), "to": runtime_value_to_json(result.value(key))}
+            for key in result.changed
+        }
+        new_rejections = {
+            key: rejection for key, rejection in result.rejected.items() if previous.rejected.get(key) != rejection
+        }
+        try:
+            if changes:
+                log.info("settings.applied", changes=changes)
+                await self.engine.bot.log(
+                    "info", f"settings applied: {_summary(changes)}", source="scheduler", context={"changes": changes}
+                )
+            for key, rejection in new_rejections.items():
+                log.warning("settings.rejected", key=key, reason=rejection.reason)
+                context = _context(key, rejection)
+                await self.engine.bot.log("warning", f"setting {key} rejected", source="scheduler", context=context)
+        except Exception as exc:  # the record is a courtesy; the settings are applied already
+            log.warning("settings.record_failed", error=str(exc))
+
+
+def _summary(changes: dict[str, dict[str, Any]]) -> str:
+    return ", ".join(f"{key} {change['from']!r} -> {change['to']!r}" for key, change in changes.items())
+
+
+def _context(key: str, rejection: Rejection) -> dict[str, Any]:
+    return {"key": key, "value": rejection.value, "reason": rejection.reason}

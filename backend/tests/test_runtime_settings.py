@@ -1,0 +1,301 @@
+"""Run-time settings end to end: written through the API, applied by the scheduler from its next job, reported
+back with its heartbeat (requested next to applied), refused when invalid. A replay engine (no network) runs the
+scheduler's own job runner; SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from backend.app.core.replay import ReplayOptions, run_replay
+from backend.app.core.scheduler import JobName, JobRunner, TradingScheduler
+from backend.app.db.repositories.bot import BotRepository
+from backend.app.models import AIDecisionRow, OrderRow, PositionRow, SystemLogRow, TradingCycleRow
+from backend.app.services.scheduler_metrics import SchedulerMetrics
+from backend.app.services.trading_engine import TradingEngine
+from src.config.settings import SchedulerConfig, Settings, TradingMode
+from src.data.replay import ReplayMarketSource
+from tests.fakes.openai_server import Behaviour, FakeOpenAI
+from tests.fakes.upbit_server import make_candles
+from tests.support.strategies import AlwaysBuy
+
+Sessions = async_sessionmaker[AsyncSession]
+SettingsFactory = Callable[..., Settings]
+START = datetime(2024, 3, 1, tzinfo=UTC)
+NOW = START + timedelta(hours=300)  # the replay clock at the first cycle
+RELAXED_VALIDATOR = {"VALIDATOR_MAX_RSI": "100", "VALIDATOR_MAX_ATR_PCT": "100", "VALIDATOR_FAKEOUT_ADX": "0"}
+
+
+def _falling_candles(seed: int, start_price: float) -> Any:
+    """310 hourly candles; from the 301st on every price is 3% lower (visible from NOW + 2h)."""
+    candles = make_candles(START, 310, "1h", start_price=start_price, seed=seed)
+    later = candles.index >= NOW
+    candles.loc[later, ["open", "high", "low", "close"]] *= 0.97
+    return candles
+
+
+@pytest.fixture
+async def engines(db_engine: AsyncEngine, make_settings: SettingsFactory) -> AsyncIterator[Callable[..., Any]]:
+    """``await engines(**env)`` → (replay engine over KRW-BTC and KRW-ETH candles whose strategy always buys,
+    the scheduler's job runner for it, the replay clock)."""
+    built: list[TradingEngine] = []
+
+    async def build(**env: str) -> tuple[TradingEngine, JobRunner, ReplayMarketSource]:
+        settings = make_settings(MIN_TRADE_INTERVAL_HOURS="0", **{"TRADING_SYMBOLS": "KRW-BTC", **env})
+        candles = {"KRW-BTC": _falling_candles(2, 50_000_000), "KRW-ETH": _falling_candles(3, 4_000_000)}
+        source = ReplayMarketSource({s: {"1h": c} for s, c in candles.items()}, start=NOW)
+        engine = await TradingEngine.create(settings, db_engine, mode=TradingMode.REPLAY, market_source=source)
+        engine.pipeline.analyzer.strategy = AlwaysBuy()
+        engine.pipeline.analyzer.quick_filter = None  # random candles would fail the backtest filter
+        built.append(engine)
+        runner = JobRunner(engine, instance=settings.scheduler.instance_name, metrics=SchedulerMetrics())
+        return engine, runner, source
+
+    yield build
+    for engine in built:
+        await engine.aclose()
+
+
+async def _put(client: httpx.AsyncClient, **values: Any) -> None:
+    response = await client.put("/api/v1/bot/config", json={"values": values, "reason": "test"})
+    assert response.status_code == 200, response.text
+
+
+async def _config(client: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
+    return {entry["key"]: entry for entry in (await client.get("/api/v1/bot/config")).json()["entries"]}
+
+
+async def _status_settings(client: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
+    return {entry["key"]: entry for entry in (await client.get("/api/v1/bot/status")).json()["settings"]}
+
+
+async def _all(sessions: Sessions, row: Any) -> list[Any]:
+    async with sessions() as session:
+        return list(await session.scalars(select(row).order_by(row.id)))
+
+
+# --- each kind of key changes what the next job does --------------------------------------------------------
+async def test_symbols_from_the_api_are_the_markets_of_the_next_cycle(
+    engines: Callable[..., Any], client: httpx.AsyncClient, db_sessions: Sessions
+) -> None:
+    """Given a scheduler started with TRADING_SYMBOLS=KRW-BTC, when the API sets trading.symbols to KRW-ETH, then
+    the next trading cycle analyses KRW-ETH only, and the API reports KRW-ETH as applied, with since when."""
+    _, runner, _ = await engines()
+    await _put(client, **{"trading.symbols": ["KRW-ETH"]})
+
+    await runner.run(JobName.TRADING)
+
+    assert {row.symbol for row in await _all(db_sessions, AIDecisionRow)} == {"KRW-ETH"}
+    entry = (await _config(client))["trading.symbols"]
+    assert (entry["requested"], entry["applied"], entry["status"]) == (["KRW-ETH"], ["KRW-ETH"], "applied")
+    assert entry["applied_since"] == NOW.isoformat().replace("+00:00", "Z")
+    status = (await client.get("/api/v1/bot/status")).json()
+    assert status["symbols"] == ["KRW-ETH"]
+    assert {s["key"]: s["status"] for s in status["settings"]}["trading.symbols"] == "applied"
+
+
+async def test_ai_switched_off_from_the_api_means_rule_decisions_and_no_ai_call(
+    engines: Callable[..., Any], client: httpx.AsyncClient, db_sessions: Sessions, fake_openai: FakeOpenAI
+) -> None:
+    """Given AI on with a key (the adviser would say buy), when the API sets ai.enabled false, then the next
+    cycle decides by the rules and the model is never asked."""
+    fake_openai.script(Behaviour.ok("buy", 90, "breakout"))
+    _, runner, _ = await engines(OPENAI_API_KEY=fake_openai.api_key, OPENAI_BASE_URL=fake_openai.base_url)
+    await _put(client, **{"ai.enabled": False})
+
+    await runner.run(JobName.TRADING)
+
+    [decision] = await _all(db_sessions, AIDecisionRow)
+    assert decision.source == "rules"
+    assert fake_openai.request_count == 0
+    assert (await _config(client))["ai.enabled"]["applied"] is False
+
+
+async def test_a_higher_minimum_confidence_turns_the_advisers_buy_into_a_hold(
+    engines: Callable[..., Any], client: httpx.AsyncClient, db_sessions: Sessions, fake_openai: FakeOpenAI
+) -> None:
+    """Given the adviser says buy with confidence 70 (AI_MIN_CONFIDENCE 60 would buy), when the API sets
+    ai.min_confidence 80, then the next cycle holds with the validator's reason and places no order."""
+    fake_openai.script(Behaviour.ok("buy", 70, "breakout"))
+    _, runner, _ = await engines(
+        OPENAI_API_KEY=fake_openai.api_key, OPENAI_BASE_URL=fake_openai.base_url, **RELAXED_VALIDATOR
+    )
+    await _put(client, **{"ai.min_confidence": 80})
+
+    await runner.run(JobName.TRADING)
+
+    [decision] = await _all(db_sessions, AIDecisionRow)
+    assert (decision.source, decision.decision, decision.final_decision) == ("ai", "buy", "hold")
+    assert any("below minimum 80" in reason for reason in decision.override_reasons)
+    assert await _all(db_sessions, OrderRow) == []
+
+
+async def test_a_tighter_stop_loss_moves_the_stop_of_a_held_position_and_the_next_check_exits_there(
+    engines: Callable[..., Any], client: httpx.AsyncClient, db_sessions: Sessions
+) -> None:
+    """Given a KRW-BTC position bought at NOW (STOP_LOSS_PCT 5) and a price 3% lower two hours later, when the
+    API sets risk.stop_loss_pct 2, then the position's stop moves to 2% under the entry and the next position
+    check sells at that level."""
+    _, runner, market = await engines()
+    await runner.run(JobName.TRADING)
+    [position] = await _all(db_sessions, PositionRow)
+    assert position.stop_price == (position.avg_entry_price * Decimal("0.95")).quantize(Decimal("1"))
+    market.advance_to(NOW + timedelta(hours=2))
+    await runner.run(JobName.POSITIONS)
+    assert (await _all(db_sessions, PositionRow))[0].status == "open"  # 3% down: above the 5% stop
+
+    await _put(client, **{"risk.stop_loss_pct": "2"})
+    await runner.run(JobName.POSITIONS)
+
+    [closed] = await _all(db_sessions, PositionRow)
+    assert closed.status == "closed"
+    assert closed.exit_reason == "stop_loss"
+    assert closed.stop_price == (closed.avg_entry_price * Decimal("0.98")).quantize(Decimal("1"))
+
+
+@pytest.mark.parametrize(
+    ("key", "rule"), [("risk.max_positions", "max_positions"), ("risk.max_trades_per_day", "max_trades_per_day")]
+)
+async def test_a_lower_limit_from_the_api_makes_risk_refuse_the_second_buy(
+    engines: Callable[..., Any], client: httpx.AsyncClient, db_sessions: Sessions, key: str, rule: str
+) -> None:
+    """Given two markets the strategy buys (MAX_POSITIONS 3, MAX_TRADES_PER_DAY 5 allow both), when the API
+    sets the limit to 1, then the next cycle buys the first market and risk refuses the second by that rule."""
+    _, runner, _ = await engines(TRADING_SYMBOLS="KRW-BTC,KRW-ETH")
+    await _put(client, **{key: 1})
+
+    await runner.run(JobName.TRADING)
+
+    assert [order.symbol for order in await _all(db_sessions, OrderRow)] == ["KRW-BTC"]
+    [eth] = [cycle for cycle in await _all(db_sessions, TradingCycleRow) if cycle.symbol == "KRW-ETH"]
+    assert rule in str(eth.stages)
+
+
+async def test_a_smaller_position_cap_from_the_api_sizes_the_next_buy(
+    engines: Callable[..., Any], client: httpx.AsyncClient, db_sessions: Sessions
+) -> None:
+    """Given equity of 10,000,000 KRW, when the API sets risk.max_position_pct 1, then the next buy spends at most
+    100,000 KRW."""
+    _, runner, _ = await engines()
+    await _put(client, **{"risk.max_position_pct": 1})
+
+    await runner.run(JobName.TRADING)
+
+    [order] = await _all(db_sessions, OrderRow)
+    assert Decimal("5000") <= order.executed_funds <= Decimal("100000")
+
+
+# --- requested vs applied: pending, rejected, kept ---------------------------------------------------------
+async def test_a_request_is_pending_until_the_scheduler_takes_it_before_its_next_job(
+    engines: Callable[..., Any], client: httpx.AsyncClient
+) -> None:
+    _, runner, _ = await engines()
+    await runner.write_heartbeat()
+    await _put(client, **{"risk.max_positions": 2})
+
+    entry = (await _config(client))["risk.max_positions"]
+    assert (entry["requested"], entry["applied"], entry["status"]) == (2, 3, "pending")
+    assert "not yet applied" in entry["message"]
+
+    await runner.run(JobName.SNAPSHOT)
+
+    entry = (await _config(client))["risk.max_positions"]
+    assert (entry["applied"], entry["status"], entry["message"]) == (2, "applied", None)
+
+
+async def test_invalid_requests_are_reported_not_applied_and_the_previous_value_is_kept(
+    engines: Callable[..., Any], client: httpx.AsyncClient, db_sessions: Sessions
+) -> None:
+    """Given a take-profit of 20% applied, when the API asks for 0.05% (below the round-trip fee of 0.1%: valid
+    alone, invalid with TRADING_FEE_RATE) and an older version left a market in Greek capitals in bot_config,
+    then the scheduler applies neither: it keeps 20% and KRW-BTC, and the API reports both as rejected."""
+    engine, runner, _ = await engines()
+    await _put(client, **{"risk.take_profit_pct": 20})
+    await runner.run(JobName.SNAPSHOT)
+    await _put(client, **{"risk.take_profit_pct": "0.05"})
+    await BotRepository(db_sessions).set_config("trading.symbols", ["KRW-\u0392\u03a4C"], updated_by="old version")
+
+    await runner.run(JobName.TRADING)
+
+    assert engine.pipeline.positions.config.take_profit_pct == Decimal("20")
+    assert {row.symbol for row in await _all(db_sessions, AIDecisionRow)} == {"KRW-BTC"}
+    for entries in (await _config(client), await _status_settings(client)):
+        take_profit, symbols = entries["risk.take_profit_pct"], entries["trading.symbols"]
+        assert (take_profit["requested"], take_profit["applied"], take_profit["status"]) == ("0.05", "20", "rejected")
+        assert "round-trip fee" in take_profit["message"]
+        assert (symbols["applied"], symbols["status"]) == (["KRW-BTC"], "rejected")
+        assert "ASCII" in symbols["message"]
+    warnings = [row.message for row in await _all(db_sessions, SystemLogRow) if row.source == "scheduler"]
+    assert "setting risk.take_profit_pct rejected" in warnings
+    assert "setting trading.symbols rejected" in warnings
+
+
+async def test_the_control_poll_leaves_a_running_job_its_settings(
+    engines: Callable[..., Any], client: httpx.AsyncClient
+) -> None:
+    """Given a job holds the work lock (an order may be in flight), when the control poll sees a new request,
+    then it does not apply it; the first poll after the job does."""
+    engine, runner, _ = await engines()
+    await _put(client, **{"trading.symbols": ["KRW-ETH"]})
+
+    async with runner.work_lock:
+        await runner.poll()
+        assert engine.pipeline.symbols == ["KRW-BTC"]
+    await runner.poll()
+
+    assert engine.pipeline.symbols == ["KRW-ETH"]
+
+
+# --- replay obeys bot_config like the scheduler ------------------------------------------------------------
+async def test_replay_applies_the_settings_stored_in_its_database(
+    database_url: str, db_sessions: Sessions, make_settings: SettingsFactory
+) -> None:
+    """Given bot_config of the replay's database asks for KRW-ETH (TRADING_SYMBOLS and --symbols say KRW-BTC),
+    when the replay runs, then it loads ETH's candles and every cycle analyses KRW-ETH only, without errors."""
+    settings = make_settings(TRADING_SYMBOLS="KRW-BTC")
+    await BotRepository(db_sessions).set_config("trading.symbols", ["KRW-ETH"], updated_by="api-key")
+    options = ReplayOptions(
+        symbols=["KRW-BTC"],
+        start=datetime(2023, 12, 2, 16, tzinfo=UTC),
+        end=datetime(2023, 12, 2, 20, tzinfo=UTC),
+        database_url=database_url,
+    )
+
+    summary = await run_replay(settings, options)
+
+    assert summary.symbols == ["KRW-ETH"]
+    assert summary.cycle_errors == 0
+    assert {cycle.symbol for cycle in await _all(db_sessions, TradingCycleRow)} == {"KRW-ETH"}
+    assert {row.symbol for row in await _all(db_sessions, AIDecisionRow)} == {"KRW-ETH"}
+
+
+async def test_a_running_scheduler_applies_a_request_on_its_control_poll(
+    engines: Callable[..., Any], client: httpx.AsyncClient, db_engine: AsyncEngine
+) -> None:
+    """Given the scheduler process running (lock, APScheduler, control poll every 0.1 s) and no job due, when the
+    API changes the markets, then the control poll applies them and GET /bot/status reports them applied."""
+    engine, _, _ = await engines()
+    config = SchedulerConfig(_env_file=None, SCHEDULER_CONTROL_POLL_SECONDS="0.1")  # type: ignore[call-arg]
+    scheduler = TradingScheduler(engine, db_engine, config)
+    task = asyncio.create_task(scheduler.run(handle_signals=False))
+    await asyncio.wait_for(scheduler.started.wait(), timeout=10)
+    try:
+        await _put(client, **{"trading.symbols": ["KRW-ETH"]})
+        for _ in range(100):
+            if (await _status_settings(client))["trading.symbols"]["status"] == "applied":
+                break
+            await asyncio.sleep(0.05)
+
+        assert (await _status_settings(client))["trading.symbols"]["applied"] == ["KRW-ETH"]
+        assert engine.pipeline.symbols == ["KRW-ETH"]
+    finally:
+        scheduler.request_stop("test")
+        assert await asyncio.wait_for(task, timeout=10) == 0
