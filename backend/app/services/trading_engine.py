@@ -48,7 +48,7 @@ from src.trading.notifier import Notifier, NullNotifier
 from src.trading.pipeline import MINUTES_TO_TIMEFRAME, Analyzer, CycleReport, ExitReport, TradingPipeline
 from src.trading.pipeline.positions import ServicePositionBook
 from src.trading.repository import PortfolioSnapshotRecord
-from src.trading.service import TradingService
+from src.trading.service import OrderGuard, TradingService
 from src.utils.logger import get_logger
 
 log = get_logger(__name__)
@@ -267,6 +267,10 @@ class TradingEngine:
     @property
     def ai_available(self) -> bool:
         return self.pipeline.analyzer.ai_available
+
+    def guard_orders(self, guard: OrderGuard) -> None:
+        """Every order from now on is sent only while ``guard`` (the single-trader lock) is held."""
+        self.pipeline.trading.guard = guard
 
     async def start_up(self) -> None:
         """Settle whatever a previous run left pending before anything new is decided."""
