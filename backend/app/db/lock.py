@@ -111,8 +111,10 @@ class SchedulerLock:
         self._lease = timedelta(seconds=lease_seconds)
         self._check_timeout = check_timeout_seconds
         self._pg_connection: AsyncConnection | None = None
+        self._checking = asyncio.Lock()  # the control poll and the order path share one connection
         self._released = False
         self.held = False
+        self.backend_pid: int | None = None  # PostgreSQL: the server process of the session holding the lock
 
     @property
     def released(self) -> bool:
@@ -139,7 +141,10 @@ class SchedulerLock:
         await self._discard_connection()
         connection = await self._engine.connect()
         try:
-            got = await connection.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": _advisory_key(self.name)})
+            result = await connection.execute(
+                text("SELECT pg_try_advisory_lock(:key), pg_backend_pid()"), {"key": _advisory_key(self.name)}
+            )
+            got, backend_pid = result.one()
             await connection.commit()
         except BaseException:
             await _close_quietly(connection)
@@ -148,6 +153,7 @@ class SchedulerLock:
             await connection.close()
             raise SchedulerLockHeld(f"another scheduler holds the lock '{self.name}' (PostgreSQL advisory lock)")
         self._pg_connection = connection
+        self.backend_pid = backend_pid
 
     async def _advisory_still_held(self) -> bool:
         """Ask on the lock's own connection; a dead connection (server restarted) means the lock is gone."""
@@ -158,13 +164,14 @@ class SchedulerLock:
             held = await asyncio.wait_for(connection.scalar(_HELD_SQL, self._key_params()), self._check_timeout)
             await connection.commit()
         except Exception as exc:
-            log.warning("lock.connection_lost", lock=self.name, error=f"{type(exc).__name__}: {exc}"[:300])
+            log.warning("lock.connection_lost", lock=self.name, error=_one_line(exc))
             await self._discard_connection()
             return False
         return bool(held)
 
     async def _discard_connection(self) -> None:
         connection, self._pg_connection = self._pg_connection, None
+        self.backend_pid = None
         if connection is not None:
             await _close_quietly(connection)
 
@@ -209,7 +216,7 @@ class SchedulerLock:
                     .values(expires_at=utcnow() + self._lease)
                 )
         except Exception as exc:
-            log.warning("lock.renew_failed", lock=self.name, error=f"{type(exc).__name__}: {exc}"[:300])
+            log.warning("lock.renew_failed", lock=self.name, error=_one_line(exc))
             return False
         return result.rowcount == 1
 
@@ -218,6 +225,10 @@ class SchedulerLock:
         """Return when this process holds the lock: still (False) or re-taken just now because it was lost and
         free (True). Raises ``SchedulerLockLost``: ``taken_over`` when another process holds it, otherwise
         when it could not be checked or re-taken (database unreachable) or was released."""
+        async with self._checking:
+            return await self._ensure_held()
+
+    async def _ensure_held(self) -> bool:
         if self._released:
             raise SchedulerLockLost(f"the lock '{self.name}' was released (shutting down)")
         if self.held:
@@ -230,9 +241,7 @@ class SchedulerLock:
         except SchedulerLockHeld as exc:
             raise SchedulerLockLost(f"lost the lock '{self.name}': {exc.message}", taken_over=True) from exc
         except Exception as exc:
-            raise SchedulerLockLost(
-                f"lost the lock '{self.name}' and cannot re-take it: {type(exc).__name__}: {exc}"[:500]
-            ) from exc
+            raise SchedulerLockLost(f"lost the lock '{self.name}' and cannot re-take it: {_one_line(exc)}") from exc
         return True
 
     async def renew(self) -> None:
@@ -242,10 +251,15 @@ class SchedulerLock:
     async def release(self) -> None:
         """Free the lock. Never raises: a connection the database already closed (it restarted) freed the
         advisory lock with its session; a lease that cannot be deleted expires."""
+        async with self._checking:
+            await self._release()
+
+    async def _release(self) -> None:
         self._released = True
         held, self.held = self.held, False
         if self._is_postgres:
             connection, self._pg_connection = self._pg_connection, None
+            self.backend_pid = None
             if connection is None:
                 return
             try:
@@ -260,7 +274,7 @@ class SchedulerLock:
                 log.warning(
                     "lock.release_connection_lost",
                     lock=self.name,
-                    error=f"{type(exc).__name__}: {exc}"[:300],
+                    error=_one_line(exc),
                     detail="PostgreSQL frees an advisory lock when its session ends",
                 )
                 await _close_quietly(connection)
@@ -275,7 +289,7 @@ class SchedulerLock:
                     )
                 )
         except Exception as exc:
-            log.warning("lock.release_failed", lock=self.name, error=f"{type(exc).__name__}: {exc}"[:300])
+            log.warning("lock.release_failed", lock=self.name, error=_one_line(exc))
 
     async def __aenter__(self) -> SchedulerLock:
         await self.acquire()
@@ -285,6 +299,12 @@ class SchedulerLock:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.release()
+
+
+def _one_line(exc: BaseException) -> str:
+    """``Type: first line`` (SQLAlchemy appends the statement and its parameters on further lines)."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
 
 
 async def _close_quietly(connection: AsyncConnection) -> None:
