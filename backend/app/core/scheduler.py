@@ -295,7 +295,7 @@ class LockKeeper:
 
     async def ensure_held(self) -> None:
         try:
-            retaken = await self.lock.ensure_held()
+            retaken = await self.lock.check()
         except SchedulerLockLost as exc:
             if not self.lock.released:
                 self._lost(exc)

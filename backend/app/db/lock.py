@@ -1,13 +1,13 @@
 """Only one scheduler trades an account: a PostgreSQL advisory lock, or a lease row on SQLite.
 
-The lock is checked before every order (``ensure_held``, the ``OrderGuard`` of ``TradingService``) and on
-every control poll:
+The lock is checked before every order (``ensure_held``, the ``OrderGuard`` of ``TradingService``; the
+scheduler's ``LockKeeper`` wraps ``check``) and on every control poll:
 
-- PostgreSQL: the advisory lock lives on one connection. ``ensure_held`` asks ``pg_locks`` on that very
+- PostgreSQL: the advisory lock lives on one connection. ``check`` asks ``pg_locks`` on that very
   connection whether its session still holds the key; a dead connection (the server restarted) or a
   missing lock means it was lost. A lost lock is re-taken on a new connection when it is free; when another
   session holds it, ``SchedulerLockLost(taken_over=True)``.
-- SQLite: ``ensure_held`` extends the lease (the row still names this holder) or re-takes a free one.
+- SQLite: ``check`` extends the lease (the row still names this holder) or re-takes a free one.
   A lease whose holder is provably dead on this host (same hostname, pid gone or now another process,
   told apart by the process start time recorded in the holder) is taken over at once; any other lease
   blocks until it expires.
@@ -93,7 +93,7 @@ def holder_is_dead(holder: str) -> bool:
 
 
 class SchedulerLock:
-    """Held for the life of the process. On SQLite the lease must be renewed (``ensure_held``) more often than
+    """Held for the life of the process. On SQLite the lease must be renewed (``check``) more often than
     ``lease_seconds``; a holder that died stops renewing and its lease expires (or is taken over at once when
     the holder is provably dead on this host)."""
 
@@ -221,14 +221,18 @@ class SchedulerLock:
         return result.rowcount == 1
 
     # --- both ---------------------------------------------------------------------------------------
-    async def ensure_held(self) -> bool:
+    async def check(self) -> bool:
         """Return when this process holds the lock: still (False) or re-taken just now because it was lost and
         free (True). Raises ``SchedulerLockLost``: ``taken_over`` when another process holds it, otherwise
-        when it could not be checked or re-taken (database unreachable) or was released."""
+        when it could not be checked or re-taken (database unreachable, SQLite busy) or was released."""
         async with self._checking:
-            return await self._ensure_held()
+            return await self._check()
 
-    async def _ensure_held(self) -> bool:
+    async def ensure_held(self) -> None:
+        """``OrderGuard``: return when the lock is held (re-taking a free one), else raise ``SchedulerLockLost``."""
+        await self.check()
+
+    async def _check(self) -> bool:
         if self._released:
             raise SchedulerLockLost(f"the lock '{self.name}' was released (shutting down)")
         if self.held:
@@ -237,16 +241,21 @@ class SchedulerLock:
                 return False
             self.held = False
         try:
-            await self.acquire()
-        except SchedulerLockHeld as exc:
-            raise SchedulerLockLost(f"lost the lock '{self.name}': {exc.message}", taken_over=True) from exc
+            if self._is_postgres:
+                await self._acquire_advisory()
+            else:
+                await self._write_lease()
+        except (SchedulerLockHeld, IntegrityError) as exc:  # IntegrityError: another inserted the lease just now
+            message = exc.message if isinstance(exc, SchedulerLockHeld) else "another scheduler took the lease"
+            raise SchedulerLockLost(f"lost the lock '{self.name}': {message}", taken_over=True) from exc
         except Exception as exc:
             raise SchedulerLockLost(f"lost the lock '{self.name}' and cannot re-take it: {_one_line(exc)}") from exc
+        self.held = True
         return True
 
     async def renew(self) -> None:
-        """The control poll's check: extend the lease / verify the advisory lock, re-taking it when free."""
-        await self.ensure_held()
+        """Extend the lease / verify the advisory lock, re-taking it when free (``check`` without its answer)."""
+        await self.check()
 
     async def release(self) -> None:
         """Free the lock. Never raises: a connection the database already closed (it restarted) freed the
