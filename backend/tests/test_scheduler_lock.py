@@ -45,6 +45,7 @@ from src.exceptions import SchedulerLockHeld, SchedulerLockLost
 from src.trading.notifier import EventKind, NullNotifier
 from src.trading.orders import OrderStatus
 from tests.fakes.upbit_server import make_candles
+from tests.support import pg_server as pg_server_module
 from tests.support.pg_server import PrivatePostgres, private_postgres
 from tests.support.rows import count_rows
 
@@ -541,3 +542,13 @@ async def test_an_order_refused_right_before_sending_is_marked_failed_and_never_
     assert row.status is OrderStatus.FAILED
     assert "not sent" in (row.error_message or "")
     assert await a.engine.pipeline.trading.reconcile() == []
+
+
+# --- the private server's own rule ---------------------------------------------------------------------------
+def test_missing_postgresql_binaries_fail_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Given no initdb/pg_ctl, when CI=true, then the restart tests fail instead of skipping."""
+    monkeypatch.setattr(pg_server_module, "_bin_dir", lambda: None)
+    monkeypatch.setenv("CI", "true")
+
+    with pytest.raises(pytest.fail.Exception, match="required because CI=true"):
+        next(private_postgres())
