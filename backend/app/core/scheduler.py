@@ -379,7 +379,6 @@ class TradingScheduler:
             schedule=config.trading_cron,
         )
         self.keeper = LockKeeper(self.lock, self.runner, self.metrics, self._lock_taken_over)
-        engine.guard_orders(self.keeper)
         self.shutdown_timeout = shutdown_timeout_seconds
         self._stop = asyncio.Event()
         self.started = asyncio.Event()
@@ -410,6 +409,7 @@ class TradingScheduler:
             self.exit_code, self.exit_reason = EXIT_LOCK_HELD, exc.message
             return EXIT_LOCK_HELD
         self.metrics.lock_held.set(1)
+        self.engine.guard_orders(self.keeper)  # from now on every order checks the lock first
         try:
             if handle_signals:
                 self.install_signal_handlers()
