@@ -26,7 +26,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.app.core.scheduler import EXIT_LOCK_HELD, EXIT_LOCK_LOST, EXIT_OK, TradingScheduler, lock_name
@@ -315,6 +315,30 @@ async def test_the_order_path_re_takes_a_free_lock_before_sending(
     assert a.sample("scheduler_lock_lost_total") == 1
     assert a.sample("scheduler_lock_held") == 1
     assert await a.stop() == EXIT_OK
+
+
+async def test_the_lock_still_held_by_this_process_s_dead_session_is_re_taken(pg_url: str) -> None:
+    """Given the lock's connection died on the client's side while the server keeps its session (a network
+    cut: the server may not notice for hours), when the lock is checked, then this process ends that stale
+    session of its own (matched by backend pid and start time) and re-takes the lock on a new connection."""
+    db = create_engine(pg_url)
+    try:
+        lock = SchedulerLock(db, "trading:paper")
+        await lock.acquire()
+        stale, stale_pid = lock._pg_connection, lock.backend_pid
+        assert stale is not None
+        lock._pg_connection = await db.connect()  # what the client now sees: a connection without the lock
+
+        assert await lock.check() is True
+
+        wire = Wire(pg_url)
+        assert await wire.holder_backend(_advisory_key(lock.name)) == lock.backend_pid != stale_pid
+        with pytest.raises(Exception, match=r"terminat|closed"):
+            await stale.scalar(text("SELECT 1"))
+        await lock.release()
+        assert await wire.holder_backend(_advisory_key(lock.name)) is None
+    finally:
+        await db.dispose()
 
 
 def _scheduler_env(database_url: str, **extra: str) -> dict[str, str]:

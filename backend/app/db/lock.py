@@ -5,8 +5,10 @@ scheduler's ``LockKeeper`` wraps ``check``) and on every control poll:
 
 - PostgreSQL: the advisory lock lives on one connection. ``check`` asks ``pg_locks`` on that very
   connection whether its session still holds the key; a dead connection (the server restarted) or a
-  missing lock means it was lost. A lost lock is re-taken on a new connection when it is free; when another
-  session holds it, ``SchedulerLockLost(taken_over=True)``.
+  missing lock means it was lost. A lost lock is re-taken on a new connection when it is free, or when the
+  session still holding it is this process's previous one (same backend pid and start time: the client
+  side died, the server has not noticed), which is ended first. When another session holds it,
+  ``SchedulerLockLost(taken_over=True)``.
 - SQLite: ``check`` extends the lease (the row still names this holder) or re-takes a free one.
   A lease whose holder is provably dead on this host (same hostname, pid gone or now another process,
   told apart by the process start time recorded in the holder) is taken over at once; any other lease
@@ -20,7 +22,7 @@ import contextlib
 import hashlib
 import os
 import socket
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 
@@ -42,6 +44,19 @@ _HELD_SQL = text(
     "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted"
     " AND classid = CAST(:high AS oid) AND objid = CAST(:low AS oid) AND objsubid = 1)"
 )
+
+
+_TRY_LOCK_SQL = text(
+    "SELECT pg_try_advisory_lock(:key), pg_backend_pid(),"
+    " (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid())"
+)
+# End the session still holding the lock if, and only if, it is this process's previous one (pid + start time).
+_END_OWN_SESSION_SQL = text(
+    "SELECT pg_terminate_backend(l.pid) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+    " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = CAST(:high AS oid)"
+    " AND l.objid = CAST(:low AS oid) AND l.objsubid = 1 AND l.pid = :pid AND a.backend_start = :started"
+)
+_STALE_SESSION_WAIT_SECONDS = 5.0
 
 
 def _advisory_key(name: str) -> int:
@@ -115,6 +130,7 @@ class SchedulerLock:
         self._released = False
         self.held = False
         self.backend_pid: int | None = None  # PostgreSQL: the server process of the session holding the lock
+        self._session: tuple[int, datetime] | None = None  # (pid, backend_start) of the last session that held it
 
     @property
     def released(self) -> bool:
@@ -141,10 +157,8 @@ class SchedulerLock:
         await self._discard_connection()
         connection = await self._engine.connect()
         try:
-            result = await connection.execute(
-                text("SELECT pg_try_advisory_lock(:key), pg_backend_pid()"), {"key": _advisory_key(self.name)}
-            )
-            got, backend_pid = result.one()
+            result = await connection.execute(_TRY_LOCK_SQL, {"key": _advisory_key(self.name)})
+            got, backend_pid, backend_start = result.one()
             await connection.commit()
         except BaseException:
             await _close_quietly(connection)
@@ -154,6 +168,39 @@ class SchedulerLock:
             raise SchedulerLockHeld(f"another scheduler holds the lock '{self.name}' (PostgreSQL advisory lock)")
         self._pg_connection = connection
         self.backend_pid = backend_pid
+        self._session = (backend_pid, backend_start)
+
+    async def _retake_advisory(self) -> None:
+        """Take the lock on a new connection. If it is still held by this process's previous session (the
+        client side died, e.g. a network cut, and the server has not noticed yet), end that session first:
+        waiting for the server's TCP keepalive could take hours, and exiting would not help a restart."""
+        try:
+            await self._acquire_advisory()
+            return
+        except SchedulerLockHeld:
+            if self._session is None or not await self._end_own_stale_session(*self._session):
+                raise
+        deadline = asyncio.get_running_loop().time() + _STALE_SESSION_WAIT_SECONDS
+        while True:  # the ended session frees the lock a moment later
+            try:
+                await self._acquire_advisory()
+                return
+            except SchedulerLockHeld:
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise
+                await asyncio.sleep(0.05)
+
+    async def _end_own_stale_session(self, pid: int, started: datetime) -> bool:
+        async with self._engine.connect() as connection:
+            ended = await connection.scalar(
+                _END_OWN_SESSION_SQL, {**self._key_params(), "pid": pid, "started": started}
+            )
+            await connection.commit()
+        if ended:
+            log.warning(
+                "lock.stale_session_ended", lock=self.name, backend_pid=pid, detail="this process's previous session"
+            )
+        return bool(ended)
 
     async def _advisory_still_held(self) -> bool:
         """Ask on the lock's own connection; a dead connection (server restarted) means the lock is gone."""
@@ -242,7 +289,7 @@ class SchedulerLock:
             self.held = False
         try:
             if self._is_postgres:
-                await self._acquire_advisory()
+                await self._retake_advisory()
             else:
                 await self._write_lease()
         except (SchedulerLockHeld, IntegrityError) as exc:  # IntegrityError: another inserted the lease just now
