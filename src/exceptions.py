@@ -95,5 +95,14 @@ class SchedulerLockHeld(TradingSystemError):
     """Another scheduler already trades this account."""
 
 
+class SchedulerLockLost(TradingSystemError):
+    """This process no longer holds the single-trader lock (database restarted, lease taken over): no order
+    may be sent until it is held again. ``taken_over``: another process holds it now (final for this one)."""
+
+    def __init__(self, message: str, *, taken_over: bool = False, **context: Any) -> None:
+        super().__init__(message, **context)
+        self.taken_over = taken_over
+
+
 class NotificationFailed(TradingSystemError):
     """A notification (Telegram message) could not be delivered after every retry; context names the chat."""

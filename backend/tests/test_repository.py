@@ -16,7 +16,7 @@ from backend.app.db.repositories.trading import SqlTradingRepository
 from backend.app.models import SystemLogRow, TradeRow
 from src.api.interfaces import OrderType, Side
 from src.config.settings import TradingMode
-from src.exceptions import SchedulerLockHeld
+from src.exceptions import SchedulerLockHeld, SchedulerLockLost
 from src.trading.bot_control import DESIRED_STATE_KEY, BotAction, DesiredState
 from src.trading.orders import IllegalOrderTransition, OrderStatus
 from src.trading.repository import AIDecisionRecord, CycleRecord, OrderRecord, StageRecord, TradeRecord
@@ -222,7 +222,8 @@ async def test_sqlite_lease_of_a_dead_holder_expires(tmp_path) -> None:  # type:
     await asyncio.sleep(0.01)
     survivor = SchedulerLock(engine, "default")
     await survivor.acquire()
-    with pytest.raises(SchedulerLockHeld):
+    with pytest.raises(SchedulerLockLost) as lost:  # the "dead" one, still running after all, must stop
         await dead.renew()
+    assert lost.value.taken_over
     await survivor.release()
     await engine.dispose()

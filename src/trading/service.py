@@ -8,6 +8,10 @@ An order is a row before it is a request:
    once (its marker is written with the position change); ``reconcile`` applies filled orders a crash
    left out of the positions.
 
+Before step 1 and again right before step 2 the ``OrderGuard`` (the scheduler's single-trader lock) must
+confirm this process still holds the account; a refusal raises ``SchedulerLockLost`` and sends nothing (a
+row written in between is marked ``failed``, never left ``pending``).
+
 When the outcome of step 2 is unknown (``ExchangeUnavailable``: 5xx, timeout, dropped connection) the
 row stays ``pending`` and nothing is re-sent. ``reconcile`` asks the exchange by identifier and settles:
 found -> settle; ``OrderNotFound`` for a ``pending`` row older than ``not_found_grace`` -> ``failed``
@@ -39,6 +43,7 @@ from src.exceptions import (
     ExchangeUnavailable,
     InvalidInput,
     OrderNotFound,
+    SchedulerLockLost,
     TradingSystemError,
 )
 from src.trading.market_rules import MIN_ORDER_KRW, truncate_volume
@@ -79,6 +84,14 @@ class PositionBook(Protocol):
 
     async def needs_applying(self, order: OrderRecord, trades: list[TradeRecord]) -> bool:
         """True when the order's fills are not yet in the positions, or their P&L not yet on the trades."""
+
+
+class OrderGuard(Protocol):
+    """Whether this process may send orders for the account now (implemented by the scheduler's lock)."""
+
+    async def ensure_held(self) -> None:
+        """Return when the single-trader lock is held (re-taking it if it was lost and is free); raise
+        ``SchedulerLockLost`` otherwise. Called before every order is written and right before it is sent."""
 
 
 class ExecutionObserver(Protocol):
@@ -151,6 +164,7 @@ class TradingService:
         settle_polls: int = 3,
         poll_delay_seconds: float = 0.2,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        guard: OrderGuard | None = None,
     ) -> None:
         self.exchange = exchange
         self.repository = repository
@@ -166,6 +180,7 @@ class TradingService:
         self.settle_polls = settle_polls
         self.poll_delay_seconds = poll_delay_seconds
         self._sleep = sleep
+        self.guard = guard  # None: nothing else can trade this account (replay, backtests, unit tests)
 
     # --- sizing checks --------------------------------------------------------------------------
     def buy_total_for(self, krw_available: Decimal, krw_wanted: Decimal) -> Decimal:
@@ -211,6 +226,8 @@ class TradingService:
         atr: Decimal | None,
         exit_reason: str | None,
     ) -> ExecutionResult:
+        if self.guard is not None:
+            await self.guard.ensure_held()  # refused: nothing written, nothing sent
         now = self.clock()
         identifier = new_identifier(self.instance, now, symbol, side)
         record = OrderRecord(
@@ -236,6 +253,7 @@ class TradingService:
             total=str(krw_total),
             volume=str(volume),
         )
+        await self._ensure_still_held(record)
         request = OrderRequest(symbol, side, order_type, identifier, volume=volume, price=krw_total)
         try:
             answer = await self.exchange.place_order(request)
@@ -249,6 +267,23 @@ class TradingService:
         log.info("order.accepted", symbol=symbol, identifier=identifier, uuid=answer.uuid, state=answer.state.value)
         final = await self._await_final(answer)
         return await self._settle(record, final, atr=atr, exit_reason=exit_reason)
+
+    async def _ensure_still_held(self, record: OrderRecord) -> None:
+        """The last check before the request: a refused order is marked failed (it was never sent)."""
+        if self.guard is None:
+            return
+        try:
+            await self.guard.ensure_held()
+        except SchedulerLockLost as exc:
+            error = f"SchedulerLockLost: not sent: {exc.message}"
+            log.error("order.refused_lock_lost", symbol=record.symbol, identifier=record.identifier, error=error)
+            try:
+                await self.repository.update_order(
+                    record.identifier, status=OrderStatus.FAILED, error_message=error[:2000]
+                )
+            except Exception as write_error:  # still pending: reconciliation finds nothing and fails it later
+                log.warning("order.refused_not_marked", identifier=record.identifier, error=str(write_error))
+            raise
 
     async def _await_final(self, order: Order) -> Order:
         current = order
@@ -521,6 +556,7 @@ __all__ = [
     "ExecutionObserver",
     "ExecutionResult",
     "NullObserver",
+    "OrderGuard",
     "PositionBook",
     "TradingService",
     "is_final",

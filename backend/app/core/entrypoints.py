@@ -84,7 +84,8 @@ async def run_one_cycle(settings: Settings, mode: TradingMode, symbols: list[str
         await notifier.start()
         engine = await TradingEngine.create(settings, db_engine, mode=mode, symbols=symbols, notifier=notifier)
         try:
-            async with SchedulerLock(db_engine, lock_name(engine)):  # the scheduler's single-trader lock
+            async with SchedulerLock(db_engine, lock_name(engine)) as lock:  # the scheduler's single-trader lock
+                engine.guard_orders(lock)
                 await SettingsApplier(engine).refresh()  # the run-time settings of bot_config, as the scheduler
                 await engine.start_up()
                 reports = await engine.trading_job(dry_run=dry_run)  # ends with a portfolio snapshot

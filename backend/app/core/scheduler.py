@@ -5,8 +5,13 @@ Jobs (see docs/SCHEDULER_GUIDE.md): trading cycle (``SCHEDULER_TRADING_CRON``, h
 check (every ``SCHEDULER_POSITION_CHECK_MINUTES``), portfolio snapshot (every
 ``SCHEDULER_SNAPSHOT_MINUTES``), daily report (``SCHEDULER_DAILY_REPORT_TIME_KST``), and a control poll
 (every ``SCHEDULER_CONTROL_POLL_SECONDS``: desired state, run-time settings between jobs, heartbeat, lock
-lease). Jobs that touch the account run one at a time (one asyncio lock), so an exit and a cycle never sell the
+check). Jobs that touch the account run one at a time (one asyncio lock), so an exit and a cycle never sell the
 same coin twice.
+
+The single-trader lock is checked on every control poll and before every order (``LockKeeper`` is the
+order path's ``OrderGuard``). A lock lost with the database connection is re-taken on a new connection
+when it is free; one that another scheduler took stops this one (exit code 4). Either is said once: log,
+Telegram, heartbeat ``last_error``, ``scheduler_lock_lost_total``.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from backend.app.db.repositories.bot import BotRepository
 from backend.app.services.scheduler_metrics import SchedulerMetrics
 from backend.app.services.trading_engine import TradingEngine
 from src.config.settings import SchedulerConfig
-from src.exceptions import SchedulerLockHeld
+from src.exceptions import SchedulerLockHeld, SchedulerLockLost
 from src.trading.bot_control import BotState, DesiredState
 from src.trading.notifier import EventKind, NotificationEvent
 from src.utils.logger import get_logger
@@ -244,6 +249,18 @@ class JobRunner:
             log.exception("system_log.write_failed")
         self.engine.notifier.notify(NotificationEvent(EventKind.ERROR, f"Job {job.value} failed", context))
 
+    async def heartbeat_is_ours(self) -> bool:
+        """False when another process wrote this instance's heartbeat last (it took the lock over)."""
+        try:
+            row = await self.bot.get_heartbeat(self.instance)
+        except Exception as exc:
+            log.warning("heartbeat.read_failed", error=str(exc))
+            return False
+        if row is None or (row.pid == os.getpid() and row.hostname == socket.gethostname()):
+            return True
+        log.warning("heartbeat.not_written", instance=self.instance, reason="another scheduler holds the lock now")
+        return False
+
     async def write_heartbeat(self, state: BotState | None = None) -> None:
         if not self.heartbeat_enabled:
             return
@@ -275,6 +292,79 @@ class JobRunner:
             )
         except Exception as exc:
             log.warning("heartbeat.write_failed", error=str(exc))
+
+
+class LockKeeper:
+    """The scheduler's lock as ``TradingService``'s ``OrderGuard``: checked before every order and on every
+    control poll. A loss is said once (log, Telegram, heartbeat ``last_error``, metrics) and orders are
+    refused until the lock is held again; a lock another process took calls ``on_taken_over``."""
+
+    def __init__(
+        self,
+        lock: SchedulerLock,
+        runner: JobRunner,
+        metrics: SchedulerMetrics,
+        on_taken_over: Callable[[str], None],
+    ) -> None:
+        self.lock = lock
+        self.runner = runner
+        self.metrics = metrics
+        self.on_taken_over = on_taken_over
+        self.lost = False
+        self.taken_over = False
+        self.lost_since: float | None = None  # monotonic, for the log line of a re-take
+
+    async def ensure_held(self) -> None:
+        try:
+            retaken = await self.lock.check()
+        except SchedulerLockLost as exc:
+            if not self.lock.released:
+                self._lost(exc)
+            raise
+        if retaken:
+            self._retaken()
+        self.metrics.lock_held.set(1)
+
+    def _lost(self, exc: SchedulerLockLost) -> None:
+        self.metrics.lock_held.set(0)
+        if not self.lost:
+            self._say_lost(exc.message)
+        if exc.taken_over and not self.taken_over:
+            self.taken_over = True
+            self.on_taken_over(exc.message)
+
+    def _say_lost(self, message: str) -> None:
+        self.lost = True
+        self.lost_since = time.monotonic()
+        self.metrics.lock_lost.inc()
+        log.error("scheduler.lock_lost", lock=self.lock.name, error=message, orders="refused until re-taken")
+        self._record(f"lost the scheduler lock: {message}")
+        self.runner.engine.notifier.notify(
+            NotificationEvent(
+                EventKind.ERROR,
+                "Scheduler lock lost: no orders until it is held again",
+                {"error": message, "lock": self.lock.name, "instance": self.runner.instance},
+            )
+        )
+
+    def _retaken(self) -> None:
+        if not self.lost:  # lost and re-taken within this one check (the database restarted in between)
+            self._say_lost(f"the lock '{self.lock.name}' was gone (database connection lost)")
+        seconds = None if self.lost_since is None else round(time.monotonic() - self.lost_since, 3)
+        self.lost = False
+        log.warning("scheduler.lock_retaken", lock=self.lock.name, seconds_without_lock=seconds)
+        self._record(f"scheduler lock '{self.lock.name}' was lost (database restarted?) and re-taken")
+        self.runner.engine.notifier.notify(
+            NotificationEvent(
+                EventKind.BOT_STATE_CHANGED,
+                "Scheduler lock re-taken: trading continues",
+                {"state": "running", "lock": self.lock.name, "instance": self.runner.instance},
+            )
+        )
+
+    def _record(self, message: str) -> None:
+        self.runner.last_error = message[:2000]
+        self.runner.last_error_at = self.runner.engine.clock()
 
 
 class TradingScheduler:
@@ -309,6 +399,7 @@ class TradingScheduler:
             next_run=self._next_trading_run,
             schedule=config.trading_cron,
         )
+        self.keeper = LockKeeper(self.lock, self.runner, self.metrics, self._lock_taken_over)
         self.shutdown_timeout = shutdown_timeout_seconds
         self._stop = asyncio.Event()
         self.started = asyncio.Event()
@@ -338,6 +429,8 @@ class TradingScheduler:
             log.error("scheduler.lock_held", lock=self.lock.name, error=exc.message)
             self.exit_code, self.exit_reason = EXIT_LOCK_HELD, exc.message
             return EXIT_LOCK_HELD
+        self.metrics.lock_held.set(1)
+        self.engine.guard_orders(self.keeper)  # from now on every order checks the lock first
         try:
             if handle_signals:
                 self.install_signal_handlers()
@@ -372,17 +465,18 @@ class TradingScheduler:
         )
 
     async def _control_poll(self) -> None:
+        """Check the lock (re-taking it when it was lost and is free), then the desired state and the heartbeat."""
         try:
-            await self.lock.renew()
-        except SchedulerLockHeld as exc:
-            log.error("scheduler.lock_lost", error=exc.message)
-            self.exit_code = EXIT_LOCK_LOST
-            self.exit_reason = f"lost the scheduler lock: {exc.message}"
-            self.runner.last_error = self.exit_reason
-            self.request_stop("lock lost")
-            return
+            await self.keeper.ensure_held()
+        except SchedulerLockLost:
+            return  # said by the keeper; taken over: stopping; database unreachable: the next poll tries again
         await self.runner.poll()
         await self.runner.write_heartbeat()
+
+    def _lock_taken_over(self, message: str) -> None:
+        self.exit_code = EXIT_LOCK_LOST
+        self.exit_reason = f"lost the scheduler lock: {message}"
+        self.request_stop("lock lost")
 
     async def _shutdown(self) -> None:
         """No new jobs; let the job in flight finish its order handling; then stop APScheduler (whose
@@ -397,10 +491,12 @@ class TradingScheduler:
             log.error("scheduler.shutdown_timeout", seconds=self.shutdown_timeout)
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
-        await self.runner.write_heartbeat(BotState.STOPPED)
+        if not self.keeper.taken_over or await self.runner.heartbeat_is_ours():
+            await self.runner.write_heartbeat(BotState.STOPPED)
         self.metrics.bot_running.set(0)
         await self.lock.release()
-        log.info("scheduler.stopped", exit_code=self.exit_code)
+        self.metrics.lock_held.set(0)
+        log.info("scheduler.stopped", exit_code=self.exit_code, reason=self.exit_reason)
 
 
 def fire_times(

@@ -34,6 +34,14 @@ class SchedulerMetrics:
         self.bot_running = Gauge(
             "bot_running", "1 while the bot trades (running), 0 when paused or stopped", registry=r
         )
+        self.lock_held = Gauge(
+            "scheduler_lock_held", "1 while this scheduler holds its account's single-trader lock", registry=r
+        )
+        self.lock_lost = Counter(
+            "scheduler_lock_lost_total",
+            "Times the single-trader lock was found lost (database restart, lease taken over)",
+            registry=r,
+        )
         self.bot_errors = Counter("bot_errors_total", "Errors in trading jobs and cycles", ["kind"], registry=r)
         self.ai_decisions = Counter(
             "ai_decisions_total",

@@ -51,7 +51,7 @@ from src.trading.notifier import EventKind, NotificationEvent, Notifier, NullNot
 from src.trading.pipeline import MINUTES_TO_TIMEFRAME, Analyzer, CycleReport, ExitReport, TradingPipeline
 from src.trading.pipeline.positions import ServicePositionBook
 from src.trading.repository import PortfolioSnapshotRecord
-from src.trading.service import TradingService
+from src.trading.service import OrderGuard, TradingService
 from src.utils.logger import get_logger
 
 log = get_logger(__name__)
@@ -323,6 +323,9 @@ class TradingEngine:
         """The AI spend caps (run-time ``ai.daily_budget_usd`` / ``ai.monthly_budget_usd`` reach them through
         ``configure``)."""
         return self.ai.budget
+    def guard_orders(self, guard: OrderGuard) -> None:
+        """Every order from now on is sent only while ``guard`` (the single-trader lock) is held."""
+        self.pipeline.trading.guard = guard
 
     async def start_up(self) -> None:
         """Settle whatever a previous run left pending before anything new is decided."""
