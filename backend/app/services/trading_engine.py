@@ -323,6 +323,7 @@ class TradingEngine:
         """The AI spend caps (run-time ``ai.daily_budget_usd`` / ``ai.monthly_budget_usd`` reach them through
         ``configure``)."""
         return self.ai.budget
+
     def guard_orders(self, guard: OrderGuard) -> None:
         """Every order from now on is sent only while ``guard`` (the single-trader lock) is held."""
         self.pipeline.trading.guard = guard
