@@ -65,10 +65,14 @@ def test_an_invalid_url_with_credentials_is_named_without_its_value(monkeypatch:
     assert "hunter22" not in str(caught.value)
 
 
-def test_live_mode_refuses_to_start_without_upbit_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_live_mode_without_upbit_keys_loads_but_refuses_to_trade(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given live mode without keys: settings load (the API never trades and needs no keys)
     monkeypatch.setenv("TRADING_MODE", "live")
+    settings = load_settings(env_file=None)
+    # When what trades asks for the keys, Then it is refused, in live mode only
     with pytest.raises(ConfigurationError, match="TRADING_MODE=live requires UPBIT_ACCESS_KEY and UPBIT_SECRET_KEY"):
-        load_settings(env_file=None)
+        settings.require_live_keys()
+    settings.require_live_keys(TradingMode.PAPER)
 
 
 def test_live_mode_starts_with_both_keys(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -43,7 +43,7 @@ from backend.app.models import (
 )
 from backend.app.services.scheduler_metrics import SchedulerMetrics
 from backend.app.services.trading_engine import TradingEngine
-from src.config.settings import PROJECT_ROOT, SchedulerConfig, Settings, TradingMode, load_settings
+from src.config.settings import PROJECT_ROOT, SchedulerConfig, Settings, TradingMode, get_settings, load_settings
 from src.data.replay import ReplayMarketSource
 from src.trading.bot_control import DESIRED_STATE_KEY
 from tests.fakes.upbit_server import make_candles
@@ -297,6 +297,27 @@ def test_bad_arguments_give_one_clear_line_and_exit_2(
     assert code == 2
     err = capsys.readouterr().err
     assert message in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(("entry", "args"), [("main", ["--mode", "live"]), ("scheduler_main", [])])
+def test_trading_entry_points_refuse_live_mode_without_upbit_keys(
+    entry: str, args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given live mode and no Upbit keys
+    monkeypatch.setenv("TRADING_MODE", "live")
+    for name in ("UPBIT_ACCESS_KEY", "UPBIT_SECRET_KEY"):
+        monkeypatch.setenv(name, "")
+    get_settings.cache_clear()
+    try:
+        # When the scheduler or main.py starts
+        code = importlib.import_module(entry).main(args)
+    finally:
+        get_settings.cache_clear()
+    # Then it refuses with one clear line, before touching the database
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "requires UPBIT_ACCESS_KEY and UPBIT_SECRET_KEY" in err
     assert len(err.strip().splitlines()) == 1
 
 

@@ -379,8 +379,10 @@ class Settings(BaseModel):
             secrets.extend([redis_password] if redis_password else [])
         return secrets
 
-    def require_live_keys(self) -> None:
-        if self.trading.mode is TradingMode.LIVE and not self.upbit.has_keys:
+    def require_live_keys(self, mode: TradingMode | None = None) -> None:
+        """Trading live needs both Upbit keys. Only what trades asks (the scheduler, ``main.py``): the API
+        reads the database and never calls Upbit, so it starts in any mode, with or without keys."""
+        if (mode or self.trading.mode) is TradingMode.LIVE and not self.upbit.has_keys:
             raise ConfigurationError(
                 "TRADING_MODE=live requires UPBIT_ACCESS_KEY and UPBIT_SECRET_KEY; set both, or use TRADING_MODE=paper"
             )
@@ -423,9 +425,7 @@ def load_settings(env_file: Path | object | None = _USE_PROJECT_ENV_FILE) -> Set
             problems.extend(_describe(error) for error in exc.errors())
     if problems:
         raise ConfigurationError("Invalid configuration: " + "; ".join(problems))
-    settings = Settings(**groups)
-    settings.require_live_keys()
-    return settings
+    return Settings(**groups)
 
 
 @lru_cache(maxsize=1)
