@@ -29,6 +29,17 @@ def test_defaults_are_paper_mode_on_embedded_sqlite() -> None:
     assert settings.trading.symbols == ["KRW-BTC"]
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0", "::1", "::", "localhost", "metrics.internal.example"])
+def test_scheduler_metrics_host_takes_an_ip_or_host_name(monkeypatch: pytest.MonkeyPatch, host: str) -> None:
+    monkeypatch.setenv("SCHEDULER_METRICS_HOST", host)
+    assert load_settings(env_file=None).scheduler.metrics_host == host
+
+
+def test_scheduler_metrics_listen_on_loopback_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SCHEDULER_METRICS_HOST", raising=False)
+    assert load_settings(env_file=None).scheduler.metrics_host == "127.0.0.1"
+
+
 @pytest.mark.parametrize(
     ("key", "value", "expected"),
     [
@@ -41,6 +52,9 @@ def test_defaults_are_paper_mode_on_embedded_sqlite() -> None:
         ("API_CORS_ORIGINS", "*", "'*' is not allowed"),
         ("API_RATE_LIMIT_REDIS_URL", "127.0.0.1:6379", "expected a redis://, rediss:// or unix:// URL"),
         ("API_RATE_LIMIT_REDIS_URL", "redis://redis:63a9/0", "expected a redis://, rediss:// or unix:// URL"),
+        ("SCHEDULER_METRICS_HOST", "0.0.0.0:9101", "expected an IP address or a host name"),
+        ("SCHEDULER_METRICS_HOST", "http://metrics", "expected an IP address or a host name"),
+        ("SCHEDULER_METRICS_HOST", "-bad-.example", "expected an IP address or a host name"),
     ],
 )
 def test_invalid_value_names_key_and_expected_form(

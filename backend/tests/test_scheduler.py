@@ -334,14 +334,16 @@ def test_unmigrated_database_is_refused_with_the_command_that_fixes_it(
 
 
 def test_scheduler_metrics_are_served_over_http() -> None:
-    """Given SCHEDULER_METRICS_PORT > 0, the scheduler's own registry is served on /metrics."""
+    """Given SCHEDULER_METRICS_PORT > 0, the scheduler's own registry is served on /metrics, on loopback unless
+    SCHEDULER_METRICS_HOST says otherwise."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     metrics = SchedulerMetrics()
     metrics.on_decision("rules", "hold", None)
-    server = metrics.serve(port, addr="127.0.0.1")
+    server = metrics.serve(port, load_settings(env_file=None).scheduler.metrics_host)
     try:
+        assert server.server_address[0] == "127.0.0.1"
         body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     finally:
         server.shutdown()

@@ -8,6 +8,8 @@ nothing else in the code base reads ``os.environ``. Each group below is a separa
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from decimal import Decimal
 from enum import StrEnum
 from functools import lru_cache
@@ -44,6 +46,19 @@ def _settings_config() -> SettingsConfigDict:
         case_sensitive=False,
         env_ignore_empty=True,
     )
+
+
+_HOSTNAME_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def _is_ip_or_hostname(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    labels = host.removesuffix(".").split(".")
+    return 0 < len(host) <= 253 and all(_HOSTNAME_LABEL.match(label) for label in labels)
 
 
 def _split_csv(value: Any) -> Any:
@@ -238,6 +253,7 @@ class SchedulerConfig(_Group):
         default="default", min_length=1, max_length=100, validation_alias="SCHEDULER_INSTANCE_NAME"
     )
     metrics_port: int = Field(default=9101, ge=0, le=65535, validation_alias="SCHEDULER_METRICS_PORT")
+    metrics_host: str = Field(default="127.0.0.1", validation_alias="SCHEDULER_METRICS_HOST")
     heartbeat_stale_seconds: int = Field(default=600, ge=10, validation_alias="HEARTBEAT_STALE_SECONDS")
 
     @field_validator("trading_cron")
@@ -246,6 +262,13 @@ class SchedulerConfig(_Group):
         if len(cron.split()) != 5:
             raise ValueError("expected a 5-field cron expression such as '0 * * * *'")
         return cron
+
+    @field_validator("metrics_host")
+    @classmethod
+    def _ip_or_hostname(cls, host: str) -> str:
+        if not _is_ip_or_hostname(host):
+            raise ValueError("expected an IP address or a host name, e.g. 127.0.0.1 (or 0.0.0.0 inside a container)")
+        return host
 
     @field_validator("daily_report_time_kst")
     @classmethod

@@ -115,7 +115,7 @@ async def run_scheduler(settings: Settings, symbols: list[str]) -> int:
     engine: TradingEngine | None = None
     try:
         await ensure_schema_current(db_engine)
-        metrics.serve(settings.scheduler.metrics_port)
+        metrics.serve(settings.scheduler.metrics_port, settings.scheduler.metrics_host)
         telegram = await start_telegram(settings, session_factory(db_engine))
         engine = await TradingEngine.create(
             settings, db_engine, symbols=symbols, notifier=telegram.notifier, metrics=metrics

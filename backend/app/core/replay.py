@@ -170,7 +170,7 @@ async def run_replay(settings: Settings, options: ReplayOptions) -> ReplaySummar
         await _require_no_earlier_replay(session_factory(db_engine), url)
         source = ReplayMarketSource({s: {timeframe: f} for s, f in trimmed.items()}, start=start)
         metrics = SchedulerMetrics()
-        metrics_server = metrics.serve(settings.scheduler.metrics_port)
+        metrics_server = metrics.serve(settings.scheduler.metrics_port, settings.scheduler.metrics_host)
         engine = await TradingEngine.create(
             settings,
             db_engine,
