@@ -3,26 +3,40 @@
 Each secret sits in a local variable, in the exception's message and in its chained causes. The exception is
 logged with ``log.exception`` in JSON and console formats and through the standard library's logging, and
 captured by Sentry (the real sentry-sdk against the fake envelope endpoint); every output is searched for
-every secret.
+every secret. End to end, the real scheduler runs on PostgreSQL through a URL with a password while PostgreSQL
+goes away under it, and the entry points start with PostgreSQL unreachable: no output holds the password.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import json
 import logging
+import os
+import signal
+import socket
+import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
+import asyncpg
 import jwt
 import pytest
 import sentry_sdk
+from sqlalchemy.engine import make_url
 
 from backend.app.core.observability import close_sentry, init_sentry
-from src.config.settings import Settings, load_settings
+from backend.app.db.migrations import upgrade_to_head
+from src.config.settings import PROJECT_ROOT, Settings, load_settings
 from src.utils.logger import configure_logging, get_logger, install_excepthooks, redactor
 from tests.fakes.sentry_server import FakeSentry
+from tests.support import database as database_support
+from tests.support.tcp_proxy import TcpProxy
 
 DB_PASSWORD = "pg-Pw-7f3a9c41e2d8"
 DATABASE_URL = f"postgresql+asyncpg://trader:{DB_PASSWORD}@127.0.0.1:1/trader"
@@ -213,3 +227,111 @@ def test_sentry_drops_frame_locals_even_when_asked(monkeypatch: pytest.MonkeyPat
     scrubbed = scrub_event(event)
     assert "vars" not in scrubbed["exception"]["values"][0]["stacktrace"]["frames"][0]
     assert _leaks(json.dumps(scrubbed, default=str), {"db": DB_PASSWORD, "openai": OPENAI_KEY}) == {}
+
+
+# --- end to end: the real scheduler while PostgreSQL is down ------------------------------------------------
+E2E_PASSWORD = "e2e-Pw-9d2c7a41b3"
+
+
+@contextlib.contextmanager
+def _private_postgres_database() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database (skips where PostgreSQL is unreachable, like the fixtures)."""
+    server = database_support._server_url()
+    name = f"secrets_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    try:
+        asyncio.run(database_support._create_database(server, name))
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        if database_support._postgres_required():
+            pytest.fail(f"PostgreSQL not reachable: {exc}")
+        pytest.skip(f"PostgreSQL not reachable: {exc}")
+    url = make_url(server).set(database=name).render_as_string(hide_password=False)
+    try:
+        upgrade_to_head(url)
+        yield url
+    finally:
+        asyncio.run(database_support._drop_database(server, name))
+
+
+def _scheduler_env(database_url: str, log_format: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "UPBIT_", "TRADING_", "SENTRY_"))}
+    env.update(
+        DATABASE_URL=database_url,
+        TRADING_MODE="paper",
+        LOG_FORMAT=log_format,
+        LOG_LEVEL="INFO",
+        SCHEDULER_METRICS_PORT="0",
+        SCHEDULER_CONTROL_POLL_SECONDS="0.5",
+        SCHEDULER_TRADING_CRON="* * * * *",  # jobs every minute: the first one after the cut fails
+        SCHEDULER_POSITION_CHECK_MINUTES="1",
+        SCHEDULER_SNAPSHOT_MINUTES="1",
+        UPBIT_BASE_URL="http://127.0.0.1:1",
+        PYTHONPATH=str(PROJECT_ROOT),
+    )
+    return env
+
+
+def _wait_for_text(path: Path, text: str, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if text in path.read_text():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"{text!r} not in the output after {seconds} s:\n{path.read_text()[-3000:]}")
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_the_scheduler_never_logs_the_database_password_while_postgresql_is_down(tmp_path: Path) -> None:
+    """Given two real schedulers (JSON and console logs) on PostgreSQL through a URL with a password, When
+    PostgreSQL goes away under them and their jobs fail with tracebacks, Then no output holds the password."""
+    with contextlib.ExitStack() as stack:
+        runs: list[tuple[str, subprocess.Popen[bytes], Path, TcpProxy]] = []
+        for log_format in ("json", "console"):
+            server = make_url(stack.enter_context(_private_postgres_database()))
+            proxy = stack.enter_context(contextlib.closing(TcpProxy(server.port or 5432, server.host or "127.0.0.1")))
+            proxy.start()
+            url = server.set(password=E2E_PASSWORD, port=proxy.port).render_as_string(hide_password=False)
+            output = tmp_path / f"scheduler-{log_format}.log"
+            with output.open("wb") as sink:
+                process = subprocess.Popen(
+                    [sys.executable, str(PROJECT_ROOT / "scheduler_main.py")],
+                    env=_scheduler_env(url, log_format),
+                    stdout=sink,
+                    stderr=subprocess.STDOUT,
+                )
+            stack.callback(lambda p=process: p.poll() is None and p.kill())
+            runs.append((log_format, process, output, proxy))
+        for _, _, output, proxy in runs:
+            _wait_for_text(output, "scheduler.started", 60)
+            proxy.cut()  # PostgreSQL is down from here on
+        for _, process, output, _ in runs:
+            _wait_for_text(output, "job.failed", 90)  # the next minute's jobs fail and log their traceback
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=60)
+        for log_format, _, output, _ in runs:
+            text = output.read_text()
+            assert "Connect call failed" in text or "ConnectionRefusedError" in text, log_format
+            assert text.count(E2E_PASSWORD) == 0, log_format
+
+
+@pytest.mark.parametrize("entry", ["scheduler_main.py", "main.py"])
+def test_an_entry_point_with_postgresql_unreachable_prints_no_password(entry: str, tmp_path: Path) -> None:
+    # Given PostgreSQL unreachable at a URL with a password (nothing listens on the port)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"postgresql+asyncpg://trader:{E2E_PASSWORD}@127.0.0.1:{port}/trader"
+    # When the scheduler or main.py starts, in either log format
+    for log_format in ("json", "console"):
+        result = subprocess.run(
+            [sys.executable, str(PROJECT_ROOT / entry)],
+            env=_scheduler_env(url, log_format),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        # Then it fails, saying why, and nothing it wrote holds the password
+        assert result.returncode != 0
+        assert "Connect call failed" in result.stdout + result.stderr or "refused" in result.stdout + result.stderr
+        assert E2E_PASSWORD not in result.stdout + result.stderr
