@@ -111,6 +111,32 @@ def test_secret_values_include_passwords_inside_urls(monkeypatch: pytest.MonkeyP
     assert "hunter22" in load_settings(env_file=None).secret_values()
 
 
+def test_secret_values_register_every_secret_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from src.config.settings import _GROUPS
+
+    # Given a distinct value for every setting that holds a secret (every SecretStr field, and the database URL)
+    secret_fields = {
+        field.validation_alias: f"secret-value-{index:04d}"
+        for group in _GROUPS.values()
+        for index, field in enumerate(group.model_fields.values())
+        if "SecretStr" in str(field.annotation)
+    }
+    secret_fields["API_RATE_LIMIT_REDIS_URL"] = "redis://:redis-pw-0001@redis:6379/0"
+    assert {"UPBIT_ACCESS_KEY", "UPBIT_SECRET_KEY", "OPENAI_API_KEY", "TELEGRAM_BOT_TOKEN", "API_KEY"} <= set(
+        secret_fields
+    )
+    assert {"API_JWT_SECRET", "API_ADMIN_PASSWORD_HASH", "API_RATE_LIMIT_REDIS_URL", "SENTRY_DSN"} <= set(secret_fields)
+    for name, value in secret_fields.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DATABASE_URL", "postgresql+asyncpg://trader:db-pw-0001@db:5432/trader")
+    # When the redactor's list is built, Then each value is on it, and so are the passwords inside the URLs
+    registered = load_settings(env_file=None).secret_values()
+    for name, value in secret_fields.items():
+        assert value in registered, name
+    assert "db-pw-0001" in registered
+    assert "redis-pw-0001" in registered
+
+
 def test_env_file_values_are_read_and_empty_values_mean_default(tmp_path: Path) -> None:
     env_file = tmp_path / ".env"
     env_file.write_text("TRADING_SYMBOLS=KRW-BTC, KRW-ETH\nDATABASE_URL=\nMAX_POSITIONS=2\n")
