@@ -32,7 +32,7 @@ _COUNT_KEY = re.compile(r"_tokens$|^tokens_(used|count)$", re.IGNORECASE)  # pro
 # Secrets recognised by their shape, registered or not (applied in this order)
 _BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9\-_.=+/]+", re.IGNORECASE)
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]+(@)")  # scheme://user:password@host
-_URL_USER_ONLY = re.compile(r"(://)[^:/@\s]+(@)")  # scheme://key@host: a Sentry DSN's key
+_URL_USER_ONLY = re.compile(r"(://)[^:/@\s]{16,}(@)")  # scheme://key@host: a Sentry DSN's key, not a user name
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 _OPENAI_KEY = re.compile(r"\bsk-[A-Za-z0-9_-]{16,}")
 _TELEGRAM_TOKEN = re.compile(r"\b(bot)?\d{5,12}:[A-Za-z0-9_-]{30,}")
@@ -137,6 +137,10 @@ _exception_as_dicts = structlog.processors.ExceptionRenderer(ExceptionDictTransf
 _exception_as_text = structlog.processors.format_exc_info
 
 
+# uvicorn's command line gives these loggers handlers of their own before the app is imported
+_LOGGERS_WITH_OWN_HANDLERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+
+
 def _render_as_json(log_format: str, stream: Any) -> bool:
     if log_format == "json":
         return True
@@ -183,6 +187,10 @@ def configure_logging(
     root.setLevel(level.upper())
     for noisy in ("httpx", "httpcore", "apscheduler.executors.default", "aiosqlite", "asyncio"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    for own_handlers in _LOGGERS_WITH_OWN_HANDLERS:  # their formatters would print tracebacks unredacted
+        logger = logging.getLogger(own_handlers)
+        logger.handlers = []
+        logger.propagate = True
 
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
