@@ -229,6 +229,31 @@ def test_sentry_drops_frame_locals_even_when_asked(monkeypatch: pytest.MonkeyPat
     assert _leaks(json.dumps(scrubbed, default=str), {"db": DB_PASSWORD, "openai": OPENAI_KEY}) == {}
 
 
+def test_error_text_kept_in_tables_is_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
+    from backend.app.models import BotStateRow, SystemLogRow, TradingCycleRow
+
+    # Given the secrets registered as at start-up
+    settings = _settings(monkeypatch, "https://0123456789abcdef0123456789abcdef@o1.ingest.sentry.io/42")
+    configure_logging(level="INFO", log_format="json", secrets=settings.secret_values(), stream=io.StringIO())
+    error = f"RuntimeError: refused {UPBIT_ACCESS_KEY} at {DATABASE_URL} with {OPENAI_KEY}"
+    # When an error is written to the system log, the heartbeat and a trading cycle (the API shows all three)
+    rows = [
+        SystemLogRow(level="error", message=error, context={"error": error, "job": "trading_cycle"}),
+        BotStateRow(last_error=error, safe_mode_reason=error),
+        TradingCycleRow(error=error),
+    ]
+    heartbeat = BotStateRow()
+    heartbeat.last_error = error  # the scheduler updates its heartbeat row attribute by attribute
+    # Then no secret is stored
+    log_row, state_row, cycle_row = rows
+    stored = json.dumps(
+        [log_row.message, log_row.context, state_row.last_error, state_row.safe_mode_reason, cycle_row.error]
+    )
+    stored += json.dumps(heartbeat.last_error)
+    assert "RuntimeError: refused" in stored
+    assert _leaks(stored, {"db": DB_PASSWORD, "upbit": UPBIT_ACCESS_KEY, "openai": OPENAI_KEY}) == {}
+
+
 # --- end to end: the real scheduler while PostgreSQL is down ------------------------------------------------
 E2E_PASSWORD = "e2e-Pw-9d2c7a41b3"
 

@@ -36,9 +36,9 @@ _URL_USER_ONLY = re.compile(r"(://)[^:/@\s]{16,}(@)")  # scheme://key@host: a Se
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 _OPENAI_KEY = re.compile(r"\bsk-[A-Za-z0-9_-]{16,}")
 _TELEGRAM_TOKEN = re.compile(r"\b(bot)?\d{5,12}:[A-Za-z0-9_-]{30,}")
-_KEY_VALUE = re.compile(  # password=..., "api_key": "...", secret_key: ...
-    r"""(\b(?:password|passwd|pwd|secret|secret[_-]?key|access[_-]?key|api[_-]?key|token|jwt)['"]?\s*[=:]\s*['"]?)"""
-    r"""(?!\*\*\*)[^\s'"&,;)}\]]+""",
+_KEY_VALUE = re.compile(  # password=..., ?token=..., "api_key": "..." (a quoted key and value: JSON or a repr)
+    r"""(\b(?:password|passwd|pwd|secret|secret[_-]?key|access[_-]?key|api[_-]?key|token|jwt)"""
+    r"""(?:\s*=\s*['"]?|['"]\s*:\s*['"]))(?!\*\*\*)[^\s'"&,;)}\]]+""",
     re.IGNORECASE,
 )
 
