@@ -137,6 +137,15 @@ def test_secret_values_register_every_secret_setting(monkeypatch: pytest.MonkeyP
     assert "redis-pw-0001" in registered
 
 
+def test_secret_values_include_credentials_in_any_url_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a base URL with credentials (a proxy in front of OpenAI) and an encoded database password
+    monkeypatch.setenv("OPENAI_BASE_URL", "https://bot:proxy-pw-77@llm.example/v1")
+    monkeypatch.setenv("DATABASE_URL", "postgresql+asyncpg://trader:p%40ss-99@db:5432/trader")
+    # When the redactor's list is built, Then both passwords are on it, as written and decoded
+    registered = load_settings(env_file=None).secret_values()
+    assert {"proxy-pw-77", "p%40ss-99", "p@ss-99"} <= set(registered)
+
+
 def test_env_file_values_are_read_and_empty_values_mean_default(tmp_path: Path) -> None:
     env_file = tmp_path / ".env"
     env_file.write_text("TRADING_SYMBOLS=KRW-BTC, KRW-ETH\nDATABASE_URL=\nMAX_POSITIONS=2\n")

@@ -15,7 +15,7 @@ from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -388,19 +388,19 @@ class Settings(BaseModel):
     observability: ObservabilityConfig
 
     def secret_values(self) -> list[str]:
-        """Every secret's plain value, so the log redactor can scrub it wherever it appears."""
+        """Every secret's plain value, so the log redactor can scrub it wherever it appears: each ``SecretStr``
+        setting, and the password inside any URL setting (the database, Redis, a base URL with credentials)."""
         secrets: list[str] = []
         for group_name in _GROUPS:
             group = getattr(self, group_name)
             for field_name in type(group).model_fields:
                 value = getattr(group, field_name)
                 if isinstance(value, SecretStr) and value.get_secret_value():
-                    secrets.append(value.get_secret_value())
-        secrets.extend(_password_in_url(self.database.url))
-        if self.api.rate_limit_redis_url is not None:
-            redis_password = urlsplit(self.api.rate_limit_redis_url.get_secret_value()).password
-            secrets.extend([redis_password] if redis_password else [])
-        return secrets
+                    value = value.get_secret_value()
+                    secrets.append(value)
+                if isinstance(value, str) and "://" in value:
+                    secrets.extend(_password_in_url(value))
+        return list(dict.fromkeys(secrets))
 
     def require_live_keys(self, mode: TradingMode | None = None) -> None:
         """Trading live needs both Upbit keys. Only what trades asks (the scheduler, ``main.py``): the API
@@ -412,10 +412,13 @@ class Settings(BaseModel):
 
 
 def _password_in_url(url: str) -> list[str]:
-    from sqlalchemy.engine import make_url
-
-    password = make_url(url).password
-    return [password] if password else []
+    """The password of ``scheme://user:password@host`` as written and percent-decoded (the redactor also
+    registers the encoded forms of each value)."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:  # not a URL after all
+        return []
+    return [password, unquote(password)] if password else []
 
 
 def _describe(error: dict[str, Any]) -> str:
