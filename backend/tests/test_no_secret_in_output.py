@@ -200,6 +200,7 @@ def test_an_uncaught_exception_is_printed_without_secrets(
         sys.excepthook(*sys.exc_info())  # type: ignore[arg-type]
     # Then the traceback is printed, without any secret
     printed = capsys.readouterr().err
+    assert "uncaught_exception" in printed
     assert "Traceback" in printed
     assert "ValueError" in printed
     secrets = _secrets(settings.observability.sentry_dsn.get_secret_value())  # type: ignore[union-attr]

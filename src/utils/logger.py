@@ -115,18 +115,25 @@ def format_exception_safely(exc_type: type[BaseException], exc: BaseException, t
     return redactor.scrub_text("".join(traceback.format_exception(exc_type, exc, tb)))
 
 
+def _report_uncaught(what: str, exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    """One ``uncaught_exception`` log event (a JSON line in JSON format), or redacted text on stderr."""
+    if logging.getLogger().handlers:
+        logging.getLogger("uncaught").critical(what, exc_info=(exc_type, exc, tb))
+    else:
+        sys.stderr.write(f"{what}:\n{format_exception_safely(exc_type, exc, tb)}")
+
+
 def install_excepthooks() -> None:
-    """Route exceptions nobody caught (main thread and other threads) through the redactor to stderr."""
+    """Route exceptions nobody caught (main thread and other threads) through the redactor."""
 
     def main_hook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
-        sys.stderr.write(format_exception_safely(exc_type, exc, tb))
+        _report_uncaught("uncaught_exception", exc_type, exc, tb)
 
     def thread_hook(args: threading.ExceptHookArgs) -> None:
         if args.exc_value is None or args.exc_type is SystemExit:
             return
         name = args.thread.name if args.thread is not None else "?"
-        sys.stderr.write(f"Exception in thread {name}:\n")
-        sys.stderr.write(format_exception_safely(args.exc_type, args.exc_value, args.exc_traceback))
+        _report_uncaught(f"uncaught_exception in thread {name}", args.exc_type, args.exc_value, args.exc_traceback)
 
     sys.excepthook = main_hook
     threading.excepthook = thread_hook
