@@ -15,7 +15,7 @@ from rich.console import Console
 from src.backtesting.runner import STRATEGIES, BacktestRequest, run_backtest
 from src.config.settings import load_settings
 from src.exceptions import TradingSystemError
-from src.utils.logger import configure_logging
+from src.utils.logger import configure_logging, install_excepthooks, redactor
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -120,12 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     request = request_from_args(args)
     console = Console()
+    install_excepthooks()
     try:
         settings = load_settings()
         configure_logging("WARNING", settings.observability.log_format.value, settings.secret_values())
         run_backtest(request, settings, console)
     except TradingSystemError as exc:
-        print(f"backtest.py: error: {exc.message}", file=sys.stderr)
+        print(f"backtest.py: error: {redactor.scrub_text(exc.message)}", file=sys.stderr)
         return 1
     return 0
 

@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings_or_exit()
     mode = TradingMode(args.mode) if args.mode else settings.trading.mode
     try:
+        settings.require_live_keys(mode)
         symbols = parse_symbols(args.symbols, settings)
     except ConfigurationError as exc:
         return fail(exc.message, EXIT_USAGE)

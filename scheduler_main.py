@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.replay:
             return run(_replay(settings, _replay_options(args, settings)))
+        settings.require_live_keys()
         return run(run_scheduler(settings, parse_symbols(args.symbols, settings)))
     except ConfigurationError as exc:
         return fail(exc.message, EXIT_USAGE)

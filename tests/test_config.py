@@ -33,6 +33,17 @@ def test_defaults_are_paper_mode_on_embedded_sqlite() -> None:
     assert settings.risk.min_add_krw == Decimal("50000")
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0", "::1", "::", "localhost", "metrics.internal.example"])
+def test_scheduler_metrics_host_takes_an_ip_or_host_name(monkeypatch: pytest.MonkeyPatch, host: str) -> None:
+    monkeypatch.setenv("SCHEDULER_METRICS_HOST", host)
+    assert load_settings(env_file=None).scheduler.metrics_host == host
+
+
+def test_scheduler_metrics_listen_on_loopback_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SCHEDULER_METRICS_HOST", raising=False)
+    assert load_settings(env_file=None).scheduler.metrics_host == "127.0.0.1"
+
+
 @pytest.mark.parametrize(
     ("key", "value", "expected"),
     [
@@ -52,6 +63,9 @@ def test_defaults_are_paper_mode_on_embedded_sqlite() -> None:
         ("RISK_MIN_ADD_KRW", "4999", "RISK_MIN_ADD_KRW='4999': Input should be greater than or equal to 5000"),
         ("RISK_MIN_ADD_KRW", "1e10", "RISK_MIN_ADD_KRW='1e10': Input should be less than or equal to 1000000000"),
         ("RISK_ALLOW_ADD_TO_POSITION", "maybe", "RISK_ALLOW_ADD_TO_POSITION='maybe': Input should be a valid boolean"),
+        ("SCHEDULER_METRICS_HOST", "0.0.0.0:9101", "expected an IP address or a host name"),
+        ("SCHEDULER_METRICS_HOST", "http://metrics", "expected an IP address or a host name"),
+        ("SCHEDULER_METRICS_HOST", "-bad-.example", "expected an IP address or a host name"),
     ],
 )
 def test_invalid_value_names_key_and_expected_form(
@@ -76,10 +90,14 @@ def test_an_invalid_url_with_credentials_is_named_without_its_value(monkeypatch:
     assert "hunter22" not in str(caught.value)
 
 
-def test_live_mode_refuses_to_start_without_upbit_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_live_mode_without_upbit_keys_loads_but_refuses_to_trade(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given live mode without keys: settings load (the API never trades and needs no keys)
     monkeypatch.setenv("TRADING_MODE", "live")
+    settings = load_settings(env_file=None)
+    # When what trades asks for the keys, Then it is refused, in live mode only
     with pytest.raises(ConfigurationError, match="TRADING_MODE=live requires UPBIT_ACCESS_KEY and UPBIT_SECRET_KEY"):
-        load_settings(env_file=None)
+        settings.require_live_keys()
+    settings.require_live_keys(TradingMode.PAPER)
 
 
 def test_live_mode_starts_with_both_keys(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -102,6 +120,41 @@ def test_live_mode_starts_with_both_keys(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_secret_values_include_passwords_inside_urls(monkeypatch: pytest.MonkeyPatch, key: str, url: str) -> None:
     monkeypatch.setenv(key, url)
     assert "hunter22" in load_settings(env_file=None).secret_values()
+
+
+def test_secret_values_register_every_secret_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from src.config.settings import _GROUPS
+
+    # Given a distinct value for every setting that holds a secret (every SecretStr field, and the database URL)
+    secret_fields = {
+        field.validation_alias: f"secret-value-{index:04d}"
+        for group in _GROUPS.values()
+        for index, field in enumerate(group.model_fields.values())
+        if "SecretStr" in str(field.annotation)
+    }
+    secret_fields["API_RATE_LIMIT_REDIS_URL"] = "redis://:redis-pw-0001@redis:6379/0"
+    assert {"UPBIT_ACCESS_KEY", "UPBIT_SECRET_KEY", "OPENAI_API_KEY", "TELEGRAM_BOT_TOKEN", "API_KEY"} <= set(
+        secret_fields
+    )
+    assert {"API_JWT_SECRET", "API_ADMIN_PASSWORD_HASH", "API_RATE_LIMIT_REDIS_URL", "SENTRY_DSN"} <= set(secret_fields)
+    for name, value in secret_fields.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DATABASE_URL", "postgresql+asyncpg://trader:db-pw-0001@db:5432/trader")
+    # When the redactor's list is built, Then each value is on it, and so are the passwords inside the URLs
+    registered = load_settings(env_file=None).secret_values()
+    for name, value in secret_fields.items():
+        assert value in registered, name
+    assert "db-pw-0001" in registered
+    assert "redis-pw-0001" in registered
+
+
+def test_secret_values_include_credentials_in_any_url_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a base URL with credentials (a proxy in front of OpenAI) and an encoded database password
+    monkeypatch.setenv("OPENAI_BASE_URL", "https://bot:proxy-pw-77@llm.example/v1")
+    monkeypatch.setenv("DATABASE_URL", "postgresql+asyncpg://trader:p%40ss-99@db:5432/trader")
+    # When the redactor's list is built, Then both passwords are on it, as written and decoded
+    registered = load_settings(env_file=None).secret_values()
+    assert {"proxy-pw-77", "p%40ss-99", "p@ss-99"} <= set(registered)
 
 
 def test_env_file_values_are_read_and_empty_values_mean_default(tmp_path: Path) -> None:

@@ -77,3 +77,30 @@ def test_token_counts_are_not_mistaken_for_tokens(json_stream: io.StringIO) -> N
     assert line["prompt_tokens"] == 812
     assert line["completion_tokens"] == 24
     assert line["refresh_token"] == REDACTED
+
+
+def test_uvicorn_loggers_with_their_own_handlers_are_routed_through_the_redactor() -> None:
+    # Given uvicorn's command line has given its loggers a handler of their own (it does so before the app loads)
+    theirs = io.StringIO()
+    logging.getLogger("uvicorn").handlers = [logging.StreamHandler(theirs)]
+    logging.getLogger("uvicorn").propagate = False
+    stream = io.StringIO()
+    configure_logging(level="INFO", log_format="json", secrets=["sk-live-very-secret"], stream=stream)
+    # When uvicorn logs an exception of the app
+    try:
+        raise RuntimeError("upstream refused sk-live-very-secret")
+    except RuntimeError:
+        logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
+    # Then it is one of our JSON lines, redacted, and uvicorn's own handler wrote nothing
+    (line,) = _lines(stream)
+    assert line["event"] == "Exception in ASGI application"
+    assert line["exception"][0]["exc_value"] == f"upstream refused {REDACTED}"
+    assert theirs.getvalue() == ""
+
+
+def test_a_sentry_dsn_key_is_redacted_but_a_plain_user_name_is_kept(json_stream: io.StringIO) -> None:
+    get_logger("t").info("dsn", url="https://0123456789abcdef0123456789abcdef@o1.ingest.sentry.io/42")
+    get_logger("t").info("db", where="postgresql://trader@db:5432/trader")
+    first, second = _lines(json_stream)
+    assert "0123456789abcdef" not in first["url"]
+    assert second["where"] == "postgresql://trader@db:5432/trader"

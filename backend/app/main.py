@@ -29,7 +29,7 @@ from backend.app.services.metrics import ApiMetrics
 from src.config.bootstrap import EXIT_CONFIGURATION_ERROR, load_settings_or_exit
 from src.config.settings import Settings, get_settings
 from src.exceptions import ConfigurationError, DatabaseNotMigratedError
-from src.utils.logger import get_logger
+from src.utils.logger import get_logger, redactor
 
 log = get_logger(__name__)
 
@@ -127,7 +127,7 @@ def _app_from_environment() -> tuple[FastAPI, Settings]:
     try:
         return create_app(settings), settings
     except ConfigurationError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
+        print(f"error: {redactor.scrub_text(exc.message)}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIGURATION_ERROR) from None
 
 

@@ -14,11 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from backend.app.db.repositories.bot import BotRepository
 from backend.app.db.types import utcnow
-from backend.app.main import create_app
+from backend.app.main import _app_from_environment, create_app
 from backend.app.models import RiskStateRow
 from backend.tests.conftest import API_KEY, AppFactory, Seeder, SettingsFactory, at
 from src.api.interfaces import Side
-from src.config.settings import TradingMode
+from src.config.settings import TradingMode, get_settings
 from src.exceptions import DatabaseNotMigratedError
 
 FRESH = {"cache_seconds": 0.0}
@@ -70,6 +70,29 @@ async def test_api_refuses_to_start_on_an_unmigrated_database(make_settings: Set
     with pytest.raises(DatabaseNotMigratedError, match="has no schema yet"):
         async with app.router.lifespan_context(app):
             pass
+
+
+async def test_api_starts_in_live_mode_without_upbit_keys(
+    make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given live mode and no Upbit keys: the API reads the database and never calls Upbit
+    make_settings(TRADING_MODE="live")
+    for name in ("UPBIT_ACCESS_KEY", "UPBIT_SECRET_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    get_settings.cache_clear()
+    try:
+        # When the app is built the way uvicorn builds it (settings from the environment) and started
+        app, settings = _app_from_environment()
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as client:
+                health = await client.get("/health")
+    finally:
+        get_settings.cache_clear()
+    # Then it runs and answers
+    assert settings.trading.mode is TradingMode.LIVE
+    assert not settings.upbit.has_keys
+    assert health.json() == {"status": "ok"}
 
 
 async def test_http_metrics_are_labelled_by_route_template(client: httpx.AsyncClient) -> None:

@@ -103,6 +103,16 @@ def test_published_ports_are_bound_to_loopback(compose: Path, tmp_path: Path) ->
         assert text.startswith("127.0.0.1:"), f"{name} publishes {port!r} beyond loopback"
 
 
+@pytest.mark.parametrize("compose", [FULL_STACK, SCHEDULER_ONLY], ids=["full-stack", "scheduler"])
+def test_scheduler_metrics_listen_on_every_interface_inside_the_container(compose: Path, tmp_path: Path) -> None:
+    # Given either compose file, When resolved, Then the scheduler's metrics endpoint is reachable from outside
+    # its container (Prometheus, the published port), while the default outside Docker stays loopback
+    environment = _services(compose, tmp_path)["scheduler"]["environment"]
+    assert environment["SCHEDULER_METRICS_HOST"] == "0.0.0.0"
+    assert environment["SCHEDULER_METRICS_PORT"] == "9101"
+    assert "SCHEDULER_METRICS_HOST=127.0.0.1" in (ROOT / ".env.example").read_text()
+
+
 @pytest.mark.parametrize("missing", sorted(SECRETS))
 def test_full_stack_refuses_to_start_without_each_secret(missing: str, tmp_path: Path) -> None:
     # Given an .env where one required secret is empty (as in .env.example)

@@ -43,7 +43,7 @@ from backend.app.models import (
 )
 from backend.app.services.scheduler_metrics import SchedulerMetrics
 from backend.app.services.trading_engine import TradingEngine
-from src.config.settings import PROJECT_ROOT, SchedulerConfig, Settings, TradingMode, load_settings
+from src.config.settings import PROJECT_ROOT, SchedulerConfig, Settings, TradingMode, get_settings, load_settings
 from src.data.replay import ReplayMarketSource
 from src.trading.bot_control import DESIRED_STATE_KEY
 from tests.fakes.upbit_server import make_candles
@@ -300,6 +300,27 @@ def test_bad_arguments_give_one_clear_line_and_exit_2(
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize(("entry", "args"), [("main", ["--mode", "live"]), ("scheduler_main", [])])
+def test_trading_entry_points_refuse_live_mode_without_upbit_keys(
+    entry: str, args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given live mode and no Upbit keys
+    monkeypatch.setenv("TRADING_MODE", "live")
+    for name in ("UPBIT_ACCESS_KEY", "UPBIT_SECRET_KEY"):
+        monkeypatch.setenv(name, "")
+    get_settings.cache_clear()
+    try:
+        # When the scheduler or main.py starts
+        code = importlib.import_module(entry).main(args)
+    finally:
+        get_settings.cache_clear()
+    # Then it refuses with one clear line, before touching the database
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "requires UPBIT_ACCESS_KEY and UPBIT_SECRET_KEY" in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_unmigrated_database_is_refused_with_the_command_that_fixes_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -313,14 +334,16 @@ def test_unmigrated_database_is_refused_with_the_command_that_fixes_it(
 
 
 def test_scheduler_metrics_are_served_over_http() -> None:
-    """Given SCHEDULER_METRICS_PORT > 0, the scheduler's own registry is served on /metrics."""
+    """Given SCHEDULER_METRICS_PORT > 0, the scheduler's own registry is served on /metrics, on loopback unless
+    SCHEDULER_METRICS_HOST says otherwise."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     metrics = SchedulerMetrics()
     metrics.on_decision("rules", "hold", None)
-    server = metrics.serve(port, addr="127.0.0.1")
+    server = metrics.serve(port, load_settings(env_file=None).scheduler.metrics_host)
     try:
+        assert server.server_address[0] == "127.0.0.1"
         body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     finally:
         server.shutdown()

@@ -8,12 +8,14 @@ nothing else in the code base reads ``os.environ``. Each group below is a separa
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from decimal import Decimal
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -56,6 +58,19 @@ def _settings_config() -> SettingsConfigDict:
         case_sensitive=False,
         env_ignore_empty=True,
     )
+
+
+_HOSTNAME_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def _is_ip_or_hostname(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    labels = host.removesuffix(".").split(".")
+    return 0 < len(host) <= 253 and all(_HOSTNAME_LABEL.match(label) for label in labels)
 
 
 def _split_csv(value: Any) -> Any:
@@ -248,6 +263,7 @@ class SchedulerConfig(_Group):
         default="default", min_length=1, max_length=100, validation_alias="SCHEDULER_INSTANCE_NAME"
     )
     metrics_port: int = Field(default=9101, ge=0, le=65535, validation_alias="SCHEDULER_METRICS_PORT")
+    metrics_host: str = Field(default="127.0.0.1", validation_alias="SCHEDULER_METRICS_HOST")
     heartbeat_stale_seconds: int = Field(default=600, ge=10, validation_alias="HEARTBEAT_STALE_SECONDS")
 
     @field_validator("trading_cron")
@@ -256,6 +272,13 @@ class SchedulerConfig(_Group):
         if len(cron.split()) != 5:
             raise ValueError("expected a 5-field cron expression such as '0 * * * *'")
         return cron
+
+    @field_validator("metrics_host")
+    @classmethod
+    def _ip_or_hostname(cls, host: str) -> str:
+        if not _is_ip_or_hostname(host):
+            raise ValueError("expected an IP address or a host name, e.g. 127.0.0.1 (or 0.0.0.0 inside a container)")
+        return host
 
     @field_validator("daily_report_time_kst")
     @classmethod
@@ -375,32 +398,37 @@ class Settings(BaseModel):
     observability: ObservabilityConfig
 
     def secret_values(self) -> list[str]:
-        """Every secret's plain value, so the log redactor can scrub it wherever it appears."""
+        """Every secret's plain value, so the log redactor can scrub it wherever it appears: each ``SecretStr``
+        setting, and the password inside any URL setting (the database, Redis, a base URL with credentials)."""
         secrets: list[str] = []
         for group_name in _GROUPS:
             group = getattr(self, group_name)
             for field_name in type(group).model_fields:
                 value = getattr(group, field_name)
                 if isinstance(value, SecretStr) and value.get_secret_value():
-                    secrets.append(value.get_secret_value())
-        secrets.extend(_password_in_url(self.database.url))
-        if self.api.rate_limit_redis_url is not None:
-            redis_password = urlsplit(self.api.rate_limit_redis_url.get_secret_value()).password
-            secrets.extend([redis_password] if redis_password else [])
-        return secrets
+                    value = value.get_secret_value()
+                    secrets.append(value)
+                if isinstance(value, str) and "://" in value:
+                    secrets.extend(_password_in_url(value))
+        return list(dict.fromkeys(secrets))
 
-    def require_live_keys(self) -> None:
-        if self.trading.mode is TradingMode.LIVE and not self.upbit.has_keys:
+    def require_live_keys(self, mode: TradingMode | None = None) -> None:
+        """Trading live needs both Upbit keys. Only what trades asks (the scheduler, ``main.py``): the API
+        reads the database and never calls Upbit, so it starts in any mode, with or without keys."""
+        if (mode or self.trading.mode) is TradingMode.LIVE and not self.upbit.has_keys:
             raise ConfigurationError(
                 "TRADING_MODE=live requires UPBIT_ACCESS_KEY and UPBIT_SECRET_KEY; set both, or use TRADING_MODE=paper"
             )
 
 
 def _password_in_url(url: str) -> list[str]:
-    from sqlalchemy.engine import make_url
-
-    password = make_url(url).password
-    return [password] if password else []
+    """The password of ``scheme://user:password@host`` as written and percent-decoded (the redactor also
+    registers the encoded forms of each value)."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:  # not a URL after all
+        return []
+    return [password, unquote(password)] if password else []
 
 
 def _describe(error: dict[str, Any]) -> str:
@@ -436,7 +464,6 @@ def load_settings(env_file: Path | object | None = _USE_PROJECT_ENV_FILE) -> Set
     settings = Settings(**groups)
     if problems := combination_problems(settings):
         raise ConfigurationError("Invalid configuration: " + "; ".join(problems))
-    settings.require_live_keys()
     return settings
 
 

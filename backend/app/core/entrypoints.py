@@ -25,7 +25,7 @@ from backend.app.services.trading_engine import TradingEngine
 from src.config.settings import Settings, TradingConfig, TradingMode
 from src.exceptions import ConfigurationError, DatabaseNotMigratedError, TradingSystemError
 from src.trading.pipeline import CycleReport
-from src.utils.logger import configure_logging, get_logger
+from src.utils.logger import configure_logging, get_logger, redactor
 
 log = get_logger(__name__)
 
@@ -65,7 +65,7 @@ def quiet_logging(settings: Settings) -> None:
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> int:
-    print(f"error: {message}", file=sys.stderr)
+    print(f"error: {redactor.scrub_text(message)}", file=sys.stderr)
     return code
 
 
@@ -104,7 +104,8 @@ def print_cycles(reports: list[CycleReport], dry_run: bool) -> None:
         table.add_column(column)
     for r in reports:
         orders = ", ".join(f"{o.side.value} {o.status.value}" for o in r.orders) or "-"
-        table.add_row(r.symbol, r.decision, r.final_decision, r.source, r.outcome, orders, r.error or "")
+        error = redactor.scrub_text(r.error or "")
+        table.add_row(r.symbol, r.decision, r.final_decision, r.source, r.outcome, orders, error)
     Console().print(table)
 
 
@@ -117,7 +118,7 @@ async def run_scheduler(settings: Settings, symbols: list[str]) -> int:
     engine: TradingEngine | None = None
     try:
         await ensure_schema_current(db_engine)
-        metrics.serve(settings.scheduler.metrics_port)
+        metrics.serve(settings.scheduler.metrics_port, settings.scheduler.metrics_host)
         telegram = await start_telegram(settings, session_factory(db_engine))
         engine = await TradingEngine.create(
             settings, db_engine, symbols=symbols, notifier=telegram.notifier, metrics=metrics
@@ -125,7 +126,7 @@ async def run_scheduler(settings: Settings, symbols: list[str]) -> int:
         scheduler = TradingScheduler(engine, db_engine, settings.scheduler, metrics=metrics)
         code = await scheduler.run()
         if code:
-            print(f"error: {scheduler.exit_reason or 'see the log'} (exit code {code})", file=sys.stderr)
+            fail(f"{scheduler.exit_reason or 'see the log'} (exit code {code})")
         return code
     finally:
         if engine is not None:
@@ -142,7 +143,7 @@ def print_replay(summary: ReplaySummary) -> int:
     table.add_column("what", style="bold")
     table.add_column("value")
     for name, value in summary_table_rows(summary):
-        table.add_row(name, value)
+        table.add_row(name, redactor.scrub_text(value))
     Console().print(table)
     return EXIT_ERROR if summary.cycle_errors and summary.cycle_errors == summary.cycles else 0
 

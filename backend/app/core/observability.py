@@ -3,7 +3,10 @@
 Call ``init_sentry(settings, "api")`` or ``init_sentry(settings, "scheduler")`` once at start-up, after
 ``configure_logging``. Without ``SENTRY_DSN`` it does nothing. Every event, transaction and breadcrumb goes
 through the same ``SecretRedactor`` as the logs: values under sensitive keys (tokens, keys, passwords,
-``Authorization``, cookies) are replaced and every known secret value is cut out of every string.
+``Authorization``, cookies) are replaced and every known secret value is cut out of every string, exception
+values and chained exceptions included. Frames are sent without their local variables (never collected, and
+dropped again should an event carry them), and log parameters, extra data and breadcrumb data are sent as
+scrubbed text.
 """
 
 from __future__ import annotations
@@ -30,16 +33,32 @@ def _scrub_request(request: dict[str, Any]) -> None:
         request["cookies"] = REDACTED
 
 
+def _drop_frame_variables(event: dict[str, Any]) -> None:
+    for section in ("exception", "threads"):
+        container = event.get(section)
+        values = container.get("values") if isinstance(container, dict) else None
+        for value in values if isinstance(values, list) else ():
+            stacktrace = value.get("stacktrace") if isinstance(value, dict) else None
+            frames = stacktrace.get("frames") if isinstance(stacktrace, dict) else None
+            for frame in frames if isinstance(frames, list) else ():
+                if isinstance(frame, dict):
+                    frame.pop("vars", None)
+
+
 def scrub_event(event: dict[str, Any], _hint: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``before_send``: the event with secrets, credentials and cookies removed."""
+    """``before_send``: the event with secrets, credentials, cookies and frame variables removed."""
     request = event.get("request")
     if isinstance(request, dict):
         _scrub_request(request)
+    _drop_frame_variables(event)
+    for section in ("extra", "logentry", "breadcrumbs"):  # free-form: objects whose repr may hold a secret
+        if section in event:
+            event[section] = redactor.scrub(event[section], objects_as_text=True)
     return redactor.scrub(event)
 
 
 def scrub_breadcrumb(crumb: dict[str, Any], _hint: dict[str, Any] | None = None) -> dict[str, Any]:
-    return redactor.scrub(crumb)
+    return redactor.scrub(crumb, objects_as_text=True)
 
 
 def init_sentry(settings: Settings, process_name: str) -> bool:
@@ -57,6 +76,7 @@ def init_sentry(settings: Settings, process_name: str) -> bool:
         before_send=scrub_event,
         before_send_transaction=scrub_event,
         before_breadcrumb=scrub_breadcrumb,
+        include_local_variables=False,  # a frame's variables hold passwords, keys and tokens
     )
     sentry_sdk.set_tag("process", process_name)
     sentry_sdk.set_tag("trading_mode", str(settings.trading.mode))

@@ -191,7 +191,7 @@ async def run_replay(settings: Settings, options: ReplayOptions) -> ReplaySummar
         trimmed = {symbol: frame for symbol, frame in trimmed.items() if len(frame)}
         source = ReplayMarketSource({s: {timeframe: f} for s, f in trimmed.items()}, start=start)
         metrics = SchedulerMetrics()
-        metrics_server = metrics.serve(settings.scheduler.metrics_port)
+        metrics_server = metrics.serve(settings.scheduler.metrics_port, settings.scheduler.metrics_host)
         engine = await TradingEngine.create(
             settings,
             db_engine,

@@ -4,10 +4,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Integer, String, Text, false
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, validates
 
 from backend.app.db.base import Base, created_at_column, updated_at_column
 from backend.app.db.types import JSONType, UTCDateTime
+from backend.app.models._columns import without_secrets
 
 
 class BotConfigRow(Base):
@@ -46,6 +47,8 @@ class BotStateRow(Base):
     safe_mode_reason: Mapped[str | None] = mapped_column(Text)
     details: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     created_at: Mapped[datetime] = created_at_column()
+
+    _no_secrets = validates("last_error", "safe_mode_reason")(without_secrets)
 
 
 class SchedulerLockRow(Base):

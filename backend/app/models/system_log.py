@@ -4,10 +4,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Index, String, Text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, validates
 
 from backend.app.db.base import Base, created_at_column
 from backend.app.db.types import JSONType
+from backend.app.models._columns import without_secrets
 
 
 class SystemLogRow(Base):
@@ -20,3 +21,5 @@ class SystemLogRow(Base):
     source: Mapped[str] = mapped_column(String(50), default="scheduler", server_default="scheduler")
     context: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     created_at: Mapped[datetime] = created_at_column()
+
+    _no_secrets = validates("message", "context")(without_secrets)

@@ -4,11 +4,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Index, String, Text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, validates
 
 from backend.app.db.base import Base
 from backend.app.db.types import JSONType, UTCDateTime
-from backend.app.models._columns import enum_column_type
+from backend.app.models._columns import enum_column_type, without_secrets
 from src.config.settings import TradingMode
 
 
@@ -28,3 +28,5 @@ class TradingCycleRow(Base):
     outcome: Mapped[str | None] = mapped_column(String(50))
     stages: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
     error: Mapped[str | None] = mapped_column(Text)
+
+    _no_secrets = validates("error")(without_secrets)

@@ -1,7 +1,8 @@
 """Metrics born in the scheduler, served by its own HTTP endpoint (the API serves the database-derived ones).
 
 Each ``SchedulerMetrics`` owns a registry, so tests can build as many as they like; the scheduler
-process serves its one on ``SCHEDULER_METRICS_PORT`` (0 disables the endpoint).
+process serves its one on ``SCHEDULER_METRICS_HOST``:``SCHEDULER_METRICS_PORT`` (loopback by default; 0 disables
+the endpoint).
 """
 
 from __future__ import annotations
@@ -85,16 +86,16 @@ class SchedulerMetrics:
             "ai_budget_remaining_usd", "USD left of this UTC period's AI budget (+Inf: no cap)", ["period"], registry=r
         )
 
-    def serve(self, port: int, addr: str = "0.0.0.0") -> Any | None:
-        """Serve ``/metrics`` on ``port`` (0: not at all); returns the HTTP server (``shutdown()`` stops it)."""
+    def serve(self, port: int, addr: str = "127.0.0.1") -> Any | None:
+        """Serve ``/metrics`` on ``addr:port`` (port 0: not at all); returns the server (``shutdown()`` stops it)."""
         if port <= 0:
             return None
         try:
             server, _thread = start_http_server(port, addr=addr, registry=self.registry)
         except OSError as exc:  # e.g. another process already serves on this port
-            log.error("metrics.port_unavailable", port=port, error=str(exc))
+            log.error("metrics.port_unavailable", host=addr, port=port, error=str(exc))
             return None
-        log.info("metrics.serving", port=port)
+        log.info("metrics.serving", host=addr, port=port)
         return server
 
     # --- pipeline observer ------------------------------------------------------------------------
