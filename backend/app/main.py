@@ -15,7 +15,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from backend.app.api.deps import RETRY_AFTER_SECONDS, DatabaseBusy
 from backend.app.api.gate import FairGate
 from backend.app.api.middleware import EdgeMiddleware
 from backend.app.api.rate_limit import rate_limiter_for
@@ -46,6 +49,23 @@ def _validation_error(_: Request, exc: Exception) -> JSONResponse:
         for error in errors
     ]
     return JSONResponse({"detail": detail}, status_code=422)
+
+
+_SQLITE_BUSY = ("database is locked", "database table is locked")
+
+
+def _busy(detail: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+def _database_busy(_: Request, exc: Exception) -> JSONResponse:
+    """503 with Retry-After, never a 500, when the database cannot take the request now: API writes queued
+    too long on SQLite (``DatabaseBusy``), the connection pool timed out, or SQLite's file lock is held (by the
+    scheduler writing, for example) past the busy timeout. Any other database error stays a 500."""
+    if isinstance(exc, OperationalError) and not any(text in str(exc.orig) for text in _SQLITE_BUSY):
+        raise exc
+    log.warning("api.database_busy", error=type(exc).__name__)
+    return _busy("database busy; retry shortly")
 
 
 # Young-generation collections every 20,000 net allocations instead of 700: a page of trades allocates
@@ -104,10 +124,14 @@ def create_app(settings: Settings | None = None, **metrics_options: Any) -> Fast
     # Reads run in autocommit: one round trip per query instead of BEGIN, query, ROLLBACK.
     app.state.read_engine = app.state.engine.execution_options(isolation_level="AUTOCOMMIT")
     app.state.db_gate = FairGate(settings.database.pool_size + settings.database.max_overflow)
+    # SQLite takes one writer at a time: API writes queue here instead of failing on the file lock (deps.py)
+    app.state.write_gate = FairGate(1) if settings.database.is_sqlite else None
     app.state.metrics = ApiMetrics(app.state.read_engine, settings, **metrics_options)
     app.include_router(system_router)
     app.include_router(api_router)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    for busy in (DatabaseBusy, PoolTimeout, OperationalError):
+        app.add_exception_handler(busy, _database_busy)
     app.state.rate_limiter = rate_limiter_for(settings.api, on_fallback=app.state.metrics.rate_limit_fallbacks.inc)
     app.add_middleware(EdgeMiddleware, api=settings.api, metrics=app.state.metrics, limiter=app.state.rate_limiter)
     if settings.api.cors_origins:
