@@ -31,7 +31,7 @@ from backend.app.db.session import engine_from_config, session_factory
 from backend.app.services.metrics import ApiMetrics
 from src.config.bootstrap import EXIT_CONFIGURATION_ERROR, load_settings_or_exit
 from src.config.settings import Settings, get_settings
-from src.exceptions import ConfigurationError, DatabaseNotMigratedError
+from src.exceptions import ConfigurationError, DatabaseNotMigratedError, DatabaseUnavailable
 from src.utils.logger import get_logger
 
 log = get_logger(__name__)
@@ -89,7 +89,7 @@ def _freeze_startup_objects() -> None:
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         await ensure_schema_current(app.state.engine)
-    except DatabaseNotMigratedError as exc:
+    except (DatabaseNotMigratedError, DatabaseUnavailable) as exc:
         log.error("api.refused_to_start", reason=exc.message)
         await app.state.rate_limiter.aclose()
         await app.state.engine.dispose()
