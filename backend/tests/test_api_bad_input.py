@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import sqlite3
 from collections import Counter
 
 import httpx
 import pytest
+from sqlalchemy.engine import make_url
 
 from backend.app.api import deps
 from backend.tests.conftest import Seeder, app_of, at
@@ -134,4 +136,22 @@ async def test_a_write_that_cannot_get_its_turn_is_503_with_retry_after(
     assert response.headers["retry-after"] == "1"
     assert response.json() == {"detail": "database busy; retry shortly"}
     after = await client.post("/api/v1/bot/control", json={"action": "pause", "reason": "busy test"})
+    assert after.status_code == 200
+
+
+async def test_sqlite_locked_past_its_busy_timeout_is_503_not_500(client: httpx.AsyncClient, database_url: str) -> None:
+    """Another process (the scheduler, a backup) holds SQLite's write lock longer than the busy timeout (10 s):
+    the write answers 503 with Retry-After, and the next one, after the lock is gone, succeeds."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("SQLite's file lock only")
+    holder = sqlite3.connect(make_url(database_url).database, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # the write lock, held
+        response = await client.post("/api/v1/bot/control", json={"action": "pause", "reason": "locked test"})
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == "1"
+    after = await client.post("/api/v1/bot/control", json={"action": "pause", "reason": "locked test"})
     assert after.status_code == 200
