@@ -131,6 +131,21 @@ def test_backtest_report_that_cannot_be_written_is_one_line(tmp_path: Path) -> N
     assert done.returncode == 1
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--start", "yesterday"],
+        ["--start", "0001-01-01T00:00:00+05:00"],  # no UTC form at all
+        ["--end", "0001-01-05"],  # 30 days before it is before year 1
+        ["--end", "9999-12-31T23:59:59-05:00"],
+    ],
+)
+def test_replay_times_that_cannot_be_replayed_are_one_line(tmp_path: Path, args: list[str]) -> None:
+    done = _run(["scheduler_main.py", "--replay", *args], _env(tmp_path))
+    _assert_one_line_error(done, f"error: {args[0]} {args[1]!r}: expected")
+    assert done.returncode == 2
+
+
 @pytest.mark.parametrize("speed", ["nan", "inf", "-1"])
 def test_replay_speed_must_be_finite(tmp_path: Path, speed: str) -> None:
     done = _run(["scheduler_main.py", "--replay", f"--speed={speed}"], _env(tmp_path))

@@ -17,6 +17,7 @@ from backend.app.core.scheduler import TradingScheduler, lock_name
 from backend.app.db.lock import SchedulerLock
 from backend.app.db.migrations import ensure_schema_current
 from backend.app.db.repositories.bot import BotRepository
+from backend.app.db.repositories.queries import checked_time
 from backend.app.db.session import engine_from_config, session_factory
 from backend.app.services.notification import NotificationService
 from backend.app.services.scheduler_metrics import SchedulerMetrics
@@ -56,14 +57,18 @@ def parse_database_url(raw: str | None, name: str = "--database-url") -> str | N
 
 
 def parse_time(raw: str, name: str) -> datetime:
-    """ISO date or date-time; naive values are UTC."""
+    """ISO date or date-time; naive values are UTC. Within the window of times the API serves
+    (``queries.checked_time``): year 1 or 9999 is a typo, and date arithmetic near them overflows."""
     try:
         moment = datetime.fromisoformat(raw)
     except ValueError:
         raise ConfigurationError(
             f"{name} {raw!r}: expected an ISO date such as 2023-10-01 or 2023-10-01T09:00"
         ) from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    try:
+        return checked_time(moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment)
+    except ValueError as exc:
+        raise ConfigurationError(f"{name} {raw!r}: {exc}") from None
 
 
 def quiet_logging(settings: Settings) -> None:
