@@ -75,6 +75,15 @@ def test_database_down_at_start_up_is_one_line(tmp_path: Path, script: str) -> N
     assert "hunter22" not in line  # the URL is shown with its password hidden
 
 
+def test_api_with_its_database_down_is_one_line_before_uvicorn_starts(tmp_path: Path) -> None:
+    url = f"postgresql+asyncpg://postgres@127.0.0.1:{_closed_port()}/trading"
+    env = _env(tmp_path, DATABASE_URL=url, API_KEY="k" * 40, API_PORT=str(_closed_port()))
+    command = [sys.executable, "-m", "backend.app.main"]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+    _assert_one_line_error(done, "cannot be reached")
+    assert done.returncode == 1
+
+
 @pytest.mark.parametrize("url", ["garbage", "mysql://user@127.0.0.1/trading"])
 def test_replay_with_a_database_url_we_cannot_use_is_a_usage_error(tmp_path: Path, url: str) -> None:
     done = _run(["scheduler_main.py", "--replay", "--database-url", url], _env(tmp_path))

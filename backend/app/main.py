@@ -5,6 +5,7 @@ Run with ``python -m backend.app.main`` (binds API_HOST:API_PORT) or any ASGI se
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import sys
 from collections.abc import AsyncIterator
@@ -164,10 +165,29 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
+def _check_database_or_exit(settings: Settings) -> None:
+    """The lifespan's database check, before uvicorn starts: a database that is down or not migrated is one
+    ``error:`` line and exit 1 here, where uvicorn would log the refusal with a traceback."""
+
+    async def check() -> None:
+        engine = engine_from_config(settings.database)
+        try:
+            await ensure_schema_current(engine)
+        finally:
+            await engine.dispose()
+
+    try:
+        asyncio.run(check())
+    except (DatabaseNotMigratedError, DatabaseUnavailable) as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
 def run() -> None:
     import uvicorn
 
     app, settings = _app_from_environment()
+    _check_database_or_exit(settings)
     uvicorn.run(
         app,
         host=settings.api.host,
