@@ -6,13 +6,17 @@ With no arguments: the rule-based breakout strategy on the bundled KRW-BTC hourl
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import NoReturn
 
+import pandas as pd
 from rich.console import Console
 
 from src.backtesting.runner import STRATEGIES, BacktestRequest, run_backtest
+from src.config.bootstrap import warn_about_unknown_keys
 from src.config.settings import load_settings
 from src.exceptions import TradingSystemError
 from src.utils.logger import configure_logging, install_excepthooks, redactor
@@ -23,36 +27,69 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"backtest.py: error: {message} (see --help)\n")
 
 
-def _positive(kind: type) -> object:
-    def parse(text: str) -> float:
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-        return value
+def _finite(text: str) -> float:
+    """Every number on this command line is finite: nan, inf and -inf are refused before any bound is checked."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
 
-    parse.__name__ = kind.__name__
-    return parse
+
+def _positive(text: str) -> float:
+    value = _finite(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
 
 
 def _share(text: str) -> float:
-    value = float(text)
+    value = _finite(text)
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
     return value
 
 
 def _slippage(text: str) -> float:
-    value = float(text)
+    value = _finite(text)
     if not 0 <= value < 10:
         raise argparse.ArgumentTypeError(f"must be a percent in [0, 10) such as 0.05, got {text}")
     return value
 
 
 def _fraction(text: str) -> float:
-    value = float(text)
+    value = _finite(text)
     if not 0 <= value < 0.01:
         raise argparse.ArgumentTypeError(f"must be a rate in [0, 0.01) such as 0.0005, got {text}")
     return value
+
+
+def _percent(text: str) -> float:
+    value = _finite(text)
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"must be in [0, 100], got {text}")
+    return value
+
+
+def _moment(text: str) -> str:
+    """An ISO date or date-time (UTC when naive) that pandas can place on its time axis; kept as given."""
+    try:
+        datetime.fromisoformat(text)
+        pd.Timestamp(text)
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(
+            f"expected an ISO date such as 2023-01-01 or 2023-01-01T09:00, got {text!r}"
+        ) from None
+    return text
+
+
+def _output_file(text: str) -> Path:
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory; expected a file path such as {path / 'report'}")
+    return path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,25 +98,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeframe", default="1h", choices=["1m", "5m", "1h", "4h", "1d"], help="bar size (default 1h)")
     p.add_argument("--data", type=Path, help="a candle CSV (timestamp,open,high,low,close,volume[,value]) instead")
     p.add_argument("--strategy", default="rule_breakout", choices=STRATEGIES)
-    p.add_argument("--start", help="first candle open time included (UTC), e.g. 2023-01-01")
-    p.add_argument("--end", help="candles before this time (UTC) only")
+    p.add_argument("--start", type=_moment, help="first candle open time included (UTC), e.g. 2023-01-01")
+    p.add_argument("--end", type=_moment, help="candles before this time (UTC) only")
     p.add_argument("--fee", type=_fraction, help="fee rate per side (default TRADING_FEE_RATE, 0.0005)")
     p.add_argument("--slippage", type=_slippage, help="slippage percent per fill (default BACKTEST_SLIPPAGE_PCT)")
-    p.add_argument("--capital", type=_positive(float), help="starting KRW (default BACKTEST_INITIAL_CAPITAL)")
+    p.add_argument("--capital", type=_positive, help="starting KRW (default BACKTEST_INITIAL_CAPITAL)")
     p.add_argument("--position-fraction", type=_share, default=1.0, help="share of cash per entry (0..1]")
     p.add_argument("--no-tick-rounding", action="store_true", help="fill at exact prices, not on the KRW tick grid")
-    p.add_argument("--k", type=_positive(float), help="volatility breakout k (default 0.5)")
+    p.add_argument("--k", type=_positive, help="volatility breakout k (default 0.5)")
     p.add_argument("--trend-filter", action="store_true", help="volatility breakout: open > mean of last 5 closes")
-    p.add_argument("--atr-stop", type=_positive(float), help="rule strategy stop in ATRs (default 2)")
-    p.add_argument("--atr-target", type=_positive(float), help="rule strategy target in ATRs (default 3)")
+    p.add_argument("--atr-stop", type=_positive, help="rule strategy stop in ATRs (default 2)")
+    p.add_argument("--atr-target", type=_positive, help="rule strategy target in ATRs (default 3)")
     p.add_argument("--squeeze-mode", choices=["bb_or_adx", "bb", "adx"], help="rule strategy squeeze gate")
     p.add_argument("--breakout-mode", choices=["donchian", "range"], help="rule strategy breakout gate")
-    p.add_argument("--volume-multiplier", type=_positive(float), help="rule strategy volume gate (default 1.5)")
+    p.add_argument("--volume-multiplier", type=_positive, help="rule strategy volume gate (default 1.5)")
     p.add_argument("--ai-cache", type=Path, help="AI decision cache (JSON lines) to replay/record")
-    p.add_argument("--min-confidence", type=float, help="AI confidence needed to buy (default AI_MIN_CONFIDENCE)")
+    p.add_argument("--min-confidence", type=_percent, help="AI confidence needed to buy (default AI_MIN_CONFIDENCE)")
     p.add_argument("--trades", type=int, default=10, help="how many of the last trades to print (default 10)")
-    p.add_argument("--json", type=Path, dest="json_out", help="write metrics and trades to this JSON file")
-    p.add_argument("--html", type=Path, dest="html_out", help="write a self-contained HTML report")
+    p.add_argument("--json", type=_output_file, dest="json_out", help="write metrics and trades to this JSON file")
+    p.add_argument("--html", type=_output_file, dest="html_out", help="write a self-contained HTML report")
     return p
 
 
@@ -121,12 +158,17 @@ def main(argv: list[str] | None = None) -> int:
     request = request_from_args(args)
     console = Console()
     install_excepthooks()
+    warn_about_unknown_keys()
     try:
         settings = load_settings()
         configure_logging("WARNING", settings.observability.log_format.value, settings.secret_values())
         run_backtest(request, settings, console)
     except TradingSystemError as exc:
         print(f"backtest.py: error: {redactor.scrub_text(exc.message)}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a data, cache or report file that cannot be read or written
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"backtest.py: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 1
     return 0
 

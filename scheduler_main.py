@@ -7,6 +7,7 @@ runs the same jobs on a simulated clock over bundled history (its own database, 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -14,6 +15,7 @@ from typing import NoReturn
 from backend.app.core.entrypoints import (
     EXIT_USAGE,
     fail,
+    parse_database_url,
     parse_symbols,
     parse_time,
     print_replay,
@@ -39,8 +41,8 @@ def _speed(text: str) -> float | None:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected 'max' or simulated seconds per real second, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be 'max' or > 0, got {text}")
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be 'max' or a finite number > 0, got {text}")
     return value
 
 
@@ -63,7 +65,7 @@ def _replay_options(args: argparse.Namespace, settings: Settings) -> ReplayOptio
         start=parse_time(args.start, "--start") if args.start else None,
         end=parse_time(args.end, "--end") if args.end else None,
         data_file=args.data,
-        database_url=args.database_url,
+        database_url=parse_database_url(args.database_url),
         speed=args.speed,
     )
 

@@ -26,6 +26,10 @@ class DatabaseNotMigratedError(TradingSystemError):
     """The database schema is behind the newest migration."""
 
 
+class DatabaseUnavailable(TradingSystemError):
+    """The database cannot be reached or refuses the connection (server down, wrong host, port or credentials)."""
+
+
 class ExchangeError(TradingSystemError):
     """The exchange refused or failed a request. ``name`` is the exchange's error name, if any."""
 

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from src.ai.cache import InMemoryDecisionCache, JsonlDecisionCache
+from src.ai.models import MAX_REASON_CHARS, bounded_reason
 from src.ai.prompt import DECISION_SCHEMA, SCHEMA_NAME, SYSTEM_PROMPT, canonical_json, summarize_orderbook
 from src.ai.service import AIDecision, AIPurpose, AIService, Decision, DecisionSource, MarketContext
 from src.ai.usage import AIBudget
@@ -456,6 +457,34 @@ async def test_jsonl_cache_serves_a_new_process_without_requests(fake_openai: Fa
     assert replayed.source is DecisionSource.CACHE
     assert replayed.decision is Decision.BUY
     assert (replayed.prompt, replayed.raw_response) == (original.prompt, original.raw_response)
+
+
+async def test_a_one_megabyte_reason_is_cut_to_the_bound_and_the_answer_otherwise_kept(
+    fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    # Given a model that answers a buy with a reason of one megabyte
+    reason = "RSI 58, ADX 27.5, volume ratio 1.6. " + "x" * (1024 * 1024)
+    fake_openai.script(Behaviour.ok("buy", 80, reason))
+    path = tmp_path / "ai_cache.jsonl"
+    service = AIService(make_config(fake_openai), JsonlDecisionCache(path))
+
+    # When the service decides through the real SDK
+    decision = await service.decide(make_context())
+    await service.aclose()
+
+    # Then the decision is accepted as it was given, and only its reason is cut, marked with an ellipsis
+    assert (decision.source, decision.decision, decision.confidence) == (DecisionSource.AI, Decision.BUY, Decimal("80"))
+    assert len(decision.reason) == MAX_REASON_CHARS
+    assert decision.reason == reason[: MAX_REASON_CHARS - 1] + "\u2026"
+    # and what is stored (the answer cache here; the pipeline stores the same value in ai_decisions) is the cut one
+    (stored,) = [json.loads(line) for line in path.read_text().splitlines()]
+    assert stored["reason"] == decision.reason
+    assert bounded_reason(decision.reason) == decision.reason  # cutting again changes nothing
+
+
+def test_a_reason_within_the_bound_is_kept_whole() -> None:
+    assert bounded_reason("x" * MAX_REASON_CHARS) == "x" * MAX_REASON_CHARS
+    assert len(bounded_reason("x" * (MAX_REASON_CHARS + 1))) == MAX_REASON_CHARS
 
 
 class BrokenCache:

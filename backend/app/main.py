@@ -5,6 +5,7 @@ Run with ``python -m backend.app.main`` (binds API_HOST:API_PORT) or any ASGI se
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import sys
 from collections.abc import AsyncIterator
@@ -15,7 +16,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from backend.app.api.deps import RETRY_AFTER_SECONDS, DatabaseBusy
 from backend.app.api.gate import FairGate
 from backend.app.api.middleware import EdgeMiddleware
 from backend.app.api.rate_limit import rate_limiter_for
@@ -28,7 +32,7 @@ from backend.app.db.session import engine_from_config, session_factory
 from backend.app.services.metrics import ApiMetrics
 from src.config.bootstrap import EXIT_CONFIGURATION_ERROR, load_settings_or_exit
 from src.config.settings import Settings, get_settings
-from src.exceptions import ConfigurationError, DatabaseNotMigratedError
+from src.exceptions import ConfigurationError, DatabaseNotMigratedError, DatabaseUnavailable
 from src.utils.logger import get_logger, redactor
 
 log = get_logger(__name__)
@@ -46,6 +50,23 @@ def _validation_error(_: Request, exc: Exception) -> JSONResponse:
         for error in errors
     ]
     return JSONResponse({"detail": detail}, status_code=422)
+
+
+_SQLITE_BUSY = ("database is locked", "database table is locked")
+
+
+def _busy(detail: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+def _database_busy(_: Request, exc: Exception) -> JSONResponse:
+    """503 with Retry-After, never a 500, when the database cannot take the request now: API writes queued
+    too long on SQLite (``DatabaseBusy``), the connection pool timed out, or SQLite's file lock is held (by the
+    scheduler writing, for example) past the busy timeout. Any other database error stays a 500."""
+    if isinstance(exc, OperationalError) and not any(text in str(exc.orig) for text in _SQLITE_BUSY):
+        raise exc
+    log.warning("api.database_busy", error=type(exc).__name__)
+    return _busy("database busy; retry shortly")
 
 
 # Young-generation collections every 20,000 net allocations instead of 700: a page of trades allocates
@@ -69,7 +90,7 @@ def _freeze_startup_objects() -> None:
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         await ensure_schema_current(app.state.engine)
-    except DatabaseNotMigratedError as exc:
+    except (DatabaseNotMigratedError, DatabaseUnavailable) as exc:
         log.error("api.refused_to_start", reason=exc.message)
         await app.state.rate_limiter.aclose()
         await app.state.engine.dispose()
@@ -104,10 +125,14 @@ def create_app(settings: Settings | None = None, **metrics_options: Any) -> Fast
     # Reads run in autocommit: one round trip per query instead of BEGIN, query, ROLLBACK.
     app.state.read_engine = app.state.engine.execution_options(isolation_level="AUTOCOMMIT")
     app.state.db_gate = FairGate(settings.database.pool_size + settings.database.max_overflow)
+    # SQLite takes one writer at a time: API writes queue here instead of failing on the file lock (deps.py)
+    app.state.write_gate = FairGate(1) if settings.database.is_sqlite else None
     app.state.metrics = ApiMetrics(app.state.read_engine, settings, **metrics_options)
     app.include_router(system_router)
     app.include_router(api_router)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    for busy in (DatabaseBusy, PoolTimeout, OperationalError):
+        app.add_exception_handler(busy, _database_busy)
     app.state.rate_limiter = rate_limiter_for(settings.api, on_fallback=app.state.metrics.rate_limit_fallbacks.inc)
     app.add_middleware(EdgeMiddleware, api=settings.api, metrics=app.state.metrics, limiter=app.state.rate_limiter)
     if settings.api.cors_origins:
@@ -140,10 +165,29 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
+def _check_database_or_exit(settings: Settings) -> None:
+    """The lifespan's database check, before uvicorn starts: a database that is down or not migrated is one
+    ``error:`` line and exit 1 here, where uvicorn would log the refusal with a traceback."""
+
+    async def check() -> None:
+        engine = engine_from_config(settings.database)
+        try:
+            await ensure_schema_current(engine)
+        finally:
+            await engine.dispose()
+
+    try:
+        asyncio.run(check())
+    except (DatabaseNotMigratedError, DatabaseUnavailable) as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
 def run() -> None:
     import uvicorn
 
     app, settings = _app_from_environment()
+    _check_database_or_exit(settings)
     uvicorn.run(
         app,
         host=settings.api.host,

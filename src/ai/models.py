@@ -14,6 +14,19 @@ from typing import Any
 from src.ai.prompt import json_safe
 from src.exceptions import DataError
 
+# The longest reason kept, in characters. A reason is a sentence or two for the operator (the prompt asks for
+# that); a model that runs on, or a server that is not the model, can send megabytes, which would bloat every
+# row, log line and page of decisions. Longer reasons are cut to this length, the last character an ellipsis.
+MAX_REASON_CHARS = 2000
+REASON_CUT_MARKER = "\u2026"  # …
+
+
+def bounded_reason(reason: str) -> str:
+    """``reason`` as stored: at most ``MAX_REASON_CHARS`` characters, ending in ``…`` when it was cut."""
+    if len(reason) <= MAX_REASON_CHARS:
+        return reason
+    return reason[: MAX_REASON_CHARS - len(REASON_CUT_MARKER)] + REASON_CUT_MARKER
+
 
 class Decision(StrEnum):
     BUY = "buy"
@@ -93,6 +106,10 @@ class AIDecision:
     error: str | None = None
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     purpose: AIPurpose = AIPurpose.DECISION
+
+    def __post_init__(self) -> None:
+        # One bound for every decision, whatever made it: the model, the cache, a fallback's error text
+        object.__setattr__(self, "reason", bounded_reason(self.reason))
 
     def as_cache_hit(self) -> AIDecision:
         """This answer served again: no tokens were spent for it this time."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -27,8 +28,33 @@ async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-async def get_sessions(request: Request) -> async_sessionmaker[AsyncSession]:
-    return request.app.state.sessions
+# How long a write waits for its turn on SQLite before the API answers 503 with Retry-After.
+WRITE_WAIT_SECONDS = 10.0
+RETRY_AFTER_SECONDS = 1
+
+
+class DatabaseBusy(Exception):
+    """The database could not take this request now (writes queued too long, pool exhausted, SQLite locked):
+    the API answers 503 with ``Retry-After`` instead of a 500."""
+
+
+async def get_sessions(request: Request) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """The sessions for a write. On SQLite (one writer at a time per file) API writes take turns through
+    ``write_gate``, so 40 concurrent writers queue instead of competing for the file lock and the pool; a write
+    that cannot get its turn within ``WRITE_WAIT_SECONDS`` is answered 503."""
+    gate = request.app.state.write_gate
+    if gate is None:
+        yield request.app.state.sessions
+        return
+    try:
+        async with asyncio.timeout(WRITE_WAIT_SECONDS):
+            await gate.__aenter__()
+    except TimeoutError:
+        raise DatabaseBusy("writes are queued; retry shortly") from None
+    try:
+        yield request.app.state.sessions
+    finally:
+        await gate.__aexit__(None, None, None)
 
 
 async def get_connection(request: Request) -> AsyncIterator[AsyncConnection]:
@@ -132,4 +158,8 @@ AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
 BODY_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"description": "Malformed request body (not parseable as the declared content type)"},
     413: {"description": "Request body larger than API_MAX_BODY_BYTES"},
+}
+
+WRITE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    503: {"description": "The database is busy (writes queued, SQLite locked); retry after Retry-After seconds"},
 }

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
 
 from backend.app.core.observability import close_sentry, init_sentry
 from backend.app.core.replay import ReplayOptions, ReplaySummary, run_replay, summary_table_rows
@@ -17,13 +18,14 @@ from backend.app.core.scheduler import TradingScheduler, lock_name
 from backend.app.db.lock import SchedulerLock
 from backend.app.db.migrations import ensure_schema_current
 from backend.app.db.repositories.bot import BotRepository
+from backend.app.db.repositories.queries import checked_time
 from backend.app.db.session import engine_from_config, session_factory
 from backend.app.services.notification import NotificationService
 from backend.app.services.scheduler_metrics import SchedulerMetrics
 from backend.app.services.telegram_commands import TelegramRuntime, start_telegram
 from backend.app.services.trading_engine import TradingEngine
-from src.config.settings import Settings, TradingConfig, TradingMode
-from src.exceptions import ConfigurationError, DatabaseNotMigratedError, TradingSystemError
+from src.config.settings import DatabaseConfig, Settings, TradingConfig, TradingMode
+from src.exceptions import ConfigurationError, DatabaseNotMigratedError, DatabaseUnavailable, TradingSystemError
 from src.trading.pipeline import CycleReport
 from src.utils.logger import configure_logging, get_logger, redactor
 
@@ -44,15 +46,30 @@ def parse_symbols(raw: str | None, settings: Settings) -> list[str]:
         raise ConfigurationError(f"--symbols {raw!r}: {message}") from None
 
 
+def parse_database_url(raw: str | None, name: str = "--database-url") -> str | None:
+    """A database URL given on the command line, validated like ``DATABASE_URL`` (one rule for both)."""
+    if raw is None:
+        return None
+    try:
+        return DatabaseConfig(_env_file=None, DATABASE_URL=raw).url
+    except ValidationError as exc:
+        message = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise ConfigurationError(f"{name}: {message}") from None
+
+
 def parse_time(raw: str, name: str) -> datetime:
-    """ISO date or date-time; naive values are UTC."""
+    """ISO date or date-time; naive values are UTC. Within the window of times the API serves
+    (``queries.checked_time``): year 1 or 9999 is a typo, and date arithmetic near them overflows."""
     try:
         moment = datetime.fromisoformat(raw)
     except ValueError:
         raise ConfigurationError(
             f"{name} {raw!r}: expected an ISO date such as 2023-10-01 or 2023-10-01T09:00"
         ) from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    try:
+        return checked_time(moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment)
+    except ValueError as exc:
+        raise ConfigurationError(f"{name} {raw!r}: {exc}") from None
 
 
 def quiet_logging(settings: Settings) -> None:
@@ -152,11 +169,15 @@ def run(coro_factory: object) -> int:
     """Run an entry point coroutine; typed errors become one clear line."""
     try:
         return asyncio.run(coro_factory)  # type: ignore[arg-type]
-    except DatabaseNotMigratedError as exc:
+    except (DatabaseNotMigratedError, DatabaseUnavailable) as exc:
         return fail(exc.message)
     except ConfigurationError as exc:
         return fail(exc.message, EXIT_USAGE)
     except TradingSystemError as exc:
         return fail(f"{type(exc).__name__}: {exc.message}")
+    except (SQLAlchemyError, OSError) as exc:  # the database or the system failed past start-up: one line
+        cause = getattr(exc, "orig", None) or exc
+        first_line = (str(cause).strip().splitlines() or [""])[0]
+        return fail(f"{type(cause).__name__}: {first_line}" if first_line else type(cause).__name__)
     except KeyboardInterrupt:
         return 130

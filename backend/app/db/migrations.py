@@ -9,9 +9,10 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from src.exceptions import DatabaseNotMigratedError
+from src.exceptions import DatabaseNotMigratedError, DatabaseUnavailable
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 ALEMBIC_INI = PROJECT_ROOT / "alembic.ini"
@@ -49,13 +50,27 @@ def _safe_url(engine: AsyncEngine) -> str:
     return make_url(str(engine.url)).render_as_string(hide_password=True)
 
 
+def _reason(exc: BaseException) -> str:
+    """The driver's own words, first line only (SQLAlchemy appends the statement and a link)."""
+    cause = getattr(exc, "orig", None) or exc
+    text = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+    return f"{type(cause).__name__}: {text}" if text else type(cause).__name__
+
+
 async def ensure_schema_current(engine: AsyncEngine) -> None:
-    """Raise ``DatabaseNotMigratedError`` with the command that fixes it, before any work starts."""
-    current = await current_revision(engine)
+    """Raise ``DatabaseNotMigratedError`` with the command that fixes it, before any work starts, or
+    ``DatabaseUnavailable`` when the database cannot be reached at all."""
+    where = _safe_url(engine)
+    try:
+        current = await current_revision(engine)
+    except (OSError, SQLAlchemyError, TimeoutError) as exc:  # refused, unknown host, bad credentials, no file
+        raise DatabaseUnavailable(
+            f"The database {where} cannot be reached ({_reason(exc)}). Check DATABASE_URL and that the server "
+            "is running.",
+        ) from exc
     head = head_revision()
     if current == head:
         return
-    where = _safe_url(engine)
     state = "has no schema yet" if current is None else f"is at migration {current}"
     raise DatabaseNotMigratedError(
         f"The database {where} {state}; the newest migration is {head}. "

@@ -59,6 +59,29 @@ ZERO = Decimal("0")
 HUNDRED = Decimal("100")
 
 
+# --- the times and row ids a request may name -------------------------------------------------------
+# Both databases store far wider ranges, but a time outside this window is a typo, not a question: year 1 or
+# 9999 with an offset does not even have a UTC form (Python raises OverflowError), and date arithmetic near
+# the ends (week buckets, the driver's own conversions) fails. Row ids are INTEGER primary keys on both
+# databases, so a cursor id above 2**31 - 1 can name no row (and PostgreSQL refuses it as a parameter).
+EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(2200, 1, 1, tzinfo=UTC)  # exclusive
+MAX_ROW_ID = 2**31 - 1
+TIME_RANGE_RULE = "expected a time from 1970-01-01T00:00:00Z up to (not including) 2200-01-01T00:00:00Z"
+
+
+def checked_time(moment: datetime) -> datetime:
+    """``moment`` in UTC, or ``ValueError`` (with ``TIME_RANGE_RULE``) when it lies outside the window the API
+    serves; the one rule for query times (``from_date``, ``to_date``) and cursor times."""
+    try:
+        utc = moment.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+05:00 is before year 1 in UTC
+        raise ValueError(TIME_RANGE_RULE) from None
+    if not EARLIEST_TIME <= utc < LATEST_TIME:
+        raise ValueError(TIME_RANGE_RULE)
+    return utc
+
+
 # --- paging ---------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Cursor:
@@ -77,9 +100,12 @@ class Cursor:
             created_at = datetime.fromisoformat(created)
             if created_at.tzinfo is None or not isinstance(row_id, int) or isinstance(row_id, bool):
                 raise ValueError("bad cursor fields")
+            if not 0 <= row_id <= MAX_ROW_ID:
+                raise ValueError("row id out of range")
+            created_at = checked_time(created_at)
         except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
             raise InvalidInput("cursor: expected a next_cursor value returned by this endpoint", cursor=token) from exc
-        return cls(created_at.astimezone(UTC), row_id)
+        return cls(created_at, row_id)
 
 
 @dataclass(slots=True)
@@ -136,6 +162,12 @@ def _page(rows: Sequence[Any], paging: Paging, cursor_of: Callable[[Any], Cursor
 
 
 def _check_range(from_date: datetime | None, to_date: datetime | None) -> None:
+    for name, moment in (("from_date", from_date), ("to_date", to_date)):
+        if moment is not None:
+            try:
+                checked_time(moment)
+            except ValueError as exc:
+                raise InvalidInput(f"{name}: {exc}") from None
     if from_date is not None and to_date is not None and from_date >= to_date:
         raise InvalidInput("from_date: expected a time before to_date")
 

@@ -6,10 +6,10 @@ import re
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Query
-from pydantic import AwareDatetime, BaseModel, BeforeValidator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator
 
 from backend.app.api.deps import invalid
-from backend.app.db.repositories.queries import Page, Paging
+from backend.app.db.repositories.queries import Page, Paging, checked_time
 from src.exceptions import InvalidInput
 
 MAX_LIMIT = 500
@@ -35,7 +35,8 @@ def _rfc3339(value: Any) -> Any:
     return value
 
 
-Rfc3339 = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
+# RFC 3339 text first, then the window of times the API serves (``queries.checked_time``), as UTC
+Rfc3339 = Annotated[AwareDatetime, BeforeValidator(_rfc3339), AfterValidator(checked_time)]
 FromDate = Annotated[Rfc3339 | None, Query(description="Inclusive start, with a time zone (RFC 3339)")]
 ToDate = Annotated[Rfc3339 | None, Query(description="Exclusive end, with a time zone (RFC 3339)")]
 

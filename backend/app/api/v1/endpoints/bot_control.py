@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from backend.app.api.deps import (
     AUTH_RESPONSES,
     BODY_RESPONSES,
+    WRITE_RESPONSES,
     ReadConnection,
     Reader,
     SessionsDep,
@@ -120,7 +121,7 @@ async def bot_status(request: Request, settings: SettingsDep, _: Reader) -> BotS
 @router.post(
     "/control",
     response_model=BotControlOut,
-    responses=AUTH_RESPONSES | BODY_RESPONSES,
+    responses=AUTH_RESPONSES | BODY_RESPONSES | WRITE_RESPONSES,
     summary="Start, stop, pause, resume",
 )
 async def bot_control(body: BotControlIn, sessions: SessionsDep, who: Writer) -> BotControlOut:
@@ -138,7 +139,7 @@ async def bot_control(body: BotControlIn, sessions: SessionsDep, who: Writer) ->
 @router.post(
     "/safe-mode/reset",
     response_model=SafeModeResetOut,
-    responses=AUTH_RESPONSES | BODY_RESPONSES,
+    responses=AUTH_RESPONSES | BODY_RESPONSES | WRITE_RESPONSES,
     summary="End the risk manager's safe mode (circuit breaker) before its time",
 )
 async def reset_safe_mode(body: SafeModeResetIn, sessions: SessionsDep, who: Writer) -> SafeModeResetOut:
@@ -207,11 +208,11 @@ def _config_audit(key: str, value: Any, by: str, reason: str, previous: Any) -> 
 @router.put(
     "/config",
     response_model=BotConfigOut,
-    responses=AUTH_RESPONSES | BODY_RESPONSES,
+    responses=AUTH_RESPONSES | BODY_RESPONSES | WRITE_RESPONSES,
     summary="Change run-time settings",
 )
 async def put_bot_config(
-    body: BotConfigUpdate, connection: ReadConnection, sessions: SessionsDep, settings: SettingsDep, who: Writer
+    request: Request, body: BotConfigUpdate, sessions: SessionsDep, settings: SettingsDep, who: Writer
 ) -> BotConfigOut:
     validated: dict[str, Any] = {}
     errors: list[dict[str, Any]] = []
@@ -235,4 +236,7 @@ async def put_bot_config(
     await BotRepository(sessions).set_configs(writes, updated_by=who.name)  # all keys or none
     for key in validated:
         log.info("bot.config_changed", key=key, by=who.name)
-    return await _config(connection, settings)
+    # The read connection is taken only after the write: holding one while waiting for a write connection let
+    # concurrent writers take the whole pool and wait on each other until the pool timed out.
+    async with read_connection(request) as connection:
+        return await _config(connection, settings)
