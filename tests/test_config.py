@@ -58,8 +58,8 @@ def test_scheduler_metrics_listen_on_loopback_by_default(monkeypatch: pytest.Mon
         ("API_CORS_ORIGINS", "*", "'*' is not allowed"),
         ("API_RATE_LIMIT_REDIS_URL", "127.0.0.1:6379", "expected a redis://, rediss:// or unix:// URL"),
         ("API_RATE_LIMIT_REDIS_URL", "redis://redis:63a9/0", "expected a redis://, rediss:// or unix:// URL"),
-        ("RISK_MIN_ADD_KRW", "NaN", "RISK_MIN_ADD_KRW='NaN': Input should be a finite number"),
-        ("RISK_MIN_ADD_KRW", "inf", "RISK_MIN_ADD_KRW='inf': Input should be a finite number"),
+        ("RISK_MIN_ADD_KRW", "NaN", "RISK_MIN_ADD_KRW: Input should be a finite number"),
+        ("RISK_MIN_ADD_KRW", "inf", "RISK_MIN_ADD_KRW: Input should be a finite number"),
         ("RISK_MIN_ADD_KRW", "4999", "RISK_MIN_ADD_KRW='4999': Input should be greater than or equal to 5000"),
         ("RISK_MIN_ADD_KRW", "1e10", "RISK_MIN_ADD_KRW='1e10': Input should be less than or equal to 1000000000"),
         ("RISK_ALLOW_ADD_TO_POSITION", "maybe", "RISK_ALLOW_ADD_TO_POSITION='maybe': Input should be a valid boolean"),
@@ -236,3 +236,13 @@ def test_a_value_is_valid_from_the_api_exactly_when_it_is_valid_from_the_environ
     except InvalidInput:
         from_api = None
     assert from_env == from_api
+
+
+def test_the_api_guide_lists_every_run_time_key() -> None:
+    """Given the registry of run-time keys, when docs/API.md is read, then its table names each key, so a key the
+    scheduler applies is never missing from the operator's guide."""
+    from src.config.runtime import RUNTIME_KEYS
+
+    guide = (PROJECT_ROOT / "docs" / "API.md").read_text(encoding="utf-8")
+
+    assert [key for key in RUNTIME_KEYS if f"| `{key}` |" not in guide] == []

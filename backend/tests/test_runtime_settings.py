@@ -162,15 +162,21 @@ async def test_a_tighter_stop_loss_moves_the_stop_of_a_held_position_and_the_nex
 
 
 @pytest.mark.parametrize(
-    ("key", "rule"), [("risk.max_positions", "max_positions"), ("risk.max_trades_per_day", "max_trades_per_day")]
+    ("key", "value", "rule"),
+    [
+        ("risk.max_positions", 1, "max_positions"),
+        ("risk.max_trades_per_day", 1, "max_trades_per_day"),
+        ("risk.min_trade_interval_hours", 24, "min_trade_interval"),
+    ],
 )
-async def test_a_lower_limit_from_the_api_makes_risk_refuse_the_second_buy(
-    engines: Callable[..., Any], client: httpx.AsyncClient, db_sessions: Sessions, key: str, rule: str
+async def test_a_tighter_limit_from_the_api_makes_risk_refuse_the_second_buy(
+    engines: Callable[..., Any], client: httpx.AsyncClient, db_sessions: Sessions, key: str, value: int, rule: str
 ) -> None:
-    """Given two markets the strategy buys (MAX_POSITIONS 3, MAX_TRADES_PER_DAY 5 allow both), when the API
-    sets the limit to 1, then the next cycle buys the first market and risk refuses the second by that rule."""
+    """Given two markets the strategy buys (MAX_POSITIONS 3, MAX_TRADES_PER_DAY 5 and no spacing allow both),
+    when the API tightens the limit, then the next cycle buys the first market and risk refuses the second by
+    that rule."""
     _, runner, _ = await engines(TRADING_SYMBOLS="KRW-BTC,KRW-ETH")
-    await _put(client, **{key: 1})
+    await _put(client, **{key: value})
 
     await runner.run(JobName.TRADING)
 
@@ -191,6 +197,31 @@ async def test_a_smaller_position_cap_from_the_api_sizes_the_next_buy(
 
     [order] = await _all(db_sessions, OrderRow)
     assert Decimal("5000") <= order.executed_funds <= Decimal("100000")
+
+
+async def test_adding_to_a_held_coin_switched_on_from_the_api_lets_the_advisers_next_buy_top_it_up(
+    engines: Callable[..., Any], client: httpx.AsyncClient, db_sessions: Sessions, fake_openai: FakeOpenAI
+) -> None:
+    """Given a held KRW-BTC position, an adviser that keeps saying buy, and adding switched off (the default: its
+    second buy is a hold), when the API switches risk.allow_add_to_position on with a 5,000 KRW minimum, then the
+    next cycle tops the coin up."""
+    fake_openai.script(*[Behaviour.ok("buy", 90, "breakout")] * 3)
+    _, runner, source = await engines(
+        OPENAI_API_KEY=fake_openai.api_key, OPENAI_BASE_URL=fake_openai.base_url, **RELAXED_VALIDATOR
+    )
+    await runner.run(JobName.TRADING)
+    source.advance_to(NOW + timedelta(hours=1))
+    await runner.run(JobName.TRADING)
+    assert len(await _all(db_sessions, OrderRow)) == 1  # held, adding off: a hold
+    await _put(client, **{"risk.allow_add_to_position": True, "risk.min_add_krw": 5000})
+
+    source.advance_to(NOW + timedelta(hours=2))
+    await runner.run(JobName.TRADING)
+
+    orders = await _all(db_sessions, OrderRow)
+    assert [order.side.value for order in orders] == ["buy", "buy"]
+    assert orders[1].executed_funds >= Decimal("5000")
+    assert (await _config(client))["risk.allow_add_to_position"]["applied"] is True
 
 
 # --- requested vs applied: pending, rejected, kept ---------------------------------------------------------

@@ -87,6 +87,42 @@ RUNTIME_KEYS: dict[str, RuntimeKey] = {
             ("risk", "max_position_pct"),
         ),
         _key(
+            "risk.daily_loss_limit_pct",
+            "Daily loss that stops new buys (circuit breaker, safe mode), percent of equity",
+            "decimal, 0 < x < 100",
+            ("risk", "daily_loss_limit_pct"),
+        ),
+        _key(
+            "risk.weekly_loss_limit_pct",
+            "Weekly loss that stops new buys (circuit breaker, safe mode), percent of equity",
+            "decimal, 0 < x < 100",
+            ("risk", "weekly_loss_limit_pct"),
+        ),
+        _key(
+            "risk.min_trade_interval_hours",
+            "Least time between two trades, hours (0 = no spacing)",
+            "decimal, 0 <= x <= 8760",
+            ("risk", "min_trade_interval_hours"),
+        ),
+        _key(
+            "risk.cash_reserve_pct",
+            "KRW kept unspent, percent of equity",
+            "decimal, 0 <= x < 100",
+            ("risk", "cash_reserve_pct"),
+        ),
+        _key(
+            "risk.allow_add_to_position",
+            "A buy of a coin already held adds to it (otherwise it is a hold)",
+            "true or false",
+            ("risk", "allow_add_to_position"),
+        ),
+        _key(
+            "risk.min_add_krw",
+            "Smallest top-up of a held coin, KRW",
+            "decimal, 5000 <= x <= 1000000000",
+            ("risk", "min_add_krw"),
+        ),
+        _key(
             "ai.enabled",
             "Ask the AI adviser at all",
             "true or false",

@@ -32,15 +32,19 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from src.config.rules import (
+    CashReservePct,
     ConfidencePct,
     DailyBudgetUsd,
     KrwMarkets,
+    LossLimitPct,
     MaxPositionPct,
     MaxPositions,
     MaxTradesPerDay,
+    MinAddKrw,
     MonthlyBudgetUsd,
     StopLossPct,
     TakeProfitPct,
+    TradeSpacingHours,
     TrailingStopPct,
 )
 from src.exceptions import ConfigurationError
@@ -207,21 +211,19 @@ class RiskConfig(_Group):
     use_atr_exits: bool = Field(default=False, validation_alias="USE_ATR_EXITS")
     atr_stop_multiplier: Decimal = Field(default=Decimal("2"), gt=0, validation_alias="ATR_STOP_MULTIPLIER")
     atr_target_multiplier: Decimal = Field(default=Decimal("3"), gt=0, validation_alias="ATR_TARGET_MULTIPLIER")
-    daily_loss_limit_pct: Decimal = Field(default=Decimal("10"), gt=0, lt=100, validation_alias="DAILY_LOSS_LIMIT_PCT")
-    weekly_loss_limit_pct: Decimal = Field(
-        default=Decimal("15"), gt=0, lt=100, validation_alias="WEEKLY_LOSS_LIMIT_PCT"
+    daily_loss_limit_pct: LossLimitPct = Field(default=Decimal("10"), validation_alias="DAILY_LOSS_LIMIT_PCT")
+    weekly_loss_limit_pct: LossLimitPct = Field(default=Decimal("15"), validation_alias="WEEKLY_LOSS_LIMIT_PCT")
+    min_trade_interval_hours: TradeSpacingHours = Field(
+        default=Decimal("4"), validation_alias="MIN_TRADE_INTERVAL_HOURS"
     )
-    min_trade_interval_hours: Decimal = Field(default=Decimal("4"), ge=0, validation_alias="MIN_TRADE_INTERVAL_HOURS")
     max_trades_per_day: MaxTradesPerDay = Field(default=5, validation_alias="MAX_TRADES_PER_DAY")
     max_positions: MaxPositions = Field(default=3, validation_alias="MAX_POSITIONS")
     max_position_pct: MaxPositionPct = Field(default=Decimal("40"), validation_alias="MAX_POSITION_PCT")
-    cash_reserve_pct: Decimal = Field(default=Decimal("10"), ge=0, lt=100, validation_alias="CASH_RESERVE_PCT")
+    cash_reserve_pct: CashReservePct = Field(default=Decimal("10"), validation_alias="CASH_RESERVE_PCT")
     # A buy of a coin already held (open position, unsettled buy or exchange balance) adds to it: off by
     # default; when on, the top-up must be at least RISK_MIN_ADD_KRW (finite, 5,000..1,000,000,000 KRW).
     allow_add_to_position: bool = Field(default=False, validation_alias="RISK_ALLOW_ADD_TO_POSITION")
-    min_add_krw: Decimal = Field(
-        default=Decimal("50000"), ge=Decimal("5000"), le=Decimal("1000000000"), validation_alias="RISK_MIN_ADD_KRW"
-    )
+    min_add_krw: MinAddKrw = Field(default=Decimal("50000"), validation_alias="RISK_MIN_ADD_KRW")
     position_sizing: PositionSizing = Field(default=PositionSizing.FIXED, validation_alias="POSITION_SIZING")
     position_fraction_pct: Decimal = Field(
         default=Decimal("20"), gt=0, le=100, validation_alias="POSITION_FRACTION_PCT"
