@@ -123,12 +123,15 @@ async def test_many_concurrent_writes_never_answer_500(client: httpx.AsyncClient
     assert any(entry["key"] == "risk.max_positions" and entry["value"] is not None for entry in audit["entries"])
 
 
+SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+
+@SQLITE_ONLY  # PostgreSQL takes concurrent writers; only SQLite queues API writes
 async def test_a_write_that_cannot_get_its_turn_is_503_with_retry_after(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gate = app_of(client).state.write_gate
-    if gate is None:
-        pytest.skip("PostgreSQL takes concurrent writers; only SQLite queues API writes")
+    assert gate is not None
     monkeypatch.setattr(deps, "WRITE_WAIT_SECONDS", 0.05)
     async with gate:  # another write holds the turn for longer than the wait bound
         response = await client.post("/api/v1/bot/control", json={"action": "pause", "reason": "busy test"})
@@ -139,11 +142,10 @@ async def test_a_write_that_cannot_get_its_turn_is_503_with_retry_after(
     assert after.status_code == 200
 
 
+@SQLITE_ONLY
 async def test_sqlite_locked_past_its_busy_timeout_is_503_not_500(client: httpx.AsyncClient, database_url: str) -> None:
     """Another process (the scheduler, a backup) holds SQLite's write lock longer than the busy timeout (10 s):
     the write answers 503 with Retry-After, and the next one, after the lock is gone, succeeds."""
-    if not database_url.startswith("sqlite"):
-        pytest.skip("SQLite's file lock only")
     holder = sqlite3.connect(make_url(database_url).database, isolation_level=None)
     try:
         holder.execute("BEGIN IMMEDIATE")  # the write lock, held

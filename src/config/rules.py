@@ -46,9 +46,12 @@ def _number(value: Any) -> Any:
         return Decimal(str(value))
     if isinstance(value, str):
         try:
-            return Decimal(value.strip())
+            number = Decimal(value.strip())
         except InvalidOperation:
             raise ValueError(f"expected a number, got {value!r}") from None
+        if not number.is_finite():  # here, so the error shows the text as typed (NaN, inf)
+            raise ValueError("Input should be a finite number")
+        return number
     return value
 
 
