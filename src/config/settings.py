@@ -127,7 +127,8 @@ class DatabaseConfig(_Group):
     def _supported_driver(cls, url: str) -> str:
         if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
             raise ValueError(
-                "expected sqlite+aiosqlite:///path/to/file.db or postgresql+asyncpg://user:password@host:port/database"
+                "expected sqlite+aiosqlite:///path/to/file.db or postgresql+asyncpg://USER@HOST:PORT/DATABASE"
+                " (a password goes after USER and a colon)"
             )
         return url
 
