@@ -15,8 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 import backend.app.core.replay as replay_module
+from backend.app.core.jobs import JobName, JobRunner
 from backend.app.core.replay import ReplayOptions, run_replay
-from backend.app.core.scheduler import JobName, JobRunner
 from backend.app.db.repositories.bot import BotRepository
 from backend.app.models import AIDecisionRow
 from backend.app.services.scheduler_metrics import SchedulerMetrics

@@ -15,8 +15,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from backend.app.core.jobs import JobName, JobRunner
 from backend.app.core.replay import ReplayOptions, run_replay
-from backend.app.core.scheduler import JobName, JobRunner, TradingScheduler
+from backend.app.core.scheduler import TradingScheduler
 from backend.app.db.repositories.bot import BotRepository
 from backend.app.models import AIDecisionRow, OrderRow, PositionRow, SystemLogRow, TradingCycleRow
 from backend.app.services.scheduler_metrics import SchedulerMetrics

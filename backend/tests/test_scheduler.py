@@ -22,15 +22,10 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from backend.app.core import entrypoints
+from backend.app.core.jobs import JobName, JobRunner, build_triggers
 from backend.app.core.replay import ReplayOptions, max_drawdown_pct, run_replay
-from backend.app.core.scheduler import (
-    EXIT_LOCK_HELD,
-    JobName,
-    JobRunner,
-    TradingScheduler,
-    build_triggers,
-    fire_times,
-)
+from backend.app.core.replay_driver import fire_times
+from backend.app.core.scheduler import EXIT_LOCK_HELD, TradingScheduler
 from backend.app.db.migrations import upgrade_to_head
 from backend.app.db.repositories.bot import BotRepository
 from backend.app.models import (

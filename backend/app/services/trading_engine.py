@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -46,6 +47,7 @@ from src.data.replay import ReplayMarketSource
 from src.exceptions import ConfigurationError
 from src.position.service import PositionService
 from src.risk.manager import RiskManager
+from src.risk.store import RiskState
 from src.trading.liquidity import LiquidityAnalyzer
 from src.trading.notifier import EventKind, NotificationEvent, Notifier, NullNotifier
 from src.trading.pipeline import MINUTES_TO_TIMEFRAME, Analyzer, CycleReport, ExitReport, TradingPipeline
@@ -323,6 +325,18 @@ class TradingEngine:
         """The AI spend caps (run-time ``ai.daily_budget_usd`` / ``ai.monthly_budget_usd`` reach them through
         ``configure``)."""
         return self.ai.budget
+
+    async def risk_state(self) -> RiskState:
+        """Circuit breakers and safe mode of this mode, as stored."""
+        return await self.pipeline.risk.risk_state()
+
+    async def reset_safe_mode(self, by: str, reason: str, *, requested_at: datetime) -> NotificationEvent | None:
+        """An operator's reset request: ends safe mode unless the request is older than it (then ``None``)."""
+        return await self.pipeline.risk.reset_safe_mode(by, reason, requested_at=requested_at)
+
+    async def log_event(self, level: str, message: str, context: dict[str, Any]) -> None:
+        """A ``system_logs`` row."""
+        await self.pipeline.repository.log_event(level, message, context)
 
     def guard_orders(self, guard: OrderGuard) -> None:
         """Every order from now on is sent only while ``guard`` (the single-trader lock) is held."""
