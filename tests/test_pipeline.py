@@ -30,7 +30,7 @@ from src.trading.pipeline import Analyzer, ServicePositionBook, TradingPipeline
 from src.trading.pipeline.memory import InMemoryTradingRepository
 from src.trading.pipeline.pipeline import NullPipelineObserver
 from src.trading.service import TradingService
-from tests.fakes.upbit_server import make_candles
+from tests.support.candles import make_candles
 from tests.support.exchange_faults import AnswerFaults
 
 SYMBOL = "KRW-BTC"

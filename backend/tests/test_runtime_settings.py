@@ -25,7 +25,7 @@ from backend.app.services.trading_engine import TradingEngine
 from src.config.settings import SchedulerConfig, Settings, TradingMode
 from src.data.replay import ReplayMarketSource
 from tests.fakes.openai_server import Behaviour, FakeOpenAI
-from tests.fakes.upbit_server import make_candles
+from tests.support.candles import make_candles
 from tests.support.strategies import AlwaysBuy
 
 Sessions = async_sessionmaker[AsyncSession]

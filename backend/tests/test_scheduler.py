@@ -41,7 +41,7 @@ from backend.app.services.trading_engine import TradingEngine
 from src.config.settings import PROJECT_ROOT, SchedulerConfig, Settings, TradingMode, get_settings, load_settings
 from src.data.replay import ReplayMarketSource
 from src.trading.bot_control import DESIRED_STATE_KEY
-from tests.fakes.upbit_server import make_candles
+from tests.support.candles import make_candles
 from tests.support.rows import count_rows
 from tests.support.strategies import AlwaysBuy
 
