@@ -222,7 +222,7 @@ async def run_replay(settings: Settings, options: ReplayOptions) -> ReplaySummar
             ai=(
                 "enabled"
                 if engine.ai_available
-                else f"{engine.pipeline.analyzer.ai_disabled_reason()}; decisions from the rules"
+                else f"disabled: {engine.ai_off_reason}; decisions from the rules"
             ),
             moments=moments,
             seconds=seconds,
