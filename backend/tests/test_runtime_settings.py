@@ -53,9 +53,10 @@ async def engines(db_engine: AsyncEngine, make_settings: SettingsFactory) -> Asy
         settings = make_settings(MIN_TRADE_INTERVAL_HOURS="0", **{"TRADING_SYMBOLS": "KRW-BTC", **env})
         candles = {"KRW-BTC": _falling_candles(2, 50_000_000), "KRW-ETH": _falling_candles(3, 4_000_000)}
         source = ReplayMarketSource({s: {"1h": c} for s, c in candles.items()}, start=NOW)
-        engine = await TradingEngine.create(settings, db_engine, mode=TradingMode.REPLAY, market_source=source)
-        engine.pipeline.analyzer.strategy = AlwaysBuy()
-        engine.pipeline.analyzer.quick_filter = None  # random candles would fail the backtest filter
+        # random candles would fail the backtest filter
+        engine = await TradingEngine.create(
+            settings, db_engine, mode=TradingMode.REPLAY, market_source=source, strategy=AlwaysBuy(), quick_filter=None
+        )
         built.append(engine)
         runner = JobRunner(engine, instance=settings.scheduler.instance_name, metrics=SchedulerMetrics())
         return engine, runner, source

@@ -55,8 +55,9 @@ async def replay_engine(db_engine: AsyncEngine, make_settings: SettingsFactory) 
     settings = make_settings(MIN_TRADE_INTERVAL_HOURS="0", TRADING_SYMBOLS="KRW-BTC")
     candles = make_candles(START, 300, "1h", start_price=50_000_000, seed=2)
     source = ReplayMarketSource({"KRW-BTC": {"1h": candles}}, start=START + timedelta(hours=300))
-    engine = await TradingEngine.create(settings, db_engine, mode=TradingMode.REPLAY, market_source=source)
-    engine.pipeline.analyzer.strategy = AlwaysBuy()
+    engine = await TradingEngine.create(
+        settings, db_engine, mode=TradingMode.REPLAY, market_source=source, strategy=AlwaysBuy()
+    )
     yield engine
     await engine.aclose()
 

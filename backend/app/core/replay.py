@@ -219,11 +219,7 @@ async def run_replay(settings: Settings, options: ReplayOptions) -> ReplaySummar
             start=start,
             end=end,
             symbols=list(engine.symbols),
-            ai=(
-                "enabled"
-                if engine.ai_available
-                else f"disabled: {engine.ai_off_reason}; decisions from the rules"
-            ),
+            ai=("enabled" if engine.ai_available else f"disabled: {engine.ai_off_reason}; decisions from the rules"),
             moments=moments,
             seconds=seconds,
             jobs=runner.stats.runs,

@@ -31,6 +31,7 @@ from src.ai.usage import AIBudget
 from src.api.interfaces import IExchangeClient
 from src.api.paper_exchange import PaperExchange
 from src.api.upbit_client import UpbitClient
+from src.backtesting.strategy import Strategy
 from src.config.runtime_state import with_value
 from src.config.settings import Settings, TradingMode
 from src.data.fear_greed import FearGreedClient
@@ -39,7 +40,7 @@ from src.exceptions import ConfigurationError
 from src.risk.store import RiskState
 from src.trading.notifier import NotificationEvent, Notifier, NullNotifier
 from src.trading.pipeline import CycleReport, ExitReport, TradingPipeline
-from src.trading.pipeline.compose import PipelineAdapters, apply_settings, build_pipeline
+from src.trading.pipeline.compose import FROM_SETTINGS, PipelineAdapters, apply_settings, build_pipeline
 from src.trading.repository import PortfolioSnapshotRecord
 from src.trading.service import OrderGuard
 from src.utils.logger import get_logger
@@ -109,10 +110,13 @@ class TradingEngine:
         instance: str | None = None,
         exchange: IExchangeClient | None = None,
         ai_cache: DecisionCache | None = None,
+        strategy: Strategy | None = None,
+        quick_filter: Any = FROM_SETTINGS,
     ) -> TradingEngine:
         """The backend's adapters (SQL repositories and stores, the exchange by mode) around the one graph
         (``build_pipeline``). ``market_source`` is required for replay; ``exchange`` overrides the mode's
-        exchange (tests); ``ai_cache`` defaults to the database (``ai_decisions``)."""
+        exchange (tests); ``ai_cache`` defaults to the database (``ai_decisions``); ``strategy`` and ``quick_filter``
+        replace the rule strategy and the settings' quick filter (tests; ``quick_filter=None``: none)."""
         mode = mode or settings.trading.mode
         if symbols:  # --symbols: the process's default, which a run-time setting may still change
             settings = with_value(settings, "trading.symbols", symbols)
@@ -145,6 +149,8 @@ class TradingEngine:
             ai_cache=ai_cache or DatabaseDecisionCache(repository),
             ai_recorder=DatabaseCallRecorder(repository),
             ai_spend=repository,
+            strategy=strategy,
+            quick_filter=quick_filter,
         )
         starting_equity = await first_snapshot_equity(sessions, mode) if mode is TradingMode.LIVE else None
         pipeline = build_pipeline(settings, adapters, mode=mode, instance=instance, starting_equity=starting_equity)
