@@ -15,7 +15,8 @@ from scripts.backtesting import collect_eth_2024, data_collector
 from scripts.backtesting.data_collector import UpbitDataCollector
 from src.api.upbit_client import UpbitClient
 from src.backtesting.data_provider import cache_path, load_candle_csv
-from tests.fakes.upbit_server import FakeUpbit, make_candles
+from tests.fakes.upbit_server import FakeUpbit
+from tests.support.candles import make_candles
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 CANDLE_PATH = "/v1/candles/minutes/60"

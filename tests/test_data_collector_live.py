@@ -16,7 +16,8 @@ from src.data.fear_greed import FearGreedClient
 from src.data.replay import ReplayMarketSource
 from src.exceptions import ExchangeUnavailable
 from tests.fakes.fear_greed_server import FakeFearGreed, FearGreedFault
-from tests.fakes.upbit_server import FakeUpbit, make_candles
+from tests.fakes.upbit_server import FakeUpbit
+from tests.support.candles import make_candles
 
 BTC, ETH = "KRW-BTC", "KRW-ETH"
 START = datetime(2024, 5, 1, tzinfo=UTC)

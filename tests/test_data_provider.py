@@ -19,7 +19,8 @@ from src.backtesting.data_provider import (
 )
 from src.backtesting.data_quality import clean_candles, quality_report
 from src.exceptions import DataError
-from tests.fakes.upbit_server import FakeUpbit, make_candles
+from tests.fakes.upbit_server import FakeUpbit
+from tests.support.candles import make_candles
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADER = "timestamp,open,high,low,close,volume,value\n"

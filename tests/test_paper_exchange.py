@@ -35,7 +35,8 @@ from src.exceptions import (
     OrderNotFound,
     UnderMinTotal,
 )
-from tests.fakes.upbit_server import FakeUpbit, make_candles
+from tests.fakes.upbit_server import FakeUpbit
+from tests.support.candles import make_candles
 
 BTC = "KRW-BTC"
 FEE = Decimal("0.0005")

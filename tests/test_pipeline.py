@@ -14,23 +14,21 @@ import pandas as pd
 import pytest
 
 from src.ai.models import AIDecision, Decision, DecisionSource, MarketContext
-from src.ai.validator import AIDecisionValidator
 from src.api.interfaces import Side
 from src.api.paper_exchange import InMemoryPaperAccountStore, PaperExchange
 from src.backtesting.strategy import Strategy, StrategySignals
+from src.config.runtime_state import with_value
 from src.config.settings import RiskConfig, Settings, TradingMode, load_settings
-from src.data.collector import DataCollector
 from src.data.replay import ReplayMarketSource
 from src.position.service import PositionService
 from src.risk import InMemoryRiskStore, RiskManager
-from src.trading.liquidity import LiquidityAnalyzer
 from src.trading.notifier import EventKind, NullNotifier
 from src.trading.orders import OrderStatus
-from src.trading.pipeline import Analyzer, ServicePositionBook, TradingPipeline
+from src.trading.pipeline import TradingPipeline
+from src.trading.pipeline.compose import PipelineAdapters, build_pipeline
 from src.trading.pipeline.memory import InMemoryTradingRepository
 from src.trading.pipeline.pipeline import NullPipelineObserver
-from src.trading.service import TradingService
-from tests.fakes.upbit_server import make_candles
+from tests.support.candles import make_candles
 from tests.support.exchange_faults import AnswerFaults
 
 SYMBOL = "KRW-BTC"
@@ -127,45 +125,23 @@ def build(
     candles = make_candles(START, 300, "1h", start_price=50_000_000, seed=11)
     source = ReplayMarketSource({SYMBOL: {"1h": candles}}, start=START + timedelta(hours=300))
     store = InMemoryPaperAccountStore()
-    exchange = PaperExchange.from_settings(settings, source, store, clock=source.now)
     repo = InMemoryTradingRepository()
-    risk_store = InMemoryRiskStore(orders=repo)
-    risk_config = risk_config or settings.risk
-    risk = RiskManager(risk_config, risk_store, TradingMode.PAPER, source.now, fee_rate=settings.trading.fee_rate)
-    positions = PositionService(risk_store, risk_config, TradingMode.PAPER)
     notifier = NullNotifier()
-    trading = TradingService(
-        exchange,
-        repo,
-        mode=TradingMode.PAPER,
-        instance="test",
+    settings = with_value(settings, "trading.symbols", [SYMBOL])
+    if risk_config is not None:
+        settings = settings.model_copy(update={"risk": risk_config})
+    adapters = PipelineAdapters(
+        exchange=PaperExchange.from_settings(settings, source, store, clock=source.now),
+        repository=repo,
+        risk_store=InMemoryRiskStore(orders=repo),
         clock=source.now,
-        positions=ServicePositionBook(positions),
         notifier=notifier,
-        poll_delay_seconds=0,
-    )
-    analyzer = Analyzer(
+        adviser=ai,
         strategy=strategy or SignalStrategy(),
-        ai=ai,  # type: ignore[arg-type]
-        validator=AIDecisionValidator(risk_config, min_confidence=Decimal("60")),
-        liquidity=LiquidityAnalyzer(risk_config.max_slippage_pct),
         quick_filter=quick_filter,
     )
-    pipeline = TradingPipeline(
-        exchange=exchange,
-        collector=DataCollector(exchange),
-        analyzer=analyzer,
-        trading=trading,
-        risk=risk,
-        positions=positions,
-        repository=repo,
-        mode=TradingMode.PAPER,
-        symbols=[SYMBOL],
-        clock=source.now,
-        notifier=notifier,
-        starting_equity=settings.trading.paper_starting_krw,
-    )
-    return Rig(pipeline, repo, source, store, risk, positions, notifier)
+    pipeline = build_pipeline(settings, adapters, mode=TradingMode.PAPER, instance="test")
+    return Rig(pipeline, repo, source, store, pipeline.risk, pipeline.positions, notifier)
 
 
 async def test_rule_buy_fills_and_records_every_stage(settings: Settings) -> None:

@@ -18,7 +18,7 @@ from src.exceptions import ExchangeUnavailable, InsufficientFunds
 from src.trading.orders import OrderStatus
 from src.trading.pipeline.memory import InMemoryTradingRepository
 from src.trading.service import TradingService, new_identifier
-from tests.fakes.upbit_server import make_candles
+from tests.support.candles import make_candles
 
 SYMBOL = "KRW-BTC"
 START = datetime(2024, 3, 1, tzinfo=UTC)

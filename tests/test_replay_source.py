@@ -14,7 +14,7 @@ from src.data.interfaces import MarketDataSource
 from src.data.replay import ReplayMarketSource
 from src.exceptions import DataError
 from src.trading.market_rules import krw_tick_size
-from tests.fakes.upbit_server import make_candles
+from tests.support.candles import make_candles
 
 BTC = "KRW-BTC"
 T0 = datetime(2023, 3, 1, tzinfo=UTC)

@@ -31,7 +31,8 @@ from src.exceptions import (
     RateLimited,
     UnderMinTotal,
 )
-from tests.fakes.upbit_server import FakeUpbit, make_candles
+from tests.fakes.upbit_server import FakeUpbit
+from tests.support.candles import make_candles
 
 BTC = "KRW-BTC"
 T0 = datetime(2024, 3, 1, tzinfo=UTC)

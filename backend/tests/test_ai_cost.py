@@ -15,8 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 import backend.app.core.replay as replay_module
+from backend.app.core.jobs import JobName, JobRunner
 from backend.app.core.replay import ReplayOptions, run_replay
-from backend.app.core.scheduler import JobName, JobRunner
 from backend.app.db.repositories.bot import BotRepository
 from backend.app.models import AIDecisionRow
 from backend.app.services.scheduler_metrics import SchedulerMetrics
@@ -165,8 +165,10 @@ async def test_budget_reached_switches_the_ai_off_until_the_next_utc_day(
     clock = Clock(datetime(2026, 12, 5, 20, 0, tzinfo=UTC))
     notifier = NullNotifier()
     metrics = SchedulerMetrics()
-    engine = await engines(settings, clock=clock, notifier=notifier, metrics=metrics, ai_cache=NoCache())
-    engine.pipeline.analyzer.quick_filter = None  # the fake's random candles would fail the backtest filter
+    # the fake's random candles would fail the backtest filter
+    engine = await engines(
+        settings, clock=clock, notifier=notifier, metrics=metrics, ai_cache=NoCache(), quick_filter=None
+    )
     runner = JobRunner(engine, instance=settings.scheduler.instance_name, metrics=metrics)
 
     sources = []
@@ -196,8 +198,7 @@ async def test_budget_reached_switches_the_ai_off_until_the_next_utc_day(
     assert month_left == pytest.approx(5 - 2 * float(CALL_COST))
     assert metrics.registry.get_sample_value("ai_budget_limit_usd", {"period": "day"}) == pytest.approx(0.0002)
 
-    restarted = await engines(settings, clock=clock, notifier=notifier, ai_cache=NoCache())
-    restarted.pipeline.analyzer.quick_filter = None
+    restarted = await engines(settings, clock=clock, notifier=notifier, ai_cache=NoCache(), quick_filter=None)
     [report] = await restarted.trading_job()
     assert report.source == "rules"
     assert fake_openai.request_count == 2
@@ -225,8 +226,9 @@ async def test_budget_limits_set_at_run_time_apply_from_the_next_cycle(
     """Given an uncapped engine that has made one call, when the daily limit is lowered below that spend at
     run time (``ai.daily_budget_usd``), then the next cycle is the rules'; raised again, the AI is back."""
     settings = ai_settings(AI_DAILY_BUDGET_USD="0", AI_MONTHLY_BUDGET_USD="0")
-    engine = await engines(settings, clock=Clock(datetime(2026, 12, 5, 9, tzinfo=UTC)), ai_cache=NoCache())
-    engine.pipeline.analyzer.quick_filter = None
+    engine = await engines(
+        settings, clock=Clock(datetime(2026, 12, 5, 9, tzinfo=UTC)), ai_cache=NoCache(), quick_filter=None
+    )
     assert (await engine.trading_job())[0].source == "ai"
 
     engine.ai_budget.set_limits(Decimal("0.0001"), Decimal("0"))

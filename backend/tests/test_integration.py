@@ -53,8 +53,8 @@ async def engines(db_engine: AsyncEngine) -> AsyncIterator[Callable[..., object]
     built: list[TradingEngine] = []
 
     async def build(settings: Settings) -> TradingEngine:
-        engine = await TradingEngine.create(settings, db_engine)
-        engine.pipeline.analyzer.quick_filter = None  # the fake's random candles would fail the backtest filter
+        # the fake's random candles would fail the backtest filter
+        engine = await TradingEngine.create(settings, db_engine, quick_filter=None)
         built.append(engine)
         return engine
 

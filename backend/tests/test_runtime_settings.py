@@ -15,8 +15,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from backend.app.core.jobs import JobName, JobRunner
 from backend.app.core.replay import ReplayOptions, run_replay
-from backend.app.core.scheduler import JobName, JobRunner, TradingScheduler
+from backend.app.core.scheduler import TradingScheduler
 from backend.app.db.repositories.bot import BotRepository
 from backend.app.models import AIDecisionRow, OrderRow, PositionRow, SystemLogRow, TradingCycleRow
 from backend.app.services.scheduler_metrics import SchedulerMetrics
@@ -24,7 +25,7 @@ from backend.app.services.trading_engine import TradingEngine
 from src.config.settings import SchedulerConfig, Settings, TradingMode
 from src.data.replay import ReplayMarketSource
 from tests.fakes.openai_server import Behaviour, FakeOpenAI
-from tests.fakes.upbit_server import make_candles
+from tests.support.candles import make_candles
 from tests.support.strategies import AlwaysBuy
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -52,9 +53,10 @@ async def engines(db_engine: AsyncEngine, make_settings: SettingsFactory) -> Asy
         settings = make_settings(MIN_TRADE_INTERVAL_HOURS="0", **{"TRADING_SYMBOLS": "KRW-BTC", **env})
         candles = {"KRW-BTC": _falling_candles(2, 50_000_000), "KRW-ETH": _falling_candles(3, 4_000_000)}
         source = ReplayMarketSource({s: {"1h": c} for s, c in candles.items()}, start=NOW)
-        engine = await TradingEngine.create(settings, db_engine, mode=TradingMode.REPLAY, market_source=source)
-        engine.pipeline.analyzer.strategy = AlwaysBuy()
-        engine.pipeline.analyzer.quick_filter = None  # random candles would fail the backtest filter
+        # random candles would fail the backtest filter
+        engine = await TradingEngine.create(
+            settings, db_engine, mode=TradingMode.REPLAY, market_source=source, strategy=AlwaysBuy(), quick_filter=None
+        )
         built.append(engine)
         runner = JobRunner(engine, instance=settings.scheduler.instance_name, metrics=SchedulerMetrics())
         return engine, runner, source

@@ -22,15 +22,10 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from backend.app.core import entrypoints
+from backend.app.core.jobs import JobName, JobRunner, build_triggers
 from backend.app.core.replay import ReplayOptions, max_drawdown_pct, run_replay
-from backend.app.core.scheduler import (
-    EXIT_LOCK_HELD,
-    JobName,
-    JobRunner,
-    TradingScheduler,
-    build_triggers,
-    fire_times,
-)
+from backend.app.core.replay_driver import fire_times
+from backend.app.core.scheduler import EXIT_LOCK_HELD, TradingScheduler
 from backend.app.db.migrations import upgrade_to_head
 from backend.app.db.repositories.bot import BotRepository
 from backend.app.models import (
@@ -46,7 +41,7 @@ from backend.app.services.trading_engine import TradingEngine
 from src.config.settings import PROJECT_ROOT, SchedulerConfig, Settings, TradingMode, get_settings, load_settings
 from src.data.replay import ReplayMarketSource
 from src.trading.bot_control import DESIRED_STATE_KEY
-from tests.fakes.upbit_server import make_candles
+from tests.support.candles import make_candles
 from tests.support.rows import count_rows
 from tests.support.strategies import AlwaysBuy
 
@@ -60,8 +55,9 @@ async def replay_engine(db_engine: AsyncEngine, make_settings: SettingsFactory) 
     settings = make_settings(MIN_TRADE_INTERVAL_HOURS="0", TRADING_SYMBOLS="KRW-BTC")
     candles = make_candles(START, 300, "1h", start_price=50_000_000, seed=2)
     source = ReplayMarketSource({"KRW-BTC": {"1h": candles}}, start=START + timedelta(hours=300))
-    engine = await TradingEngine.create(settings, db_engine, mode=TradingMode.REPLAY, market_source=source)
-    engine.pipeline.analyzer.strategy = AlwaysBuy()
+    engine = await TradingEngine.create(
+        settings, db_engine, mode=TradingMode.REPLAY, market_source=source, strategy=AlwaysBuy()
+    )
     yield engine
     await engine.aclose()
 

@@ -44,8 +44,8 @@ from src.data.replay import ReplayMarketSource
 from src.exceptions import SchedulerLockHeld, SchedulerLockLost
 from src.trading.notifier import EventKind, NullNotifier
 from src.trading.orders import OrderStatus
-from tests.fakes.upbit_server import make_candles
 from tests.support import pg_server as pg_server_module
+from tests.support.candles import make_candles
 from tests.support.pg_server import PrivatePostgres, private_postgres
 from tests.support.rows import count_rows
 

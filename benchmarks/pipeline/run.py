@@ -37,23 +37,22 @@ import pandas as pd
 
 from backend.app.core.replay import ReplayOptions, run_replay
 from backend.app.db.migrations import upgrade_to_head
-from backend.app.db.session import create_engine
-from backend.app.services.trading_engine import TradingEngine
+from backend.app.db.repositories.paper import SqlPaperAccountStore
+from backend.app.db.repositories.risk import SqlRiskStore
+from backend.app.db.repositories.trading import SqlTradingRepository
+from backend.app.db.session import create_engine, session_factory
 from src.ai.models import AIDecision, Decision, DecisionSource, MarketContext
-from src.ai.validator import AIDecisionValidator
-from src.api.paper_exchange import InMemoryPaperAccountStore, PaperExchange
+from src.api.paper_exchange import InMemoryPaperAccountStore, PaperAccountStore, PaperExchange
 from src.backtesting.data_provider import HistoricalDataProvider
 from src.backtesting.quick_filter import QuickBacktestFilter
-from src.backtesting.strategy import RuleBasedBreakoutStrategy
 from src.config.settings import Settings, TradingMode, load_settings
-from src.data.collector import DataCollector
 from src.data.replay import ReplayMarketSource
-from src.position.service import PositionService
-from src.risk import InMemoryRiskStore, RiskManager
-from src.trading.liquidity import LiquidityAnalyzer
-from src.trading.pipeline import Analyzer, ServicePositionBook, TradingPipeline
+from src.risk import InMemoryRiskStore
+from src.risk.store import RiskStore
+from src.trading.pipeline import TradingPipeline
+from src.trading.pipeline.compose import PipelineAdapters, build_pipeline
 from src.trading.pipeline.memory import InMemoryTradingRepository
-from src.trading.service import TradingService
+from src.trading.repository import ITradingRepository
 from src.utils.logger import configure_logging
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,8 +73,13 @@ class InstantAdviser:
 
     available = True
 
+    off_reason = None
+
     def __init__(self) -> None:
         self.decision = Decision.HOLD
+
+    async def check_budget(self, *, reread: bool = False) -> str | None:
+        return None
 
     async def decide(self, context: MarketContext) -> AIDecision:
         return AIDecision(self.decision, Decimal("90"), "bench", DecisionSource.AI, "bench", "0" * 64, "{}", "{}")
@@ -103,38 +107,32 @@ def candles(settings: Settings) -> pd.DataFrame:
     )
 
 
+def _pipeline(
+    settings: Settings,
+    source: ReplayMarketSource,
+    adviser: InstantAdviser,
+    repository: ITradingRepository,
+    risk_store: RiskStore,
+    account: PaperAccountStore,
+) -> TradingPipeline:
+    """The bot's own graph (``build_pipeline``) in replay mode; the quick filter is measured separately below
+    (it is cached per bar in live use)."""
+    adapters = PipelineAdapters(
+        exchange=PaperExchange.from_settings(settings, source, account, clock=source.now),
+        repository=repository,
+        risk_store=risk_store,
+        clock=source.now,
+        adviser=adviser,
+        quick_filter=None,
+    )
+    return build_pipeline(settings, adapters, mode=TradingMode.REPLAY, instance="bench")
+
+
 def memory_setup(settings: Settings, frame: pd.DataFrame, start: datetime) -> Setup:
     source = ReplayMarketSource({SYMBOL: {"1h": frame}}, start=start)
-    exchange = PaperExchange.from_settings(settings, source, InMemoryPaperAccountStore(), clock=source.now)
     repo = InMemoryTradingRepository()
-    store = InMemoryRiskStore()
-    risk = RiskManager(settings.risk, store, TradingMode.REPLAY, source.now, fee_rate=settings.trading.fee_rate)
-    positions = PositionService(store, settings.risk, TradingMode.REPLAY)
-    trading = TradingService(
-        exchange, repo, mode=TradingMode.REPLAY, clock=source.now, positions=ServicePositionBook(positions)
-    )
-    strategy = RuleBasedBreakoutStrategy()
     adviser = InstantAdviser()
-    analyzer = Analyzer(
-        strategy,
-        adviser,  # type: ignore[arg-type]
-        AIDecisionValidator.from_settings(settings),
-        LiquidityAnalyzer(settings.risk.max_slippage_pct),
-        QuickBacktestFilter(lookback_days=settings.backtest.quick_filter_lookback_days, rule_strategy=strategy),
-    )
-    analyzer.quick_filter = None  # measured separately below: it is cached per bar in live use
-    pipeline = TradingPipeline(
-        exchange=exchange,
-        collector=DataCollector.from_settings(settings, exchange),
-        analyzer=analyzer,
-        trading=trading,
-        risk=risk,
-        positions=positions,
-        repository=repo,
-        mode=TradingMode.REPLAY,
-        symbols=[SYMBOL],
-        clock=source.now,
-    )
+    pipeline = _pipeline(settings, source, adviser, repo, InMemoryRiskStore(orders=repo), InMemoryPaperAccountStore())
 
     async def close() -> None:
         return None
@@ -146,17 +144,22 @@ async def sqlite_setup(settings: Settings, frame: pd.DataFrame, start: datetime,
     url = f"sqlite+aiosqlite:///{folder / 'bench.db'}"
     await asyncio.to_thread(upgrade_to_head, url)
     db_engine = create_engine(url)
+    sessions = session_factory(db_engine)
     source = ReplayMarketSource({SYMBOL: {"1h": frame}}, start=start)
-    engine = await TradingEngine.create(settings, db_engine, mode=TradingMode.REPLAY, market_source=source)
     adviser = InstantAdviser()
-    engine.pipeline.analyzer.ai = adviser  # type: ignore[assignment]
-    engine.pipeline.analyzer.quick_filter = None
+    pipeline = _pipeline(
+        settings,
+        source,
+        adviser,
+        SqlTradingRepository(sessions),
+        SqlRiskStore(sessions),
+        SqlPaperAccountStore(sessions, "replay"),
+    )
 
     async def close() -> None:
-        await engine.aclose()
         await db_engine.dispose()
 
-    return Setup("SQLite (SQL repositories, SQL paper account)", engine.pipeline, source, adviser, close)
+    return Setup("SQLite (SQL repositories, SQL paper account)", pipeline, source, adviser, close)
 
 
 async def measure(setup: Setup, cycles: int, decision: Decision) -> dict[str, Any]:

@@ -216,6 +216,10 @@ class RiskStore(Protocol):
     async def save_risk_state(self, state: RiskState) -> None:
         """Insert or replace the state of ``state.mode``."""
 
+    async def trade_executed(self, mode: TradingMode, at: datetime, order_identifier: str) -> None:
+        """The execution side recorded an order's trades. A store that reads the trades table itself (SQL)
+        has nothing to do; one without it (memory) remembers the trade for spacing and trades per day."""
+
     async def last_trade_at(self, mode: TradingMode) -> datetime | None:
         """Time of the most recent completed trade (any side) of the mode."""
 
@@ -247,7 +251,7 @@ class _TradeMark:
 class InMemoryRiskStore:
     """``RiskStore`` in dictionaries: same rules and precision as the SQL store, nothing persisted.
 
-    Trades are not recorded by the pipeline here; tests and replays add them with ``record_trade``.
+    Trades arrive through ``trade_executed`` (the execution side's fills); tests add them with ``record_trade``.
     Unsettled orders are read from ``orders`` (the trading repository the pipeline writes orders to);
     without one there are none.
     """
@@ -263,6 +267,9 @@ class InMemoryRiskStore:
         """Remember an executed trade (fills sharing an ``order_id`` count as one trade)."""
         key = order_id if order_id is not None else f"trade-{next(self._ids)}"
         self._trades.setdefault(mode, []).append(_TradeMark(at=at, order_key=key))
+
+    async def trade_executed(self, mode: TradingMode, at: datetime, order_identifier: str) -> None:
+        self.record_trade(mode, at, order_identifier)
 
     @staticmethod
     def _stored(position: PositionRecord) -> PositionRecord:

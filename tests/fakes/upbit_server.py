@@ -40,11 +40,11 @@ from typing import Any
 from urllib.parse import urlencode
 
 import jwt
-import numpy as np
 import pandas as pd
 
 from src.trading.market_rules import MIN_ORDER_KRW, krw_tick_size, round_to_tick
 from tests.fakes.loopback_http import HttpRequest, HttpResponse, LoopbackHttpServer
+from tests.support.candles import make_candles
 
 KST = timezone(timedelta(hours=9))
 EIGHT_DECIMALS = Decimal("0.00000001")
@@ -212,39 +212,6 @@ def _candle_span(path: str) -> timedelta:
     if path.startswith("minutes/"):
         return timedelta(minutes=int(path.split("/")[1]))
     return {"days": timedelta(days=1), "weeks": timedelta(weeks=1), "months": timedelta(days=31)}[path]
-
-
-def make_candles(
-    start: datetime,
-    count: int,
-    timeframe: str = "1h",
-    *,
-    start_price: float = 50_000_000.0,
-    step_pct: float = 0.2,
-    volume: float = 10.0,
-    skip: Iterable[int] = (),
-    seed: int | None = None,
-) -> pd.DataFrame:
-    """Deterministic candles in our DataFrame shape: a gentle zig-zag (or a seeded random walk).
-
-    ``skip`` lists bar positions to leave out (gaps, as Upbit emits no candle without trades).
-    """
-    span = _candle_span(_TIMEFRAME_PATHS[timeframe])
-    rng = np.random.default_rng(seed) if seed is not None else None
-    skipped = set(skip)
-    rows, index, close = [], [], start_price
-    for position in range(count):
-        move = (rng.normal(0, step_pct) if rng is not None else (step_pct if position % 3 else -step_pct)) / 100
-        open_price, close = close, close * (1 + move)
-        if position in skipped:
-            continue
-        high, low = max(open_price, close) * 1.001, min(open_price, close) * 0.999
-        rows.append((open_price, high, low, close, volume, volume * close))
-        index.append(start + position * span)
-    frame = pd.DataFrame(rows, columns=["open", "high", "low", "close", "volume", "value"], dtype=float)
-    frame.index = pd.DatetimeIndex(index, tz=UTC, name="timestamp") if index else pd.DatetimeIndex([], tz=UTC)
-    frame.index.name = "timestamp"
-    return frame
 
 
 class FakeUpbit:

@@ -19,7 +19,7 @@ from src.risk.store import PositionRecord, RiskStore
 from src.trading.pipeline.positions import ServicePositionBook
 from src.trading.repository import ITradingRepository
 from src.trading.service import TradingService
-from tests.fakes.upbit_server import make_candles
+from tests.support.candles import make_candles
 from tests.support.crashes import CrashingBook, ProcessDied
 
 MODE = TradingMode.PAPER

@@ -22,7 +22,8 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from backend.app.core.scheduler import JobName, JobRunner, build_triggers, drive_replay, fire_times
+from backend.app.core.jobs import JobName, JobRunner, build_triggers
+from backend.app.core.replay_driver import drive_replay, fire_times
 from backend.app.db.migrations import ensure_schema_current, upgrade_to_head
 from backend.app.db.repositories.bot import BotRepository
 from backend.app.db.session import create_engine, session_factory
@@ -218,11 +219,7 @@ async def run_replay(settings: Settings, options: ReplayOptions) -> ReplaySummar
             start=start,
             end=end,
             symbols=list(engine.symbols),
-            ai=(
-                "enabled"
-                if engine.ai_available
-                else f"{engine.pipeline.analyzer.ai_disabled_reason()}; decisions from the rules"
-            ),
+            ai=("enabled" if engine.ai_available else f"disabled: {engine.ai_off_reason}; decisions from the rules"),
             moments=moments,
             seconds=seconds,
             jobs=runner.stats.runs,

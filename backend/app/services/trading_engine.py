@@ -1,57 +1,48 @@
-"""The trading engine: the pipeline built from settings and the database, and the jobs it runs.
+"""The trading engine: the backend's adapters around the one object graph (``build_pipeline`` in
+``src/trading/pipeline/compose.py``), and the jobs it runs.
 
-Mode decides the exchange: ``live`` -> ``UpbitClient`` with keys; ``paper`` -> ``PaperExchange`` over
-Upbit's public market data with the account in ``paper_balances``/``paper_orders``; ``replay`` ->
-``PaperExchange`` over a ``ReplayMarketSource`` on a simulated clock (account ``replay``). Everything
-else is the same object graph in every mode.
+The adapters are SQL repositories and stores (``backend/app/db``) and the exchange, chosen by mode: ``live`` ->
+``UpbitClient`` with keys; ``paper`` -> ``PaperExchange`` over Upbit's public market data with the account in
+``paper_balances``/``paper_orders``; ``replay`` -> ``PaperExchange`` over a ``ReplayMarketSource`` on a simulated
+clock (account ``replay``). Everything else is the same object graph in every mode.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from backend.app.db.repositories.ai_cache import DatabaseCallRecorder, DatabaseDecisionCache
 from backend.app.db.repositories.bot import BotRepository
 from backend.app.db.repositories.paper import SqlPaperAccountStore
 from backend.app.db.repositories.risk import SqlRiskStore
+from backend.app.db.repositories.starting_equity import first_snapshot_equity
 from backend.app.db.repositories.trading import SqlTradingRepository
 from backend.app.db.session import session_factory
-from backend.app.models import PortfolioSnapshotRow
 from backend.app.services.reporting import DailyReport, build_daily_report
 from backend.app.services.scheduler_metrics import SchedulerMetrics
 from src.ai.cache import DecisionCache
-from src.ai.models import AIPurpose
 from src.ai.service import AIService
-from src.ai.usage import AIBudget, BudgetChange, BudgetPeriod
-from src.ai.validator import AIDecisionValidator
-from src.api.interfaces import MAX_CANDLES_PER_REQUEST, IExchangeClient
+from src.ai.usage import AIBudget
+from src.api.interfaces import IExchangeClient
 from src.api.paper_exchange import PaperExchange
 from src.api.upbit_client import UpbitClient
-from src.backtesting.ai_strategy import AITradingStrategy
-from src.backtesting.data_provider import TIMEFRAME_SECONDS
-from src.backtesting.quick_filter import QuickBacktestFilter
-from src.backtesting.strategy import RuleBasedBreakoutStrategy
+from src.backtesting.strategy import Strategy
 from src.config.runtime_state import with_value
 from src.config.settings import Settings, TradingMode
-from src.data.collector import DataCollector
 from src.data.fear_greed import FearGreedClient
 from src.data.replay import ReplayMarketSource
 from src.exceptions import ConfigurationError
-from src.position.service import PositionService
-from src.risk.manager import RiskManager
-from src.trading.liquidity import LiquidityAnalyzer
-from src.trading.notifier import EventKind, NotificationEvent, Notifier, NullNotifier
-from src.trading.pipeline import MINUTES_TO_TIMEFRAME, Analyzer, CycleReport, ExitReport, TradingPipeline
-from src.trading.pipeline.positions import ServicePositionBook
+from src.risk.store import RiskState
+from src.trading.notifier import NotificationEvent, Notifier, NullNotifier
+from src.trading.pipeline import CycleReport, ExitReport, TradingPipeline
+from src.trading.pipeline.compose import FROM_SETTINGS, PipelineAdapters, apply_settings, build_pipeline
 from src.trading.repository import PortfolioSnapshotRecord
-from src.trading.service import OrderGuard, TradingService
+from src.trading.service import OrderGuard
 from src.utils.logger import get_logger
 
 log = get_logger(__name__)
@@ -70,14 +61,6 @@ class EngineParts:
     """What the engine owns and must close."""
 
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-
-
-def _ai_off_reason(settings: Settings) -> str | None:
-    if not settings.ai.enabled:
-        return "AI is off (AI_ENABLED or the run-time setting ai.enabled)"
-    if not settings.ai.has_key:
-        return "no OPENAI_API_KEY configured"
-    return None
 
 
 class TradingEngine:
@@ -127,13 +110,16 @@ class TradingEngine:
         instance: str | None = None,
         exchange: IExchangeClient | None = None,
         ai_cache: DecisionCache | None = None,
+        strategy: Strategy | None = None,
+        quick_filter: Any = FROM_SETTINGS,
     ) -> TradingEngine:
-        """Build the whole graph. ``market_source`` is required for replay; ``exchange`` overrides the
-        mode's exchange (tests); ``ai_cache`` defaults to the database (``ai_decisions``)."""
+        """The backend's adapters (SQL repositories and stores, the exchange by mode) around the one graph
+        (``build_pipeline``). ``market_source`` is required for replay; ``exchange`` overrides the mode's
+        exchange (tests); ``ai_cache`` defaults to the database (``ai_decisions``); ``strategy`` and ``quick_filter``
+        replace the rule strategy and the settings' quick filter (tests; ``quick_filter=None``: none)."""
         mode = mode or settings.trading.mode
         if symbols:  # --symbols: the process's default, which a run-time setting may still change
             settings = with_value(settings, "trading.symbols", symbols)
-        symbols = list(settings.trading.symbols)
         parts = EngineParts()
         if mode is TradingMode.REPLAY:
             if market_source is None:
@@ -150,89 +136,38 @@ class TradingEngine:
         if mode is not TradingMode.REPLAY:
             fear_greed = FearGreedClient.from_settings(settings)
             parts.closers.append(fear_greed.close)
-        timeframe = MINUTES_TO_TIMEFRAME[settings.trading.candle_interval_minutes]
-        collector = DataCollector.from_settings(
-            settings, exchange, fear_greed, candle_count=_candles_for_lookback(settings, timeframe)
-        )
         metrics = metrics or SchedulerMetrics()
         notifier = notifier or NullNotifier()
-        budget = AIBudget(
-            repository,
-            daily_usd=settings.ai.daily_budget_usd,
-            monthly_usd=settings.ai.monthly_budget_usd,
-            clock=clock,
-            on_change=_budget_alert(notifier),
-            observer=metrics,
-        )
-        ai = AIService(
-            settings.ai,
-            cache=ai_cache or DatabaseDecisionCache(repository),
-            clock=clock,
-            budget=budget,
-            observer=metrics,
-            recorder=DatabaseCallRecorder(repository),
-        )
-        parts.closers.append(ai.aclose)
-        strategy = RuleBasedBreakoutStrategy()
-        analyzer = Analyzer(
-            strategy=strategy,
-            ai=ai,
-            validator=AIDecisionValidator.from_settings(settings),
-            liquidity=LiquidityAnalyzer(settings.risk.max_slippage_pct, min_order_krw=settings.trading.min_order_krw),
-            quick_filter=_quick_filter(settings, strategy, ai),
-            ai_off_reason=_ai_off_reason(settings),
-        )
-        store = SqlRiskStore(sessions)
-        risk = RiskManager(
-            settings.risk,
-            store,
-            mode,
-            clock,
-            min_order_krw=settings.trading.min_order_krw,
-            fee_rate=settings.trading.fee_rate,
-        )
-        positions = PositionService(store, settings.risk, mode, min_order_krw=settings.trading.min_order_krw)
-        trading = TradingService(
-            exchange,
-            repository,
-            mode=mode,
-            instance=instance or settings.scheduler.instance_name,
-            fee_rate=settings.trading.fee_rate,
-            min_order_krw=settings.trading.min_order_krw,
-            clock=clock,
-            positions=ServicePositionBook(positions),
-            notifier=notifier,
-            observer=metrics,
-            not_found_grace=timedelta(seconds=settings.trading.order_not_found_grace_seconds),
-            poll_delay_seconds=0.0 if mode is not TradingMode.LIVE else 0.2,
-        )
-        pipeline = TradingPipeline(
+        adapters = PipelineAdapters(
             exchange=exchange,
-            collector=collector,
-            analyzer=analyzer,
-            trading=trading,
-            risk=risk,
-            positions=positions,
             repository=repository,
-            mode=mode,
-            symbols=symbols,
-            timeframe=timeframe,
+            risk_store=SqlRiskStore(sessions),
             clock=clock,
             notifier=notifier,
             observer=metrics,
-            starting_equity=await cls._starting_equity(settings, mode, sessions),
+            fear_greed=fear_greed,
+            ai_cache=ai_cache or DatabaseDecisionCache(repository),
+            ai_recorder=DatabaseCallRecorder(repository),
+            ai_spend=repository,
+            strategy=strategy,
+            quick_filter=quick_filter,
         )
+        starting_equity = await first_snapshot_equity(sessions, mode) if mode is TradingMode.LIVE else None
+        pipeline = build_pipeline(settings, adapters, mode=mode, instance=instance, starting_equity=starting_equity)
+        ai = pipeline.analyzer.ai
+        assert ai is not None  # built from settings.ai: an AIService
+        parts.closers.append(ai.aclose)
         log.info(
             "engine.built",
             mode=mode.value,
-            symbols=symbols,
+            symbols=pipeline.symbols,
             ai=("enabled" if ai.available else "disabled"),
             exchange=type(exchange).__name__,
         )
         return cls(
             settings=settings,
             mode=mode,
-            symbols=symbols,
+            symbols=list(pipeline.symbols),
             pipeline=pipeline,
             sessions=sessions,
             bot=BotRepository(sessions),
@@ -246,23 +181,9 @@ class TradingEngine:
     async def configure(self, settings: Settings) -> None:
         """Use ``settings`` (the environment plus applied run-time settings) from the next job on: symbols, risk
         limits, exits of held positions, the AI switch and thresholds. The scheduler calls it between jobs."""
-        previous = self.settings
-        positions = self.pipeline.positions.with_config(settings.risk)
-        if _exit_levels(previous) != _exit_levels(settings):  # first: the one step that may fail
-            moved = await positions.apply_exit_levels()
-            log.info("engine.exit_levels_moved", positions=[p.symbol for p in moved])
+        await apply_settings(self.pipeline, self.settings, settings)
         self.settings = settings
         self.symbols = list(settings.trading.symbols)
-        self.pipeline.symbols = list(settings.trading.symbols)
-        self.pipeline.risk = self.pipeline.risk.with_config(settings.risk)
-        self.pipeline.positions = positions
-        self.pipeline.trading.positions = ServicePositionBook(positions)
-        self.ai.use_config(settings.ai)
-        analyzer = self.pipeline.analyzer
-        analyzer.validator = AIDecisionValidator.from_settings(settings)
-        analyzer.ai_off_reason = _ai_off_reason(settings)
-        if analyzer.quick_filter is not None and previous.ai != settings.ai:  # its AI stage's minimum confidence
-            analyzer.quick_filter = _quick_filter(settings, analyzer.quick_filter.rule_strategy, self.ai)
 
     @staticmethod
     def _exchange(
@@ -293,21 +214,6 @@ class TradingEngine:
         parts.closers.append(quotes.close)
         return PaperExchange.from_settings(settings, quotes, store, clock=clock)
 
-    @staticmethod
-    async def _starting_equity(
-        settings: Settings, mode: TradingMode, sessions: async_sessionmaker[AsyncSession]
-    ) -> Decimal | None:
-        """Paper and replay start from PAPER_STARTING_KRW; live from its first recorded snapshot."""
-        if mode is not TradingMode.LIVE:
-            return settings.trading.paper_starting_krw
-        async with sessions() as session:
-            return await session.scalar(
-                select(PortfolioSnapshotRow.total_value_krw)
-                .where(PortfolioSnapshotRow.mode == mode)
-                .order_by(PortfolioSnapshotRow.created_at, PortfolioSnapshotRow.id)
-                .limit(1)
-            )
-
     # --- jobs ---------------------------------------------------------------------------------------
     @property
     def ai_available(self) -> bool:
@@ -323,6 +229,18 @@ class TradingEngine:
         """The AI spend caps (run-time ``ai.daily_budget_usd`` / ``ai.monthly_budget_usd`` reach them through
         ``configure``)."""
         return self.ai.budget
+
+    async def risk_state(self) -> RiskState:
+        """Circuit breakers and safe mode of this mode, as stored."""
+        return await self.pipeline.risk.risk_state()
+
+    async def reset_safe_mode(self, by: str, reason: str, *, requested_at: datetime) -> NotificationEvent | None:
+        """An operator's reset request: ends safe mode unless the request is older than it (then ``None``)."""
+        return await self.pipeline.risk.reset_safe_mode(by, reason, requested_at=requested_at)
+
+    async def log_event(self, level: str, message: str, context: dict[str, Any]) -> None:
+        """A ``system_logs`` row."""
+        await self.pipeline.repository.log_event(level, message, context)
 
     def guard_orders(self, guard: OrderGuard) -> None:
         """Every order from now on is sent only while ``guard`` (the single-trader lock) is held."""
@@ -363,48 +281,3 @@ class TradingEngine:
             except Exception as exc:
                 log.warning("engine.close_failed", error=str(exc))
         self._parts.closers.clear()
-
-
-def _candles_for_lookback(settings: Settings, timeframe: str) -> int:
-    """Enough candles for the quick filter's lookback (and never fewer than one request's worth)."""
-    lookback_seconds = settings.backtest.quick_filter_lookback_days * 86_400
-    return max(MAX_CANDLES_PER_REQUEST, math.ceil(lookback_seconds / TIMEFRAME_SECONDS[timeframe]) + 1)
-
-
-def _exit_levels(settings: Settings) -> tuple[object, ...]:
-    risk = settings.risk
-    return risk.stop_loss_pct, risk.take_profit_pct, risk.trailing_stop_pct
-
-
-def _budget_alert(notifier: Notifier) -> Callable[[BudgetChange], None]:
-    """The budget's on/off transitions as notifier events (Telegram, the event stream)."""
-
-    def alert(change: BudgetChange) -> None:
-        fields = {
-            "spent_day_usd": str(change.spent_usd[BudgetPeriod.DAY]),
-            "daily_budget_usd": str(change.limits_usd[BudgetPeriod.DAY]),
-            "spent_month_usd": str(change.spent_usd[BudgetPeriod.MONTH]),
-            "monthly_budget_usd": str(change.limits_usd[BudgetPeriod.MONTH]),
-        }
-        if change.reason is None:
-            event = NotificationEvent(EventKind.AI_BUDGET_RESTORED, "AI adviser back on (budget)", fields, at=change.at)
-        else:
-            fields = {"reason": change.reason, **fields}
-            event = NotificationEvent(EventKind.AI_BUDGET_REACHED, "AI budget reached: AI off", fields, at=change.at)
-        notifier.notify(event)
-
-    return alert
-
-
-def _quick_filter(settings: Settings, strategy: RuleBasedBreakoutStrategy, ai: AIService) -> QuickBacktestFilter:
-    """The spec's two stages: the rule backtest, then (when a key is configured; the pipeline asks only while AI
-    is on) the AI backtest with the minimum confidence in use. Its calls are counted, recorded and budgeted as
-    ``filter`` calls."""
-    ai_factory = None
-    if ai.configured:
-        adviser = ai.for_purpose(AIPurpose.FILTER)
-
-        def ai_factory(symbol: str) -> AITradingStrategy:
-            return AITradingStrategy(adviser, symbol, rule_strategy=strategy, min_confidence=settings.ai.min_confidence)
-
-    return QuickBacktestFilter.from_settings(settings, ai_strategy_factory=ai_factory, rule_strategy=strategy)

@@ -6,7 +6,6 @@ from datetime import datetime
 from decimal import Decimal
 
 from src.position.service import PositionService
-from src.risk.store import InMemoryRiskStore
 from src.trading.repository import OrderRecord, TradeRecord
 
 
@@ -39,9 +38,7 @@ class ServicePositionBook:
             order_identifier=order.identifier,
             reason=exit_reason,
         )
-        store = self.service.store
-        if isinstance(store, InMemoryRiskStore):  # the SQL store reads the trades table itself
-            store.record_trade(self.service.mode, at, order.identifier)
+        await self.service.store.trade_executed(self.service.mode, at, order.identifier)
         return outcome.realized_pnl
 
     async def needs_applying(self, order: OrderRecord, trades: list[TradeRecord]) -> bool:

@@ -261,6 +261,9 @@ class SqlRiskStore:
             row.updated_at = utcnow()
 
     # --- trade history (read from trades) ---------------------------------------------------------
+    async def trade_executed(self, mode: TradingMode, at: datetime, order_identifier: str) -> None:
+        """Nothing to do: the trades table is the history, written with the order."""
+
     async def last_trade_at(self, mode: TradingMode) -> datetime | None:
         query = select(func.max(TradeRow.created_at)).where(
             TradeRow.mode == mode, TradeRow.status == TradeStatus.COMPLETED

@@ -1,0 +1,254 @@
+"""The composition root of the trading domain: the pipeline's object graph from settings plus adapters.
+
+One definition for every world. ``TradingEngine.create`` (backend) picks the SQL adapters and the exchange by
+mode and calls ``build_pipeline`` for the scheduler, replay and ``main.py``; the unit tests pass memory stores
+and fakes; the benchmark does either. Nothing here knows SQL or HTTP: the caller chooses the adapters.
+``apply_settings`` is the one definition of how run-time settings reach a built graph.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from enum import Enum
+from typing import Any, Protocol
+
+from src.ai.cache import DecisionCache
+from src.ai.models import AIPurpose
+from src.ai.service import AIService
+from src.ai.usage import AIBudget, AICallRecorder, AISpendLedger, AIUsageObserver, BudgetChange, BudgetPeriod
+from src.ai.validator import AIDecisionValidator
+from src.api.interfaces import MAX_CANDLES_PER_REQUEST, IExchangeClient
+from src.backtesting.ai_strategy import AITradingStrategy
+from src.backtesting.data_provider import TIMEFRAME_SECONDS
+from src.backtesting.quick_filter import QuickBacktestFilter
+from src.backtesting.strategy import RuleBasedBreakoutStrategy, Strategy
+from src.config.settings import Settings, TradingMode
+from src.data.collector import DataCollector
+from src.data.fear_greed import FearGreedClient
+from src.position.service import PositionService
+from src.risk.manager import RiskManager
+from src.risk.store import RiskStore
+from src.trading.liquidity import LiquidityAnalyzer
+from src.trading.notifier import EventKind, NotificationEvent, Notifier, NullNotifier
+from src.trading.pipeline.analysis import Analyzer
+from src.trading.pipeline.pipeline import MINUTES_TO_TIMEFRAME, PipelineObserver, TradingPipeline
+from src.trading.pipeline.positions import ServicePositionBook
+from src.trading.repository import ITradingRepository
+from src.trading.service import TradingService
+from src.utils.logger import get_logger
+
+log = get_logger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+class GraphObserver(PipelineObserver, AIUsageObserver, Protocol):
+    """Every metrics hook of the graph: pipeline stages and decisions, executions, AI usage and budget
+    (``SchedulerMetrics`` in the backend)."""
+
+
+class _Default(Enum):
+    FROM_SETTINGS = "from settings"
+
+
+FROM_SETTINGS = _Default.FROM_SETTINGS
+
+
+@dataclass(slots=True)
+class PipelineAdapters:
+    """The world the pipeline runs in, chosen by the caller.
+
+    ``adviser``: a ready AI adviser (a fake in tests, an instant one in the benchmark); without one an
+    ``AIService`` is built from ``settings.ai`` with ``ai_cache``, ``ai_recorder`` and a budget over ``ai_spend``.
+    ``strategy`` defaults to the rule strategy; ``quick_filter`` to the one the settings describe (``None``: none).
+    """
+
+    exchange: IExchangeClient
+    repository: ITradingRepository
+    risk_store: RiskStore
+    clock: Clock
+    notifier: Notifier | None = None
+    observer: GraphObserver | None = None
+    fear_greed: FearGreedClient | None = None
+    ai_cache: DecisionCache | None = None
+    ai_recorder: AICallRecorder | None = None
+    ai_spend: AISpendLedger | None = None
+    adviser: Any = None
+    strategy: Strategy | None = None
+    quick_filter: Any = FROM_SETTINGS
+
+
+def build_pipeline(
+    settings: Settings,
+    adapters: PipelineAdapters,
+    *,
+    mode: TradingMode | None = None,
+    instance: str | None = None,
+    starting_equity: Decimal | None = None,
+) -> TradingPipeline:
+    """The whole trading graph: data, analysis (strategy, AI, validator, liquidity, quick filter), risk,
+    positions, execution. ``mode`` defaults to ``settings.trading.mode``, ``instance`` (the order identifiers'
+    prefix) to the scheduler's instance name. Paper and replay start from ``PAPER_STARTING_KRW``; live from
+    ``starting_equity`` (its first recorded snapshot, which the caller reads)."""
+    mode = mode or settings.trading.mode
+    clock = adapters.clock
+    notifier = adapters.notifier or NullNotifier()
+    observer = adapters.observer
+    trading_config = settings.trading
+    timeframe = MINUTES_TO_TIMEFRAME[trading_config.candle_interval_minutes]
+    service = None if adapters.adviser is not None else _ai_service(settings, adapters, notifier)
+    strategy = adapters.strategy or RuleBasedBreakoutStrategy()
+    quick_filter = adapters.quick_filter
+    if quick_filter is FROM_SETTINGS:
+        quick_filter = quick_filter_for(settings, strategy, service)
+    analyzer = Analyzer(
+        strategy=strategy,
+        ai=service or adapters.adviser,
+        validator=AIDecisionValidator.from_settings(settings),
+        liquidity=LiquidityAnalyzer(settings.risk.max_slippage_pct, min_order_krw=trading_config.min_order_krw),
+        quick_filter=quick_filter,
+        ai_off_reason=ai_off_reason(settings, needs_key=adapters.adviser is None),
+    )
+    risk = RiskManager(
+        settings.risk,
+        adapters.risk_store,
+        mode,
+        clock,
+        min_order_krw=trading_config.min_order_krw,
+        fee_rate=trading_config.fee_rate,
+    )
+    positions = PositionService(adapters.risk_store, settings.risk, mode, min_order_krw=trading_config.min_order_krw)
+    trading = TradingService(
+        adapters.exchange,
+        adapters.repository,
+        mode=mode,
+        instance=instance or settings.scheduler.instance_name,
+        fee_rate=trading_config.fee_rate,
+        min_order_krw=trading_config.min_order_krw,
+        clock=clock,
+        positions=ServicePositionBook(positions),
+        notifier=notifier,
+        observer=observer,
+        not_found_grace=timedelta(seconds=trading_config.order_not_found_grace_seconds),
+        poll_delay_seconds=0.0 if mode is not TradingMode.LIVE else 0.2,
+    )
+    collector = DataCollector.from_settings(
+        settings, adapters.exchange, adapters.fear_greed, candle_count=_candles_for_lookback(settings, timeframe)
+    )
+    return TradingPipeline(
+        exchange=adapters.exchange,
+        collector=collector,
+        analyzer=analyzer,
+        trading=trading,
+        risk=risk,
+        positions=positions,
+        repository=adapters.repository,
+        mode=mode,
+        symbols=list(trading_config.symbols),
+        timeframe=timeframe,
+        clock=clock,
+        notifier=notifier,
+        observer=observer,
+        starting_equity=starting_equity if mode is TradingMode.LIVE else trading_config.paper_starting_krw,
+    )
+
+
+async def apply_settings(pipeline: TradingPipeline, previous: Settings, settings: Settings) -> None:
+    """Use ``settings`` (the environment plus applied run-time settings) from the next job on: symbols, risk
+    limits, exits of held positions, the AI switch and thresholds (of the ``AIService`` the graph was built with).
+    Call it between jobs. The exits of held
+    positions move first: the one step that may fail, and then nothing else has changed."""
+    positions = pipeline.positions.with_config(settings.risk)
+    if _exit_levels(previous) != _exit_levels(settings):
+        moved = await positions.apply_exit_levels()
+        log.info("engine.exit_levels_moved", positions=[p.symbol for p in moved])
+    pipeline.symbols = list(settings.trading.symbols)
+    pipeline.risk = pipeline.risk.with_config(settings.risk)
+    pipeline.positions = positions
+    pipeline.trading.positions = ServicePositionBook(positions)
+    analyzer = pipeline.analyzer
+    if analyzer.ai is not None:
+        analyzer.ai.use_config(settings.ai)
+    analyzer.validator = AIDecisionValidator.from_settings(settings)
+    analyzer.ai_off_reason = ai_off_reason(settings)
+    if analyzer.quick_filter is not None and previous.ai != settings.ai:  # its AI stage's minimum confidence
+        analyzer.quick_filter = quick_filter_for(settings, analyzer.quick_filter.rule_strategy, analyzer.ai)
+
+
+def ai_off_reason(settings: Settings, *, needs_key: bool = True) -> str | None:
+    """Why the settings keep the adviser off, or None. A ready adviser (tests) needs no key."""
+    if not settings.ai.enabled:
+        return "AI is off (AI_ENABLED or the run-time setting ai.enabled)"
+    if needs_key and not settings.ai.has_key:
+        return "no OPENAI_API_KEY configured"
+    return None
+
+
+def quick_filter_for(settings: Settings, strategy: Strategy, ai: AIService | None) -> QuickBacktestFilter:
+    """The spec's two stages: the rule backtest, then (when a key is configured; the pipeline asks only while AI
+    is on) the AI backtest with the minimum confidence in use. Its calls are counted, recorded and budgeted as
+    ``filter`` calls."""
+    ai_factory = None
+    if ai is not None and ai.configured:
+        adviser = ai.for_purpose(AIPurpose.FILTER)
+
+        def ai_factory(symbol: str) -> AITradingStrategy:
+            return AITradingStrategy(adviser, symbol, rule_strategy=strategy, min_confidence=settings.ai.min_confidence)
+
+    return QuickBacktestFilter.from_settings(settings, ai_strategy_factory=ai_factory, rule_strategy=strategy)
+
+
+def _ai_service(settings: Settings, adapters: PipelineAdapters, notifier: Notifier) -> AIService:
+    budget = None
+    if adapters.ai_spend is not None:
+        budget = AIBudget(
+            adapters.ai_spend,
+            daily_usd=settings.ai.daily_budget_usd,
+            monthly_usd=settings.ai.monthly_budget_usd,
+            clock=adapters.clock,
+            on_change=_budget_alert(notifier),
+            observer=adapters.observer,
+        )
+    return AIService(
+        settings.ai,
+        cache=adapters.ai_cache,
+        clock=adapters.clock,
+        budget=budget,
+        observer=adapters.observer,
+        recorder=adapters.ai_recorder,
+    )
+
+
+def _candles_for_lookback(settings: Settings, timeframe: str) -> int:
+    """Enough candles for the quick filter's lookback (and never fewer than one request's worth)."""
+    lookback_seconds = settings.backtest.quick_filter_lookback_days * 86_400
+    return max(MAX_CANDLES_PER_REQUEST, math.ceil(lookback_seconds / TIMEFRAME_SECONDS[timeframe]) + 1)
+
+
+def _exit_levels(settings: Settings) -> tuple[object, ...]:
+    risk = settings.risk
+    return risk.stop_loss_pct, risk.take_profit_pct, risk.trailing_stop_pct
+
+
+def _budget_alert(notifier: Notifier) -> Callable[[BudgetChange], None]:
+    """The budget's on/off transitions as notifier events (Telegram, the event stream)."""
+
+    def alert(change: BudgetChange) -> None:
+        fields = {
+            "spent_day_usd": str(change.spent_usd[BudgetPeriod.DAY]),
+            "daily_budget_usd": str(change.limits_usd[BudgetPeriod.DAY]),
+            "spent_month_usd": str(change.spent_usd[BudgetPeriod.MONTH]),
+            "monthly_budget_usd": str(change.limits_usd[BudgetPeriod.MONTH]),
+        }
+        if change.reason is None:
+            event = NotificationEvent(EventKind.AI_BUDGET_RESTORED, "AI adviser back on (budget)", fields, at=change.at)
+        else:
+            fields = {"reason": change.reason, **fields}
+            event = NotificationEvent(EventKind.AI_BUDGET_REACHED, "AI budget reached: AI off", fields, at=change.at)
+        notifier.notify(event)
+
+    return alert
