@@ -13,19 +13,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from src.ai.models import AIDecision, Decision, DecisionSource, MarketContext
+from src.ai.models import AIDecision, MarketContext
 from src.ai.validator import AIDecisionValidator
-from src.api.interfaces import Side
 from src.api.paper_exchange import InMemoryPaperAccountStore, PaperExchange
 from src.backtesting.strategy import Strategy, StrategySignals
-from src.config.settings import RiskConfig, Settings, TradingMode, load_settings
+from src.config.settings import RiskConfig, Settings, load_settings
 from src.data.collector import DataCollector
 from src.data.replay import ReplayMarketSource
+from src.domain.decisions import Decision, DecisionSource
+from src.domain.events import EventKind, NullNotifier
+from src.domain.modes import TradingMode
+from src.domain.orders import OrderStatus, Side
 from src.position.service import PositionService
 from src.risk import InMemoryRiskStore, RiskManager
 from src.trading.liquidity import LiquidityAnalyzer
-from src.trading.notifier import EventKind, NullNotifier
-from src.trading.orders import OrderStatus
 from src.trading.pipeline import Analyzer, ServicePositionBook, TradingPipeline
 from src.trading.pipeline.memory import InMemoryTradingRepository
 from src.trading.pipeline.pipeline import NullPipelineObserver

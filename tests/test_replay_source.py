@@ -12,8 +12,8 @@ import pytest
 from src.backtesting.data_provider import load_candle_csv
 from src.data.interfaces import MarketDataSource
 from src.data.replay import ReplayMarketSource
+from src.domain.market_rules import krw_tick_size
 from src.exceptions import DataError
-from src.trading.market_rules import krw_tick_size
 from tests.fakes.upbit_server import make_candles
 
 BTC = "KRW-BTC"

@@ -39,15 +39,17 @@ from backend.app.core.replay import ReplayOptions, run_replay
 from backend.app.db.migrations import upgrade_to_head
 from backend.app.db.session import create_engine
 from backend.app.services.trading_engine import TradingEngine
-from src.ai.models import AIDecision, Decision, DecisionSource, MarketContext
+from src.ai.models import AIDecision, MarketContext
 from src.ai.validator import AIDecisionValidator
 from src.api.paper_exchange import InMemoryPaperAccountStore, PaperExchange
 from src.backtesting.data_provider import HistoricalDataProvider
 from src.backtesting.quick_filter import QuickBacktestFilter
 from src.backtesting.strategy import RuleBasedBreakoutStrategy
-from src.config.settings import Settings, TradingMode, load_settings
+from src.config.settings import Settings, load_settings
 from src.data.collector import DataCollector
 from src.data.replay import ReplayMarketSource
+from src.domain.decisions import Decision, DecisionSource
+from src.domain.modes import TradingMode
 from src.position.service import PositionService
 from src.risk import InMemoryRiskStore, RiskManager
 from src.trading.liquidity import LiquidityAnalyzer

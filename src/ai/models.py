@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 from src.ai.prompt import json_safe
+from src.domain.decisions import Decision, DecisionSource
 from src.exceptions import DataError
 
 # The longest reason kept, in characters. A reason is a sentence or two for the operator (the prompt asks for
@@ -26,19 +27,6 @@ def bounded_reason(reason: str) -> str:
     if len(reason) <= MAX_REASON_CHARS:
         return reason
     return reason[: MAX_REASON_CHARS - len(REASON_CUT_MARKER)] + REASON_CUT_MARKER
-
-
-class Decision(StrEnum):
-    BUY = "buy"
-    SELL = "sell"
-    HOLD = "hold"
-
-
-class DecisionSource(StrEnum):
-    AI = "ai"  # answered by the model now
-    CACHE = "cache"  # the model's earlier answer to the identical prompt
-    FALLBACK = "fallback"  # the model failed; hold
-    DISABLED = "disabled"  # AI off, no key or the AI budget reached; hold
 
 
 class AIPurpose(StrEnum):

@@ -14,43 +14,10 @@ from enum import StrEnum
 
 import pandas as pd
 
+from src.domain.orders import OrderType, Side
+
 CANDLE_COLUMNS = ("open", "high", "low", "close", "volume", "value")
 MAX_CANDLES_PER_REQUEST = 200  # Upbit serves at most 200 candles per request; longer ranges page with `to`
-
-# Timeframe name -> Upbit candle path. Minute units are those Upbit serves.
-TIMEFRAMES: dict[str, str] = {
-    "1m": "minutes/1",
-    "3m": "minutes/3",
-    "5m": "minutes/5",
-    "10m": "minutes/10",
-    "15m": "minutes/15",
-    "30m": "minutes/30",
-    "1h": "minutes/60",
-    "4h": "minutes/240",
-    "1d": "days",
-    "1w": "weeks",
-}
-
-
-class Side(StrEnum):
-    BUY = "buy"
-    SELL = "sell"
-
-    @property
-    def upbit(self) -> str:
-        return "bid" if self is Side.BUY else "ask"
-
-    @classmethod
-    def from_upbit(cls, side: str) -> Side:
-        return cls.BUY if side == "bid" else cls.SELL
-
-
-class OrderType(StrEnum):
-    """Upbit's ``ord_type`` values."""
-
-    LIMIT = "limit"
-    MARKET_BUY = "price"  # market buy of a KRW total
-    MARKET_SELL = "market"  # market sell of a base volume
 
 
 class ExchangeOrderState(StrEnum):

@@ -33,7 +33,6 @@ import pandas as pd
 from src.api.interfaces import (
     CANDLE_COLUMNS,
     MAX_CANDLES_PER_REQUEST,
-    TIMEFRAMES,
     Balance,
     ExchangeOrderState,
     Fill,
@@ -43,11 +42,12 @@ from src.api.interfaces import (
     OrderbookLevel,
     OrderChance,
     OrderRequest,
-    OrderType,
-    Side,
     Ticker,
 )
 from src.api.rate_limiter import UpbitRateLimiter
+from src.domain.market_rules import MIN_ORDER_KRW, round_to_tick, truncate_volume
+from src.domain.orders import OrderType, Side
+from src.domain.timeframes import Timeframe
 from src.exceptions import (
     AuthError,
     Blocked,
@@ -62,7 +62,6 @@ from src.exceptions import (
     RateLimited,
     UnderMinTotal,
 )
-from src.trading.market_rules import MIN_ORDER_KRW, round_to_tick, truncate_volume
 from src.utils.logger import get_logger
 
 if TYPE_CHECKING:
@@ -180,6 +179,15 @@ def order_body(request: OrderRequest) -> dict[str, str]:
     return body
 
 
+def candle_path(timeframe: Timeframe) -> str:
+    """Upbit's candle path of a timeframe: ``minutes/60`` for 1h, ``days``, ``weeks``."""
+    if timeframe is Timeframe.W1:
+        return "weeks"
+    if timeframe is Timeframe.D1:
+        return "days"
+    return f"minutes/{timeframe.minutes}"
+
+
 class UpbitClient(IExchangeClient):
     """Upbit REST over httpx. ``base_url`` is the host without ``/v1`` (tests pass a fake's URL)."""
 
@@ -244,8 +252,8 @@ class UpbitClient(IExchangeClient):
     async def get_candles(
         self, symbol: str, timeframe: str, count: int = 200, to: datetime | None = None
     ) -> pd.DataFrame:
-        if timeframe not in TIMEFRAMES:
-            raise ValueError(f"unknown timeframe {timeframe!r}; expected one of {', '.join(TIMEFRAMES)}")
+        if not Timeframe.is_known(timeframe):
+            raise ValueError(f"unknown timeframe {timeframe!r}; expected one of {Timeframe.names()}")
         if not 1 <= count <= MAX_CANDLES_PER_REQUEST:
             raise ValueError(f"count must be 1..{MAX_CANDLES_PER_REQUEST} (page with to=...), got {count}")
         params = [("market", symbol), ("count", str(count))]
@@ -253,7 +261,7 @@ class UpbitClient(IExchangeClient):
             if to.tzinfo is None:
                 raise ValueError("to must be timezone-aware (UTC)")
             params.append(("to", to.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")))
-        rows = await self._get(f"/v1/candles/{TIMEFRAMES[timeframe]}", params, group="candle")
+        rows = await self._get(f"/v1/candles/{candle_path(Timeframe(timeframe))}", params, group="candle")
         return candles_to_frame(rows)
 
     async def get_markets(self) -> list[dict[str, Any]]:

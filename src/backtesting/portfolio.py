@@ -28,7 +28,7 @@ import numba
 import numpy as np
 import pandas as pd
 
-from src.trading.market_rules import TICK_TABLES
+from src.domain.market_rules import TICK_TABLES
 
 EXIT_AT_OPEN, EXIT_STOP, EXIT_TARGET, EXIT_END = 0, 1, 2, 3
 EXIT_REASONS = {EXIT_AT_OPEN: "signal", EXIT_STOP: "stop", EXIT_TARGET: "target", EXIT_END: "end"}

@@ -15,12 +15,14 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from src.api.interfaces import Side
-from src.config.settings import RiskConfig, TradingMode
+from src.config.settings import RiskConfig
+from src.domain.market_rules import MIN_ORDER_KRW
+from src.domain.modes import TradingMode
+from src.domain.money import quantize_money
+from src.domain.orders import Side
 from src.exceptions import InvalidInput
 from src.risk.sizing import HUNDRED
-from src.risk.store import AppliedFill, PositionChange, PositionRecord, PositionStatus, RiskStore, quantize_money
-from src.trading.market_rules import MIN_ORDER_KRW
+from src.risk.store import AppliedFill, PositionChange, PositionRecord, PositionStatus, RiskStore
 from src.utils.logger import get_logger
 
 log = get_logger(__name__)

@@ -13,9 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
 
-from src.api.interfaces import Orderbook, OrderbookLevel, Side
+from src.api.interfaces import Orderbook, OrderbookLevel
+from src.domain.market_rules import MIN_ORDER_KRW
+from src.domain.orders import Side
 from src.exceptions import InvalidInput
-from src.trading.market_rules import MIN_ORDER_KRW
 
 _PCT_STEP = Decimal("0.000001")
 _PRICE_STEP = Decimal("0.00000001")

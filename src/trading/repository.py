@@ -10,9 +10,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-from src.api.interfaces import OrderType, Side
-from src.config.settings import TradingMode
-from src.trading.orders import OrderStatus, TradeStatus
+from src.domain.modes import TradingMode
+from src.domain.orders import OrderStatus, OrderType, Side, TradeStatus
 
 
 @dataclass(slots=True)

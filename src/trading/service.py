@@ -29,14 +29,11 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
 from typing import Any, Protocol
 
-from src.api.interfaces import (
-    IExchangeClient,
-    Order,
-    OrderRequest,
-    OrderType,
-    Side,
-)
-from src.config.settings import TradingMode
+from src.api.interfaces import ExchangeOrderState, IExchangeClient, Order, OrderRequest
+from src.domain.events import EventKind, NotificationEvent, Notifier, NullNotifier
+from src.domain.market_rules import MIN_ORDER_KRW, truncate_volume
+from src.domain.modes import TradingMode
+from src.domain.orders import OrderStatus, OrderType, Side, TradeStatus
 from src.exceptions import (
     DuplicateOrderIdentifier,
     ExchangeError,
@@ -46,9 +43,6 @@ from src.exceptions import (
     SchedulerLockLost,
     TradingSystemError,
 )
-from src.trading.market_rules import MIN_ORDER_KRW, truncate_volume
-from src.trading.notifier import EventKind, NotificationEvent, Notifier, NullNotifier
-from src.trading.orders import OrderStatus, TradeStatus, status_from_exchange
 from src.trading.repository import ITradingRepository, OrderRecord, TradeRecord
 from src.utils.logger import get_logger
 
@@ -542,6 +536,15 @@ def _shares(amounts: list[Decimal]) -> list[Decimal]:
     if total <= 0:
         return [Decimal("1") / len(amounts)] * len(amounts)
     return [amount / total for amount in amounts]
+
+
+def status_from_exchange(order: Order) -> OrderStatus:
+    """Map the exchange's state to ours. A cancel that executed something is a fill."""
+    if order.is_filled:
+        return OrderStatus.FILLED
+    if order.state is ExchangeOrderState.CANCEL:
+        return OrderStatus.CANCELLED
+    return OrderStatus.OPEN
 
 
 def _exit_reason_of(record: OrderRecord) -> str | None:

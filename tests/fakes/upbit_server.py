@@ -43,7 +43,7 @@ import jwt
 import numpy as np
 import pandas as pd
 
-from src.trading.market_rules import MIN_ORDER_KRW, krw_tick_size, round_to_tick
+from src.domain.market_rules import MIN_ORDER_KRW, krw_tick_size, round_to_tick
 from tests.fakes.loopback_http import HttpRequest, HttpResponse, LoopbackHttpServer
 
 KST = timezone(timedelta(hours=9))

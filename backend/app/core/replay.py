@@ -37,14 +37,15 @@ from backend.app.models import (
 from backend.app.services.scheduler_metrics import SchedulerMetrics
 from backend.app.services.trading_engine import TradingEngine
 from src.ai.cache import JsonlDecisionCache
-from src.backtesting.data_provider import TIMEFRAME_SECONDS, HistoricalDataProvider
+from src.backtesting.data_provider import HistoricalDataProvider
 from src.config.runtime import RUNTIME_KEYS
 from src.config.runtime_state import AppliedSettings, apply_requests, with_value
-from src.config.settings import PROJECT_ROOT, Settings, TradingMode
+from src.config.settings import PROJECT_ROOT, Settings
 from src.data.collector import BTC_SYMBOL
 from src.data.replay import ReplayMarketSource
+from src.domain.modes import TradingMode
+from src.domain.timeframes import Timeframe
 from src.exceptions import ConfigurationError, DataError
-from src.trading.pipeline import MINUTES_TO_TIMEFRAME
 from src.utils.logger import get_logger
 
 log = get_logger(__name__)
@@ -157,7 +158,7 @@ def replay_window(
     candles: dict[str, pd.DataFrame], options: ReplayOptions, timeframe: str
 ) -> tuple[datetime, datetime]:
     """``--start/--end``, or the last ``duration`` of the data all symbols share."""
-    span = timedelta(seconds=TIMEFRAME_SECONDS[timeframe])
+    span = timedelta(seconds=Timeframe(timeframe).seconds)
     data_end = min(frame.index[-1] for frame in candles.values()).to_pydatetime() + span
     end = options.end or data_end
     start = options.start or end - options.duration
@@ -172,7 +173,7 @@ def replay_window(
 
 
 async def run_replay(settings: Settings, options: ReplayOptions) -> ReplaySummary:
-    timeframe = MINUTES_TO_TIMEFRAME[settings.trading.candle_interval_minutes]
+    timeframe = Timeframe.from_minutes(settings.trading.candle_interval_minutes)
     url, owned = _replay_url(options)
     await asyncio.to_thread(_prepare_database, url, owned)
     db_engine = create_engine(url)
@@ -254,7 +255,7 @@ def replay_ai_cache_path(settings: Settings) -> Path:
 
 
 def timeframe_span(timeframe: str) -> timedelta:
-    return timedelta(seconds=TIMEFRAME_SECONDS[timeframe])
+    return timedelta(seconds=Timeframe(timeframe).seconds)
 
 
 def _display_url(url: str) -> str:

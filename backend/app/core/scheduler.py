@@ -40,9 +40,9 @@ from backend.app.db.repositories.bot import BotRepository
 from backend.app.services.scheduler_metrics import SchedulerMetrics
 from backend.app.services.trading_engine import TradingEngine
 from src.config.settings import SchedulerConfig
+from src.domain.bot import BotState, DesiredState
+from src.domain.events import EventKind, NotificationEvent
 from src.exceptions import SchedulerLockHeld, SchedulerLockLost
-from src.trading.bot_control import BotState, DesiredState
-from src.trading.notifier import EventKind, NotificationEvent
 from src.utils.logger import get_logger
 
 log = get_logger(__name__)

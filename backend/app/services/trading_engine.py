@@ -35,20 +35,21 @@ from src.api.interfaces import MAX_CANDLES_PER_REQUEST, IExchangeClient
 from src.api.paper_exchange import PaperExchange
 from src.api.upbit_client import UpbitClient
 from src.backtesting.ai_strategy import AITradingStrategy
-from src.backtesting.data_provider import TIMEFRAME_SECONDS
 from src.backtesting.quick_filter import QuickBacktestFilter
 from src.backtesting.strategy import RuleBasedBreakoutStrategy
 from src.config.runtime_state import with_value
-from src.config.settings import Settings, TradingMode
+from src.config.settings import Settings
 from src.data.collector import DataCollector
 from src.data.fear_greed import FearGreedClient
 from src.data.replay import ReplayMarketSource
+from src.domain.events import EventKind, NotificationEvent, Notifier, NullNotifier
+from src.domain.modes import TradingMode
+from src.domain.timeframes import Timeframe
 from src.exceptions import ConfigurationError
 from src.position.service import PositionService
 from src.risk.manager import RiskManager
 from src.trading.liquidity import LiquidityAnalyzer
-from src.trading.notifier import EventKind, NotificationEvent, Notifier, NullNotifier
-from src.trading.pipeline import MINUTES_TO_TIMEFRAME, Analyzer, CycleReport, ExitReport, TradingPipeline
+from src.trading.pipeline import Analyzer, CycleReport, ExitReport, TradingPipeline
 from src.trading.pipeline.positions import ServicePositionBook
 from src.trading.repository import PortfolioSnapshotRecord
 from src.trading.service import OrderGuard, TradingService
@@ -150,7 +151,7 @@ class TradingEngine:
         if mode is not TradingMode.REPLAY:
             fear_greed = FearGreedClient.from_settings(settings)
             parts.closers.append(fear_greed.close)
-        timeframe = MINUTES_TO_TIMEFRAME[settings.trading.candle_interval_minutes]
+        timeframe = Timeframe.from_minutes(settings.trading.candle_interval_minutes)
         collector = DataCollector.from_settings(
             settings, exchange, fear_greed, candle_count=_candles_for_lookback(settings, timeframe)
         )
@@ -368,7 +369,7 @@ class TradingEngine:
 def _candles_for_lookback(settings: Settings, timeframe: str) -> int:
     """Enough candles for the quick filter's lookback (and never fewer than one request's worth)."""
     lookback_seconds = settings.backtest.quick_filter_lookback_days * 86_400
-    return max(MAX_CANDLES_PER_REQUEST, math.ceil(lookback_seconds / TIMEFRAME_SECONDS[timeframe]) + 1)
+    return max(MAX_CANDLES_PER_REQUEST, math.ceil(lookback_seconds / Timeframe(timeframe).seconds) + 1)
 
 
 def _exit_levels(settings: Settings) -> tuple[object, ...]:

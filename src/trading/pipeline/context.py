@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from src.config.settings import TradingMode
+from src.domain.modes import TradingMode
 from src.trading.repository import CycleRecord, StageRecord
 
 

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from src.config.settings import TradingMode
-from src.trading.orders import OrderStatus, check_transition
+from src.domain.modes import TradingMode
+from src.domain.orders import OrderStatus, check_transition
 from src.trading.repository import (
     AIDecisionRecord,
     CycleRecord,

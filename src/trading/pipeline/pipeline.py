@@ -18,15 +18,16 @@ from typing import Any, Protocol
 
 import pandas as pd
 
-from src.ai.models import Decision, MarketContext
+from src.ai.models import MarketContext
 from src.api.interfaces import IExchangeClient, Orderbook
-from src.config.settings import PositionSizing, TradingMode
 from src.data.collector import DataCollector, MarketSnapshot
+from src.domain.decisions import Decision, PositionSizing
+from src.domain.events import EventKind, NotificationEvent, Notifier, NullNotifier
+from src.domain.modes import TradingMode
 from src.exceptions import ExchangeError
 from src.position.service import PositionService
 from src.risk.manager import RiskManager
 from src.risk.models import ExitSignal, PortfolioView, TradeStats
-from src.trading.notifier import EventKind, NotificationEvent, Notifier, NullNotifier
 from src.trading.pipeline.analysis import (
     FILTER_SOURCE,
     NO_POSITION_VETO,
@@ -44,7 +45,6 @@ from src.utils.logger import get_logger
 
 log = get_logger(__name__)
 
-MINUTES_TO_TIMEFRAME = {1: "1m", 3: "3m", 5: "5m", 10: "10m", 15: "15m", 30: "30m", 60: "1h", 240: "4h"}
 _ZERO = Decimal("0")
 
 
