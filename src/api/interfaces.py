@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+from typing import Protocol, runtime_checkable
 
 import pandas as pd
 
@@ -146,6 +147,23 @@ class Order:
         if self.executed_volume <= 0:
             return None
         return self.executed_funds / self.executed_volume
+
+
+@runtime_checkable
+class MarketDataSource(Protocol):
+    """The read side of an exchange: what the paper exchange and the collector need for market data.
+
+    ``IExchangeClient`` implementations (``UpbitClient``) satisfy it as they are; the replay source
+    implements only this part.
+    """
+
+    async def get_tickers(self, symbols: list[str]) -> list[Ticker]: ...
+
+    async def get_orderbooks(self, symbols: list[str]) -> list[Orderbook]: ...
+
+    async def get_candles(
+        self, symbol: str, timeframe: str, count: int = 200, to: datetime | None = None
+    ) -> pd.DataFrame: ...
 
 
 class IExchangeClient(ABC):

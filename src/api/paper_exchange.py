@@ -63,8 +63,8 @@ from src.exceptions import (
 from src.utils.logger import get_logger
 
 if TYPE_CHECKING:
+    from src.api.interfaces import MarketDataSource
     from src.config.settings import Settings
-    from src.data.interfaces import MarketDataSource
 
 log = get_logger(__name__)
 

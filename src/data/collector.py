@@ -23,9 +23,9 @@ from src.exceptions import DataError, ExchangeError, MarketDataUnavailable
 from src.utils.logger import get_logger
 
 if TYPE_CHECKING:
+    from src.api.interfaces import MarketDataSource
     from src.config.settings import Settings
     from src.data.fear_greed import FearGreed, FearGreedClient
-    from src.data.interfaces import MarketDataSource
 
 log = get_logger(__name__)
 

@@ -16,6 +16,9 @@ class DecisionSource(StrEnum):
     CACHE = "cache"  # the model's earlier answer to the identical prompt
     FALLBACK = "fallback"  # the model failed; hold
     DISABLED = "disabled"  # AI off, no key or the AI budget reached; hold
+    # Decisions the adviser was not asked for (the pipeline's sources, stored beside the AI's):
+    RULES = "rules"  # the rule strategy decided (AI unavailable)
+    FILTER = "filter"  # the quick filter failed, the adviser was not asked
 
 
 class PositionSizing(StrEnum):

@@ -6,12 +6,7 @@ from enum import StrEnum
 from pydantic import Field
 
 from backend.app.schemas.common import ApiModel, Money, PageInfo
-
-
-class DecisionKind(StrEnum):
-    BUY = "buy"
-    SELL = "sell"
-    HOLD = "hold"
+from src.domain.decisions import Decision
 
 
 class PurposeKind(StrEnum):
@@ -22,8 +17,8 @@ class PurposeKind(StrEnum):
 class AIDecisionOut(ApiModel):
     id: int
     symbol: str
-    decision: DecisionKind = Field(description="What the adviser said")
-    final_decision: DecisionKind = Field(description="What was acted on after the validator")
+    decision: Decision = Field(description="What the adviser said")
+    final_decision: Decision = Field(description="What was acted on after the validator")
     confidence: Money | None = Field(description="0..100")
     reason: str | None
     overridden: bool = Field(description="The validator changed the adviser's decision")

@@ -21,7 +21,7 @@ import pandas as pd
 from src.ai.models import MarketContext
 from src.api.interfaces import IExchangeClient, Orderbook
 from src.data.collector import DataCollector, MarketSnapshot
-from src.domain.decisions import Decision, PositionSizing
+from src.domain.decisions import Decision, DecisionSource, PositionSizing
 from src.domain.events import EventKind, NotificationEvent, Notifier, NullNotifier
 from src.domain.modes import TradingMode
 from src.exceptions import ExchangeError
@@ -29,10 +29,8 @@ from src.position.service import PositionService
 from src.risk.manager import RiskManager
 from src.risk.models import ExitSignal, PortfolioView, TradeStats
 from src.trading.pipeline.analysis import (
-    FILTER_SOURCE,
     NO_POSITION_VETO,
     RISK_VETO,
-    RULES_SOURCE,
     Analysis,
     Analyzer,
     ai_source,
@@ -424,7 +422,7 @@ class TradingPipeline:
             analysis = Analysis(
                 rules_decision,
                 rules_decision,
-                RULES_SOURCE,
+                DecisionSource.RULES,
                 f"{rules_reason} [AI {disabled}]",
                 indicators=indicators,
                 signals=signals,
@@ -461,7 +459,7 @@ class TradingPipeline:
             return Analysis(
                 Decision.HOLD,
                 Decision.HOLD,
-                FILTER_SOURCE,
+                DecisionSource.FILTER,
                 f"quick backtest filter failed ({failed}); the adviser was not asked",
                 indicators=indicators,
                 signals=signals,

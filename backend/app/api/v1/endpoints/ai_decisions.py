@@ -17,7 +17,8 @@ from backend.app.api.v1.endpoints._params import (
     query_error,
 )
 from backend.app.db.repositories import queries
-from backend.app.schemas.ai_decisions import AIDecisionPage, DecisionKind, PurposeKind
+from backend.app.schemas.ai_decisions import AIDecisionPage, PurposeKind
+from src.domain.decisions import Decision
 from src.exceptions import InvalidInput
 
 router = APIRouter(prefix="/ai", tags=["ai"])
@@ -28,8 +29,8 @@ async def list_decisions(
     connection: ReadConnection,
     _: Reader,
     symbol: Symbol = None,
-    decision: DecisionKind | None = None,
-    final_decision: DecisionKind | None = None,
+    decision: Decision | None = None,
+    final_decision: Decision | None = None,
     overridden: bool | None = None,
     purpose: PurposeKind = PurposeKind.DECISION,
     from_date: FromDate = None,
