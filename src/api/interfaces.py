@@ -15,6 +15,7 @@ from typing import Protocol, runtime_checkable
 
 import pandas as pd
 
+from src.domain.money import ZERO
 from src.domain.orders import OrderType, Side
 
 CANDLE_COLUMNS = ("open", "high", "low", "close", "volume", "value")
@@ -34,8 +35,8 @@ class ExchangeOrderState(StrEnum):
 class Balance:
     currency: str
     balance: Decimal
-    locked: Decimal = Decimal("0")
-    avg_buy_price: Decimal = Decimal("0")
+    locked: Decimal = ZERO
+    avg_buy_price: Decimal = ZERO
 
     @property
     def total(self) -> Decimal:
@@ -47,8 +48,8 @@ class Ticker:
     symbol: str
     trade_price: Decimal
     timestamp: datetime
-    change_rate: Decimal = Decimal("0")
-    acc_trade_price_24h: Decimal = Decimal("0")
+    change_rate: Decimal = ZERO
+    acc_trade_price_24h: Decimal = ZERO
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,11 +75,11 @@ class Orderbook:
 
     @property
     def total_ask_size(self) -> Decimal:
-        return sum((level.size for level in self.asks), Decimal("0"))
+        return sum((level.size for level in self.asks), ZERO)
 
     @property
     def total_bid_size(self) -> Decimal:
-        return sum((level.size for level in self.bids), Decimal("0"))
+        return sum((level.size for level in self.bids), ZERO)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,10 +126,10 @@ class Order:
     created_at: datetime
     price: Decimal | None = None
     volume: Decimal | None = None
-    remaining_volume: Decimal = Decimal("0")
-    executed_volume: Decimal = Decimal("0")
-    executed_funds: Decimal = Decimal("0")
-    paid_fee: Decimal = Decimal("0")
+    remaining_volume: Decimal = ZERO
+    executed_volume: Decimal = ZERO
+    executed_funds: Decimal = ZERO
+    paid_fee: Decimal = ZERO
     trades: tuple[Fill, ...] = field(default_factory=tuple)
 
     @property

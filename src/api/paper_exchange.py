@@ -51,6 +51,7 @@ from src.api.interfaces import (
 )
 from src.api.upbit_client import decimal_text, parse_order
 from src.domain.market_rules import MIN_ORDER_KRW, round_to_tick, truncate_volume
+from src.domain.money import ZERO
 from src.domain.orders import OrderType, Side
 from src.exceptions import (
     DuplicateOrderIdentifier,
@@ -69,7 +70,6 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 KRW = "KRW"
-ZERO = Decimal("0")
 
 
 class PaperAccountStore(Protocol):

@@ -22,7 +22,7 @@ import json
 import uuid as uuid_lib
 from dataclasses import replace
 from datetime import UTC, datetime
-from decimal import ROUND_DOWN, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -46,6 +46,7 @@ from src.api.interfaces import (
 )
 from src.api.rate_limiter import UpbitRateLimiter
 from src.domain.market_rules import MIN_ORDER_KRW, round_to_tick, truncate_volume
+from src.domain.money import ZERO, whole_krw
 from src.domain.orders import OrderType, Side
 from src.domain.timeframes import Timeframe
 from src.exceptions import (
@@ -149,7 +150,7 @@ def _normalize_market_buy(request: OrderRequest, min_order_krw: Decimal) -> Orde
             "a market buy (ord_type=price) is a buy with price = KRW total and no volume",
             identifier=request.identifier,
         )
-    total = request.price.quantize(Decimal("1"), rounding=ROUND_DOWN)
+    total = whole_krw(request.price)
     if total < min_order_krw:
         raise UnderMinTotal(
             f"market buy total {total} KRW is below the minimum {min_order_krw} KRW", identifier=request.identifier
@@ -431,7 +432,7 @@ def _order_key(uuid: str | None, identifier: str | None) -> list[tuple[str, str]
 def _dec(value: Any) -> Decimal:
     """Upbit numbers: strings on exchange endpoints, JSON numbers on quotation endpoints."""
     if value is None:
-        return Decimal("0")
+        return ZERO
     try:
         return Decimal(str(value))
     except InvalidOperation as exc:
@@ -496,7 +497,7 @@ def parse_order(data: dict[str, Any]) -> Order:
         executed_funds = (
             _dec(data["executed_funds"])
             if data.get("executed_funds") is not None
-            else sum((t.funds for t in trades), Decimal("0"))
+            else sum((t.funds for t in trades), ZERO)
         )
         return Order(
             uuid=data["uuid"],

@@ -11,6 +11,7 @@ class ExitReason(StrEnum):
     TAKE_PROFIT = "take_profit"
     TRAILING_STOP = "trailing_stop"
     SIGNAL = "signal"  # the strategy (AI or rules) said sell
+    SELL = "sell"  # a sell that closed the position without a recorded reason
     # The backtester's trade list names its exits with these shorter labels (kept so reports do not change).
     STOP = "stop"
     TARGET = "target"

@@ -10,7 +10,7 @@ Names used across ``src/``:
 
 Quanta: ``MONEY_QUANTUM`` (8 decimals) is the precision the database keeps (NUMERIC(20, 8)); an
 order total in KRW is a whole won (``KRW_QUANTUM``), cut down, never rounded up; volumes are cut
-to ``VOLUME_QUANTUM`` (``src.domain.market_rules.truncate_volume``).
+to ``VOLUME_QUANTUM`` (``truncate_volume`` in ``src.domain.market_rules``).
 """
 
 from __future__ import annotations
@@ -21,11 +21,17 @@ ZERO = Decimal("0")
 MONEY_QUANTUM = Decimal("0.00000001")
 VOLUME_QUANTUM = Decimal("0.00000001")
 KRW_QUANTUM = Decimal("1")
+REPORT_KRW_QUANTUM = Decimal("0.01")
 
 
 def quantize_money(value: Decimal) -> Decimal:
     """The precision the database keeps (NUMERIC(20, 8)), so memory and SQL stores agree to the digit."""
     return value.quantize(MONEY_QUANTUM)
+
+
+def report_krw(value: Decimal) -> Decimal:
+    """KRW as portfolio snapshots and summaries show it: two decimals."""
+    return value.quantize(REPORT_KRW_QUANTUM)
 
 
 def whole_krw(value: Decimal) -> Decimal:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from src.config.settings import RiskConfig
+from src.domain.exits import ExitReason
 from src.domain.market_rules import MIN_ORDER_KRW
 from src.domain.modes import TradingMode
 from src.domain.money import quantize_money
@@ -117,12 +118,12 @@ class PositionService:
         atr: Decimal | None = None,
         *,
         order_identifier: str,
-        reason: str | None = None,
+        reason: ExitReason | None = None,
     ) -> FillOutcome:
         """Apply one executed order: ``price`` is its average fill price, ``volume`` the base volume,
         ``fee`` the KRW fee paid, ``at`` the fill time (UTC). ``atr`` (KRW, same timeframe as the
         strategy) sets ATR-based levels when ``USE_ATR_EXITS``. ``reason`` is recorded as the exit
-        reason when a sell closes the position (e.g. ``"stop_loss"``, ``"signal"``; default ``"sell"``).
+        reason when a sell closes the position (``ExitReason.SELL`` when none is given).
         ``order_identifier`` (the order's client identifier) makes it exactly once: an order already
         applied changes nothing and its earlier outcome comes back (``already_applied``).
         """
@@ -147,7 +148,7 @@ class PositionService:
             return FillOutcome.earlier(earlier)
         if side is Side.BUY:
             return await self._buy(order_identifier, symbol, price, volume, fee, at, atr)
-        return await self._sell(order_identifier, symbol, price, volume, fee, at, reason or "sell")
+        return await self._sell(order_identifier, symbol, price, volume, fee, at, reason or ExitReason.SELL)
 
     async def _write(
         self, order_identifier: str, at: datetime, position: PositionRecord | None, pnl: Decimal | None = None
@@ -251,7 +252,7 @@ class PositionService:
         volume: Decimal,
         fee: Decimal,
         at: datetime,
-        reason: str,
+        reason: ExitReason,
     ) -> FillOutcome:
         current = await self.store.get_open_position(self.mode, symbol)
         if current is None or current.id is None:

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_DOWN, Decimal
+from decimal import Decimal
 
 from src.config.settings import RiskConfig
 from src.domain.events import EventKind, NotificationEvent
 from src.domain.exits import ExitReason
 from src.domain.market_rules import MIN_ORDER_KRW
 from src.domain.modes import TradingMode
-from src.domain.money import ZERO, format_krw, quantize_money
+from src.domain.money import ZERO, format_krw, quantize_money, whole_krw
 from src.domain.orders import Side
 from src.exceptions import InvalidInput
 from src.risk.models import EntryRule, ExitSignal, PortfolioView, RiskVerdict, SizingDecision, TradeStats
@@ -141,7 +141,7 @@ class RiskManager:
         in_flight_krw = sum((o.requested_total or ZERO for o in buys if o.symbol == symbol), ZERO)
         coin_room = self._coin_room(symbol, portfolio, in_flight_krw, reasons)
         cash_room = self._cash_room(portfolio, reasons)
-        max_krw = max(min(coin_room, cash_room), ZERO).quantize(Decimal("1"), rounding=ROUND_DOWN)
+        max_krw = whole_krw(max(min(coin_room, cash_room), ZERO))
         min_krw = max(self.min_order_krw, self.config.min_add_krw) if held else None
         if coin_room > 0 and cash_room > 0 and min_krw is not None and max_krw < min_krw:
             reasons.append(

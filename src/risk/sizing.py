@@ -6,7 +6,7 @@ from decimal import ROUND_DOWN, Decimal
 
 from src.config.settings import RiskConfig
 from src.domain.decisions import PositionSizing
-from src.domain.money import ZERO
+from src.domain.money import ZERO, whole_krw
 from src.risk.models import SizingDecision, TradeStats
 
 HUNDRED = Decimal("100")
@@ -55,7 +55,7 @@ def size_position(
     """The KRW order total: ``equity x fraction``, capped by ``max_krw``, whole KRW; 0 below the minimum order."""
     method, pct, note = choose_fraction(config, stats)
     wanted = equity * pct / HUNDRED
-    krw = min(wanted, max_krw).quantize(Decimal("1"), rounding=ROUND_DOWN)
+    krw = whole_krw(min(wanted, max_krw))
     if wanted > max_krw:
         note = _join(note, f"capped by the risk limit at {max_krw:,.0f} KRW")
     if krw < min_order_krw:

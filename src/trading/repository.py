@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from src.domain.modes import TradingMode
+from src.domain.money import ZERO
 from src.domain.orders import OrderStatus, OrderType, Side, TradeStatus
 
 
@@ -27,10 +28,10 @@ class OrderRecord:
     amount: Decimal | None = None
     requested_total: Decimal | None = None
     exchange_uuid: str | None = None
-    filled_amount: Decimal = Decimal("0")
-    executed_funds: Decimal = Decimal("0")
+    filled_amount: Decimal = ZERO
+    executed_funds: Decimal = ZERO
     avg_fill_price: Decimal | None = None
-    paid_fee: Decimal = Decimal("0")
+    paid_fee: Decimal = ZERO
     exchange_state: str | None = None
     error_message: str | None = None
     reason: str | None = None
@@ -72,7 +73,7 @@ class AIDecisionRecord:
     raw_response: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    cost_usd: Decimal = Decimal("0")
+    cost_usd: Decimal = ZERO
     error: str | None = None
     cycle_id: str | None = None
     created_at: datetime | None = None

@@ -23,7 +23,9 @@ from src.api.interfaces import IExchangeClient, Orderbook
 from src.data.collector import DataCollector, MarketSnapshot
 from src.domain.decisions import Decision, DecisionSource, PositionSizing
 from src.domain.events import EventKind, NotificationEvent, Notifier, NullNotifier
+from src.domain.exits import ExitReason
 from src.domain.modes import TradingMode
+from src.domain.money import KRW_QUANTUM, ZERO, report_krw
 from src.exceptions import ExchangeError
 from src.position.service import PositionService
 from src.risk.manager import RiskManager
@@ -42,8 +44,6 @@ from src.trading.service import ExecutionResult, NullObserver, TradingService
 from src.utils.logger import get_logger
 
 log = get_logger(__name__)
-
-_ZERO = Decimal("0")
 
 
 class PipelineObserver(Protocol):
@@ -263,7 +263,7 @@ class TradingPipeline:
                 min(amount, holding.volume),  # the position, never coins the bot did not buy
                 reason=reason,
                 cycle_id=None,
-                exit_reason=exit_signal.reason.value,
+                exit_reason=exit_signal.reason,
             )
         except Exception as exc:
             await self._log_error("exit order failed", exc, {"symbol": symbol, "reason": reason})
@@ -290,7 +290,7 @@ class TradingPipeline:
         if self.starting_equity:
             profit_rate = (equity / self.starting_equity - 1).quantize(Decimal("0.00000001"))
         record = PortfolioSnapshotRecord(
-            total_value_krw=equity.quantize(Decimal("0.01")),
+            total_value_krw=report_krw(equity),
             positions=portfolio.positions_json(),
             mode=self.mode,
             cash_krw=portfolio.cash_krw,
@@ -314,7 +314,7 @@ class TradingPipeline:
                 len(open_positions),
             )
             verdict = await self.risk.evaluate_entry(ctx.symbol, view, ctx.now)
-            size = self.risk.size_entry(verdict, view, await self._trade_stats()) if verdict.allowed else _ZERO
+            size = self.risk.size_entry(verdict, view, await self._trade_stats()) if verdict.allowed else ZERO
             reasons = list(verdict.reasons)
             if not allow_buys:
                 reasons.append("paused: the bot is paused, no new buys")
@@ -541,7 +541,7 @@ class TradingPipeline:
         children = 1
         if analysis.liquidity is not None and analysis.liquidity.split_into > 1:
             children = analysis.liquidity.split_into
-        child_total = (total / children).quantize(Decimal("1"))
+        child_total = (total / children).quantize(KRW_QUANTUM)
         reason = f"{analysis.source}: {analysis.reason}"[:1000]
         atr = _finite(analysis.indicators.get("atr_14"))
         atr_krw = Decimal(str(atr)) if atr is not None and atr > 0 else None
@@ -564,7 +564,7 @@ class TradingPipeline:
         volume = min(position.amount, holding.volume) if position is not None else holding.volume
         reason = f"{analysis.source}: {analysis.reason}"[:1000]
         sold = await self.trading.market_sell(
-            ctx.symbol, volume, reason=reason, cycle_id=ctx.cycle_id, exit_reason="signal"
+            ctx.symbol, volume, reason=reason, cycle_id=ctx.cycle_id, exit_reason=ExitReason.SIGNAL
         )
         return [sold]
 
@@ -610,7 +610,7 @@ class TradingPipeline:
             raw_response=ai.raw_response if ai else None,
             prompt_tokens=ai.prompt_tokens if ai else 0,
             completion_tokens=ai.completion_tokens if ai else 0,
-            cost_usd=ai.cost_usd if ai else _ZERO,
+            cost_usd=ai.cost_usd if ai else ZERO,
             error=(ai.error if ai else analysis.ai_disabled_reason),
             cycle_id=ctx.cycle_id,
             created_at=ctx.now,
