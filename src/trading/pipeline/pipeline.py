@@ -37,7 +37,7 @@ from src.trading.pipeline.analysis import (
     Analyzer,
     ai_source,
 )
-from src.trading.pipeline.context import CycleContext
+from src.trading.pipeline.context import CycleContext, CycleOutcome, ExecutionOutcome, StageOutcome
 from src.trading.pipeline.portfolio import Portfolio, load_portfolio
 from src.trading.repository import AIDecisionRecord, ITradingRepository, PortfolioSnapshotRecord
 from src.trading.service import ExecutionResult, NullObserver, TradingService
@@ -209,7 +209,7 @@ class TradingPipeline:
             orders = await self._execution_stage(ctx, analysis, portfolio, verdict, market, dry_run)
         except Exception as exc:
             ctx.error = f"{type(exc).__name__}: {exc}"
-            ctx.outcome = "error"
+            ctx.outcome = CycleOutcome.ERROR
             if isinstance(exc, ExchangeError):
                 self.observer.on_exchange_error(ctx.stages[-1].stage if ctx.stages else "cycle", type(exc).__name__)
             await self._log_error("trading cycle failed", exc, {"cycle_id": ctx.cycle_id, "symbol": symbol})
@@ -220,7 +220,7 @@ class TradingPipeline:
             decision=analysis.decision.value if analysis else "none",
             final_decision=analysis.final_decision.value if analysis else "none",
             source=analysis.source if analysis else "none",
-            outcome=ctx.outcome or "none",
+            outcome=ctx.outcome_label,
             orders=orders,
             stages={s.stage: s.outcome for s in ctx.stages},
             error=ctx.error,
@@ -319,7 +319,7 @@ class TradingPipeline:
             if not allow_buys:
                 reasons.append("paused: the bot is paused, no new buys")
             allowed = verdict.allowed and allow_buys
-            stage.outcome = "buys_allowed" if allowed else "buys_blocked"
+            stage.outcome = StageOutcome.BUYS_ALLOWED if allowed else StageOutcome.BUYS_BLOCKED
             stage.detail.update(
                 equity_krw=str(portfolio.equity_krw),
                 cash_krw=str(portfolio.cash_krw),
@@ -351,7 +351,7 @@ class TradingPipeline:
                 flash_crash=market.flash_crash,
             )
             if market.candles.empty:
-                stage.outcome = "no_candles"
+                stage.outcome = StageOutcome.NO_CANDLES
         self.observer.on_stage("data", ctx.stages[-1].duration_ms / 1000)
         return market
 
@@ -360,7 +360,7 @@ class TradingPipeline:
     ) -> Analysis:
         with ctx.stage("analysis") as stage:
             analysis = await self._analyse(ctx, market, portfolio, verdict)
-            stage.outcome = analysis.final_decision.value
+            stage.outcome = analysis.final_decision
             stage.detail.update(
                 ai="available" if self.analyzer.ai_available else self.analyzer.ai_disabled_reason(),
                 source=analysis.source,
@@ -507,24 +507,24 @@ class TradingPipeline:
         decision = analysis.final_decision
         if decision is Decision.HOLD and analysis.risk_vetoed:
             ctx.skip("execution", "risk veto: " + "; ".join(verdict.reasons))
-            ctx.outcome = "buy_vetoed"
+            ctx.outcome = CycleOutcome.BUY_VETOED
             return []
         if decision is Decision.HOLD:
             ctx.skip("execution", "hold")
-            ctx.outcome = "hold"
+            ctx.outcome = CycleOutcome.HOLD
             return []
         if dry_run:
             ctx.skip("execution", f"dry run: would {decision.value}")
-            ctx.outcome = f"dry_run_{decision.value}"
+            ctx.outcome = CycleOutcome.dry_run(decision)
             return []
         with ctx.stage("execution") as stage:
             if decision is Decision.BUY:
                 results = await self._buy(ctx, analysis, portfolio, verdict, stage.detail)
             else:
                 results = await self._sell(ctx, analysis, portfolio)
-            stage.outcome = ",".join(sorted({r.status.value for r in results})) or "nothing_sent"
+            outcome = ExecutionOutcome(decision, frozenset(r.status for r in results))
+            stage.outcome = ctx.outcome = outcome
             stage.detail["orders"] = [r.to_dict() for r in results]
-            ctx.outcome = f"{decision.value}_{stage.outcome}"[:50]
         self.observer.on_stage("execution", ctx.stages[-1].duration_ms / 1000)
         return results
 
@@ -627,7 +627,7 @@ class TradingPipeline:
             "cycle.finished",
             cycle_id=ctx.cycle_id,
             symbol=ctx.symbol,
-            outcome=ctx.outcome,
+            outcome=ctx.outcome_label,
             stages={s.stage: s.outcome for s in ctx.stages},
             elapsed_ms=round(ctx.elapsed_ms, 2),
         )
