@@ -66,7 +66,8 @@ def test_timeframe_lengths(timeframe: Timeframe, seconds: int, minutes: int) -> 
 
 def test_timeframe_parsing() -> None:
     assert Timeframe.parse("1h") is Timeframe.H1
-    assert Timeframe.is_known("1d") and not Timeframe.is_known("2h")
+    assert Timeframe.is_known("1d")
+    assert not Timeframe.is_known("2h")
     with pytest.raises(ValueError, match="unknown timeframe '2h'; expected one of 1m, 3m"):
         Timeframe.parse("2h")
     with pytest.raises(ValueError):
