@@ -89,7 +89,7 @@ def test_exit_reason_of_an_order_reason(reason: str, expected: ExitReason) -> No
 
 
 def test_money_convention() -> None:
-    assert ZERO == Decimal("0")
+    assert Decimal("0") == ZERO
     assert quantize_money(Decimal("1.123456789")) == Decimal("1.12345679")
     assert whole_krw(Decimal("5999.99")) == Decimal("5999")
     assert str(report_krw(Decimal("10076746.4567"))) == "10076746.46"
