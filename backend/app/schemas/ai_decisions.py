@@ -1,17 +1,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 
 from pydantic import Field
 
 from backend.app.schemas.common import ApiModel, Money, PageInfo
+from src.ai.models import AIPurpose
 from src.domain.decisions import Decision
-
-
-class PurposeKind(StrEnum):
-    DECISION = "decision"
-    FILTER = "filter"
 
 
 class AIDecisionOut(ApiModel):
@@ -30,7 +25,7 @@ class AIDecisionOut(ApiModel):
     cost_usd: Money
     error: str | None
     cycle_id: str | None
-    purpose: PurposeKind = Field(description="decision (the trading cycle) | filter (the quick filter's AI backtest)")
+    purpose: AIPurpose = Field(description="decision (the trading cycle) | filter (the quick filter's AI backtest)")
     created_at: datetime
 
 
