@@ -1,4 +1,4 @@
-"""Telegram delivery of the pipeline's notification events (the ``Notifier`` port of ``src.trading.notifier``).
+"""Telegram delivery of the pipeline's notification events (the ``Notifier`` port of ``src.domain.events``).
 
 ``notify`` only enqueues: it returns at once and never raises, so a slow or broken
 Telegram can never hold up a trading cycle. A background task sends each event to every configured chat
