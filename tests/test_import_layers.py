@@ -9,6 +9,7 @@ every room needs it) rather than adding an exception here.
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -125,6 +126,19 @@ def test_the_ground_floor_imports_only_the_ground_floor() -> None:
     for module, targets in GRAPH.items():
         if _package(module) == "domain":
             assert all(_package(target) in ("domain", "exceptions") for target in targets), (module, targets)
+
+
+def test_the_ground_floor_needs_only_the_standard_library() -> None:
+    for module, path in MODULES.items():
+        if _package(module) != "domain":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            for name in names:
+                top = name.partition(".")[0]
+                assert top == "src" or top in sys.stdlib_module_names, f"{module} imports {name}"
 
 
 def test_no_module_cycle() -> None:
