@@ -44,6 +44,7 @@ from src.config.settings import PROJECT_ROOT, Settings
 from src.data.collector import BTC_SYMBOL
 from src.data.replay import ReplayMarketSource
 from src.domain.modes import TradingMode
+from src.domain.orders import Side
 from src.domain.timeframes import Timeframe
 from src.exceptions import ConfigurationError, DataError
 from src.utils.logger import get_logger
@@ -301,8 +302,8 @@ async def _summarise(sessions: async_sessionmaker[AsyncSession], **known: object
         final_decisions=final_decisions,
         orders=orders,
         trades=len(trades),
-        buys=sum(1 for t in trades if t.side.value == "buy"),
-        sells=sum(1 for t in trades if t.side.value == "sell"),
+        buys=sum(1 for t in trades if t.side is Side.BUY),
+        sells=sum(1 for t in trades if t.side is Side.SELL),
         fees_krw=sum((t.fee for t in trades), _ZERO),
         realized_pnl_krw=sum((t.realized_pnl for t in trades if t.realized_pnl is not None), _ZERO),
         start_equity=start_equity,

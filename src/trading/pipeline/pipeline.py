@@ -51,7 +51,7 @@ class PipelineObserver(Protocol):
 
     def on_stage(self, stage: str, seconds: float) -> None: ...
 
-    def on_decision(self, source: str, decision: str, confidence: Decimal | None) -> None:
+    def on_decision(self, source: DecisionSource, decision: Decision, confidence: Decimal | None) -> None:
         """The final decision of a cycle (after validator, risk and liquidity): what is done."""
 
     def on_override(self, proposed: str, by: str) -> None:
@@ -70,7 +70,7 @@ class NullPipelineObserver(NullObserver):
     def on_stage(self, stage: str, seconds: float) -> None:
         return None
 
-    def on_decision(self, source: str, decision: str, confidence: Decimal | None) -> None:
+    def on_decision(self, source: DecisionSource, decision: Decision, confidence: Decimal | None) -> None:
         return None
 
     def on_override(self, proposed: str, by: str) -> None:
@@ -372,7 +372,7 @@ class TradingPipeline:
                 liquidity=None if analysis.liquidity is None else analysis.liquidity.reason,
             )
         self.observer.on_stage("analysis", ctx.stages[-1].duration_ms / 1000)
-        self.observer.on_decision(analysis.source, analysis.final_decision.value, analysis.confidence)
+        self.observer.on_decision(analysis.source, analysis.final_decision, analysis.confidence)
         for by in analysis.overridden_by:
             self.observer.on_override(analysis.decision.value, by)
         if analysis.ai is not None and analysis.ai.error:
