@@ -27,7 +27,6 @@ from src.ai.prompt import build_request, prompt_text, request_hash
 from src.ai.usage import AIBudget, AICallRecorder, AIUsageObserver, record_usage
 from src.config.settings import AIConfig
 from src.domain.decisions import Decision, DecisionSource
-from src.domain.money import ZERO
 from src.exceptions import DataError
 from src.utils.logger import get_logger
 
@@ -246,7 +245,7 @@ class AIService:
     ) -> AIDecision:
         return AIDecision(
             decision=Decision.HOLD,
-            confidence=ZERO,
+            confidence=Decimal("0"),
             reason=f"AI {'disabled' if source is DecisionSource.DISABLED else 'failed'} ({error}); holding",
             source=source,
             model=self._config.model,

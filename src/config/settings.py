@@ -49,7 +49,6 @@ from src.config.rules import (
 )
 from src.domain.decisions import PositionSizing
 from src.domain.modes import TradingMode
-from src.domain.money import ZERO
 from src.exceptions import ConfigurationError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -199,7 +198,7 @@ class AIConfig(_Group):
 class RiskConfig(_Group):
     stop_loss_pct: StopLossPct = Field(default=Decimal("5"), validation_alias="STOP_LOSS_PCT")
     take_profit_pct: TakeProfitPct = Field(default=Decimal("10"), validation_alias="TAKE_PROFIT_PCT")
-    trailing_stop_pct: TrailingStopPct = Field(default=ZERO, validation_alias="TRAILING_STOP_PCT")
+    trailing_stop_pct: TrailingStopPct = Field(default=Decimal("0"), validation_alias="TRAILING_STOP_PCT")
     use_atr_exits: bool = Field(default=False, validation_alias="USE_ATR_EXITS")
     atr_stop_multiplier: Decimal = Field(default=Decimal("2"), gt=0, validation_alias="ATR_STOP_MULTIPLIER")
     atr_target_multiplier: Decimal = Field(default=Decimal("3"), gt=0, validation_alias="ATR_TARGET_MULTIPLIER")
