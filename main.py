@@ -11,7 +11,7 @@ from typing import NoReturn
 
 from backend.app.core.entrypoints import EXIT_USAGE, fail, parse_symbols, run, run_one_cycle
 from src.config.bootstrap import load_settings_or_exit
-from src.config.settings import TradingMode
+from src.domain.modes import TradingMode
 from src.exceptions import ConfigurationError
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from src.ai.cache import DecisionCache, InMemoryDecisionCache, JsonlDecisionCache
-from src.ai.service import AIDecision, Decision, DecisionSource
+from src.ai.service import AIDecision
+from src.domain.decisions import Decision, DecisionSource
 from src.exceptions import AIServiceError, DataError
 
 

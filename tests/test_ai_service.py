@@ -21,10 +21,11 @@ import pytest
 from src.ai.cache import InMemoryDecisionCache, JsonlDecisionCache
 from src.ai.models import MAX_REASON_CHARS, bounded_reason
 from src.ai.prompt import DECISION_SCHEMA, SCHEMA_NAME, SYSTEM_PROMPT, canonical_json, summarize_orderbook
-from src.ai.service import AIDecision, AIPurpose, AIService, Decision, DecisionSource, MarketContext
+from src.ai.service import AIDecision, AIPurpose, AIService, MarketContext
 from src.ai.usage import AIBudget
 from src.api.interfaces import Orderbook, OrderbookLevel
 from src.config.settings import AIConfig
+from src.domain.decisions import Decision, DecisionSource
 from src.exceptions import DataError
 from tests.fakes.openai_server import Behaviour, FakeOpenAI
 

@@ -11,12 +11,13 @@ import pytest
 
 from src.ai.cache import InMemoryDecisionCache
 from src.ai.prompt import build_request, request_hash
-from src.ai.service import AIDecision, AIService, Decision, DecisionSource, MarketContext
+from src.ai.service import AIDecision, AIService, MarketContext
 from src.backtesting.ai_strategy import AITradingStrategy
 from src.backtesting.backtester import Backtester
 from src.backtesting.data_provider import load_candle_csv
 from src.backtesting.strategy import RuleBasedBreakoutStrategy
 from src.config.settings import AIConfig
+from src.domain.decisions import Decision, DecisionSource
 from src.exceptions import ConfigurationError
 
 ROOT = Path(__file__).resolve().parents[1]

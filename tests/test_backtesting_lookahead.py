@@ -9,12 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from src.ai.service import AIDecision, Decision, DecisionSource, MarketContext
+from src.ai.service import AIDecision, MarketContext
 from src.backtesting.ai_strategy import AITradingStrategy
 from src.backtesting.backtester import Backtester
 from src.backtesting.data_provider import load_candle_csv
 from src.backtesting.portfolio import PortfolioConfig
 from src.backtesting.strategy import RuleBasedBreakoutStrategy, Strategy, VolatilityBreakoutStrategy
+from src.domain.decisions import Decision, DecisionSource
 
 ROOT = Path(__file__).resolve().parents[1]
 

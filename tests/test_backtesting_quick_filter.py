@@ -10,10 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from src.ai.service import AIDecision, Decision, DecisionSource, MarketContext
+from src.ai.service import AIDecision, MarketContext
 from src.backtesting.ai_strategy import AITradingStrategy
 from src.backtesting.data_provider import load_candle_csv
 from src.backtesting.quick_filter import TIERS, QuickBacktestFilter, QuickFilterThresholds
+from src.domain.decisions import Decision, DecisionSource
 from src.exceptions import ConfigurationError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from src.config.runtime import runtime_default, validate_runtime_value
-from src.config.settings import PROJECT_ROOT, TradingMode, load_settings
+from src.config.settings import PROJECT_ROOT, load_settings
+from src.domain.modes import TradingMode
 from src.exceptions import ConfigurationError, InvalidInput
 
 

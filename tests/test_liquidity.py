@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from src.api.interfaces import Orderbook, OrderbookLevel, Side
+from src.api.interfaces import Orderbook, OrderbookLevel
+from src.domain.orders import Side
 from src.exceptions import InvalidInput
 from src.trading.liquidity import LiquidityAnalyzer
 

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from src.trading.market_rules import krw_tick_size, round_to_tick, truncate_volume
+from src.domain.market_rules import krw_tick_size, round_to_tick, truncate_volume
 
 BEFORE_2024 = datetime(2023, 6, 1, tzinfo=UTC)
 DURING_2024 = datetime(2024, 6, 1, tzinfo=UTC)

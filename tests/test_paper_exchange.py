@@ -8,16 +8,7 @@ from decimal import Decimal
 import pandas as pd
 import pytest
 
-from src.api.interfaces import (
-    Balance,
-    ExchangeOrderState,
-    Orderbook,
-    OrderbookLevel,
-    OrderRequest,
-    OrderType,
-    Side,
-    Ticker,
-)
+from src.api.interfaces import Balance, ExchangeOrderState, Orderbook, OrderbookLevel, OrderRequest, Ticker
 from src.api.paper_exchange import (
     InMemoryPaperAccountStore,
     PaperExchange,
@@ -27,6 +18,7 @@ from src.api.paper_exchange import (
 from src.api.upbit_client import UpbitClient
 from src.config.settings import load_settings
 from src.data.replay import ReplayMarketSource
+from src.domain.orders import OrderType, Side
 from src.exceptions import (
     DuplicateOrderIdentifier,
     InsufficientFunds,

@@ -13,17 +13,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from src.ai.models import AIDecision, Decision, DecisionSource, MarketContext
-from src.api.interfaces import Side
+from src.ai.models import AIDecision, MarketContext
 from src.api.paper_exchange import InMemoryPaperAccountStore, PaperExchange
 from src.backtesting.strategy import Strategy, StrategySignals
 from src.config.runtime_state import with_value
-from src.config.settings import RiskConfig, Settings, TradingMode, load_settings
+from src.config.settings import RiskConfig, Settings, load_settings
 from src.data.replay import ReplayMarketSource
+from src.domain.decisions import Decision, DecisionSource
+from src.domain.events import EventKind, NullNotifier
+from src.domain.modes import TradingMode
+from src.domain.orders import OrderStatus, Side
 from src.position.service import PositionService
 from src.risk import InMemoryRiskStore, RiskManager
-from src.trading.notifier import EventKind, NullNotifier
-from src.trading.orders import OrderStatus
 from src.trading.pipeline import TradingPipeline
 from src.trading.pipeline.compose import PipelineAdapters, build_pipeline
 from src.trading.pipeline.memory import InMemoryTradingRepository

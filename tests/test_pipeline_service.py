@@ -10,12 +10,12 @@ from decimal import Decimal
 
 import pytest
 
-from src.api.interfaces import ExchangeOrderState, Order, OrderRequest, Side
+from src.api.interfaces import ExchangeOrderState, Order, OrderRequest
 from src.api.paper_exchange import InMemoryPaperAccountStore, PaperExchange
-from src.config.settings import TradingMode
 from src.data.replay import ReplayMarketSource
+from src.domain.modes import TradingMode
+from src.domain.orders import OrderStatus, Side
 from src.exceptions import ExchangeUnavailable, InsufficientFunds
-from src.trading.orders import OrderStatus
 from src.trading.pipeline.memory import InMemoryTradingRepository
 from src.trading.service import TradingService, new_identifier
 from tests.support.candles import make_candles

@@ -8,12 +8,11 @@ from decimal import Decimal
 
 import pytest
 
-from src.api.interfaces import Side
 from src.config.settings import RiskConfig
+from src.domain.orders import OrderStatus, Side
 from src.exceptions import InvalidInput, PositionConflict
 from src.position import PositionService
 from src.risk import InMemoryRiskStore, PositionChange, PositionRecord, PositionStatus
-from src.trading.orders import OrderStatus
 from src.trading.pipeline.memory import InMemoryTradingRepository
 from src.trading.repository import TradeRecord
 from tests.support.crashes import ProcessDied

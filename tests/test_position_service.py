@@ -9,11 +9,13 @@ from typing import Any
 
 import pytest
 
-from src.api.interfaces import Side
-from src.config.settings import RiskConfig, TradingMode
+from src.config.settings import RiskConfig
+from src.domain.exits import ExitReason
+from src.domain.modes import TradingMode
+from src.domain.orders import Side
 from src.exceptions import InvalidInput, PositionConflict
 from src.position import PositionService
-from src.risk import ExitReason, InMemoryRiskStore, PositionRecord, PositionStatus, RiskManager
+from src.risk import InMemoryRiskStore, PositionRecord, PositionStatus, RiskManager
 
 MODE = TradingMode.PAPER
 AT = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)

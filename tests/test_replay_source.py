@@ -9,11 +9,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from src.api.interfaces import MarketDataSource
 from src.backtesting.data_provider import load_candle_csv
-from src.data.interfaces import MarketDataSource
 from src.data.replay import ReplayMarketSource
+from src.domain.market_rules import krw_tick_size
 from src.exceptions import DataError
-from src.trading.market_rules import krw_tick_size
 from tests.support.candles import make_candles
 
 BTC = "KRW-BTC"

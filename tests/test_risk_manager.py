@@ -8,21 +8,22 @@ from typing import Any
 
 import pytest
 
-from src.config.settings import PositionSizing, RiskConfig, TradingMode
+from src.config.settings import RiskConfig
+from src.domain.decisions import PositionSizing
+from src.domain.events import EventKind
+from src.domain.exits import ExitReason
+from src.domain.modes import TradingMode
 from src.exceptions import InvalidInput
 from src.risk import (
     EntryRule,
-    ExitReason,
     InMemoryRiskStore,
     PortfolioView,
     PositionRecord,
     RiskManager,
     RiskVerdict,
-    SizingMethod,
     TradeStats,
 )
 from src.risk.manager import day_start, week_start
-from src.trading.notifier import EventKind
 
 MODE = TradingMode.PAPER
 # A Wednesday, mid-morning UTC.
@@ -285,7 +286,7 @@ def _stats(wins: int, losses: int, avg_win: str, avg_loss: str) -> TradeStats:
 def test_half_kelly_is_clamped_to_five_to_thirty_percent(stats: TradeStats, expected_pct: Decimal) -> None:
     risk = _risk(POSITION_SIZING="half_kelly")
     decision = risk.sizing(_allowed("10000000"), _cash_only(), stats)
-    assert decision.method is SizingMethod.HALF_KELLY
+    assert decision.method is PositionSizing.HALF_KELLY
     assert decision.fraction_pct == expected_pct
     assert decision.krw == (D("10000000") * expected_pct / 100).to_integral_value(rounding="ROUND_DOWN")
 
@@ -293,7 +294,7 @@ def test_half_kelly_is_clamped_to_five_to_thirty_percent(stats: TradeStats, expe
 def test_half_kelly_with_too_few_closed_positions_falls_back_and_says_so() -> None:
     risk = _risk(POSITION_SIZING="half_kelly", KELLY_MIN_TRADES="20")
     decision = risk.sizing(_allowed("10000000"), _cash_only(), _stats(12, 7, "15000", "10000"))
-    assert decision.method is SizingMethod.FIXED
+    assert decision.method is PositionSizing.FIXED
     assert decision.krw == D("2000000")
     assert "needs 20 closed positions, have 19" in decision.note
     assert risk.config.position_sizing is PositionSizing.HALF_KELLY

@@ -15,9 +15,10 @@ import jwt
 import pandas as pd
 import pytest
 
-from src.api.interfaces import ExchangeOrderState, OrderRequest, OrderType, Side
+from src.api.interfaces import ExchangeOrderState, OrderRequest
 from src.api.upbit_client import UpbitClient, _error_from, query_hash
 from src.config.settings import load_settings
+from src.domain.orders import OrderType, Side
 from src.exceptions import (
     AuthError,
     Blocked,

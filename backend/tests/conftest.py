@@ -16,9 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from backend.app.core.security import hash_password
 from backend.app.main import create_app
 from backend.app.models import AIDecisionRow, OrderRow, PortfolioSnapshotRow, TradeRow
-from src.api.interfaces import OrderType, Side
-from src.config.settings import Settings, TradingMode, load_settings
-from src.trading.orders import OrderStatus, TradeStatus
+from src.config.settings import Settings, load_settings
+from src.domain.modes import TradingMode
+from src.domain.orders import OrderStatus, OrderType, Side, TradeStatus
 
 API_KEY = "test-api-key-0123456789abcdef0123456789"
 JWT_SECRET = "test-jwt-secret-0123456789abcdef0123456789"

@@ -25,7 +25,7 @@ from src.ai.models import AIDecision
 from src.backtesting.data_provider import load_candle_csv
 from src.backtesting.strategy import RuleBasedBreakoutStrategy
 from src.config.settings import Settings
-from src.trading.notifier import EventKind, NullNotifier
+from src.domain.events import EventKind, NullNotifier
 from tests.fakes.fear_greed_server import FakeFearGreed
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.upbit_server import FakeUpbit

@@ -13,8 +13,8 @@ from backend.app.db.repositories.bot import BotRepository
 from backend.app.db.types import utcnow
 from backend.app.models import RiskStateRow, SystemLogRow
 from src.config.runtime import validate_runtime_value
-from src.config.settings import TradingMode
-from src.trading.bot_control import DesiredState
+from src.domain.bot import DesiredState
+from src.domain.modes import TradingMode
 
 Sessions = async_sessionmaker[AsyncSession]
 

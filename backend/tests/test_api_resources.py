@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from backend.tests.conftest import Seeder, at
-from src.trading.orders import OrderStatus
+from src.domain.orders import OrderStatus
 
 
 async def test_orders_filter_by_state_newest_first(client: httpx.AsyncClient, seed: Seeder) -> None:

@@ -17,7 +17,7 @@ from backend.app.db.repositories.bot import BotRepository
 from backend.app.db.types import utcnow
 from backend.app.main import create_app
 from backend.tests.conftest import API_KEY, Seeder, SettingsFactory, at
-from src.api.interfaces import Side
+from src.domain.orders import Side
 
 EXAMPLES_PER_OPERATION = 25
 # Every built-in check runs except "schema-valid data is accepted": some rules cannot be written in OpenAPI

@@ -17,8 +17,9 @@ from backend.app.db.types import utcnow
 from backend.app.main import _app_from_environment, create_app
 from backend.app.models import RiskStateRow
 from backend.tests.conftest import API_KEY, AppFactory, Seeder, SettingsFactory, at
-from src.api.interfaces import Side
-from src.config.settings import TradingMode, get_settings
+from src.config.settings import get_settings
+from src.domain.modes import TradingMode
+from src.domain.orders import Side
 from src.exceptions import DatabaseNotMigratedError
 
 FRESH = {"cache_seconds": 0.0}

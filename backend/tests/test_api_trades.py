@@ -8,9 +8,8 @@ import httpx
 import pytest
 
 from backend.tests.conftest import Seeder, at
-from src.api.interfaces import Side
-from src.config.settings import TradingMode
-from src.trading.orders import TradeStatus
+from src.domain.modes import TradingMode
+from src.domain.orders import Side, TradeStatus
 
 
 async def _ten_trades(seed: Seeder) -> None:

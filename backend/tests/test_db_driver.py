@@ -13,7 +13,7 @@ from backend.app.db.driver import fetch_one, fetch_rows
 from backend.app.db.repositories.queries import served_columns
 from backend.app.models import TradeRow
 from backend.tests.conftest import Seeder, at
-from src.api.interfaces import Side
+from src.domain.orders import Side
 
 COLUMNS = ("id", "side", "price", "amount", "fee", "realized_pnl", "created_at")
 

@@ -11,8 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from backend.app.models import AIDecisionRow, OrderRow, PositionRow, TradeRow
 from backend.app.services.trading_engine import TradingEngine
-from src.config.settings import Settings, TradingMode
-from src.trading.orders import OrderStatus
+from src.config.settings import Settings
+from src.domain.modes import TradingMode
+from src.domain.orders import OrderStatus
 from tests.fakes.fear_greed_server import FakeFearGreed
 from tests.fakes.openai_server import Behaviour, FakeOpenAI
 from tests.fakes.upbit_server import FakeUpbit

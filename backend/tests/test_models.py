@@ -11,9 +11,8 @@ from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backend.app.models import AIDecisionRow, BotConfigRow, OrderRow, PortfolioSnapshotRow, PositionRow, TradeRow
-from src.api.interfaces import OrderType, Side
-from src.config.settings import TradingMode
-from src.trading.orders import OrderStatus, TradeStatus
+from src.domain.modes import TradingMode
+from src.domain.orders import OrderStatus, OrderType, Side, TradeStatus
 
 Sessions = async_sessionmaker[AsyncSession]
 

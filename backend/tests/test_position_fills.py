@@ -17,13 +17,13 @@ from backend.app.db.repositories.risk import SqlRiskStore
 from backend.app.db.repositories.trading import SqlTradingRepository
 from backend.app.db.session import session_factory
 from backend.app.models import PositionFillRow, SystemLogRow
-from src.api.interfaces import Side
-from src.config.settings import RiskConfig, TradingMode
+from src.config.settings import RiskConfig
+from src.domain.events import EventKind, NullNotifier
+from src.domain.modes import TradingMode
+from src.domain.orders import OrderStatus, Side
 from src.exceptions import PositionConflict
 from src.position import PositionService
 from src.risk import PositionChange, PositionRecord, PositionStatus
-from src.trading.notifier import EventKind, NullNotifier
-from src.trading.orders import OrderStatus
 from src.trading.service import TradingService
 from tests.support.crashes import ProcessDied
 from tests.support.exchange_faults import AnswerFaults

@@ -14,11 +14,11 @@ from backend.app.db.lock import SchedulerLock
 from backend.app.db.repositories.bot import BotRepository, ConfigWrite
 from backend.app.db.repositories.trading import SqlTradingRepository
 from backend.app.models import SystemLogRow, TradeRow
-from src.api.interfaces import OrderType, Side
-from src.config.settings import TradingMode
+from src.domain.bot import BotAction, DesiredState
+from src.domain.modes import TradingMode
+from src.domain.orders import IllegalOrderTransition, OrderStatus, OrderType, Side
 from src.exceptions import SchedulerLockHeld, SchedulerLockLost
-from src.trading.bot_control import DESIRED_STATE_KEY, BotAction, DesiredState
-from src.trading.orders import IllegalOrderTransition, OrderStatus
+from src.trading.bot_control import DESIRED_STATE_KEY
 from src.trading.repository import AIDecisionRecord, CycleRecord, OrderRecord, StageRecord, TradeRecord
 from tests.support.rows import count_rows
 

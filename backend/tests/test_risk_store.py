@@ -10,8 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backend.app.db.repositories.risk import SqlRiskStore
 from backend.app.db.repositories.trading import SqlTradingRepository
-from src.api.interfaces import OrderType, Side
-from src.config.settings import RiskConfig, TradingMode
+from src.config.settings import RiskConfig
+from src.domain.modes import TradingMode
+from src.domain.orders import OrderStatus, OrderType, Side, TradeStatus
 from src.exceptions import PositionConflict
 from src.position import PositionService
 from src.risk import (
@@ -24,7 +25,6 @@ from src.risk import (
     RiskState,
     RiskStore,
 )
-from src.trading.orders import OrderStatus, TradeStatus
 from src.trading.pipeline.memory import InMemoryTradingRepository
 from src.trading.repository import ITradingRepository, OrderRecord, TradeRecord
 

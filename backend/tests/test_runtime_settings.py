@@ -22,8 +22,9 @@ from backend.app.db.repositories.bot import BotRepository
 from backend.app.models import AIDecisionRow, OrderRow, PositionRow, SystemLogRow, TradingCycleRow
 from backend.app.services.scheduler_metrics import SchedulerMetrics
 from backend.app.services.trading_engine import TradingEngine
-from src.config.settings import SchedulerConfig, Settings, TradingMode
+from src.config.settings import SchedulerConfig, Settings
 from src.data.replay import ReplayMarketSource
+from src.domain.modes import TradingMode
 from tests.fakes.openai_server import Behaviour, FakeOpenAI
 from tests.support.candles import make_candles
 from tests.support.strategies import AlwaysBuy

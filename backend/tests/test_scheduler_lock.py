@@ -39,11 +39,12 @@ from backend.app.services.scheduler_metrics import SchedulerMetrics
 from backend.app.services.trading_engine import TradingEngine
 from backend.tests.conftest import BASE_ENV
 from src.api.interfaces import IExchangeClient, Order, OrderRequest
-from src.config.settings import PROJECT_ROOT, SchedulerConfig, TradingMode, load_settings
+from src.config.settings import PROJECT_ROOT, SchedulerConfig, load_settings
 from src.data.replay import ReplayMarketSource
+from src.domain.events import EventKind, NullNotifier
+from src.domain.modes import TradingMode
+from src.domain.orders import OrderStatus
 from src.exceptions import SchedulerLockHeld, SchedulerLockLost
-from src.trading.notifier import EventKind, NullNotifier
-from src.trading.orders import OrderStatus
 from tests.support import pg_server as pg_server_module
 from tests.support.candles import make_candles
 from tests.support.pg_server import PrivatePostgres, private_postgres

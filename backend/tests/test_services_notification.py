@@ -19,7 +19,7 @@ from backend.app.services.notification import (
     split_message,
 )
 from src.config.settings import TelegramConfig
-from src.trading.notifier import EventKind, NotificationEvent
+from src.domain.events import EventKind, NotificationEvent
 from tests.fakes.telegram_server import FakeTelegram, SendFault, html_parse_error
 
 # PTB 22 warns inside RetryAfter.__init__ that retry_after will become a timedelta; the service handles both.

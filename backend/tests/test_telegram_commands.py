@@ -18,11 +18,12 @@ from backend.app.db.repositories.trading import SqlTradingRepository
 from backend.app.models import BotConfigRow, SystemLogRow
 from backend.app.services.notification import NotificationService
 from backend.app.services.telegram_commands import CommandContext, TelegramCommands
-from src.api.interfaces import OrderType, Side
-from src.config.settings import TelegramConfig, TradingMode
+from src.config.settings import TelegramConfig
+from src.domain.bot import DesiredState
+from src.domain.modes import TradingMode
+from src.domain.orders import OrderStatus, OrderType, Side
 from src.risk.store import PositionRecord
-from src.trading.bot_control import DESIRED_STATE_KEY, DesiredState
-from src.trading.orders import OrderStatus
+from src.trading.bot_control import DESIRED_STATE_KEY
 from src.trading.repository import OrderRecord, PortfolioSnapshotRecord, TradeRecord
 from tests.fakes.telegram_server import FakeTelegram, html_parse_error
 
@@ -229,7 +230,7 @@ async def test_start_telegram_runs_sender_and_poller_from_settings(
     # Given settings that point Telegram at the fake with one allowed chat
     from backend.app.services.telegram_commands import start_telegram
     from src.config.settings import load_settings
-    from src.trading.notifier import EventKind, NotificationEvent
+    from src.domain.events import EventKind, NotificationEvent
 
     monkeypatch.setenv("TELEGRAM_BOT_TOKEN", fake_telegram.token)
     monkeypatch.setenv("TELEGRAM_CHAT_IDS", str(ALLOWED))

@@ -26,11 +26,13 @@ from backend.app.models import (
 )
 from backend.app.services.reporting import build_daily_report
 from backend.app.services.trading_engine import TradingEngine
-from src.ai.models import AIDecision, Decision, DecisionSource
-from src.api.interfaces import Balance, ExchangeOrderState, Order, OrderType, Side
-from src.config.settings import Settings, TradingMode
-from src.trading.notifier import EventKind, NullNotifier
-from src.trading.orders import OrderStatus
+from src.ai.models import AIDecision
+from src.api.interfaces import Balance, ExchangeOrderState, Order
+from src.config.settings import Settings
+from src.domain.decisions import Decision, DecisionSource
+from src.domain.events import EventKind, NullNotifier
+from src.domain.modes import TradingMode
+from src.domain.orders import OrderStatus, OrderType, Side
 from src.trading.repository import AIDecisionRecord, OrderRecord, PortfolioSnapshotRecord, TradeRecord
 from tests.fakes.fear_greed_server import FakeFearGreed
 from tests.fakes.upbit_server import FakeUpbit

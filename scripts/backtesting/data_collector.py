@@ -23,10 +23,9 @@ import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from src.api.interfaces import TIMEFRAMES, IExchangeClient
+from src.api.interfaces import IExchangeClient
 from src.backtesting.data_provider import (
     PAGE_SIZE,
-    TIMEFRAME_SECONDS,
     SyncReport,
     cache_path,
     find_gaps,
@@ -34,6 +33,7 @@ from src.backtesting.data_provider import (
     sync_candles,
     to_utc,
 )
+from src.domain.timeframes import Timeframe
 from src.exceptions import TradingSystemError
 
 
@@ -49,7 +49,7 @@ class UpbitDataCollector:
         self, symbol: str, timeframe: str, start: datetime | str | None, end: datetime | str | None
     ) -> int:
         path = cache_path(self.data_dir, symbol, timeframe)
-        step = pd.Timedelta(seconds=TIMEFRAME_SECONDS[timeframe])
+        step = pd.Timedelta(seconds=Timeframe(timeframe).seconds)
         end_ts = to_utc(end) or pd.Timestamp.now(tz="UTC")
         start_ts = to_utc(start)
         if path.is_file():
@@ -109,7 +109,9 @@ class _OneLineParser(argparse.ArgumentParser):
 def build_parser(prog: str = "data_collector") -> argparse.ArgumentParser:
     parser = _OneLineParser(prog=prog, description="Collect Upbit candles into the backtest cache.")
     parser.add_argument("--symbol", action="append", help="market such as KRW-BTC (repeatable)")
-    parser.add_argument("--timeframe", action="append", choices=list(TIMEFRAMES), help="bar size (repeatable)")
+    parser.add_argument(
+        "--timeframe", action="append", choices=[tf.value for tf in Timeframe], help="bar size (repeatable)"
+    )
     parser.add_argument("--start", help="first candle (UTC), needed when nothing is cached yet")
     parser.add_argument("--end", help="stop before this time (UTC); default now")
     parser.add_argument("--data-dir", type=Path, help="cache root (default BACKTEST_DATA_DIR)")

@@ -20,8 +20,8 @@ from typing import NoReturn
 from rich.console import Console
 from rich.table import Table
 
-from src.api.interfaces import TIMEFRAMES
 from src.backtesting.data_provider import cache_path, find_gaps, load_candle_csv, merge_candles, save_candle_csv
+from src.domain.timeframes import Timeframe
 from src.exceptions import TradingSystemError
 
 
@@ -48,7 +48,7 @@ def list_cache(data_dir: Path, console: Console) -> None:
     for path in sorted(data_dir.glob("*/*.csv")):
         timeframe = path.stem.rsplit("_", 1)[-1]
         df = load_candle_csv(path)
-        gaps = len(find_gaps(df, timeframe)) if timeframe in TIMEFRAMES else "-"
+        gaps = len(find_gaps(df, timeframe)) if Timeframe.is_known(timeframe) else "-"
         table.add_row(
             str(path.relative_to(data_dir)),
             f"{len(df):,}",
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     imp = commands.add_parser("import", help="validate a CSV and merge it into the cache")
     imp.add_argument("source", type=Path)
     imp.add_argument("--symbol", required=True)
-    imp.add_argument("--timeframe", required=True, choices=list(TIMEFRAMES))
+    imp.add_argument("--timeframe", required=True, choices=[tf.value for tf in Timeframe])
     args = parser.parse_args(argv)
     console = Console()
     try:

@@ -20,8 +20,8 @@ from typing import NoReturn
 from rich.console import Console
 from rich.table import Table
 
-from src.api.interfaces import TIMEFRAMES
 from src.backtesting.data_quality import clean_candles, quality_report
+from src.domain.timeframes import Timeframe
 from src.exceptions import TradingSystemError
 
 
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     report = commands.add_parser("report", help="list every problem of a candle file")
     report.add_argument("file", type=Path)
-    report.add_argument("--timeframe", required=True, choices=list(TIMEFRAMES))
+    report.add_argument("--timeframe", required=True, choices=[tf.value for tf in Timeframe])
     report.add_argument("--json", action="store_true", help="print the report as JSON")
     clean = commands.add_parser("clean", help="write a cleaned copy")
     clean.add_argument("file", type=Path)

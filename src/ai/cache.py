@@ -11,7 +11,8 @@ import json
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from src.ai.models import AIDecision, DecisionSource
+from src.ai.models import AIDecision
+from src.domain.decisions import DecisionSource
 from src.exceptions import AIServiceError, DataError
 from src.utils.logger import get_logger
 

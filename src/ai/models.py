@@ -12,6 +12,8 @@ from enum import StrEnum
 from typing import Any
 
 from src.ai.prompt import json_safe
+from src.domain.decisions import Decision, DecisionSource
+from src.domain.money import ZERO
 from src.exceptions import DataError
 
 # The longest reason kept, in characters. A reason is a sentence or two for the operator (the prompt asks for
@@ -26,19 +28,6 @@ def bounded_reason(reason: str) -> str:
     if len(reason) <= MAX_REASON_CHARS:
         return reason
     return reason[: MAX_REASON_CHARS - len(REASON_CUT_MARKER)] + REASON_CUT_MARKER
-
-
-class Decision(StrEnum):
-    BUY = "buy"
-    SELL = "sell"
-    HOLD = "hold"
-
-
-class DecisionSource(StrEnum):
-    AI = "ai"  # answered by the model now
-    CACHE = "cache"  # the model's earlier answer to the identical prompt
-    FALLBACK = "fallback"  # the model failed; hold
-    DISABLED = "disabled"  # AI off, no key or the AI budget reached; hold
 
 
 class AIPurpose(StrEnum):
@@ -102,7 +91,7 @@ class AIDecision:
     raw_response: str | None = None  # the HTTP body as received (answer or error)
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    cost_usd: Decimal = Decimal("0")
+    cost_usd: Decimal = ZERO
     error: str | None = None
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     purpose: AIPurpose = AIPurpose.DECISION
@@ -113,7 +102,7 @@ class AIDecision:
 
     def as_cache_hit(self) -> AIDecision:
         """This answer served again: no tokens were spent for it this time."""
-        return replace(self, source=DecisionSource.CACHE, prompt_tokens=0, completion_tokens=0, cost_usd=Decimal("0"))
+        return replace(self, source=DecisionSource.CACHE, prompt_tokens=0, completion_tokens=0, cost_usd=ZERO)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from src.api.interfaces import Orderbook
+from src.domain.money import ZERO
 from src.exceptions import DataError
 
 SCHEMA_NAME = "trading_decision"
@@ -172,8 +173,8 @@ def request_hash(request: Mapping[str, Any]) -> str:
 def summarize_orderbook(orderbook: Orderbook, depth: int = 5) -> dict[str, Any]:
     """The part of an orderbook the model needs: top of book, spread and depth on each side."""
     asks, bids = orderbook.asks[:depth], orderbook.bids[:depth]
-    ask_size = sum((level.size for level in asks), Decimal("0"))
-    bid_size = sum((level.size for level in bids), Decimal("0"))
+    ask_size = sum((level.size for level in asks), ZERO)
+    bid_size = sum((level.size for level in bids), ZERO)
     best_ask, best_bid = orderbook.best_ask, orderbook.best_bid
     spread_pct = None
     if best_ask is not None and best_bid is not None and best_bid > 0:
@@ -184,7 +185,7 @@ def summarize_orderbook(orderbook: Orderbook, depth: int = 5) -> dict[str, Any]:
         "best_bid": float(best_bid) if best_bid is not None else None,
         "spread_pct": spread_pct,
         "levels": depth,
-        "ask_depth_krw": float(sum((level.price * level.size for level in asks), Decimal("0"))),
-        "bid_depth_krw": float(sum((level.price * level.size for level in bids), Decimal("0"))),
+        "ask_depth_krw": float(sum((level.price * level.size for level in asks), ZERO)),
+        "bid_depth_krw": float(sum((level.price * level.size for level in bids), ZERO)),
         "bid_ask_imbalance": float((bid_size - ask_size) / total) if total > 0 else None,
     }

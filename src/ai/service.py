@@ -22,14 +22,15 @@ from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from src.ai.cache import DecisionCache
-from src.ai.models import AIDecision, AIPurpose, Decision, DecisionSource, MarketContext
+from src.ai.models import AIDecision, AIPurpose, MarketContext
 from src.ai.prompt import build_request, prompt_text, request_hash
 from src.ai.usage import AIBudget, AICallRecorder, AIUsageObserver, record_usage
 from src.config.settings import AIConfig
+from src.domain.decisions import Decision, DecisionSource
 from src.exceptions import DataError
 from src.utils.logger import get_logger
 
-__all__ = ["AIDecision", "AIPurpose", "AIService", "Decision", "DecisionSource", "MarketContext"]
+__all__ = ["AIDecision", "AIPurpose", "AIService", "MarketContext"]
 
 log = get_logger(__name__)
 

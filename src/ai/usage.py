@@ -19,12 +19,11 @@ from enum import StrEnum
 from typing import Protocol
 
 from src.ai.models import AIDecision, AIPurpose, MarketContext
+from src.domain.money import ZERO
 from src.exceptions import ConfigurationError
 from src.utils.logger import get_logger
 
 log = get_logger(__name__)
-
-_ZERO = Decimal("0")
 
 
 class AIUsageObserver(Protocol):
@@ -95,7 +94,7 @@ class AIBudget:
         self._observer = observer
         self._limits: dict[BudgetPeriod, Decimal] = {}
         self.set_limits(daily_usd, monthly_usd)
-        self._spent: dict[BudgetPeriod, Decimal] = {BudgetPeriod.DAY: _ZERO, BudgetPeriod.MONTH: _ZERO}
+        self._spent: dict[BudgetPeriod, Decimal] = {BudgetPeriod.DAY: ZERO, BudgetPeriod.MONTH: ZERO}
         self._starts: dict[BudgetPeriod, datetime] | None = None  # periods the spend was read for
         self.reason: str | None = None  # why the adviser is off; None while within budget
 
@@ -123,7 +122,7 @@ class AIBudget:
         limit = self._limits[period]
         if limit <= 0:
             return None
-        return max(_ZERO, limit - self._spent[period])
+        return max(ZERO, limit - self._spent[period])
 
     def charge(self, cost_usd: Decimal) -> None:
         """Count a call's cost now, before its row is written (the next refresh reads it from the ledger)."""

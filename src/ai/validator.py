@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from src.ai.models import AIDecision, Decision
+from src.ai.models import AIDecision
 from src.config.settings import AIConfig, RiskConfig, Settings
+from src.domain.decisions import Decision
 
 DEFAULT_MIN_CONFIDENCE: Decimal = AIConfig.model_fields["min_confidence"].default
 

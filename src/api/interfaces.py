@@ -11,46 +11,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+from typing import Protocol, runtime_checkable
 
 import pandas as pd
 
+from src.domain.money import ZERO
+from src.domain.orders import OrderType, Side
+
 CANDLE_COLUMNS = ("open", "high", "low", "close", "volume", "value")
 MAX_CANDLES_PER_REQUEST = 200  # Upbit serves at most 200 candles per request; longer ranges page with `to`
-
-# Timeframe name -> Upbit candle path. Minute units are those Upbit serves.
-TIMEFRAMES: dict[str, str] = {
-    "1m": "minutes/1",
-    "3m": "minutes/3",
-    "5m": "minutes/5",
-    "10m": "minutes/10",
-    "15m": "minutes/15",
-    "30m": "minutes/30",
-    "1h": "minutes/60",
-    "4h": "minutes/240",
-    "1d": "days",
-    "1w": "weeks",
-}
-
-
-class Side(StrEnum):
-    BUY = "buy"
-    SELL = "sell"
-
-    @property
-    def upbit(self) -> str:
-        return "bid" if self is Side.BUY else "ask"
-
-    @classmethod
-    def from_upbit(cls, side: str) -> Side:
-        return cls.BUY if side == "bid" else cls.SELL
-
-
-class OrderType(StrEnum):
-    """Upbit's ``ord_type`` values."""
-
-    LIMIT = "limit"
-    MARKET_BUY = "price"  # market buy of a KRW total
-    MARKET_SELL = "market"  # market sell of a base volume
 
 
 class ExchangeOrderState(StrEnum):
@@ -66,8 +35,8 @@ class ExchangeOrderState(StrEnum):
 class Balance:
     currency: str
     balance: Decimal
-    locked: Decimal = Decimal("0")
-    avg_buy_price: Decimal = Decimal("0")
+    locked: Decimal = ZERO
+    avg_buy_price: Decimal = ZERO
 
     @property
     def total(self) -> Decimal:
@@ -79,8 +48,8 @@ class Ticker:
     symbol: str
     trade_price: Decimal
     timestamp: datetime
-    change_rate: Decimal = Decimal("0")
-    acc_trade_price_24h: Decimal = Decimal("0")
+    change_rate: Decimal = ZERO
+    acc_trade_price_24h: Decimal = ZERO
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,11 +75,11 @@ class Orderbook:
 
     @property
     def total_ask_size(self) -> Decimal:
-        return sum((level.size for level in self.asks), Decimal("0"))
+        return sum((level.size for level in self.asks), ZERO)
 
     @property
     def total_bid_size(self) -> Decimal:
-        return sum((level.size for level in self.bids), Decimal("0"))
+        return sum((level.size for level in self.bids), ZERO)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,10 +126,10 @@ class Order:
     created_at: datetime
     price: Decimal | None = None
     volume: Decimal | None = None
-    remaining_volume: Decimal = Decimal("0")
-    executed_volume: Decimal = Decimal("0")
-    executed_funds: Decimal = Decimal("0")
-    paid_fee: Decimal = Decimal("0")
+    remaining_volume: Decimal = ZERO
+    executed_volume: Decimal = ZERO
+    executed_funds: Decimal = ZERO
+    paid_fee: Decimal = ZERO
     trades: tuple[Fill, ...] = field(default_factory=tuple)
 
     @property
@@ -179,6 +148,23 @@ class Order:
         if self.executed_volume <= 0:
             return None
         return self.executed_funds / self.executed_volume
+
+
+@runtime_checkable
+class MarketDataSource(Protocol):
+    """The read side of an exchange: what the paper exchange and the collector need for market data.
+
+    ``IExchangeClient`` implementations (``UpbitClient``) satisfy it as they are; the replay source
+    implements only this part.
+    """
+
+    async def get_tickers(self, symbols: list[str]) -> list[Ticker]: ...
+
+    async def get_orderbooks(self, symbols: list[str]) -> list[Orderbook]: ...
+
+    async def get_candles(
+        self, symbol: str, timeframe: str, count: int = 200, to: datetime | None = None
+    ) -> pd.DataFrame: ...
 
 
 class IExchangeClient(ABC):

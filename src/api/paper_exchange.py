@@ -32,7 +32,7 @@ import uuid as uuid_lib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from decimal import ROUND_DOWN, Decimal
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
@@ -47,11 +47,12 @@ from src.api.interfaces import (
     OrderbookLevel,
     OrderChance,
     OrderRequest,
-    OrderType,
-    Side,
     Ticker,
 )
 from src.api.upbit_client import decimal_text, parse_order
+from src.domain.market_rules import MIN_ORDER_KRW, round_to_tick, truncate_volume
+from src.domain.money import ZERO
+from src.domain.orders import OrderType, Side
 from src.exceptions import (
     DuplicateOrderIdentifier,
     InsufficientFunds,
@@ -60,17 +61,15 @@ from src.exceptions import (
     OrderNotFound,
     UnderMinTotal,
 )
-from src.trading.market_rules import MIN_ORDER_KRW, VOLUME_DECIMALS, round_to_tick
 from src.utils.logger import get_logger
 
 if TYPE_CHECKING:
+    from src.api.interfaces import MarketDataSource
     from src.config.settings import Settings
-    from src.data.interfaces import MarketDataSource
 
 log = get_logger(__name__)
 
 KRW = "KRW"
-ZERO = Decimal("0")
 
 
 class PaperAccountStore(Protocol):
@@ -319,7 +318,7 @@ class PaperExchange(IExchangeClient):
                 raise InvalidOrder("a market buy is a buy with price = KRW total and no volume", **context)
         elif request.side is not Side.SELL or volume is None or volume <= 0 or price is not None:
             raise InvalidOrder("a market sell is a sell with a volume and no price", **context)
-        if volume is not None and volume != volume.quantize(VOLUME_DECIMALS, rounding=ROUND_DOWN):
+        if volume is not None and volume != truncate_volume(volume):
             raise InvalidOrder(f"volume {volume} has more than 8 decimals", **context)
 
     def _check_min_total(self, request: OrderRequest, book: Orderbook) -> None:
@@ -414,7 +413,7 @@ class PaperExchange(IExchangeClient):
     def _take(request: OrderRequest, level: OrderbookLevel, execution: _Execution) -> Decimal:
         if request.order_type is OrderType.MARKET_BUY:
             budget = (request.price or ZERO) - execution.funds
-            return min(level.size, (budget / level.price).quantize(VOLUME_DECIMALS, rounding=ROUND_DOWN))
+            return min(level.size, truncate_volume(budget / level.price))
         if request.order_type is OrderType.LIMIT:
             limit_price = request.price or ZERO
             crosses = level.price <= limit_price if request.side is Side.BUY else level.price >= limit_price

@@ -22,7 +22,7 @@ import json
 import uuid as uuid_lib
 from dataclasses import replace
 from datetime import UTC, datetime
-from decimal import ROUND_DOWN, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -33,7 +33,6 @@ import pandas as pd
 from src.api.interfaces import (
     CANDLE_COLUMNS,
     MAX_CANDLES_PER_REQUEST,
-    TIMEFRAMES,
     Balance,
     ExchangeOrderState,
     Fill,
@@ -43,11 +42,13 @@ from src.api.interfaces import (
     OrderbookLevel,
     OrderChance,
     OrderRequest,
-    OrderType,
-    Side,
     Ticker,
 )
 from src.api.rate_limiter import UpbitRateLimiter
+from src.domain.market_rules import MIN_ORDER_KRW, round_to_tick, truncate_volume
+from src.domain.money import ZERO, whole_krw
+from src.domain.orders import OrderType, Side
+from src.domain.timeframes import Timeframe
 from src.exceptions import (
     AuthError,
     Blocked,
@@ -62,7 +63,6 @@ from src.exceptions import (
     RateLimited,
     UnderMinTotal,
 )
-from src.trading.market_rules import MIN_ORDER_KRW, round_to_tick, truncate_volume
 from src.utils.logger import get_logger
 
 if TYPE_CHECKING:
@@ -150,7 +150,7 @@ def _normalize_market_buy(request: OrderRequest, min_order_krw: Decimal) -> Orde
             "a market buy (ord_type=price) is a buy with price = KRW total and no volume",
             identifier=request.identifier,
         )
-    total = request.price.quantize(Decimal("1"), rounding=ROUND_DOWN)
+    total = whole_krw(request.price)
     if total < min_order_krw:
         raise UnderMinTotal(
             f"market buy total {total} KRW is below the minimum {min_order_krw} KRW", identifier=request.identifier
@@ -178,6 +178,15 @@ def order_body(request: OrderRequest) -> dict[str, str]:
     body["ord_type"] = request.order_type.value
     body["identifier"] = request.identifier
     return body
+
+
+def candle_path(timeframe: Timeframe) -> str:
+    """Upbit's candle path of a timeframe: ``minutes/60`` for 1h, ``days``, ``weeks``."""
+    if timeframe is Timeframe.W1:
+        return "weeks"
+    if timeframe is Timeframe.D1:
+        return "days"
+    return f"minutes/{timeframe.minutes}"
 
 
 class UpbitClient(IExchangeClient):
@@ -244,8 +253,8 @@ class UpbitClient(IExchangeClient):
     async def get_candles(
         self, symbol: str, timeframe: str, count: int = 200, to: datetime | None = None
     ) -> pd.DataFrame:
-        if timeframe not in TIMEFRAMES:
-            raise ValueError(f"unknown timeframe {timeframe!r}; expected one of {', '.join(TIMEFRAMES)}")
+        if not Timeframe.is_known(timeframe):
+            raise ValueError(f"unknown timeframe {timeframe!r}; expected one of {Timeframe.names()}")
         if not 1 <= count <= MAX_CANDLES_PER_REQUEST:
             raise ValueError(f"count must be 1..{MAX_CANDLES_PER_REQUEST} (page with to=...), got {count}")
         params = [("market", symbol), ("count", str(count))]
@@ -253,7 +262,7 @@ class UpbitClient(IExchangeClient):
             if to.tzinfo is None:
                 raise ValueError("to must be timezone-aware (UTC)")
             params.append(("to", to.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")))
-        rows = await self._get(f"/v1/candles/{TIMEFRAMES[timeframe]}", params, group="candle")
+        rows = await self._get(f"/v1/candles/{candle_path(Timeframe(timeframe))}", params, group="candle")
         return candles_to_frame(rows)
 
     async def get_markets(self) -> list[dict[str, Any]]:
@@ -423,7 +432,7 @@ def _order_key(uuid: str | None, identifier: str | None) -> list[tuple[str, str]
 def _dec(value: Any) -> Decimal:
     """Upbit numbers: strings on exchange endpoints, JSON numbers on quotation endpoints."""
     if value is None:
-        return Decimal("0")
+        return ZERO
     try:
         return Decimal(str(value))
     except InvalidOperation as exc:
@@ -488,7 +497,7 @@ def parse_order(data: dict[str, Any]) -> Order:
         executed_funds = (
             _dec(data["executed_funds"])
             if data.get("executed_funds") is not None
-            else sum((t.funds for t in trades), Decimal("0"))
+            else sum((t.funds for t in trades), ZERO)
         )
         return Order(
             uuid=data["uuid"],

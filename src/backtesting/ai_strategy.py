@@ -17,9 +17,10 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from src.ai.service import AIDecision, Decision, DecisionSource, MarketContext
+from src.ai.service import AIDecision, MarketContext
 from src.backtesting.performance import bar_seconds
 from src.backtesting.strategy import RuleBasedBreakoutStrategy, Strategy, StrategySignals, shifted
+from src.domain.decisions import Decision, DecisionSource
 from src.exceptions import ConfigurationError, DataError
 from src.trading.indicators import compute_indicators
 from src.trading.signal_analyzer import SignalAnalyzer

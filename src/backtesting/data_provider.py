@@ -18,31 +18,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from src.api.interfaces import CANDLE_COLUMNS, MAX_CANDLES_PER_REQUEST, TIMEFRAMES, IExchangeClient
+from src.api.interfaces import CANDLE_COLUMNS, MAX_CANDLES_PER_REQUEST, IExchangeClient
+from src.domain.timeframes import Timeframe
 from src.exceptions import DataError, RateLimited
 from src.utils.logger import get_logger
 
 log = get_logger(__name__)
 
 REQUIRED_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
-TIMEFRAME_SECONDS: dict[str, int] = {
-    "1m": 60,
-    "3m": 180,
-    "5m": 300,
-    "10m": 600,
-    "15m": 900,
-    "30m": 1800,
-    "1h": 3600,
-    "4h": 14400,
-    "1d": 86400,
-    "1w": 604800,
-}
 PAGE_SIZE = MAX_CANDLES_PER_REQUEST
 
 
 def timeframe_dir(timeframe: str) -> str:
-    if timeframe not in TIMEFRAMES:
-        raise DataError(f"unknown timeframe {timeframe!r}; expected one of {', '.join(TIMEFRAMES)}")
+    if not Timeframe.is_known(timeframe):
+        raise DataError(f"unknown timeframe {timeframe!r}; expected one of {Timeframe.names()}")
     if timeframe in ("1d", "1w"):
         return "daily"
     if timeframe in ("1h", "4h"):
@@ -138,7 +127,7 @@ class Gap:
 
 def find_gaps(df: pd.DataFrame, timeframe: str) -> list[Gap]:
     """Every place where consecutive candles are more than one bar apart (weeks: 7 days)."""
-    step = TIMEFRAME_SECONDS[timeframe] * 1_000_000_000
+    step = Timeframe(timeframe).seconds * 1_000_000_000
     stamps = df.index.as_unit("ns").asi8
     diffs = np.diff(stamps)
     rows = np.nonzero(diffs > step)[0]
@@ -236,7 +225,7 @@ async def sync_candles(
     it stopped. Gaps inside the data are left as they are (Upbit emits no candle without trades), and
     the candle still forming (open time later than now minus one bar) is never stored.
     """
-    step = pd.Timedelta(seconds=TIMEFRAME_SECONDS[timeframe])
+    step = pd.Timedelta(seconds=Timeframe(timeframe).seconds)
     report = SyncReport(symbol, timeframe)
     # File I/O is synchronous on purpose: one small CSV, written between requests.
     cached = load_candle_csv(path) if path.is_file() else None  # noqa: ASYNC240

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from src.backtesting.portfolio import TradeArrays
+from src.domain.timeframes import Timeframe
 
 SECONDS_PER_YEAR = 365 * 86400
 
@@ -28,10 +29,8 @@ def bar_seconds(index: pd.DatetimeIndex) -> float:
 
 
 def timeframe_label(seconds: float) -> str:
-    for label, length in (("1d", 86400), ("4h", 14400), ("1h", 3600), ("5m", 300), ("1m", 60)):
-        if seconds == length:
-            return label
-    return f"{seconds:g}s"
+    timeframe = Timeframe.from_seconds(seconds)
+    return timeframe.value if timeframe is not None else f"{seconds:g}s"
 
 
 def _finite(value: float) -> float | None:

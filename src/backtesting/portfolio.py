@@ -28,10 +28,16 @@ import numba
 import numpy as np
 import pandas as pd
 
-from src.trading.market_rules import TICK_TABLES
+from src.domain.exits import ExitReason
+from src.domain.market_rules import TICK_TABLES
 
 EXIT_AT_OPEN, EXIT_STOP, EXIT_TARGET, EXIT_END = 0, 1, 2, 3
-EXIT_REASONS = {EXIT_AT_OPEN: "signal", EXIT_STOP: "stop", EXIT_TARGET: "target", EXIT_END: "end"}
+EXIT_REASONS = {
+    EXIT_AT_OPEN: ExitReason.SIGNAL,
+    EXIT_STOP: ExitReason.STOP,
+    EXIT_TARGET: ExitReason.TARGET,
+    EXIT_END: ExitReason.END,
+}
 
 
 def _tick_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -286,7 +292,7 @@ class Portfolio:
                 "pnl_pct": arrays.pnl_pct,
                 "fees": arrays.fees,
                 "exit_reason": pd.Categorical.from_codes(
-                    b[:, _REASON].astype(np.int64), categories=[EXIT_REASONS[i] for i in range(4)]
+                    b[:, _REASON].astype(np.int64), categories=[EXIT_REASONS[i].value for i in range(4)]
                 ),
             }
         )

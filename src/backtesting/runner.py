@@ -20,6 +20,7 @@ from src.backtesting.data_provider import HistoricalDataProvider, find_gaps
 from src.backtesting.report_html import write_html_report
 from src.backtesting.strategy import RuleBasedBreakoutStrategy, Strategy, VolatilityBreakoutStrategy
 from src.config.settings import Settings
+from src.domain.timeframes import Timeframe
 from src.exceptions import ConfigurationError
 
 STRATEGIES = ("rule_breakout", "volatility_breakout", "ai")
@@ -175,7 +176,7 @@ def print_report(console: Console, request: BacktestRequest, result: BacktestRes
     for label, key, suffix in METRIC_ROWS:
         table.add_row(label, _fmt(m.get(key), suffix))
     console.print(table)
-    gaps = find_gaps(result.candles, m["timeframe"]) if m["timeframe"] in ("1m", "5m", "1h", "4h", "1d") else []
+    gaps = find_gaps(result.candles, m["timeframe"]) if Timeframe.is_known(m["timeframe"]) else []
     console.print(
         f"Annualised with {m['bars_per_year']:,.0f} bars/year ({m['timeframe']} bars, 365-day year). "
         f"Fee {result.config.fee_rate:.4%} per side, slippage {result.config.slippage_pct}%, "

@@ -253,12 +253,3 @@ class RuleBasedBreakoutStrategy(Strategy):
         signals.target_distance = shifted(self.atr_target * atr_now)
         signals.details = {**gates, "atr_14": atr_now}
         return signals
-
-
-def __getattr__(name: str) -> Any:
-    # The AI strategy lives in its own module (it pulls in the AI contract); re-export it lazily.
-    if name == "AITradingStrategy":
-        from src.backtesting.ai_strategy import AITradingStrategy
-
-        return AITradingStrategy
-    raise AttributeError(name)

@@ -47,6 +47,8 @@ from src.config.rules import (
     TradeSpacingHours,
     TrailingStopPct,
 )
+from src.domain.decisions import PositionSizing
+from src.domain.modes import TradingMode
 from src.exceptions import ConfigurationError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -92,21 +94,10 @@ def _split_csv(value: Any) -> Any:
 CsvList = Annotated[list[str], NoDecode]
 
 
-class TradingMode(StrEnum):
-    PAPER = "paper"
-    LIVE = "live"
-    REPLAY = "replay"
-
-
 class LogFormat(StrEnum):
     AUTO = "auto"
     CONSOLE = "console"
     JSON = "json"
-
-
-class PositionSizing(StrEnum):
-    FIXED = "fixed"
-    HALF_KELLY = "half_kelly"
 
 
 class _Group(BaseSettings):

@@ -18,14 +18,14 @@ import pandas as pd
 
 from src.ai.market_correlation import btc_correlation
 from src.api.interfaces import MAX_CANDLES_PER_REQUEST, Orderbook, Ticker
-from src.backtesting.data_provider import TIMEFRAME_SECONDS
+from src.domain.timeframes import Timeframe
 from src.exceptions import DataError, ExchangeError, MarketDataUnavailable
 from src.utils.logger import get_logger
 
 if TYPE_CHECKING:
+    from src.api.interfaces import MarketDataSource
     from src.config.settings import Settings
     from src.data.fear_greed import FearGreed, FearGreedClient
-    from src.data.interfaces import MarketDataSource
 
 log = get_logger(__name__)
 
@@ -153,7 +153,7 @@ class DataCollector:
         errors: dict[str, str] = {}
         fear_greed = await self._fear_greed_reading(errors)
         correlation = await self._btc_correlation(symbol, timeframes[0], candles[timeframes[0]], errors)
-        finest = min(timeframes, key=lambda tf: TIMEFRAME_SECONDS[tf])
+        finest = min(timeframes, key=lambda tf: Timeframe(tf).seconds)
         snapshot = MarketSnapshot(
             symbol=symbol,
             timestamp=tickers[0].timestamp,

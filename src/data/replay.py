@@ -22,14 +22,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_DOWN, Decimal
+from decimal import Decimal
 
 import pandas as pd
 
-from src.api.interfaces import CANDLE_COLUMNS, MAX_CANDLES_PER_REQUEST, TIMEFRAMES, Orderbook, OrderbookLevel, Ticker
-from src.backtesting.data_provider import TIMEFRAME_SECONDS
+from src.api.interfaces import CANDLE_COLUMNS, MAX_CANDLES_PER_REQUEST, Orderbook, OrderbookLevel, Ticker
+from src.domain.market_rules import krw_tick_size, round_to_tick, truncate_volume
+from src.domain.timeframes import Timeframe
 from src.exceptions import DataError
-from src.trading.market_rules import VOLUME_DECIMALS, krw_tick_size, round_to_tick
 
 
 class ReplayMarketSource:
@@ -88,7 +88,7 @@ class ReplayMarketSource:
         return sorted(self._frames)
 
     def timeframes(self, symbol: str) -> list[str]:
-        return sorted(self._require(symbol), key=lambda tf: TIMEFRAME_SECONDS[tf])
+        return sorted(self._require(symbol), key=lambda tf: Timeframe(tf).seconds)
 
     def visible(self, symbol: str, timeframe: str) -> pd.DataFrame:
         """Every candle of ``symbol``/``timeframe`` complete at the clock, oldest first."""
@@ -123,7 +123,7 @@ class ReplayMarketSource:
         if ask <= bid:
             ask = bid + tick
         per_level = max(self._depth_fraction * volume / self._levels, self._min_level_krw / mid)
-        size = per_level.quantize(VOLUME_DECIMALS, rounding=ROUND_DOWN)
+        size = truncate_volume(per_level)
         asks = tuple(OrderbookLevel(ask + tick * i, size) for i in range(self._levels))
         bids = tuple(OrderbookLevel(bid - tick * i, size) for i in range(self._levels) if bid - tick * i > 0)
         return Orderbook(symbol=symbol, timestamp=self._now, asks=asks, bids=bids)
@@ -161,12 +161,12 @@ def _utc(moment: datetime) -> datetime:
 
 
 def _span(timeframe: str) -> timedelta:
-    return timedelta(seconds=TIMEFRAME_SECONDS[timeframe])
+    return timedelta(seconds=Timeframe(timeframe).seconds)
 
 
 def _checked(symbol: str, timeframe: str, frame: pd.DataFrame) -> pd.DataFrame:
-    if timeframe not in TIMEFRAMES:
-        raise DataError(f"{symbol}: unknown timeframe {timeframe!r}; expected one of {', '.join(TIMEFRAMES)}")
+    if not Timeframe.is_known(timeframe):
+        raise DataError(f"{symbol}: unknown timeframe {timeframe!r}; expected one of {Timeframe.names()}")
     if not isinstance(frame.index, pd.DatetimeIndex) or frame.index.tz is None:
         raise DataError(f"{symbol} {timeframe}: expected a tz-aware UTC DatetimeIndex of candle open times")
     missing = [c for c in ("open", "high", "low", "close", "volume") if c not in frame.columns]

@@ -15,12 +15,15 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from src.api.interfaces import Side
-from src.config.settings import RiskConfig, TradingMode
+from src.config.settings import RiskConfig
+from src.domain.exits import ExitReason
+from src.domain.market_rules import MIN_ORDER_KRW
+from src.domain.modes import TradingMode
+from src.domain.money import quantize_money
+from src.domain.orders import Side
 from src.exceptions import InvalidInput
 from src.risk.sizing import HUNDRED
-from src.risk.store import AppliedFill, PositionChange, PositionRecord, PositionStatus, RiskStore, quantize_money
-from src.trading.market_rules import MIN_ORDER_KRW
+from src.risk.store import AppliedFill, PositionChange, PositionRecord, PositionStatus, RiskStore
 from src.utils.logger import get_logger
 
 log = get_logger(__name__)
@@ -115,12 +118,12 @@ class PositionService:
         atr: Decimal | None = None,
         *,
         order_identifier: str,
-        reason: str | None = None,
+        reason: ExitReason | None = None,
     ) -> FillOutcome:
         """Apply one executed order: ``price`` is its average fill price, ``volume`` the base volume,
         ``fee`` the KRW fee paid, ``at`` the fill time (UTC). ``atr`` (KRW, same timeframe as the
         strategy) sets ATR-based levels when ``USE_ATR_EXITS``. ``reason`` is recorded as the exit
-        reason when a sell closes the position (e.g. ``"stop_loss"``, ``"signal"``; default ``"sell"``).
+        reason when a sell closes the position (``ExitReason.SELL`` when none is given).
         ``order_identifier`` (the order's client identifier) makes it exactly once: an order already
         applied changes nothing and its earlier outcome comes back (``already_applied``).
         """
@@ -145,7 +148,7 @@ class PositionService:
             return FillOutcome.earlier(earlier)
         if side is Side.BUY:
             return await self._buy(order_identifier, symbol, price, volume, fee, at, atr)
-        return await self._sell(order_identifier, symbol, price, volume, fee, at, reason or "sell")
+        return await self._sell(order_identifier, symbol, price, volume, fee, at, reason or ExitReason.SELL)
 
     async def _write(
         self, order_identifier: str, at: datetime, position: PositionRecord | None, pnl: Decimal | None = None
@@ -249,7 +252,7 @@ class PositionService:
         volume: Decimal,
         fee: Decimal,
         at: datetime,
-        reason: str,
+        reason: ExitReason,
     ) -> FillOutcome:
         current = await self.store.get_open_position(self.mode, symbol)
         if current is None or current.id is None:

@@ -1,16 +1,7 @@
 """Risk rules (entries, sizing, circuit breakers, exits) and the persistence port of positions and risk state."""
 
 from src.risk.manager import RiskManager
-from src.risk.models import (
-    EntryRule,
-    ExitReason,
-    ExitSignal,
-    PortfolioView,
-    RiskVerdict,
-    SizingDecision,
-    SizingMethod,
-    TradeStats,
-)
+from src.risk.models import EntryRule, ExitSignal, PortfolioView, RiskVerdict, SizingDecision, TradeStats
 from src.risk.store import (
     AppliedFill,
     InMemoryRiskStore,
@@ -25,7 +16,6 @@ from src.risk.store import (
 __all__ = [
     "AppliedFill",
     "EntryRule",
-    "ExitReason",
     "ExitSignal",
     "InMemoryRiskStore",
     "PortfolioView",
@@ -37,7 +27,6 @@ __all__ = [
     "RiskStore",
     "RiskVerdict",
     "SizingDecision",
-    "SizingMethod",
     "TradeStats",
     "UnsettledOrder",
 ]

@@ -16,25 +16,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_DOWN, Decimal
+from decimal import Decimal
 
-from src.api.interfaces import Side
-from src.config.settings import RiskConfig, TradingMode
+from src.config.settings import RiskConfig
+from src.domain.events import EventKind, NotificationEvent
+from src.domain.exits import ExitReason
+from src.domain.market_rules import MIN_ORDER_KRW
+from src.domain.modes import TradingMode
+from src.domain.money import ZERO, format_krw, quantize_money, whole_krw
+from src.domain.orders import Side
 from src.exceptions import InvalidInput
-from src.risk.models import (
-    EntryRule,
-    ExitReason,
-    ExitSignal,
-    PortfolioView,
-    RiskVerdict,
-    SizingDecision,
-    SizingMethod,
-    TradeStats,
-)
+from src.risk.models import EntryRule, ExitSignal, PortfolioView, RiskVerdict, SizingDecision, TradeStats
 from src.risk.sizing import HUNDRED, size_position
-from src.risk.store import ZERO, PositionRecord, RiskState, RiskStore, UnsettledOrder, quantize_money
-from src.trading.market_rules import MIN_ORDER_KRW
-from src.trading.notifier import EventKind, NotificationEvent, money
+from src.risk.store import PositionRecord, RiskState, RiskStore, UnsettledOrder
 from src.utils.logger import get_logger
 
 log = get_logger(__name__)
@@ -147,17 +141,17 @@ class RiskManager:
         in_flight_krw = sum((o.requested_total or ZERO for o in buys if o.symbol == symbol), ZERO)
         coin_room = self._coin_room(symbol, portfolio, in_flight_krw, reasons)
         cash_room = self._cash_room(portfolio, reasons)
-        max_krw = max(min(coin_room, cash_room), ZERO).quantize(Decimal("1"), rounding=ROUND_DOWN)
+        max_krw = whole_krw(max(min(coin_room, cash_room), ZERO))
         min_krw = max(self.min_order_krw, self.config.min_add_krw) if held else None
         if coin_room > 0 and cash_room > 0 and min_krw is not None and max_krw < min_krw:
             reasons.append(
-                f"{EntryRule.MIN_ADD}: room for {money(max_krw)} KRW to add to {symbol} is below the minimum "
-                f"top-up {money(min_krw)} KRW (RISK_MIN_ADD_KRW)"
+                f"{EntryRule.MIN_ADD}: room for {format_krw(max_krw)} KRW to add to {symbol} is below the minimum "
+                f"top-up {format_krw(min_krw)} KRW (RISK_MIN_ADD_KRW)"
             )
         elif coin_room > 0 and cash_room > 0 and max_krw < self.min_order_krw:
             reasons.append(
-                f"{EntryRule.MIN_ORDER}: room for {money(max_krw)} KRW is below the minimum order "
-                f"{money(self.min_order_krw)} KRW"
+                f"{EntryRule.MIN_ORDER}: room for {format_krw(max_krw)} KRW is below the minimum order "
+                f"{format_krw(self.min_order_krw)} KRW"
             )
         verdict = RiskVerdict(
             allowed=not reasons, reasons=reasons, max_krw=ZERO if reasons else max_krw, min_krw=min_krw
@@ -179,7 +173,7 @@ class RiskManager:
             return "open position"
         if symbol in in_flight:
             return "unsettled buy order"
-        return f"balance at the exchange worth {money(portfolio.holding(symbol))} KRW"
+        return f"balance at the exchange worth {format_krw(portfolio.holding(symbol))} KRW"
 
     @staticmethod
     def _safe_mode_reasons(state: RiskState, now: datetime) -> list[str]:
@@ -214,9 +208,9 @@ class RiskManager:
         room = cap - held
         if room <= 0:
             reasons.append(
-                f"{EntryRule.MAX_POSITION_PCT}: {symbol} already holds {money(held)} KRW (unsettled buys "
+                f"{EntryRule.MAX_POSITION_PCT}: {symbol} already holds {format_krw(held)} KRW (unsettled buys "
                 f"included), cap "
-                f"{self.config.max_position_pct}% of equity = {money(cap)} KRW"
+                f"{self.config.max_position_pct}% of equity = {format_krw(cap)} KRW"
             )
         return room
 
@@ -225,15 +219,15 @@ class RiskManager:
         spendable = (portfolio.cash_krw - reserve) / (1 + self.fee_rate)
         if spendable <= 0:
             reasons.append(
-                f"{EntryRule.CASH_RESERVE}: cash {money(portfolio.cash_krw)} KRW is within the reserve "
-                f"{self.config.cash_reserve_pct}% of equity = {money(reserve)} KRW"
+                f"{EntryRule.CASH_RESERVE}: cash {format_krw(portfolio.cash_krw)} KRW is within the reserve "
+                f"{self.config.cash_reserve_pct}% of equity = {format_krw(reserve)} KRW"
             )
         return spendable
 
     def sizing(self, verdict: RiskVerdict, portfolio: PortfolioView, stats: TradeStats | None) -> SizingDecision:
         """``size_entry`` with its method, percent and an explanatory note (for logs and the database)."""
         if not verdict.allowed:
-            return SizingDecision(ZERO, SizingMethod(self.config.position_sizing.value), ZERO, "entry refused by risk")
+            return SizingDecision(ZERO, self.config.position_sizing, ZERO, "entry refused by risk")
         minimum = max(self.min_order_krw, verdict.min_krw or ZERO)
         return size_position(portfolio.equity, verdict.max_krw, minimum, self.config, stats)
 
@@ -289,14 +283,14 @@ class RiskManager:
         weekly = _loss_pct(state.week_anchor_equity, equity)
         if weekly >= self.config.weekly_loss_limit_pct:
             reason = (
-                f"weekly loss {weekly:.2f}% from {money(state.week_anchor_equity)} KRW reached the limit "
+                f"weekly loss {weekly:.2f}% from {format_krw(state.week_anchor_equity)} KRW reached the limit "
                 f"{self.config.weekly_loss_limit_pct}%"
             )
             return reason, week_start(now) + timedelta(days=7)
         daily = _loss_pct(state.day_anchor_equity, equity)
         if daily >= self.config.daily_loss_limit_pct:
             reason = (
-                f"daily loss {daily:.2f}% from {money(state.day_anchor_equity)} KRW reached the limit "
+                f"daily loss {daily:.2f}% from {format_krw(state.day_anchor_equity)} KRW reached the limit "
                 f"{self.config.daily_loss_limit_pct}%"
             )
             return reason, day_start(now) + timedelta(days=1)

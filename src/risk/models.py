@@ -7,14 +7,11 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
 
+from src.domain.decisions import PositionSizing
+from src.domain.exits import ExitReason
+from src.domain.money import ZERO
 from src.exceptions import InvalidInput
-from src.risk.store import ZERO, PositionRecord
-
-
-class ExitReason(StrEnum):
-    STOP_LOSS = "stop_loss"
-    TAKE_PROFIT = "take_profit"
-    TRAILING_STOP = "trailing_stop"
+from src.risk.store import PositionRecord
 
 
 class EntryRule(StrEnum):
@@ -107,17 +104,12 @@ class ExitSignal:
     position_id: int | None = None
 
 
-class SizingMethod(StrEnum):
-    FIXED = "fixed"
-    HALF_KELLY = "half_kelly"
-
-
 @dataclass(frozen=True, slots=True)
 class SizingDecision:
     """How much to buy (KRW order total) and why: the method used, its percent of equity, a note."""
 
     krw: Decimal
-    method: SizingMethod
+    method: PositionSizing
     fraction_pct: Decimal
     note: str = ""
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from decimal import ROUND_DOWN, Decimal
 
-from src.config.settings import PositionSizing, RiskConfig
-from src.risk.models import SizingDecision, SizingMethod, TradeStats
-from src.risk.store import ZERO
+from src.config.settings import RiskConfig
+from src.domain.decisions import PositionSizing
+from src.domain.money import ZERO, whole_krw
+from src.risk.models import SizingDecision, TradeStats
 
 HUNDRED = Decimal("100")
 PCT_QUANTUM = Decimal("0.0001")
@@ -29,23 +30,23 @@ def half_kelly_pct(stats: TradeStats, config: RiskConfig) -> Decimal:
     return min(max(raw, config.kelly_min_pct), config.kelly_max_pct)
 
 
-def choose_fraction(config: RiskConfig, stats: TradeStats | None) -> tuple[SizingMethod, Decimal, str]:
+def choose_fraction(config: RiskConfig, stats: TradeStats | None) -> tuple[PositionSizing, Decimal, str]:
     """Which percent of equity to put into a new position, by which method, and a note for the record."""
     if config.position_sizing is PositionSizing.FIXED:
-        return SizingMethod.FIXED, config.position_fraction_pct, ""
+        return PositionSizing.FIXED, config.position_fraction_pct, ""
     closed = stats.closed if stats is not None else 0
     if stats is None or closed < config.kelly_min_trades:
         note = (
             f"half-Kelly needs {config.kelly_min_trades} closed positions, have {closed}: "
             f"using the fixed fraction {config.position_fraction_pct}%"
         )
-        return SizingMethod.FIXED, config.position_fraction_pct, note
+        return PositionSizing.FIXED, config.position_fraction_pct, note
     pct = half_kelly_pct(stats, config)
     note = (
         f"half-Kelly from {stats.closed} closed positions: win rate {stats.win_rate:.4f}, "
         f"payoff {'n/a' if stats.payoff_ratio is None else f'{stats.payoff_ratio:.4f}'} -> {pct:.4f}%"
     )
-    return SizingMethod.HALF_KELLY, pct, note
+    return PositionSizing.HALF_KELLY, pct, note
 
 
 def size_position(
@@ -54,7 +55,7 @@ def size_position(
     """The KRW order total: ``equity x fraction``, capped by ``max_krw``, whole KRW; 0 below the minimum order."""
     method, pct, note = choose_fraction(config, stats)
     wanted = equity * pct / HUNDRED
-    krw = min(wanted, max_krw).quantize(Decimal("1"), rounding=ROUND_DOWN)
+    krw = whole_krw(min(wanted, max_krw))
     if wanted > max_krw:
         note = _join(note, f"capped by the risk limit at {max_krw:,.0f} KRW")
     if krw < min_order_krw:

@@ -18,18 +18,10 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Protocol
 
-from src.api.interfaces import Side
-from src.config.settings import TradingMode
+from src.domain.modes import TradingMode
+from src.domain.money import ZERO, quantize_money
+from src.domain.orders import OrderStatus, Side
 from src.exceptions import PositionConflict
-from src.trading.orders import OrderStatus
-
-MONEY_QUANTUM = Decimal("0.00000001")
-ZERO = Decimal("0")
-
-
-def quantize_money(value: Decimal) -> Decimal:
-    """The precision the database keeps (NUMERIC(20, 8)), so memory and SQL stores agree to the digit."""
-    return value.quantize(MONEY_QUANTUM)
 
 
 class PositionStatus(StrEnum):

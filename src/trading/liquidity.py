@@ -13,12 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
 
-from src.api.interfaces import Orderbook, OrderbookLevel, Side
+from src.api.interfaces import Orderbook, OrderbookLevel
+from src.domain.market_rules import MIN_ORDER_KRW
+from src.domain.money import ZERO, quantize_money
+from src.domain.orders import Side
 from src.exceptions import InvalidInput
-from src.trading.market_rules import MIN_ORDER_KRW
 
 _PCT_STEP = Decimal("0.000001")
-_PRICE_STEP = Decimal("0.00000001")
 _WORKING_PRECISION = 50  # KRW / price divisions must not leave 1e-23 residues that read as slippage
 _HUNDRED = Decimal("100")
 
@@ -118,8 +119,8 @@ def _walk(levels: tuple[OrderbookLevel, ...], side: Side, amount: Decimal) -> _F
     with localcontext() as context:
         context.prec = _WORKING_PRECISION
         remaining = amount
-        volume = Decimal("0")
-        krw = Decimal("0")
+        volume = ZERO
+        krw = ZERO
         for level in levels:
             if side is Side.BUY:
                 spend = min(remaining, level.price * level.size)
@@ -136,9 +137,9 @@ def _walk(levels: tuple[OrderbookLevel, ...], side: Side, amount: Decimal) -> _F
         if remaining > 0:
             return None
         best = levels[0].price
-        avg = (krw / volume).quantize(_PRICE_STEP)
+        avg = quantize_money(krw / volume)
         distance = avg - best if side is Side.BUY else best - avg
-        slippage = max(Decimal("0"), distance / best * _HUNDRED).quantize(_PCT_STEP)
+        slippage = max(ZERO, distance / best * _HUNDRED).quantize(_PCT_STEP)
     return _Fill(avg, slippage)
 
 
@@ -148,9 +149,9 @@ def _notional(side: Side, amount: Decimal, best_price: Decimal) -> Decimal:
 
 def _unfillable_reason(symbol: str, levels: tuple[OrderbookLevel, ...], side: Side, amount: Decimal) -> str:
     if side is Side.BUY:
-        depth = sum((level.price * level.size for level in levels), Decimal("0"))
+        depth = sum((level.price * level.size for level in levels), ZERO)
         return f"the {symbol} asks hold only {depth} KRW in {len(levels)} levels; cannot fill a {amount} KRW buy"
-    depth = sum((level.size for level in levels), Decimal("0"))
+    depth = sum((level.size for level in levels), ZERO)
     return f"the {symbol} bids hold only {depth} in {len(levels)} levels; cannot fill a sell of {amount}"
 
 

@@ -10,9 +10,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-from src.api.interfaces import OrderType, Side
-from src.config.settings import TradingMode
-from src.trading.orders import OrderStatus, TradeStatus
+from src.domain.modes import TradingMode
+from src.domain.money import ZERO
+from src.domain.orders import OrderStatus, OrderType, Side, TradeStatus
 
 
 @dataclass(slots=True)
@@ -28,10 +28,10 @@ class OrderRecord:
     amount: Decimal | None = None
     requested_total: Decimal | None = None
     exchange_uuid: str | None = None
-    filled_amount: Decimal = Decimal("0")
-    executed_funds: Decimal = Decimal("0")
+    filled_amount: Decimal = ZERO
+    executed_funds: Decimal = ZERO
     avg_fill_price: Decimal | None = None
-    paid_fee: Decimal = Decimal("0")
+    paid_fee: Decimal = ZERO
     exchange_state: str | None = None
     error_message: str | None = None
     reason: str | None = None
@@ -73,7 +73,7 @@ class AIDecisionRecord:
     raw_response: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    cost_usd: Decimal = Decimal("0")
+    cost_usd: Decimal = ZERO
     error: str | None = None
     cycle_id: str | None = None
     created_at: datetime | None = None

@@ -26,17 +26,16 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_DOWN, Decimal
+from decimal import Decimal
 from typing import Any, Protocol
 
-from src.api.interfaces import (
-    IExchangeClient,
-    Order,
-    OrderRequest,
-    OrderType,
-    Side,
-)
-from src.config.settings import TradingMode
+from src.api.interfaces import ExchangeOrderState, IExchangeClient, Order, OrderRequest
+from src.domain.events import EventKind, NotificationEvent, Notifier, NullNotifier
+from src.domain.exits import ExitReason
+from src.domain.market_rules import MIN_ORDER_KRW, truncate_volume
+from src.domain.modes import TradingMode
+from src.domain.money import ZERO, quantize_money, whole_krw
+from src.domain.orders import OrderStatus, OrderType, Side, TradeStatus
 from src.exceptions import (
     DuplicateOrderIdentifier,
     ExchangeError,
@@ -46,9 +45,6 @@ from src.exceptions import (
     SchedulerLockLost,
     TradingSystemError,
 )
-from src.trading.market_rules import MIN_ORDER_KRW, truncate_volume
-from src.trading.notifier import EventKind, NotificationEvent, Notifier, NullNotifier
-from src.trading.orders import OrderStatus, TradeStatus, status_from_exchange
 from src.trading.repository import ITradingRepository, OrderRecord, TradeRecord
 from src.utils.logger import get_logger
 
@@ -56,8 +52,6 @@ log = get_logger(__name__)
 
 Clock = Callable[[], datetime]
 _FINAL = (OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.FAILED)
-_KRW_STEP = Decimal("1")
-_MONEY_STEP = Decimal("0.00000001")
 _INSTANCE_CHARS = 24
 
 
@@ -75,7 +69,7 @@ class PositionBook(Protocol):
         at: datetime,
         *,
         atr: Decimal | None,
-        exit_reason: str | None,
+        exit_reason: ExitReason | None,
     ) -> Decimal | None:
         """Apply a final order's fills to the position once; return the realised P&L of a sell (None otherwise).
 
@@ -131,8 +125,8 @@ class ExecutionResult:
             "side": self.side.value,
             "status": self.status.value,
             "trades": len(self.trades),
-            "volume": str(sum((t.amount for t in self.trades), Decimal("0"))),
-            "total": str(sum((t.total for t in self.trades), Decimal("0"))),
+            "volume": str(sum((t.amount for t in self.trades), ZERO)),
+            "total": str(sum((t.total for t in self.trades), ZERO)),
             "error": self.error,
         }
 
@@ -186,7 +180,7 @@ class TradingService:
     def buy_total_for(self, krw_available: Decimal, krw_wanted: Decimal) -> Decimal:
         """The KRW total of a market buy: what is wanted, capped so total + fee fits the balance, whole KRW."""
         affordable = krw_available / (Decimal("1") + self.fee_rate)
-        return min(krw_wanted, affordable).quantize(_KRW_STEP, rounding=ROUND_DOWN)
+        return whole_krw(min(krw_wanted, affordable))
 
     def check_min_total(self, total_krw: Decimal) -> str | None:
         if total_krw < self.min_order_krw:
@@ -198,13 +192,13 @@ class TradingService:
         self, symbol: str, krw_total: Decimal, *, reason: str, cycle_id: str | None, atr: Decimal | None = None
     ) -> ExecutionResult:
         """Buy for ``krw_total`` KRW (fee on top). ``atr`` sets ATR-based exit levels of the new position."""
-        total = krw_total.quantize(_KRW_STEP, rounding=ROUND_DOWN)
+        total = whole_krw(krw_total)
         if total <= 0:
             raise InvalidInput(f"a market buy needs a positive KRW total, got {krw_total}")
         return await self._submit(symbol, Side.BUY, OrderType.MARKET_BUY, None, total, reason, cycle_id, atr, None)
 
     async def market_sell(
-        self, symbol: str, volume: Decimal, *, reason: str, cycle_id: str | None, exit_reason: str | None = None
+        self, symbol: str, volume: Decimal, *, reason: str, cycle_id: str | None, exit_reason: ExitReason | None = None
     ) -> ExecutionResult:
         """Sell ``volume``; ``exit_reason`` (e.g. ``stop_loss``, ``signal``) is recorded on the closed position."""
         amount = truncate_volume(volume)
@@ -224,7 +218,7 @@ class TradingService:
         reason: str,
         cycle_id: str | None,
         atr: Decimal | None,
-        exit_reason: str | None,
+        exit_reason: ExitReason | None,
     ) -> ExecutionResult:
         if self.guard is not None:
             await self.guard.ensure_held()  # refused: nothing written, nothing sent
@@ -324,7 +318,7 @@ class TradingService:
 
     # --- settling ---------------------------------------------------------------------------------
     async def _settle(
-        self, record: OrderRecord, order: Order, *, atr: Decimal | None = None, exit_reason: str | None = None
+        self, record: OrderRecord, order: Order, *, atr: Decimal | None = None, exit_reason: ExitReason | None = None
     ) -> ExecutionResult:
         status = status_from_exchange(order)
         changes: dict[str, Any] = {
@@ -366,7 +360,7 @@ class TradingService:
         if order.trades:
             parts = [(f.uuid, f.price, f.volume, f.funds) for f in order.trades]
         else:
-            price = order.average_price or Decimal("0")
+            price = order.average_price or ZERO
             parts = [(f"{record.identifier}-fill", price, order.executed_volume, order.executed_funds)]
         shares = _shares([funds for *_, funds in parts])
         return [
@@ -377,7 +371,7 @@ class TradingService:
                 price=price,
                 amount=volume,
                 total=funds,
-                fee=(order.paid_fee * share).quantize(_MONEY_STEP),
+                fee=quantize_money(order.paid_fee * share),
                 mode=self.mode,
                 status=TradeStatus.COMPLETED,
                 order_identifier=record.identifier,
@@ -391,7 +385,7 @@ class TradingService:
         order: OrderRecord,
         trades: list[TradeRecord],
         atr: Decimal | None,
-        exit_reason: str | None,
+        exit_reason: ExitReason | None,
         at: datetime | None = None,
     ) -> bool:
         """Positions follow the written trades; a sell's realised P&L is then written onto its trades.
@@ -415,15 +409,15 @@ class TradingService:
         if pnl is None:
             return True
         shares = _shares([t.total for t in trades])
-        by_trade = {t.trade_id: (pnl * share).quantize(_MONEY_STEP) for t, share in zip(trades, shares, strict=True)}
+        by_trade = {t.trade_id: quantize_money(pnl * share) for t, share in zip(trades, shares, strict=True)}
         await self.repository.record_realized_pnl(by_trade)
         for trade in trades:
             trade.realized_pnl = by_trade[trade.trade_id]
         return True
 
     def _announce(self, order: OrderRecord, trades: list[TradeRecord]) -> None:
-        volume = sum((t.amount for t in trades), Decimal("0"))
-        total = sum((t.total for t in trades), Decimal("0"))
+        volume = sum((t.amount for t in trades), ZERO)
+        total = sum((t.total for t in trades), ZERO)
         pnl = [t.realized_pnl for t in trades if t.realized_pnl is not None]
         self.notifier.notify(
             NotificationEvent(
@@ -436,7 +430,7 @@ class TradingService:
                     "volume": volume,
                     "total": total,
                     "fee": order.paid_fee,
-                    "pnl": sum(pnl, Decimal("0")) if pnl else None,
+                    "pnl": sum(pnl, ZERO) if pnl else None,
                     "mode": self.mode.value,
                     "reason": order.reason,
                     "identifier": order.identifier,
@@ -538,18 +532,26 @@ def is_final(status: OrderStatus) -> bool:
 
 
 def _shares(amounts: list[Decimal]) -> list[Decimal]:
-    total = sum(amounts, Decimal("0"))
+    total = sum(amounts, ZERO)
     if total <= 0:
         return [Decimal("1") / len(amounts)] * len(amounts)
     return [amount / total for amount in amounts]
 
 
-def _exit_reason_of(record: OrderRecord) -> str | None:
-    """``exit: stop_loss`` -> ``stop_loss`` (orders of the position job carry their exit reason)."""
+def status_from_exchange(order: Order) -> OrderStatus:
+    """Map the exchange's state to ours. A cancel that executed something is a fill."""
+    if order.is_filled:
+        return OrderStatus.FILLED
+    if order.state is ExchangeOrderState.CANCEL:
+        return OrderStatus.CANCELLED
+    return OrderStatus.OPEN
+
+
+def _exit_reason_of(record: OrderRecord) -> ExitReason | None:
+    """``exit: stop_loss`` -> ``STOP_LOSS`` (orders of the position job carry their exit reason)."""
     if record.side is not Side.SELL or not record.reason:
         return None
-    head, _, rest = record.reason.partition(":")
-    return rest.strip().split()[0] if head == "exit" and rest.strip() else "signal"
+    return ExitReason.of_order_reason(record.reason)
 
 
 __all__ = [

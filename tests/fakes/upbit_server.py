@@ -42,7 +42,7 @@ from urllib.parse import urlencode
 import jwt
 import pandas as pd
 
-from src.trading.market_rules import MIN_ORDER_KRW, krw_tick_size, round_to_tick
+from src.domain.market_rules import MIN_ORDER_KRW, krw_tick_size, round_to_tick
 from tests.fakes.loopback_http import HttpRequest, HttpResponse, LoopbackHttpServer
 from tests.support.candles import make_candles
 

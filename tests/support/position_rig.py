@@ -12,8 +12,9 @@ from typing import Generic, TypeVar
 import pytest
 
 from src.api.paper_exchange import InMemoryPaperAccountStore, PaperExchange
-from src.config.settings import RiskConfig, TradingMode
+from src.config.settings import RiskConfig
 from src.data.replay import ReplayMarketSource
+from src.domain.modes import TradingMode
 from src.position import PositionService
 from src.risk.store import PositionRecord, RiskStore
 from src.trading.pipeline.positions import ServicePositionBook

@@ -18,8 +18,8 @@ from backend.app.core.runtime_settings import SettingsApplier
 from backend.app.db.repositories.bot import BotRepository
 from backend.app.services.scheduler_metrics import SchedulerMetrics
 from backend.app.services.trading_engine import TradingEngine
-from src.trading.bot_control import BotState, DesiredState
-from src.trading.notifier import EventKind, NotificationEvent
+from src.domain.bot import BotState, DesiredState
+from src.domain.events import EventKind, NotificationEvent
 from src.utils.logger import get_logger
 
 if TYPE_CHECKING:

@@ -24,7 +24,8 @@ from backend.app.services.notification import NotificationService
 from backend.app.services.scheduler_metrics import SchedulerMetrics
 from backend.app.services.telegram_commands import TelegramRuntime, start_telegram
 from backend.app.services.trading_engine import TradingEngine
-from src.config.settings import DatabaseConfig, Settings, TradingConfig, TradingMode
+from src.config.settings import DatabaseConfig, Settings, TradingConfig
+from src.domain.modes import TradingMode
 from src.exceptions import ConfigurationError, DatabaseNotMigratedError, DatabaseUnavailable, TradingSystemError
 from src.trading.pipeline import CycleReport
 from src.utils.logger import configure_logging, get_logger, redactor

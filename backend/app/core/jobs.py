@@ -24,8 +24,8 @@ from backend.app.core.control import BotControl
 from backend.app.services.scheduler_metrics import SchedulerMetrics
 from backend.app.services.trading_engine import TradingEngine
 from src.config.settings import SchedulerConfig
-from src.trading.bot_control import DesiredState
-from src.trading.notifier import EventKind, NotificationEvent
+from src.domain.bot import DesiredState
+from src.domain.events import EventKind, NotificationEvent
 from src.utils.logger import get_logger
 
 log = get_logger(__name__)

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from backend.app.core.jobs import JobRunner
 from backend.app.db.lock import SchedulerLock
 from backend.app.services.scheduler_metrics import SchedulerMetrics
+from src.domain.events import EventKind, NotificationEvent
 from src.exceptions import SchedulerLockLost
-from src.trading.notifier import EventKind, NotificationEvent
 from src.utils.logger import get_logger
 
 log = get_logger(__name__)

@@ -38,14 +38,16 @@ from backend.app.models import (
 from backend.app.services.scheduler_metrics import SchedulerMetrics
 from backend.app.services.trading_engine import TradingEngine
 from src.ai.cache import JsonlDecisionCache
-from src.backtesting.data_provider import TIMEFRAME_SECONDS, HistoricalDataProvider
+from src.backtesting.data_provider import HistoricalDataProvider
 from src.config.runtime import RUNTIME_KEYS
 from src.config.runtime_state import AppliedSettings, apply_requests, with_value
-from src.config.settings import PROJECT_ROOT, Settings, TradingMode
+from src.config.settings import PROJECT_ROOT, Settings
 from src.data.collector import BTC_SYMBOL
 from src.data.replay import ReplayMarketSource
+from src.domain.modes import TradingMode
+from src.domain.orders import Side
+from src.domain.timeframes import Timeframe
 from src.exceptions import ConfigurationError, DataError
-from src.trading.pipeline import MINUTES_TO_TIMEFRAME
 from src.utils.logger import get_logger
 
 log = get_logger(__name__)
@@ -158,7 +160,7 @@ def replay_window(
     candles: dict[str, pd.DataFrame], options: ReplayOptions, timeframe: str
 ) -> tuple[datetime, datetime]:
     """``--start/--end``, or the last ``duration`` of the data all symbols share."""
-    span = timedelta(seconds=TIMEFRAME_SECONDS[timeframe])
+    span = timedelta(seconds=Timeframe(timeframe).seconds)
     data_end = min(frame.index[-1] for frame in candles.values()).to_pydatetime() + span
     end = options.end or data_end
     start = options.start or end - options.duration
@@ -173,7 +175,7 @@ def replay_window(
 
 
 async def run_replay(settings: Settings, options: ReplayOptions) -> ReplaySummary:
-    timeframe = MINUTES_TO_TIMEFRAME[settings.trading.candle_interval_minutes]
+    timeframe = Timeframe.from_minutes(settings.trading.candle_interval_minutes)
     url, owned = _replay_url(options)
     await asyncio.to_thread(_prepare_database, url, owned)
     db_engine = create_engine(url)
@@ -251,7 +253,7 @@ def replay_ai_cache_path(settings: Settings) -> Path:
 
 
 def timeframe_span(timeframe: str) -> timedelta:
-    return timedelta(seconds=TIMEFRAME_SECONDS[timeframe])
+    return timedelta(seconds=Timeframe(timeframe).seconds)
 
 
 def _display_url(url: str) -> str:
@@ -297,8 +299,8 @@ async def _summarise(sessions: async_sessionmaker[AsyncSession], **known: object
         final_decisions=final_decisions,
         orders=orders,
         trades=len(trades),
-        buys=sum(1 for t in trades if t.side.value == "buy"),
-        sells=sum(1 for t in trades if t.side.value == "sell"),
+        buys=sum(1 for t in trades if t.side is Side.BUY),
+        sells=sum(1 for t in trades if t.side is Side.SELL),
         fees_krw=sum((t.fee for t in trades), _ZERO),
         realized_pnl_krw=sum((t.realized_pnl for t in trades if t.realized_pnl is not None), _ZERO),
         start_equity=start_equity,

@@ -11,7 +11,7 @@ from typing import Any
 from apscheduler.triggers.base import BaseTrigger
 
 from backend.app.core.jobs import JOB_ORDER, JobName, JobRunner
-from src.trading.bot_control import DesiredState
+from src.domain.bot import DesiredState
 
 
 def fire_times(

@@ -23,8 +23,8 @@ from backend.app.db.lock import SchedulerLock
 from backend.app.services.scheduler_metrics import SchedulerMetrics
 from backend.app.services.trading_engine import TradingEngine
 from src.config.settings import SchedulerConfig
+from src.domain.bot import BotState
 from src.exceptions import SchedulerLockHeld, SchedulerLockLost
-from src.trading.bot_control import BotState
 from src.utils.logger import get_logger
 
 log = get_logger(__name__)

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from backend.app.db.base import Base, created_at_column, updated_at_column
 from backend.app.db.types import ExactDecimal, JSONType, Money, UTCDateTime
 from backend.app.models._columns import enum_column_type
-from src.config.settings import TradingMode
+from src.domain.modes import TradingMode
 
 
 class PortfolioSnapshotRow(Base):

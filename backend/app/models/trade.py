@@ -9,9 +9,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from backend.app.db.base import Base, created_at_column, updated_at_column
 from backend.app.db.types import Money
 from backend.app.models._columns import enum_column_type
-from src.api.interfaces import Side
-from src.config.settings import TradingMode
-from src.trading.orders import TradeStatus
+from src.domain.modes import TradingMode
+from src.domain.orders import Side, TradeStatus
 
 
 class TradeRow(Base):

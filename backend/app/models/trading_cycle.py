@@ -9,7 +9,7 @@ from sqlalchemy.orm import Mapped, mapped_column, validates
 from backend.app.db.base import Base
 from backend.app.db.types import JSONType, UTCDateTime
 from backend.app.models._columns import enum_column_type, without_secrets
-from src.config.settings import TradingMode
+from src.domain.modes import TradingMode
 
 
 class TradingCycleRow(Base):

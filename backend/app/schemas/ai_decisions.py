@@ -1,29 +1,19 @@
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 
 from pydantic import Field
 
 from backend.app.schemas.common import ApiModel, Money, PageInfo
-
-
-class DecisionKind(StrEnum):
-    BUY = "buy"
-    SELL = "sell"
-    HOLD = "hold"
-
-
-class PurposeKind(StrEnum):
-    DECISION = "decision"
-    FILTER = "filter"
+from src.ai.models import AIPurpose
+from src.domain.decisions import Decision
 
 
 class AIDecisionOut(ApiModel):
     id: int
     symbol: str
-    decision: DecisionKind = Field(description="What the adviser said")
-    final_decision: DecisionKind = Field(description="What was acted on after the validator")
+    decision: Decision = Field(description="What the adviser said")
+    final_decision: Decision = Field(description="What was acted on after the validator")
     confidence: Money | None = Field(description="0..100")
     reason: str | None
     overridden: bool = Field(description="The validator changed the adviser's decision")
@@ -35,7 +25,7 @@ class AIDecisionOut(ApiModel):
     cost_usd: Money
     error: str | None
     cycle_id: str | None
-    purpose: PurposeKind = Field(description="decision (the trading cycle) | filter (the quick filter's AI backtest)")
+    purpose: AIPurpose = Field(description="decision (the trading cycle) | filter (the quick filter's AI backtest)")
     created_at: datetime
 
 

@@ -7,7 +7,7 @@ from pydantic import Field
 
 from backend.app.schemas.common import ApiModel, Reason
 from src.config.runtime_state import SettingStatus
-from src.trading.bot_control import BotAction, DesiredState
+from src.domain.bot import BotAction, DesiredState
 
 
 class SettingState(ApiModel):

@@ -3,9 +3,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from backend.app.schemas.common import ApiModel, Money, PageInfo
-from src.api.interfaces import OrderType, Side
-from src.config.settings import TradingMode
-from src.trading.orders import OrderStatus
+from src.domain.modes import TradingMode
+from src.domain.orders import OrderStatus, OrderType, Side
 
 
 class OrderOut(ApiModel):

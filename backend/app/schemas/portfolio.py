@@ -4,7 +4,7 @@ from datetime import datetime
 from typing import Any
 
 from backend.app.schemas.common import ApiModel, Money, PageInfo
-from src.config.settings import TradingMode
+from src.domain.modes import TradingMode
 
 
 class PortfolioSnapshotOut(ApiModel):

@@ -7,9 +7,8 @@ from pydantic import Field, TypeAdapter
 from typing_extensions import TypedDict
 
 from backend.app.schemas.common import ApiModel, Money, PageInfo
-from src.api.interfaces import Side
-from src.config.settings import TradingMode
-from src.trading.orders import TradeStatus
+from src.domain.modes import TradingMode
+from src.domain.orders import Side, TradeStatus
 
 
 class TradeOut(ApiModel):

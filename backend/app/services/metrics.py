@@ -24,7 +24,7 @@ from backend.app.db.repositories import queries
 from backend.app.db.types import utcnow
 from backend.app.services.exposition import TextExposition
 from src.config.settings import Settings
-from src.trading.bot_control import BotState
+from src.domain.bot import BotState
 from src.utils.logger import get_logger
 
 log = get_logger(__name__)

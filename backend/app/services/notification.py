@@ -1,4 +1,4 @@
-"""Telegram delivery of the pipeline's notification events (the ``Notifier`` port of ``src.trading.notifier``).
+"""Telegram delivery of the pipeline's notification events (the ``Notifier`` port of ``src.domain.events``).
 
 ``notify`` only enqueues: it returns at once and never raises, so a slow or broken
 Telegram can never hold up a trading cycle. A background task sends each event to every configured chat
@@ -24,8 +24,9 @@ from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
 from telegram.request import HTTPXRequest
 
 from src.config.settings import TelegramConfig
+from src.domain.events import EventKind, NotificationEvent
+from src.domain.money import format_krw
 from src.exceptions import NotificationFailed
-from src.trading.notifier import EventKind, NotificationEvent, money
 from src.utils.logger import get_logger, redactor
 
 log = get_logger(__name__)
@@ -86,7 +87,7 @@ def _label(name: str) -> str:
 
 def _value_text(kind: EventKind, name: str, value: Any) -> str:
     if isinstance(value, Decimal) and (name in _KRW_FIELDS_BY_KIND.get(kind, _KRW_FIELDS) or name.endswith("_krw")):
-        return f"{money(value)} KRW"
+        return f"{format_krw(value)} KRW"
     if isinstance(value, Decimal) and name == "profit_rate":  # a fraction
         return f"{value * 100:.2f} %"
     if isinstance(value, Decimal) and name.endswith("_pct"):

@@ -12,9 +12,9 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backend.app.models import AIDecisionRow, PortfolioSnapshotRow, PositionRow, RiskStateRow, SystemLogRow, TradeRow
-from src.api.interfaces import Side
-from src.config.settings import TradingMode
-from src.trading.notifier import EventKind, NotificationEvent
+from src.domain.events import EventKind, NotificationEvent
+from src.domain.modes import TradingMode
+from src.domain.orders import Side
 
 _ZERO = Decimal("0")
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from src.domain.decisions import Decision, DecisionSource
 from src.utils.logger import get_logger
 
 log = get_logger(__name__)
@@ -102,9 +103,9 @@ class SchedulerMetrics:
     def on_stage(self, stage: str, seconds: float) -> None:
         self.stage_duration.labels(stage=stage).observe(seconds)
 
-    def on_decision(self, source: str, decision: str, confidence: Decimal | None) -> None:
+    def on_decision(self, source: DecisionSource, decision: Decision, confidence: Decimal | None) -> None:
         self.ai_decisions.labels(decision=decision, source=source).inc()
-        if confidence is not None and source in ("ai", "cache"):
+        if confidence is not None and source in (DecisionSource.AI, DecisionSource.CACHE):
             self.ai_confidence.set(float(confidence))
 
     def on_override(self, proposed: str, by: str) -> None:

@@ -26,10 +26,11 @@ from backend.app.db.repositories.bot import BotRepository
 from backend.app.db.repositories.risk import SqlRiskStore
 from backend.app.services.notification import NotificationService, format_event
 from backend.app.services.reporting import build_daily_report
-from src.config.settings import Settings, TradingMode
+from src.config.settings import Settings
+from src.domain.bot import BotAction
+from src.domain.modes import TradingMode
+from src.domain.money import format_krw
 from src.exceptions import NotificationFailed
-from src.trading.bot_control import BotAction
-from src.trading.notifier import money
 from src.utils.logger import get_logger
 
 log = get_logger(__name__)
@@ -247,8 +248,8 @@ class TelegramCommands:
         return "\n".join(
             [
                 f"💰 <b>Balance</b> ({html.escape(str(self._context.mode))})",
-                _line("Equity", f"{money(snapshot.total_value_krw)} KRW"),
-                _line("Cash", f"{money(snapshot.cash_krw)} KRW"),
+                _line("Equity", f"{format_krw(snapshot.total_value_krw)} KRW"),
+                _line("Cash", f"{format_krw(snapshot.cash_krw)} KRW"),
                 _line("Profit rate", _pct(snapshot.profit_rate)),
                 _line("As of", _kst(snapshot.created_at)),
             ]
@@ -260,11 +261,11 @@ class TelegramCommands:
             return "📭 No open positions."
         lines = [f"📈 <b>Open positions</b> ({len(positions)})"]
         for position in positions:
-            stop = "-" if position.stop_price is None else money(position.stop_price)
-            target = "-" if position.take_profit_price is None else money(position.take_profit_price)
+            stop = "-" if position.stop_price is None else format_krw(position.stop_price)
+            target = "-" if position.take_profit_price is None else format_krw(position.take_profit_price)
             lines.append(
                 html.escape(
-                    f"{position.symbol}: {_qty(position.amount)} @ {money(position.avg_entry_price)} "
+                    f"{position.symbol}: {_qty(position.amount)} @ {format_krw(position.avg_entry_price)} "
                     f"(stop {stop}, target {target}, since {_kst(position.entry_at)})"
                 )
             )
@@ -278,11 +279,11 @@ class TelegramCommands:
             return "🧾 No trades yet."
         lines = [f"🧾 <b>Last {len(page.rows)} trades</b>"]
         for trade in page.rows:
-            pnl = "" if trade.realized_pnl is None else f", P&L {money(trade.realized_pnl)}"
+            pnl = "" if trade.realized_pnl is None else f", P&L {format_krw(trade.realized_pnl)}"
             lines.append(
                 html.escape(
                     f"{_kst(trade.created_at)} {trade.side.value.upper()} {trade.symbol} {_qty(trade.amount)} "
-                    f"@ {money(trade.price)} (fee {money(trade.fee)}{pnl})"
+                    f"@ {format_krw(trade.price)} (fee {format_krw(trade.fee)}{pnl})"
                 )
             )
         return "\n".join(lines)
@@ -302,13 +303,13 @@ class TelegramCommands:
                 lines.append(
                     _line(
                         label,
-                        f"P&L {money(tally.realized_pnl_krw)} KRW, fees {money(tally.fee_krw)} KRW, "
+                        f"P&L {format_krw(tally.realized_pnl_krw)} KRW, fees {format_krw(tally.fee_krw)} KRW, "
                         f"{tally.trade_count} trades, win rate {win}",
                     )
                 )
             snapshot = await queries.latest_snapshot(connection, mode)
         if snapshot is not None:
-            lines.append(_line("Equity", f"{money(snapshot.total_value_krw)} KRW ({_pct(snapshot.profit_rate)})"))
+            lines.append(_line("Equity", f"{format_krw(snapshot.total_value_krw)} KRW ({_pct(snapshot.profit_rate)})"))
         return "\n".join(lines)
 
     async def _report(self) -> str:

@@ -33,12 +33,13 @@ from src.api.paper_exchange import PaperExchange
 from src.api.upbit_client import UpbitClient
 from src.backtesting.strategy import Strategy
 from src.config.runtime_state import with_value
-from src.config.settings import Settings, TradingMode
+from src.config.settings import Settings
 from src.data.fear_greed import FearGreedClient
 from src.data.replay import ReplayMarketSource
+from src.domain.events import NotificationEvent, Notifier, NullNotifier
+from src.domain.modes import TradingMode
 from src.exceptions import ConfigurationError
 from src.risk.store import RiskState
-from src.trading.notifier import NotificationEvent, Notifier, NullNotifier
 from src.trading.pipeline import CycleReport, ExitReport, TradingPipeline
 from src.trading.pipeline.compose import FROM_SETTINGS, PipelineAdapters, apply_settings, build_pipeline
 from src.trading.repository import PortfolioSnapshotRecord

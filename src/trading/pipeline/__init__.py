@@ -3,7 +3,6 @@
 from src.trading.pipeline.analysis import Analysis, Analyzer
 from src.trading.pipeline.context import CycleContext
 from src.trading.pipeline.pipeline import (
-    MINUTES_TO_TIMEFRAME,
     CycleReport,
     ExitReport,
     NullPipelineObserver,
@@ -13,7 +12,6 @@ from src.trading.pipeline.pipeline import (
 from src.trading.pipeline.positions import ServicePositionBook
 
 __all__ = [
-    "MINUTES_TO_TIMEFRAME",
     "Analysis",
     "Analyzer",
     "CycleContext",

@@ -9,12 +9,14 @@ from typing import Any
 
 import pandas as pd
 
-from src.ai.models import AIDecision, Decision, DecisionSource, MarketContext
+from src.ai.models import AIDecision, MarketContext
 from src.ai.service import AIService
 from src.ai.validator import AIDecisionValidator
-from src.api.interfaces import Orderbook, Side
+from src.api.interfaces import Orderbook
 from src.backtesting.quick_filter import QuickBacktestFilter
 from src.backtesting.strategy import Strategy
+from src.domain.decisions import Decision, DecisionSource
+from src.domain.orders import Side
 from src.trading.indicators import get_latest_indicators
 from src.trading.liquidity import LiquidityAnalyzer, LiquidityAssessment
 from src.trading.signal_analyzer import SignalAnalyzer
@@ -22,8 +24,6 @@ from src.utils.logger import get_logger
 
 log = get_logger(__name__)
 
-RULES_SOURCE = "rules"  # the rule strategy decided (AI unavailable)
-FILTER_SOURCE = "filter"  # the quick filter failed, the adviser was not asked
 # Who may turn a decision into a hold (the ``by`` label of ``ai_decision_overrides_total``).
 VALIDATOR_VETO = "validator"
 RISK_VETO = "risk"  # a risk rule (or the paused bot) refused the buy; its reasons start with "risk: "
@@ -38,7 +38,7 @@ class Analysis:
 
     decision: Decision  # what the adviser (or the rules) proposed
     final_decision: Decision  # after the validator, the risk rules and liquidity: what is done and counted
-    source: str  # ai | cache | fallback | disabled | rules | filter
+    source: DecisionSource
     reason: str
     confidence: Decimal | None = None
     indicators: dict[str, float] = field(default_factory=dict)
@@ -168,5 +168,5 @@ class Analyzer:
             analysis.override(f"liquidity: {assessment.reason}", LIQUIDITY_VETO)
 
 
-def ai_source(decision: AIDecision) -> str:
-    return decision.source.value if isinstance(decision.source, DecisionSource) else str(decision.source)
+def ai_source(decision: AIDecision) -> DecisionSource:
+    return DecisionSource(decision.source)

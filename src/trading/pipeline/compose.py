@@ -23,19 +23,19 @@ from src.ai.usage import AIBudget, AICallRecorder, AISpendLedger, AIUsageObserve
 from src.ai.validator import AIDecisionValidator
 from src.api.interfaces import MAX_CANDLES_PER_REQUEST, IExchangeClient
 from src.backtesting.ai_strategy import AITradingStrategy
-from src.backtesting.data_provider import TIMEFRAME_SECONDS
 from src.backtesting.quick_filter import QuickBacktestFilter
 from src.backtesting.strategy import RuleBasedBreakoutStrategy, Strategy
 from src.config.settings import Settings, TradingMode
 from src.data.collector import DataCollector
 from src.data.fear_greed import FearGreedClient
+from src.domain.events import EventKind, NotificationEvent, Notifier, NullNotifier
+from src.domain.timeframes import Timeframe
 from src.position.service import PositionService
 from src.risk.manager import RiskManager
 from src.risk.store import RiskStore
 from src.trading.liquidity import LiquidityAnalyzer
-from src.trading.notifier import EventKind, NotificationEvent, Notifier, NullNotifier
 from src.trading.pipeline.analysis import Analyzer
-from src.trading.pipeline.pipeline import MINUTES_TO_TIMEFRAME, PipelineObserver, TradingPipeline
+from src.trading.pipeline.pipeline import PipelineObserver, TradingPipeline
 from src.trading.pipeline.positions import ServicePositionBook
 from src.trading.repository import ITradingRepository
 from src.trading.service import TradingService
@@ -99,7 +99,7 @@ def build_pipeline(
     notifier = adapters.notifier or NullNotifier()
     observer = adapters.observer
     trading_config = settings.trading
-    timeframe = MINUTES_TO_TIMEFRAME[trading_config.candle_interval_minutes]
+    timeframe = Timeframe.from_minutes(trading_config.candle_interval_minutes)
     service = None if adapters.adviser is not None else _ai_service(settings, adapters, notifier)
     strategy = adapters.strategy or RuleBasedBreakoutStrategy()
     quick_filter = adapters.quick_filter
@@ -223,10 +223,10 @@ def _ai_service(settings: Settings, adapters: PipelineAdapters, notifier: Notifi
     )
 
 
-def _candles_for_lookback(settings: Settings, timeframe: str) -> int:
+def _candles_for_lookback(settings: Settings, timeframe: Timeframe) -> int:
     """Enough candles for the quick filter's lookback (and never fewer than one request's worth)."""
     lookback_seconds = settings.backtest.quick_filter_lookback_days * 86_400
-    return max(MAX_CANDLES_PER_REQUEST, math.ceil(lookback_seconds / TIMEFRAME_SECONDS[timeframe]) + 1)
+    return max(MAX_CANDLES_PER_REQUEST, math.ceil(lookback_seconds / timeframe.seconds) + 1)
 
 
 def _exit_levels(settings: Settings) -> tuple[object, ...]:

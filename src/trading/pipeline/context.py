@@ -8,10 +8,64 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
-from src.config.settings import TradingMode
+from src.domain.decisions import Decision
+from src.domain.modes import TradingMode
+from src.domain.orders import OrderStatus
 from src.trading.repository import CycleRecord, StageRecord
+
+
+class StageOutcome(StrEnum):
+    """How a stage ended (the analysis stage ends in its ``Decision``, execution in an ``ExecutionOutcome``)."""
+
+    OK = "ok"
+    ERROR = "error"
+    SKIPPED = "skipped"
+    BUYS_ALLOWED = "buys_allowed"  # risk stage
+    BUYS_BLOCKED = "buys_blocked"  # risk stage
+    NO_CANDLES = "no_candles"  # data stage
+    NOTHING_SENT = "nothing_sent"  # execution stage: no order went out
+
+
+class CycleOutcome(StrEnum):
+    """How a cycle ended when no order went out (else its ``ExecutionOutcome``)."""
+
+    NONE = "none"
+    ERROR = "error"
+    HOLD = "hold"
+    BUY_VETOED = "buy_vetoed"
+    DRY_RUN_BUY = "dry_run_buy"
+    DRY_RUN_SELL = "dry_run_sell"
+
+    @classmethod
+    def dry_run(cls, decision: Decision) -> CycleOutcome:
+        return cls.DRY_RUN_BUY if decision is Decision.BUY else cls.DRY_RUN_SELL
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionOutcome:
+    """What the orders of a buy or sell came to: the decision acted on and the statuses its orders reached.
+
+    Labels: the stage's is the sorted statuses (``cancelled,filled``) or ``nothing_sent``; the cycle's
+    is ``<decision>_<stage label>`` (``buy_filled``), at most 41 characters.
+    """
+
+    decision: Decision
+    statuses: frozenset[OrderStatus]
+
+    @property
+    def stage_label(self) -> str:
+        return ",".join(sorted(status.value for status in self.statuses)) or StageOutcome.NOTHING_SENT.value
+
+    @property
+    def cycle_label(self) -> str:
+        return f"{self.decision.value}_{self.stage_label}"
+
+
+def _stage_label(outcome: StageOutcome | Decision | ExecutionOutcome) -> str:
+    return outcome.stage_label if isinstance(outcome, ExecutionOutcome) else outcome.value
 
 
 def new_cycle_id(now: datetime, symbol: str) -> str:
@@ -23,7 +77,7 @@ class StageTimer:
     """Handed to the body of a stage; the body sets ``outcome`` and adds ``detail``."""
 
     name: str
-    outcome: str = "ok"
+    outcome: StageOutcome | Decision | ExecutionOutcome = StageOutcome.OK
     detail: dict[str, Any] = field(default_factory=dict)
 
 
@@ -34,7 +88,7 @@ class CycleContext:
     mode: TradingMode
     now: datetime  # from the injected clock: the real time, or the replay's simulated time
     stages: list[StageRecord] = field(default_factory=list)
-    outcome: str | None = None
+    outcome: CycleOutcome | ExecutionOutcome = CycleOutcome.NONE
     error: str | None = None
     started_monotonic: float = field(default_factory=time.perf_counter)
 
@@ -50,15 +104,20 @@ class CycleContext:
         try:
             yield timer
         except BaseException as exc:
-            timer.outcome = "error"
+            timer.outcome = StageOutcome.ERROR
             timer.detail.setdefault("error", f"{type(exc).__name__}: {exc}")
             raise
         finally:
             elapsed_ms = (time.perf_counter() - started) * 1000.0
-            self.stages.append(StageRecord(name, timer.outcome, round(elapsed_ms, 3), timer.detail))
+            self.stages.append(StageRecord(name, _stage_label(timer.outcome), round(elapsed_ms, 3), timer.detail))
 
     def skip(self, name: str, reason: str) -> None:
-        self.stages.append(StageRecord(name, "skipped", 0.0, {"reason": reason}))
+        self.stages.append(StageRecord(name, StageOutcome.SKIPPED.value, 0.0, {"reason": reason}))
+
+    @property
+    def outcome_label(self) -> str:
+        """The cycle's outcome as stored in ``trading_cycles.outcome`` and reported."""
+        return self.outcome.cycle_label if isinstance(self.outcome, ExecutionOutcome) else self.outcome.value
 
     @property
     def elapsed_ms(self) -> float:
@@ -72,7 +131,7 @@ class CycleContext:
             started_at=self.now,
             finished_at=finished_at,
             status="error" if self.error else "ok",
-            outcome=(self.outcome or "none")[:50],
+            outcome=self.outcome_label,
             stages=list(self.stages),
             error=self.error,
         )

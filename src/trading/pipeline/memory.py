@@ -9,8 +9,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from src.config.settings import TradingMode
-from src.trading.orders import OrderStatus, check_transition
+from src.domain.decisions import DecisionSource
+from src.domain.modes import TradingMode
+from src.domain.orders import OrderStatus, check_transition
 from src.trading.repository import (
     AIDecisionRecord,
     CycleRecord,
@@ -97,7 +98,7 @@ class InMemoryTradingRepository:
 
     async def find_ai_decision_by_prompt_hash(self, prompt_hash: str) -> AIDecisionRecord | None:
         for decision in reversed(self.decisions):
-            if decision.prompt_hash == prompt_hash and decision.source in ("ai", "cache"):
+            if decision.prompt_hash == prompt_hash and decision.source in (DecisionSource.AI, DecisionSource.CACHE):
                 return copy.copy(decision)
         return None
 

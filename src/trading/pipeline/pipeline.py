@@ -18,25 +18,26 @@ from typing import Any, Protocol
 
 import pandas as pd
 
-from src.ai.models import Decision, MarketContext
+from src.ai.models import MarketContext
 from src.api.interfaces import IExchangeClient, Orderbook
-from src.config.settings import PositionSizing, TradingMode
 from src.data.collector import DataCollector, MarketSnapshot
+from src.domain.decisions import Decision, DecisionSource, PositionSizing
+from src.domain.events import EventKind, NotificationEvent, Notifier, NullNotifier
+from src.domain.exits import ExitReason
+from src.domain.modes import TradingMode
+from src.domain.money import KRW_QUANTUM, ZERO, report_krw
 from src.exceptions import ExchangeError
 from src.position.service import PositionService
 from src.risk.manager import RiskManager
 from src.risk.models import ExitSignal, PortfolioView, TradeStats
-from src.trading.notifier import EventKind, NotificationEvent, Notifier, NullNotifier
 from src.trading.pipeline.analysis import (
-    FILTER_SOURCE,
     NO_POSITION_VETO,
     RISK_VETO,
-    RULES_SOURCE,
     Analysis,
     Analyzer,
     ai_source,
 )
-from src.trading.pipeline.context import CycleContext
+from src.trading.pipeline.context import CycleContext, CycleOutcome, ExecutionOutcome, StageOutcome
 from src.trading.pipeline.portfolio import Portfolio, load_portfolio
 from src.trading.repository import AIDecisionRecord, ITradingRepository, PortfolioSnapshotRecord
 from src.trading.service import ExecutionResult, NullObserver, TradingService
@@ -44,16 +45,13 @@ from src.utils.logger import get_logger
 
 log = get_logger(__name__)
 
-MINUTES_TO_TIMEFRAME = {1: "1m", 3: "3m", 5: "5m", 10: "10m", 15: "15m", 30: "30m", 60: "1h", 240: "4h"}
-_ZERO = Decimal("0")
-
 
 class PipelineObserver(Protocol):
     """Metrics hook (prometheus in the backend); every method must be cheap and never raise."""
 
     def on_stage(self, stage: str, seconds: float) -> None: ...
 
-    def on_decision(self, source: str, decision: str, confidence: Decimal | None) -> None:
+    def on_decision(self, source: DecisionSource, decision: Decision, confidence: Decimal | None) -> None:
         """The final decision of a cycle (after validator, risk and liquidity): what is done."""
 
     def on_override(self, proposed: str, by: str) -> None:
@@ -72,7 +70,7 @@ class NullPipelineObserver(NullObserver):
     def on_stage(self, stage: str, seconds: float) -> None:
         return None
 
-    def on_decision(self, source: str, decision: str, confidence: Decimal | None) -> None:
+    def on_decision(self, source: DecisionSource, decision: Decision, confidence: Decimal | None) -> None:
         return None
 
     def on_override(self, proposed: str, by: str) -> None:
@@ -211,7 +209,7 @@ class TradingPipeline:
             orders = await self._execution_stage(ctx, analysis, portfolio, verdict, market, dry_run)
         except Exception as exc:
             ctx.error = f"{type(exc).__name__}: {exc}"
-            ctx.outcome = "error"
+            ctx.outcome = CycleOutcome.ERROR
             if isinstance(exc, ExchangeError):
                 self.observer.on_exchange_error(ctx.stages[-1].stage if ctx.stages else "cycle", type(exc).__name__)
             await self._log_error("trading cycle failed", exc, {"cycle_id": ctx.cycle_id, "symbol": symbol})
@@ -222,7 +220,7 @@ class TradingPipeline:
             decision=analysis.decision.value if analysis else "none",
             final_decision=analysis.final_decision.value if analysis else "none",
             source=analysis.source if analysis else "none",
-            outcome=ctx.outcome or "none",
+            outcome=ctx.outcome_label,
             orders=orders,
             stages={s.stage: s.outcome for s in ctx.stages},
             error=ctx.error,
@@ -265,7 +263,7 @@ class TradingPipeline:
                 min(amount, holding.volume),  # the position, never coins the bot did not buy
                 reason=reason,
                 cycle_id=None,
-                exit_reason=exit_signal.reason.value,
+                exit_reason=exit_signal.reason,
             )
         except Exception as exc:
             await self._log_error("exit order failed", exc, {"symbol": symbol, "reason": reason})
@@ -292,7 +290,7 @@ class TradingPipeline:
         if self.starting_equity:
             profit_rate = (equity / self.starting_equity - 1).quantize(Decimal("0.00000001"))
         record = PortfolioSnapshotRecord(
-            total_value_krw=equity.quantize(Decimal("0.01")),
+            total_value_krw=report_krw(equity),
             positions=portfolio.positions_json(),
             mode=self.mode,
             cash_krw=portfolio.cash_krw,
@@ -316,12 +314,12 @@ class TradingPipeline:
                 len(open_positions),
             )
             verdict = await self.risk.evaluate_entry(ctx.symbol, view, ctx.now)
-            size = self.risk.size_entry(verdict, view, await self._trade_stats()) if verdict.allowed else _ZERO
+            size = self.risk.size_entry(verdict, view, await self._trade_stats()) if verdict.allowed else ZERO
             reasons = list(verdict.reasons)
             if not allow_buys:
                 reasons.append("paused: the bot is paused, no new buys")
             allowed = verdict.allowed and allow_buys
-            stage.outcome = "buys_allowed" if allowed else "buys_blocked"
+            stage.outcome = StageOutcome.BUYS_ALLOWED if allowed else StageOutcome.BUYS_BLOCKED
             stage.detail.update(
                 equity_krw=str(portfolio.equity_krw),
                 cash_krw=str(portfolio.cash_krw),
@@ -353,7 +351,7 @@ class TradingPipeline:
                 flash_crash=market.flash_crash,
             )
             if market.candles.empty:
-                stage.outcome = "no_candles"
+                stage.outcome = StageOutcome.NO_CANDLES
         self.observer.on_stage("data", ctx.stages[-1].duration_ms / 1000)
         return market
 
@@ -362,7 +360,7 @@ class TradingPipeline:
     ) -> Analysis:
         with ctx.stage("analysis") as stage:
             analysis = await self._analyse(ctx, market, portfolio, verdict)
-            stage.outcome = analysis.final_decision.value
+            stage.outcome = analysis.final_decision
             stage.detail.update(
                 ai="available" if self.analyzer.ai_available else self.analyzer.ai_disabled_reason(),
                 source=analysis.source,
@@ -374,7 +372,7 @@ class TradingPipeline:
                 liquidity=None if analysis.liquidity is None else analysis.liquidity.reason,
             )
         self.observer.on_stage("analysis", ctx.stages[-1].duration_ms / 1000)
-        self.observer.on_decision(analysis.source, analysis.final_decision.value, analysis.confidence)
+        self.observer.on_decision(analysis.source, analysis.final_decision, analysis.confidence)
         for by in analysis.overridden_by:
             self.observer.on_override(analysis.decision.value, by)
         if analysis.ai is not None and analysis.ai.error:
@@ -424,7 +422,7 @@ class TradingPipeline:
             analysis = Analysis(
                 rules_decision,
                 rules_decision,
-                RULES_SOURCE,
+                DecisionSource.RULES,
                 f"{rules_reason} [AI {disabled}]",
                 indicators=indicators,
                 signals=signals,
@@ -461,7 +459,7 @@ class TradingPipeline:
             return Analysis(
                 Decision.HOLD,
                 Decision.HOLD,
-                FILTER_SOURCE,
+                DecisionSource.FILTER,
                 f"quick backtest filter failed ({failed}); the adviser was not asked",
                 indicators=indicators,
                 signals=signals,
@@ -509,24 +507,24 @@ class TradingPipeline:
         decision = analysis.final_decision
         if decision is Decision.HOLD and analysis.risk_vetoed:
             ctx.skip("execution", "risk veto: " + "; ".join(verdict.reasons))
-            ctx.outcome = "buy_vetoed"
+            ctx.outcome = CycleOutcome.BUY_VETOED
             return []
         if decision is Decision.HOLD:
             ctx.skip("execution", "hold")
-            ctx.outcome = "hold"
+            ctx.outcome = CycleOutcome.HOLD
             return []
         if dry_run:
             ctx.skip("execution", f"dry run: would {decision.value}")
-            ctx.outcome = f"dry_run_{decision.value}"
+            ctx.outcome = CycleOutcome.dry_run(decision)
             return []
         with ctx.stage("execution") as stage:
             if decision is Decision.BUY:
                 results = await self._buy(ctx, analysis, portfolio, verdict, stage.detail)
             else:
                 results = await self._sell(ctx, analysis, portfolio)
-            stage.outcome = ",".join(sorted({r.status.value for r in results})) or "nothing_sent"
+            outcome = ExecutionOutcome(decision, frozenset(r.status for r in results))
+            stage.outcome = ctx.outcome = outcome
             stage.detail["orders"] = [r.to_dict() for r in results]
-            ctx.outcome = f"{decision.value}_{stage.outcome}"[:50]
         self.observer.on_stage("execution", ctx.stages[-1].duration_ms / 1000)
         return results
 
@@ -543,7 +541,7 @@ class TradingPipeline:
         children = 1
         if analysis.liquidity is not None and analysis.liquidity.split_into > 1:
             children = analysis.liquidity.split_into
-        child_total = (total / children).quantize(Decimal("1"))
+        child_total = (total / children).quantize(KRW_QUANTUM)
         reason = f"{analysis.source}: {analysis.reason}"[:1000]
         atr = _finite(analysis.indicators.get("atr_14"))
         atr_krw = Decimal(str(atr)) if atr is not None and atr > 0 else None
@@ -566,7 +564,7 @@ class TradingPipeline:
         volume = min(position.amount, holding.volume) if position is not None else holding.volume
         reason = f"{analysis.source}: {analysis.reason}"[:1000]
         sold = await self.trading.market_sell(
-            ctx.symbol, volume, reason=reason, cycle_id=ctx.cycle_id, exit_reason="signal"
+            ctx.symbol, volume, reason=reason, cycle_id=ctx.cycle_id, exit_reason=ExitReason.SIGNAL
         )
         return [sold]
 
@@ -612,7 +610,7 @@ class TradingPipeline:
             raw_response=ai.raw_response if ai else None,
             prompt_tokens=ai.prompt_tokens if ai else 0,
             completion_tokens=ai.completion_tokens if ai else 0,
-            cost_usd=ai.cost_usd if ai else _ZERO,
+            cost_usd=ai.cost_usd if ai else ZERO,
             error=(ai.error if ai else analysis.ai_disabled_reason),
             cycle_id=ctx.cycle_id,
             created_at=ctx.now,
@@ -629,7 +627,7 @@ class TradingPipeline:
             "cycle.finished",
             cycle_id=ctx.cycle_id,
             symbol=ctx.symbol,
-            outcome=ctx.outcome,
+            outcome=ctx.outcome_label,
             stages={s.stage: s.outcome for s in ctx.stages},
             elapsed_ms=round(ctx.elapsed_ms, 2),
         )

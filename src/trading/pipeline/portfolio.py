@@ -8,8 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from src.api.interfaces import IExchangeClient
-
-_ZERO = Decimal("0")
+from src.domain.money import ZERO, report_krw
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +38,7 @@ class Portfolio:
 
     @property
     def equity_krw(self) -> Decimal:
-        return self.cash_krw + sum((h.value_krw for h in self.holdings.values()), _ZERO)
+        return self.cash_krw + sum((h.value_krw for h in self.holdings.values()), ZERO)
 
     def holding(self, symbol: str) -> Holding | None:
         return self.holdings.get(symbol)
@@ -52,7 +51,7 @@ class Portfolio:
         return {
             symbol: {
                 "amount": str(h.volume),
-                "value": str(h.value_krw.quantize(Decimal("0.01"))),
+                "value": str(report_krw(h.value_krw)),
                 "price": None if h.price is None else str(h.price),
                 "avg_buy_price": str(h.avg_buy_price),
                 "profit_rate": None if h.profit_rate is None else str(h.profit_rate),
@@ -64,8 +63,8 @@ class Portfolio:
 async def load_portfolio(exchange: IExchangeClient, now: datetime, *, dust_krw: Decimal = Decimal("1")) -> Portfolio:
     """Balances and tickers; coins worth less than ``dust_krw`` are left out (Upbit keeps tiny remainders)."""
     balances = await exchange.get_balances()
-    krw_total = _ZERO
-    krw_available = _ZERO
+    krw_total = ZERO
+    krw_available = ZERO
     coins: dict[str, tuple[Decimal, Decimal]] = {}
     for balance in balances:
         if balance.currency == "KRW":

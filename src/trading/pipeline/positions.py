@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
+from src.domain.exits import ExitReason
+from src.domain.money import ZERO
 from src.position.service import PositionService
 from src.trading.repository import OrderRecord, TradeRecord
 
@@ -20,13 +22,13 @@ class ServicePositionBook:
         at: datetime,
         *,
         atr: Decimal | None,
-        exit_reason: str | None,
+        exit_reason: ExitReason | None,
     ) -> Decimal | None:
-        volume = sum((t.amount for t in trades), Decimal("0"))
-        funds = sum((t.total for t in trades), Decimal("0"))
+        volume = sum((t.amount for t in trades), ZERO)
+        funds = sum((t.total for t in trades), ZERO)
         if volume <= 0:
             return None
-        fee = sum((t.fee for t in trades), Decimal("0"))
+        fee = sum((t.fee for t in trades), ZERO)
         outcome = await self.service.on_fill(
             order.symbol,
             order.side,

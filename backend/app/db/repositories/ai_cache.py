@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from src.ai.models import AIDecision, AIPurpose, Decision, DecisionSource, MarketContext
+from src.ai.models import AIDecision, AIPurpose, MarketContext
+from src.domain.decisions import Decision, DecisionSource
 from src.trading.repository import AIDecisionRecord, ITradingRepository
 
 

@@ -13,13 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backend.app.db.types import utcnow
 from backend.app.models import BotConfigRow, BotStateRow, SystemLogRow
-from src.trading.bot_control import (
-    DESIRED_STATE_KEY,
-    SAFE_MODE_RESET_KEY,
-    BotAction,
-    DesiredState,
-    desired_state_for,
-)
+from src.domain.bot import BotAction, DesiredState, desired_state_for
+from src.trading.bot_control import DESIRED_STATE_KEY, SAFE_MODE_RESET_KEY
 
 DESIRED_STATE_DESCRIPTION = "Desired bot state (running | paused | stopped), obeyed by the scheduler"
 

@@ -49,11 +49,11 @@ from backend.app.models import (
     RiskStateRow,
     TradeRow,
 )
-from src.api.interfaces import Side
-from src.config.settings import TradingMode
+from src.domain.bot import DesiredState
+from src.domain.modes import TradingMode
+from src.domain.orders import Side, TradeStatus
 from src.exceptions import InvalidInput
-from src.trading.bot_control import DESIRED_STATE_KEY, DesiredState
-from src.trading.orders import TradeStatus
+from src.trading.bot_control import DESIRED_STATE_KEY
 
 ZERO = Decimal("0")
 HUNDRED = Decimal("100")

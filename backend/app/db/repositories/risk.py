@@ -18,7 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from backend.app.db.repositories._mapping import row_to_record
 from backend.app.db.types import utcnow
 from backend.app.models import OrderRow, PositionFillRow, PositionRow, RiskStateRow, TradeRow
-from src.config.settings import TradingMode
+from src.domain.modes import TradingMode
+from src.domain.money import quantize_money
+from src.domain.orders import TradeStatus
 from src.exceptions import PositionConflict
 from src.risk.store import (
     UNSETTLED,
@@ -29,10 +31,8 @@ from src.risk.store import (
     RiskState,
     UnsettledOrder,
     close_arguments,
-    quantize_money,
     unsettled_order_of,
 )
-from src.trading.orders import TradeStatus
 
 _POSITION_STATE = (
     "amount",

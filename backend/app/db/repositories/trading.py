@@ -21,8 +21,8 @@ from backend.app.models import (
     TradeRow,
     TradingCycleRow,
 )
-from src.config.settings import TradingMode
-from src.trading.orders import OrderStatus, check_transition
+from src.domain.modes import TradingMode
+from src.domain.orders import OrderStatus, check_transition
 from src.trading.repository import (
     AIDecisionRecord,
     CycleRecord,

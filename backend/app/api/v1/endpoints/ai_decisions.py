@@ -17,7 +17,9 @@ from backend.app.api.v1.endpoints._params import (
     query_error,
 )
 from backend.app.db.repositories import queries
-from backend.app.schemas.ai_decisions import AIDecisionPage, DecisionKind, PurposeKind
+from backend.app.schemas.ai_decisions import AIDecisionPage
+from src.ai.models import AIPurpose
+from src.domain.decisions import Decision
 from src.exceptions import InvalidInput
 
 router = APIRouter(prefix="/ai", tags=["ai"])
@@ -28,10 +30,10 @@ async def list_decisions(
     connection: ReadConnection,
     _: Reader,
     symbol: Symbol = None,
-    decision: DecisionKind | None = None,
-    final_decision: DecisionKind | None = None,
+    decision: Decision | None = None,
+    final_decision: Decision | None = None,
     overridden: bool | None = None,
-    purpose: PurposeKind = PurposeKind.DECISION,
+    purpose: AIPurpose = AIPurpose.DECISION,
     from_date: FromDate = None,
     to_date: ToDate = None,
     limit: Limit = 50,

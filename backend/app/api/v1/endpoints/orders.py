@@ -18,8 +18,8 @@ from backend.app.api.v1.endpoints._params import (
 )
 from backend.app.db.repositories import queries
 from backend.app.schemas.orders import OrderPage
+from src.domain.orders import OrderStatus
 from src.exceptions import InvalidInput
-from src.trading.orders import OrderStatus
 
 router = APIRouter(prefix="/orders", tags=["orders"])
 

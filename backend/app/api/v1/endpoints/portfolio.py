@@ -9,7 +9,7 @@ from backend.app.api.v1.endpoints._params import Cursor, FromDate, Limit, Skip, 
 from backend.app.db.repositories import queries
 from backend.app.schemas.common import ErrorResponse
 from backend.app.schemas.portfolio import PortfolioHistoryPage, PortfolioSnapshotOut
-from src.config.settings import TradingMode
+from src.domain.modes import TradingMode
 from src.exceptions import InvalidInput
 
 router = APIRouter(prefix="/portfolio", tags=["portfolio"])

@@ -30,10 +30,9 @@ from backend.app.schemas.trades import (
     TradeStatisticsOut,
     TradeStats,
 )
-from src.api.interfaces import Side
-from src.config.settings import TradingMode
+from src.domain.modes import TradingMode
+from src.domain.orders import Side, TradeStatus
 from src.exceptions import InvalidInput
-from src.trading.orders import TradeStatus
 
 router = APIRouter(prefix="/trades", tags=["trades"])
 

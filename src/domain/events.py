@@ -1,4 +1,5 @@
-"""The notification port: the pipeline and scheduler announce events; the backend delivers them (Telegram).
+"""Domain events and the notification port: the pipeline, risk manager and scheduler announce events;
+the backend delivers them (Telegram).
 
 A notifier must never block or fail a trading cycle: ``notify`` only enqueues.
 """
@@ -7,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -46,7 +46,3 @@ class NullNotifier:
 
     def notify(self, event: NotificationEvent) -> None:
         self.events.append(event)
-
-
-def money(value: Decimal | None) -> str:
-    return "-" if value is None else f"{value:,.0f}"

@@ -1,4 +1,4 @@
-"""Our side of an order's life: an explicit state machine with legal transitions.
+"""Orders: sides, types, our order statuses and their legal transitions, and trade statuses.
 
 ``pending``: the row is written and the request may or may not have reached the exchange.
 Only reconciliation (asking the exchange by ``identifier``) moves a pending order on after a crash.
@@ -8,8 +8,28 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from src.api.interfaces import ExchangeOrderState, Order
 from src.exceptions import TradingSystemError
+
+
+class Side(StrEnum):
+    BUY = "buy"
+    SELL = "sell"
+
+    @property
+    def upbit(self) -> str:
+        return "bid" if self is Side.BUY else "ask"
+
+    @classmethod
+    def from_upbit(cls, side: str) -> Side:
+        return cls.BUY if side == "bid" else cls.SELL
+
+
+class OrderType(StrEnum):
+    """Upbit's ``ord_type`` values."""
+
+    LIMIT = "limit"
+    MARKET_BUY = "price"  # market buy of a KRW total
+    MARKET_SELL = "market"  # market sell of a base volume
 
 
 class OrderStatus(StrEnum):
@@ -26,7 +46,7 @@ class TradeStatus(StrEnum):
     FAILED = "failed"
 
 
-_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
+ORDER_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     OrderStatus.PENDING: frozenset({OrderStatus.OPEN, OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.FAILED}),
     OrderStatus.OPEN: frozenset({OrderStatus.FILLED, OrderStatus.CANCELLED}),
     OrderStatus.FILLED: frozenset(),
@@ -40,14 +60,6 @@ class IllegalOrderTransition(TradingSystemError):
 
 
 def check_transition(current: OrderStatus, new: OrderStatus) -> None:
-    if new is not current and new not in _TRANSITIONS[current]:
+    """Refuse a status change the table does not allow; staying where it is is always allowed."""
+    if new is not current and new not in ORDER_TRANSITIONS[current]:
         raise IllegalOrderTransition(f"order cannot go from {current} to {new}", current=current, new=new)
-
-
-def status_from_exchange(order: Order) -> OrderStatus:
-    """Map the exchange's state to ours. A cancel that executed something is a fill."""
-    if order.is_filled:
-        return OrderStatus.FILLED
-    if order.state is ExchangeOrderState.CANCEL:
-        return OrderStatus.CANCELLED
-    return OrderStatus.OPEN

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import ROUND_DOWN, ROUND_UP, Decimal
 
+from src.domain.money import VOLUME_QUANTUM
+
 MIN_ORDER_KRW = Decimal("5000")
-VOLUME_DECIMALS = Decimal("0.00000001")
 
 # (price floor, tick) from the highest band down; each table applies from its start date (UTC).
 # TICK_TABLES lists them newest first; the backtester vectorises them.
@@ -70,4 +71,4 @@ def round_to_tick(price: Decimal, at: datetime | None = None, *, up: bool = Fals
 
 def truncate_volume(volume: Decimal) -> Decimal:
     """Upbit volumes carry at most 8 decimals; extra precision is cut, never rounded up."""
-    return volume.quantize(VOLUME_DECIMALS, rounding=ROUND_DOWN)
+    return volume.quantize(VOLUME_QUANTUM, rounding=ROUND_DOWN)
