@@ -18,7 +18,7 @@ from backend.app.core.runtime_settings import SettingsApplier
 from backend.app.db.repositories.bot import BotRepository
 from backend.app.services.scheduler_metrics import SchedulerMetrics
 from backend.app.services.trading_engine import TradingEngine
-from src.domain.bot import BotState, DesiredState
+from src.domain.bot import BotState, DesiredState, following
 from src.domain.events import EventKind, NotificationEvent
 from src.utils.logger import get_logger
 
@@ -84,7 +84,7 @@ class BotControl:
                 )
             )
         self.desired = desired
-        self.state = BotState(desired.value)
+        self.state = following(self.state, desired)
         self.metrics.bot_running.set(1 if desired is DesiredState.RUNNING else 0)
         await self._apply_safe_mode_reset()
         return desired
