@@ -33,7 +33,7 @@ class TradePage(PageInfo):
 
 
 class TradeJson(TypedDict):
-    """``TradeOut`` as served values (``queries.served_columns``), for serialising a page without validating it
+    """``TradeOut`` as served values (``queries.trades.served_columns``), for serialising a page without validating it
     again (see ``TRADE_PAGE_JSON``). Money is fixed-point text, the JSON ``Money`` gives; enum fields are ``str``
     (a member of a ``StrEnum`` and its value give the same JSON)."""
 

@@ -16,7 +16,7 @@ from backend.app.api.v1.endpoints._params import (
     paging,
     query_error,
 )
-from backend.app.db.repositories import queries
+from backend.app.db.queries.decisions import list_ai_decisions
 from backend.app.schemas.ai_decisions import AIDecisionPage, DecisionKind, PurposeKind
 from src.exceptions import InvalidInput
 
@@ -39,7 +39,7 @@ async def list_decisions(
     skip: Skip = None,
 ) -> AIDecisionPage:
     try:
-        page = await queries.list_ai_decisions(
+        page = await list_ai_decisions(
             connection,
             paging(limit, cursor, skip),
             symbol=symbol,
