@@ -15,6 +15,7 @@ class ExitReason(StrEnum):
     STOP_LOSS = "stop_loss"
     TAKE_PROFIT = "take_profit"
     TRAILING_STOP = "trailing_stop"
+    SIGNAL = "signal"  # the strategy's own sell (the cycle's decision), not a level
 
 
 class EntryRule(StrEnum):

@@ -2,9 +2,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from pydantic import Field
+
 from backend.app.schemas.common import ApiModel, Money, PageInfo
 from src.api.interfaces import OrderType, Side
 from src.config.settings import TradingMode
+from src.risk.models import ExitReason
 from src.trading.orders import OrderStatus
 
 
@@ -29,6 +32,9 @@ class OrderOut(ApiModel):
     reason: str | None
     mode: TradingMode
     cycle_id: str | None
+    exit_reason: ExitReason | None = Field(
+        description="A sell: the exit that caused it (stop_loss, take_profit, trailing_stop, signal); null on buys"
+    )
     created_at: datetime
     updated_at: datetime
 

@@ -9,6 +9,7 @@ from typing_extensions import TypedDict
 from backend.app.schemas.common import ApiModel, Money, PageInfo
 from src.api.interfaces import Side
 from src.config.settings import TradingMode
+from src.risk.models import ExitReason
 from src.trading.orders import TradeStatus
 
 
@@ -25,6 +26,9 @@ class TradeOut(ApiModel):
     realized_pnl: Money | None
     status: TradeStatus
     mode: TradingMode
+    exit_reason: ExitReason | None = Field(
+        description="A sell's: the exit that caused it (stop_loss, take_profit, trailing_stop, signal); null on buys"
+    )
     created_at: datetime
 
 
@@ -49,6 +53,7 @@ class TradeJson(TypedDict):
     realized_pnl: str | None
     status: str
     mode: str
+    exit_reason: str | None
     created_at: datetime
 
 

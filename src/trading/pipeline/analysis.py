@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
 import pandas as pd
@@ -22,8 +23,20 @@ from src.utils.logger import get_logger
 
 log = get_logger(__name__)
 
-RULES_SOURCE = "rules"  # the rule strategy decided (AI unavailable)
-FILTER_SOURCE = "filter"  # the quick filter failed, the adviser was not asked
+
+class AnalysisSource(StrEnum):
+    """Who decided a cycle (``ai_decisions.source``): the adviser (its ``DecisionSource``), or the pipeline."""
+
+    AI = DecisionSource.AI.value
+    CACHE = DecisionSource.CACHE.value
+    FALLBACK = DecisionSource.FALLBACK.value
+    DISABLED = DecisionSource.DISABLED.value
+    RULES = "rules"  # the rule strategy decided (AI unavailable)
+    FILTER = "filter"  # the quick filter failed, the adviser was not asked
+
+
+RULES_SOURCE = AnalysisSource.RULES
+FILTER_SOURCE = AnalysisSource.FILTER
 # Who may turn a decision into a hold (the ``by`` label of ``ai_decision_overrides_total``).
 VALIDATOR_VETO = "validator"
 RISK_VETO = "risk"  # a risk rule (or the paused bot) refused the buy; its reasons start with "risk: "

@@ -8,10 +8,36 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
+from itertools import combinations
 from typing import Any
 
+from src.ai.models import Decision
 from src.config.settings import TradingMode
+from src.trading.orders import OrderStatus
 from src.trading.repository import CycleRecord, StageRecord
+
+
+class CycleStatus(StrEnum):
+    OK = "ok"
+    ERROR = "error"
+
+
+def cycle_outcomes() -> tuple[str, ...]:
+    """Every ``outcome`` a cycle can end with (``TradingPipeline.run_cycle`` and its execution stage): ``none``,
+    ``error``, ``hold``, ``buy_vetoed``, ``dry_run_<decision>``, and ``<decision>_nothing_sent`` or
+    ``<decision>_<the orders' statuses, sorted, comma-joined>`` after orders were sent."""
+    statuses = sorted(status.value for status in OrderStatus)
+    sent = [",".join(chosen) for size in range(1, len(statuses) + 1) for chosen in combinations(statuses, size)]
+    traded = [Decision.BUY.value, Decision.SELL.value]
+    return (
+        "none",
+        "error",
+        "hold",
+        "buy_vetoed",
+        *(f"dry_run_{decision}" for decision in traded),
+        *(f"{decision}_{result}" for decision in traded for result in ["nothing_sent", *sent]),
+    )
 
 
 def new_cycle_id(now: datetime, symbol: str) -> str:
@@ -71,7 +97,7 @@ class CycleContext:
             mode=self.mode,
             started_at=self.now,
             finished_at=finished_at,
-            status="error" if self.error else "ok",
+            status=CycleStatus.ERROR if self.error else CycleStatus.OK,
             outcome=(self.outcome or "none")[:50],
             stages=list(self.stages),
             error=self.error,
