@@ -37,6 +37,7 @@ from src.data.collector import BTC_SYMBOL
 from src.data.replay import ReplayMarketSource
 from src.exceptions import ConfigurationError, DataError
 from src.trading.pipeline import MINUTES_TO_TIMEFRAME
+from src.trading.pipeline.context import CycleStatus
 from src.utils.logger import get_logger
 
 log = get_logger(__name__)
@@ -271,7 +272,7 @@ async def _summarise(sessions: async_sessionmaker[AsyncSession], **known: object
     return ReplaySummary(
         **known,  # type: ignore[arg-type]
         cycles=sum(cycles.values()),
-        cycle_errors=cycles.get("error", 0),
+        cycle_errors=cycles.get(CycleStatus.ERROR, 0),
         decisions=decisions,
         final_decisions=final_decisions,
         orders=orders,

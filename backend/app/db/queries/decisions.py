@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from backend.app.db.queries.paging import Page, Paging, in_range, paged
 from backend.app.models import AIDecisionRow
+from src.ai.models import AIPurpose
 
 
 async def list_ai_decisions(
@@ -21,7 +22,7 @@ async def list_ai_decisions(
     overridden: bool | None = None,
     from_date: datetime | None = None,
     to_date: datetime | None = None,
-    purpose: str | None = "decision",
+    purpose: str | None = AIPurpose.DECISION,
 ) -> Page:
     """The trading cycle's decisions by default; ``purpose='filter'`` lists the quick filter's model calls."""
     query = select(AIDecisionRow.__table__).where(*in_range(AIDecisionRow.created_at, from_date, to_date))

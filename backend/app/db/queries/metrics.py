@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from backend.app.models import AIDecisionRow, TradeRow
+from src.ai.models import AIPurpose
 from src.trading.orders import TradeStatus
 
 ZERO = Decimal("0")
@@ -60,7 +61,7 @@ async def decision_counts_between(
 ) -> dict[tuple[str, str], int]:
     """The cycle's AI decisions with ``after_id < id <= up_to_id``, counted by symbol and final decision."""
     keys = (AIDecisionRow.symbol, AIDecisionRow.final_decision)
-    where = (AIDecisionRow.id > after_id, AIDecisionRow.id <= up_to_id, AIDecisionRow.purpose == "decision")
+    where = (AIDecisionRow.id > after_id, AIDecisionRow.id <= up_to_id, AIDecisionRow.purpose == AIPurpose.DECISION)
     query = select(*keys, func.count()).where(*where).group_by(*keys)
     return {(symbol, decision): count for symbol, decision, count in await connection.execute(query)}
 
@@ -69,7 +70,7 @@ async def latest_confidence_between(connection: AsyncConnection, after_id: int, 
     """The confidence of the newest decision per symbol among ``after_id < id <= up_to_id``."""
     newest = (
         select(func.max(AIDecisionRow.id))
-        .where(AIDecisionRow.id > after_id, AIDecisionRow.id <= up_to_id, AIDecisionRow.purpose == "decision")
+        .where(AIDecisionRow.id > after_id, AIDecisionRow.id <= up_to_id, AIDecisionRow.purpose == AIPurpose.DECISION)
         .group_by(AIDecisionRow.symbol)
     )
     query = select(AIDecisionRow.symbol, AIDecisionRow.confidence).where(AIDecisionRow.id.in_(newest))

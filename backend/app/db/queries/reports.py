@@ -20,12 +20,13 @@ from backend.app.models import (
     TradeRow,
     TradingCycleRow,
 )
+from src.ai.models import AIPurpose
 from src.api.interfaces import Side
 from src.config.settings import TradingMode
 from src.risk.store import PositionStatus
 
 ZERO = Decimal("0")
-CYCLE_DECISION = AIDecisionRow.purpose == "decision"
+CYCLE_DECISION = AIDecisionRow.purpose == AIPurpose.DECISION
 
 
 @dataclass(slots=True)
