@@ -10,7 +10,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.app.db.driver import fetch_one, fetch_rows
-from backend.app.db.repositories.queries import served_columns
+from backend.app.db.queries.trades import served_columns
 from backend.app.models import TradeRow
 from backend.tests.conftest import Seeder, at
 from src.domain.orders import Side

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -178,6 +178,16 @@ async def test_json_columns_and_small_decimals(db_sessions: Sessions) -> None:
 
 
 async def test_ai_decision_rejects_unknown_decision(db_sessions: Sessions) -> None:
-    with pytest.raises(IntegrityError):
+    # The model's enum refuses it before the database is asked...
+    with pytest.raises(StatementError, match="not among the defined enum values"):
         async with db_sessions.begin() as session:
             session.add(AIDecisionRow(symbol="KRW-BTC", decision="moon", final_decision="hold", source="ai"))
+    # ...and the database's CHECK constraint refuses it from any other writer
+    with pytest.raises(IntegrityError):
+        async with db_sessions.begin() as session:
+            await session.execute(
+                text(
+                    "INSERT INTO ai_decisions (symbol, decision, final_decision, source) "
+                    "VALUES ('KRW-BTC', 'moon', 'hold', 'ai')"
+                )
+            )

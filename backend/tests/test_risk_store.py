@@ -123,7 +123,7 @@ async def test_one_open_position_per_symbol_and_mode(db_sessions: Sessions) -> N
     with pytest.raises(PositionConflict):
         await store.update_position(closed)
     with pytest.raises(PositionConflict):
-        await store.close_position(first.id, exit_price=D("1"), reason="again", realized_pnl=D("0"), closed_at=NOW)
+        await store.close_position(first.id, exit_price=D("1"), reason="stop_loss", realized_pnl=D("0"), closed_at=NOW)
 
 
 async def test_closed_positions_newest_first(db_sessions: Sessions) -> None:
@@ -131,7 +131,11 @@ async def test_closed_positions_newest_first(db_sessions: Sessions) -> None:
     for index, pnl in enumerate(["100", "-50", "30"]):
         opened = await store.open_position(_position(f"KRW-C{index}"))
         await store.close_position(
-            opened.id, exit_price=D("1"), reason="x", realized_pnl=D(pnl), closed_at=NOW + timedelta(hours=index)
+            opened.id,
+            exit_price=D("1"),
+            reason="stop_loss",
+            realized_pnl=D(pnl),
+            closed_at=NOW + timedelta(hours=index),
         )
     closed = await store.list_closed_positions(MODE)
     assert [p.realized_pnl for p in closed] == [D("30"), D("-50"), D("100")]

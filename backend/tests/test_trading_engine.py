@@ -11,6 +11,9 @@ from decimal import Decimal
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from backend.app.db.queries import orders as order_queries
+from backend.app.db.queries import trades as trade_queries
+from backend.app.db.queries.paging import Paging
 from backend.app.db.repositories.ai_cache import DatabaseDecisionCache
 from backend.app.db.repositories.paper import SqlPaperAccountStore
 from backend.app.db.repositories.trading import SqlTradingRepository
@@ -24,6 +27,7 @@ from backend.app.models import (
     TradeRow,
     TradingCycleRow,
 )
+from backend.app.schemas.trades import TRADE_FIELDS
 from backend.app.services.reporting import build_daily_report
 from backend.app.services.trading_engine import TradingEngine
 from src.ai.models import AIDecision
@@ -31,6 +35,7 @@ from src.api.interfaces import Balance, ExchangeOrderState, Order
 from src.config.settings import Settings
 from src.domain.decisions import Decision, DecisionSource
 from src.domain.events import EventKind, NullNotifier
+from src.domain.exits import ExitReason
 from src.domain.modes import TradingMode
 from src.domain.orders import OrderStatus, OrderType, Side
 from src.trading.repository import AIDecisionRecord, OrderRecord, PortfolioSnapshotRecord, TradeRecord
@@ -367,3 +372,56 @@ async def test_daily_report_drawdown_is_measured_from_the_risk_peak(
     # Then the drawdown is 5% and travels with the notification
     assert report.drawdown_pct == Decimal("5.00")
     assert report.to_event().fields["drawdown_pct"] == Decimal("5.00")
+
+
+async def test_a_stop_loss_exit_names_its_reason_on_the_sell_order_and_its_trades(
+    db_engine: AsyncEngine,
+    db_sessions: async_sessionmaker[AsyncSession],
+    make_settings: SettingsFactory,
+    fake_upbit: FakeUpbit,
+    fake_fear_greed: FakeFearGreed,
+) -> None:
+    """Given a paper position bought by the trading job, when the price is below its stop and the position job
+    runs, then the sell order, its trades and the closed position all say ``stop_loss``, and the API's read side
+    (the trades page's fast path and the orders list) serves it; the buy has none."""
+    fake_upbit.seed_demo()
+    settings = make_settings(
+        UPBIT_BASE_URL=fake_upbit.base_url,
+        FEAR_GREED_URL=fake_fear_greed.url,
+        MIN_TRADE_INTERVAL_HOURS="0",
+        TRADING_SYMBOLS="KRW-BTC",
+    )
+    engine = await TradingEngine.create(settings, db_engine, mode=TradingMode.PAPER, notifier=NullNotifier())
+    engine.pipeline.analyzer.strategy = AlwaysBuy()
+    try:
+        await engine.start_up()
+        [bought] = await engine.trading_job()
+        async with db_sessions.begin() as session:  # the market is now below the stop
+            position = await session.scalar(select(PositionRow))
+            position.stop_price = position.avg_entry_price * 10
+        [exit_report] = await engine.position_job()
+    finally:
+        await engine.aclose()
+
+    assert bought.error is None
+    assert exit_report.error is None
+    assert exit_report.result is not None
+    assert exit_report.result.status is OrderStatus.FILLED
+    async with db_sessions() as session:
+        orders = {row.side: row for row in await session.scalars(select(OrderRow))}
+        trades = list(await session.scalars(select(TradeRow).where(TradeRow.order_id == orders[Side.SELL].id)))
+        closed = await session.scalar(select(PositionRow))
+    assert orders[Side.SELL].exit_reason is ExitReason.STOP_LOSS
+    assert orders[Side.BUY].exit_reason is None
+    assert trades
+    assert all(trade.exit_reason is ExitReason.STOP_LOSS for trade in trades)
+    assert closed.exit_reason is ExitReason.STOP_LOSS
+    async with db_engine.connect() as connection:
+        page = await trade_queries.trade_page(
+            connection, trade_queries.TradeFilter(side=Side.SELL), Paging(limit=10), TRADE_FIELDS
+        )
+        listed = await order_queries.list_orders(connection, Paging(limit=10))
+    served = [dict(zip(TRADE_FIELDS, row, strict=True)) for row in page.rows]
+    assert served
+    assert {item["exit_reason"] for item in served} == {"stop_loss"}
+    assert {row.side: row.exit_reason for row in listed.rows} == {"sell": "stop_loss", "buy": None}

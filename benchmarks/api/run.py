@@ -39,7 +39,7 @@ import asyncpg
 from sqlalchemy.engine import make_url
 
 from backend.app.db.migrations import upgrade_to_head
-from backend.app.db.repositories.queries import Cursor
+from backend.app.db.queries.paging import Cursor
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"

@@ -41,12 +41,14 @@ from backend.app.db.repositories.paper import SqlPaperAccountStore
 from backend.app.db.repositories.risk import SqlRiskStore
 from backend.app.db.repositories.trading import SqlTradingRepository
 from backend.app.db.session import create_engine, session_factory
-from src.ai.models import AIDecision, Decision, DecisionSource, MarketContext
+from src.ai.models import AIDecision, MarketContext
 from src.api.paper_exchange import InMemoryPaperAccountStore, PaperAccountStore, PaperExchange
 from src.backtesting.data_provider import HistoricalDataProvider
 from src.backtesting.quick_filter import QuickBacktestFilter
-from src.config.settings import Settings, TradingMode, load_settings
+from src.config.settings import Settings, load_settings
 from src.data.replay import ReplayMarketSource
+from src.domain.decisions import Decision, DecisionSource
+from src.domain.modes import TradingMode
 from src.risk import InMemoryRiskStore
 from src.risk.store import RiskStore
 from src.trading.pipeline import TradingPipeline

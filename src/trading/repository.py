@@ -38,6 +38,7 @@ class OrderRecord:
     cycle_id: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    exit_reason: str | None = None  # a sell: the exit that caused it (an ``ExitReason`` value)
 
 
 @dataclass(slots=True)
@@ -54,6 +55,7 @@ class TradeRecord:
     realized_pnl: Decimal | None = None
     order_identifier: str | None = None
     created_at: datetime | None = None
+    exit_reason: str | None = None  # a sell's: its order's
 
 
 @dataclass(slots=True)

@@ -237,6 +237,7 @@ class TradingService:
             reason=reason[:1000],
             cycle_id=cycle_id,
             created_at=now,
+            exit_reason=exit_reason,
         )
         record = await self.repository.create_order(record)
         log.info(
@@ -376,6 +377,7 @@ class TradingService:
                 status=TradeStatus.COMPLETED,
                 order_identifier=record.identifier,
                 created_at=at,
+                exit_reason=record.exit_reason,
             )
             for (trade_id, price, volume, funds), share in zip(parts, shares, strict=True)
         ]

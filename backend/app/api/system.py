@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from backend.app.api.deps import ReadConnection
-from backend.app.db.repositories import queries
+from backend.app.db.queries.bot_status import readiness
 from backend.app.schemas.system import HealthOut, ReadyOut
 
 router = APIRouter(tags=["system"])
@@ -25,7 +25,7 @@ async def health() -> HealthOut:
     summary="Readiness: database reachable and migrations current",
 )
 async def ready(connection: ReadConnection) -> JSONResponse:
-    state = await queries.readiness(connection)
+    state = await readiness(connection)
     body = ReadyOut(
         status="ready" if state.ready else "not_ready",
         database=state.database,

@@ -17,8 +17,8 @@ from backend.app.core.runtime_settings import SettingsApplier
 from backend.app.core.scheduler import TradingScheduler, lock_name
 from backend.app.db.lock import SchedulerLock
 from backend.app.db.migrations import ensure_schema_current
+from backend.app.db.queries.paging import checked_time
 from backend.app.db.repositories.bot import BotRepository
-from backend.app.db.repositories.queries import checked_time
 from backend.app.db.session import engine_from_config, session_factory
 from backend.app.services.notification import NotificationService
 from backend.app.services.scheduler_metrics import SchedulerMetrics
@@ -60,7 +60,7 @@ def parse_database_url(raw: str | None, name: str = "--database-url") -> str | N
 
 def parse_time(raw: str, name: str) -> datetime:
     """ISO date or date-time; naive values are UTC. Within the window of times the API serves
-    (``queries.checked_time``): year 1 or 9999 is a typo, and date arithmetic near them overflows."""
+    (``queries.paging.checked_time``): year 1 or 9999 is a typo, and date arithmetic near them overflows."""
     try:
         moment = datetime.fromisoformat(raw)
     except ValueError:

@@ -18,23 +18,15 @@ from decimal import Decimal
 from pathlib import Path
 
 import pandas as pd
-from sqlalchemy import func, or_, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backend.app.core.jobs import JobName, JobRunner, build_triggers
 from backend.app.core.replay_driver import drive_replay, fire_times
 from backend.app.db.migrations import ensure_schema_current, upgrade_to_head
+from backend.app.db.queries import portfolio, reports
 from backend.app.db.repositories.bot import BotRepository
 from backend.app.db.session import create_engine, session_factory
-from backend.app.models import (
-    AIDecisionRow,
-    OrderRow,
-    PortfolioSnapshotRow,
-    PositionRow,
-    TradeRow,
-    TradingCycleRow,
-)
 from backend.app.services.scheduler_metrics import SchedulerMetrics
 from backend.app.services.trading_engine import TradingEngine
 from src.ai.cache import JsonlDecisionCache
@@ -45,9 +37,9 @@ from src.config.settings import PROJECT_ROOT, Settings
 from src.data.collector import BTC_SYMBOL
 from src.data.replay import ReplayMarketSource
 from src.domain.modes import TradingMode
-from src.domain.orders import Side
 from src.domain.timeframes import Timeframe
 from src.exceptions import ConfigurationError, DataError
+from src.trading.pipeline.context import CycleStatus
 from src.utils.logger import get_logger
 
 log = get_logger(__name__)
@@ -237,8 +229,7 @@ async def _require_no_earlier_replay(sessions: async_sessionmaker[AsyncSession],
     """A replay starts from a fresh account; on a database that already holds one, refuse (the default
     file is recreated at every run, so this only concerns ``--database-url``)."""
     async with sessions() as session:
-        orders = await session.scalar(select(func.count()).where(OrderRow.mode == TradingMode.REPLAY))
-        positions = await session.scalar(select(func.count()).where(PositionRow.mode == TradingMode.REPLAY))
+        orders, positions = await reports.order_and_position_counts(session, TradingMode.REPLAY)
     if orders or positions:
         raise ConfigurationError(
             f"{_display_url(url)} already holds a replay ({orders} orders, {positions} positions); "
@@ -266,58 +257,36 @@ def _display_url(url: str) -> str:
 async def _summarise(sessions: async_sessionmaker[AsyncSession], **known: object) -> ReplaySummary:
     mode = TradingMode.REPLAY
     async with sessions() as session:
-        cycles = await _count_by(session, TradingCycleRow.status, TradingCycleRow.mode == mode)
-        cycle_decision = AIDecisionRow.purpose == "decision"
-        decisions = await _count_by(session, AIDecisionRow.source, cycle_decision)
-        final_decisions = await _count_by(session, AIDecisionRow.final_decision, cycle_decision)
-        model_call = or_(AIDecisionRow.prompt_tokens > 0, AIDecisionRow.completion_tokens > 0)
-        ai_calls = await _count_by(session, AIDecisionRow.purpose, model_call)
-        ai_costs = list(await session.scalars(select(AIDecisionRow.cost_usd).where(model_call)))
-        orders = await _count_by(session, OrderRow.status, OrderRow.mode == mode)
-        trades = list(await session.scalars(select(TradeRow).where(TradeRow.mode == mode)))
-        equities = list(
-            await session.scalars(
-                select(PortfolioSnapshotRow.total_value_krw)
-                .where(PortfolioSnapshotRow.mode == mode)
-                .order_by(PortfolioSnapshotRow.created_at, PortfolioSnapshotRow.id)
-            )
-        )
-        exits = await _count_by(
-            session, PositionRow.exit_reason, PositionRow.mode == mode, PositionRow.status == "closed"
-        )
-        open_positions = list(
-            await session.scalars(
-                select(PositionRow.symbol).where(PositionRow.mode == mode, PositionRow.status == "open")
-            )
-        )
+        cycles = await reports.cycles_by_status(session, mode)
+        decisions = await reports.decisions_by_source(session)
+        final_decisions = await reports.decisions_by_final(session)
+        ai_calls, ai_cost_usd = await reports.model_calls(session)
+        orders = await reports.orders_by_status(session, mode)
+        trades = await reports.trade_sums(session, mode)
+        equities = await portfolio.equity_curve(session, mode)
+        exits = await reports.exits_by_reason(session, mode)
+        open_positions = await reports.open_position_symbols(session, mode)
     start_equity = Decimal(str(known.pop("start_equity")))
     return ReplaySummary(
         **known,  # type: ignore[arg-type]
         cycles=sum(cycles.values()),
-        cycle_errors=cycles.get("error", 0),
+        cycle_errors=cycles.get(CycleStatus.ERROR, 0),
         decisions=decisions,
         final_decisions=final_decisions,
         orders=orders,
-        trades=len(trades),
-        buys=sum(1 for t in trades if t.side is Side.BUY),
-        sells=sum(1 for t in trades if t.side is Side.SELL),
-        fees_krw=sum((t.fee for t in trades), _ZERO),
-        realized_pnl_krw=sum((t.realized_pnl for t in trades if t.realized_pnl is not None), _ZERO),
+        trades=trades.trades,
+        buys=trades.buys,
+        sells=trades.sells,
+        fees_krw=trades.fees_krw,
+        realized_pnl_krw=trades.realized_pnl_krw,
         start_equity=start_equity,
         final_equity=equities[-1] if equities else start_equity,
         max_drawdown_pct=max_drawdown_pct([start_equity, *equities]),
-        exits={str(k): v for k, v in exits.items()},
-        open_positions=sorted(open_positions),
+        exits=exits,
+        open_positions=open_positions,
         ai_calls=ai_calls,
-        ai_cost_usd=sum(ai_costs, _ZERO),
+        ai_cost_usd=ai_cost_usd,
     )
-
-
-async def _count_by(session: AsyncSession, column: object, *where: object) -> dict[str, int]:
-    query = select(column, func.count()).group_by(column)  # type: ignore[call-overload]
-    for condition in where:
-        query = query.where(condition)  # type: ignore[arg-type]
-    return {str(key): int(count) for key, count in (await session.execute(query)).all()}
 
 
 def max_drawdown_pct(equities: list[Decimal]) -> Decimal:

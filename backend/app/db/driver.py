@@ -6,7 +6,7 @@ PostgreSQL spends answering a page of 50 trades: 567 µs against 184 µs per pag
 asyncpg (which prepares it once per connection); on SQLite it runs through SQLAlchemy as usual.
 
 The driver path skips SQLAlchemy's type processing both ways, so a statement run here must select columns whose
-driver values are what the caller serves (see ``queries.served_columns``; JSON is decoded by the codec SQLAlchemy
+driver values are what the caller serves (see ``queries.trades.served_columns``; JSON is decoded by the codec SQLAlchemy
 installs on each connection, ``timestamptz`` comes UTC-aware, enum columns come as their stored strings), and its
 parameters must be values the driver takes as they are (aware datetimes, ints, strings).
 """

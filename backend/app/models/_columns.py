@@ -10,14 +10,15 @@ from sqlalchemy import Enum
 from src.utils.logger import redactor
 
 
-def enum_column_type(enum_cls: type[StrEnum], name: str) -> Enum:
-    """A VARCHAR with a CHECK constraint on PostgreSQL and SQLite alike (no native enum types to migrate)."""
+def enum_column_type(enum_cls: type[StrEnum], name: str, length: int = 20) -> Enum:
+    """A VARCHAR with a CHECK constraint on PostgreSQL and SQLite alike (no native enum types to migrate).
+    ``name`` names the constraint: ``ck_<table>_<name>``."""
     return Enum(
         enum_cls,
         name=name,
         native_enum=False,
         create_constraint=True,
-        length=20,
+        length=length,
         values_callable=lambda members: [member.value for member in members],
         validate_strings=True,
     )

@@ -8,7 +8,9 @@ from sqlalchemy.orm import Mapped, mapped_column, validates
 
 from backend.app.db.base import Base, created_at_column, updated_at_column
 from backend.app.db.types import JSONType, UTCDateTime
-from backend.app.models._columns import without_secrets
+from backend.app.models._columns import enum_column_type, without_secrets
+from src.domain.bot import BotState
+from src.domain.modes import TradingMode
 
 
 class BotConfigRow(Base):
@@ -31,8 +33,8 @@ class BotStateRow(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     instance_name: Mapped[str] = mapped_column(String(100), unique=True)
-    state: Mapped[str] = mapped_column(String(20))
-    mode: Mapped[str] = mapped_column(String(10))
+    state: Mapped[BotState] = mapped_column(enum_column_type(BotState, "bot_state"))  # 0006
+    mode: Mapped[TradingMode] = mapped_column(enum_column_type(TradingMode, "bot_mode"))  # 0006
     symbols: Mapped[list[str]] = mapped_column(JSONType)
     schedule: Mapped[str | None] = mapped_column(String(100))
     pid: Mapped[int | None] = mapped_column(Integer)

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from backend.app.db.base import Base, created_at_column, updated_at_column
 from backend.app.db.types import Money
 from backend.app.models._columns import enum_column_type
+from src.domain.exits import ExitReason
 from src.domain.modes import TradingMode
 from src.domain.orders import OrderStatus, OrderType, Side
 
@@ -42,5 +43,7 @@ class OrderRow(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     mode: Mapped[TradingMode] = mapped_column(enum_column_type(TradingMode, "order_mode"))
     cycle_id: Mapped[str | None] = mapped_column(String(80), index=True)
+    # a sell: the exit that caused it (migration 0006); None on buys and on orders written before
+    exit_reason: Mapped[ExitReason | None] = mapped_column(enum_column_type(ExitReason, "order_exit_reason"))
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime] = updated_at_column()

@@ -9,6 +9,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from backend.app.db.base import Base, created_at_column, updated_at_column
 from backend.app.db.types import JSONType, Money
+from backend.app.models._columns import enum_column_type
+from src.api.interfaces import ExchangeOrderState
 
 
 class PaperBalanceRow(Base):
@@ -37,7 +39,9 @@ class PaperOrderRow(Base):
     uuid: Mapped[str] = mapped_column(String(100), unique=True)
     identifier: Mapped[str | None] = mapped_column(String(100))
     symbol: Mapped[str] = mapped_column(String(20))
-    state: Mapped[str] = mapped_column(String(20), index=True)
+    state: Mapped[ExchangeOrderState] = mapped_column(
+        enum_column_type(ExchangeOrderState, "paper_order_state"), index=True
+    )  # 0006
     payload: Mapped[dict[str, Any]] = mapped_column(JSONType)  # the full order, in exchange form
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime] = updated_at_column()

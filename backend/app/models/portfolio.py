@@ -10,7 +10,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 from backend.app.db.base import Base, created_at_column, updated_at_column
 from backend.app.db.types import ExactDecimal, JSONType, Money, UTCDateTime
 from backend.app.models._columns import enum_column_type
+from src.domain.exits import ExitReason
 from src.domain.modes import TradingMode
+from src.risk.store import PositionStatus
 
 
 class PortfolioSnapshotRow(Base):
@@ -45,7 +47,7 @@ class PositionRow(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     symbol: Mapped[str] = mapped_column(String(20), index=True)
     mode: Mapped[TradingMode] = mapped_column(enum_column_type(TradingMode, "position_mode"))
-    status: Mapped[str] = mapped_column(String(10))  # open | closed
+    status: Mapped[PositionStatus] = mapped_column(enum_column_type(PositionStatus, "position_status"))  # 0006
     amount: Mapped[Decimal] = mapped_column(Money())
     avg_entry_price: Mapped[Decimal] = mapped_column(Money())
     entry_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -57,7 +59,7 @@ class PositionRow(Base):
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     exit_price: Mapped[Decimal | None] = mapped_column(Money())
     realized_pnl: Mapped[Decimal | None] = mapped_column(Money())
-    exit_reason: Mapped[str | None] = mapped_column(Text)
+    exit_reason: Mapped[ExitReason | None] = mapped_column(enum_column_type(ExitReason, "position_exit_reason"))
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime] = updated_at_column()
 

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from backend.app.db.base import Base, created_at_column, updated_at_column
 from backend.app.db.types import Money
 from backend.app.models._columns import enum_column_type
+from src.domain.exits import ExitReason
 from src.domain.modes import TradingMode
 from src.domain.orders import Side, TradeStatus
 
@@ -34,5 +35,7 @@ class TradeRow(Base):
     realized_pnl: Mapped[Decimal | None] = mapped_column(Money())
     status: Mapped[TradeStatus] = mapped_column(enum_column_type(TradeStatus, "trade_status"))
     mode: Mapped[TradingMode] = mapped_column(enum_column_type(TradingMode, "trade_mode"))
+    # a sell's: its order's exit reason (migration 0006)
+    exit_reason: Mapped[ExitReason | None] = mapped_column(enum_column_type(ExitReason, "trade_exit_reason"))
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime] = updated_at_column()

@@ -2,7 +2,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from pydantic import Field
+
 from backend.app.schemas.common import ApiModel, Money, PageInfo
+from src.domain.exits import ExitReason
 from src.domain.modes import TradingMode
 from src.domain.orders import OrderStatus, OrderType, Side
 
@@ -28,6 +31,9 @@ class OrderOut(ApiModel):
     reason: str | None
     mode: TradingMode
     cycle_id: str | None
+    exit_reason: ExitReason | None = Field(
+        description="A sell: the exit that caused it (stop_loss, take_profit, trailing_stop, signal); null on buys"
+    )
     created_at: datetime
     updated_at: datetime
 

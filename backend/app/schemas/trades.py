@@ -7,6 +7,7 @@ from pydantic import Field, TypeAdapter
 from typing_extensions import TypedDict
 
 from backend.app.schemas.common import ApiModel, Money, PageInfo
+from src.domain.exits import ExitReason
 from src.domain.modes import TradingMode
 from src.domain.orders import Side, TradeStatus
 
@@ -24,6 +25,9 @@ class TradeOut(ApiModel):
     realized_pnl: Money | None
     status: TradeStatus
     mode: TradingMode
+    exit_reason: ExitReason | None = Field(
+        description="A sell's: the exit that caused it (stop_loss, take_profit, trailing_stop, signal); null on buys"
+    )
     created_at: datetime
 
 
@@ -32,7 +36,7 @@ class TradePage(PageInfo):
 
 
 class TradeJson(TypedDict):
-    """``TradeOut`` as served values (``queries.served_columns``), for serialising a page without validating it
+    """``TradeOut`` as served values (``queries.trades.served_columns``), for serialising a page without validating it
     again (see ``TRADE_PAGE_JSON``). Money is fixed-point text, the JSON ``Money`` gives; enum fields are ``str``
     (a member of a ``StrEnum`` and its value give the same JSON)."""
 
@@ -48,6 +52,7 @@ class TradeJson(TypedDict):
     realized_pnl: str | None
     status: str
     mode: str
+    exit_reason: str | None
     created_at: datetime
 
 

@@ -20,7 +20,17 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend.app.db.repositories import queries
+from backend.app.db.queries.bot_status import bot_status
+from backend.app.db.queries.metrics import (
+    TradeKey,
+    TradeTotals,
+    decision_counts_between,
+    latest_confidence_between,
+    max_ids,
+    merge_counts,
+    trade_totals_between,
+)
+from backend.app.db.queries.portfolio import latest_snapshot
 from backend.app.db.types import utcnow
 from backend.app.services.exposition import TextExposition
 from src.config.settings import Settings
@@ -38,7 +48,7 @@ class _Totals:
 
     trade_high: int = 0
     decision_high: int = 0
-    trades: dict[queries.TradeKey, queries.TradeTotals] = field(default_factory=dict)
+    trades: dict[TradeKey, TradeTotals] = field(default_factory=dict)
     decisions: dict[tuple[str, str], int] = field(default_factory=dict)
     confidence: dict[str, Decimal] = field(default_factory=dict)
 
@@ -124,13 +134,13 @@ class DatabaseCollector(Collector):
     async def _recount(self) -> None:
         started = time.monotonic()
         async with self._engine.connect() as connection:
-            trade_high, decision_high = await queries.max_ids(connection)
+            trade_high, decision_high = await max_ids(connection)
             fresh = _Totals(
                 trade_high=trade_high,
                 decision_high=decision_high,
-                trades=await queries.trade_totals_between(connection, 0, trade_high),
-                decisions=await queries.decision_counts_between(connection, 0, decision_high),
-                confidence=await queries.latest_confidence_between(connection, 0, decision_high),
+                trades=await trade_totals_between(connection, 0, trade_high),
+                decisions=await decision_counts_between(connection, 0, decision_high),
+                confidence=await latest_confidence_between(connection, 0, decision_high),
             )
         self._totals = fresh
         self._generation += 1
@@ -142,14 +152,14 @@ class DatabaseCollector(Collector):
         if totals is None:  # the first count failed; the next refresh starts with it again
             return
         async with self._engine.connect() as connection:
-            trade_high, decision_high = await queries.max_ids(connection)
-            trades = await queries.trade_totals_between(connection, totals.trade_high, trade_high)
-            decisions = await queries.decision_counts_between(connection, totals.decision_high, decision_high)
-            confidence = await queries.latest_confidence_between(connection, totals.decision_high, decision_high)
+            trade_high, decision_high = await max_ids(connection)
+            trades = await trade_totals_between(connection, totals.trade_high, trade_high)
+            decisions = await decision_counts_between(connection, totals.decision_high, decision_high)
+            confidence = await latest_confidence_between(connection, totals.decision_high, decision_high)
         if generation != self._generation:  # a recount replaced the totals meanwhile; it already covers these
             return
-        queries.merge_counts(totals.trades, trades)
-        queries.merge_counts(totals.decisions, decisions)
+        merge_counts(totals.trades, trades)
+        merge_counts(totals.decisions, decisions)
         totals.confidence.update(confidence)
         totals.trade_high = max(totals.trade_high, trade_high)
         totals.decision_high = max(totals.decision_high, decision_high)
@@ -157,8 +167,8 @@ class DatabaseCollector(Collector):
     async def _read_point(self) -> None:
         mode = self._settings.trading.mode
         async with self._engine.connect() as connection:
-            snapshot = await queries.latest_snapshot(connection, mode)
-            status = await queries.bot_status(connection, self._settings.scheduler.instance_name, mode)
+            snapshot = await latest_snapshot(connection, mode)
+            status = await bot_status(connection, self._settings.scheduler.instance_name, mode)
         heartbeat = status.heartbeat
         running = (
             heartbeat is not None

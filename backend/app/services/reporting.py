@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from backend.app.models import AIDecisionRow, PortfolioSnapshotRow, PositionRow, RiskStateRow, SystemLogRow, TradeRow
+from backend.app.db.queries import portfolio, reports
 from src.domain.events import EventKind, NotificationEvent
 from src.domain.modes import TradingMode
-from src.domain.orders import Side
 
 _ZERO = Decimal("0")
 
@@ -64,41 +61,13 @@ async def build_daily_report(
 ) -> DailyReport:
     since = now - timedelta(hours=hours)
     async with sessions() as session:
-        trades = list(
-            await session.scalars(
-                select(TradeRow).where(TradeRow.mode == mode, TradeRow.created_at >= since, TradeRow.created_at <= now)
-            )
-        )
-        latest = await _snapshot(session, mode, now)
-        earlier = await _snapshot(session, mode, since)
-        decisions = Counter(
-            dict(
-                (
-                    await session.execute(
-                        select(AIDecisionRow.source, func.count())
-                        .where(
-                            AIDecisionRow.created_at >= since,
-                            AIDecisionRow.created_at <= now,
-                            AIDecisionRow.purpose == "decision",
-                        )
-                        .group_by(AIDecisionRow.source)
-                    )
-                ).all()
-            )
-        )
-        errors = await session.scalar(
-            select(func.count()).where(
-                SystemLogRow.level.in_(("error", "critical")),
-                SystemLogRow.created_at >= since,
-                SystemLogRow.created_at <= now,
-            )
-        )
-        peak = await session.scalar(select(RiskStateRow.peak_equity).where(RiskStateRow.mode == mode))
-        open_positions = list(
-            await session.scalars(
-                select(PositionRow.symbol).where(PositionRow.mode == mode, PositionRow.status == "open")
-            )
-        )
+        trades = await reports.trade_sums(session, mode, since, now)
+        latest = await portfolio.snapshot_at(session, mode, now)
+        earlier = await portfolio.snapshot_at(session, mode, since)
+        decisions = await reports.decisions_by_source(session, since, now)
+        errors = await reports.error_log_count(session, since, now)
+        peak = await reports.peak_equity(session, mode)
+        open_positions = await reports.open_position_symbols(session, mode)
     equity = latest.total_value_krw if latest else None
     change = None
     if latest and earlier and earlier.total_value_krw > 0:
@@ -110,15 +79,15 @@ async def build_daily_report(
         equity_krw=equity,
         equity_change_pct=change,
         profit_rate=latest.profit_rate if latest else None,
-        trades=len(trades),
-        buys=sum(1 for t in trades if t.side is Side.BUY),
-        sells=sum(1 for t in trades if t.side is Side.SELL),
-        volume_krw=sum((t.total for t in trades), _ZERO),
-        fees_krw=sum((t.fee for t in trades), _ZERO),
-        realized_pnl_krw=sum((t.realized_pnl for t in trades if t.realized_pnl is not None), _ZERO),
-        open_positions=sorted(open_positions),
-        decisions={str(k): int(v) for k, v in decisions.items()},
-        errors=int(errors or 0),
+        trades=trades.trades,
+        buys=trades.buys,
+        sells=trades.sells,
+        volume_krw=trades.volume_krw,
+        fees_krw=trades.fees_krw,
+        realized_pnl_krw=trades.realized_pnl_krw,
+        open_positions=open_positions,
+        decisions=decisions,
+        errors=errors,
         peak_equity_krw=peak,
         drawdown_pct=_drawdown_pct(equity, peak),
     )
@@ -128,12 +97,3 @@ def _drawdown_pct(equity: Decimal | None, peak: Decimal | None) -> Decimal | Non
     if equity is None or peak is None or peak <= 0:
         return None
     return max(_ZERO, (peak - equity) / peak * 100).quantize(Decimal("0.01"))
-
-
-async def _snapshot(session: AsyncSession, mode: TradingMode, at: datetime) -> PortfolioSnapshotRow | None:
-    return await session.scalar(
-        select(PortfolioSnapshotRow)
-        .where(PortfolioSnapshotRow.mode == mode, PortfolioSnapshotRow.created_at <= at)
-        .order_by(PortfolioSnapshotRow.created_at.desc(), PortfolioSnapshotRow.id.desc())
-        .limit(1)
-    )

@@ -21,7 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionm
 from telegram import Update
 from telegram.error import Conflict, InvalidToken, NetworkError, TelegramError
 
-from backend.app.db.repositories import queries
+from backend.app.db.queries.bot_status import bot_status
+from backend.app.db.queries.paging import Paging
+from backend.app.db.queries.portfolio import latest_snapshot
+from backend.app.db.queries.statistics import trade_statistics
+from backend.app.db.queries.trades import TradeFilter, list_trades
 from backend.app.db.repositories.bot import BotRepository
 from backend.app.db.repositories.risk import SqlRiskStore
 from backend.app.services.notification import NotificationService, format_event
@@ -211,7 +215,7 @@ class TelegramCommands:
     # --- reads ----------------------------------------------------------------------------------------
     @contextlib.asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
-        """A read connection for the API's query functions (``backend/app/db/repositories/queries.py``)."""
+        """A read connection for the API's query functions (``backend/app/db/queries/``)."""
         async with self._sessions() as session:
             yield await session.connection()
 
@@ -219,7 +223,7 @@ class TelegramCommands:
     async def _status(self) -> str:
         ctx = self._context
         async with self._read() as connection:
-            status = await queries.bot_status(connection, ctx.instance_name, ctx.mode)
+            status = await bot_status(connection, ctx.instance_name, ctx.mode)
         lines = ["🤖 <b>Bot status</b>", _line("Desired state", status.desired_state.value), _line("Mode", ctx.mode)]
         heartbeat = status.heartbeat
         if heartbeat is None:
@@ -242,7 +246,7 @@ class TelegramCommands:
 
     async def _balance(self) -> str:
         async with self._read() as connection:
-            snapshot = await queries.latest_snapshot(connection, self._context.mode)
+            snapshot = await latest_snapshot(connection, self._context.mode)
         if snapshot is None:
             return "💰 No portfolio snapshot yet."
         return "\n".join(
@@ -272,9 +276,9 @@ class TelegramCommands:
         return "\n".join(lines)
 
     async def _trades(self) -> str:
-        filters = queries.TradeFilter(mode=self._context.mode)
+        filters = TradeFilter(mode=self._context.mode)
         async with self._read() as connection:
-            page = await queries.list_trades(connection, filters, queries.Paging(limit=RECENT_TRADES))
+            page = await list_trades(connection, filters, Paging(limit=RECENT_TRADES))
         if not page.rows:
             return "🧾 No trades yet."
         lines = [f"🧾 <b>Last {len(page.rows)} trades</b>"]
@@ -295,9 +299,7 @@ class TelegramCommands:
         lines = [f"📊 <b>Profit</b> ({html.escape(str(mode))})"]
         async with self._read() as connection:
             for label, since in periods.items():
-                stats = await queries.trade_statistics(
-                    connection, queries.TradeFilter(mode=mode, from_date=since), "day"
-                )
+                stats = await trade_statistics(connection, TradeFilter(mode=mode, from_date=since), "day")
                 tally = stats.overall
                 win = "-" if tally.win_rate_pct is None else f"{tally.win_rate_pct} %"
                 lines.append(
@@ -307,7 +309,7 @@ class TelegramCommands:
                         f"{tally.trade_count} trades, win rate {win}",
                     )
                 )
-            snapshot = await queries.latest_snapshot(connection, mode)
+            snapshot = await latest_snapshot(connection, mode)
         if snapshot is not None:
             lines.append(_line("Equity", f"{format_krw(snapshot.total_value_krw)} KRW ({_pct(snapshot.profit_rate)})"))
         return "\n".join(lines)

@@ -16,11 +16,11 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from backend.app.db.queries.portfolio import first_snapshot_equity
 from backend.app.db.repositories.ai_cache import DatabaseCallRecorder, DatabaseDecisionCache
 from backend.app.db.repositories.bot import BotRepository
 from backend.app.db.repositories.paper import SqlPaperAccountStore
 from backend.app.db.repositories.risk import SqlRiskStore
-from backend.app.db.repositories.starting_equity import first_snapshot_equity
 from backend.app.db.repositories.trading import SqlTradingRepository
 from backend.app.db.session import session_factory
 from backend.app.services.reporting import DailyReport, build_daily_report
@@ -153,7 +153,10 @@ class TradingEngine:
             strategy=strategy,
             quick_filter=quick_filter,
         )
-        starting_equity = await first_snapshot_equity(sessions, mode) if mode is TradingMode.LIVE else None
+        starting_equity = None
+        if mode is TradingMode.LIVE:
+            async with sessions() as session:
+                starting_equity = await first_snapshot_equity(session, mode)
         pipeline = build_pipeline(settings, adapters, mode=mode, instance=instance, starting_equity=starting_equity)
         ai = pipeline.analyzer.ai
         assert ai is not None  # built from settings.ai: an AIService

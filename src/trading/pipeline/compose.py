@@ -25,10 +25,11 @@ from src.api.interfaces import MAX_CANDLES_PER_REQUEST, IExchangeClient
 from src.backtesting.ai_strategy import AITradingStrategy
 from src.backtesting.quick_filter import QuickBacktestFilter
 from src.backtesting.strategy import RuleBasedBreakoutStrategy, Strategy
-from src.config.settings import Settings, TradingMode
+from src.config.settings import Settings
 from src.data.collector import DataCollector
 from src.data.fear_greed import FearGreedClient
 from src.domain.events import EventKind, NotificationEvent, Notifier, NullNotifier
+from src.domain.modes import TradingMode
 from src.domain.timeframes import Timeframe
 from src.position.service import PositionService
 from src.risk.manager import RiskManager

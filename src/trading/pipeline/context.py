@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from itertools import combinations
 from typing import Any
 
 from src.domain.decisions import Decision
@@ -66,6 +67,23 @@ class ExecutionOutcome:
 
 def _stage_label(outcome: StageOutcome | Decision | ExecutionOutcome) -> str:
     return outcome.stage_label if isinstance(outcome, ExecutionOutcome) else outcome.value
+
+
+class CycleStatus(StrEnum):
+    OK = "ok"
+    ERROR = "error"
+
+
+def cycle_outcomes() -> tuple[str, ...]:
+    """Every ``outcome`` a cycle can end with (``TradingPipeline.run_cycle`` and its execution stage): the
+    ``CycleOutcome`` labels, and ``<decision>_nothing_sent`` or ``<decision>_<the orders' statuses, sorted,
+    comma-joined>`` (``ExecutionOutcome.cycle_label``) after a buy or sell was acted on."""
+    statuses = sorted(OrderStatus)
+    sent = [frozenset(chosen) for size in range(len(statuses) + 1) for chosen in combinations(statuses, size)]
+    acted = [
+        ExecutionOutcome(decision, chosen).cycle_label for decision in (Decision.BUY, Decision.SELL) for chosen in sent
+    ]
+    return (*(outcome.value for outcome in CycleOutcome), *acted)
 
 
 def new_cycle_id(now: datetime, symbol: str) -> str:
@@ -130,7 +148,7 @@ class CycleContext:
             mode=self.mode,
             started_at=self.now,
             finished_at=finished_at,
-            status="error" if self.error else "ok",
+            status=CycleStatus.ERROR if self.error else CycleStatus.OK,
             outcome=self.outcome_label,
             stages=list(self.stages),
             error=self.error,

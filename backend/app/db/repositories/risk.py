@@ -67,7 +67,7 @@ def _open_row_of(position: PositionRecord) -> PositionRow:
     return PositionRow(
         symbol=position.symbol,
         mode=position.mode,
-        status=PositionStatus.OPEN.value,
+        status=PositionStatus.OPEN,
         entry_at=position.entry_at,
         **{name: getattr(position, name) for name in _POSITION_STATE},
     )
@@ -82,7 +82,7 @@ def _write_state(row: PositionRow, position: PositionRecord) -> None:
 def _write_close(
     row: PositionRow, *, exit_price: Decimal, reason: str, realized_pnl: Decimal, closed_at: datetime
 ) -> None:
-    row.status = PositionStatus.CLOSED.value
+    row.status = PositionStatus.CLOSED
     row.exit_price = exit_price
     row.exit_reason = reason
     row.realized_pnl = realized_pnl
@@ -113,7 +113,7 @@ class SqlRiskStore:
 
     async def get_open_position(self, mode: TradingMode, symbol: str) -> PositionRecord | None:
         query = select(PositionRow).where(
-            PositionRow.mode == mode, PositionRow.symbol == symbol, PositionRow.status == PositionStatus.OPEN.value
+            PositionRow.mode == mode, PositionRow.symbol == symbol, PositionRow.status == PositionStatus.OPEN
         )
         async with self._sessions() as session:
             row = await session.scalar(query)
@@ -122,7 +122,7 @@ class SqlRiskStore:
     async def list_open_positions(self, mode: TradingMode) -> list[PositionRecord]:
         query = (
             select(PositionRow)
-            .where(PositionRow.mode == mode, PositionRow.status == PositionStatus.OPEN.value)
+            .where(PositionRow.mode == mode, PositionRow.status == PositionStatus.OPEN)
             .order_by(PositionRow.entry_at, PositionRow.id)
         )
         async with self._sessions() as session:
@@ -132,7 +132,7 @@ class SqlRiskStore:
     async def _open_row(session: AsyncSession, position_id: int) -> PositionRow:
         row = await session.scalar(
             select(PositionRow)
-            .where(PositionRow.id == position_id, PositionRow.status == PositionStatus.OPEN.value)
+            .where(PositionRow.id == position_id, PositionRow.status == PositionStatus.OPEN)
             .with_for_update()
         )
         if row is None:
@@ -175,7 +175,7 @@ class SqlRiskStore:
     async def list_closed_positions(self, mode: TradingMode, limit: int | None = None) -> list[PositionRecord]:
         query = (
             select(PositionRow)
-            .where(PositionRow.mode == mode, PositionRow.status == PositionStatus.CLOSED.value)
+            .where(PositionRow.mode == mode, PositionRow.status == PositionStatus.CLOSED)
             .order_by(PositionRow.closed_at.desc(), PositionRow.id.desc())
             .limit(limit)
         )

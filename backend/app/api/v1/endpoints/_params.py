@@ -9,7 +9,7 @@ from fastapi import Query
 from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator
 
 from backend.app.api.deps import invalid
-from backend.app.db.repositories.queries import Page, Paging, checked_time
+from backend.app.db.queries.paging import Page, Paging, checked_time
 from src.exceptions import InvalidInput
 
 MAX_LIMIT = 500
@@ -35,7 +35,7 @@ def _rfc3339(value: Any) -> Any:
     return value
 
 
-# RFC 3339 text first, then the window of times the API serves (``queries.checked_time``), as UTC
+# RFC 3339 text first, then the window of times the API serves (``queries.paging.checked_time``), as UTC
 Rfc3339 = Annotated[AwareDatetime, BeforeValidator(_rfc3339), AfterValidator(checked_time)]
 FromDate = Annotated[Rfc3339 | None, Query(description="Inclusive start, with a time zone (RFC 3339)")]
 ToDate = Annotated[Rfc3339 | None, Query(description="Exclusive end, with a time zone (RFC 3339)")]

@@ -16,7 +16,7 @@ from backend.app.api.v1.endpoints._params import (
     paging,
     query_error,
 )
-from backend.app.db.repositories import queries
+from backend.app.db.queries.decisions import list_ai_decisions
 from backend.app.schemas.ai_decisions import AIDecisionPage
 from src.ai.models import AIPurpose
 from src.domain.decisions import Decision
@@ -41,7 +41,7 @@ async def list_decisions(
     skip: Skip = None,
 ) -> AIDecisionPage:
     try:
-        page = await queries.list_ai_decisions(
+        page = await list_ai_decisions(
             connection,
             paging(limit, cursor, skip),
             symbol=symbol,

@@ -22,7 +22,7 @@ from backend.app.api.deps import (
     Writer,
     read_connection,
 )
-from backend.app.db.repositories import queries
+from backend.app.db.queries import bot_status as status_queries
 from backend.app.db.repositories.bot import BotRepository, ConfigWrite
 from backend.app.schemas.bot import (
     BotConfigEntry,
@@ -82,7 +82,7 @@ def _heartbeat_fields(heartbeat: Any, stale_after: int) -> dict[str, Any]:
     }
 
 
-def _safe_mode_fields(data: queries.BotStatusData) -> dict[str, Any]:
+def _safe_mode_fields(data: status_queries.BotStatusData) -> dict[str, Any]:
     """Safe mode from risk_state of the trading mode; from the heartbeat while that row does not exist."""
     if data.risk is not None:
         return {"safe_mode": data.risk.active, "safe_mode_reason": data.risk.reason, "safe_mode_since": data.risk.since}
@@ -94,7 +94,7 @@ def _safe_mode_fields(data: queries.BotStatusData) -> dict[str, Any]:
     }
 
 
-def _status(data: queries.BotStatusData, settings: Settings, runtime: list[SettingState]) -> BotStatusOut:
+def _status(data: status_queries.BotStatusData, settings: Settings, runtime: list[SettingState]) -> BotStatusOut:
     scheduler = settings.scheduler
     heartbeat = (
         _NEVER_SEEN if data.heartbeat is None else _heartbeat_fields(data.heartbeat, scheduler.heartbeat_stale_seconds)
@@ -111,9 +111,9 @@ def _status(data: queries.BotStatusData, settings: Settings, runtime: list[Setti
 @router.get("/status", response_model=BotStatusOut, summary="The scheduler's real state, from its heartbeat")
 async def bot_status(request: Request, settings: SettingsDep, _: Reader) -> BotStatusOut:
     async with read_connection(request) as connection:
-        data = await queries.bot_status(connection, settings.scheduler.instance_name, settings.trading.mode)
-        rows = await queries.config_rows(connection, RUNTIME_KEYS)
-    applied = queries.applied_settings_of(data.heartbeat.details if data.heartbeat is not None else None)
+        data = await status_queries.bot_status(connection, settings.scheduler.instance_name, settings.trading.mode)
+        rows = await status_queries.config_rows(connection, RUNTIME_KEYS)
+    applied = status_queries.applied_settings_of(data.heartbeat.details if data.heartbeat is not None else None)
     runtime = [SettingState(**fields) for fields in _setting_fields(rows, settings, applied)]
     return _status(data, settings, runtime)
 
@@ -176,8 +176,8 @@ def _setting_fields(rows: dict[str, Any], settings: Settings, applied: dict[str,
 
 
 async def _config(connection: AsyncConnection, settings: Settings) -> BotConfigOut:
-    rows = await queries.config_rows(connection, RUNTIME_KEYS)
-    applied = await queries.applied_settings(connection, settings.scheduler.instance_name)
+    rows = await status_queries.config_rows(connection, RUNTIME_KEYS)
+    applied = await status_queries.applied_settings(connection, settings.scheduler.instance_name)
     entries = []
     for fields in _setting_fields(rows, settings, applied):
         key = fields["key"]

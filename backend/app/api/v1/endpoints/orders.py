@@ -16,7 +16,7 @@ from backend.app.api.v1.endpoints._params import (
     paging,
     query_error,
 )
-from backend.app.db.repositories import queries
+from backend.app.db.queries import orders as order_queries
 from backend.app.schemas.orders import OrderPage
 from src.domain.orders import OrderStatus
 from src.exceptions import InvalidInput
@@ -37,7 +37,7 @@ async def list_orders(
     skip: Skip = None,
 ) -> OrderPage:
     try:
-        page = await queries.list_orders(
+        page = await order_queries.list_orders(
             connection,
             paging(limit, cursor, skip),
             status=state,

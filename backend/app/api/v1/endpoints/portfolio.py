@@ -6,7 +6,7 @@ from fastapi import APIRouter, HTTPException
 
 from backend.app.api.deps import ReadConnection, Reader, SettingsDep
 from backend.app.api.v1.endpoints._params import Cursor, FromDate, Limit, Skip, ToDate, page_model, paging, query_error
-from backend.app.db.repositories import queries
+from backend.app.db.queries.portfolio import latest_snapshot, snapshot_history
 from backend.app.schemas.common import ErrorResponse
 from backend.app.schemas.portfolio import PortfolioHistoryPage, PortfolioSnapshotOut
 from src.domain.modes import TradingMode
@@ -24,7 +24,7 @@ router = APIRouter(prefix="/portfolio", tags=["portfolio"])
 async def latest_portfolio(
     connection: ReadConnection, settings: SettingsDep, _: Reader, mode: TradingMode | None = None
 ) -> PortfolioSnapshotOut:
-    row = await queries.latest_snapshot(connection, mode or settings.trading.mode)
+    row = await latest_snapshot(connection, mode or settings.trading.mode)
     if row is None:
         raise HTTPException(404, detail="no portfolio snapshot yet")
     return PortfolioSnapshotOut.model_validate(row)
@@ -43,7 +43,7 @@ async def portfolio_history(
     skip: Skip = None,
 ) -> PortfolioHistoryPage:
     try:
-        page = await queries.snapshot_history(
+        page = await snapshot_history(
             connection,
             mode or settings.trading.mode,
             paging(limit, cursor, skip),

@@ -17,7 +17,8 @@ from backend.app.api.v1.endpoints._params import (
     paging,
     query_error,
 )
-from backend.app.db.repositories import queries
+from backend.app.db.queries import statistics as statistics_queries
+from backend.app.db.queries import trades as trade_queries
 from backend.app.schemas.common import NO_NUL_PATTERN, ErrorResponse
 from backend.app.schemas.trades import (
     TRADE_FIELDS,
@@ -51,11 +52,11 @@ async def list_trades(
     cursor: Cursor = None,
     skip: Skip = None,
 ) -> Response:
-    filters = queries.TradeFilter(symbol, side, status, from_date, to_date, mode)
+    filters = trade_queries.TradeFilter(symbol, side, status, from_date, to_date, mode)
     page_request = paging(limit, cursor, skip)
     try:
         async with read_connection(request) as connection:
-            page = await queries.trade_page(connection, filters, page_request, TRADE_FIELDS)
+            page = await trade_queries.trade_page(connection, filters, page_request, TRADE_FIELDS)
     except InvalidInput as exc:
         raise query_error(exc) from None
     # The rows come from typed columns, so the page is serialised straight away (``response_model`` above
@@ -83,9 +84,9 @@ async def trade_statistics(
     to_date: ToDate = None,
     period: Annotated[StatisticsPeriod, Query(description="Bucket of `by_period` (UTC)")] = StatisticsPeriod.DAY,
 ) -> TradeStatisticsOut:
-    filters = queries.TradeFilter(symbol=symbol, from_date=from_date, to_date=to_date, mode=mode)
+    filters = trade_queries.TradeFilter(symbol=symbol, from_date=from_date, to_date=to_date, mode=mode)
     try:
-        stats = await queries.trade_statistics(connection, filters, period.value)
+        stats = await statistics_queries.trade_statistics(connection, filters, period.value)
     except InvalidInput as exc:
         raise query_error(exc) from None
     return TradeStatisticsOut(
@@ -114,7 +115,7 @@ async def get_trade(
     _: Reader,
     trade_id: Annotated[str, Path(min_length=1, max_length=100, pattern=NO_NUL_PATTERN)],
 ) -> TradeOut:
-    row = await queries.get_trade(connection, trade_id)
+    row = await trade_queries.get_trade(connection, trade_id)
     if row is None:
         raise HTTPException(404, detail="trade not found")
     return TradeOut.model_validate(row)

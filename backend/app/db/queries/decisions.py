@@ -1,0 +1,39 @@
+"""AI decisions as the API lists them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from backend.app.db.queries.paging import Page, Paging, in_range, paged
+from backend.app.models import AIDecisionRow
+from src.ai.models import AIPurpose
+
+
+async def list_ai_decisions(
+    connection: AsyncConnection,
+    paging: Paging,
+    *,
+    symbol: str | None = None,
+    decision: str | None = None,
+    final_decision: str | None = None,
+    overridden: bool | None = None,
+    from_date: datetime | None = None,
+    to_date: datetime | None = None,
+    purpose: str | None = AIPurpose.DECISION,
+) -> Page:
+    """The trading cycle's decisions by default; ``purpose='filter'`` lists the quick filter's model calls."""
+    query = select(AIDecisionRow.__table__).where(*in_range(AIDecisionRow.created_at, from_date, to_date))
+    if purpose is not None:
+        query = query.where(AIDecisionRow.purpose == purpose)
+    if symbol is not None:
+        query = query.where(AIDecisionRow.symbol == symbol)
+    if decision is not None:
+        query = query.where(AIDecisionRow.decision == decision)
+    if final_decision is not None:
+        query = query.where(AIDecisionRow.final_decision == final_decision)
+    if overridden is not None:
+        query = query.where(AIDecisionRow.overridden.is_(overridden))
+    return await paged(connection, query, AIDecisionRow.created_at, AIDecisionRow.id, paging)
