@@ -27,7 +27,7 @@ from backend.app.db.types import ExactDecimal, JSONType, UTCDateTime
 from src.api.interfaces import ExchangeOrderState
 from src.domain.bot import BotState
 from src.domain.decisions import DecisionSource
-from src.domain.exits import ExitReason
+from src.domain.exits import STORED_EXIT_REASONS
 from src.domain.modes import TradingMode
 from src.exceptions import DatabaseNotMigratedError
 from src.trading.pipeline.context import CycleStatus, cycle_outcomes
@@ -150,7 +150,7 @@ def _rows_of_every_legal_value() -> dict[str, list[dict[str, object]]]:
         ],
         "positions": [
             {**position, "symbol": f"KRW-{reason.name[:4]}", "status": "closed", "exit_reason": reason.value}
-            for reason in ExitReason
+            for reason in STORED_EXIT_REASONS
         ]
         + [{**position, "status": "open", "exit_reason": None, "entry_at": now}],
         "trading_cycles": [

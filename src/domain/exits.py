@@ -23,3 +23,13 @@ class ExitReason(StrEnum):
         ``STOP_LOSS``; any other sell reason is the strategy's ``SIGNAL``."""
         head, _, rest = reason.partition(":")
         return cls(rest.strip().split()[0]) if head == "exit" and rest.strip() else cls.SIGNAL
+
+
+# What the trading path (live, paper, replay) stores on positions, orders and trades; the database allows these.
+STORED_EXIT_REASONS: tuple[ExitReason, ...] = (
+    ExitReason.STOP_LOSS,
+    ExitReason.TAKE_PROFIT,
+    ExitReason.TRAILING_STOP,
+    ExitReason.SIGNAL,
+    ExitReason.SELL,
+)
