@@ -32,9 +32,11 @@ migrate: install
 run: migrate
 	$(BIN)/python scheduler_main.py --replay --speed max
 
-## The whole test suite (PostgreSQL tests included; they fail rather than skip under CI=true).
+## The whole test suite (PostgreSQL tests included; they fail rather than skip under CI=true), after the linter and
+## the type checker (mypy.ini: src and backend/app).
 test: install system-tools
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 backtest: install
@@ -46,9 +48,11 @@ api: migrate
 scheduler: migrate
 	$(BIN)/python scheduler_main.py
 
+## Lint, formatting (code blocks in docs/*.md included) and types.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,7 @@ from src.exceptions import InvalidInput
 
 MIN_RETURNS = 3  # fewer return pairs than this give no meaningful correlation
 
-PriceSeries = pd.Series | np.ndarray | Sequence[float]
+PriceSeries: TypeAlias = pd.Series | np.ndarray | Sequence[float]
 
 
 def btc_correlation(alt_close: PriceSeries, btc_close: PriceSeries, window: int) -> float:

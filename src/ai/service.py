@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypedDict
 
 import openai
 from openai.types.chat import ChatCompletion
@@ -68,6 +68,14 @@ class _Failure(Exception):
         self.raw = raw
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = completion_tokens
+
+
+class _Received(TypedDict):
+    """What a failed exchange still received: ``_Failure``'s keyword arguments."""
+
+    raw: str
+    prompt_tokens: int
+    completion_tokens: int
 
 
 class AIService:
@@ -314,7 +322,7 @@ def _interpret(completion: ChatCompletion, raw: str) -> _Reply:
     usage = completion.usage
     prompt_tokens = usage.prompt_tokens if usage else 0
     completion_tokens = usage.completion_tokens if usage else 0
-    counted = {"raw": raw, "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
+    counted: _Received = {"raw": raw, "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
     if not completion.choices:
         raise _Failure("malformed", "the answer has no choices", **counted)
     choice = completion.choices[0]
@@ -328,7 +336,7 @@ def _interpret(completion: ChatCompletion, raw: str) -> _Reply:
     return _Reply(answer, completion.model, raw, prompt_tokens, completion_tokens)
 
 
-def _parse_answer(content: str | None, counted: dict[str, Any]) -> _Answer:
+def _parse_answer(content: str | None, counted: _Received) -> _Answer:
     if not content:
         raise _Failure("malformed", "the answer has no content", **counted)
     try:

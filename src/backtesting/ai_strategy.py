@@ -53,7 +53,7 @@ class AITradingStrategy(Strategy):
         self,
         adviser: Adviser,
         symbol: str,
-        rule_strategy: RuleBasedBreakoutStrategy | None = None,
+        rule_strategy: Strategy | None = None,
         min_confidence: Decimal = Decimal("60"),
         has_cache: bool = True,
     ) -> None:

@@ -228,17 +228,19 @@ async def sync_candles(
     step = pd.Timedelta(seconds=Timeframe(timeframe).seconds)
     report = SyncReport(symbol, timeframe)
     # File I/O is synchronous on purpose: one small CSV, written between requests.
-    cached = load_candle_csv(path) if path.is_file() else None  # noqa: ASYNC240
+    loaded = load_candle_csv(path) if path.is_file() else None  # noqa: ASYNC240
     start_ts = to_utc(start)
     # Only finished candles are stored: one whose open time is later than now - step is still forming.
     last_finished_end = pd.Timestamp(datetime.now(UTC)).floor("s") - step + pd.Timedelta(seconds=1)
     end_ts = min(to_utc(end) or last_finished_end, last_finished_end)
-    if cached is None or cached.empty:
+    cached: pd.DataFrame
+    if loaded is None or loaded.empty:
         if start_ts is None:
             raise DataError(f"nothing cached for {symbol} {timeframe} at {path}: give a start date to fetch from")
         cached = _empty_candles()
         cursor = start_ts - step
     else:
+        cached = loaded
         cursor = cached.index[-1]
 
     async def page(to: pd.Timestamp) -> pd.DataFrame:

@@ -308,9 +308,14 @@ class Portfolio:
         target_distance: np.ndarray,
         config: PortfolioConfig,
     ) -> Portfolio:
-        arrays = [np.ascontiguousarray(df[col].to_numpy(dtype=np.float64)) for col in ("open", "high", "low", "close")]
+        open_, high, low, close = (
+            np.ascontiguousarray(df[col].to_numpy(dtype=np.float64)) for col in ("open", "high", "low", "close")
+        )
         equity, in_market, buffer, skipped = _simulate(
-            *arrays,
+            open_,
+            high,
+            low,
+            close,
             np.ascontiguousarray(entry_stop, dtype=np.float64),
             np.ascontiguousarray(exit_at_open, dtype=np.bool_),
             np.ascontiguousarray(stop_distance, dtype=np.float64),

@@ -115,7 +115,7 @@ class QuickBacktestFilter:
         lookback_days: int = 30,
         thresholds: QuickFilterThresholds | str = "moderate",
         config: PortfolioConfig | None = None,
-        rule_strategy: RuleBasedBreakoutStrategy | None = None,
+        rule_strategy: Strategy | None = None,
         ai_strategy_factory: Callable[[str], AITradingStrategy] | None = None,
     ) -> None:
         if isinstance(thresholds, str):
@@ -136,7 +136,7 @@ class QuickBacktestFilter:
         cls,
         settings: Settings,
         ai_strategy_factory: Callable[[str], AITradingStrategy] | None = None,
-        rule_strategy: RuleBasedBreakoutStrategy | None = None,
+        rule_strategy: Strategy | None = None,
     ) -> QuickBacktestFilter:
         return cls(
             lookback_days=settings.backtest.quick_filter_lookback_days,

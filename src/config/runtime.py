@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import TypeAdapter, ValidationError
+from pydantic_core import ErrorDetails
 
 from src.config.settings import Settings
 from src.exceptions import InvalidInput
@@ -150,7 +151,7 @@ RUNTIME_KEYS: dict[str, RuntimeKey] = {
 }
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: ErrorDetails) -> str:
     where = ".".join(str(part) for part in error["loc"])
     message = error["msg"].removeprefix("Value error, ")
     return f"{where}: {message}" if where else message

@@ -70,7 +70,9 @@ def macd(close: np.ndarray, fast: int = 12, slow: int = 26, signal: int = 9) -> 
 
 def bollinger(close: np.ndarray, period: int = 20, stddev: float = 2.0) -> tuple[np.ndarray, ...]:
     """Upper, middle, lower bands (population standard deviation) and width = (upper-lower)/middle."""
-    upper, middle, lower = talib.BBANDS(_as_float(close), timeperiod=period, nbdevup=stddev, nbdevdn=stddev, matype=0)
+    upper, middle, lower = talib.BBANDS(
+        _as_float(close), timeperiod=period, nbdevup=stddev, nbdevdn=stddev, matype=talib.MA_Type.SMA
+    )
     with np.errstate(divide="ignore", invalid="ignore"):
         width = (upper - lower) / middle
     return upper, middle, lower, width
@@ -85,7 +87,7 @@ def _rolling_rank_le(values: np.ndarray, lookback: int, skip: np.ndarray) -> np.
             continue
         current = values[t]
         base = t - lookback + 1
-        count = 0
+        count = np.int64(0)
         for i in range(lookback):  # an integer reduction without branches: the compiler vectorises it
             count += np.int64(values[base + i] <= current)
         out[t] = 100.0 * count / lookback
@@ -129,9 +131,9 @@ def stochastic(
         _as_float(close),
         fastk_period=k_period,
         slowk_period=smooth_k,
-        slowk_matype=0,
+        slowk_matype=talib.MA_Type.SMA,
         slowd_period=d_period,
-        slowd_matype=0,
+        slowd_matype=talib.MA_Type.SMA,
     )
 
 

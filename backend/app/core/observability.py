@@ -11,12 +11,16 @@ scrubbed text.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
 
 import sentry_sdk
 
 from src.config.settings import Settings
 from src.utils.logger import REDACTED, get_logger, redactor
+
+if TYPE_CHECKING:
+    from sentry_sdk.types import Event, Hint
 
 log = get_logger(__name__)
 
@@ -73,8 +77,9 @@ def init_sentry(settings: Settings, process_name: str) -> bool:
         environment=config.environment,
         release=config.release,
         traces_sample_rate=config.sentry_traces_sample_rate,
-        before_send=scrub_event,
-        before_send_transaction=scrub_event,
+        # sentry types events as a TypedDict; at run time they are the plain dicts scrub_event walks
+        before_send=cast("Callable[[Event, Hint], Event | None]", scrub_event),
+        before_send_transaction=cast("Callable[[Event, Hint], Event | None]", scrub_event),
         before_breadcrumb=scrub_breadcrumb,
         include_local_variables=False,  # a frame's variables hold passwords, keys and tokens
     )

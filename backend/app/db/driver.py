@@ -19,18 +19,18 @@ from typing import Any
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ClauseElement
-from sqlalchemy.sql.compiler import Compiled
+from sqlalchemy.sql.compiler import SQLCompiler
 
 # id(statement) -> (statement, its compiled form); the statement is held so its id stays unique. Callers pass
 # statements they build once and keep (one per query shape), so this stays small.
-_COMPILED: dict[int, tuple[ClauseElement, Compiled]] = {}
+_COMPILED: dict[int, tuple[ClauseElement, SQLCompiler]] = {}
 
 
-def _compiled(statement: ClauseElement, connection: AsyncConnection) -> Compiled:
+def _compiled(statement: ClauseElement, connection: AsyncConnection) -> SQLCompiler:
     entry = _COMPILED.get(id(statement))
     if entry is None or entry[0] is not statement:
         compiled = statement.compile(dialect=connection.dialect)
-        if compiled.positiontup is None:
+        if not isinstance(compiled, SQLCompiler) or compiled.positiontup is None:
             raise TypeError("the driver path needs a statement compiled to positional parameters")
         entry = (statement, compiled)
         _COMPILED[id(statement)] = entry
@@ -41,10 +41,13 @@ async def _driver_fetch(
     connection: AsyncConnection, statement: ClauseElement, parameters: Mapping[str, Any]
 ) -> list[Any]:
     compiled = _compiled(statement, connection)
+    positions = compiled.positiontup
+    assert positions is not None  # _compiled refuses a statement without positional parameters
     values = compiled.construct_params(parameters)  # with the statement's own literals; a missing value raises
     raw = await connection.get_raw_connection()
     driver = raw.driver_connection
-    return await driver.fetch(compiled.string, *(values[name] for name in compiled.positiontup))  # type: ignore[union-attr]
+    # driver_connection is Optional only for a pool entry that was closed; this one was just checked out.
+    return await driver.fetch(compiled.string, *(values[name] for name in positions))  # type: ignore[union-attr]
 
 
 async def fetch_rows(

@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 
-from sqlalchemy import delete, select, text
+from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -248,7 +248,7 @@ class SchedulerLock:
                 raise SchedulerLockHeld(f"another scheduler holds the lock '{self.name}' ({current})")
             if current is None:
                 await connection.execute(
-                    SchedulerLockRow.__table__.insert().values(
+                    insert(SchedulerLockRow).values(
                         name=self.name, holder=self.holder, acquired_at=now, expires_at=now + self._lease
                     )
                 )
@@ -258,7 +258,7 @@ class SchedulerLock:
         try:
             async with self._engine.begin() as connection:
                 result = await connection.execute(
-                    SchedulerLockRow.__table__.update()
+                    update(SchedulerLockRow)
                     .where(SchedulerLockRow.name == self.name, SchedulerLockRow.holder == self.holder)
                     .values(expires_at=utcnow() + self._lease)
                 )

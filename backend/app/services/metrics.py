@@ -212,8 +212,8 @@ class DatabaseCollector(Collector):
         if self._totals:
             for (symbol, decision), value in sorted(self._totals.decisions.items()):
                 decisions.add_metric([symbol, decision], value)
-            for symbol, value in sorted(self._totals.confidence.items()):
-                confidence.add_metric([symbol], float(value))
+            for symbol, latest in sorted(self._totals.confidence.items()):
+                confidence.add_metric([symbol], float(latest))
         yield from (decisions, confidence)
 
     def _point_metrics(self) -> Iterator[Metric]:

@@ -42,7 +42,7 @@ class Tally:
     unmatched_sells: int = 0
 
     def add(self, other: Tally) -> None:
-        for name in self.__slots__:  # type: ignore[attr-defined]
+        for name in self.__slots__:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
     @property
@@ -175,7 +175,6 @@ async def _statistics_groups_python(
     ).where(*conditions)
     for symbol, side, created_at, total, amount, fee, pnl in await connection.execute(query):
         has_pnl = pnl is not None
-        tally = _tally(
-            Side(side), 1, total, amount, fee, pnl, int(has_pnl), int(has_pnl and pnl > 0), int(has_pnl and pnl < 0)
-        )
+        won, lost = (pnl > 0, pnl < 0) if pnl is not None else (False, False)
+        tally = _tally(Side(side), 1, total, amount, fee, pnl, int(has_pnl), int(won), int(lost))
         yield symbol, period_start(created_at, period), tally

@@ -74,12 +74,12 @@ class SqlPaperAccountStore:
                         uuid=order.uuid,
                         identifier=order.identifier,
                         symbol=order.symbol,
-                        state=order.state.value,
+                        state=order.state,
                         payload=payload,
                     )
                 )
                 return
-            row.state = order.state.value
+            row.state = order.state
             row.payload = payload
             row.updated_at = utcnow()
 

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from backend.app.db.repositories._mapping import row_to_record
 from backend.app.db.types import utcnow
 from backend.app.models import OrderRow, PositionFillRow, PositionRow, RiskStateRow, TradeRow
+from src.domain.exits import ExitReason
 from src.domain.modes import TradingMode
 from src.domain.money import quantize_money
 from src.domain.orders import TradeStatus
@@ -84,7 +85,7 @@ def _write_close(
 ) -> None:
     row.status = PositionStatus.CLOSED
     row.exit_price = exit_price
-    row.exit_reason = reason
+    row.exit_reason = ExitReason(reason)  # the column is the enum; an unknown reason fails here, not at flush
     row.realized_pnl = realized_pnl
     row.closed_at = closed_at
     row.updated_at = utcnow()

@@ -138,8 +138,10 @@ class SqlTradingRepository:
             by_order: dict[int, list[TradeRecord]] = {}
             identifiers = {o.id: o.identifier for o in orders}
             for trade in trades:
-                record = row_to_record(trade, TradeRecord, order_identifier=identifiers[trade.order_id])
-                by_order.setdefault(trade.order_id, []).append(record)
+                order_id = trade.order_id
+                assert order_id is not None  # selected by order_id IN (...): never NULL here
+                record = row_to_record(trade, TradeRecord, order_identifier=identifiers[order_id])
+                by_order.setdefault(order_id, []).append(record)
             return [(row_to_record(o, OrderRecord), by_order[o.id]) for o in orders]
 
     async def list_trades(
@@ -182,7 +184,7 @@ class SqlTradingRepository:
         spent_tokens = or_(AIDecisionRow.prompt_tokens > 0, AIDecisionRow.completion_tokens > 0)
         where = (AIDecisionRow.created_at >= since, spent_tokens)
         async with self._sessions() as session:
-            if session.bind.dialect.name == "sqlite":  # money is text there: add it up exactly in Python
+            if session.get_bind().dialect.name == "sqlite":  # money is text there: add it up exactly in Python
                 costs = await session.scalars(select(AIDecisionRow.cost_usd).where(*where))
                 return sum(costs, Decimal("0"))
             total = await session.scalar(select(func.sum(AIDecisionRow.cost_usd)).where(*where))

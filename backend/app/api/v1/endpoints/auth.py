@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, status
 from fastapi.security import OAuth2PasswordRequestForm
@@ -19,17 +19,17 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 
 # Verified when the user name is wrong, so a wrong name costs the same time as a wrong password.
 _DUMMY_HASH = hash_password("not-the-password")
+_TOKEN_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "Wrong user name or password"},
+    429: {"description": "Rate limit exceeded; see Retry-After"},
+    503: {"model": ErrorResponse, "description": "Password login is not configured"},
+}
 
 
 @router.post(
     "/token",
     response_model=TokenOut,
-    responses={
-        401: {"model": ErrorResponse, "description": "Wrong user name or password"},
-        429: {"description": "Rate limit exceeded; see Retry-After"},
-        503: {"model": ErrorResponse, "description": "Password login is not configured"},
-    }
-    | BODY_RESPONSES,
+    responses=_TOKEN_RESPONSES | BODY_RESPONSES,
     summary="Exchange the admin user name and password for a bearer token",
 )
 async def issue_token(settings: SettingsDep, form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> TokenOut:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, cast
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 
@@ -26,6 +26,7 @@ from backend.app.schemas.trades import (
     PeriodStats,
     StatisticsPeriod,
     SymbolStats,
+    TradeJson,
     TradeOut,
     TradePage,
     TradeStatisticsOut,
@@ -68,7 +69,8 @@ async def list_trades(
             "total": page.total,
             "page": page.page,
             "page_size": page.page_size,
-            "items": [dict(zip(TRADE_FIELDS, row, strict=True)) for row in page.rows],
+            # the served columns in TRADE_FIELDS order are a TradeJson (the schema module checks the keys)
+            "items": cast("list[TradeJson]", [dict(zip(TRADE_FIELDS, row, strict=True)) for row in page.rows]),
         }
     )
     return Response(body, media_type="application/json")
