@@ -7,6 +7,7 @@ settings (``SettingsApplier``) and the heartbeat the scheduler writes back.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from collections.abc import Callable
@@ -67,6 +68,8 @@ class BotControl:
         self.last_error: str | None = None
         self.last_error_at: datetime | None = None
         self.stats = JobStats()
+        self.work_lock = asyncio.Lock()  # held by a job; settings are applied only while it is free
+        self.stopping = False
 
     async def read_desired(self) -> DesiredState:
         try:

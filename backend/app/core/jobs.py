@@ -9,9 +9,7 @@ account run one at a time (one asyncio lock), so an exit and a cycle never sell 
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
 from zoneinfo import ZoneInfo
@@ -21,8 +19,6 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from backend.app.core.control import BotControl
-from backend.app.services.scheduler_metrics import SchedulerMetrics
-from backend.app.services.trading_engine import TradingEngine
 from src.config.settings import SchedulerConfig
 from src.domain.bot import DesiredState
 from src.domain.events import EventKind, NotificationEvent
@@ -72,22 +68,6 @@ class JobRunner(BotControl):
     recorded, held positions may be sold), exits and snapshots run. ``stopped``: no trading cycle and
     no exits; snapshots and the report still run.
     """
-
-    def __init__(
-        self,
-        engine: TradingEngine,
-        *,
-        instance: str,
-        metrics: SchedulerMetrics,
-        heartbeat: bool = True,
-        next_run: Callable[[], datetime | None] | None = None,
-        schedule: str | None = None,
-    ) -> None:
-        super().__init__(
-            engine, instance=instance, metrics=metrics, heartbeat=heartbeat, next_run=next_run, schedule=schedule
-        )
-        self.work_lock = asyncio.Lock()
-        self.stopping = False
 
     async def poll(self) -> None:
         """The control poll: the desired state always; settings only while no job runs (the job in flight
