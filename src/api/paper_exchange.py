@@ -49,7 +49,7 @@ from src.api.interfaces import (
     OrderRequest,
     Ticker,
 )
-from src.api.upbit_client import decimal_text, parse_order
+from src.api.upbit.parsing import decimal_text, parse_order
 from src.domain.market_rules import MIN_ORDER_KRW, round_to_tick, truncate_volume
 from src.domain.money import ZERO
 from src.domain.orders import OrderType, Side
