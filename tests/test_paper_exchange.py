@@ -9,21 +9,18 @@ import pandas as pd
 import pytest
 
 from src.api.interfaces import Balance, ExchangeOrderState, Orderbook, OrderbookLevel, OrderRequest, Ticker
-from src.api.paper_exchange import (
-    InMemoryPaperAccountStore,
-    PaperExchange,
-    order_from_payload,
-    order_to_payload,
-)
+from src.api.paper_account import InMemoryPaperAccountStore
+from src.api.paper_exchange import PaperExchange
+from src.api.upbit.parsing import decimal_text, order_to_payload, parse_order
 from src.api.upbit_client import UpbitClient
 from src.config.settings import load_settings
 from src.data.replay import ReplayMarketSource
 from src.domain.orders import OrderType, Side
 from src.exceptions import (
     DuplicateOrderIdentifier,
+    ExchangeError,
     InsufficientFunds,
     InvalidOrder,
-    InvalidPrice,
     OrderNotFound,
     UnderMinTotal,
 )
@@ -151,8 +148,10 @@ async def test_market_sell_walks_the_bids_and_takes_the_fee_from_proceeds(paper:
 @pytest.mark.parametrize(
     ("request_", "name"),
     [
-        (market_buy("mb-small", "4999"), "under_min_total_bid"),
-        (limit(Side.BUY, "l-small", "95000000", "0.00005"), "under_min_total_bid"),
+        # Refused by the order rules before anything is simulated, unnamed like the live client's own refusal
+        (market_buy("mb-small", "4999"), None),
+        (limit(Side.BUY, "l-small", "95000000", "0.00005"), None),
+        # Refused by the simulated exchange (the total depends on the book), with Upbit's name
         (market_sell("ms-small", "0.00001"), "under_min_total_ask"),
     ],
 )
@@ -163,10 +162,13 @@ async def test_orders_below_5000_krw_are_refused(paper: PaperExchange, request_:
     assert caught.value.name == name
 
 
-async def test_off_grid_limit_price_is_invalid_price(paper: PaperExchange) -> None:
-    with pytest.raises(InvalidPrice) as caught:
-        await paper.place_order(limit(Side.BUY, "off-grid", "95000500", "0.001"))
-    assert caught.value.name == "invalid_price_bid"
+async def test_off_grid_limit_goes_on_the_grid_and_volumes_are_truncated(paper: PaperExchange) -> None:
+    # Until issue 12 paper refused an off-grid limit (InvalidPrice) that the live client rounds and sends
+    buy = await paper.place_order(limit(Side.BUY, "off-grid", "90000500", "0.0012345678"))
+    assert (buy.price, buy.volume) == (Decimal("90000000"), Decimal("0.00123456"))  # buys round down
+    await paper.place_order(market_buy("stack", "200000"))
+    sell = await paper.place_order(limit(Side.SELL, "off-grid-sell", "96000500", "0.001"))
+    assert sell.price == Decimal("96001000")  # sells round up
 
 
 async def test_insufficient_funds_for_buy_and_sell(paper: PaperExchange) -> None:
@@ -185,12 +187,17 @@ async def test_insufficient_funds_for_buy_and_sell(paper: PaperExchange) -> None
         OrderRequest(BTC, Side.SELL, OrderType.MARKET_BUY, "s", price=Decimal("10000")),
         OrderRequest(BTC, Side.SELL, OrderType.MARKET_SELL, "p", volume=Decimal("1"), price=Decimal("1")),
         OrderRequest(BTC, Side.BUY, OrderType.LIMIT, "nv", price=Decimal("95000000")),
-        OrderRequest(BTC, Side.BUY, OrderType.LIMIT, "9d", volume=Decimal("0.000000001"), price=Decimal("95000000")),
     ],
 )
 async def test_parameters_must_fit_the_order_type(paper: PaperExchange, request_: OrderRequest) -> None:
     with pytest.raises(InvalidOrder):
         await paper.place_order(request_)
+
+
+async def test_a_volume_below_8_decimals_truncates_to_nothing_like_the_live_client(paper: PaperExchange) -> None:
+    # Until issue 12 paper refused 9 decimals (InvalidOrder); the live client truncates to 0: under the minimum
+    with pytest.raises(UnderMinTotal):
+        await paper.place_order(limit(Side.BUY, "9d", "95000000", "0.000000001"))
 
 
 async def test_market_order_beyond_the_visible_book_is_refused(paper: PaperExchange, book: ScriptedBook) -> None:
@@ -266,7 +273,7 @@ async def test_order_payload_round_trips(paper: PaperExchange) -> None:
     assert payload["ord_type"] == "price"
     assert payload["state"] == "cancel"
     assert isinstance(payload["executed_volume"], str)
-    assert order_from_payload(payload) == order
+    assert parse_order(payload) == order
 
 
 async def test_live_paper_reads_the_real_book_and_never_sends_orders(fake_upbit: FakeUpbit) -> None:
@@ -309,3 +316,50 @@ async def test_limit_sell_rests_until_the_bids_trade_through(paper: PaperExchang
     assert filled.state is ExchangeOrderState.DONE
     assert filled.trades[-1].price == Decimal("96000000")
     assert "BTC" not in await balances_of(paper)
+
+
+# --- one set of order rules: paper refuses and rounds exactly as the live client ---------------------------------
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        market_buy("mb-small", "4999.99"),
+        market_buy("mb-zero", "0"),
+        limit(Side.BUY, "l-small", "95000000", "0.00005"),
+        limit(Side.BUY, "9d", "95000000", "0.000000001"),
+        limit(Side.SELL, "l-zero", "0", "1"),
+        OrderRequest(BTC, Side.BUY, OrderType.MARKET_BUY, "v", volume=Decimal("1"), price=Decimal("10000")),
+        OrderRequest(BTC, Side.SELL, OrderType.MARKET_SELL, "p", volume=Decimal("1"), price=Decimal("1")),
+        market_sell("ms-dust", "0.000000001"),
+        OrderRequest("BTC-ETH", Side.BUY, OrderType.MARKET_BUY, "not-krw", price=Decimal("10000")),
+        OrderRequest(BTC, Side.BUY, OrderType.MARKET_BUY, "", price=Decimal("10000")),
+    ],
+)
+async def test_paper_refuses_what_the_live_client_refuses_alike(fake_upbit: FakeUpbit, request_: OrderRequest) -> None:
+    async with UpbitClient(fake_upbit.base_url, fake_upbit.access_key, fake_upbit.secret_key) as upbit:
+        with pytest.raises(ExchangeError) as live:
+            await upbit.place_order(request_)
+        paper = PaperExchange(upbit, InMemoryPaperAccountStore(), starting_krw=Decimal("1000000"))
+        with pytest.raises(ExchangeError) as simulated:
+            await paper.place_order(request_)
+    assert (type(simulated.value), simulated.value.name) == (type(live.value), live.value.name)
+    assert fake_upbit.requests_to("/v1/orders", "POST") == []
+
+
+@pytest.mark.parametrize(
+    "request_", [limit(Side.BUY, "off-grid", "50123456", "0.012345678"), market_buy("fraction", "5000.7")]
+)
+async def test_paper_puts_an_order_on_the_grid_exactly_as_the_live_client_sends_it(
+    fake_upbit: FakeUpbit, request_: OrderRequest
+) -> None:
+    fake_upbit.set_balance("KRW", "1000000")
+    fake_upbit.set_orderbook(BTC, asks=[(95_001_000, "1")], bids=[(95_000_000, "1")])
+    async with UpbitClient(fake_upbit.base_url, fake_upbit.access_key, fake_upbit.secret_key) as upbit:
+        await upbit.place_order(request_)
+        paper = PaperExchange(upbit, InMemoryPaperAccountStore(), starting_krw=Decimal("10000000"))
+        order = await paper.place_order(request_)
+    sent = fake_upbit.requests_to("/v1/orders", "POST")[-1].json
+    assert order.price is not None
+    assert decimal_text(order.price) == sent["price"]
+    assert (order.volume and decimal_text(order.volume)) == sent.get("volume")

@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 from src.ai.models import AIDecision, MarketContext
-from src.api.paper_exchange import InMemoryPaperAccountStore, PaperExchange
+from src.api.paper_account import InMemoryPaperAccountStore
+from src.api.paper_exchange import PaperExchange
 from src.backtesting.strategy import Strategy, StrategySignals
 from src.config.runtime_state import with_value
 from src.config.settings import RiskConfig, Settings, load_settings

@@ -11,7 +11,8 @@ from decimal import Decimal
 import pytest
 
 from src.api.interfaces import ExchangeOrderState, Order, OrderRequest
-from src.api.paper_exchange import InMemoryPaperAccountStore, PaperExchange
+from src.api.paper_account import InMemoryPaperAccountStore
+from src.api.paper_exchange import PaperExchange
 from src.data.replay import ReplayMarketSource
 from src.domain.modes import TradingMode
 from src.domain.orders import OrderStatus, Side

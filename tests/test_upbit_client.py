@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 
 from src.api.interfaces import ExchangeOrderState, OrderRequest
-from src.api.upbit_client import UpbitClient, _error_from, query_hash
+from src.api.upbit.transport import error_from_response, query_hash
+from src.api.upbit_client import UpbitClient
 from src.config.settings import load_settings
 from src.domain.orders import OrderType, Side
 from src.exceptions import (
@@ -271,7 +272,7 @@ async def test_exchange_calls_without_keys_fail_before_sending(fake_upbit: FakeU
 )
 def test_error_names_map_to_typed_errors(status: int, name: str, expected: type[ExchangeError]) -> None:
     response = httpx.Response(status, json={"error": {"name": name, "message": "메시지"}})
-    error = _error_from(response, identifier="id-9")
+    error = error_from_response(response, identifier="id-9")
     assert type(error) is expected
     assert error.name == name
     assert error.status == status
@@ -337,7 +338,7 @@ async def test_fake_enforces_per_ord_type_parameters(
 ) -> None:
     # A raw signed POST (the client's own normalisation would refuse these before sending)
     with pytest.raises(InvalidOrder) as caught:
-        await client._request("POST", "/v1/orders", body=body, group="order", auth=True)
+        await client.transport.request("POST", "/v1/orders", body=body, group="order", auth=True)
     assert caught.value.name == name
 
 

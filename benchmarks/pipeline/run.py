@@ -42,7 +42,8 @@ from backend.app.db.repositories.risk import SqlRiskStore
 from backend.app.db.repositories.trading import SqlTradingRepository
 from backend.app.db.session import create_engine, session_factory
 from src.ai.models import AIDecision, MarketContext
-from src.api.paper_exchange import InMemoryPaperAccountStore, PaperAccountStore, PaperExchange
+from src.api.paper_account import InMemoryPaperAccountStore, PaperAccountStore
+from src.api.paper_exchange import PaperExchange
 from src.backtesting.data_provider import HistoricalDataProvider
 from src.backtesting.quick_filter import QuickBacktestFilter
 from src.config.settings import Settings, load_settings

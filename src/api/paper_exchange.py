@@ -1,11 +1,14 @@
 """The simulated exchange of paper and replay modes: Upbit's rules, fills against a real or replayed book.
 
 Market data (tickers, orderbooks, candles) comes from an inner ``MarketDataSource`` (an ``UpbitClient``
-for live paper trading, a ``ReplayMarketSource`` for replay). Orders are checked like Upbit checks
-them and get the same error types and names: parameters per order type (``InvalidOrder``), tick
-size (``InvalidPrice``: paper never rounds, so an off-grid limit is refused), the minimum order
-(``UnderMinTotal``), balances (``InsufficientFunds``), identifiers unique forever
-(``DuplicateOrderIdentifier``).
+for live paper trading, a ``ReplayMarketSource`` for replay). An order first goes through the live
+client's own rules (``src.api.upbit.order_rules.normalize_order_request``, at the exchange's clock):
+parameters per order type (``InvalidOrder``), limit prices onto the tick grid, volumes truncated to 8
+decimals, market-buy totals to whole KRW, the minimum for limit orders and market buys
+(``UnderMinTotal``), each refused exactly as ``UpbitClient`` refuses it before sending. Then the
+paper exchange checks what Upbit checks on its side, with Upbit's error names: a market sell's
+minimum at the best bid (``under_min_total_ask``), balances (``InsufficientFunds``), identifiers
+unique forever (``DuplicateOrderIdentifier``).
 
 Fill model:
 - A market buy (KRW total) walks the asks, buying at each level the volume its KRW allows
@@ -33,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -49,15 +52,14 @@ from src.api.interfaces import (
     OrderRequest,
     Ticker,
 )
-from src.api.upbit_client import decimal_text, parse_order
-from src.domain.market_rules import MIN_ORDER_KRW, round_to_tick, truncate_volume
+from src.api.upbit.order_rules import check_market_sell_total, normalize_order_request
+from src.domain.market_rules import MIN_ORDER_KRW, truncate_volume
 from src.domain.money import ZERO
 from src.domain.orders import OrderType, Side
 from src.exceptions import (
     DuplicateOrderIdentifier,
     InsufficientFunds,
     InvalidOrder,
-    InvalidPrice,
     OrderNotFound,
     UnderMinTotal,
 )
@@ -65,89 +67,12 @@ from src.utils.logger import get_logger
 
 if TYPE_CHECKING:
     from src.api.interfaces import MarketDataSource
+    from src.api.paper_account import PaperAccountStore
     from src.config.settings import Settings
 
 log = get_logger(__name__)
 
 KRW = "KRW"
-
-
-class PaperAccountStore(Protocol):
-    """Where the paper account lives (the backend implements it over the database)."""
-
-    async def load_balances(self) -> dict[str, Balance]: ...
-
-    async def save_balances(self, balances: dict[str, Balance]) -> None: ...
-
-    async def save_order(self, order: Order) -> None: ...
-
-    async def get_order(self, *, uuid: str | None = None, identifier: str | None = None) -> Order | None: ...
-
-    async def list_open_orders(self, symbol: str | None = None) -> list[Order]: ...
-
-
-class InMemoryPaperAccountStore:
-    """``PaperAccountStore`` in memory (tests, replay runs without a database)."""
-
-    def __init__(self) -> None:
-        self.balances: dict[str, Balance] = {}
-        self.orders: dict[str, Order] = {}
-
-    async def load_balances(self) -> dict[str, Balance]:
-        return dict(self.balances)
-
-    async def save_balances(self, balances: dict[str, Balance]) -> None:
-        self.balances = dict(balances)
-
-    async def save_order(self, order: Order) -> None:
-        self.orders[order.uuid] = order
-
-    async def get_order(self, *, uuid: str | None = None, identifier: str | None = None) -> Order | None:
-        if uuid:
-            return self.orders.get(uuid)
-        return next((o for o in self.orders.values() if identifier and o.identifier == identifier), None)
-
-    async def list_open_orders(self, symbol: str | None = None) -> list[Order]:
-        return [
-            o
-            for o in self.orders.values()
-            if o.state is ExchangeOrderState.WAIT and (symbol is None or o.symbol == symbol)
-        ]
-
-
-def order_to_payload(order: Order) -> dict[str, Any]:
-    """An ``Order`` in Upbit's JSON form (numbers as strings); ``order_from_payload`` reads it back."""
-    return {
-        "uuid": order.uuid,
-        "identifier": order.identifier,
-        "market": order.symbol,
-        "side": order.side.upbit,
-        "ord_type": order.order_type.value,
-        "state": order.state.value,
-        "created_at": order.created_at.isoformat(),
-        "price": None if order.price is None else decimal_text(order.price),
-        "volume": None if order.volume is None else decimal_text(order.volume),
-        "remaining_volume": decimal_text(order.remaining_volume),
-        "executed_volume": decimal_text(order.executed_volume),
-        "executed_funds": decimal_text(order.executed_funds),
-        "paid_fee": decimal_text(order.paid_fee),
-        "trades_count": len(order.trades),
-        "trades": [
-            {
-                "market": order.symbol,
-                "uuid": t.uuid,
-                "price": decimal_text(t.price),
-                "volume": decimal_text(t.volume),
-                "funds": decimal_text(t.funds),
-                "side": order.side.upbit,
-                "created_at": t.created_at.isoformat(),
-            }
-            for t in order.trades
-        ],
-    }
-
-
-order_from_payload = parse_order
 
 
 @dataclass(slots=True)
@@ -235,16 +160,17 @@ class PaperExchange(IExchangeClient):
         async with self._lock:
             try:
                 await self._check_identifier(request.identifier)
-                self._check_parameters(request)
-                await self._match_resting(request.symbol)
-                book = await self._book(request.symbol)
-                self._check_min_total(request, book)
+                normalized = normalize_order_request(request, at=self._clock(), min_order_krw=self._min_order_krw)
+                await self._match_resting(normalized.symbol)
+                book = await self._book(normalized.symbol)
+                if normalized.order_type is OrderType.MARKET_SELL:
+                    check_market_sell_total(normalized, book.best_bid, min_order_krw=self._min_order_krw)
                 balances = await self._load()
-                self._check_funds(request, balances, book)
-            except (InvalidOrder, InvalidPrice, UnderMinTotal, InsufficientFunds):
+                self._check_funds(normalized, balances, book)
+            except (InvalidOrder, UnderMinTotal, InsufficientFunds):
                 self._refused_identifiers.add(request.identifier)
                 raise
-            order = self._execute(request, book, balances)
+            order = self._execute(normalized, book, balances)
             await self._store.save_order(order)
             await self._store.save_balances(balances)
             log.info(
@@ -291,48 +217,11 @@ class PaperExchange(IExchangeClient):
     # --- checks ------------------------------------------------------------------------------------
 
     async def _check_identifier(self, identifier: str) -> None:
-        if not identifier:
-            raise InvalidOrder("an order needs a client identifier", name="validation_error")
-        if identifier in self._refused_identifiers or await self._store.get_order(identifier=identifier):
+        if identifier and (
+            identifier in self._refused_identifiers or await self._store.get_order(identifier=identifier)
+        ):
             raise DuplicateOrderIdentifier(
                 f"identifier {identifier!r} was used before", name="duplicate_identifier", identifier=identifier
-            )
-
-    def _check_parameters(self, request: OrderRequest) -> None:
-        error = f"create_{request.side.upbit}_error"
-        context = {"name": error, "identifier": request.identifier}
-        if not request.symbol.startswith("KRW-"):
-            raise InvalidOrder(f"expected a KRW market such as KRW-BTC, got {request.symbol!r}", **context)
-        price, volume = request.price, request.volume
-        if request.order_type is OrderType.LIMIT:
-            if price is None or volume is None or price <= 0 or volume <= 0:
-                raise InvalidOrder("a limit order needs a positive price and volume", **context)
-            if price != round_to_tick(price, self._clock()):
-                raise InvalidPrice(
-                    f"limit price {price} is not on the KRW tick grid",
-                    name=f"invalid_price_{request.side.upbit}",
-                    identifier=request.identifier,
-                )
-        elif request.order_type is OrderType.MARKET_BUY:
-            if request.side is not Side.BUY or price is None or price <= 0 or volume is not None:
-                raise InvalidOrder("a market buy is a buy with price = KRW total and no volume", **context)
-        elif request.side is not Side.SELL or volume is None or volume <= 0 or price is not None:
-            raise InvalidOrder("a market sell is a sell with a volume and no price", **context)
-        if volume is not None and volume != truncate_volume(volume):
-            raise InvalidOrder(f"volume {volume} has more than 8 decimals", **context)
-
-    def _check_min_total(self, request: OrderRequest, book: Orderbook) -> None:
-        if request.order_type is OrderType.LIMIT:
-            total = (request.price or ZERO) * (request.volume or ZERO)
-        elif request.order_type is OrderType.MARKET_BUY:
-            total = request.price or ZERO
-        else:
-            total = (request.volume or ZERO) * (book.best_bid or ZERO)
-        if total < self._min_order_krw:
-            raise UnderMinTotal(
-                f"order total {total} KRW is below the minimum {self._min_order_krw} KRW",
-                name=f"under_min_total_{request.side.upbit}",
-                identifier=request.identifier,
             )
 
     def _check_funds(self, request: OrderRequest, balances: dict[str, Balance], book: Orderbook) -> None:

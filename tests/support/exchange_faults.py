@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from src.api.interfaces import IExchangeClient, Order, OrderRequest
-from src.api.upbit_client import parse_order
+from src.api.upbit.parsing import parse_order
 from src.exceptions import ExchangeUnavailable
 
 

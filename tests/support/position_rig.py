@@ -11,7 +11,8 @@ from typing import Generic, TypeVar
 
 import pytest
 
-from src.api.paper_exchange import InMemoryPaperAccountStore, PaperExchange
+from src.api.paper_account import InMemoryPaperAccountStore
+from src.api.paper_exchange import PaperExchange
 from src.config.settings import RiskConfig
 from src.data.replay import ReplayMarketSource
 from src.domain.modes import TradingMode

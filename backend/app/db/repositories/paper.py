@@ -1,4 +1,4 @@
-"""The paper exchange's account on the database (``src.api.paper_exchange.PaperAccountStore``).
+"""The paper exchange's account on the database (``src.api.paper_account.PaperAccountStore``).
 
 Balances live in ``paper_balances`` and orders in ``paper_orders`` (the full order in Upbit's JSON
 form), keyed by an account name, so the paper account survives restarts and
@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from backend.app.db.types import utcnow
 from backend.app.models import PaperBalanceRow, PaperOrderRow
 from src.api.interfaces import Balance, ExchangeOrderState, Order
-from src.api.paper_exchange import order_from_payload, order_to_payload
+from src.api.upbit.parsing import order_to_payload, parse_order
 
 _OPEN_STATES = (ExchangeOrderState.WAIT.value, ExchangeOrderState.WATCH.value)
 
@@ -93,7 +93,7 @@ class SqlPaperAccountStore:
             return None
         async with self._sessions() as session:
             payload = await session.scalar(query)
-        return None if payload is None else order_from_payload(payload)
+        return None if payload is None else parse_order(payload)
 
     async def list_open_orders(self, symbol: str | None = None) -> list[Order]:
         query = select(PaperOrderRow.payload).where(
@@ -102,4 +102,4 @@ class SqlPaperAccountStore:
         if symbol is not None:
             query = query.where(PaperOrderRow.symbol == symbol)
         async with self._sessions() as session:
-            return [order_from_payload(payload) for payload in await session.scalars(query.order_by(PaperOrderRow.id))]
+            return [parse_order(payload) for payload in await session.scalars(query.order_by(PaperOrderRow.id))]
