@@ -170,7 +170,7 @@ class UpbitTransport:
         if body is not None:
             headers = {**headers, "Content-Type": "application/json; charset=utf-8"}
             return await self._http.request(method, path, content=json.dumps(body).encode(), headers=headers)
-        return await self._http.request(method, path, params=params or None, headers=headers)
+        return await self._http.request(method, path, params=tuple(params) if params else None, headers=headers)
 
     def _auth_headers(self, params: list[tuple[str, str]]) -> dict[str, str]:
         if not (self._access_key and self._secret_key):
