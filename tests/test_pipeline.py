@@ -28,7 +28,7 @@ from src.risk import InMemoryRiskStore, RiskManager
 from src.trading.pipeline import TradingPipeline
 from src.trading.pipeline.compose import PipelineAdapters, build_pipeline
 from src.trading.pipeline.memory import InMemoryTradingRepository
-from src.trading.pipeline.pipeline import NullPipelineObserver
+from src.trading.pipeline.observer import NullPipelineObserver
 from tests.support.candles import make_candles
 from tests.support.exchange_faults import AnswerFaults
 
