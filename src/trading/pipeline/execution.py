@@ -15,7 +15,8 @@ from src.trading.pipeline.observer import PipelineObserver
 from src.trading.pipeline.payloads import finite
 from src.trading.pipeline.portfolio import Portfolio
 from src.trading.pipeline.risk_stage import Verdict
-from src.trading.service import ExecutionResult, TradingService
+from src.trading.results import ExecutionResult
+from src.trading.service import TradingService
 
 
 def buy_budget(trading: TradingService, portfolio: Portfolio, verdict: Verdict) -> Decimal:

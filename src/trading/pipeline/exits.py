@@ -14,7 +14,8 @@ from src.risk.manager import RiskManager
 from src.risk.models import ExitSignal
 from src.trading.pipeline.portfolio import Portfolio, load_portfolio
 from src.trading.repository import ITradingRepository
-from src.trading.service import ExecutionResult, TradingService
+from src.trading.results import ExecutionResult
+from src.trading.service import TradingService
 from src.utils.logger import get_logger
 
 log = get_logger(__name__)

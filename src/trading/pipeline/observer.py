@@ -6,7 +6,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from src.domain.decisions import Decision, DecisionSource
-from src.trading.service import NullObserver
+from src.trading.ports import NullObserver
 
 
 class PipelineObserver(Protocol):

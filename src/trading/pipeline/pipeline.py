@@ -37,7 +37,8 @@ from src.trading.pipeline.payloads import jsonable
 from src.trading.pipeline.portfolio import Portfolio, load_portfolio
 from src.trading.pipeline.risk_stage import risk_stage
 from src.trading.repository import ITradingRepository, PortfolioSnapshotRecord
-from src.trading.service import ExecutionResult, TradingService
+from src.trading.results import ExecutionResult
+from src.trading.service import TradingService
 from src.utils.logger import get_logger
 
 log = get_logger(__name__)
