@@ -17,7 +17,8 @@ from src.ai.models import AIDecision, MarketContext
 from src.api.paper_exchange import InMemoryPaperAccountStore, PaperExchange
 from src.backtesting.strategy import Strategy, StrategySignals
 from src.config.runtime_state import with_value
-from src.config.settings import RiskConfig, Settings, load_settings
+from src.config.settings import Settings, load_settings
+from src.config.trading_groups import RiskConfig
 from src.data.replay import ReplayMarketSource
 from src.domain.decisions import Decision, DecisionSource
 from src.domain.events import EventKind, NullNotifier

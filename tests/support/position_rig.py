@@ -12,7 +12,7 @@ from typing import Generic, TypeVar
 import pytest
 
 from src.api.paper_exchange import InMemoryPaperAccountStore, PaperExchange
-from src.config.settings import RiskConfig
+from src.config.trading_groups import RiskConfig
 from src.data.replay import ReplayMarketSource
 from src.domain.modes import TradingMode
 from src.position import PositionService

@@ -23,7 +23,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from backend.app.core.control import BotControl
 from backend.app.services.scheduler_metrics import SchedulerMetrics
 from backend.app.services.trading_engine import TradingEngine
-from src.config.settings import SchedulerConfig
+from src.config.system_groups import SchedulerConfig
 from src.domain.bot import DesiredState
 from src.domain.events import EventKind, NotificationEvent
 from src.utils.logger import get_logger
