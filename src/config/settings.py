@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic_core import ErrorDetails
 
 from src.config.env import USE_PROJECT_ENV_FILE, Group, chosen_env_file
 from src.config.system_groups import ApiConfig, DatabaseConfig, ObservabilityConfig, SchedulerConfig, TelegramConfig
@@ -85,7 +86,7 @@ def _password_in_url(url: str) -> list[str]:
     return [password, unquote(password)] if password else []
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: ErrorDetails) -> str:
     key = ".".join(str(part) for part in error["loc"]) or "configuration"
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "missing":
@@ -103,7 +104,7 @@ def load_settings(env_file: Path | object | None = USE_PROJECT_ENV_FILE) -> Sett
     ``env_file=None`` reads the process environment only (tests use this).
     """
     problems: list[str] = []
-    groups: dict[str, Group] = {}
+    groups: dict[str, Any] = {}
     env_path = chosen_env_file(env_file)
     for name, group_cls in GROUPS.items():
         try:
