@@ -24,7 +24,7 @@ from src.ai.prompt import DECISION_SCHEMA, SCHEMA_NAME, SYSTEM_PROMPT, canonical
 from src.ai.service import AIDecision, AIPurpose, AIService, MarketContext
 from src.ai.usage import AIBudget
 from src.api.interfaces import Orderbook, OrderbookLevel
-from src.config.settings import AIConfig
+from src.config.trading_groups import AIConfig
 from src.domain.decisions import Decision, DecisionSource
 from src.exceptions import DataError
 from tests.fakes.openai_server import Behaviour, FakeOpenAI

@@ -9,7 +9,8 @@ import pytest
 
 from src.ai.service import AIDecision
 from src.ai.validator import AIDecisionValidator, ValidationOutcome
-from src.config.settings import RiskConfig, load_settings
+from src.config.settings import load_settings
+from src.config.trading_groups import RiskConfig
 from src.domain.decisions import Decision, DecisionSource
 
 HEALTHY = {"rsi_14": 58.0, "atr_pct": 2.5, "adx_14": 28.0, "volume_ratio": 1.6}

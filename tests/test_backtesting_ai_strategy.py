@@ -16,7 +16,7 @@ from src.backtesting.ai_strategy import AITradingStrategy
 from src.backtesting.backtester import Backtester
 from src.backtesting.data_provider import load_candle_csv
 from src.backtesting.strategy import RuleBasedBreakoutStrategy
-from src.config.settings import AIConfig
+from src.config.trading_groups import AIConfig
 from src.domain.decisions import Decision, DecisionSource
 from src.exceptions import ConfigurationError
 

@@ -2,7 +2,8 @@
 
 Every case runs the real entry point (``main.py``, ``scheduler_main.py``, ``backtest.py``, the API's start-up) as
 a subprocess, the way a user starts it. A ``.env`` other than the project's is given by pointing
-``settings._env_file`` at it before the entry point's ``main`` runs (the project's own ``.env`` is left alone).
+``src.config.env._env_file`` at it before the entry point's ``main`` runs (the project's own ``.env`` is left
+alone).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from src.config.settings import _GROUPS, known_keys, load_settings, unknown_key_warnings
+from src.config.settings import GROUPS, load_settings
+from src.config.unknown_keys import known_keys, unknown_key_warnings
 from src.exceptions import ConfigurationError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,7 +40,7 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def _patched_env_file(env_file: Path) -> str:
-    return f"import src.config.settings as s; from pathlib import Path; s._env_file = lambda: Path({str(env_file)!r}); "
+    return f"import src.config.env as e; from pathlib import Path; e._env_file = lambda: Path({str(env_file)!r}); "
 
 
 def _run(args: list[str], env: dict[str, str], env_file: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -172,7 +174,7 @@ def test_env_file_with_a_byte_that_is_not_utf8_is_one_line(tmp_path: Path, scrip
 
 def _numeric_keys() -> list[str]:
     keys = []
-    for group in _GROUPS.values():
+    for group in GROUPS.values():
         for field in group.model_fields.values():
             if field.annotation in (int, float) or "Decimal" in str(field.annotation):
                 alias = field.validation_alias

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from src.config.env import PROJECT_ROOT
 from src.config.runtime import runtime_default, validate_runtime_value
-from src.config.settings import PROJECT_ROOT, load_settings
+from src.config.settings import load_settings
 from src.domain.modes import TradingMode
 from src.exceptions import ConfigurationError, InvalidInput
 
@@ -124,12 +125,12 @@ def test_secret_values_include_passwords_inside_urls(monkeypatch: pytest.MonkeyP
 
 
 def test_secret_values_register_every_secret_setting(monkeypatch: pytest.MonkeyPatch) -> None:
-    from src.config.settings import _GROUPS
+    from src.config.settings import GROUPS
 
     # Given a distinct value for every setting that holds a secret (every SecretStr field, and the database URL)
     secret_fields = {
         field.validation_alias: f"secret-value-{index:04d}"
-        for group in _GROUPS.values()
+        for group in GROUPS.values()
         for index, field in enumerate(group.model_fields.values())
         if "SecretStr" in str(field.annotation)
     }
@@ -168,14 +169,14 @@ def test_env_file_values_are_read_and_empty_values_mean_default(tmp_path: Path) 
 
 
 def test_env_example_lists_every_setting() -> None:
-    from src.config.settings import _GROUPS
+    from src.config.settings import GROUPS
 
     documented = {
         line.split("=", 1)[0].lstrip("# ").strip()
         for line in (PROJECT_ROOT / ".env.example").read_text().splitlines()
         if "=" in line and not line.startswith("# ")
     }
-    for group in _GROUPS.values():
+    for group in GROUPS.values():
         for field in group.model_fields.values():
             alias = field.validation_alias
             names = [alias] if isinstance(alias, str) else list(alias.choices)  # type: ignore[union-attr]

@@ -18,7 +18,8 @@ from src.api.paper_account import InMemoryPaperAccountStore
 from src.api.paper_exchange import PaperExchange
 from src.backtesting.strategy import Strategy, StrategySignals
 from src.config.runtime_state import with_value
-from src.config.settings import RiskConfig, Settings, load_settings
+from src.config.settings import Settings, load_settings
+from src.config.trading_groups import RiskConfig
 from src.data.replay import ReplayMarketSource
 from src.domain.decisions import Decision, DecisionSource
 from src.domain.events import EventKind, NullNotifier
@@ -29,7 +30,7 @@ from src.risk import InMemoryRiskStore, RiskManager
 from src.trading.pipeline import TradingPipeline
 from src.trading.pipeline.compose import PipelineAdapters, build_pipeline
 from src.trading.pipeline.memory import InMemoryTradingRepository
-from src.trading.pipeline.pipeline import NullPipelineObserver
+from src.trading.pipeline.observer import NullPipelineObserver
 from tests.support.candles import make_candles
 from tests.support.exchange_faults import AnswerFaults
 

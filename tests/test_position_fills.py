@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from src.config.settings import RiskConfig
+from src.config.trading_groups import RiskConfig
 from src.domain.orders import OrderStatus, Side
 from src.exceptions import InvalidInput, PositionConflict
 from src.position import PositionService

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from src.config.settings import RiskConfig
+from src.config.trading_groups import RiskConfig
 from src.domain.exits import ExitReason
 from src.domain.modes import TradingMode
 from src.domain.orders import Side

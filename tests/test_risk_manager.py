@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from src.config.settings import RiskConfig
+from src.config.trading_groups import RiskConfig
 from src.domain.decisions import PositionSizing
 from src.domain.events import EventKind
 from src.domain.exits import ExitReason

@@ -32,7 +32,8 @@ from sqlalchemy.engine import make_url
 
 from backend.app.core.observability import close_sentry, init_sentry
 from backend.app.db.migrations import upgrade_to_head
-from src.config.settings import PROJECT_ROOT, Settings, load_settings
+from src.config.env import PROJECT_ROOT
+from src.config.settings import Settings, load_settings
 from src.utils.logger import configure_logging, get_logger, install_excepthooks, redactor
 from tests.fakes.sentry_server import FakeSentry
 from tests.support import database as database_support

@@ -17,7 +17,7 @@ from backend.app.db.repositories.risk import SqlRiskStore
 from backend.app.db.repositories.trading import SqlTradingRepository
 from backend.app.db.session import session_factory
 from backend.app.models import PositionFillRow, SystemLogRow
-from src.config.settings import RiskConfig
+from src.config.trading_groups import RiskConfig
 from src.domain.events import EventKind, NullNotifier
 from src.domain.modes import TradingMode
 from src.domain.orders import OrderStatus, Side

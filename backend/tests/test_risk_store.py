@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backend.app.db.repositories.risk import SqlRiskStore
 from backend.app.db.repositories.trading import SqlTradingRepository
-from src.config.settings import RiskConfig
+from src.config.trading_groups import RiskConfig
 from src.domain.modes import TradingMode
 from src.domain.orders import OrderStatus, OrderType, Side, TradeStatus
 from src.exceptions import PositionConflict

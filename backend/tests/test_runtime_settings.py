@@ -22,7 +22,8 @@ from backend.app.db.repositories.bot import BotRepository
 from backend.app.models import AIDecisionRow, OrderRow, PositionRow, SystemLogRow, TradingCycleRow
 from backend.app.services.scheduler_metrics import SchedulerMetrics
 from backend.app.services.trading_engine import TradingEngine
-from src.config.settings import SchedulerConfig, Settings
+from src.config.settings import Settings
+from src.config.system_groups import SchedulerConfig
 from src.data.replay import ReplayMarketSource
 from src.domain.modes import TradingMode
 from tests.fakes.openai_server import Behaviour, FakeOpenAI

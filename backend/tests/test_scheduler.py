@@ -38,7 +38,9 @@ from backend.app.models import (
 )
 from backend.app.services.scheduler_metrics import SchedulerMetrics
 from backend.app.services.trading_engine import TradingEngine
-from src.config.settings import PROJECT_ROOT, SchedulerConfig, Settings, get_settings, load_settings
+from src.config.env import PROJECT_ROOT
+from src.config.settings import Settings, get_settings, load_settings
+from src.config.system_groups import SchedulerConfig
 from src.data.replay import ReplayMarketSource
 from src.domain.modes import TradingMode
 from src.trading.bot_control import DESIRED_STATE_KEY

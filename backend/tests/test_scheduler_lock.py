@@ -39,7 +39,9 @@ from backend.app.services.scheduler_metrics import SchedulerMetrics
 from backend.app.services.trading_engine import TradingEngine
 from backend.tests.conftest import BASE_ENV
 from src.api.interfaces import IExchangeClient, Order, OrderRequest
-from src.config.settings import PROJECT_ROOT, SchedulerConfig, load_settings
+from src.config.env import PROJECT_ROOT
+from src.config.settings import load_settings
+from src.config.system_groups import SchedulerConfig
 from src.data.replay import ReplayMarketSource
 from src.domain.events import EventKind, NullNotifier
 from src.domain.modes import TradingMode

@@ -18,7 +18,7 @@ from backend.app.services.notification import (
     format_event,
     split_message,
 )
-from src.config.settings import TelegramConfig
+from src.config.system_groups import TelegramConfig
 from src.domain.events import EventKind, NotificationEvent
 from tests.fakes.telegram_server import FakeTelegram, SendFault, html_parse_error
 

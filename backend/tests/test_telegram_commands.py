@@ -18,7 +18,7 @@ from backend.app.db.repositories.trading import SqlTradingRepository
 from backend.app.models import BotConfigRow, SystemLogRow
 from backend.app.services.notification import NotificationService
 from backend.app.services.telegram_commands import CommandContext, TelegramCommands
-from src.config.settings import TelegramConfig
+from src.config.system_groups import TelegramConfig
 from src.domain.bot import DesiredState
 from src.domain.modes import TradingMode
 from src.domain.orders import OrderStatus, OrderType, Side

@@ -25,7 +25,7 @@ from src.ai.cache import DecisionCache
 from src.ai.models import AIDecision, AIPurpose, MarketContext
 from src.ai.prompt import build_request, prompt_text, request_hash
 from src.ai.usage import AIBudget, AICallRecorder, AIUsageObserver, record_usage
-from src.config.settings import AIConfig
+from src.config.trading_groups import AIConfig
 from src.domain.decisions import Decision, DecisionSource
 from src.exceptions import DataError
 from src.utils.logger import get_logger

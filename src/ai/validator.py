@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from src.ai.models import AIDecision
-from src.config.settings import AIConfig, RiskConfig, Settings
+from src.config.settings import Settings
+from src.config.trading_groups import AIConfig, RiskConfig
 from src.domain.decisions import Decision
 
 DEFAULT_MIN_CONFIDENCE: Decimal = AIConfig.model_fields["min_confidence"].default

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import sys
 
-from src.config.settings import Settings, get_settings, unknown_key_warnings
+from src.config.settings import Settings, get_settings
+from src.config.unknown_keys import unknown_key_warnings
 from src.exceptions import ConfigurationError
 from src.utils.logger import configure_logging, install_excepthooks, redactor
 
@@ -17,7 +18,7 @@ _warned = False
 
 def warn_about_unknown_keys() -> None:
     """Once per process, a ``warning:`` line on stderr for each key that looks like a setting but is none
-    (``settings.unknown_key_warnings``), so a typo never silently leaves a default such as the stop-loss."""
+    (``unknown_keys.unknown_key_warnings``), so a typo never silently leaves a default such as the stop-loss."""
     global _warned
     if _warned:
         return

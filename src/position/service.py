@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from src.config.settings import RiskConfig
+from src.config.trading_groups import RiskConfig
 from src.domain.exits import ExitReason
 from src.domain.market_rules import MIN_ORDER_KRW
 from src.domain.modes import TradingMode

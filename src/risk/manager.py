@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from src.config.settings import RiskConfig
+from src.config.trading_groups import RiskConfig
 from src.domain.events import EventKind, NotificationEvent
 from src.domain.exits import ExitReason
 from src.domain.market_rules import MIN_ORDER_KRW

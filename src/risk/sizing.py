@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import ROUND_DOWN, Decimal
 
-from src.config.settings import RiskConfig
+from src.config.trading_groups import RiskConfig
 from src.domain.decisions import PositionSizing
 from src.domain.money import ZERO, whole_krw
 from src.risk.models import SizingDecision, TradeStats

@@ -13,7 +13,7 @@ import pytest
 
 from src.api.paper_account import InMemoryPaperAccountStore
 from src.api.paper_exchange import PaperExchange
-from src.config.settings import RiskConfig
+from src.config.trading_groups import RiskConfig
 from src.data.replay import ReplayMarketSource
 from src.domain.modes import TradingMode
 from src.position import PositionService

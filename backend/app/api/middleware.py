@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from backend.app.api.rate_limit import RateLimiter
 from backend.app.core.security import InvalidToken, constant_time_equals, decode_access_token
 from backend.app.services.metrics import ApiMetrics
-from src.config.settings import ApiConfig
+from src.config.system_groups import ApiConfig
 from src.utils.logger import get_logger
 
 log = get_logger(__name__)

@@ -19,7 +19,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from src.config.settings import ApiConfig
+from src.config.system_groups import ApiConfig
 from src.utils.logger import get_logger
 
 log = get_logger(__name__)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import ipaddress
 
 from backend.app.core.security import MIN_SECRET_LENGTH, is_password_hash
-from src.config.settings import ApiConfig, Settings
+from src.config.settings import Settings
+from src.config.system_groups import ApiConfig
 from src.exceptions import ConfigurationError
 
 

@@ -24,7 +24,9 @@ from backend.app.services.notification import NotificationService
 from backend.app.services.scheduler_metrics import SchedulerMetrics
 from backend.app.services.telegram_commands import TelegramRuntime, start_telegram
 from backend.app.services.trading_engine import TradingEngine
-from src.config.settings import DatabaseConfig, Settings, TradingConfig
+from src.config.settings import Settings
+from src.config.system_groups import DatabaseConfig
+from src.config.trading_groups import TradingConfig
 from src.domain.modes import TradingMode
 from src.exceptions import ConfigurationError, DatabaseNotMigratedError, DatabaseUnavailable, TradingSystemError
 from src.trading.pipeline import CycleReport

@@ -19,7 +19,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from backend.app.core.control import BotControl
-from src.config.settings import SchedulerConfig
+from src.config.system_groups import SchedulerConfig
 from src.domain.bot import DesiredState
 from src.domain.events import EventKind, NotificationEvent
 from src.utils.logger import get_logger

@@ -31,9 +31,10 @@ from backend.app.services.scheduler_metrics import SchedulerMetrics
 from backend.app.services.trading_engine import TradingEngine
 from src.ai.cache import JsonlDecisionCache
 from src.backtesting.data_provider import HistoricalDataProvider
+from src.config.env import PROJECT_ROOT
 from src.config.runtime import RUNTIME_KEYS
 from src.config.runtime_state import AppliedSettings, apply_requests, with_value
-from src.config.settings import PROJECT_ROOT, Settings
+from src.config.settings import Settings
 from src.data.collector import BTC_SYMBOL
 from src.data.replay import ReplayMarketSource
 from src.domain.modes import TradingMode

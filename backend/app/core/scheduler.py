@@ -22,7 +22,7 @@ from backend.app.core.lock_keeper import LockKeeper
 from backend.app.db.lock import SchedulerLock
 from backend.app.services.scheduler_metrics import SchedulerMetrics
 from backend.app.services.trading_engine import TradingEngine
-from src.config.settings import SchedulerConfig
+from src.config.system_groups import SchedulerConfig
 from src.domain.bot import BotState
 from src.exceptions import SchedulerLockHeld, SchedulerLockLost
 from src.utils.logger import get_logger

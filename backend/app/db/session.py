@@ -9,7 +9,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from src.config.settings import DatabaseConfig
+from src.config.system_groups import DatabaseConfig
 
 
 def _enable_sqlite_pragmas(engine: AsyncEngine) -> None:

@@ -23,7 +23,7 @@ from telegram import Bot
 from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
 from telegram.request import HTTPXRequest
 
-from src.config.settings import TelegramConfig
+from src.config.system_groups import TelegramConfig
 from src.domain.events import EventKind, NotificationEvent
 from src.domain.money import format_krw
 from src.exceptions import NotificationFailed

@@ -42,8 +42,8 @@ from src.exceptions import ConfigurationError
 from src.risk.store import RiskState
 from src.trading.pipeline import CycleReport, ExitReport, TradingPipeline
 from src.trading.pipeline.compose import FROM_SETTINGS, PipelineAdapters, apply_settings, build_pipeline
+from src.trading.ports import OrderGuard
 from src.trading.repository import PortfolioSnapshotRecord
-from src.trading.service import OrderGuard
 from src.utils.logger import get_logger
 
 log = get_logger(__name__)

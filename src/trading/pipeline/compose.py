@@ -36,7 +36,8 @@ from src.risk.manager import RiskManager
 from src.risk.store import RiskStore
 from src.trading.liquidity import LiquidityAnalyzer
 from src.trading.pipeline.analysis import Analyzer
-from src.trading.pipeline.pipeline import PipelineObserver, TradingPipeline
+from src.trading.pipeline.observer import PipelineObserver
+from src.trading.pipeline.pipeline import TradingPipeline
 from src.trading.pipeline.positions import ServicePositionBook
 from src.trading.repository import ITradingRepository
 from src.trading.service import TradingService

@@ -1,0 +1,52 @@
+"""Where settings are read from: the environment and ``.env`` at the project root, and the base of every group.
+
+Each group of settings is a separate ``BaseSettings`` built on ``Group``, so every group reads the same
+sources the same way; nothing else in the code base reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_SQLITE_PATH = PROJECT_ROOT / "data" / "trading.db"
+
+
+def _env_file() -> Path:
+    return PROJECT_ROOT / ".env"
+
+
+def _settings_config() -> SettingsConfigDict:
+    return SettingsConfigDict(
+        env_file=_env_file(),
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        env_ignore_empty=True,
+        # Every numeric setting is finite: nan, inf and -inf are refused for float fields here, in one place
+        # (Decimal fields refuse them already), whatever bounds a field declares.
+        allow_inf_nan=False,
+    )
+
+
+class Group(BaseSettings):
+    model_config = _settings_config()
+
+
+def split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+CsvList = Annotated[list[str], NoDecode]
+
+# The default of ``env_file`` arguments: the project's ``.env`` (None: the process environment only).
+USE_PROJECT_ENV_FILE = object()
+
+
+def chosen_env_file(env_file: Path | object | None) -> Path | None:
+    return _env_file() if env_file is USE_PROJECT_ENV_FILE else env_file  # type: ignore[return-value]

@@ -1,0 +1,232 @@
+"""The analysis stage: rules or the AI propose, the validator, risk and liquidity may turn it into a hold.
+
+The decision is written to ``ai_decisions`` with the market data it saw, counted and announced.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from src.ai.models import MarketContext
+from src.domain.decisions import Decision, DecisionSource
+from src.domain.events import EventKind, NotificationEvent, Notifier
+from src.domain.money import ZERO
+from src.trading.pipeline.analysis import NO_POSITION_VETO, RISK_VETO, Analysis, Analyzer, ai_source
+from src.trading.pipeline.context import CycleContext
+from src.trading.pipeline.data_stage import MarketView
+from src.trading.pipeline.execution import buy_budget
+from src.trading.pipeline.observer import PipelineObserver
+from src.trading.pipeline.payloads import finite, jsonable, liquidity_payload, position_payload
+from src.trading.pipeline.portfolio import Portfolio
+from src.trading.pipeline.risk_stage import Verdict
+from src.trading.repository import AIDecisionRecord, ITradingRepository
+from src.trading.service import TradingService
+
+
+async def analysis_stage(
+    ctx: CycleContext,
+    market: MarketView,
+    portfolio: Portfolio,
+    verdict: Verdict,
+    *,
+    analyzer: Analyzer,
+    trading: TradingService,
+    repository: ITradingRepository,
+    notifier: Notifier,
+    observer: PipelineObserver,
+    timeframe: str,
+) -> Analysis:
+    with ctx.stage("analysis") as stage:
+        analysis = await _analyse(analyzer, trading, ctx, market, portfolio, verdict)
+        stage.outcome = analysis.final_decision
+        stage.detail.update(
+            ai="available" if analyzer.ai_available else analyzer.ai_disabled_reason(),
+            source=analysis.source,
+            decision=analysis.decision.value,
+            confidence=None if analysis.confidence is None else str(analysis.confidence),
+            overridden=analysis.overridden,
+            override_reasons=analysis.override_reasons,
+            quick_filter=None if analysis.quick_filter is None else analysis.quick_filter.get("passed"),
+            liquidity=None if analysis.liquidity is None else analysis.liquidity.reason,
+        )
+    observer.on_stage("analysis", ctx.stages[-1].duration_ms / 1000)
+    observer.on_decision(analysis.source, analysis.final_decision, analysis.confidence)
+    for by in analysis.overridden_by:
+        observer.on_override(analysis.decision.value, by)
+    if analysis.ai is not None and analysis.ai.error:
+        observer.on_ai_error(analysis.ai.error.split(":", 1)[0])
+    await _save_decision(repository, timeframe, ctx, market, portfolio, verdict, analysis)
+    if analysis.final_decision is not Decision.HOLD:  # holds every hour would drown the channel
+        notifier.notify(
+            NotificationEvent(
+                EventKind.AI_DECISION,
+                f"{analysis.final_decision.value.upper()} {ctx.symbol} decided",
+                {
+                    "symbol": ctx.symbol,
+                    "decision": analysis.final_decision.value,
+                    "confidence": analysis.confidence,
+                    "source": analysis.source,
+                    "reason": analysis.reason,
+                },
+                at=ctx.now,
+            )
+        )
+    if analysis.overridden and analysis.decision is Decision.BUY:
+        notifier.notify(
+            NotificationEvent(
+                EventKind.VALIDATOR_OVERRIDE,
+                f"Buy of {ctx.symbol} turned into hold",
+                {
+                    "symbol": ctx.symbol,
+                    "decision": analysis.decision.value,  # what was proposed
+                    "final_decision": analysis.final_decision.value,  # what is done and counted
+                    "reasons": analysis.override_reasons,
+                    "source": analysis.source,
+                },
+                at=ctx.now,
+            )
+        )
+    return analysis
+
+
+async def _analyse(
+    analyzer: Analyzer,
+    trading: TradingService,
+    ctx: CycleContext,
+    market: MarketView,
+    portfolio: Portfolio,
+    verdict: Verdict,
+) -> Analysis:
+    holding = portfolio.holding(ctx.symbol)
+    indicators, signals, strategy_last = analyzer.technicals(market.candles)
+    rules_decision, rules_reason = analyzer.rules_decision(strategy_last, holding is not None)
+    await analyzer.refresh_ai()
+    if not analyzer.ai_available:
+        disabled = analyzer.ai_disabled_reason()
+        analysis = Analysis(
+            rules_decision,
+            rules_decision,
+            DecisionSource.RULES,
+            f"{rules_reason} [AI {disabled}]",
+            indicators=indicators,
+            signals=signals,
+            strategy=strategy_last,
+            ai_disabled_reason=disabled,
+        )
+    else:
+        analysis = await _ai_analysis(analyzer, ctx, market, portfolio, indicators, signals, strategy_last)
+    analyzer.validate(analysis, market.flash_crash)
+    if analysis.final_decision is Decision.BUY and not verdict.allowed:
+        # A buy the risk rules (or the bot's state) refuse is a hold: recorded, announced and counted so.
+        for reason in verdict.reasons:
+            analysis.override(f"{RISK_VETO}: {reason}", RISK_VETO)
+    buy_krw = buy_budget(trading, portfolio, verdict) if analysis.final_decision is Decision.BUY else None
+    sell_volume = holding.volume if holding is not None else None
+    analyzer.assess_liquidity(analysis, market.orderbook, buy_krw, sell_volume)
+    if analysis.final_decision is Decision.SELL and holding is None:
+        analysis.override("sell without a position: nothing to sell", NO_POSITION_VETO)
+    return analysis
+
+
+async def _ai_analysis(
+    analyzer: Analyzer,
+    ctx: CycleContext,
+    market: MarketView,
+    portfolio: Portfolio,
+    indicators: dict[str, float],
+    signals: dict[str, Any],
+    strategy_last: dict[str, Any],
+) -> Analysis:
+    holding = portfolio.holding(ctx.symbol)
+    quick = await analyzer.quick_filter_result(ctx.symbol, market.candles)
+    if quick is not None and not quick.get("passed") and holding is None:
+        failed = ", ".join(quick.get("failed_thresholds") or []) or "thresholds"
+        return Analysis(
+            Decision.HOLD,
+            Decision.HOLD,
+            DecisionSource.FILTER,
+            f"quick backtest filter failed ({failed}); the adviser was not asked",
+            indicators=indicators,
+            signals=signals,
+            strategy=strategy_last,
+            quick_filter=quick,
+        )
+    context = MarketContext(
+        symbol=ctx.symbol,
+        timestamp=market.candles.index[-1].to_pydatetime() if len(market.candles) else ctx.now,
+        price=float(market.price) if market.price is not None else float(indicators.get("close", 0.0)),
+        indicators=indicators,
+        signals={**signals, "strategy": strategy_last},
+        orderbook=market.orderbook_summary(),
+        position=position_payload(holding),
+        fear_greed=market.fear_greed,
+        quick_filter=quick,
+    )
+    decision = await analyzer.ask_ai(context)
+    return Analysis(
+        decision.decision,
+        decision.decision,
+        ai_source(decision),
+        decision.reason,
+        confidence=decision.confidence,
+        indicators=indicators,
+        signals=signals,
+        strategy=strategy_last,
+        quick_filter=quick,
+        ai=decision,
+    )
+
+
+async def _save_decision(
+    repository: ITradingRepository,
+    timeframe: str,
+    ctx: CycleContext,
+    market: MarketView,
+    portfolio: Portfolio,
+    verdict: Verdict,
+    analysis: Analysis,
+) -> None:
+    ai = analysis.ai
+    market_data = {
+        "timeframe": timeframe,
+        "candle": market.last_candle(),
+        "price": None if market.price is None else str(market.price),
+        "indicators": {k: finite(v) for k, v in analysis.indicators.items()},
+        "signals": analysis.signals,
+        "strategy": analysis.strategy,
+        "quick_filter": analysis.quick_filter,
+        "orderbook": market.orderbook_summary(),
+        "fear_greed": market.fear_greed,
+        "flash_crash": market.flash_crash,
+        **market.extra,
+        "position": position_payload(portfolio.holding(ctx.symbol)),
+        "risk": {
+            "buys_allowed": verdict.allowed,
+            "reasons": verdict.reasons,
+            "max_krw": str(verdict.max_krw),
+            "size_krw": str(verdict.size_krw),
+        },
+        "liquidity": liquidity_payload(analysis),
+    }
+    record = AIDecisionRecord(
+        symbol=ctx.symbol,
+        decision=analysis.decision.value,
+        final_decision=analysis.final_decision.value,
+        source=analysis.source,
+        confidence=analysis.confidence,
+        reason=analysis.reason,
+        market_data=jsonable(market_data),
+        overridden=analysis.overridden,
+        override_reasons=analysis.override_reasons or None,
+        model=ai.model if ai else None,
+        prompt_hash=ai.prompt_hash or None if ai else None,
+        prompt=ai.prompt if ai else None,
+        raw_response=ai.raw_response if ai else None,
+        prompt_tokens=ai.prompt_tokens if ai else 0,
+        completion_tokens=ai.completion_tokens if ai else 0,
+        cost_usd=ai.cost_usd if ai else ZERO,
+        error=(ai.error if ai else analysis.ai_disabled_reason),
+        cycle_id=ctx.cycle_id,
+        created_at=ctx.now,
+    )
+    await repository.save_ai_decision(record)
