@@ -80,7 +80,7 @@ def paper(book: ScriptedBook, store: InMemoryPaperAccountStore) -> PaperExchange
 
 
 def market_buy(identifier: str, krw: str) -> OrderRequest:
-    return OrderRequest(BTC, Side.BUY, OrderType.MARKET_BUY, identifier, price=Decimal(krw))
+    return OrderRequest(BTC, Side.BUY, OrderType.MARKET_BUY, identifier, krw_total=Decimal(krw))
 
 
 def market_sell(identifier: str, volume: str) -> OrderRequest:
@@ -183,10 +183,16 @@ async def test_insufficient_funds_for_buy_and_sell(paper: PaperExchange) -> None
 @pytest.mark.parametrize(
     "request_",
     [
-        OrderRequest(BTC, Side.BUY, OrderType.MARKET_BUY, "v", volume=Decimal("1"), price=Decimal("10000")),
-        OrderRequest(BTC, Side.SELL, OrderType.MARKET_BUY, "s", price=Decimal("10000")),
+        OrderRequest(BTC, Side.BUY, OrderType.MARKET_BUY, "v", volume=Decimal("1"), krw_total=Decimal("10000")),
+        OrderRequest(BTC, Side.SELL, OrderType.MARKET_BUY, "s", krw_total=Decimal("10000")),
         OrderRequest(BTC, Side.SELL, OrderType.MARKET_SELL, "p", volume=Decimal("1"), price=Decimal("1")),
         OrderRequest(BTC, Side.BUY, OrderType.LIMIT, "nv", price=Decimal("95000000")),
+        # a price is never a KRW total, nor the other way round
+        OrderRequest(BTC, Side.BUY, OrderType.MARKET_BUY, "mb-price", price=Decimal("10000")),
+        OrderRequest(BTC, Side.SELL, OrderType.MARKET_SELL, "ms-total", volume=Decimal("1"), krw_total=Decimal("1")),
+        OrderRequest(
+            BTC, Side.BUY, OrderType.LIMIT, "l-total", Decimal("1"), Decimal("95000000"), krw_total=Decimal("1")
+        ),
     ],
 )
 async def test_parameters_must_fit_the_order_type(paper: PaperExchange, request_: OrderRequest) -> None:
@@ -329,11 +335,11 @@ async def test_limit_sell_rests_until_the_bids_trade_through(paper: PaperExchang
         limit(Side.BUY, "l-small", "95000000", "0.00005"),
         limit(Side.BUY, "9d", "95000000", "0.000000001"),
         limit(Side.SELL, "l-zero", "0", "1"),
-        OrderRequest(BTC, Side.BUY, OrderType.MARKET_BUY, "v", volume=Decimal("1"), price=Decimal("10000")),
+        OrderRequest(BTC, Side.BUY, OrderType.MARKET_BUY, "v", volume=Decimal("1"), krw_total=Decimal("10000")),
         OrderRequest(BTC, Side.SELL, OrderType.MARKET_SELL, "p", volume=Decimal("1"), price=Decimal("1")),
         market_sell("ms-dust", "0.000000001"),
-        OrderRequest("BTC-ETH", Side.BUY, OrderType.MARKET_BUY, "not-krw", price=Decimal("10000")),
-        OrderRequest(BTC, Side.BUY, OrderType.MARKET_BUY, "", price=Decimal("10000")),
+        OrderRequest("BTC-ETH", Side.BUY, OrderType.MARKET_BUY, "not-krw", krw_total=Decimal("10000")),
+        OrderRequest(BTC, Side.BUY, OrderType.MARKET_BUY, "", krw_total=Decimal("10000")),
     ],
 )
 async def test_paper_refuses_what_the_live_client_refuses_alike(fake_upbit: FakeUpbit, request_: OrderRequest) -> None:

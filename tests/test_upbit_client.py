@@ -56,7 +56,7 @@ async def client(fake_upbit: FakeUpbit) -> AsyncIterator[UpbitClient]:
 
 
 def market_buy(identifier: str, krw: str) -> OrderRequest:
-    return OrderRequest(BTC, Side.BUY, OrderType.MARKET_BUY, identifier, price=Decimal(krw))
+    return OrderRequest(BTC, Side.BUY, OrderType.MARKET_BUY, identifier, krw_total=Decimal(krw))
 
 
 def limit(side: Side, identifier: str, price: str, volume: str) -> OrderRequest:

@@ -101,7 +101,8 @@ class OrderRequest:
     order_type: OrderType
     identifier: str
     volume: Decimal | None = None  # limit and market sell
-    price: Decimal | None = None  # limit price, or the KRW total of a market buy
+    price: Decimal | None = None  # limit only: KRW per unit of the base coin
+    krw_total: Decimal | None = None  # market buy only: the KRW to spend (sent as Upbit's ``price``)
 
 
 @dataclass(frozen=True, slots=True)

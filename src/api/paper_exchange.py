@@ -237,7 +237,7 @@ class PaperExchange(IExchangeClient):
                 name=f"insufficient_funds_{request.side.upbit}",
                 identifier=request.identifier,
             )
-        if request.order_type is OrderType.MARKET_BUY and (request.price or ZERO) > _ask_depth_krw(book):
+        if request.order_type is OrderType.MARKET_BUY and (request.krw_total or ZERO) > _ask_depth_krw(book):
             raise InvalidOrder("market buy exceeds the orderbook's ask depth", name="create_bid_error")
         if request.order_type is OrderType.MARKET_SELL and needed > book.total_bid_size:
             raise InvalidOrder("market sell exceeds the orderbook's bid depth", name="create_ask_error")
@@ -246,7 +246,7 @@ class PaperExchange(IExchangeClient):
         gross = (
             (request.price or ZERO) * (request.volume or ZERO)
             if request.order_type is OrderType.LIMIT
-            else request.price or ZERO
+            else request.krw_total or ZERO
         )
         return gross * (1 + self._fee_rate)
 
@@ -257,7 +257,7 @@ class PaperExchange(IExchangeClient):
         execution = self._walk(request, book, now)
         fee = execution.funds * self._fee_rate
         if request.order_type is OrderType.MARKET_BUY:
-            state = ExchangeOrderState.DONE if execution.funds == request.price else ExchangeOrderState.CANCEL
+            state = ExchangeOrderState.DONE if execution.funds == request.krw_total else ExchangeOrderState.CANCEL
             remaining = ZERO
         elif request.order_type is OrderType.MARKET_SELL:
             state, remaining = ExchangeOrderState.DONE, ZERO
@@ -272,7 +272,8 @@ class PaperExchange(IExchangeClient):
             order_type=request.order_type,
             state=state,
             created_at=now,
-            price=request.price,
+            # the exchange's view, as Upbit reports it: a market buy's ``price`` is its KRW total
+            price=request.krw_total if request.order_type is OrderType.MARKET_BUY else request.price,
             volume=request.volume,
             remaining_volume=remaining,
             executed_volume=execution.volume,
@@ -301,7 +302,7 @@ class PaperExchange(IExchangeClient):
     @staticmethod
     def _take(request: OrderRequest, level: OrderbookLevel, execution: _Execution) -> Decimal:
         if request.order_type is OrderType.MARKET_BUY:
-            budget = (request.price or ZERO) - execution.funds
+            budget = (request.krw_total or ZERO) - execution.funds
             return min(level.size, truncate_volume(budget / level.price))
         if request.order_type is OrderType.LIMIT:
             limit_price = request.price or ZERO

@@ -5,6 +5,8 @@ Names used across ``src/``:
 - ``krw``: an amount of Korean won (an order total, cash, equity, a fee, a P&L), always ``Decimal``.
 - ``price``: KRW per unit of the base coin; prices sit on the exchange's tick grid
   (``src.domain.market_rules``).
+- ``krw_total``: the KRW a market buy spends (``OrderRequest.krw_total``), never a ``price``;
+  only Upbit's wire calls it ``price`` (the order body, and ``Order.price`` of a market buy).
 - ``volume`` / ``amount``: a quantity of the base coin (``BTC`` of ``KRW-BTC``); at most 8 decimals.
 - ``ZERO``: ``Decimal("0")``, the start of every sum of money or volume.
 

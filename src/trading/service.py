@@ -179,7 +179,7 @@ class TradingService(OrderReconciliation):
             volume=str(volume),
         )
         await self._ensure_still_held(record)
-        request = OrderRequest(symbol, side, order_type, identifier, volume=volume, price=krw_total)
+        request = OrderRequest(symbol, side, order_type, identifier, volume=volume, krw_total=krw_total)
         try:
             answer = await self.exchange.place_order(request)
         except ExchangeUnavailable as exc:

@@ -45,6 +45,8 @@ def normalize_order_request(
 def _normalize_limit(request: OrderRequest, at: datetime | None, min_order_krw: Decimal) -> OrderRequest:
     if request.price is None or request.volume is None or request.price <= 0 or request.volume <= 0:
         raise InvalidOrder("a limit order needs a positive price and volume", identifier=request.identifier)
+    if request.krw_total is not None:
+        raise InvalidOrder("a limit order has a price and volume, not a KRW total", identifier=request.identifier)
     price = round_to_tick(request.price, at, up=request.side is Side.SELL)
     volume = truncate_volume(request.volume)
     if price * volume < min_order_krw:
@@ -56,23 +58,34 @@ def _normalize_limit(request: OrderRequest, at: datetime | None, min_order_krw: 
 
 
 def _normalize_market_buy(request: OrderRequest, min_order_krw: Decimal) -> OrderRequest:
-    if request.side is not Side.BUY or request.volume is not None or request.price is None:
+    if (
+        request.side is not Side.BUY
+        or request.volume is not None
+        or request.price is not None
+        or request.krw_total is None
+    ):
         raise InvalidOrder(
-            "a market buy (ord_type=price) is a buy with price = KRW total and no volume",
+            "a market buy (ord_type=price) is a buy with a KRW total and no volume or price",
             identifier=request.identifier,
         )
-    total = whole_krw(request.price)
+    total = whole_krw(request.krw_total)
     if total < min_order_krw:
         raise UnderMinTotal(
             f"market buy total {total} KRW is below the minimum {min_order_krw} KRW", identifier=request.identifier
         )
-    return replace(request, price=total)
+    return replace(request, krw_total=total)
 
 
 def _normalize_market_sell(request: OrderRequest) -> OrderRequest:
-    if request.side is not Side.SELL or request.price is not None or request.volume is None:
+    if (
+        request.side is not Side.SELL
+        or request.price is not None
+        or request.krw_total is not None
+        or request.volume is None
+    ):
         raise InvalidOrder(
-            "a market sell (ord_type=market) is a sell with a volume and no price", identifier=request.identifier
+            "a market sell (ord_type=market) is a sell with a volume and no price or KRW total",
+            identifier=request.identifier,
         )
     volume = truncate_volume(request.volume)
     if volume <= 0:

@@ -42,8 +42,10 @@ def order_body(request: OrderRequest) -> dict[str, str]:
     body = {"market": request.symbol, "side": request.side.upbit}
     if request.volume is not None:
         body["volume"] = decimal_text(request.volume)
-    if request.price is not None:
-        body["price"] = decimal_text(request.price)
+    # Upbit's ``price`` field carries a limit order's price, or a market buy's KRW total.
+    wire_price = request.krw_total if request.order_type is OrderType.MARKET_BUY else request.price
+    if wire_price is not None:
+        body["price"] = decimal_text(wire_price)
     body["ord_type"] = request.order_type.value
     body["identifier"] = request.identifier
     return body
