@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from backend.app.db.repositories.bot import BotRepository
 from backend.app.db.types import utcnow
 from backend.app.models import RiskStateRow, SystemLogRow
+from backend.tests.conftest import API_KEY, AppFactory
 from src.config.runtime import validate_runtime_value
 from src.domain.bot import DesiredState
 from src.domain.modes import TradingMode
@@ -58,6 +59,25 @@ async def test_status_shows_the_heartbeat_of_a_live_scheduler(client: httpx.Asyn
     assert body["next_run"] is not None
     assert body["last_error"] == "ExchangeUnavailable: timeout"
     assert 29 <= body["heartbeat_age_seconds"] < 60
+
+
+async def test_a_heartbeat_stale_after_seconds_says_seconds_not_zero_minutes(
+    make_client: AppFactory, db_sessions: Sessions
+) -> None:
+    """Given HEARTBEAT_STALE_SECONDS=10 and a scheduler last seen 41 s ago, the status says so in seconds."""
+    client = await make_client(headers={"X-API-Key": API_KEY}, HEARTBEAT_STALE_SECONDS="10")
+    await _heartbeat(db_sessions, 41)
+
+    body = (await client.get("/api/v1/bot/status")).json()
+
+    assert body["stale"] is True
+    assert body["message"] in ("scheduler not seen for 41 seconds", "scheduler not seen for 42 seconds")
+
+
+async def test_a_heartbeat_hours_old_says_hours_and_minutes(client: httpx.AsyncClient, db_sessions: Sessions) -> None:
+    await _heartbeat(db_sessions, 3 * 3600 + 5 * 60 + 10)
+    body = (await client.get("/api/v1/bot/status")).json()
+    assert body["message"] == "scheduler not seen for 3 hours 5 minutes"
 
 
 async def test_old_heartbeat_is_stale_with_minutes_since_seen(client: httpx.AsyncClient, db_sessions: Sessions) -> None:

@@ -62,13 +62,23 @@ _NEVER_SEEN: dict[str, Any] = {
 }
 
 
+def _age_text(seconds: float) -> str:
+    """``41 seconds``, ``35 minutes``, ``3 hours 5 minutes``: the unit a person reads at that age."""
+    whole = int(seconds)
+    if whole < 120:
+        return f"{whole} seconds"
+    if whole < 7200:
+        return f"{whole // 60} minutes"
+    return f"{whole // 3600} hours {whole % 3600 // 60} minutes"
+
+
 def _heartbeat_fields(heartbeat: Any, stale_after: int) -> dict[str, Any]:
     age = BotRepository.heartbeat_age_seconds(heartbeat)
     stale = age > stale_after
     return {
         "state": heartbeat.state,
         "stale": stale,
-        "message": f"scheduler not seen for {int(age // 60)} minutes" if stale else None,
+        "message": f"scheduler not seen for {_age_text(age)}" if stale else None,
         "mode": heartbeat.mode,
         "symbols": list(heartbeat.symbols or []),
         "schedule": heartbeat.schedule,
