@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -92,9 +93,19 @@ def _output_file(text: str) -> Path:
     return path
 
 
+DEFAULT_SYMBOL = "KRW-BTC"
+_MARKET_IN_NAME = re.compile(r"(KRW-[A-Z0-9]{1,15})(?=[_.\-])")
+
+
+def market_of_file(path: Path | None) -> str | None:
+    """The market a candle file is named for (``KRW-ETH_4h.csv`` -> ``KRW-ETH``), or None."""
+    found = _MARKET_IN_NAME.match(path.name) if path is not None else None
+    return found.group(1) if found else None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _OneLineParser(prog="backtest.py", description="Backtest a strategy on historical Upbit candles.")
-    p.add_argument("--symbol", default="KRW-BTC", help="market, e.g. KRW-ETH (default KRW-BTC)")
+    p.add_argument("--symbol", help="market, e.g. KRW-ETH (default KRW-BTC, or the market a --data file is named for)")
     p.add_argument("--timeframe", default="1h", choices=["1m", "5m", "1h", "4h", "1d"], help="bar size (default 1h)")
     p.add_argument("--data", type=Path, help="a candle CSV (timestamp,open,high,low,close,volume[,value]) instead")
     p.add_argument("--strategy", default="rule_breakout", choices=STRATEGIES)
@@ -133,7 +144,7 @@ def request_from_args(args: argparse.Namespace) -> BacktestRequest:
     if args.trend_filter:
         params["trend_filter"] = True
     return BacktestRequest(
-        symbol=args.symbol,
+        symbol=args.symbol or market_of_file(args.data) or DEFAULT_SYMBOL,
         timeframe=args.timeframe,
         data_file=args.data,
         strategy=args.strategy,

@@ -46,6 +46,17 @@ def test_json_output_has_metrics_final_equity_and_trades(tmp_path: Path) -> None
     assert trade["entry_time"] >= "2021-01-01"
 
 
+def test_a_data_file_named_for_a_market_titles_the_report_with_that_market(tmp_path: Path) -> None:
+    """Given --data .../KRW-ETH_4h.csv and no --symbol, the report is about KRW-ETH, not the default KRW-BTC."""
+    out = tmp_path / "eth.html"
+    data = ROOT / "backtest_data" / "hourly" / "KRW-ETH_4h.csv"
+
+    assert backtest.main(["--data", str(data), "--html", str(out), "--trades", "0"]) == 0
+
+    assert "<title>KRW-ETH " in out.read_text()
+    assert backtest.market_of_file(Path("candles.csv")) is None
+
+
 def test_data_file_and_html_report(tmp_path: Path) -> None:
     out = tmp_path / "report.html"
     data = ROOT / "backtest_data" / "hourly" / "KRW-ETH_1h.csv"
