@@ -1,7 +1,8 @@
 """Where settings are read from: the environment and ``.env`` at the project root, and the base of every group.
 
 Each group of settings is a separate ``BaseSettings`` built on ``Group``, so every group reads the same
-sources the same way; nothing else in the code base reads ``os.environ``.
+sources the same way; outside ``src/config`` nothing reads ``os.environ`` (``unknown_keys`` only looks at
+its key names).
 """
 
 from __future__ import annotations

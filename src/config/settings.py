@@ -2,7 +2,7 @@
 
 Every process (scheduler, API, ``main.py``, ``backtest.py``) reads its configuration through
 ``get_settings()``. Values come from the environment and from ``.env`` at the project root;
-nothing else in the code base reads ``os.environ`` (see ``env.py``). Each group is a separate
+nothing outside ``src/config`` reads ``os.environ`` (see ``env.py``). Each group is a separate
 ``BaseSettings`` (``trading_groups.py``, ``system_groups.py``) so the sections stay small, but they are
 loaded and validated together here, with the rules across keys; keys that look like settings but are
 none are named by ``unknown_keys.py``.
