@@ -38,6 +38,7 @@ from src.config.settings import Settings
 from src.data.collector import BTC_SYMBOL
 from src.data.replay import ReplayMarketSource
 from src.domain.modes import TradingMode
+from src.domain.money import ZERO
 from src.domain.timeframes import Timeframe
 from src.exceptions import ConfigurationError, DataError
 from src.trading.pipeline.context import CycleStatus
@@ -48,7 +49,6 @@ log = get_logger(__name__)
 DEFAULT_REPLAY_DB = PROJECT_ROOT / "data" / "replay.db"
 DEFAULT_REPLAY_DAYS = 30
 WARMUP_BARS = 250  # candles before the start, so indicators and the strategy are warm at the first cycle
-_ZERO = Decimal("0")
 
 
 @dataclass(slots=True)
@@ -88,12 +88,12 @@ class ReplaySummary:
     exits: dict[str, int] = field(default_factory=dict)
     open_positions: list[str] = field(default_factory=list)
     ai_calls: dict[str, int] = field(default_factory=dict)  # requests that reached the model, by purpose
-    ai_cost_usd: Decimal = _ZERO
+    ai_cost_usd: Decimal = ZERO
 
     @property
     def return_pct(self) -> Decimal:
         if self.start_equity <= 0:
-            return _ZERO
+            return ZERO
         return ((self.final_equity / self.start_equity - 1) * 100).quantize(Decimal("0.01"))
 
 
@@ -292,8 +292,8 @@ async def _summarise(sessions: async_sessionmaker[AsyncSession], **known: object
 
 def max_drawdown_pct(equities: list[Decimal]) -> Decimal:
     """The deepest fall from a running peak, in percent (a positive number)."""
-    peak = _ZERO
-    deepest = _ZERO
+    peak = ZERO
+    deepest = ZERO
     for value in equities:
         peak = max(peak, value)
         if peak > 0:

@@ -12,8 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from backend.app.db.queries import portfolio, reports
 from src.domain.events import EventKind, NotificationEvent
 from src.domain.modes import TradingMode
-
-_ZERO = Decimal("0")
+from src.domain.money import ZERO
 
 
 @dataclass(slots=True)
@@ -96,4 +95,4 @@ async def build_daily_report(
 def _drawdown_pct(equity: Decimal | None, peak: Decimal | None) -> Decimal | None:
     if equity is None or peak is None or peak <= 0:
         return None
-    return max(_ZERO, (peak - equity) / peak * 100).quantize(Decimal("0.01"))
+    return max(ZERO, (peak - equity) / peak * 100).quantize(Decimal("0.01"))

@@ -12,9 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from backend.app.models import AIDecisionRow, TradeRow
 from src.ai.models import AIPurpose
+from src.domain.money import ZERO
 from src.domain.orders import TradeStatus
-
-ZERO = Decimal("0")
 
 
 # --- metrics: totals derived from the database ------------------------------------------------------

@@ -22,10 +22,10 @@ from backend.app.models import (
 )
 from src.ai.models import AIPurpose
 from src.domain.modes import TradingMode
+from src.domain.money import ZERO
 from src.domain.orders import Side
 from src.risk.store import PositionStatus
 
-ZERO = Decimal("0")
 CYCLE_DECISION = AIDecisionRow.purpose == AIPurpose.DECISION
 
 

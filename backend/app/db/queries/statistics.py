@@ -16,9 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from backend.app.db.queries.trades import TradeFilter
 from backend.app.models import TradeRow
+from src.domain.money import ZERO
 from src.domain.orders import Side, TradeStatus
 
-ZERO = Decimal("0")
 HUNDRED = Decimal("100")
 
 
