@@ -15,10 +15,10 @@ from src.ai.service import AIDecision, AIService, MarketContext
 from src.backtesting.ai_strategy import AITradingStrategy
 from src.backtesting.backtester import Backtester
 from src.backtesting.data_provider import load_candle_csv
-from src.backtesting.strategy import RuleBasedBreakoutStrategy
 from src.config.trading_groups import AIConfig
 from src.domain.decisions import Decision, DecisionSource
 from src.exceptions import ConfigurationError
+from src.strategy.bundled import RuleBasedBreakoutStrategy
 
 ROOT = Path(__file__).resolve().parents[1]
 

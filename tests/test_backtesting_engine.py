@@ -11,7 +11,8 @@ import pytest
 from src.backtesting.backtester import Backtester
 from src.backtesting.data_provider import load_candle_csv
 from src.backtesting.portfolio import PortfolioConfig
-from src.backtesting.strategy import StrategySignals, VolatilityBreakoutStrategy
+from src.strategy.bundled import VolatilityBreakoutStrategy
+from src.strategy.contract import StrategySignals
 
 ROOT = Path(__file__).resolve().parents[1]
 EXACT = PortfolioConfig(initial_capital=1_000_000.0, fee_rate=0.0005, slippage_pct=0.0, use_tick_sizes=False)

@@ -14,8 +14,9 @@ from src.backtesting.ai_strategy import AITradingStrategy
 from src.backtesting.backtester import Backtester
 from src.backtesting.data_provider import load_candle_csv
 from src.backtesting.portfolio import PortfolioConfig
-from src.backtesting.strategy import RuleBasedBreakoutStrategy, Strategy, VolatilityBreakoutStrategy
 from src.domain.decisions import Decision, DecisionSource
+from src.strategy.bundled import RuleBasedBreakoutStrategy, VolatilityBreakoutStrategy
+from src.strategy.contract import Strategy
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from src.backtesting.strategy import RuleBasedBreakoutStrategy, StrategySignals, VolatilityBreakoutStrategy
 from src.exceptions import ConfigurationError, DataError
+from src.strategy.bundled import RuleBasedBreakoutStrategy, VolatilityBreakoutStrategy
+from src.strategy.contract import StrategySignals
 from src.trading.indicators import atr
 
 
@@ -26,7 +27,7 @@ def quiet_then_breakout(bars: int = 150) -> pd.DataFrame:
 
 def test_rule_gates_fire_on_a_squeeze_breakout_with_volume() -> None:
     df = quiet_then_breakout()
-    strategy = RuleBasedBreakoutStrategy(squeeze_mode="adx", adx_max=101.0)
+    strategy = RuleBasedBreakoutStrategy(squeeze_mode="adx", adx_max=100.0)
     signals = strategy.generate_signals(df)
     gates = strategy.gates(df)
     # Then every gate holds on the last bar, and the buy is the last bar's conclusion
@@ -49,7 +50,7 @@ def test_rule_gates_fire_on_a_squeeze_breakout_with_volume() -> None:
 def test_volume_gate_blocks_without_volume_or_obv() -> None:
     df = quiet_then_breakout()
     df.iloc[-1, df.columns.get_loc("volume")] = 10.0
-    strategy = RuleBasedBreakoutStrategy(squeeze_mode="adx", adx_max=101.0, use_obv=False)
+    strategy = RuleBasedBreakoutStrategy(squeeze_mode="adx", adx_max=100.0, use_obv=False)
     assert not strategy.generate_signals(df).buy_signal[-1]
 
 

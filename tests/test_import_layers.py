@@ -27,6 +27,7 @@ LEVELS: dict[str, int] = {
     "position": 4,  # position bookkeeping on top of the risk store
     "trading": 4,  # orders, indicators, liquidity, the trading service (on the exchange port)
     "data": 5,  # market data collection and replay (the collector's alternative data uses ai)
+    "strategy": 5,  # the strategy contract, the bundled strategies and the user strategy loader
     "backtesting": 6,  # strategies, the backtester, the quick filter (indicators of trading, ai strategy)
     "trading.pipeline": 7,  # the trading cycle: uses every room below
 }

@@ -16,7 +16,6 @@ import pytest
 from src.ai.models import AIDecision, MarketContext
 from src.api.paper_account import InMemoryPaperAccountStore
 from src.api.paper_exchange import PaperExchange
-from src.backtesting.strategy import Strategy, StrategySignals
 from src.config.runtime_state import with_value
 from src.config.settings import Settings, load_settings
 from src.config.trading_groups import RiskConfig
@@ -27,6 +26,7 @@ from src.domain.modes import TradingMode
 from src.domain.orders import OrderStatus, Side
 from src.position.service import PositionService
 from src.risk import InMemoryRiskStore, RiskManager
+from src.strategy.contract import Strategy, StrategySignals
 from src.trading.pipeline import TradingPipeline
 from src.trading.pipeline.compose import PipelineAdapters, build_pipeline
 from src.trading.pipeline.memory import InMemoryTradingRepository
@@ -49,9 +49,9 @@ class SignalStrategy(Strategy):
 
     def generate_signals(self, df: pd.DataFrame) -> StrategySignals:
         signals = StrategySignals.empty(df.index)
-        signals.buy_signal = np.zeros(len(df), dtype=np.bool_)
-        signals.buy_signal[-1] = self.buy
-        signals.sell_signal[-1] = self.sell
+        signals.entry = np.zeros(len(df), dtype=np.bool_)
+        signals.entry[-1] = self.buy
+        signals.exit[-1] = self.sell
         return signals
 
 

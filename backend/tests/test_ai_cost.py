@@ -23,9 +23,9 @@ from backend.app.services.scheduler_metrics import SchedulerMetrics
 from backend.app.services.trading_engine import TradingEngine
 from src.ai.models import AIDecision
 from src.backtesting.data_provider import load_candle_csv
-from src.backtesting.strategy import RuleBasedBreakoutStrategy
 from src.config.settings import Settings
 from src.domain.events import EventKind, NullNotifier
+from src.strategy.bundled import RuleBasedBreakoutStrategy
 from tests.fakes.fear_greed_server import FakeFearGreed
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.upbit_server import FakeUpbit
@@ -117,7 +117,7 @@ async def test_filter_calls_are_recorded_with_cost_and_a_restarted_engine_does_n
     its tokens and its cost, and is counted in ai_tokens_total / ai_cost_usd_total{purpose="filter"};
     when a second engine (a restart) runs the same backtest, the model is not asked again."""
     settings = ai_settings(AI_DAILY_BUDGET_USD="0", AI_MONTHLY_BUDGET_USD="0")
-    candidates = int(RuleBasedBreakoutStrategy().generate_signals(candles).buy_signal.sum())
+    candidates = int(RuleBasedBreakoutStrategy().generate_signals(candles).entry.sum())
     assert candidates >= 2
     metrics = SchedulerMetrics()
     first = await engines(settings, metrics=metrics)

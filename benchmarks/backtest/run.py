@@ -25,7 +25,8 @@ from src.backtesting.backtester import Backtester
 from src.backtesting.data_provider import load_candle_csv
 from src.backtesting.portfolio import PortfolioConfig
 from src.backtesting.quick_filter import QuickBacktestFilter
-from src.backtesting.strategy import RuleBasedBreakoutStrategy, Strategy, VolatilityBreakoutStrategy
+from src.strategy.bundled import RuleBasedBreakoutStrategy, VolatilityBreakoutStrategy
+from src.strategy.contract import Strategy
 from src.utils.logger import configure_logging
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -140,7 +141,7 @@ def peak_memory_mb(bars: int) -> float:
     code = (
         "from benchmarks.backtest.run import synthetic_hourly, COMPARABLE;"
         "from src.backtesting.backtester import Backtester;"
-        "from src.backtesting.strategy import VolatilityBreakoutStrategy;"
+        "from src.strategy.bundled import VolatilityBreakoutStrategy;"
         f"df=synthetic_hourly({bars});Backtester(COMPARABLE).run(df, VolatilityBreakoutStrategy(0.5));"
         "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])"
     )

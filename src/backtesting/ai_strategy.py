@@ -19,9 +19,11 @@ import pandas as pd
 
 from src.ai.service import AIDecision, MarketContext
 from src.backtesting.performance import bar_seconds
-from src.backtesting.strategy import RuleBasedBreakoutStrategy, Strategy, StrategySignals, shifted
 from src.domain.decisions import Decision, DecisionSource
+from src.domain.exits import ExitPolicy
 from src.exceptions import ConfigurationError, DataError
+from src.strategy.bundled import RuleBasedBreakoutStrategy
+from src.strategy.contract import Strategy, StrategySignals
 from src.trading.indicators import compute_indicators
 from src.trading.signal_analyzer import SignalAnalyzer
 from src.utils.logger import get_logger
@@ -65,6 +67,7 @@ class AITradingStrategy(Strategy):
         self.adviser = adviser
         self.symbol = symbol
         self.rule_strategy = rule_strategy or RuleBasedBreakoutStrategy()
+        self.params = dict(self.rule_strategy.params)
         self.min_confidence = min_confidence
         self._decisions: dict[pd.Timestamp, AIDecision] = {}
         self.stats = AIDecisionStats(0, 0, 0, 0)
@@ -78,7 +81,7 @@ class AITradingStrategy(Strategy):
         indicators = compute_indicators(df)
         analyzer = SignalAnalyzer()
         step = timedelta(seconds=bar_seconds(df.index))
-        candidates = np.nonzero(rule.buy_signal)[0]
+        candidates = np.nonzero(rule.entry)[0]
         answered = from_cache = 0
         could_ask = self.adviser.available  # before: an AI budget may run out during the loop, which is no error
         for row in candidates:
@@ -112,7 +115,7 @@ class AITradingStrategy(Strategy):
 
     def generate_signals(self, df: pd.DataFrame) -> StrategySignals:
         rule = self.rule_strategy.generate_signals(df)
-        candidates = np.nonzero(rule.buy_signal)[0]
+        candidates = np.nonzero(rule.entry)[0]
         if any(df.index[row] not in self._decisions for row in candidates):
             try:
                 asyncio.get_running_loop()
@@ -124,10 +127,8 @@ class AITradingStrategy(Strategy):
         for row in candidates:
             decision = self._decisions[df.index[row]]
             approved[row] = decision.decision is Decision.BUY and decision.confidence >= self.min_confidence
-        signals = StrategySignals.empty(df.index)
-        signals.buy_signal = approved
-        signals.entry_stop = np.where(shifted(approved.astype(np.float64), fill=0.0) > 0, 0.0, np.nan)
-        signals.stop_distance = rule.stop_distance
-        signals.target_distance = rule.target_distance
-        signals.details = {**rule.details, "rule_buy": rule.buy_signal}
-        return signals
+        return StrategySignals(df.index, approved, rule.exit, rule.atr, {**rule.details, "rule_buy": rule.entry})
+
+    @property
+    def exit_policy(self) -> ExitPolicy:
+        return self.rule_strategy.exit_policy

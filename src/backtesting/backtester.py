@@ -9,13 +9,14 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from src.backtesting.performance import PerformanceAnalyzer
 from src.backtesting.portfolio import Portfolio, PortfolioConfig
-from src.backtesting.strategy import Strategy, StrategySignals
 from src.config.settings import Settings
 from src.exceptions import DataError
+from src.strategy.contract import Strategy, StrategySignals, shifted
 from src.utils.logger import get_logger
 
 log = get_logger(__name__)
@@ -101,22 +102,28 @@ class Backtester:
     def __init__(self, config: PortfolioConfig | None = None) -> None:
         self.config = config or PortfolioConfig()
         self.analyzer = PerformanceAnalyzer()
+        self.stop_atr = np.nan
+        self.target_atr = np.nan
 
     def run(self, df: pd.DataFrame, strategy: Strategy) -> BacktestResult:
         if len(df) < 2:
             raise DataError(f"a backtest needs at least 2 candles, got {len(df)}")
         signals = strategy.generate_signals(df)
+        self.stop_atr = strategy.exit_policy.stop_atr or np.nan
+        self.target_atr = strategy.exit_policy.target_atr or np.nan
         return self.run_signals(df, signals, strategy.name, strategy.parameters())
 
     def run_signals(
         self, df: pd.DataFrame, signals: StrategySignals, name: str, parameters: dict[str, Any]
     ) -> BacktestResult:
+        # Interim (replaced by the bot-simulating engine): act on bar t's conclusions at bar t+1's open.
+        policy_atr = signals.atr
         portfolio = Portfolio.simulate(
             df,
-            entry_stop=signals.entry_stop,
-            exit_at_open=signals.exit_at_open,
-            stop_distance=signals.stop_distance,
-            target_distance=signals.target_distance,
+            entry_stop=np.where(shifted(signals.entry.astype(np.float64), fill=0.0) > 0, 0.0, np.nan),
+            exit_at_open=shifted(signals.exit.astype(np.float64), fill=0.0) > 0,
+            stop_distance=shifted(self.stop_atr * policy_atr),
+            target_distance=shifted(self.target_atr * policy_atr),
             config=self.config,
         )
         metrics = self.analyzer.analyze(

@@ -34,8 +34,8 @@ from src.domain.market_rules import TICK_TABLES
 EXIT_AT_OPEN, EXIT_STOP, EXIT_TARGET, EXIT_END = 0, 1, 2, 3
 EXIT_REASONS = {
     EXIT_AT_OPEN: ExitReason.SIGNAL,
-    EXIT_STOP: ExitReason.STOP,
-    EXIT_TARGET: ExitReason.TARGET,
+    EXIT_STOP: ExitReason.STOP_LOSS,
+    EXIT_TARGET: ExitReason.TAKE_PROFIT,
     EXIT_END: ExitReason.END,
 }
 

@@ -19,9 +19,10 @@ import pandas as pd
 from src.backtesting.ai_strategy import AITradingStrategy
 from src.backtesting.backtester import Backtester, json_safe, portfolio_config_from_settings
 from src.backtesting.portfolio import PortfolioConfig
-from src.backtesting.strategy import RuleBasedBreakoutStrategy, Strategy
 from src.config.settings import Settings
 from src.exceptions import ConfigurationError, DataError
+from src.strategy.bundled import RuleBasedBreakoutStrategy
+from src.strategy.contract import Strategy
 from src.utils.logger import get_logger
 
 log = get_logger(__name__)

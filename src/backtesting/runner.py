@@ -18,10 +18,11 @@ from src.backtesting.ai_strategy import AITradingStrategy
 from src.backtesting.backtester import Backtester, BacktestResult, portfolio_config_from_settings
 from src.backtesting.data_provider import HistoricalDataProvider, find_gaps
 from src.backtesting.report_html import write_html_report
-from src.backtesting.strategy import RuleBasedBreakoutStrategy, Strategy, VolatilityBreakoutStrategy
 from src.config.settings import Settings
 from src.domain.timeframes import Timeframe
 from src.exceptions import ConfigurationError
+from src.strategy.bundled import RuleBasedBreakoutStrategy, VolatilityBreakoutStrategy
+from src.strategy.contract import Strategy
 
 STRATEGIES = ("rule_breakout", "volatility_breakout", "ai")
 PROGRESS_MIN_BARS = 100_000

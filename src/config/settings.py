@@ -20,7 +20,15 @@ from pydantic_core import ErrorDetails
 
 from src.config.env import USE_PROJECT_ENV_FILE, Group, chosen_env_file
 from src.config.system_groups import ApiConfig, DatabaseConfig, ObservabilityConfig, SchedulerConfig, TelegramConfig
-from src.config.trading_groups import AIConfig, BacktestConfig, MarketDataConfig, RiskConfig, TradingConfig, UpbitConfig
+from src.config.trading_groups import (
+    AIConfig,
+    BacktestConfig,
+    MarketDataConfig,
+    RiskConfig,
+    StrategyConfig,
+    TradingConfig,
+    UpbitConfig,
+)
 from src.domain.modes import TradingMode
 from src.exceptions import ConfigurationError
 
@@ -31,6 +39,7 @@ GROUPS: dict[str, type[Group]] = {
     "market_data": MarketDataConfig,
     "ai": AIConfig,
     "risk": RiskConfig,
+    "strategy": StrategyConfig,
     "backtest": BacktestConfig,
     "scheduler": SchedulerConfig,
     "api": ApiConfig,
@@ -46,6 +55,7 @@ class Settings(BaseModel):
     market_data: MarketDataConfig
     ai: AIConfig
     risk: RiskConfig
+    strategy: StrategyConfig
     backtest: BacktestConfig
     scheduler: SchedulerConfig
     api: ApiConfig

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
@@ -28,6 +28,8 @@ from src.config.rules import (
 )
 from src.domain.decisions import PositionSizing
 from src.domain.modes import TradingMode
+from src.domain.params_json import parse_params_json
+from src.exceptions import ConfigurationError
 
 
 class TradingConfig(Group):
@@ -143,6 +145,34 @@ class RiskConfig(Group):
         if self.kelly_min_pct > self.kelly_max_pct:
             raise ValueError("KELLY_MIN_PCT must not exceed KELLY_MAX_PCT")
         return self
+
+
+class StrategyConfig(Group):
+    """Which strategy trades (see docs/BACKTESTING.md, "The strategy contract"). The name and the parameters are
+    checked against the strategy's declared parameter space when the strategy is built, at start-up."""
+
+    name: str = Field(default="rule_breakout", pattern=r"^[a-z][a-z0-9_]{0,63}$", validation_alias="TRADING_STRATEGY")
+    params: Annotated[dict[str, Any], NoDecode] = Field(default_factory=dict, validation_alias="STRATEGY_PARAMS")
+    path: Path = Field(default=PROJECT_ROOT / "strategies", validation_alias="STRATEGY_PATH")
+    # The strategy whose entry candidates the AI adviser confirms when TRADING_STRATEGY=ai.
+    candidate: str = Field(
+        default="rule_breakout", pattern=r"^[a-z][a-z0-9_]{0,63}$", validation_alias="AI_CANDIDATE_STRATEGY"
+    )
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _json_object(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            return parse_params_json(value)
+        except ConfigurationError as exc:
+            raise ValueError(exc.message) from None
+
+    @field_validator("path")
+    @classmethod
+    def _relative_to_project(cls, path: Path) -> Path:
+        return path if path.is_absolute() else PROJECT_ROOT / path
 
 
 class BacktestConfig(Group):

@@ -1,21 +1,23 @@
-"""Why a position was closed: one enum for the risk manager, the pipeline and the backtester."""
+"""Why a position was closed, and the exit rules a strategy declares: one vocabulary for every world.
+
+The backtester, replay, paper and live all name exits with ``ExitReason``; the rules that decide them
+(``ExitPolicy``) belong to the strategy and are evaluated by one function, ``src.risk.exits.exit_code``.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 
 
 class ExitReason(StrEnum):
-    # Written on closed positions by the live/paper/replay path.
     STOP_LOSS = "stop_loss"
     TAKE_PROFIT = "take_profit"
     TRAILING_STOP = "trailing_stop"
+    TIME_OUT = "time_out"  # held for the strategy's max_hold_hours
     SIGNAL = "signal"  # the strategy (AI or rules) said sell
-    SELL = "sell"  # a sell that closed the position without a recorded reason
-    # The backtester's trade list names its exits with these shorter labels (kept so reports do not change).
-    STOP = "stop"
-    TARGET = "target"
-    END = "end"  # still open at the last bar
+    SELL = "sell"  # a sell that closed the position without a recorded reason (e.g. by hand)
+    END = "end"  # backtest only: still open after the last bar, valued at the last close
 
     @classmethod
     def of_order_reason(cls, reason: str) -> ExitReason:
@@ -30,6 +32,47 @@ STORED_EXIT_REASONS: tuple[ExitReason, ...] = (
     ExitReason.STOP_LOSS,
     ExitReason.TAKE_PROFIT,
     ExitReason.TRAILING_STOP,
+    ExitReason.TIME_OUT,
     ExitReason.SIGNAL,
     ExitReason.SELL,
 )
+
+
+@dataclass(frozen=True, slots=True)
+class ExitPolicy:
+    """A strategy's exit rules (0 = that rule is off). Levels are set from the entry's fill price.
+
+    - stop: ``stop_loss_pct`` below the fill and/or ``stop_atr`` x ATR(14) of the decision bar below it
+      (both set: the higher, i.e. tighter, stop);
+    - target: ``take_profit_pct`` above and/or ``target_atr`` x ATR above (both set: the lower target);
+    - trailing stop: ``trailing_stop_pct`` below the highest price seen at the exit checks since entry;
+    - time-out: sold at the first exit check ``max_hold_hours`` or more after the entry;
+    - signal exit: the strategy's own sell signal, acted on by the trading cycle.
+    """
+
+    stop_loss_pct: float = 0.0
+    take_profit_pct: float = 0.0
+    trailing_stop_pct: float = 0.0
+    stop_atr: float = 0.0
+    target_atr: float = 0.0
+    max_hold_hours: float = 0.0
+
+    @property
+    def uses_atr(self) -> bool:
+        return self.stop_atr > 0 or self.target_atr > 0
+
+    def describe(self) -> str:
+        parts = []
+        if self.stop_loss_pct:
+            parts.append(f"stop {self.stop_loss_pct:g}%")
+        if self.stop_atr:
+            parts.append(f"stop {self.stop_atr:g} ATR")
+        if self.take_profit_pct:
+            parts.append(f"target {self.take_profit_pct:g}%")
+        if self.target_atr:
+            parts.append(f"target {self.target_atr:g} ATR")
+        if self.trailing_stop_pct:
+            parts.append(f"trailing {self.trailing_stop_pct:g}%")
+        if self.max_hold_hours:
+            parts.append(f"time-out {self.max_hold_hours:g}h")
+        return ", ".join(parts) or "signal exits only"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from src.backtesting.strategy import Strategy, StrategySignals
+from src.strategy.contract import Strategy, StrategySignals
 
 
 class AlwaysBuy(Strategy):
@@ -13,5 +13,5 @@ class AlwaysBuy(Strategy):
 
     def generate_signals(self, df: pd.DataFrame) -> StrategySignals:
         signals = StrategySignals.empty(df.index)
-        signals.buy_signal = np.ones(len(df), dtype=np.bool_)
+        signals.entry = np.ones(len(df), dtype=np.bool_)
         return signals

@@ -31,7 +31,6 @@ from src.ai.usage import AIBudget
 from src.api.interfaces import IExchangeClient
 from src.api.paper_exchange import PaperExchange
 from src.api.upbit_client import UpbitClient
-from src.backtesting.strategy import Strategy
 from src.config.runtime_state import with_value
 from src.config.settings import Settings
 from src.data.fear_greed import FearGreedClient
@@ -40,6 +39,7 @@ from src.domain.events import NotificationEvent, Notifier, NullNotifier
 from src.domain.modes import TradingMode
 from src.exceptions import ConfigurationError
 from src.risk.store import RiskState
+from src.strategy.contract import Strategy
 from src.trading.pipeline import CycleReport, ExitReport, TradingPipeline
 from src.trading.pipeline.compose import FROM_SETTINGS, PipelineAdapters, apply_settings, build_pipeline
 from src.trading.ports import OrderGuard

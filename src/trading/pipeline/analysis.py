@@ -14,9 +14,9 @@ from src.ai.service import AIService
 from src.ai.validator import AIDecisionValidator
 from src.api.interfaces import Orderbook
 from src.backtesting.quick_filter import QuickBacktestFilter
-from src.backtesting.strategy import Strategy
 from src.domain.decisions import Decision, DecisionSource
 from src.domain.orders import Side
+from src.strategy.contract import Strategy
 from src.trading.indicators import get_latest_indicators
 from src.trading.liquidity import LiquidityAnalyzer, LiquidityAssessment
 from src.trading.signal_analyzer import SignalAnalyzer

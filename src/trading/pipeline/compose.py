@@ -24,7 +24,6 @@ from src.ai.validator import AIDecisionValidator
 from src.api.interfaces import MAX_CANDLES_PER_REQUEST, IExchangeClient
 from src.backtesting.ai_strategy import AITradingStrategy
 from src.backtesting.quick_filter import QuickBacktestFilter
-from src.backtesting.strategy import RuleBasedBreakoutStrategy, Strategy
 from src.config.settings import Settings
 from src.data.collector import DataCollector
 from src.data.fear_greed import FearGreedClient
@@ -34,6 +33,8 @@ from src.domain.timeframes import Timeframe
 from src.position.service import PositionService
 from src.risk.manager import RiskManager
 from src.risk.store import RiskStore
+from src.strategy.bundled import RuleBasedBreakoutStrategy
+from src.strategy.contract import Strategy
 from src.trading.liquidity import LiquidityAnalyzer
 from src.trading.pipeline.analysis import Analyzer
 from src.trading.pipeline.observer import PipelineObserver
