@@ -141,3 +141,9 @@ def require_ohlc(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
         raise DataError(f"candles lack column(s) {', '.join(missing)}")
     o, h, lo, c = (np.ascontiguousarray(df[col].to_numpy(dtype=np.float64)) for col in ("open", "high", "low", "close"))
     return o, h, lo, c
+
+
+def history_bars(quick_filter_lookback_days: int, bar_seconds: int) -> int:
+    """Candles the bot reads each cycle, and the backtest loads before ``--start``: the quick filter's lookback
+    plus ``WARMUP_BARS``, so the strategy's signals over the filter's window are settled in both worlds."""
+    return -(-quick_filter_lookback_days * 86_400 // bar_seconds) + WARMUP_BARS
