@@ -6,11 +6,11 @@ from src.strategy.params import EXIT_PARAMS, Param, ParameterSpace
 __all__ = [
     "EXIT_PARAMS",
     "WARMUP_BARS",
-    "history_bars",
     "Param",
     "ParameterSpace",
     "Strategy",
     "StrategySignals",
+    "history_bars",
     "require_ohlc",
     "shifted",
 ]
