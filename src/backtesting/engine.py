@@ -1,0 +1,974 @@
+"""The backtest engine: the bot, simulated bar by bar for one symbol in one numba-compiled loop.
+
+What it simulates (docs/BACKTESTING.md, "What the engine simulates"; DESIGN: "The bot model"). For bar t the
+moment ``T_t = open_time[t] + bar`` is when bar t is complete and ``p_t = close[t]`` the reference price:
+
+1. Position check (every ``SCHEDULER_POSITION_CHECK_MINUTES``, at multiples of the interval since the epoch):
+   the first check at or after ``T_t`` and before ``T_{t+1}`` sees ``p_t`` (when none falls in that span the
+   bar's close is never seen). It raises the position's highest price to ``p_t`` and asks
+   ``src.risk.exits.exit_code``; a due exit sells everything at ``fill_price(p_t, SELL)``. A time-out that
+   becomes due at a later check inside the span fires there. A check at ``T_t`` runs before the trading cycle,
+   a later one after it. Exits are never blocked.
+2. Trading cycle at ``T_t``: the circuit breakers see the equity (UTC-day and ISO-week anchors, safe mode);
+   held and ``exit[t]`` -> sell (``signal``); flat and ``entry[t]`` -> risk rules (safe mode, trade spacing,
+   trades per UTC day, positions, per-coin cap, cash reserve, minimum order), sizing (fixed fraction or
+   half-Kelly from the closed round trips), the quick filter gate (a compiled simulation of the same engine
+   over the lookback window from a fresh account, judged by the threshold tier) and a market buy at
+   ``fill_price(p_t, BUY)``: volume = total / price truncated to 8 decimals, fee on the executed KRW.
+   Stop and target come from ``src.risk.exits.exit_levels`` at the fill.
+3. Snapshot: the breakers see the equity after the trade.
+
+A position still open after the last bar is sold at the last close (reason ``end``). The loop does work only
+on bars where something can happen (a held position or an entry signal); flat bars only mark the equity.
+Fill prices follow ``src.domain.fills.fill_price`` exactly (tick table in force at the fill moment).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numba
+import numpy as np
+import pandas as pd
+
+from src.domain.exits import ExitPolicy
+from src.domain.market_rules import TICK_TABLES
+from src.risk.exits import (
+    EXIT_END,
+    EXIT_NONE,
+    EXIT_REASON_OF_CODE,
+    EXIT_SIGNAL,
+    EXIT_TIME_OUT,
+    exit_code,
+    exit_levels,
+    trailing_level,
+)
+
+DAY_S = 86_400.0
+SECONDS_PER_YEAR = 365 * 86_400
+
+# --- tick tables as arrays --------------------------------------------------------------------------------
+
+
+def _tick_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tick tables for the compiled loop: table starts (epoch seconds, newest first), floors and ticks."""
+    starts = np.array(
+        [start.timestamp() if start.year > 1 else -np.inf for start, _ in TICK_TABLES],
+        dtype=np.float64,
+    )
+    width = max(len(table) for _, table in TICK_TABLES)
+    floors = np.full((len(TICK_TABLES), width), -1.0)
+    ticks = np.full((len(TICK_TABLES), width), 0.0)
+    for row, (_, table) in enumerate(TICK_TABLES):
+        for col, (floor, tick) in enumerate(table):
+            floors[row, col] = float(floor)
+            ticks[row, col] = float(tick)
+    return starts, floors, ticks
+
+
+TABLE_STARTS, TICK_FLOORS, TICK_SIZES = _tick_arrays()
+
+
+def tick_table_at(seconds: np.ndarray) -> np.ndarray:
+    """Which tick table (row of the tick arrays) is in force at each moment (epoch seconds)."""
+    moments = np.asarray(seconds, dtype=np.float64)
+    table = np.full(len(moments), len(TABLE_STARTS) - 1, dtype=np.int64)
+    for row in range(len(TABLE_STARTS) - 1, -1, -1):
+        table[moments >= TABLE_STARTS[row]] = row
+    return table
+
+
+@numba.njit(cache=True)
+def _tick(price: float, table: int, floors: np.ndarray, ticks: np.ndarray) -> float:
+    for col in range(floors.shape[1]):
+        if floors[table, col] >= 0 and price >= floors[table, col]:
+            return ticks[table, col]
+    return ticks[table, floors.shape[1] - 1]
+
+
+@numba.njit(cache=True)
+def to_tick(price: float, table: int, up: bool, use_ticks: bool, floors: np.ndarray, ticks: np.ndarray) -> float:
+    """``round_to_tick`` in floats: a price already on the grid (to 1e-9 tick) stays, else up or down."""
+    if not use_ticks:
+        return price
+    tick = _tick(price, table, floors, ticks)
+    steps = price / tick
+    nearest = np.round(steps)
+    if abs(steps - nearest) < 1e-9:
+        return nearest * tick
+    return (np.ceil(steps) if up else np.floor(steps)) * tick
+
+
+@numba.njit(cache=True)
+def fill_px(reference: float, buy: bool, slippage: float, table: int, use_ticks: bool, floors, ticks) -> float:
+    """``src.domain.fills.fill_price`` (``slippage`` as a fraction, not percent)."""
+    if buy:
+        return to_tick(reference * (1.0 + slippage), table, True, use_ticks, floors, ticks)
+    return to_tick(reference * (1.0 - slippage), table, False, use_ticks, floors, ticks)
+
+
+@numba.njit(cache=True)
+def _whole(value: float) -> float:
+    """Whole KRW, cut down (float noise of a value that is a whole number in exact arithmetic is ignored)."""
+    nearest = np.round(value)
+    if abs(value - nearest) < 1e-6:
+        return nearest
+    return np.floor(value)
+
+
+@numba.njit(cache=True)
+def _volume(total: float, price: float) -> float:
+    """``truncate_volume(total / price)``: 8 decimals, cut down."""
+    scaled = total / price * 1e8
+    nearest = np.round(scaled)
+    if abs(scaled - nearest) < 1e-6:
+        return nearest / 1e8
+    return np.floor(scaled) / 1e8
+
+
+# --- configuration vector -----------------------------------------------------------------------------------
+(
+    C_CAPITAL,
+    C_FEE,
+    C_SLIP,
+    C_MIN_ORDER,
+    C_TICKS,
+    C_SL_PCT,
+    C_TP_PCT,
+    C_TRAIL_PCT,
+    C_STOP_ATR,
+    C_TARGET_ATR,
+    C_MAX_HOLD_H,
+    C_KELLY,
+    C_FRACTION_PCT,
+    C_KELLY_MIN,
+    C_KELLY_MAX,
+    C_KELLY_TRADES,
+    C_MAX_POS_PCT,
+    C_RESERVE_PCT,
+    C_SPACING_S,
+    C_MAX_PER_DAY,
+    C_MAX_POSITIONS,
+    C_DAILY_LIMIT,
+    C_WEEKLY_LIMIT,
+    C_CHECK_S,
+    C_LOOKBACK_S,
+    C_GATE,
+    C_THRESHOLDS,  # 10 values from here (NaN = not checked)
+) = range(27)
+N_THRESHOLDS = 10
+N_CFG = C_THRESHOLDS + N_THRESHOLDS
+
+# --- state vector --------------------------------------------------------------------------------------------
+(
+    S_CASH,
+    S_UNITS,
+    S_STOP,
+    S_TARGET,
+    S_HIGH,
+    S_ENTRY_AT,
+    S_ENTRY_BAR,
+    S_ENTRY_PX,
+    S_ENTRY_FUNDS,
+    S_ENTRY_FEE,
+    S_LAST_TRADE,
+    S_COUNT_DAY,
+    S_DAY_COUNT,
+    S_SAFE,
+    S_SAFE_UNTIL,
+    S_DAY_ANCHOR,
+    S_DAY_ANCHOR_DAY,
+    S_WEEK_ANCHOR,
+    S_WEEK_ANCHOR_WEEK,
+    S_CLOSED,
+    S_WINS,
+    S_SUM_WIN,
+    S_SUM_LOSS,
+    S_SAFE_ENTERED,
+) = range(24)
+N_STATE = 24
+
+# --- trade buffer columns ------------------------------------------------------------------------------------
+(
+    T_E_BAR,
+    T_X_BAR,
+    T_E_AT,
+    T_X_AT,
+    T_E_PX,
+    T_X_PX,
+    T_VOLUME,
+    T_E_FUNDS,
+    T_E_FEE,
+    T_X_FUNDS,
+    T_X_FEE,
+    T_PNL,
+    T_REASON,
+    T_STOP,
+    T_TARGET,
+) = range(15)
+N_COLS = 15
+
+# --- entry blocks (counts) -----------------------------------------------------------------------------------
+BLOCK_RULES = (
+    "safe_mode",
+    "min_trade_interval",
+    "max_trades_per_day",
+    "max_positions",
+    "max_position_pct",
+    "cash_reserve",
+    "min_order",
+    "quick_filter",
+)
+(B_SAFE, B_SPACING, B_PER_DAY, B_POSITIONS, B_POS_PCT, B_RESERVE, B_MIN_ORDER, B_GATE) = range(8)
+B_ATTEMPTS, B_BLOCKED = 8, 9  # entry attempts (flat and an entry signal) and how many of them were refused
+N_BLOCKS = 10
+
+# --- quick filter metrics (compiled), in the order of THRESHOLD_METRICS --------------------------------------
+THRESHOLD_METRICS = (
+    ("min_total_return_pct", "total_return_pct"),
+    ("min_win_rate_pct", "win_rate_pct"),
+    ("min_profit_factor", "profit_factor"),
+    ("min_sharpe", "sharpe"),
+    ("min_sortino", "sortino"),
+    ("min_calmar", "calmar"),
+    ("max_drawdown_pct", "max_drawdown_pct"),
+    ("max_consecutive_losses", "max_consecutive_losses"),
+    ("min_trades", "trades"),
+    ("max_avg_holding_hours", "avg_holding_hours"),
+)
+
+
+def new_state(capital: float) -> np.ndarray:
+    return _new_state(capital)
+
+
+@numba.njit(cache=True)
+def _new_state(capital: float) -> np.ndarray:
+    st = np.zeros(N_STATE)
+    st[S_CASH] = capital
+    st[S_STOP] = np.nan
+    st[S_TARGET] = np.nan
+    st[S_LAST_TRADE] = np.nan
+    st[S_COUNT_DAY] = -1e18
+    st[S_DAY_ANCHOR_DAY] = -1e18
+    st[S_WEEK_ANCHOR_WEEK] = -1e18
+    return st
+
+
+@numba.njit(cache=True)
+def _grow(buf: np.ndarray) -> np.ndarray:
+    bigger = np.empty((buf.shape[0] * 2, buf.shape[1]))
+    bigger[: buf.shape[0]] = buf
+    return bigger
+
+
+@numba.njit(cache=True)
+def _on_equity(st: np.ndarray, cfg: np.ndarray, equity: float, now: float) -> None:
+    """``RiskManager.on_equity``: expire safe mode, roll the day/week anchors, enter or extend safe mode."""
+    if st[S_SAFE] > 0.0 and now >= st[S_SAFE_UNTIL]:
+        st[S_SAFE] = 0.0
+    day = np.floor(now / DAY_S)
+    week = np.floor((day + 3.0) / 7.0)  # ISO weeks: day 4 (1970-01-05) is a Monday
+    if st[S_DAY_ANCHOR_DAY] != day:
+        st[S_DAY_ANCHOR_DAY] = day
+        st[S_DAY_ANCHOR] = equity
+    if st[S_WEEK_ANCHOR_WEEK] != week:
+        st[S_WEEK_ANCHOR_WEEK] = week
+        st[S_WEEK_ANCHOR] = equity
+    until = np.nan
+    anchor = st[S_WEEK_ANCHOR]
+    weekly = (anchor - equity) / anchor * 100.0 if anchor > 0.0 else 0.0
+    if weekly >= cfg[C_WEEKLY_LIMIT]:
+        until = (week * 7.0 - 3.0 + 7.0) * DAY_S
+    else:
+        anchor = st[S_DAY_ANCHOR]
+        daily = (anchor - equity) / anchor * 100.0 if anchor > 0.0 else 0.0
+        if daily >= cfg[C_DAILY_LIMIT]:
+            until = (day + 1.0) * DAY_S
+    if not np.isnan(until):
+        if st[S_SAFE] > 0.0 and st[S_SAFE_UNTIL] >= until:
+            return
+        if st[S_SAFE] == 0.0:
+            st[S_SAFE_ENTERED] += 1.0
+        st[S_SAFE] = 1.0
+        st[S_SAFE_UNTIL] = until
+
+
+@numba.njit(cache=True)
+def _count_trade(st: np.ndarray, at: float) -> None:
+    day = np.floor(at / DAY_S)
+    if st[S_COUNT_DAY] != day:
+        st[S_COUNT_DAY] = day
+        st[S_DAY_COUNT] = 0.0
+    st[S_DAY_COUNT] += 1.0
+    if np.isnan(st[S_LAST_TRADE]) or at > st[S_LAST_TRADE]:
+        st[S_LAST_TRADE] = at
+
+
+@numba.njit(cache=True)
+def _sell(st, cfg, buf, k, t, at, reference, reason, table, floors, ticks) -> int:
+    """Sell the whole position at the fill price of ``reference``; record the round trip; return the new count."""
+    px = fill_px(reference, False, cfg[C_SLIP], table, cfg[C_TICKS] > 0.0, floors, ticks)
+    units = st[S_UNITS]
+    funds = units * px
+    fee = funds * cfg[C_FEE]
+    st[S_CASH] += funds - fee
+    pnl = funds - fee - st[S_ENTRY_FUNDS] - st[S_ENTRY_FEE]
+    buf[k, T_E_BAR] = st[S_ENTRY_BAR]
+    buf[k, T_X_BAR] = t
+    buf[k, T_E_AT] = st[S_ENTRY_AT]
+    buf[k, T_X_AT] = at
+    buf[k, T_E_PX] = st[S_ENTRY_PX]
+    buf[k, T_X_PX] = px
+    buf[k, T_VOLUME] = units
+    buf[k, T_E_FUNDS] = st[S_ENTRY_FUNDS]
+    buf[k, T_E_FEE] = st[S_ENTRY_FEE]
+    buf[k, T_X_FUNDS] = funds
+    buf[k, T_X_FEE] = fee
+    buf[k, T_PNL] = pnl
+    buf[k, T_REASON] = reason
+    buf[k, T_STOP] = st[S_STOP]
+    buf[k, T_TARGET] = st[S_TARGET]
+    st[S_UNITS] = 0.0
+    st[S_CLOSED] += 1.0
+    if pnl > 0.0:
+        st[S_WINS] += 1.0
+        st[S_SUM_WIN] += pnl
+    else:
+        st[S_SUM_LOSS] += -pnl
+    if reason != EXIT_END:
+        _count_trade(st, at)
+    return k + 1
+
+
+@numba.njit(cache=True)
+def _check(st, cfg, buf, k, t, at, next_close_at, price, table, floors, ticks) -> int:
+    """The position job at ``at`` seeing ``price``: raise the highest price, sell when an exit is due."""
+    if price > st[S_HIGH]:
+        st[S_HIGH] = price
+    trailing = trailing_level(st[S_HIGH], cfg[C_TRAIL_PCT])
+    max_hold = cfg[C_MAX_HOLD_H]
+    held = (at - st[S_ENTRY_AT]) / 3600.0
+    code = exit_code(price, price, price, st[S_STOP], st[S_TARGET], trailing, held, max_hold)
+    if code == EXIT_NONE and max_hold > 0.0:
+        # later checks before the next close see the same price; only the time-out can become due there
+        interval = cfg[C_CHECK_S]
+        due = np.ceil((st[S_ENTRY_AT] + max_hold * 3600.0) / interval) * interval
+        if at < due < next_close_at:
+            code = EXIT_TIME_OUT
+            at = due
+    if code == EXIT_NONE:
+        return k
+    return _sell(st, cfg, buf, k, t, at, price, code, table, floors, ticks)
+
+
+@numba.njit(cache=True)
+def half_kelly(closed: float, wins: float, sum_win: float, sum_loss: float, low: float, high: float) -> float:
+    """``src.risk.sizing.half_kelly_pct``: half of ``W - (1 - W) / R`` in percent, 4 decimals cut, clamped."""
+    win_rate = wins / closed if closed > 0.0 else 0.0
+    losses = closed - wins
+    avg_win = sum_win / wins if wins > 0.0 else 0.0
+    avg_loss = sum_loss / losses if losses > 0.0 else 0.0
+    if avg_loss > 0.0:
+        payoff = avg_win / avg_loss
+        if payoff == 0.0:
+            kelly = -(1.0 - win_rate) if win_rate < 1.0 else 0.0
+        else:
+            kelly = win_rate - (1.0 - win_rate) / payoff
+    else:
+        kelly = win_rate
+    raw = kelly / 2.0 * 100.0 * 10_000.0
+    nearest = np.round(raw)
+    raw = nearest if abs(raw - nearest) < 1e-6 else np.trunc(raw)
+    return min(max(raw / 10_000.0, low), high)
+
+
+@numba.njit(cache=True)
+def _entry_total(st, cfg, now: float, blocked: np.ndarray) -> float:
+    """The risk manager's verdict and the sizing of a buy when flat: the KRW order total, or 0 when refused."""
+    cash = st[S_CASH]
+    equity = cash  # flat: one symbol, nothing else held
+    ok = True
+    if st[S_SAFE] > 0.0 and now < st[S_SAFE_UNTIL]:
+        blocked[B_SAFE] += 1
+        ok = False
+    if not np.isnan(st[S_LAST_TRADE]) and now - st[S_LAST_TRADE] < cfg[C_SPACING_S]:
+        blocked[B_SPACING] += 1
+        ok = False
+    today = st[S_DAY_COUNT] if st[S_COUNT_DAY] == np.floor(now / DAY_S) else 0.0
+    if today >= cfg[C_MAX_PER_DAY]:
+        blocked[B_PER_DAY] += 1
+        ok = False
+    if cfg[C_MAX_POSITIONS] <= 0.0:
+        blocked[B_POSITIONS] += 1
+        ok = False
+    coin_room = equity * cfg[C_MAX_POS_PCT] / 100.0
+    if coin_room <= 0.0:
+        blocked[B_POS_PCT] += 1
+        ok = False
+    cash_room = (cash - equity * cfg[C_RESERVE_PCT] / 100.0) / (1.0 + cfg[C_FEE])
+    if cash_room <= 0.0:
+        blocked[B_RESERVE] += 1
+        ok = False
+    max_krw = _whole(max(min(coin_room, cash_room), 0.0))
+    if coin_room > 0.0 and cash_room > 0.0 and max_krw < cfg[C_MIN_ORDER]:
+        blocked[B_MIN_ORDER] += 1
+        ok = False
+    if not ok:
+        return 0.0
+    pct = cfg[C_FRACTION_PCT]
+    if cfg[C_KELLY] > 0.0 and st[S_CLOSED] >= cfg[C_KELLY_TRADES]:
+        pct = half_kelly(st[S_CLOSED], st[S_WINS], st[S_SUM_WIN], st[S_SUM_LOSS], cfg[C_KELLY_MIN], cfg[C_KELLY_MAX])
+    krw = _whole(min(equity * pct / 100.0, max_krw))
+    total = _whole(min(krw, cash / (1.0 + cfg[C_FEE])))  # TradingService.buy_total_for
+    if krw < cfg[C_MIN_ORDER] or total < cfg[C_MIN_ORDER]:
+        blocked[B_MIN_ORDER] += 1
+        return 0.0
+    return total
+
+
+@numba.njit(cache=True)
+def _buy(st, cfg, t, at, reference, atr, total, table, floors, ticks) -> None:
+    px = fill_px(reference, True, cfg[C_SLIP], table, cfg[C_TICKS] > 0.0, floors, ticks)
+    volume = _volume(total, px)
+    funds = volume * px
+    fee = funds * cfg[C_FEE]
+    st[S_CASH] -= funds + fee
+    st[S_UNITS] = volume
+    stop, target = exit_levels(px, atr, cfg[C_SL_PCT], cfg[C_TP_PCT], cfg[C_STOP_ATR], cfg[C_TARGET_ATR])
+    st[S_STOP] = stop
+    st[S_TARGET] = target
+    st[S_HIGH] = px
+    st[S_ENTRY_AT] = at
+    st[S_ENTRY_BAR] = t
+    st[S_ENTRY_PX] = px
+    st[S_ENTRY_FUNDS] = funds
+    st[S_ENTRY_FEE] = fee
+    _count_trade(st, at)
+
+
+@numba.njit(cache=True)
+def _cycle_start(st, cfg, buf, k, t, close_at, check_at, next_close_at, price, entry, exit_, blocked, tab_t, tab_x,
+                 floors, ticks):  # fmt: skip
+    """Bar t up to the entry decision: an early position check, the breakers, a signal exit, the risk verdict.
+    Returns (trade count, order total of a buy to make or 0)."""
+    if st[S_UNITS] > 0.0 and check_at == close_at:
+        k = _check(st, cfg, buf, k, t, check_at, next_close_at, price, tab_x, floors, ticks)
+    held = st[S_UNITS] > 0.0
+    _on_equity(st, cfg, st[S_CASH] + st[S_UNITS] * price, close_at)
+    if held:
+        if exit_:
+            k = _sell(st, cfg, buf, k, t, close_at, price, EXIT_SIGNAL, tab_t, floors, ticks)
+        return k, 0.0
+    if not entry:
+        return k, 0.0
+    blocked[B_ATTEMPTS] += 1
+    total = _entry_total(st, cfg, close_at, blocked)
+    if total <= 0.0:
+        blocked[B_BLOCKED] += 1
+    return k, total
+
+
+@numba.njit(cache=True)
+def _cycle_end(st, cfg, buf, k, t, close_at, check_at, next_close_at, price, atr, total, traded, tab_t, tab_x,
+               floors, ticks) -> int:  # fmt: skip
+    """Bar t after the entry decision: the buy, the snapshot, a position check later than the close."""
+    if total > 0.0:
+        _buy(st, cfg, t, close_at, price, atr, total, tab_t, floors, ticks)
+        traded = True
+    if traded:
+        _on_equity(st, cfg, st[S_CASH] + st[S_UNITS] * price, close_at)
+    if st[S_UNITS] > 0.0 and check_at > close_at:
+        k = _check(st, cfg, buf, k, t, check_at, next_close_at, price, tab_x, floors, ticks)
+    return k
+
+
+@numba.njit(cache=True)
+def _finish(st, cfg, buf, k, first, last, close_at, c, tab_t, equity, floors, ticks):
+    """A position still open after the last bar is sold at its close (reason ``end``)."""
+    if st[S_UNITS] > 0.0:
+        if k + 1 >= buf.shape[0]:
+            buf = _grow(buf)
+        k = _sell(st, cfg, buf, k, last, close_at[last], c[last], EXIT_END, tab_t[last], floors, ticks)
+        equity[last - first] = st[S_CASH]
+    return buf, k
+
+
+@numba.njit(cache=True)
+def _window_loop(first, last, stamps, close_at, check_at, next_close_at, c, entry, exit_, atr, tab_t, tab_x, floors,
+                 ticks, cfg, st, equity, blocked, buf):  # fmt: skip
+    """Bars ``first..last`` (inclusive) without the quick filter gate (the quick filter's own run)."""
+    k = 0
+    for t in range(first, last + 1):
+        if st[S_UNITS] == 0.0 and not entry[t]:
+            equity[t - first] = st[S_CASH]
+            continue
+        if k + 2 >= buf.shape[0]:
+            buf = _grow(buf)
+        k_before = k
+        k, total = _cycle_start(
+            st, cfg, buf, k, t, close_at[t], check_at[t], next_close_at[t], c[t], entry[t], exit_[t], blocked,
+            tab_t[t], tab_x[t], floors, ticks,
+        )  # fmt: skip
+        k = _cycle_end(
+            st, cfg, buf, k, t, close_at[t], check_at[t], next_close_at[t], c[t], atr[t], total, k > k_before,
+            tab_t[t], tab_x[t], floors, ticks,
+        )  # fmt: skip
+        equity[t - first] = st[S_CASH] + st[S_UNITS] * c[t]
+    return _finish(st, cfg, buf, k, first, last, close_at, c, tab_t, equity, floors, ticks)
+
+
+@numba.njit(cache=True)
+def _simulate(first, last, stamps, close_at, check_at, next_close_at, c, entry, exit_, atr, tab_t, tab_x, floors,
+              ticks, cfg, st, equity, blocked, buf):  # fmt: skip
+    """Bars ``first..last`` (inclusive) of the main run: the quick filter gate at each entry attempt when
+    ``cfg[C_GATE]`` is on. The same bar steps as ``_window_loop``. Returns (trade buffer, trade count)."""
+    gate = cfg[C_GATE] > 0.0
+    k = 0
+    w0 = 0
+    for t in range(first, last + 1):
+        if st[S_UNITS] == 0.0 and not entry[t]:
+            equity[t - first] = st[S_CASH]
+            continue
+        if k + 2 >= buf.shape[0]:
+            buf = _grow(buf)
+        k_before = k
+        k, total = _cycle_start(
+            st, cfg, buf, k, t, close_at[t], check_at[t], next_close_at[t], c[t], entry[t], exit_[t], blocked,
+            tab_t[t], tab_x[t], floors, ticks,
+        )  # fmt: skip
+        if total > 0.0 and gate:
+            limit = stamps[t] - cfg[C_LOOKBACK_S]
+            while stamps[w0] <= limit:
+                w0 += 1
+            if not quick_filter_passes(w0, t, stamps, close_at, check_at, next_close_at, c, entry, exit_, atr,
+                                       tab_t, tab_x, floors, ticks, cfg):  # fmt: skip
+                blocked[B_GATE] += 1
+                blocked[B_BLOCKED] += 1
+                total = 0.0
+        k = _cycle_end(
+            st, cfg, buf, k, t, close_at[t], check_at[t], next_close_at[t], c[t], atr[t], total, k > k_before,
+            tab_t[t], tab_x[t], floors, ticks,
+        )  # fmt: skip
+        equity[t - first] = st[S_CASH] + st[S_UNITS] * c[t]
+    return _finish(st, cfg, buf, k, first, last, close_at, c, tab_t, equity, floors, ticks)
+
+
+@numba.njit(cache=True)
+def window_run(first, last, stamps, close_at, check_at, next_close_at, c, entry, exit_, atr, tab_t, tab_x, floors,
+               ticks, cfg):  # fmt: skip
+    """The same engine from a fresh account over bars ``first..last``, without the gate (the quick filter's run)."""
+    st = _new_state(cfg[C_CAPITAL])
+    equity = np.empty(last - first + 1)
+    blocked = np.zeros(N_BLOCKS, dtype=np.int64)
+    buf = np.empty((16, N_COLS))
+    buf, k = _window_loop(first, last, stamps, close_at, check_at, next_close_at, c, entry, exit_, atr, tab_t, tab_x,
+                          floors, ticks, cfg, st, equity, blocked, buf)  # fmt: skip
+    return equity, buf, k
+
+
+@numba.njit(cache=True)
+def quick_filter_passes(first, last, stamps, close_at, check_at, next_close_at, c, entry, exit_, atr, tab_t, tab_x,
+                        floors, ticks, cfg) -> bool:  # fmt: skip
+    equity, buf, k = window_run(first, last, stamps, close_at, check_at, next_close_at, c, entry, exit_, atr, tab_t,
+                                tab_x, floors, ticks, cfg)  # fmt: skip
+    metrics = window_metrics(equity, stamps[first : last + 1], cfg[C_CAPITAL], buf, k)
+    failed = threshold_failures(metrics, cfg[C_THRESHOLDS : C_THRESHOLDS + N_THRESHOLDS])
+    return not failed.any()
+
+
+@numba.njit(cache=True)
+def window_metrics(equity: np.ndarray, stamps: np.ndarray, capital: float, buf: np.ndarray, k: int) -> np.ndarray:
+    """The quick filter's metrics (``THRESHOLD_METRICS`` order; NaN = undefined) by the formulas of
+    ``src.backtesting.performance``. ``stamps``: open times (seconds) of the bars of ``equity``."""
+    out = np.full(N_THRESHOLDS, np.nan)
+    m = equity.shape[0]
+    final = equity[m - 1] if m else capital
+    out[0] = 100.0 * (final / capital - 1.0)
+    step = 86_400.0
+    if m >= 2:
+        step = np.median(np.diff(stamps))
+    per_year = SECONDS_PER_YEAR / step
+    returns = np.empty(m)
+    prev = capital
+    for i in range(m):
+        returns[i] = (equity[i] - prev) / prev
+        prev = equity[i]
+    mean = np.nan
+    std = np.nan
+    downside = np.nan
+    if m > 0:
+        mean = returns.mean()
+        downside = np.sqrt(np.mean(np.minimum(returns, 0.0) ** 2))
+    if m > 1:
+        std = np.sqrt(np.sum((returns - mean) ** 2) / (m - 1))
+    if std > 0.0:
+        out[3] = mean / std * np.sqrt(per_year)
+    if downside > 0.0:
+        out[4] = mean / downside * np.sqrt(per_year)
+    years = ((stamps[m - 1] - stamps[0]) + step) / SECONDS_PER_YEAR if m else 0.0
+    cagr = np.nan
+    if years > 0.0 and final > 0.0:
+        cagr = (final / capital) ** (1.0 / years) - 1.0
+    peak = capital
+    depth = 0.0
+    for i in range(m):
+        peak = max(peak, equity[i])
+        depth = min(depth, equity[i] / peak - 1.0)
+    out[6] = 100.0 * depth
+    if depth < 0.0:
+        out[5] = cagr / abs(depth)
+    out[8] = k
+    out[7] = 0.0
+    if k > 0:
+        wins = 0
+        gross_win = 0.0
+        gross_loss = 0.0
+        run = 0
+        longest = 0
+        held = 0.0
+        for j in range(k):
+            pnl = buf[j, T_PNL]
+            if pnl > 0.0:
+                wins += 1
+                gross_win += pnl
+                run = 0
+            else:
+                gross_loss += -pnl
+                run += 1
+                longest = max(longest, run)
+            held += (buf[j, T_X_AT] - buf[j, T_E_AT]) / 3600.0
+        out[1] = 100.0 * wins / k
+        if gross_loss > 0.0:
+            out[2] = gross_win / gross_loss
+        elif gross_win > 0.0:
+            out[2] = np.inf
+        out[7] = longest
+        out[9] = held / k
+    return out
+
+
+@numba.njit(cache=True)
+def threshold_failures(metrics: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Which thresholds fail (``QuickFilterThresholds.failures``): an undefined metric fails a checked threshold."""
+    failed = np.zeros(N_THRESHOLDS, dtype=np.bool_)
+    for i in range(N_THRESHOLDS):
+        limit = thresholds[i]
+        if np.isnan(limit):
+            continue
+        value = metrics[i]
+        if np.isnan(value):
+            failed[i] = True
+        elif i == 6:
+            failed[i] = not (-value <= limit)
+        elif i == 7 or i == 9:
+            failed[i] = not (value <= limit)
+        else:
+            failed[i] = not (value >= limit)
+    return failed
+
+
+# --- the Python side -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """Every rule the engine applies; ``engine_config_from_settings`` builds it from the bot's settings.
+
+    Percent fields are percents (``slippage_pct=0.05`` = 0.05 %). ``exit_policy=None``: the strategy's own.
+    Risk rules switched off for research use values that never bind (``without_risk_rules``).
+    """
+
+    initial_capital: float = 10_000_000.0
+    fee_rate: float = 0.0005
+    slippage_pct: float = 0.05
+    min_order_krw: float = 5000.0
+    use_tick_sizes: bool = True
+    exit_policy: ExitPolicy | None = None
+    position_sizing: str = "fixed"  # or "half_kelly"
+    position_fraction_pct: float = 20.0
+    kelly_min_pct: float = 5.0
+    kelly_max_pct: float = 30.0
+    kelly_min_trades: int = 20
+    max_position_pct: float = 40.0
+    cash_reserve_pct: float = 10.0
+    min_trade_interval_hours: float = 4.0
+    max_trades_per_day: int = 5
+    max_positions: int = 3
+    daily_loss_limit_pct: float = 10.0
+    weekly_loss_limit_pct: float = 15.0
+    position_check_minutes: int = 15
+    quick_filter: bool = True
+    quick_filter_lookback_days: int = 30
+    quick_filter_tier: str = "moderate"
+    quick_filter_thresholds: tuple[float | None, ...] = field(default=())
+    risk_rules: bool = True
+
+    def without_risk_rules(self) -> EngineConfig:
+        """Spacing, daily cap, position caps, cash reserve and breakers off (sizing and minimum order stay)."""
+        from dataclasses import replace
+
+        return replace(
+            self,
+            risk_rules=False,
+            min_trade_interval_hours=0.0,
+            max_trades_per_day=10**9,
+            max_positions=10**9,
+            max_position_pct=100.0,
+            cash_reserve_pct=0.0,
+            daily_loss_limit_pct=math.inf,
+            weekly_loss_limit_pct=math.inf,
+        )
+
+    def policy(self, fallback: ExitPolicy) -> ExitPolicy:
+        return self.exit_policy if self.exit_policy is not None else fallback
+
+    def vector(self, policy: ExitPolicy, gate: bool | None = None) -> np.ndarray:
+        cfg = np.zeros(N_CFG)
+        cfg[C_CAPITAL] = self.initial_capital
+        cfg[C_FEE] = self.fee_rate
+        cfg[C_SLIP] = self.slippage_pct / 100.0
+        cfg[C_MIN_ORDER] = self.min_order_krw
+        cfg[C_TICKS] = 1.0 if self.use_tick_sizes else 0.0
+        cfg[C_SL_PCT] = policy.stop_loss_pct
+        cfg[C_TP_PCT] = policy.take_profit_pct
+        cfg[C_TRAIL_PCT] = policy.trailing_stop_pct
+        cfg[C_STOP_ATR] = policy.stop_atr
+        cfg[C_TARGET_ATR] = policy.target_atr
+        cfg[C_MAX_HOLD_H] = policy.max_hold_hours
+        cfg[C_KELLY] = 1.0 if self.position_sizing == "half_kelly" else 0.0
+        cfg[C_FRACTION_PCT] = self.position_fraction_pct
+        cfg[C_KELLY_MIN] = self.kelly_min_pct
+        cfg[C_KELLY_MAX] = self.kelly_max_pct
+        cfg[C_KELLY_TRADES] = self.kelly_min_trades
+        cfg[C_MAX_POS_PCT] = self.max_position_pct
+        cfg[C_RESERVE_PCT] = self.cash_reserve_pct
+        cfg[C_SPACING_S] = self.min_trade_interval_hours * 3600.0
+        cfg[C_MAX_PER_DAY] = self.max_trades_per_day
+        cfg[C_MAX_POSITIONS] = self.max_positions
+        cfg[C_DAILY_LIMIT] = self.daily_loss_limit_pct
+        cfg[C_WEEKLY_LIMIT] = self.weekly_loss_limit_pct
+        cfg[C_CHECK_S] = self.position_check_minutes * 60.0
+        cfg[C_LOOKBACK_S] = self.quick_filter_lookback_days * DAY_S
+        cfg[C_GATE] = 1.0 if (self.quick_filter if gate is None else gate) else 0.0
+        thresholds = self.quick_filter_thresholds or _tier_vector(self.quick_filter_tier)
+        cfg[C_THRESHOLDS : C_THRESHOLDS + N_THRESHOLDS] = [np.nan if v is None else float(v) for v in thresholds]
+        return cfg
+
+    def describe(self, policy: ExitPolicy) -> dict[str, Any]:
+        """The rules used, for the JSON output and the report."""
+        return {
+            "initial_capital": self.initial_capital,
+            "fee_rate": self.fee_rate,
+            "slippage_pct": self.slippage_pct,
+            "min_order_krw": self.min_order_krw,
+            "tick_sizes": self.use_tick_sizes,
+            "exit_policy": {
+                "stop_loss_pct": policy.stop_loss_pct,
+                "take_profit_pct": policy.take_profit_pct,
+                "trailing_stop_pct": policy.trailing_stop_pct,
+                "stop_atr": policy.stop_atr,
+                "target_atr": policy.target_atr,
+                "max_hold_hours": policy.max_hold_hours,
+            },
+            "position_sizing": self.position_sizing,
+            "position_fraction_pct": self.position_fraction_pct,
+            "kelly_min_pct": self.kelly_min_pct,
+            "kelly_max_pct": self.kelly_max_pct,
+            "kelly_min_trades": self.kelly_min_trades,
+            "risk_rules": self.risk_rules,
+            "max_position_pct": self.max_position_pct,
+            "cash_reserve_pct": self.cash_reserve_pct,
+            "min_trade_interval_hours": self.min_trade_interval_hours,
+            "max_trades_per_day": self.max_trades_per_day,
+            "max_positions": self.max_positions,
+            "daily_loss_limit_pct": self.daily_loss_limit_pct,
+            "weekly_loss_limit_pct": self.weekly_loss_limit_pct,
+            "position_check_minutes": self.position_check_minutes,
+            "quick_filter": self.quick_filter,
+            "quick_filter_lookback_days": self.quick_filter_lookback_days,
+            "quick_filter_tier": self.quick_filter_tier,
+        }
+
+
+def _tier_vector(tier: str) -> tuple[float | None, ...]:
+    from src.backtesting.quick_filter import TIERS
+
+    return TIERS[tier].vector()
+
+
+@dataclass(frozen=True, slots=True)
+class BarTimes:
+    """Per bar: open time, close moment ``T``, the moment of the position check that sees its close (``-inf``
+    when none does), the next bar's close moment, and the tick table in force at ``T`` and at the check."""
+
+    stamps: np.ndarray
+    close_at: np.ndarray
+    check_at: np.ndarray
+    next_close_at: np.ndarray
+    table_close: np.ndarray
+    table_check: np.ndarray
+
+
+def bar_times(index: pd.DatetimeIndex, bar_seconds: float, check_minutes: int) -> BarTimes:
+    stamps = (index.as_unit("ns").asi8 // 1_000_000_000).astype(np.float64)
+    close_at = stamps + bar_seconds
+    next_close_at = np.empty_like(close_at)
+    next_close_at[:-1] = close_at[1:]
+    if len(close_at):
+        next_close_at[-1] = close_at[-1] + bar_seconds
+    interval = check_minutes * 60.0
+    first_check = np.ceil(close_at / interval) * interval
+    check_at = np.where(first_check < next_close_at, first_check, -np.inf)
+    return BarTimes(
+        stamps,
+        close_at,
+        check_at,
+        next_close_at,
+        tick_table_at(close_at),
+        tick_table_at(np.where(np.isfinite(check_at), check_at, close_at)),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TradeArrays:
+    """The closed trades as plain arrays (what the metrics need, without pandas overhead)."""
+
+    pnl: np.ndarray
+    pnl_pct: np.ndarray
+    fees: np.ndarray
+    holding_hours: np.ndarray
+
+
+@dataclass(slots=True)
+class EngineRun:
+    """The simulation's outcome over the traded bars ``first..``: equity at every close, trades, block counts."""
+
+    index: pd.DatetimeIndex  # open times of the traded bars
+    equity_values: np.ndarray
+    in_market: np.ndarray
+    buffer: np.ndarray
+    blocked: dict[str, int]
+    attempts: int
+    refused: int
+    safe_mode_entered: int
+    bar_seconds: float
+
+    @property
+    def equity(self) -> pd.Series:
+        return pd.Series(self.equity_values, index=self.index, name="equity")
+
+    @property
+    def fees_paid(self) -> float:
+        return float(self.buffer[:, T_E_FEE].sum() + self.buffer[:, T_X_FEE].sum())
+
+    def trade_arrays(self) -> TradeArrays:
+        return trade_arrays(self.buffer)
+
+    def trade_frame(self, candles_index: pd.DatetimeIndex) -> pd.DataFrame:
+        b = self.buffer
+        arrays = self.trade_arrays()
+        entry_bar, exit_bar = b[:, T_E_BAR].astype(np.int64), b[:, T_X_BAR].astype(np.int64)
+        reasons = [EXIT_REASON_OF_CODE[int(code)].value for code in b[:, T_REASON]]
+        return pd.DataFrame(
+            {
+                "entry_bar": entry_bar,
+                "exit_bar": exit_bar,
+                "entry_time": pd.to_datetime(b[:, T_E_AT].astype(np.int64), unit="s", utc=True),
+                "exit_time": pd.to_datetime(b[:, T_X_AT].astype(np.int64), unit="s", utc=True),
+                "entry_candle": candles_index[entry_bar],
+                "exit_candle": candles_index[exit_bar],
+                "entry_price": b[:, T_E_PX],
+                "exit_price": b[:, T_X_PX],
+                "units": b[:, T_VOLUME],
+                "cost": b[:, T_E_FUNDS] + b[:, T_E_FEE],
+                "proceeds": b[:, T_X_FUNDS] - b[:, T_X_FEE],
+                "pnl": arrays.pnl,
+                "pnl_pct": arrays.pnl_pct,
+                "fees": arrays.fees,
+                "stop_price": b[:, T_STOP],
+                "target_price": b[:, T_TARGET],
+                "exit_reason": pd.Series(reasons, dtype=object),
+            }
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class EngineInputs:
+    """Everything the compiled loop reads, built once per candle frame and signal set."""
+
+    times: BarTimes
+    close: np.ndarray
+    entry: np.ndarray
+    exit: np.ndarray
+    atr: np.ndarray
+    bar_seconds: float
+
+    @classmethod
+    def of(
+        cls, df: pd.DataFrame, entry: np.ndarray, exit_: np.ndarray, atr: np.ndarray, bar_s: float, check_minutes: int
+    ) -> EngineInputs:
+        return cls(
+            bar_times(df.index, bar_s, check_minutes),
+            np.ascontiguousarray(df["close"].to_numpy(dtype=np.float64)),
+            np.ascontiguousarray(entry, dtype=np.bool_),
+            np.ascontiguousarray(exit_, dtype=np.bool_),
+            np.ascontiguousarray(atr, dtype=np.float64),
+            bar_s,
+        )
+
+    def args(self) -> tuple[Any, ...]:
+        t = self.times
+        return (
+            t.stamps, t.close_at, t.check_at, t.next_close_at, self.close, self.entry, self.exit, self.atr,
+            t.table_close, t.table_check, TICK_FLOORS, TICK_SIZES,
+        )  # fmt: skip
+
+
+def run_engine(inputs: EngineInputs, cfg: np.ndarray, first: int, index: pd.DatetimeIndex) -> EngineRun:
+    """Simulate bars ``first..`` (earlier bars are history only: signals and the quick filter's window)."""
+    n = len(inputs.close)
+    st = _new_state(cfg[C_CAPITAL])
+    equity = np.empty(n - first)
+    blocked = np.zeros(N_BLOCKS, dtype=np.int64)
+    buf = np.empty((1024, N_COLS))
+    a = inputs.args()
+    buf, k = _simulate(first, n - 1, *a, cfg, st, equity, blocked, buf)
+    buf = buf[:k].copy()
+    in_market = _in_market(n - first, first, buf)
+    return EngineRun(
+        index=index[first:],
+        equity_values=equity,
+        in_market=in_market,
+        buffer=buf,
+        blocked={rule: int(blocked[i]) for i, rule in enumerate(BLOCK_RULES)},
+        attempts=int(blocked[B_ATTEMPTS]),
+        refused=int(blocked[B_BLOCKED]),
+        safe_mode_entered=int(st[S_SAFE_ENTERED]),
+        bar_seconds=inputs.bar_seconds,
+    )
+
+
+def trade_arrays(b: np.ndarray) -> TradeArrays:
+    cost = b[:, T_E_FUNDS] + b[:, T_E_FEE]
+    proceeds = b[:, T_X_FUNDS] - b[:, T_X_FEE]
+    return TradeArrays(
+        b[:, T_PNL], 100.0 * (proceeds / cost - 1.0), b[:, T_E_FEE] + b[:, T_X_FEE],
+        (b[:, T_X_AT] - b[:, T_E_AT]) / 3600.0,
+    )  # fmt: skip
+
+
+def in_market(m: int, first: int, buf: np.ndarray) -> np.ndarray:
+    return _in_market(m, first, buf)
+
+
+def _in_market(m: int, first: int, buf: np.ndarray) -> np.ndarray:
+    """Bars whose close found a position held (entered at or before the close, not yet sold at it)."""
+    marks = np.zeros(m + 1, dtype=np.int64)
+    entry = buf[:, T_E_BAR].astype(np.int64) - first
+    exit_ = buf[:, T_X_BAR].astype(np.int64) - first
+    np.add.at(marks, entry, 1)
+    np.add.at(marks, exit_, -1)
+    return np.cumsum(marks[:m]) > 0
