@@ -80,7 +80,7 @@ def tick_table_at(seconds: np.ndarray) -> np.ndarray:
     return table
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _tick(price: float, table: int, floors: np.ndarray, ticks: np.ndarray) -> float:
     for col in range(floors.shape[1]):
         if floors[table, col] >= 0 and price >= floors[table, col]:
@@ -88,7 +88,7 @@ def _tick(price: float, table: int, floors: np.ndarray, ticks: np.ndarray) -> fl
     return ticks[table, floors.shape[1] - 1]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def to_tick(price: float, table: int, up: bool, use_ticks: bool, floors: np.ndarray, ticks: np.ndarray) -> float:
     """``round_to_tick`` in floats: a price already on the grid (to 1e-9 tick) stays, else up or down."""
     if not use_ticks:
@@ -101,7 +101,7 @@ def to_tick(price: float, table: int, up: bool, use_ticks: bool, floors: np.ndar
     return (np.ceil(steps) if up else np.floor(steps)) * tick
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def fill_px(reference: float, buy: bool, slippage: float, table: int, use_ticks: bool, floors, ticks) -> float:
     """``src.domain.fills.fill_price`` (``slippage`` as a fraction, not percent)."""
     if buy:
@@ -109,7 +109,7 @@ def fill_px(reference: float, buy: bool, slippage: float, table: int, use_ticks:
     return to_tick(reference * (1.0 - slippage), table, False, use_ticks, floors, ticks)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _whole(value: float) -> float:
     """Whole KRW, cut down (float noise of a value that is a whole number in exact arithmetic is ignored)."""
     nearest = np.round(value)
@@ -118,7 +118,7 @@ def _whole(value: float) -> float:
     return np.floor(value)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _volume(total: float, price: float) -> float:
     """``truncate_volume(total / price)``: 8 decimals, cut down."""
     scaled = total / price * 1e8
@@ -187,8 +187,12 @@ N_CFG = C_THRESHOLDS + N_THRESHOLDS
     S_SUM_WIN,
     S_SUM_LOSS,
     S_SAFE_ENTERED,
-) = range(24)
-N_STATE = 24
+    S_DAY_END,
+    S_WEEK_END,
+    S_DAY_FLOOR,
+    S_WEEK_FLOOR,
+) = range(28)
+N_STATE = 28
 
 # --- trade buffer columns ------------------------------------------------------------------------------------
 (
@@ -244,7 +248,7 @@ def new_state(capital: float) -> np.ndarray:
     return _new_state(capital)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _new_state(capital: float) -> np.ndarray:
     st = np.zeros(N_STATE)
     st[S_CASH] = capital
@@ -254,19 +258,26 @@ def _new_state(capital: float) -> np.ndarray:
     st[S_COUNT_DAY] = -1e18
     st[S_DAY_ANCHOR_DAY] = -1e18
     st[S_WEEK_ANCHOR_WEEK] = -1e18
+    st[S_DAY_END] = -np.inf  # no anchor yet: the first equity seen sets them
+    st[S_WEEK_END] = -np.inf
     return st
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _grow(buf: np.ndarray) -> np.ndarray:
     bigger = np.empty((buf.shape[0] * 2, buf.shape[1]))
     bigger[: buf.shape[0]] = buf
     return bigger
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _on_equity(st: np.ndarray, cfg: np.ndarray, equity: float, now: float) -> None:
-    """``RiskManager.on_equity``: expire safe mode, roll the day/week anchors, enter or extend safe mode."""
+    """``RiskManager.on_equity``: expire safe mode, roll the day/week anchors, enter or extend safe mode.
+
+    Fast path: within the anchors' day and week, out of safe mode, above both loss floors: nothing changes."""
+    if now < st[S_DAY_END] and now < st[S_WEEK_END] and equity > st[S_DAY_FLOOR] and equity > st[S_WEEK_FLOOR]:
+        if st[S_SAFE] == 0.0 or now < st[S_SAFE_UNTIL]:
+            return
     if st[S_SAFE] > 0.0 and now >= st[S_SAFE_UNTIL]:
         st[S_SAFE] = 0.0
     day = np.floor(now / DAY_S)
@@ -274,19 +285,23 @@ def _on_equity(st: np.ndarray, cfg: np.ndarray, equity: float, now: float) -> No
     if st[S_DAY_ANCHOR_DAY] != day:
         st[S_DAY_ANCHOR_DAY] = day
         st[S_DAY_ANCHOR] = equity
+        st[S_DAY_END] = (day + 1.0) * DAY_S
+        st[S_DAY_FLOOR] = equity * (1.0 - cfg[C_DAILY_LIMIT] / 100.0)
     if st[S_WEEK_ANCHOR_WEEK] != week:
         st[S_WEEK_ANCHOR_WEEK] = week
         st[S_WEEK_ANCHOR] = equity
+        st[S_WEEK_END] = (week * 7.0 - 3.0 + 7.0) * DAY_S
+        st[S_WEEK_FLOOR] = equity * (1.0 - cfg[C_WEEKLY_LIMIT] / 100.0)
     until = np.nan
     anchor = st[S_WEEK_ANCHOR]
     weekly = (anchor - equity) / anchor * 100.0 if anchor > 0.0 else 0.0
     if weekly >= cfg[C_WEEKLY_LIMIT]:
-        until = (week * 7.0 - 3.0 + 7.0) * DAY_S
+        until = st[S_WEEK_END]
     else:
         anchor = st[S_DAY_ANCHOR]
         daily = (anchor - equity) / anchor * 100.0 if anchor > 0.0 else 0.0
         if daily >= cfg[C_DAILY_LIMIT]:
-            until = (day + 1.0) * DAY_S
+            until = st[S_DAY_END]
     if not np.isnan(until):
         if st[S_SAFE] > 0.0 and st[S_SAFE_UNTIL] >= until:
             return
@@ -296,7 +311,7 @@ def _on_equity(st: np.ndarray, cfg: np.ndarray, equity: float, now: float) -> No
         st[S_SAFE_UNTIL] = until
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _count_trade(st: np.ndarray, at: float) -> None:
     day = np.floor(at / DAY_S)
     if st[S_COUNT_DAY] != day:
@@ -307,7 +322,7 @@ def _count_trade(st: np.ndarray, at: float) -> None:
         st[S_LAST_TRADE] = at
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _sell(st, cfg, buf, k, t, at, reference, reason, table, floors, ticks) -> int:
     """Sell the whole position at the fill price of ``reference``; record the round trip; return the new count."""
     px = fill_px(reference, False, cfg[C_SLIP], table, cfg[C_TICKS] > 0.0, floors, ticks)
@@ -343,28 +358,7 @@ def _sell(st, cfg, buf, k, t, at, reference, reason, table, floors, ticks) -> in
     return k + 1
 
 
-@numba.njit(cache=True)
-def _check(st, cfg, buf, k, t, at, next_close_at, price, table, floors, ticks) -> int:
-    """The position job at ``at`` seeing ``price``: raise the highest price, sell when an exit is due."""
-    if price > st[S_HIGH]:
-        st[S_HIGH] = price
-    trailing = trailing_level(st[S_HIGH], cfg[C_TRAIL_PCT])
-    max_hold = cfg[C_MAX_HOLD_H]
-    held = (at - st[S_ENTRY_AT]) / 3600.0
-    code = exit_code(price, price, price, st[S_STOP], st[S_TARGET], trailing, held, max_hold)
-    if code == EXIT_NONE and max_hold > 0.0:
-        # later checks before the next close see the same price; only the time-out can become due there
-        interval = cfg[C_CHECK_S]
-        due = np.ceil((st[S_ENTRY_AT] + max_hold * 3600.0) / interval) * interval
-        if at < due < next_close_at:
-            code = EXIT_TIME_OUT
-            at = due
-    if code == EXIT_NONE:
-        return k
-    return _sell(st, cfg, buf, k, t, at, price, code, table, floors, ticks)
-
-
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def half_kelly(closed: float, wins: float, sum_win: float, sum_loss: float, low: float, high: float) -> float:
     """``src.risk.sizing.half_kelly_pct``: half of ``W - (1 - W) / R`` in percent, 4 decimals cut, clamped."""
     win_rate = wins / closed if closed > 0.0 else 0.0
@@ -385,7 +379,7 @@ def half_kelly(closed: float, wins: float, sum_win: float, sum_loss: float, low:
     return min(max(raw / 10_000.0, low), high)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _entry_total(st, cfg, now: float, blocked: np.ndarray) -> float:
     """The risk manager's verdict and the sizing of a buy when flat: the KRW order total, or 0 when refused."""
     cash = st[S_CASH]
@@ -429,7 +423,7 @@ def _entry_total(st, cfg, now: float, blocked: np.ndarray) -> float:
     return total
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _buy(st, cfg, t, at, reference, atr, total, table, floors, ticks) -> None:
     px = fill_px(reference, True, cfg[C_SLIP], table, cfg[C_TICKS] > 0.0, floors, ticks)
     volume = _volume(total, px)
@@ -449,43 +443,7 @@ def _buy(st, cfg, t, at, reference, atr, total, table, floors, ticks) -> None:
     _count_trade(st, at)
 
 
-@numba.njit(cache=True)
-def _cycle_start(st, cfg, buf, k, t, close_at, check_at, next_close_at, price, entry, exit_, blocked, tab_t, tab_x,
-                 floors, ticks):  # fmt: skip
-    """Bar t up to the entry decision: an early position check, the breakers, a signal exit, the risk verdict.
-    Returns (trade count, order total of a buy to make or 0)."""
-    if st[S_UNITS] > 0.0 and check_at == close_at:
-        k = _check(st, cfg, buf, k, t, check_at, next_close_at, price, tab_x, floors, ticks)
-    held = st[S_UNITS] > 0.0
-    _on_equity(st, cfg, st[S_CASH] + st[S_UNITS] * price, close_at)
-    if held:
-        if exit_:
-            k = _sell(st, cfg, buf, k, t, close_at, price, EXIT_SIGNAL, tab_t, floors, ticks)
-        return k, 0.0
-    if not entry:
-        return k, 0.0
-    blocked[B_ATTEMPTS] += 1
-    total = _entry_total(st, cfg, close_at, blocked)
-    if total <= 0.0:
-        blocked[B_BLOCKED] += 1
-    return k, total
-
-
-@numba.njit(cache=True)
-def _cycle_end(st, cfg, buf, k, t, close_at, check_at, next_close_at, price, atr, total, traded, tab_t, tab_x,
-               floors, ticks) -> int:  # fmt: skip
-    """Bar t after the entry decision: the buy, the snapshot, a position check later than the close."""
-    if total > 0.0:
-        _buy(st, cfg, t, close_at, price, atr, total, tab_t, floors, ticks)
-        traded = True
-    if traded:
-        _on_equity(st, cfg, st[S_CASH] + st[S_UNITS] * price, close_at)
-    if st[S_UNITS] > 0.0 and check_at > close_at:
-        k = _check(st, cfg, buf, k, t, check_at, next_close_at, price, tab_x, floors, ticks)
-    return k
-
-
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _finish(st, cfg, buf, k, first, last, close_at, c, tab_t, equity, floors, ticks):
     """A position still open after the last bar is sold at its close (reason ``end``)."""
     if st[S_UNITS] > 0.0:
@@ -496,7 +454,26 @@ def _finish(st, cfg, buf, k, first, last, close_at, c, tab_t, equity, floors, ti
     return buf, k
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
+def _due(price, highest, stop, target, trailing_pct, entry_at, max_hold, at, next_close_at, interval):
+    """The position check at ``at`` seeing ``price`` (``highest`` already raised to it): (exit code, fill moment).
+    Later checks before the next close see the same price; only the time-out can become due there."""
+    trailing = trailing_level(highest, trailing_pct)
+    code = exit_code(price, price, price, stop, target, trailing, (at - entry_at) / 3600.0, max_hold)
+    if code == EXIT_NONE and max_hold > 0.0:
+        due = np.ceil((entry_at + max_hold * 3600.0) / interval) * interval
+        if at < due < next_close_at:
+            return EXIT_TIME_OUT, due
+    return code, at
+
+
+# The bar step below is written out in both loops (``_window_loop`` and ``_simulate``; they differ only in the
+# quick filter gate): a call that passes arrays costs tens of nanoseconds in numba (reference counting), so the
+# common case of a bar (a held position, no exit due, no breaker event) runs inline on the state vector and the
+# helpers that take arrays are called only for events (a fill, an entry attempt, a breaker change).
+
+
+@numba.njit(cache=True, error_model="numpy")
 def _window_loop(first, last, stamps, close_at, check_at, next_close_at, c, entry, exit_, atr, tab_t, tab_x, floors,
                  ticks, cfg, st, equity, blocked, buf):  # fmt: skip
     """Bars ``first..last`` (inclusive) without the quick filter gate (the quick filter's own run)."""
@@ -507,24 +484,62 @@ def _window_loop(first, last, stamps, close_at, check_at, next_close_at, c, entr
             continue
         if k + 2 >= buf.shape[0]:
             buf = _grow(buf)
-        k_before = k
-        k, total = _cycle_start(
-            st, cfg, buf, k, t, close_at[t], check_at[t], next_close_at[t], c[t], entry[t], exit_[t], blocked,
-            tab_t[t], tab_x[t], floors, ticks,
-        )  # fmt: skip
-        k = _cycle_end(
-            st, cfg, buf, k, t, close_at[t], check_at[t], next_close_at[t], c[t], atr[t], total, k > k_before,
-            tab_t[t], tab_x[t], floors, ticks,
-        )  # fmt: skip
-        equity[t - first] = st[S_CASH] + st[S_UNITS] * c[t]
+        price = c[t]
+        now = close_at[t]
+        check = check_at[t]
+        traded = False
+        # 1. position check at the close (before the trading cycle)
+        if st[S_UNITS] > 0.0 and check == now:
+            if price > st[S_HIGH]:
+                st[S_HIGH] = price
+            code, when = _due(price, st[S_HIGH], st[S_STOP], st[S_TARGET], cfg[C_TRAIL_PCT], st[S_ENTRY_AT],
+                              cfg[C_MAX_HOLD_H], check, next_close_at[t], cfg[C_CHECK_S])  # fmt: skip
+            if code != EXIT_NONE:
+                k = _sell(st, cfg, buf, k, t, when, price, code, tab_x[t], floors, ticks)
+                traded = True
+        # 2. trading cycle: breakers, then one action
+        value = st[S_CASH] + st[S_UNITS] * price
+        if not (  # the breakers' fast path: same anchor day and week, above both loss floors, no expiry due
+            now < st[S_DAY_END]
+            and now < st[S_WEEK_END]
+            and value > st[S_DAY_FLOOR]
+            and value > st[S_WEEK_FLOOR]
+            and (st[S_SAFE] == 0.0 or now < st[S_SAFE_UNTIL])
+        ):
+            _on_equity(st, cfg, value, now)
+        total = 0.0
+        if st[S_UNITS] > 0.0:
+            if exit_[t]:
+                k = _sell(st, cfg, buf, k, t, now, price, EXIT_SIGNAL, tab_t[t], floors, ticks)
+                traded = True
+        elif entry[t]:
+            blocked[B_ATTEMPTS] += 1
+            total = _entry_total(st, cfg, now, blocked)
+            if total <= 0.0:
+                blocked[B_BLOCKED] += 1
+        if total > 0.0:
+            _buy(st, cfg, t, now, price, atr[t], total, tab_t[t], floors, ticks)
+            traded = True
+        # 3. snapshot
+        if traded:
+            _on_equity(st, cfg, st[S_CASH] + st[S_UNITS] * price, now)
+        # 1'. a position check later than the close
+        if st[S_UNITS] > 0.0 and check > now:
+            if price > st[S_HIGH]:
+                st[S_HIGH] = price
+            code, when = _due(price, st[S_HIGH], st[S_STOP], st[S_TARGET], cfg[C_TRAIL_PCT], st[S_ENTRY_AT],
+                              cfg[C_MAX_HOLD_H], check, next_close_at[t], cfg[C_CHECK_S])  # fmt: skip
+            if code != EXIT_NONE:
+                k = _sell(st, cfg, buf, k, t, when, price, code, tab_x[t], floors, ticks)
+        equity[t - first] = st[S_CASH] + st[S_UNITS] * price
     return _finish(st, cfg, buf, k, first, last, close_at, c, tab_t, equity, floors, ticks)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _simulate(first, last, stamps, close_at, check_at, next_close_at, c, entry, exit_, atr, tab_t, tab_x, floors,
               ticks, cfg, st, equity, blocked, buf):  # fmt: skip
-    """Bars ``first..last`` (inclusive) of the main run: the quick filter gate at each entry attempt when
-    ``cfg[C_GATE]`` is on. The same bar steps as ``_window_loop``. Returns (trade buffer, trade count)."""
+    """Bars ``first..last`` (inclusive) of the main run: ``_window_loop`` plus the quick filter gate at each entry
+    attempt the risk rules allow (when ``cfg[C_GATE]`` is on). Returns (trade buffer, trade count)."""
     gate = cfg[C_GATE] > 0.0
     k = 0
     w0 = 0
@@ -534,29 +549,63 @@ def _simulate(first, last, stamps, close_at, check_at, next_close_at, c, entry, 
             continue
         if k + 2 >= buf.shape[0]:
             buf = _grow(buf)
-        k_before = k
-        k, total = _cycle_start(
-            st, cfg, buf, k, t, close_at[t], check_at[t], next_close_at[t], c[t], entry[t], exit_[t], blocked,
-            tab_t[t], tab_x[t], floors, ticks,
-        )  # fmt: skip
-        if total > 0.0 and gate:
-            limit = stamps[t] - cfg[C_LOOKBACK_S]
-            while stamps[w0] <= limit:
-                w0 += 1
-            if not quick_filter_passes(w0, t, stamps, close_at, check_at, next_close_at, c, entry, exit_, atr,
-                                       tab_t, tab_x, floors, ticks, cfg):  # fmt: skip
-                blocked[B_GATE] += 1
+        price = c[t]
+        now = close_at[t]
+        check = check_at[t]
+        traded = False
+        if st[S_UNITS] > 0.0 and check == now:
+            if price > st[S_HIGH]:
+                st[S_HIGH] = price
+            code, when = _due(price, st[S_HIGH], st[S_STOP], st[S_TARGET], cfg[C_TRAIL_PCT], st[S_ENTRY_AT],
+                              cfg[C_MAX_HOLD_H], check, next_close_at[t], cfg[C_CHECK_S])  # fmt: skip
+            if code != EXIT_NONE:
+                k = _sell(st, cfg, buf, k, t, when, price, code, tab_x[t], floors, ticks)
+                traded = True
+        value = st[S_CASH] + st[S_UNITS] * price
+        if not (  # the breakers' fast path: same anchor day and week, above both loss floors, no expiry due
+            now < st[S_DAY_END]
+            and now < st[S_WEEK_END]
+            and value > st[S_DAY_FLOOR]
+            and value > st[S_WEEK_FLOOR]
+            and (st[S_SAFE] == 0.0 or now < st[S_SAFE_UNTIL])
+        ):
+            _on_equity(st, cfg, value, now)
+        total = 0.0
+        if st[S_UNITS] > 0.0:
+            if exit_[t]:
+                k = _sell(st, cfg, buf, k, t, now, price, EXIT_SIGNAL, tab_t[t], floors, ticks)
+                traded = True
+        elif entry[t]:
+            blocked[B_ATTEMPTS] += 1
+            total = _entry_total(st, cfg, now, blocked)
+            if total <= 0.0:
                 blocked[B_BLOCKED] += 1
-                total = 0.0
-        k = _cycle_end(
-            st, cfg, buf, k, t, close_at[t], check_at[t], next_close_at[t], c[t], atr[t], total, k > k_before,
-            tab_t[t], tab_x[t], floors, ticks,
-        )  # fmt: skip
-        equity[t - first] = st[S_CASH] + st[S_UNITS] * c[t]
+            elif gate:
+                limit = stamps[t] - cfg[C_LOOKBACK_S]
+                while stamps[w0] <= limit:
+                    w0 += 1
+                if not quick_filter_passes(w0, t, stamps, close_at, check_at, next_close_at, c, entry, exit_, atr,
+                                           tab_t, tab_x, floors, ticks, cfg):  # fmt: skip
+                    blocked[B_GATE] += 1
+                    blocked[B_BLOCKED] += 1
+                    total = 0.0
+        if total > 0.0:
+            _buy(st, cfg, t, now, price, atr[t], total, tab_t[t], floors, ticks)
+            traded = True
+        if traded:
+            _on_equity(st, cfg, st[S_CASH] + st[S_UNITS] * price, now)
+        if st[S_UNITS] > 0.0 and check > now:
+            if price > st[S_HIGH]:
+                st[S_HIGH] = price
+            code, when = _due(price, st[S_HIGH], st[S_STOP], st[S_TARGET], cfg[C_TRAIL_PCT], st[S_ENTRY_AT],
+                              cfg[C_MAX_HOLD_H], check, next_close_at[t], cfg[C_CHECK_S])  # fmt: skip
+            if code != EXIT_NONE:
+                k = _sell(st, cfg, buf, k, t, when, price, code, tab_x[t], floors, ticks)
+        equity[t - first] = st[S_CASH] + st[S_UNITS] * price
     return _finish(st, cfg, buf, k, first, last, close_at, c, tab_t, equity, floors, ticks)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def window_run(first, last, stamps, close_at, check_at, next_close_at, c, entry, exit_, atr, tab_t, tab_x, floors,
                ticks, cfg):  # fmt: skip
     """The same engine from a fresh account over bars ``first..last``, without the gate (the quick filter's run)."""
@@ -569,7 +618,7 @@ def window_run(first, last, stamps, close_at, check_at, next_close_at, c, entry,
     return equity, buf, k
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def quick_filter_passes(first, last, stamps, close_at, check_at, next_close_at, c, entry, exit_, atr, tab_t, tab_x,
                         floors, ticks, cfg) -> bool:  # fmt: skip
     equity, buf, k = window_run(first, last, stamps, close_at, check_at, next_close_at, c, entry, exit_, atr, tab_t,
@@ -579,7 +628,7 @@ def quick_filter_passes(first, last, stamps, close_at, check_at, next_close_at, 
     return not failed.any()
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def window_metrics(equity: np.ndarray, stamps: np.ndarray, capital: float, buf: np.ndarray, k: int) -> np.ndarray:
     """The quick filter's metrics (``THRESHOLD_METRICS`` order; NaN = undefined) by the formulas of
     ``src.backtesting.performance``. ``stamps``: open times (seconds) of the bars of ``equity``."""
@@ -650,7 +699,7 @@ def window_metrics(equity: np.ndarray, stamps: np.ndarray, capital: float, buf: 
     return out
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def threshold_failures(metrics: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """Which thresholds fail (``QuickFilterThresholds.failures``): an undefined metric fails a checked threshold."""
     failed = np.zeros(N_THRESHOLDS, dtype=np.bool_)
