@@ -12,7 +12,16 @@ import pandas as pd
 import pytest
 
 from src.backtesting.backtester import Backtester, BacktestResult
-from src.backtesting.engine import TICK_FLOORS, TICK_SIZES, EngineConfig, bar_times, fill_px, half_kelly, tick_table_at
+from src.backtesting.engine import (
+    TABLE_STARTS,
+    TICK_FLOORS,
+    TICK_SIZES,
+    EngineConfig,
+    check_moments,
+    fill_px,
+    half_kelly,
+    table_at,
+)
 from src.config.trading_groups import RiskConfig
 from src.domain.exits import ExitPolicy
 from src.domain.fills import fill_price
@@ -73,7 +82,7 @@ def test_the_compiled_fill_price_is_the_fill_model_for_many_prices_dates_and_sid
     prices = np.concatenate([10 ** rng.uniform(-1, 8.5, 400), [100.0, 1000.0, 5000.0, 10_000.0, 2_000_000.0, 99.99]])
     moments = [datetime(2023, 6, 1, tzinfo=UTC), datetime(2024, 2, 1, tzinfo=UTC), datetime(2025, 8, 1, tzinfo=UTC)]
     for when in moments:
-        table = int(tick_table_at(np.array([when.timestamp()]))[0])
+        table = table_at(when.timestamp(), TABLE_STARTS)
         for slippage in ("0", "0.05", "0.3"):
             for raw in prices:
                 reference = Decimal(repr(round(float(raw), 3)))
@@ -154,8 +163,7 @@ def test_time_out_sells_at_the_first_check_after_the_holding_limit() -> None:
 
 def test_exit_checks_only_see_the_closes_a_check_falls_on() -> None:
     # Given checks every 90 minutes on hourly bars: a check sees bar t's close if one falls in [T_t, T_t+1h)
-    times = bar_times(frame([1.0] * 4).index, 3600, 90)
-    seen = np.isfinite(times.check_at)
+    seen = np.isfinite(check_moments(frame([1.0] * 4).index, 3600, 90))
     assert seen.tolist() == [True, False, True, True]  # checks at 01:30, (none in 02:00..03:00), 03:00, 04:30
     # And a stop crossed only at an unseen close does not fire
     result = run([100_000, 90_000, 100_000, 100_000, 100_000], policy=ExitPolicy(stop_loss_pct=5),

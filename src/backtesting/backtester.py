@@ -170,7 +170,7 @@ class Backtester:
         if len(df) - first < 1:
             raise DataError(f"no candles at or after the start {start}")
         step = bar_seconds(df.index)
-        inputs = EngineInputs.of(df, signals.entry, signals.exit, signals.atr, step, self.config.position_check_minutes)
+        inputs = EngineInputs.of(df, signals.entry, signals.exit, signals.atr, step)
         run = run_engine(inputs, self.config.vector(policy), first, df.index)
         traded = df.iloc[first:]
         metrics = self.analyzer.analyze(

@@ -71,13 +71,13 @@ def _tick_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 TABLE_STARTS, TICK_FLOORS, TICK_SIZES = _tick_arrays()
 
 
-def tick_table_at(seconds: np.ndarray) -> np.ndarray:
-    """Which tick table (row of the tick arrays) is in force at each moment (epoch seconds)."""
-    moments = np.asarray(seconds, dtype=np.float64)
-    table = np.full(len(moments), len(TABLE_STARTS) - 1, dtype=np.int64)
-    for row in range(len(TABLE_STARTS) - 1, -1, -1):
-        table[moments >= TABLE_STARTS[row]] = row
-    return table
+@numba.njit(cache=True, error_model="numpy")
+def table_at(at: float, starts: np.ndarray) -> int:
+    """The tick table in force at ``at`` (epoch seconds): the newest whose start is not after it."""
+    for row in range(starts.shape[0]):
+        if at >= starts[row]:
+            return row
+    return starts.shape[0] - 1
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -323,9 +323,9 @@ def _count_trade(st: np.ndarray, at: float) -> None:
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _sell(st, cfg, buf, k, t, at, reference, reason, table, floors, ticks) -> int:
+def _sell(st, cfg, buf, k, t, at, reference, reason, starts, floors, ticks) -> int:
     """Sell the whole position at the fill price of ``reference``; record the round trip; return the new count."""
-    px = fill_px(reference, False, cfg[C_SLIP], table, cfg[C_TICKS] > 0.0, floors, ticks)
+    px = fill_px(reference, False, cfg[C_SLIP], table_at(at, starts), cfg[C_TICKS] > 0.0, floors, ticks)
     units = st[S_UNITS]
     funds = units * px
     fee = funds * cfg[C_FEE]
@@ -424,8 +424,8 @@ def _entry_total(st, cfg, now: float, blocked: np.ndarray) -> float:
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _buy(st, cfg, t, at, reference, atr, total, table, floors, ticks) -> None:
-    px = fill_px(reference, True, cfg[C_SLIP], table, cfg[C_TICKS] > 0.0, floors, ticks)
+def _buy(st, cfg, t, at, reference, atr, total, starts, floors, ticks) -> None:
+    px = fill_px(reference, True, cfg[C_SLIP], table_at(at, starts), cfg[C_TICKS] > 0.0, floors, ticks)
     volume = _volume(total, px)
     funds = volume * px
     fee = funds * cfg[C_FEE]
@@ -444,12 +444,12 @@ def _buy(st, cfg, t, at, reference, atr, total, table, floors, ticks) -> None:
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _finish(st, cfg, buf, k, first, last, close_at, c, tab_t, equity, floors, ticks):
+def _finish(st, cfg, buf, k, first, last, stamps, bar_s, c, equity, starts, floors, ticks):
     """A position still open after the last bar is sold at its close (reason ``end``)."""
     if st[S_UNITS] > 0.0:
         if k + 1 >= buf.shape[0]:
             buf = _grow(buf)
-        k = _sell(st, cfg, buf, k, last, close_at[last], c[last], EXIT_END, tab_t[last], floors, ticks)
+        k = _sell(st, cfg, buf, k, last, stamps[last] + bar_s, c[last], EXIT_END, starts, floors, ticks)
         equity[last - first] = st[S_CASH]
     return buf, k
 
@@ -474,8 +474,8 @@ def _due(price, highest, stop, target, trailing_pct, entry_at, max_hold, at, nex
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _window_loop(first, last, stamps, close_at, check_at, next_close_at, c, entry, exit_, atr, tab_t, tab_x, floors,
-                 ticks, cfg, st, equity, blocked, buf):  # fmt: skip
+def _window_loop(first, last, stamps, c, entry, exit_, atr, bar_s, starts, floors, ticks, cfg, st, equity, blocked,
+                 buf):  # fmt: skip
     """Bars ``first..last`` (inclusive) without the quick filter gate (the quick filter's own run)."""
     k = 0
     for t in range(first, last + 1):
@@ -485,17 +485,19 @@ def _window_loop(first, last, stamps, close_at, check_at, next_close_at, c, entr
         if k + 2 >= buf.shape[0]:
             buf = _grow(buf)
         price = c[t]
-        now = close_at[t]
-        check = check_at[t]
-        traded = False
+        now = stamps[t] + bar_s  # bar t is complete: its close is the reference price
+        later = stamps[t + 1] + bar_s if t + 1 < stamps.shape[0] else now + bar_s  # the next close
+        check = np.ceil(now / cfg[C_CHECK_S]) * cfg[C_CHECK_S]  # the first position check that sees this close
+        if check >= later:
+            check = -np.inf  # none: the next check already sees the next close
         # 1. position check at the close (before the trading cycle)
         if st[S_UNITS] > 0.0 and check == now:
             if price > st[S_HIGH]:
                 st[S_HIGH] = price
             code, when = _due(price, st[S_HIGH], st[S_STOP], st[S_TARGET], cfg[C_TRAIL_PCT], st[S_ENTRY_AT],
-                              cfg[C_MAX_HOLD_H], check, next_close_at[t], cfg[C_CHECK_S])  # fmt: skip
+                              cfg[C_MAX_HOLD_H], check, later, cfg[C_CHECK_S])  # fmt: skip
             if code != EXIT_NONE:
-                k = _sell(st, cfg, buf, k, t, when, price, code, tab_x[t], floors, ticks)
+                k = _sell(st, cfg, buf, k, t, when, price, code, starts, floors, ticks)
                 traded = True
         # 2. trading cycle: breakers, then one action
         value = st[S_CASH] + st[S_UNITS] * price
@@ -510,7 +512,7 @@ def _window_loop(first, last, stamps, close_at, check_at, next_close_at, c, entr
         total = 0.0
         if st[S_UNITS] > 0.0:
             if exit_[t]:
-                k = _sell(st, cfg, buf, k, t, now, price, EXIT_SIGNAL, tab_t[t], floors, ticks)
+                k = _sell(st, cfg, buf, k, t, now, price, EXIT_SIGNAL, starts, floors, ticks)
                 traded = True
         elif entry[t]:
             blocked[B_ATTEMPTS] += 1
@@ -518,7 +520,7 @@ def _window_loop(first, last, stamps, close_at, check_at, next_close_at, c, entr
             if total <= 0.0:
                 blocked[B_BLOCKED] += 1
         if total > 0.0:
-            _buy(st, cfg, t, now, price, atr[t], total, tab_t[t], floors, ticks)
+            _buy(st, cfg, t, now, price, atr[t], total, starts, floors, ticks)
             traded = True
         # 3. snapshot
         if traded:
@@ -528,16 +530,16 @@ def _window_loop(first, last, stamps, close_at, check_at, next_close_at, c, entr
             if price > st[S_HIGH]:
                 st[S_HIGH] = price
             code, when = _due(price, st[S_HIGH], st[S_STOP], st[S_TARGET], cfg[C_TRAIL_PCT], st[S_ENTRY_AT],
-                              cfg[C_MAX_HOLD_H], check, next_close_at[t], cfg[C_CHECK_S])  # fmt: skip
+                              cfg[C_MAX_HOLD_H], check, later, cfg[C_CHECK_S])  # fmt: skip
             if code != EXIT_NONE:
-                k = _sell(st, cfg, buf, k, t, when, price, code, tab_x[t], floors, ticks)
+                k = _sell(st, cfg, buf, k, t, when, price, code, starts, floors, ticks)
         equity[t - first] = st[S_CASH] + st[S_UNITS] * price
-    return _finish(st, cfg, buf, k, first, last, close_at, c, tab_t, equity, floors, ticks)
+    return _finish(st, cfg, buf, k, first, last, stamps, bar_s, c, equity, starts, floors, ticks)
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _simulate(first, last, stamps, close_at, check_at, next_close_at, c, entry, exit_, atr, tab_t, tab_x, floors,
-              ticks, cfg, st, equity, blocked, buf):  # fmt: skip
+def _simulate(first, last, stamps, c, entry, exit_, atr, bar_s, starts, floors, ticks, cfg, st, equity, blocked,
+              buf):  # fmt: skip
     """Bars ``first..last`` (inclusive) of the main run: ``_window_loop`` plus the quick filter gate at each entry
     attempt the risk rules allow (when ``cfg[C_GATE]`` is on). Returns (trade buffer, trade count)."""
     gate = cfg[C_GATE] > 0.0
@@ -550,16 +552,18 @@ def _simulate(first, last, stamps, close_at, check_at, next_close_at, c, entry, 
         if k + 2 >= buf.shape[0]:
             buf = _grow(buf)
         price = c[t]
-        now = close_at[t]
-        check = check_at[t]
-        traded = False
+        now = stamps[t] + bar_s  # bar t is complete: its close is the reference price
+        later = stamps[t + 1] + bar_s if t + 1 < stamps.shape[0] else now + bar_s  # the next close
+        check = np.ceil(now / cfg[C_CHECK_S]) * cfg[C_CHECK_S]  # the first position check that sees this close
+        if check >= later:
+            check = -np.inf  # none: the next check already sees the next close
         if st[S_UNITS] > 0.0 and check == now:
             if price > st[S_HIGH]:
                 st[S_HIGH] = price
             code, when = _due(price, st[S_HIGH], st[S_STOP], st[S_TARGET], cfg[C_TRAIL_PCT], st[S_ENTRY_AT],
-                              cfg[C_MAX_HOLD_H], check, next_close_at[t], cfg[C_CHECK_S])  # fmt: skip
+                              cfg[C_MAX_HOLD_H], check, later, cfg[C_CHECK_S])  # fmt: skip
             if code != EXIT_NONE:
-                k = _sell(st, cfg, buf, k, t, when, price, code, tab_x[t], floors, ticks)
+                k = _sell(st, cfg, buf, k, t, when, price, code, starts, floors, ticks)
                 traded = True
         value = st[S_CASH] + st[S_UNITS] * price
         if not (  # the breakers' fast path: same anchor day and week, above both loss floors, no expiry due
@@ -573,7 +577,7 @@ def _simulate(first, last, stamps, close_at, check_at, next_close_at, c, entry, 
         total = 0.0
         if st[S_UNITS] > 0.0:
             if exit_[t]:
-                k = _sell(st, cfg, buf, k, t, now, price, EXIT_SIGNAL, tab_t[t], floors, ticks)
+                k = _sell(st, cfg, buf, k, t, now, price, EXIT_SIGNAL, starts, floors, ticks)
                 traded = True
         elif entry[t]:
             blocked[B_ATTEMPTS] += 1
@@ -584,13 +588,12 @@ def _simulate(first, last, stamps, close_at, check_at, next_close_at, c, entry, 
                 limit = stamps[t] - cfg[C_LOOKBACK_S]
                 while stamps[w0] <= limit:
                     w0 += 1
-                if not quick_filter_passes(w0, t, stamps, close_at, check_at, next_close_at, c, entry, exit_, atr,
-                                           tab_t, tab_x, floors, ticks, cfg):  # fmt: skip
+                if not quick_filter_passes(w0, t, stamps, c, entry, exit_, atr, bar_s, starts, floors, ticks, cfg):
                     blocked[B_GATE] += 1
                     blocked[B_BLOCKED] += 1
                     total = 0.0
         if total > 0.0:
-            _buy(st, cfg, t, now, price, atr[t], total, tab_t[t], floors, ticks)
+            _buy(st, cfg, t, now, price, atr[t], total, starts, floors, ticks)
             traded = True
         if traded:
             _on_equity(st, cfg, st[S_CASH] + st[S_UNITS] * price, now)
@@ -598,31 +601,29 @@ def _simulate(first, last, stamps, close_at, check_at, next_close_at, c, entry, 
             if price > st[S_HIGH]:
                 st[S_HIGH] = price
             code, when = _due(price, st[S_HIGH], st[S_STOP], st[S_TARGET], cfg[C_TRAIL_PCT], st[S_ENTRY_AT],
-                              cfg[C_MAX_HOLD_H], check, next_close_at[t], cfg[C_CHECK_S])  # fmt: skip
+                              cfg[C_MAX_HOLD_H], check, later, cfg[C_CHECK_S])  # fmt: skip
             if code != EXIT_NONE:
-                k = _sell(st, cfg, buf, k, t, when, price, code, tab_x[t], floors, ticks)
+                k = _sell(st, cfg, buf, k, t, when, price, code, starts, floors, ticks)
         equity[t - first] = st[S_CASH] + st[S_UNITS] * price
-    return _finish(st, cfg, buf, k, first, last, close_at, c, tab_t, equity, floors, ticks)
+    return _finish(st, cfg, buf, k, first, last, stamps, bar_s, c, equity, starts, floors, ticks)
 
 
 @numba.njit(cache=True, error_model="numpy")
-def window_run(first, last, stamps, close_at, check_at, next_close_at, c, entry, exit_, atr, tab_t, tab_x, floors,
-               ticks, cfg):  # fmt: skip
+def window_run(first, last, stamps, c, entry, exit_, atr, bar_s, starts, floors, ticks, cfg):
     """The same engine from a fresh account over bars ``first..last``, without the gate (the quick filter's run)."""
     st = _new_state(cfg[C_CAPITAL])
     equity = np.empty(last - first + 1)
     blocked = np.zeros(N_BLOCKS, dtype=np.int64)
     buf = np.empty((16, N_COLS))
-    buf, k = _window_loop(first, last, stamps, close_at, check_at, next_close_at, c, entry, exit_, atr, tab_t, tab_x,
-                          floors, ticks, cfg, st, equity, blocked, buf)  # fmt: skip
+    buf, k = _window_loop(first, last, stamps, c, entry, exit_, atr, bar_s, starts, floors, ticks, cfg, st, equity,
+                          blocked, buf)  # fmt: skip
     return equity, buf, k
 
 
 @numba.njit(cache=True, error_model="numpy")
-def quick_filter_passes(first, last, stamps, close_at, check_at, next_close_at, c, entry, exit_, atr, tab_t, tab_x,
-                        floors, ticks, cfg) -> bool:  # fmt: skip
-    equity, buf, k = window_run(first, last, stamps, close_at, check_at, next_close_at, c, entry, exit_, atr, tab_t,
-                                tab_x, floors, ticks, cfg)  # fmt: skip
+def quick_filter_passes(first, last, stamps, c, entry, exit_, atr, bar_s, starts, floors, ticks, cfg) -> bool:
+    """The quick filter's verdict on the window ``first..last``: the same engine from a fresh account, judged."""
+    equity, buf, k = window_run(first, last, stamps, c, entry, exit_, atr, bar_s, starts, floors, ticks, cfg)
     metrics = window_metrics(equity, stamps[first : last + 1], cfg[C_CAPITAL], buf, k)
     failed = threshold_failures(metrics, cfg[C_THRESHOLDS : C_THRESHOLDS + N_THRESHOLDS])
     return not failed.any()
@@ -848,37 +849,15 @@ def _tier_vector(tier: str) -> tuple[float | None, ...]:
     return TIERS[tier].vector()
 
 
-@dataclass(frozen=True, slots=True)
-class BarTimes:
-    """Per bar: open time, close moment ``T``, the moment of the position check that sees its close (``-inf``
-    when none does), the next bar's close moment, and the tick table in force at ``T`` and at the check."""
-
-    stamps: np.ndarray
-    close_at: np.ndarray
-    check_at: np.ndarray
-    next_close_at: np.ndarray
-    table_close: np.ndarray
-    table_check: np.ndarray
-
-
-def bar_times(index: pd.DatetimeIndex, bar_seconds: float, check_minutes: int) -> BarTimes:
+def check_moments(index: pd.DatetimeIndex, bar_seconds: float, check_minutes: int) -> np.ndarray:
+    """Per bar, the moment of the position check that sees its close (``-inf``: none does); the compiled loop
+    computes the same for the bars it looks at. Checks run at multiples of the interval since the epoch."""
     stamps = (index.as_unit("ns").asi8 // 1_000_000_000).astype(np.float64)
     close_at = stamps + bar_seconds
-    next_close_at = np.empty_like(close_at)
-    next_close_at[:-1] = close_at[1:]
-    if len(close_at):
-        next_close_at[-1] = close_at[-1] + bar_seconds
+    later = np.append(close_at[1:], close_at[-1:] + bar_seconds)
     interval = check_minutes * 60.0
-    first_check = np.ceil(close_at / interval) * interval
-    check_at = np.where(first_check < next_close_at, first_check, -np.inf)
-    return BarTimes(
-        stamps,
-        close_at,
-        check_at,
-        next_close_at,
-        tick_table_at(close_at),
-        tick_table_at(np.where(np.isfinite(check_at), check_at, close_at)),
-    )
+    check = np.ceil(close_at / interval) * interval
+    return np.where(check < later, check, -np.inf)
 
 
 @dataclass(frozen=True, slots=True)
@@ -948,7 +927,7 @@ class EngineRun:
 class EngineInputs:
     """Everything the compiled loop reads, built once per candle frame and signal set."""
 
-    times: BarTimes
+    stamps: np.ndarray  # open times, epoch seconds
     close: np.ndarray
     entry: np.ndarray
     exit: np.ndarray
@@ -957,10 +936,10 @@ class EngineInputs:
 
     @classmethod
     def of(
-        cls, df: pd.DataFrame, entry: np.ndarray, exit_: np.ndarray, atr: np.ndarray, bar_s: float, check_minutes: int
+        cls, df: pd.DataFrame, entry: np.ndarray, exit_: np.ndarray, atr: np.ndarray, bar_s: float
     ) -> EngineInputs:
         return cls(
-            bar_times(df.index, bar_s, check_minutes),
+            (df.index.as_unit("ns").asi8 // 1_000_000_000).astype(np.float64),
             np.ascontiguousarray(df["close"].to_numpy(dtype=np.float64)),
             np.ascontiguousarray(entry, dtype=np.bool_),
             np.ascontiguousarray(exit_, dtype=np.bool_),
@@ -969,10 +948,9 @@ class EngineInputs:
         )
 
     def args(self) -> tuple[Any, ...]:
-        t = self.times
         return (
-            t.stamps, t.close_at, t.check_at, t.next_close_at, self.close, self.entry, self.exit, self.atr,
-            t.table_close, t.table_check, TICK_FLOORS, TICK_SIZES,
+            self.stamps, self.close, self.entry, self.exit, self.atr, float(self.bar_seconds), TABLE_STARTS,
+            TICK_FLOORS, TICK_SIZES,
         )  # fmt: skip
 
 
@@ -1015,9 +993,7 @@ def in_market(m: int, first: int, buf: np.ndarray) -> np.ndarray:
 
 def _in_market(m: int, first: int, buf: np.ndarray) -> np.ndarray:
     """Bars whose close found a position held (entered at or before the close, not yet sold at it)."""
-    marks = np.zeros(m + 1, dtype=np.int64)
     entry = buf[:, T_E_BAR].astype(np.int64) - first
     exit_ = buf[:, T_X_BAR].astype(np.int64) - first
-    np.add.at(marks, entry, 1)
-    np.add.at(marks, exit_, -1)
+    marks = np.bincount(entry, minlength=m + 1) - np.bincount(exit_, minlength=m + 1)
     return np.cumsum(marks[:m]) > 0

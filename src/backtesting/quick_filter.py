@@ -231,13 +231,13 @@ class QuickBacktestFilter:
         signals = strategy.generate_signals(df)
         policy = self.config.policy(strategy.exit_policy)
         step = bar_seconds(df.index)
-        inputs = EngineInputs.of(df, signals.entry, signals.exit, signals.atr, step, self.config.position_check_minutes)
+        inputs = EngineInputs.of(df, signals.entry, signals.exit, signals.atr, step)
         n = len(df)
         first = int(df.index.searchsorted(df.index[-1] - self.lookback, side="right"))
         cfg = self.config.vector(policy, gate=False)
         equity, buf, k = window_run(first, n - 1, *inputs.args(), cfg)
         buf = buf[:k]
-        stamps = inputs.times.stamps[first:]
+        stamps = inputs.stamps[first:]
         failed_flags = threshold_failures(window_metrics(equity, stamps, cfg[0], buf, k), cfg[-len(THRESHOLD_METRICS) :])
         failed = [THRESHOLD_METRICS[i][0] for i in np.flatnonzero(failed_flags)]
         window = df.iloc[first:]
