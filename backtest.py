@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a bundled strategy (rule_breakout, volatility_breakout), ai, or one from STRATEGY_PATH "
         "(default TRADING_STRATEGY)",
     )
-    p.add_argument("--params", type=_params, help='strategy parameters as a JSON object, e.g. \'{"k": 0.6}\'')
+    p.add_argument("--params", type=_params, help="strategy parameters as a JSON object, e.g. '{\"k\": 0.6}'")
     p.add_argument("--start", type=_moment, help="first candle open time included (UTC), e.g. 2023-01-01")
     p.add_argument("--end", type=_moment, help="candles before this time (UTC) only")
     p.add_argument("--fee", type=_fraction, help="fee rate per side (default TRADING_FEE_RATE, 0.0005)")

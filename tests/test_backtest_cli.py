@@ -34,7 +34,8 @@ def test_no_arguments_runs_the_bots_strategy_and_rules_on_bundled_btc() -> None:
     assert "Backtest: rule_breakout on KRW-BTC 1h" in done.stdout
     assert "Sharpe" in done.stdout
     assert "Entry rules and gates" in done.stdout
-    assert "quick_filter" in done.stdout and "min_trade_interval" in done.stdout
+    assert "quick_filter" in done.stdout
+    assert "min_trade_interval" in done.stdout
     assert "Last 10 trades" in done.stdout
 
 
@@ -59,7 +60,8 @@ def test_defaults_come_from_the_bots_settings(tmp_path: Path) -> None:
     assert report["settings"]["quick_filter"] is False
     # And it trades only from the start (the warm-up before it is history), 6 h apart at least
     trades = report["trades"]
-    assert trades and trades[0]["entry_candle"] >= "2023-07-01"
+    assert trades
+    assert trades[0]["entry_candle"] >= "2023-07-01"
     assert report["metrics"]["start"] == "2023-07-01T00:00:00+00:00"
     fills = sorted([t["entry_time"] for t in trades] + [t["exit_time"] for t in trades if t["exit_reason"] != "end"])
     buys = [t["entry_time"] for t in trades]
@@ -105,7 +107,8 @@ def test_params_flag_and_research_switches(tmp_path: Path) -> None:
     assert report["parameters"]["donchian_period"] == 30
     assert report["settings"]["exit_policy"]["stop_atr"] == 1.5
     assert report["settings"]["exit_policy"]["max_hold_hours"] == 48
-    assert report["settings"]["risk_rules"] is False and report["settings"]["quick_filter"] is False
+    assert report["settings"]["risk_rules"] is False
+    assert report["settings"]["quick_filter"] is False
     assert report["settings"]["position_fraction_pct"] == 50
     assert report["gates"]["refused_by"]["quick_filter"] == 0
     assert all(t["exit_reason"] != "time_out" or t["exit_time"] > t["entry_time"] for t in report["trades"])

@@ -102,7 +102,8 @@ def test_a_buy_and_a_signal_sell_fill_at_the_close_with_slippage_on_the_tick_gri
     # Then the buy is at the close of bar 0 plus slippage rounded UP to the 1,000 KRW tick, at bar 0's end
     (trade,) = result.trade_records()
     assert trade["entry_price"] == 50_025_000
-    assert trade["entry_time"] == at(1) and trade["entry_candle"] == at(0)
+    assert trade["entry_time"] == at(1)
+    assert trade["entry_candle"] == at(0)
     # And the volume is the 2,000,000 KRW total / price, cut to 8 decimals; the fee is on the executed KRW
     volume = 0.03998000
     assert trade["units"] == pytest.approx(volume, abs=1e-12)
@@ -110,7 +111,8 @@ def test_a_buy_and_a_signal_sell_fill_at_the_close_with_slippage_on_the_tick_gri
     assert trade["cost"] == pytest.approx(funds * 1.0005)
     # And the sell is at bar 2's close minus slippage rounded DOWN, reason signal
     assert trade["exit_price"] == 50_974_000
-    assert trade["exit_time"] == at(3) and trade["exit_candle"] == at(2)
+    assert trade["exit_time"] == at(3)
+    assert trade["exit_candle"] == at(2)
     assert trade["exit_reason"] == "signal"
     proceeds = volume * 50_974_000 * (1 - 0.0005)
     assert trade["pnl"] == pytest.approx(proceeds - funds * 1.0005)
@@ -121,7 +123,8 @@ def test_a_position_open_after_the_last_bar_is_sold_at_the_last_close_as_end() -
     result = run([100_000, 101_000, 102_000])
     (trade,) = result.trade_records()
     assert trade["exit_reason"] == "end"
-    assert trade["exit_candle"] == at(2) and trade["exit_price"] == 102_000
+    assert trade["exit_candle"] == at(2)
+    assert trade["exit_price"] == 102_000
 
 
 # --- exits ---------------------------------------------------------------------------------------------------------
@@ -158,7 +161,8 @@ def test_time_out_sells_at_the_first_check_after_the_holding_limit() -> None:
     (trade,) = result.trade_records()
     # Then the 03:30 check sells at the newest complete close (bar 2's)
     assert trade["exit_reason"] == "time_out"
-    assert trade["exit_time"] == at(3.5) and trade["exit_candle"] == at(2)
+    assert trade["exit_time"] == at(3.5)
+    assert trade["exit_candle"] == at(2)
 
 
 def test_exit_checks_only_see_the_closes_a_check_falls_on() -> None:

@@ -152,7 +152,8 @@ def test_the_backtest_gate_decides_each_entry_as_the_quick_filter_would(candles:
     for trade in result.trades.itertuples():
         held[trade.entry_bar : trade.exit_bar] = True
     gated = result.gates()["refused_by"]["quick_filter"]
-    assert gated > 0 and entries
+    assert gated > 0
+    assert entries
     # Then at every entry attempt the engine made, it bought exactly when the quick filter (given the candles up
     # to that bar, as the bot gives them) passes
     refused = 0

@@ -34,8 +34,8 @@ import pandas as pd
 from src.backtesting.engine import TradeArrays
 from src.backtesting.performance import PerformanceAnalyzer
 from src.domain.exits import ExitReason
-from src.strategy.contract import Strategy, StrategySignals, shifted
 from src.domain.market_rules import TICK_TABLES
+from src.strategy.contract import Strategy, StrategySignals, shifted
 
 EXIT_AT_OPEN, EXIT_STOP, EXIT_TARGET, EXIT_END = 0, 1, 2, 3
 EXIT_REASONS = {

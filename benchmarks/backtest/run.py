@@ -85,9 +85,9 @@ def compare(df: pd.DataFrame, strategy: Strategy, repeats: int, gate_repeats: in
         "baseline_total": lambda: run_baseline(df, strategy, BASELINE)[1],
         "new_total": lambda: Backtester(RISK_ON).run(df, strategy).metrics,
         "baseline_engine": lambda: run_baseline_signals(df, signals, strategy, BASELINE)[1],
-        "new_engine": lambda: Backtester(RISK_ON)
-        .run_signals(df, signals, strategy.name, {}, strategy.exit_policy)
-        .metrics,
+        "new_engine": lambda: (
+            Backtester(RISK_ON).run_signals(df, signals, strategy.name, {}, strategy.exit_policy).metrics
+        ),
     }
     for _ in range(repeats):
         for key, fn in runs.items():
@@ -234,7 +234,9 @@ def backtesting_py_checks(max_bars: int) -> list[dict[str, Any]]:
                 if theirs
                 else (None, "backtesting.py not installed")
             )
-            checks.append({"data": label, "strategy": name, "bars": len(real), "same": verdict[0], "detail": verdict[1]})
+            checks.append(
+                {"data": label, "strategy": name, "bars": len(real), "same": verdict[0], "detail": verdict[1]}
+            )
     return checks
 
 

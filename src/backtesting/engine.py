@@ -273,11 +273,8 @@ def _grow(buf: np.ndarray) -> np.ndarray:
 @numba.njit(cache=True, error_model="numpy")
 def _on_equity(st: np.ndarray, cfg: np.ndarray, equity: float, now: float) -> None:
     """``RiskManager.on_equity``: expire safe mode, roll the day/week anchors, enter or extend safe mode.
-
-    Fast path: within the anchors' day and week, out of safe mode, above both loss floors: nothing changes."""
-    if now < st[S_DAY_END] and now < st[S_WEEK_END] and equity > st[S_DAY_FLOOR] and equity > st[S_WEEK_FLOOR]:
-        if st[S_SAFE] == 0.0 or now < st[S_SAFE_UNTIL]:
-            return
+    The loops skip the call when nothing can change (same anchor day and week, above both loss floors, no
+    safe mode to expire); the floors are the anchors less the loss limits."""
     if st[S_SAFE] > 0.0 and now >= st[S_SAFE_UNTIL]:
         st[S_SAFE] = 0.0
     day = np.floor(now / DAY_S)
@@ -935,9 +932,7 @@ class EngineInputs:
     bar_seconds: float
 
     @classmethod
-    def of(
-        cls, df: pd.DataFrame, entry: np.ndarray, exit_: np.ndarray, atr: np.ndarray, bar_s: float
-    ) -> EngineInputs:
+    def of(cls, df: pd.DataFrame, entry: np.ndarray, exit_: np.ndarray, atr: np.ndarray, bar_s: float) -> EngineInputs:
         return cls(
             (df.index.as_unit("ns").asi8 // 1_000_000_000).astype(np.float64),
             np.ascontiguousarray(df["close"].to_numpy(dtype=np.float64)),

@@ -238,7 +238,9 @@ class QuickBacktestFilter:
         equity, buf, k = window_run(first, n - 1, *inputs.args(), cfg)
         buf = buf[:k]
         stamps = inputs.stamps[first:]
-        failed_flags = threshold_failures(window_metrics(equity, stamps, cfg[0], buf, k), cfg[-len(THRESHOLD_METRICS) :])
+        failed_flags = threshold_failures(
+            window_metrics(equity, stamps, cfg[0], buf, k), cfg[-len(THRESHOLD_METRICS) :]
+        )
         failed = [THRESHOLD_METRICS[i][0] for i in np.flatnonzero(failed_flags)]
         window = df.iloc[first:]
         metrics = self.analyzer.analyze(

@@ -16,9 +16,9 @@ from rich.table import Table
 
 from src.backtesting.ai_strategy import AITradingStrategy
 from src.backtesting.backtester import Backtester, BacktestResult, engine_config_from_settings, first_bar
+from src.backtesting.data_provider import HistoricalDataProvider, find_gaps
 from src.backtesting.engine import EngineConfig
 from src.backtesting.performance import bar_seconds
-from src.backtesting.data_provider import HistoricalDataProvider, find_gaps
 from src.backtesting.report_html import write_html_report
 from src.config.settings import Settings
 from src.domain.timeframes import Timeframe
