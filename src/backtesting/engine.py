@@ -26,6 +26,7 @@ Fill prices follow ``src.domain.fills.fill_price`` exactly (tick table in force 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -377,47 +378,53 @@ def half_kelly(closed: float, wins: float, sum_win: float, sum_loss: float, low:
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _entry_total(st, cfg, now: float, blocked: np.ndarray) -> float:
-    """The risk manager's verdict and the sizing of a buy when flat: the KRW order total, or 0 when refused."""
-    cash = st[S_CASH]
+def _verdict(cash, now, last_trade, count_day, day_count, safe, safe_until, closed, wins, sum_win, sum_loss,
+             fee, min_order, spacing, max_per_day, max_positions, max_pos_pct, reserve_pct, kelly, fraction_pct,
+             kelly_trades, kelly_min, kelly_max):  # fmt: skip
+    """The risk manager's verdict and the sizing of a buy when flat (scalars only: cheap to call from the loop).
+    Returns (refusals as a bit mask of ``B_*``, the KRW order total or 0)."""
     equity = cash  # flat: one symbol, nothing else held
-    ok = True
-    if st[S_SAFE] > 0.0 and now < st[S_SAFE_UNTIL]:
-        blocked[B_SAFE] += 1
-        ok = False
-    if not np.isnan(st[S_LAST_TRADE]) and now - st[S_LAST_TRADE] < cfg[C_SPACING_S]:
-        blocked[B_SPACING] += 1
-        ok = False
-    today = st[S_DAY_COUNT] if st[S_COUNT_DAY] == np.floor(now / DAY_S) else 0.0
-    if today >= cfg[C_MAX_PER_DAY]:
-        blocked[B_PER_DAY] += 1
-        ok = False
-    if cfg[C_MAX_POSITIONS] <= 0.0:
-        blocked[B_POSITIONS] += 1
-        ok = False
-    coin_room = equity * cfg[C_MAX_POS_PCT] / 100.0
+    mask = 0
+    if safe > 0.0 and now < safe_until:
+        mask |= 1 << B_SAFE
+    if not np.isnan(last_trade) and now - last_trade < spacing:
+        mask |= 1 << B_SPACING
+    today = day_count if count_day == np.floor(now / DAY_S) else 0.0
+    if today >= max_per_day:
+        mask |= 1 << B_PER_DAY
+    if max_positions <= 0.0:
+        mask |= 1 << B_POSITIONS
+    coin_room = equity * max_pos_pct / 100.0
     if coin_room <= 0.0:
-        blocked[B_POS_PCT] += 1
-        ok = False
-    cash_room = (cash - equity * cfg[C_RESERVE_PCT] / 100.0) / (1.0 + cfg[C_FEE])
+        mask |= 1 << B_POS_PCT
+    cash_room = (cash - equity * reserve_pct / 100.0) / (1.0 + fee)
     if cash_room <= 0.0:
-        blocked[B_RESERVE] += 1
-        ok = False
+        mask |= 1 << B_RESERVE
     max_krw = _whole(max(min(coin_room, cash_room), 0.0))
-    if coin_room > 0.0 and cash_room > 0.0 and max_krw < cfg[C_MIN_ORDER]:
-        blocked[B_MIN_ORDER] += 1
-        ok = False
-    if not ok:
-        return 0.0
-    pct = cfg[C_FRACTION_PCT]
-    if cfg[C_KELLY] > 0.0 and st[S_CLOSED] >= cfg[C_KELLY_TRADES]:
-        pct = half_kelly(st[S_CLOSED], st[S_WINS], st[S_SUM_WIN], st[S_SUM_LOSS], cfg[C_KELLY_MIN], cfg[C_KELLY_MAX])
+    if coin_room > 0.0 and cash_room > 0.0 and max_krw < min_order:
+        mask |= 1 << B_MIN_ORDER
+    if mask:
+        return mask, 0.0
+    pct = fraction_pct
+    if kelly > 0.0 and closed >= kelly_trades:
+        pct = half_kelly(closed, wins, sum_win, sum_loss, kelly_min, kelly_max)
     krw = _whole(min(equity * pct / 100.0, max_krw))
-    total = _whole(min(krw, cash / (1.0 + cfg[C_FEE])))  # TradingService.buy_total_for
-    if krw < cfg[C_MIN_ORDER] or total < cfg[C_MIN_ORDER]:
-        blocked[B_MIN_ORDER] += 1
-        return 0.0
-    return total
+    total = _whole(min(krw, cash / (1.0 + fee)))  # TradingService.buy_total_for
+    if krw < min_order or total < min_order:
+        return 1 << B_MIN_ORDER, 0.0
+    return 0, total
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _quiet(now, day_end, week_end, value, day_floor, week_floor, safe, safe_until) -> bool:
+    """The breakers' fast path: same anchor day and week, above both loss floors, no safe mode to expire."""
+    return (
+        now < day_end
+        and now < week_end
+        and value > day_floor
+        and value > week_floor
+        and (safe == 0.0 or now < safe_until)
+    )
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -498,13 +505,8 @@ def _window_loop(first, last, stamps, c, entry, exit_, atr, bar_s, starts, floor
                 traded = True
         # 2. trading cycle: breakers, then one action
         value = st[S_CASH] + st[S_UNITS] * price
-        if not (  # the breakers' fast path: same anchor day and week, above both loss floors, no expiry due
-            now < st[S_DAY_END]
-            and now < st[S_WEEK_END]
-            and value > st[S_DAY_FLOOR]
-            and value > st[S_WEEK_FLOOR]
-            and (st[S_SAFE] == 0.0 or now < st[S_SAFE_UNTIL])
-        ):
+        if not _quiet(now, st[S_DAY_END], st[S_WEEK_END], value, st[S_DAY_FLOOR], st[S_WEEK_FLOOR], st[S_SAFE],
+                      st[S_SAFE_UNTIL]):  # fmt: skip
             _on_equity(st, cfg, value, now)
         total = 0.0
         if st[S_UNITS] > 0.0:
@@ -513,15 +515,25 @@ def _window_loop(first, last, stamps, c, entry, exit_, atr, bar_s, starts, floor
                 traded = True
         elif entry[t]:
             blocked[B_ATTEMPTS] += 1
-            total = _entry_total(st, cfg, now, blocked)
-            if total <= 0.0:
+            mask, total = _verdict(
+                st[S_CASH], now, st[S_LAST_TRADE], st[S_COUNT_DAY], st[S_DAY_COUNT], st[S_SAFE], st[S_SAFE_UNTIL],
+                st[S_CLOSED], st[S_WINS], st[S_SUM_WIN], st[S_SUM_LOSS], cfg[C_FEE], cfg[C_MIN_ORDER],
+                cfg[C_SPACING_S], cfg[C_MAX_PER_DAY], cfg[C_MAX_POSITIONS], cfg[C_MAX_POS_PCT], cfg[C_RESERVE_PCT],
+                cfg[C_KELLY], cfg[C_FRACTION_PCT], cfg[C_KELLY_TRADES], cfg[C_KELLY_MIN], cfg[C_KELLY_MAX],
+            )  # fmt: skip
+            if mask:
                 blocked[B_BLOCKED] += 1
+                for rule in range(B_GATE):
+                    if mask & (1 << rule):
+                        blocked[rule] += 1
         if total > 0.0:
             _buy(st, cfg, t, now, price, atr[t], total, starts, floors, ticks)
             traded = True
         # 3. snapshot
-        if traded:
-            _on_equity(st, cfg, st[S_CASH] + st[S_UNITS] * price, now)
+        value = st[S_CASH] + st[S_UNITS] * price
+        if traded and not _quiet(now, st[S_DAY_END], st[S_WEEK_END], value, st[S_DAY_FLOOR], st[S_WEEK_FLOOR],
+                                 st[S_SAFE], st[S_SAFE_UNTIL]):  # fmt: skip
+            _on_equity(st, cfg, value, now)
         # 1'. a position check later than the close
         if st[S_UNITS] > 0.0 and check > now:
             if price > st[S_HIGH]:
@@ -563,13 +575,8 @@ def _simulate(first, last, stamps, c, entry, exit_, atr, bar_s, starts, floors, 
                 k = _sell(st, cfg, buf, k, t, when, price, code, starts, floors, ticks)
                 traded = True
         value = st[S_CASH] + st[S_UNITS] * price
-        if not (  # the breakers' fast path: same anchor day and week, above both loss floors, no expiry due
-            now < st[S_DAY_END]
-            and now < st[S_WEEK_END]
-            and value > st[S_DAY_FLOOR]
-            and value > st[S_WEEK_FLOOR]
-            and (st[S_SAFE] == 0.0 or now < st[S_SAFE_UNTIL])
-        ):
+        if not _quiet(now, st[S_DAY_END], st[S_WEEK_END], value, st[S_DAY_FLOOR], st[S_WEEK_FLOOR], st[S_SAFE],
+                      st[S_SAFE_UNTIL]):  # fmt: skip
             _on_equity(st, cfg, value, now)
         total = 0.0
         if st[S_UNITS] > 0.0:
@@ -578,9 +585,17 @@ def _simulate(first, last, stamps, c, entry, exit_, atr, bar_s, starts, floors, 
                 traded = True
         elif entry[t]:
             blocked[B_ATTEMPTS] += 1
-            total = _entry_total(st, cfg, now, blocked)
-            if total <= 0.0:
+            mask, total = _verdict(
+                st[S_CASH], now, st[S_LAST_TRADE], st[S_COUNT_DAY], st[S_DAY_COUNT], st[S_SAFE], st[S_SAFE_UNTIL],
+                st[S_CLOSED], st[S_WINS], st[S_SUM_WIN], st[S_SUM_LOSS], cfg[C_FEE], cfg[C_MIN_ORDER],
+                cfg[C_SPACING_S], cfg[C_MAX_PER_DAY], cfg[C_MAX_POSITIONS], cfg[C_MAX_POS_PCT], cfg[C_RESERVE_PCT],
+                cfg[C_KELLY], cfg[C_FRACTION_PCT], cfg[C_KELLY_TRADES], cfg[C_KELLY_MIN], cfg[C_KELLY_MAX],
+            )  # fmt: skip
+            if mask:
                 blocked[B_BLOCKED] += 1
+                for rule in range(B_GATE):
+                    if mask & (1 << rule):
+                        blocked[rule] += 1
             elif gate:
                 limit = stamps[t] - cfg[C_LOOKBACK_S]
                 while stamps[w0] <= limit:
@@ -592,8 +607,10 @@ def _simulate(first, last, stamps, c, entry, exit_, atr, bar_s, starts, floors, 
         if total > 0.0:
             _buy(st, cfg, t, now, price, atr[t], total, starts, floors, ticks)
             traded = True
-        if traded:
-            _on_equity(st, cfg, st[S_CASH] + st[S_UNITS] * price, now)
+        value = st[S_CASH] + st[S_UNITS] * price
+        if traded and not _quiet(now, st[S_DAY_END], st[S_WEEK_END], value, st[S_DAY_FLOOR], st[S_WEEK_FLOOR],
+                                 st[S_SAFE], st[S_SAFE_UNTIL]):  # fmt: skip
+            _on_equity(st, cfg, value, now)
         if st[S_UNITS] > 0.0 and check > now:
             if price > st[S_HIGH]:
                 st[S_HIGH] = price
@@ -846,6 +863,12 @@ def _tier_vector(tier: str) -> tuple[float | None, ...]:
     return TIERS[tier].vector()
 
 
+def run_window(inputs: EngineInputs, first: int, last: int, cfg: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """``window_run`` from Python: (equity, trade buffer, trade count) of a fresh account over ``first..last``."""
+    run: Callable[..., tuple[np.ndarray, np.ndarray, int]] = window_run  # a numba dispatcher
+    return run(first, last, *inputs.args(), cfg)
+
+
 def check_moments(index: pd.DatetimeIndex, bar_seconds: float, check_minutes: int) -> np.ndarray:
     """Per bar, the moment of the position check that sees its close (``-inf``: none does); the compiled loop
     computes the same for the bars it looks at. Checks run at multiples of the interval since the epoch."""
@@ -957,7 +980,8 @@ def run_engine(inputs: EngineInputs, cfg: np.ndarray, first: int, index: pd.Date
     blocked = np.zeros(N_BLOCKS, dtype=np.int64)
     buf = np.empty((1024, N_COLS))
     a = inputs.args()
-    buf, k = _simulate(first, n - 1, *a, cfg, st, equity, blocked, buf)
+    simulate: Callable[..., tuple[np.ndarray, int]] = _simulate  # a numba dispatcher
+    buf, k = simulate(first, n - 1, *a, cfg, st, equity, blocked, buf)
     buf = buf[:k].copy()
     in_market = _in_market(n - first, first, buf)
     return EngineRun(

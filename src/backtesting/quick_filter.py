@@ -28,10 +28,10 @@ from src.backtesting.engine import (
     EngineConfig,
     EngineInputs,
     in_market,
+    run_window,
     threshold_failures,
     trade_arrays,
     window_metrics,
-    window_run,
 )
 from src.backtesting.performance import PerformanceAnalyzer, bar_seconds
 from src.config.settings import Settings
@@ -235,7 +235,7 @@ class QuickBacktestFilter:
         n = len(df)
         first = int(df.index.searchsorted(df.index[-1] - self.lookback, side="right"))
         cfg = self.config.vector(policy, gate=False)
-        equity, buf, k = window_run(first, n - 1, *inputs.args(), cfg)
+        equity, buf, k = run_window(inputs, first, n - 1, cfg)
         buf = buf[:k]
         stamps = inputs.stamps[first:]
         failed_flags = threshold_failures(
