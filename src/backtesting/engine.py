@@ -34,6 +34,7 @@ import numba
 import numpy as np
 import pandas as pd
 
+from src.backtesting.thresholds import TIERS
 from src.domain.exits import ExitPolicy
 from src.domain.market_rules import TICK_TABLES
 from src.risk.exits import (
@@ -230,19 +231,7 @@ BLOCK_RULES = (
 B_ATTEMPTS, B_BLOCKED = 8, 9  # entry attempts (flat and an entry signal) and how many of them were refused
 N_BLOCKS = 10
 
-# --- quick filter metrics (compiled), in the order of THRESHOLD_METRICS --------------------------------------
-THRESHOLD_METRICS = (
-    ("min_total_return_pct", "total_return_pct"),
-    ("min_win_rate_pct", "win_rate_pct"),
-    ("min_profit_factor", "profit_factor"),
-    ("min_sharpe", "sharpe"),
-    ("min_sortino", "sortino"),
-    ("min_calmar", "calmar"),
-    ("max_drawdown_pct", "max_drawdown_pct"),
-    ("max_consecutive_losses", "max_consecutive_losses"),
-    ("min_trades", "trades"),
-    ("max_avg_holding_hours", "avg_holding_hours"),
-)
+# --- quick filter metrics (compiled), in the order of thresholds.THRESHOLD_METRICS ----------------------------
 
 
 def new_state(capital: float) -> np.ndarray:
@@ -858,8 +847,6 @@ class EngineConfig:
 
 
 def _tier_vector(tier: str) -> tuple[float | None, ...]:
-    from src.backtesting.quick_filter import TIERS
-
     return TIERS[tier].vector()
 
 
