@@ -181,3 +181,42 @@ def test_ai_strategy_without_key_or_cache_stops_with_a_reason(
     code = backtest.main(["--strategy", "ai", "--ai-cache", str(tmp_path / "none.jsonl")])
     assert code == 1
     assert "needs OPENAI_API_KEY or a decision cache" in capsys.readouterr().err
+
+
+USER_STRATEGY = """
+import numpy as np
+from src.strategy import EXIT_PARAMS, Param, ParameterSpace, Strategy
+
+
+class EveryFifthBar(Strategy):
+    name = "every_fifth_bar"
+    space = ParameterSpace((Param("every", int, 5, 2, 100),)) + EXIT_PARAMS.with_defaults(max_hold_hours=2.0)
+
+    def generate_signals(self, df):
+        return self.signals(df, np.arange(len(df)) % int(self.params["every"]) == 0)
+"""
+
+
+def test_a_user_strategy_from_strategy_path_is_backtested_with_its_exit_policy(tmp_path: Path) -> None:
+    # Given a user strategy file in STRATEGY_PATH: buy every 5th bar, sell after 2 hours (time-out)
+    folder = tmp_path / "strategies"
+    folder.mkdir()
+    (folder / "fifth.py").write_text(USER_STRATEGY)
+    out = tmp_path / "user.json"
+    # When backtest.py runs it by name, with a parameter
+    done = subprocess.run(
+        [sys.executable, "backtest.py", "--strategy", "every_fifth_bar", "--params", '{"every": 7}',
+         "--start", "2023-11-01", "--end", "2023-12-01", "--no-quick-filter", "--json", str(out), "--trades", "0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+        env=_env(STRATEGY_PATH=str(folder)),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    # Then its trades leave by the time-out 2 hours after the entry fill (or at the end)
+    assert report["strategy"] == "every_fifth_bar"
+    assert report["parameters"]["every"] == 7
+    assert report["trades"]
+    for trade in report["trades"][:-1]:
+        assert trade["exit_reason"] == "time_out"
+        held = datetime.fromisoformat(trade["exit_time"]) - datetime.fromisoformat(trade["entry_time"])
+        assert held.total_seconds() == 2 * 3600
