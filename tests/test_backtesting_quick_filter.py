@@ -21,6 +21,7 @@ from src.backtesting.quick_filter import TIERS, QuickBacktestFilter, QuickFilter
 from src.domain.decisions import Decision, DecisionSource
 from src.exceptions import ConfigurationError
 from src.strategy.bundled import RuleBasedBreakoutStrategy
+from src.strategy.contract import StrategySignals
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTHING = QuickFilterThresholds(*([None] * 10))
@@ -164,3 +165,28 @@ def test_the_backtest_gate_decides_each_entry_as_the_quick_filter_would(candles:
             continue
         refused += not quick.evaluate("KRW-BTC", candles.iloc[: t + 1]).passed
     assert refused >= gated
+
+
+def test_the_ai_strategy_is_gated_by_the_rule_stage_then_the_ai_stage(candles: pd.DataFrame) -> None:
+    # Given a candidate strategy and "AI-confirmed" entries more than 30 days apart, and a gate needing 2 trades
+    strategy = RuleBasedBreakoutStrategy()
+    rule = strategy.generate_signals(candles)
+    confirmed = np.zeros(len(candles), dtype=bool)
+    last = None
+    for t in np.flatnonzero(rule.entry):
+        if last is None or candles.index[t] - candles.index[last] > pd.Timedelta(days=31):
+            confirmed[t], last = True, t
+    ai = StrategySignals(rule.index, confirmed, rule.exit, rule.atr)
+    two_trades = replace(NOTHING, min_trades=2)
+    config = EngineConfig(quick_filter_lookback_days=30, quick_filter_thresholds=two_trades.vector(),
+                          min_trade_interval_hours=0)  # fmt: skip
+    # When the ai strategy is backtested with its candidate strategy's signals for the rule stage
+    result = Backtester(config).run_signals(candles, ai, "ai", {}, strategy.exit_policy, None, rule)
+    # Then the AI stage (at most one confirmed entry in any 30 days: one trade) refuses what the rule stage passed
+    gates = result.gates()["refused_by"]
+    assert gates["quick_filter_ai"] > 0
+    assert gates["quick_filter"] + gates["quick_filter_ai"] == result.gates()["entry_attempts"]
+    assert result.trade_records() == []
+    # And judged on the candidate's signals alone (one stage) entries pass
+    single = Backtester(config).run_signals(candles, ai, "ai", {}, strategy.exit_policy, None, None)
+    assert single.gates()["refused_by"]["quick_filter_ai"] == 0

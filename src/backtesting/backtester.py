@@ -164,14 +164,20 @@ class Backtester:
         parameters: dict[str, Any],
         policy: ExitPolicy | None = None,
         start: pd.Timestamp | None = None,
+        rule_signals: StrategySignals | None = None,
     ) -> BacktestResult:
+        """``rule_signals``: for the ai strategy, its candidate strategy's signals (the quick filter's rule stage
+        judges them, its AI stage the AI-confirmed ``signals``)."""
         policy = self.config.policy(policy or ExitPolicy())
         first = first_bar(df.index, start)
         if len(df) - first < 1:
             raise DataError(f"no candles at or after the start {start}")
         step = bar_seconds(df.index)
         inputs = EngineInputs.of(df, signals.entry, signals.exit, signals.atr, step)
-        run = run_engine(inputs, self.config.vector(policy), first, df.index)
+        rule = None
+        if rule_signals is not None:
+            rule = EngineInputs.of(df, rule_signals.entry, rule_signals.exit, rule_signals.atr, step)
+        run = run_engine(inputs, self.config.vector(policy), first, df.index, rule)
         traded = df.iloc[first:]
         metrics = self.analyzer.analyze(
             run.equity, run.trade_arrays(), run.in_market, traded["close"], self.config.initial_capital

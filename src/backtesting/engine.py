@@ -225,11 +225,12 @@ BLOCK_RULES = (
     "max_position_pct",
     "cash_reserve",
     "min_order",
-    "quick_filter",
+    "quick_filter",  # the rule stage (the candidate strategy's signals for the ai strategy)
+    "quick_filter_ai",  # the AI stage (ai strategy only)
 )
-(B_SAFE, B_SPACING, B_PER_DAY, B_POSITIONS, B_POS_PCT, B_RESERVE, B_MIN_ORDER, B_GATE) = range(8)
-B_ATTEMPTS, B_BLOCKED = 8, 9  # entry attempts (flat and an entry signal) and how many of them were refused
-N_BLOCKS = 10
+(B_SAFE, B_SPACING, B_PER_DAY, B_POSITIONS, B_POS_PCT, B_RESERVE, B_MIN_ORDER, B_GATE, B_GATE_AI) = range(9)
+B_ATTEMPTS, B_BLOCKED = 9, 10  # entry attempts (flat and an entry signal) and how many of them were refused
+N_BLOCKS = 11
 
 # --- quick filter metrics (compiled), in the order of thresholds.THRESHOLD_METRICS ----------------------------
 
@@ -537,9 +538,11 @@ def _window_loop(first, last, stamps, c, entry, exit_, atr, bar_s, starts, floor
 
 @numba.njit(cache=True, error_model="numpy")
 def _simulate(first, last, stamps, c, entry, exit_, atr, bar_s, starts, floors, ticks, cfg, st, equity, blocked,
-              buf):  # fmt: skip
+              buf, rule_entry, rule_exit, rule_atr, two_stage):  # fmt: skip
     """Bars ``first..last`` (inclusive) of the main run: ``_window_loop`` plus the quick filter gate at each entry
-    attempt the risk rules allow (when ``cfg[C_GATE]`` is on). Returns (trade buffer, trade count)."""
+    attempt the risk rules allow (when ``cfg[C_GATE]`` is on): the rule stage on the ``rule_*`` signals (the
+    strategy's own, or the ai strategy's candidate strategy's), then with ``two_stage`` the AI stage on the
+    strategy's signals. Returns (trade buffer, trade count)."""
     gate = cfg[C_GATE] > 0.0
     k = 0
     w0 = 0
@@ -589,8 +592,16 @@ def _simulate(first, last, stamps, c, entry, exit_, atr, bar_s, starts, floors, 
                 limit = stamps[t] - cfg[C_LOOKBACK_S]
                 while stamps[w0] <= limit:
                     w0 += 1
-                if not quick_filter_passes(w0, t, stamps, c, entry, exit_, atr, bar_s, starts, floors, ticks, cfg):
+                if not quick_filter_passes(
+                    w0, t, stamps, c, rule_entry, rule_exit, rule_atr, bar_s, starts, floors, ticks, cfg
+                ):
                     blocked[B_GATE] += 1
+                    blocked[B_BLOCKED] += 1
+                    total = 0.0
+                elif two_stage and not quick_filter_passes(
+                    w0, t, stamps, c, entry, exit_, atr, bar_s, starts, floors, ticks, cfg
+                ):
+                    blocked[B_GATE_AI] += 1
                     blocked[B_BLOCKED] += 1
                     total = 0.0
         if total > 0.0:
@@ -959,8 +970,11 @@ class EngineInputs:
         )  # fmt: skip
 
 
-def run_engine(inputs: EngineInputs, cfg: np.ndarray, first: int, index: pd.DatetimeIndex) -> EngineRun:
-    """Simulate bars ``first..`` (earlier bars are history only: signals and the quick filter's window)."""
+def run_engine(
+    inputs: EngineInputs, cfg: np.ndarray, first: int, index: pd.DatetimeIndex, rule: EngineInputs | None = None
+) -> EngineRun:
+    """Simulate bars ``first..`` (earlier bars are history only: signals and the quick filter's window).
+    ``rule``: the candidate strategy's signals when the strategy is the ai strategy (two-stage quick filter)."""
     n = len(inputs.close)
     st = _new_state(cfg[C_CAPITAL])
     equity = np.empty(n - first)
@@ -968,7 +982,10 @@ def run_engine(inputs: EngineInputs, cfg: np.ndarray, first: int, index: pd.Date
     buf = np.empty((1024, N_COLS))
     a = inputs.args()
     simulate: Callable[..., tuple[np.ndarray, int]] = _simulate  # a numba dispatcher
-    buf, k = simulate(first, n - 1, *a, cfg, st, equity, blocked, buf)
+    gate = rule or inputs
+    buf, k = simulate(
+        first, n - 1, *a, cfg, st, equity, blocked, buf, gate.entry, gate.exit, gate.atr, rule is not None
+    )  # fmt: skip
     buf = buf[:k].copy()
     in_market = _in_market(n - first, first, buf)
     return EngineRun(

@@ -136,9 +136,12 @@ def run_backtest(request: BacktestRequest, settings: Settings, console: Console)
         if isinstance(strategy, AITradingStrategy):
             asyncio.run(strategy.prepare(df))
         signals = strategy.generate_signals(df)
+        rule_signals = None
+        if isinstance(strategy, AITradingStrategy):  # the quick filter's rule stage judges the candidate strategy
+            rule_signals = strategy.rule_strategy.generate_signals(df)
         progress.update(task, advance=1, description="simulating")
         result = Backtester(config).run_signals(
-            df, signals, strategy.name, strategy.parameters(), strategy.exit_policy, start
+            df, signals, strategy.name, strategy.parameters(), strategy.exit_policy, start, rule_signals
         )
         progress.update(task, advance=1, description="writing reports")
         _write_outputs(request, result)
@@ -257,9 +260,11 @@ def print_gates(console: Console, result: BacktestResult) -> None:
         ("max_position_pct", f"{c.max_position_pct:g}% of equity" if c.risk_rules else off),
         ("cash_reserve", f"{c.cash_reserve_pct:g}% of equity" if c.risk_rules else off),
         ("min_order", f"{c.min_order_krw:,.0f} KRW; sizing {sizing}"),
-        ("quick_filter", f"{c.quick_filter_tier}, last {c.quick_filter_lookback_days} days" if c.quick_filter
-         else "off (--no-quick-filter)"),
+        ("quick_filter", f"rule stage: {c.quick_filter_tier}, last {c.quick_filter_lookback_days} days"
+         if c.quick_filter else "off (--no-quick-filter)"),
     )  # fmt: skip
+    if result.strategy == "ai":
+        rows += (("quick_filter_ai", "AI stage: the same on the AI-confirmed entries" if c.quick_filter else "off"),)
     for rule, setting in rows:
         table.add_row(rule, setting, f"{gates['refused_by'][rule]:,}")
     console.print(table)
