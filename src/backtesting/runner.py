@@ -251,7 +251,7 @@ def print_gates(console: Console, result: BacktestResult) -> None:
     table.add_column("Setting")
     table.add_column("Refused", justify="right")
     off = "off (--no-risk-rules)"
-    rows = (
+    rows: tuple[tuple[str, str], ...] = (
         ("safe_mode", f"daily {c.daily_loss_limit_pct:g}% / weekly {c.weekly_loss_limit_pct:g}% loss" if c.risk_rules
          else off),
         ("min_trade_interval", f"{c.min_trade_interval_hours:g} h" if c.risk_rules else off),
