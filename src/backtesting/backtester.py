@@ -154,7 +154,13 @@ class Backtester:
         if len(df) < 2:
             raise DataError(f"a backtest needs at least 2 candles, got {len(df)}")
         signals = strategy.generate_signals(df)
-        return self.run_signals(df, signals, strategy.name, strategy.parameters(), strategy.exit_policy, start)
+        rule_signals = None
+        candidate = getattr(strategy, "rule_strategy", None)  # the ai strategy: its candidate strategy
+        if isinstance(candidate, Strategy) and candidate is not strategy:
+            rule_signals = candidate.generate_signals(df)
+        return self.run_signals(
+            df, signals, strategy.name, strategy.parameters(), strategy.exit_policy, start, rule_signals
+        )
 
     def run_signals(
         self,
