@@ -235,10 +235,6 @@ N_BLOCKS = 11
 # --- quick filter metrics (compiled), in the order of thresholds.THRESHOLD_METRICS ----------------------------
 
 
-def new_state(capital: float) -> np.ndarray:
-    return _new_state(capital)
-
-
 @numba.njit(cache=True, error_model="numpy")
 def _new_state(capital: float) -> np.ndarray:
     st = np.zeros(N_STATE)
