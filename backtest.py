@@ -1,6 +1,8 @@
 """Backtest a strategy on historical Upbit candles: ``python backtest.py --help``.
 
-With no arguments: the rule-based breakout strategy on the bundled KRW-BTC hourly candles.
+With no arguments: the bot's own settings (``TRADING_STRATEGY`` with ``STRATEGY_PARAMS``, ``PAPER_STARTING_KRW``,
+the fee, ``BACKTEST_SLIPPAGE_PCT``, every risk rule and the quick filter) on the bundled KRW-BTC hourly candles.
+Flags override. See docs/BACKTESTING.md.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from typing import NoReturn
 import pandas as pd
 from rich.console import Console
 
-from src.backtesting.runner import STRATEGIES, BacktestRequest, run_backtest
+from src.backtesting.runner import BacktestRequest, run_backtest
 from src.config.bootstrap import warn_about_unknown_keys
 from src.config.settings import load_settings
+from src.domain.params_json import parse_params_json
 from src.exceptions import TradingSystemError
 from src.utils.logger import configure_logging, install_excepthooks, redactor
 
@@ -86,6 +89,19 @@ def _moment(text: str) -> str:
     return text
 
 
+def _strategy_name(text: str) -> str:
+    if not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", text):
+        raise argparse.ArgumentTypeError(f"expected a strategy name such as rule_breakout, got {text!r}")
+    return text
+
+
+def _params(text: str) -> dict[str, object]:
+    try:
+        return parse_params_json(text, "--params")
+    except TradingSystemError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+
+
 def _output_file(text: str) -> Path:
     path = Path(text)
     if path.is_dir():
@@ -108,18 +124,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--symbol", help="market, e.g. KRW-ETH (default KRW-BTC, or the market a --data file is named for)")
     p.add_argument("--timeframe", default="1h", choices=["1m", "5m", "1h", "4h", "1d"], help="bar size (default 1h)")
     p.add_argument("--data", type=Path, help="a candle CSV (timestamp,open,high,low,close,volume[,value]) instead")
-    p.add_argument("--strategy", default="rule_breakout", choices=STRATEGIES)
+    p.add_argument(
+        "--strategy",
+        type=_strategy_name,
+        help="a bundled strategy (rule_breakout, volatility_breakout), ai, or one from STRATEGY_PATH "
+        "(default TRADING_STRATEGY)",
+    )
+    p.add_argument("--params", type=_params, help="strategy parameters as a JSON object, e.g. '{\"k\": 0.6}'")
     p.add_argument("--start", type=_moment, help="first candle open time included (UTC), e.g. 2023-01-01")
     p.add_argument("--end", type=_moment, help="candles before this time (UTC) only")
     p.add_argument("--fee", type=_fraction, help="fee rate per side (default TRADING_FEE_RATE, 0.0005)")
     p.add_argument("--slippage", type=_slippage, help="slippage percent per fill (default BACKTEST_SLIPPAGE_PCT)")
-    p.add_argument("--capital", type=_positive, help="starting KRW (default BACKTEST_INITIAL_CAPITAL)")
-    p.add_argument("--position-fraction", type=_share, default=1.0, help="share of cash per entry (0..1]")
+    p.add_argument("--capital", type=_positive, help="starting KRW (default PAPER_STARTING_KRW)")
+    p.add_argument(
+        "--position-fraction",
+        type=_share,
+        help="fixed share of equity per entry (0..1]; default POSITION_SIZING / POSITION_FRACTION_PCT",
+    )
     p.add_argument("--no-tick-rounding", action="store_true", help="fill at exact prices, not on the KRW tick grid")
+    p.add_argument(
+        "--no-risk-rules",
+        action="store_true",
+        help="research: no trade spacing, daily cap, position caps, cash reserve or circuit breakers",
+    )
+    p.add_argument("--no-quick-filter", action="store_true", help="research: no quick filter gate before entries")
     p.add_argument("--k", type=_positive, help="volatility breakout k (default 0.5)")
     p.add_argument("--trend-filter", action="store_true", help="volatility breakout: open > mean of last 5 closes")
-    p.add_argument("--atr-stop", type=_positive, help="rule strategy stop in ATRs (default 2)")
-    p.add_argument("--atr-target", type=_positive, help="rule strategy target in ATRs (default 3)")
+    p.add_argument("--atr-stop", type=_positive, help="stop in ATRs (parameter stop_atr; rule strategy default 2)")
+    p.add_argument("--atr-target", type=_positive, help="target in ATRs (parameter target_atr; default 3)")
     p.add_argument("--squeeze-mode", choices=["bb_or_adx", "bb", "adx"], help="rule strategy squeeze gate")
     p.add_argument("--breakout-mode", choices=["donchian", "range"], help="rule strategy breakout gate")
     p.add_argument("--volume-multiplier", type=_positive, help="rule strategy volume gate (default 1.5)")
@@ -134,13 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
 def request_from_args(args: argparse.Namespace) -> BacktestRequest:
     names = {
         "k": "k",
-        "atr_stop": "atr_stop",
-        "atr_target": "atr_target",
+        "atr_stop": "stop_atr",
+        "atr_target": "target_atr",
         "squeeze_mode": "squeeze_mode",
         "breakout_mode": "breakout_mode",
         "volume_multiplier": "volume_multiplier",
     }
-    params = {key: getattr(args, attr) for attr, key in names.items() if getattr(args, attr) is not None}
+    params = dict(args.params or {})
+    params.update({key: getattr(args, attr) for attr, key in names.items() if getattr(args, attr) is not None})
     if args.trend_filter:
         params["trend_filter"] = True
     return BacktestRequest(
@@ -156,6 +189,8 @@ def request_from_args(args: argparse.Namespace) -> BacktestRequest:
         capital=args.capital,
         position_fraction=args.position_fraction,
         tick_sizes=not args.no_tick_rounding,
+        risk_rules=not args.no_risk_rules,
+        quick_filter=not args.no_quick_filter,
         json_out=args.json_out,
         html_out=args.html_out,
         ai_cache=args.ai_cache,

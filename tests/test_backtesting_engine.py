@@ -1,232 +1,293 @@
-"""Engine semantics: volatility breakout against the spec's formula, fills, stops/targets, ticks, min order."""
+"""The engine simulates the bot: hand-computed cases for each rule (fills, sizing, spacing, daily cap, breakers,
+Kelly, cash reserve, exits, check cadence), through ``Backtester.run_signals`` as ``backtest.py`` calls it."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import replace
+from datetime import UTC, datetime
+from decimal import Decimal
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from src.backtesting.backtester import Backtester
-from src.backtesting.data_provider import load_candle_csv
-from src.backtesting.portfolio import PortfolioConfig
-from src.strategy.bundled import VolatilityBreakoutStrategy
+from src.backtesting.backtester import Backtester, BacktestResult
+from src.backtesting.engine import (
+    TABLE_STARTS,
+    TICK_FLOORS,
+    TICK_SIZES,
+    EngineConfig,
+    check_moments,
+    fill_px,
+    half_kelly,
+    table_at,
+)
+from src.config.trading_groups import RiskConfig
+from src.domain.exits import ExitPolicy
+from src.domain.fills import fill_price
+from src.domain.orders import Side
+from src.risk.models import TradeStats
+from src.risk.sizing import half_kelly_pct
 from src.strategy.contract import StrategySignals
 
-ROOT = Path(__file__).resolve().parents[1]
-EXACT = PortfolioConfig(initial_capital=1_000_000.0, fee_rate=0.0005, slippage_pct=0.0, use_tick_sizes=False)
+MONDAY = pd.Timestamp("2024-03-04T00:00:00Z")  # a Monday, after the 2024-01-29 tick table
+# Every rule off except what a test switches on: fixed 20 %, no slippage, no gate, no spacing.
+BASE = EngineConfig(
+    slippage_pct=0.0,
+    quick_filter=False,
+    min_trade_interval_hours=0.0,
+    max_trades_per_day=10**6,
+    max_position_pct=100.0,
+    cash_reserve_pct=0.0,
+    daily_loss_limit_pct=99.0,
+    weekly_loss_limit_pct=99.0,
+)
 
 
-def frame(rows: list[tuple[float, float, float, float]], start: str = "2023-01-01", freq: str = "1h") -> pd.DataFrame:
-    index = pd.date_range(start, periods=len(rows), freq=freq, tz="UTC", name="timestamp")
-    df = pd.DataFrame(rows, columns=["open", "high", "low", "close"], index=index, dtype=float)
-    df["volume"] = 1.0
-    df["value"] = np.nan
-    return df
+def frame(closes: list[float], start: pd.Timestamp = MONDAY) -> pd.DataFrame:
+    index = pd.date_range(start, periods=len(closes), freq="1h", tz="UTC", name="timestamp")
+    c = np.asarray(closes, dtype=np.float64)
+    return pd.DataFrame({"open": c, "high": c, "low": c, "close": c, "volume": 1.0, "value": c}, index=index)
 
 
-def reference_volatility_breakout(
-    df: pd.DataFrame, k: float, fee: float, capital: float, trend_filter: bool = False
-) -> tuple[list[tuple[int, float, int, float]], float, np.ndarray]:
-    """The spec's algorithm written plainly, bar by bar, as an independent oracle."""
-    o, h, lo, c = (df[col].to_numpy() for col in ("open", "high", "low", "close"))
-    n = len(o)
-    cash, units, entry = capital, 0.0, None
-    trades, equity = [], np.empty(n)
-    for t in range(n):
-        if units:
-            cash = units * o[t] * (1 - fee)
-            trades.append((entry[0], entry[1], t, o[t]))
-            units = 0.0
-        if 1 <= t <= n - 2:
-            target = o[t] + k * (h[t - 1] - lo[t - 1])
-            trend_ok = not trend_filter or (t >= 5 and o[t] > np.mean(c[t - 5 : t]))
-            if h[t] >= target and trend_ok:
-                price = max(target, o[t])
-                units = cash / (price * (1 + fee))
-                cash = 0.0
-                entry = (t, price)
-        equity[t] = cash + units * c[t]
-    return trades, cash, equity
+def run(
+    closes: list[float],
+    entries: list[int] | None = None,
+    exits: list[int] | None = None,
+    policy: ExitPolicy | None = None,
+    config: EngineConfig = BASE,
+    start: pd.Timestamp = MONDAY,
+    atr: float = np.nan,
+) -> BacktestResult:
+    df = frame(closes, start)
+    n = len(df)
+    entry = np.zeros(n, dtype=np.bool_)
+    entry[entries if entries is not None else [0]] = True
+    exit_ = np.zeros(n, dtype=np.bool_)
+    exit_[exits or []] = True
+    signals = StrategySignals(df.index, entry, exit_, np.full(n, atr))
+    return Backtester(config).run_signals(df, signals, "test", {}, policy or ExitPolicy())
 
 
-@pytest.mark.parametrize("trend_filter", [False, True])
-def test_volatility_breakout_matches_the_spec_formula_on_real_daily_candles(trend_filter: bool) -> None:
-    # Given real KRW-BTC daily candles and the exact-fill configuration (no slippage, no ticks)
-    df = load_candle_csv(ROOT / "backtest_data" / "daily" / "KRW-BTC_1d.csv")
-    # When the engine runs the volatility breakout
-    result = Backtester(EXACT).run(df, VolatilityBreakoutStrategy(k=0.5, trend_filter=trend_filter))
-    # Then trades, equity at every close and the final cash equal the plain reference
-    trades, final_cash, equity = reference_volatility_breakout(df, 0.5, 0.0005, 1_000_000.0, trend_filter)
-    got = list(
-        zip(
-            result.trades.entry_bar,
-            result.trades.entry_price,
-            result.trades.exit_bar,
-            result.trades.exit_price,
-            strict=True,
-        )
-    )
-    assert len(got) == len(trades) > 100
-    for (eb, ep, xb, xp), (reb, rep, rxb, rxp) in zip(got, trades, strict=True):
-        assert (eb, xb) == (reb, rxb)
-        assert ep == pytest.approx(rep, rel=1e-12)
-        assert xp == pytest.approx(rxp, rel=1e-12)
-    assert result.metrics["final_equity"] == pytest.approx(final_cash, rel=1e-9)
-    np.testing.assert_allclose(result.equity.to_numpy(), equity, rtol=1e-9)
+def at(hours: float, start: pd.Timestamp = MONDAY) -> str:
+    return (start + pd.Timedelta(hours=hours)).isoformat()
 
 
-def test_volatility_breakout_hand_computed() -> None:
-    # Given 4 bars; range of bar 0 is 10, k = 0.5 -> target[1] = 100 + 5 = 105, high 110 -> buy at 105
-    df = frame([(100, 110, 100, 105), (100, 110, 95, 108), (112, 120, 111, 115), (115, 116, 114, 115)])
-    result = Backtester(PortfolioConfig(1_000_000.0, 0.001, 0.0, use_tick_sizes=False)).run(
-        df, VolatilityBreakoutStrategy(k=0.5)
-    )
-    trades = result.trades
-    # Then bar 1 buys at 105; bar 2 opens at 112 -> sells at 112; target[2] = 112 + 0.5*15 = 119.5 <= 120,
-    # buys at 119.5; bar 3 (the last) sells at its open 115 and never re-enters
-    assert list(trades.entry_price) == [105.0, 119.5]
-    assert list(trades.exit_price) == [112.0, 115.0]
-    units1 = 1_000_000 / (105 * 1.001)
-    cash1 = units1 * 112 * 0.999
-    units2 = cash1 / (119.5 * 1.001)
-    cash2 = units2 * 115 * 0.999
-    assert result.metrics["final_equity"] == pytest.approx(cash2)
-    assert result.equity.iloc[1] == pytest.approx(units1 * 108)
-    assert result.equity.iloc[0] == 1_000_000.0
-    assert result.metrics["fees_paid"] == pytest.approx(
-        units1 * 105 * 0.001 + units1 * 112 * 0.001 + units2 * 119.5 * 0.001 + units2 * 115 * 0.001
-    )
+# --- fills -------------------------------------------------------------------------------------------------------
 
 
-def signals_for(
-    df: pd.DataFrame,
-    entries: dict[int, float],
-    stop: float = np.nan,
-    target: float = np.nan,
-    exits: tuple[int, ...] = (),
-) -> StrategySignals:
-    signals = StrategySignals.empty(df.index)
-    for bar, level in entries.items():
-        signals.entry_stop[bar] = level
-        signals.stop_distance[bar] = stop
-        signals.target_distance[bar] = target
-    for bar in exits:
-        signals.exit_at_open[bar] = True
-    return signals
+def test_the_compiled_fill_price_is_the_fill_model_for_many_prices_dates_and_sides() -> None:
+    # Given prices across every tick band, moments under each tick table, both sides and several slippages
+    rng = np.random.default_rng(7)
+    prices = np.concatenate([10 ** rng.uniform(-1, 8.5, 400), [100.0, 1000.0, 5000.0, 10_000.0, 2_000_000.0, 99.99]])
+    moments = [datetime(2023, 6, 1, tzinfo=UTC), datetime(2024, 2, 1, tzinfo=UTC), datetime(2025, 8, 1, tzinfo=UTC)]
+    for when in moments:
+        table = table_at(when.timestamp(), TABLE_STARTS)
+        for slippage in ("0", "0.05", "0.3"):
+            for raw in prices:
+                reference = Decimal(repr(round(float(raw), 3)))
+                for side in (Side.BUY, Side.SELL):
+                    # When the engine computes the fill
+                    ours = fill_px(float(reference), side is Side.BUY, float(slippage) / 100, table, True,
+                                   TICK_FLOORS, TICK_SIZES)  # fmt: skip
+                    # Then it is src.domain.fills.fill_price to the float
+                    expected = fill_price(reference, side, Decimal(slippage), when)
+                    assert ours == pytest.approx(float(expected), rel=1e-12, abs=1e-12), (reference, side, when)
 
 
-def run(df: pd.DataFrame, signals: StrategySignals, config: PortfolioConfig = EXACT):
-    return Backtester(config).run_signals(df, signals, "test", {})
+def test_a_buy_and_a_signal_sell_fill_at_the_close_with_slippage_on_the_tick_grid_and_fees() -> None:
+    # Given 10M KRW, 20 % per entry, 0.05 % slippage, entry at bar 0 and a signal exit at bar 2
+    config = replace(BASE, slippage_pct=0.05)
+    result = run([50_000_000, 50_100_000, 51_000_000, 51_000_000], entries=[0], exits=[2], config=config)
+    # Then the buy is at the close of bar 0 plus slippage rounded UP to the 1,000 KRW tick, at bar 0's end
+    (trade,) = result.trade_records()
+    assert trade["entry_price"] == 50_025_000
+    assert trade["entry_time"] == at(1)
+    assert trade["entry_candle"] == at(0)
+    # And the volume is the 2,000,000 KRW total / price, cut to 8 decimals; the fee is on the executed KRW
+    volume = 0.03998000
+    assert trade["units"] == pytest.approx(volume, abs=1e-12)
+    funds = volume * 50_025_000
+    assert trade["cost"] == pytest.approx(funds * 1.0005)
+    # And the sell is at bar 2's close minus slippage rounded DOWN, reason signal
+    assert trade["exit_price"] == 50_974_000
+    assert trade["exit_time"] == at(3)
+    assert trade["exit_candle"] == at(2)
+    assert trade["exit_reason"] == "signal"
+    proceeds = volume * 50_974_000 * (1 - 0.0005)
+    assert trade["pnl"] == pytest.approx(proceeds - funds * 1.0005)
+    assert result.metrics["final_equity"] == pytest.approx(10_000_000 - funds * 1.0005 + proceeds)
 
 
-def test_stop_hit_intrabar_fills_at_the_stop() -> None:
-    # Given a market entry at bar 1's open (100) with stop 10 below and target 20 above
-    df = frame([(100, 101, 99, 100), (100, 102, 98, 101), (101, 103, 89, 95), (95, 96, 94, 95)])
-    result = run(df, signals_for(df, {1: 0.0}, stop=10, target=20))
-    # Then bar 2's low 89 touches the stop at 90: sold at 90
-    trade = result.trades.iloc[0]
-    assert (trade.entry_bar, trade.entry_price, trade.exit_bar, trade.exit_price, trade.exit_reason) == (
-        1,
-        100.0,
-        2,
-        90.0,
-        "stop",
-    )
+def test_a_position_open_after_the_last_bar_is_sold_at_the_last_close_as_end() -> None:
+    result = run([100_000, 101_000, 102_000])
+    (trade,) = result.trade_records()
+    assert trade["exit_reason"] == "end"
+    assert trade["exit_candle"] == at(2)
+    assert trade["exit_price"] == 102_000
 
 
-def test_target_hit_intrabar_fills_at_the_target() -> None:
-    df = frame([(100, 101, 99, 100), (100, 102, 98, 101), (101, 125, 100, 110), (110, 111, 109, 110)])
-    trade = run(df, signals_for(df, {1: 0.0}, stop=10, target=20)).trades.iloc[0]
-    assert (trade.exit_bar, trade.exit_price, trade.exit_reason) == (2, 120.0, "target")
+# --- exits ---------------------------------------------------------------------------------------------------------
 
 
-def test_stop_and_target_in_one_bar_assumes_the_stop_first() -> None:
-    # Given a bar whose range covers both the stop (90) and the target (120)
-    df = frame([(100, 101, 99, 100), (100, 102, 98, 101), (101, 125, 85, 110), (110, 111, 109, 110)])
-    trade = run(df, signals_for(df, {1: 0.0}, stop=10, target=20)).trades.iloc[0]
-    # Then the pessimistic rule applies: the stop
-    assert (trade.exit_price, trade.exit_reason) == (90.0, "stop")
+def test_stop_loss_fires_at_the_first_check_whose_price_is_at_or_below_the_stop() -> None:
+    # Given a 5 % stop below a 100,000 fill; closes 97,000 then 95,000
+    result = run([100_000, 97_000, 95_000, 90_000], policy=ExitPolicy(stop_loss_pct=5))
+    (trade,) = result.trade_records()
+    # Then the check at bar 2's close sells at that close (not at the stop level)
+    assert trade["stop_price"] == 95_000
+    assert (trade["exit_reason"], trade["exit_candle"], trade["exit_price"]) == ("stop_loss", at(2), 95_000)
+    assert trade["exit_time"] == at(3)
 
 
-def test_gap_through_the_stop_fills_at_the_open() -> None:
-    df = frame([(100, 101, 99, 100), (100, 102, 98, 101), (85, 86, 80, 84), (84, 85, 83, 84)])
-    trade = run(df, signals_for(df, {1: 0.0}, stop=10, target=20)).trades.iloc[0]
-    assert (trade.exit_bar, trade.exit_price, trade.exit_reason) == (2, 85.0, "stop")
+def test_take_profit_and_atr_levels_come_from_the_exit_rule() -> None:
+    # Given an ATR of 1,000 at the entry bar and a 3 ATR target
+    result = run([100_000, 102_000, 103_000, 104_000], policy=ExitPolicy(stop_atr=2, target_atr=3), atr=1000.0)
+    (trade,) = result.trade_records()
+    assert (trade["stop_price"], trade["target_price"]) == (98_000, 103_000)
+    assert (trade["exit_reason"], trade["exit_candle"]) == ("take_profit", at(2))
 
 
-def test_gap_over_the_target_fills_at_the_open() -> None:
-    df = frame([(100, 101, 99, 100), (100, 102, 98, 101), (130, 131, 128, 129), (129, 130, 128, 129)])
-    trade = run(df, signals_for(df, {1: 0.0}, stop=10, target=20)).trades.iloc[0]
-    assert (trade.exit_bar, trade.exit_price, trade.exit_reason) == (2, 130.0, "target")
+def test_trailing_stop_follows_the_highest_checked_close() -> None:
+    # Given a 10 % trailing stop: highest close 120,000 -> level 108,000
+    result = run([100_000, 120_000, 110_000, 108_000, 100_000], policy=ExitPolicy(trailing_stop_pct=10))
+    (trade,) = result.trade_records()
+    assert (trade["exit_reason"], trade["exit_candle"], trade["exit_price"]) == ("trailing_stop", at(3), 108_000)
 
 
-def test_stop_is_checked_on_the_entry_bar_and_blocks_reentry_that_bar() -> None:
-    # Given an entry at bar 1's open whose own bar falls through the stop
-    df = frame([(100, 101, 99, 100), (100, 101, 88, 92), (92, 93, 91, 92), (92, 93, 91, 92)])
-    result = run(df, signals_for(df, {1: 0.0, 2: 0.0}, stop=10, target=20))
-    first, second = result.trades.iloc[0], result.trades.iloc[1]
-    assert (first.entry_bar, first.exit_bar, first.exit_price, first.exit_reason) == (1, 1, 90.0, "stop")
-    # Then the next entry comes in bar 2 and is closed at the last close
-    assert (second.entry_bar, second.exit_bar, second.exit_price, second.exit_reason) == (2, 3, 92.0, "end")
+def test_time_out_sells_at_the_first_check_after_the_holding_limit() -> None:
+    # Given a 2.5 h limit and checks every 15 min: due 2.5 h after the entry fill (bar 0 close = 01:00)
+    result = run([100_000] * 6, policy=ExitPolicy(max_hold_hours=2.5))
+    (trade,) = result.trade_records()
+    # Then the 03:30 check sells at the newest complete close (bar 2's)
+    assert trade["exit_reason"] == "time_out"
+    assert trade["exit_time"] == at(3.5)
+    assert trade["exit_candle"] == at(2)
 
 
-def test_buy_stop_not_reached_does_not_fill_and_last_bar_never_enters() -> None:
-    df = frame([(100, 101, 99, 100), (100, 104, 99, 103), (103, 110, 102, 109)])
-    result = run(df, signals_for(df, {1: 105.0, 2: 0.0}))
-    assert result.trades.empty
-    assert result.metrics["final_equity"] == EXACT.initial_capital
+def test_exit_checks_only_see_the_closes_a_check_falls_on() -> None:
+    # Given checks every 90 minutes on hourly bars: a check sees bar t's close if one falls in [T_t, T_t+1h)
+    seen = np.isfinite(check_moments(frame([1.0] * 4).index, 3600, 90))
+    assert seen.tolist() == [True, False, True, True]  # checks at 01:30, (none in 02:00..03:00), 03:00, 04:30
+    # And a stop crossed only at an unseen close does not fire
+    result = run([100_000, 90_000, 100_000, 100_000, 100_000], policy=ExitPolicy(stop_loss_pct=5),
+                 config=replace(BASE, position_check_minutes=90))  # fmt: skip
+    assert result.trade_records()[0]["exit_reason"] == "end"
 
 
-def test_exit_at_open_sells_at_the_open() -> None:
-    df = frame([(100, 101, 99, 100), (100, 102, 98, 101), (104, 106, 103, 105), (105, 106, 104, 105)])
-    trade = run(df, signals_for(df, {1: 0.0}, exits=(2,))).trades.iloc[0]
-    assert (trade.exit_bar, trade.exit_price, trade.exit_reason) == (2, 104.0, "signal")
+# --- risk rules ------------------------------------------------------------------------------------------------------
 
 
-def test_slippage_and_tick_rounding_move_fills_against_the_trader() -> None:
-    # Given BTC-like prices in 2023 (tick 1,000 KRW above 2,000,000) and 0.05 % slippage
-    df = frame(
-        [
-            (30_000_000, 30_100_000, 29_900_000, 30_000_000),
-            (30_000_500, 30_200_000, 29_950_000, 30_100_000),
-            (30_100_000, 30_300_000, 30_000_000, 30_200_000),
-            (30_200_000, 30_300_000, 30_100_000, 30_250_000),
-        ]
-    )
-    config = PortfolioConfig(10_000_000.0, 0.0005, slippage_pct=0.05, use_tick_sizes=True)
-    trade = run(df, signals_for(df, {1: 0.0}, exits=(3,)), config).trades.iloc[0]
-    # Then the buy is 30,000,500 * 1.0005 = 30,015,500.25 rounded UP to 30,016,000, and the sell
-    # 30,200,000 * 0.9995 = 30,184,900 rounded DOWN to 30,184,000
-    assert trade.entry_price == 30_016_000.0
-    assert trade.exit_price == 30_184_000.0
+def test_trades_are_spaced_by_the_minimum_interval_since_the_last_buy_or_sell() -> None:
+    # Given an entry signal on every bar, a signal exit on every bar and 3 h spacing
+    n = 10
+    config = replace(BASE, min_trade_interval_hours=3.0)
+    result = run([100_000] * n, entries=list(range(n)), exits=list(range(n)), config=config)
+    trades = result.trade_records()
+    # Then buy at bar 0, sell at bar 1 (exits are never spaced), next buy 3 h after that sell: bar 4, ...
+    assert [(t["entry_candle"], t["exit_candle"]) for t in trades[:2]] == [(at(0), at(1)), (at(4), at(5))]
+    assert result.gates()["refused_by"]["min_trade_interval"] > 0
 
 
-def test_tick_table_follows_the_bar_date() -> None:
-    # Given an open of 1,234,400 KRW: the tick is 500 before 2025-07-31 and 1,000 from then on
-    rows = [(1_234_400, 1_240_000, 1_230_000, 1_234_400)] * 3
-    config = PortfolioConfig(10_000_000.0, 0.0, 0.0, use_tick_sizes=True)
-    old_df, new_df = frame(rows, "2024-06-01"), frame(rows, "2025-08-01")
-    old = run(old_df, signals_for(old_df, {1: 0.0}), config).trades.iloc[0]
-    new = run(new_df, signals_for(new_df, {1: 0.0}), config).trades.iloc[0]
-    # Then buys round up and sells (at the last close) round down on the grid of that date
-    assert (old.entry_price, old.exit_price) == (1_234_500.0, 1_234_000.0)
-    assert (new.entry_price, new.exit_price) == (1_235_000.0, 1_234_000.0)
+def test_the_daily_trade_cap_counts_buys_and_sells_per_utc_day() -> None:
+    # Given 2 trades per UTC day and entry and exit signals on every bar from 20:00
+    start = MONDAY + pd.Timedelta(hours=20)
+    config = replace(BASE, max_trades_per_day=2)
+    n = 10
+    result = run([100_000] * n, entries=list(range(n)), exits=list(range(n)), config=config, start=start)
+    trades = result.trade_records()
+    # Then buy 21:00 and sell 22:00 (Monday's two), refused 23:00; buy 00:00 and sell 01:00, then refused
+    assert [(t["entry_time"], t["exit_time"]) for t in trades] == [
+        (at(1, start), at(2, start)),
+        (at(4, start), at(5, start)),
+    ]
+    assert result.gates()["refused_by"]["max_trades_per_day"] == 6
 
 
-def test_entries_below_the_minimum_order_are_skipped() -> None:
-    df = frame([(100, 101, 99, 100)] * 4)
-    config = PortfolioConfig(initial_capital=4_999.0, fee_rate=0.0005, use_tick_sizes=False)
-    result = run(df, signals_for(df, {1: 0.0, 2: 0.0}), config)
-    assert result.trades.empty
-    assert result.portfolio.skipped_entries == 2
+def test_a_daily_loss_enters_safe_mode_until_the_next_utc_day() -> None:
+    # Given all-in entries and a 3 % daily loss limit; the price falls 10 % while held
+    config = replace(BASE, position_fraction_pct=100.0, daily_loss_limit_pct=3.0)
+    closes = [100_000, 90_000] + [90_000] * 30
+    entries = list(range(len(closes)))
+    result = run(closes, entries=entries, exits=[1], config=config)
+    trades = result.trade_records()
+    # Then after the signal sell at 02:00 no buy happens until 00:00 UTC the next day
+    assert trades[0]["exit_time"] == at(2)
+    assert trades[1]["entry_time"] == at(24)
+    assert result.gates()["safe_mode_entered"] == 1
+    assert result.gates()["refused_by"]["safe_mode"] == 21  # bars closing 03:00..23:00
 
 
-def test_position_fraction_keeps_the_rest_in_cash() -> None:
-    df = frame([(100, 101, 99, 100), (100, 101, 99, 100), (110, 111, 109, 110)])
-    config = PortfolioConfig(1_000_000.0, 0.0, 0.0, position_fraction=0.25, use_tick_sizes=False)
-    result = run(df, signals_for(df, {1: 0.0}), config)
-    # 250,000 KRW buys 2,500 units at 100, worth 275,000 at the end; 750,000 stayed in cash
-    assert result.metrics["final_equity"] == pytest.approx(1_025_000.0)
-    assert result.trades.iloc[0].exit_reason == "end"
+def test_a_weekly_loss_enters_safe_mode_until_next_monday() -> None:
+    config = replace(BASE, position_fraction_pct=100.0, weekly_loss_limit_pct=5.0, daily_loss_limit_pct=50.0)
+    closes = [100_000, 90_000] + [90_000] * (24 * 7)
+    result = run(closes, entries=list(range(len(closes))), exits=[1], config=config)
+    trades = result.trade_records()
+    assert trades[1]["entry_time"] == at(24 * 7)  # Monday 00:00 of the next ISO week
+
+
+def test_cash_reserve_and_per_coin_cap_bound_the_order() -> None:
+    # Given 20 % sizing but a 90 % cash reserve: room = 10M x 10 % / (1 + fee)
+    reserve = run([100_000, 100_000], config=replace(BASE, cash_reserve_pct=90.0)).trade_records()[0]
+    assert reserve["units"] * 100_000 == pytest.approx(999_500)
+    # And with a 10 % per-coin cap the order is 1,000,000 KRW
+    capped = run([100_000, 100_000], config=replace(BASE, max_position_pct=10.0)).trade_records()[0]
+    assert capped["units"] * 100_000 == pytest.approx(1_000_000)
+
+
+def test_an_order_below_the_minimum_is_not_placed() -> None:
+    result = run([100_000, 100_000], config=replace(BASE, initial_capital=20_000.0))
+    assert result.trade_records() == []
+    assert result.gates()["refused_by"]["min_order"] == 1
+
+
+def test_half_kelly_sizes_from_the_closed_round_trips_once_enough_exist() -> None:
+    # Given half-Kelly after 2 closed trades: one win of +10 %, one loss of -5 % (each 20 % of equity)
+    config = replace(BASE, position_sizing="half_kelly", kelly_min_trades=2, fee_rate=0.0)
+    closes = [100_000, 110_000, 100_000, 95_000, 100_000, 100_000]
+    result = run(closes, entries=[0, 2, 4], exits=[1, 3], config=config)
+    first, second, third = result.trade_records()
+    wins, losses = first["pnl"], -second["pnl"]
+    # Then the third entry's size is half of W - (1 - W)/R, clamped to 5..30 %
+    stats = TradeStats(closed=2, wins=1, avg_win=Decimal(repr(wins)), avg_loss=Decimal(repr(losses)))
+    pct = float(half_kelly_pct(stats, RiskConfig()))
+    equity = 10_000_000 + wins - losses
+    assert third["cost"] == pytest.approx(np.floor(equity * pct / 100), abs=1)
+
+
+def test_the_compiled_half_kelly_is_the_sizing_rule() -> None:
+    rng = np.random.default_rng(3)
+    config = RiskConfig()
+    for _ in range(300):
+        closed = int(rng.integers(1, 60))
+        wins = int(rng.integers(0, closed + 1))
+        win_sizes = rng.uniform(1000, 100_000, wins)
+        loss_sizes = rng.uniform(0, 100_000, closed - wins)
+        pnls = [Decimal(repr(float(v))) for v in win_sizes] + [Decimal(repr(-float(v))) for v in loss_sizes]
+        expected = half_kelly_pct(TradeStats.from_pnls(pnls), config)
+        ours = half_kelly(float(closed), float(wins), float(win_sizes.sum()), float(loss_sizes.sum()), 5.0, 30.0)
+        assert ours == pytest.approx(float(expected), abs=1.01e-4)
+
+
+def test_start_trades_only_from_the_start_and_uses_earlier_bars_as_history() -> None:
+    df = frame([100_000] * 6)
+    entry = np.ones(6, dtype=np.bool_)
+    signals = StrategySignals(df.index, entry, np.ones(6, dtype=np.bool_), np.full(6, np.nan))
+    result = Backtester(BASE).run_signals(df, signals, "t", {}, ExitPolicy(), start=df.index[3])
+    assert result.metrics["bars"] == 3
+    assert result.trade_records()[0]["entry_candle"] == at(3)
+
+
+def test_flat_bars_keep_the_equity_and_each_bar_marks_it_at_the_close() -> None:
+    result = run([100_000, 110_000, 121_000], config=replace(BASE, position_fraction_pct=100.0, fee_rate=0.0))
+    equity = result.equity.to_numpy()
+    units = result.trade_records()[0]["units"]
+    assert equity[1] == pytest.approx(10_000_000 - units * 100_000 + units * 110_000)
+
+
+def test_risk_rules_can_be_switched_off_for_research() -> None:
+    config = replace(EngineConfig(slippage_pct=0.0, quick_filter=False), max_trades_per_day=1).without_risk_rules()
+    n = 8
+    result = run([100_000] * n, entries=list(range(n)), exits=list(range(n)), config=config)
+    assert len(result.trade_records()) == 4
+    assert result.to_dict()["settings"]["risk_rules"] is False

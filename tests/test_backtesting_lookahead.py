@@ -13,7 +13,7 @@ from src.ai.service import AIDecision, MarketContext
 from src.backtesting.ai_strategy import AITradingStrategy
 from src.backtesting.backtester import Backtester
 from src.backtesting.data_provider import load_candle_csv
-from src.backtesting.portfolio import PortfolioConfig
+from src.backtesting.engine import EngineConfig
 from src.domain.decisions import Decision, DecisionSource
 from src.strategy.bundled import RuleBasedBreakoutStrategy, VolatilityBreakoutStrategy
 from src.strategy.contract import Strategy
@@ -73,7 +73,7 @@ def make_strategies() -> dict[str, Strategy]:
     }
 
 
-ARRAYS = ("entry_stop", "exit_at_open", "stop_distance", "target_distance", "buy_signal", "sell_signal")
+ARRAYS = ("entry", "exit", "atr")
 
 
 @pytest.mark.parametrize("name", list(make_strategies()))
@@ -89,9 +89,11 @@ def test_future_candles_never_change_past_decisions(candles: pd.DataFrame, name:
             getattr(original, array)[: t + 1], getattr(changed, array)[: t + 1], err_msg=array
         )
     # And the engine's trades opened at or before t, and the equity up to t-1, are identical
-    config = PortfolioConfig(use_tick_sizes=True, slippage_pct=0.05)
-    a = Backtester(config).run_signals(candles, original, name, {})
-    b = Backtester(config).run_signals(changed_df, changed, name, {})
+    # (the bot's rules, the quick filter gate included: its window only looks back)
+    config = EngineConfig(quick_filter_tier="lenient", quick_filter_lookback_days=10)
+    policy = make_strategies()[name].exit_policy
+    a = Backtester(config).run_signals(candles, original, name, {}, policy)
+    b = Backtester(config).run_signals(changed_df, changed, name, {}, policy)
     entries_a = a.trades[a.trades.entry_bar <= t][["entry_bar", "entry_price"]].reset_index(drop=True)
     entries_b = b.trades[b.trades.entry_bar <= t][["entry_bar", "entry_price"]].reset_index(drop=True)
     pd.testing.assert_frame_equal(entries_a, entries_b)
@@ -104,5 +106,7 @@ def test_future_candles_never_change_past_decisions(candles: pd.DataFrame, name:
 def test_strategies_trade_on_this_window(candles: pd.DataFrame) -> None:
     # Guard: the look-ahead test is only meaningful if each strategy actually trades here
     for name, strategy in make_strategies().items():
-        result = Backtester().run(candles, strategy)
+        result = Backtester(EngineConfig(quick_filter_tier="lenient", quick_filter_lookback_days=10)).run(
+            candles, strategy
+        )
         assert result.metrics["trades"] > 0, name

@@ -27,40 +27,37 @@ def quiet_then_breakout(bars: int = 150) -> pd.DataFrame:
 
 def test_rule_gates_fire_on_a_squeeze_breakout_with_volume() -> None:
     df = quiet_then_breakout()
-    strategy = RuleBasedBreakoutStrategy(squeeze_mode="adx", adx_max=100.0)
+    strategy = RuleBasedBreakoutStrategy(squeeze_mode="bb")  # a pure drift has ADX 100: no ADX squeeze
     signals = strategy.generate_signals(df)
     gates = strategy.gates(df)
     # Then every gate holds on the last bar, and the buy is the last bar's conclusion
     assert all(bool(gates[name][-1]) for name in ("trend", "squeeze", "breakout", "volume"))
-    assert signals.buy_signal[-1]
-    assert not signals.buy_signal[-2]  # no breakout before
+    assert signals.entry[-1]
+    assert not signals.entry[-2]  # no breakout before
     latest = signals.latest()
     assert latest["buy"] is True
     assert latest["breakout"] is True
     assert latest["timestamp"] == df.index[-1].isoformat()
-    # And the entry is a market order at the next bar's open with stop/target from ATR at the signal bar
-    bigger = pd.concat([df, df.iloc[-1:].set_axis([df.index[-1] + pd.Timedelta(hours=1)])])
-    extended = strategy.generate_signals(bigger)
+    # And the ATR the exit levels are set from is the signal bar's ATR(14); the exits are 2 and 3 ATR
     atr_now = atr(df["high"].to_numpy(), df["low"].to_numpy(), df["close"].to_numpy())[-1]
-    assert extended.entry_stop[-1] == 0.0
-    assert extended.stop_distance[-1] == pytest.approx(2 * atr_now)
-    assert extended.target_distance[-1] == pytest.approx(3 * atr_now)
+    assert signals.atr[-1] == pytest.approx(atr_now)
+    assert (strategy.exit_policy.stop_atr, strategy.exit_policy.target_atr) == (2.0, 3.0)
 
 
 def test_volume_gate_blocks_without_volume_or_obv() -> None:
     df = quiet_then_breakout()
     df.iloc[-1, df.columns.get_loc("volume")] = 10.0
     strategy = RuleBasedBreakoutStrategy(squeeze_mode="adx", adx_max=100.0, use_obv=False)
-    assert not strategy.generate_signals(df).buy_signal[-1]
+    assert not strategy.generate_signals(df).entry[-1]
 
 
 def test_volatility_breakout_target_and_live_reading() -> None:
     df = quiet_then_breakout(10)
     signals = VolatilityBreakoutStrategy(k=0.5).generate_signals(df)
     expected = df["open"].to_numpy()[1:] + 0.5 * (df["high"].to_numpy()[:-1] - df["low"].to_numpy()[:-1])
-    np.testing.assert_allclose(signals.entry_stop[1:], expected)
-    assert np.isnan(signals.entry_stop[0])
-    assert signals.exit_at_open.all()
+    np.testing.assert_array_equal(signals.entry[1:], df["high"].to_numpy()[1:] >= expected)
+    assert not signals.entry[0]
+    assert signals.exit.all()  # held one bar: sold at the next close
     assert signals.latest()["buy"] == bool(df["high"].iloc[-1] >= expected[-1])
 
 
@@ -71,7 +68,7 @@ def test_volatility_breakout_target_and_live_reading() -> None:
         lambda: VolatilityBreakoutStrategy(k=0.5, trend_window=0),
         lambda: RuleBasedBreakoutStrategy(squeeze_mode="nope"),  # type: ignore[arg-type]
         lambda: RuleBasedBreakoutStrategy(breakout_mode="nope"),  # type: ignore[arg-type]
-        lambda: RuleBasedBreakoutStrategy(atr_stop=0),
+        lambda: RuleBasedBreakoutStrategy(stop_atr=-1),
         lambda: RuleBasedBreakoutStrategy(donchian_period=1),
     ],
 )

@@ -1,10 +1,13 @@
-"""Benchmark: our engine against backtesting.py on the same data, plus the quick filter and peak memory.
+"""Benchmark: the bot-simulating engine against the engine it replaced, plus the quick filter and peak memory.
 
-Run from the project root (backtesting.py lives only in benchmarks/.venv-bt, see benchmarks/README.md)::
+Run from the project root::
 
-    .venv/bin/python -m benchmarks.backtest.run [--sizes 10000 100000 1000000] [--bt-max-bars 1000000]
+    .venv/bin/python -m benchmarks.backtest.run [--sizes 10000 100000 1000000] [--repeats 3]
+    .venv/bin/python -m benchmarks.backtest.run --with-backtesting-py   # also the old comparison (see README)
 
-Prints a markdown table and writes benchmarks/results/backtest.json.
+The baseline is the previous engine, kept only in ``benchmarks/backtest/baseline_engine.py``; both run in this
+process, alternating, on the same candles and signals. Prints markdown tables and writes
+benchmarks/results/backtest.json.
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmarks.backtest.baseline_engine import PortfolioConfig, run_baseline, run_baseline_signals
 from src.backtesting.backtester import Backtester
 from src.backtesting.data_provider import load_candle_csv
-from src.backtesting.portfolio import PortfolioConfig
+from src.backtesting.engine import EngineConfig
 from src.backtesting.quick_filter import QuickBacktestFilter
 from src.strategy.bundled import RuleBasedBreakoutStrategy, VolatilityBreakoutStrategy
 from src.strategy.contract import Strategy
@@ -33,10 +37,15 @@ ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 BT_PYTHON = ROOT / "benchmarks" / ".venv-bt" / "bin" / "python"
 FEE = 0.0005
-# Same fills as backtesting.py: no slippage, no tick grid, no minimum order in the way
+# Same fills as backtesting.py: no slippage, no tick grid, no minimum order in the way (old engine only)
 COMPARABLE = PortfolioConfig(
     initial_capital=10_000_000.0, fee_rate=FEE, slippage_pct=0.0, min_order_krw=0.0, use_tick_sizes=False
 )
+# Today's engine as the bot's default settings describe it, slippage 0.05 %, tick grid on: the baseline gets the
+# same costs. "gate on" adds the quick filter at every entry attempt.
+BASELINE = PortfolioConfig(initial_capital=10_000_000.0, fee_rate=FEE, slippage_pct=0.05)
+RISK_ON = EngineConfig(fee_rate=FEE, slippage_pct=0.05, quick_filter=False)
+GATE_ON = EngineConfig(fee_rate=FEE, slippage_pct=0.05, quick_filter=True)
 
 
 def synthetic_hourly(bars: int, seed: int = 42, start: str = "2000-01-01") -> pd.DataFrame:
@@ -60,25 +69,37 @@ def strategies() -> dict[str, Strategy]:
     return {"volatility_breakout": VolatilityBreakoutStrategy(k=0.5), "rule_breakout": RuleBasedBreakoutStrategy()}
 
 
-def time_ours(df: pd.DataFrame, strategy: Strategy, repeats: int) -> tuple[float, Any]:
-    """Best of ``repeats``: signals (indicators included) + simulation + metrics."""
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        started = time.perf_counter()
-        result = Backtester(COMPARABLE).run(df, strategy)
-        best = min(best, time.perf_counter() - started)
-    return best, result
+def _timed(fn: Any) -> tuple[float, Any]:
+    started = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - started, out
 
 
-def time_engine(df: pd.DataFrame, strategy: Strategy, repeats: int) -> float:
-    """Best of ``repeats``: simulation + metrics only, signals computed beforehand (what backtesting.py is given)."""
+def compare(df: pd.DataFrame, strategy: Strategy, repeats: int, gate_repeats: int) -> dict[str, Any]:
+    """Best of ``repeats``, baseline and new engine alternating: totals (signals + loop + metrics) and engine
+    only (loop + metrics given the signals); the gate-on run best of ``gate_repeats``."""
     signals = strategy.generate_signals(df)
-    best = float("inf")
+    best: dict[str, float] = {}
+    out: dict[str, Any] = {}
+    runs = {
+        "baseline_total": lambda: run_baseline(df, strategy, BASELINE)[1],
+        "new_total": lambda: Backtester(RISK_ON).run(df, strategy).metrics,
+        "baseline_engine": lambda: run_baseline_signals(df, signals, strategy, BASELINE)[1],
+        "new_engine": lambda: (
+            Backtester(RISK_ON).run_signals(df, signals, strategy.name, {}, strategy.exit_policy).metrics
+        ),
+    }
     for _ in range(repeats):
-        started = time.perf_counter()
-        Backtester(COMPARABLE).run_signals(df, signals, strategy.name, {})
-        best = min(best, time.perf_counter() - started)
-    return best
+        for key, fn in runs.items():
+            seconds, metrics = _timed(fn)
+            best[key] = min(best.get(key, float("inf")), seconds)
+            out[f"{key}_trades"] = int(metrics["trades"])
+    for _ in range(gate_repeats):
+        seconds, result = _timed(lambda: Backtester(GATE_ON).run(df, strategy))
+        best["new_total_gate"] = min(best.get("new_total_gate", float("inf")), seconds)
+        out["new_total_gate_trades"] = int(result.metrics["trades"])
+        out["gate_refusals"] = result.gates()["refused_by"]["quick_filter"]
+    return {**out, **{f"{k}_s": v for k, v in best.items()}}
 
 
 def run_bt(df: pd.DataFrame, name: str, strategy: Strategy, tag: str) -> dict[str, Any] | None:
@@ -91,9 +112,9 @@ def run_bt(df: pd.DataFrame, name: str, strategy: Strategy, tag: str) -> dict[st
     if name == "rule_breakout":
         signals = strategy.generate_signals(df)
         arrays |= {
-            "buy_signal": signals.buy_signal,
-            "stop_distance": signals.stop_distance,
-            "target_distance": signals.target_distance,
+            "buy_signal": signals.entry,
+            "stop_distance": strategy.exit_policy.stop_atr * signals.atr,
+            "target_distance": strategy.exit_policy.target_atr * signals.atr,
         }
     np.savez(npz, **arrays)
     cmd = [str(BT_PYTHON), str(Path(__file__).with_name("bt_side.py")), "--data", str(npz), "--strategy", name]
@@ -125,7 +146,7 @@ def same_trades(ours: pd.DataFrame, theirs: list[list[float]], df: pd.DataFrame)
 def quick_filter_ms(df: pd.DataFrame, repeats: int = 20) -> float:
     best = float("inf")
     for _ in range(repeats):
-        quick = QuickBacktestFilter(lookback_days=730, thresholds="moderate")  # fresh: no cached result
+        quick = QuickBacktestFilter(lookback_days=730, thresholds="moderate")  # fresh: no cached result; 2 years
         started = time.perf_counter()
         quick.evaluate("KRW-BTC", df)
         best = min(best, time.perf_counter() - started)
@@ -139,10 +160,10 @@ def peak_memory_mb(bars: int) -> float:
     benchmark process's memory.
     """
     code = (
-        "from benchmarks.backtest.run import synthetic_hourly, COMPARABLE;"
+        "from benchmarks.backtest.run import synthetic_hourly, RISK_ON;"
         "from src.backtesting.backtester import Backtester;"
         "from src.strategy.bundled import VolatilityBreakoutStrategy;"
-        f"df=synthetic_hourly({bars});Backtester(COMPARABLE).run(df, VolatilityBreakoutStrategy(0.5));"
+        f"df=synthetic_hourly({bars});Backtester(RISK_ON).run(df, VolatilityBreakoutStrategy(k=0.5));"
         "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
@@ -152,56 +173,31 @@ def peak_memory_mb(bars: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
-    parser.add_argument("--bt-max-bars", type=int, default=1_000_000, help="skip backtesting.py above this size")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--gate-repeats", type=int, default=1, help="repeats of the (slow) quick-filter-on run")
+    parser.add_argument("--with-backtesting-py", action="store_true", help="also the old backtesting.py comparison")
+    parser.add_argument("--bt-max-bars", type=int, default=1_000_000, help="skip backtesting.py above this size")
     args = parser.parse_args()
     configure_logging("WARNING")
     rows: list[dict[str, Any]] = []
-    # Warm-up: numba's compiled loop is cached on disk after the first run; report that once
+    # Warm-up: numba's compiled loops are cached on disk after the first run; report that once
     started = time.perf_counter()
-    Backtester(COMPARABLE).run(synthetic_hourly(100), VolatilityBreakoutStrategy())
+    warm = synthetic_hourly(2000)
+    for strategy in strategies().values():
+        Backtester(GATE_ON).run(warm, strategy)
+        run_baseline(warm, strategy, BASELINE)
     first_call = time.perf_counter() - started
-
-    checks = []
-    for label, path in (
-        ("KRW-BTC 1d", ROOT / "backtest_data" / "daily" / "KRW-BTC_1d.csv"),
-        ("KRW-BTC 1h", ROOT / "backtest_data" / "hourly" / "KRW-BTC_1h.csv"),
-        ("KRW-ETH 1h", ROOT / "backtest_data" / "hourly" / "KRW-ETH_1h.csv"),
-    ):
-        real = load_candle_csv(path)
-        for name, strategy in strategies().items():
-            ours_s, ours = time_ours(real, strategy, args.repeats)
-            theirs = run_bt(real, name, strategy, f"real-{label.replace(' ', '_')}")
-            verdict = (
-                same_trades(ours.trades, theirs["trades"], real) if theirs else (None, "backtesting.py not installed")
-            )
-            checks.append(
-                {"data": label, "strategy": name, "bars": len(real), "same": verdict[0], "detail": verdict[1]}
-            )
-            print(f"check {label} {name}: {verdict[1]}", flush=True)
 
     for size in args.sizes:
         df = synthetic_hourly(size)
         for name, strategy in strategies().items():
-            ours_s, ours = time_ours(df, strategy, args.repeats)
-            engine_s = time_engine(df, strategy, args.repeats)
-            theirs = run_bt(df, name, strategy, f"synthetic-{size}") if size <= args.bt_max_bars else None
-            row = {
-                "bars": size,
-                "strategy": name,
-                "trades": int(ours.metrics["trades"]),
-                "ours_s": ours_s,
-                "ours_engine_s": engine_s,
-                "ours_bars_per_s": size / ours_s,
-                "bt_s": theirs["seconds"] if theirs else None,
-                "bt_bars_per_s": size / theirs["seconds"] if theirs else None,
-                "speedup": theirs["seconds"] / ours_s if theirs else None,
-                "speedup_engine": theirs["seconds"] / engine_s if theirs else None,
-                "same_trades": same_trades(ours.trades, theirs["trades"], df)[0] if theirs else None,
-            }
+            row = {"bars": size, "strategy": name, **compare(df, strategy, args.repeats, args.gate_repeats)}
+            row["ratio_total"] = row["new_total_s"] / row["baseline_total_s"]
+            row["ratio_engine"] = row["new_engine_s"] / row["baseline_engine_s"]
             rows.append(row)
             print(json.dumps(row), flush=True)
 
+    checks = backtesting_py_checks(args.bt_max_bars) if args.with_backtesting_py else []
     two_years = synthetic_hourly(2 * 8760, seed=7)
     real_btc = load_candle_csv(ROOT / "backtest_data" / "hourly" / "KRW-BTC_1h.csv")
     real_two_years = real_btc[real_btc.index >= real_btc.index[-1] - pd.Timedelta(days=730)]
@@ -219,31 +215,59 @@ def main() -> None:
     print(render(summary))
 
 
+def backtesting_py_checks(max_bars: int) -> list[dict[str, Any]]:
+    """The old engine (the baseline) against backtesting.py: OLD SEMANTICS (all-in, act at the next open); kept
+    to show the baseline's fills were right. The new engine simulates the bot and has no backtesting.py twin."""
+    checks = []
+    for label, path in (
+        ("KRW-BTC 1d", ROOT / "backtest_data" / "daily" / "KRW-BTC_1d.csv"),
+        ("KRW-BTC 1h", ROOT / "backtest_data" / "hourly" / "KRW-BTC_1h.csv"),
+    ):
+        real = load_candle_csv(path)
+        if len(real) > max_bars:
+            continue
+        for name, strategy in strategies().items():
+            portfolio, _ = run_baseline(real, strategy, COMPARABLE)
+            theirs = run_bt(real, name, strategy, f"real-{label.replace(' ', '_')}")
+            verdict = (
+                same_trades(portfolio.trades, theirs["trades"], real)
+                if theirs
+                else (None, "backtesting.py not installed")
+            )
+            checks.append(
+                {"data": label, "strategy": name, "bars": len(real), "same": verdict[0], "detail": verdict[1]}
+            )
+    return checks
+
+
 def _num(value: float | None, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
 
 def render(summary: dict[str, Any]) -> str:
     lines = [
-        "| bars | strategy | trades | ours, total (s) | ours, engine (s) | ours total (bars/s) | backtesting.py (s) "
-        "| backtesting.py (bars/s) | speed-up total | speed-up engine | same trades |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| bars | strategy | trades old / new / new+gate | old total (s) | new total, risk on (s) | new/old total "
+        "| old engine (s) | new engine (s) | new/old engine | new total, risk + quick filter (s) |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in summary["rows"]:
         lines.append(
-            f"| {r['bars']:,} | {r['strategy']} | {r['trades']:,} | {r['ours_s']:.4f} | {r['ours_engine_s']:.4f} | "
-            f"{r['ours_bars_per_s']:,.0f} | {_num(r['bt_s'], '.2f')} | {_num(r['bt_bars_per_s'], ',.0f')} | "
-            f"{_num(r['speedup'], ',.0f')}x | {_num(r['speedup_engine'], ',.0f')}x | {r['same_trades']} |"
+            f"| {r['bars']:,} | {r['strategy']} | {r['baseline_total_trades']:,} / {r['new_total_trades']:,} / "
+            f"{r.get('new_total_gate_trades', 0):,} | {r['baseline_total_s']:.4f} | {r['new_total_s']:.4f} | "
+            f"{r['ratio_total']:.2f} | {r['baseline_engine_s']:.4f} | {r['new_engine_s']:.4f} | "
+            f"{r['ratio_engine']:.2f} | {_num(r.get('new_total_gate_s'), '.3f')} |"
         )
-    lines += ["", "| real data | strategy | bars | same trade list |", "|---|---|---:|---|"]
-    lines += [f"| {c['data']} | {c['strategy']} | {c['bars']:,} | {c['detail']} |" for c in summary["checks"]]
+    if summary["checks"]:
+        lines += ["", "| real data (old engine vs backtesting.py) | strategy | bars | same trade list |",
+                  "|---|---|---:|---|"]  # fmt: skip
+        lines += [f"| {c['data']} | {c['strategy']} | {c['bars']:,} | {c['detail']} |" for c in summary["checks"]]
     lines += [
         "",
         f"- quick filter, 2 years of hourly bars: {summary['quick_filter_ms_synthetic_2y']:.1f} ms "
         f"(synthetic 17,520 bars), {summary['quick_filter_ms_real_btc_2y']:.1f} ms (real KRW-BTC, last 730 days)",
         "- peak memory (RSS) of a fresh process generating 1M bars and running the volatility breakout: "
         f"{summary['peak_memory_mb_1m_bars']:.0f} MB",
-        f"- first call in a fresh process (numba cache load/compile): {summary['first_call_s']:.2f} s",
+        f"- first calls in a fresh process (numba cache load/compile): {summary['first_call_s']:.2f} s",
     ]
     return "\n".join(lines)
 

@@ -1,33 +1,55 @@
-"""The backtest engine: signals computed once (vectorised), then the portfolio in one compiled loop.
+"""The backtest: a strategy's signals computed once (vectorised), then the bot simulated in one compiled loop.
 
-Fill semantics live in ``src/backtesting/portfolio.py`` and are documented in docs/BACKTESTING.md.
+The simulation lives in ``src/backtesting/engine.py`` and is documented in docs/BACKTESTING.md. Its rules come
+from one ``EngineConfig``, built from the bot's settings by ``engine_config_from_settings``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from src.backtesting.performance import PerformanceAnalyzer
-from src.backtesting.portfolio import Portfolio, PortfolioConfig
+from src.backtesting.engine import EngineConfig, EngineInputs, EngineRun, run_engine
+from src.backtesting.performance import PerformanceAnalyzer, bar_seconds
 from src.config.settings import Settings
+from src.domain.exits import ExitPolicy
 from src.exceptions import DataError
-from src.strategy.contract import Strategy, StrategySignals, shifted
+from src.strategy.contract import Strategy, StrategySignals
 from src.utils.logger import get_logger
 
 log = get_logger(__name__)
 
 
-def portfolio_config_from_settings(settings: Settings) -> PortfolioConfig:
-    return PortfolioConfig(
-        initial_capital=float(settings.backtest.initial_capital),
-        fee_rate=float(settings.trading.fee_rate),
-        slippage_pct=float(settings.backtest.slippage_pct),
-        min_order_krw=float(settings.trading.min_order_krw),
+def engine_config_from_settings(settings: Settings, exit_policy: ExitPolicy | None = None) -> EngineConfig:
+    """The one place the backtest reads the bot's settings: every rule the bot applies to a trade."""
+    risk, trading, backtest = settings.risk, settings.trading, settings.backtest
+    return EngineConfig(
+        initial_capital=float(trading.paper_starting_krw),
+        fee_rate=float(trading.fee_rate),
+        slippage_pct=float(backtest.slippage_pct),
+        min_order_krw=float(trading.min_order_krw),
+        use_tick_sizes=True,
+        exit_policy=exit_policy,
+        position_sizing=str(risk.position_sizing),
+        position_fraction_pct=float(risk.position_fraction_pct),
+        kelly_min_pct=float(risk.kelly_min_pct),
+        kelly_max_pct=float(risk.kelly_max_pct),
+        kelly_min_trades=int(risk.kelly_min_trades),
+        max_position_pct=float(risk.max_position_pct),
+        cash_reserve_pct=float(risk.cash_reserve_pct),
+        min_trade_interval_hours=float(risk.min_trade_interval_hours),
+        max_trades_per_day=int(risk.max_trades_per_day),
+        max_positions=int(risk.max_positions),
+        daily_loss_limit_pct=float(risk.daily_loss_limit_pct),
+        weekly_loss_limit_pct=float(risk.weekly_loss_limit_pct),
+        position_check_minutes=int(settings.scheduler.position_check_minutes),
+        quick_filter=True,
+        quick_filter_lookback_days=int(backtest.quick_filter_lookback_days),
+        quick_filter_tier=str(backtest.quick_filter_tier),
     )
 
 
@@ -42,92 +64,139 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+def _iso(stamp: pd.Timestamp) -> str:
+    return stamp.isoformat()
+
+
 @dataclass(slots=True)
 class BacktestResult:
     strategy: str
     parameters: dict[str, Any]
-    config: PortfolioConfig
-    candles: pd.DataFrame
+    config: EngineConfig
+    policy: ExitPolicy
+    candles: pd.DataFrame  # the traded bars (warm-up bars before the start excluded)
     signals: StrategySignals
-    portfolio: Portfolio
+    run: EngineRun
     metrics: dict[str, Any]
+    all_candles: pd.DataFrame | None = None
+    _trades: pd.DataFrame | None = None
 
     @property
     def trades(self) -> pd.DataFrame:
-        return self.portfolio.trades
+        """One row per round trip (built on first use)."""
+        if self._trades is None:
+            index = (self.all_candles if self.all_candles is not None else self.candles).index
+            self._trades = self.run.trade_frame(index)
+        return self._trades
 
     @property
     def equity(self) -> pd.Series:
-        return self.portfolio.equity
+        return self.run.equity
 
     def trade_records(self) -> list[dict[str, Any]]:
-        trades = self.portfolio.trades
+        """Round trips as the bot would record them: fill moments, the candles whose close was used, prices,
+        P&L net of both fees, and the exit reason (``end``: still open after the last bar, sold at its close)."""
         return [
             {
-                "entry_time": row.entry_time.isoformat(),
+                "entry_time": _iso(row.entry_time),
+                "exit_time": _iso(row.exit_time),
+                "entry_candle": _iso(row.entry_candle),
+                "exit_candle": _iso(row.exit_candle),
                 "entry_price": float(row.entry_price),
-                "exit_time": row.exit_time.isoformat(),
                 "exit_price": float(row.exit_price),
-                "pnl_pct": float(row.pnl_pct),
-                "pnl": float(row.pnl),
                 "units": float(row.units),
+                "cost": float(row.cost),
+                "proceeds": float(row.proceeds),
+                "pnl": float(row.pnl),
+                "pnl_pct": float(row.pnl_pct),
                 "fees": float(row.fees),
+                "stop_price": None if np.isnan(row.stop_price) else float(row.stop_price),
+                "target_price": None if np.isnan(row.target_price) else float(row.target_price),
                 "exit_reason": row.exit_reason,
             }
-            for row in trades.itertuples(index=False)
+            for row in self.trades.itertuples(index=False)
         ]
+
+    def gates(self) -> dict[str, Any]:
+        """Which rules and gates were applied and how many entry attempts each refused."""
+        return {
+            "entry_attempts": self.run.attempts,
+            "entries_refused": self.run.refused,
+            "refused_by": dict(self.run.blocked),
+            "safe_mode_entered": self.run.safe_mode_entered,
+            "risk_rules": self.config.risk_rules,
+            "quick_filter": self.config.quick_filter,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return json_safe(
             {
                 "strategy": self.strategy,
                 "parameters": self.parameters,
-                "settings": {
-                    "initial_capital": self.config.initial_capital,
-                    "fee_rate": self.config.fee_rate,
-                    "slippage_pct": self.config.slippage_pct,
-                    "position_fraction": self.config.position_fraction,
-                    "min_order_krw": self.config.min_order_krw,
-                    "tick_sizes": self.config.use_tick_sizes,
-                },
+                "settings": self.config.describe(self.policy),
                 "metrics": self.metrics,
                 "final_equity": self.metrics["final_equity"],
-                "skipped_entries": self.portfolio.skipped_entries,
+                "gates": self.gates(),
                 "trades": self.trade_records(),
             }
         )
 
 
 class Backtester:
-    def __init__(self, config: PortfolioConfig | None = None) -> None:
-        self.config = config or PortfolioConfig()
-        self.analyzer = PerformanceAnalyzer()
-        self.stop_atr = np.nan
-        self.target_atr = np.nan
+    """``Backtester(config).run(candles, strategy, start=None)``: trade from ``start`` (earlier candles are the
+    warm-up: signals and the quick filter's window only), or from the first candle."""
 
-    def run(self, df: pd.DataFrame, strategy: Strategy) -> BacktestResult:
+    def __init__(self, config: EngineConfig | None = None) -> None:
+        self.config = config or EngineConfig()
+        self.analyzer = PerformanceAnalyzer()
+
+    def run(self, df: pd.DataFrame, strategy: Strategy, start: pd.Timestamp | None = None) -> BacktestResult:
         if len(df) < 2:
             raise DataError(f"a backtest needs at least 2 candles, got {len(df)}")
         signals = strategy.generate_signals(df)
-        self.stop_atr = strategy.exit_policy.stop_atr or np.nan
-        self.target_atr = strategy.exit_policy.target_atr or np.nan
-        return self.run_signals(df, signals, strategy.name, strategy.parameters())
+        rule_signals = None
+        candidate = getattr(strategy, "rule_strategy", None)  # the ai strategy: its candidate strategy
+        if isinstance(candidate, Strategy) and candidate is not strategy:
+            rule_signals = candidate.generate_signals(df)
+        return self.run_signals(
+            df, signals, strategy.name, strategy.parameters(), strategy.exit_policy, start, rule_signals
+        )
 
     def run_signals(
-        self, df: pd.DataFrame, signals: StrategySignals, name: str, parameters: dict[str, Any]
+        self,
+        df: pd.DataFrame,
+        signals: StrategySignals,
+        name: str,
+        parameters: dict[str, Any],
+        policy: ExitPolicy | None = None,
+        start: pd.Timestamp | None = None,
+        rule_signals: StrategySignals | None = None,
     ) -> BacktestResult:
-        # Interim (replaced by the bot-simulating engine): act on bar t's conclusions at bar t+1's open.
-        policy_atr = signals.atr
-        portfolio = Portfolio.simulate(
-            df,
-            entry_stop=np.where(shifted(signals.entry.astype(np.float64), fill=0.0) > 0, 0.0, np.nan),
-            exit_at_open=shifted(signals.exit.astype(np.float64), fill=0.0) > 0,
-            stop_distance=shifted(self.stop_atr * policy_atr),
-            target_distance=shifted(self.target_atr * policy_atr),
-            config=self.config,
-        )
+        """``rule_signals``: for the ai strategy, its candidate strategy's signals (the quick filter's rule stage
+        judges them, its AI stage the AI-confirmed ``signals``)."""
+        policy = self.config.policy(policy or ExitPolicy())
+        first = first_bar(df.index, start)
+        if len(df) - first < 1:
+            raise DataError(f"no candles at or after the start {start}")
+        step = bar_seconds(df.index)
+        inputs = EngineInputs.of(df, signals.entry, signals.exit, signals.atr, step)
+        rule = None
+        if rule_signals is not None:
+            rule = EngineInputs.of(df, rule_signals.entry, rule_signals.exit, rule_signals.atr, step)
+        run = run_engine(inputs, self.config.vector(policy), first, df.index, rule)
+        traded = df.iloc[first:]
         metrics = self.analyzer.analyze(
-            portfolio.equity, portfolio.trade_arrays(), portfolio.in_market, df["close"], self.config.initial_capital
+            run.equity, run.trade_arrays(), run.in_market, traded["close"], self.config.initial_capital
         )
-        log.debug("backtest.finished", strategy=name, bars=len(df), trades=metrics["trades"])
-        return BacktestResult(name, parameters, self.config, df, signals, portfolio, metrics)
+        log.debug("backtest.finished", strategy=name, bars=len(traded), trades=metrics["trades"])
+        return BacktestResult(name, parameters, self.config, policy, traded, signals, run, metrics, df)
+
+    def with_config(self, **changes: Any) -> Backtester:
+        return Backtester(replace(self.config, **changes))
+
+
+def first_bar(index: pd.DatetimeIndex, start: pd.Timestamp | None) -> int:
+    """The first bar traded: the first whose open time is at or after ``start`` (0 without a start)."""
+    if start is None:
+        return 0
+    return int(index.searchsorted(start, side="left"))

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from src.backtesting.portfolio import TradeArrays
+from src.backtesting.engine import TradeArrays
 from src.domain.timeframes import Timeframe
 
 SECONDS_PER_YEAR = 365 * 86400

@@ -1,24 +1,39 @@
-"""The quick backtest filter in front of live trading (two stages, as in the spec).
+"""The quick backtest filter in front of every trade (two stages, as in the spec).
 
-1. A rule-based backtest (``RuleBasedBreakoutStrategy``, no AI call) over the last ``lookback_days``.
-2. Only if it passes, and an AI strategy is configured: the AI backtest over the same candles.
-Each stage is judged against a threshold tier; the result names every threshold that failed.
-Results are cached per symbol and last candle timestamp, so repeated checks within one bar are free.
+1. Rule stage (always, no AI call): the backtest engine itself (``src.backtesting.engine``: the same strategy,
+   parameters, risk rules and fill model that will trade) over the candles whose open time is within the last
+   ``lookback_days``, from a fresh account; the strategy's signals are computed over every candle given (the
+   bot passes its last ``history_bars`` candles), so they are settled at the window's start.
+2. Only if it passes, and an AI strategy is configured: the same with the AI strategy's signals.
+Each stage is judged against a threshold tier by the compiled metrics the backtest loop uses at each entry
+attempt; the result names every threshold that failed and the stage that blocked. Results are cached per
+symbol and last candle timestamp, so repeated checks within one bar are free.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 
 from src.backtesting.ai_strategy import AITradingStrategy
-from src.backtesting.backtester import Backtester, json_safe, portfolio_config_from_settings
-from src.backtesting.portfolio import PortfolioConfig
+from src.backtesting.backtester import engine_config_from_settings, json_safe
+from src.backtesting.engine import (
+    EngineConfig,
+    EngineInputs,
+    in_market,
+    run_window,
+    threshold_failures,
+    trade_arrays,
+    window_metrics,
+)
+from src.backtesting.performance import PerformanceAnalyzer, bar_seconds
+from src.backtesting.thresholds import THRESHOLD_METRICS, TIERS, QuickFilterThresholds
 from src.config.settings import Settings
 from src.exceptions import ConfigurationError, DataError
 from src.strategy.bundled import RuleBasedBreakoutStrategy
@@ -26,73 +41,6 @@ from src.strategy.contract import Strategy
 from src.utils.logger import get_logger
 
 log = get_logger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class QuickFilterThresholds:
-    """A metric that is None (undefined, e.g. win rate without trades) fails its threshold. None = unchecked."""
-
-    min_total_return_pct: float | None = 0.0
-    min_win_rate_pct: float | None = 40.0
-    min_profit_factor: float | None = 1.1
-    min_sharpe: float | None = 0.5
-    min_sortino: float | None = 0.5
-    min_calmar: float | None = None
-    max_drawdown_pct: float | None = 15.0  # the deepest allowed fall, as a positive percent
-    max_consecutive_losses: int | None = 5
-    min_trades: int | None = 3
-    max_avg_holding_hours: float | None = 120.0
-
-    def failures(self, metrics: dict[str, Any]) -> list[str]:
-        checks: list[tuple[str, float | None, str, Callable[[float, float], bool]]] = [
-            ("min_total_return_pct", self.min_total_return_pct, "total_return_pct", lambda v, t: v >= t),
-            ("min_win_rate_pct", self.min_win_rate_pct, "win_rate_pct", lambda v, t: v >= t),
-            ("min_profit_factor", self.min_profit_factor, "profit_factor", lambda v, t: v >= t),
-            ("min_sharpe", self.min_sharpe, "sharpe", lambda v, t: v >= t),
-            ("min_sortino", self.min_sortino, "sortino", lambda v, t: v >= t),
-            ("min_calmar", self.min_calmar, "calmar", lambda v, t: v >= t),
-            ("max_drawdown_pct", self.max_drawdown_pct, "max_drawdown_pct", lambda v, t: -v <= t),
-            ("max_consecutive_losses", self.max_consecutive_losses, "max_consecutive_losses", lambda v, t: v <= t),
-            ("min_trades", self.min_trades, "trades", lambda v, t: v >= t),
-            ("max_avg_holding_hours", self.max_avg_holding_hours, "avg_holding_hours", lambda v, t: v <= t),
-        ]
-        failed = []
-        for name, threshold, metric, ok in checks:
-            if threshold is None:
-                continue
-            value = metrics.get(metric)
-            if value is None or not ok(float(value), float(threshold)):
-                failed.append(name)
-        return failed
-
-
-TIERS: dict[str, QuickFilterThresholds] = {
-    "strict": QuickFilterThresholds(
-        min_total_return_pct=2.0,
-        min_win_rate_pct=50.0,
-        min_profit_factor=1.5,
-        min_sharpe=1.0,
-        min_sortino=1.5,
-        min_calmar=1.0,
-        max_drawdown_pct=10.0,
-        max_consecutive_losses=3,
-        min_trades=5,
-        max_avg_holding_hours=72.0,
-    ),
-    "moderate": QuickFilterThresholds(),
-    "lenient": QuickFilterThresholds(
-        min_total_return_pct=-2.0,
-        min_win_rate_pct=30.0,
-        min_profit_factor=0.9,
-        min_sharpe=None,
-        min_sortino=None,
-        min_calmar=None,
-        max_drawdown_pct=20.0,
-        max_consecutive_losses=8,
-        min_trades=1,
-        max_avg_holding_hours=240.0,
-    ),
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,20 +53,28 @@ class QuickFilterResult:
     metrics: dict[str, Any]
     rule_metrics: dict[str, Any] = field(default_factory=dict)
     note: str = ""
+    blocked_by: Literal["rule", "ai"] | None = None  # the stage that blocked the trade (None: passed)
 
     def to_dict(self) -> dict[str, Any]:
         return json_safe(asdict(self))
 
 
 class QuickBacktestFilter:
+    """``aevaluate(symbol, candles)`` with the last ``history_bars`` candles: may a trade happen now?
+
+    ``config``: the engine's rules (``engine_config_from_settings``); its lookback and tier are replaced by this
+    filter's. ``rule_strategy``: the strategy that trades (default: the rule breakout with its defaults).
+    """
+
     def __init__(
         self,
         lookback_days: int = 30,
         thresholds: QuickFilterThresholds | str = "moderate",
-        config: PortfolioConfig | None = None,
+        config: EngineConfig | None = None,
         rule_strategy: Strategy | None = None,
         ai_strategy_factory: Callable[[str], AITradingStrategy] | None = None,
     ) -> None:
+        tier = thresholds if isinstance(thresholds, str) else "custom"
         if isinstance(thresholds, str):
             if thresholds not in TIERS:
                 raise ConfigurationError(f"unknown quick filter tier {thresholds!r}; expected {', '.join(TIERS)}")
@@ -127,7 +83,14 @@ class QuickBacktestFilter:
             raise ConfigurationError(f"lookback_days must be >= 1, got {lookback_days}")
         self.lookback = timedelta(days=lookback_days)
         self.thresholds = thresholds
-        self.backtester = Backtester(config)
+        self.config = replace(
+            config or EngineConfig(),
+            quick_filter=False,
+            quick_filter_lookback_days=lookback_days,
+            quick_filter_tier=tier if tier in TIERS else (config or EngineConfig()).quick_filter_tier,
+            quick_filter_thresholds=thresholds.vector(),
+        )
+        self.analyzer = PerformanceAnalyzer()
         self.rule_strategy = rule_strategy or RuleBasedBreakoutStrategy()
         self.ai_strategy_factory = ai_strategy_factory
         self._cache: dict[tuple[str, pd.Timestamp], QuickFilterResult] = {}
@@ -142,12 +105,13 @@ class QuickBacktestFilter:
         return cls(
             lookback_days=settings.backtest.quick_filter_lookback_days,
             thresholds=settings.backtest.quick_filter_tier,
-            config=portfolio_config_from_settings(settings),
+            config=engine_config_from_settings(settings),
             rule_strategy=rule_strategy,
             ai_strategy_factory=ai_strategy_factory,
         )
 
     def recent(self, df: pd.DataFrame) -> pd.DataFrame:
+        """The judged window: candles whose open time is within ``lookback`` of the last one's."""
         if df.empty:
             raise DataError("quick filter: no candles")
         return df[df.index > df.index[-1] - self.lookback]
@@ -157,25 +121,23 @@ class QuickBacktestFilter:
         key = (symbol, df.index[-1]) if len(df) else None
         if key in self._cache:
             return self._cache[key]
-        recent = self.recent(df)
-        rule_result = self._rule_stage(symbol, recent)
-        if rule_result.passed and self.ai_strategy_factory is not None:
+        result = self._rule_stage(symbol, df)
+        if result.passed and self.ai_strategy_factory is not None:
             strategy = self.ai_strategy_factory(symbol)
-            asyncio.run(strategy.prepare(recent))
-            rule_result = self._ai_stage(symbol, recent, strategy, rule_result)
-        return self._remember(key, rule_result)
+            asyncio.run(strategy.prepare(df))
+            result = self._ai_stage(symbol, df, strategy, result)
+        return self._remember(key, result)
 
     async def aevaluate(self, symbol: str, df: pd.DataFrame) -> QuickFilterResult:
         """The same as ``evaluate`` for callers already inside an event loop (the live pipeline)."""
         key = (symbol, df.index[-1]) if len(df) else None
         if key in self._cache:
             return self._cache[key]
-        recent = self.recent(df)
-        result = self._rule_stage(symbol, recent)
+        result = self._rule_stage(symbol, df)
         if result.passed and self.ai_strategy_factory is not None:
             strategy = self.ai_strategy_factory(symbol)
-            await strategy.prepare(recent)
-            result = self._ai_stage(symbol, recent, strategy, result)
+            await strategy.prepare(df)
+            result = self._ai_stage(symbol, df, strategy, result)
         return self._remember(key, result)
 
     def _remember(self, key: tuple[str, pd.Timestamp] | None, result: QuickFilterResult) -> QuickFilterResult:
@@ -186,25 +148,54 @@ class QuickBacktestFilter:
             symbol=result.symbol,
             passed=result.passed,
             stage=result.stage,
+            blocked_by=result.blocked_by,
             failed=result.failed_thresholds,
         )
         return result
 
-    def _judge(self, recent: pd.DataFrame, strategy: Strategy) -> tuple[dict[str, Any], list[str]]:
-        metrics = self.backtester.run(recent, strategy).metrics
-        return metrics, self.thresholds.failures(metrics)
+    def judge(self, df: pd.DataFrame, strategy: Strategy) -> tuple[dict[str, Any], list[str]]:
+        """The window's metrics and the failed thresholds, by the engine's compiled simulation and judgement."""
+        if df.empty:
+            raise DataError("quick filter: no candles")
+        signals = strategy.generate_signals(df)
+        policy = self.config.policy(strategy.exit_policy)
+        step = bar_seconds(df.index)
+        inputs = EngineInputs.of(df, signals.entry, signals.exit, signals.atr, step)
+        n = len(df)
+        first = int(df.index.searchsorted(df.index[-1] - self.lookback, side="right"))
+        cfg = self.config.vector(policy, gate=False)
+        equity, buf, k = run_window(inputs, first, n - 1, cfg)
+        buf = buf[:k]
+        stamps = inputs.stamps[first:]
+        failed_flags = threshold_failures(
+            window_metrics(equity, stamps, cfg[0], buf, k), cfg[-len(THRESHOLD_METRICS) :]
+        )
+        failed = [THRESHOLD_METRICS[i][0] for i in np.flatnonzero(failed_flags)]
+        window = df.iloc[first:]
+        metrics = self.analyzer.analyze(
+            pd.Series(equity, index=window.index),
+            trade_arrays(buf),
+            in_market(len(window), first, buf),
+            window["close"],
+            self.config.initial_capital,
+        )
+        return metrics, failed
 
-    def _rule_stage(self, symbol: str, recent: pd.DataFrame) -> QuickFilterResult:
-        metrics, failed = self._judge(recent, self.rule_strategy)
+    def _rule_stage(self, symbol: str, df: pd.DataFrame) -> QuickFilterResult:
+        metrics, failed = self.judge(df, self.rule_strategy)
         note = "" if self.ai_strategy_factory is not None else "AI stage not configured"
         return QuickFilterResult(
-            symbol, recent.index[-1].isoformat(), not failed, "rule", failed, metrics, metrics, note
-        )
+            symbol, df.index[-1].isoformat(), not failed, "rule", failed, metrics, metrics, note,
+            None if not failed else "rule",
+        )  # fmt: skip
 
     def _ai_stage(
-        self, symbol: str, recent: pd.DataFrame, strategy: AITradingStrategy, rule: QuickFilterResult
+        self, symbol: str, df: pd.DataFrame, strategy: AITradingStrategy, rule: QuickFilterResult
     ) -> QuickFilterResult:
-        metrics, failed = self._judge(recent, strategy)
+        metrics, failed = self.judge(df, strategy)
         stats = strategy.stats
         note = f"AI decisions: {stats.answered}/{stats.candidates} answered ({stats.from_cache} from cache)"
-        return QuickFilterResult(symbol, rule.last_candle, not failed, "ai", failed, metrics, rule.metrics, note)
+        return QuickFilterResult(
+            symbol, rule.last_candle, not failed, "ai", failed, metrics, rule.metrics, note,
+            None if not failed else "ai",
+        )  # fmt: skip

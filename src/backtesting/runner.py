@@ -15,33 +15,38 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from src.backtesting.ai_strategy import AITradingStrategy
-from src.backtesting.backtester import Backtester, BacktestResult, portfolio_config_from_settings
+from src.backtesting.backtester import Backtester, BacktestResult, engine_config_from_settings, first_bar
 from src.backtesting.data_provider import HistoricalDataProvider, find_gaps
+from src.backtesting.engine import EngineConfig
+from src.backtesting.performance import bar_seconds
 from src.backtesting.report_html import write_html_report
 from src.config.settings import Settings
 from src.domain.timeframes import Timeframe
-from src.exceptions import ConfigurationError
-from src.strategy.bundled import RuleBasedBreakoutStrategy, VolatilityBreakoutStrategy
-from src.strategy.contract import Strategy
+from src.exceptions import ConfigurationError, DataError
+from src.strategy.contract import Strategy, history_bars
+from src.strategy.registry import AI_STRATEGY, build_strategy
 
-STRATEGIES = ("rule_breakout", "volatility_breakout", "ai")
 PROGRESS_MIN_BARS = 100_000
 
 
 @dataclass(slots=True)
 class BacktestRequest:
+    """One run of ``backtest.py``. ``None`` everywhere means "as the bot's settings say"."""
+
     symbol: str = "KRW-BTC"
     timeframe: str = "1h"
     data_file: Path | None = None
-    strategy: str = "rule_breakout"
+    strategy: str | None = None
     strategy_params: dict[str, Any] = field(default_factory=dict)
     start: str | None = None
     end: str | None = None
     fee_rate: float | None = None
     slippage_pct: float | None = None
     capital: float | None = None
-    position_fraction: float = 1.0
+    position_fraction: float | None = None  # share of equity per entry (0..1]: fixed-fraction sizing
     tick_sizes: bool = True
+    risk_rules: bool = True
+    quick_filter: bool = True
     json_out: Path | None = None
     html_out: Path | None = None
     ai_cache: Path | None = None
@@ -50,30 +55,43 @@ class BacktestRequest:
 
 
 def load_candles(request: BacktestRequest, settings: Settings) -> pd.DataFrame:
+    """The candles before ``end`` (all of them: the start is applied by ``from_start``)."""
     provider = HistoricalDataProvider(settings.market_data.backtest_data_dir)
     if request.data_file is not None:
-        return provider.load_file(request.data_file, request.start, request.end)
-    return provider.load_historical_data(request.symbol, request.timeframe, request.start, request.end)
+        return provider.load_file(request.data_file, None, request.end)
+    return provider.load_historical_data(request.symbol, request.timeframe, None, request.end)
 
 
-def build_strategy(request: BacktestRequest, settings: Settings) -> Strategy:
-    params = request.strategy_params
-    rule_keys = set(RuleBasedBreakoutStrategy().parameters())
-    if request.strategy == "volatility_breakout":
-        return VolatilityBreakoutStrategy(
-            k=params.get("k", 0.5),
-            trend_filter=params.get("trend_filter", False),
-            trend_window=params.get("trend_window", 5),
-        )
-    rule = RuleBasedBreakoutStrategy(**{k: v for k, v in params.items() if k in rule_keys})
-    if request.strategy == "rule_breakout":
-        return rule
-    if request.strategy == "ai":
-        return _ai_strategy(request, settings, rule)
-    raise ConfigurationError(f"unknown strategy {request.strategy!r}; expected one of {', '.join(STRATEGIES)}")
+def from_start(df: pd.DataFrame, request: BacktestRequest, warmup_bars: int) -> pd.DataFrame:
+    """The candles from ``start``, and the ``warmup_bars`` candles before it (indicator warm-up and the quick
+    filter's window, as the bot reads them: ``history_bars``)."""
+    if request.start is None or df.empty:
+        return df
+    first = first_bar(df.index, _utc(request.start))
+    if first >= len(df):
+        raise DataError(f"no candles at or after --start {request.start} (the data ends {df.index[-1].isoformat()})")
+    return df.iloc[max(0, first - warmup_bars) :]
 
 
-def _ai_strategy(request: BacktestRequest, settings: Settings, rule: RuleBasedBreakoutStrategy) -> Strategy:
+def _utc(text: str) -> pd.Timestamp:
+    stamp = pd.Timestamp(text)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def strategy_for(request: BacktestRequest, settings: Settings) -> Strategy:
+    """``--strategy`` (default ``TRADING_STRATEGY``) with ``STRATEGY_PARAMS`` when it is the bot's strategy, then
+    the parameters given on the command line."""
+    config = settings.strategy
+    name = request.strategy or config.name
+    params = dict(config.params) if name == config.name else {}
+    params.update(request.strategy_params)
+    if name == AI_STRATEGY:
+        candidate = build_strategy(config.candidate, params, config.path)
+        return _ai_strategy(request, settings, candidate)
+    return build_strategy(name, params, config.path)
+
+
+def _ai_strategy(request: BacktestRequest, settings: Settings, rule: Strategy) -> Strategy:
     from src.ai.cache import JsonlDecisionCache
     from src.ai.service import AIService
 
@@ -90,25 +108,41 @@ def _ai_strategy(request: BacktestRequest, settings: Settings, rule: RuleBasedBr
     return AITradingStrategy(service, request.symbol, rule, min_confidence=min_confidence, has_cache=has_cache)
 
 
+def engine_config_for(request: BacktestRequest, settings: Settings) -> EngineConfig:
+    """The bot's rules (``engine_config_from_settings``) with the command line's overrides."""
+    config = engine_config_from_settings(settings)
+    changes: dict[str, Any] = {"use_tick_sizes": request.tick_sizes, "quick_filter": request.quick_filter}
+    if request.fee_rate is not None:
+        changes["fee_rate"] = request.fee_rate
+    if request.slippage_pct is not None:
+        changes["slippage_pct"] = request.slippage_pct
+    if request.capital is not None:
+        changes["initial_capital"] = request.capital
+    if request.position_fraction is not None:
+        changes["position_sizing"] = "fixed"
+        changes["position_fraction_pct"] = 100.0 * request.position_fraction
+    config = replace(config, **changes)
+    return config if request.risk_rules else config.without_risk_rules()
+
+
 def run_backtest(request: BacktestRequest, settings: Settings, console: Console) -> BacktestResult:
-    config = portfolio_config_from_settings(settings)
-    config = replace(
-        config,
-        fee_rate=config.fee_rate if request.fee_rate is None else request.fee_rate,
-        slippage_pct=config.slippage_pct if request.slippage_pct is None else request.slippage_pct,
-        initial_capital=config.initial_capital if request.capital is None else request.capital,
-        position_fraction=request.position_fraction,
-        use_tick_sizes=request.tick_sizes,
-    )
+    config = engine_config_for(request, settings)
+    strategy = strategy_for(request, settings)
     df = load_candles(request, settings)
-    strategy = build_strategy(request, settings)
+    df = from_start(df, request, history_bars(config.quick_filter_lookback_days, int(bar_seconds(df.index))))
+    start = _utc(request.start) if request.start is not None else None
     with _progress(console, enabled=len(df) >= PROGRESS_MIN_BARS) as progress:
         task = progress.add_task("indicators and signals", total=3)
         if isinstance(strategy, AITradingStrategy):
             asyncio.run(strategy.prepare(df))
         signals = strategy.generate_signals(df)
+        rule_signals = None
+        if isinstance(strategy, AITradingStrategy):  # the quick filter's rule stage judges the candidate strategy
+            rule_signals = strategy.rule_strategy.generate_signals(df)
         progress.update(task, advance=1, description="simulating")
-        result = Backtester(config).run_signals(df, signals, strategy.name, strategy.parameters())
+        result = Backtester(config).run_signals(
+            df, signals, strategy.name, strategy.parameters(), strategy.exit_policy, start, rule_signals
+        )
         progress.update(task, advance=1, description="writing reports")
         _write_outputs(request, result)
         progress.update(task, advance=1)
@@ -183,6 +217,7 @@ def print_report(console: Console, request: BacktestRequest, result: BacktestRes
         f"Fee {result.config.fee_rate:.4%} per side, slippage {result.config.slippage_pct}%, "
         f"tick sizes {'on' if result.config.use_tick_sizes else 'off'}. Data gaps: {len(gaps)} (not filled)."
     )
+    print_gates(console, result)
     trades = result.trade_records()[-request.show_trades :] if request.show_trades > 0 else []
     if trades:
         recent = Table(title=f"Last {len(trades)} trades")
@@ -198,3 +233,59 @@ def print_report(console: Console, request: BacktestRequest, result: BacktestRes
                 trade["exit_reason"],
             )
         console.print(recent)
+
+
+def print_gates(console: Console, result: BacktestResult) -> None:
+    """Which rules and gates were applied, and how many entry attempts each refused."""
+    c = result.config
+    gates = result.gates()
+    sizing = (
+        f"half-Kelly ({c.kelly_min_pct:g}..{c.kelly_max_pct:g}% after {c.kelly_min_trades} closed trades, "
+        f"{c.position_fraction_pct:g}% before)"
+        if c.position_sizing == "half_kelly"
+        else f"fixed {c.position_fraction_pct:g}% of equity"
+    )
+    table = Table(title=f"Entry rules and gates ({gates['entry_attempts']:,} entry attempts, "
+                  f"{gates['entries_refused']:,} refused)")  # fmt: skip
+    table.add_column("Rule")
+    table.add_column("Setting")
+    table.add_column("Refused", justify="right")
+    off = "off (--no-risk-rules)"
+    rows: tuple[tuple[str, str], ...] = (
+        ("safe_mode", f"daily {c.daily_loss_limit_pct:g}% / weekly {c.weekly_loss_limit_pct:g}% loss" if c.risk_rules
+         else off),
+        ("min_trade_interval", f"{c.min_trade_interval_hours:g} h" if c.risk_rules else off),
+        ("max_trades_per_day", f"{c.max_trades_per_day}" if c.risk_rules else off),
+        ("max_positions", f"{c.max_positions}" if c.risk_rules else off),
+        ("max_position_pct", f"{c.max_position_pct:g}% of equity" if c.risk_rules else off),
+        ("cash_reserve", f"{c.cash_reserve_pct:g}% of equity" if c.risk_rules else off),
+        ("min_order", f"{c.min_order_krw:,.0f} KRW; sizing {sizing}"),
+        ("quick_filter", f"rule stage: {c.quick_filter_tier}, last {c.quick_filter_lookback_days} days"
+         if c.quick_filter else "off (--no-quick-filter)"),
+    )  # fmt: skip
+    if result.strategy == "ai":
+        rows += (("quick_filter_ai", "AI stage: the same on the AI-confirmed entries" if c.quick_filter else "off"),)
+    for rule, setting in rows:
+        table.add_row(rule, setting, f"{gates['refused_by'][rule]:,}")
+    console.print(table)
+    console.print(
+        f"Exits: {_policy_text(result)}; position check every {c.position_check_minutes} min. "
+        f"Safe mode entered {gates['safe_mode_entered']} time(s)."
+    )
+
+
+def _policy_text(result: BacktestResult) -> str:
+    p = result.policy
+    parts = [
+        f"{label} {value:g}{unit}"
+        for label, value, unit in (
+            ("stop", p.stop_loss_pct, "%"),
+            ("target", p.take_profit_pct, "%"),
+            ("trailing", p.trailing_stop_pct, "%"),
+            ("stop", p.stop_atr, " ATR"),
+            ("target", p.target_atr, " ATR"),
+            ("time-out", p.max_hold_hours, " h"),
+        )
+        if value > 0
+    ]
+    return ", ".join(parts) if parts else "signal exits only"

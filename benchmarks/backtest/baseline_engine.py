@@ -1,4 +1,7 @@
-"""The single-position, long-only portfolio simulation: one tight loop over bars (numba-compiled).
+"""BENCHMARK BASELINE ONLY: the engine as it was before the bot-simulating engine (main at 42a95aa), kept here
+so that ``benchmarks/backtest/run.py`` can time today's engine against it in one process. Not used by the bot.
+
+The single-position, long-only portfolio simulation: one tight loop over bars (numba-compiled).
 
 Fill rules (also in docs/BACKTESTING.md), for each bar t in order:
 1. Open: if a position is open and ``exit_at_open[t]``, sell it at ``open[t]``.
@@ -28,8 +31,11 @@ import numba
 import numpy as np
 import pandas as pd
 
+from src.backtesting.engine import TradeArrays
+from src.backtesting.performance import PerformanceAnalyzer
 from src.domain.exits import ExitReason
 from src.domain.market_rules import TICK_TABLES
+from src.strategy.contract import Strategy, StrategySignals, shifted
 
 EXIT_AT_OPEN, EXIT_STOP, EXIT_TARGET, EXIT_END = 0, 1, 2, 3
 EXIT_REASONS = {
@@ -221,16 +227,6 @@ class PortfolioConfig:
     use_tick_sizes: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class TradeArrays:
-    """The closed trades as plain arrays (what the metrics need, without pandas overhead)."""
-
-    pnl: np.ndarray
-    pnl_pct: np.ndarray
-    fees: np.ndarray
-    holding_hours: np.ndarray
-
-
 class Portfolio:
     """The simulation's outcome: equity marked at every close, and the closed trades."""
 
@@ -331,3 +327,27 @@ class Portfolio:
             bool(config.use_tick_sizes),
         )
         return cls(config, df.index, equity, in_market, buffer, int(skipped))
+
+
+def run_baseline(df: pd.DataFrame, strategy: Strategy, config: PortfolioConfig) -> tuple[Portfolio, dict]:
+    """The old ``Backtester.run``: signals, the old loop (acting at the next open), the metrics."""
+    return run_baseline_signals(df, strategy.generate_signals(df), strategy, config)
+
+
+def run_baseline_signals(
+    df: pd.DataFrame, signals: StrategySignals, strategy: Strategy, config: PortfolioConfig
+) -> tuple[Portfolio, dict]:
+    stop_atr = strategy.exit_policy.stop_atr or np.nan
+    target_atr = strategy.exit_policy.target_atr or np.nan
+    portfolio = Portfolio.simulate(
+        df,
+        entry_stop=np.where(shifted(signals.entry.astype(np.float64), fill=0.0) > 0, 0.0, np.nan),
+        exit_at_open=shifted(signals.exit.astype(np.float64), fill=0.0) > 0,
+        stop_distance=shifted(stop_atr * signals.atr),
+        target_distance=shifted(target_atr * signals.atr),
+        config=config,
+    )
+    metrics = PerformanceAnalyzer().analyze(
+        portfolio.equity, portfolio.trade_arrays(), portfolio.in_market, df["close"], config.initial_capital
+    )
+    return portfolio, metrics
