@@ -198,6 +198,7 @@ class PositionService:
     ) -> FillOutcome:
         current = await self.store.get_open_position(self.mode, symbol)
         notes: list[str] = []
+        atr = None if atr is None else quantize_money(atr)  # as stored: the levels can be set again from it
         if current is None:
             stop, target = self.levels(price, atr)
             if atr is None and self.policy.uses_atr:
