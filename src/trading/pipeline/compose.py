@@ -33,9 +33,8 @@ from src.domain.timeframes import Timeframe
 from src.position.service import PositionService
 from src.risk.manager import RiskManager
 from src.risk.store import RiskStore
-from src.strategy.bundled import RuleBasedBreakoutStrategy
 from src.strategy.contract import Strategy
-from src.strategy.registry import exit_policy_for
+from src.strategy.registry import exit_policy_for, strategy_from_settings
 from src.trading.liquidity import LiquidityAnalyzer
 from src.trading.pipeline.analysis import Analyzer
 from src.trading.pipeline.observer import PipelineObserver
@@ -68,7 +67,8 @@ class PipelineAdapters:
 
     ``adviser``: a ready AI adviser (a fake in tests, an instant one in the benchmark); without one an
     ``AIService`` is built from ``settings.ai`` with ``ai_cache``, ``ai_recorder`` and a budget over ``ai_spend``.
-    ``strategy`` defaults to the rule strategy; ``quick_filter`` to the one the settings describe (``None``: none).
+    ``strategy`` defaults to the settings' (``TRADING_STRATEGY``, ``STRATEGY_PARAMS``); ``quick_filter`` to the
+    one the settings describe (``None``: none).
     """
 
     exchange: IExchangeClient
@@ -105,7 +105,7 @@ def build_pipeline(
     trading_config = settings.trading
     timeframe = Timeframe.from_minutes(trading_config.candle_interval_minutes)
     service = None if adapters.adviser is not None else _ai_service(settings, adapters, notifier)
-    strategy = adapters.strategy or RuleBasedBreakoutStrategy()
+    strategy = adapters.strategy or strategy_from_settings(settings)
     quick_filter = adapters.quick_filter
     if quick_filter is FROM_SETTINGS:
         quick_filter = quick_filter_for(settings, strategy, service)
