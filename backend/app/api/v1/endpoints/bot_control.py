@@ -224,7 +224,8 @@ async def _check_strategy(
     sessions: async_sessionmaker[AsyncSession], settings: Settings, validated: dict[str, Any]
 ) -> None:
     """A strategy and its parameters are checked together, against the strategy's declared parameter space, as the
-    scheduler will build it: the requested key, else the stored request, else the environment's value."""
+    scheduler will build it: the requested key, else the stored request, else the environment's value. The API
+    builds the strategy from its own ``STRATEGY_PATH``, so user strategies must be where the scheduler has them."""
     keys = _STRATEGY_KEYS
     asked = [key for key in keys if key in validated]
     if not asked:
@@ -233,8 +234,11 @@ async def _check_strategy(
     candidate = settings
     for key in keys:
         value = validated[key] if key in validated else stored.get(key)
-        if value is not None:
-            candidate = with_value(candidate, key, validate_runtime_value(key, value))
+        try:
+            if value is not None:
+                candidate = with_value(candidate, key, validate_runtime_value(key, value))
+        except InvalidInput:  # a stored row an older version wrote: the scheduler refuses it too
+            continue
     if problems := strategy_problems(candidate):
         raise RequestValidationError(
             [{"loc": ("body", "values", key), "msg": "; ".join(problems), "type": "value_error"} for key in asked]
