@@ -170,3 +170,27 @@ async def test_a_new_strategy_at_run_time_moves_the_held_levels_and_the_time_out
     assert report.reason.startswith("exit: time_out")
     [closed] = await rig.closed()
     assert closed.exit_reason == ExitReason.TIME_OUT
+
+
+async def test_the_exits_of_the_settings_strategy_apply_from_the_start(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given TRADING_STRATEGY=volatility_breakout with a stop and a time-out in STRATEGY_PARAMS
+    monkeypatch.setenv("TRADING_STRATEGY", "volatility_breakout")
+    monkeypatch.setenv("STRATEGY_PARAMS", '{"k": 0.6, "stop_loss_pct": 4, "max_hold_hours": 24}')
+    configured = load_settings(env_file=None)
+    # When the graph is built without a strategy of the caller's
+    source = ReplayMarketSource({SYMBOL: {"1h": make_candles(START, 320, "1h", seed=3)}}, start=NOW)
+    repo = InMemoryTradingRepository()
+    adapters = PipelineAdapters(
+        exchange=PaperExchange.from_settings(configured, source, InMemoryPaperAccountStore(), clock=source.now),
+        repository=repo,
+        risk_store=InMemoryRiskStore(orders=repo),
+        clock=source.now,
+        quick_filter=None,
+    )
+    pipeline = build_pipeline(configured, adapters, mode=TradingMode.PAPER, instance="t")
+    # Then the position job and the positions use that strategy's exits
+    expected = ExitPolicy(stop_loss_pct=4, max_hold_hours=24)
+    assert pipeline.positions.policy == expected
+    assert pipeline.risk.policy == expected
