@@ -431,7 +431,7 @@ class RiskManager:
             price = prices.get(position.symbol)
             if price is None or not position.is_open:
                 continue
-            signal = self._exit_for(
+            signal = self._due_exit(
                 position, price, (lows or {}).get(position.symbol), (highs or {}).get(position.symbol), now
             )
             if signal is not None:
@@ -445,7 +445,7 @@ class RiskManager:
                 signals.append(signal)
         return signals
 
-    def _exit_for(
+    def _due_exit(
         self, position: PositionRecord, price: Decimal, low: Decimal | None, high: Decimal | None, now: datetime
     ) -> ExitSignal | None:
         trailing = None
