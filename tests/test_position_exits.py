@@ -124,8 +124,8 @@ async def test_levels_of_a_bought_position_are_the_backtests_levels_from_the_dec
     await rig.pipeline.run_cycle()
     # Then the position's stop and target are levels_for(fill, the decision bar's ATR, policy), trailing 5%
     position = await rig.pipeline.positions.get(SYMBOL)
-    atr = quantize_money(D(str(rig.repo.decisions[0].market_data["indicators"]["atr_14"])))
-    assert position.entry_atr == atr
+    atr = D(str(rig.repo.decisions[0].market_data["indicators"]["atr_14"]))
+    assert position.entry_atr == quantize_money(atr)
     stop, target = levels_for(position.avg_entry_price, atr, policy)
     assert (position.stop_price, position.take_profit_price) == (stop, target)
     assert position.trailing_stop_pct == D("5")

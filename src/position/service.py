@@ -198,9 +198,9 @@ class PositionService:
     ) -> FillOutcome:
         current = await self.store.get_open_position(self.mode, symbol)
         notes: list[str] = []
-        atr = None if atr is None else quantize_money(atr)  # as stored: the levels can be set again from it
+        stored_atr = None if atr is None else quantize_money(atr)  # kept, so the levels can be set again from it
         if current is None:
-            stop, target = self.levels(price, atr)
+            stop, target = self.levels(price, atr)  # the ATR as the backtest sees it
             if atr is None and self.policy.uses_atr:
                 notes.append(self._no_atr_note(symbol))
             position = PositionRecord(
@@ -214,7 +214,7 @@ class PositionService:
                 stop_price=stop,
                 take_profit_price=target,
                 trailing_stop_pct=_trailing_pct(self.policy),
-                entry_atr=atr,
+                entry_atr=stored_atr,
             )
             applied = await self._write(order_identifier, at, position)
             if applied.replayed:
@@ -223,12 +223,12 @@ class PositionService:
             return FillOutcome(position=applied.position, opened=True, notes=notes)
         amount = current.amount + volume
         average = quantize_money((current.amount * current.avg_entry_price + volume * price) / amount)
-        entry_atr = atr if atr is not None else current.entry_atr
+        entry_atr = stored_atr if stored_atr is not None else current.entry_atr
         if entry_atr is None and self.policy.uses_atr:
             stop, target = self._kept_distances(current, average)
             notes.append("no ATR with this fill or the entry: kept the stop and target distances of the position")
         else:
-            stop, target = self.levels(average, entry_atr)
+            stop, target = self.levels(average, atr if atr is not None else entry_atr)
             if atr is None and self.policy.uses_atr:
                 notes.append("no ATR with this fill: the ATR of the entry keeps the ATR distances")
         grown = replace(
