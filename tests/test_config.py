@@ -57,6 +57,11 @@ def test_scheduler_metrics_listen_on_loopback_by_default(monkeypatch: pytest.Mon
         ("TAKE_PROFIT_PCT", "10", "TAKE_PROFIT_PCT was removed: exits belong to the strategy; set take_profit_pct in"),
         ("STRATEGY_PARAMS", '{"K": 1}', "expected parameter names in lower case letters, digits and _, got 'K'"),
         ("STRATEGY_PARAMS", "[1]", "STRATEGY_PARAMS must be a JSON object"),
+        (
+            "STRATEGY_PARAMS",
+            '{"k": [1]}',
+            "STRATEGY_PARAMS: parameter k: expected a number, true/false or text, got [1]",
+        ),
         ("DATABASE_URL", "mysql://x", "DATABASE_URL='mysql://x': expected sqlite+aiosqlite"),
         ("SCHEDULER_TRADING_CRON", "hourly", "expected a 5-field cron expression"),
         ("API_CORS_ORIGINS", "*", "'*' is not allowed"),

@@ -9,6 +9,7 @@ Pure pydantic, imports nothing of the project.
 
 from __future__ import annotations
 
+import math
 import re
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
@@ -100,16 +101,17 @@ MAX_STRATEGY_PARAMS = 64
 _PARAM_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}", re.ASCII)
 
 
-def _param_names(params: dict[str, Any]) -> dict[str, Any]:
-    bad = [name for name in params if not _PARAM_NAME.fullmatch(name)]
-    if bad:
-        raise ValueError(f"expected parameter names in lower case letters, digits and _, got {bad[0]!r}")
+def _param_values(params: dict[str, Any]) -> dict[str, Any]:
+    """Names in lower case letters, digits and _; values JSON scalars (a finite number, true/false or text)."""
+    for name, value in params.items():
+        if not _PARAM_NAME.fullmatch(name):
+            raise ValueError(f"expected parameter names in lower case letters, digits and _, got {name!r}")
+        finite = not isinstance(value, float) or math.isfinite(value)
+        if not isinstance(value, bool | int | float | str) or not finite:
+            shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."
+            raise ValueError(f"parameter {name}: expected a number, true/false or text, got {shown}")
     return params
 
 
 StrategyName = Annotated[str, Field(pattern=STRATEGY_NAME_PATTERN)]
-StrategyParams = Annotated[
-    dict[str, bool | int | float | str],
-    Field(max_length=MAX_STRATEGY_PARAMS),
-    AfterValidator(_param_names),
-]
+StrategyParams = Annotated[dict[str, Any], Field(max_length=MAX_STRATEGY_PARAMS), AfterValidator(_param_values)]
