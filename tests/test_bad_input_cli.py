@@ -186,7 +186,9 @@ NUMERIC_KEYS = _numeric_keys()
 
 
 def test_every_numeric_setting_is_found() -> None:
-    assert {"STOP_LOSS_PCT", "UPBIT_TIMEOUT_SECONDS", "SENTRY_TRACES_SAMPLE_RATE", "MAX_POSITIONS"} <= set(NUMERIC_KEYS)
+    assert {"DAILY_LOSS_LIMIT_PCT", "UPBIT_TIMEOUT_SECONDS", "SENTRY_TRACES_SAMPLE_RATE", "MAX_POSITIONS"} <= set(
+        NUMERIC_KEYS
+    )
 
 
 @pytest.mark.parametrize("key", NUMERIC_KEYS)
@@ -203,7 +205,7 @@ def test_every_numeric_setting_refuses_values_that_are_not_finite(
 @pytest.mark.parametrize(
     ("script", "key", "value"),
     [
-        ("main.py", "STOP_LOSS_PCT", "nan"),
+        ("main.py", "DAILY_LOSS_LIMIT_PCT", "nan"),
         ("scheduler_main.py", "SCHEDULER_CONTROL_POLL_SECONDS", "inf"),
         ("main.py", "UPBIT_TIMEOUT_SECONDS", "-inf"),
         ("backtest.py", "BACKTEST_INITIAL_CAPITAL", "inf"),
@@ -218,11 +220,20 @@ def test_a_setting_that_is_not_finite_stops_the_entry_point_in_one_line(
 
 # --- a key that looks like ours but is unknown -------------------------------------------------------------
 def test_a_typo_of_a_setting_is_named_with_the_closest_known_key() -> None:
-    environ = {"STOPLOSS_PCT": "3", "RISK_STOP_LOS_PCT": "2", "TRADING_SYMBOL": "KRW-ETH", "MAX_POSITION": "1"}
+    environ = {
+        "DAILYLOSS_LIMIT_PCT": "3",
+        "RISK_DAILY_LOS_LIMIT_PCT": "2",
+        "TRADING_SYMBOL": "KRW-ETH",
+        "MAX_POSITION": "1",
+        "STOPLOSS_PCT": "3",
+    }
     assert unknown_key_warnings(None, environ) == [
+        "DAILYLOSS_LIMIT_PCT in the environment is not a setting and is ignored; did you mean DAILY_LOSS_LIMIT_PCT?",
         "MAX_POSITION in the environment is not a setting and is ignored; did you mean MAX_POSITIONS?",
-        "RISK_STOP_LOS_PCT in the environment is not a setting and is ignored; did you mean STOP_LOSS_PCT?",
-        "STOPLOSS_PCT in the environment is not a setting and is ignored; did you mean STOP_LOSS_PCT?",
+        "RISK_DAILY_LOS_LIMIT_PCT in the environment is not a setting and is ignored; did you mean "
+        "DAILY_LOSS_LIMIT_PCT?",
+        "STOPLOSS_PCT in the environment is not a setting and is ignored; STOP_LOSS_PCT was removed: exits belong to "
+        "the strategy; set stop_loss_pct in STRATEGY_PARAMS",
         "TRADING_SYMBOL in the environment is not a setting and is ignored; did you mean TRADING_SYMBOLS?",
     ]
 
@@ -244,9 +255,9 @@ def test_an_unknown_key_with_our_prefix_is_warned_even_without_a_close_match() -
 
 def test_env_file_typos_are_named_with_the_file(tmp_path: Path) -> None:
     env_file = tmp_path / ".env"
-    env_file.write_text("MAX_POSITIONS=2\nstop_los_pct=3\n")
+    env_file.write_text("MAX_POSITIONS=2\ndaily_los_limit_pct=3\n")
     assert unknown_key_warnings(env_file, {}) == [
-        f"stop_los_pct in {env_file} is not a setting and is ignored; did you mean STOP_LOSS_PCT?"
+        f"daily_los_limit_pct in {env_file} is not a setting and is ignored; did you mean DAILY_LOSS_LIMIT_PCT?"
     ]
 
 
@@ -256,10 +267,10 @@ API_START = "from backend.app.main import _app_from_environment; _app_from_envir
 @pytest.mark.parametrize("script", ["main.py", "scheduler_main.py", "backtest.py", "api"])
 def test_every_entry_point_warns_once_about_a_typo_in_env_file_and_environment(tmp_path: Path, script: str) -> None:
     env_file = tmp_path / ".env"
-    env_file.write_text("RISK_STOP_LOS_PCT=2\n")
+    env_file.write_text("RISK_DAILY_LOS_LIMIT_PCT=2\n")
     # the database is down so main.py and the scheduler stop right after start-up; backtest.py stops on --end
     url = f"postgresql+asyncpg://postgres@127.0.0.1:{_closed_port()}/trading"
-    env = _env(tmp_path, STOPLOSS_PCT="3", DATABASE_URL=url)
+    env = _env(tmp_path, DAILYLOSS_LIMIT_PCT="3", DATABASE_URL=url)
     if script == "api":
         command = [sys.executable, "-c", _patched_env_file(env_file) + API_START]
         done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
@@ -267,7 +278,9 @@ def test_every_entry_point_warns_once_about_a_typo_in_env_file_and_environment(t
         done = _run([script, "--end", "2017-10-04"] if script == "backtest.py" else [script], env, env_file)
     warnings = [line for line in done.stderr.splitlines() if line.startswith("warning: ")]
     assert warnings == [
-        "warning: STOPLOSS_PCT in the environment is not a setting and is ignored; did you mean STOP_LOSS_PCT?",
-        f"warning: RISK_STOP_LOS_PCT in {env_file} is not a setting and is ignored; did you mean STOP_LOSS_PCT?",
+        "warning: DAILYLOSS_LIMIT_PCT in the environment is not a setting and is ignored; did you mean "
+        "DAILY_LOSS_LIMIT_PCT?",
+        f"warning: RISK_DAILY_LOS_LIMIT_PCT in {env_file} is not a setting and is ignored; did you mean "
+        "DAILY_LOSS_LIMIT_PCT?",
     ], done.stderr
     assert "Traceback" not in done.stderr

@@ -54,7 +54,14 @@ def test_scheduler_metrics_listen_on_loopback_by_default(monkeypatch: pytest.Mon
         ("TRADING_MODE", "yolo", "TRADING_MODE='yolo': Input should be 'paper', 'live' or 'replay'"),
         ("TRADING_SYMBOLS", "BTC-KRW", "expected Upbit KRW markets like KRW-BTC"),
         ("TRADING_SYMBOLS", "KRW-\u0392\u03a4C", "expected Upbit KRW markets like KRW-BTC"),
-        ("TAKE_PROFIT_PCT", "0.05", "take-profit 0.05% must exceed the round-trip fee of 0.1%"),
+        ("TAKE_PROFIT_PCT", "10", "TAKE_PROFIT_PCT was removed: exits belong to the strategy; set take_profit_pct in"),
+        ("STRATEGY_PARAMS", '{"K": 1}', "expected parameter names in lower case letters, digits and _, got 'K'"),
+        ("STRATEGY_PARAMS", "[1]", "STRATEGY_PARAMS must be a JSON object"),
+        (
+            "STRATEGY_PARAMS",
+            '{"k": [1]}',
+            "STRATEGY_PARAMS: parameter k: expected a number, true/false or text, got [1]",
+        ),
         ("DATABASE_URL", "mysql://x", "DATABASE_URL='mysql://x': expected sqlite+aiosqlite"),
         ("SCHEDULER_TRADING_CRON", "hourly", "expected a 5-field cron expression"),
         ("API_CORS_ORIGINS", "*", "'*' is not allowed"),
@@ -209,13 +216,12 @@ _SAME_RULE_CASES = [
     ("risk.max_positions", "MAX_POSITIONS", 0, "0"),
     ("risk.max_trades_per_day", "MAX_TRADES_PER_DAY", 10_000, "10000"),
     ("risk.max_trades_per_day", "MAX_TRADES_PER_DAY", 10_001, "10001"),
-    ("risk.stop_loss_pct", "STOP_LOSS_PCT", "100", "100"),
-    ("risk.stop_loss_pct", "STOP_LOSS_PCT", "2.5", "2.5"),
-    ("risk.take_profit_pct", "TAKE_PROFIT_PCT", "1000", "1000"),
-    ("risk.take_profit_pct", "TAKE_PROFIT_PCT", "1000.5", "1000.5"),
-    ("risk.take_profit_pct", "TAKE_PROFIT_PCT", "1.00001", "1.00001"),
-    ("risk.trailing_stop_pct", "TRAILING_STOP_PCT", "0", "0"),
-    ("risk.trailing_stop_pct", "TRAILING_STOP_PCT", "-1", "-1"),
+    ("strategy.name", "TRADING_STRATEGY", "volatility_breakout", "volatility_breakout"),
+    ("strategy.name", "TRADING_STRATEGY", "Volatility", "Volatility"),
+    ("strategy.params", "STRATEGY_PARAMS", {"k": 0.6, "max_hold_hours": 48}, '{"k": 0.6, "max_hold_hours": 48}'),
+    ("strategy.params", "STRATEGY_PARAMS", {"use_volume": True}, '{"use_volume": true}'),
+    ("strategy.params", "STRATEGY_PARAMS", {"K": 1}, '{"K": 1}'),
+    ("strategy.params", "STRATEGY_PARAMS", {"k": [1]}, '{"k": [1]}'),
     ("risk.max_position_pct", "MAX_POSITION_PCT", "100.01", "100.01"),
     ("ai.min_confidence", "AI_MIN_CONFIDENCE", "NaN", "NaN"),
     ("ai.min_confidence", "AI_MIN_CONFIDENCE", "100", "100"),
@@ -248,3 +254,57 @@ def test_the_api_guide_lists_every_run_time_key() -> None:
     guide = (PROJECT_ROOT / "docs" / "API.md").read_text(encoding="utf-8")
 
     assert [key for key in RUNTIME_KEYS if f"| `{key}` |" not in guide] == []
+
+
+# --- removed settings: exits belong to the strategy ------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("key", "instead"),
+    [
+        ("STOP_LOSS_PCT", "set stop_loss_pct in STRATEGY_PARAMS"),
+        ("TAKE_PROFIT_PCT", "set take_profit_pct in STRATEGY_PARAMS"),
+        ("TRAILING_STOP_PCT", "set trailing_stop_pct in STRATEGY_PARAMS"),
+        ("USE_ATR_EXITS", "set stop_atr and target_atr in STRATEGY_PARAMS (0 = off)"),
+        ("ATR_STOP_MULTIPLIER", "set stop_atr in STRATEGY_PARAMS"),
+        ("ATR_TARGET_MULTIPLIER", "set target_atr in STRATEGY_PARAMS"),
+    ],
+)
+def test_a_removed_exit_key_in_the_env_file_is_one_error_naming_the_new_place(
+    tmp_path: Path, key: str, instead: str
+) -> None:
+    # Given a .env written for an older version that sets a removed exit key
+    env_file = tmp_path / ".env"
+    env_file.write_text(f"TRADING_SYMBOLS=KRW-BTC\n{key}=3\n", encoding="utf-8")
+    # When settings load / Then one error names the key and where exits are set now
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings(env_file=env_file)
+    assert caught.value.message == f"Invalid configuration: {key} was removed: exits belong to the strategy; {instead}"
+
+
+def test_a_removed_key_in_the_environment_stops_the_start_in_one_line_without_a_warning() -> None:
+    # Given STOP_LOSS_PCT and TAKE_PROFIT_PCT in the environment of a process that starts up
+    env = {"PATH": "/usr/bin:/bin", "STOP_LOSS_PCT": "5", "TAKE_PROFIT_PCT": "10", "HOME": str(PROJECT_ROOT)}
+    code = "from src.config.bootstrap import load_settings_or_exit; load_settings_or_exit()"
+    # When it starts
+    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
+    # Then it exits 2 with one line naming both keys and their new place, and no "not a setting" warning
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: Invalid configuration: STOP_LOSS_PCT was removed: exits belong to the strategy; set stop_loss_pct "
+        "in STRATEGY_PARAMS; TAKE_PROFIT_PCT was removed: exits belong to the strategy; set take_profit_pct in "
+        "STRATEGY_PARAMS"
+    ]
+
+
+def test_an_empty_removed_key_is_ignored_like_any_empty_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STOP_LOSS_PCT", "")
+    assert load_settings(env_file=None).strategy.name == "rule_breakout"
+
+
+def test_a_typo_of_a_removed_key_is_warned_with_its_new_place() -> None:
+    from src.config.unknown_keys import unknown_key_warnings
+
+    [warning] = unknown_key_warnings(env_file=None, environ={"STOP_LOS_PCT": "5"})
+    assert warning == (
+        "STOP_LOS_PCT in the environment is not a setting and is ignored; STOP_LOSS_PCT was removed: exits belong "
+        "to the strategy; set stop_loss_pct in STRATEGY_PARAMS"
+    )

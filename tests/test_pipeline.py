@@ -44,6 +44,7 @@ class SignalStrategy(Strategy):
     name = "fake_signal"
 
     def __init__(self, buy: bool = False, sell: bool = False) -> None:
+        super().__init__()  # the declared defaults: no exit rule but the signal
         self.buy = buy
         self.sell = sell
 

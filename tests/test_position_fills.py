@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from src.config.trading_groups import RiskConfig
+from src.domain.exits import ExitPolicy
 from src.domain.orders import OrderStatus, Side
 from src.exceptions import InvalidInput, PositionConflict
 from src.position import PositionService
@@ -59,7 +59,7 @@ async def _buy_then_sell(subject: InMemoryRig) -> tuple[PositionRecord, list[Tra
 # --- PositionService and the in-memory store -----------------------------------------------------------
 async def test_the_same_order_applied_twice_changes_the_position_once() -> None:
     # Given a position opened by order b-1
-    service = PositionService(InMemoryRiskStore(), RiskConfig(), MODE)
+    service = PositionService(InMemoryRiskStore(), ExitPolicy(stop_loss_pct=5, take_profit_pct=10), MODE)
     opened = await service.on_fill(SYMBOL, Side.BUY, D("100000000"), D("0.02"), D("1000"), AT, order_identifier="b-1")
     # When b-1 is applied again, then nothing changes and the earlier outcome comes back
     again = await service.on_fill(SYMBOL, Side.BUY, D("100000000"), D("0.02"), D("1000"), AT, order_identifier="b-1")
@@ -82,7 +82,7 @@ async def test_the_same_order_applied_twice_changes_the_position_once() -> None:
 async def test_a_sell_without_a_position_is_marked_applied_too() -> None:
     # Given a sell of a holding the bot does not track
     store = InMemoryRiskStore()
-    service = PositionService(store, RiskConfig(), MODE)
+    service = PositionService(store, ExitPolicy(stop_loss_pct=5, take_profit_pct=10), MODE)
     await service.on_fill(SYMBOL, Side.SELL, D("100000000"), D("0.01"), D("500"), AT, order_identifier="s-x")
     # When a position is opened later and the old sell is applied again, then it does not touch that position
     await service.on_fill(SYMBOL, Side.BUY, D("100000000"), D("0.02"), D("1000"), AT, order_identifier="b-1")
@@ -106,7 +106,7 @@ async def test_a_refused_change_writes_no_marker() -> None:
 
 
 async def test_an_order_identifier_is_required() -> None:
-    service = PositionService(InMemoryRiskStore(), RiskConfig(), MODE)
+    service = PositionService(InMemoryRiskStore(), ExitPolicy(stop_loss_pct=5, take_profit_pct=10), MODE)
     with pytest.raises(InvalidInput, match="order_identifier"):
         await service.on_fill(SYMBOL, Side.BUY, D("1"), D("1"), D("0"), AT, order_identifier=" ")
 

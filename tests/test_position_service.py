@@ -1,4 +1,5 @@
-"""PositionService over the in-memory store: opening, averaging, exit levels, trailing, realised P&L with fees."""
+"""PositionService over the in-memory store: opening, averaging, exit levels from the strategy's ExitPolicy (the
+backtest's own ``exit_levels``), trailing, levels moved by a new policy, realised P&L with fees."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ from typing import Any
 import pytest
 
 from src.config.trading_groups import RiskConfig
-from src.domain.exits import ExitReason
+from src.domain.exits import ExitPolicy, ExitReason
 from src.domain.modes import TradingMode
 from src.domain.orders import Side
 from src.exceptions import InvalidInput, PositionConflict
 from src.position import PositionService
 from src.risk import InMemoryRiskStore, PositionRecord, PositionStatus, RiskManager
+from src.risk.exits import exit_levels
 
 MODE = TradingMode.PAPER
 AT = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
@@ -29,9 +31,11 @@ def _order() -> str:
     return f"order-{next(_ORDERS)}"
 
 
-def _service(store: InMemoryRiskStore | None = None, **overrides: Any) -> PositionService:
-    config = RiskConfig.model_validate(overrides) if overrides else RiskConfig()
-    return PositionService(store or InMemoryRiskStore(), config, MODE)
+PERCENT = ExitPolicy(stop_loss_pct=5, take_profit_pct=10)
+
+
+def _service(store: InMemoryRiskStore | None = None, policy: ExitPolicy = PERCENT) -> PositionService:
+    return PositionService(store or InMemoryRiskStore(), policy, MODE)
 
 
 async def _buy(service: PositionService, price: str, volume: str, at: datetime = AT, **kw: Any) -> Any:
@@ -78,22 +82,56 @@ async def test_adding_averages_the_entry_and_moves_the_levels() -> None:
 
 
 async def test_atr_exits_use_atr_multiples_and_keep_distances_when_adding_without_atr() -> None:
-    service = _service(USE_ATR_EXITS="true", ATR_STOP_MULTIPLIER="2", ATR_TARGET_MULTIPLIER="3")
+    service = _service(policy=ExitPolicy(stop_atr=2, target_atr=3))
     # Given an entry at 100,000,000 with ATR 1,500,000
     opened = await _buy(service, "100000000", "0.01", atr=D("1500000"))
     assert (opened.position.stop_price, opened.position.take_profit_price) == (D("97000000"), D("104500000"))
+    assert opened.position.entry_atr == D("1500000")
     # When more is bought at 102,000,000 without an ATR (average 101,000,000)
     grown = await _buy(service, "102000000", "0.01")
-    # Then the ATR distances are kept around the new average, and that is noted
+    # Then the ATR distances of the entry are kept around the new average, and that is noted
     assert (grown.position.stop_price, grown.position.take_profit_price) == (D("98000000"), D("105500000"))
-    assert "kept the stop and target distances" in grown.notes[0]
+    assert "ATR of the entry" in grown.notes[0]
 
 
-async def test_atr_exits_without_an_atr_fall_back_to_percent_and_say_so() -> None:
-    service = _service(USE_ATR_EXITS="true")
+async def test_percent_and_atr_rules_together_take_the_tighter_level() -> None:
+    # Given a policy with a 2% stop and 2 ATR, a 10% target and 3 ATR
+    service = _service(policy=ExitPolicy(stop_loss_pct=2, take_profit_pct=10, stop_atr=2, target_atr=3))
+    # When a position opens at 100,000,000 with ATR 1,500,000 (2 ATR = 97,000,000; 3 ATR = 104,500,000)
+    outcome = await _buy(service, "100000000", "0.01", atr=D("1500000"))
+    # Then the stop is the higher (2% = 98,000,000) and the target the lower (3 ATR)
+    assert (outcome.position.stop_price, outcome.position.take_profit_price) == (D("98000000"), D("104500000"))
+
+
+async def test_levels_are_the_backtests_exit_levels() -> None:
+    # Given the backtest's compiled exit_levels for a fill and an ATR
+    policy = ExitPolicy(stop_loss_pct=3, take_profit_pct=7, stop_atr=1.5, target_atr=4)
+    stop, target = exit_levels(123456789.0, 2345678.0, 3.0, 7.0, 1.5, 4.0)
+    # When the live path opens a position at that fill with that ATR
+    outcome = await _buy(_service(policy=policy), "123456789", "0.01", atr=D("2345678"))
+    # Then its levels are the same numbers
+    assert (float(outcome.position.stop_price), float(outcome.position.take_profit_price)) == (stop, target)
+
+
+async def test_an_atr_policy_without_an_atr_sets_no_atr_level_and_says_so() -> None:
+    service = _service(policy=ExitPolicy(stop_loss_pct=5, stop_atr=2, target_atr=3))
     outcome = await _buy(service, "100000000", "0.01")
-    assert (outcome.position.stop_price, outcome.position.take_profit_price) == (D("95000000"), D("110000000"))
-    assert "percent stop and target used" in outcome.notes[0]
+    assert (outcome.position.stop_price, outcome.position.take_profit_price) == (D("95000000"), None)
+    assert "no ATR came with the fill" in outcome.notes[0]
+
+
+async def test_a_new_policy_moves_the_levels_of_open_positions_from_their_entry_atr() -> None:
+    # Given a position entered at 100,000,000 with ATR 1,500,000 under 2/3 ATR exits
+    store = InMemoryRiskStore()
+    await _buy(_service(store, ExitPolicy(stop_atr=2, target_atr=3)), "100000000", "0.01", atr=D("1500000"))
+    # When the strategy's exits change at run time to 1 ATR / 5 ATR with a 4% trailing stop
+    moved = await _service(store, ExitPolicy(stop_atr=1, target_atr=5, trailing_stop_pct=4)).apply_exit_levels()
+    # Then the open position's levels are set again from its entry and entry ATR, trailing on
+    [position] = moved
+    assert (position.stop_price, position.take_profit_price) == (D("98500000"), D("107500000"))
+    assert position.trailing_stop_pct == D("4")
+    # And the same policy again moves nothing
+    assert await _service(store, ExitPolicy(stop_atr=1, target_atr=5, trailing_stop_pct=4)).apply_exit_levels() == []
 
 
 async def test_a_full_exit_realises_pnl_net_of_both_fees() -> None:
@@ -158,7 +196,7 @@ async def test_selling_more_than_held_counts_only_the_held_volume() -> None:
 async def test_the_trailing_stop_ratchets_up_only_and_then_fires() -> None:
     # Given a 5% trailing stop on a position bought at 100,000,000
     store = InMemoryRiskStore()
-    service = _service(store, TRAILING_STOP_PCT="5")
+    service = _service(store, ExitPolicy(trailing_stop_pct=5))
     await _buy(service, "100000000", "0.01")
     # When the price marks 112,000,000 then falls back to 105,000,000
     await service.mark("KRW-BTC", D("112000000"))
@@ -166,7 +204,7 @@ async def test_the_trailing_stop_ratchets_up_only_and_then_fires() -> None:
     # Then the highest stays 112,000,000 and the trailing level is 106,400,000
     assert position.highest_price == D("112000000")
     assert position.trailing_stop_price == D("106400000")
-    risk = RiskManager(RiskConfig(TRAILING_STOP_PCT="5"), store, MODE)
+    risk = RiskManager(RiskConfig(), store, MODE, policy=ExitPolicy(trailing_stop_pct=5))
     assert risk.exits_due([position], {"KRW-BTC": D("106400001")}, AT) == []
     signals = risk.exits_due(await service.open_positions(), {"KRW-BTC": D("106000000")}, AT)
     assert [(s.reason, s.trigger_price) for s in signals] == [(ExitReason.TRAILING_STOP, D("106400000"))]

@@ -11,7 +11,7 @@ import pytest
 from src.config.trading_groups import RiskConfig
 from src.domain.decisions import PositionSizing
 from src.domain.events import EventKind
-from src.domain.exits import ExitReason
+from src.domain.exits import ExitPolicy, ExitReason
 from src.domain.modes import TradingMode
 from src.exceptions import InvalidInput
 from src.risk import (
@@ -35,8 +35,8 @@ def _config(**overrides: Any) -> RiskConfig:
     return RiskConfig.model_validate(overrides) if overrides else RiskConfig()
 
 
-def _risk(store: InMemoryRiskStore | None = None, **overrides: Any) -> RiskManager:
-    return RiskManager(_config(**overrides), store or InMemoryRiskStore(), MODE, clock=lambda: NOW)
+def _risk(store: InMemoryRiskStore | None = None, policy: ExitPolicy | None = None, **overrides: Any) -> RiskManager:
+    return RiskManager(_config(**overrides), store or InMemoryRiskStore(), MODE, clock=lambda: NOW, policy=policy)
 
 
 def _cash_only(cash: str = "10000000") -> PortfolioView:
@@ -502,7 +502,7 @@ def test_candle_lows_and_highs_catch_touches_between_checks() -> None:
 
 def test_the_trailing_stop_follows_the_highest_price() -> None:
     # Given a 3% trailing stop on a position that peaked at 108,000,000 (trailing level 104,760,000)
-    risk = _risk(TRAILING_STOP_PCT="3")
+    risk = _risk(policy=ExitPolicy(trailing_stop_pct=3))
     position = _position(trailing_stop_pct=D("3"), highest_price=D("108000000"))
     # Then above the level nothing is due, at it the trailing stop fires (above the fixed stop)
     assert risk.exits_due([position], {"KRW-BTC": D("104760001")}, NOW) == []
@@ -513,13 +513,37 @@ def test_the_trailing_stop_follows_the_highest_price() -> None:
     assert [s.reason for s in risk.exits_due([fresh], {"KRW-BTC": D("94000000")}, NOW)] == [ExitReason.STOP_LOSS]
 
 
-def test_with_atr_exits_the_trailing_distance_is_atr_multiples() -> None:
-    risk = _risk(USE_ATR_EXITS="true", ATR_STOP_MULTIPLIER="2", TRAILING_STOP_PCT="3")
-    position = _position(trailing_stop_pct=D("3"), highest_price=D("108000000"))
-    atr = {"KRW-BTC": D("1000000")}  # level 108,000,000 - 2 x 1,000,000
-    assert risk.exits_due([position], {"KRW-BTC": D("106000001")}, NOW, atr) == []
-    signals = risk.exits_due([position], {"KRW-BTC": D("106000000")}, NOW, atr)
-    assert [(s.reason, s.trigger_price) for s in signals] == [(ExitReason.TRAILING_STOP, D("106000000"))]
+@pytest.mark.parametrize(
+    ("held", "price", "reason"),
+    [
+        (timedelta(hours=47, minutes=59), "100000000", None),
+        (timedelta(hours=48), "100000000", ExitReason.TIME_OUT),
+        (timedelta(hours=72), "94000000", ExitReason.STOP_LOSS),  # a stop that is also due wins
+        (timedelta(hours=72), "111000000", ExitReason.TAKE_PROFIT),
+    ],
+)
+def test_a_position_held_max_hold_hours_times_out(held: timedelta, price: str, reason: ExitReason | None) -> None:
+    # Given a strategy that holds at most 48 hours, and a position entered `held` ago
+    risk = _risk(policy=ExitPolicy(stop_loss_pct=5, take_profit_pct=10, max_hold_hours=48))
+    position = _position(entry_at=NOW - held)
+    # When the position check runs now at `price`
+    signals = risk.exits_due([position], {"KRW-BTC": D(price)}, NOW)
+    # Then the time-out is due from 48 hours on, sold at the price the check saw, unless a level is due first
+    assert [s.reason for s in signals] == ([reason] if reason else [])
+    if reason is ExitReason.TIME_OUT:
+        assert signals[0].trigger_price == D(price)
+
+
+def test_without_max_hold_hours_a_position_never_times_out() -> None:
+    assert _risk().exits_due([_position(entry_at=NOW - timedelta(days=3650))], {"KRW-BTC": D("100000000")}, NOW) == []
+
+
+def test_with_policy_keeps_the_state_and_the_thresholds() -> None:
+    store = InMemoryRiskStore()
+    risk = _risk(store, MAX_POSITIONS="4")
+    timed = risk.with_policy(ExitPolicy(max_hold_hours=1))
+    assert (timed.store, timed.config, timed.policy.max_hold_hours) == (store, risk.config, 1.0)
+    assert timed.with_config(RiskConfig()).policy == timed.policy
 
 
 def test_positions_without_a_price_or_already_closed_are_skipped() -> None:

@@ -169,7 +169,9 @@ async def test_config_lists_every_runtime_key_with_its_environment_default(clien
     assert entries["risk.max_positions"]["default"] == 3
     assert entries["risk.max_positions"]["value"] is None
     assert entries["risk.max_positions"]["requested"] == 3
-    assert entries["risk.stop_loss_pct"]["default"] == "5"
+    assert entries["risk.min_add_krw"]["default"] == "50000"
+    assert (entries["strategy.name"]["default"], entries["strategy.params"]["default"]) == ("rule_breakout", {})
+    assert "risk.stop_loss_pct" not in entries
     assert entries["trading.symbols"]["requested"] == ["KRW-BTC"]
     assert entries["ai.enabled"]["rule"] == "true or false"
     # And without a scheduler heartbeat nothing is known to be applied
@@ -186,7 +188,7 @@ async def test_config_update_is_validated_stored_readable_by_the_scheduler_and_a
     response = await client.put(
         "/api/v1/bot/config",
         json={
-            "values": {"risk.max_positions": 5, "risk.stop_loss_pct": 3.5, "trading.symbols": ["KRW-BTC", "KRW-XRP"]},
+            "values": {"risk.max_positions": 5, "risk.min_add_krw": 60000.5, "trading.symbols": ["KRW-BTC", "KRW-XRP"]},
             "reason": "tighter risk",
         },
     )
@@ -194,18 +196,18 @@ async def test_config_update_is_validated_stored_readable_by_the_scheduler_and_a
     assert response.status_code == 200
     entries = {entry["key"]: entry for entry in response.json()["entries"]}
     assert entries["risk.max_positions"]["requested"] == 5
-    assert entries["risk.stop_loss_pct"]["value"] == "3.5"
+    assert entries["risk.min_add_krw"]["value"] == "60000.5"
     assert entries["risk.max_positions"]["updated_by"] == "api-key"
     # And the scheduler reads them with the same rules
     repository = BotRepository(db_sessions)
-    assert validate_runtime_value("risk.stop_loss_pct", await repository.get_config("risk.stop_loss_pct")) == (
-        validate_runtime_value("risk.stop_loss_pct", "3.5")
+    assert validate_runtime_value("risk.min_add_krw", await repository.get_config("risk.min_add_krw")) == (
+        validate_runtime_value("risk.min_add_krw", "60000.5")
     )
     assert await repository.get_config("trading.symbols") == ["KRW-BTC", "KRW-XRP"]
     # And each change is audited with old and new value, who and why
     messages = [row.message for row in await _audit_rows(db_sessions)]
     assert "bot config risk.max_positions: 4 -> 5 by api-key: tighter risk" in messages
-    assert "bot config risk.stop_loss_pct: None -> '3.5' by api-key: tighter risk" in messages
+    assert "bot config risk.min_add_krw: None -> '60000.5' by api-key: tighter risk" in messages
 
 
 @pytest.mark.parametrize(
@@ -213,8 +215,10 @@ async def test_config_update_is_validated_stored_readable_by_the_scheduler_and_a
     [
         ({"risk.max_positions": 51}, "risk.max_positions"),
         ({"risk.max_positions": True}, "risk.max_positions"),
-        ({"risk.stop_loss_pct": 0}, "risk.stop_loss_pct"),
-        ({"risk.stop_loss_pct": "100"}, "risk.stop_loss_pct"),
+        ({"risk.min_add_krw": 4999}, "risk.min_add_krw"),
+        ({"risk.min_add_krw": "NaN"}, "risk.min_add_krw"),
+        ({"strategy.params": [1]}, "strategy.params"),
+        ({"strategy.name": "Rule Breakout"}, "strategy.name"),
         ({"ai.min_confidence": 101}, "ai.min_confidence"),
         ({"ai.enabled": "yes"}, "ai.enabled"),
         ({"trading.symbols": ["BTC-ETH"]}, "trading.symbols"),
@@ -232,3 +236,63 @@ async def test_invalid_config_is_422_per_key_and_nothing_is_written(
     assert response.status_code == 422
     assert [error["loc"] for error in response.json()["detail"]] == [["body", "values", bad_key]]
     assert await BotRepository(db_sessions).all_config() == {}
+
+
+# --- the strategy and its parameters: checked against the strategy's declared space ---------------------------
+@pytest.mark.parametrize(
+    ("values", "bad_keys", "message"),
+    [
+        ({"strategy.name": "nope"}, ["strategy.name"], "unknown strategy 'nope'; available: rule_breakout"),
+        ({"strategy.params": {"kk": 1}}, ["strategy.params"], "strategy rule_breakout has no parameter kk"),
+        (
+            {"strategy.name": "volatility_breakout", "strategy.params": {"stop_loss_pct": 80}},
+            ["strategy.name", "strategy.params"],
+            "strategy volatility_breakout: parameter stop_loss_pct must be in 0..50, got 80",
+        ),
+        (
+            {"strategy.params": {"max_hold_hours": "two days"}},
+            ["strategy.params"],
+            "parameter max_hold_hours must be a number",
+        ),
+        (
+            {"risk.stop_loss_pct": 3},
+            ["risk.stop_loss_pct"],
+            "risk.stop_loss_pct was removed: exits belong to the strategy; set stop_loss_pct in strategy.params",
+        ),
+    ],
+)
+async def test_a_strategy_the_scheduler_could_not_build_is_422_with_the_reason_and_nothing_is_written(
+    client: httpx.AsyncClient, db_sessions: Sessions, values: dict[str, object], bad_keys: list[str], message: str
+) -> None:
+    # Given no stored request (the environment trades rule_breakout)
+    # When the operator asks for an unknown strategy, an unknown parameter, a value out of range, or a removed key
+    response = await client.put("/api/v1/bot/config", json={"values": values, "reason": "try it"})
+    # Then the answer is 422 naming the key(s) and the reason, and nothing is stored
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert [error["loc"] for error in detail] == [["body", "values", key] for key in bad_keys]
+    assert all(message in error["msg"] for error in detail), detail
+    assert await BotRepository(db_sessions).all_config() == {}
+
+
+async def test_parameters_are_checked_against_the_stored_strategy(
+    client: httpx.AsyncClient, db_sessions: Sessions
+) -> None:
+    # Given volatility_breakout requested earlier
+    first = await client.put(
+        "/api/v1/bot/config", json={"values": {"strategy.name": "volatility_breakout"}, "reason": "switch"}
+    )
+    assert first.status_code == 200, first.text
+    # When its own parameter k is requested alone, Then it is accepted (checked with the stored name)
+    ok = await client.put(
+        "/api/v1/bot/config",
+        json={"values": {"strategy.params": {"k": 0.6, "max_hold_hours": 48}}, "reason": "tune"},
+    )
+    assert ok.status_code == 200, ok.text
+    entries = {entry["key"]: entry for entry in ok.json()["entries"]}
+    assert entries["strategy.params"]["value"] == {"k": 0.6, "max_hold_hours": 48}
+    # And going back to rule_breakout while k is stored is refused: rule_breakout has no k
+    back = await client.put("/api/v1/bot/config", json={"values": {"strategy.name": "rule_breakout"}, "reason": "back"})
+    assert back.status_code == 422
+    assert "strategy rule_breakout has no parameter k" in back.json()["detail"][0]["msg"]
+    assert await BotRepository(db_sessions).get_config("strategy.name") == "volatility_breakout"

@@ -27,7 +27,7 @@ from backend.app.db.types import ExactDecimal, JSONType, UTCDateTime
 from src.api.interfaces import ExchangeOrderState
 from src.domain.bot import BotState
 from src.domain.decisions import DecisionSource
-from src.domain.exits import STORED_EXIT_REASONS
+from src.domain.exits import STORED_EXIT_REASONS, ExitReason
 from src.domain.modes import TradingMode
 from src.exceptions import DatabaseNotMigratedError
 from src.trading.pipeline.context import CycleStatus, cycle_outcomes
@@ -151,6 +151,7 @@ def _rows_of_every_legal_value() -> dict[str, list[dict[str, object]]]:
         "positions": [
             {**position, "symbol": f"KRW-{reason.name[:4]}", "status": "closed", "exit_reason": reason.value}
             for reason in STORED_EXIT_REASONS
+            if reason is not ExitReason.TIME_OUT  # allowed from 0007 on
         ]
         + [{**position, "status": "open", "exit_reason": None, "entry_at": now}],
         "trading_cycles": [
@@ -286,6 +287,61 @@ def test_0006_keeps_every_legal_value_and_refuses_others(
         command.downgrade(alembic_config(url), "0005")
         assert asyncio.run(_column_values(url)) == before
         assert "exit_reason" not in asyncio.run(_columns(url, "orders")) | asyncio.run(_columns(url, "trades"))
+    finally:
+        command.upgrade(alembic_config(url), "head")
+        asyncio.run(_empty_all(url))
+
+
+# --- 0007: the time_out exit reason and positions.entry_atr ------------------------------------------------------
+async def _execute(url: str, *statements: str) -> None:
+    engine = create_engine(url)
+    async with engine.begin() as connection:
+        for sql in statements:
+            await connection.execute(sa.text(sql))
+    await engine.dispose()
+
+
+async def _exit_reasons(url: str) -> dict[str, set[object]]:
+    engine = create_engine(url)
+    async with engine.connect() as connection:
+        found = {
+            table: {row[0] for row in await connection.execute(sa.text(f"SELECT exit_reason FROM {table}"))}
+            for table in ("positions", "orders", "trades")
+        }
+    await engine.dispose()
+    return found
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_0007_allows_time_out_on_positions_orders_and_trades(
+    request: pytest.FixtureRequest, tmp_path: Path, backend: str
+) -> None:
+    # Given a database at 0006 with a closed position, its sell order and trade, each closed by a stop-loss
+    url = _fresh_url(request, tmp_path, backend)
+    upgrade_to_head(url)
+    asyncio.run(_empty_all(url))
+    command.downgrade(alembic_config(url), "0006")
+    asyncio.run(_seed_at_0005(url))
+    asyncio.run(
+        _execute(url, *(f"UPDATE {t} SET exit_reason = 'stop_loss'" for t in ("positions", "orders", "trades")))
+    )
+    assert asyncio.run(_insert_refused(url, "UPDATE trades SET exit_reason = 'time_out'"))
+    try:
+        # When migrated up to 0007
+        command.upgrade(alembic_config(url), "0007")
+        # Then the rows are kept, time_out is a legal exit reason of all three, and others are still refused
+        assert asyncio.run(_exit_reasons(url)) == {t: {"stop_loss"} for t in ("positions", "orders", "trades")}
+        assert "entry_atr" in asyncio.run(_columns(url, "positions"))
+        asyncio.run(
+            _execute(url, *(f"UPDATE {t} SET exit_reason = 'time_out'" for t in ("positions", "orders", "trades")))
+        )
+        assert asyncio.run(_exit_reasons(url)) == {t: {"time_out"} for t in ("positions", "orders", "trades")}
+        for table in ("positions", "orders", "trades"):
+            assert asyncio.run(_insert_refused(url, f"UPDATE {table} SET exit_reason = 'panic'")), table
+        # And down again, a time-out becomes a plain sell (0006 cannot say time_out) and entry_atr is gone
+        command.downgrade(alembic_config(url), "0006")
+        assert asyncio.run(_exit_reasons(url)) == {t: {"sell"} for t in ("positions", "orders", "trades")}
+        assert "entry_atr" not in asyncio.run(_columns(url, "positions"))
     finally:
         command.upgrade(alembic_config(url), "head")
         asyncio.run(_empty_all(url))

@@ -17,8 +17,8 @@ from backend.app.db.repositories.risk import SqlRiskStore
 from backend.app.db.repositories.trading import SqlTradingRepository
 from backend.app.db.session import session_factory
 from backend.app.models import PositionFillRow, SystemLogRow
-from src.config.trading_groups import RiskConfig
 from src.domain.events import EventKind, NullNotifier
+from src.domain.exits import ExitPolicy
 from src.domain.modes import TradingMode
 from src.domain.orders import OrderStatus, Side
 from src.exceptions import PositionConflict
@@ -43,7 +43,7 @@ def rig(sessions: Sessions) -> Rig[SqlTradingRepository, SqlRiskStore]:
 async def test_applying_an_order_twice_changes_the_position_once(db_sessions: Sessions) -> None:
     # Given a position opened by order b-1 and partly sold by s-1
     store = SqlRiskStore(db_sessions)
-    service = PositionService(store, RiskConfig(), MODE)
+    service = PositionService(store, ExitPolicy(stop_loss_pct=5, take_profit_pct=10), MODE)
     await service.on_fill(SYMBOL, Side.BUY, D("100000000"), D("0.02"), D("1000"), AT, order_identifier="b-1")
     first = await service.on_fill(SYMBOL, Side.SELL, D("110000000"), D("0.01"), D("550"), AT, order_identifier="s-1")
     # When both orders are applied again

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from backend.app.db.repositories.risk import SqlRiskStore
 from backend.app.db.repositories.trading import SqlTradingRepository
 from src.config.trading_groups import RiskConfig
+from src.domain.exits import ExitPolicy
 from src.domain.modes import TradingMode
 from src.domain.orders import OrderStatus, OrderType, Side, TradeStatus
 from src.exceptions import PositionConflict
@@ -185,9 +186,9 @@ async def test_rules_and_positions_survive_a_restart(db_sessions: Sessions, db_e
     """Given safe mode and a position written through one stack, a new stack over the same database sees both."""
     from backend.app.db.session import session_factory
 
-    config = RiskConfig()
-    risk = RiskManager(config, SqlRiskStore(db_sessions), MODE)
-    positions = PositionService(SqlRiskStore(db_sessions), config, MODE)
+    config, policy = RiskConfig(), ExitPolicy(stop_loss_pct=5, take_profit_pct=10)
+    risk = RiskManager(config, SqlRiskStore(db_sessions), MODE, policy=policy)
+    positions = PositionService(SqlRiskStore(db_sessions), policy, MODE)
     await positions.on_fill("KRW-BTC", Side.BUY, D("100000000"), D("0.02"), D("1000"), NOW, order_identifier="b-1")
     await risk.on_equity(D("10000000"), NOW.replace(hour=0))
     await risk.on_equity(D("8900000"), NOW)
@@ -197,9 +198,9 @@ async def test_rules_and_positions_survive_a_restart(db_sessions: Sessions, db_e
     verdict = await restarted.evaluate_entry("KRW-ETH", PortfolioView.of(D("8900000")), NOW + timedelta(hours=1))
     # Then safe mode still blocks buys, and the position with its levels is still managed
     assert verdict.blocked_by(EntryRule.SAFE_MODE)
-    held = await PositionService(fresh_store, config, MODE).open_positions()
+    held = await PositionService(fresh_store, policy, MODE).open_positions()
     assert [(p.symbol, p.stop_price, p.entry_fee) for p in held] == [("KRW-BTC", D("95000000"), D("1000"))]
-    outcome = await PositionService(fresh_store, config, MODE).on_fill(
+    outcome = await PositionService(fresh_store, policy, MODE).on_fill(
         "KRW-BTC",
         Side.SELL,
         D("95000000"),
@@ -213,19 +214,21 @@ async def test_rules_and_positions_survive_a_restart(db_sessions: Sessions, db_e
 
 
 async def test_sql_and_memory_stores_agree(db_sessions: Sessions) -> None:
-    """The same fills through both stores give the same positions and P&L (to the 8th decimal)."""
+    """The same fills through both stores give the same positions, levels and P&L (to the 8th decimal)."""
     results = []
     for store in (InMemoryRiskStore(), SqlRiskStore(db_sessions)):
-        service = PositionService(store, RiskConfig(TRAILING_STOP_PCT="2.5"), MODE)
+        policy = ExitPolicy(stop_loss_pct=3, stop_atr=2, target_atr=3, trailing_stop_pct=2.5)
+        service = PositionService(store, policy, MODE)
         await service.on_fill(
-            "KRW-ETH", Side.BUY, D("4123456"), D("0.33333333"), D("687.2"), NOW, order_identifier="b1"
+            "KRW-ETH", Side.BUY, D("4123456"), D("0.33333333"), D("687.2"), NOW, D("61234.5"), order_identifier="b1"
         )
         await service.on_fill("KRW-ETH", Side.BUY, D("4200001"), D("0.1"), D("210"), NOW, order_identifier="b2")
         partial = await service.on_fill(
             "KRW-ETH", Side.SELL, D("4300000"), D("0.2"), D("430"), NOW, order_identifier="s1"
         )
         (position,) = await service.open_positions()
-        results.append((partial.realized_pnl, position.amount, position.avg_entry_price, position.entry_fee))
+        levels = (position.stop_price, position.take_profit_price, position.trailing_stop_pct, position.entry_atr)
+        results.append((partial.realized_pnl, position.amount, position.avg_entry_price, position.entry_fee, levels))
     assert results[0] == results[1]
 
 

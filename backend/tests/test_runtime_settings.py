@@ -19,13 +19,15 @@ from backend.app.core.jobs import JobName, JobRunner
 from backend.app.core.replay import ReplayOptions, run_replay
 from backend.app.core.scheduler import TradingScheduler
 from backend.app.db.repositories.bot import BotRepository
-from backend.app.models import AIDecisionRow, OrderRow, PositionRow, SystemLogRow, TradingCycleRow
+from backend.app.models import AIDecisionRow, OrderRow, PositionRow, SystemLogRow, TradeRow, TradingCycleRow
 from backend.app.services.scheduler_metrics import SchedulerMetrics
 from backend.app.services.trading_engine import TradingEngine
 from src.config.settings import Settings
 from src.config.system_groups import SchedulerConfig
 from src.data.replay import ReplayMarketSource
 from src.domain.modes import TradingMode
+from src.strategy.bundled import VolatilityBreakoutStrategy
+from src.strategy.contract import Strategy
 from tests.fakes.openai_server import Behaviour, FakeOpenAI
 from tests.support.candles import make_candles
 from tests.support.strategies import AlwaysBuy
@@ -51,13 +53,20 @@ async def engines(db_engine: AsyncEngine, make_settings: SettingsFactory) -> Asy
     the scheduler's job runner for it, the replay clock)."""
     built: list[TradingEngine] = []
 
-    async def build(**env: str) -> tuple[TradingEngine, JobRunner, ReplayMarketSource]:
+    async def build(
+        strategy: Strategy | None = None, **env: str
+    ) -> tuple[TradingEngine, JobRunner, ReplayMarketSource]:
         settings = make_settings(MIN_TRADE_INTERVAL_HOURS="0", **{"TRADING_SYMBOLS": "KRW-BTC", **env})
         candles = {"KRW-BTC": _falling_candles(2, 50_000_000), "KRW-ETH": _falling_candles(3, 4_000_000)}
         source = ReplayMarketSource({s: {"1h": c} for s, c in candles.items()}, start=NOW)
         # random candles would fail the backtest filter
         engine = await TradingEngine.create(
-            settings, db_engine, mode=TradingMode.REPLAY, market_source=source, strategy=AlwaysBuy(), quick_filter=None
+            settings,
+            db_engine,
+            mode=TradingMode.REPLAY,
+            market_source=source,
+            strategy=strategy or AlwaysBuy(),
+            quick_filter=None,
         )
         built.append(engine)
         runner = JobRunner(engine, instance=settings.scheduler.instance_name, metrics=SchedulerMetrics())
@@ -142,13 +151,13 @@ async def test_a_higher_minimum_confidence_turns_the_advisers_buy_into_a_hold(
     assert await _all(db_sessions, OrderRow) == []
 
 
-async def test_a_tighter_stop_loss_moves_the_stop_of_a_held_position_and_the_next_check_exits_there(
+async def test_a_tighter_stop_loss_in_the_strategy_params_moves_the_stop_and_the_next_check_exits_there(
     engines: Callable[..., Any], client: httpx.AsyncClient, db_sessions: Sessions
 ) -> None:
-    """Given a KRW-BTC position bought at NOW (STOP_LOSS_PCT 5) and a price 3% lower two hours later, when the
-    API sets risk.stop_loss_pct 2, then the position's stop moves to 2% under the entry and the next position
-    check sells at that level."""
-    _, runner, market = await engines()
+    """Given a KRW-BTC position bought at NOW under the strategy's 5% stop and a price 3% lower two hours later,
+    when the API sets strategy.params to a 2% stop, then the position's stop moves to 2% under the entry and
+    the next position check sells at that level, the stop-loss named on the position, the order and the trade."""
+    _, runner, market = await engines(AlwaysBuy(stop_loss_pct=5))
     await runner.run(JobName.TRADING)
     [position] = await _all(db_sessions, PositionRow)
     assert position.stop_price == (position.avg_entry_price * Decimal("0.95")).quantize(Decimal("1"))
@@ -156,13 +165,53 @@ async def test_a_tighter_stop_loss_moves_the_stop_of_a_held_position_and_the_nex
     await runner.run(JobName.POSITIONS)
     assert (await _all(db_sessions, PositionRow))[0].status == "open"  # 3% down: above the 5% stop
 
-    await _put(client, **{"risk.stop_loss_pct": "2"})
+    # rule_breakout (TRADING_STRATEGY) with a 2% stop instead of its ATR exits
+    await _put(client, **{"strategy.params": {"stop_loss_pct": 2, "stop_atr": 0, "target_atr": 0}})
     await runner.run(JobName.POSITIONS)
 
     [closed] = await _all(db_sessions, PositionRow)
     assert closed.status == "closed"
     assert closed.exit_reason == "stop_loss"
     assert closed.stop_price == (closed.avg_entry_price * Decimal("0.98")).quantize(Decimal("1"))
+    sell = [order for order in await _all(db_sessions, OrderRow) if order.side.value == "sell"]
+    assert [order.exit_reason for order in sell] == ["stop_loss"]
+    assert [trade.exit_reason for trade in await _all(db_sessions, TradeRow) if trade.side.value == "sell"] == [
+        "stop_loss"
+    ]
+
+
+async def test_a_time_out_from_the_strategy_params_sells_at_the_next_position_check(
+    engines: Callable[..., Any], client: httpx.AsyncClient, db_sessions: Sessions
+) -> None:
+    """Given a KRW-BTC position bought at NOW by a strategy without a time-out, when the API switches to
+    volatility_breakout with max_hold_hours 1 and the next position check runs two hours later, then the scheduler
+    trades by that strategy's exits (the policy of the positions and of risk) and the position is sold by the
+    time-out, time_out stored on the position, the order and the trade."""
+    engine, runner, market = await engines()
+    await runner.run(JobName.TRADING)
+    market.advance_to(NOW + timedelta(hours=2))
+    await runner.run(JobName.POSITIONS)
+    assert (await _all(db_sessions, PositionRow))[0].status == "open"  # no exit rule yet
+
+    await _put(client, **{"strategy.name": "volatility_breakout", "strategy.params": {"k": 0.6, "max_hold_hours": 1}})
+    await runner.run(JobName.POSITIONS)
+
+    expected = VolatilityBreakoutStrategy(k=0.6, max_hold_hours=1).exit_policy
+    assert expected.max_hold_hours == 1
+    assert engine.pipeline.positions.policy == expected == engine.pipeline.risk.policy
+    [closed] = await _all(db_sessions, PositionRow)
+    assert (closed.status, closed.exit_reason) == ("closed", "time_out")
+    [sell] = [order for order in await _all(db_sessions, OrderRow) if order.side.value == "sell"]
+    assert sell.exit_reason == "time_out"
+    assert [trade.exit_reason for trade in await _all(db_sessions, TradeRow) if trade.side.value == "sell"] == [
+        "time_out"
+    ]
+    entries = await _config(client)
+    assert (entries["strategy.name"]["applied"], entries["strategy.name"]["status"]) == (
+        "volatility_breakout",
+        "applied",
+    )
+    assert entries["strategy.params"]["applied"] == {"k": 0.6, "max_hold_hours": 1}
 
 
 @pytest.mark.parametrize(
@@ -249,28 +298,39 @@ async def test_a_request_is_pending_until_the_scheduler_takes_it_before_its_next
 async def test_invalid_requests_are_reported_not_applied_and_the_previous_value_is_kept(
     engines: Callable[..., Any], client: httpx.AsyncClient, db_sessions: Sessions
 ) -> None:
-    """Given a take-profit of 20% applied, when the API asks for 0.05% (below the round-trip fee of 0.1%: valid
-    alone, invalid with TRADING_FEE_RATE) and an older version left a market in Greek capitals in bot_config,
-    then the scheduler applies neither: it keeps 20% and KRW-BTC, and the API reports both as rejected."""
+    """Given a 20% take-profit applied through strategy.params, when bot_config then holds parameters the strategy
+    does not have, a market in Greek capitals and a removed key (written by an older version or by hand), then
+    the scheduler applies none of them: it keeps the 20% and KRW-BTC, and the API and system_logs report each as
+    rejected with its reason."""
     engine, runner, _ = await engines()
-    await _put(client, **{"risk.take_profit_pct": 20})
+    await _put(client, **{"strategy.params": {"take_profit_pct": 20}})
     await runner.run(JobName.SNAPSHOT)
-    await _put(client, **{"risk.take_profit_pct": "0.05"})
-    await BotRepository(db_sessions).set_config("trading.symbols", ["KRW-\u0392\u03a4C"], updated_by="old version")
+    repository = BotRepository(db_sessions)
+    await repository.set_config("strategy.params", {"take_profit_pct": 20, "kk": 1}, updated_by="old version")
+    await repository.set_config("trading.symbols", ["KRW-\u0392\u03a4C"], updated_by="old version")
+    await repository.set_config("risk.stop_loss_pct", "3", updated_by="old version")
 
     await runner.run(JobName.TRADING)
 
-    assert engine.pipeline.positions.config.take_profit_pct == Decimal("20")
+    assert engine.pipeline.positions.policy.take_profit_pct == 20
+    assert engine.settings.strategy.params == {"take_profit_pct": 20}
     assert {row.symbol for row in await _all(db_sessions, AIDecisionRow)} == {"KRW-BTC"}
     for entries in (await _config(client), await _status_settings(client)):
-        take_profit, symbols = entries["risk.take_profit_pct"], entries["trading.symbols"]
-        assert (take_profit["requested"], take_profit["applied"], take_profit["status"]) == ("0.05", "20", "rejected")
-        assert "round-trip fee" in take_profit["message"]
+        params, symbols = entries["strategy.params"], entries["trading.symbols"]
+        assert (params["requested"], params["applied"], params["status"]) == (
+            {"take_profit_pct": 20, "kk": 1},
+            {"take_profit_pct": 20},
+            "rejected",
+        )
+        assert "strategy rule_breakout has no parameter kk" in params["message"]
         assert (symbols["applied"], symbols["status"]) == (["KRW-BTC"], "rejected")
         assert "ASCII" in symbols["message"]
-    warnings = [row.message for row in await _all(db_sessions, SystemLogRow) if row.source == "scheduler"]
-    assert "setting risk.take_profit_pct rejected" in warnings
-    assert "setting trading.symbols rejected" in warnings
+    logs = {row.message: row.context for row in await _all(db_sessions, SystemLogRow) if row.source == "scheduler"}
+    assert "setting strategy.params rejected" in logs
+    assert "setting trading.symbols rejected" in logs
+    assert logs["setting risk.stop_loss_pct rejected"]["reason"] == (
+        "risk.stop_loss_pct was removed: exits belong to the strategy; set stop_loss_pct in strategy.params"
+    )
 
 
 async def test_the_control_poll_leaves_a_running_job_its_settings(

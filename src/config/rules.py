@@ -9,6 +9,7 @@ Pure pydantic, imports nothing of the project.
 
 from __future__ import annotations
 
+import math
 import re
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
@@ -83,9 +84,6 @@ KrwMarkets = Annotated[
 # 4 decimal places.
 MaxPositions = Annotated[int, _NOT_BOOL, Field(ge=1, le=50)]
 MaxTradesPerDay = Annotated[int, _NOT_BOOL, Field(ge=1, le=10_000)]
-StopLossPct = Annotated[Decimal, _NUMBER, _FINITE, Field(gt=0, lt=100, max_digits=12, decimal_places=4)]
-TakeProfitPct = Annotated[Decimal, _NUMBER, _FINITE, Field(gt=0, le=1000, max_digits=12, decimal_places=4)]
-TrailingStopPct = Annotated[Decimal, _NUMBER, _FINITE, Field(ge=0, lt=100, max_digits=12, decimal_places=4)]
 MaxPositionPct = Annotated[Decimal, _NUMBER, _FINITE, Field(gt=0, le=100, max_digits=12, decimal_places=4)]
 LossLimitPct = Annotated[Decimal, _NUMBER, _FINITE, Field(gt=0, lt=100, max_digits=12, decimal_places=4)]
 CashReservePct = Annotated[Decimal, _NUMBER, _FINITE, Field(ge=0, lt=100, max_digits=12, decimal_places=4)]
@@ -94,3 +92,26 @@ MinAddKrw = Annotated[Decimal, _NUMBER, _FINITE, Field(ge=5_000, le=1_000_000_00
 ConfidencePct = Annotated[Decimal, _NUMBER, _FINITE, Field(ge=0, le=100, max_digits=12, decimal_places=4)]
 DailyBudgetUsd = Annotated[Decimal, _NUMBER, _FINITE, Field(ge=0, le=100_000, max_digits=14, decimal_places=4)]
 MonthlyBudgetUsd = Annotated[Decimal, _NUMBER, _FINITE, Field(ge=0, le=1_000_000, max_digits=14, decimal_places=4)]
+
+# The trading strategy: its name, and its parameters as a JSON object of names to numbers, true/false or text. Which
+# names and values a strategy takes is its declared parameter space, checked where strategies are known (the API
+# and the scheduler build the strategy: ``src.strategy.registry``); here only the shape.
+STRATEGY_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+MAX_STRATEGY_PARAMS = 64
+_PARAM_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}", re.ASCII)
+
+
+def _param_values(params: dict[str, Any]) -> dict[str, Any]:
+    """Names in lower case letters, digits and _; values JSON scalars (a finite number, true/false or text)."""
+    for name, value in params.items():
+        if not _PARAM_NAME.fullmatch(name):
+            raise ValueError(f"expected parameter names in lower case letters, digits and _, got {name!r}")
+        finite = not isinstance(value, float) or math.isfinite(value)
+        if not isinstance(value, bool | int | float | str) or not finite:
+            shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."
+            raise ValueError(f"parameter {name}: expected a number, true/false or text, got {shown}")
+    return params
+
+
+StrategyName = Annotated[str, Field(pattern=STRATEGY_NAME_PATTERN)]
+StrategyParams = Annotated[dict[str, Any], Field(max_length=MAX_STRATEGY_PARAMS), AfterValidator(_param_values)]

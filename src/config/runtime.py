@@ -4,7 +4,8 @@ Each key names a ``Settings`` field and validates with that field's own type (``
 environment and the API share one rule per key. The API validates a value with ``validate_runtime_value``
 before it writes it; the scheduler reads the stored JSON and applies it with ``runtime_state.apply_requests``
 (the same function, plus the rules across keys). A key that is absent from ``bot_config`` means "use the value
-from the environment" (``runtime_default``). Adding a key here is all it takes to have the scheduler apply it,
+from the environment" (``runtime_default``). ``KEY_GROUPS`` are keys applied together (all or none), such as
+a strategy and its parameters. Adding a key here is all it takes to have the scheduler apply it,
 provided the part that uses the field reads it from the ``Settings`` handed to ``TradingEngine.configure``.
 Pure pydantic: importable without FastAPI or SQLAlchemy.
 """
@@ -18,6 +19,7 @@ from typing import Annotated, Any
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
+from src.config.removed_keys import REMOVED_RUNTIME_KEYS, removed_key_message
 from src.config.settings import Settings
 from src.exceptions import InvalidInput
 
@@ -64,24 +66,6 @@ RUNTIME_KEYS: dict[str, RuntimeKey] = {
             ("risk", "max_trades_per_day"),
         ),
         _key(
-            "risk.stop_loss_pct",
-            "Exit at this loss, percent of the entry price",
-            "decimal, 0 < x < 100",
-            ("risk", "stop_loss_pct"),
-        ),
-        _key(
-            "risk.take_profit_pct",
-            "Exit at this gain, percent of the entry price",
-            "decimal, 0 < x <= 1000",
-            ("risk", "take_profit_pct"),
-        ),
-        _key(
-            "risk.trailing_stop_pct",
-            "Trailing stop distance from the highest price since entry, percent (0 = off)",
-            "decimal, 0 <= x < 100",
-            ("risk", "trailing_stop_pct"),
-        ),
-        _key(
             "risk.max_position_pct",
             "Largest position, percent of equity",
             "decimal, 0 < x <= 100",
@@ -124,6 +108,22 @@ RUNTIME_KEYS: dict[str, RuntimeKey] = {
             ("risk", "min_add_krw"),
         ),
         _key(
+            "strategy.name",
+            "The strategy that trades (bundled: rule_breakout, volatility_breakout, ai; or a user strategy in "
+            "STRATEGY_PATH); applied at the next candle, never mid-order",
+            "a strategy name (lower case letters, digits and _), known to the scheduler",
+            ("strategy", "name"),
+        ),
+        _key(
+            "strategy.params",
+            "The strategy's parameters, exits included (stop_loss_pct, take_profit_pct, trailing_stop_pct, "
+            "stop_atr, target_atr, max_hold_hours); the others keep their defaults; held positions move to the "
+            "new exit levels",
+            "a JSON object of the strategy's declared parameters, each in its range, "
+            'e.g. {"k": 0.6, "stop_loss_pct": 3}',
+            ("strategy", "params"),
+        ),
+        _key(
             "ai.enabled",
             "Ask the AI adviser at all",
             "true or false",
@@ -151,6 +151,10 @@ RUNTIME_KEYS: dict[str, RuntimeKey] = {
 }
 
 
+# Keys the scheduler applies together, all or none: a strategy's parameters only make sense with its name.
+KEY_GROUPS: tuple[tuple[str, ...], ...] = (("strategy.name", "strategy.params"),)
+
+
 def _describe(error: ErrorDetails) -> str:
     where = ".".join(str(part) for part in error["loc"])
     message = error["msg"].removeprefix("Value error, ")
@@ -158,11 +162,16 @@ def _describe(error: ErrorDetails) -> str:
 
 
 def validate_runtime_value(key: str, value: Any) -> Any:
-    """The typed value (``Decimal``, ``int``, ``bool``, ``list[str]``) of ``value`` for ``key``.
+    """The typed value (``Decimal``, ``int``, ``bool``, ``list[str]``, ``dict``) of ``value`` for ``key``.
 
-    Raises ``InvalidInput`` naming the key and what is expected, for an unknown key or a bad value.
+    Raises ``InvalidInput`` naming the key and what is expected, for an unknown key or a bad value, and naming
+    the new place for a removed key (``removed_keys.REMOVED_RUNTIME_KEYS``). Whether a strategy name and its
+    parameters fit the strategy's declared space is checked where strategies are known (the API and the
+    scheduler), not here.
     """
     entry = RUNTIME_KEYS.get(key)
+    if key in REMOVED_RUNTIME_KEYS:
+        raise InvalidInput(removed_key_message(key), key=key)
     if entry is None:
         raise InvalidInput(f"unknown run-time key {key!r}; known keys: {', '.join(sorted(RUNTIME_KEYS))}", key=key)
     try:

@@ -7,22 +7,33 @@
 - no row (or ``null``): the environment's value;
 - a row whose value fails the key's rule (written by an older version, or by hand): rejected, the value
   in use is kept;
-- a value that passes its rule but breaks a rule across keys (``combination_problems``, e.g. a
-  take-profit below the round-trip fee): rejected, the value in use is kept.
+- a value that passes its rule but that the caller's ``check`` refuses (rules that need more than the
+  settings, e.g. the strategy's declared parameter space, which ``src/config`` cannot import): rejected,
+  the value in use is kept;
+- a row of a removed key (``removed_keys.REMOVED_RUNTIME_KEYS``): rejected with the key's new place.
+
+The keys of a ``KEY_GROUPS`` group (a strategy and its parameters) are applied together, all or none.
 
 Pure: no database, no FastAPI.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from src.config.runtime import RUNTIME_KEYS, runtime_default, runtime_value_to_json, validate_runtime_value
-from src.config.settings import Settings, combination_problems
+from src.config.removed_keys import REMOVED_RUNTIME_KEYS, removed_key_message
+from src.config.runtime import (
+    KEY_GROUPS,
+    RUNTIME_KEYS,
+    runtime_default,
+    runtime_value_to_json,
+    validate_runtime_value,
+)
+from src.config.settings import Settings
 from src.exceptions import InvalidInput
 
 
@@ -77,31 +88,82 @@ def with_value(settings: Settings, key: str, value: Any) -> Settings:
     return settings.model_copy(update={group: updated})
 
 
-def apply_requests(current: AppliedSettings, stored: Mapping[str, Any], at: datetime) -> AppliedSettings:
-    """The settings to use from the next job on; keys are taken one by one in registry order."""
+# What a caller checks beyond the keys' own rules: the problems of a candidate settings (empty = fine).
+SettingsCheck = Callable[[Settings], list[str]]
+
+# Every key the scheduler reads from ``bot_config``: the run-time keys, and the removed ones it refuses.
+STORED_KEYS: tuple[str, ...] = (*RUNTIME_KEYS, *REMOVED_RUNTIME_KEYS)
+
+
+def _steps() -> list[tuple[str, ...]]:
+    """The run-time keys in registry order, the keys of a group together at its first key."""
+    grouped = {key: group for group in KEY_GROUPS for key in group}
+    steps: list[tuple[str, ...]] = []
+    for key in RUNTIME_KEYS:
+        step = grouped.get(key, (key,))
+        if step not in steps:
+            steps.append(step)
+    return steps
+
+
+def apply_requests(
+    current: AppliedSettings, stored: Mapping[str, Any], at: datetime, check: SettingsCheck | None = None
+) -> AppliedSettings:
+    """The settings to use from the next job on; keys are taken in registry order, a group's keys together.
+
+    ``check`` (the scheduler's: the strategy's parameter space) refuses a candidate with problems that the
+    settings in use do not have."""
     environment = current.environment
     settings = current.settings
     since = dict(current.since)
-    rejected: dict[str, Rejection] = {}
+    rejected: dict[str, Rejection] = {
+        key: Rejection(stored[key], removed_key_message(key))
+        for key in REMOVED_RUNTIME_KEYS
+        if stored.get(key) is not None
+    }
     changed: list[str] = []
-    for key in RUNTIME_KEYS:
-        raw = stored.get(key)
-        try:
-            wanted = runtime_default(environment, key) if raw is None else validate_runtime_value(key, raw)
-        except InvalidInput as exc:
-            rejected[key] = Rejection(raw, exc.message)
+    for step in _steps():
+        wanted: dict[str, Any] = {}
+        for key in step:
+            raw = stored.get(key)
+            try:
+                wanted[key] = runtime_default(environment, key) if raw is None else validate_runtime_value(key, raw)
+            except InvalidInput as exc:
+                rejected[key] = Rejection(raw, exc.message)
+        if len(wanted) < len(step):  # a key of the group failed its rule: the others wait for it
+            for key in wanted.keys() - rejected.keys():
+                if wanted[key] != runtime_default(settings, key):
+                    failed = ", ".join(k for k in step if k in rejected)
+                    rejected[key] = Rejection(_asked(stored, key, wanted[key]), f"{key}: waits for {failed}")
             continue
-        if wanted == runtime_default(settings, key):
+        moving = [key for key in step if wanted[key] != runtime_default(settings, key)]
+        if not moving:
             continue
-        candidate = with_value(settings, key, wanted)
-        if problems := [p for p in combination_problems(candidate) if p not in combination_problems(settings)]:
-            asked = raw if raw is not None else runtime_value_to_json(wanted)  # the default, as the API shows it
-            rejected[key] = Rejection(asked, f"{key}: " + "; ".join(problems))
+        candidate = settings
+        for key in moving:
+            candidate = with_value(candidate, key, wanted[key])
+        if problems := _new_problems(check, settings, candidate):
+            for key in moving:
+                rejected[key] = Rejection(_asked(stored, key, wanted[key]), f"{key}: " + "; ".join(problems))
             continue
         settings = candidate
-        since[key] = at
-        changed.append(key)
+        for key in moving:
+            since[key] = at
+            changed.append(key)
     return AppliedSettings(settings, environment, since, rejected, tuple(changed))
+
+
+def _asked(stored: Mapping[str, Any], key: str, wanted: Any) -> Any:
+    """The value as the API shows it: the stored request, or the default the scheduler went back to."""
+    raw = stored.get(key)
+    return raw if raw is not None else runtime_value_to_json(wanted)
+
+
+def _new_problems(check: SettingsCheck | None, settings: Settings, candidate: Settings) -> list[str]:
+    if check is None:
+        return []
+    before = check(settings)
+    return [problem for problem in check(candidate) if problem not in before]
 
 
 def requested_value(key: str, stored: Any, default: Any, applied: Mapping[str, Any] | None) -> Any:

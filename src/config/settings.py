@@ -4,8 +4,9 @@ Every process (scheduler, API, ``main.py``, ``backtest.py``) reads its configura
 ``get_settings()``. Values come from the environment and from ``.env`` at the project root;
 nothing outside ``src/config`` reads ``os.environ`` (see ``env.py``). Each group is a separate
 ``BaseSettings`` (``trading_groups.py``, ``system_groups.py``) so the sections stay small, but they are
-loaded and validated together here, with the rules across keys; keys that look like settings but are
-none are named by ``unknown_keys.py``.
+loaded and validated together here; keys that look like settings but are none are named by
+``unknown_keys.py``, and keys that were removed stop the start with one error naming their new place
+(``removed_keys.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic_core import ErrorDetails
 
 from src.config.env import USE_PROJECT_ENV_FILE, Group, chosen_env_file
+from src.config.removed_keys import removed_keys_set
 from src.config.system_groups import ApiConfig, DatabaseConfig, ObservabilityConfig, SchedulerConfig, TelegramConfig
 from src.config.trading_groups import (
     AIConfig,
@@ -116,6 +118,8 @@ def load_settings(env_file: Path | object | None = USE_PROJECT_ENV_FILE) -> Sett
     problems: list[str] = []
     groups: dict[str, Any] = {}
     env_path = chosen_env_file(env_file)
+    if removed := removed_keys_set(env_path):
+        raise ConfigurationError("Invalid configuration: " + "; ".join(removed))
     for name, group_cls in GROUPS.items():
         try:
             groups[name] = group_cls(_env_file=env_path)
@@ -130,22 +134,7 @@ def load_settings(env_file: Path | object | None = USE_PROJECT_ENV_FILE) -> Sett
             raise ConfigurationError(f"{env_path}: cannot be read ({exc.strerror or exc})") from None
     if problems:
         raise ConfigurationError("Invalid configuration: " + "; ".join(problems))
-    settings = Settings(**groups)
-    if problems := combination_problems(settings):
-        raise ConfigurationError("Invalid configuration: " + "; ".join(problems))
-    return settings
-
-
-def combination_problems(settings: Settings) -> list[str]:
-    """Rules across keys, on the environment at start-up and on every run-time change the scheduler applies."""
-    problems: list[str] = []
-    round_trip_pct = settings.trading.fee_rate * 2 * 100
-    if settings.risk.take_profit_pct <= round_trip_pct:
-        problems.append(
-            f"take-profit {settings.risk.take_profit_pct}% must exceed the round-trip fee of "
-            f"{round_trip_pct.normalize()}% (2 x TRADING_FEE_RATE), or a take-profit exit sells at a loss"
-        )
-    return problems
+    return Settings(**groups)
 
 
 @lru_cache(maxsize=1)

@@ -21,10 +21,9 @@ from src.config.rules import (
     MaxTradesPerDay,
     MinAddKrw,
     MonthlyBudgetUsd,
-    StopLossPct,
-    TakeProfitPct,
+    StrategyName,
+    StrategyParams,
     TradeSpacingHours,
-    TrailingStopPct,
 )
 from src.domain.decisions import PositionSizing
 from src.domain.modes import TradingMode
@@ -101,12 +100,8 @@ class AIConfig(Group):
 
 
 class RiskConfig(Group):
-    stop_loss_pct: StopLossPct = Field(default=Decimal("5"), validation_alias="STOP_LOSS_PCT")
-    take_profit_pct: TakeProfitPct = Field(default=Decimal("10"), validation_alias="TAKE_PROFIT_PCT")
-    trailing_stop_pct: TrailingStopPct = Field(default=Decimal("0"), validation_alias="TRAILING_STOP_PCT")
-    use_atr_exits: bool = Field(default=False, validation_alias="USE_ATR_EXITS")
-    atr_stop_multiplier: Decimal = Field(default=Decimal("2"), gt=0, validation_alias="ATR_STOP_MULTIPLIER")
-    atr_target_multiplier: Decimal = Field(default=Decimal("3"), gt=0, validation_alias="ATR_TARGET_MULTIPLIER")
+    # Exits (stop, target, trailing stop, time-out) are the strategy's parameters (STRATEGY_PARAMS), not risk
+    # settings: see src/config/removed_keys.py for the keys that used to be here.
     daily_loss_limit_pct: LossLimitPct = Field(default=Decimal("10"), validation_alias="DAILY_LOSS_LIMIT_PCT")
     weekly_loss_limit_pct: LossLimitPct = Field(default=Decimal("15"), validation_alias="WEEKLY_LOSS_LIMIT_PCT")
     min_trade_interval_hours: TradeSpacingHours = Field(
@@ -151,8 +146,8 @@ class StrategyConfig(Group):
     """Which strategy trades (see docs/BACKTESTING.md, "The strategy contract"). The name and the parameters are
     checked against the strategy's declared parameter space when the strategy is built, at start-up."""
 
-    name: str = Field(default="rule_breakout", pattern=r"^[a-z][a-z0-9_]{0,63}$", validation_alias="TRADING_STRATEGY")
-    params: Annotated[dict[str, Any], NoDecode] = Field(default_factory=dict, validation_alias="STRATEGY_PARAMS")
+    name: StrategyName = Field(default="rule_breakout", validation_alias="TRADING_STRATEGY")
+    params: Annotated[StrategyParams, NoDecode] = Field(default_factory=dict, validation_alias="STRATEGY_PARAMS")
     path: Path = Field(default=PROJECT_ROOT / "strategies", validation_alias="STRATEGY_PATH")
     # The strategy whose entry candidates the AI adviser confirms when TRADING_STRATEGY=ai.
     candidate: str = Field(

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from src.config.env import USE_PROJECT_ENV_FILE, chosen_env_file
+from src.config.removed_keys import REMOVED_KEYS, removed_key_message
 from src.config.settings import GROUPS
 
 SETTING_PREFIXES = (
@@ -68,7 +69,12 @@ def unknown_key_warnings(
     for where, keys in sources:
         for key in sorted(keys):
             name = key.upper()
-            if name in known or name in NOT_SETTINGS or name in seen:
+            if name in known or name in NOT_SETTINGS or name in REMOVED_KEYS or name in seen:
+                continue  # a removed key is an error of its own (load_settings)
+            was = difflib.get_close_matches(name, REMOVED_KEYS, n=1, cutoff=SIMILAR_KEY_RATIO)
+            if was:
+                seen.add(name)
+                warnings.append(f"{key} in {where} is not a setting and is ignored; {removed_key_message(was[0])}")
                 continue
             similar = difflib.get_close_matches(name, known, n=1, cutoff=SIMILAR_KEY_RATIO)
             if not (similar or name.startswith(SETTING_PREFIXES)):

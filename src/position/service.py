@@ -3,10 +3,11 @@
 The pipeline calls ``on_fill`` once per executed order (after the trades are written) and writes the
 returned ``realized_pnl`` to ``trades.realized_pnl`` of a sell. Each order is applied exactly once: the
 position change and the order's ``position_fills`` marker are one store transaction, and applying the
-same ``order_identifier`` again changes nothing and returns the earlier outcome. Exit levels are set here:
-``STOP_LOSS_PCT``/``TAKE_PROFIT_PCT`` below/above the average entry, or ``ATR_STOP_MULTIPLIER``/
-``ATR_TARGET_MULTIPLIER`` x ATR when ``USE_ATR_EXITS`` and an ATR is given; ``TRAILING_STOP_PCT`` > 0
-switches the trailing stop on. ``RiskManager.exits_due`` decides when they fire.
+same ``order_identifier`` again changes nothing and returns the earlier outcome. Exit levels are set here
+from the trading strategy's ``ExitPolicy`` by ``src.risk.exits.levels_for``, the very function the backtest
+calls: stop and target from the fill price and the decision bar's ATR (percent and ATR rules both set: the
+tighter level wins); ``trailing_stop_pct`` > 0 switches the trailing stop on. ``RiskManager.exits_due``
+decides when they fire (``src.risk.exits.exit_reason_for``).
 """
 
 from __future__ import annotations
@@ -15,14 +16,13 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from src.config.trading_groups import RiskConfig
-from src.domain.exits import ExitReason
+from src.domain.exits import ExitPolicy, ExitReason
 from src.domain.market_rules import MIN_ORDER_KRW
 from src.domain.modes import TradingMode
 from src.domain.money import quantize_money
 from src.domain.orders import Side
 from src.exceptions import InvalidInput
-from src.risk.sizing import HUNDRED
+from src.risk.exits import levels_for
 from src.risk.store import AppliedFill, PositionChange, PositionRecord, PositionStatus, RiskStore
 from src.utils.logger import get_logger
 
@@ -58,41 +58,58 @@ def _positive(value: Decimal, name: str) -> Decimal:
     return value
 
 
-class PositionService:
-    """Positions of one trading mode, persisted in a ``RiskStore``.
+def _trailing_pct(policy: ExitPolicy) -> Decimal | None:
+    return Decimal(str(policy.trailing_stop_pct)) if policy.trailing_stop_pct > 0 else None
 
-    ``PositionService(store, risk_config, mode, *, min_order_krw=MIN_ORDER_KRW)``. A sale that leaves
-    less than ``min_order_krw`` worth of the coin closes the position: such dust cannot be sold on
-    its own, so it is no longer managed.
+
+class PositionService:
+    """Positions of one trading mode, persisted in a ``RiskStore``, with exits by the strategy's ``ExitPolicy``.
+
+    ``PositionService(store, policy, mode, *, min_order_krw=MIN_ORDER_KRW)``. A sale that leaves less than
+    ``min_order_krw`` worth of the coin closes the position: such dust cannot be sold on its own, so it is
+    no longer managed.
     """
 
     def __init__(
-        self, store: RiskStore, risk_config: RiskConfig, mode: TradingMode, *, min_order_krw: Decimal = MIN_ORDER_KRW
+        self, store: RiskStore, policy: ExitPolicy, mode: TradingMode, *, min_order_krw: Decimal = MIN_ORDER_KRW
     ) -> None:
+        if not isinstance(policy, ExitPolicy):
+            raise InvalidInput(f"policy must be the strategy's ExitPolicy, got {type(policy).__name__}")
         self.store = store
-        self.config = risk_config
+        self.policy = policy
         self.mode = mode
         self.min_order_krw = min_order_krw
 
-    def with_config(self, risk_config: RiskConfig) -> PositionService:
-        return PositionService(self.store, risk_config, self.mode, min_order_krw=self.min_order_krw)
+    def with_policy(self, policy: ExitPolicy) -> PositionService:
+        """The same service (store, mode) under another strategy's exit policy."""
+        return PositionService(self.store, policy, self.mode, min_order_krw=self.min_order_krw)
+
+    def levels(self, fill: Decimal, atr: Decimal | None) -> tuple[Decimal | None, Decimal | None]:
+        """(stop, target) of a position entered at ``fill`` when the decision bar's ATR was ``atr``."""
+        stop, target = levels_for(fill, atr, self.policy)
+        return (None if stop is None else quantize_money(stop)), (None if target is None else quantize_money(target))
 
     async def apply_exit_levels(self) -> list[PositionRecord]:
-        """Move the stop, target and trailing stop of open positions to this service's percentages (after a
-        run-time change of ``STOP_LOSS_PCT``, ``TAKE_PROFIT_PCT`` or ``TRAILING_STOP_PCT``), from each average
-        entry price. With ``USE_ATR_EXITS`` the ATR levels chosen at entry stay; only the trailing stop moves."""
+        """Move the stop, target and trailing stop of the open positions to this service's policy (after a
+        run-time change of the strategy or its parameters): each from its average entry price and the ATR it
+        was entered with, by the same ``levels_for`` as at entry. Returns the positions that moved."""
         moved: list[PositionRecord] = []
         for position in await self.store.list_open_positions(self.mode):
-            stop, target = position.stop_price, position.take_profit_price
-            if not self.config.use_atr_exits:
-                stop, target, _ = self._levels(position.avg_entry_price, None, previous=None)
-            trailing = self.config.trailing_stop_pct or None
+            stop, target = self.levels(position.avg_entry_price, position.entry_atr)
+            trailing = _trailing_pct(self.policy)
             current = (position.stop_price, position.take_profit_price, position.trailing_stop_pct)
             if (stop, target, trailing) == current:
                 continue
             updated = replace(position, stop_price=stop, take_profit_price=target, trailing_stop_pct=trailing)
             moved.append(await self.store.update_position(updated))
-            log.info("position.exit_levels_moved", symbol=position.symbol, stop=str(stop), target=str(target))
+            log.info(
+                "position.exit_levels_moved",
+                symbol=position.symbol,
+                stop=str(stop),
+                target=str(target),
+                trailing_pct=str(trailing),
+                policy=self.policy.describe(),
+            )
         return moved
 
     async def open_positions(self, mode: TradingMode | None = None) -> list[PositionRecord]:
@@ -121,9 +138,9 @@ class PositionService:
         reason: ExitReason | None = None,
     ) -> FillOutcome:
         """Apply one executed order: ``price`` is its average fill price, ``volume`` the base volume,
-        ``fee`` the KRW fee paid, ``at`` the fill time (UTC). ``atr`` (KRW, same timeframe as the
-        strategy) sets ATR-based levels when ``USE_ATR_EXITS``. ``reason`` is recorded as the exit
-        reason when a sell closes the position (``ExitReason.SELL`` when none is given).
+        ``fee`` the KRW fee paid, ``at`` the fill time (UTC). ``atr`` (KRW, the strategy's ATR(14) of the
+        decision bar) sets the ATR-based levels of the policy (``stop_atr``/``target_atr``). ``reason`` is
+        recorded as the exit reason when a sell closes the position (``ExitReason.SELL`` when none is given).
         ``order_identifier`` (the order's client identifier) makes it exactly once: an order already
         applied changes nothing and its earlier outcome comes back (``already_applied``).
         """
@@ -181,9 +198,11 @@ class PositionService:
     ) -> FillOutcome:
         current = await self.store.get_open_position(self.mode, symbol)
         notes: list[str] = []
+        stored_atr = None if atr is None else quantize_money(atr)  # kept, so the levels can be set again from it
         if current is None:
-            stop, target, note = self._levels(price, atr, previous=None)
-            notes += [note] if note else []
+            stop, target = self.levels(price, atr)  # the ATR as the backtest sees it
+            if atr is None and self.policy.uses_atr:
+                notes.append(self._no_atr_note(symbol))
             position = PositionRecord(
                 symbol=symbol,
                 mode=self.mode,
@@ -194,7 +213,8 @@ class PositionService:
                 entry_fee=fee,
                 stop_price=stop,
                 take_profit_price=target,
-                trailing_stop_pct=self.config.trailing_stop_pct or None,
+                trailing_stop_pct=_trailing_pct(self.policy),
+                entry_atr=stored_atr,
             )
             applied = await self._write(order_identifier, at, position)
             if applied.replayed:
@@ -203,8 +223,14 @@ class PositionService:
             return FillOutcome(position=applied.position, opened=True, notes=notes)
         amount = current.amount + volume
         average = quantize_money((current.amount * current.avg_entry_price + volume * price) / amount)
-        stop, target, note = self._levels(average, atr, previous=current)
-        notes += [note] if note else []
+        entry_atr = stored_atr if stored_atr is not None else current.entry_atr
+        if entry_atr is None and self.policy.uses_atr:
+            stop, target = self._kept_distances(current, average)
+            notes.append("no ATR with this fill or the entry: kept the stop and target distances of the position")
+        else:
+            stop, target = self.levels(average, atr if atr is not None else entry_atr)
+            if atr is None and self.policy.uses_atr:
+                notes.append("no ATR with this fill: the ATR of the entry keeps the ATR distances")
         grown = replace(
             current,
             amount=amount,
@@ -213,6 +239,7 @@ class PositionService:
             highest_price=max(current.highest_price, price),
             stop_price=stop,
             take_profit_price=target,
+            entry_atr=entry_atr,
         )
         applied = await self._write(order_identifier, at, grown)
         if applied.replayed:
@@ -220,28 +247,21 @@ class PositionService:
         log.info("position.increased", symbol=symbol, mode=str(self.mode), avg_entry=str(average), amount=str(amount))
         return FillOutcome(position=applied.position, notes=notes)
 
-    def _levels(
-        self, entry: Decimal, atr: Decimal | None, previous: PositionRecord | None
-    ) -> tuple[Decimal | None, Decimal | None, str]:
-        """Stop and target for an average entry price, and a note when ATR exits could not be used."""
-        config = self.config
-        if config.use_atr_exits and atr is not None:
-            stop = entry - config.atr_stop_multiplier * atr
-            target = entry + config.atr_target_multiplier * atr
-            return (quantize_money(stop) if stop > 0 else None), quantize_money(target), ""
-        if config.use_atr_exits and previous is not None and previous.stop_price and previous.take_profit_price:
-            # Keep the ATR distances chosen at entry when no new ATR came with the added volume.
-            stop = entry - (previous.avg_entry_price - previous.stop_price)
-            target = entry + (previous.take_profit_price - previous.avg_entry_price)
-            note = "no ATR with this fill: kept the stop and target distances of the position"
-            return (quantize_money(stop) if stop > 0 else None), quantize_money(target), note
-        note = ""
-        if config.use_atr_exits:
-            note = "USE_ATR_EXITS is on but no ATR came with the fill: percent stop and target used"
-            log.warning("position.atr_missing", note=note)
-        stop = entry * (1 - config.stop_loss_pct / HUNDRED)
-        target = entry * (1 + config.take_profit_pct / HUNDRED)
-        return quantize_money(stop), quantize_money(target), note
+    def _no_atr_note(self, symbol: str) -> str:
+        note = f"the exit policy ({self.policy.describe()}) uses ATR but no ATR came with the fill: ATR levels off"
+        log.warning("position.atr_missing", symbol=symbol, note=note)
+        return note
+
+    @staticmethod
+    def _kept_distances(current: PositionRecord, average: Decimal) -> tuple[Decimal | None, Decimal | None]:
+        """The stop and target at the distances from the average entry the position had before it grew."""
+        stop = target = None
+        if current.stop_price is not None:
+            moved = average - (current.avg_entry_price - current.stop_price)
+            stop = quantize_money(moved) if moved > 0 else None
+        if current.take_profit_price is not None:
+            target = quantize_money(average + (current.take_profit_price - current.avg_entry_price))
+        return stop, target
 
     # --- sells -------------------------------------------------------------------------------------
     async def _sell(

@@ -1,6 +1,7 @@
 """The risk manager: may a buy happen and how big, circuit breakers and safe mode, and which exits are due.
 
-Every rule reads its threshold from ``RiskConfig``; every piece of state (safe mode, equity anchors,
+Every entry rule reads its threshold from ``RiskConfig``; exits are the trading strategy's (its ``ExitPolicy``,
+decided by ``src.risk.exits``, the function the backtest calls too); every piece of state (safe mode, equity anchors,
 positions, trade history) lives in the ``RiskStore`` and is read afresh on each call, so a restarted
 process, or another process sharing the database, sees the same state. See ``docs/RISK.md``.
 
@@ -20,12 +21,13 @@ from decimal import Decimal
 
 from src.config.trading_groups import RiskConfig
 from src.domain.events import EventKind, NotificationEvent
-from src.domain.exits import ExitReason
+from src.domain.exits import ExitPolicy, ExitReason
 from src.domain.market_rules import MIN_ORDER_KRW
 from src.domain.modes import TradingMode
 from src.domain.money import ZERO, format_krw, quantize_money, whole_krw
 from src.domain.orders import Side
 from src.exceptions import InvalidInput
+from src.risk.exits import exit_reason_for, trailing_for
 from src.risk.models import EntryRule, ExitSignal, PortfolioView, RiskVerdict, SizingDecision, TradeStats
 from src.risk.sizing import HUNDRED, size_position
 from src.risk.store import PositionRecord, RiskState, RiskStore, UnsettledOrder
@@ -67,11 +69,12 @@ def _loss_pct(anchor: Decimal | None, equity: Decimal) -> Decimal:
 class RiskManager:
     """Risk rules of one trading mode over a ``RiskStore``.
 
-    ``RiskManager(config, store, mode, clock=None, *, min_order_krw=MIN_ORDER_KRW, fee_rate=0)``:
-    ``clock`` gives "now" where a method takes no time (``reset_safe_mode``/``enter_safe_mode``);
+    ``RiskManager(config, store, mode, clock=None, *, policy=ExitPolicy(), min_order_krw=MIN_ORDER_KRW,
+    fee_rate=0)``: ``clock`` gives "now" where a method takes no time (``reset_safe_mode``/``enter_safe_mode``);
+    ``policy`` is the trading strategy's exit policy (its time-out; the levels are on the positions);
     ``fee_rate`` (e.g. ``TradingConfig.fee_rate``) keeps the buy fee inside the cash reserve.
-    Operator overrides: build a new ``RiskConfig`` and use ``with_config(new_config)`` (cheap; the
-    state is in the store, so both managers see the same state).
+    Operator overrides: ``with_config(new_config)`` / ``with_policy(new_policy)`` (cheap; the state is in
+    the store, so both managers see the same state).
     """
 
     def __init__(
@@ -81,12 +84,16 @@ class RiskManager:
         mode: TradingMode,
         clock: Clock | None = None,
         *,
+        policy: ExitPolicy | None = None,
         min_order_krw: Decimal = MIN_ORDER_KRW,
         fee_rate: Decimal = ZERO,
     ) -> None:
         if fee_rate < 0 or min_order_krw <= 0:
             raise InvalidInput(f"expected fee_rate >= 0 and min_order_krw > 0, got {fee_rate} and {min_order_krw}")
+        if policy is not None and not isinstance(policy, ExitPolicy):
+            raise InvalidInput(f"policy must be the strategy's ExitPolicy, got {type(policy).__name__}")
         self.config = config
+        self.policy = policy or ExitPolicy()
         self.store = store
         self.mode = mode
         self.clock: Clock = clock or _utc_now
@@ -94,9 +101,27 @@ class RiskManager:
         self.fee_rate = fee_rate
 
     def with_config(self, config: RiskConfig) -> RiskManager:
-        """The same manager (store, mode, clock) under other thresholds."""
+        """The same manager (store, mode, clock, exit policy) under other thresholds."""
         return RiskManager(
-            config, self.store, self.mode, self.clock, min_order_krw=self.min_order_krw, fee_rate=self.fee_rate
+            config,
+            self.store,
+            self.mode,
+            self.clock,
+            policy=self.policy,
+            min_order_krw=self.min_order_krw,
+            fee_rate=self.fee_rate,
+        )
+
+    def with_policy(self, policy: ExitPolicy) -> RiskManager:
+        """The same manager under another strategy's exit policy."""
+        return RiskManager(
+            self.config,
+            self.store,
+            self.mode,
+            self.clock,
+            policy=policy,
+            min_order_krw=self.min_order_krw,
+            fee_rate=self.fee_rate,
         )
 
     # --- entries ---------------------------------------------------------------------------------
@@ -387,29 +412,28 @@ class RiskManager:
         positions: Iterable[PositionRecord],
         prices: Mapping[str, Decimal],
         now: datetime,
-        atr: Mapping[str, Decimal] | None = None,
         *,
         lows: Mapping[str, Decimal] | None = None,
         highs: Mapping[str, Decimal] | None = None,
     ) -> list[ExitSignal]:
         """Which open positions must be sold now. Never blocked by safe mode or trade spacing.
 
-        Per position (skipped when ``prices`` lacks its symbol): stop-loss when the price (or the
-        optional candle ``low`` since the last check) is at or below ``stop_price``; trailing stop when
-        it is at or below the trailing level (``highest x (1 - TRAILING_STOP_PCT/100)``, or
-        ``highest - ATR_STOP_MULTIPLIER x atr`` when ``USE_ATR_EXITS`` and ``atr`` has the symbol) and
-        that level is above the stop; take-profit when the price (or the candle ``high``) is at or above
-        ``take_profit_price``. When both sides are touched, the stop wins (the conservative reading).
+        Per position (skipped when ``prices`` lacks its symbol), by ``src.risk.exits.exit_reason_for`` (the
+        backtest's ``exit_code``): stop-loss when the price (or the optional ``low`` since the last check) is at
+        or below ``stop_price``; trailing stop when it is at or below the trailing level (``highest x (1 -
+        trailing_stop_pct/100)``) and that level is above the stop; take-profit when the price (or ``high``)
+        is at or above ``take_profit_price``; time-out when the position has been held ``max_hold_hours`` of
+        the policy or more (``now - entry_at``). When several are due the stop wins (the conservative reading).
         """
-        _require_utc(now, "now")
+        now = _require_utc(now, "now")
         signals: list[ExitSignal] = []
         for position in positions:
             price = prices.get(position.symbol)
             if price is None or not position.is_open:
                 continue
-            low = min(price, (lows or {}).get(position.symbol, price))
-            high = max(price, (highs or {}).get(position.symbol, price))
-            signal = self._exit_for(position, price, low, high, (atr or {}).get(position.symbol))
+            signal = self._due_exit(
+                position, price, (lows or {}).get(position.symbol), (highs or {}).get(position.symbol), now
+            )
             if signal is not None:
                 log.info(
                     "risk.exit_due",
@@ -421,24 +445,28 @@ class RiskManager:
                 signals.append(signal)
         return signals
 
-    def _exit_for(
-        self, position: PositionRecord, price: Decimal, low: Decimal, high: Decimal, atr: Decimal | None
+    def _due_exit(
+        self, position: PositionRecord, price: Decimal, low: Decimal | None, high: Decimal | None, now: datetime
     ) -> ExitSignal | None:
-        stop = position.stop_price
-        trailing = self._trailing_level(position, price, atr)
-        if stop is not None and low <= stop and (trailing is None or trailing <= stop):
-            return ExitSignal(position.symbol, ExitReason.STOP_LOSS, stop, price, position.id)
-        if trailing is not None and (stop is None or trailing > stop) and low <= trailing:
-            return ExitSignal(position.symbol, ExitReason.TRAILING_STOP, trailing, price, position.id)
-        target = position.take_profit_price
-        if target is not None and high >= target:
-            return ExitSignal(position.symbol, ExitReason.TAKE_PROFIT, target, price, position.id)
-        return None
-
-    def _trailing_level(self, position: PositionRecord, price: Decimal, atr: Decimal | None) -> Decimal | None:
-        if not position.trailing_stop_pct:
+        trailing = None
+        if position.trailing_stop_pct:
+            trailing = trailing_for(max(position.highest_price, price), float(position.trailing_stop_pct))
+        held_hours = (now - position.entry_at.astimezone(UTC)).total_seconds() / 3600
+        reason = exit_reason_for(
+            price,
+            low=low,
+            high=high,
+            stop=position.stop_price,
+            target=position.take_profit_price,
+            trailing=trailing,
+            held_hours=held_hours,
+            max_hold_hours=self.policy.max_hold_hours,
+        )
+        if reason is None:
             return None
-        highest = max(position.highest_price, price)
-        if self.config.use_atr_exits and atr is not None and atr > 0:
-            return quantize_money(highest - self.config.atr_stop_multiplier * atr)
-        return quantize_money(highest * (1 - position.trailing_stop_pct / HUNDRED))
+        trigger = {
+            ExitReason.STOP_LOSS: position.stop_price,
+            ExitReason.TRAILING_STOP: trailing,
+            ExitReason.TAKE_PROFIT: position.take_profit_price,
+        }.get(reason)
+        return ExitSignal(position.symbol, reason, quantize_money(trigger or price), price, position.id)

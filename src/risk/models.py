@@ -95,7 +95,7 @@ class RiskVerdict:
 @dataclass(frozen=True, slots=True)
 class ExitSignal:
     """Sell the whole position now. ``trigger_price``: the level that was crossed (stop, trailing
-    stop or target); ``price``: the price the check saw (the current price)."""
+    stop or target; for a time-out the price itself); ``price``: the price the check saw (the current price)."""
 
     symbol: str
     reason: ExitReason

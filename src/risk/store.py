@@ -22,6 +22,7 @@ from src.domain.modes import TradingMode
 from src.domain.money import ZERO, quantize_money
 from src.domain.orders import OrderStatus, Side
 from src.exceptions import PositionConflict
+from src.risk.exits import trailing_for
 
 
 class PositionStatus(StrEnum):
@@ -36,8 +37,10 @@ class PositionRecord:
     ``amount`` is the base volume still held (for a closed position: the volume held when the final
     exit began). ``entry_fee`` is the buy fee (KRW) not yet charged against a sale: each sale takes
     its share. ``realized_pnl`` accumulates over partial exits, net of buy and sell fees.
-    ``stop_price``/``take_profit_price`` are fixed at entry (recomputed when the position grows);
-    the trailing stop follows ``highest_price`` at ``trailing_stop_pct`` below it (``None`` = off).
+    ``stop_price``/``take_profit_price`` are set at entry by the strategy's exit policy from the fill and
+    ``entry_atr`` (the ATR(14) of the decision bar; ``None`` when none came with the fill), recomputed when the
+    position grows or the policy changes; the trailing stop follows ``highest_price`` at ``trailing_stop_pct``
+    below it (``None`` = off).
     """
 
     symbol: str
@@ -50,6 +53,7 @@ class PositionRecord:
     stop_price: Decimal | None = None
     take_profit_price: Decimal | None = None
     trailing_stop_pct: Decimal | None = None
+    entry_atr: Decimal | None = None
     status: PositionStatus = PositionStatus.OPEN
     realized_pnl: Decimal = ZERO
     closed_at: datetime | None = None
@@ -66,7 +70,7 @@ class PositionRecord:
         """The trailing level implied by the highest price so far, or ``None`` when trailing is off."""
         if not self.trailing_stop_pct:
             return None
-        return quantize_money(self.highest_price * (1 - self.trailing_stop_pct / 100))
+        return trailing_for(self.highest_price, float(self.trailing_stop_pct))
 
 
 @dataclass(slots=True)
@@ -275,6 +279,7 @@ class InMemoryRiskStore:
             take_profit_price=(
                 None if position.take_profit_price is None else quantize_money(position.take_profit_price)
             ),
+            entry_atr=None if position.entry_atr is None else quantize_money(position.entry_atr),
             realized_pnl=quantize_money(position.realized_pnl),
         )
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from src.config.settings import Settings
+from src.domain.exits import ExitPolicy
 from src.exceptions import ConfigurationError
 from src.strategy.bundled import RuleBasedBreakoutStrategy, VolatilityBreakoutStrategy
 from src.strategy.contract import Strategy
@@ -114,3 +115,9 @@ def strategy_from_settings(settings: Settings) -> Strategy:
     config = settings.strategy
     name = config.candidate if config.name == AI_STRATEGY else config.name
     return build_strategy(name, config.params, config.path)
+
+
+def exit_policy_for(settings: Settings) -> ExitPolicy:
+    """The exits of the strategy that trades (for ``ai``: its candidate strategy's, whose entries the adviser
+    confirms): what the position job sells by, in live, paper and replay alike."""
+    return strategy_from_settings(settings).exit_policy

@@ -13,8 +13,8 @@ import pytest
 
 from src.api.paper_account import InMemoryPaperAccountStore
 from src.api.paper_exchange import PaperExchange
-from src.config.trading_groups import RiskConfig
 from src.data.replay import ReplayMarketSource
+from src.domain.exits import ExitPolicy
 from src.domain.modes import TradingMode
 from src.position import PositionService
 from src.risk.store import PositionRecord, RiskStore
@@ -66,5 +66,5 @@ def make_rig(repo: R, store: S) -> Rig[R, S]:
         {SYMBOL: {"1h": make_candles(START, 300, "1h", start_price=50_000_000, seed=5)}}, start=now
     )
     exchange = PaperExchange(source, InMemoryPaperAccountStore(), clock=lambda: now)
-    positions = PositionService(store, RiskConfig(), MODE)
+    positions = PositionService(store, ExitPolicy(stop_loss_pct=5, take_profit_pct=10), MODE)
     return Rig(exchange, repo, store, positions, CrashingBook(ServicePositionBook(positions)), now)

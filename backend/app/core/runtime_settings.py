@@ -2,19 +2,36 @@
 jobs, and keep what it applied (and refused) for the heartbeat.
 
 ``SettingsApplier.refresh`` runs on the control poll and before every job, always under the scheduler's work
-lock, so a change never lands in the middle of an order. The rules are ``src/config/runtime_state.py``.
+lock, so a change never lands in the middle of an order. The rules are ``src/config/runtime_state.py``; the
+strategy and its parameters (``strategy.name``, ``strategy.params``) are also checked against the strategy's
+declared parameter space (``strategy_problems``, the API's check too), which ``src/config`` cannot import.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from backend.app.services.trading_engine import TradingEngine
-from src.config.runtime import RUNTIME_KEYS, runtime_value_to_json
-from src.config.runtime_state import AppliedSettings, Rejection, apply_requests
+from src.config.runtime import runtime_value_to_json
+from src.config.runtime_state import STORED_KEYS, AppliedSettings, Rejection, apply_requests
+from src.config.settings import Settings
+from src.exceptions import ConfigurationError
+from src.strategy.registry import strategy_from_settings
 from src.utils.logger import get_logger
 
+if TYPE_CHECKING:
+    from backend.app.services.trading_engine import TradingEngine
+
 log = get_logger(__name__)
+
+
+def strategy_problems(settings: Settings) -> list[str]:
+    """Why ``settings`` cannot trade its strategy (unknown strategy, unknown parameter, a value out of its
+    declared range), or nothing: the strategy is built exactly as the scheduler builds it."""
+    try:
+        strategy_from_settings(settings)
+    except ConfigurationError as exc:
+        return [exc.message]
+    return []
 
 
 class SettingsApplier:
@@ -29,8 +46,8 @@ class SettingsApplier:
         """Read the requests and apply them from the next job on; on a read or write failure keep the
         settings in use (the next poll tries again)."""
         try:
-            stored = await self.engine.bot.get_configs(RUNTIME_KEYS)
-            result = apply_requests(self.applied, stored, self.engine.clock())
+            stored = await self.engine.bot.get_configs(STORED_KEYS)
+            result = apply_requests(self.applied, stored, self.engine.clock(), strategy_problems)
             if result.changed:
                 await self.engine.configure(result.settings)
         except Exception as exc:

@@ -56,6 +56,8 @@ class PositionRow(Base):
     stop_price: Mapped[Decimal | None] = mapped_column(Money())
     take_profit_price: Mapped[Decimal | None] = mapped_column(Money())
     trailing_stop_pct: Mapped[Decimal | None] = mapped_column(ExactDecimal(10, 4))
+    # the ATR(14) of the entry's decision bar, from which ATR stops and targets are set (0007); None: none came
+    entry_atr: Mapped[Decimal | None] = mapped_column(Money())
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     exit_price: Mapped[Decimal | None] = mapped_column(Money())
     realized_pnl: Mapped[Decimal | None] = mapped_column(Money())

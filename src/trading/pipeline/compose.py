@@ -33,8 +33,8 @@ from src.domain.timeframes import Timeframe
 from src.position.service import PositionService
 from src.risk.manager import RiskManager
 from src.risk.store import RiskStore
-from src.strategy.bundled import RuleBasedBreakoutStrategy
 from src.strategy.contract import Strategy
+from src.strategy.registry import exit_policy_for, strategy_from_settings
 from src.trading.liquidity import LiquidityAnalyzer
 from src.trading.pipeline.analysis import Analyzer
 from src.trading.pipeline.observer import PipelineObserver
@@ -67,7 +67,8 @@ class PipelineAdapters:
 
     ``adviser``: a ready AI adviser (a fake in tests, an instant one in the benchmark); without one an
     ``AIService`` is built from ``settings.ai`` with ``ai_cache``, ``ai_recorder`` and a budget over ``ai_spend``.
-    ``strategy`` defaults to the rule strategy; ``quick_filter`` to the one the settings describe (``None``: none).
+    ``strategy`` defaults to the settings' (``TRADING_STRATEGY``, ``STRATEGY_PARAMS``); ``quick_filter`` to the
+    one the settings describe (``None``: none).
     """
 
     exchange: IExchangeClient
@@ -104,7 +105,7 @@ def build_pipeline(
     trading_config = settings.trading
     timeframe = Timeframe.from_minutes(trading_config.candle_interval_minutes)
     service = None if adapters.adviser is not None else _ai_service(settings, adapters, notifier)
-    strategy = adapters.strategy or RuleBasedBreakoutStrategy()
+    strategy = adapters.strategy or strategy_from_settings(settings)
     quick_filter = adapters.quick_filter
     if quick_filter is FROM_SETTINGS:
         quick_filter = quick_filter_for(settings, strategy, service)
@@ -116,15 +117,17 @@ def build_pipeline(
         quick_filter=quick_filter,
         ai_off_reason=ai_off_reason(settings, needs_key=adapters.adviser is None),
     )
+    policy = strategy.exit_policy  # held positions exit by the trading strategy's rule, as in the backtest
     risk = RiskManager(
         settings.risk,
         adapters.risk_store,
         mode,
         clock,
+        policy=policy,
         min_order_krw=trading_config.min_order_krw,
         fee_rate=trading_config.fee_rate,
     )
-    positions = PositionService(adapters.risk_store, settings.risk, mode, min_order_krw=trading_config.min_order_krw)
+    positions = PositionService(adapters.risk_store, policy, mode, min_order_krw=trading_config.min_order_krw)
     trading = TradingService(
         adapters.exchange,
         adapters.repository,
@@ -162,15 +165,18 @@ def build_pipeline(
 
 async def apply_settings(pipeline: TradingPipeline, previous: Settings, settings: Settings) -> None:
     """Use ``settings`` (the environment plus applied run-time settings) from the next job on: symbols, risk
-    limits, exits of held positions, the AI switch and thresholds (of the ``AIService`` the graph was built with).
-    Call it between jobs. The exits of held
-    positions move first: the one step that may fail, and then nothing else has changed."""
-    positions = pipeline.positions.with_config(settings.risk)
-    if _exit_levels(previous) != _exit_levels(settings):
+    limits, the strategy's exits (of held positions too), the AI switch and thresholds (of the ``AIService`` the
+    graph was built with). Call it between jobs. The exits of held positions move first: the one step that may
+    fail, and then nothing else has changed."""
+    policy = pipeline.positions.policy
+    if previous.strategy != settings.strategy:  # another strategy or other parameters: its exits
+        policy = exit_policy_for(settings)
+    positions = pipeline.positions.with_policy(policy)
+    if policy != pipeline.positions.policy:
         moved = await positions.apply_exit_levels()
-        log.info("engine.exit_levels_moved", positions=[p.symbol for p in moved])
+        log.info("engine.exit_levels_moved", positions=[p.symbol for p in moved], policy=policy.describe())
     pipeline.symbols = list(settings.trading.symbols)
-    pipeline.risk = pipeline.risk.with_config(settings.risk)
+    pipeline.risk = pipeline.risk.with_config(settings.risk).with_policy(policy)
     pipeline.positions = positions
     pipeline.trading.positions = ServicePositionBook(positions)
     analyzer = pipeline.analyzer
@@ -230,11 +236,6 @@ def _candles_for_lookback(settings: Settings, timeframe: Timeframe) -> int:
     """Enough candles for the quick filter's lookback (and never fewer than one request's worth)."""
     lookback_seconds = settings.backtest.quick_filter_lookback_days * 86_400
     return max(MAX_CANDLES_PER_REQUEST, math.ceil(lookback_seconds / timeframe.seconds) + 1)
-
-
-def _exit_levels(settings: Settings) -> tuple[object, ...]:
-    risk = settings.risk
-    return risk.stop_loss_pct, risk.take_profit_pct, risk.trailing_stop_pct
 
 
 def _budget_alert(notifier: Notifier) -> Callable[[BudgetChange], None]:

@@ -43,6 +43,7 @@ _POSITION_STATE = (
     "stop_price",
     "take_profit_price",
     "trailing_stop_pct",
+    "entry_atr",
     "realized_pnl",
 )
 _RISK_STATE = (

@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from backend.app.api.deps import (
     AUTH_RESPONSES,
@@ -22,6 +22,7 @@ from backend.app.api.deps import (
     Writer,
     read_connection,
 )
+from backend.app.core.runtime_settings import strategy_problems
 from backend.app.db.queries import bot_status as status_queries
 from backend.app.db.repositories.bot import BotRepository, ConfigWrite
 from backend.app.schemas.bot import (
@@ -35,8 +36,13 @@ from backend.app.schemas.bot import (
     SafeModeResetOut,
     SettingState,
 )
-from src.config.runtime import RUNTIME_KEYS, runtime_default, runtime_value_to_json, validate_runtime_value
-from src.config.runtime_state import SettingStatus, requested_value, setting_status
+from src.config.runtime import (
+    RUNTIME_KEYS,
+    runtime_default,
+    runtime_value_to_json,
+    validate_runtime_value,
+)
+from src.config.runtime_state import SettingStatus, requested_value, setting_status, with_value
 from src.config.settings import Settings
 from src.exceptions import InvalidInput
 from src.utils.logger import get_logger
@@ -211,6 +217,34 @@ async def get_bot_config(connection: ReadConnection, settings: SettingsDep, _: R
     return await _config(connection, settings)
 
 
+_STRATEGY_KEYS = ("strategy.name", "strategy.params")
+
+
+async def _check_strategy(
+    sessions: async_sessionmaker[AsyncSession], settings: Settings, validated: dict[str, Any]
+) -> None:
+    """A strategy and its parameters are checked together, against the strategy's declared parameter space, as the
+    scheduler will build it: the requested key, else the stored request, else the environment's value. The API
+    builds the strategy from its own ``STRATEGY_PATH``, so user strategies must be where the scheduler has them."""
+    keys = _STRATEGY_KEYS
+    asked = [key for key in keys if key in validated]
+    if not asked:
+        return
+    stored = await BotRepository(sessions).get_configs(keys)
+    candidate = settings
+    for key in keys:
+        value = validated[key] if key in validated else stored.get(key)
+        try:
+            if value is not None:
+                candidate = with_value(candidate, key, validate_runtime_value(key, value))
+        except InvalidInput:  # a stored row an older version wrote: the scheduler refuses it too
+            continue
+    if problems := strategy_problems(candidate):
+        raise RequestValidationError(
+            [{"loc": ("body", "values", key), "msg": "; ".join(problems), "type": "value_error"} for key in asked]
+        )
+
+
 def _config_audit(key: str, value: Any, by: str, reason: str, previous: Any) -> str:
     return f"bot config {key}: {previous!r} -> {value!r} by {by}: {reason}"
 
@@ -233,6 +267,7 @@ async def put_bot_config(
             errors.append({"loc": ("body", "values", key), "msg": exc.message, "type": "value_error"})
     if errors:
         raise RequestValidationError(errors)
+    await _check_strategy(sessions, settings, validated)
     writes = [
         ConfigWrite(
             key,
