@@ -8,7 +8,6 @@ and fakes; the benchmark does either. Nothing here knows SQL or HTTP: the caller
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,7 +20,7 @@ from src.ai.models import AIPurpose
 from src.ai.service import AIService
 from src.ai.usage import AIBudget, AICallRecorder, AISpendLedger, AIUsageObserver, BudgetChange, BudgetPeriod
 from src.ai.validator import AIDecisionValidator
-from src.api.interfaces import MAX_CANDLES_PER_REQUEST, IExchangeClient
+from src.api.interfaces import IExchangeClient
 from src.backtesting.ai_strategy import AITradingStrategy
 from src.backtesting.quick_filter import QuickBacktestFilter
 from src.config.settings import Settings
@@ -33,8 +32,8 @@ from src.domain.timeframes import Timeframe
 from src.position.service import PositionService
 from src.risk.manager import RiskManager
 from src.risk.store import RiskStore
-from src.strategy.bundled import RuleBasedBreakoutStrategy
 from src.strategy.contract import Strategy
+from src.strategy.registry import AI_STRATEGY, strategy_from_settings
 from src.trading.liquidity import LiquidityAnalyzer
 from src.trading.pipeline.analysis import Analyzer
 from src.trading.pipeline.observer import PipelineObserver
@@ -67,7 +66,8 @@ class PipelineAdapters:
 
     ``adviser``: a ready AI adviser (a fake in tests, an instant one in the benchmark); without one an
     ``AIService`` is built from ``settings.ai`` with ``ai_cache``, ``ai_recorder`` and a budget over ``ai_spend``.
-    ``strategy`` defaults to the rule strategy; ``quick_filter`` to the one the settings describe (``None``: none).
+    ``strategy`` defaults to the one the settings name (``strategy_from_settings``); ``quick_filter`` to the one
+    the settings describe on that strategy (``None``: none, for tests of other stages).
     """
 
     exchange: IExchangeClient
@@ -94,17 +94,19 @@ def build_pipeline(
     starting_equity: Decimal | None = None,
 ) -> TradingPipeline:
     """The whole trading graph: data, analysis (strategy, AI, validator, liquidity, quick filter), risk,
-    positions, execution. ``mode`` defaults to ``settings.trading.mode``, ``instance`` (the order identifiers'
-    prefix) to the scheduler's instance name. Paper and replay start from ``PAPER_STARTING_KRW``; live from
-    ``starting_equity`` (its first recorded snapshot, which the caller reads)."""
+    positions, execution. The strategy is the one the settings name (``TRADING_STRATEGY``, ``STRATEGY_PARAMS``,
+    ``STRATEGY_PATH``; for ``ai`` the ``AI_CANDIDATE_STRATEGY`` plus the adviser): one that cannot be built is a
+    ``ConfigurationError`` here, at start-up, never in a cycle. ``mode`` defaults to ``settings.trading.mode``,
+    ``instance`` (the order identifiers' prefix) to the scheduler's instance name. Paper and replay start from
+    ``PAPER_STARTING_KRW``; live from ``starting_equity`` (its first recorded snapshot, which the caller reads)."""
     mode = mode or settings.trading.mode
     clock = adapters.clock
     notifier = adapters.notifier or NullNotifier()
     observer = adapters.observer
     trading_config = settings.trading
     timeframe = Timeframe.from_minutes(trading_config.candle_interval_minutes)
+    strategy = adapters.strategy or strategy_from_settings(settings)
     service = None if adapters.adviser is not None else _ai_service(settings, adapters, notifier)
-    strategy = adapters.strategy or RuleBasedBreakoutStrategy()
     quick_filter = adapters.quick_filter
     if quick_filter is FROM_SETTINGS:
         quick_filter = quick_filter_for(settings, strategy, service)
@@ -115,6 +117,7 @@ def build_pipeline(
         liquidity=LiquidityAnalyzer(settings.risk.max_slippage_pct, min_order_krw=trading_config.min_order_krw),
         quick_filter=quick_filter,
         ai_off_reason=ai_off_reason(settings, needs_key=adapters.adviser is None),
+        trades_with_ai=trades_with_ai(settings),
     )
     risk = RiskManager(
         settings.risk,
@@ -139,9 +142,7 @@ def build_pipeline(
         not_found_grace=timedelta(seconds=trading_config.order_not_found_grace_seconds),
         poll_delay_seconds=0.0 if mode is not TradingMode.LIVE else 0.2,
     )
-    collector = DataCollector.from_settings(
-        settings, adapters.exchange, adapters.fear_greed, candle_count=_candles_for_lookback(settings, timeframe)
-    )
+    collector = DataCollector.from_settings(settings, adapters.exchange, adapters.fear_greed)
     return TradingPipeline(
         exchange=adapters.exchange,
         collector=collector,
@@ -162,9 +163,11 @@ def build_pipeline(
 
 async def apply_settings(pipeline: TradingPipeline, previous: Settings, settings: Settings) -> None:
     """Use ``settings`` (the environment plus applied run-time settings) from the next job on: symbols, risk
-    limits, exits of held positions, the AI switch and thresholds (of the ``AIService`` the graph was built with).
-    Call it between jobs. The exits of held
-    positions move first: the one step that may fail, and then nothing else has changed."""
+    limits, exits of held positions, the strategy and its parameters, the AI switch and thresholds (of the
+    ``AIService`` the graph was built with). Call it between jobs. The steps that may fail come first (building
+    the new strategy, then moving the exits of held positions), and then nothing else has changed."""
+    strategy_changed = previous.strategy != settings.strategy
+    strategy = strategy_from_settings(settings) if strategy_changed else None
     positions = pipeline.positions.with_config(settings.risk)
     if _exit_levels(previous) != _exit_levels(settings):
         moved = await positions.apply_exit_levels()
@@ -178,8 +181,25 @@ async def apply_settings(pipeline: TradingPipeline, previous: Settings, settings
         analyzer.ai.use_config(settings.ai)
     analyzer.validator = AIDecisionValidator.from_settings(settings)
     analyzer.ai_off_reason = ai_off_reason(settings)
-    if analyzer.quick_filter is not None and previous.ai != settings.ai:  # its AI stage's minimum confidence
-        analyzer.quick_filter = quick_filter_for(settings, analyzer.quick_filter.rule_strategy, analyzer.ai)
+    if strategy is not None:
+        _use_strategy(analyzer, settings, strategy)
+    elif analyzer.quick_filter is not None and previous.ai != settings.ai:  # its AI stage's minimum confidence
+        analyzer.quick_filter = quick_filter_for(settings, analyzer.strategy, analyzer.ai)
+
+
+def _use_strategy(analyzer: Analyzer, settings: Settings, strategy: Strategy) -> None:
+    """The strategy swap of a run-time ``strategy.name``/``strategy.params`` change: the analyzer decides with
+    the new strategy from the next cycle on, and the quick filter judges that strategy."""
+    analyzer.strategy = strategy
+    analyzer.trades_with_ai = trades_with_ai(settings)
+    if analyzer.quick_filter is not None:
+        analyzer.quick_filter = quick_filter_for(settings, strategy, analyzer.ai)
+    log.info("engine.strategy_changed", strategy=settings.strategy.name, params=strategy.parameters())
+
+
+def trades_with_ai(settings: Settings) -> bool:
+    """``TRADING_STRATEGY=ai``: the adviser confirms the candidate strategy's entries."""
+    return settings.strategy.name == AI_STRATEGY
 
 
 def ai_off_reason(settings: Settings, *, needs_key: bool = True) -> str | None:
@@ -192,11 +212,12 @@ def ai_off_reason(settings: Settings, *, needs_key: bool = True) -> str | None:
 
 
 def quick_filter_for(settings: Settings, strategy: Strategy, ai: AIService | None) -> QuickBacktestFilter:
-    """The spec's two stages: the rule backtest, then (when a key is configured; the pipeline asks only while AI
-    is on) the AI backtest with the minimum confidence in use. Its calls are counted, recorded and budgeted as
-    ``filter`` calls."""
+    """The spec's two stages on exactly the strategy and parameters that trade: the rule backtest (always), then,
+    only when the ``ai`` strategy trades and a key is configured, the AI backtest with the minimum confidence in
+    use (the pipeline asks for it only while the adviser is available). Its calls are counted, recorded and
+    budgeted as ``filter`` calls."""
     ai_factory = None
-    if ai is not None and ai.configured:
+    if trades_with_ai(settings) and isinstance(ai, AIService) and ai.configured:
         adviser = ai.for_purpose(AIPurpose.FILTER)
 
         def ai_factory(symbol: str) -> AITradingStrategy:
@@ -224,12 +245,6 @@ def _ai_service(settings: Settings, adapters: PipelineAdapters, notifier: Notifi
         observer=adapters.observer,
         recorder=adapters.ai_recorder,
     )
-
-
-def _candles_for_lookback(settings: Settings, timeframe: Timeframe) -> int:
-    """Enough candles for the quick filter's lookback (and never fewer than one request's worth)."""
-    lookback_seconds = settings.backtest.quick_filter_lookback_days * 86_400
-    return max(MAX_CANDLES_PER_REQUEST, math.ceil(lookback_seconds / timeframe.seconds) + 1)
 
 
 def _exit_levels(settings: Settings) -> tuple[object, ...]:
