@@ -48,6 +48,7 @@ from src.domain.money import ZERO
 from src.domain.timeframes import Timeframe
 from src.exceptions import ConfigurationError, DataError
 from src.strategy.contract import history_bars
+from src.strategy.registry import strategy_from_settings
 from src.trading.pipeline.context import CycleStatus
 from src.utils.logger import get_logger
 
@@ -185,6 +186,7 @@ def replay_window(
 
 
 async def run_replay(settings: Settings, options: ReplayOptions) -> ReplaySummary:
+    strategy_from_settings(settings)  # a strategy that cannot be built: one ConfigurationError before anything runs
     timeframe = Timeframe.from_minutes(settings.trading.candle_interval_minutes)
     url, owned = _replay_url(options)
     await asyncio.to_thread(_prepare_database, url, owned)
