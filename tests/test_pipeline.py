@@ -10,8 +10,8 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -523,3 +523,256 @@ async def test_a_held_coin_is_not_bought_again(
     assert (second.decision, second.final_decision, second.outcome) == ("hold", "hold", "hold")
     assert len(rig.repo.orders) == 1
     assert rig.repo.decisions[-1].reason.startswith("fake_signal: holding the position")
+
+
+# --- the strategy the settings name ---------------------------------------------------------------------------
+
+
+async def test_volatility_breakout_from_the_settings_trades_by_its_contract(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given TRADING_STRATEGY=volatility_breakout with STRATEGY_PARAMS k=0.1, when cycles run hour after hour,
+    then every decision is the strategy's conclusion on the last complete bar of the candles the bot read: a buy
+    on an entry when flat, a sell on its exit signal when held (here: the next bar), else hold."""
+    monkeypatch.setenv("MAX_TRADES_PER_DAY", "100")
+    rig = build(with_strategy(settings, "volatility_breakout", {"k": 0.1}), risk_config=RiskConfig(_env_file=None))
+    strategy = rig.pipeline.analyzer.strategy
+    assert isinstance(strategy, VolatilityBreakoutStrategy)
+    assert strategy.k == 0.1
+    reference = VolatilityBreakoutStrategy(k=0.1)
+    decided = []
+
+    for _ in range(8):
+        held = await rig.positions.get(SYMBOL) is not None
+        last = reference.generate_signals(rig.source.visible(SYMBOL, "1h")).latest()
+        expected = "sell" if held and last["sell"] else "buy" if not held and last["buy"] else "hold"
+        [report] = await rig.pipeline.run_cycle()
+        assert (report.decision, report.final_decision, report.source) == (expected, expected, "rules")
+        assert rig.repo.decisions[-1].market_data["strategy"] == last
+        decided.append(expected)
+        rig.source.advance_to(rig.source.now() + timedelta(hours=1))
+
+    assert "buy" in decided
+    assert "sell" in decided
+
+
+USER_STRATEGY = """
+import numpy as np
+
+from src.strategy import Strategy
+from src.strategy.params import EXIT_PARAMS, Param, ParameterSpace
+
+
+class AboveFloor(Strategy):
+    name = "above_floor"
+    space = ParameterSpace((Param("floor", float, 1e12, 0.0, 1e13, doc="buy above this close"),)) + EXIT_PARAMS
+
+    def generate_signals(self, df):
+        close = df["close"].to_numpy()
+        return self.signals(df, close > float(self.params["floor"]), close < 0)
+"""
+
+
+async def test_a_user_strategy_file_in_strategy_path_trades(settings: Settings, tmp_path: Path) -> None:
+    """Given a strategy file dropped into STRATEGY_PATH and TRADING_STRATEGY naming it with its parameters (a floor
+    of 1 KRW; its default floor would never buy), when a cycle runs, then that strategy with those parameters
+    decides: a buy, filled."""
+    (tmp_path / "above_floor.py").write_text(USER_STRATEGY)
+
+    rig = build(with_strategy(settings, "above_floor", {"floor": 1}, tmp_path))
+    [report] = await rig.pipeline.run_cycle()
+
+    assert rig.pipeline.analyzer.strategy.name == "above_floor"
+    assert rig.pipeline.analyzer.strategy.params["floor"] == 1.0
+    assert (report.decision, report.final_decision) == ("buy", "buy")
+    assert [o.status for o in report.orders] == [OrderStatus.FILLED]
+    assert rig.repo.decisions[-1].reason.startswith("above_floor: entry signal")
+
+
+@pytest.mark.parametrize(
+    ("env", "files", "message"),
+    [
+        ({"TRADING_STRATEGY": "no_such_strategy"}, {}, "unknown strategy 'no_such_strategy'; available: "),
+        (
+            {"TRADING_STRATEGY": "volatility_breakout", "STRATEGY_PARAMS": '{"k": 99}'},
+            {},
+            "volatility_breakout",
+        ),
+        ({"TRADING_STRATEGY": "rule_breakout"}, {"broken.py": "import numpy\n\ndef oops(:\n"}, "broken.py:3"),
+    ],
+    ids=["unknown", "bad_params", "broken_user_file"],
+)
+def test_a_strategy_that_cannot_be_built_stops_the_replay_at_start_up_with_one_line(
+    tmp_path: Path, env: dict[str, str], files: dict[str, str], message: str
+) -> None:
+    """Given a strategy that cannot be built (unknown name, parameters outside its space, a broken user file),
+    when ``scheduler_main.py --replay`` starts, then it exits non-zero with one line naming the problem (and the
+    file and line), no traceback, and nothing is replayed."""
+    folder = tmp_path / "strategies"
+    folder.mkdir()
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "UPBIT_", "TRADING_", "STRATEGY_"))}
+    run_env = {**base, "STRATEGY_PATH": str(folder), "PYTHONPATH": str(PROJECT_ROOT), **env}
+
+    done = subprocess.run(
+        [sys.executable, "scheduler_main.py", "--replay", "--database-url", f"sqlite+aiosqlite:///{tmp_path}/r.db"],
+        cwd=PROJECT_ROOT,
+        env=run_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert message in lines[0]
+    assert "Traceback" not in done.stderr + done.stdout
+    assert not (tmp_path / "r.db").exists()
+
+
+# --- the quick filter gates every buy -------------------------------------------------------------------------
+
+
+async def test_the_quick_filter_rule_stage_blocks_a_buy_without_ai(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given no AI (a rule strategy trades), the settings' quick filter (strict tier) and a strategy that buys on
+    every bar and never exits (one open trade in the window: too few), when the strategy proposes a buy, then the
+    filter's rule stage runs on that very strategy and blocks it: a hold with source filter, the blocking stage
+    and failed thresholds in ai_decisions, the veto counted as quick_filter, no order."""
+    monkeypatch.setenv("QUICK_FILTER_TIER", "strict")
+    strategy = AlwaysBuy()
+    rig = build(load_settings(env_file=None), strategy=strategy, quick_filter=FROM_SETTINGS)
+    observer = RecordingObserver()
+    rig.pipeline.observer = observer
+    assert rig.pipeline.analyzer.quick_filter.rule_strategy is strategy
+    assert rig.pipeline.analyzer.quick_filter.ai_strategy_factory is None
+
+    [report] = await rig.pipeline.run_cycle()
+
+    assert (report.decision, report.final_decision, report.source) == ("buy", "hold", "filter")
+    assert rig.repo.orders == {}
+    [decision] = rig.repo.decisions
+    quick = decision.market_data["quick_filter"]
+    assert (quick["passed"], quick["stage"], quick["blocked_by"]) == (False, "rule", "rule")
+    assert "min_trades" in quick["failed_thresholds"]
+    assert decision.override_reasons == [f"quick filter: rule stage failed ({', '.join(quick['failed_thresholds'])})"]
+    assert observer.overrides == [("buy", "quick_filter")]
+    assert observer.decisions == [("filter", "hold")]
+
+
+async def test_a_buy_that_passes_the_quick_filter_rule_stage_is_executed_and_the_pass_recorded(
+    settings: Settings,
+) -> None:
+    """Given a quick filter on the trading strategy whose thresholds all pass, when the strategy proposes a buy,
+    then the rule stage's pass is recorded with the decision and the buy fills."""
+    strategy = SignalStrategy(buy=True)
+    lenient = QuickFilterThresholds(*([None] * 10))
+    rig = build(
+        settings, strategy=strategy, quick_filter=QuickBacktestFilter(thresholds=lenient, rule_strategy=strategy)
+    )
+
+    [report] = await rig.pipeline.run_cycle()
+
+    assert (report.final_decision, report.source) == ("buy", "rules")
+    assert [o.status for o in report.orders] == [OrderStatus.FILLED]
+    quick = rig.repo.decisions[0].market_data["quick_filter"]
+    assert (quick["passed"], quick["stage"], quick["blocked_by"]) == (True, "rule", None)
+
+
+async def test_no_proposed_buy_means_no_quick_filter_run(settings: Settings) -> None:
+    """Given a strategy without an entry, when a cycle runs, then the filter is not consulted (it gates buys)."""
+    rig = build(settings, strategy=SignalStrategy(), quick_filter=FailingFilter())
+
+    [report] = await rig.pipeline.run_cycle()
+
+    assert (report.final_decision, report.source) == ("hold", "rules")
+    assert rig.repo.decisions[0].market_data["quick_filter"] is None
+
+
+# --- the adviser only on the candidate's entry bars -----------------------------------------------------------
+
+
+async def test_the_adviser_is_asked_only_on_the_candidates_entry_bars_when_flat(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given TRADING_STRATEGY=ai, when the candidate has no entry the adviser is not asked (hold, reason says
+    why); on its entry bar while flat it is asked once and its buy fills; while held it is not asked again."""
+    for name, value in RELAXED.items():
+        monkeypatch.setenv(name, value)
+    ai = ScriptedAI(Decision.BUY, "90")
+    rig = build(ai_settings(settings), strategy=SignalStrategy(), ai=ai, risk_config=RiskConfig(_env_file=None))
+
+    [no_entry] = await rig.pipeline.run_cycle()
+    assert ai.asked == []
+    assert (no_entry.final_decision, no_entry.source) == ("hold", "rules")
+    assert "the adviser is asked only on fake_signal's entry bars" in rig.repo.decisions[-1].reason
+
+    rig.pipeline.analyzer.strategy = SignalStrategy(buy=True)
+    rig.source.advance_to(rig.source.now() + timedelta(hours=1))
+    [entry] = await rig.pipeline.run_cycle()
+    assert len(ai.asked) == 1
+    assert (entry.final_decision, entry.source) == ("buy", "ai")
+    assert ai.asked[0].signals["strategy"]["buy"] is True
+
+    rig.source.advance_to(rig.source.now() + timedelta(hours=1))
+    [held] = await rig.pipeline.run_cycle()
+    assert len(ai.asked) == 1
+    assert held.final_decision == "hold"
+
+
+async def test_an_unavailable_adviser_holds_the_candidate_entry_with_the_reason(settings: Settings) -> None:
+    """Given TRADING_STRATEGY=ai and the adviser off (its budget reached), when the candidate has an entry, then
+    the bot holds with the reason (source disabled) and never falls back to buying on the rules."""
+    ai = ScriptedAI(Decision.BUY, "90")
+    ai.available = False
+    ai.off_reason = "AI budget reached (daily)"
+    rig = build(ai_settings(settings), strategy=CANDIDATE, ai=ai)
+
+    [report] = await rig.pipeline.run_cycle()
+
+    assert ai.asked == []
+    assert (report.decision, report.final_decision, report.source) == ("hold", "hold", "disabled")
+    assert rig.repo.orders == {}
+    [decision] = rig.repo.decisions
+    assert "AI budget reached (daily)" in decision.reason
+    assert decision.error == "disabled: AI budget reached (daily)"
+
+
+# --- run-time strategy switch ---------------------------------------------------------------------------------
+
+
+async def test_a_run_time_strategy_switch_is_used_from_the_next_cycle(settings: Settings) -> None:
+    """Given the bot trading rule_breakout, when strategy.name/strategy.params change at run time to
+    volatility_breakout k=0.1, then the next cycle decides with that strategy and the quick filter judges it."""
+    rig = build(settings, quick_filter=FROM_SETTINGS)
+    assert isinstance(rig.pipeline.analyzer.strategy, RuleBasedBreakoutStrategy)
+    switched = with_strategy(rig.settings, "volatility_breakout", {"k": 0.1})
+
+    await apply_settings(rig.pipeline, rig.settings, switched)
+    [report] = await rig.pipeline.run_cycle()
+
+    strategy = rig.pipeline.analyzer.strategy
+    assert isinstance(strategy, VolatilityBreakoutStrategy)
+    assert strategy.k == 0.1
+    assert rig.pipeline.analyzer.quick_filter.rule_strategy is strategy
+    decision = rig.repo.decisions[-1]
+    assert decision.reason.startswith("volatility_breakout: ")
+    assert "target" in decision.market_data["strategy"]  # the volatility breakout's own detail
+    assert report.error is None
+
+
+async def test_a_run_time_strategy_that_cannot_be_built_changes_nothing(settings: Settings) -> None:
+    """Given the bot trading rule_breakout, when the run-time settings name an unknown strategy, then applying
+    them fails with the one-line error and the strategy in use, the symbols and the risk limits stay."""
+    rig = build(settings, quick_filter=FROM_SETTINGS)
+    before = rig.pipeline.analyzer.strategy
+    broken = with_value(with_strategy(rig.settings, "no_such_strategy"), "trading.symbols", ["KRW-ETH"])
+
+    with pytest.raises(ConfigurationError, match="unknown strategy 'no_such_strategy'"):
+        await apply_settings(rig.pipeline, rig.settings, broken)
+
+    assert rig.pipeline.analyzer.strategy is before
+    assert rig.pipeline.symbols == [SYMBOL]
