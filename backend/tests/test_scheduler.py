@@ -59,7 +59,7 @@ async def replay_engine(db_engine: AsyncEngine, make_settings: SettingsFactory) 
     candles = make_candles(START, 300, "1h", start_price=50_000_000, seed=2)
     source = ReplayMarketSource({"KRW-BTC": {"1h": candles}}, start=START + timedelta(hours=300))
     engine = await TradingEngine.create(
-        settings, db_engine, mode=TradingMode.REPLAY, market_source=source, strategy=AlwaysBuy()
+        settings, db_engine, mode=TradingMode.REPLAY, market_source=source, strategy=AlwaysBuy(), quick_filter=None
     )
     yield engine
     await engine.aclose()
@@ -211,7 +211,8 @@ async def test_replay_runs_the_scheduler_jobs_and_writes_everything(
 
     assert summary.jobs["position_check"] == 4 * 8
     assert summary.final_equity > 0
-    assert "disabled" in summary.ai
+    assert summary.ai == "not used by the strategy"
+    assert summary.strategy == "rule_breakout"
 
 
 # --- processes: SIGTERM, two schedulers, command lines -------------------------------------------------------
