@@ -190,13 +190,14 @@ async def test_only_one_of_two_schedulers_trades_an_account(
 async def test_replay_runs_the_scheduler_jobs_and_writes_everything(
     database_url: str, db_sessions: async_sessionmaker[AsyncSession], make_settings: SettingsFactory
 ) -> None:
-    """Given eight hours of bundled KRW-BTC candles around a known breakout, when replay runs with no AI key,
-    then cycles, rule decisions, orders, trades and snapshots are in the database and the summary agrees."""
+    """Given eight hours of bundled KRW-BTC candles around a known breakout that passes the quick filter, when
+    replay runs the default strategy (rule_breakout, no AI), then cycles, rule decisions, orders, trades and
+    snapshots are in the database and the summary agrees."""
     settings = make_settings(TRADING_SYMBOLS="KRW-BTC")
     options = ReplayOptions(
         symbols=["KRW-BTC"],
-        start=datetime(2023, 12, 2, 16, tzinfo=UTC),
-        end=datetime(2023, 12, 3, 0, tzinfo=UTC),
+        start=datetime(2023, 10, 5, 8, tzinfo=UTC),
+        end=datetime(2023, 10, 5, 16, tzinfo=UTC),
         database_url=database_url,
     )
 

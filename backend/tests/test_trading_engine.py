@@ -395,8 +395,9 @@ async def test_a_stop_loss_exit_names_its_reason_on_the_sell_order_and_its_trade
         MIN_TRADE_INTERVAL_HOURS="0",
         TRADING_SYMBOLS="KRW-BTC",
     )
-    engine = await TradingEngine.create(settings, db_engine, mode=TradingMode.PAPER, notifier=NullNotifier())
-    engine.pipeline.analyzer.strategy = AlwaysBuy()
+    engine = await TradingEngine.create(
+        settings, db_engine, mode=TradingMode.PAPER, notifier=NullNotifier(), strategy=AlwaysBuy(), quick_filter=None
+    )
     try:
         await engine.start_up()
         [bought] = await engine.trading_job()
