@@ -119,6 +119,8 @@ async def _analyse(
     holding = portfolio.holding(ctx.symbol)
     indicators, signals, strategy_last = analyzer.technicals(market.candles)
     proposal, reason = analyzer.rules_decision(strategy_last, holding is not None)
+    if analyzer.trades_with_ai:
+        await analyzer.refresh_ai()  # the budget's state (and its gauges) every cycle, asked or not
     analysis = Analysis(
         proposal, proposal, DecisionSource.RULES, reason, indicators=indicators, signals=signals, strategy=strategy_last
     )
@@ -144,7 +146,6 @@ async def _gate_entry(
 ) -> Analysis:
     """A proposed buy (flat, entry signal): the adviser's availability (ai strategy), the quick filter, the adviser."""
     if analyzer.trades_with_ai:
-        await analyzer.refresh_ai()
         if not analyzer.ai_available:
             disabled = analyzer.ai_disabled_reason()
             analysis.decision = analysis.final_decision = Decision.HOLD
