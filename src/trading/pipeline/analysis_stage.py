@@ -145,14 +145,13 @@ async def _gate_entry(
     analyzer: Analyzer, ctx: CycleContext, market: MarketView, portfolio: Portfolio, analysis: Analysis
 ) -> Analysis:
     """A proposed buy (flat, entry signal): the adviser's availability (ai strategy), the quick filter, the adviser."""
-    if analyzer.trades_with_ai:
-        if not analyzer.ai_available:
-            disabled = analyzer.ai_disabled_reason()
-            analysis.decision = analysis.final_decision = Decision.HOLD
-            analysis.source = DecisionSource.DISABLED
-            analysis.reason = f"{analysis.reason}; not confirmed, the adviser is unavailable ({disabled})"
-            analysis.ai_disabled_reason = disabled
-            return analysis
+    if analyzer.trades_with_ai and not analyzer.ai_available:
+        disabled = analyzer.ai_disabled_reason()
+        analysis.decision = analysis.final_decision = Decision.HOLD
+        analysis.source = DecisionSource.DISABLED
+        analysis.reason = f"{analysis.reason}; not confirmed, the adviser is unavailable ({disabled})"
+        analysis.ai_disabled_reason = disabled
+        return analysis
     quick = await analyzer.quick_filter_result(ctx.symbol, market.candles)
     analysis.quick_filter = quick
     if quick is not None and not quick.get("passed"):
