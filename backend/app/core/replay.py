@@ -185,6 +185,14 @@ def replay_window(
     return start.astimezone(UTC), end.astimezone(UTC)
 
 
+def with_warmup(frame: pd.DataFrame, start: datetime, end: datetime, warmup: int, span: timedelta) -> pd.DataFrame:
+    """The candles a replay from ``start`` to ``end`` needs: the last ``warmup`` candles complete at ``start``
+    (counted in candles, as the bot requests them, so gaps in the data reach further back) and every one after."""
+    complete = int(frame.index.searchsorted(pd.Timestamp(start) - span, side="right"))
+    kept = frame.iloc[max(0, complete - warmup) :]
+    return kept[kept.index < pd.Timestamp(end)]
+
+
 async def run_replay(settings: Settings, options: ReplayOptions) -> ReplaySummary:
     strategy_from_settings(settings)  # a strategy that cannot be built: one ConfigurationError before anything runs
     timeframe = Timeframe.from_minutes(settings.trading.candle_interval_minutes)
@@ -199,9 +207,8 @@ async def run_replay(settings: Settings, options: ReplayOptions) -> ReplaySummar
         candles = load_replay_candles(settings, options, timeframe, also=requested)
         warmup = warmup_bars(settings, timeframe)
         start, end = replay_window(candles, options, timeframe, warmup)
-        first_needed = pd.Timestamp(start) - warmup * pd.Timedelta(timeframe_span(timeframe))
         trimmed = {
-            symbol: frame[(frame.index >= first_needed) & (frame.index < pd.Timestamp(end))]
+            symbol: with_warmup(frame, start, end, warmup, timeframe_span(timeframe))
             for symbol, frame in {**correlation_context(settings, candles, timeframe), **candles}.items()
         }
         trimmed = {symbol: frame for symbol, frame in trimmed.items() if len(frame)}
