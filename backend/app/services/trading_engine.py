@@ -168,6 +168,8 @@ class TradingEngine:
             "engine.built",
             mode=mode.value,
             symbols=pipeline.symbols,
+            strategy=pipeline.analyzer.strategy.name,
+            trades_with_ai=pipeline.analyzer.trades_with_ai,
             ai=("enabled" if ai.available else "disabled"),
             exchange=type(exchange).__name__,
         )
