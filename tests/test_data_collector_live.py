@@ -15,6 +15,7 @@ from src.data.collector import DataCollector, detect_flash_crash
 from src.data.fear_greed import FearGreedClient
 from src.data.replay import ReplayMarketSource
 from src.exceptions import ExchangeUnavailable
+from src.strategy.contract import history_bars
 from tests.fakes.fear_greed_server import FakeFearGreed, FearGreedFault
 from tests.fakes.upbit_server import FakeUpbit
 from tests.support.candles import make_candles
@@ -184,3 +185,26 @@ async def test_paging_stops_when_the_exchange_has_no_older_candles(fake_upbit: F
         frame = await DataCollector(client).candles(BTC, "1h", 720)
     assert len(frame) == 250
     assert len(fake_upbit.requests_to("/v1/candles/minutes/60")) == 2
+
+
+async def test_a_cycle_reads_history_bars_candles_paged_from_upbit(
+    fake_upbit: FakeUpbit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given QUICK_FILTER_LOOKBACK_DAYS=10 on 1 h candles (history_bars = 240 + 250 warm-up = 490) and 1,000 candles
+    on the exchange, when the collector built from the settings collects KRW-ETH, then the cycle's frame holds the
+    newest 490 candles, read in pages of 200 (200, 200, 90), and the BTC correlation costs one page."""
+    monkeypatch.setenv("QUICK_FILTER_LOOKBACK_DAYS", "10")
+    settings = load_settings(env_file=None)
+    candles = make_candles(datetime(2024, 1, 1, tzinfo=UTC), 1000, "1h", start_price=4_000_000)
+    fake_upbit.set_candles(ETH, "1h", candles)
+    fake_upbit.set_candles(BTC, "1h", candles * 20)
+    async with UpbitClient(fake_upbit.base_url) as client:
+        collector = DataCollector.from_settings(settings, client)
+        snapshot = await collector.collect(ETH, ["1h"])
+
+    assert collector.candle_count == history_bars(10, 3600) == 490
+    frame = snapshot.candles["1h"]
+    assert len(frame) == 490
+    assert frame.index[-1] == candles.index[-1]
+    pages = fake_upbit.requests_to("/v1/candles/minutes/60")
+    assert sorted(request.params["count"][0] for request in pages) == ["200", "200", "200", "90"]

@@ -1,12 +1,17 @@
 """The trading pipeline at unit level: real domain objects (paper exchange over a replay source, risk
-manager, position service, validator, liquidity) with in-memory stores and fakes of our own classes
-(strategy, AI adviser, quick filter)."""
+manager, position service, validator, liquidity, the strategy the settings name, the quick filter) with in-memory
+stores and fakes of our own classes (strategy, AI adviser, quick filter)."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,23 +21,28 @@ import pytest
 from src.ai.models import AIDecision, MarketContext
 from src.api.paper_account import InMemoryPaperAccountStore
 from src.api.paper_exchange import PaperExchange
+from src.backtesting.quick_filter import QuickBacktestFilter, QuickFilterThresholds
+from src.config.env import PROJECT_ROOT
 from src.config.runtime_state import with_value
 from src.config.settings import Settings, load_settings
-from src.config.trading_groups import RiskConfig
+from src.config.trading_groups import RiskConfig, StrategyConfig
 from src.data.replay import ReplayMarketSource
 from src.domain.decisions import Decision, DecisionSource
 from src.domain.events import EventKind, NullNotifier
 from src.domain.modes import TradingMode
 from src.domain.orders import OrderStatus, Side
+from src.exceptions import ConfigurationError
 from src.position.service import PositionService
 from src.risk import InMemoryRiskStore, RiskManager
+from src.strategy.bundled import RuleBasedBreakoutStrategy, VolatilityBreakoutStrategy
 from src.strategy.contract import Strategy, StrategySignals
 from src.trading.pipeline import TradingPipeline
-from src.trading.pipeline.compose import PipelineAdapters, build_pipeline
+from src.trading.pipeline.compose import FROM_SETTINGS, PipelineAdapters, apply_settings, build_pipeline
 from src.trading.pipeline.memory import InMemoryTradingRepository
 from src.trading.pipeline.observer import NullPipelineObserver
 from tests.support.candles import make_candles
 from tests.support.exchange_faults import AnswerFaults
+from tests.support.strategies import AlwaysBuy
 
 SYMBOL = "KRW-BTC"
 START = datetime(2024, 3, 1, tzinfo=UTC)
@@ -86,6 +96,14 @@ class ScriptedAI:
         )
 
 
+CANDIDATE = SignalStrategy(buy=True)  # the ai strategy's candidate, with an entry on the last bar
+
+
+def ai_settings(settings: Settings) -> Settings:
+    """``TRADING_STRATEGY=ai``: the adviser confirms the candidate strategy's entries."""
+    return with_strategy(settings, "ai")
+
+
 @dataclass
 class FailingFilter:
     async def aevaluate(self, symbol: str, df: pd.DataFrame) -> Any:
@@ -101,6 +119,7 @@ class _FilterResult:
 
 @dataclass
 class Rig:
+    settings: Settings  # what the pipeline was built with
     pipeline: TradingPipeline
     repo: InMemoryTradingRepository
     source: ReplayMarketSource
@@ -118,6 +137,16 @@ def settings(monkeypatch: pytest.MonkeyPatch) -> Settings:
     return load_settings(env_file=None)
 
 
+def with_strategy(
+    settings: Settings, name: str, params: dict[str, Any] | None = None, path: Path | None = None
+) -> Settings:
+    """``settings`` trading ``TRADING_STRATEGY=name`` (``STRATEGY_PARAMS``, ``STRATEGY_PATH``)."""
+    fields: dict[str, Any] = {"TRADING_STRATEGY": name, "STRATEGY_PARAMS": json.dumps(params or {})}
+    if path is not None:
+        fields["STRATEGY_PATH"] = str(path)
+    return settings.model_copy(update={"strategy": StrategyConfig(_env_file=None, **fields)})
+
+
 def build(
     settings: Settings,
     *,
@@ -126,6 +155,7 @@ def build(
     risk_config: RiskConfig | None = None,
     quick_filter: Any = None,
 ) -> Rig:
+    """The pipeline from ``settings``; ``strategy`` None: the strategy the settings name."""
     candles = make_candles(START, 300, "1h", start_price=50_000_000, seed=11)
     source = ReplayMarketSource({SYMBOL: {"1h": candles}}, start=START + timedelta(hours=300))
     store = InMemoryPaperAccountStore()
@@ -141,11 +171,11 @@ def build(
         clock=source.now,
         notifier=notifier,
         adviser=ai,
-        strategy=strategy or SignalStrategy(),
+        strategy=strategy,
         quick_filter=quick_filter,
     )
     pipeline = build_pipeline(settings, adapters, mode=TradingMode.PAPER, instance="test")
-    return Rig(pipeline, repo, source, store, pipeline.risk, pipeline.positions, notifier)
+    return Rig(settings, pipeline, repo, source, store, pipeline.risk, pipeline.positions, notifier)
 
 
 async def test_rule_buy_fills_and_records_every_stage(settings: Settings) -> None:
@@ -169,7 +199,8 @@ async def test_rule_buy_fills_and_records_every_stage(settings: Settings) -> Non
     [decision] = rig.repo.decisions
     assert decision.source == "rules"
     assert decision.final_decision == "buy"
-    assert "disabled" in (decision.error or "")
+    assert decision.error is None  # the strategy does not use the adviser
+    assert decision.reason.startswith("fake_signal: entry signal")
     assert decision.market_data["indicators"]["rsi_14"] is not None
     [cycle] = rig.repo.cycles
     assert [s.stage for s in cycle.stages] == ["risk", "data", "analysis", "execution"]
@@ -259,11 +290,11 @@ async def test_dry_run_decides_and_records_but_sends_nothing(settings: Settings)
 async def test_validator_turns_an_ai_buy_into_a_hold_and_records_why(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Given an AI buy and a validator that refuses any RSI above 1, then the final decision is hold,
-    the override and its reasons are recorded, and no order is sent."""
+    """Given the ai strategy, a candidate entry the adviser confirms and a validator that refuses any RSI above 1,
+    then the final decision is hold, the override and its reasons are recorded, and no order is sent."""
     monkeypatch.setenv("VALIDATOR_MAX_RSI", "1")
     ai = ScriptedAI(Decision.BUY, "90")
-    rig = build(settings, ai=ai, risk_config=RiskConfig(_env_file=None))
+    rig = build(ai_settings(settings), strategy=CANDIDATE, ai=ai, risk_config=RiskConfig(_env_file=None))
 
     [report] = await rig.pipeline.run_cycle()
 
@@ -288,18 +319,24 @@ async def test_ai_buy_that_passes_the_validator_is_executed(
         "VALIDATOR_FAKEOUT_ADX": "0",
     }.items():
         monkeypatch.setenv(name, value)
-    rig = build(settings, ai=ScriptedAI(Decision.BUY, "90"), risk_config=RiskConfig(_env_file=None))
+    rig = build(
+        ai_settings(settings),
+        strategy=CANDIDATE,
+        ai=ScriptedAI(Decision.BUY, "90"),
+        risk_config=RiskConfig(_env_file=None),
+    )
 
     [report] = await rig.pipeline.run_cycle()
 
     assert report.final_decision == "buy"
+    assert report.source == "ai"
     assert [o.status for o in report.orders] == [OrderStatus.FILLED]
 
 
 async def test_ai_failure_becomes_a_hold_with_the_reason(settings: Settings) -> None:
     """Given the adviser failed (a fallback hold with an error), then nothing is bought and the error is stored."""
     ai = ScriptedAI(Decision.HOLD, "0", error="timeout: no answer within 30s")
-    rig = build(settings, strategy=SignalStrategy(buy=True), ai=ai)
+    rig = build(ai_settings(settings), strategy=CANDIDATE, ai=ai)
 
     [report] = await rig.pipeline.run_cycle()
 
@@ -310,15 +347,18 @@ async def test_ai_failure_becomes_a_hold_with_the_reason(settings: Settings) -> 
 
 
 async def test_failed_quick_filter_means_the_adviser_is_not_asked(settings: Settings) -> None:
+    """Given the ai strategy on a candidate entry bar and a quick filter whose rule stage fails, then the adviser
+    is not asked and the proposed buy is a hold with source filter and the stage and thresholds recorded."""
     ai = ScriptedAI(Decision.BUY, "95")
-    rig = build(settings, ai=ai, quick_filter=FailingFilter())
+    rig = build(ai_settings(settings), strategy=CANDIDATE, ai=ai, quick_filter=FailingFilter())
 
     [report] = await rig.pipeline.run_cycle()
 
     assert ai.asked == []
-    assert report.source == "filter"
-    assert report.final_decision == "hold"
-    assert rig.repo.decisions[0].market_data["quick_filter"]["failed_thresholds"] == ["min_sharpe"]
+    assert (report.decision, report.final_decision, report.source) == ("buy", "hold", "filter")
+    quick = rig.repo.decisions[0].market_data["quick_filter"]
+    assert quick["failed_thresholds"] == ["min_sharpe"]
+    assert quick["blocked_by"] == "rule"
 
 
 async def test_strategy_exit_sells_the_held_position_with_realised_pnl(settings: Settings) -> None:
@@ -387,36 +427,6 @@ async def test_a_failing_stage_is_recorded_and_logged_without_stopping_other_sym
 RELAXED = {"VALIDATOR_MAX_RSI": "100", "VALIDATOR_MAX_ATR_PCT": "100", "VALIDATOR_FAKEOUT_ADX": "0"}
 
 
-@pytest.mark.parametrize(
-    ("env", "expected"),
-    [
-        ({"MAX_POSITION_PCT": "15"}, ("max_position_pct", "min_add")),
-        (
-            {"POSITION_FRACTION_PCT": "100", "MAX_POSITION_PCT": "100", "CASH_RESERVE_PCT": "50"},
-            ("cash_reserve", "min_add"),
-        ),
-    ],
-    ids=["max_position_pct", "cash_reserve"],
-)
-async def test_position_size_and_cash_reserve_rules_veto_a_second_ai_buy(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: tuple[str, ...]
-) -> None:
-    """Given a first AI buy filled up to the limit (top-ups from 5,000 KRW allowed), when the adviser says buy
-    again, the rule refuses it."""
-    for name, value in {**RELAXED, "RISK_ALLOW_ADD_TO_POSITION": "true", "RISK_MIN_ADD_KRW": "5000", **env}.items():
-        monkeypatch.setenv(name, value)
-    rig = build(settings, ai=ScriptedAI(Decision.BUY, "90"), risk_config=RiskConfig(_env_file=None))
-    [first] = await rig.pipeline.run_cycle()
-    assert [o.status for o in first.orders] == [OrderStatus.FILLED]
-
-    [second] = await rig.pipeline.run_cycle()
-
-    assert second.outcome == "buy_vetoed"
-    assert len(rig.repo.orders) == 1
-    reasons = rig.repo.decisions[-1].market_data["risk"]["reasons"]
-    assert any(reason.startswith(expected) for reason in reasons)
-
-
 async def test_daily_loss_circuit_breaker_enters_safe_mode_and_vetoes_buys(settings: Settings) -> None:
     """Given equity anchored at 20M today, when a cycle sees 10M (-50%), then safe mode is entered (and
     announced) before the symbol is judged, and the buy is vetoed."""
@@ -475,11 +485,11 @@ async def test_an_order_whose_answer_was_lost_blocks_the_next_buy_until_settled(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Given 4-hour spacing, a buy whose answer was lost (the exchange filled it) and reconciliation that keeps
-    failing, when the adviser says buy again in the next cycle, then the unsettled order counts as a trade:
-    the buy is vetoed and no second order is written or sent."""
+    failing, when the next cycle runs, then the coin the exchange holds is not bought again: no second order is
+    written or sent."""
     for name, value in {**RELAXED, "MIN_TRADE_INTERVAL_HOURS": "4"}.items():
         monkeypatch.setenv(name, value)
-    rig = build(settings, ai=ScriptedAI(Decision.BUY, "90"), risk_config=RiskConfig(_env_file=None))
+    rig = build(settings, strategy=SignalStrategy(buy=True), risk_config=RiskConfig(_env_file=None))
     faults = AnswerFaults(rig.pipeline.trading.exchange)
     rig.pipeline.trading.exchange = faults
     faults.lose_answers = True
@@ -490,55 +500,279 @@ async def test_an_order_whose_answer_was_lost_blocks_the_next_buy_until_settled(
 
     [second] = await rig.pipeline.run_cycle()
 
-    assert (second.decision, second.final_decision, second.outcome) == ("buy", "hold", "buy_vetoed")
+    assert second.final_decision == "hold"
     assert len(rig.repo.orders) == 1
     assert len(rig.store.orders) == 1
     reasons = rig.repo.decisions[-1].market_data["risk"]["reasons"]
     assert any(r.startswith("min_trade_interval: last trade (or unsettled order)") for r in reasons)
-    assert any(r.startswith("add_to_position: KRW-BTC is already held (unsettled buy order)") for r in reasons)
 
 
-async def test_a_buy_of_a_held_coin_becomes_a_hold_while_adding_is_off(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("adding", ["false", "true"])
+async def test_a_held_coin_is_not_bought_again(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, adding: str
 ) -> None:
-    """Given a filled AI buy (default settings: adding to a position off), when the adviser says buy again,
-    then the decision is a hold with the reason, and no top-up order is sent."""
-    for name, value in RELAXED.items():
-        monkeypatch.setenv(name, value)
-    rig = build(settings, ai=ScriptedAI(Decision.BUY, "90"), risk_config=RiskConfig(_env_file=None))
+    """Given a filled buy and a strategy whose entry is still on (adding to a position off or on), when the next
+    cycle runs, then the contract holds (buy only when flat): a hold with the strategy's reason, no second order."""
+    monkeypatch.setenv("RISK_ALLOW_ADD_TO_POSITION", adding)
+    rig = build(settings, strategy=SignalStrategy(buy=True), risk_config=RiskConfig(_env_file=None))
     [first] = await rig.pipeline.run_cycle()
     assert [o.status for o in first.orders] == [OrderStatus.FILLED]
 
     [second] = await rig.pipeline.run_cycle()
 
-    assert (second.final_decision, second.outcome) == ("hold", "buy_vetoed")
+    assert (second.decision, second.final_decision, second.outcome) == ("hold", "hold", "hold")
     assert len(rig.repo.orders) == 1
-    [reason] = rig.repo.decisions[-1].override_reasons or []
-    assert reason == (
-        "risk: add_to_position: KRW-BTC is already held (open position); adding to a position is off "
-        "(RISK_ALLOW_ADD_TO_POSITION=false)"
+    assert rig.repo.decisions[-1].reason.startswith("fake_signal: holding the position")
+
+
+# --- the strategy the settings name ---------------------------------------------------------------------------
+
+
+async def test_volatility_breakout_from_the_settings_trades_by_its_contract(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given TRADING_STRATEGY=volatility_breakout with STRATEGY_PARAMS k=0.1, when cycles run hour after hour,
+    then every decision is the strategy's conclusion on the last complete bar of the candles the bot read: a buy
+    on an entry when flat, a sell on its exit signal when held (here: the next bar), else hold."""
+    monkeypatch.setenv("MAX_TRADES_PER_DAY", "100")
+    rig = build(with_strategy(settings, "volatility_breakout", {"k": 0.1}), risk_config=RiskConfig(_env_file=None))
+    strategy = rig.pipeline.analyzer.strategy
+    assert isinstance(strategy, VolatilityBreakoutStrategy)
+    assert strategy.k == 0.1
+    reference = VolatilityBreakoutStrategy(k=0.1)
+    decided = []
+
+    for _ in range(8):
+        held = await rig.positions.get(SYMBOL) is not None
+        last = reference.generate_signals(rig.source.visible(SYMBOL, "1h")).latest()
+        expected = "sell" if held and last["sell"] else "buy" if not held and last["buy"] else "hold"
+        [report] = await rig.pipeline.run_cycle()
+        assert (report.decision, report.final_decision, report.source) == (expected, expected, "rules")
+        assert rig.repo.decisions[-1].market_data["strategy"] == last
+        decided.append(expected)
+        rig.source.advance_to(rig.source.now() + timedelta(hours=1))
+
+    assert "buy" in decided
+    assert "sell" in decided
+
+
+USER_STRATEGY = """
+import numpy as np
+
+from src.strategy import Strategy
+from src.strategy.params import EXIT_PARAMS, Param, ParameterSpace
+
+
+class AboveFloor(Strategy):
+    name = "above_floor"
+    space = ParameterSpace((Param("floor", float, 1e12, 0.0, 1e13, doc="buy above this close"),)) + EXIT_PARAMS
+
+    def generate_signals(self, df):
+        close = df["close"].to_numpy()
+        return self.signals(df, close > float(self.params["floor"]), close < 0)
+"""
+
+
+async def test_a_user_strategy_file_in_strategy_path_trades(settings: Settings, tmp_path: Path) -> None:
+    """Given a strategy file dropped into STRATEGY_PATH and TRADING_STRATEGY naming it with its parameters (a floor
+    of 1 KRW; its default floor would never buy), when a cycle runs, then that strategy with those parameters
+    decides: a buy, filled."""
+    (tmp_path / "above_floor.py").write_text(USER_STRATEGY)
+
+    rig = build(with_strategy(settings, "above_floor", {"floor": 1}, tmp_path))
+    [report] = await rig.pipeline.run_cycle()
+
+    assert rig.pipeline.analyzer.strategy.name == "above_floor"
+    assert rig.pipeline.analyzer.strategy.params["floor"] == 1.0
+    assert (report.decision, report.final_decision) == ("buy", "buy")
+    assert [o.status for o in report.orders] == [OrderStatus.FILLED]
+    assert rig.repo.decisions[-1].reason.startswith("above_floor: entry signal")
+
+
+@pytest.mark.parametrize(
+    ("env", "files", "message"),
+    [
+        ({"TRADING_STRATEGY": "no_such_strategy"}, {}, "unknown strategy 'no_such_strategy'; available: "),
+        (
+            {"TRADING_STRATEGY": "volatility_breakout", "STRATEGY_PARAMS": '{"k": 99}'},
+            {},
+            "volatility_breakout",
+        ),
+        ({"TRADING_STRATEGY": "rule_breakout"}, {"broken.py": "import numpy\n\ndef oops(:\n"}, "broken.py:3"),
+    ],
+    ids=["unknown", "bad_params", "broken_user_file"],
+)
+def test_a_strategy_that_cannot_be_built_stops_the_replay_at_start_up_with_one_line(
+    tmp_path: Path, env: dict[str, str], files: dict[str, str], message: str
+) -> None:
+    """Given a strategy that cannot be built (unknown name, parameters outside its space, a broken user file),
+    when ``scheduler_main.py --replay`` starts, then it exits non-zero with one line naming the problem (and the
+    file and line), no traceback, and nothing is replayed."""
+    folder = tmp_path / "strategies"
+    folder.mkdir()
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "UPBIT_", "TRADING_", "STRATEGY_"))}
+    run_env = {**base, "STRATEGY_PATH": str(folder), "PYTHONPATH": str(PROJECT_ROOT), **env}
+
+    done = subprocess.run(
+        [sys.executable, "scheduler_main.py", "--replay", "--database-url", f"sqlite+aiosqlite:///{tmp_path}/r.db"],
+        cwd=PROJECT_ROOT,
+        env=run_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert message in lines[0]
+    assert "Traceback" not in done.stderr + done.stdout
+    assert not (tmp_path / "r.db").exists()
 
-@pytest.mark.parametrize(("min_add", "top_ups"), [("50000", 0), ("5000", 1)])
-async def test_with_adding_on_a_top_up_below_the_minimum_is_refused(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch, min_add: str, top_ups: int
+
+# --- the quick filter gates every buy -------------------------------------------------------------------------
+
+
+async def test_the_quick_filter_rule_stage_blocks_a_buy_without_ai(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Given adding on, a first buy of 15% of equity and a 15.2% cap (about 20,000 KRW of room left), when the
-    adviser says buy again, then below RISK_MIN_ADD_KRW=50,000 nothing is sent (min_add), while a 5,000 KRW
-    minimum lets the crumb through."""
-    env = {"POSITION_FRACTION_PCT": "15", "MAX_POSITION_PCT": "15.2", "RISK_ALLOW_ADD_TO_POSITION": "true"}
-    for name, value in {**RELAXED, **env, "RISK_MIN_ADD_KRW": min_add}.items():
+    """Given no AI (a rule strategy trades), the settings' quick filter (strict tier) and a strategy that buys on
+    every bar and never exits (one open trade in the window: too few), when the strategy proposes a buy, then the
+    filter's rule stage runs on that very strategy and blocks it: a hold with source filter, the blocking stage
+    and failed thresholds in ai_decisions, the veto counted as quick_filter, no order."""
+    monkeypatch.setenv("QUICK_FILTER_TIER", "strict")
+    strategy = AlwaysBuy()
+    rig = build(load_settings(env_file=None), strategy=strategy, quick_filter=FROM_SETTINGS)
+    observer = RecordingObserver()
+    rig.pipeline.observer = observer
+    assert rig.pipeline.analyzer.quick_filter.rule_strategy is strategy
+    assert rig.pipeline.analyzer.quick_filter.ai_strategy_factory is None
+
+    [report] = await rig.pipeline.run_cycle()
+
+    assert (report.decision, report.final_decision, report.source) == ("buy", "hold", "filter")
+    assert rig.repo.orders == {}
+    [decision] = rig.repo.decisions
+    quick = decision.market_data["quick_filter"]
+    assert (quick["passed"], quick["stage"], quick["blocked_by"]) == (False, "rule", "rule")
+    assert "min_trades" in quick["failed_thresholds"]
+    assert decision.override_reasons == [f"quick filter: rule stage failed ({', '.join(quick['failed_thresholds'])})"]
+    assert observer.overrides == [("buy", "quick_filter")]
+    assert observer.decisions == [("filter", "hold")]
+
+
+async def test_a_buy_that_passes_the_quick_filter_rule_stage_is_executed_and_the_pass_recorded(
+    settings: Settings,
+) -> None:
+    """Given a quick filter on the trading strategy whose thresholds all pass, when the strategy proposes a buy,
+    then the rule stage's pass is recorded with the decision and the buy fills."""
+    strategy = SignalStrategy(buy=True)
+    lenient = QuickFilterThresholds(*([None] * 10))
+    rig = build(
+        settings, strategy=strategy, quick_filter=QuickBacktestFilter(thresholds=lenient, rule_strategy=strategy)
+    )
+
+    [report] = await rig.pipeline.run_cycle()
+
+    assert (report.final_decision, report.source) == ("buy", "rules")
+    assert [o.status for o in report.orders] == [OrderStatus.FILLED]
+    quick = rig.repo.decisions[0].market_data["quick_filter"]
+    assert (quick["passed"], quick["stage"], quick["blocked_by"]) == (True, "rule", None)
+
+
+async def test_no_proposed_buy_means_no_quick_filter_run(settings: Settings) -> None:
+    """Given a strategy without an entry, when a cycle runs, then the filter is not consulted (it gates buys)."""
+    rig = build(settings, strategy=SignalStrategy(), quick_filter=FailingFilter())
+
+    [report] = await rig.pipeline.run_cycle()
+
+    assert (report.final_decision, report.source) == ("hold", "rules")
+    assert rig.repo.decisions[0].market_data["quick_filter"] is None
+
+
+# --- the adviser only on the candidate's entry bars -----------------------------------------------------------
+
+
+async def test_the_adviser_is_asked_only_on_the_candidates_entry_bars_when_flat(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given TRADING_STRATEGY=ai, when the candidate has no entry the adviser is not asked (hold, reason says
+    why); on its entry bar while flat it is asked once and its buy fills; while held it is not asked again."""
+    for name, value in RELAXED.items():
         monkeypatch.setenv(name, value)
-    rig = build(settings, ai=ScriptedAI(Decision.BUY, "90"), risk_config=RiskConfig(_env_file=None))
-    await rig.pipeline.run_cycle()
+    ai = ScriptedAI(Decision.BUY, "90")
+    rig = build(ai_settings(settings), strategy=SignalStrategy(), ai=ai, risk_config=RiskConfig(_env_file=None))
 
-    [second] = await rig.pipeline.run_cycle()
+    [no_entry] = await rig.pipeline.run_cycle()
+    assert ai.asked == []
+    assert (no_entry.final_decision, no_entry.source) == ("hold", "rules")
+    assert "the adviser is asked only on fake_signal's entry bars" in rig.repo.decisions[-1].reason
 
-    assert len(rig.repo.orders) == 1 + top_ups
-    if top_ups:
-        [top_up] = second.orders
-        assert Decimal("5000") <= rig.repo.orders[top_up.identifier].requested_total < Decimal("50000")
-    else:
-        assert second.final_decision == "hold"
-        assert any(r.startswith("risk: min_add: ") for r in rig.repo.decisions[-1].override_reasons or [])
+    rig.pipeline.analyzer.strategy = SignalStrategy(buy=True)
+    rig.source.advance_to(rig.source.now() + timedelta(hours=1))
+    [entry] = await rig.pipeline.run_cycle()
+    assert len(ai.asked) == 1
+    assert (entry.final_decision, entry.source) == ("buy", "ai")
+    assert ai.asked[0].signals["strategy"]["buy"] is True
+
+    rig.source.advance_to(rig.source.now() + timedelta(hours=1))
+    [held] = await rig.pipeline.run_cycle()
+    assert len(ai.asked) == 1
+    assert held.final_decision == "hold"
+
+
+async def test_an_unavailable_adviser_holds_the_candidate_entry_with_the_reason(settings: Settings) -> None:
+    """Given TRADING_STRATEGY=ai and the adviser off (its budget reached), when the candidate has an entry, then
+    the bot holds with the reason (source disabled) and never falls back to buying on the rules."""
+    ai = ScriptedAI(Decision.BUY, "90")
+    ai.available = False
+    ai.off_reason = "AI budget reached (daily)"
+    rig = build(ai_settings(settings), strategy=CANDIDATE, ai=ai)
+
+    [report] = await rig.pipeline.run_cycle()
+
+    assert ai.asked == []
+    assert (report.decision, report.final_decision, report.source) == ("hold", "hold", "disabled")
+    assert rig.repo.orders == {}
+    [decision] = rig.repo.decisions
+    assert "AI budget reached (daily)" in decision.reason
+    assert decision.error == "disabled: AI budget reached (daily)"
+
+
+# --- run-time strategy switch ---------------------------------------------------------------------------------
+
+
+async def test_a_run_time_strategy_switch_is_used_from_the_next_cycle(settings: Settings) -> None:
+    """Given the bot trading rule_breakout, when strategy.name/strategy.params change at run time to
+    volatility_breakout k=0.1, then the next cycle decides with that strategy and the quick filter judges it."""
+    rig = build(settings, quick_filter=FROM_SETTINGS)
+    assert isinstance(rig.pipeline.analyzer.strategy, RuleBasedBreakoutStrategy)
+    switched = with_strategy(rig.settings, "volatility_breakout", {"k": 0.1})
+
+    await apply_settings(rig.pipeline, rig.settings, switched)
+    [report] = await rig.pipeline.run_cycle()
+
+    strategy = rig.pipeline.analyzer.strategy
+    assert isinstance(strategy, VolatilityBreakoutStrategy)
+    assert strategy.k == 0.1
+    assert rig.pipeline.analyzer.quick_filter.rule_strategy is strategy
+    decision = rig.repo.decisions[-1]
+    assert decision.reason.startswith("volatility_breakout: ")
+    assert "target" in decision.market_data["strategy"]  # the volatility breakout's own detail
+    assert report.error is None
+
+
+async def test_a_run_time_strategy_that_cannot_be_built_changes_nothing(settings: Settings) -> None:
+    """Given the bot trading rule_breakout, when the run-time settings name an unknown strategy, then applying
+    them fails with the one-line error and the strategy in use, the symbols and the risk limits stay."""
+    rig = build(settings, quick_filter=FROM_SETTINGS)
+    before = rig.pipeline.analyzer.strategy
+    broken = with_value(with_strategy(rig.settings, "no_such_strategy"), "trading.symbols", ["KRW-ETH"])
+
+    with pytest.raises(ConfigurationError, match="unknown strategy 'no_such_strategy'"):
+        await apply_settings(rig.pipeline, rig.settings, broken)
+
+    assert rig.pipeline.analyzer.strategy is before
+    assert rig.pipeline.symbols == [SYMBOL]

@@ -1,4 +1,4 @@
-"""ReplayMarketSource: history at a simulated clock, no look-ahead, a synthetic book."""
+"""ReplayMarketSource: history at a simulated clock, no look-ahead, a synthetic book that quotes the fill model."""
 
 from __future__ import annotations
 
@@ -9,10 +9,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from src.api.interfaces import MarketDataSource
+from src.api.interfaces import MarketDataSource, OrderRequest
+from src.api.paper_account import InMemoryPaperAccountStore
+from src.api.paper_exchange import PaperExchange
 from src.backtesting.data_provider import load_candle_csv
+from src.config.settings import load_settings
 from src.data.replay import ReplayMarketSource
+from src.domain.fills import fill_price
 from src.domain.market_rules import krw_tick_size
+from src.domain.orders import OrderType, Side
 from src.exceptions import DataError
 from tests.support.candles import make_candles
 
@@ -58,19 +63,42 @@ async def test_synthetic_orderbook_follows_the_documented_model(replay: ReplayMa
     [book] = await replay.get_orderbooks([BTC])
     close = Decimal(str(replay.visible(BTC, "1h")["close"].iloc[-1]))
     tick = krw_tick_size(close, replay.now())
-    # spread: 0.05 % around the close, on the tick grid, one tick between levels
-    assert book.best_bid is not None
-    assert book.best_ask is not None
-    assert book.best_bid <= close * Decimal("0.99975")
-    assert book.best_ask >= close * Decimal("1.00025")
+    # best ask and bid: the fill model's buy and sell prices (default slippage 0.05 %), one tick between levels
+    assert book.best_ask == fill_price(close, Side.BUY, Decimal("0.05"), replay.now())
+    assert book.best_bid == fill_price(close, Side.SELL, Decimal("0.05"), replay.now())
     assert book.best_bid % tick == 0
     assert book.best_ask % tick == 0
     assert book.asks[1].price - book.asks[0].price == tick
     assert len(book.asks) == len(book.bids) == 15
-    # depth: 10 % of the bar's 20 BTC over 15 levels, or 1,000,000 KRW per level if that is more
+    # depth: 10 % of the bar's 20 BTC over 15 levels, or 1,000,000 KRW per level if that is more; the first
+    # level at least 100,000,000 KRW
     expected = max(Decimal("0.1") * 20 / 15, Decimal("1000000") / close).quantize(Decimal("0.00000001"), "ROUND_DOWN")
-    assert book.asks[0].size == expected
+    assert book.asks[1].size == book.bids[1].size == expected
+    first = max(expected, (Decimal("100000000") / close).quantize(Decimal("0.00000001"), "ROUND_DOWN"))
+    assert book.asks[0].size == book.bids[0].size == first
     assert book.timestamp == replay.now()
+
+
+@pytest.mark.parametrize("slippage", ["0", "0.05", "0.3"])
+async def test_the_replay_exchange_fills_the_bots_orders_at_the_fill_model_price(slippage: str) -> None:
+    """Given the replay source built from the settings (BACKTEST_SLIPPAGE_PCT) and the paper exchange over it, when
+    the bot's default buy (20 % of the starting KRW) and then a sell of everything are sent, then each fills whole
+    at ``fill_price`` of the last close: the price the backtest charges."""
+    settings = load_settings(env_file=None).model_copy(deep=True)
+    settings.backtest.slippage_pct = Decimal(slippage)
+    candles = make_candles(T0, 48, "1h", start_price=30_000_000, volume=0.01)  # a thin bar: depth from the minimums
+    source = ReplayMarketSource.from_settings(settings, {BTC: {"1h": candles}}, start=T0 + timedelta(hours=30))
+    paper = PaperExchange.from_settings(settings, source, InMemoryPaperAccountStore(), clock=source.now)
+    close = Decimal(str(source.visible(BTC, "1h")["close"].iloc[-1]))
+    size = settings.trading.paper_starting_krw * settings.risk.position_fraction_pct / 100
+
+    bought = await paper.place_order(OrderRequest(BTC, Side.BUY, OrderType.MARKET_BUY, "b", krw_total=size))
+    volume = sum(t.volume for t in bought.trades)
+    sold = await paper.place_order(OrderRequest(BTC, Side.SELL, OrderType.MARKET_SELL, "s", volume=volume))
+
+    now = source.now()
+    assert {t.price for t in bought.trades} == {fill_price(close, Side.BUY, Decimal(slippage), now)}
+    assert {t.price for t in sold.trades} == {fill_price(close, Side.SELL, Decimal(slippage), now)}
 
 
 def test_clock_only_moves_forward_and_needs_utc(replay: ReplayMarketSource) -> None:

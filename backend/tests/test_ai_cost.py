@@ -29,6 +29,7 @@ from src.strategy.bundled import RuleBasedBreakoutStrategy
 from tests.fakes.fear_greed_server import FakeFearGreed
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.upbit_server import FakeUpbit
+from tests.support.strategies import AlwaysBuy
 
 ROOT = Path(__file__).resolve().parents[2]
 CALL_COST = Decimal("0.0001362")  # (812 * 0.15 + 24 * 0.60) / 1e6
@@ -74,6 +75,7 @@ def ai_settings(
             "OPENAI_TIMEOUT_SECONDS": "3",
             "FEAR_GREED_URL": fake_fear_greed.url,
             "SCHEDULER_METRICS_PORT": "0",
+            "TRADING_STRATEGY": "ai",  # the adviser confirms the candidate's entries
         }
         return make_settings(**{**env, **overrides})
 
@@ -165,9 +167,15 @@ async def test_budget_reached_switches_the_ai_off_until_the_next_utc_day(
     clock = Clock(datetime(2026, 12, 5, 20, 0, tzinfo=UTC))
     notifier = NullNotifier()
     metrics = SchedulerMetrics()
-    # the fake's random candles would fail the backtest filter
+    # a candidate entry every hour, so the adviser is asked; the fake's random candles would fail the filter
     engine = await engines(
-        settings, clock=clock, notifier=notifier, metrics=metrics, ai_cache=NoCache(), quick_filter=None
+        settings,
+        clock=clock,
+        notifier=notifier,
+        metrics=metrics,
+        ai_cache=NoCache(),
+        strategy=AlwaysBuy(),
+        quick_filter=None,
     )
     runner = JobRunner(engine, instance=settings.scheduler.instance_name, metrics=metrics)
 
@@ -177,7 +185,7 @@ async def test_budget_reached_switches_the_ai_off_until_the_next_utc_day(
         sources.append((await decision_rows(db_sessions))[-1].source)
         clock.now += timedelta(hours=1)
 
-    assert sources == ["ai", "ai", "rules"]
+    assert sources == ["ai", "ai", "disabled"]  # the candidate entry is held, never bought on the rules
     assert fake_openai.request_count == 2
     third = (await decision_rows(db_sessions))[-1]
     assert third.purpose == "decision"
@@ -198,9 +206,11 @@ async def test_budget_reached_switches_the_ai_off_until_the_next_utc_day(
     assert month_left == pytest.approx(5 - 2 * float(CALL_COST))
     assert metrics.registry.get_sample_value("ai_budget_limit_usd", {"period": "day"}) == pytest.approx(0.0002)
 
-    restarted = await engines(settings, clock=clock, notifier=notifier, ai_cache=NoCache(), quick_filter=None)
+    restarted = await engines(
+        settings, clock=clock, notifier=notifier, ai_cache=NoCache(), strategy=AlwaysBuy(), quick_filter=None
+    )
     [report] = await restarted.trading_job()
-    assert report.source == "rules"
+    assert report.source == "disabled"
     assert fake_openai.request_count == 2
 
     clock.now = datetime(2026, 12, 6, 0, 30, tzinfo=UTC)  # the next UTC day
@@ -224,15 +234,19 @@ async def test_budget_limits_set_at_run_time_apply_from_the_next_cycle(
     fake_openai: FakeOpenAI,
 ) -> None:
     """Given an uncapped engine that has made one call, when the daily limit is lowered below that spend at
-    run time (``ai.daily_budget_usd``), then the next cycle is the rules'; raised again, the AI is back."""
+    run time (``ai.daily_budget_usd``), then the next cycle holds with the AI off; raised again, the AI is back."""
     settings = ai_settings(AI_DAILY_BUDGET_USD="0", AI_MONTHLY_BUDGET_USD="0")
     engine = await engines(
-        settings, clock=Clock(datetime(2026, 12, 5, 9, tzinfo=UTC)), ai_cache=NoCache(), quick_filter=None
+        settings,
+        clock=Clock(datetime(2026, 12, 5, 9, tzinfo=UTC)),
+        ai_cache=NoCache(),
+        strategy=AlwaysBuy(),
+        quick_filter=None,
     )
     assert (await engine.trading_job())[0].source == "ai"
 
     engine.ai_budget.set_limits(Decimal("0.0001"), Decimal("0"))
-    assert (await engine.trading_job())[0].source == "rules"
+    assert (await engine.trading_job())[0].source == "disabled"
     engine.ai_budget.set_limits(Decimal("1"), Decimal("0"))
     assert (await engine.trading_job())[0].source == "ai"
     assert fake_openai.request_count == 2
@@ -247,9 +261,10 @@ async def test_replay_with_the_ai_records_a_cost_for_every_model_call(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Given four hours of bundled KRW-BTC candles and the AI on the fake OpenAI (lenient quick filter, so its
-    AI stage runs), when replay runs, then the number of requests the server saw equals the number of
-    recorded model calls, and their recorded cost is the requests' tokens at the configured prices."""
+    """Given four hours of bundled KRW-BTC candles with a rule_breakout entry that passes the quick filter's rule
+    stage and the ai strategy on the fake OpenAI (lenient tier, so its AI stage runs), when replay runs, then the
+    number of requests the server saw equals the number of recorded model calls, and their recorded cost is the
+    requests' tokens at the configured prices."""
     monkeypatch.setattr(replay_module, "replay_ai_cache_path", lambda settings: tmp_path / "decisions.jsonl")
     settings = make_settings(
         TRADING_SYMBOLS="KRW-BTC",
@@ -258,8 +273,9 @@ async def test_replay_with_the_ai_records_a_cost_for_every_model_call(
         OPENAI_MAX_RETRIES="0",
         QUICK_FILTER_TIER="lenient",
         SCHEDULER_METRICS_PORT="0",
+        TRADING_STRATEGY="ai",
     )
-    start = datetime(2023, 12, 2, 16, tzinfo=UTC)
+    start = datetime(2023, 10, 5, 12, tzinfo=UTC)
     options = ReplayOptions(symbols=["KRW-BTC"], start=start, end=start + timedelta(hours=4), database_url=database_url)
 
     summary = await run_replay(settings, options)

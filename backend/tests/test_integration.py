@@ -17,6 +17,7 @@ from src.domain.orders import OrderStatus
 from tests.fakes.fear_greed_server import FakeFearGreed
 from tests.fakes.openai_server import Behaviour, FakeOpenAI
 from tests.fakes.upbit_server import FakeUpbit
+from tests.support.strategies import AlwaysBuy
 
 SettingsFactory = Callable[..., Settings]
 RELAXED_VALIDATOR = {"VALIDATOR_MAX_RSI": "100", "VALIDATOR_MAX_ATR_PCT": "100", "VALIDATOR_FAKEOUT_ADX": "0"}
@@ -41,6 +42,7 @@ def live_settings(
             "OPENAI_TIMEOUT_SECONDS": "3",
             "FEAR_GREED_URL": fake_fear_greed.url,
             "MIN_TRADE_INTERVAL_HOURS": "0",
+            "TRADING_STRATEGY": "ai",  # the adviser confirms the candidate's entries
             **RELAXED_VALIDATOR,
         }
         return make_settings(**{**env, **overrides})
@@ -54,8 +56,8 @@ async def engines(db_engine: AsyncEngine) -> AsyncIterator[Callable[..., object]
     built: list[TradingEngine] = []
 
     async def build(settings: Settings) -> TradingEngine:
-        # the fake's random candles would fail the backtest filter
-        engine = await TradingEngine.create(settings, db_engine, quick_filter=None)
+        # a candidate entry on every bar, so the adviser is asked; the fake's random candles would fail the filter
+        engine = await TradingEngine.create(settings, db_engine, strategy=AlwaysBuy(), quick_filter=None)
         built.append(engine)
         return engine
 

@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 # Grafana's variables as the test substitutes them: windows of several 1-second scrapes.
 VARIABLES = {"$__rate_interval": "20s", "$__interval": "1s", "$__range": "1m"}
-REPLAY = ["--replay", "--start", "2023-12-01", "--end", "2023-12-11", "--speed", "7200"]  # 2 h simulated per second
+# 2 h simulated per second; rule_breakout has an entry on 2023-10-05 14:00 that passes the quick filter
+REPLAY = ["--replay", "--start", "2023-10-05", "--end", "2023-10-15", "--speed", "7200"]
 STARTUP_SECONDS = 60
 
 
@@ -171,6 +172,7 @@ def test_every_dashboard_query_returns_data_from_a_real_scrape(tmp_path: Path, p
             "OPENAI_API_KEY": openai.api_key,
             "OPENAI_BASE_URL": openai.base_url,
             "OPENAI_MAX_RETRIES": "0",
+            "TRADING_STRATEGY": "ai",  # the adviser confirms rule_breakout's entries
         }
         scheduler, scheduler_log = processes.start(
             "scheduler",

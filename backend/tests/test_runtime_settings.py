@@ -115,19 +115,24 @@ async def test_symbols_from_the_api_are_the_markets_of_the_next_cycle(
     assert {s["key"]: s["status"] for s in status["settings"]}["trading.symbols"] == "applied"
 
 
-async def test_ai_switched_off_from_the_api_means_rule_decisions_and_no_ai_call(
+async def test_ai_switched_off_from_the_api_means_a_held_candidate_and_no_ai_call(
     engines: Callable[..., Any], client: httpx.AsyncClient, db_sessions: Sessions, fake_openai: FakeOpenAI
 ) -> None:
-    """Given AI on with a key (the adviser would say buy), when the API sets ai.enabled false, then the next
-    cycle decides by the rules and the model is never asked."""
+    """Given the ai strategy with a key (the adviser would say buy on the candidate's entry), when the API sets
+    ai.enabled false, then the next cycle holds the candidate entry with the reason (never the rules in its
+    place), and the model is never asked."""
     fake_openai.script(Behaviour.ok("buy", 90, "breakout"))
-    _, runner, _ = await engines(OPENAI_API_KEY=fake_openai.api_key, OPENAI_BASE_URL=fake_openai.base_url)
+    _, runner, _ = await engines(
+        OPENAI_API_KEY=fake_openai.api_key, OPENAI_BASE_URL=fake_openai.base_url, TRADING_STRATEGY="ai"
+    )
     await _put(client, **{"ai.enabled": False})
 
     await runner.run(JobName.TRADING)
 
     [decision] = await _all(db_sessions, AIDecisionRow)
-    assert decision.source == "rules"
+    assert (decision.source, decision.final_decision) == ("disabled", "hold")
+    assert "AI is off" in decision.reason
+    assert await _all(db_sessions, OrderRow) == []
     assert fake_openai.request_count == 0
     assert (await _config(client))["ai.enabled"]["applied"] is False
 
@@ -139,7 +144,10 @@ async def test_a_higher_minimum_confidence_turns_the_advisers_buy_into_a_hold(
     ai.min_confidence 80, then the next cycle holds with the validator's reason and places no order."""
     fake_openai.script(Behaviour.ok("buy", 70, "breakout"))
     _, runner, _ = await engines(
-        OPENAI_API_KEY=fake_openai.api_key, OPENAI_BASE_URL=fake_openai.base_url, **RELAXED_VALIDATOR
+        OPENAI_API_KEY=fake_openai.api_key,
+        OPENAI_BASE_URL=fake_openai.base_url,
+        TRADING_STRATEGY="ai",
+        **RELAXED_VALIDATOR,
     )
     await _put(client, **{"ai.min_confidence": 80})
 
@@ -252,28 +260,28 @@ async def test_a_smaller_position_cap_from_the_api_sizes_the_next_buy(
     assert Decimal("5000") <= order.executed_funds <= Decimal("100000")
 
 
-async def test_adding_to_a_held_coin_switched_on_from_the_api_lets_the_advisers_next_buy_top_it_up(
+async def test_adding_to_a_held_coin_switched_on_from_the_api_does_not_buy_a_held_coin(
     engines: Callable[..., Any], client: httpx.AsyncClient, db_sessions: Sessions, fake_openai: FakeOpenAI
 ) -> None:
-    """Given a held KRW-BTC position, an adviser that keeps saying buy, and adding switched off (the default: its
-    second buy is a hold), when the API switches risk.allow_add_to_position on with a 5,000 KRW minimum, then the
-    next cycle tops the coin up."""
+    """Given a held KRW-BTC position and the ai strategy whose candidate keeps its entry on (the adviser would keep
+    saying buy), when the API switches risk.allow_add_to_position on, then the next cycle still holds: the
+    strategy contract buys only when flat, and the adviser is asked only on flat entry bars (once here)."""
     fake_openai.script(*[Behaviour.ok("buy", 90, "breakout")] * 3)
     _, runner, source = await engines(
-        OPENAI_API_KEY=fake_openai.api_key, OPENAI_BASE_URL=fake_openai.base_url, **RELAXED_VALIDATOR
+        OPENAI_API_KEY=fake_openai.api_key,
+        OPENAI_BASE_URL=fake_openai.base_url,
+        TRADING_STRATEGY="ai",
+        **RELAXED_VALIDATOR,
     )
     await runner.run(JobName.TRADING)
-    source.advance_to(NOW + timedelta(hours=1))
-    await runner.run(JobName.TRADING)
-    assert len(await _all(db_sessions, OrderRow)) == 1  # held, adding off: a hold
+    assert len(await _all(db_sessions, OrderRow)) == 1
     await _put(client, **{"risk.allow_add_to_position": True, "risk.min_add_krw": 5000})
 
-    source.advance_to(NOW + timedelta(hours=2))
+    source.advance_to(NOW + timedelta(hours=1))
     await runner.run(JobName.TRADING)
 
-    orders = await _all(db_sessions, OrderRow)
-    assert [order.side.value for order in orders] == ["buy", "buy"]
-    assert orders[1].executed_funds >= Decimal("5000")
+    assert [order.side.value for order in await _all(db_sessions, OrderRow)] == ["buy"]
+    assert fake_openai.request_count == 1
     assert (await _config(client))["risk.allow_add_to_position"]["applied"] is True
 
 

@@ -18,7 +18,9 @@ from decimal import Decimal
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from backend.app.core import entrypoints
@@ -38,11 +40,15 @@ from backend.app.models import (
 )
 from backend.app.services.scheduler_metrics import SchedulerMetrics
 from backend.app.services.trading_engine import TradingEngine
+from src.backtesting.data_provider import HistoricalDataProvider
 from src.config.env import PROJECT_ROOT
 from src.config.settings import Settings, get_settings, load_settings
 from src.config.system_groups import SchedulerConfig
 from src.data.replay import ReplayMarketSource
+from src.domain.fills import fill_price
 from src.domain.modes import TradingMode
+from src.domain.orders import Side
+from src.strategy.contract import history_bars
 from src.trading.bot_control import DESIRED_STATE_KEY
 from tests.support.candles import make_candles
 from tests.support.rows import count_rows
@@ -59,7 +65,7 @@ async def replay_engine(db_engine: AsyncEngine, make_settings: SettingsFactory) 
     candles = make_candles(START, 300, "1h", start_price=50_000_000, seed=2)
     source = ReplayMarketSource({"KRW-BTC": {"1h": candles}}, start=START + timedelta(hours=300))
     engine = await TradingEngine.create(
-        settings, db_engine, mode=TradingMode.REPLAY, market_source=source, strategy=AlwaysBuy()
+        settings, db_engine, mode=TradingMode.REPLAY, market_source=source, strategy=AlwaysBuy(), quick_filter=None
     )
     yield engine
     await engine.aclose()
@@ -190,13 +196,15 @@ async def test_only_one_of_two_schedulers_trades_an_account(
 async def test_replay_runs_the_scheduler_jobs_and_writes_everything(
     database_url: str, db_sessions: async_sessionmaker[AsyncSession], make_settings: SettingsFactory
 ) -> None:
-    """Given eight hours of bundled KRW-BTC candles around a known breakout, when replay runs with no AI key,
-    then cycles, rule decisions, orders, trades and snapshots are in the database and the summary agrees."""
+    """Given eight hours of bundled KRW-BTC candles around a known breakout that passes the quick filter, when
+    replay runs the default strategy (rule_breakout, no AI), then cycles, rule decisions, orders, trades and
+    snapshots are in the database and the summary agrees; every cycle read history_bars candles (the warm-up
+    before --start is loaded), and the buy filled at the fill model's price of the decision bar's close."""
     settings = make_settings(TRADING_SYMBOLS="KRW-BTC")
     options = ReplayOptions(
         symbols=["KRW-BTC"],
-        start=datetime(2023, 12, 2, 16, tzinfo=UTC),
-        end=datetime(2023, 12, 3, 0, tzinfo=UTC),
+        start=datetime(2023, 10, 5, 8, tzinfo=UTC),
+        end=datetime(2023, 10, 5, 16, tzinfo=UTC),
         database_url=database_url,
     )
 
@@ -211,7 +219,19 @@ async def test_replay_runs_the_scheduler_jobs_and_writes_everything(
 
     assert summary.jobs["position_check"] == 4 * 8
     assert summary.final_equity > 0
-    assert "disabled" in summary.ai
+    assert summary.ai == "not used by the strategy"
+    assert summary.strategy == "rule_breakout"
+
+    async with db_sessions() as session:
+        cycles = list(await session.scalars(select(TradingCycleRow).order_by(TradingCycleRow.id)))
+        [buy] = list(await session.scalars(select(TradeRow).where(TradeRow.side == Side.BUY)))
+    data = [next(stage for stage in cycle.stages if stage["stage"] == "data") for cycle in cycles]
+    assert {stage["detail"]["candles"] for stage in data} == {history_bars(30, 3600)} == {970}
+    assert data[0]["detail"]["last_candle"] == "2023-10-05T07:00:00+00:00"  # complete at the first moment, 08:00
+    candles = HistoricalDataProvider(settings.market_data.backtest_data_dir).load_historical_data("KRW-BTC", "1h")
+    filled_at = buy.created_at.replace(tzinfo=UTC) if buy.created_at.tzinfo is None else buy.created_at
+    close = Decimal(str(candles.loc[pd.Timestamp(filled_at) - pd.Timedelta(hours=1), "close"]))
+    assert buy.price == fill_price(close, Side.BUY, settings.backtest.slippage_pct, filled_at)
 
 
 # --- processes: SIGTERM, two schedulers, command lines -------------------------------------------------------

@@ -165,7 +165,7 @@ async def test_paper_cycle_buys_on_the_fake_upbit_book_and_writes_every_record(
     )
     notifier = NullNotifier()
     engine = await TradingEngine.create(
-        settings, db_engine, mode=TradingMode.PAPER, notifier=notifier, strategy=AlwaysBuy()
+        settings, db_engine, mode=TradingMode.PAPER, notifier=notifier, strategy=AlwaysBuy(), quick_filter=None
     )
     try:
         await engine.start_up()
@@ -222,7 +222,7 @@ async def test_a_vetoed_buy_is_stored_announced_and_counted_as_a_hold(
     )
     notifier = NullNotifier()
     engine = await TradingEngine.create(
-        settings, db_engine, mode=TradingMode.PAPER, notifier=notifier, strategy=AlwaysBuy()
+        settings, db_engine, mode=TradingMode.PAPER, notifier=notifier, strategy=AlwaysBuy(), quick_filter=None
     )
     try:
         await engine.start_up()
@@ -264,7 +264,9 @@ async def test_a_buy_whose_answer_was_lost_keeps_the_next_buy_out(
         MIN_TRADE_INTERVAL_HOURS="4",
         TRADING_SYMBOLS="KRW-BTC,KRW-ETH",
     )
-    engine = await TradingEngine.create(settings, db_engine, mode=TradingMode.PAPER, strategy=AlwaysBuy())
+    engine = await TradingEngine.create(
+        settings, db_engine, mode=TradingMode.PAPER, strategy=AlwaysBuy(), quick_filter=None
+    )
     faults = AnswerFaults(engine.pipeline.trading.exchange)
     engine.pipeline.trading.exchange = faults
     faults.lose_answers = faults.queries_down = True
@@ -292,7 +294,9 @@ async def test_paper_account_survives_a_new_engine(
     still reports the same balances: the paper account lives in the database."""
     fake_upbit.seed_demo()
     settings = make_settings(UPBIT_BASE_URL=fake_upbit.base_url, FEAR_GREED_URL=fake_upbit.base_url + "/nothing")
-    first = await TradingEngine.create(settings, db_engine, mode=TradingMode.PAPER, strategy=AlwaysBuy())
+    first = await TradingEngine.create(
+        settings, db_engine, mode=TradingMode.PAPER, strategy=AlwaysBuy(), quick_filter=None
+    )
     try:
         await first.trading_job()
         before = await first.pipeline.exchange.get_balances()
@@ -391,8 +395,9 @@ async def test_a_stop_loss_exit_names_its_reason_on_the_sell_order_and_its_trade
         MIN_TRADE_INTERVAL_HOURS="0",
         TRADING_SYMBOLS="KRW-BTC",
     )
-    engine = await TradingEngine.create(settings, db_engine, mode=TradingMode.PAPER, notifier=NullNotifier())
-    engine.pipeline.analyzer.strategy = AlwaysBuy()
+    engine = await TradingEngine.create(
+        settings, db_engine, mode=TradingMode.PAPER, notifier=NullNotifier(), strategy=AlwaysBuy(), quick_filter=None
+    )
     try:
         await engine.start_up()
         [bought] = await engine.trading_job()

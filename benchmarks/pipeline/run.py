@@ -33,6 +33,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from backend.app.core.replay import ReplayOptions, run_replay
@@ -52,6 +53,8 @@ from src.domain.decisions import Decision, DecisionSource
 from src.domain.modes import TradingMode
 from src.risk import InMemoryRiskStore
 from src.risk.store import RiskStore
+from src.strategy.contract import Strategy, StrategySignals
+from src.strategy.registry import AI_STRATEGY
 from src.trading.pipeline import TradingPipeline
 from src.trading.pipeline.compose import PipelineAdapters, build_pipeline
 from src.trading.pipeline.memory import InMemoryTradingRepository
@@ -88,6 +91,15 @@ class InstantAdviser:
         return AIDecision(self.decision, Decimal("90"), "bench", DecisionSource.AI, "bench", "0" * 64, "{}", "{}")
 
 
+class EntryEveryBar(Strategy):
+    """The ai strategy's candidate with an entry on every bar, so the adviser is asked in every measured cycle."""
+
+    name = "entry_every_bar"
+
+    def generate_signals(self, df: pd.DataFrame) -> StrategySignals:
+        return self.signals(df, np.ones(len(df), dtype=np.bool_))
+
+
 @dataclass(slots=True)
 class Setup:
     name: str
@@ -118,14 +130,17 @@ def _pipeline(
     risk_store: RiskStore,
     account: PaperAccountStore,
 ) -> TradingPipeline:
-    """The bot's own graph (``build_pipeline``) in replay mode; the quick filter is measured separately below
-    (it is cached per bar in live use)."""
+    """The bot's own graph (``build_pipeline``) in replay mode, trading the ai strategy on a candidate that enters
+    on every bar (the adviser decides hold or buy); the quick filter is measured separately below (it is cached
+    per bar in live use)."""
+    settings = settings.model_copy(update={"strategy": settings.strategy.model_copy(update={"name": AI_STRATEGY})})
     adapters = PipelineAdapters(
         exchange=PaperExchange.from_settings(settings, source, account, clock=source.now),
         repository=repository,
         risk_store=risk_store,
         clock=source.now,
         adviser=adviser,
+        strategy=EntryEveryBar(),
         quick_filter=None,
     )
     return build_pipeline(settings, adapters, mode=TradingMode.REPLAY, instance="bench")

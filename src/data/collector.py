@@ -20,6 +20,7 @@ from src.ai.market_correlation import btc_correlation
 from src.api.interfaces import MAX_CANDLES_PER_REQUEST, Orderbook, Ticker
 from src.domain.timeframes import Timeframe
 from src.exceptions import DataError, ExchangeError, MarketDataUnavailable
+from src.strategy.contract import history_bars
 from src.utils.logger import get_logger
 
 if TYPE_CHECKING:
@@ -114,10 +115,20 @@ class DataCollector:
         settings: Settings,
         exchange: MarketDataSource,
         fear_greed: FearGreedClient | None = None,
-        *,
-        candle_count: int = 200,
     ) -> DataCollector:
-        return cls(exchange, fear_greed, flash_crash_pct=settings.risk.flash_crash_pct, candle_count=candle_count)
+        """Candles per cycle: ``history_bars`` of the quick filter's lookback on the trading timeframe (the
+        filter's window plus the strategy's warm-up), the same history the backtest loads before ``--start``."""
+        timeframe = Timeframe.from_minutes(settings.trading.candle_interval_minutes)
+        return cls(
+            exchange,
+            fear_greed,
+            flash_crash_pct=settings.risk.flash_crash_pct,
+            candle_count=history_bars(settings.backtest.quick_filter_lookback_days, timeframe.seconds),
+        )
+
+    @property
+    def candle_count(self) -> int:
+        return self._candle_count
 
     async def candles(self, symbol: str, timeframe: str, count: int) -> pd.DataFrame:
         """The newest ``count`` candles, oldest first, paging backwards 200 at a time (Upbit's maximum)."""
@@ -186,7 +197,9 @@ class DataCollector:
         if symbol == self._btc_symbol or alt.empty:
             return None
         try:
-            btc = await self.candles(self._btc_symbol, timeframe, self._candle_count)
+            # the correlation reads the last ``correlation_window`` aligned bars only: one page is enough
+            count = min(self._candle_count, max(MAX_CANDLES_PER_REQUEST, self._correlation_window + 1))
+            btc = await self.candles(self._btc_symbol, timeframe, count)
         except (ExchangeError, DataError) as exc:
             errors["btc_correlation"] = f"{type(exc).__name__}: {exc}"
             log.warning("market.btc_candles_unavailable", symbol=symbol, reason=str(exc))

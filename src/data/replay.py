@@ -7,15 +7,19 @@ boundaries. ``get_candles(..., to=X)`` additionally keeps Upbit's exclusive ``to
 Ticker: the close of the newest complete candle of the symbol's finest loaded timeframe, stamped
 with the clock.
 
-Synthetic orderbook (documented model, deterministic):
-- ``mid`` = that last close; ``tick`` = the KRW tick size at the clock's date for ``mid``.
-- best bid = ``mid * (1 - spread_pct/200)`` rounded down to the tick, best ask =
-  ``mid * (1 + spread_pct/200)`` rounded up; they are at least one tick apart. Further levels step
-  one tick outwards (``levels`` per side, 15 by default).
-- Size per level = ``max(depth_fraction * candle_volume / levels, min_level_krw / mid)``,
-  truncated to 8 decimals, where ``candle_volume`` is the base volume of that last candle. So the
-  whole visible book per side holds ``depth_fraction`` (10 %) of one bar's traded volume, and never
-  less than ``min_level_krw`` KRW per level (thin or gap bars still trade).
+Synthetic orderbook (documented model, deterministic): it quotes the fill model (``src/domain/fills.py``).
+- ``mid`` = that last close (the fill model's reference price); ``tick`` = the KRW tick size at the clock's
+  date for ``mid``.
+- best ask = ``fill_price(mid, BUY, slippage_pct, now)`` (``mid x (1 + slippage)`` rounded UP to the tick),
+  best bid = ``fill_price(mid, SELL, slippage_pct, now)`` (rounded DOWN), with ``slippage_pct`` =
+  ``BACKTEST_SLIPPAGE_PCT``. So a market order the first level covers fills at exactly the price the
+  backtest charges. Further levels step one tick outwards (``levels`` per side, 15 by default).
+- Depth: every level holds ``max(depth_fraction * candle_volume / levels, min_level_krw / mid)``, where
+  ``candle_volume`` is the base volume of that last candle (10 % of one bar's traded volume over the visible
+  book, never less than ``min_level_krw`` KRW a level, so thin or gap bars still trade). The FIRST level
+  holds at least ``first_level_krw / mid``: ``from_settings`` sets ``first_level_krw`` to ten times the paper starting
+  KRW, so every order the bot's sizing can make (at most its equity) fills whole at the best price unless the
+  account grew tenfold. Sizes are truncated to 8 decimals.
 """
 
 from __future__ import annotations
@@ -23,13 +27,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from src.api.interfaces import CANDLE_COLUMNS, MAX_CANDLES_PER_REQUEST, Orderbook, OrderbookLevel, Ticker
-from src.domain.market_rules import krw_tick_size, round_to_tick, truncate_volume
+from src.domain.fills import fill_price
+from src.domain.market_rules import krw_tick_size, truncate_volume
+from src.domain.orders import Side
 from src.domain.timeframes import Timeframe
 from src.exceptions import DataError
+
+if TYPE_CHECKING:
+    from src.config.settings import Settings
+
+# The first level of the synthetic book holds this many times the paper starting KRW (see the model above).
+FIRST_LEVEL_EQUITY_MULTIPLE = 10
 
 
 class ReplayMarketSource:
@@ -40,26 +53,41 @@ class ReplayMarketSource:
         candles: Mapping[str, Mapping[str, pd.DataFrame]],
         *,
         start: datetime | None = None,
-        spread_pct: Decimal = Decimal("0.05"),
+        slippage_pct: Decimal = Decimal("0.05"),
         depth_fraction: Decimal = Decimal("0.1"),
         levels: int = 15,
         min_level_krw: Decimal = Decimal("1000000"),
+        first_level_krw: Decimal = Decimal("100000000"),
     ) -> None:
         if levels < 1:
             raise ValueError("levels must be at least 1")
-        if spread_pct < 0 or depth_fraction <= 0 or min_level_krw <= 0:
-            raise ValueError("spread_pct must be >= 0, depth_fraction and min_level_krw > 0")
+        if slippage_pct < 0 or depth_fraction <= 0 or min_level_krw <= 0 or first_level_krw < 0:
+            raise ValueError("slippage_pct and first_level_krw must be >= 0, depth_fraction and min_level_krw > 0")
         self._frames = {
             symbol: {tf: _checked(symbol, tf, frame) for tf, frame in by_tf.items()}
             for symbol, by_tf in candles.items()
         }
         if not any(self._frames.values()):
             raise DataError("the replay source needs at least one symbol with candles")
-        self._spread_pct = spread_pct
+        self._slippage_pct = slippage_pct
+        self._first_level_krw = first_level_krw
         self._depth_fraction = depth_fraction
         self._levels = levels
         self._min_level_krw = min_level_krw
         self._now = _utc(start) if start is not None else self.first_complete_time()
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, candles: Mapping[str, Mapping[str, pd.DataFrame]], *, start: datetime | None = None
+    ) -> ReplayMarketSource:
+        """The replay exchange's market side as the settings describe it: the fill model's slippage
+        (``BACKTEST_SLIPPAGE_PCT``) and a first level of ten times ``PAPER_STARTING_KRW``."""
+        return cls(
+            candles,
+            start=start,
+            slippage_pct=settings.backtest.slippage_pct,
+            first_level_krw=settings.trading.paper_starting_krw * FIRST_LEVEL_EQUITY_MULTIPLE,
+        )
 
     # --- clock -------------------------------------------------------------------------------------
 
@@ -115,17 +143,18 @@ class ReplayMarketSource:
         return [self.orderbook(symbol) for symbol in symbols]
 
     def orderbook(self, symbol: str) -> Orderbook:
+        """The synthetic book of the model above: best ask and bid are the fill model's buy and sell prices."""
         mid, volume = self._last(symbol)
         tick = krw_tick_size(mid, self._now)
-        half = self._spread_pct / Decimal(200)
-        bid = round_to_tick(mid * (1 - half), self._now)
-        ask = round_to_tick(mid * (1 + half), self._now, up=True)
-        if ask <= bid:
-            ask = bid + tick
+        ask = fill_price(mid, Side.BUY, self._slippage_pct, self._now)
+        bid = fill_price(mid, Side.SELL, self._slippage_pct, self._now)
         per_level = max(self._depth_fraction * volume / self._levels, self._min_level_krw / mid)
         size = truncate_volume(per_level)
-        asks = tuple(OrderbookLevel(ask + tick * i, size) for i in range(self._levels))
-        bids = tuple(OrderbookLevel(bid - tick * i, size) for i in range(self._levels) if bid - tick * i > 0)
+        first = truncate_volume(max(per_level, self._first_level_krw / mid))
+        asks = tuple(OrderbookLevel(ask + tick * i, first if i == 0 else size) for i in range(self._levels))
+        bids = tuple(
+            OrderbookLevel(bid - tick * i, first if i == 0 else size) for i in range(self._levels) if bid - tick * i > 0
+        )
         return Orderbook(symbol=symbol, timestamp=self._now, asks=asks, bids=bids)
 
     async def close(self) -> None:

@@ -21,7 +21,7 @@ class EventKind(StrEnum):
     SAFE_MODE_LEFT = "safe_mode_left"
     BOT_STATE_CHANGED = "bot_state_changed"
     DAILY_REPORT = "daily_report"
-    AI_BUDGET_REACHED = "ai_budget_reached"  # the AI is off until the period rolls over; rules decide
+    AI_BUDGET_REACHED = "ai_budget_reached"  # the AI is off until the period rolls over; ai entries are held
     AI_BUDGET_RESTORED = "ai_budget_restored"
 
 

@@ -6,6 +6,12 @@ functions, same order), and everything is written to the database like a live ru
 AI decisions, snapshots, cycles, positions. By default the database is its own SQLite file
 ``data/replay.db``, recreated and migrated at every run (it is a simulation; the paper account in
 ``data/trading.db`` is never touched).
+
+The strategy is the one the settings name (``TRADING_STRATEGY``...), built at start-up like the scheduler's.
+Before ``--start`` the replay loads ``history_bars(QUICK_FILTER_LOOKBACK_DAYS)`` candles (the quick filter's
+window plus the strategy's warm-up), exactly what the bot reads each cycle and what the backtest loads, so the
+first cycle decides on the same candles as the backtest's first bar. The exchange quotes the fill model
+(``ReplayMarketSource.from_settings``: best ask and bid = ``fill_price`` with ``BACKTEST_SLIPPAGE_PCT``).
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ from src.domain.modes import TradingMode
 from src.domain.money import ZERO
 from src.domain.timeframes import Timeframe
 from src.exceptions import ConfigurationError, DataError
+from src.strategy.contract import history_bars
+from src.strategy.registry import strategy_from_settings
 from src.trading.pipeline.context import CycleStatus
 from src.utils.logger import get_logger
 
@@ -48,7 +56,6 @@ log = get_logger(__name__)
 
 DEFAULT_REPLAY_DB = PROJECT_ROOT / "data" / "replay.db"
 DEFAULT_REPLAY_DAYS = 30
-WARMUP_BARS = 250  # candles before the start, so indicators and the strategy are warm at the first cycle
 
 
 @dataclass(slots=True)
@@ -68,6 +75,7 @@ class ReplaySummary:
     start: datetime
     end: datetime
     symbols: list[str]
+    strategy: str
     ai: str
     moments: int
     seconds: float
@@ -149,25 +157,44 @@ def correlation_context(settings: Settings, traded: dict[str, pd.DataFrame], tim
         return {}
 
 
+def warmup_bars(settings: Settings, timeframe: str) -> int:
+    """Candles before the first simulated moment: what the bot reads each cycle (``history_bars``)."""
+    return history_bars(settings.backtest.quick_filter_lookback_days, Timeframe(timeframe).seconds)
+
+
 def replay_window(
-    candles: dict[str, pd.DataFrame], options: ReplayOptions, timeframe: str
+    candles: dict[str, pd.DataFrame], options: ReplayOptions, timeframe: str, warmup: int
 ) -> tuple[datetime, datetime]:
-    """``--start/--end``, or the last ``duration`` of the data all symbols share."""
+    """``--start/--end``, or the last ``duration`` of the data all symbols share; the start moves to the first
+    moment with ``warmup`` candles before it when the data begins later."""
     span = timedelta(seconds=Timeframe(timeframe).seconds)
     data_end = min(frame.index[-1] for frame in candles.values()).to_pydatetime() + span
     end = options.end or data_end
     start = options.start or end - options.duration
     if start >= end:
         raise ConfigurationError(f"--start {start.isoformat()} is not before --end {end.isoformat()}")
-    first_usable = max(frame.index[min(WARMUP_BARS, len(frame) - 1)] for frame in candles.values()).to_pydatetime()
+    first_usable = max(frame.index[min(warmup, len(frame) - 1)] for frame in candles.values()).to_pydatetime()
     if start < first_usable:
+        log.warning("replay.start_moved", requested=start.isoformat(), start=first_usable.isoformat(), warmup=warmup)
         start = first_usable
     if start >= end:
-        raise DataError(f"not enough candles before {end.isoformat()} for a replay ({WARMUP_BARS} warm-up bars needed)")
+        raise DataError(
+            f"not enough candles before {end.isoformat()} for a replay ({warmup} bars of history needed: "
+            "QUICK_FILTER_LOOKBACK_DAYS of candles plus the strategy's warm-up)"
+        )
     return start.astimezone(UTC), end.astimezone(UTC)
 
 
+def with_warmup(frame: pd.DataFrame, start: datetime, end: datetime, warmup: int, span: timedelta) -> pd.DataFrame:
+    """The candles a replay from ``start`` to ``end`` needs: the last ``warmup`` candles complete at ``start``
+    (counted in candles, as the bot requests them, so gaps in the data reach further back) and every one after."""
+    complete = int(frame.index.searchsorted(pd.Timestamp(start) - span, side="right"))
+    kept = frame.iloc[max(0, complete - warmup) :]
+    return kept[kept.index < pd.Timestamp(end)]
+
+
 async def run_replay(settings: Settings, options: ReplayOptions) -> ReplaySummary:
+    strategy_from_settings(settings)  # a strategy that cannot be built: one ConfigurationError before anything runs
     timeframe = Timeframe.from_minutes(settings.trading.candle_interval_minutes)
     url, owned = _replay_url(options)
     await asyncio.to_thread(_prepare_database, url, owned)
@@ -178,14 +205,16 @@ async def run_replay(settings: Settings, options: ReplayOptions) -> ReplaySummar
         await _require_no_earlier_replay(session_factory(db_engine), url)
         requested = await _requested_symbols(session_factory(db_engine), settings, options)
         candles = load_replay_candles(settings, options, timeframe, also=requested)
-        start, end = replay_window(candles, options, timeframe)
-        first_needed = pd.Timestamp(start) - WARMUP_BARS * pd.Timedelta(timeframe_span(timeframe))
+        warmup = warmup_bars(settings, timeframe)
+        start, end = replay_window(candles, options, timeframe, warmup)
         trimmed = {
-            symbol: frame[(frame.index >= first_needed) & (frame.index < pd.Timestamp(end))]
+            symbol: with_warmup(frame, start, end, warmup, timeframe_span(timeframe))
             for symbol, frame in {**correlation_context(settings, candles, timeframe), **candles}.items()
         }
         trimmed = {symbol: frame for symbol, frame in trimmed.items() if len(frame)}
-        source = ReplayMarketSource({s: {timeframe: f} for s, f in trimmed.items()}, start=start)
+        source = ReplayMarketSource.from_settings(
+            settings, {s: {timeframe: f} for s, f in trimmed.items()}, start=start
+        )
         metrics = SchedulerMetrics()
         metrics_server = metrics.serve(settings.scheduler.metrics_port, settings.scheduler.metrics_host)
         engine = await TradingEngine.create(
@@ -214,7 +243,8 @@ async def run_replay(settings: Settings, options: ReplayOptions) -> ReplaySummar
             start=start,
             end=end,
             symbols=list(engine.symbols),
-            ai=("enabled" if engine.ai_available else f"disabled: {engine.ai_off_reason}; decisions from the rules"),
+            strategy=engine.strategy_label,
+            ai=_ai_label(engine),
             moments=moments,
             seconds=seconds,
             jobs=runner.stats.runs,
@@ -224,6 +254,14 @@ async def run_replay(settings: Settings, options: ReplayOptions) -> ReplaySummar
         if metrics_server is not None:
             metrics_server.shutdown()
         await db_engine.dispose()
+
+
+def _ai_label(engine: TradingEngine) -> str:
+    if not engine.pipeline.analyzer.trades_with_ai:
+        return "not used by the strategy"
+    if engine.ai_available:
+        return "enabled (asked on the candidate's entry bars)"
+    return f"disabled: {engine.ai_off_reason}; candidate entries are held"
 
 
 async def _require_no_earlier_replay(sessions: async_sessionmaker[AsyncSession], url: str) -> None:
@@ -309,6 +347,7 @@ def summary_table_rows(summary: ReplaySummary) -> list[tuple[str, str]]:
     return [
         ("period (UTC)", f"{summary.start:%Y-%m-%d %H:%M} -> {summary.end:%Y-%m-%d %H:%M}"),
         ("symbols", ", ".join(summary.symbols)),
+        ("strategy", summary.strategy),
         ("AI", summary.ai),
         ("scheduler moments", f"{summary.moments:,} in {summary.seconds:.1f} s ({rate})"),
         ("jobs run", counts(summary.jobs)),

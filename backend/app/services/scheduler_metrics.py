@@ -53,7 +53,7 @@ class SchedulerMetrics:
         )
         self.ai_decision_overrides = Counter(
             "ai_decision_overrides_total",
-            "Proposed decisions turned into hold, by who vetoed them (validator, risk, liquidity, no_position)",
+            "Proposed decisions turned into hold, by who vetoed them (quick_filter, validator, risk, ...)",
             ["proposed", "by"],
             registry=r,
         )

@@ -4,11 +4,14 @@
 The adapters are SQL repositories and stores (``backend/app/db``) and the exchange, chosen by mode: ``live`` ->
 ``UpbitClient`` with keys; ``paper`` -> ``PaperExchange`` over Upbit's public market data with the account in
 ``paper_balances``/``paper_orders``; ``replay`` -> ``PaperExchange`` over a ``ReplayMarketSource`` on a simulated
-clock (account ``replay``). Everything else is the same object graph in every mode.
+clock (account ``replay``). Everything else is the same object graph in every mode, trading the strategy the
+settings name (``TRADING_STRATEGY``); a strategy that cannot be built stops ``create`` with one
+``ConfigurationError`` (the entry points print it and exit non-zero).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -117,7 +120,7 @@ class TradingEngine:
         """The backend's adapters (SQL repositories and stores, the exchange by mode) around the one graph
         (``build_pipeline``). ``market_source`` is required for replay; ``exchange`` overrides the mode's
         exchange (tests); ``ai_cache`` defaults to the database (``ai_decisions``); ``strategy`` and ``quick_filter``
-        replace the rule strategy and the settings' quick filter (tests; ``quick_filter=None``: none)."""
+        replace the settings' strategy and quick filter (tests; ``quick_filter=None``: none)."""
         mode = mode or settings.trading.mode
         if symbols:  # --symbols: the process's default, which a run-time setting may still change
             settings = with_value(settings, "trading.symbols", symbols)
@@ -165,6 +168,8 @@ class TradingEngine:
             "engine.built",
             mode=mode.value,
             symbols=pipeline.symbols,
+            strategy=pipeline.analyzer.strategy.name,
+            trades_with_ai=pipeline.analyzer.trades_with_ai,
             ai=("enabled" if ai.available else "disabled"),
             exchange=type(exchange).__name__,
         )
@@ -184,7 +189,8 @@ class TradingEngine:
 
     async def configure(self, settings: Settings) -> None:
         """Use ``settings`` (the environment plus applied run-time settings) from the next job on: symbols, risk
-        limits, exits of held positions, the AI switch and thresholds. The scheduler calls it between jobs."""
+        limits, exits of held positions, the strategy and its parameters, the AI switch and thresholds. The
+        scheduler calls it between jobs; a strategy that cannot be built raises and nothing changes."""
         await apply_settings(self.pipeline, self.settings, settings)
         self.settings = settings
         self.symbols = list(settings.trading.symbols)
@@ -222,6 +228,15 @@ class TradingEngine:
     @property
     def ai_available(self) -> bool:
         return self.pipeline.analyzer.ai_available
+
+    @property
+    def strategy_label(self) -> str:
+        """The strategy that trades, as reports show it: ``rule_breakout``, ``volatility_breakout {"k": 0.6}``,
+        ``ai (candidate rule_breakout)``."""
+        config = self.settings.strategy
+        name = self.pipeline.analyzer.strategy.name
+        label = f"ai (candidate {name})" if self.pipeline.analyzer.trades_with_ai else name
+        return f"{label} {json.dumps(config.params, sort_keys=True)}" if config.params else label
 
     @property
     def ai_off_reason(self) -> str | None:

@@ -1,5 +1,6 @@
-"""The analysis stage: indicators and signals, the rule strategy's last bar, the quick filter, the AI
-adviser, the validator and the liquidity check, ending in one decision with everything that led to it."""
+"""The analysis stage's parts: indicators and signals, the trading strategy's last bar, the quick filter, the AI
+adviser (when the ``ai`` strategy trades), the validator and the liquidity check, ending in one decision with
+everything that led to it."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ VALIDATOR_VETO = "validator"
 RISK_VETO = "risk"  # a risk rule (or the paused bot) refused the buy; its reasons start with "risk: "
 LIQUIDITY_VETO = "liquidity"
 NO_POSITION_VETO = "no_position"  # a sell with nothing to sell
-OVERRIDERS = (VALIDATOR_VETO, RISK_VETO, LIQUIDITY_VETO, NO_POSITION_VETO)
+QUICK_FILTER_VETO = "quick_filter"  # a stage of the quick backtest filter failed (the decision's source is filter)
+OVERRIDERS = (VALIDATOR_VETO, RISK_VETO, LIQUIDITY_VETO, NO_POSITION_VETO, QUICK_FILTER_VETO)
 
 
 @dataclass(slots=True)
@@ -67,7 +69,10 @@ class Analysis:
 
 
 class Analyzer:
-    """Stateless apart from the quick filter's per-bar cache; one instance serves every symbol."""
+    """Stateless apart from the quick filter's per-bar cache; one instance serves every symbol.
+
+    ``strategy`` is the strategy that trades (``TRADING_STRATEGY``); with ``trades_with_ai`` (``TRADING_STRATEGY=ai``)
+    it is the candidate strategy whose entry bars the adviser confirms."""
 
     def __init__(
         self,
@@ -78,8 +83,10 @@ class Analyzer:
         quick_filter: QuickBacktestFilter | None = None,
         signal_analyzer: SignalAnalyzer | None = None,
         ai_off_reason: str | None = None,
+        trades_with_ai: bool = False,
     ) -> None:
         self.strategy = strategy
+        self.trades_with_ai = trades_with_ai
         self.ai = ai
         self.validator = validator
         self.liquidity = liquidity
@@ -116,21 +123,25 @@ class Analyzer:
         return indicators, signals, strategy_last
 
     def rules_decision(self, strategy_last: dict[str, Any], holding: bool) -> tuple[Decision, str]:
-        """The rule strategy's last bar: buy on an entry signal when flat, sell on an exit signal when held."""
+        """The strategy contract on the last bar: buy on an entry when flat, sell on an exit signal when held."""
+        name = self.strategy.name
+        met = [k for k, v in strategy_last.items() if k not in ("buy", "sell") and v is True]
         if strategy_last.get("buy") and not holding:
-            gates = [name for name in ("trend", "squeeze", "breakout", "volume") if strategy_last.get(name)]
-            return Decision.BUY, f"{self.strategy.name}: entry signal ({', '.join(gates) or 'all gates'})"
+            return Decision.BUY, f"{name}: entry signal ({', '.join(met) or 'entry'})"
         if strategy_last.get("sell") and holding:
-            return Decision.SELL, f"{self.strategy.name}: exit signal"
-        missing = [n for n in ("trend", "squeeze", "breakout", "volume") if n in strategy_last and not strategy_last[n]]
+            return Decision.SELL, f"{name}: exit signal"
         if holding:
-            return Decision.HOLD, f"{self.strategy.name}: holding the position (exits by stop/target)"
-        return Decision.HOLD, f"{self.strategy.name}: no entry (gates not met: {', '.join(missing) or 'none'})"
+            return Decision.HOLD, f"{name}: holding the position (no exit signal; stop, target and time-out apply)"
+        unmet = [k for k, v in strategy_last.items() if k not in ("buy", "sell") and v is False]
+        return Decision.HOLD, f"{name}: no entry" + (f" (not met: {', '.join(unmet)})" if unmet else "")
 
     async def quick_filter_result(self, symbol: str, candles: pd.DataFrame) -> dict[str, Any] | None:
+        """The quick filter on the trading strategy (its AI stage only as ``quick_filter_for`` built it)."""
         if self.quick_filter is None:
             return None
-        return (await self.quick_filter.aevaluate(symbol, candles)).to_dict()
+        result = (await self.quick_filter.aevaluate(symbol, candles)).to_dict()
+        result["blocked_by"] = None if result.get("passed") else result.get("stage")  # which stage failed
+        return result
 
     async def ask_ai(self, context: MarketContext) -> AIDecision:
         assert self.ai is not None

@@ -1,5 +1,11 @@
-"""The analysis stage: rules or the AI propose, the validator, risk and liquidity may turn it into a hold.
+"""The analysis stage: the strategy proposes, the quick filter, the validator, risk and liquidity may turn it
+into a hold.
 
+The trading strategy (``TRADING_STRATEGY``) decides by its contract on the last complete bar: a buy on an entry
+when flat, a sell on an exit signal when held, else hold. A proposed buy is gated by the quick filter's rule stage
+(always) and, when the ``ai`` strategy trades, confirmed by the adviser: the adviser is asked only on the candidate
+strategy's entry bars (the bars the AI backtest asks on), after the quick filter (rule stage, then AI stage)
+passed. AI unavailable (off, no key, budget) is a hold with the reason, never the rules in its place.
 The decision is written to ``ai_decisions`` with the market data it saw, counted and announced.
 """
 
@@ -11,7 +17,14 @@ from src.ai.models import MarketContext
 from src.domain.decisions import Decision, DecisionSource
 from src.domain.events import EventKind, NotificationEvent, Notifier
 from src.domain.money import ZERO
-from src.trading.pipeline.analysis import NO_POSITION_VETO, RISK_VETO, Analysis, Analyzer, ai_source
+from src.trading.pipeline.analysis import (
+    NO_POSITION_VETO,
+    QUICK_FILTER_VETO,
+    RISK_VETO,
+    Analysis,
+    Analyzer,
+    ai_source,
+)
 from src.trading.pipeline.context import CycleContext
 from src.trading.pipeline.data_stage import MarketView
 from src.trading.pipeline.execution import buy_budget
@@ -40,7 +53,7 @@ async def analysis_stage(
         analysis = await _analyse(analyzer, trading, ctx, market, portfolio, verdict)
         stage.outcome = analysis.final_decision
         stage.detail.update(
-            ai="available" if analyzer.ai_available else analyzer.ai_disabled_reason(),
+            ai=_ai_state(analyzer),
             source=analysis.source,
             decision=analysis.decision.value,
             confidence=None if analysis.confidence is None else str(analysis.confidence),
@@ -89,6 +102,12 @@ async def analysis_stage(
     return analysis
 
 
+def _ai_state(analyzer: Analyzer) -> str:
+    if not analyzer.trades_with_ai:
+        return f"not used (strategy {analyzer.strategy.name})"
+    return "available" if analyzer.ai_available else analyzer.ai_disabled_reason()
+
+
 async def _analyse(
     analyzer: Analyzer,
     trading: TradingService,
@@ -99,22 +118,16 @@ async def _analyse(
 ) -> Analysis:
     holding = portfolio.holding(ctx.symbol)
     indicators, signals, strategy_last = analyzer.technicals(market.candles)
-    rules_decision, rules_reason = analyzer.rules_decision(strategy_last, holding is not None)
-    await analyzer.refresh_ai()
-    if not analyzer.ai_available:
-        disabled = analyzer.ai_disabled_reason()
-        analysis = Analysis(
-            rules_decision,
-            rules_decision,
-            DecisionSource.RULES,
-            f"{rules_reason} [AI {disabled}]",
-            indicators=indicators,
-            signals=signals,
-            strategy=strategy_last,
-            ai_disabled_reason=disabled,
-        )
-    else:
-        analysis = await _ai_analysis(analyzer, ctx, market, portfolio, indicators, signals, strategy_last)
+    proposal, reason = analyzer.rules_decision(strategy_last, holding is not None)
+    if analyzer.trades_with_ai:
+        await analyzer.refresh_ai()  # the budget's state (and its gauges) every cycle, asked or not
+    analysis = Analysis(
+        proposal, proposal, DecisionSource.RULES, reason, indicators=indicators, signals=signals, strategy=strategy_last
+    )
+    if proposal is Decision.BUY:
+        analysis = await _gate_entry(analyzer, ctx, market, portfolio, analysis)
+    elif analyzer.trades_with_ai:
+        analysis.reason += f" (the adviser is asked only on {analyzer.strategy.name}'s entry bars)"
     analyzer.validate(analysis, market.flash_crash)
     if analysis.final_decision is Decision.BUY and not verdict.allowed:
         # A buy the risk rules (or the bot's state) refuse is a hold: recorded, announced and counted so.
@@ -128,6 +141,32 @@ async def _analyse(
     return analysis
 
 
+async def _gate_entry(
+    analyzer: Analyzer, ctx: CycleContext, market: MarketView, portfolio: Portfolio, analysis: Analysis
+) -> Analysis:
+    """A proposed buy (flat, entry signal): the adviser's availability (ai strategy), the quick filter, the adviser."""
+    if analyzer.trades_with_ai and not analyzer.ai_available:
+        disabled = analyzer.ai_disabled_reason()
+        analysis.decision = analysis.final_decision = Decision.HOLD
+        analysis.source = DecisionSource.DISABLED
+        analysis.reason = f"{analysis.reason}; not confirmed, the adviser is unavailable ({disabled})"
+        analysis.ai_disabled_reason = disabled
+        return analysis
+    quick = await analyzer.quick_filter_result(ctx.symbol, market.candles)
+    analysis.quick_filter = quick
+    if quick is not None and not quick.get("passed"):
+        failed = ", ".join(quick.get("failed_thresholds") or []) or "thresholds"
+        asked = "; the adviser was not asked" if analyzer.trades_with_ai else ""
+        analysis.source = DecisionSource.FILTER
+        analysis.override(f"quick filter: {quick.get('stage')} stage failed ({failed}){asked}", QUICK_FILTER_VETO)
+        return analysis
+    if not analyzer.trades_with_ai:
+        return analysis
+    return await _ai_analysis(
+        analyzer, ctx, market, portfolio, analysis.indicators, analysis.signals, analysis.strategy, quick
+    )
+
+
 async def _ai_analysis(
     analyzer: Analyzer,
     ctx: CycleContext,
@@ -136,21 +175,10 @@ async def _ai_analysis(
     indicators: dict[str, float],
     signals: dict[str, Any],
     strategy_last: dict[str, Any],
+    quick: dict[str, Any] | None,
 ) -> Analysis:
+    """The adviser's answer on a candidate entry bar that passed the quick filter."""
     holding = portfolio.holding(ctx.symbol)
-    quick = await analyzer.quick_filter_result(ctx.symbol, market.candles)
-    if quick is not None and not quick.get("passed") and holding is None:
-        failed = ", ".join(quick.get("failed_thresholds") or []) or "thresholds"
-        return Analysis(
-            Decision.HOLD,
-            Decision.HOLD,
-            DecisionSource.FILTER,
-            f"quick backtest filter failed ({failed}); the adviser was not asked",
-            indicators=indicators,
-            signals=signals,
-            strategy=strategy_last,
-            quick_filter=quick,
-        )
     context = MarketContext(
         symbol=ctx.symbol,
         timestamp=market.candles.index[-1].to_pydatetime() if len(market.candles) else ctx.now,

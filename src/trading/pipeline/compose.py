@@ -8,7 +8,6 @@ and fakes; the benchmark does either. Nothing here knows SQL or HTTP: the caller
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,7 +20,7 @@ from src.ai.models import AIPurpose
 from src.ai.service import AIService
 from src.ai.usage import AIBudget, AICallRecorder, AISpendLedger, AIUsageObserver, BudgetChange, BudgetPeriod
 from src.ai.validator import AIDecisionValidator
-from src.api.interfaces import MAX_CANDLES_PER_REQUEST, IExchangeClient
+from src.api.interfaces import IExchangeClient
 from src.backtesting.ai_strategy import AITradingStrategy
 from src.backtesting.quick_filter import QuickBacktestFilter
 from src.config.settings import Settings
@@ -34,7 +33,7 @@ from src.position.service import PositionService
 from src.risk.manager import RiskManager
 from src.risk.store import RiskStore
 from src.strategy.contract import Strategy
-from src.strategy.registry import exit_policy_for, strategy_from_settings
+from src.strategy.registry import AI_STRATEGY, exit_policy_for, strategy_from_settings
 from src.trading.liquidity import LiquidityAnalyzer
 from src.trading.pipeline.analysis import Analyzer
 from src.trading.pipeline.observer import PipelineObserver
@@ -67,8 +66,8 @@ class PipelineAdapters:
 
     ``adviser``: a ready AI adviser (a fake in tests, an instant one in the benchmark); without one an
     ``AIService`` is built from ``settings.ai`` with ``ai_cache``, ``ai_recorder`` and a budget over ``ai_spend``.
-    ``strategy`` defaults to the settings' (``TRADING_STRATEGY``, ``STRATEGY_PARAMS``); ``quick_filter`` to the
-    one the settings describe (``None``: none).
+    ``strategy`` defaults to the one the settings name (``strategy_from_settings``); ``quick_filter`` to the one
+    the settings describe on that strategy (``None``: none, for tests of other stages).
     """
 
     exchange: IExchangeClient
@@ -95,17 +94,19 @@ def build_pipeline(
     starting_equity: Decimal | None = None,
 ) -> TradingPipeline:
     """The whole trading graph: data, analysis (strategy, AI, validator, liquidity, quick filter), risk,
-    positions, execution. ``mode`` defaults to ``settings.trading.mode``, ``instance`` (the order identifiers'
-    prefix) to the scheduler's instance name. Paper and replay start from ``PAPER_STARTING_KRW``; live from
-    ``starting_equity`` (its first recorded snapshot, which the caller reads)."""
+    positions, execution. The strategy is the one the settings name (``TRADING_STRATEGY``, ``STRATEGY_PARAMS``,
+    ``STRATEGY_PATH``; for ``ai`` the ``AI_CANDIDATE_STRATEGY`` plus the adviser): one that cannot be built is a
+    ``ConfigurationError`` here, at start-up, never in a cycle. ``mode`` defaults to ``settings.trading.mode``,
+    ``instance`` (the order identifiers' prefix) to the scheduler's instance name. Paper and replay start from
+    ``PAPER_STARTING_KRW``; live from ``starting_equity`` (its first recorded snapshot, which the caller reads)."""
     mode = mode or settings.trading.mode
     clock = adapters.clock
     notifier = adapters.notifier or NullNotifier()
     observer = adapters.observer
     trading_config = settings.trading
     timeframe = Timeframe.from_minutes(trading_config.candle_interval_minutes)
-    service = None if adapters.adviser is not None else _ai_service(settings, adapters, notifier)
     strategy = adapters.strategy or strategy_from_settings(settings)
+    service = None if adapters.adviser is not None else _ai_service(settings, adapters, notifier)
     quick_filter = adapters.quick_filter
     if quick_filter is FROM_SETTINGS:
         quick_filter = quick_filter_for(settings, strategy, service)
@@ -116,6 +117,7 @@ def build_pipeline(
         liquidity=LiquidityAnalyzer(settings.risk.max_slippage_pct, min_order_krw=trading_config.min_order_krw),
         quick_filter=quick_filter,
         ai_off_reason=ai_off_reason(settings, needs_key=adapters.adviser is None),
+        trades_with_ai=trades_with_ai(settings),
     )
     policy = strategy.exit_policy  # held positions exit by the trading strategy's rule, as in the backtest
     risk = RiskManager(
@@ -142,9 +144,7 @@ def build_pipeline(
         not_found_grace=timedelta(seconds=trading_config.order_not_found_grace_seconds),
         poll_delay_seconds=0.0 if mode is not TradingMode.LIVE else 0.2,
     )
-    collector = DataCollector.from_settings(
-        settings, adapters.exchange, adapters.fear_greed, candle_count=_candles_for_lookback(settings, timeframe)
-    )
+    collector = DataCollector.from_settings(settings, adapters.exchange, adapters.fear_greed)
     return TradingPipeline(
         exchange=adapters.exchange,
         collector=collector,
@@ -165,12 +165,12 @@ def build_pipeline(
 
 async def apply_settings(pipeline: TradingPipeline, previous: Settings, settings: Settings) -> None:
     """Use ``settings`` (the environment plus applied run-time settings) from the next job on: symbols, risk
-    limits, the strategy's exits (of held positions too), the AI switch and thresholds (of the ``AIService`` the
-    graph was built with). Call it between jobs. The exits of held positions move first: the one step that may
-    fail, and then nothing else has changed."""
-    policy = pipeline.positions.policy
-    if previous.strategy != settings.strategy:  # another strategy or other parameters: its exits
-        policy = exit_policy_for(settings)
+    limits, the strategy and its parameters with its exits (of held positions too), the AI switch and thresholds
+    (of the ``AIService`` the graph was built with). Call it between jobs. The steps that may fail come first
+    (building the new strategy, then moving the exits of held positions), and then nothing else has changed."""
+    strategy_changed = previous.strategy != settings.strategy
+    strategy = strategy_from_settings(settings) if strategy_changed else None
+    policy = exit_policy_for(settings) if strategy_changed else pipeline.positions.policy
     positions = pipeline.positions.with_policy(policy)
     if policy != pipeline.positions.policy:
         moved = await positions.apply_exit_levels()
@@ -184,8 +184,25 @@ async def apply_settings(pipeline: TradingPipeline, previous: Settings, settings
         analyzer.ai.use_config(settings.ai)
     analyzer.validator = AIDecisionValidator.from_settings(settings)
     analyzer.ai_off_reason = ai_off_reason(settings)
-    if analyzer.quick_filter is not None and previous.ai != settings.ai:  # its AI stage's minimum confidence
-        analyzer.quick_filter = quick_filter_for(settings, analyzer.quick_filter.rule_strategy, analyzer.ai)
+    if strategy is not None:
+        _use_strategy(analyzer, settings, strategy)
+    elif analyzer.quick_filter is not None and previous.ai != settings.ai:  # its AI stage's minimum confidence
+        analyzer.quick_filter = quick_filter_for(settings, analyzer.strategy, analyzer.ai)
+
+
+def _use_strategy(analyzer: Analyzer, settings: Settings, strategy: Strategy) -> None:
+    """The strategy swap of a run-time ``strategy.name``/``strategy.params`` change: the analyzer decides with
+    the new strategy from the next cycle on, and the quick filter judges that strategy."""
+    analyzer.strategy = strategy
+    analyzer.trades_with_ai = trades_with_ai(settings)
+    if analyzer.quick_filter is not None:
+        analyzer.quick_filter = quick_filter_for(settings, strategy, analyzer.ai)
+    log.info("engine.strategy_changed", strategy=settings.strategy.name, params=strategy.parameters())
+
+
+def trades_with_ai(settings: Settings) -> bool:
+    """``TRADING_STRATEGY=ai``: the adviser confirms the candidate strategy's entries."""
+    return settings.strategy.name == AI_STRATEGY
 
 
 def ai_off_reason(settings: Settings, *, needs_key: bool = True) -> str | None:
@@ -198,11 +215,12 @@ def ai_off_reason(settings: Settings, *, needs_key: bool = True) -> str | None:
 
 
 def quick_filter_for(settings: Settings, strategy: Strategy, ai: AIService | None) -> QuickBacktestFilter:
-    """The spec's two stages: the rule backtest, then (when a key is configured; the pipeline asks only while AI
-    is on) the AI backtest with the minimum confidence in use. Its calls are counted, recorded and budgeted as
-    ``filter`` calls."""
+    """The spec's two stages on exactly the strategy and parameters that trade: the rule backtest (always), then,
+    only when the ``ai`` strategy trades and a key is configured, the AI backtest with the minimum confidence in
+    use (the pipeline asks for it only while the adviser is available). Its calls are counted, recorded and
+    budgeted as ``filter`` calls."""
     ai_factory = None
-    if ai is not None and ai.configured:
+    if trades_with_ai(settings) and isinstance(ai, AIService) and ai.configured:
         adviser = ai.for_purpose(AIPurpose.FILTER)
 
         def ai_factory(symbol: str) -> AITradingStrategy:
@@ -232,10 +250,6 @@ def _ai_service(settings: Settings, adapters: PipelineAdapters, notifier: Notifi
     )
 
 
-def _candles_for_lookback(settings: Settings, timeframe: Timeframe) -> int:
-    """Enough candles for the quick filter's lookback (and never fewer than one request's worth)."""
-    lookback_seconds = settings.backtest.quick_filter_lookback_days * 86_400
-    return max(MAX_CANDLES_PER_REQUEST, math.ceil(lookback_seconds / timeframe.seconds) + 1)
 
 
 def _budget_alert(notifier: Notifier) -> Callable[[BudgetChange], None]:

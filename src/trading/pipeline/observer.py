@@ -18,7 +18,7 @@ class PipelineObserver(Protocol):
         """The final decision of a cycle (after validator, risk and liquidity): what is done."""
 
     def on_override(self, proposed: str, by: str) -> None:
-        """A proposed decision was turned into a hold by ``by`` (validator, risk, liquidity, no_position)."""
+        """A proposed decision was turned into a hold by ``by`` (one of ``analysis.OVERRIDERS``)."""
 
     def on_ai_error(self, reason: str) -> None: ...
 
