@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from src.ai.models import MarketContext
+from src.ai.context import build_market_context, decided_candle
 from src.domain.decisions import Decision, DecisionSource
 from src.domain.events import EventKind, NotificationEvent, Notifier
 from src.domain.money import ZERO
+from src.domain.timeframes import Timeframe
 from src.trading.pipeline.analysis import NO_POSITION_VETO, RISK_VETO, Analysis, Analyzer, ai_source
 from src.trading.pipeline.context import CycleContext
 from src.trading.pipeline.data_stage import MarketView
@@ -37,7 +38,7 @@ async def analysis_stage(
     timeframe: str,
 ) -> Analysis:
     with ctx.stage("analysis") as stage:
-        analysis = await _analyse(analyzer, trading, ctx, market, portfolio, verdict)
+        analysis = await _analyse(analyzer, trading, ctx, market, portfolio, verdict, timeframe)
         stage.outcome = analysis.final_decision
         stage.detail.update(
             ai="available" if analyzer.ai_available else analyzer.ai_disabled_reason(),
@@ -96,6 +97,7 @@ async def _analyse(
     market: MarketView,
     portfolio: Portfolio,
     verdict: Verdict,
+    timeframe: str,
 ) -> Analysis:
     holding = portfolio.holding(ctx.symbol)
     indicators, signals, strategy_last = analyzer.technicals(market.candles)
@@ -114,7 +116,7 @@ async def _analyse(
             ai_disabled_reason=disabled,
         )
     else:
-        analysis = await _ai_analysis(analyzer, ctx, market, portfolio, indicators, signals, strategy_last)
+        analysis = await _ai_analysis(analyzer, ctx, market, portfolio, indicators, signals, strategy_last, timeframe)
     analyzer.validate(analysis, market.flash_crash)
     if analysis.final_decision is Decision.BUY and not verdict.allowed:
         # A buy the risk rules (or the bot's state) refuse is a hold: recorded, announced and counted so.
@@ -136,6 +138,7 @@ async def _ai_analysis(
     indicators: dict[str, float],
     signals: dict[str, Any],
     strategy_last: dict[str, Any],
+    timeframe: str,
 ) -> Analysis:
     holding = portfolio.holding(ctx.symbol)
     quick = await analyzer.quick_filter_result(ctx.symbol, market.candles)
@@ -151,13 +154,13 @@ async def _ai_analysis(
             strategy=strategy_last,
             quick_filter=quick,
         )
-    context = MarketContext(
-        symbol=ctx.symbol,
-        timestamp=market.candles.index[-1].to_pydatetime() if len(market.candles) else ctx.now,
-        price=float(market.price) if market.price is not None else float(indicators.get("close", 0.0)),
-        indicators=indicators,
-        signals={**signals, "strategy": strategy_last},
-        orderbook=market.orderbook_summary(),
+    context = build_market_context(
+        ctx.symbol,
+        market.candles,
+        bar_seconds=Timeframe(timeframe).seconds,
+        price=None if market.price is None else float(market.price),
+        strategy_last=strategy_last,
+        orderbook_summary=market.orderbook_summary(),
         position=position_payload(holding),
         fear_greed=market.fear_greed,
         quick_filter=quick,
@@ -228,5 +231,6 @@ async def _save_decision(
         error=(ai.error if ai else analysis.ai_disabled_reason),
         cycle_id=ctx.cycle_id,
         created_at=ctx.now,
+        candle_at=decided_candle(market.candles),
     )
     await repository.save_ai_decision(record)
