@@ -80,6 +80,7 @@ class CandidateOutcome:
     approved: bool
     vetoed_by: tuple[str, ...] = ()
     reasons: tuple[str, ...] = ()
+    prompt_hash: str | None = None  # of the context the adviser answered (a recorded decision: as recorded)
 
 
 @dataclass(slots=True)
@@ -233,7 +234,9 @@ class AITradingStrategy(Strategy):
         else:
             stats.unanswered += 1
         if answer.decision is not Decision.BUY:
-            return CandidateOutcome(candle_at, answer.decision, answer.source, answer.confidence, approved=False)
+            return CandidateOutcome(
+                candle_at, answer.decision, answer.source, answer.confidence, False, prompt_hash=answer.prompt_hash
+            )
         flash_crash = snapshot.flash_crash if snapshot is not None else market.flash_crash(candles)
         reasons = list(self.validator.buy_objections(answer.confidence, context.indicators, flash_crash))
         if answer.confidence < self.min_confidence and not any("confidence" in r for r in reasons):
@@ -252,6 +255,7 @@ class AITradingStrategy(Strategy):
             approved=not reasons,
             vetoed_by=tuple(vetoed_by),
             reasons=tuple(reasons),
+            prompt_hash=answer.prompt_hash,
         )
 
     async def _answer(self, context: MarketContext, candle_at: datetime, stats: AIDecisionStats) -> AIDecision | None:
