@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import ROUND_DOWN, Decimal
 from typing import TYPE_CHECKING
 
@@ -77,7 +78,9 @@ def ai_strategy_from_settings(
     )
 
 
-def _filter_ai_stage(settings: Settings, candidate: Strategy, service: AIService | None):  # type: ignore[no-untyped-def]
+def _filter_ai_stage(
+    settings: Settings, candidate: Strategy, service: AIService | None
+) -> Callable[[str], AITradingStrategy] | None:
     """The quick filter's AI stage as the trading cycle builds it (``quick_filter_for``): only with a key."""
     if service is None or not service.configured:
         return None
