@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -258,3 +259,16 @@ async def _indexes(url: str) -> set[str]:
         names = await connection.run_sync(lambda sync: {i["name"] for i in inspect(sync).get_indexes("ai_decisions")})
     await engine.dispose()
     return names
+
+
+async def test_the_api_shows_the_candle_a_decision_is_keyed_by(
+    client: httpx.AsyncClient, db_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    # Given a decision the pipeline recorded for the bar that opened at 19:00
+    candle_at = datetime(2023, 12, 2, 19, tzinfo=UTC)
+    await SqlTradingRepository(db_sessions).save_ai_decision(
+        AIDecisionRecord(symbol="KRW-BTC", decision="hold", final_decision="hold", source="ai", candle_at=candle_at)
+    )
+    # When the decisions are listed, then it names that candle
+    [item] = (await client.get("/api/v1/ai/decisions")).json()["items"]
+    assert item["candle_at"] == "2023-12-02T19:00:00Z"
