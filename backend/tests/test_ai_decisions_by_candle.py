@@ -272,3 +272,29 @@ async def test_the_api_shows_the_candle_a_decision_is_keyed_by(
     # When the decisions are listed, then it names that candle
     [item] = (await client.get("/api/v1/ai/decisions")).json()["items"]
     assert item["candle_at"] == "2023-12-02T19:00:00Z"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "code", "message"),
+    [
+        (
+            ["--strategy", "rule_breakout", "--decisions-from", "sqlite+aiosqlite:///x.db"],
+            2,
+            "use it with --strategy ai",
+        ),
+        (["--strategy", "ai", "--decisions-from", "not a url"], 1, "expects a database URL"),
+        (["--strategy", "ai", "--decisions-from", "sqlite+aiosqlite:///nowhere/none.db"], 1, "no database file"),
+    ],
+)
+def test_bad_decisions_from_is_one_clear_error(arguments: list[str], code: int, message: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "backtest.py", "--start", "2023-12-01", "--end", "2023-12-03", *arguments],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == code
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
