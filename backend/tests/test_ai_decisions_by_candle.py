@@ -144,6 +144,21 @@ async def test_the_backtest_sends_the_prompt_the_replay_bot_sent_and_replays_its
     assert report["approved"] <= report["recorded"]  # only a recorded buy can be bought
     assert "No recorded decision for these candidate bars" in done.stdout
 
+    # And offline (no key) on the answers cache, `backtest.py` builds the same prompts: it finds the answers,
+    # and nothing crosses the wire
+    requests = fake_openai.request_count
+    offline_out = tmp_path / "offline.json"
+    command_line = [sys.executable, "backtest.py", "--strategy", "ai", "--data", str(data), "--json", str(offline_out)]
+    command_line += ["--ai-cache", str(cache_file)]
+    offline_env = {**os.environ, "OPENAI_API_KEY": ""}
+    done = await asyncio.to_thread(
+        subprocess.run, command_line, cwd=ROOT, env=offline_env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    offline = json.loads(offline_out.read_text())["ai"]
+    assert offline["from_cache"] == offline["answered"] >= len(compared)
+    assert fake_openai.request_count == requests
+
 
 async def test_a_recorded_buy_is_replayed_through_the_validator_and_missing_bars_are_holds(
     make_settings: SettingsFactory, database_url: str, db_sessions: async_sessionmaker[AsyncSession], btc: pd.DataFrame

@@ -59,7 +59,9 @@ def ai_strategy_from_settings(
     quick_filter = None
     if decision_loader is None:
         quick_filter = QuickBacktestFilter.from_settings(
-            settings, ai_strategy_factory=_filter_ai_stage(settings, candidate, service), rule_strategy=candidate
+            settings,
+            ai_strategy_factory=_filter_ai_stage(settings, candidate, service, has_cache),
+            rule_strategy=candidate,
         )
     return AITradingStrategy(
         service,
@@ -79,15 +81,22 @@ def ai_strategy_from_settings(
 
 
 def _filter_ai_stage(
-    settings: Settings, candidate: Strategy, service: AIService | None
+    settings: Settings, candidate: Strategy, service: AIService | None, has_cache: bool
 ) -> Callable[[str], AITradingStrategy] | None:
-    """The quick filter's AI stage as the trading cycle builds it (``quick_filter_for``): only with a key."""
-    if service is None or not service.configured:
+    """The quick filter's AI stage as the trading cycle builds it (``quick_filter_for``: with a key), or, offline,
+    over the answers cache a keyed run recorded (what is not cached there is an unanswered hold)."""
+    if service is None or not (service.configured or has_cache):
         return None
     adviser = service.for_purpose(AIPurpose.FILTER)
 
     def factory(symbol: str) -> AITradingStrategy:
-        return AITradingStrategy(adviser, symbol, rule_strategy=candidate, min_confidence=settings.ai.min_confidence)
+        return AITradingStrategy(
+            adviser,
+            symbol,
+            rule_strategy=candidate,
+            min_confidence=settings.ai.min_confidence,
+            require_answers=service.configured,
+        )
 
     return factory
 

@@ -133,6 +133,7 @@ class AITradingStrategy(Strategy):
         recorded: RecordedDecisions | None = None,
         decision_loader: DecisionLoader | None = None,
         decisions_from: str | None = None,
+        require_answers: bool = True,
     ) -> None:
         replaying = recorded is not None or decision_loader is not None
         if not replaying and (adviser is None or (not adviser.available and not has_cache)):
@@ -156,6 +157,9 @@ class AITradingStrategy(Strategy):
         self.recorded = recorded
         self.decision_loader = decision_loader
         self.decisions_from = decisions_from
+        # Without a key, a backtest none of whose answers is cached is a configuration error; the quick filter's
+        # AI stage inside an offline backtest instead just fails (its unanswered candidates are holds).
+        self.require_answers = require_answers
         self.outcomes: dict[pd.Timestamp, CandidateOutcome] = {}
         self.stats = AIDecisionStats()
 
@@ -192,7 +196,7 @@ class AITradingStrategy(Strategy):
         stats.vetoed = dict(vetoes)
         self.stats = stats
         asked = stats.candidates - stats.blocked_by_filter
-        if self.recorded is None and asked and stats.answered == 0 and not could_ask:
+        if self.require_answers and self.recorded is None and asked and stats.answered == 0 and not could_ask:
             raise ConfigurationError(
                 f"no OPENAI_API_KEY and none of the {asked} AI decisions this backtest needs is in the "
                 "decision cache; set the key once to record them, or point to a cache that holds them"
