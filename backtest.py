@@ -13,7 +13,7 @@ import re
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pandas as pd
 from rich.console import Console
@@ -156,6 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--breakout-mode", choices=["donchian", "range"], help="rule strategy breakout gate")
     p.add_argument("--volume-multiplier", type=_positive, help="rule strategy volume gate (default 1.5)")
     p.add_argument("--ai-cache", type=Path, help="AI decision cache (JSON lines) to replay/record")
+    p.add_argument(
+        "--decisions-from",
+        metavar="DATABASE_URL",
+        help="ai: replay the decisions the bot recorded in this database (by candle) instead of asking the model",
+    )
     p.add_argument("--min-confidence", type=_percent, help="AI confidence needed to buy (default AI_MIN_CONFIDENCE)")
     p.add_argument("--trades", type=int, default=10, help="how many of the last trades to print (default 10)")
     p.add_argument("--json", type=_output_file, dest="json_out", help="write metrics and trades to this JSON file")
@@ -196,7 +201,22 @@ def request_from_args(args: argparse.Namespace) -> BacktestRequest:
         ai_cache=args.ai_cache,
         min_confidence=args.min_confidence,
         show_trades=args.trades,
+        **_recorded_decisions(args),
     )
+
+
+def _recorded_decisions(args: argparse.Namespace) -> dict[str, Any]:
+    """``--decisions-from``: the loader of the recorded AI decisions (read through backend/app/db)."""
+    if args.decisions_from is None:
+        return {}
+    if args.strategy != "ai":
+        build_parser().error("--decisions-from replays recorded AI decisions; use it with --strategy ai")
+    from backend.app.db.recorded_decisions import database_decision_loader, display_url
+
+    return {
+        "decisions_from": display_url(args.decisions_from),
+        "decision_loader": database_decision_loader(args.decisions_from),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,11 +13,13 @@ import pandas as pd
 import pytest
 
 from src.ai.service import AIDecision, MarketContext
+from src.ai.validator import AIDecisionValidator
 from src.backtesting.ai_strategy import AITradingStrategy
 from src.backtesting.backtester import Backtester
 from src.backtesting.data_provider import load_candle_csv
 from src.backtesting.engine import EngineConfig
 from src.backtesting.quick_filter import TIERS, QuickBacktestFilter, QuickFilterThresholds
+from src.config.trading_groups import RiskConfig
 from src.domain.decisions import Decision, DecisionSource
 from src.exceptions import ConfigurationError
 from src.strategy.bundled import RuleBasedBreakoutStrategy
@@ -94,13 +96,19 @@ def test_without_ai_the_rule_stage_decides_and_results_are_cached(candles: pd.Da
 
 async def test_async_evaluation_inside_an_event_loop(candles: pd.DataFrame) -> None:
     adviser = CountingAdviser(Decision.BUY)
+    objects_to_nothing = AIDecisionValidator(
+        RiskConfig(_env_file=None, VALIDATOR_MAX_RSI="100", VALIDATOR_MAX_ATR_PCT="100", VALIDATOR_FAKEOUT_ADX="0")
+    )
     quick = QuickBacktestFilter(
-        lookback_days=60, thresholds=NOTHING, ai_strategy_factory=lambda s: AITradingStrategy(adviser, s)
+        lookback_days=60,
+        thresholds=NOTHING,
+        ai_strategy_factory=lambda s: AITradingStrategy(adviser, s, validator=objects_to_nothing),
     )
     result = await quick.aevaluate("KRW-BTC", candles)
     assert result.stage == "ai"
     assert result.passed
-    assert result.metrics["trades"] == result.rule_metrics["trades"]  # always-buy AI = the rule strategy
+    # an always-buy AI whose buys the validator never vetoes = the rule strategy
+    assert result.metrics["trades"] == result.rule_metrics["trades"]
 
 
 def test_tiers_and_bad_tier() -> None:

@@ -50,6 +50,9 @@ class MarketContext:
     position: dict[str, Any] | None = None
     fear_greed: dict[str, Any] | None = None
     quick_filter: dict[str, Any] | None = None
+    # The open time (UTC) of the bar decided: the decision's key with the symbol. Not part of the prompt
+    # (``timestamp``, the bar's close, is); None for a context not tied to a candle.
+    candle_at: datetime | None = None
 
     def __post_init__(self) -> None:
         if not self.symbol:
@@ -57,6 +60,11 @@ class MarketContext:
         if self.timestamp.tzinfo is None:
             raise DataError(
                 f"MarketContext.timestamp {self.timestamp.isoformat()} is naive; expected a UTC-aware datetime",
+                symbol=self.symbol,
+            )
+        if self.candle_at is not None and self.candle_at.tzinfo is None:
+            raise DataError(
+                f"MarketContext.candle_at {self.candle_at.isoformat()} is naive; expected a UTC-aware datetime",
                 symbol=self.symbol,
             )
 

@@ -194,7 +194,7 @@ class QuickBacktestFilter:
     ) -> QuickFilterResult:
         metrics, failed = self.judge(df, strategy)
         stats = strategy.stats
-        note = f"AI decisions: {stats.answered}/{stats.candidates} answered ({stats.from_cache} from cache)"
+        note = f"AI decisions: {stats.answered}/{stats.candidates} answered"  # the adviser sees it: no cache count
         return QuickFilterResult(
             symbol, rule.last_candle, not failed, "ai", failed, metrics, rule.metrics, note,
             None if not failed else "ai",

@@ -14,11 +14,13 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from src.backtesting.ai_backtest import ai_strategy_from_settings, print_ai_report
 from src.backtesting.ai_strategy import AITradingStrategy
 from src.backtesting.backtester import Backtester, BacktestResult, engine_config_from_settings, first_bar
 from src.backtesting.data_provider import HistoricalDataProvider, find_gaps
 from src.backtesting.engine import EngineConfig
 from src.backtesting.performance import bar_seconds
+from src.backtesting.recorded_decisions import DecisionLoader
 from src.backtesting.report_html import write_html_report
 from src.config.settings import Settings
 from src.domain.timeframes import Timeframe
@@ -52,6 +54,8 @@ class BacktestRequest:
     ai_cache: Path | None = None
     min_confidence: float | None = None
     show_trades: int = 10
+    decisions_from: str | None = None  # the database whose recorded AI decisions are replayed (shown)
+    decision_loader: DecisionLoader | None = None  # reads them (backtest.py injects it; SQL lives in backend)
 
 
 def load_candles(request: BacktestRequest, settings: Settings) -> pd.DataFrame:
@@ -95,6 +99,19 @@ def _ai_strategy(request: BacktestRequest, settings: Settings, rule: Strategy) -
     from src.ai.cache import JsonlDecisionCache
     from src.ai.service import AIService
 
+    min_confidence = None if request.min_confidence is None else Decimal(str(request.min_confidence))
+    capital = None if request.capital is None else Decimal(str(request.capital))
+    if request.decision_loader is not None:  # the bot's recorded decisions, by candle: no model, no cache
+        return ai_strategy_from_settings(
+            settings,
+            request.symbol,
+            None,
+            has_cache=False,
+            min_confidence=min_confidence,
+            capital=capital,
+            decision_loader=request.decision_loader,
+            decisions_from=request.decisions_from,
+        )
     cache_path = request.ai_cache or settings.market_data.backtest_data_dir / "ai_cache" / "decisions.jsonl"
     has_cache = cache_path.is_file()
     if not (settings.ai.enabled and settings.ai.has_key) and not has_cache:
@@ -102,10 +119,9 @@ def _ai_strategy(request: BacktestRequest, settings: Settings, rule: Strategy) -
             f"the ai strategy needs OPENAI_API_KEY or a decision cache; none at {cache_path} (use --ai-cache FILE)"
         )
     service = AIService(settings.ai, JsonlDecisionCache(cache_path))
-    min_confidence = (
-        Decimal(str(request.min_confidence)) if request.min_confidence is not None else settings.ai.min_confidence
+    return ai_strategy_from_settings(
+        settings, request.symbol, service, has_cache=has_cache, min_confidence=min_confidence, capital=capital
     )
-    return AITradingStrategy(service, request.symbol, rule, min_confidence=min_confidence, has_cache=has_cache)
 
 
 def engine_config_for(request: BacktestRequest, settings: Settings) -> EngineConfig:
@@ -144,9 +160,12 @@ def run_backtest(request: BacktestRequest, settings: Settings, console: Console)
             df, signals, strategy.name, strategy.parameters(), strategy.exit_policy, start, rule_signals
         )
         progress.update(task, advance=1, description="writing reports")
-        _write_outputs(request, result)
+        ai_stats = strategy.stats if isinstance(strategy, AITradingStrategy) else None
+        _write_outputs(request, result, None if ai_stats is None else {"ai": ai_stats.to_dict()})
         progress.update(task, advance=1)
     print_report(console, request, result)
+    if ai_stats is not None:
+        print_ai_report(console, ai_stats)
     return result
 
 
@@ -161,10 +180,11 @@ def _progress(console: Console, enabled: bool) -> Progress:
     )
 
 
-def _write_outputs(request: BacktestRequest, result: BacktestResult) -> None:
+def _write_outputs(request: BacktestRequest, result: BacktestResult, extra: dict[str, Any] | None = None) -> None:
     if request.json_out is not None:
         request.json_out.parent.mkdir(parents=True, exist_ok=True)
-        request.json_out.write_text(json.dumps(result.to_dict(), indent=2, allow_nan=False), encoding="utf-8")
+        report = {**result.to_dict(), **(extra or {})}
+        request.json_out.write_text(json.dumps(report, indent=2, allow_nan=False), encoding="utf-8")
     if request.html_out is not None:
         write_html_report(result, request.html_out, title=f"{request.symbol} {result.strategy}")
 

@@ -80,6 +80,7 @@ class AIDecisionRecord:
     cycle_id: str | None = None
     created_at: datetime | None = None
     purpose: str = "decision"  # decision (the trading cycle) | filter (the quick filter's AI backtest)
+    candle_at: datetime | None = None  # open time (UTC) of the bar decided: with the symbol, the decision's key
 
 
 @dataclass(slots=True)

@@ -8,7 +8,7 @@ from sqlalchemy import Index, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from backend.app.db.base import Base, created_at_column
-from backend.app.db.types import ExactDecimal, JSONType, Money
+from backend.app.db.types import ExactDecimal, JSONType, Money, UTCDateTime
 from backend.app.models._columns import enum_column_type
 from src.ai.models import AIPurpose
 from src.domain.decisions import Decision, DecisionSource
@@ -21,6 +21,7 @@ class AIDecisionRow(Base):
     __table_args__ = (
         Index("idx_ai_decisions_symbol", "symbol"),
         Index("idx_ai_decisions_created_at", "created_at", "id"),  # keyset paging (migration 0004)
+        Index("idx_ai_decisions_symbol_candle_at", "symbol", "candle_at"),  # decisions by candle (migration 0008)
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -46,4 +47,6 @@ class AIDecisionRow(Base):
     purpose: Mapped[AIPurpose] = mapped_column(
         enum_column_type(AIPurpose, "purpose"), default=AIPurpose.DECISION, server_default=AIPurpose.DECISION.value
     )
+    # open time (UTC) of the bar decided; with the symbol, the key a backtest replays decisions by (migration 0008)
+    candle_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = created_at_column()

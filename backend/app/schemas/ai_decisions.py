@@ -26,6 +26,7 @@ class AIDecisionOut(ApiModel):
     error: str | None
     cycle_id: str | None
     purpose: AIPurpose = Field(description="decision (the trading cycle) | filter (the quick filter's AI backtest)")
+    candle_at: datetime | None = Field(description="Open time (UTC) of the bar decided: with the symbol, the key")
     created_at: datetime
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from src.ai.models import MarketContext
+from src.ai.context import build_market_context, decided_candle
 from src.domain.decisions import Decision, DecisionSource
 from src.domain.events import EventKind, NotificationEvent, Notifier
 from src.domain.money import ZERO
@@ -25,6 +25,7 @@ from src.trading.pipeline.analysis import (
     Analyzer,
     ai_source,
 )
+from src.domain.timeframes import Timeframe
 from src.trading.pipeline.context import CycleContext
 from src.trading.pipeline.data_stage import MarketView
 from src.trading.pipeline.execution import buy_budget
@@ -50,7 +51,7 @@ async def analysis_stage(
     timeframe: str,
 ) -> Analysis:
     with ctx.stage("analysis") as stage:
-        analysis = await _analyse(analyzer, trading, ctx, market, portfolio, verdict)
+        analysis = await _analyse(analyzer, trading, ctx, market, portfolio, verdict, timeframe)
         stage.outcome = analysis.final_decision
         stage.detail.update(
             ai=_ai_state(analyzer),
@@ -115,6 +116,7 @@ async def _analyse(
     market: MarketView,
     portfolio: Portfolio,
     verdict: Verdict,
+    timeframe: str,
 ) -> Analysis:
     holding = portfolio.holding(ctx.symbol)
     indicators, signals, strategy_last = analyzer.technicals(market.candles)
@@ -125,7 +127,7 @@ async def _analyse(
         proposal, proposal, DecisionSource.RULES, reason, indicators=indicators, signals=signals, strategy=strategy_last
     )
     if proposal is Decision.BUY:
-        analysis = await _gate_entry(analyzer, ctx, market, portfolio, analysis)
+        analysis = await _gate_entry(analyzer, ctx, market, portfolio, analysis, timeframe)
     elif analyzer.trades_with_ai:
         analysis.reason += f" (the adviser is asked only on {analyzer.strategy.name}'s entry bars)"
     analyzer.validate(analysis, market.flash_crash)
@@ -142,7 +144,12 @@ async def _analyse(
 
 
 async def _gate_entry(
-    analyzer: Analyzer, ctx: CycleContext, market: MarketView, portfolio: Portfolio, analysis: Analysis
+    analyzer: Analyzer,
+    ctx: CycleContext,
+    market: MarketView,
+    portfolio: Portfolio,
+    analysis: Analysis,
+    timeframe: str,
 ) -> Analysis:
     """A proposed buy (flat, entry signal): the adviser's availability (ai strategy), the quick filter, the adviser."""
     if analyzer.trades_with_ai and not analyzer.ai_available:
@@ -163,7 +170,7 @@ async def _gate_entry(
     if not analyzer.trades_with_ai:
         return analysis
     return await _ai_analysis(
-        analyzer, ctx, market, portfolio, analysis.indicators, analysis.signals, analysis.strategy, quick
+        analyzer, ctx, market, portfolio, analysis.indicators, analysis.signals, analysis.strategy, quick, timeframe
     )
 
 
@@ -176,16 +183,17 @@ async def _ai_analysis(
     signals: dict[str, Any],
     strategy_last: dict[str, Any],
     quick: dict[str, Any] | None,
+    timeframe: str,
 ) -> Analysis:
     """The adviser's answer on a candidate entry bar that passed the quick filter."""
     holding = portfolio.holding(ctx.symbol)
-    context = MarketContext(
-        symbol=ctx.symbol,
-        timestamp=market.candles.index[-1].to_pydatetime() if len(market.candles) else ctx.now,
-        price=float(market.price) if market.price is not None else float(indicators.get("close", 0.0)),
-        indicators=indicators,
-        signals={**signals, "strategy": strategy_last},
-        orderbook=market.orderbook_summary(),
+    context = build_market_context(
+        ctx.symbol,
+        market.candles,
+        bar_seconds=Timeframe(timeframe).seconds,
+        price=None if market.price is None else float(market.price),
+        strategy_last=strategy_last,
+        orderbook_summary=market.orderbook_summary(),
         position=position_payload(holding),
         fear_greed=market.fear_greed,
         quick_filter=quick,
@@ -256,5 +264,6 @@ async def _save_decision(
         error=(ai.error if ai else analysis.ai_disabled_reason),
         cycle_id=ctx.cycle_id,
         created_at=ctx.now,
+        candle_at=decided_candle(market.candles),
     )
     await repository.save_ai_decision(record)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -37,3 +38,22 @@ async def list_ai_decisions(
     if overridden is not None:
         query = query.where(AIDecisionRow.overridden.is_(overridden))
     return await paged(connection, query, AIDecisionRow.created_at, AIDecisionRow.id, paging)
+
+
+async def decisions_by_candle(
+    connection: AsyncConnection, symbol: str, start: datetime, end: datetime
+) -> list[dict[str, Any]]:
+    """The trading cycle's decisions of ``symbol`` whose candle opened in ``[start, end)``, oldest candle first
+    (and, for one candle recorded twice, in the order written). Through the index ``(symbol, candle_at)``."""
+    table = AIDecisionRow.__table__
+    query = (
+        select(table)
+        .where(
+            AIDecisionRow.purpose == AIPurpose.DECISION,
+            AIDecisionRow.symbol == symbol,
+            AIDecisionRow.candle_at >= start,
+            AIDecisionRow.candle_at < end,
+        )
+        .order_by(AIDecisionRow.candle_at, AIDecisionRow.id)
+    )
+    return [dict(row) for row in (await connection.execute(query)).mappings()]

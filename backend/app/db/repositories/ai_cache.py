@@ -75,6 +75,7 @@ class DatabaseCallRecorder:
                 confidence=decision.confidence,
                 reason=decision.reason,
                 market_data={"purpose": decision.purpose.value, "bar_closed_at": context.timestamp.isoformat()},
+                candle_at=context.candle_at,
                 model=decision.model,
                 prompt_hash=decision.prompt_hash or None,
                 prompt=decision.prompt,
