@@ -142,16 +142,13 @@ def _rebuild(group: BaseModel, updates: Mapping[str, Any]) -> BaseModel:
     return type(group).model_validate(data)
 
 
-def _setting_error(where: str, error: Any, aliases: Mapping[str, str]) -> ConfigurationError:
+def _setting_error(where: str, error: Any) -> ConfigurationError:
     key = str(error["loc"][0]) if error["loc"] else "value"
-    key = aliases.get(key, key)
     message = str(error["msg"]).removeprefix("Value error, ")
     return ConfigurationError(f"{where}: {key}: {message}")
 
 
-def instance_settings(
-    base: Settings, name: str, overrides: Mapping[str, Any], *, where: str | None = None
-) -> Settings:
+def instance_settings(base: Settings, name: str, overrides: Mapping[str, Any], *, where: str | None = None) -> Settings:
     """``base`` with ``overrides`` (by .env name) replaced, mode paper and scheduler name ``name``; validated by the
     group rules, the rules across keys and the strategy's parameter space. One ``ConfigurationError`` naming the key."""
     where = where or f"instance {name!r}"
@@ -170,7 +167,7 @@ def instance_settings(
         try:
             groups[group_name] = _rebuild(groups[group_name], updates)
         except ValidationError as exc:
-            raise _setting_error(where, exc.errors()[0], {}) from None
+            raise _setting_error(where, exc.errors()[0]) from None
     settings = Settings(**groups)
     if problems := combination_problems(settings):
         raise ConfigurationError(f"{where}: " + "; ".join(problems))

@@ -71,7 +71,9 @@ class SchedulerMetrics:
             "portfolio_drawdown_pct", "Fall of the account value from its highest snapshot, in percent", registry=r
         )
         self.portfolio_max_drawdown = Gauge(
-            "portfolio_max_drawdown_pct", "Deepest fall of the account value from a running peak, in percent", registry=r
+            "portfolio_max_drawdown_pct",
+            "Deepest fall of the account value from a running peak, in percent",
+            registry=r,
         )
         self._peak = 0.0
         self._deepest = 0.0

@@ -21,9 +21,7 @@ router = APIRouter(prefix="/instances", tags=["instances"])
     response_model=InstancesOut,
     summary="A/B: every instance's strategy, equity, return, drawdown and trades (INSTANCES_FILE)",
 )
-async def list_instances(
-    settings: SettingsDep, _: Reader, mode: Literal["paper", "replay"] = "paper"
-) -> InstancesOut:
+async def list_instances(settings: SettingsDep, _: Reader, mode: Literal["paper", "replay"] = "paper") -> InstancesOut:
     path = settings.scheduler.instances_file
     if path is None:
         return InstancesOut(file=None, error=None, instances=[])
