@@ -18,12 +18,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from prometheus_client import generate_latest
 
 import scheduler_main
 from backend.app.core.instances import load_instances
 from backend.app.services.scheduler_metrics import InstanceMetrics, SchedulerMetrics
 from backend.tests.conftest import API_KEY, AppFactory
+from backend.tests.test_monitoring_config import require_tool
 from src.config.env import PROJECT_ROOT
 from src.config.settings import get_settings, load_settings
 from src.exceptions import ConfigurationError
@@ -180,7 +182,7 @@ async def test_the_api_says_why_the_instances_file_cannot_be_used(tmp_path: Path
     # Then the answer names the instance and the key, and lists nothing
     assert body["instances"] == []
     assert "instance 'a'" in body["error"]
-    assert "has no parameter k" in body["error"] or "k:" in body["error"]
+    assert "parameter k must be in" in body["error"]
     # And without a key the route is refused like every other
     anonymous: httpx.AsyncClient = await make_client(INSTANCES_FILE=str(path))
     assert (await anonymous.get("/api/v1/instances")).status_code == 401
@@ -319,3 +321,38 @@ def test_instances_run_side_by_side_each_with_its_own_lock_heartbeat_and_metrics
     for name, db in dbs.items():
         assert _state(db, name) == "stopped"
         assert _rows(db, "SELECT COUNT(*) FROM scheduler_locks") == [(0,)]
+
+
+@pytest.mark.integration
+def test_the_full_stack_runs_the_example_instances_with_the_ab_override(tmp_path: Path) -> None:
+    # Given the full stack with the A/B override and an .env from .env.example with the secrets
+    require_tool("docker-compose")
+    env_file = tmp_path / "compose.env"
+    secrets = "POSTGRES_PASSWORD=pw-test-1234\nGRAFANA_ADMIN_PASSWORD=gf-test-1234\nAPI_KEY=k-test-12345678\n"
+    env_file.write_text((PROJECT_ROOT / ".env.example").read_text() + "\n" + secrets)
+    files = ["-f", "docker-compose.full-stack.yml", "-f", "docker-compose.ab.yml"]
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "ENV_FILE": str(env_file), "HOME": str(tmp_path)}
+    # When docker-compose resolves them
+    result = subprocess.run(
+        ["docker-compose", *files, "--env-file", str(env_file), "config"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    # Then the scheduler runs the instances file and the API compares the same instances from the same volume
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert services["scheduler"]["command"] == ["python", "scheduler_main.py", "--instances", "/app/instances.toml"]
+    for name in ("scheduler", "api"):
+        assert services[name]["environment"]["INSTANCES_FILE"] == "/app/instances.toml"
+        mounts = {volume["target"]: volume for volume in services[name]["volumes"]}
+        assert Path(mounts["/app/instances.toml"]["source"]) == PROJECT_ROOT / "instances.example.toml"
+        assert mounts["/app/data"]["source"] == "ab-data"
+    # And the example file it mounts is a valid instances file of two strategies
+    file = load_instances(PROJECT_ROOT / "instances.example.toml", load_settings(env_file=None))
+    assert [(i.name, i.strategy) for i in file.instances] == [
+        ("breakout", "rule_breakout"),
+        ("volatility", "volatility_breakout"),
+    ]
