@@ -323,6 +323,14 @@ def test_instances_run_side_by_side_each_with_its_own_lock_heartbeat_and_metrics
         assert _rows(db, "SELECT COUNT(*) FROM scheduler_locks") == [(0,)]
 
 
+def _mount(volume: str | dict[str, str]) -> tuple[str, str]:
+    """(target, source) of a volume in docker-compose's short ("src:dst:mode") or long syntax."""
+    if isinstance(volume, str):
+        source, target = volume.split(":")[:2]
+        return target, source
+    return volume["target"], volume.get("source", "")
+
+
 @pytest.mark.integration
 def test_the_full_stack_runs_the_example_instances_with_the_ab_override(tmp_path: Path) -> None:
     # Given the full stack with the A/B override and an .env from .env.example with the secrets
@@ -347,9 +355,9 @@ def test_the_full_stack_runs_the_example_instances_with_the_ab_override(tmp_path
     assert services["scheduler"]["command"] == ["python", "scheduler_main.py", "--instances", "/app/instances.toml"]
     for name in ("scheduler", "api"):
         assert services[name]["environment"]["INSTANCES_FILE"] == "/app/instances.toml"
-        mounts = {volume["target"]: volume for volume in services[name]["volumes"]}
-        assert Path(mounts["/app/instances.toml"]["source"]) == PROJECT_ROOT / "instances.example.toml"
-        assert mounts["/app/data"]["source"] == "ab-data"
+        mounts = dict(_mount(volume) for volume in services[name]["volumes"])
+        assert Path(mounts["/app/instances.toml"]) == PROJECT_ROOT / "instances.example.toml"
+        assert mounts["/app/data"] == "ab-data"
     # And the example file it mounts is a valid instances file of two strategies
     file = load_instances(PROJECT_ROOT / "instances.example.toml", load_settings(env_file=None))
     assert [(i.name, i.strategy) for i in file.instances] == [
