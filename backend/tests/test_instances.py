@@ -314,10 +314,14 @@ def test_instances_run_side_by_side_each_with_its_own_lock_heartbeat_and_metrics
         assert all(_state(db, name) == "running" for name, db in dbs.items())
         # When SIGTERM arrives, every instance stops cleanly and frees its lock
         process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=60) == 0, process.stderr.read() if process.stderr else ""
+        _, err = process.communicate(timeout=60)
+        assert process.returncode == 0, err.decode()[-2000:]
     finally:
         if process.poll() is None:
             process.kill()
+    # And every instance's log lines say which instance they are about
+    started = [json.loads(line) for line in err.decode().splitlines() if '"scheduler.started"' in line]
+    assert sorted(line["bot_instance"] for line in started) == ["breakout", "volatility"]
     for name, db in dbs.items():
         assert _state(db, name) == "stopped"
         assert _rows(db, "SELECT COUNT(*) FROM scheduler_locks") == [(0,)]

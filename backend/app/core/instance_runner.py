@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy.engine import make_url
@@ -103,7 +104,7 @@ async def run_instances(file: InstancesFile, base: Settings) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop_all, sig.name)
         log.info("instances.starting", instances=file.names(), file=str(file.path))
-        tasks = [asyncio.create_task(scheduler.run(handle_signals=False)) for scheduler in schedulers]
+        tasks = [asyncio.create_task(_run_as(r.instance.name, r.scheduler)) for r in started if r.scheduler]
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         stop_all("an instance stopped")
         codes = await asyncio.gather(*tasks)
@@ -116,6 +117,13 @@ async def run_instances(file: InstancesFile, base: Settings) -> int:
                 await running.engine.aclose()
             await running.db_engine.dispose()
         close_sentry()
+
+
+async def _run_as(name: str, scheduler: TradingScheduler) -> int:
+    """The scheduler in a task of its own whose log lines carry ``bot_instance`` (APScheduler's jobs, scheduled from
+    this task, inherit its context)."""
+    structlog.contextvars.bind_contextvars(bot_instance=name)
+    return await scheduler.run(handle_signals=False)
 
 
 def _exit_code(started: list[_Running], codes: list[int]) -> int:
