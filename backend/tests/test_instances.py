@@ -368,3 +368,39 @@ def test_the_full_stack_runs_the_example_instances_with_the_ab_override(tmp_path
         ("breakout", "rule_breakout"),
         ("volatility", "volatility_breakout"),
     ]
+
+
+def test_an_instance_is_the_base_settings_with_its_own_keys_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given base settings from the environment (a live mode and non-default limits)
+    monkeypatch.setenv("TRADING_MODE", "live")
+    monkeypatch.setenv("MAX_POSITIONS", "2")
+    monkeypatch.setenv("MAX_TRADES_PER_DAY", "7")
+    base = load_settings(env_file=None)
+    body = "[[instance]]\nname = 'a'\nsymbols = ['KRW-ETH', 'KRW-XRP']\nsettings = { MAX_TRADES_PER_DAY = 3 }\n"
+    # When an instance replaces some keys
+    [instance] = load_instances(_instances_file(tmp_path, body), base).instances
+    # Then those keys are its own, every other key is the base's, and it trades its own paper account
+    assert instance.symbols == ["KRW-ETH", "KRW-XRP"]
+    assert instance.settings.risk.max_trades_per_day == 3
+    assert instance.settings.risk.max_positions == 2
+    assert instance.settings.trading.mode.value == "paper"
+    assert instance.settings.scheduler.instance_name == "a"
+    assert instance.database_url == f"sqlite+aiosqlite:///{tmp_path / 'instances' / 'a.db'}"
+    assert instance.replay_database_url == f"sqlite+aiosqlite:///{tmp_path / 'instances' / 'replay' / 'a.db'}"
+    assert base.risk.max_trades_per_day == 7  # the base is untouched
+
+
+@pytest.mark.parametrize("flag", [["--symbols", "KRW-ETH"], ["--database-url", "sqlite+aiosqlite:///x.db"]])
+def test_flags_the_instances_file_owns_are_refused(
+    flag: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _instances_file(tmp_path, TWO_STRATEGIES)
+    get_settings.cache_clear()
+    try:
+        code = scheduler_main.main(["--instances", str(path), "--replay", *flag])
+    finally:
+        get_settings.cache_clear()
+    assert code == 2
+    assert f"{flag[0]} does not apply with --instances" in capsys.readouterr().err
