@@ -404,3 +404,27 @@ def test_flags_the_instances_file_owns_are_refused(
         get_settings.cache_clear()
     assert code == 2
     assert f"{flag[0]} does not apply with --instances" in capsys.readouterr().err
+
+
+def test_an_instance_whose_database_cannot_be_reached_stops_the_start_with_one_line_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a second instance on a PostgreSQL server that does not answer
+    body = TWO_STRATEGIES.replace(
+        'name = "volatility"', 'name = "volatility"\ndatabase_url = "postgresql+asyncpg://u:p@127.0.0.1:9/none"'
+    )
+    path = _instances_file(tmp_path, body)
+    get_settings.cache_clear()
+    try:
+        # When the instances start
+        code = scheduler_main.main(["--instances", str(path)])
+    finally:
+        get_settings.cache_clear()
+    # Then the process stops with exit code 1 and one line naming that instance (the password is not shown)
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 1
+    assert len(errors) == 1
+    assert errors[0].startswith("error: instance 'volatility': ")
+    assert ":p@" not in err
+    assert "Traceback" not in err

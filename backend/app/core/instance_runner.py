@@ -19,6 +19,7 @@ import structlog
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.app.core.instances import Instance, InstancesFile
@@ -32,11 +33,13 @@ from backend.app.services.scheduler_metrics import InstanceMetrics, SchedulerMet
 from backend.app.services.trading_engine import TradingEngine
 from src.config.settings import Settings
 from src.domain.modes import TradingMode
+from src.exceptions import ConfigurationError, TradingSystemError
 from src.utils.logger import get_logger, redactor
 
 log = get_logger(__name__)
 
 EXIT_ERROR = 1
+EXIT_USAGE = 2
 
 
 def _sqlite_file(url: str) -> Path | None:
@@ -71,16 +74,28 @@ async def _start(instance: Instance) -> _Running:
     await asyncio.to_thread(migrate, instance.database_url)
     db_engine = engine_from_config(instance.settings.database)
     running = _Running(instance, db_engine, SchedulerMetrics())
-    await ensure_schema_current(db_engine)
-    async with session_factory(db_engine)() as session:
-        running.metrics.seed_equity_curve(await equity_curve(session, TradingMode.PAPER))
-    running.engine = await TradingEngine.create(
-        instance.settings, db_engine, mode=TradingMode.PAPER, metrics=running.metrics
-    )
+    try:
+        await ensure_schema_current(db_engine)
+        async with session_factory(db_engine)() as session:
+            running.metrics.seed_equity_curve(await equity_curve(session, TradingMode.PAPER))
+        running.engine = await TradingEngine.create(
+            instance.settings, db_engine, mode=TradingMode.PAPER, metrics=running.metrics
+        )
+    except BaseException:
+        await db_engine.dispose()
+        raise
     running.scheduler = TradingScheduler(
         running.engine, db_engine, instance.settings.scheduler, metrics=running.metrics
     )
     return running
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, TradingSystemError):
+        return exc.message
+    cause = getattr(exc, "orig", None) or exc
+    first = (str(cause).strip().splitlines() or [""])[0]
+    return f"{type(cause).__name__}: {first}" if first else type(cause).__name__
 
 
 async def run_instances(file: InstancesFile, base: Settings) -> int:
@@ -90,7 +105,11 @@ async def run_instances(file: InstancesFile, base: Settings) -> int:
     server = None
     try:
         for instance in file.instances:
-            started.append(await _start(instance))
+            try:
+                started.append(await _start(instance))
+            except (TradingSystemError, SQLAlchemyError, OSError) as exc:  # one line naming the instance
+                print(f"error: instance {instance.name!r}: {redactor.scrub_text(_reason(exc))}", file=sys.stderr)
+                return EXIT_USAGE if isinstance(exc, ConfigurationError) else EXIT_ERROR
         schedulers = [r.scheduler for r in started if r.scheduler is not None]
         server = InstanceMetrics({r.instance.name: r.metrics for r in started}).serve(
             base.scheduler.metrics_port, base.scheduler.metrics_host
