@@ -5,11 +5,12 @@ from __future__ import annotations
 import ipaddress
 import re
 from enum import StrEnum
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 
-from src.config.env import DEFAULT_SQLITE_PATH, CsvList, Group, split_csv
+from src.config.env import DEFAULT_SQLITE_PATH, PROJECT_ROOT, CsvList, Group, split_csv
 
 _HOSTNAME_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
@@ -67,6 +68,13 @@ class SchedulerConfig(Group):
     metrics_port: int = Field(default=9101, ge=0, le=65535, validation_alias="SCHEDULER_METRICS_PORT")
     metrics_host: str = Field(default="127.0.0.1", validation_alias="SCHEDULER_METRICS_HOST")
     heartbeat_stale_seconds: int = Field(default=600, ge=10, validation_alias="HEARTBEAT_STALE_SECONDS")
+    # A/B: the instances file ``scheduler_main.py --instances`` runs and ``GET /api/v1/instances`` compares.
+    instances_file: Path | None = Field(default=None, validation_alias="INSTANCES_FILE")
+
+    @field_validator("instances_file")
+    @classmethod
+    def _relative_to_project(cls, path: Path | None) -> Path | None:
+        return path if path is None or path.is_absolute() else PROJECT_ROOT / path
 
     @field_validator("trading_cron")
     @classmethod

@@ -8,10 +8,14 @@ the endpoint).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 from src.domain.decisions import Decision, DecisionSource
 from src.utils.logger import get_logger
@@ -63,6 +67,16 @@ class SchedulerMetrics:
         self.trade_fee = Counter("trade_fee_krw_total", "Fees paid in KRW", ["symbol"], registry=r)
         self.portfolio_value = Gauge("portfolio_value_krw", "Total account value in KRW", registry=r)
         self.portfolio_profit_rate = Gauge("portfolio_profit_rate", "Return since the start, as a fraction", registry=r)
+        self.portfolio_drawdown = Gauge(
+            "portfolio_drawdown_pct", "Fall of the account value from its highest snapshot, in percent", registry=r
+        )
+        self.portfolio_max_drawdown = Gauge(
+            "portfolio_max_drawdown_pct",
+            "Deepest fall of the account value from a running peak, in percent",
+            registry=r,
+        )
+        self._peak = 0.0
+        self._deepest = 0.0
         self.stage_duration = Histogram(
             "trading_cycle_stage_duration_seconds",
             "Duration of a trading cycle stage",
@@ -135,3 +149,53 @@ class SchedulerMetrics:
         self.portfolio_value.set(float(equity))
         if profit_rate is not None:
             self.portfolio_profit_rate.set(float(profit_rate))
+        self._track_drawdown(float(equity))
+
+    def seed_equity_curve(self, equities: list[Decimal]) -> None:
+        """Start the drawdown gauges from the account's stored snapshots (oldest first), so a restart keeps them."""
+        for equity in equities:
+            self._track_drawdown(float(equity))
+
+    def _track_drawdown(self, equity: float) -> None:
+        self._peak = max(self._peak, equity)
+        drawdown = (self._peak - equity) / self._peak * 100 if self._peak > 0 else 0.0
+        self._deepest = max(self._deepest, drawdown)
+        self.portfolio_drawdown.set(drawdown)
+        self.portfolio_max_drawdown.set(self._deepest)
+
+
+INSTANCE_LABEL = "bot_instance"  # not ``instance``: Prometheus sets that one to the scrape target
+
+
+class InstanceMetrics(Collector):
+    """One ``SchedulerMetrics`` per A/B instance, served as one set of metrics with a ``bot_instance`` label on every
+    sample (``scheduler_main.py --instances``)."""
+
+    def __init__(self, metrics: Mapping[str, SchedulerMetrics]) -> None:
+        self.metrics = dict(metrics)
+        self.registry = CollectorRegistry()
+        self.registry.register(self)
+
+    def collect(self) -> Iterator[Metric]:
+        merged: dict[str, Metric] = {}
+        for instance, metrics in self.metrics.items():
+            for family in metrics.registry.collect():
+                target = merged.get(family.name)
+                if target is None:
+                    target = merged[family.name] = Metric(family.name, family.documentation, family.type, family.unit)
+                for sample in family.samples:
+                    labels = {**sample.labels, INSTANCE_LABEL: instance}
+                    target.samples.append(Sample(sample.name, labels, sample.value, sample.timestamp, sample.exemplar))
+        yield from merged.values()
+
+    def serve(self, port: int, addr: str = "127.0.0.1") -> Any | None:
+        """Serve ``/metrics`` on ``addr:port`` (port 0: not at all); returns the server (``shutdown()`` stops it)."""
+        if port <= 0:
+            return None
+        try:
+            server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+        except OSError as exc:
+            log.error("metrics.port_unavailable", host=addr, port=port, error=str(exc))
+            return None
+        log.info("metrics.serving", host=addr, port=port, instances=list(self.metrics))
+        return server
