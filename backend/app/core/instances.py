@@ -40,7 +40,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.engine import make_url
 
 from src.config.env import PROJECT_ROOT
-from src.config.settings import GROUPS, Settings, combination_problems
+from src.config.settings import GROUPS, Settings
 from src.domain.modes import TradingMode
 from src.exceptions import ConfigurationError
 from src.strategy.registry import strategy_from_settings
@@ -169,8 +169,6 @@ def instance_settings(base: Settings, name: str, overrides: Mapping[str, Any], *
         except ValidationError as exc:
             raise _setting_error(where, exc.errors()[0]) from None
     settings = Settings(**groups)
-    if problems := combination_problems(settings):
-        raise ConfigurationError(f"{where}: " + "; ".join(problems))
     try:
         strategy_from_settings(settings)
     except ConfigurationError as exc:

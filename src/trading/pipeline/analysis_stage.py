@@ -17,6 +17,7 @@ from src.ai.context import build_market_context, decided_candle
 from src.domain.decisions import Decision, DecisionSource
 from src.domain.events import EventKind, NotificationEvent, Notifier
 from src.domain.money import ZERO
+from src.domain.timeframes import Timeframe
 from src.trading.pipeline.analysis import (
     NO_POSITION_VETO,
     QUICK_FILTER_VETO,
@@ -25,7 +26,6 @@ from src.trading.pipeline.analysis import (
     Analyzer,
     ai_source,
 )
-from src.domain.timeframes import Timeframe
 from src.trading.pipeline.context import CycleContext
 from src.trading.pipeline.data_stage import MarketView
 from src.trading.pipeline.execution import buy_budget

@@ -250,8 +250,6 @@ def _ai_service(settings: Settings, adapters: PipelineAdapters, notifier: Notifi
     )
 
 
-
-
 def _budget_alert(notifier: Notifier) -> Callable[[BudgetChange], None]:
     """The budget's on/off transitions as notifier events (Telegram, the event stream)."""
 
