@@ -234,6 +234,10 @@ class NotificationService:
                 self._queue.task_done()
 
     @property
+    def config(self) -> TelegramConfig:
+        return self._config
+
+    @property
     def language(self) -> NotifyLanguage:
         return self._config.language
 
