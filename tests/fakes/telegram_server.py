@@ -259,7 +259,7 @@ class FakeTelegram:
             return [call for call in self._state.calls if method is None or call.method == method]
 
     def sent_messages(self) -> list[dict[str, Any]]:
-        """Parameters of every ``sendMessage`` the fake accepted (answered 200)."""
+        """Parameters of every ``sendMessage`` the fake accepted (answered 200), with ``_message_id``."""
         with self._lock:
             return [
                 call.params for call in self._state.calls if call.method == "sendMessage" and call.params.get("_ok")
@@ -392,6 +392,7 @@ class FakeTelegram:
             if markup:
                 message["reply_markup"] = markup
             self._state.bot_messages[(chat_id, message_id)] = message
+            params["_message_id"] = message_id
         return _ok(message)
 
     def _get_updates(self, params: dict[str, Any]) -> HttpResponse:
