@@ -25,6 +25,7 @@ from src.utils.logger import redactor
 
 KST = timedelta(hours=9)
 MAX_FREE_TEXT = 500
+MAX_AI_REASON = 1500  # the adviser's reasoning: a screen, not pages
 
 
 class Phrase(NamedTuple):
@@ -430,13 +431,14 @@ def _trade(event: NotificationEvent, lang: NotifyLanguage) -> Message:
 
 def _decision(event: NotificationEvent, lang: NotifyLanguage) -> Message:
     f = event.fields
-    decision = _named("decision", f.get("final_decision") or f.get("decision"), lang)
+    decided = f.get("final_decision") or f.get("decision")
+    decision = _named("decision", decided, lang) if decided else "-"
     message = Message("🤖", phrase("title.decision", lang, decision=decision, symbol=f.get("symbol", "")), at=event.at)
     confidence = as_decimal(f.get("confidence"))
     if confidence is not None:
         message.add(phrase("confidence", lang), percent(confidence, fraction=confidence <= 1))
     message.add(phrase("decided_by", lang), _named("source", f.get("source"), lang) if f.get("source") else None)
-    message.add(phrase("reason", lang), free_text(f.get("reason")) if f.get("reason") else None)
+    message.add(phrase("reason", lang), free_text(f.get("reason"), MAX_AI_REASON) if f.get("reason") else None)
     return message
 
 
