@@ -299,3 +299,52 @@ def test_fake_telegram_runs_as_a_process() -> None:
         process.wait(timeout=10)
     assert answer["ok"] is True
     assert answer["result"]["is_bot"] is True
+
+
+async def test_a_real_stop_loss_sell_reads_as_words_with_its_holding_time(
+    db_engine, db_sessions, make_settings, fake_upbit, fake_fear_greed, fake_telegram: FakeTelegram
+) -> None:
+    """Given the trading engine on the fake Upbit announcing to the fake Telegram (with the position lookup the
+    scheduler wires), when a bought position is sold by its stop, then the sell message names the stop in words,
+    shows the profit in KRW and %, the entry price and the holding time, and no order identifier."""
+    from sqlalchemy import select as sql_select
+
+    from backend.app.db.queries.positions import SqlTradeDetails
+    from backend.app.models import OrderRow, PositionRow
+    from backend.app.services.trading_engine import TradingEngine
+    from src.domain.modes import TradingMode
+    from tests.support.strategies import AlwaysBuy
+
+    fake_upbit.seed_demo()
+    settings = make_settings(
+        UPBIT_BASE_URL=fake_upbit.base_url,
+        FEAR_GREED_URL=fake_fear_greed.url,
+        MIN_TRADE_INTERVAL_HOURS="0",
+        TRADING_SYMBOLS="KRW-BTC",
+    )
+    service = NotificationService(_config(fake_telegram), trade_details=SqlTradeDetails(db_sessions))
+    await service.start()
+    engine = await TradingEngine.create(settings, db_engine, mode=TradingMode.PAPER, notifier=service)
+    engine.pipeline.analyzer.strategy = AlwaysBuy()
+    try:
+        await engine.start_up()
+        await engine.trading_job()
+        async with db_sessions.begin() as session:  # the market is now below the stop
+            position = await session.scalar(sql_select(PositionRow))
+            position.stop_price = position.avg_entry_price * 10
+        await engine.position_job()
+        await asyncio.wait_for(service.drain(), timeout=10)
+    finally:
+        await engine.aclose()
+        await service.aclose()
+    async with db_sessions() as session:
+        identifiers = list(await session.scalars(sql_select(OrderRow.identifier)))
+    (sold,) = [message["text"] for message in fake_telegram.sent_messages() if "매도 체결" in message["text"]]
+    assert "<b>사유</b>: 손절 (기준가 " in sold
+    assert "<b>손익</b>: " in sold
+    assert "%)" in sold
+    assert "<b>매수 평균가</b>: " in sold
+    assert "<b>보유 기간</b>: 1분 미만" in sold
+    assert "exit:" not in sold
+    assert all(identifier not in sold for identifier in identifiers)
+    assert html_parse_error(sold) is None

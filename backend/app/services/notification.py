@@ -16,6 +16,7 @@ import html
 import re
 import warnings
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any, Protocol
 
@@ -25,7 +26,7 @@ from telegram.request import HTTPXRequest
 
 from backend.app.services.telegram_messages import render_event
 from src.config.system_groups import NotifyLanguage, TelegramConfig
-from src.domain.events import NotificationEvent
+from src.domain.events import EventKind, NotificationEvent
 from src.exceptions import NotificationFailed
 from src.utils.logger import get_logger, redactor
 
@@ -35,6 +36,9 @@ MAX_MESSAGE_CHARS = 4096
 
 _TAG = re.compile(r"<[^<>]*>")
 _PARSE_ERROR = "can't parse entities"
+
+
+TradeDetails = Callable[[str], Awaitable[dict[str, Any]]]  # order identifier -> extra fields of its sell
 
 
 class SystemLogWriter(Protocol):
@@ -152,8 +156,10 @@ class NotificationService:
         backoff_seconds: float = 0.5,
         max_retry_after_seconds: float = 120.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        trade_details: TradeDetails | None = None,
     ) -> None:
         self._config = config
+        self._trade_details = trade_details
         self._system_logs = system_logs
         self._queue: asyncio.Queue[NotificationEvent] = asyncio.Queue(maxsize=max_queue)
         self._max_attempts = max_attempts
@@ -242,12 +248,32 @@ class NotificationService:
         return self._config.language
 
     async def _deliver_event(self, event: NotificationEvent) -> None:
-        text = format_event(event, self.language)
+        text = format_event(await self._with_details(event), self.language)
         for chat_id in self._config.chat_ids:
             try:
                 await self.send(chat_id, text)
             except NotificationFailed as exc:
                 await self._record_failure(event, chat_id, exc)
+
+    async def _with_details(self, event: NotificationEvent) -> NotificationEvent:
+        """A sell with the entry time and price of the position it sold (for the holding time), when the
+        event does not carry them and ``trade_details`` finds them; else the event as it is."""
+        fields = event.fields
+        identifier = fields.get("identifier")
+        if (
+            self._trade_details is None
+            or event.kind is not EventKind.TRADE_EXECUTED
+            or str(fields.get("side")) != "sell"
+            or not identifier
+            or "entry_at" in fields
+        ):
+            return event
+        try:
+            details = await self._trade_details(str(identifier))
+        except Exception as exc:  # the message goes out without the holding time
+            log.warning("telegram.trade_details_failed", error=f"{type(exc).__name__}: {exc}")
+            return event
+        return replace(event, fields={**fields, **details}) if details else event
 
     # --- sending (also used by the command handler for replies) ---
     async def send(self, chat_id: str | int, html_text: str) -> None:

@@ -48,6 +48,7 @@ from telegram.request import HTTPXRequest
 from backend.app.db.queries.bot_status import bot_status
 from backend.app.db.queries.paging import Paging
 from backend.app.db.queries.portfolio import latest_snapshot
+from backend.app.db.queries.positions import SqlTradeDetails
 from backend.app.db.queries.statistics import trade_statistics
 from backend.app.db.queries.trades import TradeFilter, list_trades
 from backend.app.db.repositories.bot import BotRepository
@@ -65,6 +66,7 @@ from backend.app.services.telegram_messages import (
     phrase,
     price,
 )
+from src.api.interfaces import IExchangeClient
 from src.config.settings import Settings
 from src.config.system_groups import NotifyLanguage
 from src.domain.bot import BotAction, DesiredState
@@ -615,6 +617,15 @@ def _age(seconds: float, language: NotifyLanguage) -> str:
     return duration(whole, language)
 
 
+def ticker_prices(exchange: IExchangeClient) -> PriceSource:
+    """``/positions``' live prices: the exchange's ticker (Upbit's, or the paper exchange's market data)."""
+
+    async def prices(symbols: list[str]) -> dict[str, Decimal]:
+        return {ticker.symbol: ticker.trade_price for ticker in await exchange.get_tickers(symbols)}
+
+    return prices
+
+
 @dataclass(slots=True)
 class TelegramRuntime:
     """What a process holds while Telegram runs: the notifier to pass to the engine, and the commands."""
@@ -637,7 +648,7 @@ async def start_telegram(
     Telegram allows a single getUpdates consumer per token. ``prices`` gives ``/positions`` live prices
     (``runtime.commands.prices`` may also be set once the exchange exists).
     """
-    notifier = NotificationService(settings.telegram, BotRepository(sessions))
+    notifier = NotificationService(settings.telegram, BotRepository(sessions), trade_details=SqlTradeDetails(sessions))
     await notifier.start()
     commands = None
     if settings.telegram.enabled and settings.telegram.commands_enabled:
