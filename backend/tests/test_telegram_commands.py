@@ -490,3 +490,31 @@ async def test_a_rejected_token_stops_the_commands_without_printing_it(
     await _wait_for(lambda: commands._task is not None and commands._task.done())
     assert fake_telegram.calls("getUpdates") == []
     assert "999:wrong" not in capsys.readouterr().out
+
+
+async def test_positions_use_the_engines_exchange_ticker(
+    fake_telegram: FakeTelegram, db_engine, db_sessions, make_settings, fake_upbit, fake_fear_greed
+) -> None:
+    """Given the prices the scheduler wires (``ticker_prices`` of the engine's exchange, here paper on the fake
+    Upbit), when /positions is asked, then the current price is the exchange's ticker, on its tick."""
+    from backend.app.services.telegram_commands import ticker_prices
+    from backend.app.services.trading_engine import TradingEngine
+
+    fake_upbit.seed_demo()
+    settings = make_settings(
+        UPBIT_BASE_URL=fake_upbit.base_url, FEAR_GREED_URL=fake_fear_greed.url, TRADING_SYMBOLS="KRW-ETH"
+    )
+    await seed_trading_history(db_sessions)
+    engine = await TradingEngine.create(settings, db_engine, mode=MODE)
+    try:
+        prices = ticker_prices(engine.pipeline.exchange)
+        (ticker,) = await engine.pipeline.exchange.get_tickers(["KRW-ETH"])
+        commands = await _commands(fake_telegram, db_sessions, EN, prices=prices)
+        (positions,) = await _ask(fake_telegram, commands, "/positions")
+    finally:
+        await engine.aclose()
+    from backend.app.services.telegram_messages import price
+
+    assert f"<b>Current price</b>: {price(ticker.trade_price, EN)}" in positions
+    assert "(snapshot" not in positions
+    assert "<b>Unrealised P&amp;L</b>: " in positions

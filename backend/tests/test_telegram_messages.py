@@ -315,3 +315,14 @@ def test_holding_time_from_held_seconds_or_entry_at() -> None:
     for fields in (_fields(held_seconds=5400), _fields(entry_at=(AT - timedelta(minutes=90)).isoformat())):
         text = render_event(NotificationEvent(EventKind.TRADE_EXECUTED, "SELL", fields, at=AT), EN)
         assert "<b>Held for</b>: 1 h 30 min" in text
+
+
+def test_an_error_names_no_order_identifier() -> None:
+    # Given the reconciliation's error event, whose title carries the order's identifier
+    fields = {"identifier": "buy-5a6b7c", "symbol": "KRW-BTC", "side": "buy", "error": "ExchangeError: 502"}
+    event = NotificationEvent(EventKind.ERROR, "Reconciling order buy-5a6b7c failed", fields, at=AT)
+    # When rendered, Then the identifier is gone and the symbol names the order
+    text = render_event(event, KO)
+    assert "buy-5a6b7c" not in text
+    assert "<b>내용</b>: Reconciling order failed" in text
+    assert "<b>종목</b>: KRW-BTC" in text

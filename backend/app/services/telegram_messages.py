@@ -456,7 +456,10 @@ def _override(event: NotificationEvent, lang: NotifyLanguage) -> Message:
 def _error(event: NotificationEvent, lang: NotifyLanguage) -> Message:
     f = event.fields
     message = Message("🚨", phrase("title.error", lang) + _mode_tag(f, lang), at=event.at)
-    message.add(phrase("what", lang), free_text(event.title, 300))
+    what = event.title
+    if f.get("identifier"):  # "Reconciling order <identifier> failed": the order is named by its symbol instead
+        what = " ".join(what.replace(str(f["identifier"]), "").split())
+    message.add(phrase("what", lang), free_text(what, 300))
     message.add(phrase("symbol", lang), str(f["symbol"]) if f.get("symbol") else None)
     message.add(phrase("job", lang), str(f["job"]) if f.get("job") else None)
     message.add(phrase("stage", lang), str(f["stage"]) if f.get("stage") else None)
