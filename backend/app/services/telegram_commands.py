@@ -207,17 +207,24 @@ class TelegramCommands:
 
     # --- lifecycle --------------------------------------------------------------------------------------
     async def initialize(self) -> None:
-        """getMe (PTB needs the bot's name to match ``/cmd@bot``), then the command menu (setMyCommands)."""
+        """getMe (PTB needs the bot's name to match ``/cmd@bot``), then the command menu (setMyCommands).
+        A menu Telegram refuses is logged; the commands still work when typed."""
         if not self._initialized:
             await self.app.initialize()
             self._initialized = True
-        await self.app.bot.set_my_commands(menu_commands(self.language))
+        try:
+            await self.app.bot.set_my_commands(menu_commands(self.language))
+        except InvalidToken:
+            raise
+        except TelegramError as exc:
+            log.warning("telegram.menu_not_registered", error=f"{type(exc).__name__}: {exc}")
 
     async def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="telegram-commands")
 
     async def _run(self) -> None:
+        """Initialise (retrying while Telegram is unreachable), then poll in PTB's Updater until ``aclose``."""
         while True:
             try:
                 await self.initialize()
@@ -228,12 +235,20 @@ class TelegramCommands:
             except (TelegramError, OSError) as exc:
                 log.warning("telegram.commands_init_failed", error=f"{type(exc).__name__}: {exc}")
                 await self._sleep(self._backoff)
-        await self.app.start()
-        assert self.app.updater is not None
-        await self.app.updater.start_polling(
-            timeout=self._poll_timeout, allowed_updates=list(ALLOWED_UPDATES), error_callback=self._poll_error
-        )
-        self._polling = True
+        try:
+            await self.app.start()
+            assert self.app.updater is not None
+            await self.app.updater.start_polling(
+                timeout=self._poll_timeout, allowed_updates=list(ALLOWED_UPDATES), error_callback=self._poll_error
+            )
+        except InvalidToken:
+            log.error("telegram.commands_stopped", reason="the bot token was rejected")
+            return
+        except (TelegramError, OSError) as exc:  # alerts keep going; the commands are off until a restart
+            log.error("telegram.commands_stopped", error=f"{type(exc).__name__}: {exc}")
+            return
+        finally:
+            self._polling = bool(self.app.running)
         log.info("telegram.commands_started", allowed_chats=len(self._allowed), language=self.language.value)
 
     @staticmethod
