@@ -93,7 +93,10 @@ def _events() -> dict[EventKind, NotificationEvent]:
             at=AT,
         ),
         EventKind.ERROR: NotificationEvent(
-            EventKind.ERROR, "Job trading failed", {"job": "trading", "error": "DatabaseUnavailable: gone"}, at=AT
+            EventKind.ERROR,
+            "Job trading_cycle failed",
+            {"job": "trading_cycle", "error": "DatabaseUnavailable: gone"},
+            at=AT,
         ),
         EventKind.SAFE_MODE_ENTERED: NotificationEvent(
             EventKind.SAFE_MODE_ENTERED,
@@ -255,6 +258,9 @@ def test_the_daily_report_in_both_languages() -> None:
 
 def test_ai_budget_and_safe_mode_in_words() -> None:
     events = _events()
+    assert "<b>내용</b>: 예약 작업 실패: 거래 사이클" in render_event(events[EventKind.ERROR], KO)
+    assert "<b>What</b>: Scheduled job failed: trading cycle" in render_event(events[EventKind.ERROR], EN)
+    assert "<b>신뢰도</b>: 72%" in render_event(events[EventKind.AI_DECISION], KO)
     assert "<b>오늘</b>: $1.00 / $1.00" in render_event(events[EventKind.AI_BUDGET_REACHED], KO)
     assert "<b>This month</b>: $12.50 of $30.00" in render_event(events[EventKind.AI_BUDGET_REACHED], EN)
     safe = render_event(events[EventKind.SAFE_MODE_ENTERED], KO)

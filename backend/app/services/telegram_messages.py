@@ -219,6 +219,11 @@ PHRASES: dict[str, Phrase] = {
     "title.ai_budget_reached": P("AI 예산 소진: 전략 규칙으로 판단", "AI budget reached: rules decide"),
     "title.ai_budget_restored": P("AI 판단 재개 (예산 여유)", "AI adviser back on (budget)"),
     "what": P("내용", "What"),
+    "job.position_check": P("포지션 점검", "position check"),
+    "job.trading_cycle": P("거래 사이클", "trading cycle"),
+    "job.portfolio_snapshot": P("포트폴리오 스냅샷", "portfolio snapshot"),
+    "job.daily_report": P("일일 리포트", "daily report"),
+    "job_failed": P("예약 작업 실패: {job}", "Scheduled job failed: {job}"),
     "mode_tag": P("[{mode}]", "[{mode}]"),
     # the command menu (setMyCommands) and /help
     "menu.status": P("봇 상태, 하트비트, 안전 모드", "Bot state, heartbeat, safe mode"),
@@ -436,7 +441,7 @@ def _decision(event: NotificationEvent, lang: NotifyLanguage) -> Message:
     message = Message("🤖", phrase("title.decision", lang, decision=decision, symbol=f.get("symbol", "")), at=event.at)
     confidence = as_decimal(f.get("confidence"))
     if confidence is not None:
-        message.add(phrase("confidence", lang), percent(confidence, fraction=confidence <= 1))
+        message.add(phrase("confidence", lang), f"{(confidence * 100 if confidence <= 1 else confidence):.0f}%")
     message.add(phrase("decided_by", lang), _named("source", f.get("source"), lang) if f.get("source") else None)
     message.add(phrase("reason", lang), free_text(f.get("reason"), MAX_AI_REASON) if f.get("reason") else None)
     return message
@@ -457,11 +462,13 @@ def _error(event: NotificationEvent, lang: NotifyLanguage) -> Message:
     f = event.fields
     message = Message("🚨", phrase("title.error", lang) + _mode_tag(f, lang), at=event.at)
     what = event.title
+    if f.get("job") and what == f"Job {f['job']} failed":  # the scheduler's job failure, in words
+        what = phrase("job_failed", lang, job=_named("job", f["job"], lang))
     if f.get("identifier"):  # "Reconciling order <identifier> failed": the order is named by its symbol instead
         what = " ".join(what.replace(str(f["identifier"]), "").split())
     message.add(phrase("what", lang), free_text(what, 300))
     message.add(phrase("symbol", lang), str(f["symbol"]) if f.get("symbol") else None)
-    message.add(phrase("job", lang), str(f["job"]) if f.get("job") else None)
+    message.add(phrase("job", lang), _named("job", f["job"], lang) if f.get("job") else None)
     message.add(phrase("stage", lang), str(f["stage"]) if f.get("stage") else None)
     message.add(phrase("error", lang), free_text(f.get("error")) if f.get("error") else None)
     return message
