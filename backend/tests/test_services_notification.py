@@ -348,3 +348,46 @@ async def test_a_real_stop_loss_sell_reads_as_words_with_its_holding_time(
     assert "exit:" not in sold
     assert all(identifier not in sold for identifier in identifiers)
     assert html_parse_error(sold) is None
+
+
+def test_the_fake_checks_the_new_calls_like_telegram(fake_telegram: FakeTelegram) -> None:
+    """Given the fake Bot API, when a client sends what Telegram refuses, then it answers Telegram's 400s."""
+    import json
+
+    import httpx
+
+    base = f"{fake_telegram.base_url}{fake_telegram.token}"
+
+    def call(method: str, **params: object) -> tuple[int, dict[str, object]]:
+        body = {k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in params.items()}
+        answer = httpx.post(f"{base}/{method}", data=body, timeout=5)
+        return answer.status_code, answer.json()
+
+    # setMyCommands: a command Telegram cannot show, an empty description
+    assert call("setMyCommands", commands=[{"command": "Pause-Now", "description": "x"}])[0] == 400
+    assert call("setMyCommands", commands=[{"command": "pause", "description": ""}])[0] == 400
+    assert call("setMyCommands", commands=[{"command": "pause", "description": "Pause"}]) == (
+        200,
+        {"ok": True, "result": True},
+    )
+    assert fake_telegram.my_commands() == [{"command": "pause", "description": "Pause"}]
+    # sendMessage: callback_data over 64 bytes
+    too_long = {"inline_keyboard": [[{"text": "ok", "callback_data": "x" * 65}]]}
+    status, body = call("sendMessage", chat_id=CHAT_A, text="?", reply_markup=too_long)
+    assert (status, body["description"]) == (400, "Bad Request: BUTTON_DATA_INVALID")
+    keyboard = {"inline_keyboard": [[{"text": "✅", "callback_data": "ok:1"}]]}
+    status, body = call("sendMessage", chat_id=CHAT_A, text="Sure?", reply_markup=keyboard)
+    assert status == 200
+    message_id = body["result"]["message_id"]  # type: ignore[index]
+    # answerCallbackQuery: once per query the fake issued
+    query_id = fake_telegram.press_button(int(CHAT_A), "✅")
+    assert call("answerCallbackQuery", callback_query_id=query_id, text="Done")[0] == 200
+    assert call("answerCallbackQuery", callback_query_id=query_id)[0] == 400
+    assert call("answerCallbackQuery", callback_query_id="never-issued")[0] == 400
+    # editMessageText: only the bot's own message, and only when something changes
+    assert call("editMessageText", chat_id=CHAT_A, message_id=999, text="x")[0] == 400
+    assert call("editMessageText", chat_id=CHAT_A, message_id=message_id, text="Done")[0] == 200
+    status, body = call("editMessageText", chat_id=CHAT_A, message_id=message_id, text="Done")
+    assert status == 400
+    assert "message is not modified" in str(body["description"])
+    assert "reply_markup" not in fake_telegram.bot_message(int(CHAT_A), int(message_id))
