@@ -518,3 +518,22 @@ async def test_positions_use_the_engines_exchange_ticker(
     assert f"<b>Current price</b>: {price(ticker.trade_price, EN)}" in positions
     assert "(snapshot" not in positions
     assert "<b>Unrealised P&amp;L</b>: " in positions
+
+
+async def test_a_button_pressed_in_a_chat_not_allowed_is_ignored(fake_telegram: FakeTelegram, db_sessions) -> None:
+    """Given a question with buttons in a chat that is not (or no longer) in TELEGRAM_CHAT_IDS, when its
+    confirm button is pressed, then nothing is answered or written, and the attempt is in system_logs."""
+    from telegram import InlineKeyboardButton, InlineKeyboardMarkup
+
+    commands = await _commands(fake_telegram, db_sessions)
+    keyboard = InlineKeyboardMarkup([[InlineKeyboardButton("✅ 확인", callback_data="ok:abc")]])
+    await commands.app.bot.send_message(chat_id=STRANGER, text="?", reply_markup=keyboard)
+    fake_telegram.press_button(STRANGER, "확인")
+    await _drain(fake_telegram, commands)
+    assert fake_telegram.calls("answerCallbackQuery") == []
+    assert fake_telegram.calls("editMessageText") == []
+    assert commands.ignored == 1
+    assert await BotRepository(db_sessions).get_config(DESIRED_STATE_KEY) is None
+    async with db_sessions() as session:
+        rows = list(await session.scalars(select(SystemLogRow).where(SystemLogRow.source == "telegram")))
+    assert [row.context for row in rows] == [{"chat_id": str(STRANGER), "command": "button ok:abc"}]
