@@ -537,3 +537,20 @@ async def test_a_button_pressed_in_a_chat_not_allowed_is_ignored(fake_telegram: 
     async with db_sessions() as session:
         rows = list(await session.scalars(select(SystemLogRow).where(SystemLogRow.source == "telegram")))
     assert [row.context for row in rows] == [{"chat_id": str(STRANGER), "command": "button ok:abc"}]
+
+
+async def test_a_confirmed_control_that_cannot_be_written_says_so(
+    fake_telegram: FakeTelegram, db_sessions, monkeypatch
+) -> None:
+    # Given a pause waiting for its confirmation, and a database that refuses the write
+    commands = await _commands(fake_telegram, db_sessions, EN)
+    await _ask(fake_telegram, commands, "/pause")
+
+    async def refuse(*_args: object, **_kwargs: object) -> None:
+        raise ConnectionError("database restarting")
+
+    monkeypatch.setattr(BotRepository, "request_state", refuse)
+    # When confirm is pressed, Then the button is answered and the question says the pause failed
+    edited = await _press(fake_telegram, commands, "Confirm")
+    assert fake_telegram.calls("answerCallbackQuery")[-1].params["text"] == "/pause failed: ConnectionError"
+    assert edited["text"] == "⚠️ /pause failed: ConnectionError"

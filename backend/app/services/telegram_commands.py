@@ -410,7 +410,14 @@ class TelegramCommands:
             await query.answer(phrase("toast.cancelled", lang))
             await self._edit(query, f"✖ {html.escape(phrase('cancelled', lang))}")
             return
-        text = await self._apply(pending)
+        try:
+            text = await self._apply(pending)
+        except Exception as exc:  # the database may be restarting: say so; the operator can ask again
+            log.error("telegram.control_failed", control=pending.control.value, error=f"{type(exc).__name__}: {exc}")
+            failed = phrase("failed", lang, command=f"/{pending.control.value}", error=type(exc).__name__)
+            await query.answer(failed[:200])
+            await self._edit(query, "⚠️ " + html.escape(failed))
+            return
         await query.answer(phrase("toast.confirmed", lang))
         await self._edit(query, text)
 
