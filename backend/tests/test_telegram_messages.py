@@ -332,3 +332,10 @@ def test_an_error_names_no_order_identifier() -> None:
     assert "buy-5a6b7c" not in text
     assert "<b>내용</b>: Reconciling order failed" in text
     assert "<b>종목</b>: KRW-BTC" in text
+
+
+def test_a_misspelt_notify_language_is_warned_about() -> None:
+    from src.config.unknown_keys import unknown_key_warnings
+
+    warnings = unknown_key_warnings(env_file=None, environ={"NOTIFY_LANG": "en", "NOTIFY_LANGUAGE": "en"})
+    assert warnings == ["NOTIFY_LANG in the environment is not a setting and is ignored; did you mean NOTIFY_LANGUAGE?"]
