@@ -554,3 +554,24 @@ async def test_a_confirmed_control_that_cannot_be_written_says_so(
     edited = await _press(fake_telegram, commands, "Confirm")
     assert fake_telegram.calls("answerCallbackQuery")[-1].params["text"] == "/pause failed: ConnectionError"
     assert edited["text"] == "⚠️ /pause failed: ConnectionError"
+
+
+async def test_commands_keep_trying_while_telegram_is_unreachable(db_sessions) -> None:
+    # Given a Bot API nobody answers at (a fake that has stopped)
+    with FakeTelegram() as fake:
+        pass
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        await asyncio.sleep(0)
+
+    commands = TelegramCommands(
+        _service(fake), db_sessions, CommandContext(MODE, "default", 600), [str(ALLOWED)], sleep=sleep
+    )
+    _OPEN.append(commands)
+    # When the commands start, Then they wait and try again instead of failing the process
+    await commands.start()
+    await _wait_for(lambda: len(waits) >= 2)
+    await commands.aclose()
+    assert waits[:2] == [5.0, 5.0]
