@@ -31,6 +31,13 @@ class LogFormat(StrEnum):
     JSON = "json"
 
 
+class NotifyLanguage(StrEnum):
+    """The language of Telegram messages and command replies."""
+
+    KO = "ko"
+    EN = "en"
+
+
 class DatabaseConfig(Group):
     url: str = Field(
         default=f"sqlite+aiosqlite:///{DEFAULT_SQLITE_PATH}",
@@ -149,6 +156,7 @@ class TelegramConfig(Group):
     )
     base_url: str = Field(default="https://api.telegram.org/bot", validation_alias="TELEGRAM_BASE_URL")
     commands_enabled: bool = Field(default=True, validation_alias="TELEGRAM_COMMANDS_ENABLED")
+    language: NotifyLanguage = Field(default=NotifyLanguage.KO, validation_alias="NOTIFY_LANGUAGE")
 
     _split_chats = field_validator("chat_ids", mode="before")(split_csv)
 
@@ -159,6 +167,15 @@ class TelegramConfig(Group):
             if not chat_id.lstrip("-").isdigit():
                 raise ValueError(f"expected numeric Telegram chat ids separated by commas, got {chat_id!r}")
         return chat_ids
+
+    @field_validator("language", mode="before")
+    @classmethod
+    def _known_language(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip().lower() or NotifyLanguage.KO.value
+            if value not in {language.value for language in NotifyLanguage}:
+                raise ValueError(f"expected ko (Korean) or en (English), got {value!r}")
+        return value
 
     @property
     def enabled(self) -> bool:

@@ -18,11 +18,12 @@ from backend.app.core.scheduler import TradingScheduler, lock_name
 from backend.app.db.lock import SchedulerLock
 from backend.app.db.migrations import ensure_schema_current
 from backend.app.db.queries.paging import checked_time
+from backend.app.db.queries.positions import SqlTradeDetails
 from backend.app.db.repositories.bot import BotRepository
 from backend.app.db.session import engine_from_config, session_factory
 from backend.app.services.notification import NotificationService
 from backend.app.services.scheduler_metrics import SchedulerMetrics
-from backend.app.services.telegram_commands import TelegramRuntime, start_telegram
+from backend.app.services.telegram_commands import TelegramRuntime, start_telegram, ticker_prices
 from backend.app.services.trading_engine import TradingEngine
 from src.config.settings import Settings
 from src.config.system_groups import DatabaseConfig
@@ -98,7 +99,8 @@ async def run_one_cycle(settings: Settings, mode: TradingMode, symbols: list[str
         options = ReplayOptions(symbols=symbols, duration=timedelta(hours=1))
         return print_replay(await run_replay(settings, options))
     db_engine = engine_from_config(settings.database)
-    notifier = NotificationService(settings.telegram, BotRepository(session_factory(db_engine)))
+    sessions = session_factory(db_engine)
+    notifier = NotificationService(settings.telegram, BotRepository(sessions), trade_details=SqlTradeDetails(sessions))
     try:
         await ensure_schema_current(db_engine)
         await notifier.start()
@@ -143,6 +145,8 @@ async def run_scheduler(settings: Settings, symbols: list[str]) -> int:
         engine = await TradingEngine.create(
             settings, db_engine, symbols=symbols, notifier=telegram.notifier, metrics=metrics
         )
+        if telegram.commands is not None:  # /positions: live prices from the exchange the engine trades on
+            telegram.commands.prices = ticker_prices(engine.pipeline.exchange)
         scheduler = TradingScheduler(engine, db_engine, settings.scheduler, metrics=metrics)
         code = await scheduler.run()
         if code:

@@ -2,8 +2,9 @@
 
 ``notify`` only enqueues: it returns at once and never raises, so a slow or broken
 Telegram can never hold up a trading cycle. A background task sends each event to every configured chat
-as HTML (values escaped), split under Telegram's 4,096-character limit, retrying flood control after
-``retry_after`` and network errors with backoff. A message Telegram cannot parse as HTML is sent again as
+as HTML in ``NOTIFY_LANGUAGE`` (the catalogue of ``telegram_messages``; values escaped), split under
+Telegram's 4,096-character limit, retrying flood control after ``retry_after`` and network errors with
+backoff. A message Telegram cannot parse as HTML is sent again as
 plain text. A message that finally fails is written to ``system_logs``.
 """
 
@@ -14,61 +15,30 @@ import contextlib
 import html
 import re
 import warnings
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import timedelta
-from decimal import Decimal
 from typing import Any, Protocol
 
 from telegram import Bot
 from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
 from telegram.request import HTTPXRequest
 
-from src.config.system_groups import TelegramConfig
+from backend.app.services.telegram_messages import render_event
+from src.config.system_groups import NotifyLanguage, TelegramConfig
 from src.domain.events import EventKind, NotificationEvent
-from src.domain.money import format_krw
 from src.exceptions import NotificationFailed
 from src.utils.logger import get_logger, redactor
 
 log = get_logger(__name__)
 
 MAX_MESSAGE_CHARS = 4096
-KST = timedelta(hours=9)
 
-_TITLE_ICON = {
-    EventKind.TRADE_EXECUTED: "💱",
-    EventKind.AI_DECISION: "🤖",
-    EventKind.VALIDATOR_OVERRIDE: "🛡",
-    EventKind.ERROR: "🚨",
-    EventKind.SAFE_MODE_ENTERED: "⛔",
-    EventKind.SAFE_MODE_LEFT: "✅",
-    EventKind.BOT_STATE_CHANGED: "⚙️",
-    EventKind.DAILY_REPORT: "📊",
-    EventKind.AI_BUDGET_REACHED: "💸",
-    EventKind.AI_BUDGET_RESTORED: "🤖",
-}
-# Fields shown first, in this order; any other field follows in the order the event gives it.
-_FIELD_ORDER = {
-    EventKind.TRADE_EXECUTED: ("symbol", "side", "price", "volume", "amount", "total", "fee", "pnl", "mode"),
-    EventKind.AI_DECISION: ("symbol", "decision", "final_decision", "confidence", "source", "reason"),
-    EventKind.VALIDATOR_OVERRIDE: ("symbol", "decision", "final_decision", "reasons", "source"),
-    EventKind.ERROR: ("job", "stage", "symbol", "error"),
-    EventKind.SAFE_MODE_ENTERED: ("mode", "reason", "equity", "peak_equity", "until"),
-    EventKind.SAFE_MODE_LEFT: ("mode", "reason", "by"),
-    EventKind.BOT_STATE_CHANGED: ("previous", "state", "by", "instance"),
-    EventKind.AI_BUDGET_REACHED: (
-        "reason", "spent_day_usd", "daily_budget_usd", "spent_month_usd", "monthly_budget_usd",
-    ),
-    EventKind.AI_BUDGET_RESTORED: ("spent_day_usd", "daily_budget_usd", "spent_month_usd", "monthly_budget_usd"),
-    EventKind.DAILY_REPORT: (
-        "mode", "equity", "change_24h_pct", "profit_rate", "drawdown_pct", "pnl", "trades", "buys", "sells",
-        "volume", "fee", "open_positions", "decisions", "errors",
-    ),
-}  # fmt: skip
-# Money fields shown as KRW; "volume" is KRW only in the daily report (elsewhere it is a coin amount).
-_KRW_FIELDS = frozenset({"price", "total", "fee", "pnl", "realized_pnl", "equity", "peak_equity", "cash"})
-_KRW_FIELDS_BY_KIND = {EventKind.DAILY_REPORT: _KRW_FIELDS | {"volume"}}
 _TAG = re.compile(r"<[^<>]*>")
 _PARSE_ERROR = "can't parse entities"
+
+
+TradeDetails = Callable[[str], Awaitable[dict[str, Any]]]  # order identifier -> extra fields of its sell
 
 
 class SystemLogWriter(Protocol):
@@ -78,47 +48,9 @@ class SystemLogWriter(Protocol):
 
 
 # --- formatting ---------------------------------------------------------------------------------------
-_LABELS = {"pnl": "P&L", "realized_pnl": "Realised P&L", "change_24h_pct": "Change 24h", "drawdown_pct": "Drawdown"}
-
-
-def _label(name: str) -> str:
-    return _LABELS.get(name) or name.replace("_", " ").capitalize()
-
-
-def _value_text(kind: EventKind, name: str, value: Any) -> str:
-    if isinstance(value, Decimal) and (name in _KRW_FIELDS_BY_KIND.get(kind, _KRW_FIELDS) or name.endswith("_krw")):
-        return f"{format_krw(value)} KRW"
-    if isinstance(value, Decimal) and name == "profit_rate":  # a fraction
-        return f"{value * 100:.2f} %"
-    if isinstance(value, Decimal) and name.endswith("_pct"):
-        return f"{value:.2f} %"
-    if isinstance(value, Decimal):
-        return format(value.normalize(), "f") if value == value.to_integral() else str(value)
-    if isinstance(value, (list, tuple)):
-        return "; ".join(str(item) for item in value) or "-"
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
-    if value is None:
-        return "-"
-    return str(value)
-
-
-def _ordered_fields(event: NotificationEvent) -> Iterable[tuple[str, Any]]:
-    first = [name for name in _FIELD_ORDER.get(event.kind, ()) if name in event.fields]
-    yield from ((name, event.fields[name]) for name in first)
-    yield from ((name, value) for name, value in event.fields.items() if name not in first)
-
-
-def format_event(event: NotificationEvent) -> str:
-    """The event as Telegram HTML: bold title, one ``label: value`` line per field, KST time; all text escaped."""
-    icon = _TITLE_ICON.get(event.kind, "•")
-    lines = [f"{icon} <b>{html.escape(event.title)}</b>"]
-    for name, value in _ordered_fields(event):
-        text = redactor.scrub(_value_text(event.kind, name, value), name)
-        lines.append(f"<b>{html.escape(_label(name))}</b>: {html.escape(str(text))}")
-    when = (event.at + KST).strftime("%Y-%m-%d %H:%M KST")
-    lines.append(f"<i>{html.escape(when)}</i>")
-    return "\n".join(lines)
+def format_event(event: NotificationEvent, language: NotifyLanguage = NotifyLanguage.KO) -> str:
+    """The event as Telegram HTML in ``language``, from the message catalogue (``telegram_messages``)."""
+    return render_event(event, language)
 
 
 def html_to_plain(text: str) -> str:
@@ -224,8 +156,10 @@ class NotificationService:
         backoff_seconds: float = 0.5,
         max_retry_after_seconds: float = 120.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        trade_details: TradeDetails | None = None,
     ) -> None:
         self._config = config
+        self._trade_details = trade_details
         self._system_logs = system_logs
         self._queue: asyncio.Queue[NotificationEvent] = asyncio.Queue(maxsize=max_queue)
         self._max_attempts = max_attempts
@@ -305,13 +239,41 @@ class NotificationService:
             finally:
                 self._queue.task_done()
 
+    @property
+    def config(self) -> TelegramConfig:
+        return self._config
+
+    @property
+    def language(self) -> NotifyLanguage:
+        return self._config.language
+
     async def _deliver_event(self, event: NotificationEvent) -> None:
-        text = format_event(event)
+        text = format_event(await self._with_details(event), self.language)
         for chat_id in self._config.chat_ids:
             try:
                 await self.send(chat_id, text)
             except NotificationFailed as exc:
                 await self._record_failure(event, chat_id, exc)
+
+    async def _with_details(self, event: NotificationEvent) -> NotificationEvent:
+        """A sell with the entry time and price of the position it sold (for the holding time), when the
+        event does not carry them and ``trade_details`` finds them; else the event as it is."""
+        fields = event.fields
+        identifier = fields.get("identifier")
+        if (
+            self._trade_details is None
+            or event.kind is not EventKind.TRADE_EXECUTED
+            or str(fields.get("side")) != "sell"
+            or not identifier
+            or "entry_at" in fields
+        ):
+            return event
+        try:
+            details = await self._trade_details(str(identifier))
+        except Exception as exc:  # the message goes out without the holding time
+            log.warning("telegram.trade_details_failed", error=f"{type(exc).__name__}: {exc}")
+            return event
+        return replace(event, fields={**fields, **details}) if details else event
 
     # --- sending (also used by the command handler for replies) ---
     async def send(self, chat_id: str | int, html_text: str) -> None:
