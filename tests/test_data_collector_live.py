@@ -208,3 +208,20 @@ async def test_a_cycle_reads_history_bars_candles_paged_from_upbit(
     assert frame.index[-1] == candles.index[-1]
     pages = fake_upbit.requests_to("/v1/candles/minutes/60")
     assert sorted(request.params["count"][0] for request in pages) == ["200", "200", "200", "90"]
+
+
+async def test_the_candle_still_forming_is_left_out(fake_upbit: FakeUpbit) -> None:
+    """Given 100 hourly candles on Upbit, the newest opened at 03:00 and still forming at 03:20 (Upbit serves it),
+    when the collector with the bot's clock reads them at 03:20, then the newest candle it returns is the complete
+    02:00 one: it asks with Upbit's exclusive `to` at 03:00, so the strategy decides on complete bars only, as the
+    backtest and replay do."""
+    candles = make_candles(datetime(2024, 1, 1, tzinfo=UTC), 100, "1h")
+    forming = candles.index[-1].to_pydatetime()
+    fake_upbit.set_candles(BTC, "1h", candles)
+    async with UpbitClient(fake_upbit.base_url) as client:
+        collector = DataCollector(client, candle_count=50, clock=lambda: forming + timedelta(minutes=20))
+        frame = await collector.candles(BTC, "1h", 50)
+    assert frame.index[-1] == candles.index[-2]
+    assert len(frame) == 50
+    sent = fake_upbit.requests_to("/v1/candles/minutes/60")[0].params["to"]
+    assert sent == [forming.strftime("%Y-%m-%dT%H:%M:%SZ")]

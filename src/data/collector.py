@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -100,6 +101,7 @@ class DataCollector:
         candle_count: int = 200,
         correlation_window: int = 30,
         btc_symbol: str = BTC_SYMBOL,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self._exchange = exchange
         self._fear_greed = fear_greed
@@ -108,6 +110,7 @@ class DataCollector:
         self._candle_count = candle_count
         self._correlation_window = correlation_window
         self._btc_symbol = btc_symbol
+        self._clock = clock
 
     @classmethod
     def from_settings(
@@ -115,6 +118,7 @@ class DataCollector:
         settings: Settings,
         exchange: MarketDataSource,
         fear_greed: FearGreedClient | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> DataCollector:
         """Candles per cycle: ``history_bars`` of the quick filter's lookback on the trading timeframe (the
         filter's window plus the strategy's warm-up), the same history the backtest loads before ``--start``."""
@@ -124,6 +128,7 @@ class DataCollector:
             fear_greed,
             flash_crash_pct=settings.risk.flash_crash_pct,
             candle_count=history_bars(settings.backtest.quick_filter_lookback_days, timeframe.seconds),
+            clock=clock,
         )
 
     @property
@@ -131,9 +136,12 @@ class DataCollector:
         return self._candle_count
 
     async def candles(self, symbol: str, timeframe: str, count: int) -> pd.DataFrame:
-        """The newest ``count`` candles, oldest first, paging backwards 200 at a time (Upbit's maximum)."""
+        """The newest ``count`` complete candles, oldest first, paging backwards 200 at a time (Upbit's maximum).
+
+        With a clock, the candle still forming is left out (Upbit's ``to`` is exclusive: open time < the current
+        bar's start), so the strategy decides on complete bars only, as in replay and in the backtest."""
         pages: list[pd.DataFrame] = []
-        remaining, to = count, None
+        remaining, to = count, self._complete_before(timeframe)
         while remaining > 0:
             page = await self._exchange.get_candles(symbol, timeframe, min(remaining, MAX_CANDLES_PER_REQUEST), to)
             if page.empty:
@@ -146,9 +154,17 @@ class DataCollector:
         if len(pages) == 1:
             return pages[0]
         if not pages:
-            return await self._exchange.get_candles(symbol, timeframe, 1)
+            return await self._exchange.get_candles(symbol, timeframe, 1, self._complete_before(timeframe))
         merged = pd.concat(reversed(pages))
         return merged[~merged.index.duplicated(keep="last")].sort_index()
+
+    def _complete_before(self, timeframe: str) -> datetime | None:
+        """The start of the bar forming at the clock (candles open before it are complete); None without a clock."""
+        if self._clock is None:
+            return None
+        seconds = Timeframe(timeframe).seconds
+        now = self._clock().timestamp()
+        return datetime.fromtimestamp(now // seconds * seconds, UTC)
 
     async def collect(self, symbol: str, timeframes: list[str]) -> MarketSnapshot:
         """Everything one cycle needs for ``symbol``; ``timeframes[0]`` is the primary one."""

@@ -144,7 +144,7 @@ def build_pipeline(
         not_found_grace=timedelta(seconds=trading_config.order_not_found_grace_seconds),
         poll_delay_seconds=0.0 if mode is not TradingMode.LIVE else 0.2,
     )
-    collector = DataCollector.from_settings(settings, adapters.exchange, adapters.fear_greed)
+    collector = DataCollector.from_settings(settings, adapters.exchange, adapters.fear_greed, clock=clock)
     return TradingPipeline(
         exchange=adapters.exchange,
         collector=collector,
