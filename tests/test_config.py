@@ -285,7 +285,8 @@ def test_a_removed_exit_key_in_the_env_file_is_one_error_naming_the_new_place(
         ),
         (
             "RISK_MIN_ADD_KRW",
-            "RISK_MIN_ADD_KRW was removed: the strategy buys only when flat (one position per coin); delete the setting",
+            "RISK_MIN_ADD_KRW was removed: the strategy buys only when flat (one position per coin); delete the "
+            "setting",
         ),
         (
             "BACKTEST_INITIAL_CAPITAL",

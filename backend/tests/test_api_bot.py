@@ -188,7 +188,11 @@ async def test_config_update_is_validated_stored_readable_by_the_scheduler_and_a
     response = await client.put(
         "/api/v1/bot/config",
         json={
-            "values": {"risk.max_positions": 5, "risk.cash_reserve_pct": 12.5, "trading.symbols": ["KRW-BTC", "KRW-XRP"]},
+            "values": {
+                "risk.max_positions": 5,
+                "risk.cash_reserve_pct": 12.5,
+                "trading.symbols": ["KRW-BTC", "KRW-XRP"],
+            },
             "reason": "tighter risk",
         },
     )
