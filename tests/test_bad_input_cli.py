@@ -208,7 +208,7 @@ def test_every_numeric_setting_refuses_values_that_are_not_finite(
         ("main.py", "DAILY_LOSS_LIMIT_PCT", "nan"),
         ("scheduler_main.py", "SCHEDULER_CONTROL_POLL_SECONDS", "inf"),
         ("main.py", "UPBIT_TIMEOUT_SECONDS", "-inf"),
-        ("backtest.py", "BACKTEST_INITIAL_CAPITAL", "inf"),
+        ("backtest.py", "BACKTEST_SLIPPAGE_PCT", "inf"),
     ],
 )
 def test_a_setting_that_is_not_finite_stops_the_entry_point_in_one_line(
@@ -216,6 +216,23 @@ def test_a_setting_that_is_not_finite_stops_the_entry_point_in_one_line(
 ) -> None:
     done = _run([script], _env(tmp_path, **{key: value}))
     _assert_one_line_error(done, f"{key}={value!r}", "finite number")
+
+
+@pytest.mark.parametrize(
+    ("script", "key", "why"),
+    [
+        ("backtest.py", "BACKTEST_INITIAL_CAPITAL", "backtests start from PAPER_STARTING_KRW, the bot's own capital"),
+        ("scheduler_main.py", "RISK_ALLOW_ADD_TO_POSITION", "the strategy buys only when flat (one position per coin)"),
+        ("main.py", "RISK_MIN_ADD_KRW", "the strategy buys only when flat (one position per coin)"),
+    ],
+)
+def test_a_removed_setting_stops_the_entry_point_in_one_line_saying_why(
+    tmp_path: Path, script: str, key: str, why: str
+) -> None:
+    # Given an environment an older version was run with, still setting a key nothing reads any more
+    # When the entry point starts / Then it stops with one line naming the key, why it went and what to do
+    line = _assert_one_line_error(_run([script], _env(tmp_path, **{key: "1"})), f"{key} was removed: {why}")
+    assert ("backtest.py --capital" in line) is (key == "BACKTEST_INITIAL_CAPITAL")
 
 
 # --- a key that looks like ours but is unknown -------------------------------------------------------------

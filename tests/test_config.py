@@ -30,9 +30,6 @@ def test_defaults_are_paper_mode_on_embedded_sqlite() -> None:
     assert settings.database.url == f"sqlite+aiosqlite:///{PROJECT_ROOT / 'data' / 'trading.db'}"
     assert settings.trading.fee_rate == Decimal("0.0005")
     assert settings.trading.symbols == ["KRW-BTC"]
-    # and a buy of a coin already held is a hold unless adding is switched on (then at least 50,000 KRW)
-    assert settings.risk.allow_add_to_position is False
-    assert settings.risk.min_add_krw == Decimal("50000")
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0", "::1", "::", "localhost", "metrics.internal.example"])
@@ -67,11 +64,9 @@ def test_scheduler_metrics_listen_on_loopback_by_default(monkeypatch: pytest.Mon
         ("API_CORS_ORIGINS", "*", "'*' is not allowed"),
         ("API_RATE_LIMIT_REDIS_URL", "127.0.0.1:6379", "expected a redis://, rediss:// or unix:// URL"),
         ("API_RATE_LIMIT_REDIS_URL", "redis://redis:63a9/0", "expected a redis://, rediss:// or unix:// URL"),
-        ("RISK_MIN_ADD_KRW", "NaN", "RISK_MIN_ADD_KRW='NaN': Input should be a finite number"),
-        ("RISK_MIN_ADD_KRW", "inf", "RISK_MIN_ADD_KRW='inf': Input should be a finite number"),
-        ("RISK_MIN_ADD_KRW", "4999", "RISK_MIN_ADD_KRW='4999': Input should be greater than or equal to 5000"),
-        ("RISK_MIN_ADD_KRW", "1e10", "RISK_MIN_ADD_KRW='1e10': Input should be less than or equal to 1000000000"),
-        ("RISK_ALLOW_ADD_TO_POSITION", "maybe", "RISK_ALLOW_ADD_TO_POSITION='maybe': Input should be a valid boolean"),
+        ("RISK_MIN_ADD_KRW", "NaN", "RISK_MIN_ADD_KRW was removed: the strategy buys only when flat"),
+        ("RISK_ALLOW_ADD_TO_POSITION", "maybe", "RISK_ALLOW_ADD_TO_POSITION was removed: the strategy buys only"),
+        ("BACKTEST_INITIAL_CAPITAL", "inf", "BACKTEST_INITIAL_CAPITAL was removed: backtests start from"),
         ("SCHEDULER_METRICS_HOST", "0.0.0.0:9101", "expected an IP address or a host name"),
         ("SCHEDULER_METRICS_HOST", "http://metrics", "expected an IP address or a host name"),
         ("SCHEDULER_METRICS_HOST", "-bad-.example", "expected an IP address or a host name"),
@@ -278,6 +273,38 @@ def test_a_removed_exit_key_in_the_env_file_is_one_error_naming_the_new_place(
     with pytest.raises(ConfigurationError) as caught:
         load_settings(env_file=env_file)
     assert caught.value.message == f"Invalid configuration: {key} was removed: exits belong to the strategy; {instead}"
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        (
+            "RISK_ALLOW_ADD_TO_POSITION",
+            "RISK_ALLOW_ADD_TO_POSITION was removed: the strategy buys only when flat (one position per coin); "
+            "delete the setting",
+        ),
+        (
+            "RISK_MIN_ADD_KRW",
+            "RISK_MIN_ADD_KRW was removed: the strategy buys only when flat (one position per coin); delete the "
+            "setting",
+        ),
+        (
+            "BACKTEST_INITIAL_CAPITAL",
+            "BACKTEST_INITIAL_CAPITAL was removed: backtests start from PAPER_STARTING_KRW, the bot's own capital; "
+            "set PAPER_STARTING_KRW or use backtest.py --capital to override",
+        ),
+    ],
+)
+def test_a_removed_dead_key_in_the_env_file_is_one_error_naming_why_and_what_to_do(
+    tmp_path: Path, key: str, message: str
+) -> None:
+    # Given a .env written for an older version that still sets a key nothing reads any more
+    env_file = tmp_path / ".env"
+    env_file.write_text(f"TRADING_SYMBOLS=KRW-BTC\n{key}=true\n", encoding="utf-8")
+    # When settings load / Then one error names the key, why it went and what to do
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings(env_file=env_file)
+    assert caught.value.message == f"Invalid configuration: {message}"
 
 
 def test_a_removed_key_in_the_environment_stops_the_start_in_one_line_without_a_warning() -> None:

@@ -507,13 +507,9 @@ async def test_an_order_whose_answer_was_lost_blocks_the_next_buy_until_settled(
     assert any(r.startswith("min_trade_interval: last trade (or unsettled order)") for r in reasons)
 
 
-@pytest.mark.parametrize("adding", ["false", "true"])
-async def test_a_held_coin_is_not_bought_again(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch, adding: str
-) -> None:
-    """Given a filled buy and a strategy whose entry is still on (adding to a position off or on), when the next
-    cycle runs, then the contract holds (buy only when flat): a hold with the strategy's reason, no second order."""
-    monkeypatch.setenv("RISK_ALLOW_ADD_TO_POSITION", adding)
+async def test_a_held_coin_is_not_bought_again(settings: Settings) -> None:
+    """Given a filled buy and a strategy whose entry is still on, when the next cycle runs, then the contract holds
+    (buy only when flat): a hold with the strategy's reason, no second order, and the risk stage says why."""
     rig = build(settings, strategy=SignalStrategy(buy=True), risk_config=RiskConfig(_env_file=None))
     [first] = await rig.pipeline.run_cycle()
     assert [o.status for o in first.orders] == [OrderStatus.FILLED]
@@ -523,6 +519,8 @@ async def test_a_held_coin_is_not_bought_again(
     assert (second.decision, second.final_decision, second.outcome) == ("hold", "hold", "hold")
     assert len(rig.repo.orders) == 1
     assert rig.repo.decisions[-1].reason.startswith("fake_signal: holding the position")
+    reasons = rig.repo.decisions[-1].market_data["risk"]["reasons"]
+    assert f"already_held: {SYMBOL} is already held (open position); the strategy buys only when flat" in reasons
 
 
 # --- the strategy the settings name ---------------------------------------------------------------------------

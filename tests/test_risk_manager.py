@@ -120,35 +120,36 @@ async def test_at_most_three_positions(open_count: int, allowed: bool) -> None:
     assert verdict.blocked_by(EntryRule.MAX_POSITIONS) is not allowed
 
 
-async def test_adding_to_a_held_position_needs_no_free_slot() -> None:
-    # Given 3 open positions, one of them in BTC worth 1,000,000 of 10,000,000 equity, adding allowed
+async def test_a_held_coin_is_refused_as_held_not_for_want_of_a_slot() -> None:
+    # Given 3 open positions (the limit), one of them in BTC worth 1,000,000 of 10,000,000 equity
     store = InMemoryRiskStore()
     await store.open_position(_position())
     portfolio = PortfolioView.of(D("7000000"), {"KRW-BTC": D("1000000"), "KRW-ETH": D("2000000")}, 3)
     # When more BTC is evaluated
-    verdict = await _risk(store, RISK_ALLOW_ADD_TO_POSITION=True).evaluate_entry("KRW-BTC", portfolio, NOW)
-    # Then it is allowed, up to the cap minus what is already held
-    assert verdict.allowed
-    assert verdict.max_krw == D("3000000")
+    verdict = await _risk(store).evaluate_entry("KRW-BTC", portfolio, NOW)
+    # Then the one reason is that BTC is already held: the strategy buys only when flat
+    assert not verdict.allowed
+    assert verdict.max_krw == 0
+    assert verdict.reasons == [
+        "already_held: KRW-BTC is already held (open position); the strategy buys only when flat"
+    ]
 
 
 @pytest.mark.parametrize(
-    ("held", "allowed", "max_krw"),
-    [("3990000", True, "10000"), ("3995001", False, "0"), ("4000000", False, "0")],
+    ("cap_pct", "dust", "allowed", "max_krw"),
+    [("1", "0", True, "10000"), ("1", "4999", True, "5001"), ("0.9", "4001", False, "0")],
 )
-async def test_per_coin_cap_counts_the_existing_holding(held: str, allowed: bool, max_krw: str) -> None:
-    # Given BTC worth `held` out of 10,000,000 equity (cap 40% = 4,000,000), top-ups from 5,000 KRW allowed
-    portfolio = PortfolioView.of(D("10000000") - D(held), {"KRW-BTC": D(held)}, 1)
-    # When more BTC is evaluated
-    risk = _risk(RISK_ALLOW_ADD_TO_POSITION=True, RISK_MIN_ADD_KRW="5000")
-    verdict = await risk.evaluate_entry("KRW-BTC", portfolio, NOW)
-    # Then the room is cap - holding; below the 5,000 KRW minimum order (or none) it is refused
+async def test_per_coin_cap_counts_dust_already_at_the_exchange(
+    cap_pct: str, dust: str, allowed: bool, max_krw: str
+) -> None:
+    # Given BTC dust worth `dust` (below the 5,000 KRW minimum order, so not a holding) out of 1,000,000 equity
+    portfolio = PortfolioView.of(D("1000000") - D(dust), {"KRW-BTC": D(dust)})
+    # When BTC is evaluated with a per-coin cap of `cap_pct`% (10,000 or 9,000 KRW)
+    verdict = await _risk(MAX_POSITION_PCT=cap_pct).evaluate_entry("KRW-BTC", portfolio, NOW)
+    # Then the room is cap - dust; below the minimum order it is refused
     assert verdict.allowed is allowed
     assert verdict.max_krw == D(max_krw)
-    if held == "3995001":
-        assert verdict.blocked_by(EntryRule.MIN_ADD)
-    if held == "4000000":
-        assert verdict.blocked_by(EntryRule.MAX_POSITION_PCT)
+    assert verdict.blocked_by(EntryRule.MIN_ORDER) is not allowed
 
 
 @pytest.mark.parametrize(
@@ -190,24 +191,26 @@ async def test_every_failing_rule_is_reported() -> None:
         assert verdict.blocked_by(rule)
 
 
-# --- entries: adding to a coin already held ---------------------------------------------------------
+# --- entries: a coin already held is never bought again ----------------------------------------------------
 @pytest.mark.parametrize(
     ("held_how", "held_krw"),
     [("open position", "1000000"), ("balance at the exchange", "1000000"), ("balance at the exchange", "5000")],
 )
-async def test_a_buy_of_a_held_coin_is_refused_while_adding_is_off(held_how: str, held_krw: str) -> None:
-    # Given BTC held (an open position, or coins at the exchange worth at least the minimum order), adding off
+async def test_a_buy_of_a_held_coin_is_always_refused(held_how: str, held_krw: str) -> None:
+    # Given BTC held (an open position, or coins at the exchange worth at least the minimum order)
     store = InMemoryRiskStore()
     if held_how == "open position":
         await store.open_position(_position())
     portfolio = PortfolioView.of(D("10000000") - D(held_krw), {"KRW-BTC": D(held_krw)}, 1)
-    # When more BTC is evaluated (the default settings)
+    # When more BTC is evaluated
     verdict = await _risk(store).evaluate_entry("KRW-BTC", portfolio, NOW)
     # Then it is refused with the reason, however much room is left under the per-coin cap
     assert not verdict.allowed
-    assert verdict.blocked_by(EntryRule.ADD_TO_POSITION)
-    assert f"already held ({held_how}" in verdict.reasons[0]
-    assert "RISK_ALLOW_ADD_TO_POSITION=false" in verdict.reasons[0]
+    assert verdict.max_krw == 0
+    assert verdict.blocked_by(EntryRule.ALREADY_HELD)
+    assert verdict.reasons[0].startswith(f"already_held: KRW-BTC is already held ({held_how}")
+    assert verdict.reasons[0].endswith("; the strategy buys only when flat")
+    assert _risk().size_entry(verdict, _cash_only(), None) == 0
 
 
 async def test_dust_below_the_minimum_order_is_not_a_holding() -> None:
@@ -216,29 +219,7 @@ async def test_dust_below_the_minimum_order_is_not_a_holding() -> None:
     # When BTC is evaluated, then it is a new entry
     verdict = await _risk().evaluate_entry("KRW-BTC", portfolio, NOW)
     assert verdict.allowed
-    assert verdict.min_krw is None
-
-
-@pytest.mark.parametrize(("held", "allowed"), [("3950000", True), ("3950001", False)])
-async def test_a_top_up_must_reach_the_minimum_add(held: str, allowed: bool) -> None:
-    # Given adding on with a 50,000 KRW minimum and BTC worth `held` (cap 40% of 10,000,000 = 4,000,000)
-    risk = _risk(RISK_ALLOW_ADD_TO_POSITION=True, RISK_MIN_ADD_KRW="50000")
-    portfolio = PortfolioView.of(D("10000000") - D(held), {"KRW-BTC": D(held)}, 1)
-    # When more BTC is evaluated
-    verdict = await risk.evaluate_entry("KRW-BTC", portfolio, NOW)
-    # Then room of exactly 50,000 is allowed and 49,999 is refused as below the minimum top-up
-    assert verdict.allowed is allowed
-    assert verdict.min_krw == D("50000")
-    assert verdict.blocked_by(EntryRule.MIN_ADD) is not allowed
-
-
-def test_a_top_up_sized_below_the_minimum_add_is_zero() -> None:
-    # Given adding on with a 50,000 KRW minimum and a 0.4% fraction of 10,000,000 equity (40,000 KRW)
-    risk = _risk(RISK_ALLOW_ADD_TO_POSITION=True, RISK_MIN_ADD_KRW="50000", POSITION_FRACTION_PCT="0.4")
-    top_up = RiskVerdict(allowed=True, reasons=[], max_krw=D("3000000"), min_krw=D("50000"))
-    # When it is sized, then it is no order at all; as a new position the same size would be bought
-    assert risk.size_entry(top_up, _cash_only(), None) == 0
-    assert risk.size_entry(_allowed("3000000"), _cash_only(), None) == D("40000")
+    assert not verdict.blocked_by(EntryRule.ALREADY_HELD)
 
 
 async def test_naive_times_and_bad_portfolios_are_refused() -> None:

@@ -169,9 +169,9 @@ async def test_config_lists_every_runtime_key_with_its_environment_default(clien
     assert entries["risk.max_positions"]["default"] == 3
     assert entries["risk.max_positions"]["value"] is None
     assert entries["risk.max_positions"]["requested"] == 3
-    assert entries["risk.min_add_krw"]["default"] == "50000"
+    assert entries["risk.cash_reserve_pct"]["default"] == "10"
     assert (entries["strategy.name"]["default"], entries["strategy.params"]["default"]) == ("rule_breakout", {})
-    assert "risk.stop_loss_pct" not in entries
+    assert {"risk.stop_loss_pct", "risk.allow_add_to_position", "risk.min_add_krw"}.isdisjoint(entries)
     assert entries["trading.symbols"]["requested"] == ["KRW-BTC"]
     assert entries["ai.enabled"]["rule"] == "true or false"
     # And without a scheduler heartbeat nothing is known to be applied
@@ -188,7 +188,11 @@ async def test_config_update_is_validated_stored_readable_by_the_scheduler_and_a
     response = await client.put(
         "/api/v1/bot/config",
         json={
-            "values": {"risk.max_positions": 5, "risk.min_add_krw": 60000.5, "trading.symbols": ["KRW-BTC", "KRW-XRP"]},
+            "values": {
+                "risk.max_positions": 5,
+                "risk.cash_reserve_pct": 12.5,
+                "trading.symbols": ["KRW-BTC", "KRW-XRP"],
+            },
             "reason": "tighter risk",
         },
     )
@@ -196,18 +200,18 @@ async def test_config_update_is_validated_stored_readable_by_the_scheduler_and_a
     assert response.status_code == 200
     entries = {entry["key"]: entry for entry in response.json()["entries"]}
     assert entries["risk.max_positions"]["requested"] == 5
-    assert entries["risk.min_add_krw"]["value"] == "60000.5"
+    assert entries["risk.cash_reserve_pct"]["value"] == "12.5"
     assert entries["risk.max_positions"]["updated_by"] == "api-key"
     # And the scheduler reads them with the same rules
     repository = BotRepository(db_sessions)
-    assert validate_runtime_value("risk.min_add_krw", await repository.get_config("risk.min_add_krw")) == (
-        validate_runtime_value("risk.min_add_krw", "60000.5")
+    assert validate_runtime_value("risk.cash_reserve_pct", await repository.get_config("risk.cash_reserve_pct")) == (
+        validate_runtime_value("risk.cash_reserve_pct", "12.5")
     )
     assert await repository.get_config("trading.symbols") == ["KRW-BTC", "KRW-XRP"]
     # And each change is audited with old and new value, who and why
     messages = [row.message for row in await _audit_rows(db_sessions)]
     assert "bot config risk.max_positions: 4 -> 5 by api-key: tighter risk" in messages
-    assert "bot config risk.min_add_krw: None -> '60000.5' by api-key: tighter risk" in messages
+    assert "bot config risk.cash_reserve_pct: None -> '12.5' by api-key: tighter risk" in messages
 
 
 @pytest.mark.parametrize(
@@ -215,8 +219,8 @@ async def test_config_update_is_validated_stored_readable_by_the_scheduler_and_a
     [
         ({"risk.max_positions": 51}, "risk.max_positions"),
         ({"risk.max_positions": True}, "risk.max_positions"),
-        ({"risk.min_add_krw": 4999}, "risk.min_add_krw"),
-        ({"risk.min_add_krw": "NaN"}, "risk.min_add_krw"),
+        ({"risk.cash_reserve_pct": 100}, "risk.cash_reserve_pct"),
+        ({"risk.cash_reserve_pct": "NaN"}, "risk.cash_reserve_pct"),
         ({"strategy.params": [1]}, "strategy.params"),
         ({"strategy.name": "Rule Breakout"}, "strategy.name"),
         ({"ai.min_confidence": 101}, "ai.min_confidence"),
@@ -258,6 +262,16 @@ async def test_invalid_config_is_422_per_key_and_nothing_is_written(
             {"risk.stop_loss_pct": 3},
             ["risk.stop_loss_pct"],
             "risk.stop_loss_pct was removed: exits belong to the strategy; set stop_loss_pct in strategy.params",
+        ),
+        (
+            {"risk.allow_add_to_position": True},
+            ["risk.allow_add_to_position"],
+            "risk.allow_add_to_position was removed: the strategy buys only when flat (one position per coin)",
+        ),
+        (
+            {"risk.min_add_krw": 50000},
+            ["risk.min_add_krw"],
+            "risk.min_add_krw was removed: the strategy buys only when flat (one position per coin)",
         ),
     ],
 )

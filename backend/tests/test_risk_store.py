@@ -270,12 +270,12 @@ UNSETTLED_CASES = {
         CASH_10M,
     ),
     "exposure": (
-        {"MIN_TRADE_INTERVAL_HOURS": "0", "RISK_ALLOW_ADD_TO_POSITION": "true", "RISK_MIN_ADD_KRW": "5000"},
+        {"MIN_TRADE_INTERVAL_HOURS": "0"},
         ("KRW-BTC", Side.BUY, timedelta(hours=9), "4000000"),
         "KRW-BTC",
         CASH_10M,
     ),
-    "add_to_position": (
+    "already_held": (
         {"MIN_TRADE_INTERVAL_HOURS": "0"},
         ("KRW-BTC", Side.BUY, timedelta(hours=9), "1000000"),
         "KRW-BTC",
@@ -287,7 +287,7 @@ RULE_OF_CASE = {
     "daily_cap": EntryRule.MAX_TRADES_PER_DAY,
     "position_count": EntryRule.MAX_POSITIONS,
     "exposure": EntryRule.MAX_POSITION_PCT,
-    "add_to_position": EntryRule.ADD_TO_POSITION,
+    "already_held": EntryRule.ALREADY_HELD,
 }
 
 
@@ -321,15 +321,16 @@ async def test_an_unsettled_order_counts_as_a_trade_until_it_is_settled(db_sessi
         assert await store.list_unsettled_orders(MODE) == []
 
 
-async def test_an_unsettled_buy_of_the_coin_takes_its_share_of_the_cap(db_sessions: Sessions) -> None:
-    # Given adding allowed, 10,000,000 KRW equity (cap 40% = 4,000,000) and a lost 1,500,000 KRW buy of BTC
+async def test_an_unsettled_buy_of_the_coin_makes_it_held(db_sessions: Sessions) -> None:
+    # Given 10,000,000 KRW equity (cap 40% = 4,000,000) and a lost 1,500,000 KRW buy of BTC, not yet settled
     repo = SqlTradingRepository(db_sessions)
-    config = RiskConfig(MIN_TRADE_INTERVAL_HOURS="0", RISK_ALLOW_ADD_TO_POSITION="true")
-    risk = RiskManager(config, SqlRiskStore(db_sessions), MODE)
+    risk = RiskManager(RiskConfig(MIN_TRADE_INTERVAL_HOURS="0"), SqlRiskStore(db_sessions), MODE)
     await _unsettled(repo, "lost-btc", "KRW-BTC", Side.BUY, NOW - timedelta(hours=9), "1500000")
     # When more BTC is evaluated
     verdict = await risk.evaluate_entry("KRW-BTC", CASH_10M, NOW)
-    # Then the room is the cap minus the unsettled buy
-    assert verdict.allowed
-    assert verdict.max_krw == D("2500000")
-    assert verdict.min_krw == D("50000")  # a top-up: RISK_MIN_ADD_KRW
+    # Then it is refused as held, though the cap would leave room: the strategy buys only when flat
+    assert not verdict.allowed
+    assert verdict.max_krw == 0
+    assert verdict.reasons == [
+        "already_held: KRW-BTC is already held (unsettled buy order); the strategy buys only when flat"
+    ]

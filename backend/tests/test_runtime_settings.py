@@ -260,12 +260,13 @@ async def test_a_smaller_position_cap_from_the_api_sizes_the_next_buy(
     assert Decimal("5000") <= order.executed_funds <= Decimal("100000")
 
 
-async def test_adding_to_a_held_coin_switched_on_from_the_api_does_not_buy_a_held_coin(
+async def test_a_held_coin_is_not_bought_again_and_an_old_request_to_add_to_it_is_rejected(
     engines: Callable[..., Any], client: httpx.AsyncClient, db_sessions: Sessions, fake_openai: FakeOpenAI
 ) -> None:
     """Given a held KRW-BTC position and the ai strategy whose candidate keeps its entry on (the adviser would keep
-    saying buy), when the API switches risk.allow_add_to_position on, then the next cycle still holds: the
-    strategy contract buys only when flat, and the adviser is asked only on flat entry bars (once here)."""
+    saying buy), and a request an older version left in bot_config to switch adding to a position on, when the
+    next cycle runs, then it still holds: the strategy buys only when flat, the adviser is asked only on flat entry
+    bars (once here), and the scheduler rejects the removed keys with the reason."""
     fake_openai.script(*[Behaviour.ok("buy", 90, "breakout")] * 3)
     _, runner, source = await engines(
         OPENAI_API_KEY=fake_openai.api_key,
@@ -275,14 +276,20 @@ async def test_adding_to_a_held_coin_switched_on_from_the_api_does_not_buy_a_hel
     )
     await runner.run(JobName.TRADING)
     assert len(await _all(db_sessions, OrderRow)) == 1
-    await _put(client, **{"risk.allow_add_to_position": True, "risk.min_add_krw": 5000})
+    repository = BotRepository(db_sessions)
+    await repository.set_config("risk.allow_add_to_position", True, updated_by="old version")
+    await repository.set_config("risk.min_add_krw", "5000", updated_by="old version")
 
     source.advance_to(NOW + timedelta(hours=1))
     await runner.run(JobName.TRADING)
 
     assert [order.side.value for order in await _all(db_sessions, OrderRow)] == ["buy"]
     assert fake_openai.request_count == 1
-    assert (await _config(client))["risk.allow_add_to_position"]["applied"] is True
+    logs = {row.message: row.context for row in await _all(db_sessions, SystemLogRow) if row.source == "scheduler"}
+    for key in ("risk.allow_add_to_position", "risk.min_add_krw"):
+        assert logs[f"setting {key} rejected"]["reason"] == (
+            f"{key} was removed: the strategy buys only when flat (one position per coin)"
+        )
 
 
 # --- requested vs applied: pending, rejected, kept ---------------------------------------------------------

@@ -1,9 +1,11 @@
 """Settings that were removed, and where each went: one clear error instead of a value silently ignored.
 
 Exits belong to the trading strategy (its parameters in ``STRATEGY_PARAMS``, checked against its declared
-space, and the run-time key ``strategy.params``), so the backtest and the bot exit by one rule. An environment
-or ``.env`` that still sets one of the old risk keys stops the start with one error naming the new place;
-a stored run-time request for one of the old run-time keys is refused with the same kind of reason.
+space, and the run-time key ``strategy.params``), so the backtest and the bot exit by one rule. The strategy
+buys only when flat (one position per coin), so adding to a held coin is gone; backtests start from the bot's
+own capital ``PAPER_STARTING_KRW``. An environment or ``.env`` that still sets one of the old keys stops the
+start with one error naming why and what to do; a stored run-time request for one of the old run-time keys is
+refused with the same reason.
 Pure: imports nothing of the project but ``env``.
 """
 
@@ -16,29 +18,36 @@ from pathlib import Path
 from src.config.env import USE_PROJECT_ENV_FILE, chosen_env_file
 
 _EXITS = "exits belong to the strategy"
+_FLAT = "the strategy buys only when flat (one position per coin)"
+_CAPITAL = "backtests start from PAPER_STARTING_KRW, the bot's own capital"
 
-# environment key -> what to set instead
+# environment key -> why it went and what to set instead
 REMOVED_KEYS: dict[str, str] = {
-    "STOP_LOSS_PCT": "set stop_loss_pct in STRATEGY_PARAMS",
-    "TAKE_PROFIT_PCT": "set take_profit_pct in STRATEGY_PARAMS",
-    "TRAILING_STOP_PCT": "set trailing_stop_pct in STRATEGY_PARAMS",
-    "USE_ATR_EXITS": "set stop_atr and target_atr in STRATEGY_PARAMS (0 = off)",
-    "ATR_STOP_MULTIPLIER": "set stop_atr in STRATEGY_PARAMS",
-    "ATR_TARGET_MULTIPLIER": "set target_atr in STRATEGY_PARAMS",
+    "STOP_LOSS_PCT": f"{_EXITS}; set stop_loss_pct in STRATEGY_PARAMS",
+    "TAKE_PROFIT_PCT": f"{_EXITS}; set take_profit_pct in STRATEGY_PARAMS",
+    "TRAILING_STOP_PCT": f"{_EXITS}; set trailing_stop_pct in STRATEGY_PARAMS",
+    "USE_ATR_EXITS": f"{_EXITS}; set stop_atr and target_atr in STRATEGY_PARAMS (0 = off)",
+    "ATR_STOP_MULTIPLIER": f"{_EXITS}; set stop_atr in STRATEGY_PARAMS",
+    "ATR_TARGET_MULTIPLIER": f"{_EXITS}; set target_atr in STRATEGY_PARAMS",
+    "RISK_ALLOW_ADD_TO_POSITION": f"{_FLAT}; delete the setting",
+    "RISK_MIN_ADD_KRW": f"{_FLAT}; delete the setting",
+    "BACKTEST_INITIAL_CAPITAL": f"{_CAPITAL}; set PAPER_STARTING_KRW or use backtest.py --capital to override",
 }
 
-# run-time key (``bot_config``) -> what to request instead
+# run-time key (``bot_config``) -> why it went and what to request instead
 REMOVED_RUNTIME_KEYS: dict[str, str] = {
-    "risk.stop_loss_pct": "set stop_loss_pct in strategy.params",
-    "risk.take_profit_pct": "set take_profit_pct in strategy.params",
-    "risk.trailing_stop_pct": "set trailing_stop_pct in strategy.params",
+    "risk.stop_loss_pct": f"{_EXITS}; set stop_loss_pct in strategy.params",
+    "risk.take_profit_pct": f"{_EXITS}; set take_profit_pct in strategy.params",
+    "risk.trailing_stop_pct": f"{_EXITS}; set trailing_stop_pct in strategy.params",
+    "risk.allow_add_to_position": _FLAT,
+    "risk.min_add_krw": _FLAT,
 }
 
 
 def removed_key_message(key: str) -> str:
     """``STOP_LOSS_PCT was removed: exits belong to the strategy; set stop_loss_pct in STRATEGY_PARAMS``."""
-    instead = REMOVED_KEYS.get(key.upper()) or REMOVED_RUNTIME_KEYS[key]
-    return f"{key} was removed: {_EXITS}; {instead}"
+    why = REMOVED_KEYS.get(key.upper()) or REMOVED_RUNTIME_KEYS[key]
+    return f"{key} was removed: {why}"
 
 
 def _env_file_values(env_file: Path) -> dict[str, str | None]:

@@ -88,7 +88,6 @@ MaxPositionPct = Annotated[Decimal, _NUMBER, _FINITE, Field(gt=0, le=100, max_di
 LossLimitPct = Annotated[Decimal, _NUMBER, _FINITE, Field(gt=0, lt=100, max_digits=12, decimal_places=4)]
 CashReservePct = Annotated[Decimal, _NUMBER, _FINITE, Field(ge=0, lt=100, max_digits=12, decimal_places=4)]
 TradeSpacingHours = Annotated[Decimal, _NUMBER, _FINITE, Field(ge=0, le=8760, max_digits=12, decimal_places=4)]
-MinAddKrw = Annotated[Decimal, _NUMBER, _FINITE, Field(ge=5_000, le=1_000_000_000, max_digits=16, decimal_places=4)]
 ConfidencePct = Annotated[Decimal, _NUMBER, _FINITE, Field(ge=0, le=100, max_digits=12, decimal_places=4)]
 DailyBudgetUsd = Annotated[Decimal, _NUMBER, _FINITE, Field(ge=0, le=100_000, max_digits=14, decimal_places=4)]
 MonthlyBudgetUsd = Annotated[Decimal, _NUMBER, _FINITE, Field(ge=0, le=1_000_000, max_digits=14, decimal_places=4)]

@@ -96,18 +96,6 @@ RUNTIME_KEYS: dict[str, RuntimeKey] = {
             ("risk", "cash_reserve_pct"),
         ),
         _key(
-            "risk.allow_add_to_position",
-            "A buy of a coin already held adds to it (otherwise it is a hold)",
-            "true or false",
-            ("risk", "allow_add_to_position"),
-        ),
-        _key(
-            "risk.min_add_krw",
-            "Smallest top-up of a held coin, KRW",
-            "decimal, 5000 <= x <= 1000000000",
-            ("risk", "min_add_krw"),
-        ),
-        _key(
             "strategy.name",
             "The strategy that trades (bundled: rule_breakout, volatility_breakout, ai; or a user strategy in "
             "STRATEGY_PATH); applied at the next candle, never mid-order",
@@ -165,7 +153,7 @@ def validate_runtime_value(key: str, value: Any) -> Any:
     """The typed value (``Decimal``, ``int``, ``bool``, ``list[str]``, ``dict``) of ``value`` for ``key``.
 
     Raises ``InvalidInput`` naming the key and what is expected, for an unknown key or a bad value, and naming
-    the new place for a removed key (``removed_keys.REMOVED_RUNTIME_KEYS``). Whether a strategy name and its
+    why a removed key went (``removed_keys.REMOVED_RUNTIME_KEYS``). Whether a strategy name and its
     parameters fit the strategy's declared space is checked where strategies are known (the API and the
     scheduler), not here.
     """

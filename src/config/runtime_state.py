@@ -10,7 +10,7 @@
 - a value that passes its rule but that the caller's ``check`` refuses (rules that need more than the
   settings, e.g. the strategy's declared parameter space, which ``src/config`` cannot import): rejected,
   the value in use is kept;
-- a row of a removed key (``removed_keys.REMOVED_RUNTIME_KEYS``): rejected with the key's new place.
+- a row of a removed key (``removed_keys.REMOVED_RUNTIME_KEYS``): rejected with why the key went and what to do instead.
 
 The keys of a ``KEY_GROUPS`` group (a strategy and its parameters) are applied together, all or none.
 

@@ -19,7 +19,6 @@ from src.config.rules import (
     MaxPositionPct,
     MaxPositions,
     MaxTradesPerDay,
-    MinAddKrw,
     MonthlyBudgetUsd,
     StrategyName,
     StrategyParams,
@@ -101,7 +100,8 @@ class AIConfig(Group):
 
 class RiskConfig(Group):
     # Exits (stop, target, trailing stop, time-out) are the strategy's parameters (STRATEGY_PARAMS), not risk
-    # settings: see src/config/removed_keys.py for the keys that used to be here.
+    # settings, and a coin already held is never bought again (the strategy buys only when flat): see
+    # src/config/removed_keys.py for the keys that used to be here.
     daily_loss_limit_pct: LossLimitPct = Field(default=Decimal("10"), validation_alias="DAILY_LOSS_LIMIT_PCT")
     weekly_loss_limit_pct: LossLimitPct = Field(default=Decimal("15"), validation_alias="WEEKLY_LOSS_LIMIT_PCT")
     min_trade_interval_hours: TradeSpacingHours = Field(
@@ -111,10 +111,6 @@ class RiskConfig(Group):
     max_positions: MaxPositions = Field(default=3, validation_alias="MAX_POSITIONS")
     max_position_pct: MaxPositionPct = Field(default=Decimal("40"), validation_alias="MAX_POSITION_PCT")
     cash_reserve_pct: CashReservePct = Field(default=Decimal("10"), validation_alias="CASH_RESERVE_PCT")
-    # A buy of a coin already held (open position, unsettled buy or exchange balance) adds to it: off by
-    # default; when on, the top-up must be at least RISK_MIN_ADD_KRW (finite, 5,000..1,000,000,000 KRW).
-    allow_add_to_position: bool = Field(default=False, validation_alias="RISK_ALLOW_ADD_TO_POSITION")
-    min_add_krw: MinAddKrw = Field(default=Decimal("50000"), validation_alias="RISK_MIN_ADD_KRW")
     position_sizing: PositionSizing = Field(default=PositionSizing.FIXED, validation_alias="POSITION_SIZING")
     position_fraction_pct: Decimal = Field(
         default=Decimal("20"), gt=0, le=100, validation_alias="POSITION_FRACTION_PCT"
@@ -171,7 +167,7 @@ class StrategyConfig(Group):
 
 
 class BacktestConfig(Group):
-    initial_capital: Decimal = Field(default=Decimal("10000000"), gt=0, validation_alias="BACKTEST_INITIAL_CAPITAL")
+    # Backtests start from the bot's own capital, PAPER_STARTING_KRW (backtest.py --capital overrides it).
     slippage_pct: Decimal = Field(default=Decimal("0.05"), ge=0, lt=10, validation_alias="BACKTEST_SLIPPAGE_PCT")
     quick_filter_lookback_days: int = Field(default=30, ge=5, le=3650, validation_alias="QUICK_FILTER_LOOKBACK_DAYS")
     quick_filter_tier: Literal["strict", "moderate", "lenient"] = Field(

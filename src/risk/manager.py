@@ -130,12 +130,11 @@ class RiskManager:
 
         Checks, all reported together: safe mode; ``MIN_TRADE_INTERVAL_HOURS`` since the last executed
         trade (exactly the interval is allowed); ``MAX_TRADES_PER_DAY`` executed trades in the UTC day
-        (the Nth is allowed, the N+1th not); ``MAX_POSITIONS`` (buying more of a held position does not
-        need a free slot); ``MAX_POSITION_PCT`` of equity per coin including the existing holding;
-        ``CASH_RESERVE_PCT`` of equity kept in KRW; and the room left must reach the minimum order.
-        A coin already held (open position, unsettled buy, or a balance at the exchange worth at least
-        the minimum order) is only bought again with ``RISK_ALLOW_ADD_TO_POSITION`` on, and then for at
-        least ``RISK_MIN_ADD_KRW``.
+        (the Nth is allowed, the N+1th not); ``MAX_POSITIONS``; ``MAX_POSITION_PCT`` of equity per coin
+        including the existing holding (dust below the minimum order); ``CASH_RESERVE_PCT`` of equity kept in
+        KRW; and the room left must reach the minimum order. A coin already held (open position, unsettled
+        buy, or a balance at the exchange worth at least the minimum order) is never bought again: the
+        strategy buys only when flat.
 
         Unsettled orders (``pending``: answer lost; ``open``) count as trades until reconciliation settles
         them: for the spacing, the trades of the day, and (buys) the position count and the coin's exposure
@@ -157,30 +156,21 @@ class RiskManager:
             reasons.append(
                 f"{EntryRule.MAX_POSITIONS}: {positions} open positions{note}, limit {self.config.max_positions}"
             )
-        if held and not self.config.allow_add_to_position:
+        if held:
             reasons.append(
-                f"{EntryRule.ADD_TO_POSITION}: {symbol} is already held "
-                f"({self._held_how(symbol, open_symbols, in_flight, portfolio)}); adding to a position is off "
-                f"(RISK_ALLOW_ADD_TO_POSITION=false)"
+                f"{EntryRule.ALREADY_HELD}: {symbol} is already held "
+                f"({self._held_how(symbol, open_symbols, in_flight, portfolio)}); the strategy buys only when flat"
             )
         in_flight_krw = sum((o.requested_total or ZERO for o in buys if o.symbol == symbol), ZERO)
         coin_room = self._coin_room(symbol, portfolio, in_flight_krw, reasons)
         cash_room = self._cash_room(portfolio, reasons)
         max_krw = whole_krw(max(min(coin_room, cash_room), ZERO))
-        min_krw = max(self.min_order_krw, self.config.min_add_krw) if held else None
-        if coin_room > 0 and cash_room > 0 and min_krw is not None and max_krw < min_krw:
-            reasons.append(
-                f"{EntryRule.MIN_ADD}: room for {format_krw(max_krw)} KRW to add to {symbol} is below the minimum "
-                f"top-up {format_krw(min_krw)} KRW (RISK_MIN_ADD_KRW)"
-            )
-        elif coin_room > 0 and cash_room > 0 and max_krw < self.min_order_krw:
+        if coin_room > 0 and cash_room > 0 and max_krw < self.min_order_krw:
             reasons.append(
                 f"{EntryRule.MIN_ORDER}: room for {format_krw(max_krw)} KRW is below the minimum order "
                 f"{format_krw(self.min_order_krw)} KRW"
             )
-        verdict = RiskVerdict(
-            allowed=not reasons, reasons=reasons, max_krw=ZERO if reasons else max_krw, min_krw=min_krw
-        )
+        verdict = RiskVerdict(allowed=not reasons, reasons=reasons, max_krw=ZERO if reasons else max_krw)
         log.info(
             "risk.entry_evaluated",
             symbol=symbol,
@@ -253,8 +243,7 @@ class RiskManager:
         """``size_entry`` with its method, percent and an explanatory note (for logs and the database)."""
         if not verdict.allowed:
             return SizingDecision(ZERO, self.config.position_sizing, ZERO, "entry refused by risk")
-        minimum = max(self.min_order_krw, verdict.min_krw or ZERO)
-        return size_position(portfolio.equity, verdict.max_krw, minimum, self.config, stats)
+        return size_position(portfolio.equity, verdict.max_krw, self.min_order_krw, self.config, stats)
 
     def size_entry(self, verdict: RiskVerdict, portfolio: PortfolioView, stats: TradeStats | None) -> Decimal:
         """KRW order total for a new buy: ``POSITION_FRACTION_PCT`` of equity (``POSITION_SIZING=fixed``) or

@@ -24,8 +24,7 @@ class EntryRule(StrEnum):
     MAX_POSITION_PCT = "max_position_pct"
     CASH_RESERVE = "cash_reserve"
     MIN_ORDER = "min_order"
-    ADD_TO_POSITION = "add_to_position"  # the coin is already held and RISK_ALLOW_ADD_TO_POSITION is off
-    MIN_ADD = "min_add"  # a top-up of a held coin would be below RISK_MIN_ADD_KRW
+    ALREADY_HELD = "already_held"  # the coin is already held: the strategy buys only when flat
 
 
 def _check_money(name: str, value: object) -> None:
@@ -79,14 +78,11 @@ class RiskVerdict:
     """May a new buy happen, and for at most how many KRW (the order total, before the fee).
 
     ``reasons`` explain a refusal (each starts with an ``EntryRule`` code); ``max_krw`` is 0 when refused.
-    ``min_krw``: the smallest order total this buy may have when it adds to a coin already held
-    (``RISK_MIN_ADD_KRW``); ``None`` for a new position (then the exchange's minimum order applies).
     """
 
     allowed: bool
     reasons: list[str] = field(default_factory=list)
     max_krw: Decimal = ZERO
-    min_krw: Decimal | None = None
 
     def blocked_by(self, rule: EntryRule) -> bool:
         return any(reason.startswith(f"{rule}:") for reason in self.reasons)

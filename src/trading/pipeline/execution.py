@@ -70,8 +70,6 @@ async def _buy(
 ) -> list[ExecutionResult]:
     total = buy_budget(trading, portfolio, verdict)
     problem = trading.check_min_total(total)
-    if problem is None and verdict.min_krw is not None and total < verdict.min_krw:
-        problem = f"top-up of {total:,.0f} KRW is below RISK_MIN_ADD_KRW {verdict.min_krw:,.0f} KRW"
     if problem:
         detail["skipped"] = problem
         return []

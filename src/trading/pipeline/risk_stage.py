@@ -22,7 +22,6 @@ class Verdict:
     reasons: list[str]
     max_krw: Decimal
     size_krw: Decimal  # the order total the sizing rule chose
-    min_krw: Decimal | None = None  # a top-up of a held coin: RISK_MIN_ADD_KRW (None: a new position)
 
 
 async def risk_stage(
@@ -59,7 +58,7 @@ async def risk_stage(
             open_positions=len(open_positions),
         )
     observer.on_stage("risk", ctx.stages[-1].duration_ms / 1000)
-    return portfolio, Verdict(allowed, reasons, verdict.max_krw, size, verdict.min_krw)
+    return portfolio, Verdict(allowed, reasons, verdict.max_krw, size)
 
 
 async def _trade_stats(risk: RiskManager) -> TradeStats | None:
