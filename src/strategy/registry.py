@@ -174,7 +174,8 @@ def user_strategies(folder: Path | None) -> dict[str, type[Strategy]]:
             if cls.name in (*BUNDLED, AI_STRATEGY, "strategy"):
                 taken = "the default" if cls.name == "strategy" else "taken by a bundled strategy"
                 raise ConfigurationError(
-                    f"strategy file {path}:{line}: class {cls.__name__} needs its own name (name = {cls.name!r} is {taken})"
+                    f"strategy file {path}:{line}: class {cls.__name__} needs its own name "
+                    f"(name = {cls.name!r} is {taken})"
                 )
             if not STRATEGY_NAME.fullmatch(cls.name):
                 raise ConfigurationError(
