@@ -9,6 +9,7 @@ import argparse
 import math
 import re
 import sys
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import NoReturn
@@ -18,7 +19,7 @@ from rich.console import Console
 
 from src.backtesting.runner import STRATEGIES, BacktestRequest, run_backtest
 from src.config.bootstrap import warn_about_unknown_keys
-from src.config.settings import load_settings
+from src.config.settings import Settings, load_settings
 from src.exceptions import TradingSystemError
 from src.utils.logger import configure_logging, install_excepthooks, redactor
 
@@ -108,7 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--symbol", help="market, e.g. KRW-ETH (default KRW-BTC, or the market a --data file is named for)")
     p.add_argument("--timeframe", default="1h", choices=["1m", "5m", "1h", "4h", "1d"], help="bar size (default 1h)")
     p.add_argument("--data", type=Path, help="a candle CSV (timestamp,open,high,low,close,volume[,value]) instead")
-    p.add_argument("--strategy", default="rule_breakout", choices=STRATEGIES)
+    p.add_argument(
+        "--strategy",
+        default="rule_breakout",
+        help=f"{', '.join(STRATEGIES)}, or a user strategy in STRATEGY_PATH (default rule_breakout)",
+    )
     p.add_argument("--start", type=_moment, help="first candle open time included (UTC), e.g. 2023-01-01")
     p.add_argument("--end", type=_moment, help="candles before this time (UTC) only")
     p.add_argument("--fee", type=_fraction, help="fee rate per side (default TRADING_FEE_RATE, 0.0005)")
@@ -127,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-confidence", type=_percent, help="AI confidence needed to buy (default AI_MIN_CONFIDENCE)")
     p.add_argument("--trades", type=int, default=10, help="how many of the last trades to print (default 10)")
     p.add_argument("--json", type=_output_file, dest="json_out", help="write metrics and trades to this JSON file")
+    p.add_argument(
+        "--parity",
+        action="store_true",
+        help="also replay the bot over --start..--end and compare trade by trade (exit 0 identical, 1 different; "
+        "--json writes the comparison); see docs/PARITY.md",
+    )
     p.add_argument("--html", type=_output_file, dest="html_out", help="write a self-contained HTML report")
     return p
 
@@ -164,6 +175,22 @@ def request_from_args(args: argparse.Namespace) -> BacktestRequest:
     )
 
 
+def _parity(request: BacktestRequest, settings: Settings, console: Console) -> int:
+    """The parity report (``backend/app/core/parity.py``): this backtest against the replay of the bot."""
+    from backend.app.core.parity import ParityOptions, parse_window, report_parity
+
+    start, end = parse_window(request.start, request.end)
+    options = ParityOptions(request.strategy, request.symbol, start, end, request.strategy_params, request.data_file)
+    quiet = replace(request, json_out=None, html_out=None, show_trades=0)
+    return report_parity(
+        settings,
+        options,
+        lambda chosen: run_backtest(quiet, chosen, Console(quiet=True)).trade_records(),
+        console,
+        request.json_out,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     request = request_from_args(args)
@@ -173,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings()
         configure_logging("WARNING", settings.observability.log_format.value, settings.secret_values())
+        if args.parity:
+            return _parity(request, settings, console)
         run_backtest(request, settings, console)
     except TradingSystemError as exc:
         print(f"backtest.py: error: {redactor.scrub_text(exc.message)}", file=sys.stderr)

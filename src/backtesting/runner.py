@@ -21,6 +21,7 @@ from src.backtesting.report_html import write_html_report
 from src.config.settings import Settings
 from src.domain.timeframes import Timeframe
 from src.exceptions import ConfigurationError
+from src.strategy import registry
 from src.strategy.bundled import RuleBasedBreakoutStrategy, VolatilityBreakoutStrategy
 from src.strategy.contract import Strategy
 
@@ -70,7 +71,7 @@ def build_strategy(request: BacktestRequest, settings: Settings) -> Strategy:
         return rule
     if request.strategy == "ai":
         return _ai_strategy(request, settings, rule)
-    raise ConfigurationError(f"unknown strategy {request.strategy!r}; expected one of {', '.join(STRATEGIES)}")
+    return registry.build_strategy(request.strategy, params, settings.strategy.path)  # a user strategy
 
 
 def _ai_strategy(request: BacktestRequest, settings: Settings, rule: RuleBasedBreakoutStrategy) -> Strategy:
