@@ -132,11 +132,13 @@ class ParityReport:
             f"{self.matched} identical, {len(self.differences)} difference(s)"
         )
 
-    def lines(self) -> list[str]:
-        """The report as text lines: one per difference, first divergence first."""
+    def lines(self, limit: int = 200) -> list[str]:
+        """The report as text lines: one per difference (at most ``limit``), first divergence first."""
         out = [self.summary()]
-        for number, difference in enumerate(self.differences, start=1):
-            out.append(f"{number:>3}. {difference.entry_at:%Y-%m-%d %H:%M} {difference.kind.value}: {difference.why}")
+        for number, difference in enumerate(self.differences[:limit], start=1):
+            out.append(f"{number:>3}. bought {difference.entry_at:%Y-%m-%d %H:%M}: {difference.why}")
+        if len(self.differences) > limit:
+            out.append(f"... and {len(self.differences) - limit} more (--json FILE lists them all)")
         if self.differences:
             first = self.differences[0]
             out.append(
@@ -256,7 +258,7 @@ def compare_round_trips(
     for rp in rp_trips:
         if rp.entry_at in paired:
             continue
-        why = f"only in the replay: bought {_moment(rp.entry_at)}, sold {_moment(rp.exit_at)} ({rp.exit_reason})"
+        why = f"only in the replay (sold {_moment(rp.exit_at)}, {rp.exit_reason})"
         held = [trip for trip in bt_trips if _holds(trip, rp.entry_at)]
         if held:
             why += f"; the backtest still held the position bought at {_moment(held[0].entry_at)}"

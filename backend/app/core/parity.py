@@ -142,12 +142,13 @@ def report_parity(
     """Run, print and (``json_out``) write the parity report; the exit status: 0 identical, 1 different."""
     console.print(
         f"Parity: {options.strategy} on {options.data_file or options.symbol}, "
-        f"{options.start:%Y-%m-%d %H:%M} .. {options.end:%Y-%m-%d %H:%M} UTC: backtest, then replay ..."
+        f"{options.start:%Y-%m-%d %H:%M} .. {options.end:%Y-%m-%d %H:%M} UTC: backtest, then replay ...",
+        soft_wrap=True,
     )
     report = run_parity(settings, options, backtest_trades)
     for number, line in enumerate(report.lines()):
         style = "" if number else ("green" if report.identical else "bold red")
-        console.print(line, style=style or None, highlight=False)
+        console.print(line, style=style or None, highlight=False, soft_wrap=True)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(report.to_dict(), indent=2, allow_nan=False), encoding="utf-8")
