@@ -39,7 +39,7 @@ _loaded: dict[Path, dict[str, type[Strategy]]] = {}
 # The look-ahead check at load time: signals over the first ``cut`` candles must equal those over all candles
 # for the bars both see, so a conclusion for bar t never depends on a later candle.
 _PROBE_BARS = WARMUP_BARS + 150
-_PROBE_CUTS = (WARMUP_BARS + 50, WARMUP_BARS + 100)
+_PROBE_CUTS = tuple(range(WARMUP_BARS + 10, _PROBE_BARS, 10))
 
 
 def _where(path: Path, exc: BaseException) -> str:
