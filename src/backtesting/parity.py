@@ -243,9 +243,7 @@ def compare_round_trips(
     for bt in bt_trips:
         rp = by_entry.get(bt.entry_at)
         if rp is None:
-            why = (
-                f"only in the backtest: bought at {_moment(bt.entry_at)}, sold {_moment(bt.exit_at)} ({bt.exit_reason})"
-            )
+            why = f"only in the backtest (sold {_moment(bt.exit_at)}, {bt.exit_reason})"
             held = [trip for trip in rp_trips if _holds(trip, bt.entry_at)]
             if held:
                 why += f"; the bot still held the position bought at {_moment(held[0].entry_at)}"
