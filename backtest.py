@@ -185,7 +185,9 @@ def _parity(request: BacktestRequest, settings: Settings, console: Console) -> i
     return report_parity(
         settings,
         options,
-        lambda chosen: run_backtest(quiet, chosen, Console(quiet=True)).trade_records(),
+        lambda chosen: run_backtest(
+            replace(quiet, strategy_params=dict(chosen.strategy.params)), chosen, Console(quiet=True)
+        ).trade_records(),
         console,
         request.json_out,
     )

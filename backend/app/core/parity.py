@@ -51,8 +51,10 @@ class ReplaySide:
 
 
 def settings_for(settings: Settings, strategy: str, params: Mapping[str, Any]) -> Settings:
-    """The bot's settings trading ``strategy`` with ``params`` (``TRADING_STRATEGY``, ``STRATEGY_PARAMS``)."""
-    chosen = settings.strategy.model_copy(update={"name": strategy, "params": dict(params)})
+    """The bot's settings trading ``strategy`` (``TRADING_STRATEGY``) with ``params`` over ``STRATEGY_PARAMS``
+    when that is the configured strategy (the parameters in the settings belong to it), else ``params`` alone."""
+    configured = settings.strategy.params if strategy == settings.strategy.name else {}
+    chosen = settings.strategy.model_copy(update={"name": strategy, "params": {**configured, **params}})
     return settings.model_copy(update={"strategy": chosen})
 
 
