@@ -332,3 +332,16 @@ def test_a_broken_strategy_stops_the_replay_at_start_up_with_one_line(tmp_path: 
     assert done.returncode != 0
     assert f"strategy file {path}:1: ModuleNotFoundError" in done.stderr
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_the_template_in_the_readme_loads_and_trades(tmp_path: Path) -> None:
+    """The code block of strategies/README.md, copied into a file as a user would, is a working strategy."""
+    readme = (EXAMPLES / "README.md").read_text(encoding="utf-8")
+    template = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    write(tmp_path, "my_strategy.py", template)
+
+    strategy = build_strategy("my_strategy", {"lookback": 30}, tmp_path)
+
+    candles = load_candle_csv(BTC_HOURLY).loc["2023-09-01":"2023-10-01"]
+    assert strategy.generate_signals(candles).entry.sum() > 0
+    assert strategy.exit_policy.take_profit_pct == 6.0
