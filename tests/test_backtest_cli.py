@@ -71,7 +71,7 @@ def test_data_file_and_html_report(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "argv",
-    [["--strategy", "magic"], ["--k", "-1"], ["--fee", "0.5"], ["--timeframe", "7h"], ["--capital", "abc"]],
+    [["--k", "-1"], ["--fee", "0.5"], ["--timeframe", "7h"], ["--capital", "abc"]],
 )
 def test_bad_arguments_give_one_clear_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:

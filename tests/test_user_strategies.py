@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import backtest
 from backend.app.db.migrations import upgrade_to_head
 from src.backtesting.data_provider import load_candle_csv
 from src.config.settings import load_settings
@@ -345,3 +346,13 @@ def test_the_template_in_the_readme_loads_and_trades(tmp_path: Path) -> None:
     candles = load_candle_csv(BTC_HOURLY).loc["2023-09-01":"2023-10-01"]
     assert strategy.generate_signals(candles).entry.sum() > 0
     assert strategy.exit_policy.take_profit_pct == 6.0
+
+
+def test_an_unknown_strategy_name_lists_the_bundled_and_user_strategies(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--strategy`` accepts user strategies, so a name is checked against the registry: one line, exit 1."""
+    assert backtest.main(["--strategy", "magic", "--start", "2023-09-01", "--end", "2023-09-02"]) == 1
+
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "backtest.py: error: unknown strategy 'magic'; available: rule_breakout, volatility_breakout, sma_crossover, ai"
+    )
