@@ -172,3 +172,20 @@ def test_bad_slippage_and_two_replay_trips_at_one_moment_are_refused() -> None:
         compare_round_trips([], [], float("nan"))
     with pytest.raises(DataError, match="same entry moment"):
         compare_round_trips([], [trip(0, 1), trip(0, 2)], 0.05)
+
+
+def test_the_strategy_signals_tell_which_side_saw_other_candles() -> None:
+    """Given the strategy signals entries at hours 0 and 8 only: the replay's extra trade at hour 3 had no signal
+    (that side computed on other candles), the backtest's extra trade at hour 8 had one (the bot was stopped by
+    something else)."""
+    backtest = [trip(0, 2), trip(8, 9)]
+    replay = [trip(0, 2), trip(3, 4)]
+    signals = {T0, T0 + 8 * HOUR}
+
+    report = compare_round_trips(backtest, replay, 0.05, entry_signals=signals)
+
+    only_replay, only_backtest = report.differences
+    assert only_replay.kind is DifferenceKind.ONLY_REPLAY
+    assert "the strategy signals no entry for that bar" in only_replay.why
+    assert only_backtest.kind is DifferenceKind.ONLY_BACKTEST
+    assert "the strategy signals an entry for that bar" in only_backtest.why

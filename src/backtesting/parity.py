@@ -16,7 +16,7 @@ marks it at the last close, the bot has not sold).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -223,12 +223,15 @@ def compare_round_trips(
     slippage_pct: float,
     *,
     replay_cycles: Mapping[datetime, str] | None = None,
+    entry_signals: Collection[datetime] | None = None,
     context: Mapping[str, Any] | None = None,
 ) -> ParityReport:
     """Pair the round trips by entry moment and list every difference, earliest entry first.
 
-    ``replay_cycles`` (the replay's trading cycle outcome by start moment) explains an entry the bot did not
-    make: what its trading cycle at that moment concluded.
+    Two optional inputs explain a round trip only one side made: ``replay_cycles`` (the replay's trading cycle
+    outcome by start moment) says what the bot concluded at that moment; ``entry_signals`` (the moments at which
+    the strategy, computed over the whole history, signals an entry) says whether the strategy wanted to buy
+    then at all (if not, the side that bought saw other or too few candles).
     """
     if not math.isfinite(slippage_pct) or slippage_pct < 0:
         raise DataError(f"slippage must be a finite percent >= 0, got {slippage_pct}")
@@ -244,6 +247,7 @@ def compare_round_trips(
         rp = by_entry.get(bt.entry_at)
         if rp is None:
             why = f"only in the backtest (sold {_moment(bt.exit_at)}, {bt.exit_reason})"
+            why += _signal_note(entry_signals, bt.entry_at)
             held = [trip for trip in rp_trips if _holds(trip, bt.entry_at)]
             if held:
                 why += f"; the bot still held the position bought at {_moment(held[0].entry_at)}"
@@ -257,12 +261,23 @@ def compare_round_trips(
         if rp.entry_at in paired:
             continue
         why = f"only in the replay (sold {_moment(rp.exit_at)}, {rp.exit_reason})"
+        why += _signal_note(entry_signals, rp.entry_at)
         held = [trip for trip in bt_trips if _holds(trip, rp.entry_at)]
         if held:
             why += f"; the backtest still held the position bought at {_moment(held[0].entry_at)}"
         differences.append(Difference(DifferenceKind.ONLY_REPLAY, rp.entry_at, None, rp, why))
     differences.sort(key=lambda d: (d.entry_at, list(DifferenceKind).index(d.kind)))
     return ParityReport(bt_trips, rp_trips, float(slippage_pct), differences, dict(context or {}))
+
+
+def _signal_note(entry_signals: Collection[datetime] | None, at: datetime) -> str:
+    if entry_signals is None:
+        return ""
+    if at in entry_signals:
+        return "; the strategy signals an entry for that bar"
+    return (
+        "; the strategy signals no entry for that bar (over the whole history: the side that bought saw other candles)"
+    )
 
 
 def _holds(trip: RoundTrip, at: datetime) -> bool:

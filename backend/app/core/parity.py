@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from rich.console import Console
 
 from backend.app.core.entrypoints import parse_time
@@ -24,11 +25,14 @@ from backend.app.core.replay import ReplayOptions, ReplaySummary, run_replay
 from backend.app.db.migrations import upgrade_to_head
 from backend.app.db.queries.round_trips import StoredRoundTrip, cycle_outcomes, round_trips
 from backend.app.db.session import create_engine, session_factory
+from src.backtesting.data_provider import HistoricalDataProvider
 from src.backtesting.parity import ParityReport, RoundTrip, compare_round_trips
 from src.config.settings import Settings
 from src.domain.exits import ExitReason
 from src.domain.modes import TradingMode
+from src.domain.timeframes import Timeframe
 from src.exceptions import ConfigurationError
+from src.strategy.registry import strategy_from_settings
 
 BacktestTrades = Callable[[Settings], Iterable[Mapping[str, Any]]]
 
@@ -95,6 +99,22 @@ async def replay_side(settings: Settings, options: ParityOptions, database: Path
     return ReplaySide([round_trip_of(row) for row in stored], cycles, summary)
 
 
+def entry_moments(settings: Settings, options: ParityOptions) -> set[datetime]:
+    """The fill moments (bar close) of every entry signal the strategy gives in the window, computed over all the
+    candles before it: what both sides should buy at when nothing else (a held position, a risk rule) stands in
+    the way."""
+    span = pd.Timedelta(seconds=Timeframe.from_minutes(settings.trading.candle_interval_minutes).seconds)
+    provider = HistoricalDataProvider(settings.market_data.backtest_data_dir)
+    if options.data_file is not None:
+        candles = provider.load_file(options.data_file, end=options.end)
+    else:
+        timeframe = Timeframe.from_minutes(settings.trading.candle_interval_minutes)
+        candles = provider.load_historical_data(options.symbol, timeframe, end=options.end)
+    signals = strategy_from_settings(settings).generate_signals(candles)
+    closes = signals.index[signals.entry] + span
+    return {moment.to_pydatetime() for moment in closes if options.start < moment <= options.end}
+
+
 def run_parity(settings: Settings, options: ParityOptions, backtest_trades: BacktestTrades) -> ParityReport:
     """The backtest (``backtest_trades``, given the bot's settings for the strategy) and the replay over the same
     window, compared trade by trade."""
@@ -107,6 +127,7 @@ def run_parity(settings: Settings, options: ParityOptions, backtest_trades: Back
         replay.round_trips,
         float(chosen.backtest.slippage_pct),
         replay_cycles=replay.cycles,
+        entry_signals=entry_moments(chosen, options),
         context={
             "strategy": options.strategy,
             "parameters": dict(options.params),
