@@ -180,7 +180,9 @@ def _parity(request: BacktestRequest, settings: Settings, console: Console) -> i
     from backend.app.core.parity import ParityOptions, parse_window, report_parity
 
     start, end = parse_window(request.start, request.end)
-    options = ParityOptions(request.strategy, request.symbol, start, end, request.strategy_params, request.data_file)
+    options = ParityOptions(
+        request.strategy, request.symbol, start, end, request.strategy_params, request.data_file, request.timeframe
+    )
     quiet = replace(request, json_out=None, html_out=None, show_trades=0)
     return report_parity(
         settings,

@@ -134,6 +134,10 @@ def test_fills_beyond_the_slippage_setting_are_reported_trade_by_trade(tmp_path:
         (["--parity", "--end", "2023-10-01"], "--parity needs --start and --end"),
         (["--parity", "--start", "2023-10-01", "--end", "2023-09-01"], "--start 2023-10-01 is not before --end"),
         (["--parity", "--strategy", "nope", "--start", "2023-09-01", "--end", "2023-09-02"], "unknown strategy 'nope'"),
+        (
+            ["--parity", "--timeframe", "4h", "--start", "2023-09-01", "--end", "2023-09-02"],
+            "--timeframe 4h: the bot trades 1h candles (CANDLE_INTERVAL_MINUTES=60)",
+        ),
     ],
 )
 def test_bad_parity_requests_are_one_line_errors(args: list[str], message: str) -> None:

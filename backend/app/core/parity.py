@@ -45,6 +45,7 @@ class ParityOptions:
     end: datetime
     params: dict[str, Any] = field(default_factory=dict)
     data_file: Path | None = None
+    timeframe: str = "1h"  # the backtest's bars; must be the bot's (CANDLE_INTERVAL_MINUTES)
 
 
 @dataclass(slots=True)
@@ -119,6 +120,13 @@ def run_parity(settings: Settings, options: ParityOptions, backtest_trades: Back
     """The backtest (``backtest_trades``, given the bot's settings for the strategy) and the replay over the same
     window, compared trade by trade."""
     chosen = settings_for(settings, options.strategy, options.params)
+    bot_timeframe = Timeframe.from_minutes(chosen.trading.candle_interval_minutes)
+    if options.timeframe != bot_timeframe:
+        raise ConfigurationError(
+            f"--timeframe {options.timeframe}: the bot trades {bot_timeframe} candles (CANDLE_INTERVAL_MINUTES="
+            f"{chosen.trading.candle_interval_minutes}); compare on those"
+        )
+    parameters = strategy_from_settings(chosen).parameters()
     backtest = [RoundTrip.from_backtest(record) for record in backtest_trades(chosen)]
     with tempfile.TemporaryDirectory(prefix="parity-") as folder:
         replay = asyncio.run(replay_side(chosen, options, Path(folder) / "replay.db"))
@@ -130,7 +138,7 @@ def run_parity(settings: Settings, options: ParityOptions, backtest_trades: Back
         entry_signals=entry_moments(chosen, options),
         context={
             "strategy": options.strategy,
-            "parameters": dict(options.params),
+            "parameters": parameters,
             "symbol": options.symbol,
             "start": options.start.isoformat(),
             "end": options.end.isoformat(),
