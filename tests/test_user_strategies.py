@@ -297,11 +297,16 @@ def test_a_strategy_that_looks_ahead_is_refused(tmp_path: Path) -> None:
     assert "changes when later candles are added" in message
 
 
-def test_helper_files_starting_with_an_underscore_are_not_strategies(tmp_path: Path) -> None:
-    write(tmp_path, "_helpers.py", "raise RuntimeError('not loaded')\n")
-    write(tmp_path, "good.py", GOOD.format(name="mine"))
+def test_helper_files_starting_with_an_underscore_are_not_strategies_but_can_be_imported(tmp_path: Path) -> None:
+    write(tmp_path / "unused", "_broken.py", "raise RuntimeError('not loaded')\n")
+    write(tmp_path / "unused", "good.py", GOOD.format(name="mine"))
+    write(tmp_path / "helped", "_levels.py", "def above(close):\n    return close > 1\n")
+    write(tmp_path / "helped", "helped.py", "from _levels import above\n" + GOOD.format(name="helped").replace(
+        "close > close.mean() * 0 + 1", "above(close)"
+    ))  # fmt: skip
 
-    assert list(user_strategies(tmp_path)) == ["mine"]
+    assert list(user_strategies(tmp_path / "unused")) == ["mine"]
+    assert list(user_strategies(tmp_path / "helped")) == ["helped"]
     assert user_strategies(tmp_path / "missing") == {}
 
 

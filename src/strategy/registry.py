@@ -76,6 +76,16 @@ def _load_file(path: Path) -> list[type[Strategy]]:
     ]
 
 
+def _load_with_helpers(path: Path, folder: Path) -> list[type[Strategy]]:
+    """``_load_file`` with ``folder`` importable while the file runs, so it can import its helper files
+    (``from _indicators import zscore`` for ``_indicators.py``)."""
+    sys.path.insert(0, str(folder))
+    try:
+        return _load_file(path)
+    finally:
+        sys.path.remove(str(folder))
+
+
 def _line_of(cls: type) -> int:
     try:
         return inspect.getsourcelines(cls)[1]
@@ -169,7 +179,7 @@ def user_strategies(folder: Path | None) -> dict[str, type[Strategy]]:
     for path in sorted(folder.glob("*.py")):
         if path.name.startswith("_"):
             continue
-        for cls in _load_file(path):
+        for cls in _load_with_helpers(path, folder):
             line = _line_of(cls)
             if cls.name in (*BUNDLED, AI_STRATEGY, "strategy"):
                 taken = "the default" if cls.name == "strategy" else "taken by a bundled strategy"
