@@ -26,7 +26,7 @@ from backend.app.db.migrations import upgrade_to_head
 from backend.app.db.queries.round_trips import StoredRoundTrip, cycle_outcomes, round_trips
 from backend.app.db.session import create_engine, session_factory
 from src.backtesting.data_provider import HistoricalDataProvider
-from src.backtesting.parity import ParityReport, RoundTrip, compare_round_trips
+from src.backtesting.parity import ParityReport, RoundTrip, compare_round_trips, utc_moment
 from src.config.settings import Settings
 from src.domain.exits import ExitReason
 from src.domain.modes import TradingMode
@@ -66,9 +66,9 @@ def settings_for(settings: Settings, strategy: str, params: Mapping[str, Any]) -
 def round_trip_of(stored: StoredRoundTrip) -> RoundTrip:
     held = stored.closed_at is None
     return RoundTrip(
-        entry_at=stored.entry_at,
+        entry_at=utc_moment(stored.entry_at),
         entry_price=float(stored.avg_entry_price),
-        exit_at=None if held else stored.closed_at,
+        exit_at=None if stored.closed_at is None else utc_moment(stored.closed_at),
         exit_price=None if held or stored.exit_price is None else float(stored.exit_price),
         exit_reason=ExitReason.END.value
         if held or stored.exit_reason is None
