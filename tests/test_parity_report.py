@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # real processes, a replay each
 
 
 def clean_env(**extra: str) -> dict[str, str]:

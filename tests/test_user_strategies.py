@@ -117,6 +117,7 @@ def test_the_example_buys_on_a_cross_above_and_sells_on_a_cross_below() -> None:
     assert np.array_equal(np.flatnonzero(signals.exit), crossed_down[crossed_down >= 20])
 
 
+@pytest.mark.integration
 def test_the_example_runs_in_a_backtest_through_the_command_line(tmp_path: Path) -> None:
     out = tmp_path / "sma.json"
     done = subprocess.run(
@@ -134,6 +135,7 @@ def test_the_example_runs_in_a_backtest_through_the_command_line(tmp_path: Path)
     assert {trade["exit_reason"] for trade in report["trades"]} <= {"signal", "stop_loss", "time_out", "end"}
 
 
+@pytest.mark.integration
 def test_the_example_trades_in_replay(tmp_path: Path) -> None:
     """Given TRADING_STRATEGY=sma_crossover, when scheduler_main.py replays two weeks, then the bot's buys are
     at the example's entry signals (fill moment = the close of the signal bar)."""
@@ -310,6 +312,7 @@ def test_helper_files_starting_with_an_underscore_are_not_strategies_but_can_be_
     assert user_strategies(tmp_path / "missing") == {}
 
 
+@pytest.mark.integration
 def test_a_broken_strategy_stops_the_backtest_at_start_up_with_one_line(tmp_path: Path) -> None:
     path = write(tmp_path, "broken.py", HEADER + "\nclass Broken(Strategy:\n    pass\n")
 
@@ -323,6 +326,7 @@ def test_a_broken_strategy_stops_the_backtest_at_start_up_with_one_line(tmp_path
     assert "Traceback" not in done.stdout + done.stderr
 
 
+@pytest.mark.integration
 def test_a_broken_strategy_stops_the_replay_at_start_up_with_one_line(tmp_path: Path) -> None:
     folder = tmp_path / "strategies"
     path = write(folder, "broken.py", "import talib_that_is_not_installed\n")
