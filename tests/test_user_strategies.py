@@ -166,6 +166,13 @@ def test_a_syntax_error_names_the_file_and_line(tmp_path: Path) -> None:
     assert load_error(tmp_path).startswith(f"strategy file {path}:3: SyntaxError")
 
 
+def test_a_syntax_error_in_a_helper_names_the_import_and_the_helper(tmp_path: Path) -> None:
+    helper = write(tmp_path, "_levels.py", "def above(close):\n    return close >\n")
+    path = write(tmp_path, "uses.py", "import os\nfrom _levels import above\n")
+
+    assert load_error(tmp_path) == f"strategy file {path}:2: SyntaxError: invalid syntax (in {helper}:2)"
+
+
 def test_an_import_error_names_the_file_and_line(tmp_path: Path) -> None:
     path = write(tmp_path, "needs.py", "import os\nimport talib_that_is_not_installed\n")
 

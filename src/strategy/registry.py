@@ -49,11 +49,13 @@ def _where(path: Path, exc: BaseException) -> str:
     return f"{path}:{frames[-1].lineno}" if frames else str(path)
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException, path: Path | None = None) -> str:
     if isinstance(exc, ConfigurationError):
         return exc.message
     if isinstance(exc, SyntaxError):
-        return f"SyntaxError: {exc.msg}"
+        other = exc.filename is not None and path is not None and Path(exc.filename) != path
+        elsewhere = f" (in {exc.filename}:{exc.lineno})" if other else ""
+        return f"SyntaxError: {exc.msg}{elsewhere}"
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -68,7 +70,7 @@ def _load_file(path: Path) -> list[type[Strategy]]:
         spec.loader.exec_module(module)
     except (Exception, SystemExit) as exc:  # a user file that calls sys.exit() at import is broken too
         del sys.modules[module_name]
-        raise ConfigurationError(f"strategy file {_where(path, exc)}: {_describe(exc)}") from None
+        raise ConfigurationError(f"strategy file {_where(path, exc)}: {_describe(exc, path)}") from None
     return [
         obj
         for _, obj in inspect.getmembers(module, inspect.isclass)
