@@ -180,10 +180,11 @@ def _parity(request: BacktestRequest, settings: Settings, console: Console) -> i
     from backend.app.core.parity import ParityOptions, parse_window, report_parity
 
     start, end = parse_window(request.start, request.end)
+    strategy = request.strategy or settings.strategy.name
     options = ParityOptions(
-        request.strategy, request.symbol, start, end, request.strategy_params, request.data_file, request.timeframe
+        strategy, request.symbol, start, end, request.strategy_params, request.data_file, request.timeframe
     )
-    quiet = replace(request, json_out=None, html_out=None, show_trades=0)
+    quiet = replace(request, strategy=strategy, json_out=None, html_out=None, show_trades=0)
     return report_parity(
         settings,
         options,

@@ -101,9 +101,9 @@ async def replay_side(settings: Settings, options: ParityOptions, database: Path
 
 
 def entry_moments(settings: Settings, options: ParityOptions) -> set[datetime]:
-    """The fill moments (bar close) of every entry signal the strategy gives in the window, computed over all the
-    candles before it: what both sides should buy at when nothing else (a held position, a risk rule) stands in
-    the way."""
+    """The fill moments (bar close) of every entry signal the strategy gives up to ``end``, computed over all the
+    candles: what both sides should buy at when nothing else (a held position, a risk rule) stands in the way.
+    Not clipped to the window: a side that acts on a bar outside it is then told apart by its moment."""
     span = pd.Timedelta(seconds=Timeframe.from_minutes(settings.trading.candle_interval_minutes).seconds)
     provider = HistoricalDataProvider(settings.market_data.backtest_data_dir)
     if options.data_file is not None:
@@ -113,7 +113,7 @@ def entry_moments(settings: Settings, options: ParityOptions) -> set[datetime]:
         candles = provider.load_historical_data(options.symbol, timeframe, end=options.end)
     signals = strategy_from_settings(settings).generate_signals(candles)
     closes = signals.index[signals.entry] + span
-    return {moment.to_pydatetime() for moment in closes if options.start < moment <= options.end}
+    return {moment.to_pydatetime() for moment in closes}
 
 
 def run_parity(settings: Settings, options: ParityOptions, backtest_trades: BacktestTrades) -> ParityReport:
