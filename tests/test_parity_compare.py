@@ -189,3 +189,13 @@ def test_the_strategy_signals_tell_which_side_saw_other_candles() -> None:
     assert "the strategy signals no entry for that bar" in only_replay.why
     assert only_backtest.kind is DifferenceKind.ONLY_BACKTEST
     assert "the strategy signals an entry for that bar" in only_backtest.why
+
+
+def test_a_trade_on_a_bar_outside_the_window_is_named_so() -> None:
+    """The window's bars open in [start, end) and are acted on at their close, in (start, end]: a buy at the
+    moment ``start`` acted on the bar before the window."""
+    report = compare_round_trips([trip(1, 2)], [trip(0, 1), trip(1, 2)], 0.05, window=(T0, T0 + 5 * HOUR))
+
+    [outside] = report.differences
+    assert outside.kind is DifferenceKind.ONLY_REPLAY
+    assert "it acted on a bar outside the window (the window's bars close in (2023-09-01 03:00, " in outside.why

@@ -224,6 +224,7 @@ def compare_round_trips(
     *,
     replay_cycles: Mapping[datetime, str] | None = None,
     entry_signals: Collection[datetime] | None = None,
+    window: tuple[datetime, datetime] | None = None,
     context: Mapping[str, Any] | None = None,
 ) -> ParityReport:
     """Pair the round trips by entry moment and list every difference, earliest entry first.
@@ -231,7 +232,9 @@ def compare_round_trips(
     Two optional inputs explain a round trip only one side made: ``replay_cycles`` (the replay's trading cycle
     outcome by start moment) says what the bot concluded at that moment; ``entry_signals`` (the moments at which
     the strategy, computed over the whole history, signals an entry) says whether the strategy wanted to buy
-    then at all (if not, the side that bought saw other or too few candles).
+    then at all (if not, the side that bought saw other or too few candles). With ``window`` (``--start``,
+    ``--end``), a trade on a bar that does not open in it is named as such: the bars of ``[start, end)`` close, and
+    are acted on, at the moments ``(start, end]``.
     """
     if not math.isfinite(slippage_pct) or slippage_pct < 0:
         raise DataError(f"slippage must be a finite percent >= 0, got {slippage_pct}")
@@ -247,7 +250,7 @@ def compare_round_trips(
         rp = by_entry.get(bt.entry_at)
         if rp is None:
             why = f"only in the backtest (sold {_moment(bt.exit_at)}, {bt.exit_reason})"
-            why += _signal_note(entry_signals, bt.entry_at)
+            why += _window_note(window, bt.entry_at) + _signal_note(entry_signals, bt.entry_at)
             held = [trip for trip in rp_trips if _holds(trip, bt.entry_at)]
             if held:
                 why += f"; the bot still held the position bought at {_moment(held[0].entry_at)}"
@@ -261,13 +264,20 @@ def compare_round_trips(
         if rp.entry_at in paired:
             continue
         why = f"only in the replay (sold {_moment(rp.exit_at)}, {rp.exit_reason})"
-        why += _signal_note(entry_signals, rp.entry_at)
+        why += _window_note(window, rp.entry_at) + _signal_note(entry_signals, rp.entry_at)
         held = [trip for trip in bt_trips if _holds(trip, rp.entry_at)]
         if held:
             why += f"; the backtest still held the position bought at {_moment(held[0].entry_at)}"
         differences.append(Difference(DifferenceKind.ONLY_REPLAY, rp.entry_at, None, rp, why))
     differences.sort(key=lambda d: (d.entry_at, list(DifferenceKind).index(d.kind)))
     return ParityReport(bt_trips, rp_trips, float(slippage_pct), differences, dict(context or {}))
+
+
+def _window_note(window: tuple[datetime, datetime] | None, at: datetime) -> str:
+    if window is None or window[0] < at <= window[1]:
+        return ""
+    first, last = _moment(window[0]), _moment(window[1])
+    return f"; it acted on a bar outside the window (the window's bars close in ({first}, {last}])"
 
 
 def _signal_note(entry_signals: Collection[datetime] | None, at: datetime) -> str:

@@ -136,6 +136,7 @@ def run_parity(settings: Settings, options: ParityOptions, backtest_trades: Back
         float(chosen.backtest.slippage_pct),
         replay_cycles=replay.cycles,
         entry_signals=entry_moments(chosen, options),
+        window=(options.start, options.end),
         context={
             "strategy": options.strategy,
             "parameters": parameters,
