@@ -55,7 +55,8 @@ def assert_same_round_trips(done: subprocess.CompletedProcess[str], report: dict
     ("strategy", "start", "end"),
     [
         ("rule_breakout", "2023-09-25", "2023-10-09"),  # a week of breakouts, then quiet
-        ("volatility_breakout", "2023-09-01", "2023-09-11"),  # an entry most hours, a signal exit every bar
+        # an entry every few hours, a signal exit at the next bar (the quick filter passes it in the 2021 rally only)
+        ("volatility_breakout", "2021-02-03", "2021-02-10"),
     ],
 )
 def test_bundled_strategies_on_bundled_candles_trade_the_same_in_backtest_and_replay(
@@ -71,11 +72,29 @@ def test_bundled_strategies_on_bundled_candles_trade_the_same_in_backtest_and_re
 
 
 def test_the_user_strategy_example_trades_the_same_in_backtest_and_replay(tmp_path: Path) -> None:
-    done, report = parity(tmp_path, "--strategy", "sma_crossover", "--start", "2023-09-18", "--end", "2023-10-02")
+    done, report = parity(tmp_path, "--strategy", "sma_crossover", "--start", "2023-11-12", "--end", "2023-11-26")
 
     assert report["strategy"] == "sma_crossover"
     assert_same_round_trips(done, report)
     assert {trip["exit_reason"] for trip in report["replay"]} <= {"signal", "stop_loss", "time_out", "end"}
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        # the bar before --start (opening 2021-01-31 23:00) signals an entry: it is not in the window, so neither
+        # side may act on it at the moment --start
+        ("2021-02-01", "2021-02-03"),
+        # the last bar (opening 06:00) signals an entry: both act on it at its close, the moment --end
+        ("2021-02-03", "2021-02-03T07:00"),
+    ],
+)
+def test_the_windows_edges_are_the_same_bars_in_both(tmp_path: Path, start: str, end: str) -> None:
+    """The window's bars open in [start, end) and are acted on at their close, in (start, end], in both worlds."""
+    done, report = parity(tmp_path, "--strategy", "volatility_breakout", "--start", start, "--end", end)
+
+    assert report["differences"] == [], done.stdout
+    assert done.returncode == 0
 
 
 def trending_walk(bars: int, seed: int = 7) -> pd.DataFrame:

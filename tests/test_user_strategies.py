@@ -121,8 +121,8 @@ def test_the_example_buys_on_a_cross_above_and_sells_on_a_cross_below() -> None:
 def test_the_example_runs_in_a_backtest_through_the_command_line(tmp_path: Path) -> None:
     out = tmp_path / "sma.json"
     done = subprocess.run(
-        [sys.executable, "backtest.py", "--strategy", "sma_crossover", "--start", "2023-09-01", "--end",
-         "2023-10-01", "--json", str(out), "--trades", "0"],
+        [sys.executable, "backtest.py", "--strategy", "sma_crossover", "--start", "2023-11-12", "--end",
+         "2023-11-26", "--json", str(out), "--trades", "0"],
         cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
 
@@ -137,13 +137,14 @@ def test_the_example_runs_in_a_backtest_through_the_command_line(tmp_path: Path)
 
 @pytest.mark.integration
 def test_the_example_trades_in_replay(tmp_path: Path) -> None:
-    """Given TRADING_STRATEGY=sma_crossover, when scheduler_main.py replays two weeks, then the bot's buys are
-    at the example's entry signals (fill moment = the close of the signal bar)."""
+    """Given TRADING_STRATEGY=sma_crossover, when scheduler_main.py replays two weeks (in which the quick filter
+    passes its entries), then the bot's buys are at the example's entry signals (fill moment = the close of the
+    signal bar)."""
     database = tmp_path / "replay.db"
     upgrade_to_head(f"sqlite+aiosqlite:///{database}")
     done = subprocess.run(
-        [sys.executable, "scheduler_main.py", "--replay", "--symbols", "KRW-BTC", "--start", "2023-09-18",
-         "--end", "2023-10-02", "--database-url", f"sqlite+aiosqlite:///{database}"],
+        [sys.executable, "scheduler_main.py", "--replay", "--symbols", "KRW-BTC", "--start", "2023-11-12",
+         "--end", "2023-11-26", "--database-url", f"sqlite+aiosqlite:///{database}"],
         cwd=ROOT, env=clean_env(TRADING_STRATEGY="sma_crossover", DATABASE_URL=f"sqlite+aiosqlite:///{database}"),
         capture_output=True, text=True, timeout=180, check=False,
     )  # fmt: skip
@@ -151,7 +152,7 @@ def test_the_example_trades_in_replay(tmp_path: Path) -> None:
 
     with sqlite3.connect(database) as connection:
         entries = [row[0] for row in connection.execute("SELECT entry_at FROM positions ORDER BY entry_at")]
-    candles = load_candle_csv(BTC_HOURLY).loc[:"2023-10-02"]
+    candles = load_candle_csv(BTC_HOURLY).loc[:"2023-11-26"]
     signals = build_strategy("sma_crossover", {}, EXAMPLES).generate_signals(candles)
     bought_at = signals.index[signals.entry] + pd.Timedelta(hours=1)  # the close of the signal bar
     signal_moments = {moment.strftime("%Y-%m-%d %H:%M") for moment in bought_at}
