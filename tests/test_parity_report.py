@@ -136,9 +136,10 @@ def test_a_generated_candle_file_trades_the_same_in_backtest_and_replay(tmp_path
 
 
 def test_fills_beyond_the_slippage_setting_are_reported_trade_by_trade(tmp_path: Path) -> None:
-    """Given a backtest forced to 0.5 % slippage while the bot fills with its setting (0.05 %), then every round
-    trip differs by its prices, the printout names each one, and the exit status is 1."""
-    done, report = parity(tmp_path, "--start", "2023-09-25", "--end", "2023-10-09", "--slippage", "0.5")
+    """Given a backtest forced to 0.2 % slippage while the bot fills with its setting (0.05 %), then the round
+    trips both made differ by their prices (about 0.15 % apart), the printout names each one, and the exit status
+    is 1."""
+    done, report = parity(tmp_path, "--start", "2023-09-25", "--end", "2023-10-09", "--slippage", "0.2")
 
     assert done.returncode == 1, done.stderr
     assert report["identical"] is False
@@ -146,6 +147,7 @@ def test_fills_beyond_the_slippage_setting_are_reported_trade_by_trade(tmp_path:
     assert report["differences"]
     assert done.stdout.splitlines()[1].startswith("DIFFERENT: backtest")
     assert any("more than the 0.05 % slippage" in line for line in done.stdout.splitlines())
+    assert "entry_price" in {difference["kind"] for difference in report["differences"]}
 
 
 @pytest.mark.parametrize(
