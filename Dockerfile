@@ -26,6 +26,7 @@ COPY --chown=trader:trader src ./src
 COPY --chown=trader:trader backend ./backend
 COPY --chown=trader:trader scripts ./scripts
 COPY --chown=trader:trader backtest_data ./backtest_data
+COPY --chown=trader:trader strategies ./strategies
 RUN mkdir -p /app/data /app/reports && chown trader:trader /app/data /app/reports
 USER trader
 VOLUME ["/app/data"]

@@ -11,6 +11,7 @@ import argparse
 import math
 import re
 import sys
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -20,7 +21,7 @@ from rich.console import Console
 
 from src.backtesting.runner import BacktestRequest, run_backtest
 from src.config.bootstrap import warn_about_unknown_keys
-from src.config.settings import load_settings
+from src.config.settings import Settings, load_settings
 from src.domain.params_json import parse_params_json
 from src.exceptions import TradingSystemError
 from src.utils.logger import configure_logging, install_excepthooks, redactor
@@ -164,6 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-confidence", type=_percent, help="AI confidence needed to buy (default AI_MIN_CONFIDENCE)")
     p.add_argument("--trades", type=int, default=10, help="how many of the last trades to print (default 10)")
     p.add_argument("--json", type=_output_file, dest="json_out", help="write metrics and trades to this JSON file")
+    p.add_argument(
+        "--parity",
+        action="store_true",
+        help="also replay the bot over --start..--end and compare trade by trade (exit 0 identical, 1 different; "
+        "--json writes the comparison); see docs/PARITY.md",
+    )
     p.add_argument("--html", type=_output_file, dest="html_out", help="write a self-contained HTML report")
     return p
 
@@ -219,6 +226,27 @@ def _recorded_decisions(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _parity(request: BacktestRequest, settings: Settings, console: Console) -> int:
+    """The parity report (``backend/app/core/parity.py``): this backtest against the replay of the bot."""
+    from backend.app.core.parity import ParityOptions, parse_window, report_parity
+
+    start, end = parse_window(request.start, request.end)
+    strategy = request.strategy or settings.strategy.name
+    options = ParityOptions(
+        strategy, request.symbol, start, end, request.strategy_params, request.data_file, request.timeframe
+    )
+    quiet = replace(request, strategy=strategy, json_out=None, html_out=None, show_trades=0)
+    return report_parity(
+        settings,
+        options,
+        lambda chosen: run_backtest(
+            replace(quiet, strategy_params=dict(chosen.strategy.params)), chosen, Console(quiet=True)
+        ).trade_records(),
+        console,
+        request.json_out,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     request = request_from_args(args)
@@ -228,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings()
         configure_logging("WARNING", settings.observability.log_format.value, settings.secret_values())
+        if args.parity:
+            return _parity(request, settings, console)
         run_backtest(request, settings, console)
     except TradingSystemError as exc:
         print(f"backtest.py: error: {redactor.scrub_text(exc.message)}", file=sys.stderr)
