@@ -132,8 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(default TRADING_STRATEGY)",
     )
     p.add_argument("--params", type=_params, help="strategy parameters as a JSON object, e.g. '{\"k\": 0.6}'")
-    p.add_argument("--start", type=_moment, help="first candle open time included (UTC), e.g. 2023-01-01")
-    p.add_argument("--end", type=_moment, help="candles before this time (UTC) only")
+    p.add_argument(
+        "--start",
+        type=_moment,
+        help="first moment of the bot's clock (UTC), e.g. 2023-01-01: the bot acts at every bar close from then on, "
+        "as scheduler_main.py --replay --start (earlier candles are warm-up)",
+    )
+    p.add_argument("--end", type=_moment, help="the bot's clock stops before this moment (UTC), as in replay")
     p.add_argument("--fee", type=_fraction, help="fee rate per side (default TRADING_FEE_RATE, 0.0005)")
     p.add_argument("--slippage", type=_slippage, help="slippage percent per fill (default BACKTEST_SLIPPAGE_PCT)")
     p.add_argument("--capital", type=_positive, help="starting KRW (default PAPER_STARTING_KRW)")

@@ -61,8 +61,8 @@ def test_defaults_come_from_the_bots_settings(tmp_path: Path) -> None:
     # And it trades only from the start (the warm-up before it is history), 6 h apart at least
     trades = report["trades"]
     assert trades
-    assert trades[0]["entry_candle"] >= "2023-07-01"
-    assert report["metrics"]["start"] == "2023-07-01T00:00:00+00:00"
+    assert trades[0]["entry_time"] >= "2023-07-01"
+    assert report["metrics"]["start"] == "2023-06-30T23:00:00+00:00"  # the bar whose close is the first moment
     fills = sorted([t["entry_time"] for t in trades] + [t["exit_time"] for t in trades if t["exit_reason"] != "end"])
     buys = [t["entry_time"] for t in trades]
     for buy in buys[1:]:

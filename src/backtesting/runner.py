@@ -66,14 +66,34 @@ def load_candles(request: BacktestRequest, settings: Settings) -> pd.DataFrame:
     return provider.load_historical_data(request.symbol, request.timeframe, None, request.end)
 
 
-def from_start(df: pd.DataFrame, request: BacktestRequest, warmup_bars: int) -> pd.DataFrame:
-    """The candles from ``start``, and the ``warmup_bars`` candles before it (indicator warm-up and the quick
-    filter's window, as the bot reads them: ``history_bars``)."""
-    if request.start is None or df.empty:
-        return df
-    first = first_bar(df.index, _utc(request.start))
-    if first >= len(df):
+def acted_bars(df: pd.DataFrame, request: BacktestRequest) -> tuple[pd.DataFrame, pd.Timestamp | None]:
+    """``--start``/``--end`` are moments of the bot's clock, as in ``scheduler_main.py --replay``: the bot acts at
+    each bar's close in ``[start, end)``, so the bars acted on are those opening in ``[start - bar, end - bar)``.
+    Returns the candles without the bars that close at or after ``end``, and the open time of the first bar acted
+    on (None without a start)."""
+    if df.empty:
+        return df, None
+    bar = pd.Timedelta(seconds=bar_seconds(df.index))
+    if request.end is not None:
+        df = df[df.index < _utc(request.end) - bar]
+        if df.empty:
+            raise DataError(f"no candle closes before --end {request.end}")
+    if request.start is None:
+        return df, None
+    start = _utc(request.start) - bar
+    if df.index[-1] < start:
         raise DataError(f"no candles at or after --start {request.start} (the data ends {df.index[-1].isoformat()})")
+    return df, start
+
+
+def from_start(df: pd.DataFrame, start: pd.Timestamp | None, warmup_bars: int) -> pd.DataFrame:
+    """The candles from the first bar acted on, and the ``warmup_bars`` candles before it (indicator warm-up and the
+    quick filter's window, as the bot reads them: ``history_bars``)."""
+    if start is None or df.empty:
+        return df
+    first = first_bar(df.index, start)
+    if first >= len(df):
+        raise DataError(f"no candle closes at or after --start (the data ends {df.index[-1].isoformat()})")
     return df.iloc[max(0, first - warmup_bars) :]
 
 
@@ -144,9 +164,8 @@ def engine_config_for(request: BacktestRequest, settings: Settings) -> EngineCon
 def run_backtest(request: BacktestRequest, settings: Settings, console: Console) -> BacktestResult:
     config = engine_config_for(request, settings)
     strategy = strategy_for(request, settings)
-    df = load_candles(request, settings)
-    df = from_start(df, request, history_bars(config.quick_filter_lookback_days, int(bar_seconds(df.index))))
-    start = _utc(request.start) if request.start is not None else None
+    df, start = acted_bars(load_candles(request, settings), request)
+    df = from_start(df, start, history_bars(config.quick_filter_lookback_days, int(bar_seconds(df.index))))
     with _progress(console, enabled=len(df) >= PROGRESS_MIN_BARS) as progress:
         task = progress.add_task("indicators and signals", total=3)
         if isinstance(strategy, AITradingStrategy):
