@@ -40,6 +40,7 @@ from src.backtesting.data_provider import load_candle_csv
 from src.config.settings import Settings
 from src.domain.decisions import DecisionSource
 from src.strategy.bundled import RuleBasedBreakoutStrategy
+from src.strategy.contract import history_bars
 from src.trading.repository import AIDecisionRecord
 from tests.fakes.openai_server import Behaviour, FakeOpenAI
 
@@ -58,9 +59,10 @@ def btc() -> pd.DataFrame:
 
 
 def replay_candles(btc: pd.DataFrame) -> pd.DataFrame:
-    """The candles the replay of [START, END) loads: 250 warm-up bars before START, none from END on."""
-    first = pd.Timestamp(START) - 250 * HOUR
-    return btc[(btc.index >= first) & (btc.index < pd.Timestamp(END))]
+    """The candles the replay of [START, END) loads: ``history_bars`` warm-up candles before START (counted in candles:
+    the data has gaps), none from END on."""
+    before = btc[btc.index < pd.Timestamp(START)].tail(history_bars(30, 3600))
+    return pd.concat([before, btc[(btc.index >= pd.Timestamp(START)) & (btc.index < pd.Timestamp(END))]])
 
 
 async def decision_rows(sessions: async_sessionmaker[AsyncSession]) -> list[AIDecisionRow]:

@@ -354,20 +354,20 @@ def test_unmigrated_database_is_refused_with_the_command_that_fixes_it(
 
 def test_scheduler_metrics_are_served_over_http() -> None:
     """Given SCHEDULER_METRICS_PORT > 0, the scheduler's own registry is served on /metrics, on loopback unless
-    SCHEDULER_METRICS_HOST says otherwise."""
+    SCHEDULER_METRICS_HOST says otherwise, every sample labelled with its instance (``bot_instance``)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     metrics = SchedulerMetrics()
     metrics.on_decision("rules", "hold", None)
-    server = metrics.serve(port, load_settings(env_file=None).scheduler.metrics_host)
+    server = metrics.serve(port, load_settings(env_file=None).scheduler.metrics_host, instance="test")
     try:
         assert server.server_address[0] == "127.0.0.1"
         body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     finally:
         server.shutdown()
 
-    assert 'ai_decisions_total{decision="hold",source="rules"} 1.0' in body
+    assert 'ai_decisions_total{bot_instance="test",decision="hold",source="rules"} 1.0' in body
     for name in ("scheduler_job_duration_seconds", "bot_running", "trading_cycle_stage_duration_seconds"):
         assert name in body
 

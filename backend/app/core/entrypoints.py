@@ -140,7 +140,11 @@ async def run_scheduler(settings: Settings, symbols: list[str]) -> int:
     engine: TradingEngine | None = None
     try:
         await ensure_schema_current(db_engine)
-        metrics.serve(settings.scheduler.metrics_port, settings.scheduler.metrics_host)
+        metrics.serve(
+            settings.scheduler.metrics_port,
+            settings.scheduler.metrics_host,
+            instance=settings.scheduler.instance_name,
+        )
         telegram = await start_telegram(settings, session_factory(db_engine))
         engine = await TradingEngine.create(
             settings, db_engine, symbols=symbols, notifier=telegram.notifier, metrics=metrics

@@ -216,7 +216,9 @@ async def run_replay(settings: Settings, options: ReplayOptions) -> ReplaySummar
             settings, {s: {timeframe: f} for s, f in trimmed.items()}, start=start
         )
         metrics = SchedulerMetrics()
-        metrics_server = metrics.serve(settings.scheduler.metrics_port, settings.scheduler.metrics_host)
+        metrics_server = metrics.serve(
+            settings.scheduler.metrics_port, settings.scheduler.metrics_host, instance="replay"
+        )
         engine = await TradingEngine.create(
             settings,
             db_engine,

@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
 from src.domain.decisions import Decision, DecisionSource
+from src.domain.orders import Side
 from src.utils.logger import get_logger
 
 log = get_logger(__name__)
@@ -101,17 +102,11 @@ class SchedulerMetrics:
             "ai_budget_remaining_usd", "USD left of this UTC period's AI budget (+Inf: no cap)", ["period"], registry=r
         )
 
-    def serve(self, port: int, addr: str = "127.0.0.1") -> Any | None:
-        """Serve ``/metrics`` on ``addr:port`` (port 0: not at all); returns the server (``shutdown()`` stops it)."""
-        if port <= 0:
-            return None
-        try:
-            server, _thread = start_http_server(port, addr=addr, registry=self.registry)
-        except OSError as exc:  # e.g. another process already serves on this port
-            log.error("metrics.port_unavailable", host=addr, port=port, error=str(exc))
-            return None
-        log.info("metrics.serving", host=addr, port=port)
-        return server
+    def serve(self, port: int, addr: str = "127.0.0.1", *, instance: str) -> Any | None:
+        """Serve ``/metrics`` on ``addr:port`` (port 0: not at all) with every sample labelled ``bot_instance`` =
+        ``instance`` (one scheduler is one instance: the A/B panels compare it like any other); returns the server
+        (``shutdown()`` stops it)."""
+        return InstanceMetrics({instance: self}).serve(port, addr)
 
     # --- pipeline observer ------------------------------------------------------------------------
     def on_stage(self, stage: str, seconds: float) -> None:
@@ -136,6 +131,14 @@ class SchedulerMetrics:
     def on_ai_budget(self, period: str, limit_usd: Decimal, remaining_usd: Decimal | None) -> None:
         self.ai_budget_limit.labels(period=period).set(float(limit_usd))
         self.ai_budget_remaining.labels(period=period).set(math.inf if remaining_usd is None else float(remaining_usd))
+
+    def expect_trades_in(self, symbols: list[str]) -> None:
+        """Start the trade counters of these markets at 0, so "no trade yet" is a value and not a missing series."""
+        for symbol in symbols:
+            for side in Side:
+                self.trades.labels(side=side.value, symbol=symbol)
+                self.trade_volume.labels(side=side.value, symbol=symbol)
+            self.trade_fee.labels(symbol=symbol)
 
     def on_trade(self, trade: Any) -> None:
         self.trades.labels(side=trade.side.value, symbol=trade.symbol).inc()
@@ -194,7 +197,7 @@ class InstanceMetrics(Collector):
             return None
         try:
             server, _thread = start_http_server(port, addr=addr, registry=self.registry)
-        except OSError as exc:
+        except OSError as exc:  # e.g. another process already serves on this port
             log.error("metrics.port_unavailable", host=addr, port=port, error=str(exc))
             return None
         log.info("metrics.serving", host=addr, port=port, instances=list(self.metrics))

@@ -141,6 +141,7 @@ class TradingEngine:
             fear_greed = FearGreedClient.from_settings(settings)
             parts.closers.append(fear_greed.close)
         metrics = metrics or SchedulerMetrics()
+        metrics.expect_trades_in(list(symbols or settings.trading.symbols))
         notifier = notifier or NullNotifier()
         adapters = PipelineAdapters(
             exchange=exchange,
