@@ -457,10 +457,93 @@ def _due(price, highest, stop, target, trailing_pct, entry_at, max_hold, at, nex
     return code, at
 
 
-# The bar step below is written out in both loops (``_window_loop`` and ``_simulate``; they differ only in the
-# quick filter gate): a call that passes arrays costs tens of nanoseconds in numba (reference counting), so the
-# common case of a bar (a held position, no exit due, no breaker event) runs inline on the state vector and the
-# helpers that take arrays are called only for events (a fill, an entry attempt, a breaker change).
+# One bar, written once and used by both loops: ``_window_loop`` (the quick filter's own run) and ``_simulate``
+# (the main run, which adds the quick filter gate between the two halves of the bar). numba inlines the halves
+# at the IR level (``inline="always"``): an ordinary call that passes arrays costs tens of nanoseconds in numba
+# (reference counting). So the common case of a bar (a held position, no exit due, no breaker event) runs
+# inline on the state vector, and the helpers that take arrays are called only for events (a fill, an entry
+# attempt, a breaker change).
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _bar_until_buy(t, stamps, c, entry, exit_, bar_s, starts, floors, ticks, cfg, st, blocked, buf, k):
+    """Bar ``t`` up to the buy: 1. the position check at the close; 2. the trading cycle's breakers and its one
+    action: held and ``exit[t]`` -> sell, flat and ``entry[t]`` -> the risk verdict and the sizing. Returns
+    (trade buffer, trade count, whether the risk rules allow an entry, the KRW total to buy (0: none), whether
+    a fill happened, the bar's close moment, the position check that sees this close (``-inf``: none), the next
+    close)."""
+    traded = False
+    if k + 2 >= buf.shape[0]:
+        buf = _grow(buf)
+    price = c[t]
+    now = stamps[t] + bar_s  # bar t is complete: its close is the reference price
+    later = stamps[t + 1] + bar_s if t + 1 < stamps.shape[0] else now + bar_s  # the next close
+    check = np.ceil(now / cfg[C_CHECK_S]) * cfg[C_CHECK_S]  # the first position check that sees this close
+    if check >= later:
+        check = -np.inf  # none: the next check already sees the next close
+    # 1. position check at the close (before the trading cycle)
+    if st[S_UNITS] > 0.0 and check == now:
+        if price > st[S_HIGH]:
+            st[S_HIGH] = price
+        code, when = _due(price, st[S_HIGH], st[S_STOP], st[S_TARGET], cfg[C_TRAIL_PCT], st[S_ENTRY_AT],
+                          cfg[C_MAX_HOLD_H], check, later, cfg[C_CHECK_S])  # fmt: skip
+        if code != EXIT_NONE:
+            k = _sell(st, cfg, buf, k, t, when, price, code, starts, floors, ticks)
+            traded = True
+    # 2. trading cycle: breakers, then one action
+    value = st[S_CASH] + st[S_UNITS] * price
+    if not _quiet(now, st[S_DAY_END], st[S_WEEK_END], value, st[S_DAY_FLOOR], st[S_WEEK_FLOOR], st[S_SAFE],
+                  st[S_SAFE_UNTIL]):  # fmt: skip
+        _on_equity(st, cfg, value, now)
+    allowed = False
+    total = 0.0
+    if st[S_UNITS] > 0.0:
+        if exit_[t]:
+            k = _sell(st, cfg, buf, k, t, now, price, EXIT_SIGNAL, starts, floors, ticks)
+            traded = True
+    elif entry[t]:
+        blocked[B_ATTEMPTS] += 1
+        mask, total = _verdict(
+            st[S_CASH], now, st[S_LAST_TRADE], st[S_COUNT_DAY], st[S_DAY_COUNT], st[S_SAFE], st[S_SAFE_UNTIL],
+            st[S_CLOSED], st[S_WINS], st[S_SUM_WIN], st[S_SUM_LOSS], cfg[C_FEE], cfg[C_MIN_ORDER],
+            cfg[C_SPACING_S], cfg[C_MAX_PER_DAY], cfg[C_MAX_POSITIONS], cfg[C_MAX_POS_PCT], cfg[C_RESERVE_PCT],
+            cfg[C_KELLY], cfg[C_FRACTION_PCT], cfg[C_KELLY_TRADES], cfg[C_KELLY_MIN], cfg[C_KELLY_MAX],
+        )  # fmt: skip
+        if mask:
+            blocked[B_BLOCKED] += 1
+            for rule in range(B_GATE):
+                if mask & (1 << rule):
+                    blocked[rule] += 1
+        else:
+            allowed = True
+    return buf, k, allowed, total, traded, now, check, later
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _bar_from_buy(t, first, c, atr, starts, floors, ticks, cfg, st, equity, buf, k, total, traded, now, check,
+                  later):  # fmt: skip
+    """Bar ``t`` from the buy on (the rest of ``_bar_until_buy``'s bar): the market buy of ``total`` KRW (0: none);
+    3. the snapshot's breakers (after a fill only); 1'. a position check later than the close; the equity at the
+    close. Returns the trade count."""
+    price = c[t]
+    if total > 0.0:
+        _buy(st, cfg, t, now, price, atr[t], total, starts, floors, ticks)
+        traded = True
+    # 3. snapshot
+    value = st[S_CASH] + st[S_UNITS] * price
+    if traded and not _quiet(now, st[S_DAY_END], st[S_WEEK_END], value, st[S_DAY_FLOOR], st[S_WEEK_FLOOR],
+                             st[S_SAFE], st[S_SAFE_UNTIL]):  # fmt: skip
+        _on_equity(st, cfg, value, now)
+    # 1'. a position check later than the close
+    if st[S_UNITS] > 0.0 and check > now:
+        if price > st[S_HIGH]:
+            st[S_HIGH] = price
+        code, when = _due(price, st[S_HIGH], st[S_STOP], st[S_TARGET], cfg[C_TRAIL_PCT], st[S_ENTRY_AT],
+                          cfg[C_MAX_HOLD_H], check, later, cfg[C_CHECK_S])  # fmt: skip
+        if code != EXIT_NONE:
+            k = _sell(st, cfg, buf, k, t, when, price, code, starts, floors, ticks)
+    equity[t - first] = st[S_CASH] + st[S_UNITS] * price
+    return k
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -469,66 +552,14 @@ def _window_loop(first, last, stamps, c, entry, exit_, atr, bar_s, starts, floor
     """Bars ``first..last`` (inclusive) without the quick filter gate (the quick filter's own run)."""
     k = 0
     for t in range(first, last + 1):
-        if st[S_UNITS] == 0.0 and not entry[t]:
+        if st[S_UNITS] == 0.0 and not entry[t]:  # flat and no entry signal: nothing can happen
             equity[t - first] = st[S_CASH]
             continue
-        if k + 2 >= buf.shape[0]:
-            buf = _grow(buf)
-        price = c[t]
-        now = stamps[t] + bar_s  # bar t is complete: its close is the reference price
-        later = stamps[t + 1] + bar_s if t + 1 < stamps.shape[0] else now + bar_s  # the next close
-        check = np.ceil(now / cfg[C_CHECK_S]) * cfg[C_CHECK_S]  # the first position check that sees this close
-        if check >= later:
-            check = -np.inf  # none: the next check already sees the next close
-        # 1. position check at the close (before the trading cycle)
-        if st[S_UNITS] > 0.0 and check == now:
-            if price > st[S_HIGH]:
-                st[S_HIGH] = price
-            code, when = _due(price, st[S_HIGH], st[S_STOP], st[S_TARGET], cfg[C_TRAIL_PCT], st[S_ENTRY_AT],
-                              cfg[C_MAX_HOLD_H], check, later, cfg[C_CHECK_S])  # fmt: skip
-            if code != EXIT_NONE:
-                k = _sell(st, cfg, buf, k, t, when, price, code, starts, floors, ticks)
-                traded = True
-        # 2. trading cycle: breakers, then one action
-        value = st[S_CASH] + st[S_UNITS] * price
-        if not _quiet(now, st[S_DAY_END], st[S_WEEK_END], value, st[S_DAY_FLOOR], st[S_WEEK_FLOOR], st[S_SAFE],
-                      st[S_SAFE_UNTIL]):  # fmt: skip
-            _on_equity(st, cfg, value, now)
-        total = 0.0
-        if st[S_UNITS] > 0.0:
-            if exit_[t]:
-                k = _sell(st, cfg, buf, k, t, now, price, EXIT_SIGNAL, starts, floors, ticks)
-                traded = True
-        elif entry[t]:
-            blocked[B_ATTEMPTS] += 1
-            mask, total = _verdict(
-                st[S_CASH], now, st[S_LAST_TRADE], st[S_COUNT_DAY], st[S_DAY_COUNT], st[S_SAFE], st[S_SAFE_UNTIL],
-                st[S_CLOSED], st[S_WINS], st[S_SUM_WIN], st[S_SUM_LOSS], cfg[C_FEE], cfg[C_MIN_ORDER],
-                cfg[C_SPACING_S], cfg[C_MAX_PER_DAY], cfg[C_MAX_POSITIONS], cfg[C_MAX_POS_PCT], cfg[C_RESERVE_PCT],
-                cfg[C_KELLY], cfg[C_FRACTION_PCT], cfg[C_KELLY_TRADES], cfg[C_KELLY_MIN], cfg[C_KELLY_MAX],
-            )  # fmt: skip
-            if mask:
-                blocked[B_BLOCKED] += 1
-                for rule in range(B_GATE):
-                    if mask & (1 << rule):
-                        blocked[rule] += 1
-        if total > 0.0:
-            _buy(st, cfg, t, now, price, atr[t], total, starts, floors, ticks)
-            traded = True
-        # 3. snapshot
-        value = st[S_CASH] + st[S_UNITS] * price
-        if traded and not _quiet(now, st[S_DAY_END], st[S_WEEK_END], value, st[S_DAY_FLOOR], st[S_WEEK_FLOOR],
-                                 st[S_SAFE], st[S_SAFE_UNTIL]):  # fmt: skip
-            _on_equity(st, cfg, value, now)
-        # 1'. a position check later than the close
-        if st[S_UNITS] > 0.0 and check > now:
-            if price > st[S_HIGH]:
-                st[S_HIGH] = price
-            code, when = _due(price, st[S_HIGH], st[S_STOP], st[S_TARGET], cfg[C_TRAIL_PCT], st[S_ENTRY_AT],
-                              cfg[C_MAX_HOLD_H], check, later, cfg[C_CHECK_S])  # fmt: skip
-            if code != EXIT_NONE:
-                k = _sell(st, cfg, buf, k, t, when, price, code, starts, floors, ticks)
-        equity[t - first] = st[S_CASH] + st[S_UNITS] * price
+        buf, k, _, total, traded, now, check, later = _bar_until_buy(
+            t, stamps, c, entry, exit_, bar_s, starts, floors, ticks, cfg, st, blocked, buf, k
+        )
+        k = _bar_from_buy(t, first, c, atr, starts, floors, ticks, cfg, st, equity, buf, k, total, traded, now,
+                          check, later)  # fmt: skip
     return _finish(st, cfg, buf, k, first, last, stamps, bar_s, c, equity, starts, floors, ticks)
 
 
@@ -543,78 +574,30 @@ def _simulate(first, last, stamps, c, entry, exit_, atr, bar_s, starts, floors, 
     k = 0
     w0 = 0
     for t in range(first, last + 1):
-        if st[S_UNITS] == 0.0 and not entry[t]:
+        if st[S_UNITS] == 0.0 and not entry[t]:  # flat and no entry signal: nothing can happen
             equity[t - first] = st[S_CASH]
             continue
-        if k + 2 >= buf.shape[0]:
-            buf = _grow(buf)
-        price = c[t]
-        now = stamps[t] + bar_s  # bar t is complete: its close is the reference price
-        later = stamps[t + 1] + bar_s if t + 1 < stamps.shape[0] else now + bar_s  # the next close
-        check = np.ceil(now / cfg[C_CHECK_S]) * cfg[C_CHECK_S]  # the first position check that sees this close
-        if check >= later:
-            check = -np.inf  # none: the next check already sees the next close
-        if st[S_UNITS] > 0.0 and check == now:
-            if price > st[S_HIGH]:
-                st[S_HIGH] = price
-            code, when = _due(price, st[S_HIGH], st[S_STOP], st[S_TARGET], cfg[C_TRAIL_PCT], st[S_ENTRY_AT],
-                              cfg[C_MAX_HOLD_H], check, later, cfg[C_CHECK_S])  # fmt: skip
-            if code != EXIT_NONE:
-                k = _sell(st, cfg, buf, k, t, when, price, code, starts, floors, ticks)
-                traded = True
-        value = st[S_CASH] + st[S_UNITS] * price
-        if not _quiet(now, st[S_DAY_END], st[S_WEEK_END], value, st[S_DAY_FLOOR], st[S_WEEK_FLOOR], st[S_SAFE],
-                      st[S_SAFE_UNTIL]):  # fmt: skip
-            _on_equity(st, cfg, value, now)
-        total = 0.0
-        if st[S_UNITS] > 0.0:
-            if exit_[t]:
-                k = _sell(st, cfg, buf, k, t, now, price, EXIT_SIGNAL, starts, floors, ticks)
-                traded = True
-        elif entry[t]:
-            blocked[B_ATTEMPTS] += 1
-            mask, total = _verdict(
-                st[S_CASH], now, st[S_LAST_TRADE], st[S_COUNT_DAY], st[S_DAY_COUNT], st[S_SAFE], st[S_SAFE_UNTIL],
-                st[S_CLOSED], st[S_WINS], st[S_SUM_WIN], st[S_SUM_LOSS], cfg[C_FEE], cfg[C_MIN_ORDER],
-                cfg[C_SPACING_S], cfg[C_MAX_PER_DAY], cfg[C_MAX_POSITIONS], cfg[C_MAX_POS_PCT], cfg[C_RESERVE_PCT],
-                cfg[C_KELLY], cfg[C_FRACTION_PCT], cfg[C_KELLY_TRADES], cfg[C_KELLY_MIN], cfg[C_KELLY_MAX],
-            )  # fmt: skip
-            if mask:
+        buf, k, allowed, total, traded, now, check, later = _bar_until_buy(
+            t, stamps, c, entry, exit_, bar_s, starts, floors, ticks, cfg, st, blocked, buf, k
+        )
+        if allowed and gate:
+            limit = stamps[t] - cfg[C_LOOKBACK_S]
+            while stamps[w0] <= limit:
+                w0 += 1
+            if not quick_filter_passes(
+                w0, t, stamps, c, rule_entry, rule_exit, rule_atr, bar_s, starts, floors, ticks, cfg
+            ):
+                blocked[B_GATE] += 1
                 blocked[B_BLOCKED] += 1
-                for rule in range(B_GATE):
-                    if mask & (1 << rule):
-                        blocked[rule] += 1
-            elif gate:
-                limit = stamps[t] - cfg[C_LOOKBACK_S]
-                while stamps[w0] <= limit:
-                    w0 += 1
-                if not quick_filter_passes(
-                    w0, t, stamps, c, rule_entry, rule_exit, rule_atr, bar_s, starts, floors, ticks, cfg
-                ):
-                    blocked[B_GATE] += 1
-                    blocked[B_BLOCKED] += 1
-                    total = 0.0
-                elif two_stage and not quick_filter_passes(
-                    w0, t, stamps, c, entry, exit_, atr, bar_s, starts, floors, ticks, cfg
-                ):
-                    blocked[B_GATE_AI] += 1
-                    blocked[B_BLOCKED] += 1
-                    total = 0.0
-        if total > 0.0:
-            _buy(st, cfg, t, now, price, atr[t], total, starts, floors, ticks)
-            traded = True
-        value = st[S_CASH] + st[S_UNITS] * price
-        if traded and not _quiet(now, st[S_DAY_END], st[S_WEEK_END], value, st[S_DAY_FLOOR], st[S_WEEK_FLOOR],
-                                 st[S_SAFE], st[S_SAFE_UNTIL]):  # fmt: skip
-            _on_equity(st, cfg, value, now)
-        if st[S_UNITS] > 0.0 and check > now:
-            if price > st[S_HIGH]:
-                st[S_HIGH] = price
-            code, when = _due(price, st[S_HIGH], st[S_STOP], st[S_TARGET], cfg[C_TRAIL_PCT], st[S_ENTRY_AT],
-                              cfg[C_MAX_HOLD_H], check, later, cfg[C_CHECK_S])  # fmt: skip
-            if code != EXIT_NONE:
-                k = _sell(st, cfg, buf, k, t, when, price, code, starts, floors, ticks)
-        equity[t - first] = st[S_CASH] + st[S_UNITS] * price
+                total = 0.0
+            elif two_stage and not quick_filter_passes(
+                w0, t, stamps, c, entry, exit_, atr, bar_s, starts, floors, ticks, cfg
+            ):
+                blocked[B_GATE_AI] += 1
+                blocked[B_BLOCKED] += 1
+                total = 0.0
+        k = _bar_from_buy(t, first, c, atr, starts, floors, ticks, cfg, st, equity, buf, k, total, traded, now,
+                          check, later)  # fmt: skip
     return _finish(st, cfg, buf, k, first, last, stamps, bar_s, c, equity, starts, floors, ticks)
 
 
