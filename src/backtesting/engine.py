@@ -457,14 +457,15 @@ def _due(price, highest, stop, target, trailing_pct, entry_at, max_hold, at, nex
     return code, at
 
 
-# The bar loop below is written once for both runs: the main run and the quick filter's own run (the same engine
-# from a fresh account over the lookback window, no gate). The latter passes ``None`` for the gate's signals,
-# and numba compiles a separate version for that argument type with the gate's branch pruned before typing, so
-# the gate's window run is not a recursive call and that version carries no gate code. The bar's step is
-# written out in the loop rather than called: a call that passes arrays costs tens of nanoseconds in numba
-# (reference counting), so the common case of a bar (a held position, no exit due, no breaker event) runs
-# inline on the state vector and the helpers that take arrays are called only for events (a fill, an entry
-# attempt, a breaker change).
+# The bar loop below is the one definition of the simulation, for both runs: the main run and the quick filter's
+# own run (the same engine from a fresh account over the lookback window, no gate). The latter passes ``None``
+# for the gate's signals: numba compiles a separate version for that argument type and prunes the gate's branch
+# from it before typing, so that version carries no gate code and the gate's window run is not a recursive
+# call. The bar's step is written out in the loop rather than called: a call that passes arrays costs tens of
+# nanoseconds in numba (reference counting), so the common case of a bar (a held position, no exit due, no
+# breaker event) runs inline on the state vector and the helpers that take arrays are called only for events (a
+# fill, an entry attempt, a breaker change). (A bar-step function inlined by numba, ``inline="always"``, made
+# the loop 4-8 times slower: the inlined arguments are new references to the arrays, counted at every bar.)
 
 
 def _bar_loop(first, last, stamps, c, entry, exit_, atr, bar_s, starts, floors, ticks, cfg, st, equity, blocked,
@@ -556,10 +557,11 @@ def _bar_loop(first, last, stamps, c, entry, exit_, atr, bar_s, starts, floors, 
     return _finish(st, cfg, buf, k, first, last, stamps, bar_s, c, equity, starts, floors, ticks)
 
 
-# The loop's two compiled entry points, one dispatcher each: the main run and the quick filter's own run (always
-# ``rule_entry=None``). One dispatcher for both would compile the gate-less version while compiling the gated one
-# (the gate's window run is inside it), and numba's on-disk cache does not survive that: a later process that
-# loads the gate-less version from the cache crashes.
+# The loop's two compiled entry points, one dispatcher each: the main run (with the gate's signals, or None when
+# the gate is off) and the quick filter's own run (always None). One dispatcher for both would compile the
+# gate-less version while still compiling the gated one (the gate's window run is inside it): numba links such
+# a call like a recursive one, and a process that loads it from the on-disk cache crashes (numba issue #6061;
+# seen here with numba 0.68.1).
 _simulate = numba.njit(cache=True, error_model="numpy")(_bar_loop)
 _window_loop = numba.njit(cache=True, error_model="numpy")(_bar_loop)
 
