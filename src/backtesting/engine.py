@@ -457,21 +457,30 @@ def _due(price, highest, stop, target, trailing_pct, entry_at, max_hold, at, nex
     return code, at
 
 
-# The bar step below is written out in both loops (``_window_loop`` and ``_simulate``; they differ only in the
-# quick filter gate): a call that passes arrays costs tens of nanoseconds in numba (reference counting), so the
-# common case of a bar (a held position, no exit due, no breaker event) runs inline on the state vector and the
-# helpers that take arrays are called only for events (a fill, an entry attempt, a breaker change).
+# The bar loop below is the one definition of the simulation, for both runs: the main run and the quick filter's
+# own run (the same engine from a fresh account over the lookback window, no gate). The latter passes ``None``
+# for the gate's signals: numba compiles a separate version for that argument type and prunes the gate's branch
+# from it before typing, so that version carries no gate code and the gate's window run is not a recursive
+# call. The bar's step is written out in the loop rather than called: a call that passes arrays costs tens of
+# nanoseconds in numba (reference counting), so the common case of a bar (a held position, no exit due, no
+# breaker event) runs inline on the state vector and the helpers that take arrays are called only for events (a
+# fill, an entry attempt, a breaker change). (A bar-step function inlined by numba, ``inline="always"``, made
+# the loop 4-8 times slower: the inlined arguments are new references to the arrays, counted at every bar.)
 
 
-@numba.njit(cache=True, error_model="numpy")
-def _window_loop(first, last, stamps, c, entry, exit_, atr, bar_s, starts, floors, ticks, cfg, st, equity, blocked,
-                 buf):  # fmt: skip
-    """Bars ``first..last`` (inclusive) without the quick filter gate (the quick filter's own run)."""
+def _bar_loop(first, last, stamps, c, entry, exit_, atr, bar_s, starts, floors, ticks, cfg, st, equity, blocked,
+              buf, rule_entry, rule_exit, rule_atr, two_stage):  # fmt: skip
+    """Bars ``first..last`` (inclusive). With the ``rule_*`` signals (arrays) the quick filter gate runs at each
+    entry attempt the risk rules allow: the rule stage on them (the strategy's own, or the ai strategy's
+    candidate strategy's), then with ``two_stage`` the AI stage on the strategy's signals. ``rule_entry=None``:
+    no gate (the quick filter's own run, or a main run with the gate off). Returns (trade buffer, trade count)."""
     k = 0
+    w0 = 0
     for t in range(first, last + 1):
-        if st[S_UNITS] == 0.0 and not entry[t]:
+        if st[S_UNITS] == 0.0 and not entry[t]:  # flat and no entry signal: nothing can happen
             equity[t - first] = st[S_CASH]
             continue
+        traded = False  # a fill at this bar: only then do the snapshot's breakers look again
         if k + 2 >= buf.shape[0]:
             buf = _grow(buf)
         price = c[t]
@@ -512,6 +521,22 @@ def _window_loop(first, last, stamps, c, entry, exit_, atr, bar_s, starts, floor
                 for rule in range(B_GATE):
                     if mask & (1 << rule):
                         blocked[rule] += 1
+            elif rule_entry is not None:  # the quick filter gate (pruned from the gate-less version)
+                limit = stamps[t] - cfg[C_LOOKBACK_S]
+                while stamps[w0] <= limit:
+                    w0 += 1
+                if not quick_filter_passes(
+                    w0, t, stamps, c, rule_entry, rule_exit, rule_atr, bar_s, starts, floors, ticks, cfg
+                ):
+                    blocked[B_GATE] += 1
+                    blocked[B_BLOCKED] += 1
+                    total = 0.0
+                elif two_stage and not quick_filter_passes(
+                    w0, t, stamps, c, entry, exit_, atr, bar_s, starts, floors, ticks, cfg
+                ):
+                    blocked[B_GATE_AI] += 1
+                    blocked[B_BLOCKED] += 1
+                    total = 0.0
         if total > 0.0:
             _buy(st, cfg, t, now, price, atr[t], total, starts, floors, ticks)
             traded = True
@@ -532,90 +557,13 @@ def _window_loop(first, last, stamps, c, entry, exit_, atr, bar_s, starts, floor
     return _finish(st, cfg, buf, k, first, last, stamps, bar_s, c, equity, starts, floors, ticks)
 
 
-@numba.njit(cache=True, error_model="numpy")
-def _simulate(first, last, stamps, c, entry, exit_, atr, bar_s, starts, floors, ticks, cfg, st, equity, blocked,
-              buf, rule_entry, rule_exit, rule_atr, two_stage):  # fmt: skip
-    """Bars ``first..last`` (inclusive) of the main run: ``_window_loop`` plus the quick filter gate at each entry
-    attempt the risk rules allow (when ``cfg[C_GATE]`` is on): the rule stage on the ``rule_*`` signals (the
-    strategy's own, or the ai strategy's candidate strategy's), then with ``two_stage`` the AI stage on the
-    strategy's signals. Returns (trade buffer, trade count)."""
-    gate = cfg[C_GATE] > 0.0
-    k = 0
-    w0 = 0
-    for t in range(first, last + 1):
-        if st[S_UNITS] == 0.0 and not entry[t]:
-            equity[t - first] = st[S_CASH]
-            continue
-        if k + 2 >= buf.shape[0]:
-            buf = _grow(buf)
-        price = c[t]
-        now = stamps[t] + bar_s  # bar t is complete: its close is the reference price
-        later = stamps[t + 1] + bar_s if t + 1 < stamps.shape[0] else now + bar_s  # the next close
-        check = np.ceil(now / cfg[C_CHECK_S]) * cfg[C_CHECK_S]  # the first position check that sees this close
-        if check >= later:
-            check = -np.inf  # none: the next check already sees the next close
-        if st[S_UNITS] > 0.0 and check == now:
-            if price > st[S_HIGH]:
-                st[S_HIGH] = price
-            code, when = _due(price, st[S_HIGH], st[S_STOP], st[S_TARGET], cfg[C_TRAIL_PCT], st[S_ENTRY_AT],
-                              cfg[C_MAX_HOLD_H], check, later, cfg[C_CHECK_S])  # fmt: skip
-            if code != EXIT_NONE:
-                k = _sell(st, cfg, buf, k, t, when, price, code, starts, floors, ticks)
-                traded = True
-        value = st[S_CASH] + st[S_UNITS] * price
-        if not _quiet(now, st[S_DAY_END], st[S_WEEK_END], value, st[S_DAY_FLOOR], st[S_WEEK_FLOOR], st[S_SAFE],
-                      st[S_SAFE_UNTIL]):  # fmt: skip
-            _on_equity(st, cfg, value, now)
-        total = 0.0
-        if st[S_UNITS] > 0.0:
-            if exit_[t]:
-                k = _sell(st, cfg, buf, k, t, now, price, EXIT_SIGNAL, starts, floors, ticks)
-                traded = True
-        elif entry[t]:
-            blocked[B_ATTEMPTS] += 1
-            mask, total = _verdict(
-                st[S_CASH], now, st[S_LAST_TRADE], st[S_COUNT_DAY], st[S_DAY_COUNT], st[S_SAFE], st[S_SAFE_UNTIL],
-                st[S_CLOSED], st[S_WINS], st[S_SUM_WIN], st[S_SUM_LOSS], cfg[C_FEE], cfg[C_MIN_ORDER],
-                cfg[C_SPACING_S], cfg[C_MAX_PER_DAY], cfg[C_MAX_POSITIONS], cfg[C_MAX_POS_PCT], cfg[C_RESERVE_PCT],
-                cfg[C_KELLY], cfg[C_FRACTION_PCT], cfg[C_KELLY_TRADES], cfg[C_KELLY_MIN], cfg[C_KELLY_MAX],
-            )  # fmt: skip
-            if mask:
-                blocked[B_BLOCKED] += 1
-                for rule in range(B_GATE):
-                    if mask & (1 << rule):
-                        blocked[rule] += 1
-            elif gate:
-                limit = stamps[t] - cfg[C_LOOKBACK_S]
-                while stamps[w0] <= limit:
-                    w0 += 1
-                if not quick_filter_passes(
-                    w0, t, stamps, c, rule_entry, rule_exit, rule_atr, bar_s, starts, floors, ticks, cfg
-                ):
-                    blocked[B_GATE] += 1
-                    blocked[B_BLOCKED] += 1
-                    total = 0.0
-                elif two_stage and not quick_filter_passes(
-                    w0, t, stamps, c, entry, exit_, atr, bar_s, starts, floors, ticks, cfg
-                ):
-                    blocked[B_GATE_AI] += 1
-                    blocked[B_BLOCKED] += 1
-                    total = 0.0
-        if total > 0.0:
-            _buy(st, cfg, t, now, price, atr[t], total, starts, floors, ticks)
-            traded = True
-        value = st[S_CASH] + st[S_UNITS] * price
-        if traded and not _quiet(now, st[S_DAY_END], st[S_WEEK_END], value, st[S_DAY_FLOOR], st[S_WEEK_FLOOR],
-                                 st[S_SAFE], st[S_SAFE_UNTIL]):  # fmt: skip
-            _on_equity(st, cfg, value, now)
-        if st[S_UNITS] > 0.0 and check > now:
-            if price > st[S_HIGH]:
-                st[S_HIGH] = price
-            code, when = _due(price, st[S_HIGH], st[S_STOP], st[S_TARGET], cfg[C_TRAIL_PCT], st[S_ENTRY_AT],
-                              cfg[C_MAX_HOLD_H], check, later, cfg[C_CHECK_S])  # fmt: skip
-            if code != EXIT_NONE:
-                k = _sell(st, cfg, buf, k, t, when, price, code, starts, floors, ticks)
-        equity[t - first] = st[S_CASH] + st[S_UNITS] * price
-    return _finish(st, cfg, buf, k, first, last, stamps, bar_s, c, equity, starts, floors, ticks)
+# The loop's two compiled entry points, one dispatcher each: the main run (with the gate's signals, or None when
+# the gate is off) and the quick filter's own run (always None). One dispatcher for both would compile the
+# gate-less version while still compiling the gated one (the gate's window run is inside it): numba links such
+# a call like a recursive one, and a process that loads it from the on-disk cache crashes (numba issue #6061;
+# seen here with numba 0.68.1).
+_simulate = numba.njit(cache=True, error_model="numpy")(_bar_loop)
+_window_loop = numba.njit(cache=True, error_model="numpy")(_bar_loop)
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -626,7 +574,7 @@ def window_run(first, last, stamps, c, entry, exit_, atr, bar_s, starts, floors,
     blocked = np.zeros(N_BLOCKS, dtype=np.int64)
     buf = np.empty((16, N_COLS))
     buf, k = _window_loop(first, last, stamps, c, entry, exit_, atr, bar_s, starts, floors, ticks, cfg, st, equity,
-                          blocked, buf)  # fmt: skip
+                          blocked, buf, None, None, None, False)  # fmt: skip
     return equity, buf, k
 
 
@@ -978,10 +926,13 @@ def run_engine(
     buf = np.empty((1024, N_COLS))
     a = inputs.args()
     simulate: Callable[..., tuple[np.ndarray, int]] = _simulate  # a numba dispatcher
-    gate = rule or inputs
-    buf, k = simulate(
-        first, n - 1, *a, cfg, st, equity, blocked, buf, gate.entry, gate.exit, gate.atr, rule is not None
-    )  # fmt: skip
+    if cfg[C_GATE] > 0.0:  # the gate judges the candidate strategy's signals (ai strategy), else the strategy's
+        gate = rule or inputs
+        buf, k = simulate(
+            first, n - 1, *a, cfg, st, equity, blocked, buf, gate.entry, gate.exit, gate.atr, rule is not None
+        )  # fmt: skip
+    else:
+        buf, k = simulate(first, n - 1, *a, cfg, st, equity, blocked, buf, None, None, None, False)
     buf = buf[:k].copy()
     in_market = _in_market(n - first, first, buf)
     return EngineRun(
