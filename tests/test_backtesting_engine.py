@@ -165,6 +165,21 @@ def test_time_out_sells_at_the_first_check_after_the_holding_limit() -> None:
     assert trade["exit_candle"] == at(2)
 
 
+def test_a_time_out_due_inside_a_data_gap_fires_at_its_check_for_a_position_bought_before_the_gap() -> None:
+    # Given hourly candles with a 12 h hole after bar 1, a buy at bar 1's close (02:00) and a 2 h limit
+    df = pd.concat([frame([100_000] * 2), frame([100_000] * 3, MONDAY + pd.Timedelta(hours=14))])
+    n = len(df)
+    entry = np.zeros(n, dtype=np.bool_)
+    entry[1] = True
+    signals = StrategySignals(df.index, entry, np.zeros(n, dtype=np.bool_), np.full(n, np.nan))
+    result = Backtester(BASE).run_signals(df, signals, "test", {}, ExitPolicy(max_hold_hours=2))
+    (trade,) = result.trade_records()
+    # Then, as the bot's position job every 15 min through the hole, the 04:00 check sells at the newest close
+    # (bar 1's), not the first close after the hole
+    assert trade["entry_time"] == at(2)
+    assert (trade["exit_time"], trade["exit_candle"], trade["exit_reason"]) == (at(4), at(1), "time_out")
+
+
 def test_exit_checks_only_see_the_closes_a_check_falls_on() -> None:
     # Given checks every 90 minutes on hourly bars: a check sees bar t's close if one falls in [T_t, T_t+1h)
     seen = np.isfinite(check_moments(frame([1.0] * 4).index, 3600, 90))

@@ -545,12 +545,16 @@ def _bar_loop(first, last, stamps, c, entry, exit_, atr, bar_s, starts, floors, 
         if traded and not _quiet(now, st[S_DAY_END], st[S_WEEK_END], value, st[S_DAY_FLOOR], st[S_WEEK_FLOOR],
                                  st[S_SAFE], st[S_SAFE_UNTIL]):  # fmt: skip
             _on_equity(st, cfg, value, now)
-        # 1'. a position check later than the close
-        if st[S_UNITS] > 0.0 and check > now:
+        # 1'. a position check after the trading cycle that still sees this close: the first check later than the
+        # close, or, for a position bought at the close (after that close's own check), the next one
+        after = check
+        if total > 0.0 and check == now:
+            after = now + cfg[C_CHECK_S]
+        if st[S_UNITS] > 0.0 and now < after < later:
             if price > st[S_HIGH]:
                 st[S_HIGH] = price
             code, when = _due(price, st[S_HIGH], st[S_STOP], st[S_TARGET], cfg[C_TRAIL_PCT], st[S_ENTRY_AT],
-                              cfg[C_MAX_HOLD_H], check, later, cfg[C_CHECK_S])  # fmt: skip
+                              cfg[C_MAX_HOLD_H], after, later, cfg[C_CHECK_S])  # fmt: skip
             if code != EXIT_NONE:
                 k = _sell(st, cfg, buf, k, t, when, price, code, starts, floors, ticks)
         equity[t - first] = st[S_CASH] + st[S_UNITS] * price
