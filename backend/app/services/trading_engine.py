@@ -133,7 +133,7 @@ class TradingEngine:
             clock = clock or market_source.now
         clock = clock or _utc_now
         sessions = session_factory(db_engine)
-        repository = SqlTradingRepository(sessions)
+        repository = SqlTradingRepository(sessions, mode)
         if exchange is None:
             exchange = cls._exchange(settings, mode, sessions, market_source, clock, parts)
         fear_greed = None
@@ -179,7 +179,7 @@ class TradingEngine:
             symbols=list(pipeline.symbols),
             pipeline=pipeline,
             sessions=sessions,
-            bot=BotRepository(sessions),
+            bot=BotRepository(sessions, mode),
             notifier=notifier,
             metrics=metrics,
             clock=clock,
