@@ -1,0 +1,237 @@
+"""The live event stream's fan-out: one reader of the ``events`` outbox per API process, one bounded queue per
+WebSocket client.
+
+The reader keeps a cursor (the newest id it has read) and reads ``id > cursor`` when woken: on PostgreSQL by a
+``NOTIFY events`` (``backend.app.db.outbox``) on a dedicated asyncpg connection, with a slow poll besides in case
+a notification was missed while that connection was being replaced; on SQLite by a poll every
+``poll_seconds``. Each event is encoded once and put on every subscriber's queue without waiting: a client whose
+queue is full is dropped (``Subscription.dropped``, with the reason), so a slow client never holds up the others.
+
+A subscriber gets every event after the id it asked for, with no gap and no repeat (``Subscription.stream``):
+it registers first, then reads the backlog from the database, then takes its queue, skipping what the backlog
+already gave. Ids become visible in increasing order (the outbox guarantees it), so whatever the reader reads
+after the registration is in the queue, and whatever it read before was committed before the backlog query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from backend.app.db.outbox import NOTIFY_CHANNEL
+from backend.app.db.queries.events import StreamedEvent, events_after, latest_event_id
+from src.utils.logger import get_logger
+
+log = get_logger(__name__)
+
+SQLITE_POLL_SECONDS = 0.25
+POSTGRES_FALLBACK_POLL_SECONDS = 5.0
+QUEUE_SIZE = 1000  # events a client may have waiting before it is dropped as too slow
+READ_BATCH = 500
+RECONNECT_SECONDS = 2.0
+
+
+class StreamClosed(Exception):
+    """The subscription ended: the client was too slow, or the server is shutting down (``reason`` says which)."""
+
+    def __init__(self, reason: str, code: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_TRY_AGAIN_LATER = 1013
+
+
+@dataclass(eq=False)
+class Subscription:
+    broadcaster: EventBroadcaster
+    after: int | None
+    queue: asyncio.Queue[StreamedEvent | None] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
+    last_sent: int = 0
+    closed: StreamClosed | None = None
+    dropped: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def offer(self, event: StreamedEvent) -> None:
+        if self.closed is not None:
+            return
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.close(
+                StreamClosed(
+                    f"too slow: {QUEUE_SIZE} events waiting; reconnect with after={self.last_sent}",
+                    CLOSE_TRY_AGAIN_LATER,
+                )
+            )
+
+    def close(self, reason: StreamClosed) -> None:
+        """End the subscription: the stream raises ``reason`` and ``dropped`` is set, so the endpoint can stop
+        a send that waits on a stalled socket."""
+        if self.closed is not None:
+            return
+        self.closed = reason
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.queue.put_nowait(None)
+        self.dropped.set()
+
+    async def stream(self) -> AsyncIterator[StreamedEvent | None]:
+        """The backlog (``id > after``, oldest first), then live events; ``None`` after ``idle_seconds``
+        without an event (the endpoint sends a ping). Raises ``StreamClosed`` when dropped."""
+        broadcaster = self.broadcaster
+        if self.after is None:
+            async with broadcaster.gate, broadcaster.engine.connect() as connection:
+                self.last_sent = await latest_event_id(connection)
+        else:
+            self.last_sent = self.after
+            while True:
+                async with broadcaster.gate, broadcaster.engine.connect() as connection:
+                    backlog = await events_after(connection, self.last_sent, READ_BATCH)
+                for old in backlog:
+                    yield old
+                    self.last_sent = old.id
+                if len(backlog) < READ_BATCH:
+                    break
+        while True:
+            try:
+                async with asyncio.timeout(broadcaster.idle_seconds):
+                    event = await self.queue.get()
+            except TimeoutError:
+                yield None
+                continue
+            if event is None:
+                assert self.closed is not None
+                raise self.closed
+            if event.id <= self.last_sent:
+                continue  # already sent from the backlog
+            yield event
+            self.last_sent = event.id
+
+
+class EventBroadcaster:
+    """``start()`` in the app's lifespan, ``aclose()`` at its end; ``subscribe``/``unsubscribe`` per client."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        gate: AbstractAsyncContextManager[None] | None = None,
+        poll_seconds: float = SQLITE_POLL_SECONDS,
+        idle_seconds: float = 20.0,
+    ) -> None:
+        self.engine = engine  # autocommit: each read sees what is committed now
+        # The clients' backlog reads queue with the API's other reads (``FairGate``); the fan-out's own read,
+        # one connection at a time, does not wait behind them.
+        self.gate: AbstractAsyncContextManager[None] = gate or contextlib.nullcontext()
+        self.postgres = engine.dialect.name == "postgresql"
+        self.poll_seconds = POSTGRES_FALLBACK_POLL_SECONDS if self.postgres else poll_seconds
+        self.idle_seconds = idle_seconds
+        self.subscribers: set[Subscription] = set()
+        self.cursor = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._listener: asyncpg.Connection | None = None
+        self._listener_task: asyncio.Task[None] | None = None
+        self.started = asyncio.Event()
+
+    def subscribe(self, after: int | None) -> Subscription:
+        subscription = Subscription(self, after)
+        self.subscribers.add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        self.subscribers.discard(subscription)
+
+    async def start(self) -> None:
+        async with self.engine.connect() as connection:
+            self.cursor = await latest_event_id(connection)
+        if self.postgres:
+            self._listener_task = asyncio.create_task(self._listen(), name="events-listener")
+        self._task = asyncio.create_task(self._run(), name="events-fan-out")
+        self.started.set()
+
+    async def aclose(self) -> None:
+        for task in (self._task, self._listener_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        await self._close_listener()
+        for subscription in list(self.subscribers):
+            subscription.close(StreamClosed("server shutting down; reconnect with after=<last id>", CLOSE_GOING_AWAY))
+        self.subscribers.clear()
+
+    # --- reading the outbox -------------------------------------------------------------------------
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.read_new()
+            except Exception as exc:  # the database may be restarting; the next wake-up tries again
+                log.warning("events.read_failed", error=f"{type(exc).__name__}: {exc}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+            self._wake.clear()
+
+    async def read_new(self) -> int:
+        """Read every event after the cursor and offer it to every subscriber; how many were read."""
+        total = 0
+        while True:
+            async with self.engine.connect() as connection:
+                events = await events_after(connection, self.cursor, READ_BATCH)
+            for event in events:
+                for subscription in list(self.subscribers):
+                    subscription.offer(event)
+                self.cursor = event.id
+            total += len(events)
+            if len(events) < READ_BATCH:
+                return total
+
+    # --- PostgreSQL: LISTEN on a dedicated connection ---------------------------------------------------
+    def _notified(self, *_: Any) -> None:
+        self._wake.set()
+
+    async def _listen(self) -> None:
+        """Keep one connection listening on ``events``; after a reconnect, read once (a NOTIFY sent while no
+        connection listened is lost, the rows are not)."""
+        dsn = make_url(str(self.engine.url)).set(drivername="postgresql").render_as_string(hide_password=False)
+        while True:
+            lost = asyncio.Event()
+            try:
+                connection = await asyncpg.connect(dsn, timeout=10)
+                connection.add_termination_listener(_setter(lost))
+                await connection.add_listener(NOTIFY_CHANNEL, self._notified)
+                self._listener = connection
+                self._wake.set()
+                log.info("events.listening", channel=NOTIFY_CHANNEL)
+                await lost.wait()
+                log.warning("events.listener_lost")
+            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+                log.warning("events.listen_failed", error=f"{type(exc).__name__}: {exc}")
+            finally:
+                await self._close_listener()
+            await asyncio.sleep(RECONNECT_SECONDS)
+
+    async def _close_listener(self) -> None:
+        connection, self._listener = self._listener, None
+        if connection is not None and not connection.is_closed():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(connection.close(), 2)
+
+
+def _setter(event: asyncio.Event) -> Any:
+    """A termination callback for asyncpg that sets ``event``."""
+
+    def callback(*_: Any) -> None:
+        event.set()
+
+    return callback
