@@ -4,13 +4,14 @@ WebSocket client.
 The reader keeps a cursor (the newest id it has read) and reads ``id > cursor`` when woken: on PostgreSQL by a
 ``NOTIFY events`` (``backend.app.db.outbox``) on a dedicated asyncpg connection, with a slow poll besides in case
 a notification was missed while that connection was being replaced; on SQLite by a poll every
-``poll_seconds``. Each event is encoded once and put on every subscriber's queue without waiting: a client whose
-queue is full is dropped (``Subscription.dropped``, with the reason), so a slow client never holds up the others.
+``poll_seconds``. Each event is encoded once and put on every subscriber's queue without waiting, so a slow
+client never holds up the others; one that falls too far behind is dropped with the reason (``Subscription``).
 
 A subscriber gets every event after the id it asked for, with no gap and no repeat (``Subscription.stream``):
 it registers first, then reads the backlog from the database, then takes its queue, skipping what the backlog
-already gave. Ids become visible in increasing order (the outbox guarantees it), so whatever the reader reads
-after the registration is in the queue, and whatever it read before was committed before the backlog query.
+already gave (after a burst that overflowed its queue, it does the same again). Ids become visible in
+increasing order (the outbox guarantees it), so whatever the reader reads after the registration is in the
+queue, and whatever it read before was committed before the backlog query.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ log = get_logger(__name__)
 
 SQLITE_POLL_SECONDS = 0.25
 POSTGRES_FALLBACK_POLL_SECONDS = 5.0
-QUEUE_SIZE = 1000  # events a client may have waiting before it is dropped as too slow
+QUEUE_SIZE = 1000  # live events a client may have waiting; past it, the client reads on from the database
+MAX_LAG = 20_000  # a client this many events behind the newest is dropped as too slow
 READ_BATCH = 500
 RECONNECT_SECONDS = 2.0
 
@@ -52,27 +54,41 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_TRY_AGAIN_LATER = 1013
 
 
+_CATCH_UP = StreamedEvent(0, "")  # queued when a burst overflowed the queue: read on from the database
+
+
 @dataclass(eq=False)
 class Subscription:
+    """One client's view of the stream. Its queue holds live events; when a burst overflows it, the queue is
+    emptied and the stream reads on from the database (as it read the backlog), so a burst costs no memory and
+    loses nothing. A client that falls ``MAX_LAG`` events behind the newest is dropped with the reason (and
+    the endpoint drops one whose socket takes ``SEND_SECONDS`` to accept a message)."""
+
     broadcaster: EventBroadcaster
     after: int | None
     queue: asyncio.Queue[StreamedEvent | None] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
     last_sent: int = 0
+    catching_up: bool = False
     closed: StreamClosed | None = None
     dropped: asyncio.Event = field(default_factory=asyncio.Event)
 
     def offer(self, event: StreamedEvent) -> None:
         if self.closed is not None:
             return
+        if event.id - self.last_sent > MAX_LAG and self.last_sent:
+            self.close(self.too_slow(f"{event.id - self.last_sent} events behind"))
+            return
+        if self.catching_up:
+            return  # the stream reads it from the database
         try:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
-            self.close(
-                StreamClosed(
-                    f"too slow: {QUEUE_SIZE} events waiting; reconnect with after={self.last_sent}",
-                    CLOSE_TRY_AGAIN_LATER,
-                )
-            )
+            self.catching_up = True
+            self._empty_queue()
+            self.queue.put_nowait(_CATCH_UP)
+
+    def too_slow(self, why: str) -> StreamClosed:
+        return StreamClosed(f"too slow ({why}); reconnect with after={self.last_sent}", CLOSE_TRY_AGAIN_LATER)
 
     def close(self, reason: StreamClosed) -> None:
         """End the subscription: the stream raises ``reason`` and ``dropped`` is set, so the endpoint can stop
@@ -80,10 +96,27 @@ class Subscription:
         if self.closed is not None:
             return
         self.closed = reason
-        while not self.queue.empty():
-            self.queue.get_nowait()
+        self._empty_queue()
         self.queue.put_nowait(None)
         self.dropped.set()
+
+    def _empty_queue(self) -> None:
+        while not self.queue.empty():
+            self.queue.get_nowait()
+
+    async def _from_database(self) -> AsyncIterator[StreamedEvent]:
+        """Every event after ``last_sent``, read in pages until the database has no more. The queue takes live
+        events again before each read, so what commits during the read is queued (and skipped if read)."""
+        broadcaster = self.broadcaster
+        while True:
+            self.catching_up = False
+            async with broadcaster.gate, broadcaster.engine.connect() as connection:
+                page = await events_after(connection, self.last_sent, READ_BATCH)
+            for event in page:
+                yield event
+                self.last_sent = event.id
+            if len(page) < READ_BATCH:
+                return
 
     async def stream(self) -> AsyncIterator[StreamedEvent | None]:
         """The backlog (``id > after``, oldest first), then live events; ``None`` after ``idle_seconds``
@@ -94,14 +127,8 @@ class Subscription:
                 self.last_sent = await latest_event_id(connection)
         else:
             self.last_sent = self.after
-            while True:
-                async with broadcaster.gate, broadcaster.engine.connect() as connection:
-                    backlog = await events_after(connection, self.last_sent, READ_BATCH)
-                for old in backlog:
-                    yield old
-                    self.last_sent = old.id
-                if len(backlog) < READ_BATCH:
-                    break
+            async for old in self._from_database():
+                yield old
         while True:
             try:
                 async with asyncio.timeout(broadcaster.idle_seconds):
@@ -112,8 +139,12 @@ class Subscription:
             if event is None:
                 assert self.closed is not None
                 raise self.closed
+            if event is _CATCH_UP:
+                async for missed in self._from_database():
+                    yield missed
+                continue
             if event.id <= self.last_sent:
-                continue  # already sent from the backlog
+                continue  # already sent from the database
             yield event
             self.last_sent = event.id
 

@@ -32,6 +32,7 @@ router = APIRouter(tags=["events"])
 
 AUTH_SECONDS = 5.0
 CLOSE_POLICY_VIOLATION = 1008
+SEND_SECONDS = 10.0  # a client whose socket takes longer than this to accept one message is dropped
 CLOSE_SECONDS = 2.0  # a close frame to a client that stopped reading is given up after this
 PING = json.dumps({"type": "ping"})
 
@@ -109,7 +110,12 @@ async def _close(websocket: WebSocket, code: int, reason: str) -> None:
 
 async def _send(websocket: WebSocket, subscription: Subscription) -> None:
     async for event in subscription.stream():
-        await websocket.send_text(PING if event is None else event.text)
+        try:
+            async with asyncio.timeout(SEND_SECONDS):
+                await websocket.send_text(PING if event is None else event.text)
+        except TimeoutError:
+            subscription.close(subscription.too_slow(f"a message waited {SEND_SECONDS:g} s to be sent"))
+            return
 
 
 async def _receive(websocket: WebSocket) -> None:
