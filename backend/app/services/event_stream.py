@@ -36,7 +36,7 @@ log = get_logger(__name__)
 SQLITE_POLL_SECONDS = 0.25
 POSTGRES_FALLBACK_POLL_SECONDS = 5.0
 QUEUE_SIZE = 1000  # live events a client may have waiting; past it, the client reads on from the database
-MAX_LAG = 20_000  # a client this many events behind the newest is dropped as too slow
+MAX_LAG = 20_000  # a client reading from the database this many events behind the newest is dropped as too slow
 READ_BATCH = 500
 RECONNECT_SECONDS = 2.0
 
@@ -61,8 +61,8 @@ _CATCH_UP = StreamedEvent(0, "")  # queued when a burst overflowed the queue: re
 class Subscription:
     """One client's view of the stream. Its queue holds live events; when a burst overflows it, the queue is
     emptied and the stream reads on from the database (as it read the backlog), so a burst costs no memory and
-    loses nothing. A client that falls ``MAX_LAG`` events behind the newest is dropped with the reason (and
-    the endpoint drops one whose socket takes ``SEND_SECONDS`` to accept a message)."""
+    loses nothing. A client whose socket takes ``SEND_SECONDS`` to accept a message is dropped with the reason
+    (by the endpoint), and so is one that reads from the database ``MAX_LAG`` events behind the newest."""
 
     broadcaster: EventBroadcaster
     after: int | None
@@ -75,10 +75,9 @@ class Subscription:
     def offer(self, event: StreamedEvent) -> None:
         if self.closed is not None:
             return
-        if event.id - self.last_sent > MAX_LAG and self.last_sent:
-            self.close(self.too_slow(f"{event.id - self.last_sent} events behind"))
-            return
         if self.catching_up:
+            if event.id - self.last_sent > MAX_LAG:
+                self.close(self.too_slow(f"{event.id - self.last_sent} events behind"))
             return  # the stream reads it from the database
         try:
             self.queue.put_nowait(event)
