@@ -169,6 +169,7 @@ class EventBroadcaster:
         self.subscribers: set[Subscription] = set()
         self.cursor = 0
         self._wake = asyncio.Event()
+        self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._listener: asyncpg.Connection | None = None
         self._listener_task: asyncio.Task[None] | None = None
@@ -191,11 +192,21 @@ class EventBroadcaster:
         self.started.set()
 
     async def aclose(self) -> None:
-        for task in (self._task, self._listener_task):
-            if task is not None:
-                task.cancel()
+        """Stop reading (after a read in flight, so no connection is torn mid-query), stop listening, and
+        close every client with 1001."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), 5)
+            except TimeoutError:
+                self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                    await self._task
+        if self._listener_task is not None:
+            self._listener_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener_task
         await self._close_listener()
         for subscription in list(self.subscribers):
             subscription.close(StreamClosed("server shutting down; reconnect with after=<last id>", CLOSE_GOING_AWAY))
@@ -203,11 +214,13 @@ class EventBroadcaster:
 
     # --- reading the outbox -------------------------------------------------------------------------
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self.read_new()
             except Exception as exc:  # the database may be restarting; the next wake-up tries again
                 log.warning("events.read_failed", error=f"{type(exc).__name__}: {exc}")
+            if self._stopping:
+                return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
             self._wake.clear()
