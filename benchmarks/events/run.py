@@ -26,7 +26,6 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
@@ -105,7 +104,7 @@ async def write_events(url: str, count: int, interval: float) -> dict[int, float
     bot = BotRepository(session_factory(engine), TradingMode.PAPER)
     committed: dict[int, float] = {}
     try:
-        for n in range(count):
+        for _ in range(count):
             await bot.write_heartbeat(
                 "bench", state="running", mode="paper", symbols=["KRW-BTC"], details={"desired_state": "running"}
             )
