@@ -115,3 +115,22 @@ def test_notification_kinds_name_their_stream_type() -> None:
     assert EventKind.SAFE_MODE_ENTERED.event_type is EventType.SAFE_MODE_ON
     assert EventKind.BOT_STATE_CHANGED.event_type is EventType.BOT_STATE
     assert EventKind.DAILY_REPORT.event_type is None
+
+
+async def test_old_heartbeat_events_are_pruned_and_the_rest_kept(db_sessions: Sessions) -> None:
+    # Given old heartbeats, an old error, and a recent heartbeat
+    bot = BotRepository(db_sessions, TradingMode.PAPER)
+    old = datetime(2026, 11, 1, tzinfo=UTC)
+    async with db_sessions.begin() as session:
+        for n in range(3):
+            await add_event(session, EventType.HEARTBEAT, mode="paper", data={"n": n}, at=old)
+        await add_event(session, EventType.ERROR, mode="paper", data={"message": "kept"}, at=old)
+        await add_event(session, EventType.HEARTBEAT, mode="paper", data={"n": 3})
+    # When the daily housekeeping prunes heartbeats older than a week
+    pruned = await bot.prune_heartbeat_events(datetime(2026, 11, 28, tzinfo=UTC))
+    # Then only the old heartbeats are gone
+    assert pruned == 3
+    assert [(kind, data) for kind, _, data in await events(db_sessions)] == [
+        (EventType.ERROR, {"message": "kept"}),
+        (EventType.HEARTBEAT, {"n": 3}),
+    ]

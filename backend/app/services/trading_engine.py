@@ -53,6 +53,7 @@ log = get_logger(__name__)
 
 Clock = Callable[[], datetime]
 SNAPSHOT_DEDUP = timedelta(minutes=1)
+HEARTBEAT_EVENTS_KEPT = timedelta(days=7)  # older heartbeat events are deleted by the daily report job
 PAPER_ACCOUNT = {TradingMode.PAPER: "paper", TradingMode.REPLAY: "replay"}
 
 
@@ -291,6 +292,11 @@ class TradingEngine:
         report = await build_daily_report(self.sessions, self.mode, self.clock())
         self.notifier.notify(report.to_event())
         log.info("report.daily", trades=report.trades, equity=str(report.equity_krw), pnl=str(report.realized_pnl_krw))
+        try:  # wall-clock time: events are dated when written, also in a replay
+            pruned = await self.bot.prune_heartbeat_events(datetime.now(UTC) - HEARTBEAT_EVENTS_KEPT)
+            log.info("events.pruned", heartbeats=pruned)
+        except Exception as exc:  # housekeeping; the report is made
+            log.warning("events.prune_failed", error=f"{type(exc).__name__}: {exc}")
         return report
 
     async def aclose(self) -> None:

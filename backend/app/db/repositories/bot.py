@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backend.app.db.outbox import add_event
 from backend.app.db.types import utcnow
-from backend.app.models import BotConfigRow, BotStateRow, SystemLogRow
+from backend.app.models import BotConfigRow, BotStateRow, EventRow, SystemLogRow
 from src.domain.bot import BotAction, DesiredState, desired_state_for
 from src.domain.events import EventType
 from src.domain.modes import TradingMode
@@ -175,6 +175,17 @@ class BotRepository:
             if "desired_state" in details:
                 beat["desired_state"] = details["desired_state"]
             await add_event(session, EventType.HEARTBEAT, mode=mode, data=beat)
+
+    async def prune_heartbeat_events(self, before: datetime) -> int:
+        """Delete ``heartbeat`` events written before ``before`` (one every control poll: 8,640 a day at 10 s);
+        the other events stay. The newest event is never deleted, so SQLite never hands its id out again."""
+        newest = select(func.max(EventRow.id)).scalar_subquery()
+        statement = delete(EventRow).where(
+            EventRow.type == EventType.HEARTBEAT, EventRow.at < before, EventRow.id < newest
+        )
+        async with self._sessions.begin() as session:
+            result = await session.execute(statement)
+            return int(getattr(result, "rowcount", 0) or 0)
 
     async def record_settings_applied(self, changes: dict[str, Any], message: str) -> None:
         """The scheduler applied run-time settings: the audit line and the ``settings_applied`` event together."""
