@@ -9,8 +9,10 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
@@ -20,6 +22,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from backend.app.api.v1.endpoints import events as events_endpoint
+from backend.app.core.scheduler import TradingScheduler
 from backend.app.core.security import create_access_token
 from backend.app.db.outbox import add_event
 from backend.app.db.repositories.bot import BotRepository
@@ -28,12 +31,17 @@ from backend.app.models import EventRow, PositionRow
 from backend.app.services import event_stream
 from backend.app.services.trading_engine import TradingEngine
 from backend.tests.conftest import API_KEY, JWT_SECRET, SettingsFactory
+from src.config.system_groups import SchedulerConfig
+from src.data.replay import ReplayMarketSource
 from src.domain.bot import BotAction
 from src.domain.events import EventType, NullNotifier
 from src.domain.modes import TradingMode
 from tests.fakes.fear_greed_server import FakeFearGreed
 from tests.fakes.upbit_server import FakeUpbit
+from tests.support.candles import make_candles
 from tests.support.strategies import AlwaysBuy
+
+START = datetime(2024, 3, 1, tzinfo=UTC)
 
 PATH = "/api/v1/ws/events"
 KEY_HEADER = {"X-API-Key": API_KEY}
@@ -392,6 +400,54 @@ async def test_a_paper_trade_and_its_exit_stream_with_their_types(
     exit_ = received[-1]["data"]
     assert exit_["reason"] == "stop_loss"
     assert "realized_pnl" in exit_
+
+
+async def test_the_running_scheduler_obeys_a_pause_and_the_stream_shows_each_step(
+    serve: Serve, db_engine: AsyncEngine, make_settings: SettingsFactory
+) -> None:
+    """Given the scheduler process running (lock, APScheduler, control poll every 0.1 s) and a client on the
+    stream, when the operator pauses the bot and changes the markets through the API, then the stream shows the
+    request, the scheduler's applied state and the applied settings, in that order, and heartbeats."""
+    env = {"MIN_TRADE_INTERVAL_HOURS": "0", "TRADING_SYMBOLS": "KRW-BTC"}
+    base = await serve(**env)
+    candles = {"KRW-BTC": make_candles(START, 310, "1h", seed=2), "KRW-ETH": make_candles(START, 310, "1h", seed=3)}
+    source = ReplayMarketSource({s: {"1h": c} for s, c in candles.items()}, start=START + timedelta(hours=300))
+    engine = await TradingEngine.create(
+        make_settings(**env), db_engine, mode=TradingMode.REPLAY, market_source=source, quick_filter=None
+    )
+    config = SchedulerConfig(_env_file=None, SCHEDULER_CONTROL_POLL_SECONDS="0.1")  # type: ignore[call-arg]
+    scheduler = TradingScheduler(engine, db_engine, config)
+    task = asyncio.create_task(scheduler.run(handle_signals=False))
+    http = httpx.AsyncClient(base_url=base.replace("ws://", "http://"), headers=KEY_HEADER)
+    try:
+        await asyncio.wait_for(scheduler.started.wait(), timeout=10)
+        async with connect(base + PATH, additional_headers=KEY_HEADER) as ws:
+            await asyncio.sleep(0.1)
+            # When the operator pauses the bot and moves it to KRW-ETH
+            pause = await http.post("/api/v1/bot/control", json={"action": "pause", "reason": "watching"})
+            assert pause.status_code == 200, pause.text
+            change = {"values": {"trading.symbols": ["KRW-ETH"]}, "reason": "rotate"}
+            assert (await http.put("/api/v1/bot/config", json=change)).status_code == 200
+            seen: list[dict[str, Any]] = []
+            while not any(m["type"] == "settings_applied" for m in seen):
+                seen.append(await receive(ws))
+            while not any(m["type"] == "heartbeat" and m["data"]["state"] == "paused" for m in seen):
+                seen.append(await receive(ws))
+    finally:
+        await http.aclose()
+        scheduler.request_stop("test")
+        assert await asyncio.wait_for(task, timeout=10) == 0
+        await engine.aclose()
+    # Then: the request (by the API key), the scheduler following it, the settings it applied
+    steps = [m for m in seen if m["type"] != "heartbeat"]
+    request, *applied = steps
+    assert (request["type"], request["data"]["desired"], request["data"]["by"]) == ("bot_state", "paused", "api-key")
+    by_type = {m["type"]: m["data"] for m in applied}
+    assert sorted(m["type"] for m in applied) == ["bot_state", "settings_applied"]  # the poll applies both
+    assert (by_type["bot_state"]["state"], by_type["bot_state"]["previous"]) == ("paused", "running")
+    assert by_type["settings_applied"]["changes"]["trading.symbols"] == {"from": ["KRW-BTC"], "to": ["KRW-ETH"]}
+    assert request["mode"] == "paper"  # the API's TRADING_MODE, as its other answers
+    assert {m["mode"] for m in seen if m is not request} == {"replay"}  # the scheduler's own
 
 
 # --- latency -------------------------------------------------------------------------------------------------
