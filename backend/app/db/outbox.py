@@ -42,7 +42,7 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, dict):
-        return {str(key): json_safe(item) for key, item in value.items() if item is not None}
+        return {str(key): json_safe(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [json_safe(item) for item in value]
     return value
@@ -57,12 +57,13 @@ async def add_event(
     data: dict[str, Any] | None = None,
     at: datetime | None = None,
 ) -> int:
-    """Insert one event in ``session``'s transaction and return its id (see the module's docstring)."""
+    """Insert one event in ``session``'s transaction and return its id (see the module's docstring). Fields of
+    ``data`` without a value are left out (nested values are kept as they are: ``{"from": null}`` says something)."""
     values = {
         "type": event_type,
         "mode": None if mode is None else TradingMode(mode),
         "symbol": symbol,
-        "data": redactor.scrub(json_safe(data or {})),
+        "data": redactor.scrub({key: json_safe(item) for key, item in (data or {}).items() if item is not None}),
         "at": at or utcnow(),
     }
     statement = insert(EventRow).values(**values)
