@@ -7,6 +7,7 @@ import asyncio
 import json
 import socket
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -298,6 +299,14 @@ async def test_a_client_that_stops_reading_is_dropped_and_others_go_on(
     code, reason = await asyncio.to_thread(_close_frame_after_all_messages, slow)
     assert code == 1013
     assert reason.startswith("too slow (a message waited 0.5 s to be sent); reconnect with after=")
+    metrics = (await asyncio.to_thread(_get, base.replace("ws://", "http://") + "/metrics")).decode()
+    assert "events_websocket_clients_dropped_total 1.0" in metrics
+    assert "events_websocket_clients 0.0" in metrics
+
+
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.read()
 
 
 def _handshake_then_stop_reading(base: str) -> socket.socket:

@@ -22,7 +22,7 @@ from fastapi.security.utils import get_authorization_scheme_param
 from starlette.websockets import WebSocketState
 
 from backend.app.api.deps import Principal, identify
-from backend.app.services.event_stream import EventBroadcaster, StreamClosed, Subscription
+from backend.app.services.event_stream import CLOSE_TRY_AGAIN_LATER, EventBroadcaster, StreamClosed, Subscription
 from src.config.settings import Settings
 from src.utils.logger import get_logger
 
@@ -140,6 +140,8 @@ async def events(websocket: WebSocket) -> None:
     except WebSocketDisconnect:
         return
     subscription = broadcaster.subscribe(message_after if message_after is not None else after)
+    metrics = websocket.app.state.metrics
+    metrics.event_clients.inc()
     sender = asyncio.create_task(_send(websocket, subscription))
     receiver = asyncio.create_task(_receive(websocket))
     dropped = asyncio.create_task(subscription.dropped.wait())
@@ -149,11 +151,14 @@ async def events(websocket: WebSocket) -> None:
         if subscription.closed is not None:
             code, reason = subscription.closed.code, subscription.closed.reason
             log.info("events.client_dropped", reason=reason, who=principal.name if principal else "anonymous")
+            if code == CLOSE_TRY_AGAIN_LATER:
+                metrics.event_clients_dropped.inc()
         elif sender in done and (error := sender.exception()) is not None:
             if not isinstance(error, WebSocketDisconnect | StreamClosed | OSError | RuntimeError):
                 log.error("events.stream_failed", error=f"{type(error).__name__}: {error}")
             code, reason = 1011, "stream failed; reconnect with after=<last id>"
     finally:
+        metrics.event_clients.dec()
         broadcaster.unsubscribe(subscription)
         for task in (sender, receiver, dropped):
             task.cancel()
