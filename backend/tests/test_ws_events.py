@@ -227,6 +227,22 @@ async def test_public_read_streams_without_credentials(
     assert code == 1008  # wrong credentials are still wrong
 
 
+async def test_shutdown_closes_clients_and_stops_the_reader(make_settings: SettingsFactory) -> None:
+    # Given a served app with a connected client
+    app = create_app(make_settings())
+    async with serving(app) as base:
+        ws = await connect(base + PATH, additional_headers=KEY_HEADER)
+        await asyncio.sleep(0.1)
+        assert len(app.state.events.subscribers) == 1
+    # When the server shut down (the block above ended: uvicorn stopped, the lifespan ran to its end)
+    # Then the client was told to come back (1012 service restart from uvicorn, or 1001 from the stream)
+    code, _reason = await refusal(ws)
+    assert code in (1001, 1012)
+    assert app.state.events.subscribers == set()
+    assert app.state.events._task is not None
+    assert app.state.events._task.done()
+
+
 # --- resume --------------------------------------------------------------------------------------------------
 async def test_reconnects_under_load_lose_and_repeat_nothing(
     serve: Serve, db_sessions: async_sessionmaker[AsyncSession]
