@@ -22,7 +22,7 @@ from fastapi.security.utils import get_authorization_scheme_param
 from starlette.websockets import WebSocketState
 
 from backend.app.api.deps import Principal, identify
-from backend.app.services.event_stream import CLOSE_TRY_AGAIN_LATER, EventBroadcaster, StreamClosed, Subscription
+from backend.app.services.event_stream import CLOSE_TRY_AGAIN_LATER, EventBroadcaster, Subscription
 from src.config.settings import Settings
 from src.utils.logger import get_logger
 
@@ -154,7 +154,9 @@ async def events(websocket: WebSocket) -> None:
             if code == CLOSE_TRY_AGAIN_LATER:
                 metrics.event_clients_dropped.inc()
         elif sender in done and (error := sender.exception()) is not None:
-            if not isinstance(error, WebSocketDisconnect | StreamClosed | OSError | RuntimeError):
+            if isinstance(error, WebSocketDisconnect | OSError):
+                log.info("events.client_gone", error=f"{type(error).__name__}: {error}")
+            else:
                 log.error("events.stream_failed", error=f"{type(error).__name__}: {error}")
             code, reason = 1011, "stream failed; reconnect with after=<last id>"
     finally:
