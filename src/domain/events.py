@@ -1,5 +1,11 @@
-"""Domain events and the notification port: the pipeline, risk manager and scheduler announce events;
-the backend delivers them (Telegram).
+"""Domain events: the live event stream's types (``EventType``, the ``events`` outbox the API streams over
+WebSocket) and the notification port (``EventKind``, ``NotificationEvent``: what the pipeline, risk manager and
+scheduler announce to a person, delivered by Telegram).
+
+The two vocabularies answer different questions and are kept apart on purpose: ``EventType`` names a row the
+scheduler wrote (one per order placed, fill, trade, heartbeat...), ``EventKind`` a message worth a person's
+attention (a daily report, a validator override, an AI budget reached: none is a row of its own). Where a kind
+is the same happening as a type, ``EventKind.event_type`` says which, so no third name exists for it.
 
 A notifier must never block or fail a trading cycle: ``notify`` only enqueues.
 """
@@ -10,6 +16,23 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
+
+
+class EventType(StrEnum):
+    """What one row of the ``events`` outbox records; written in the same transaction as the rows it describes."""
+
+    DECISION = "decision"  # ai_decisions: a trading cycle's decision (AI, rule or cache)
+    ORDER_PLACED = "order_placed"  # orders: a new order row (sent to the exchange next)
+    ORDER_FILLED = "order_filled"  # orders: settled filled (its trades in the same transaction)
+    ORDER_FAILED = "order_failed"  # orders: failed or cancelled
+    TRADE = "trade"  # trades: one execution
+    EXIT = "exit"  # positions: closed, with the exit reason and realised P&L
+    SAFE_MODE_ON = "safe_mode_on"  # risk_state: safe mode entered
+    SAFE_MODE_OFF = "safe_mode_off"  # risk_state: safe mode left
+    ERROR = "error"  # system_logs: an error or critical line
+    HEARTBEAT = "heartbeat"  # bot_state: the scheduler's heartbeat
+    SETTINGS_APPLIED = "settings_applied"  # run-time settings the scheduler applied
+    BOT_STATE = "bot_state"  # bot_config desired state (operator) or bot_state applied state (scheduler)
 
 
 class EventKind(StrEnum):
@@ -23,6 +46,21 @@ class EventKind(StrEnum):
     DAILY_REPORT = "daily_report"
     AI_BUDGET_REACHED = "ai_budget_reached"  # the AI is off until the period rolls over; ai entries are held
     AI_BUDGET_RESTORED = "ai_budget_restored"
+
+    @property
+    def event_type(self) -> EventType | None:
+        """The stream's type for the same happening, or None for a message that is no row of its own."""
+        return _TYPE_OF_KIND.get(self)
+
+
+_TYPE_OF_KIND = {
+    EventKind.TRADE_EXECUTED: EventType.TRADE,
+    EventKind.AI_DECISION: EventType.DECISION,
+    EventKind.ERROR: EventType.ERROR,
+    EventKind.SAFE_MODE_ENTERED: EventType.SAFE_MODE_ON,
+    EventKind.SAFE_MODE_LEFT: EventType.SAFE_MODE_OFF,
+    EventKind.BOT_STATE_CHANGED: EventType.BOT_STATE,
+}
 
 
 @dataclass(frozen=True, slots=True)

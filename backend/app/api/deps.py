@@ -96,8 +96,9 @@ def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, detail=detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-def _identify(settings: Settings, api_key: str | None, token: str | None) -> Principal | None:
-    """The caller, ``None`` without credentials; raises 401 for credentials that are wrong."""
+def identify(settings: Settings, api_key: str | None, token: str | None) -> Principal | None:
+    """The caller, ``None`` without credentials; raises 401 (``HTTPException``) for credentials that are wrong.
+    The one credential check of the API, its routes and its WebSocket alike."""
     api = settings.api
     if api_key is not None:
         expected = api.api_key.get_secret_value() if api.api_key else ""
@@ -120,7 +121,7 @@ async def require_reader(
     api_key: Annotated[str | None, Security(api_key_scheme)],
     token: Annotated[str | None, Security(bearer_scheme)],
 ) -> Principal:
-    principal = _identify(settings, api_key, token)
+    principal = identify(settings, api_key, token)
     if principal is not None:
         return principal
     if settings.api.public_read:
@@ -133,7 +134,7 @@ async def require_writer(
     api_key: Annotated[str | None, Security(api_key_scheme)],
     token: Annotated[str | None, Security(bearer_scheme)],
 ) -> Principal:
-    principal = _identify(settings, api_key, token)
+    principal = identify(settings, api_key, token)
     if principal is None:
         raise _unauthorized("authentication required: send X-API-Key or Authorization: Bearer <token>")
     return principal

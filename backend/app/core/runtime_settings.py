@@ -67,9 +67,7 @@ class SettingsApplier:
         try:
             if changes:
                 log.info("settings.applied", changes=changes)
-                await self.engine.bot.log(
-                    "info", f"settings applied: {_summary(changes)}", source="scheduler", context={"changes": changes}
-                )
+                await self.engine.bot.record_settings_applied(changes, f"settings applied: {_summary(changes)}")
             for key, rejection in new_rejections.items():
                 log.warning("settings.rejected", key=key, reason=rejection.reason)
                 context = _context(key, rejection)

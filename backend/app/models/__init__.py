@@ -2,6 +2,7 @@
 
 from backend.app.models.ai_decision import AIDecisionRow
 from backend.app.models.bot_config import BotConfigRow, BotStateRow, SchedulerLockRow
+from backend.app.models.event import EventRow
 from backend.app.models.order import OrderRow
 from backend.app.models.paper_account import PaperBalanceRow, PaperOrderRow
 from backend.app.models.portfolio import PortfolioSnapshotRow, PositionRow, RiskStateRow
@@ -14,6 +15,7 @@ __all__ = [
     "AIDecisionRow",
     "BotConfigRow",
     "BotStateRow",
+    "EventRow",
     "OrderRow",
     "PaperBalanceRow",
     "PaperOrderRow",

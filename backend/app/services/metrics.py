@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -264,6 +264,14 @@ class ApiMetrics:
         self.rate_limit_fallbacks = Counter(
             "api_rate_limit_fallbacks",
             "Rate-limit decisions taken in process because the shared store (Redis) did not answer",
+            registry=self.registry,
+        )
+        self.event_clients = Gauge(
+            "events_websocket_clients", "Clients connected to /api/v1/ws/events", registry=self.registry
+        )
+        self.event_clients_dropped = Counter(
+            "events_websocket_clients_dropped",
+            "Event stream clients closed by the server because they were too slow",
             registry=self.registry,
         )
         self.database = DatabaseCollector(engine, settings, **collector_options)

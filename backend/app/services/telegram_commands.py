@@ -168,7 +168,7 @@ class TelegramCommands:
         self._confirm_ttl = confirm_ttl_seconds
         self._clock = clock
         self._sleep = sleep
-        self._bot_repository = BotRepository(sessions)
+        self._bot_repository = BotRepository(sessions, context.mode)
         self._pending: dict[str, PendingControl] = {}
         self._offset: int | None = None
         self._task: asyncio.Task[None] | None = None

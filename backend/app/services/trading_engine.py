@@ -53,6 +53,7 @@ log = get_logger(__name__)
 
 Clock = Callable[[], datetime]
 SNAPSHOT_DEDUP = timedelta(minutes=1)
+HEARTBEAT_EVENTS_KEPT = timedelta(days=7)  # older heartbeat events are deleted by the daily report job
 PAPER_ACCOUNT = {TradingMode.PAPER: "paper", TradingMode.REPLAY: "replay"}
 
 
@@ -133,7 +134,7 @@ class TradingEngine:
             clock = clock or market_source.now
         clock = clock or _utc_now
         sessions = session_factory(db_engine)
-        repository = SqlTradingRepository(sessions)
+        repository = SqlTradingRepository(sessions, mode)
         if exchange is None:
             exchange = cls._exchange(settings, mode, sessions, market_source, clock, parts)
         fear_greed = None
@@ -180,7 +181,7 @@ class TradingEngine:
             symbols=list(pipeline.symbols),
             pipeline=pipeline,
             sessions=sessions,
-            bot=BotRepository(sessions),
+            bot=BotRepository(sessions, mode),
             notifier=notifier,
             metrics=metrics,
             clock=clock,
@@ -292,6 +293,11 @@ class TradingEngine:
         report = await build_daily_report(self.sessions, self.mode, self.clock())
         self.notifier.notify(report.to_event())
         log.info("report.daily", trades=report.trades, equity=str(report.equity_krw), pnl=str(report.realized_pnl_krw))
+        try:  # wall-clock time: events are dated when written, also in a replay
+            pruned = await self.bot.prune_heartbeat_events(datetime.now(UTC) - HEARTBEAT_EVENTS_KEPT)
+            log.info("events.pruned", heartbeats=pruned)
+        except Exception as exc:  # housekeeping; the report is made
+            log.warning("events.prune_failed", error=f"{type(exc).__name__}: {exc}")
         return report
 
     async def aclose(self) -> None:

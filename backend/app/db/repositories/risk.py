@@ -15,9 +15,11 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from backend.app.db.outbox import add_event
 from backend.app.db.repositories._mapping import row_to_record
 from backend.app.db.types import utcnow
 from backend.app.models import OrderRow, PositionFillRow, PositionRow, RiskStateRow, TradeRow
+from src.domain.events import EventType
 from src.domain.exits import ExitReason
 from src.domain.modes import TradingMode
 from src.domain.money import quantize_money
@@ -79,6 +81,22 @@ def _write_state(row: PositionRow, position: PositionRecord) -> None:
     for name in _POSITION_STATE:
         setattr(row, name, getattr(position, name))
     row.updated_at = utcnow()
+
+
+async def _exit_event(session: AsyncSession, row: PositionRow, order_identifier: str | None = None) -> None:
+    """The ``exit`` event of a position closed in this transaction."""
+    data = {
+        "position_id": row.id,
+        "order_identifier": order_identifier,
+        "reason": row.exit_reason,
+        "amount": row.amount,
+        "entry_price": row.avg_entry_price,
+        "exit_price": row.exit_price,
+        "realized_pnl": row.realized_pnl,
+        "entry_at": row.entry_at,
+        "closed_at": row.closed_at,
+    }
+    await add_event(session, EventType.EXIT, mode=row.mode, symbol=row.symbol, data=data)
 
 
 def _write_close(
@@ -172,6 +190,7 @@ class SqlRiskStore:
             row = await self._open_row(session, position_id)
             _write_close(row, exit_price=exit_price, reason=reason, realized_pnl=realized_pnl, closed_at=closed_at)
             await session.flush()
+            await _exit_event(session, row)
             return _position(row)
 
     async def list_closed_positions(self, mode: TradingMode, limit: int | None = None) -> list[PositionRecord]:
@@ -202,6 +221,8 @@ class SqlRiskStore:
                     )
                 )
                 await session.flush()
+                if row is not None and row.status == PositionStatus.CLOSED:
+                    await _exit_event(session, row, change.order_identifier)
                 position = None if row is None else _position(row)
                 pnl = None if change.realized_pnl is None else quantize_money(change.realized_pnl)
                 return AppliedFill(change.order_identifier, change.mode, change.at, position, pnl)
@@ -258,9 +279,18 @@ class SqlRiskStore:
             if row is None:
                 row = RiskStateRow(mode=state.mode)
                 session.add(row)
+            was_safe = bool(row.safe_mode)
             for name in _RISK_STATE:
                 setattr(row, name, getattr(state, name))
             row.updated_at = utcnow()
+            if bool(state.safe_mode) != was_safe:
+                event_type = EventType.SAFE_MODE_ON if state.safe_mode else EventType.SAFE_MODE_OFF
+                data = {
+                    "reason": state.safe_mode_reason,
+                    "since": state.safe_mode_since,
+                    "until": state.safe_mode_until,
+                }
+                await add_event(session, event_type, mode=state.mode, data=data)
 
     # --- trade history (read from trades) ---------------------------------------------------------
     async def trade_executed(self, mode: TradingMode, at: datetime, order_identifier: str) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from backend.app.db.outbox import add_event
 from backend.app.db.repositories._mapping import record_values, row_to_record
 from backend.app.db.types import utcnow
 from backend.app.models import (
@@ -21,6 +22,7 @@ from backend.app.models import (
     TradeRow,
     TradingCycleRow,
 )
+from src.domain.events import EventType
 from src.domain.modes import TradingMode
 from src.domain.orders import OrderStatus, check_transition
 from src.trading.repository import (
@@ -36,9 +38,47 @@ class OrderNotRecorded(LookupError):
     """No order row with that identifier."""
 
 
+_ORDER_EVENT = {
+    OrderStatus.FILLED: EventType.ORDER_FILLED,
+    OrderStatus.FAILED: EventType.ORDER_FAILED,
+    OrderStatus.CANCELLED: EventType.ORDER_FAILED,
+}
+_ERROR_LEVELS = ("error", "critical")
+
+
+def _order_data(row: OrderRow) -> dict[str, Any]:
+    return {
+        "identifier": row.identifier,
+        "side": row.side,
+        "order_type": row.order_type,
+        "status": row.status,
+        "price": row.price,
+        "amount": row.amount,
+        "requested_total": row.requested_total,
+        "filled_amount": row.filled_amount,
+        "avg_fill_price": row.avg_fill_price,
+        "paid_fee": row.paid_fee,
+        "reason": row.reason,
+        "exit_reason": row.exit_reason,
+        "error": row.error_message[:300] if row.error_message else None,
+        "cycle_id": row.cycle_id,
+    }
+
+
+async def _order_event(session: AsyncSession, row: OrderRow, before: OrderStatus) -> None:
+    """An order that reached filled, failed or cancelled in this transaction gets its event."""
+    event_type = _ORDER_EVENT.get(OrderStatus(row.status))
+    if event_type is not None and row.status != before:
+        await add_event(session, event_type, mode=row.mode, symbol=row.symbol, data=_order_data(row))
+
+
 class SqlTradingRepository:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    """``mode`` is the trading mode of the process (the engine's): the events of rows that carry none (AI
+    decisions, log lines) are recorded under it."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], mode: TradingMode | None = None) -> None:
         self._sessions = sessions
+        self.mode = mode
 
     # --- orders and trades -------------------------------------------------------------------
     async def create_order(self, order: OrderRecord) -> OrderRecord:
@@ -49,6 +89,7 @@ class SqlTradingRepository:
                 row.updated_at = order.created_at
             session.add(row)
             await session.flush()
+            await add_event(session, EventType.ORDER_PLACED, mode=row.mode, symbol=row.symbol, data=_order_data(row))
             return row_to_record(row, OrderRecord)
 
     async def _order_row(self, session: AsyncSession, identifier: str) -> OrderRow:
@@ -70,23 +111,28 @@ class SqlTradingRepository:
     async def update_order(self, identifier: str, **changes: Any) -> OrderRecord:
         async with self._sessions.begin() as session:
             row = await self._order_row(session, identifier)
+            before = OrderStatus(row.status)
             self._apply(row, changes)
+            await _order_event(session, row, before)
             return row_to_record(row, OrderRecord)
 
     async def settle_order(self, identifier: str, changes: dict[str, Any], trades: list[TradeRecord]) -> OrderRecord:
         async with self._sessions.begin() as session:
             row = await self._order_row(session, identifier)
+            before = OrderStatus(row.status)
             self._apply(row, changes)
             known = set(
                 await session.scalars(
                     select(TradeRow.trade_id).where(TradeRow.trade_id.in_([t.trade_id for t in trades]))
                 )
             )
-            for trade in trades:
-                if trade.trade_id in known:
-                    continue
+            new = [trade for trade in trades if trade.trade_id not in known]
+            for trade in new:
                 values = record_values(trade, exclude={"order_identifier", "created_at"})
                 session.add(TradeRow(**values, order_id=row.id, created_at=trade.created_at or utcnow()))
+            await _order_event(session, row, before)
+            for trade in new:
+                await add_event(session, EventType.TRADE, mode=trade.mode, symbol=trade.symbol, data=_trade_data(trade))
             return row_to_record(row, OrderRecord)
 
     async def record_realized_pnl(self, pnl_by_trade_id: dict[str, Decimal]) -> None:
@@ -166,6 +212,21 @@ class SqlTradingRepository:
                 row.created_at = decision.created_at
             session.add(row)
             await session.flush()
+            if decision.purpose == "decision":  # the quick filter's model calls are no decision of the cycle
+                data = {
+                    "id": row.id,
+                    "decision": decision.decision,
+                    "final_decision": decision.final_decision,
+                    "confidence": decision.confidence,
+                    "reason": (decision.reason or "")[:500] or None,
+                    "source": decision.source,
+                    "overridden": decision.overridden,
+                    "override_reasons": decision.override_reasons,
+                    "cost_usd": decision.cost_usd,
+                    "candle_at": decision.candle_at,
+                    "cycle_id": decision.cycle_id,
+                }
+                await add_event(session, EventType.DECISION, mode=self.mode, symbol=decision.symbol, data=data)
             return row.id
 
     async def find_ai_decision_by_prompt_hash(self, prompt_hash: str) -> AIDecisionRecord | None:
@@ -219,3 +280,41 @@ class SqlTradingRepository:
     ) -> None:
         async with self._sessions.begin() as session:
             session.add(SystemLogRow(level=level, message=message, context=context, source=source))
+            if level in _ERROR_LEVELS:
+                await session.flush()
+                await add_event(
+                    session,
+                    EventType.ERROR,
+                    mode=self.mode,
+                    symbol=_symbol_of(context),
+                    data=_error_data(level, message, context, source),
+                )
+
+
+def _trade_data(trade: TradeRecord) -> dict[str, Any]:
+    return {
+        "trade_id": trade.trade_id,
+        "order_identifier": trade.order_identifier,
+        "side": trade.side,
+        "price": trade.price,
+        "amount": trade.amount,
+        "total": trade.total,
+        "fee": trade.fee,
+        "exit_reason": trade.exit_reason,
+        "created_at": trade.created_at,
+    }
+
+
+def _symbol_of(context: dict[str, Any] | None) -> str | None:
+    symbol = (context or {}).get("symbol")
+    return symbol if isinstance(symbol, str) else None
+
+
+def _error_data(level: str, message: str, context: dict[str, Any] | None, source: str) -> dict[str, Any]:
+    """The log line, its context cut to short scalar values (the full context stays in ``system_logs``)."""
+    small = {
+        key: value if not isinstance(value, str) else value[:300]
+        for key, value in (context or {}).items()
+        if isinstance(value, str | int | float | bool | Decimal)
+    }
+    return {"level": level, "message": message[:500], "source": source, "context": small}

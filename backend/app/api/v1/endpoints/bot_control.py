@@ -140,8 +140,10 @@ async def bot_status(request: Request, settings: SettingsDep, _: Reader) -> BotS
     responses=AUTH_RESPONSES | BODY_RESPONSES | WRITE_RESPONSES,
     summary="Start, stop, pause, resume",
 )
-async def bot_control(body: BotControlIn, sessions: SessionsDep, who: Writer) -> BotControlOut:
-    desired = await BotRepository(sessions).request_state(body.action, by=who.name, reason=body.reason)
+async def bot_control(body: BotControlIn, sessions: SessionsDep, settings: SettingsDep, who: Writer) -> BotControlOut:
+    desired = await BotRepository(sessions, settings.trading.mode).request_state(
+        body.action, by=who.name, reason=body.reason
+    )
     log.info("bot.control", action=str(body.action), desired_state=str(desired), by=who.name)
     return BotControlOut(
         action=body.action,
