@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, time, timedelta
+
 from fastapi import APIRouter
 
-from backend.app.api.deps import ReadConnection, Reader
+from backend.app.api.deps import ReadConnection, Reader, SettingsDep
 from backend.app.api.v1.endpoints._params import (
     Cursor,
     FromDate,
@@ -16,8 +18,9 @@ from backend.app.api.v1.endpoints._params import (
     paging,
     query_error,
 )
-from backend.app.db.queries.decisions import list_ai_decisions
+from backend.app.db.queries.decisions import ai_spend_usd, list_ai_decisions
 from backend.app.schemas.ai_decisions import AIDecisionPage
+from backend.app.schemas.market import AIUsageOut
 from src.ai.models import AIPurpose
 from src.domain.decisions import Decision
 from src.exceptions import InvalidInput
@@ -55,3 +58,23 @@ async def list_decisions(
     except InvalidInput as exc:
         raise query_error(exc) from None
     return page_model(AIDecisionPage, page)
+
+
+@router.get("/usage", response_model=AIUsageOut, summary="Model calls and their cost against the AI budgets")
+async def ai_usage(connection: ReadConnection, settings: SettingsDep, _: Reader, day: date | None = None) -> AIUsageOut:
+    """``day`` (UTC) and its month; today by default (a replay's browser passes its last simulated day)."""
+    day = day or datetime.now(UTC).date()
+    start = datetime.combine(day, time(), UTC)
+    month_start = start.replace(day=1)
+    month_end = (month_start + timedelta(days=32)).replace(day=1)
+    day_calls, day_cost = await ai_spend_usd(connection, start, start + timedelta(days=1))
+    month_calls, month_cost = await ai_spend_usd(connection, month_start, month_end)
+    return AIUsageOut(
+        day=day,
+        day_calls=day_calls,
+        day_cost_usd=day_cost,
+        daily_budget_usd=settings.ai.daily_budget_usd,
+        month_calls=month_calls,
+        month_cost_usd=month_cost,
+        monthly_budget_usd=settings.ai.monthly_budget_usd,
+    )
