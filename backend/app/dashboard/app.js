@@ -130,7 +130,7 @@ function s(tag, attrs = {}) {
 // A time axis over real timestamps (gaps show as gaps). series: [{points: [[ms, value]], color, fill}].
 function lineChart(container, panels, { height = 260 } = {}) {
   container.innerHTML = "";
-  const width = Math.max(container.clientWidth || 800, 300);
+  const width = Math.max(container.clientWidth || pageEl().clientWidth - 30 || 800, 300);
   const pad = { l: 70, r: 12, t: 10, b: 22 };
   const all = panels.flatMap((p) => p.series.flatMap((serie) => serie.points.map((pt) => pt[0])));
   if (!all.length) { container.append(h("p", { class: "muted" }, "no data")); return; }
@@ -203,7 +203,7 @@ function lineChart(container, panels, { height = 260 } = {}) {
 function candleChart(container, candles, markers, { height = 380 } = {}) {
   container.innerHTML = "";
   if (!candles.length) { container.append(h("p", { class: "muted" }, "no candles in this range")); return; }
-  const width = Math.max(container.clientWidth || 800, 300);
+  const width = Math.max(container.clientWidth || pageEl().clientWidth - 30 || 800, 300);
   const pad = { l: 80, r: 12, t: 10, b: 22 };
   const times = candles.map((c) => c.t);
   const t0 = times[0], t1 = times.at(-1);
@@ -226,6 +226,15 @@ function candleChart(container, candles, markers, { height = 380 } = {}) {
     svg.append(s("line", { x1: cx, x2: cx, y1: y(c.h), y2: y(c.l), stroke: color }));
     svg.append(s("rect", { x: x(c.t), y: y(Math.max(c.o, c.c)), width: bar, height: Math.max(Math.abs(y(c.o) - y(c.c)), 1), fill: color }));
   }
+  for (const [period, color] of [[20, "#ffd54f"], [50, "#ba68c8"]]) {
+    const line = sma(candles, period);
+    if (!line.length) continue;
+    const d = line.map(([t, v], i) => `${i ? "L" : "M"}${(x(t) + bar / 2).toFixed(1)},${y(v).toFixed(1)}`).join("");
+    svg.append(s("path", { d, fill: "none", stroke: color, "stroke-width": 1, "data-series": `sma${period}` }));
+    const legend = s("text", { x: pad.l + 6 + (period === 20 ? 0 : 60), y: pad.t + 12, fill: color, "font-size": 11 });
+    legend.textContent = `SMA ${period}`;
+    svg.append(legend);
+  }
   const tip = h("div", { class: "tip" });
   for (const m of markers) {
     const mx = x(m.t) + bar / 2, my = y(m.price);
@@ -247,6 +256,18 @@ function candleChart(container, candles, markers, { height = 380 } = {}) {
     svg.append(label);
   }
   container.append(svg, tip);
+}
+
+// Simple moving average of the closes: [[t, value]] from the period-th candle on.
+function sma(candles, period) {
+  const out = [];
+  let sum = 0;
+  candles.forEach((c, i) => {
+    sum += c.c;
+    if (i >= period) sum -= candles[i - period].c;
+    if (i >= period - 1) out.push([c.t, sum / period]);
+  });
+  return out;
 }
 
 function drawdown(points) {
@@ -613,6 +634,17 @@ render.backtests = async (root) => {
   if (id) await watchBacktest(id, view, msg);
 };
 
+// The shared chart module (charts.js, also inlined by backtest.py --html), loaded on first use.
+function loadChartModule() {
+  if (typeof window.renderBacktest === "function") return Promise.resolve();
+  return new Promise((resolve) => {
+    const script = h("script", { src: "charts.js" });
+    script.addEventListener("load", resolve);
+    script.addEventListener("error", resolve);
+    document.head.append(script);
+  });
+}
+
 async function watchBacktest(id, view, msg) {
   for (;;) {
     let run;
@@ -621,6 +653,7 @@ async function watchBacktest(id, view, msg) {
     msg.textContent = `backtest ${id}: ${run.status}` + (run.status === "running" ? ` (${Math.round((run.progress || 0) * 100)} %)` : "") + (run.error ? ` — ${run.error}` : "");
     if (["done", "failed", "cancelled"].includes(run.status)) {
       if (run.status === "done") {
+        await loadChartModule();
         if (typeof window.renderBacktest === "function") {
           const el = h("div", { id: "backtest-chart", class: "chart" });
           view.append(el);
