@@ -533,7 +533,7 @@ render.control = async (root) => {
       const out = await call();
       result.className = "pos";
       result.textContent = out.message || "done";
-      await refresh();
+      await updateControlState();
     } catch (err) { result.className = "error"; result.textContent = errorText(err); }
   };
   const actions = h("div", { class: "filters" }, h("label", {}, "Reason", reason),
