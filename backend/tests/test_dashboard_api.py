@@ -19,12 +19,17 @@ async def test_dashboard_is_served_with_its_own_content_security_policy(anonymou
     page = await anonymous.get("/dashboard/")
     script = await anonymous.get("/dashboard/app.js")
     # Then it is sent to the page, which loads only its own files (no CDN, no inline script)
-    assert redirect.status_code == 307 and redirect.headers["location"] == "/dashboard/"
-    assert page.status_code == 200 and "<script src=\"app.js\"></script>" in page.text
+    assert redirect.status_code == 307
+    assert redirect.headers["location"] == "/dashboard/"
+    assert page.status_code == 200
+    assert '<script src="app.js"></script>' in page.text
     assert "http" not in page.text.replace("http-equiv", "")
     policy = page.headers["content-security-policy"]
-    assert "script-src 'self'" in policy and "unsafe-inline" not in policy and "connect-src 'self'" in policy
-    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+    assert "script-src 'self'" in policy
+    assert "unsafe-inline" not in policy
+    assert "connect-src 'self'" in policy
+    assert script.status_code == 200
+    assert "javascript" in script.headers["content-type"]
     # and the API keeps its strict policy
     assert (await anonymous.get("/health")).headers["content-security-policy"].startswith("default-src 'none'")
 
@@ -53,13 +58,15 @@ async def test_replay_candles_come_from_the_bundled_history(client: httpx.AsyncC
     # first, with open time and OHLCV
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["source"] == "bundled" and body["mode"] == "replay"
+    assert body["source"] == "bundled"
+    assert body["mode"] == "replay"
     candles = body["candles"]
     file = pd.read_csv(PROJECT_ROOT / "backtest_data" / "hourly" / "KRW-BTC_1h.csv", parse_dates=["timestamp"])
     in_range = file[(file.timestamp >= "2023-12-01T00:00:00Z") & (file.timestamp < "2023-12-08T00:00:00Z")]
     assert len(candles) == len(in_range) == 7 * 24 - 6
     assert [candle[4] for candle in candles] == in_range.close.astype(float).tolist()
-    assert candles[0][0] == "2023-12-01T00:00:00Z" and candles[-1][0] == "2023-12-07T23:00:00Z"
+    assert candles[0][0] == "2023-12-01T00:00:00Z"
+    assert candles[-1][0] == "2023-12-07T23:00:00Z"
     first = candles[0]
     assert first[2] >= max(first[1], first[4]) >= min(first[1], first[4]) >= first[3] > 0
 
@@ -69,9 +76,11 @@ async def test_candles_reject_an_unknown_timeframe_or_market(client: httpx.Async
     bad_timeframe = await client.get("/api/v1/market/candles", params={"symbol": "KRW-BTC", "timeframe": "7m"})
     bad_symbol = await client.get("/api/v1/market/candles", params={"symbol": "btc", "mode": "replay"})
     missing = await client.get("/api/v1/market/candles", params={"symbol": "KRW-XRP", "mode": "replay"})
-    assert bad_timeframe.status_code == 422 and "unknown timeframe" in bad_timeframe.text
+    assert bad_timeframe.status_code == 422
+    assert "unknown timeframe" in bad_timeframe.text
     assert bad_symbol.status_code == 422
-    assert missing.status_code == 404 and "KRW-XRP" in missing.json()["detail"]
+    assert missing.status_code == 404
+    assert "KRW-XRP" in missing.json()["detail"]
 
 
 async def test_candles_need_a_reader(make_client: AppFactory) -> None:

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from sqlalchemy.engine import make_url
@@ -70,7 +71,7 @@ def replay_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
         name = f"test_dash_{os.getpid()}_{uuid.uuid4().hex[:8]}"
         try:
             asyncio.run(_create_database(server, name))
-        except (OSError, TimeoutError, Exception) as exc:
+        except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
             reason = f"PostgreSQL not reachable: {exc}"
             if _postgres_required():
                 pytest.fail(f"{reason} (required because CI=true or REQUIRE_POSTGRES=1)")
@@ -79,8 +80,19 @@ def replay_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
         dropped = name
     upgrade_to_head(url)
     replay = subprocess.run(
-        [sys.executable, "scheduler_main.py", "--replay", "--database-url", url]
-        + ["--start", REPLAY_START, "--end", REPLAY_END, "--symbols", "KRW-BTC"],
+        [
+            sys.executable,
+            "scheduler_main.py",
+            "--replay",
+            "--database-url",
+            url,
+            "--start",
+            REPLAY_START,
+            "--end",
+            REPLAY_END,
+            "--symbols",
+            "KRW-BTC",
+        ],
         cwd=PROJECT_ROOT,
         env=_clean_env(),
         capture_output=True,
@@ -194,7 +206,8 @@ def test_overview_shows_the_replayed_equity_curve_and_trades(page: Any, server: 
     # Given the API over a replay's database, not logged in (public read)
     snapshots = _api(server, "/portfolio/history", mode="replay", limit="500")["items"]
     trades = _api(server, "/trades", mode="replay", limit="500")["items"]
-    assert len(snapshots) == 8 * 24 and len(trades) == 3
+    assert len(snapshots) == 8 * 24
+    assert len(trades) == 3
     # When the dashboard opens
     _open(page, "overview")
     # Then it shows replay mode (TRADING_MODE), every snapshot on the equity curve and its drawdown below
@@ -298,7 +311,8 @@ def test_log_in_as_a_user_and_a_wrong_key_is_refused(page: Any, server: str) -> 
     page.wait_for_selector("#logout", state="visible")
     assert "user admin" in page.inner_text("#who")
     stored = page.evaluate("JSON.parse(sessionStorage.getItem('auth'))")
-    assert stored["kind"] == "jwt" and stored["value"].count(".") == 2
+    assert stored["kind"] == "jwt"
+    assert stored["value"].count(".") == 2
 
 
 def test_a_bad_settings_value_is_rejected(page: Any, server: str, replay_url: str) -> None:
@@ -314,7 +328,8 @@ def test_a_bad_settings_value_is_rejected(page: Any, server: str, replay_url: st
     # Then the API's reason is shown next to the form and nothing was stored
     page.wait_for_selector("#settings-result.error")
     message = page.inner_text("#settings-result")
-    assert message.startswith("rejected:") and "max_positions" in message
+    assert message.startswith("rejected:")
+    assert "max_positions" in message
     after = {entry["key"]: entry["requested"] for entry in _api(server, "/bot/config")["entries"]}
     assert after == before
     _shot(page, replay_url, "control-rejected")

@@ -27,7 +27,9 @@ router = APIRouter(prefix="/market", tags=["market"])
 MAX_CANDLES = 2000
 
 
-def _bundled(settings: Settings, symbol: str, timeframe: str, start: datetime | None, end: datetime | None) -> pd.DataFrame:
+def _bundled(
+    settings: Settings, symbol: str, timeframe: str, start: datetime | None, end: datetime | None
+) -> pd.DataFrame:
     provider = HistoricalDataProvider(settings.market_data.backtest_data_dir)
     return provider.load_historical_data(symbol, timeframe, start, end)
 
