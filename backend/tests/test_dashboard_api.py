@@ -9,8 +9,9 @@ from decimal import Decimal
 import httpx
 import pandas as pd
 
-from backend.tests.conftest import AppFactory, Seeder
+from backend.tests.conftest import API_KEY, AppFactory, Seeder
 from src.config.env import PROJECT_ROOT
+from tests.fakes.upbit_server import FakeUpbit
 
 
 async def test_dashboard_is_served_with_its_own_content_security_policy(anonymous: httpx.AsyncClient) -> None:
@@ -105,7 +106,7 @@ async def test_ai_usage_adds_up_the_day_and_the_month_against_the_budgets(
         cached,
     )
     client = await make_client(
-        headers={"X-API-Key": "test-api-key-0123456789abcdef0123456789"},
+        headers={"X-API-Key": API_KEY},
         AI_DAILY_BUDGET_USD="0.5",
         AI_MONTHLY_BUDGET_USD="7",
     )
@@ -122,3 +123,30 @@ async def test_ai_usage_adds_up_the_day_and_the_month_against_the_budgets(
         "month_cost_usd": Decimal("0.000684"),
         "monthly_budget_usd": Decimal("7"),
     }
+
+
+async def test_paper_candles_come_from_upbit_and_its_refusals_are_named(
+    make_client: AppFactory, fake_upbit: FakeUpbit
+) -> None:
+    # Given an exchange with 200 hourly KRW-BTC candles, and the API in paper mode pointed at it
+    fake_upbit.seed_demo()
+    client = await make_client(headers={"X-API-Key": API_KEY}, UPBIT_BASE_URL=fake_upbit.base_url)
+    # When the market view asks for the newest 50
+    response = await client.get("/api/v1/market/candles", params={"symbol": "KRW-BTC", "timeframe": "1h", "limit": 50})
+    # Then they are Upbit's, oldest first, one request to its candle endpoint without keys
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["source"] == "upbit"
+    assert body["mode"] == "paper"
+    assert len(body["candles"]) == 50
+    times = [candle[0] for candle in body["candles"]]
+    assert times == sorted(times)
+    assert len(fake_upbit.requests_to("/v1/candles/minutes/60")) == 1
+    # When the exchange does not know the market, Then 404 with Upbit's reason; when it is down, 502
+    unknown = await client.get("/api/v1/market/candles", params={"symbol": "KRW-NOPE", "timeframe": "1h"})
+    assert unknown.status_code == 404
+    assert "KRW-NOPE" in unknown.json()["detail"]
+    fake_upbit.stop()
+    down = await client.get("/api/v1/market/candles", params={"symbol": "KRW-BTC", "timeframe": "1h"})
+    assert down.status_code == 502
+    assert "Upbit did not answer" in down.json()["detail"]

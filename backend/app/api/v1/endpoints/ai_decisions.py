@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
-from backend.app.api.deps import ReadConnection, Reader, SettingsDep
+from backend.app.api.deps import ReadConnection, Reader, SettingsDep, invalid
 from backend.app.api.v1.endpoints._params import (
     Cursor,
     FromDate,
@@ -61,16 +62,26 @@ async def list_decisions(
 
 
 @router.get("/usage", response_model=AIUsageOut, summary="Model calls and their cost against the AI budgets")
-async def ai_usage(connection: ReadConnection, settings: SettingsDep, _: Reader, day: date | None = None) -> AIUsageOut:
-    """``day`` (UTC) and its month; today by default (a replay's browser passes its last simulated day)."""
-    day = day or datetime.now(UTC).date()
-    start = datetime.combine(day, time(), UTC)
+async def ai_usage(
+    connection: ReadConnection,
+    settings: SettingsDep,
+    _: Reader,
+    day: Annotated[
+        str | None, Query(pattern=r"^\d{4}-\d{2}-\d{2}$", description="UTC day YYYY-MM-DD; today by default")
+    ] = None,
+) -> AIUsageOut:
+    """``day`` (UTC) and its month; today by default (the dashboard passes a replay's last simulated day)."""
+    try:
+        which = date.fromisoformat(day) if day is not None else datetime.now(UTC).date()
+    except ValueError:
+        raise invalid(("query", "day"), f"not a calendar day: {day}") from None
+    start = datetime.combine(which, time(), UTC)
     month_start = start.replace(day=1)
     month_end = (month_start + timedelta(days=32)).replace(day=1)
     day_calls, day_cost = await ai_spend_usd(connection, start, start + timedelta(days=1))
     month_calls, month_cost = await ai_spend_usd(connection, month_start, month_end)
     return AIUsageOut(
-        day=day,
+        day=which,
         day_calls=day_calls,
         day_cost_usd=day_cost,
         daily_budget_usd=settings.ai.daily_budget_usd,
