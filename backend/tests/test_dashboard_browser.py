@@ -348,3 +348,31 @@ def test_backtests_page_says_when_the_backtests_api_is_absent(page: Any, server:
     # When the backtests page opens, Then it says the feature is not there instead of showing nothing
     _open(page, "backtests")
     assert "not available on this server" in page.inner_text("#backtests-unavailable")
+
+
+def test_decisions_table_filters_pages_and_exports_csv(page: Any, server: str, tmp_path: Path) -> None:
+    # Given the replay's decisions (one per hourly cycle: more than one page of 50)
+    every = _api(server, "/ai/decisions", limit="500")["items"]
+    buys = [row for row in every if row["final_decision"] == "buy"]
+    assert len(every) > 100 and len(buys) >= 1
+    _open(page, "decisions")
+    rows = page.locator("#decisions tbody tr")
+    assert rows.count() == 50
+    # When the next page is asked for, Then the next 50 follow (keyset paging: no row twice)
+    page.click("#decisions-more")
+    expect(rows).to_have_count(100)
+    times = [rows.nth(i).locator("td").first.inner_text() for i in range(100)]
+    assert len(set(times)) == 100
+    # When filtered on final decision "buy", Then only those rows remain, each with its reason
+    page.select_option("#decisions-filters select[name='final_decision']", "buy")
+    page.click("#decisions-filters button[type='submit']")
+    expect(rows).to_have_count(len(buys))
+    assert all("entry signal" in rows.nth(i).inner_text() for i in range(len(buys)))
+    # When exported, Then the CSV holds every matching row with the API's columns
+    with page.expect_download() as download:
+        page.click("#decisions-csv")
+    saved = tmp_path / "decisions.csv"
+    download.value.save_as(saved)
+    lines = saved.read_text().splitlines()
+    assert lines[0].split(",")[:3] == ["id", "symbol", "decision"]
+    assert len(lines) == 1 + len(buys)
