@@ -354,7 +354,8 @@ def test_decisions_table_filters_pages_and_exports_csv(page: Any, server: str, t
     # Given the replay's decisions (one per hourly cycle: more than one page of 50)
     every = _api(server, "/ai/decisions", limit="500")["items"]
     buys = [row for row in every if row["final_decision"] == "buy"]
-    assert len(every) > 100 and len(buys) >= 1
+    assert len(every) > 100
+    assert len(buys) >= 1
     _open(page, "decisions")
     rows = page.locator("#decisions tbody tr")
     assert rows.count() == 50
