@@ -48,12 +48,13 @@ api: migrate
 
 ## The newcomer path: after `make run`, the dashboard over what the replay wrote (data/replay.db, replay mode,
 ## read-only without log-in on this machine only): http://127.0.0.1:8000/dashboard/
-REPLAY_DB := data/replay.db
+REPLAY_DB ?= data/replay.db
+DASHBOARD_PORT ?= 8000
 dashboard: install
 	@test -f $(REPLAY_DB) || { echo "error: $(REPLAY_DB) does not exist yet: run \`make run\` first"; exit 1; }
-	@echo "dashboard: http://127.0.0.1:8000/dashboard/ (replay of $(REPLAY_DB); Ctrl+C to stop)"
+	@echo "dashboard: http://127.0.0.1:$(DASHBOARD_PORT)/dashboard/ (replay of $(REPLAY_DB); Ctrl+C to stop)"
 	DATABASE_URL=sqlite+aiosqlite:///$(REPLAY_DB) TRADING_MODE=replay API_PUBLIC_READ=true API_HOST=127.0.0.1 \
-		$(BIN)/uvicorn backend.app.main:app --host 127.0.0.1 --port 8000
+		API_PORT=$(DASHBOARD_PORT) $(BIN)/python -m backend.app.main
 
 scheduler: migrate
 	$(BIN)/python scheduler_main.py
