@@ -700,15 +700,20 @@ function setLive(on, text) {
 let reconnectDelay = 1000;
 function connectEvents() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const a = auth.get();
+  // With a credential: a first message carries it and where to resume (never the secret in the address).
+  // Without one (public read): only the last event id, which is not secret, in the query.
+  const address = `${scheme}://${location.host}${API}/ws/events` + (a ? "" : `?after=${state.lastEventId}`);
   let socket;
-  try { socket = new WebSocket(`${scheme}://${location.host}${API}/ws/events`); } catch { setLive(false, "live events unavailable"); return; }
+  try { socket = new WebSocket(address); } catch { setLive(false, "live events unavailable"); return; }
   state.socket = socket;
   socket.addEventListener("open", () => {
-    const a = auth.get();
-    const hello = { type: "auth", after: state.lastEventId };
-    if (a && a.kind === "key") hello.api_key = a.value;
-    if (a && a.kind === "jwt") hello.token = a.value;
-    socket.send(JSON.stringify(hello));
+    if (a) {
+      const hello = { type: "auth", after: state.lastEventId };
+      if (a.kind === "key") hello.api_key = a.value;
+      else hello.token = a.value;
+      socket.send(JSON.stringify(hello));
+    }
     state.socketOpen = true;
     reconnectDelay = 1000;
     setLive(true, "live events: on");
