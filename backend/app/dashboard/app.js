@@ -701,9 +701,9 @@ let reconnectDelay = 1000;
 function connectEvents() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const a = auth.get();
-  // With a credential: a first message carries it and where to resume (never the secret in the address).
-  // Without one (public read): only the last event id, which is not secret, in the query.
-  const address = `${scheme}://${location.host}${API}/ws/events` + (a ? "" : `?after=${state.lastEventId}`);
+  // Where to resume goes in the query (event ids are not secret); a credential only in a first message, never in
+  // the address. With public reads the server may not wait for that message: the query still resumes.
+  const address = `${scheme}://${location.host}${API}/ws/events?after=${state.lastEventId}`;
   let socket;
   try { socket = new WebSocket(address); } catch { setLive(false, "live events unavailable"); return; }
   state.socket = socket;
@@ -727,7 +727,9 @@ function connectEvents() {
     sessionStorage.setItem("lastEventId", String(event.id));
     const list = $("#events");
     const symbol = event.symbol ? ` ${event.symbol}` : "";
-    const detail = event.data && (event.data.state || event.data.desired_state || event.data.reason || event.data.side || "");
+    const data = event.data || {};
+    const detail = data.desired ? `${data.previous || "?"} → ${data.desired}${data.by ? " by " + data.by : ""}`
+      : data.state || data.final_decision || data.reason || data.side || "";
     list.prepend(h("li", { "data-type": event.type }, h("b", {}, event.type), symbol, " ", detail ? String(detail) : "", h("div", { class: "muted" }, `#${event.id} ${when(event.at)} ${event.mode || ""}`)));
     while (list.childElementCount > 200) list.lastElementChild.remove();
     scheduleRefresh();
