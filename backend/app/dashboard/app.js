@@ -634,15 +634,26 @@ render.backtests = async (root) => {
   if (id) await watchBacktest(id, view, msg);
 };
 
-// The shared chart module (charts.js, also inlined by backtest.py --html), loaded on first use.
-function loadChartModule() {
-  if (typeof window.renderBacktest === "function") return Promise.resolve();
-  return new Promise((resolve) => {
-    const script = h("script", { src: "charts.js" });
-    script.addEventListener("load", resolve);
-    script.addEventListener("error", resolve);
-    document.head.append(script);
-  });
+// The shared chart module (charts.js, also inlined by `backtest.py --html`) and the Lightweight Charts library it
+// draws with (vendor/), loaded on first use. Resolves to its renderBacktest, or null when the server has neither.
+const CHART_SCRIPTS = ["vendor/lightweight-charts/lightweight-charts.standalone.production.js", "charts.js"];
+function chartRenderer() {
+  if (window.BacktestCharts && typeof window.BacktestCharts.renderBacktest === "function") return window.BacktestCharts.renderBacktest;
+  return typeof window.renderBacktest === "function" ? window.renderBacktest : null;
+}
+async function loadChartModule() {
+  for (const src of CHART_SCRIPTS) {
+    if (chartRenderer()) break;
+    if (document.querySelector(`script[src="${src}"]`)) continue;
+    const loaded = await new Promise((resolve) => {
+      const script = h("script", { src });
+      script.addEventListener("load", () => resolve(true));
+      script.addEventListener("error", () => resolve(false));
+      document.head.append(script);
+    });
+    if (!loaded) break;
+  }
+  return chartRenderer();
 }
 
 async function watchBacktest(id, view, msg) {
@@ -653,13 +664,15 @@ async function watchBacktest(id, view, msg) {
     msg.textContent = `backtest ${id}: ${run.status}` + (run.status === "running" ? ` (${Math.round((run.progress || 0) * 100)} %)` : "") + (run.error ? ` — ${run.error}` : "");
     if (["done", "failed", "cancelled"].includes(run.status)) {
       if (run.status === "done") {
-        await loadChartModule();
-        if (typeof window.renderBacktest === "function") {
-          const el = h("div", { id: "backtest-chart", class: "chart" });
+        const renderBacktest = await loadChartModule();
+        if (renderBacktest) {
+          const el = h("div", { id: "backtest-chart", class: "chart bt-host" });
           view.append(el);
-          window.renderBacktest(el, run);
-        } else view.append(h("p", { class: "notice" }, "The chart module (charts.js) is not available on this server; metrics only."));
-        view.append(table(["metric", "value"], Object.entries(run.metrics || {}).map(([k, v]) => [k, typeof v === "object" ? JSON.stringify(v) : String(v)]), "backtest-metrics"));
+          renderBacktest(el, run);
+        } else {
+          view.append(h("p", { class: "notice" }, "The chart module (charts.js) is not available on this server; metrics only."));
+          view.append(table(["metric", "value"], Object.entries(run.metrics || {}).map(([k, v]) => [k, typeof v === "object" ? JSON.stringify(v) : String(v)]), "backtest-metrics"));
+        }
       }
       return;
     }
