@@ -103,6 +103,7 @@ const state = {
   socket: null,
   socketOpen: false,
   refreshTimer: null,
+  reconnectTimer: null,
 };
 
 async function resolveMode() {
@@ -716,13 +717,16 @@ function connectEvents() {
   const a = auth.get();
   // Where to resume goes in the query (event ids are not secret); a credential only in a first message, never in
   // the address. With public reads the server may not wait for that message: the query still resumes.
-  const address = `${scheme}://${location.host}${API}/ws/events?after=${state.lastEventId}`;
+  // A first connection (no id seen yet) takes live events only, not the whole history of the outbox.
+  const resume = state.lastEventId > 0 ? `?after=${state.lastEventId}` : "";
+  const address = `${scheme}://${location.host}${API}/ws/events${resume}`;
   let socket;
   try { socket = new WebSocket(address); } catch { setLive(false, "live events unavailable"); return; }
   state.socket = socket;
   socket.addEventListener("open", () => {
     if (a) {
-      const hello = { type: "auth", after: state.lastEventId };
+      const hello = { type: "auth" };
+      if (state.lastEventId > 0) hello.after = state.lastEventId;
       if (a.kind === "key") hello.api_key = a.value;
       else hello.token = a.value;
       socket.send(JSON.stringify(hello));
@@ -741,7 +745,7 @@ function connectEvents() {
     const list = $("#events");
     const symbol = event.symbol ? ` ${event.symbol}` : "";
     const data = event.data || {};
-    const detail = data.desired ? `${data.previous || "?"} → ${data.desired}${data.by ? " by " + data.by : ""}`
+    const detail = data.desired ? `${data.previous || "unset"} → ${data.desired}${data.by ? " by " + data.by : ""}`
       : data.state || data.final_decision || data.reason || data.side || "";
     list.prepend(h("li", { "data-type": event.type }, h("b", {}, event.type), symbol, " ", detail ? String(detail) : "", h("div", { class: "muted" }, `#${event.id} ${when(event.at)} ${event.mode || ""}`)));
     while (list.childElementCount > 200) list.lastElementChild.remove();
@@ -751,8 +755,10 @@ function connectEvents() {
     state.socketOpen = false;
     const why = event.code === 1008 || event.code === 4401 ? " (not authorised: log in)" : "";
     setLive(false, `live events unavailable${why}; retrying`);
-    setTimeout(connectEvents, reconnectDelay);
-    reconnectDelay = Math.min(reconnectDelay * 2, 30000);
+    if (state.socket !== socket) return; // replaced already
+    clearTimeout(state.reconnectTimer);
+    state.reconnectTimer = setTimeout(connectEvents, reconnectDelay);
+    reconnectDelay = Math.min(Math.max(reconnectDelay * 2, 1000), 30000);
   });
 }
 
@@ -790,7 +796,7 @@ function setupLogin() {
   const dialog = $("#login");
   $("#login-open").addEventListener("click", () => { $("#login-error").textContent = ""; dialog.showModal(); });
   $("#login-cancel").addEventListener("click", () => dialog.close());
-  $("#logout").addEventListener("click", () => { auth.set(null); showWho(); reconnect(); refresh(); });
+  $("#logout").addEventListener("click", () => { auth.set(null); showWho(); reconnect({ force: true }); refresh(); });
   $("#login-form").addEventListener("submit", async (event) => {
     event.preventDefault();
     const key = $("#login-key").value.trim(), user = $("#login-user").value.trim(), password = $("#login-password").value;
@@ -817,7 +823,16 @@ function setupLogin() {
   });
 }
 
-function reconnect() { if (state.socket) state.socket.close(); }
+// After log-in a stream that is already open (public read) is kept: reconnecting before any event was seen would
+// have no id to resume from. A refused or closed stream is retried at once with the new credential; after log-out
+// the stream is reopened without it.
+function reconnect({ force = false } = {}) {
+  if (!force && state.socketOpen) return;
+  reconnectDelay = 0;
+  if (state.socket && state.socket.readyState <= WebSocket.OPEN) { state.socket.close(); return; } // onclose retries
+  clearTimeout(state.reconnectTimer);
+  connectEvents();
+}
 
 async function main() {
   setupLogin();
