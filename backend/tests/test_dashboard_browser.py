@@ -107,15 +107,14 @@ def replay_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
             asyncio.run(_drop_database(_server_url(), dropped))
 
 
-@pytest.fixture(scope="module")
-def server(replay_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real uvicorn on a loopback port over the replay's database, in replay mode, reads public."""
+def _serve(replay_url: str, tmp_path_factory: pytest.TempPathFactory, *, public_read: bool) -> Iterator[str]:
+    """A real uvicorn on a loopback port over the replay's database, in replay mode."""
     port = _free_port()
     log = (tmp_path_factory.mktemp("api") / "api.log").open("w")
     env = _clean_env(
         DATABASE_URL=replay_url,
         TRADING_MODE="replay",
-        API_PUBLIC_READ="true",
+        API_PUBLIC_READ=str(public_read).lower(),
         API_KEY=API_KEY,
         API_JWT_SECRET=JWT_SECRET,
         API_ADMIN_USERNAME="admin",
@@ -144,6 +143,18 @@ def server(replay_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 @pytest.fixture(scope="module")
+def server(replay_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Reads public (API_PUBLIC_READ=true), as `make dashboard` serves a replay."""
+    yield from _serve(replay_url, tmp_path_factory, public_read=True)
+
+
+@pytest.fixture(scope="module")
+def private_server(replay_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Nothing without a credential (API_PUBLIC_READ=false, the API's default)."""
+    yield from _serve(replay_url, tmp_path_factory, public_read=False)
+
+
+@pytest.fixture(scope="module")
 def browser(server: str) -> Iterator[Any]:
     with sync_api.sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
@@ -151,10 +162,9 @@ def browser(server: str) -> Iterator[Any]:
         chromium.close()
 
 
-@pytest.fixture
-def page(browser: Any, server: str) -> Iterator[Any]:
+def _tab(browser: Any, base_url: str) -> Iterator[Any]:
     """A fresh tab (its own sessionStorage: logged out) that accepts confirmations and records page errors."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1000}, base_url=server)
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, base_url=base_url)
     tab = context.new_page()
     errors: list[str] = []
     tab.on("pageerror", lambda error: errors.append(str(error)))
@@ -162,6 +172,16 @@ def page(browser: Any, server: str) -> Iterator[Any]:
     yield tab
     context.close()
     assert errors == [], f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture
+def page(browser: Any, server: str) -> Iterator[Any]:
+    yield from _tab(browser, server)
+
+
+@pytest.fixture
+def private_page(browser: Any, private_server: str) -> Iterator[Any]:
+    yield from _tab(browser, private_server)
 
 
 def _api(server: str, path: str, **params: str) -> Any:
@@ -412,3 +432,18 @@ def test_decisions_table_filters_pages_and_exports_csv(page: Any, server: str, t
     lines = saved.read_text().splitlines()
     assert lines[0].split(",")[:3] == ["id", "symbol", "decision"]
     assert len(lines) == 1 + len(buys)
+
+
+def test_without_public_reads_the_page_asks_for_a_log_in(private_page: Any, private_server: str) -> None:
+    # Given an API that serves nothing without a credential, When the dashboard opens
+    page = private_page
+    _open(page, "overview")
+    # Then it says why it shows nothing, and draws no curve
+    expect(page.locator("#banner")).to_contain_text("Log in to see this")
+    assert page.locator("#equity-chart path[data-series='equity']").count() == 0
+    # When the operator logs in with the API key, Then the replay's equity curve is there and the notice gone
+    _log_in_with_key(page)
+    page.wait_for_selector("#equity-chart path[data-series='equity']", state="attached")
+    expect(page.locator("#banner")).to_be_hidden()
+    if _ws_route_exists(private_server):  # the stream accepted the first-message credential
+        expect(page.locator("#live")).to_have_text("live events: on")
