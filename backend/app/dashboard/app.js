@@ -770,7 +770,7 @@ function scheduleRefresh() {
     // the pages with forms are not redrawn under the operator's hands; their status cards are
     if (page === "overview") refresh();
     else if (page === "control") updateControlState();
-  }, 500);
+  }, 1500); // a burst of events (a replay at full speed) redraws at most this often
 }
 
 async function updateControlState() {
