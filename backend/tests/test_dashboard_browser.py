@@ -107,7 +107,43 @@ def replay_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
             asyncio.run(_drop_database(_server_url(), dropped))
 
 
-def _serve(replay_url: str, tmp_path_factory: pytest.TempPathFactory, *, public_read: bool) -> Iterator[str]:
+@pytest.fixture(scope="module")
+def instances_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two instances (A/B) replayed over three days, each into its own SQLite database."""
+    _require_chromium()
+    directory = tmp_path_factory.mktemp("instances")
+    path = directory / "instances.toml"
+    path.write_text(
+        f'data_dir = "{directory}"\n\n'
+        '[[instance]]\nname = "breakout"\nstrategy = "rule_breakout"\nsymbols = ["KRW-BTC"]\n\n'
+        '[[instance]]\nname = "volatility"\nstrategy = "volatility_breakout"\nparams = { k = 0.5 }\n'
+        'symbols = ["KRW-BTC"]\n'
+    )
+    replay = subprocess.run(
+        [
+            sys.executable,
+            "scheduler_main.py",
+            "--instances",
+            str(path),
+            "--replay",
+            "--start",
+            REPLAY_START,
+            "--end",
+            "2023-12-04",
+        ],
+        cwd=PROJECT_ROOT,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert replay.returncode == 0, replay.stdout[-2000:] + replay.stderr[-2000:]
+    return path
+
+
+def _serve(
+    replay_url: str, tmp_path_factory: pytest.TempPathFactory, *, public_read: bool, instances: Path | None = None
+) -> Iterator[str]:
     """A real uvicorn on a loopback port over the replay's database, in replay mode."""
     port = _free_port()
     log = (tmp_path_factory.mktemp("api") / "api.log").open("w")
@@ -120,6 +156,7 @@ def _serve(replay_url: str, tmp_path_factory: pytest.TempPathFactory, *, public_
         API_ADMIN_USERNAME="admin",
         API_ADMIN_PASSWORD_HASH=ADMIN_PASSWORD_HASH,
         API_RATE_LIMIT_PER_MINUTE="100000",
+        **({"INSTANCES_FILE": str(instances)} if instances else {}),
     )
     command = [sys.executable, "-m", "uvicorn", "backend.app.main:app", "--host", "127.0.0.1", "--port", str(port)]
     process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -143,9 +180,9 @@ def _serve(replay_url: str, tmp_path_factory: pytest.TempPathFactory, *, public_
 
 
 @pytest.fixture(scope="module")
-def server(replay_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Reads public (API_PUBLIC_READ=true), as `make dashboard` serves a replay."""
-    yield from _serve(replay_url, tmp_path_factory, public_read=True)
+def server(replay_url: str, tmp_path_factory: pytest.TempPathFactory, instances_file: Path) -> Iterator[str]:
+    """Reads public (API_PUBLIC_READ=true), as `make dashboard` serves a replay; with an A/B instances file."""
+    yield from _serve(replay_url, tmp_path_factory, public_read=True, instances=instances_file)
 
 
 @pytest.fixture(scope="module")
@@ -262,9 +299,24 @@ def test_market_view_marks_each_entry_and_exit_on_the_candles(page: Any, server:
     _shot(page, replay_url, "market")
 
 
+def test_instances_side_by_side(page: Any, server: str, replay_url: str) -> None:
+    # Given two instances replayed side by side, When the instances page opens in replay mode
+    expected = _api(server, "/instances", mode="replay")["instances"]
+    _open(page, "instances")
+    # Then there is one column per instance, with its strategy, equity and trades as the API reports them
+    headers = page.locator("#instances thead th")
+    assert [headers.nth(i).inner_text() for i in range(headers.count())] == ["", "breakout", "volatility"]
+    text = page.inner_text("#instances")
+    for instance in expected:
+        assert instance["available"], instance["reason"]
+        assert instance["strategy"] in text
+        assert f"{round(float(instance['equity_krw'])):,}" in text
+    _shot(page, replay_url, "instances")
+
+
 def test_every_page_renders(page: Any, server: str, replay_url: str) -> None:
     # When each remaining page opens, Then it renders without an error on the page, and a screenshot is kept
-    for name in ("orders", "decisions", "instances", "backtests"):
+    for name in ("orders", "decisions", "backtests"):
         _open(page, name)
         assert not page.locator("#page p.error").count(), page.inner_text("#page")
         _shot(page, replay_url, name)

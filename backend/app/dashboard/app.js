@@ -586,18 +586,21 @@ render.instances = async (root) => {
   root.append(h("h2", {}, `Instances (A/B) — ${mode}`));
   const data = await api("/instances" + query({ mode }));
   if (data.error) root.append(h("p", { class: "error" }, data.error));
-  if (!data.file) { root.append(h("p", { class: "muted" }, "No INSTANCES_FILE configured: one instance runs (see docs/STRATEGIES.md for A/B).")); return; }
+  if (!data.file) { root.append(h("p", { class: "muted" }, "No INSTANCES_FILE configured: one instance runs (A/B: docs/SCHEDULER_GUIDE.md).")); return; }
   root.append(h("p", { class: "muted" }, "File: " + data.file));
-  const grid = h("div", { class: "instances", id: "instances" });
-  for (const inst of data.instances) {
-    const c = h("div", { class: "card" }, h("h3", {}, inst.name || inst.instance || "instance"));
-    for (const [k, v] of Object.entries(inst)) {
-      if (k === "name") continue;
-      c.append(h("div", {}, h("span", { class: "k" }, k + ": "), typeof v === "object" && v !== null ? JSON.stringify(v) : String(v)));
-    }
-    grid.append(c);
-  }
-  root.append(grid);
+  // One column per instance, one row per measure: the strategies side by side.
+  const rows = [
+    ["strategy", (i) => i.strategy], ["params", (i) => JSON.stringify(i.params)], ["symbols", (i) => i.symbols.join(", ")],
+    ["available", (i) => (i.available ? "yes" : `no — ${i.reason || ""}`)],
+    ["starting (KRW)", (i) => num(i.starting_krw)], ["equity (KRW)", (i) => num(i.equity_krw)],
+    ["return", (i) => ({ text: i.return_pct === null ? "—" : num(i.return_pct, 2) + " %", cls: signClass(i.return_pct) })],
+    ["max drawdown", (i) => (i.max_drawdown_pct === null ? "—" : num(i.max_drawdown_pct, 2) + " %")],
+    ["trades (buys / sells)", (i) => `${i.trades} (${i.buys} / ${i.sells})`],
+    ["realised P&L (KRW)", (i) => ({ text: num(i.realized_pnl_krw), cls: signClass(i.realized_pnl_krw) })],
+    ["fees (KRW)", (i) => num(i.fees_krw)], ["open positions", (i) => i.open_positions.join(", ") || "none"],
+    ["state", (i) => i.state || "no heartbeat"], ["last heartbeat", (i) => when(i.last_heartbeat)],
+  ];
+  root.append(table(["", ...data.instances.map((i) => i.name)], rows.map(([label, cell]) => [label, ...data.instances.map(cell)]), "instances"));
 };
 
 render.backtests = async (root) => {
