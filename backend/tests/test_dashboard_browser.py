@@ -451,7 +451,7 @@ def test_start_a_backtest_and_see_its_chart(page: Any, server: str, replay_url: 
 def test_backtests_page_says_when_the_backtests_api_is_absent(page: Any, server: str) -> None:
     # Given an API without /api/v1/backtests (it arrives with the backtests-API branch of issue 14)
     if httpx.get(server + "/api/v1/backtests", timeout=10).status_code != 404:
-        pytest.skip("the backtests API is present: its start-and-chart browser test belongs with it")
+        pytest.skip("the backtests API is present: test_start_a_backtest_and_see_its_chart covers the page")
     # When the backtests page opens, Then it says the feature is not there instead of showing nothing
     _open(page, "backtests")
     assert "not available on this server" in page.inner_text("#backtests-unavailable")
