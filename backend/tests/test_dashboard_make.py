@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -80,7 +81,12 @@ def test_make_dashboard_serves_the_replay_read_only(tmp_path: Path) -> None:
     port = _free_port()
     log = tmp_path / "make.log"
     process = subprocess.Popen(
-        _make(tmp_path, database, port), cwd=PROJECT_ROOT, env=_env(), stdout=log.open("w"), stderr=subprocess.STDOUT
+        _make(tmp_path, database, port),
+        cwd=PROJECT_ROOT,
+        env=_env(),
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # make and the API it starts: one process group, stopped together below
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -104,8 +110,16 @@ def test_make_dashboard_serves_the_replay_read_only(tmp_path: Path) -> None:
         control = httpx.post(base + "/api/v1/bot/control", json={"action": "pause", "reason": "newcomer"})
         assert control.status_code == 401
     finally:
-        process.terminate()
+        os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the API (make's child) is gone too: its port is free again
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) != 0:
+                    break
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"the API of make dashboard still listens on {port}")
 
 
 @pytest.mark.skipif(MAKE is None, reason="make is not installed")
