@@ -8,7 +8,9 @@ these tests skip on a laptop and fail under ``CI=true``. Screenshots of every pa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -142,14 +144,19 @@ def instances_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _serve(
-    replay_url: str, tmp_path_factory: pytest.TempPathFactory, *, public_read: bool, instances: Path | None = None
+    replay_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    *,
+    public_read: bool,
+    instances: Path | None = None,
+    mode: str = "replay",
 ) -> Iterator[str]:
     """A real uvicorn on a loopback port over the replay's database, in replay mode."""
     port = _free_port()
     log = (tmp_path_factory.mktemp("api") / "api.log").open("w")
     env = _clean_env(
         DATABASE_URL=replay_url,
-        TRADING_MODE="replay",
+        TRADING_MODE=mode,
         API_PUBLIC_READ=str(public_read).lower(),
         API_KEY=API_KEY,
         API_JWT_SECRET=JWT_SECRET,
@@ -499,3 +506,58 @@ def test_without_public_reads_the_page_asks_for_a_log_in(private_page: Any, priv
     expect(page.locator("#banner")).to_be_hidden()
     if _ws_route_exists(private_server):  # the stream accepted the first-message credential
         expect(page.locator("#live")).to_have_text("live events: on")
+
+
+def test_the_scheduler_obeys_a_pause_from_the_dashboard(
+    browser: Any, replay_url: str, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, fake_upbit_sync: Any
+) -> None:
+    # Given a real paper scheduler (polling control every 0.5 s, market data from a fake Upbit) and a paper-mode
+    # API on the same database (the module's, on SQLite and PostgreSQL), and an operator logged in on the page
+    fake_upbit_sync.seed_demo()
+    url = replay_url
+    scheduler_env = _clean_env(
+        DATABASE_URL=url,
+        TRADING_MODE="paper",
+        UPBIT_BASE_URL=fake_upbit_sync.base_url,
+        SCHEDULER_CONTROL_POLL_SECONDS="0.5",
+        SCHEDULER_METRICS_PORT="0",
+    )
+    scheduler = subprocess.Popen(
+        [sys.executable, "scheduler_main.py"],
+        cwd=PROJECT_ROOT,
+        env=scheduler_env,
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "scheduler.log").open("w"),
+    )
+    api = _serve(url, tmp_path_factory, public_read=False, mode="paper")
+    try:
+        server = next(api)
+        deadline = time.monotonic() + 60
+        while _api(server, "/bot/status")["state"] != "running":
+            assert scheduler.poll() is None, (tmp_path / "scheduler.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "the scheduler did not report running within 60 s"
+            time.sleep(0.2)
+        tab = _tab(browser, server)
+        page = next(tab)
+        _open(page, "overview")
+        _log_in_with_key(page)
+        _open(page, "control")
+        applied = page.locator("#control-state [data-card='state'] .v")
+        expect(applied).to_have_text("running")
+        # When they pause the bot
+        page.fill("#control-reason", "browser test: the scheduler obeys")
+        page.click("#action-pause")
+        # Then the scheduler applies it and reports it in its heartbeat, and the page shows the applied state
+        # without a reload (from the event stream, or its 5 s status poll while the stream is unavailable)
+        expect(applied).to_have_text("paused", timeout=20_000)
+        assert _api(server, "/bot/status")["state"] == "paused"
+        with contextlib.suppress(StopIteration):
+            next(tab)
+    finally:
+        scheduler.send_signal(signal.SIGTERM)
+        try:
+            scheduler.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            scheduler.kill()
+        with contextlib.suppress(StopIteration):
+            next(api)
