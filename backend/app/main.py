@@ -10,12 +10,14 @@ import gc
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -37,6 +39,8 @@ from src.exceptions import ConfigurationError, DatabaseNotMigratedError, Databas
 from src.utils.logger import get_logger, redactor
 
 log = get_logger(__name__)
+
+DASHBOARD_DIR = Path(__file__).parent / "dashboard"
 
 DESCRIPTION = """Trades, orders, AI decisions, portfolio, and bot status and control of the Upbit trading bot.
 
@@ -111,6 +115,22 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         close_sentry()
 
 
+def _mount_dashboard(app: FastAPI) -> None:
+    """The operator console (docs/DASHBOARD.md): static files, no build step; it calls the API like any client."""
+
+    @app.get("/dashboard", include_in_schema=False)
+    async def dashboard_root() -> RedirectResponse:
+        return RedirectResponse("/dashboard/", status_code=307)
+
+    @app.get("/dashboard/config", include_in_schema=False)
+    async def dashboard_config() -> dict[str, Any]:
+        """What the page needs before log-in: the mode to show first (TRADING_MODE) and whether reads are public."""
+        settings: Settings = app.state.settings
+        return {"mode": settings.trading.mode, "public_read": settings.api.public_read}
+
+    app.mount("/dashboard", StaticFiles(directory=DASHBOARD_DIR, html=True), name="dashboard")
+
+
 def create_app(settings: Settings | None = None, **metrics_options: Any) -> FastAPI:
     """Raises ``ConfigurationError`` for settings the API must not run with (see ``check_api_settings``)."""
     settings = settings or get_settings()
@@ -135,6 +155,7 @@ def create_app(settings: Settings | None = None, **metrics_options: Any) -> Fast
     app.state.events = EventBroadcaster(app.state.read_engine, gate=app.state.db_gate)
     app.include_router(system_router)
     app.include_router(api_router)
+    _mount_dashboard(app)
     app.add_exception_handler(RequestValidationError, _validation_error)
     for busy in (DatabaseBusy, PoolTimeout, OperationalError):
         app.add_exception_handler(busy, _database_busy)

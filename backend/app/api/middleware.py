@@ -32,6 +32,13 @@ _SECURITY_HEADERS = [
     (b"cache-control", b"no-store"),
 ]
 _CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
+# The console's own files only: no inline script, no other origin (its WebSocket is same-origin, 'self').
+DASHBOARD_PREFIX = "/dashboard"
+_DASHBOARD_CSP = (
+    b"content-security-policy",
+    b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; font-src 'self'; "
+    b"connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+)
 
 
 class RouteTemplates:
@@ -87,7 +94,9 @@ class EdgeMiddleware:
         response_started = False
         path: str = scope["path"]
         extra_headers = list(_SECURITY_HEADERS)
-        if path not in DOCS_PATHS:
+        if path.startswith(DASHBOARD_PREFIX):
+            extra_headers.append(_DASHBOARD_CSP)
+        elif path not in DOCS_PATHS:
             extra_headers.append(_CSP)
 
         too_large = False

@@ -11,6 +11,7 @@ from backend.app.api.v1.endpoints import (
     bot_control,
     events,
     instances,
+    market,
     orders,
     portfolio,
     trades,
@@ -18,6 +19,6 @@ from backend.app.api.v1.endpoints import (
 
 api_router = APIRouter(prefix="/api/v1")
 api_router.include_router(auth.router)
-for module in (trades, orders, ai_decisions, portfolio, bot_control, instances):
+for module in (trades, orders, ai_decisions, portfolio, bot_control, instances, market):
     api_router.include_router(module.router, responses=AUTH_RESPONSES)
 api_router.include_router(events.router)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from backend.app.db.queries.paging import Page, Paging, in_range, paged
@@ -57,3 +58,14 @@ async def decisions_by_candle(
         .order_by(AIDecisionRow.candle_at, AIDecisionRow.id)
     )
     return [dict(row) for row in (await connection.execute(query)).mappings()]
+
+
+async def ai_spend_usd(connection: AsyncConnection, since: datetime, until: datetime) -> tuple[int, Decimal]:
+    """Model calls (requests that spent tokens, every purpose) with ``since <= created_at < until``, and their
+    cost in USD, added up exactly in Python (money is text on SQLite)."""
+    spent_tokens = or_(AIDecisionRow.prompt_tokens > 0, AIDecisionRow.completion_tokens > 0)
+    query = select(AIDecisionRow.cost_usd).where(
+        AIDecisionRow.created_at >= since, AIDecisionRow.created_at < until, spent_tokens
+    )
+    costs = [Decimal(str(cost)) for cost in (await connection.execute(query)).scalars()]
+    return len(costs), sum(costs, Decimal("0"))
