@@ -28,7 +28,9 @@ from backend.app.api.v1.api import api_router
 from backend.app.core.config import check_api_settings
 from backend.app.core.observability import close_sentry, init_sentry
 from backend.app.db.migrations import ensure_schema_current
+from backend.app.db.repositories.backtests import BacktestRepository
 from backend.app.db.session import engine_from_config, session_factory
+from backend.app.services.backtests import BacktestPool
 from backend.app.services.metrics import ApiMetrics
 from src.config.bootstrap import EXIT_CONFIGURATION_ERROR, load_settings_or_exit
 from src.config.settings import Settings, get_settings
@@ -96,12 +98,14 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await app.state.engine.dispose()
         raise
     init_sentry(app.state.settings, "api")
+    await app.state.backtests.fail_leftovers()
     app.state.metrics.database.start_warm_up()
     log.info("api.started", database=app.state.engine.dialect.name)
     _freeze_startup_objects()
     try:
         yield
     finally:
+        await app.state.backtests.aclose()
         await app.state.metrics.database.aclose()
         await app.state.rate_limiter.aclose()
         await app.state.engine.dispose()
@@ -128,6 +132,7 @@ def create_app(settings: Settings | None = None, **metrics_options: Any) -> Fast
     # SQLite takes one writer at a time: API writes queue here instead of failing on the file lock (deps.py)
     app.state.write_gate = FairGate(1) if settings.database.is_sqlite else None
     app.state.metrics = ApiMetrics(app.state.read_engine, settings, **metrics_options)
+    app.state.backtests = BacktestPool(BacktestRepository(app.state.sessions), settings)
     app.include_router(system_router)
     app.include_router(api_router)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -5,9 +5,18 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from backend.app.api.deps import AUTH_RESPONSES
-from backend.app.api.v1.endpoints import ai_decisions, auth, bot_control, instances, orders, portfolio, trades
+from backend.app.api.v1.endpoints import (
+    ai_decisions,
+    auth,
+    backtests,
+    bot_control,
+    instances,
+    orders,
+    portfolio,
+    trades,
+)
 
 api_router = APIRouter(prefix="/api/v1")
 api_router.include_router(auth.router)
-for module in (trades, orders, ai_decisions, portfolio, bot_control, instances):
+for module in (trades, orders, ai_decisions, portfolio, bot_control, instances, backtests):
     api_router.include_router(module.router, responses=AUTH_RESPONSES)

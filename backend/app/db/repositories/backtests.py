@@ -88,16 +88,16 @@ class BacktestRepository:
                 .values(progress=progress, updated_at=utcnow())
             )
 
-    async def fail_unfinished(self, reason: str) -> list[int]:
-        """Every queued or running run marked failed with ``reason`` (at API start-up: no worker of a previous
-        process is left to finish them). Returns their ids."""
+    async def fail_unfinished(self, reason: str, status: BacktestStatus) -> list[int]:
+        """Every run in ``status`` (queued or running) marked failed with ``reason``: at API start-up, when no
+        worker of a previous process is left to finish them. Returns their ids."""
         async with self._sessions.begin() as session:
-            ids = list(await session.scalars(select(BacktestRunRow.id).where(BacktestRunRow.status.in_(ACTIVE))))
+            ids = list(await session.scalars(select(BacktestRunRow.id).where(BacktestRunRow.status == status)))
             if ids:
                 now = utcnow()
                 await session.execute(
                     update(BacktestRunRow)
-                    .where(BacktestRunRow.id.in_(ids), BacktestRunRow.status.in_(ACTIVE))
+                    .where(BacktestRunRow.id.in_(ids), BacktestRunRow.status == status)
                     .values(status=BacktestStatus.FAILED, error=reason, updated_at=now, finished_at=now)
                 )
             return ids
@@ -105,5 +105,3 @@ class BacktestRepository:
 
 def summary(row: BacktestRunRow | Row[Any]) -> dict[str, Any]:
     return {column.key: getattr(row, column.key) for column in SUMMARY_COLUMNS}
-
-
