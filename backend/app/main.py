@@ -20,6 +20,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from backend.app.api.deps import RETRY_AFTER_SECONDS, DatabaseBusy
+from backend.app.api.docs import add_offline_docs
 from backend.app.api.gate import FairGate
 from backend.app.api.middleware import EdgeMiddleware
 from backend.app.api.rate_limit import rate_limiter_for
@@ -122,7 +123,10 @@ def create_app(settings: Settings | None = None, **metrics_options: Any) -> Fast
         version="1.0.0",
         description=DESCRIPTION,
         lifespan=_lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    add_offline_docs(app)
     app.state.settings = settings
     app.state.engine = engine_from_config(settings.database, pre_ping=False)
     app.state.sessions = session_factory(app.state.engine)
