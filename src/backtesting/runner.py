@@ -213,7 +213,15 @@ def _write_outputs(request: BacktestRequest, result: BacktestResult, extra: dict
         report = {**result.to_dict(), **(extra or {})}
         request.json_out.write_text(json.dumps(report, indent=2, allow_nan=False), encoding="utf-8")
     if request.html_out is not None:
-        write_html_report(result, request.html_out, title=f"{request.symbol} {result.strategy}")
+        asked = {
+            "strategy": result.strategy,
+            "params": result.parameters,
+            "symbol": request.symbol,
+            "timeframe": request.timeframe,
+            "start": request.start,
+            "end": request.end,
+        }
+        write_html_report(result, request.html_out, title=f"{request.symbol} {result.strategy}", request=asked)
 
 
 def _fmt(value: Any, suffix: str = "") -> str:
