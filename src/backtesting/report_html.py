@@ -52,7 +52,7 @@ def render_html(result: BacktestResult, title: str, request: dict[str, Any] | No
 <script type="application/json" id="backtest-data">{_inline_json(payload)}</script>
 {scripts}
 <script>
-BacktestCharts.renderBacktest(document.getElementById("backtest"),
+window.__report = BacktestCharts.renderBacktest(document.getElementById("backtest"),
   JSON.parse(document.getElementById("backtest-data").textContent), {{title: ""}});
 </script>
 </body></html>
