@@ -131,8 +131,10 @@ def test_data_file_and_html_report(tmp_path: Path) -> None:
     assert backtest.main(["--data", str(data), "--html", str(out), "--trades", "0"]) == 0
     page = out.read_text()
     assert page.startswith("<!DOCTYPE html>")
-    assert "BacktestCharts.renderBacktest(" in page and "Drawdown" in page
-    assert " src=" not in page and " href=" not in page  # everything inlined: see tests/test_report_html.py
+    assert "BacktestCharts.renderBacktest(" in page
+    assert "Drawdown" in page
+    assert " src=" not in page
+    assert " href=" not in page
 
 
 @pytest.mark.parametrize(

@@ -54,16 +54,19 @@ def _report(tmp_path: Path) -> tuple[Path, str]:
 
 def test_the_report_is_one_offline_file_with_the_chart_code_and_the_runs_data(tmp_path: Path) -> None:
     # Given a backtest with trades, written with --html
-    out, page = _report(tmp_path)
+    _out, page = _report(tmp_path)
     # Then it is one file: nothing else was written beside it
     assert [path.name for path in tmp_path.iterdir()] == ["report.html"]
     parsed = _Page()
     parsed.feed(page)
     # And it refers to nothing outside itself: no src, href, stylesheet link or import from any host
     assert parsed.references == []
-    assert "link" not in parsed.tags and "iframe" not in parsed.tags and "img" not in parsed.tags
+    assert "link" not in parsed.tags
+    assert "iframe" not in parsed.tags
+    assert "img" not in parsed.tags
     assert not re.search(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//""", page, re.IGNORECASE)
-    assert "import(" not in page and "fetch(" not in page
+    assert "import(" not in page
+    assert "fetch(" not in page
     # And it inlines the dashboard's chart module and the vendored library, byte for byte
     for script in SCRIPTS:
         assert script.read_text(encoding="utf-8") in page
@@ -74,7 +77,8 @@ def test_the_report_is_one_offline_file_with_the_chart_code_and_the_runs_data(tm
     assert parsed.data_json is not None
     data: dict[str, Any] = json.loads(parsed.data_json)
     assert {key: data[key] for key in ("metrics", "trades", "equity", "candles")} == result_payload(direct)
-    assert data["request"]["symbol"] == "KRW-BTC" and data["request"]["strategy"] == "rule_breakout"
+    assert data["request"]["symbol"] == "KRW-BTC"
+    assert data["request"]["strategy"] == "rule_breakout"
     assert len(data["trades"]) == direct.metrics["trades"] > 5
 
 
@@ -84,7 +88,8 @@ def test_text_in_the_data_cannot_end_the_script_element(tmp_path: Path) -> None:
     ).result
     page = render_html(result, "</script><script>alert(1)</script>", {"strategy": "</script><b>x"})
     assert page.count("<script") == page.count("</script>") == 4  # data, library, charts.js, the call
-    assert "<b>x" not in page and "&lt;/script&gt;" in page
+    assert "<b>x" not in page
+    assert "&lt;/script&gt;" in page
 
 
 def _browser() -> Any:
@@ -109,14 +114,17 @@ def test_the_report_draws_its_charts_offline_and_hover_shows_the_bar_and_its_tra
             remote: list[str] = []
             view.on("pageerror", lambda error: problems.append(str(error)))
             view.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
-            view.on("request", lambda request: remote.append(request.url) if not request.url.startswith("file:") else None)
+            view.on(
+                "request", lambda request: remote.append(request.url) if not request.url.startswith("file:") else None
+            )
             # When the file is opened
             view.goto(out.as_uri())
             view.wait_for_selector(".bt-legend")
             # Then three charts are drawn (price, equity vs buy-and-hold, drawdown) with no error and no request
             assert view.locator(".bt-pane").count() == 3
             assert view.locator(".bt-pane canvas").count() >= 9
-            assert problems == [] and remote == []
+            assert problems == []
+            assert remote == []
             # And zooming onto the first trade's entry bar and hovering it shows the bar and the trade
             entry = first_trade["entry_candle"]
             legend = view.evaluate(
@@ -133,7 +141,8 @@ def test_the_report_draws_its_charts_offline_and_hover_shows_the_bar_and_its_tra
             box = view.locator(".bt-pane").first.bounding_box()
             assert box is not None
             x = view.evaluate(
-                "([entry]) => window.__report.charts[0].timeScale().timeToCoordinate(Math.floor(Date.parse(entry) / 1000))",
+                "([entry]) => window.__report.charts[0].timeScale()"
+                ".timeToCoordinate(Math.floor(Date.parse(entry) / 1000))",
                 [entry],
             )
             view.mouse.move(box["x"] + x, box["y"] + box["height"] / 2)

@@ -60,7 +60,8 @@ async def test_a_run_through_the_api_gives_what_the_same_backtest_gives_directly
     seen.add(run["status"])
     # Then it is done, and its metrics, trades, equity and candles are those of backtest.py's own code path
     assert run["status"] == "done", run["error"]
-    assert run["progress"] == 1.0 and run["error"] is None
+    assert run["progress"] == 1.0
+    assert run["error"] is None
     direct = result_payload(
         simulate(
             BacktestRequest(
@@ -83,13 +84,22 @@ async def test_a_run_through_the_api_gives_what_the_same_backtest_gives_directly
     assert run["equity"] == direct["equity"]
     assert run["candles"] == direct["candles"]
     assert run["metrics"]["initial_capital"] == 5_000_000
-    assert {trade["exit_reason"] for trade in run["trades"]} <= {"stop_loss", "take_profit", "signal", "end", "trailing_stop", "time_out"}
-    assert run["request"]["start"] == "2023-01-01T00:00:00+00:00" and run["requested_by"] == "api-key"
+    assert {trade["exit_reason"] for trade in run["trades"]} <= {
+        "stop_loss",
+        "take_profit",
+        "signal",
+        "end",
+        "trailing_stop",
+        "time_out",
+    }
+    assert run["request"]["start"] == "2023-01-01T00:00:00+00:00"
+    assert run["requested_by"] == "api-key"
     assert seen <= {"queued", "running", "done"}
     # And the list shows it without the result's arrays
     listed = (await client.get("/api/v1/backtests")).json()
     assert [item["id"] for item in listed["items"]] == [run_id]
-    assert "candles" not in listed["items"][0] and listed["items"][0]["metrics"]["trades"] == direct["metrics"]["trades"]
+    assert "candles" not in listed["items"][0]
+    assert listed["items"][0]["metrics"]["trades"] == direct["metrics"]["trades"]
 
 
 BAD = [
@@ -133,14 +143,16 @@ async def test_more_runs_than_the_pool_takes_get_429_with_retry_after(make_clien
     third = await client.post("/api/v1/backtests", json=LONG_BODY)
     # Then two are accepted and the third is told when to retry
     assert (first.status_code, second.status_code) == (202, 202)
-    assert third.status_code == 429 and int(third.headers["retry-after"]) > 0
+    assert third.status_code == 429
+    assert int(third.headers["retry-after"]) > 0
     assert "busy" in third.json()["detail"]
     # And the second waits for the first (one worker)
     assert (await client.get(f"/api/v1/backtests/{second.json()['id']}")).json()["status"] == "queued"
     # When both are cancelled, a new run is accepted again
     for answer in (second, first):
         cancelled = await client.post(f"/api/v1/backtests/{answer.json()['id']}/cancel")
-        assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+        assert cancelled.status_code == 200
+        assert cancelled.json()["status"] == "cancelled"
     await _wait_until_idle(client)
     assert (await client.post("/api/v1/backtests", json=BODY)).status_code == 202
 
@@ -167,11 +179,14 @@ async def test_cancel_stops_a_running_worker_and_a_queued_run_never_starts(make_
     assert not process.is_alive()
     for run_id, started in ((running_id, True), (queued_id, False)):
         run = (await client.get(f"/api/v1/backtests/{run_id}")).json()
-        assert run["status"] == "cancelled" and run["metrics"] is None and run["candles"] is None
+        assert run["status"] == "cancelled"
+        assert run["metrics"] is None
+        assert run["candles"] is None
         assert (run["started_at"] is not None) is started
     # And cancelling a finished run changes nothing; an unknown run is 404
     again = await client.post(f"/api/v1/backtests/{running_id}/cancel")
-    assert again.status_code == 200 and again.json()["status"] == "cancelled"
+    assert again.status_code == 200
+    assert again.json()["status"] == "cancelled"
     assert (await client.post("/api/v1/backtests/999999/cancel")).status_code == 404
     assert (await client.get("/api/v1/backtests/abc")).status_code == 404
 
@@ -192,7 +207,8 @@ async def test_runs_a_stopped_api_left_behind_are_failed_at_start_up(
     runs = {run["id"]: run for run in (await client.get("/api/v1/backtests")).json()["items"]}
     assert runs[str(running)]["status"] == "failed"
     assert "API stopped while this run was running" in runs[str(running)]["error"]
-    assert runs[str(queued)]["status"] == "failed" and "was queued" in runs[str(queued)]["error"]
+    assert runs[str(queued)]["status"] == "failed"
+    assert "was queued" in runs[str(queued)]["error"]
     assert runs[str(finished)]["status"] == "cancelled"
 
 

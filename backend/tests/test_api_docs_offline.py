@@ -47,8 +47,10 @@ async def test_the_documentation_page_loads_only_local_assets_and_they_are_serve
     assert page.status_code == 200
     urls = references(page.text)
     # Then it names no other host (no CDN, no fonts, no validator), only paths on this server
-    assert urls and all(url.startswith("/") and not url.startswith("//") for url in urls), urls
-    assert "cdn" not in page.text and "fonts.googleapis" not in page.text
+    assert urls
+    assert all(url.startswith("/") and not url.startswith("//") for url in urls), urls
+    assert "cdn" not in page.text
+    assert "fonts.googleapis" not in page.text
     # And each of them is served: the vendored scripts and styles, and the OpenAPI schema
     served = [url for url in urls if url.startswith("/docs/assets/")]
     assert len(served) == assets, urls
@@ -59,7 +61,9 @@ async def test_the_documentation_page_loads_only_local_assets_and_they_are_serve
     assert "/openapi.json" in urls
 
 
-async def test_swagger_ui_has_no_validator_badge_and_its_oauth2_redirect_is_served(anonymous: httpx.AsyncClient) -> None:
+async def test_swagger_ui_has_no_validator_badge_and_its_oauth2_redirect_is_served(
+    anonymous: httpx.AsyncClient,
+) -> None:
     page = (await anonymous.get("/docs")).text
     assert '"validatorUrl": null' in page
     assert (await anonymous.get("/docs/oauth2-redirect")).status_code == 200

@@ -21,7 +21,8 @@ NOT_FOUND: dict[int | str, dict[str, object]] = {404: {"description": "No backte
 
 
 def _pool(request: Request) -> BacktestPool:
-    return request.app.state.backtests  # type: ignore[no-any-return]
+    pool: BacktestPool = request.app.state.backtests
+    return pool
 
 
 def _run_id(run_id: str) -> int:
