@@ -4,6 +4,10 @@ requests are 422, a full pool 429 with Retry-After; cancel; runs a stopped API l
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -12,6 +16,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backend.app.db.repositories.backtests import BacktestRepository
+from backend.app.services.backtests import owner_name
 from backend.tests.conftest import API_KEY, AppFactory, app_of
 from src.backtesting.run_result import result_payload
 from src.backtesting.runner import BacktestRequest, simulate
@@ -194,22 +199,50 @@ async def test_cancel_stops_a_running_worker_and_a_queued_run_never_starts(make_
 async def test_runs_a_stopped_api_left_behind_are_failed_at_start_up(
     make_client: AppFactory, db_sessions: async_sessionmaker[AsyncSession]
 ) -> None:
-    # Given runs left queued and running by an API process that stopped, and one that finished
+    # Given runs left queued and running by an API process that stopped (this process id: a restarted container
+    # gets the same), a finished run, and runs of API processes that still work (here, or on another host)
     repository = BacktestRepository(db_sessions)
-    running = await repository.create({"strategy": "rule_breakout"}, "api-key")
+    me = owner_name()
+    running = await repository.create({"strategy": "rule_breakout"}, "api-key", me)
     assert await repository.move(running, BacktestStatus.RUNNING)
-    queued = await repository.create({"strategy": "rule_breakout"}, "api-key")
-    finished = await repository.create({"strategy": "rule_breakout"}, "api-key")
+    queued = await repository.create({"strategy": "rule_breakout"}, "api-key", me)
+    finished = await repository.create({"strategy": "rule_breakout"}, "api-key", me)
     assert await repository.move(finished, BacktestStatus.CANCELLED)
+    alive_here = await repository.create({}, "api-key", f"{socket.gethostname()}:{os.getppid()}")
+    elsewhere = await repository.create({}, "api-key", "other-host:4242")
+    dead_here = await repository.create({}, "api-key", f"{socket.gethostname()}:{_ended_pid()}")
     # When the API starts
     client = await make_client(headers=WRITER)
-    # Then the unfinished ones are failed with the reason, the finished one is left alone
+    # Then the unfinished runs of the gone processes are failed with the reason; the others are left alone
     runs = {run["id"]: run for run in (await client.get("/api/v1/backtests")).json()["items"]}
     assert runs[str(running)]["status"] == "failed"
     assert "API stopped while this run was running" in runs[str(running)]["error"]
     assert runs[str(queued)]["status"] == "failed"
     assert "was queued" in runs[str(queued)]["error"]
+    assert runs[str(dead_here)]["status"] == "failed"
     assert runs[str(finished)]["status"] == "cancelled"
+    assert runs[str(alive_here)]["status"] == "queued"
+    assert runs[str(elsewhere)]["status"] == "queued"
+
+
+def _ended_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+async def test_a_stopping_api_fails_its_own_unfinished_runs(make_client: AppFactory) -> None:
+    client = await make_client(headers=WRITER, BACKTEST_API_WORKERS="1", BACKTEST_API_QUEUE="1")
+    running_id = (await client.post("/api/v1/backtests", json=LONG_BODY)).json()["id"]
+    queued_id = (await client.post("/api/v1/backtests", json=BODY)).json()["id"]
+    await _wait_for(client, running_id, {"running"})
+    # When the API shuts down
+    await app_of(client).state.backtests.aclose()
+    # Then both runs say why they did not finish
+    for run_id, was in ((running_id, "running"), (queued_id, "queued")):
+        run = (await client.get(f"/api/v1/backtests/{run_id}")).json()
+        assert run["status"] == "failed"
+        assert f"API stopped while this run was {was}" in run["error"]
 
 
 async def test_starting_and_cancelling_need_credentials_reading_follows_public_read(make_client: AppFactory) -> None:
@@ -226,7 +259,7 @@ async def test_the_list_pages_newest_first_with_a_cursor(
     make_client: AppFactory, db_sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     repository = BacktestRepository(db_sessions)
-    ids = [await repository.create({"strategy": f"s{n}"}, "api-key") for n in range(5)]
+    ids = [await repository.create({"strategy": f"s{n}"}, "api-key", owner_name()) for n in range(5)]
     for run_id in ids:
         await repository.move(run_id, BacktestStatus.CANCELLED)
     client = await make_client(headers=WRITER)

@@ -1,7 +1,8 @@
 """backtest_runs: backtests started through the API (``POST /api/v1/backtests``), their status and result
 
 One row per run: the request as sent, the status (queued, running, done, failed, cancelled), progress 0..1,
-and when done the metrics, trades, equity curve and candles the chart draws.
+and when done the metrics, trades, equity curve and candles the chart draws. ``owner`` is the API process
+running it (``host:pid``): a process that starts fails only the unfinished runs of processes that are gone.
 
 Revision ID: 0010
 Revises: 0008 (the events outbox, 0009, comes from another branch of this issue; the merge re-points this to 0009)
@@ -37,6 +38,7 @@ def upgrade() -> None:
         sa.Column("progress", sa.Float(), server_default="0", nullable=False),
         sa.Column("request", json_type, nullable=False),
         sa.Column("requested_by", sa.Text(), nullable=False),
+        sa.Column("owner", sa.String(length=300), nullable=False),
         sa.Column("metrics", json_type, nullable=True),
         sa.Column("trades", json_type, nullable=True),
         sa.Column("equity", json_type, nullable=True),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Float, Index, Text
+from sqlalchemy import Float, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, validates
 
 from backend.app.db.base import Base, created_at_column, updated_at_column
@@ -26,6 +26,7 @@ class BacktestRunRow(Base):
     progress: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     request: Mapped[dict[str, Any]] = mapped_column(JSONType)
     requested_by: Mapped[str] = mapped_column(Text)
+    owner: Mapped[str] = mapped_column(String(300))  # the API process that runs it: "host:pid"
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     trades: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
     equity: Mapped[list[list[Any]] | None] = mapped_column(JSONType)

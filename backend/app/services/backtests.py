@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
+import socket
 from dataclasses import dataclass
+from datetime import timedelta
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
 from backend.app.db.repositories.backtests import BacktestRepository
+from backend.app.db.types import utcnow
 from backend.app.schemas.backtests import BacktestIn
 from backend.app.services.backtest_worker import backtest_request, run_backtest_in_worker
 from src.backtesting.data_provider import HistoricalDataProvider
@@ -33,6 +37,7 @@ POLL_SECONDS = 0.1
 PROGRESS_STEP = 0.05  # a progress change smaller than this is not written
 RESTART_REASON = "the API stopped while this run was {status}; start it again"
 RETRY_AFTER_SECONDS = 30
+FOREIGN_STALE = timedelta(hours=6)  # a run of an API process on another host, not updated for this long, is lost
 
 
 class PoolFull(Exception):
@@ -94,10 +99,18 @@ class BacktestPool:
         return len(self._tasks) + self._reserved
 
     async def fail_leftovers(self) -> None:
-        """At start-up: runs a previous API process left queued or running cannot finish any more."""
+        """At start-up: the unfinished runs of API processes that are gone can never finish; they are marked
+        failed. Gone: on this host, a process id that no longer runs (or is this new process's own); on another
+        host, a run not updated for ``FOREIGN_STALE``."""
+        now = utcnow()
+        left = [
+            run
+            for run in await self._repository.unfinished()
+            if _owner_gone(run.owner) or (not _same_host(run.owner) and now - run.updated_at > FOREIGN_STALE)
+        ]
         for status in (BacktestStatus.RUNNING, BacktestStatus.QUEUED):
-            ids = await self._repository.fail_unfinished(RESTART_REASON.format(status=status.value), status)
-            if ids:
+            ids = [run.id for run in left if run.status is status]
+            if ids and await self._repository.fail_unfinished(ids, status, RESTART_REASON.format(status=status.value)):
                 log.warning("backtests.failed_after_restart", runs=ids, status=status.value)
 
     async def submit(self, request: BacktestIn, requested_by: str) -> int:
@@ -105,7 +118,7 @@ class BacktestPool:
             raise PoolFull(RETRY_AFTER_SECONDS)
         self._reserved += 1
         try:
-            run_id = await self._repository.create(request.stored(), requested_by)
+            run_id = await self._repository.create(request.stored(), requested_by, owner_name())
         finally:
             self._reserved -= 1
         self._tasks[run_id] = asyncio.create_task(self._run(run_id, request.stored()), name=f"backtest-{run_id}")
@@ -124,14 +137,16 @@ class BacktestPool:
         return await self._repository.status_of(run_id)
 
     async def aclose(self) -> None:
-        """Stop every worker; their runs are marked failed (as the next start-up would)."""
+        """Stop every worker; their runs are marked failed (the API stopped)."""
+        runs = list(self._tasks)
         for running in self._running.values():
             running.process.terminate()
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self.fail_leftovers()
+        for status in (BacktestStatus.RUNNING, BacktestStatus.QUEUED):
+            await self._repository.fail_unfinished(runs, status, RESTART_REASON.format(status=status.value))
 
     async def _run(self, run_id: int, body: dict[str, Any]) -> None:
         try:
@@ -196,6 +211,33 @@ class BacktestPool:
             if not process.is_alive() and not receiver.poll():
                 return "failed", _exit_reason(process)
             await asyncio.sleep(POLL_SECONDS)
+
+
+def owner_name() -> str:
+    """This API process, as the runs it starts name it: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _same_host(owner: str) -> bool:
+    return owner.rpartition(":")[0] == socket.gethostname()
+
+
+def _owner_gone(owner: str) -> bool:
+    """Whether the API process ``host:pid`` on this host has ended (this process's own id counts as ended: at
+    start-up it has no runs yet, so a run naming it is a previous process's, e.g. pid 1 in a container)."""
+    host, _, pid_text = owner.rpartition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # someone else's process runs under that id
+        return True
+    return False
 
 
 def _exit_reason(process: BaseProcess) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -34,9 +36,11 @@ class BacktestRepository:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
 
-    async def create(self, request: dict[str, Any], requested_by: str) -> int:
+    async def create(self, request: dict[str, Any], requested_by: str, owner: str) -> int:
         async with self._sessions.begin() as session:
-            row = BacktestRunRow(status=BacktestStatus.QUEUED, progress=0.0, request=request, requested_by=requested_by)
+            row = BacktestRunRow(
+                status=BacktestStatus.QUEUED, progress=0.0, request=request, requested_by=requested_by, owner=owner
+            )
             session.add(row)
             await session.flush()
             return row.id
@@ -88,11 +92,24 @@ class BacktestRepository:
                 .values(progress=progress, updated_at=utcnow())
             )
 
-    async def fail_unfinished(self, reason: str, status: BacktestStatus) -> list[int]:
-        """Every run in ``status`` (queued or running) marked failed with ``reason``: at API start-up, when no
-        worker of a previous process is left to finish them. Returns their ids."""
+    async def unfinished(self) -> list[Unfinished]:
+        """The queued and running runs: who runs them (``host:pid`` of an API process) and their last update."""
+        async with self._sessions() as session:
+            rows = await session.execute(
+                select(BacktestRunRow.id, BacktestRunRow.owner, BacktestRunRow.status, BacktestRunRow.updated_at).where(
+                    BacktestRunRow.status.in_(ACTIVE)
+                )
+            )
+            return [Unfinished(*row) for row in rows]
+
+    async def fail_unfinished(self, run_ids: list[int], status: BacktestStatus, reason: str) -> list[int]:
+        """Those of ``run_ids`` still in ``status`` (queued or running) marked failed with ``reason``."""
         async with self._sessions.begin() as session:
-            ids = list(await session.scalars(select(BacktestRunRow.id).where(BacktestRunRow.status == status)))
+            ids = list(
+                await session.scalars(
+                    select(BacktestRunRow.id).where(BacktestRunRow.id.in_(run_ids), BacktestRunRow.status == status)
+                )
+            )
             if ids:
                 now = utcnow()
                 await session.execute(
@@ -101,6 +118,14 @@ class BacktestRepository:
                     .values(status=BacktestStatus.FAILED, error=reason, updated_at=now, finished_at=now)
                 )
             return ids
+
+
+@dataclass(frozen=True, slots=True)
+class Unfinished:
+    id: int
+    owner: str
+    status: BacktestStatus
+    updated_at: datetime
 
 
 def summary(row: BacktestRunRow | Row[Any]) -> dict[str, Any]:
