@@ -46,6 +46,8 @@ async def test_the_documentation_page_loads_only_local_assets_and_they_are_serve
     page = await anonymous.get(path)
     assert page.status_code == 200
     urls = references(page.text)
+    # and the browser is told to load from this server only
+    assert "default-src 'self'" in page.headers["content-security-policy"]
     # Then it names no other host (no CDN, no fonts, no validator), only paths on this server
     assert urls
     assert all(url.startswith("/") and not url.startswith("//") for url in urls), urls
