@@ -14,15 +14,15 @@ $(STAMP): requirements.txt requirements-api.txt requirements-dev.txt
 
 install: $(STAMP)
 
-## Tools some tests drive (promtool, prometheus, docker-compose, redis-server): Debian packages, installed when
+## Tools some tests drive (promtool, prometheus, docker-compose, redis-server, chromium): Debian packages, installed when
 ## missing and this is root with apt-get; otherwise those tests skip with a reason (and fail under CI=true).
-SYSTEM_TOOLS := promtool prometheus docker-compose redis-server
+SYSTEM_TOOLS := promtool prometheus docker-compose redis-server chromium
 system-tools:
 	@if (for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || exit 1; done); then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		echo "installing prometheus, docker-compose and redis-server (Debian packages)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus docker-compose redis-server >/dev/null; \
-	else echo "note: some of $(SYSTEM_TOOLS) missing; their tests will skip (apt-get install prometheus docker-compose redis-server)"; fi
+		echo "installing prometheus, docker-compose, redis-server and chromium (Debian packages)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus docker-compose redis-server chromium >/dev/null; \
+	else echo "note: some of $(SYSTEM_TOOLS) missing; their tests will skip (apt-get install prometheus docker-compose redis-server chromium)"; fi
 
 ## Create or upgrade the database named by DATABASE_URL (default: the embedded SQLite file).
 migrate: install
