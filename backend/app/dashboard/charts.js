@@ -27,7 +27,8 @@
     equity: "#283593", hold: "#9e9e9e", drawdown: "#c62828", grid: "#f0f0f0", text: "#333",
   };
   var MARKER_LABEL_BARS = 600; // marker texts show when at most this many bars are in view
-  var MAX_FILL_PER_GAP = 20000; // whitespace bars drawn for one gap at most (a longer gap is shortened)
+  var MAX_FILL_PER_GAP = 20000;
+  var MAX_SEGMENTS = 300; // more stretches of data than this: one joined line each (fewer series) // whitespace bars drawn for one gap at most (a longer gap is shortened)
 
   function seconds(iso) { return Math.floor(Date.parse(iso) / 1000); }
 
@@ -56,6 +57,38 @@
       var value = point.gap ? undefined : valuesByTime[point.time];
       return value === undefined ? { time: point.time } : make(point.time, value);
     });
+  }
+
+  /* A line (or area) that breaks where bars are missing: one series per stretch of data (the first one also
+   * carries the whole axis as whitespace). Lightweight Charts would otherwise join the two sides of a gap. */
+  function addBroken(chart, kind, options, points, valuesByTime) {
+    var segments = [[]];
+    points.forEach(function (point) {
+      var value = point.gap ? undefined : valuesByTime[point.time];
+      if (value === undefined) {
+        if (segments[segments.length - 1].length) segments.push([]);
+      } else {
+        segments[segments.length - 1].push({ time: point.time, value: value });
+      }
+    });
+    if (!segments[segments.length - 1].length) segments.pop();
+    if (!segments.length || segments.length > MAX_SEGMENTS) segments = [null];
+    var add = kind === "area" ? chart.addAreaSeries.bind(chart) : chart.addLineSeries.bind(chart);
+    var first = null;
+    segments.forEach(function (segment, i) {
+      var last = i === segments.length - 1;
+      var series = add(Object.assign({}, options, { lastValueVisible: last && options.lastValueVisible !== false,
+        priceLineVisible: false }));
+      if (first === null) {
+        first = series;
+        var own = {};
+        (segment || []).forEach(function (p) { own[p.time] = p.value; });
+        series.setData(withGaps(points, segment ? own : valuesByTime, function (t, v) { return { time: t, value: v }; }));
+      } else {
+        series.setData(segment);
+      }
+    });
+    return first;
   }
 
   function fmt(value, digits) {
@@ -240,16 +273,14 @@
     }
 
     var equityPane = pane("Equity (KRW) vs buy-and-hold", 200, false);
-    var holdSeries = equityPane.chart.addLineSeries({ color: COLORS.hold, lineWidth: 1, lineStyle: 2,
-      priceLineVisible: false, lastValueVisible: false });
-    holdSeries.setData(withGaps(points, holdByTime, function (t, v) { return { time: t, value: v }; }));
-    var equitySeries = equityPane.chart.addLineSeries({ color: COLORS.equity, lineWidth: 2, priceLineVisible: false });
-    equitySeries.setData(withGaps(points, equityByTime, function (t, v) { return { time: t, value: v }; }));
+    var holdSeries = addBroken(equityPane.chart, "line", { color: COLORS.hold, lineWidth: 1, lineStyle: 2,
+      lastValueVisible: false }, points, holdByTime);
+    var equitySeries = addBroken(equityPane.chart, "line", { color: COLORS.equity, lineWidth: 2 }, points,
+      equityByTime);
 
     var ddPane = pane("Drawdown (%)", 150, true);
-    var ddSeries = ddPane.chart.addAreaSeries({ lineColor: COLORS.drawdown, topColor: "rgba(198,40,40,0.05)",
-      bottomColor: "rgba(198,40,40,0.35)", lineWidth: 1, priceLineVisible: false, invertFilledArea: false });
-    ddSeries.setData(withGaps(points, drawdownByTime, function (t, v) { return { time: t, value: v }; }));
+    var ddSeries = addBroken(ddPane.chart, "area", { lineColor: COLORS.drawdown, topColor: "rgba(198,40,40,0.05)",
+      bottomColor: "rgba(198,40,40,0.35)", lineWidth: 1 }, points, drawdownByTime);
 
     var panes = [
       { chart: price.chart, series: candleSeries, box: price.box },
