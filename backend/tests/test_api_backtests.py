@@ -4,11 +4,13 @@ requests are 422, a full pool 429 with Retry-After; cancel; runs a stopped API l
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from backend.app.db.repositories.backtests import BacktestRepository
 from backend.app.services.backtests import owner_name
 from backend.tests.conftest import API_KEY, AppFactory, app_of
+from src.backtesting.report_html import SCRIPTS
 from src.backtesting.run_result import result_payload
 from src.backtesting.runner import BacktestRequest, simulate
 from src.config.settings import load_settings
@@ -38,6 +41,7 @@ BODY: dict[str, Any] = {
 }
 LONG_BODY = {**BODY, "start": "2017-10-01", "end": "2024-01-01", "params": {}}
 WRITER = {"X-API-Key": API_KEY}
+CHROMIUM = Path("/usr/bin/chromium")
 
 
 async def _wait_for(client: httpx.AsyncClient, run_id: str, statuses: set[str], seconds: float = 90) -> dict[str, Any]:
@@ -268,3 +272,70 @@ async def test_the_list_pages_newest_first_with_a_cursor(
     assert [item["id"] for item in first["items"] + second["items"]] == [str(n) for n in reversed(ids)]
     assert second["next_cursor"] is None
     assert (await client.get("/api/v1/backtests", params={"cursor": "garbage"})).status_code == 422
+
+
+async def test_the_api_answers_at_once_while_a_backtest_runs(make_client: AppFactory) -> None:
+    # Given a long backtest running (the whole bundled KRW-BTC hourly history)
+    client = await make_client(headers=WRITER)
+    run_id = (await client.post("/api/v1/backtests", json=LONG_BODY)).json()["id"]
+    await _wait_for(client, run_id, {"running"})
+    # When other requests come in meanwhile
+    slowest = 0.0
+    while (await client.get(f"/api/v1/backtests/{run_id}")).json()["status"] == "running":
+        started = time.perf_counter()
+        assert (await client.get("/health")).status_code == 200
+        slowest = max(slowest, time.perf_counter() - started)
+        await asyncio.sleep(0.02)
+    # Then each is answered without waiting for the simulation (it runs in another process)
+    assert slowest < 0.5
+    assert (await client.get(f"/api/v1/backtests/{run_id}")).json()["status"] == "done"
+
+
+CHART_PAGE = """<!DOCTYPE html><html><head><meta charset="utf-8"></head><body><div id="chart"></div>
+<script>{library}</script><script>{charts}</script>
+<script>window.__report = BacktestCharts.renderBacktest(document.getElementById("chart"), {result});</script>
+</body></html>"""
+
+
+async def test_the_chart_module_draws_a_run_as_the_api_answers_it(make_client: AppFactory) -> None:
+    # Given a finished run, as GET /api/v1/backtests/{id} answers it
+    client = await make_client(headers=WRITER)
+    run_id = (await client.post("/api/v1/backtests", json=BODY)).json()["id"]
+    await _wait_for(client, run_id, {"done"})
+    answer = (await client.get(f"/api/v1/backtests/{run_id}")).text
+    library, charts = (path.read_text(encoding="utf-8") for path in SCRIPTS)
+    page = CHART_PAGE.format(library=library, charts=charts, result=answer.replace("<", "\\u003c"))
+    # When the dashboard's chart module draws it in a browser
+    drawn = await asyncio.to_thread(_draw, page)
+    # Then three charts, the title, and every trade in the table
+    run = json.loads(answer)
+    assert drawn["panes"] == 3
+    assert drawn["errors"] == []
+    assert drawn["trade_rows"] == len(run["trades"]) > 0
+    assert f"Trades ({len(run['trades'])})" in drawn["text"]
+    assert "rule_breakout KRW-BTC 1h" in drawn["text"]
+
+
+def _draw(page_html: str) -> dict[str, Any]:
+    if not CHROMIUM.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{CHROMIUM} is missing (make system-tools installs it); CI does not skip browser tests")
+        pytest.skip(f"{CHROMIUM} is not installed (make system-tools)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.set_content(page_html)
+            page.wait_for_selector(".bt-legend")
+            return {
+                "panes": page.locator(".bt-pane").count(),
+                "trade_rows": page.locator(".bt-trades tr").count() - 1,
+                "text": page.inner_text("body"),
+                "errors": errors,
+            }
+        finally:
+            browser.close()
