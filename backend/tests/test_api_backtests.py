@@ -157,13 +157,19 @@ async def test_more_runs_than_the_pool_takes_get_429_with_retry_after(make_clien
     assert "busy" in third.json()["detail"]
     # And the second waits for the first (one worker)
     assert (await client.get(f"/api/v1/backtests/{second.json()['id']}")).json()["status"] == "queued"
-    # When both are cancelled, a new run is accepted again
-    for answer in (second, first):
+    # When the queued run is cancelled, its place is free at once
+    cancelled = await client.post(f"/api/v1/backtests/{second.json()['id']}/cancel")
+    assert cancelled.json()["status"] == "cancelled"
+    await asyncio.sleep(0)
+    fourth = await client.post("/api/v1/backtests", json=BODY)
+    assert fourth.status_code == 202
+    # And when the others are cancelled too, the pool is idle
+    for answer in (first, fourth):
         cancelled = await client.post(f"/api/v1/backtests/{answer.json()['id']}/cancel")
         assert cancelled.status_code == 200
         assert cancelled.json()["status"] == "cancelled"
     await _wait_until_idle(client)
-    assert (await client.post("/api/v1/backtests", json=BODY)).status_code == 202
+    assert (await client.get(f"/api/v1/backtests/{fourth.json()['id']}")).json()["started_at"] is None
 
 
 async def _wait_until_idle(client: httpx.AsyncClient, seconds: float = 30) -> None:

@@ -86,6 +86,7 @@ class BacktestPool:
         self._slots = asyncio.Semaphore(self._workers)
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._running: dict[int, _Running] = {}
+        self._waiting: set[int] = set()  # queued runs whose task waits for a slot
         self._reserved = 0
         self._context = multiprocessing.get_context("spawn")
 
@@ -121,6 +122,7 @@ class BacktestPool:
             run_id = await self._repository.create(request.stored(), requested_by, owner_name())
         finally:
             self._reserved -= 1
+        self._waiting.add(run_id)
         self._tasks[run_id] = asyncio.create_task(self._run(run_id, request.stored()), name=f"backtest-{run_id}")
         log.info("backtests.queued", run=run_id, strategy=request.strategy, symbol=request.symbol, by=requested_by)
         return run_id
@@ -132,6 +134,8 @@ class BacktestPool:
             running = self._running.get(run_id)
             if running is not None:
                 running.process.terminate()
+            elif run_id in self._waiting:  # its place in the queue is free at once
+                self._tasks[run_id].cancel()
             log.info("backtests.cancelled", run=run_id)
             return BacktestStatus.CANCELLED
         return await self._repository.status_of(run_id)
@@ -151,15 +155,19 @@ class BacktestPool:
     async def _run(self, run_id: int, body: dict[str, Any]) -> None:
         try:
             async with self._slots:
+                self._waiting.discard(run_id)
                 if not await self._repository.move(run_id, BacktestStatus.RUNNING, progress=0.0):
                     return  # cancelled while it waited
                 await self._execute(run_id, body)
         except asyncio.CancelledError:
-            raise
+            if run_id not in self._waiting:
+                raise
         except Exception as exc:  # a run's failure is stored on the run, the pool goes on
             log.error("backtests.run_error", run=run_id, error=type(exc).__name__)
-            await self._repository.move(run_id, BacktestStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
+            reason = redactor.scrub_text(f"{type(exc).__name__}: {exc}")
+            await self._repository.move(run_id, BacktestStatus.FAILED, error=reason)
         finally:
+            self._waiting.discard(run_id)
             self._tasks.pop(run_id, None)
 
     async def _execute(self, run_id: int, body: dict[str, Any]) -> None:
