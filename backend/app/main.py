@@ -22,6 +22,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from backend.app.api.deps import RETRY_AFTER_SECONDS, DatabaseBusy
+from backend.app.api.docs import add_offline_docs
 from backend.app.api.gate import FairGate
 from backend.app.api.middleware import EdgeMiddleware
 from backend.app.api.rate_limit import rate_limiter_for
@@ -30,8 +31,10 @@ from backend.app.api.v1.api import api_router
 from backend.app.core.config import check_api_settings
 from backend.app.core.observability import close_sentry, init_sentry
 from backend.app.db.migrations import ensure_schema_current
+from backend.app.db.repositories.backtests import BacktestRepository
 from backend.app.db.session import engine_from_config, session_factory
 from backend.app.services.event_stream import EventBroadcaster
+from backend.app.services.backtests import BacktestPool
 from backend.app.services.metrics import ApiMetrics
 from src.config.bootstrap import EXIT_CONFIGURATION_ERROR, load_settings_or_exit
 from src.config.settings import Settings, get_settings
@@ -101,6 +104,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await app.state.engine.dispose()
         raise
     init_sentry(app.state.settings, "api")
+    await app.state.backtests.fail_leftovers()
     app.state.metrics.database.start_warm_up()
     await app.state.events.start()
     log.info("api.started", database=app.state.engine.dialect.name)
@@ -109,6 +113,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await app.state.events.aclose()
+        await app.state.backtests.aclose()
         await app.state.metrics.database.aclose()
         await app.state.rate_limiter.aclose()
         await app.state.engine.dispose()
@@ -141,7 +146,10 @@ def create_app(settings: Settings | None = None, **metrics_options: Any) -> Fast
         version="1.0.0",
         description=DESCRIPTION,
         lifespan=_lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    add_offline_docs(app)
     app.state.settings = settings
     app.state.engine = engine_from_config(settings.database, pre_ping=False)
     app.state.sessions = session_factory(app.state.engine)
@@ -153,6 +161,7 @@ def create_app(settings: Settings | None = None, **metrics_options: Any) -> Fast
     app.state.metrics = ApiMetrics(app.state.read_engine, settings, **metrics_options)
     # One reader of the events outbox per process, fanning out to every WebSocket client (/api/v1/ws/events)
     app.state.events = EventBroadcaster(app.state.read_engine, gate=app.state.db_gate)
+    app.state.backtests = BacktestPool(BacktestRepository(app.state.sessions), settings)
     app.include_router(system_router)
     app.include_router(api_router)
     _mount_dashboard(app)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
@@ -15,7 +16,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from src.backtesting.ai_backtest import ai_strategy_from_settings, print_ai_report
-from src.backtesting.ai_strategy import AITradingStrategy
+from src.backtesting.ai_strategy import AIDecisionStats, AITradingStrategy
 from src.backtesting.backtester import Backtester, BacktestResult, engine_config_from_settings, first_bar
 from src.backtesting.data_provider import HistoricalDataProvider, find_gaps
 from src.backtesting.engine import EngineConfig
@@ -27,8 +28,6 @@ from src.domain.timeframes import Timeframe
 from src.exceptions import ConfigurationError, DataError
 from src.strategy.contract import Strategy, history_bars
 from src.strategy.registry import AI_STRATEGY, build_strategy
-
-PROGRESS_MIN_BARS = 100_000
 
 
 @dataclass(slots=True)
@@ -161,31 +160,59 @@ def engine_config_for(request: BacktestRequest, settings: Settings) -> EngineCon
     return config if request.risk_rules else config.without_risk_rules()
 
 
-def run_backtest(request: BacktestRequest, settings: Settings, console: Console) -> BacktestResult:
+ProgressCallback = Callable[[float, str], None]
+
+
+@dataclass(slots=True)
+class Simulated:
+    result: BacktestResult
+    ai_stats: AIDecisionStats | None  # the ai strategy's model statistics
+
+    @property
+    def extra(self) -> dict[str, Any] | None:
+        """What the JSON report adds to the result's own fields."""
+        return None if self.ai_stats is None else {"ai": self.ai_stats.to_dict()}
+
+
+def simulate(request: BacktestRequest, settings: Settings, progress: ProgressCallback | None = None) -> Simulated:
+    """The backtest itself, shared by ``backtest.py`` and the API's runs: candles, strategy, simulation.
+    ``progress(share_done, stage)`` is told each stage (0..1)."""
+    report = progress or (lambda _share, _stage: None)
     config = engine_config_for(request, settings)
     strategy = strategy_for(request, settings)
+    report(0.05, "loading candles")
     df, start = acted_bars(load_candles(request, settings), request)
     df = from_start(df, start, history_bars(config.quick_filter_lookback_days, int(bar_seconds(df.index))))
-    with _progress(console, enabled=len(df) >= PROGRESS_MIN_BARS) as progress:
-        task = progress.add_task("indicators and signals", total=3)
-        if isinstance(strategy, AITradingStrategy):
-            asyncio.run(strategy.prepare(df))
-        signals = strategy.generate_signals(df)
-        rule_signals = None
-        if isinstance(strategy, AITradingStrategy):  # the quick filter's rule stage judges the candidate strategy
-            rule_signals = strategy.rule_strategy.generate_signals(df)
-        progress.update(task, advance=1, description="simulating")
-        result = Backtester(config).run_signals(
-            df, signals, strategy.name, strategy.parameters(), strategy.exit_policy, start, rule_signals
-        )
-        progress.update(task, advance=1, description="writing reports")
-        ai_stats = strategy.stats if isinstance(strategy, AITradingStrategy) else None
-        _write_outputs(request, result, None if ai_stats is None else {"ai": ai_stats.to_dict()})
-        progress.update(task, advance=1)
-    print_report(console, request, result)
-    if ai_stats is not None:
-        print_ai_report(console, ai_stats)
-    return result
+    report(0.2, "indicators and signals")
+    if isinstance(strategy, AITradingStrategy):
+        asyncio.run(strategy.prepare(df))
+    signals = strategy.generate_signals(df)
+    rule_signals = None
+    if isinstance(strategy, AITradingStrategy):  # the quick filter's rule stage judges the candidate strategy
+        rule_signals = strategy.rule_strategy.generate_signals(df)
+    report(0.5, "simulating")
+    result = Backtester(config).run_signals(
+        df, signals, strategy.name, strategy.parameters(), strategy.exit_policy, start, rule_signals
+    )
+    ai_stats = strategy.stats if isinstance(strategy, AITradingStrategy) else None
+    report(0.9, "writing reports")
+    return Simulated(result, ai_stats)
+
+
+def run_backtest(request: BacktestRequest, settings: Settings, console: Console) -> BacktestResult:
+    with _progress(console, enabled=console.is_terminal) as bar:
+        task = bar.add_task("preparing", total=1.0)
+
+        def advance(share: float, stage: str) -> None:
+            bar.update(task, completed=share, description=stage)
+
+        done = simulate(request, settings, advance)
+        _write_outputs(request, done.result, done.extra)
+        bar.update(task, completed=1.0)
+    print_report(console, request, done.result)
+    if done.ai_stats is not None:
+        print_ai_report(console, done.ai_stats)
+    return done.result
 
 
 def _progress(console: Console, enabled: bool) -> Progress:
@@ -205,7 +232,15 @@ def _write_outputs(request: BacktestRequest, result: BacktestResult, extra: dict
         report = {**result.to_dict(), **(extra or {})}
         request.json_out.write_text(json.dumps(report, indent=2, allow_nan=False), encoding="utf-8")
     if request.html_out is not None:
-        write_html_report(result, request.html_out, title=f"{request.symbol} {result.strategy}")
+        asked = {
+            "strategy": result.strategy,
+            "params": result.parameters,
+            "symbol": request.symbol,
+            "timeframe": request.timeframe,
+            "start": request.start,
+            "end": request.end,
+        }
+        write_html_report(result, request.html_out, title=f"{request.symbol} {result.strategy}", request=asked)
 
 
 def _fmt(value: Any, suffix: str = "") -> str:

@@ -173,3 +173,6 @@ class BacktestConfig(Group):
     quick_filter_tier: Literal["strict", "moderate", "lenient"] = Field(
         default="moderate", validation_alias="QUICK_FILTER_TIER"
     )
+    # Backtests through the API (POST /api/v1/backtests): worker processes, and runs that may wait for one
+    api_workers: int = Field(default=1, ge=1, le=32, validation_alias="BACKTEST_API_WORKERS")
+    api_queue: int = Field(default=4, ge=0, le=1000, validation_alias="BACKTEST_API_QUEUE")

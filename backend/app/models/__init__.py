@@ -1,6 +1,7 @@
 """Every table of the system; importing this module registers them all on ``Base.metadata``."""
 
 from backend.app.models.ai_decision import AIDecisionRow
+from backend.app.models.backtest_run import BacktestRunRow
 from backend.app.models.bot_config import BotConfigRow, BotStateRow, SchedulerLockRow
 from backend.app.models.event import EventRow
 from backend.app.models.order import OrderRow
@@ -13,6 +14,7 @@ from backend.app.models.trading_cycle import TradingCycleRow
 
 __all__ = [
     "AIDecisionRow",
+    "BacktestRunRow",
     "BotConfigRow",
     "BotStateRow",
     "EventRow",

@@ -8,6 +8,7 @@ from backend.app.api.deps import AUTH_RESPONSES
 from backend.app.api.v1.endpoints import (
     ai_decisions,
     auth,
+    backtests,
     bot_control,
     events,
     instances,
@@ -19,6 +20,6 @@ from backend.app.api.v1.endpoints import (
 
 api_router = APIRouter(prefix="/api/v1")
 api_router.include_router(auth.router)
-for module in (trades, orders, ai_decisions, portfolio, bot_control, instances, market):
+for module in (trades, orders, ai_decisions, portfolio, bot_control, instances, market, backtests):
     api_router.include_router(module.router, responses=AUTH_RESPONSES)
 api_router.include_router(events.router)
