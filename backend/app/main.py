@@ -33,8 +33,8 @@ from backend.app.core.observability import close_sentry, init_sentry
 from backend.app.db.migrations import ensure_schema_current
 from backend.app.db.repositories.backtests import BacktestRepository
 from backend.app.db.session import engine_from_config, session_factory
-from backend.app.services.event_stream import EventBroadcaster
 from backend.app.services.backtests import BacktestPool
+from backend.app.services.event_stream import EventBroadcaster
 from backend.app.services.metrics import ApiMetrics
 from src.config.bootstrap import EXIT_CONFIGURATION_ERROR, load_settings_or_exit
 from src.config.settings import Settings, get_settings
