@@ -424,9 +424,7 @@ def test_a_bad_settings_value_is_rejected(page: Any, server: str, replay_url: st
 
 
 def test_start_a_backtest_and_see_its_chart(page: Any, server: str, replay_url: str) -> None:
-    # Given the backtests API (it arrives with the backtests-API branch of issue 14) and a logged-in operator
-    if httpx.get(server + "/api/v1/backtests", timeout=10).status_code == 404:
-        pytest.skip("no /api/v1/backtests on this branch: the page says so (next test)")
+    # Given a logged-in operator on the backtests page
     _open(page, "overview")
     _log_in_with_key(page)
     _open(page, "backtests")
@@ -453,15 +451,6 @@ def test_start_a_backtest_and_see_its_chart(page: Any, server: str, replay_url: 
     )
     assert len(run["candles"]) == len(bundled["candles"])  # the same bundled bars, gaps included
     _shot(page, replay_url, "backtest")
-
-
-def test_backtests_page_says_when_the_backtests_api_is_absent(page: Any, server: str) -> None:
-    # Given an API without /api/v1/backtests (it arrives with the backtests-API branch of issue 14)
-    if httpx.get(server + "/api/v1/backtests", timeout=10).status_code != 404:
-        pytest.skip("the backtests API is present: test_start_a_backtest_and_see_its_chart covers the page")
-    # When the backtests page opens, Then it says the feature is not there instead of showing nothing
-    _open(page, "backtests")
-    assert "not available on this server" in page.inner_text("#backtests-unavailable")
 
 
 def test_decisions_table_filters_pages_and_exports_csv(page: Any, server: str, tmp_path: Path) -> None:
