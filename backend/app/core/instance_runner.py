@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend.app.core.instances import Instance, InstancesFile
+from backend.app.core.instances import Instance, InstancesFile, failure_reason
 from backend.app.core.observability import close_sentry, init_sentry
 from backend.app.core.replay import ReplayOptions, ReplaySummary, run_replay
 from backend.app.core.scheduler import EXIT_OK, TradingScheduler
@@ -90,14 +90,6 @@ async def _start(instance: Instance) -> _Running:
     return running
 
 
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, TradingSystemError):
-        return exc.message
-    cause = getattr(exc, "orig", None) or exc
-    first = (str(cause).strip().splitlines() or [""])[0]
-    return f"{type(cause).__name__}: {first}" if first else type(cause).__name__
-
-
 async def run_instances(file: InstancesFile, base: Settings) -> int:
     """Every instance's scheduler until SIGTERM/SIGINT; the first non-zero exit code of an instance, else 0."""
     init_sentry(base, "scheduler")
@@ -108,7 +100,7 @@ async def run_instances(file: InstancesFile, base: Settings) -> int:
             try:
                 started.append(await _start(instance))
             except (TradingSystemError, SQLAlchemyError, OSError) as exc:  # one line naming the instance
-                print(f"error: instance {instance.name!r}: {redactor.scrub_text(_reason(exc))}", file=sys.stderr)
+                print(f"error: instance {instance.name!r}: {redactor.scrub_text(failure_reason(exc))}", file=sys.stderr)
                 return EXIT_USAGE if isinstance(exc, ConfigurationError) else EXIT_ERROR
         schedulers = [r.scheduler for r in started if r.scheduler is not None]
         server = InstanceMetrics({r.instance.name: r.metrics for r in started}).serve(

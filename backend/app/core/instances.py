@@ -42,7 +42,7 @@ from sqlalchemy.engine import make_url
 from src.config.env import PROJECT_ROOT
 from src.config.settings import GROUPS, Settings
 from src.domain.modes import TradingMode
-from src.exceptions import ConfigurationError
+from src.exceptions import ConfigurationError, TradingSystemError
 from src.strategy.registry import strategy_from_settings
 
 DEFAULT_DATA_DIR = PROJECT_ROOT / "data" / "instances"
@@ -249,3 +249,13 @@ def load_instances(path: Path, base: Settings) -> InstancesFile:
 
 
 __all__ = ["DEFAULT_DATA_DIR", "INSTANCE_KEYS", "Instance", "InstancesFile", "instance_settings", "load_instances"]
+
+
+def failure_reason(exc: BaseException) -> str:
+    """Why an instance could not start or be read, in one line: our own errors' message, else the (driver's)
+    exception type and the first line of its text."""
+    if isinstance(exc, TradingSystemError):
+        return exc.message
+    cause = getattr(exc, "orig", None) or exc
+    first = (str(cause).strip().splitlines() or [""])[0]
+    return f"{type(cause).__name__}: {first}" if first else type(cause).__name__

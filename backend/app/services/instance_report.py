@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from backend.app.core.instances import Instance
+from backend.app.core.instances import Instance, failure_reason
 from backend.app.core.replay import max_drawdown_pct
 from backend.app.db.migrations import ensure_schema_current
 from backend.app.db.queries import portfolio, reports
@@ -60,14 +60,6 @@ def _sqlite_file(url: str) -> Path | None:
     return None
 
 
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, TradingSystemError):
-        return exc.message
-    cause = getattr(exc, "orig", None) or exc
-    first = (str(cause).strip().splitlines() or [""])[0]
-    return f"{type(cause).__name__}: {first}" if first else type(cause).__name__
-
-
 async def instance_report(instance: Instance, mode: TradingMode = TradingMode.PAPER) -> InstanceReport:
     """``instance``'s account in ``mode`` (paper: its database; replay: its last replay's database)."""
     starting = instance.settings.trading.paper_starting_krw
@@ -95,7 +87,7 @@ async def instance_report(instance: Instance, mode: TradingMode = TradingMode.PA
             async with engine.connect() as connection:
                 status = await bot_status(connection, instance.name, mode)
     except (SQLAlchemyError, OSError, TradingSystemError, TimeoutError) as exc:
-        report.reason = "timed out" if isinstance(exc, TimeoutError) else _reason(exc)
+        report.reason = "timed out" if isinstance(exc, TimeoutError) else failure_reason(exc)
         return report
     finally:
         await engine.dispose()
