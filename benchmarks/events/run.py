@@ -288,11 +288,15 @@ async def measure_with_api(
     deliveries: list[dict[str, Any]] = []
     api: list[dict[str, Any]] = []
 
+    windows: dict[str, tuple[float, float]] = {}  # each target's measured wrk run, on this process's clock
+
     async def wrk_all(round_no: int, phase: str) -> None:
         for label, path in targets.items():
             target = f"http://127.0.0.1:{port}{path}"
             await asyncio.to_thread(run_wrk, target, args.connections, 3, args.threads)  # warm-up
+            window_start = time.perf_counter()
             measured = await asyncio.to_thread(run_wrk, target, args.connections, args.duration, args.threads)
+            windows[label] = (window_start, time.perf_counter())
             api.append({"round": round_no, "phase": phase, "target": label, "connections": args.connections,
                         "load_average": round(os.getloadavg()[0], 2), **measured})  # fmt: skip
             print(api_row(api[-1]), flush=True)
@@ -309,11 +313,18 @@ async def measure_with_api(
             committed = await writer
         await asyncio.sleep(2.0)  # the last event reaches everyone
         stats = delivery_stats(crowd, committed)
+        by_target = {  # the events committed while wrk measured each target
+            label: delivery_stats(crowd, {key: at for key, at in committed.items() if start <= at < end})
+            for label, (start, end) in windows.items()
+        }
         await disconnect(tasks)
         deliveries.append({"round": round_no, **stats, "connect_seconds": round(connect_seconds, 2),
                            "cpu_probe_ms_before": probe_before, "cpu_probe_ms_after": cpu_probe_ms(),
-                           "load_average": round(os.getloadavg()[0], 2)})  # fmt: skip
+                           "load_average": round(os.getloadavg()[0], 2), "during_target": by_target})  # fmt: skip
         print(delivery_row(deliveries[-1]), flush=True)
+        for label, target_stats in by_target.items():
+            print(f"    while wrk ran {label}: {json.dumps(target_stats)}", flush=True)
+        windows.clear()
         await asyncio.sleep(2.0)
         await wrk_all(round_no, "no clients")
     return deliveries, api
