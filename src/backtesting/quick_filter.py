@@ -110,12 +110,6 @@ class QuickBacktestFilter:
             ai_strategy_factory=ai_strategy_factory,
         )
 
-    def recent(self, df: pd.DataFrame) -> pd.DataFrame:
-        """The judged window: candles whose open time is within ``lookback`` of the last one's."""
-        if df.empty:
-            raise DataError("quick filter: no candles")
-        return df[df.index > df.index[-1] - self.lookback]
-
     def evaluate(self, symbol: str, df: pd.DataFrame) -> QuickFilterResult:
         """Synchronous evaluation; the AI stage (if configured) replays/asks through ``asyncio.run``."""
         key = (symbol, df.index[-1]) if len(df) else None

@@ -126,6 +126,7 @@ def _ai_strategy(request: BacktestRequest, settings: Settings, rule: Strategy) -
             request.symbol,
             None,
             has_cache=False,
+            candidate=rule,
             min_confidence=min_confidence,
             capital=capital,
             decision_loader=request.decision_loader,
@@ -139,7 +140,13 @@ def _ai_strategy(request: BacktestRequest, settings: Settings, rule: Strategy) -
         )
     service = AIService(settings.ai, JsonlDecisionCache(cache_path))
     return ai_strategy_from_settings(
-        settings, request.symbol, service, has_cache=has_cache, min_confidence=min_confidence, capital=capital
+        settings,
+        request.symbol,
+        service,
+        has_cache=has_cache,
+        candidate=rule,
+        min_confidence=min_confidence,
+        capital=capital,
     )
 
 

@@ -20,7 +20,6 @@ import numpy as np
 import pandas as pd
 
 from src.config.settings import Settings
-from src.domain.exits import ExitPolicy
 from src.exceptions import ConfigurationError
 from src.strategy.bundled import RuleBasedBreakoutStrategy, VolatilityBreakoutStrategy
 from src.strategy.contract import WARMUP_BARS, Strategy, StrategySignals
@@ -231,9 +230,3 @@ def strategy_from_settings(settings: Settings) -> Strategy:
     config = settings.strategy
     name = config.candidate if config.name == AI_STRATEGY else config.name
     return build_strategy(name, config.params, config.path)
-
-
-def exit_policy_for(settings: Settings) -> ExitPolicy:
-    """The exits of the strategy that trades (for ``ai``: its candidate strategy's, whose entries the adviser
-    confirms): what the position job sells by, in live, paper and replay alike."""
-    return strategy_from_settings(settings).exit_policy

@@ -33,7 +33,7 @@ from src.position.service import PositionService
 from src.risk.manager import RiskManager
 from src.risk.store import RiskStore
 from src.strategy.contract import Strategy
-from src.strategy.registry import AI_STRATEGY, exit_policy_for, strategy_from_settings
+from src.strategy.registry import AI_STRATEGY, strategy_from_settings
 from src.trading.liquidity import LiquidityAnalyzer
 from src.trading.pipeline.analysis import Analyzer
 from src.trading.pipeline.observer import PipelineObserver
@@ -170,7 +170,7 @@ async def apply_settings(pipeline: TradingPipeline, previous: Settings, settings
     (building the new strategy, then moving the exits of held positions), and then nothing else has changed."""
     strategy_changed = previous.strategy != settings.strategy
     strategy = strategy_from_settings(settings) if strategy_changed else None
-    policy = exit_policy_for(settings) if strategy_changed else pipeline.positions.policy
+    policy = strategy.exit_policy if strategy is not None else pipeline.positions.policy
     positions = pipeline.positions.with_policy(policy)
     if policy != pipeline.positions.policy:
         moved = await positions.apply_exit_levels()
