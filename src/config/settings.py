@@ -26,6 +26,7 @@ from src.config.trading_groups import (
     AIConfig,
     BacktestConfig,
     MarketDataConfig,
+    RealtimeConfig,
     RiskConfig,
     StrategyConfig,
     TradingConfig,
@@ -39,6 +40,7 @@ GROUPS: dict[str, type[Group]] = {
     "trading": TradingConfig,
     "upbit": UpbitConfig,
     "market_data": MarketDataConfig,
+    "realtime": RealtimeConfig,
     "ai": AIConfig,
     "risk": RiskConfig,
     "strategy": StrategyConfig,
@@ -55,6 +57,7 @@ class Settings(BaseModel):
     trading: TradingConfig
     upbit: UpbitConfig
     market_data: MarketDataConfig
+    realtime: RealtimeConfig
     ai: AIConfig
     risk: RiskConfig
     strategy: StrategyConfig

@@ -25,6 +25,7 @@ from src.config.rules import (
     TradeSpacingHours,
 )
 from src.domain.decisions import PositionSizing
+from src.domain.market_stream import MarketWarningAction
 from src.domain.modes import TradingMode
 from src.domain.params_json import parse_params_json
 from src.exceptions import ConfigurationError
@@ -56,12 +57,40 @@ class UpbitConfig(Group):
     secret_key: SecretStr | None = Field(default=None, validation_alias="UPBIT_SECRET_KEY")
     base_url: str = Field(default="https://api.upbit.com", validation_alias="UPBIT_BASE_URL")
     timeout_seconds: float = Field(default=10.0, gt=0, le=120, validation_alias="UPBIT_TIMEOUT_SECONDS")
+    # Upbit's public WebSocket; the private stream is the same URL plus ``/private``
+    websocket_url: str = Field(default="wss://api.upbit.com/websocket/v1", validation_alias="UPBIT_WEBSOCKET_URL")
 
     @property
     def has_keys(self) -> bool:
         return bool(self.access_key and self.access_key.get_secret_value()) and bool(
             self.secret_key and self.secret_key.get_secret_value()
         )
+
+
+class RealtimeConfig(Group):
+    """The real-time path: exits on Upbit's WebSocket prices, the private stream, market warnings, order checks."""
+
+    # Watch held coins on the public stream and exit within seconds (the position job stays as a safety net)
+    exits_enabled: bool = Field(default=True, validation_alias="REALTIME_EXITS_ENABLED")
+    # No message for this long: the stream is stale and the REST fallback polls
+    stale_seconds: float = Field(default=30.0, gt=0, le=3600, validation_alias="REALTIME_STALE_SECONDS")
+    fallback_poll_seconds: float = Field(default=5.0, gt=0, le=900, validation_alias="REALTIME_FALLBACK_POLL_SECONDS")
+    reconnect_max_seconds: float = Field(default=30.0, gt=0, le=3600, validation_alias="REALTIME_RECONNECT_MAX_SECONDS")
+    # myOrder and announcement events (needs the API keys)
+    private_stream_enabled: bool = Field(default=True, validation_alias="UPBIT_PRIVATE_STREAM_ENABLED")
+    market_warning_action: MarketWarningAction = Field(
+        default=MarketWarningAction.ALERT, validation_alias="MARKET_WARNING_ACTION"
+    )
+    market_warning_stop_pct: Decimal = Field(
+        default=Decimal("1"), gt=0, lt=50, validation_alias="MARKET_WARNING_STOP_PCT"
+    )
+    market_status_refresh_minutes: int = Field(
+        default=10, ge=1, le=1440, validation_alias="MARKET_STATUS_REFRESH_MINUTES"
+    )
+    instruments_refresh_hours: int = Field(default=24, ge=1, le=168, validation_alias="INSTRUMENTS_REFRESH_HOURS")
+    smp_type: Literal["cancel_maker", "cancel_taker", "reduce"] = Field(
+        default="cancel_maker", validation_alias="UPBIT_SMP_TYPE"
+    )
 
 
 class MarketDataConfig(Group):
