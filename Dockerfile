@@ -8,7 +8,7 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 COPY requirements.txt requirements-api.txt /tmp/req/
 RUN /opt/venv/bin/pip install --upgrade pip \
- && /opt/venv/bin/pip install -r /tmp/req/requirements-api.txt
+ && /opt/venv/bin/pip install -r /tmp/req/requirements.txt -r /tmp/req/requirements-api.txt
 
 # --- runtime stage: the virtualenv and the code, run as an unprivileged user -----------------------
 FROM python:3.11-slim-bookworm AS runtime

@@ -1,20 +1,34 @@
-# The README's two commands are `make run` and `make test`; everything else is a building block.
-PYTHON ?= python3.11
+# The README's two commands are `make run` and `make test`; everything else is a building block (`make help`).
+# Python 3.11 or newer: the first of python3.11 ... python3.14, python3 that is new enough (PYTHON=... overrides).
+PYTHON ?= $(shell for candidate in python3.11 python3.12 python3.13 python3.14 python3; do \
+	command -v $$candidate >/dev/null 2>&1 && $$candidate -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
+	&& { echo $$candidate; break; }; done)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install system-tools migrate lint backtest api dashboard scheduler clean
+PHONY_HELPERS := print-python
+.PHONY: $(PHONY_HELPERS) help run test install system-tools migrate lint backtest api dashboard scheduler clean
+
+## The targets and what they do.
+help:
+	@awk '/^## /{doc = doc (doc ? " " : "") substr($$0, 4); next} \
+		/^[a-z-]+:/{split($$0, t, ":"); if (doc) printf "  make %-13s %s\n", t[1], doc; doc = ""; next} /^[A-Z_]+ *[?:]?=/{next} {doc = ""}' $(MAKEFILE_LIST)
 
 $(STAMP): requirements.txt requirements-api.txt requirements-dev.txt
+	@test -n "$(PYTHON)" || { echo "error: Python 3.11 or newer is required (none of python3.11..python3.14, python3 is); set PYTHON=/path/to/python"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-api.txt -r requirements-dev.txt
 	@touch $(STAMP)
 
+print-python:
+	@echo $(PYTHON)
+
+## Create .venv and install the pinned requirements (bot, API, tests).
 install: $(STAMP)
 
-## Tools some tests drive (promtool, prometheus, docker-compose, redis-server, chromium for the dashboard's browser
+## Debian tools some tests drive (promtool, prometheus, docker-compose, redis-server, chromium for the browser
 ## tests): Debian packages, installed when missing and this is root with apt-get; otherwise those tests skip with a
 ## reason (and fail under CI=true).
 SYSTEM_TOOLS := promtool prometheus docker-compose redis-server chromium
@@ -40,14 +54,15 @@ test: install system-tools
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
+## A backtest of the bot's own settings on the bundled candles (python backtest.py --help for more).
 backtest: install
 	$(BIN)/python backtest.py
 
+## The backend API on API_HOST:API_PORT (from the environment or .env; default 127.0.0.1:8000).
 api: migrate
-	$(BIN)/uvicorn backend.app.main:app --host 127.0.0.1 --port 8000
+	$(BIN)/python -m backend.app.main
 
-## The newcomer path: after `make run`, the dashboard over what the replay wrote (data/replay.db, replay mode,
-## read-only without log-in on this machine only): http://127.0.0.1:8000/dashboard/
+## After `make run`: the dashboard over what the replay wrote (data/replay.db, read-only, this machine only).
 REPLAY_DB ?= data/replay.db
 DASHBOARD_PORT ?= 8000
 dashboard: install
@@ -56,6 +71,7 @@ dashboard: install
 	DATABASE_URL=sqlite+aiosqlite:///$(REPLAY_DB) TRADING_MODE=replay API_PUBLIC_READ=true API_HOST=127.0.0.1 \
 		API_PORT=$(DASHBOARD_PORT) $(BIN)/python -m backend.app.main
 
+## The scheduler daemon with the settings in .env (paper mode unless TRADING_MODE says otherwise).
 scheduler: migrate
 	$(BIN)/python scheduler_main.py
 
@@ -65,5 +81,6 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+## Remove the virtual environment and the tool caches.
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -218,9 +218,16 @@ def _check_database_or_exit(settings: Settings) -> None:
         raise SystemExit(1) from None
 
 
-def run() -> None:
+def run(argv: list[str] | None = None) -> None:
+    """``python -m backend.app.main`` / ``upbit-api``: the API on API_HOST:API_PORT (settings and .env)."""
+    import argparse
+
     import uvicorn
 
+    argparse.ArgumentParser(
+        prog="upbit-api",
+        description="Serve the backend API and the dashboard on API_HOST:API_PORT (see docs/API.md).",
+    ).parse_args(argv)
     app, settings = _app_from_environment()
     _check_database_or_exit(settings)
     uvicorn.run(

@@ -7,12 +7,19 @@ its key names).
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
+_FROM_CHECKOUT = (SOURCE_ROOT / "alembic.ini").is_file()
+# A checkout: its root (``.env``, ``data/``, ``backtest_data/``, ``strategies/``). Installed with ``pip install .``:
+# the working directory holds ``.env`` and ``data/``, and the bundled candles and example strategy are installed
+# under ``<prefix>/share/upbit-ai-trader`` (pyproject.toml).
+PROJECT_ROOT = SOURCE_ROOT if _FROM_CHECKOUT else Path.cwd()
+BUNDLED_ROOT = SOURCE_ROOT if _FROM_CHECKOUT else Path(sys.prefix) / "share" / "upbit-ai-trader"
 DEFAULT_SQLITE_PATH = PROJECT_ROOT / "data" / "trading.db"
 
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from src.config.env import PROJECT_ROOT, Group, split_csv
+from src.config.env import BUNDLED_ROOT, PROJECT_ROOT, Group, split_csv
 from src.config.rules import (
     CashReservePct,
     ConfidencePct,
@@ -96,7 +96,7 @@ class RealtimeConfig(Group):
 class MarketDataConfig(Group):
     fear_greed_url: str = Field(default="https://api.alternative.me/fng/", validation_alias="FEAR_GREED_URL")
     fear_greed_timeout_seconds: float = Field(default=5.0, gt=0, le=60, validation_alias="FEAR_GREED_TIMEOUT_SECONDS")
-    backtest_data_dir: Path = Field(default=PROJECT_ROOT / "backtest_data", validation_alias="BACKTEST_DATA_DIR")
+    backtest_data_dir: Path = Field(default=BUNDLED_ROOT / "backtest_data", validation_alias="BACKTEST_DATA_DIR")
 
     @field_validator("backtest_data_dir")
     @classmethod
@@ -173,7 +173,7 @@ class StrategyConfig(Group):
 
     name: StrategyName = Field(default="rule_breakout", validation_alias="TRADING_STRATEGY")
     params: Annotated[StrategyParams, NoDecode] = Field(default_factory=dict, validation_alias="STRATEGY_PARAMS")
-    path: Path = Field(default=PROJECT_ROOT / "strategies", validation_alias="STRATEGY_PATH")
+    path: Path = Field(default=BUNDLED_ROOT / "strategies", validation_alias="STRATEGY_PATH")
     # The strategy whose entry candidates the AI adviser confirms when TRADING_STRATEGY=ai.
     candidate: str = Field(
         default="rule_breakout", pattern=r"^[a-z][a-z0-9_]{0,63}$", validation_alias="AI_CANDIDATE_STRATEGY"

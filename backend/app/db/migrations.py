@@ -14,12 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from src.exceptions import DatabaseNotMigratedError, DatabaseUnavailable
 
-PROJECT_ROOT = Path(__file__).resolve().parents[3]
-ALEMBIC_INI = PROJECT_ROOT / "alembic.ini"
+SCRIPT_LOCATION = Path(__file__).resolve().parents[2] / "alembic"  # backend/alembic, in a checkout or installed
 
 
 def alembic_config(database_url: str) -> Config:
-    config = Config(str(ALEMBIC_INI))
+    """The migrations' configuration from code (alembic.ini is only for the ``alembic`` command in a checkout)."""
+    config = Config()
+    config.set_main_option("script_location", str(SCRIPT_LOCATION))
     config.attributes["database_url"] = database_url
     config.attributes["skip_logging_config"] = True
     return config
@@ -78,3 +79,25 @@ async def ensure_schema_current(engine: AsyncEngine) -> None:
         current=current,
         head=head,
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``upbit-migrate``: create or upgrade the database named by DATABASE_URL to the newest migration."""
+    import argparse
+    import sys
+
+    from src.config.settings import load_settings
+    from src.exceptions import ConfigurationError
+
+    argparse.ArgumentParser(
+        prog="upbit-migrate",
+        description="Create or upgrade the database named by DATABASE_URL (default: data/trading.db here).",
+    ).parse_args(argv)
+    try:
+        url = load_settings().database.url
+        upgrade_to_head(url)
+    except (ConfigurationError, SQLAlchemyError, OSError) as exc:
+        print(f"error: {exc}".splitlines()[0], file=sys.stderr)
+        return 1
+    print(f"database at {make_url(url).render_as_string(hide_password=True)}: migrated to {head_revision()}")
+    return 0
