@@ -44,8 +44,9 @@ migrate: install
 	$(BIN)/alembic upgrade head
 
 ## The main job on the embedded default: SQLite, paper mode, bundled data, no keys, no network.
+REPLAY_METRICS_PORT ?= 9102
 run: migrate
-	$(BIN)/python scheduler_main.py --replay --speed max
+	SCHEDULER_METRICS_PORT=$(REPLAY_METRICS_PORT) $(BIN)/python scheduler_main.py --replay --speed max
 
 ## The whole test suite (PostgreSQL tests included; they fail rather than skip under CI=true), after the linter and
 ## the type checker (mypy.ini: src and backend/app).

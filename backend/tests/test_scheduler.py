@@ -28,6 +28,7 @@ from backend.app.core.jobs import JobName, JobRunner, build_triggers
 from backend.app.core.replay import ReplayOptions, max_drawdown_pct, run_replay
 from backend.app.core.replay_driver import fire_times
 from backend.app.core.scheduler import EXIT_LOCK_HELD, TradingScheduler
+from backend.app.db.lock import SchedulerLock
 from backend.app.db.migrations import upgrade_to_head
 from backend.app.db.repositories.bot import BotRepository
 from backend.app.models import (
@@ -48,8 +49,11 @@ from src.data.replay import ReplayMarketSource
 from src.domain.fills import fill_price
 from src.domain.modes import TradingMode
 from src.domain.orders import Side
+from src.exceptions import SchedulerLockHeld
 from src.strategy.contract import history_bars
 from src.trading.bot_control import DESIRED_STATE_KEY
+from tests.fakes.fear_greed_server import FakeFearGreed
+from tests.fakes.upbit_server import FakeUpbit
 from tests.support.candles import make_candles
 from tests.support.rows import count_rows
 from tests.support.strategies import AlwaysBuy
@@ -405,3 +409,41 @@ async def test_real_scheduler_hands_out_jobs_due_together_in_the_replay_order(
     await asyncio.wait_for(task, timeout=10)
 
     assert ran == ["position_check", "trading_cycle", "portfolio_snapshot", "daily_report"]
+
+
+async def test_a_dry_run_needs_no_lock_but_a_real_cycle_beside_a_scheduler_is_refused(
+    make_settings: Callable[..., Settings],
+    fake_upbit: FakeUpbit,
+    fake_fear_greed: FakeFearGreed,
+    db_engine: AsyncEngine,
+    db_sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    # Given a scheduler trading the paper account (it holds the single-trader lock)
+    fake_upbit.seed_demo()
+    settings = make_settings(
+        UPBIT_BASE_URL=fake_upbit.base_url, FEAR_GREED_URL=fake_fear_greed.url, TRADING_SYMBOLS="KRW-BTC"
+    )
+    async with SchedulerLock(db_engine, "trading:paper"):
+        # When main.py --dry-run runs beside it, and then main.py without --dry-run
+        dry = await entrypoints.run_one_cycle(settings, TradingMode.PAPER, ["KRW-BTC"], dry_run=True)
+        with pytest.raises(SchedulerLockHeld):
+            await entrypoints.run_one_cycle(settings, TradingMode.PAPER, ["KRW-BTC"], dry_run=False)
+    # Then the dry run decided and recorded without the lock, and no order was written or sent
+    assert dry == 0
+    assert await count_rows(db_sessions, TradingCycleRow) == 1
+    assert await count_rows(db_sessions, OrderRow) == 0
+    assert fake_upbit.requests_to("/v1/orders", "POST") == []
+
+
+def test_a_cycle_refused_by_the_lock_exits_with_the_schedulers_code_3(capsys: pytest.CaptureFixture[str]) -> None:
+    # Given a cycle whose account another scheduler holds
+    async def refused() -> int:
+        raise SchedulerLockHeld("another scheduler holds the lock 'trading:paper' (host:1:2:x)")
+
+    # When main.py runs it
+    code = entrypoints.run(refused())
+    # Then it exits 3 with one line, as docs/SCHEDULER_GUIDE.md says
+    assert code == EXIT_LOCK_HELD
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: another scheduler holds the lock 'trading:paper' (host:1:2:x)"
+    ]

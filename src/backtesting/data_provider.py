@@ -1,6 +1,6 @@
 """Historical candles for backtests: the CSV cache first, the exchange only for what the cache lacks.
 
-File format (the one of ``../shared/data``): ``timestamp,open,high,low,close,volume[,value]``, one row per
+File format (the one of the bundled ``backtest_data/``): ``timestamp,open,high,low,close,volume[,value]``, one row per
 candle, the timestamp being the candle's open time in ISO 8601 UTC. Cache layout:
 ``<data_dir>/{daily,hourly,minute}/<SYMBOL>_<timeframe>.csv`` (e.g. ``hourly/KRW-BTC_1h.csv``).
 

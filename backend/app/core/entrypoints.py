@@ -14,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from backend.app.core.observability import close_sentry, init_sentry
 from backend.app.core.replay import ReplayOptions, ReplaySummary, run_replay, summary_table_rows
 from backend.app.core.runtime_settings import SettingsApplier
-from backend.app.core.scheduler import TradingScheduler, lock_name
+from backend.app.core.scheduler import EXIT_LOCK_HELD, TradingScheduler, lock_name
 from backend.app.db.lock import SchedulerLock
 from backend.app.db.migrations import ensure_schema_current
 from backend.app.db.queries.paging import checked_time
@@ -29,7 +29,14 @@ from src.config.settings import Settings
 from src.config.system_groups import DatabaseConfig
 from src.config.trading_groups import TradingConfig
 from src.domain.modes import TradingMode
-from src.exceptions import ConfigurationError, DatabaseNotMigratedError, DatabaseUnavailable, TradingSystemError
+from src.exceptions import (
+    ConfigurationError,
+    DatabaseNotMigratedError,
+    DatabaseUnavailable,
+    SchedulerLockHeld,
+    SchedulerLockLost,
+    TradingSystemError,
+)
 from src.trading.pipeline import CycleReport
 from src.utils.logger import configure_logging, get_logger, redactor
 
@@ -106,11 +113,16 @@ async def run_one_cycle(settings: Settings, mode: TradingMode, symbols: list[str
         await notifier.start()
         engine = await TradingEngine.create(settings, db_engine, mode=mode, symbols=symbols, notifier=notifier)
         try:
-            async with SchedulerLock(db_engine, lock_name(engine)) as lock:  # the scheduler's single-trader lock
-                engine.guard_orders(lock)
-                await SettingsApplier(engine).refresh()  # the run-time settings of bot_config, as the scheduler
-                await engine.start_up()
-                reports = await engine.trading_job(dry_run=dry_run)  # ends with a portfolio snapshot
+            if dry_run:  # sends nothing, so it needs no lock and runs beside a scheduler; no order can leave
+                engine.guard_orders(NoOrders())
+                await SettingsApplier(engine).refresh()
+                reports = await engine.trading_job(dry_run=True)
+            else:
+                async with SchedulerLock(db_engine, lock_name(engine)) as lock:  # the single-trader lock
+                    engine.guard_orders(lock)
+                    await SettingsApplier(engine).refresh()  # the run-time settings of bot_config, as the scheduler
+                    await engine.start_up()
+                    reports = await engine.trading_job(dry_run=False)  # ends with a portfolio snapshot
         finally:
             await engine.aclose()
     finally:
@@ -118,6 +130,13 @@ async def run_one_cycle(settings: Settings, mode: TradingMode, symbols: list[str
         await db_engine.dispose()
     print_cycles(reports, dry_run)
     return EXIT_ERROR if any(r.error for r in reports) else 0
+
+
+class NoOrders:
+    """The order guard of a dry run: any order attempt is refused before it is written."""
+
+    async def ensure_held(self) -> None:
+        raise SchedulerLockLost("a dry run sends no order")
 
 
 def print_cycles(reports: list[CycleReport], dry_run: bool) -> None:
@@ -182,6 +201,8 @@ def run(coro_factory: object) -> int:
         return asyncio.run(coro_factory)  # type: ignore[arg-type]
     except (DatabaseNotMigratedError, DatabaseUnavailable) as exc:
         return fail(exc.message)
+    except SchedulerLockHeld as exc:  # another process trades this account: the scheduler's own exit code
+        return fail(exc.message, EXIT_LOCK_HELD)
     except ConfigurationError as exc:
         return fail(exc.message, EXIT_USAGE)
     except TradingSystemError as exc:
