@@ -154,10 +154,14 @@ def build(
     ai: ScriptedAI | None = None,
     risk_config: RiskConfig | None = None,
     quick_filter: Any = None,
+    with_usdt: bool = False,
 ) -> Rig:
-    """The pipeline from ``settings``; ``strategy`` None: the strategy the settings name."""
-    candles = make_candles(START, 300, "1h", start_price=50_000_000, seed=11)
-    source = ReplayMarketSource({SYMBOL: {"1h": candles}}, start=START + timedelta(hours=300))
+    """The pipeline from ``settings``; ``strategy`` None: the strategy the settings name; ``with_usdt``: the market
+    data has Upbit's KRW-USDT too (the dollar price)."""
+    candles = {SYMBOL: {"1h": make_candles(START, 300, "1h", start_price=50_000_000, seed=11)}}
+    if with_usdt:
+        candles["KRW-USDT"] = {"1h": make_candles(START, 300, "1h", start_price=1_400, seed=5)}
+    source = ReplayMarketSource(candles, start=START + timedelta(hours=300))
     store = InMemoryPaperAccountStore()
     repo = InMemoryTradingRepository()
     notifier = NullNotifier()
@@ -407,6 +411,20 @@ async def test_snapshot_records_equity_and_positions(settings: Settings) -> None
     assert record.total_value_krw > 0
     assert record.profit_rate is not None
     assert record.created_at == rig.source.now()
+    assert record.total_value_usd is None  # no KRW-USDT price in this market data: left empty, never guessed
+
+
+async def test_snapshot_values_the_account_in_usd_at_upbits_krw_usdt_price(settings: Settings) -> None:
+    # Given market data with Upbit's KRW-USDT price
+    rig = build(settings, strategy=SignalStrategy(buy=True), with_usdt=True)
+    await rig.pipeline.run_cycle()
+    [usdt] = await rig.source.get_tickers(["KRW-USDT"])
+    # When the account is valued
+    record = await rig.pipeline.snapshot()
+    # Then the USD value is the KRW value at that price, to the cent
+    assert record is not None
+    assert record.total_value_usd is not None
+    assert abs(record.total_value_usd - record.total_value_krw / usdt.trade_price) <= Decimal("0.01")
 
 
 async def test_a_failing_stage_is_recorded_and_logged_without_stopping_other_symbols(settings: Settings) -> None:

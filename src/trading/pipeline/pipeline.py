@@ -34,7 +34,7 @@ from src.trading.pipeline.execution import execution_stage
 from src.trading.pipeline.exits import ExitReport, exit_due_positions
 from src.trading.pipeline.observer import NullPipelineObserver, PipelineObserver
 from src.trading.pipeline.payloads import jsonable
-from src.trading.pipeline.portfolio import Portfolio, load_portfolio
+from src.trading.pipeline.portfolio import Portfolio, krw_per_usd, load_portfolio, usd_value
 from src.trading.pipeline.risk_stage import risk_stage
 from src.trading.repository import ITradingRepository, PortfolioSnapshotRecord
 from src.trading.results import ExecutionResult
@@ -232,6 +232,7 @@ class TradingPipeline:
             profit_rate = (equity / self.starting_equity - 1).quantize(Decimal("0.00000001"))
         record = PortfolioSnapshotRecord(
             total_value_krw=report_krw(equity),
+            total_value_usd=usd_value(equity, await krw_per_usd(self.exchange)),
             positions=portfolio.positions_json(),
             mode=self.mode,
             cash_krw=portfolio.cash_krw,

@@ -9,6 +9,12 @@ from typing import Any
 
 from src.api.interfaces import IExchangeClient
 from src.domain.money import ZERO, report_krw
+from src.exceptions import TradingSystemError
+from src.utils.logger import get_logger
+
+log = get_logger(__name__)
+
+USD_MARKET = "KRW-USDT"  # Upbit's own dollar price: a portfolio's value in USD is its KRW value at this price
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,3 +86,20 @@ async def load_portfolio(exchange: IExchangeClient, now: datetime, *, dust_krw: 
         if holding.value_krw >= dust_krw:
             holdings[symbol] = holding
     return Portfolio(now, krw_total, krw_available, holdings)
+
+
+async def krw_per_usd(exchange: IExchangeClient) -> Decimal | None:
+    """Upbit's KRW-USDT trade price, or None when the exchange has none (a replay without those candles, a
+    market data outage: the USD value is then left empty, never guessed)."""
+    try:
+        tickers = await exchange.get_tickers([USD_MARKET])
+    except (TradingSystemError, KeyError) as exc:
+        log.debug("portfolio.usd_price_unavailable", market=USD_MARKET, error=f"{type(exc).__name__}: {exc}")
+        return None
+    price = next((t.trade_price for t in tickers if t.symbol == USD_MARKET), None)
+    return price if price is not None and price > 0 else None
+
+
+def usd_value(krw: Decimal, rate: Decimal | None) -> Decimal | None:
+    """``krw`` in USD at ``rate`` KRW per USDT, to the cent (None without a rate)."""
+    return None if rate is None else (krw / rate).quantize(Decimal("0.01"))
