@@ -39,6 +39,7 @@ from src.api.upbit_client import UpbitClient
 from src.domain.market_stream import PriceTick, StreamState
 from src.domain.orders import OrderType, Side
 from src.exceptions import ExchangeError
+from src.utils.logger import configure_logging
 from tests.fakes.upbit_server import FakeUpbit
 from tests.fakes.upbit_websocket import FakeUpbitWebSocket
 
@@ -401,6 +402,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=300, help="timed calls per client and endpoint")
     args = parser.parse_args()
+    configure_logging("ERROR", stream=sys.stderr)
     upbit = import_sdk()
     lat = await latency(upbit, args.n)
     rows = await behaviour(upbit)
