@@ -276,40 +276,35 @@ async def behaviour(upbit: Any) -> list[dict[str, Any]]:
 
 
 def sdk_websocket() -> list[dict[str, Any]]:
-    """The SDK's stream manager (defaults) in .venv-sdk, as a subprocess: reconnect after a drop, then refused
-    reconnects (HTTP 429)."""
+    """The SDK's stream manager (defaults) in .venv-sdk, as a subprocess, one per scenario: a dropped
+    connection, a clean close by the server (1001 going away), refused reconnects (HTTP 429)."""
     rows: list[dict[str, Any]] = []
-    with FakeUpbit() as rest, FakeUpbitWebSocket(upbit=rest) as ws:
-        rest.set_ticker(BTC, 95_000_000)
-        python = ROOT / ".venv-sdk" / "bin" / "python"
-        side = ROOT / "benchmarks" / "upbit_sdk" / "sdk_ws_side.py"
-        proc = subprocess.Popen([str(python), str(side), rest.base_url, ws.base_url], stdout=subprocess.PIPE, text=True)
-        assert proc.stdout is not None
-        lines = iter(proc.stdout)
-        json.loads(next(lines))  # the snapshot: subscribed
-        dropped = time.time()
-        ws.disconnect_all()
-        back = json.loads(next(lines))
-        rows.append(
-            {
-                "scenario": "connection dropped",
-                "client": "sdk",
-                "result": f"next message after {back['t'] - dropped:.2f} s (fixed 1 s delay, then resubscribed)",
-            }
-        )
-        ws.connect_limit = 0  # every handshake refused with 429 from now on
-        dropped = time.time()
-        ws.disconnect_all()
-        end = json.loads(next(lines))
-        rows.append(
-            {
-                "scenario": "reconnects refused (HTTP 429)",
-                "client": "sdk",
-                "result": f"{end['event']} {end.get('error', '')} after {end['t'] - dropped:.2f} s, "
-                f"{ws.refused_connects} refused handshake(s); the consumer must restart it",
-            }
-        )
-        proc.wait(timeout=30)
+    python = ROOT / ".venv-sdk" / "bin" / "python"
+    side = ROOT / "benchmarks" / "upbit_sdk" / "sdk_ws_side.py"
+    for scenario in ("connection dropped", "server closes cleanly (1001)", "reconnects refused (HTTP 429)"):
+        with FakeUpbit() as rest, FakeUpbitWebSocket(upbit=rest) as ws:
+            rest.set_ticker(BTC, 95_000_000)
+            command = [str(python), str(side), rest.base_url, ws.base_url]
+            with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as proc:
+                assert proc.stdout is not None
+                lines = iter(proc.stdout)
+                json.loads(next(lines))  # the snapshot: subscribed
+                if scenario.startswith("reconnects refused"):
+                    ws.connect_limit = 0  # every handshake refused with 429 from now on
+                dropped = time.time()
+                ws.disconnect_all(abrupt=not scenario.startswith("server closes"))
+                after = json.loads(next(lines))
+                if after["event"] == "message":
+                    result = f"next message after {after['t'] - dropped:.2f} s (a fixed 1 s delay, then resubscribed)"
+                elif after["event"] == "ended":
+                    result = f"the stream's iteration ended after {after['t'] - dropped:.2f} s: no reconnect, no error"
+                else:
+                    result = (
+                        f"raised {after.get('error')} after {after['t'] - dropped:.2f} s, {ws.refused_connects} "
+                        "refused handshake(s): the consumer must restart it"
+                    )
+                proc.terminate()
+            rows.append({"scenario": scenario, "client": "sdk", "result": result})
     return rows
 
 
@@ -338,6 +333,17 @@ async def websocket() -> list[dict[str, Any]]:
                 "scenario": "connection dropped",
                 "client": "ours",
                 "result": f"next message after {ticks[1] - dropped:.2f} s (backoff 0.25-0.5 s, then resubscribed)",
+            }
+        )
+        dropped = time.perf_counter()
+        ws.disconnect_all(abrupt=False)
+        while len(ticks) < 3:
+            await asyncio.sleep(0.005)
+        rows.append(
+            {
+                "scenario": "server closes cleanly (1001)",
+                "client": "ours",
+                "result": f"next message after {ticks[2] - dropped:.2f} s (backoff, then resubscribed)",
             }
         )
         ws.connect_limit = 0
