@@ -245,6 +245,8 @@ def test_the_private_stream_needs_keys_and_takes_the_private_path() -> None:
     assert stream.url == "wss://api.upbit.com/websocket/v1/private" == private_url(stream.url)
     with pytest.raises(TypeError):
         stream.set_symbols("KRW-BTC")
+    with pytest.raises(ValueError, match="wss://"):
+        UpbitStream("https://api.upbit.com/websocket/v1")
 
 
 # --- public stream against the fake --------------------------------------------------------------------
@@ -701,3 +703,26 @@ async def test_a_clean_close_by_the_server_is_reconnected_too(fakes: tuple[FakeU
         # Then the stream reconnects and resubscribes instead of ending
         await wait_until(lambda: len(fake.subscriptions) == 2 and stream.state is StreamState.LIVE)
         assert stream.reconnects == 1
+
+
+async def test_an_unexpected_error_while_connecting_is_logged_and_the_loop_goes_on(
+    fakes: tuple[FakeUpbit, FakeUpbitWebSocket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import src.api.upbit.websocket as module
+
+    rest, fake = fakes
+    calls: list[int] = []
+    real = module.auth_headers
+
+    def flaky(*args: object, **kwargs: object) -> dict[str, str]:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a bug somewhere below")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(module, "auth_headers", flaky)
+    rec = Recorder()
+    async with running(private(rest, fake, rec)) as stream:
+        await wait_until(lambda: stream.state is StreamState.LIVE)
+        assert stream.reconnects == 1
+        assert len(calls) == 2

@@ -157,6 +157,8 @@ class UpbitStream:
     ) -> None:
         if stale_seconds <= 0 or reconnect_max_seconds <= 0 or reconnect_base_seconds <= 0:
             raise ValueError("stale_seconds, reconnect_max_seconds and reconnect_base_seconds must be positive")
+        if not url.startswith(("ws://", "wss://")):
+            raise ValueError(f"UPBIT_WEBSOCKET_URL must start with wss:// (or ws://), got {url!r}")
         if kind is StreamKind.PRIVATE and not (access_key and secret_key):
             raise ValueError("the private Upbit stream needs UPBIT_ACCESS_KEY and UPBIT_SECRET_KEY")
         self.kind = StreamKind(kind)
@@ -297,8 +299,8 @@ class UpbitStream:
         """Connect, subscribe, receive until the connection ends. True when Upbit refused with 429."""
         await self._set_state(StreamState.CONNECTING)
         await self._connect_limiter.acquire()
-        headers = auth_headers(self._access_key, self._secret_key) if self.kind is StreamKind.PRIVATE else None
         try:
+            headers = auth_headers(self._access_key, self._secret_key) if self.kind is StreamKind.PRIVATE else None
             async with connect(
                 self.url,
                 additional_headers=headers,
@@ -328,6 +330,9 @@ class UpbitStream:
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.warning("upbit.ws.connect_failed", kind=self.kind.value, error=self.last_error)
+        except Exception as exc:  # anything else: logged with its trace, and the loop goes on (supervised)
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.exception("upbit.ws.unexpected_error", kind=self.kind.value, error=self.last_error)
         finally:
             self._ws = None
             self._subscribed = None
