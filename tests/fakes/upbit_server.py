@@ -19,6 +19,11 @@ Every answer carries ``Remaining-Req``; per-group budgets per second give 429 wh
 (a timed block) when the client keeps sending in the same second. Faults can be injected (see
 ``inject_*``). Every request is recorded with its decoded JWT claims (``requests``).
 
+Routes the official SDK (upbit-sdk 1.1.0) uses besides: ``POST /v1/orders/test`` (every check of an order,
+nothing placed, the identifier stays free), ``GET /v1/orders/closed`` and the public ``GET /v1/trades/ticks``
+(tests/test_upbit_sdk_conformance.py). ``add_order_listener`` sees every order change (wait, each execution,
+done/cancel): FakeUpbitWebSocket turns them into ``myOrder`` events.
+
 Run standalone: ``python -m tests.fakes.upbit_server --port 0`` prints the base URL on stdout.
 """
 
