@@ -726,3 +726,23 @@ async def test_an_unexpected_error_while_connecting_is_logged_and_the_loop_goes_
         await wait_until(lambda: stream.state is StreamState.LIVE)
         assert stream.reconnects == 1
         assert len(calls) == 2
+
+
+async def test_a_scripted_price_path_arrives_in_order_and_trades_feed_a_trade_stream(
+    fakes: tuple[FakeUpbit, FakeUpbitWebSocket],
+) -> None:
+    rest, fake = fakes
+    rec = Recorder()
+    async with running(public(fake, rec, symbols=(BTC, ETH), public_types=("trade",))):
+        await wait_until(lambda: bool(fake.current_subscriptions()))
+        # When a path gaps down through 95,000,000 on trades
+        path = [(BTC, 96_000_000), (ETH, 4_500_000), (BTC, 95_500_000), (BTC, 93_000_000)]
+        sent = await asyncio.wrap_future(fake.play(path, interval=0.01, kind="trade"))
+        await wait_until(lambda: len(rec.ticks) == 4)
+        # Then every step arrives, in order, and FakeUpbit's REST ticker follows the stream
+        assert sent == 4
+        assert [(t.symbol, t.price) for t in rec.ticks] == [(s, Decimal(p)) for s, p in path]
+        assert fake.subscriptions[0].types == {"trade": (BTC, ETH)}
+        assert fake.push_ticker(BTC, 1) == 0  # nobody subscribed tickers
+    async with UpbitClient(rest.base_url) as client:
+        assert (await client.get_tickers([BTC]))[0].trade_price == Decimal(1)
