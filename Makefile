@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 PHONY_HELPERS := print-python
-.PHONY: $(PHONY_HELPERS) help run test install system-tools migrate lint backtest api dashboard scheduler clean
+.PHONY: $(PHONY_HELPERS) help run test install system-tools sdk migrate lint backtest api dashboard scheduler clean
 
 ## The targets and what they do.
 help:
@@ -27,6 +27,19 @@ print-python:
 
 ## Create .venv and install the pinned requirements (bot, API, tests).
 install: $(STAMP)
+
+## Upbit's official SDK in its own environment, for the conformance test only (it needs websockets<16; the bot
+## pins 17 and never imports it): tests/test_upbit_sdk_conformance.py runs it as a subprocess against the fakes.
+SDK_VENV := .venv-sdk
+SDK_STAMP := $(SDK_VENV)/.installed
+$(SDK_STAMP): requirements-sdk.txt
+	@test -x $(SDK_VENV)/bin/python || $(PYTHON) -m venv $(SDK_VENV)
+	$(SDK_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SDK_VENV)/bin/python -m pip install --quiet -r requirements-sdk.txt
+	@touch $(SDK_STAMP)
+
+## Upbit's official SDK in .venv-sdk (for the conformance test; make test runs it).
+sdk: $(SDK_STAMP)
 
 ## Debian tools some tests drive (promtool, prometheus, docker-compose, redis-server, chromium for the browser
 ## tests): Debian packages, installed when missing and this is root with apt-get; otherwise those tests skip with a
@@ -50,7 +63,7 @@ run: migrate
 
 ## The whole test suite (PostgreSQL tests included; they fail rather than skip under CI=true), after the linter and
 ## the type checker (mypy.ini: src and backend/app).
-test: install system-tools
+test: install system-tools sdk
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
@@ -84,4 +97,4 @@ lint: install
 
 ## Remove the virtual environment and the tool caches.
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) $(SDK_VENV) .pytest_cache .ruff_cache .mypy_cache
