@@ -27,7 +27,7 @@ def _env(home: Path) -> dict[str, str]:
 
 def _not_source(folder: str, names: list[str]) -> set[str]:
     """Skipped in the copy: the checkout's environment, caches, and its own databases and reports."""
-    skipped = {".venv", ".git", "build", "__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
+    skipped = {".venv", ".venv-sdk", ".git", "build", "__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
     if Path(folder) == PROJECT_ROOT:
         skipped |= {"data", "reports"}
     return {name for name in names if name in skipped or name.endswith(".egg-info")}
