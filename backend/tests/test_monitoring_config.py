@@ -48,7 +48,17 @@ SPEC_METRICS = (
     "ai_budget_limit_usd",
 )
 # What Grafana substitutes before a query reaches Prometheus; tests use the same short values.
-GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h"}
+GRAFANA_VARIABLES = {
+    "$__rate_interval": "1m",
+    "$__interval": "15s",
+    "$__range": "1h",
+    "$mode": "paper",
+    "$instance": ".*",  # "All"
+    "$symbol": ".*",
+}
+# The dashboard variables as Grafana renders them into SQL (``${name:regex}``).
+SQL_VARIABLES = {"${mode:regex}": "paper", "${instance:regex}": ".*", "${symbol:regex}": ".*"}
+TRADING_DASHBOARDS = ("trading.json", "ai.json", "bot-health.json")  # api.json shows HTTP metrics only
 
 
 def require_tool(name: str) -> str:
@@ -165,6 +175,30 @@ def test_dashboard_promql_parses(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_trading_dashboards_never_add_modes_instances_or_symbols_together() -> None:
+    # Given the dashboards that show trading data
+    for name in TRADING_DASHBOARDS:
+        dashboard = dashboards()[name]
+        # Then each has the mode (one at a time), instance and symbol variables
+        variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+        assert set(variables) == {"mode", "instance", "symbol"}, name
+        assert variables["mode"]["multi"] is False
+        assert variables["mode"]["includeAll"] is False
+        # And every query of a metric or table that has a mode, instance or symbol filters by it
+        for panel, target in panel_targets(dashboard):
+            query = target.get("expr") or target["rawSql"]
+            where = f"{name}: {panel['title']}"
+            if re.search(r"\b(trades_total|trade_volume_krw_total|trade_fee_krw_total)\{", query):
+                assert 'symbol=~"$symbol"' in query, where
+            if re.search(r'(portfolio_value_krw|portfolio_profit_rate|trades_total)\{job="api"', query):
+                assert 'mode=~"$mode"' in query, where
+            if 'job="scheduler"' in query and not query.startswith("max(up{"):
+                assert 'bot_instance=~"$instance"' in query, where
+            if re.search(r"FROM (trades|positions)\b", query):
+                assert "${mode:regex}" in query, where
+                assert "${symbol:regex}" in query, where
+
+
 def test_every_spec_metric_is_on_a_dashboard_or_alert() -> None:
     text = " ".join(expr for _, expr in promql_expressions()) + (MONITORING / "alerts.yml").read_text()
     for metric in SPEC_METRICS:
@@ -177,6 +211,8 @@ def _sql_queries() -> list[tuple[str, str]]:
         for panel, target in panel_targets(dashboard):
             if target["datasource"]["uid"] == "postgres":
                 raw = re.sub(r"\$__timeFilter\((\w+)\)", r"\1 > now() - interval '1 day'", target["rawSql"])
+                for variable, value in SQL_VARIABLES.items():
+                    raw = raw.replace(variable, value)
                 found.append((f"{name}: {panel['title']}", raw))
     return found
 

@@ -33,7 +33,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 # Grafana's variables as the test substitutes them: windows of several 1-second scrapes.
-VARIABLES = {"$__rate_interval": "20s", "$__interval": "1s", "$__range": "1m"}
+# The mode variable picks one mode in Grafana; here both the seeded paper trades and the replay's equity match.
+VARIABLES = {
+    "$__rate_interval": "20s",
+    "$__interval": "1s",
+    "$__range": "1m",
+    "$mode": "paper|replay",
+    "$instance": ".*",
+    "$symbol": ".*",
+}
 # 2 h simulated per second; rule_breakout has an entry on 2023-10-05 14:00 that passes the quick filter
 REPLAY = ["--replay", "--start", "2023-10-05", "--end", "2023-10-15", "--speed", "7200"]
 STARTUP_SECONDS = 60
