@@ -84,6 +84,7 @@ def _replay_options(args: argparse.Namespace, settings: Settings) -> ReplayOptio
         data_file=args.data,
         database_url=parse_database_url(args.database_url),
         speed=args.speed,
+        progress=not args.verbose,  # --verbose logs every job instead
     )
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -29,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backend.app.core.jobs import JobName, JobRunner, build_triggers
 from backend.app.core.replay_driver import drive_replay, fire_times
+from backend.app.core.replay_progress import ReplayProgress
 from backend.app.db.migrations import ensure_schema_current, upgrade_to_head
 from backend.app.db.queries import portfolio, reports
 from backend.app.db.repositories.bot import BotRepository
@@ -67,6 +69,7 @@ class ReplayOptions:
     database_url: str | None = None
     speed: float | None = None  # simulated seconds per real second; None = as fast as possible
     duration: timedelta = timedelta(days=DEFAULT_REPLAY_DAYS)  # used when --start is not given
+    progress: bool = False  # a progress bar on stderr (scheduler_main.py --replay; not for A/B instances)
 
 
 @dataclass(slots=True)
@@ -235,7 +238,9 @@ async def run_replay(settings: Settings, options: ReplayOptions) -> ReplaySummar
         started = time.perf_counter()
         try:
             await engine.start_up()
-            moments = await drive_replay(runner, source.advance_to, schedule, speed=options.speed)
+            with ReplayProgress(schedule) if options.progress else nullcontext() as progress:
+                on_tick = progress.on_tick if progress is not None else None
+                moments = await drive_replay(runner, source.advance_to, schedule, speed=options.speed, on_tick=on_tick)
         finally:
             await engine.aclose()
         seconds = time.perf_counter() - started
