@@ -1,8 +1,12 @@
-"""Client-side pacing for Upbit: obey ``Remaining-Req``, back off on 429, stand still on 418.
+"""Client-side pacing for Upbit: budgets of the order groups, ``Remaining-Req``, back off on 429, stand still on 418.
 
 Upbit counts requests per second and per group (``candle``, ``ticker``, ``orderbook``, ``market``,
-``default``, ``order``...). Every answer carries ``Remaining-Req: group=<g>; min=<m>; sec=<n>``; when
-``sec`` reaches 0 the next request of that group waits for the next one-second window. A 429 is
+``default``, ``order``...). The order groups are paced ahead of the answers, so that a burst of orders
+never meets a 429 (an order refused is an order late): ``order`` 12 per second (raised from 8 on
+2026-08-21), ``order-test`` 8 per second, ``order-cancel-all`` 1 per 2 seconds (``GROUP_BUDGETS``); a
+request waits until fewer than the budget were sent in the last window. Every answer also carries
+``Remaining-Req: group=<g>; min=<m>; sec=<n>``; when ``sec`` reaches 0 the next request of that group
+waits for the next one-second window. A 429 is
 answered with an exponential backoff; a 418 (a temporary block for continuing after 429) makes every
 request fail fast with ``Blocked`` until the block has passed, so the client never hammers a block.
 """
@@ -12,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from src.exceptions import Blocked
@@ -20,6 +25,24 @@ from src.exceptions import Blocked
 _GROUP = re.compile(r"group=([a-z\-]+)")
 _SEC = re.compile(r"sec=(\d+)")
 WINDOW_SECONDS = 1.0
+# Added to a budget's window: requests leave in one order and may arrive in another (network jitter)
+BUDGET_MARGIN_SECONDS = 0.02
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """At most ``requests`` per ``seconds`` (a sliding window)."""
+
+    requests: int
+    seconds: float = 1.0
+
+
+# Upbit's order groups (docs.upbit.com rate limits, changelog "order-rate-limit-update" of 2026-08-21).
+GROUP_BUDGETS: dict[str, Budget] = {
+    "order": Budget(12),
+    "order-test": Budget(8),
+    "order-cancel-all": Budget(1, 2.0),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +72,10 @@ class UpbitRateLimiter:
         default_block_seconds: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        budgets: Mapping[str, Budget] | None = None,
     ) -> None:
+        self.budgets = dict(GROUP_BUDGETS if budgets is None else budgets)
+        self._sent: dict[str, deque[float]] = {}
         self._backoff = backoff_seconds
         self._max_backoff = max_backoff_seconds
         self._default_block = default_block_seconds
@@ -75,6 +101,26 @@ class UpbitRateLimiter:
         wait = self._resume_at.get(group, 0.0) - self._clock()
         if wait > 0:
             await self._sleep(wait)
+        await self._within_budget(group)
+
+    async def _within_budget(self, group: str) -> None:
+        """Wait until fewer than the group's budget were sent in its window, then count this request.
+
+        Checking and counting happen with no ``await`` in between, so concurrent callers never share a slot.
+        """
+        budget = self.budgets.get(group)
+        if budget is None:
+            return
+        sent = self._sent.setdefault(group, deque())
+        window = budget.seconds + BUDGET_MARGIN_SECONDS
+        while True:
+            now = self._clock()
+            while sent and now - sent[0] >= window:
+                sent.popleft()
+            if len(sent) < budget.requests:
+                sent.append(now)
+                return
+            await self._sleep(window - (now - sent[0]))
 
     def record(self, header: str | None) -> None:
         """Remember the budget the exchange reported for the group of the last answer."""
