@@ -115,7 +115,7 @@ class UpbitRateLimiter:
         window = budget.seconds + BUDGET_MARGIN_SECONDS
         while True:
             now = self._clock()
-            while sent and now - sent[0] >= window:
+            while sent and now - sent[0] >= window - 1e-6:  # the tolerance: a sleep may end a hair early
                 sent.popleft()
             if len(sent) < budget.requests:
                 sent.append(now)
