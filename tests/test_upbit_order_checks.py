@@ -370,7 +370,9 @@ async def test_a_lost_answer_mid_split_stops_the_sequence_and_reconciliation_set
         fake_upbit.inject_drop_after_accept()
 
     service._sleep = drop_next
-    sold = await service.market_sell(BTC, held.amount, reason="exit: stop_loss", cycle_id=None)
+    sold = await service.market_sell(
+        BTC, held.amount, reason="exit: stop_loss", cycle_id=None, exit_reason=ExitReason.STOP_LOSS
+    )
     # Then the sequence stopped at the unknown part (no third part was sent) and that part is pending
     assert [p.status for p in sold.parts] == [OrderStatus.FILLED, OrderStatus.PENDING]
     assert sold.status is OrderStatus.PENDING
@@ -378,8 +380,10 @@ async def test_a_lost_answer_mid_split_stops_the_sequence_and_reconciliation_set
     assert len(sells) == 2
     # When reconciliation runs
     [settled] = await service.reconcile()
-    # Then the part is settled by its identifier, applied once, and the rest stays an open position
+    # Then the part is settled by its identifier with the exit reason, applied once, and the rest stays open
     assert settled.status is OrderStatus.FILLED
+    assert settled.trades
+    assert {t.exit_reason for t in settled.trades} == {"stop_loss"}
     position = await positions.get(BTC)
     assert position is not None
     assert position.amount == held.amount - D("0.54")
