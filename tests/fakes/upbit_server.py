@@ -102,7 +102,7 @@ class RecordedRequest:
     jwt_claims: dict[str, Any] | None
     jwt_alg: str | None
     status: int
-    at: float = 0.0  # time.monotonic() when the request was handled (rate-limit checks)
+    at: float = 0.0  # time.monotonic() when the request arrived (rate-limit checks)
 
     @property
     def params(self) -> dict[str, list[str]]:
@@ -462,6 +462,7 @@ class FakeUpbit:
     # --- request handling --------------------------------------------------------------------------
 
     def _handle(self, request: HttpRequest) -> HttpResponse:
+        arrived = time.monotonic()
         with self._lock:
             self._settle_pending_cancels()
             group = _group_of(request.method, request.path)
@@ -469,7 +470,7 @@ class FakeUpbit:
             response = self._answer(request, group, fault)
             response.headers.setdefault("Remaining-Req", self._remaining_req(group))
             self._record(request, response.status if not response.drop_connection else 0)
-            self.requests[-1] = replace(self.requests[-1], at=time.monotonic())
+            self.requests[-1] = replace(self.requests[-1], at=arrived)
             return response
 
     def _answer(self, request: HttpRequest, group: str, fault: Fault | None) -> HttpResponse:
@@ -816,6 +817,8 @@ class FakeUpbit:
             self._by_identifier[identifier] = order.uuid
         if fault is not None and fault.kind == "prevented":
             self._match_prevented(order, fault.share)
+        elif self._self_match(order):
+            pass  # the taker was stopped by self-match prevention
         elif ord_type == "limit":
             self._match_limit(order)
         else:
@@ -915,6 +918,75 @@ class FakeUpbit:
                 self._fill(order, level, size)
             order.state = "done"
         self._drop_empty_levels(order.market)
+
+    def _self_match(self, order: _Order) -> bool:
+        """Self-match prevention by the taker's ``smp_type`` (``cancel_maker`` when absent, Upbit's default) against
+        our own resting limit orders the taker would meet; True when the taker itself was stopped.
+
+        ``cancel_maker``: our resting orders are cancelled (``prevented_volume``), the taker trades on;
+        ``cancel_taker``: the taker ends ``prevented`` with nothing executed; ``reduce``: both lose the overlap
+        (the taker executes the rest against the book, then ends ``prevented``); ``none``: nothing is prevented
+        (the fake's scripted book does not hold our resting orders, so no self-trade is simulated).
+        """
+        smp = order.smp_type or "cancel_maker"
+        makers = [o for o in self._orders.values() if self._meets(order, o)]
+        if smp == "none" or not makers:
+            return False
+        if smp == "cancel_taker":
+            self._match_prevented(order, ZERO)
+            return True
+        if smp == "cancel_maker":
+            for maker in makers:
+                self._prevent_maker(maker, maker.remaining_volume)
+            return False
+        # reduce: take the overlap off both sides
+        wanted = order.volume if order.ord_type != "price" else None
+        overlap_volume = sum((m.remaining_volume for m in makers), ZERO)
+        if wanted is not None:
+            overlap = min(overlap_volume, wanted)
+            share = (wanted - overlap) / wanted
+        else:
+            overlap_krw = min(sum(((m.price or ZERO) * m.remaining_volume for m in makers), ZERO), order.price or ZERO)
+            share = ((order.price or ZERO) - overlap_krw) / (order.price or Decimal(1))
+            overlap = overlap_volume
+        left = overlap
+        for maker in makers:
+            cut = min(left, maker.remaining_volume)
+            self._prevent_maker(maker, cut)
+            left -= cut
+        self._match_prevented(order, share)
+        return True
+
+    def _meets(self, taker: _Order, maker: _Order) -> bool:
+        """Would ``taker`` trade with our own resting ``maker``? (A market order reaches the 30 visible levels.)"""
+        if maker is taker or maker.market != taker.market or maker.side == taker.side:
+            return False
+        if maker.state != "wait" or maker.cancel_pending or maker.ord_type != "limit" or maker.price is None:
+            return False
+        if taker.ord_type == "limit":
+            limit = taker.price or ZERO
+            return maker.price <= limit if taker.side == "bid" else maker.price >= limit
+        levels = (self._books.get(taker.market, {}).get("asks" if taker.side == "bid" else "bids") or [])[:BOOK_LEVELS]
+        if not levels:
+            return True
+        return maker.price <= levels[-1][0] if taker.side == "bid" else maker.price >= levels[-1][0]
+
+    def _prevent_maker(self, maker: _Order, volume: Decimal) -> None:
+        """Take ``volume`` off our resting order (self-match prevention); it ends ``cancel`` when nothing is left."""
+        if volume <= 0:
+            return
+        per_unit = maker.locked / maker.remaining_volume if maker.remaining_volume > 0 else ZERO
+        freed = per_unit * volume
+        account = self._account("KRW") if maker.side == "bid" else self._account(maker.market.split("-", 1)[1])
+        account.locked -= freed
+        account.balance += freed
+        maker.locked -= freed
+        maker.remaining_volume -= volume
+        maker.prevented_volume += volume
+        maker.prevented_locked += freed
+        if maker.remaining_volume <= 0:
+            maker.state = "cancel"
+            self._release(maker)
 
     def _match_prevented(self, order: _Order, share: Decimal) -> None:
         """Execute ``share`` of the order against the book, then self-match prevention cancels the rest."""
