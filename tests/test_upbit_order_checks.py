@@ -233,15 +233,15 @@ async def test_order_group_budgets_are_12_per_second_8_for_tests_1_per_2_seconds
     # When 24 orders, 16 order tests and 2 batch cancels acquire in turn
     start = clock.now
     for _ in range(24):
-        await limiter.acquire("order")
+        limiter.done(await limiter.acquire("order"))
     order_time = clock.now - start
     start = clock.now
     for _ in range(16):
-        await limiter.acquire("order-test")
+        limiter.done(await limiter.acquire("order-test"))
     test_time = clock.now - start
     start = clock.now
     for _ in range(2):
-        await limiter.acquire("order-cancel-all")
+        limiter.done(await limiter.acquire("order-cancel-all"))
     cancel_time = clock.now - start
     # Then the 13th order waited one window, the 9th test one window, the second cancel two seconds
     assert 1.0 < order_time < 1.1
