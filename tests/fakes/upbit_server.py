@@ -26,12 +26,18 @@ Every answer carries ``Remaining-Req``; per-group budgets per second give 429 wh
 (a timed block) when the client keeps sending in the same second. Faults can be injected (see
 ``inject_*``). Every request is recorded with its decoded JWT claims (``requests``).
 
+Routes the official SDK (upbit-sdk 1.1.0) uses besides: ``POST /v1/orders/test`` (every check of an order,
+nothing placed, the identifier stays free), ``GET /v1/orders/closed`` and the public ``GET /v1/trades/ticks``
+(tests/test_upbit_sdk_conformance.py). ``add_order_listener`` sees every order change (wait, each execution,
+done/cancel): FakeUpbitWebSocket turns them into ``myOrder`` events.
+
 Run standalone: ``python -m tests.fakes.upbit_server --port 0`` prints the base URL on stdout.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import math
@@ -39,7 +45,7 @@ import signal
 import threading
 import time
 import uuid as uuid_lib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
@@ -64,6 +70,7 @@ DEFAULT_RATE_LIMITS: dict[str, int] = {
     "market": 10,
     "candle": 10,
     "ticker": 10,
+    "trade": 10,
     "orderbook": 10,
     "default": 30,
     "order": 12,
@@ -206,6 +213,10 @@ def _kst(moment: datetime) -> str:
 def _group_of(method: str, path: str) -> str:
     if path.startswith("/v1/candles"):
         return "candle"
+    if path.startswith("/v1/trades"):
+        return "trade"
+    if method == "POST" and path == "/v1/orders/test":
+        return "order-test"
     if path.startswith("/v1/ticker"):
         return "ticker"
     if path.startswith("/v1/orderbook"):
@@ -214,8 +225,6 @@ def _group_of(method: str, path: str) -> str:
         return "market"
     if method == "POST" and path == "/v1/orders":
         return "order"
-    if method == "POST" and path == "/v1/orders/test":
-        return "order-test"
     if method == "DELETE" and path == "/v1/orders/open":
         return "order-cancel-all"
     return "default"
@@ -225,6 +234,17 @@ def _parse_to(text: str) -> datetime:
     """Upbit's three ``to`` formats: ``...Z``, ``YYYY-MM-DD HH:MM:SS`` (UTC) and ``...+09:00``."""
     try:
         parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace(" ", "T"))
+    except ValueError as exc:
+        raise _Reply(400, "validation_error", "Invalid parameter. Check the given value!") from exc
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _parse_time(text: str) -> datetime:
+    """``start_time``/``end_time`` of the order lists: ISO 8601 with a zone, or milliseconds."""
+    if text.isdigit():
+        return datetime.fromtimestamp(int(text) / 1000, tz=UTC)
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as exc:
         raise _Reply(400, "validation_error", "Invalid parameter. Check the given value!") from exc
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
@@ -278,6 +298,7 @@ class FakeUpbit:
         self._used_identifiers: set[str] = set()
         self._nonces: set[str] = set()
         self._faults: list[Fault] = []
+        self._order_listeners: list[Callable[[dict[str, Any]], None]] = []
         self._windows: dict[str, tuple[int, int, int]] = {}  # group -> (second, count, sent_after_429)
         self._blocked_until = 0.0
 
@@ -342,6 +363,8 @@ class FakeUpbit:
             for order in list(self._orders.values()):
                 if order.market == market and order.state == "wait" and not order.cancel_pending:
                     self._match_limit(order, resting=True)
+                    if order.state != "wait":
+                        self._notify(order)
 
     def set_tick_size(self, market: str, tick: Decimal | str | int | None) -> None:
         """The market's ``tick_size`` in ``/v1/orderbook/instruments`` and in price validation (None: the table)."""
@@ -400,6 +423,31 @@ class FakeUpbit:
                 aligned = now - timedelta(minutes=(now.hour * 60 + now.minute) % span)
                 start = aligned - timedelta(minutes=span * 200)
                 self.set_candles(market, timeframe, make_candles(start, 200, timeframe, start_price=price, seed=7))
+
+    # --- order events (the private WebSocket's myOrder feed) ----------------------------------------
+
+    def add_order_listener(self, callback: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``callback(order_json)`` on every state change of every order: ``wait`` when placed, ``trade``
+        for each execution (the order JSON with ``state: "trade"`` and the execution under ``trade``), then
+        ``done``/``cancel``. Called on the server thread under the fake's lock: the callback must not block."""
+        with self._lock:
+            self._order_listeners.append(callback)
+
+    def remove_order_listener(self, callback: Callable[[dict[str, Any]], None]) -> None:
+        with self._lock:
+            if callback in self._order_listeners:
+                self._order_listeners.remove(callback)
+
+    def _notify(self, order: _Order, trade: dict[str, Any] | None = None) -> None:
+        if not self._order_listeners:
+            return
+        event = self._order_json(order, with_trades=False)
+        if trade is not None:
+            event["state"] = "trade"
+            event["trade"] = {**trade, "fee": _s(Decimal(trade["funds"]) * self.fee_rate)}
+        for listener in list(self._order_listeners):
+            with contextlib.suppress(Exception):  # a test's listener must not break the exchange
+                listener(event)
 
     # --- fault injection ---------------------------------------------------------------------------
 
@@ -512,6 +560,8 @@ class FakeUpbit:
             return 200, [self._orderbook_json(m) for m in self._markets_param(params)]
         if method == "GET" and path == "/v1/orderbook/instruments":
             return 200, [self._instrument_json(m) for m in self._markets_param(params)]
+        if method == "GET" and path == "/v1/trades/ticks":
+            return 200, self._trade_ticks(params)
         if not path.startswith("/v1/"):
             raise _Reply(404, "not_found", f"no route {method} {path}")
         self._authenticate(request)
@@ -532,6 +582,10 @@ class FakeUpbit:
             return 200, self._cancel(self._require_order(params))
         if method == "GET" and path in ("/v1/orders/open", "/v1/orders"):
             return 200, self._list_orders(request.query, open_only=path.endswith("/open"))
+        if method == "POST" and path == "/v1/orders/test":
+            return 201, self._test_order(_body_json(request))
+        if method == "GET" and path == "/v1/orders/closed":
+            return 200, self._closed_orders(request.query)
         raise _Reply(404, "not_found", f"no route {method} {path}")
 
     # --- rate limiting -----------------------------------------------------------------------------
@@ -605,6 +659,112 @@ class FakeUpbit:
             expected = hashlib.sha512(urlencode(pairs).replace("%5B%5D=", "[]=").encode()).hexdigest()
             if claims.get("query_hash") != expected or claims.get("query_hash_alg", "SHA512") != "SHA512":
                 raise _Reply(401, "invalid_query_payload", "JWT 헤더의 페이로드가 올바르지 않습니다.")
+
+    # --- order test, closed orders, trade ticks (routes the official SDK uses) ----------------------
+
+    def _test_order(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST /v1/orders/test``: every check of ``POST /v1/orders`` (parameters, tick, minimum, funds, an
+        identifier already used), then the order-shaped answer Upbit gives; nothing is placed or reserved and
+        the identifier stays free."""
+        side, ord_type, market = body.get("side"), body.get("ord_type"), body.get("market")
+        identifier = body.get("identifier")
+        if identifier is not None and identifier in self._used_identifiers:
+            raise _Reply(400, "duplicate_identifier", "identifier는 중복될 수 없습니다.")
+        if side not in ("bid", "ask"):
+            raise _Reply(400, "validation_error", "side does not have a valid value")
+        if market not in self._markets:
+            raise _Reply(400, "validation_error", "market does not have a valid value")
+        smp_type = body.get("smp_type")
+        if smp_type is not None and smp_type not in SMP_TYPES:
+            raise _Reply(400, "validation_error", "smp_type does not have a valid value")
+        price, volume = self._order_params(side, ord_type, body)
+        self._check_tick(market, side, ord_type, price)
+        self._check_min_total(market, side, ord_type, price, volume)
+        order = _Order(
+            uuid=str(uuid_lib.uuid4()),
+            identifier=identifier,
+            market=market,
+            side=side,
+            ord_type=ord_type,
+            price=price,
+            volume=volume,
+            created_at=datetime.now(UTC),
+            remaining_volume=volume or ZERO,
+            smp_type=smp_type,
+        )
+        accounts = {currency: _Account(a.balance, a.locked, a.avg_buy_price) for currency, a in self._accounts.items()}
+        try:
+            self._reserve(order)  # the funds check of a real order, on a copy of the balances
+        finally:
+            self._accounts = accounts
+        return self._order_json(order, with_trades=False)
+
+    def _closed_orders(self, query: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        """``GET /v1/orders/closed``: ``done``/``cancel`` orders created in [start_time, end_time] (at most 7
+        days; the past 7 days by default), newest first (``order_by=asc`` for oldest first), ``limit`` <= 1000."""
+        params = dict(query)
+        states = [v for k, v in query if k == "states[]"] or ([params["state"]] if "state" in params else [])
+        if not set(states) <= {"done", "cancel"}:
+            raise _Reply(400, "validation_error", "states does not have a valid value")
+        week = timedelta(days=7)
+        start = _parse_time(params["start_time"]) if params.get("start_time") else None
+        end = _parse_time(params["end_time"]) if params.get("end_time") else None
+        if start is None:
+            end = end or datetime.now(UTC)
+            start = end - week
+        end = end or start + week
+        if end - start > week or end < start:
+            raise _Reply(400, "validation_error", "the range between start_time and end_time must be 7 days or less")
+        limit_text = params.get("limit", "100")
+        if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
+            raise _Reply(400, "validation_error", "limit does not have a valid value")
+        if params.get("order_by", "desc") not in ("asc", "desc"):
+            raise _Reply(400, "validation_error", "order_by does not have a valid value")
+        market = params.get("market")
+        chosen = [
+            o
+            for o in self._orders.values()
+            if o.state in (states or ("done", "cancel"))
+            and (market is None or o.market == market)
+            and start <= o.created_at <= end
+        ]
+        chosen.sort(key=lambda o: o.created_at, reverse=params.get("order_by", "desc") == "desc")
+        return [self._order_json(o, with_trades=False) for o in chosen[: int(limit_text)]]
+
+    def _trade_ticks(self, params: dict[str, str]) -> list[dict[str, Any]]:
+        """``GET /v1/trades/ticks`` (public, no JWT): the executions of ``market`` on this fake, newest first."""
+        market = params.get("market", "")
+        if market not in self._markets:
+            raise _Reply(404, "not_found_market", "Code not found")
+        count_text = params.get("count", "1")
+        if not count_text.isdigit() or not 1 <= int(count_text) <= 500:
+            raise _Reply(400, "validation_error", "count does not have a valid value")
+        ticks: list[dict[str, Any]] = []
+        for order in self._orders.values():
+            if order.market != market:
+                continue
+            for trade in order.trades:
+                moment = datetime.fromisoformat(trade["created_at"]).astimezone(UTC)
+                millis = int(moment.timestamp() * 1000)
+                price = float(Decimal(trade["price"]))
+                ticks.append(
+                    {
+                        "market": market,
+                        "trade_date_utc": moment.strftime("%Y-%m-%d"),
+                        "trade_time_utc": moment.strftime("%H:%M:%S"),
+                        "timestamp": millis,
+                        "trade_price": price,
+                        "trade_volume": float(Decimal(trade["volume"])),
+                        "prev_closing_price": price,
+                        "change_price": 0.0,
+                        "ask_bid": "BID" if trade["side"] == "bid" else "ASK",
+                        "sequential_id": millis * 1000 + len(ticks) % 1000,
+                    }
+                )
+        ticks.sort(key=lambda t: (t["timestamp"], t["sequential_id"]), reverse=True)
+        if params.get("cursor"):
+            ticks = [t for t in ticks if t["sequential_id"] < int(params["cursor"])]
+        return ticks[: int(count_text)]
 
     # --- quotation ---------------------------------------------------------------------------------
 
@@ -684,6 +844,8 @@ class FakeUpbit:
             "market": market,
             "trade_date": now.strftime("%Y%m%d"),
             "trade_time": now.strftime("%H%M%S"),
+            "trade_date_kst": now.astimezone(KST).strftime("%Y%m%d"),
+            "trade_time_kst": now.astimezone(KST).strftime("%H%M%S"),
             "trade_timestamp": int(now.timestamp() * 1000),
             "opening_price": p,
             "high_price": p,
@@ -700,6 +862,10 @@ class FakeUpbit:
             "acc_trade_price_24h": 0.0,
             "acc_trade_volume": 0.0,
             "acc_trade_volume_24h": 0.0,
+            "highest_52_week_price": p,
+            "highest_52_week_date": now.strftime("%Y-%m-%d"),
+            "lowest_52_week_price": p,
+            "lowest_52_week_date": now.strftime("%Y-%m-%d"),
             "timestamp": int(now.timestamp() * 1000),
         }
 
@@ -725,7 +891,7 @@ class FakeUpbit:
             "total_ask_size": float(sum((a[1] for a in book["asks"]), ZERO)),
             "total_bid_size": float(sum((b[1] for b in book["bids"]), ZERO)),
             "orderbook_units": units,
-            "level": 0,
+            "level": 0.0,
         }
 
     def _instrument_json(self, market: str) -> dict[str, Any]:
@@ -815,6 +981,7 @@ class FakeUpbit:
         self._orders[order.uuid] = order
         if identifier is not None:
             self._by_identifier[identifier] = order.uuid
+        self._notify(order)
         if fault is not None and fault.kind == "prevented":
             self._match_prevented(order, fault.share)
         elif self._self_match(order):
@@ -910,6 +1077,7 @@ class FakeUpbit:
                 self._fill(order, level, size)
             self._release(order)
             order.state = "done" if order.executed_funds == budget else "cancel"
+            self._notify(order)
         else:
             for level in self._books[order.market]["bids"]:
                 size = min(level[1], order.remaining_volume)
@@ -917,6 +1085,7 @@ class FakeUpbit:
                     break
                 self._fill(order, level, size)
             order.state = "done"
+            self._notify(order)
         self._drop_empty_levels(order.market)
 
     def _self_match(self, order: _Order) -> bool:
@@ -987,6 +1156,7 @@ class FakeUpbit:
         if maker.remaining_volume <= 0:
             maker.state = "cancel"
             self._release(maker)
+        self._notify(maker)
 
     def _match_prevented(self, order: _Order, share: Decimal) -> None:
         """Execute ``share`` of the order against the book, then self-match prevention cancels the rest."""
@@ -1017,6 +1187,7 @@ class FakeUpbit:
             order.remaining_volume = ZERO
         self._release(order)
         order.state = "prevented"
+        self._notify(order)
         self._drop_empty_levels(order.market)
 
     def _match_limit(self, order: _Order, *, resting: bool = False) -> None:
@@ -1033,6 +1204,8 @@ class FakeUpbit:
         if order.remaining_volume <= 0:
             order.state = "done"
             self._release(order)
+            if not resting:
+                self._notify(order)
         self._drop_empty_levels(order.market)
 
     def _fill(self, order: _Order, level: list[Decimal], size: Decimal, price: Decimal | None = None) -> None:
@@ -1076,6 +1249,7 @@ class FakeUpbit:
                 "side": order.side,
             }
         )
+        self._notify(order, trade=order.trades[-1])
 
     def _release(self, order: _Order) -> None:
         """Give back what an order still holds (unspent KRW of a market buy, a cancelled remainder)."""
@@ -1118,6 +1292,7 @@ class FakeUpbit:
                 order.cancel_pending = False
                 order.state = "cancel"
                 self._release(order)
+                self._notify(order)
 
     def _list_orders(self, query: list[tuple[str, str]], *, open_only: bool) -> list[dict[str, Any]]:
         params = dict(query)
