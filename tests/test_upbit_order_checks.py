@@ -542,3 +542,18 @@ async def test_a_self_match_under_cancel_taker_settles_the_order_cancelled(
     assert repo.trades == {}
     assert await positions.get(BTC) is None
     assert (await client.get_order(identifier="maker-2")).state is ExchangeOrderState.WAIT
+
+
+async def test_the_fake_reports_prevented_to_its_order_listeners(fake_upbit: FakeUpbit, client: UpbitClient) -> None:
+    # Given a listener on the fake's order changes (FakeUpbitWebSocket turns them into myOrder events)
+    seen: list[dict[str, object]] = []
+    fake_upbit.add_order_listener(seen.append)
+    # When an order is stopped by self-match prevention after executing half
+    fake_upbit.inject_prevented(executed_share="0.5")
+    order = await client.place_order(OrderRequest(BTC, Side.BUY, OrderType.MARKET_BUY, "seen", krw_total=D("100000")))
+    # Then the listener saw it placed, its execution, and the final prevented state with what was prevented
+    states = [event["state"] for event in seen if event["uuid"] == order.uuid]
+    assert states[0] == "wait"
+    assert "trade" in states
+    assert states[-1] == "prevented"
+    assert D(str(seen[-1]["prevented_locked"])) > 0
