@@ -9,7 +9,10 @@ import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
 from structlog.testing import capture_logs
 
@@ -19,6 +22,7 @@ from src.api.paper_exchange import PaperExchange
 from src.api.rate_limiter import GROUP_BUDGETS, UpbitRateLimiter
 from src.api.upbit.instruments import TickSizeCache
 from src.api.upbit_client import UpbitClient
+from src.config.runtime_state import with_value
 from src.config.settings import load_settings
 from src.domain.exits import ExitPolicy, ExitReason
 from src.domain.modes import TradingMode
@@ -27,7 +31,9 @@ from src.exceptions import InvalidOrder, InvalidPrice, RateLimited
 from src.position import PositionService
 from src.risk import InMemoryRiskStore
 from src.risk.store import PositionStatus
+from src.strategy.contract import Strategy, StrategySignals
 from src.trading.exchange_status import status_from_exchange
+from src.trading.pipeline.compose import PipelineAdapters, build_pipeline
 from src.trading.pipeline.memory import InMemoryTradingRepository
 from src.trading.pipeline.positions import ServicePositionBook
 from src.trading.service import TradingService
@@ -557,3 +563,58 @@ async def test_the_fake_reports_prevented_to_its_order_listeners(fake_upbit: Fak
     assert "trade" in states
     assert states[-1] == "prevented"
     assert D(str(seen[-1]["prevented_locked"])) > 0
+
+
+async def test_the_position_job_sells_a_stop_loss_beyond_30_levels_in_parts_over_the_live_client(
+    monkeypatch: pytest.MonkeyPatch, fake_upbit: FakeUpbit, client: UpbitClient
+) -> None:
+    # Given the live pipeline over the Upbit client, holding a position of about 0.63 BTC bought at ~95,000,000
+    for name in ("OPENAI_API_KEY", "TRADING_MODE", "DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AI_ENABLED", "false")
+    settings = with_value(load_settings(env_file=None), "trading.symbols", [BTC])
+    repo = InMemoryTradingRepository()
+    adapters = PipelineAdapters(
+        exchange=client,
+        repository=repo,
+        risk_store=InMemoryRiskStore(orders=repo),
+        clock=lambda: datetime.now(UTC),
+        strategy=StopAt5Pct(),
+        quick_filter=None,
+    )
+    pipeline = build_pipeline(settings, adapters, mode=MODE, instance="live")
+    _deep_book(fake_upbit, 100, "0.01")
+    await pipeline.trading.market_buy(BTC, D("60000000"), reason="test", cycle_id=None)
+    held = await pipeline.positions.get(BTC)
+    assert held is not None
+    # When the price falls 8 % (below the 5 % stop) with 0.3 BTC on the first 30 bids, and the position job runs
+    fake_upbit.set_orderbook(
+        BTC,
+        asks=[(87_401_000 + 1000 * i, "0.01") for i in range(100)],
+        bids=[(87_400_000 - 1000 * i, "0.01") for i in range(100)],
+    )
+    fake_upbit.set_ticker(BTC, 87_400_000)
+    [report] = await pipeline.check_positions()
+    # Then the stop loss sold the whole position in three parts, none refused, each with the exit reason
+    assert report.result is not None
+    assert report.result.filled
+    assert len(report.result.parts) == 3
+    sells = [o for o in repo.orders.values() if o.side is Side.SELL]
+    assert {o.exit_reason for o in sells} == {"stop_loss"}
+    assert {p.status for p in fake_upbit.requests_to("/v1/orders", "POST")} == {201}
+    assert await pipeline.positions.get(BTC) is None
+    [closed] = await pipeline.positions.store.list_closed_positions(MODE)
+    assert closed.exit_reason == "stop_loss"
+    assert closed.realized_pnl < 0
+
+
+class StopAt5Pct(Strategy):
+    """Never trades by signal; exits by a 5 % stop."""
+
+    name = "stop_at_5pct"
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**{"stop_loss_pct": 5, **params})
+
+    def generate_signals(self, df: pd.DataFrame) -> StrategySignals:
+        return self.signals(df, np.zeros(len(df), dtype=np.bool_))
