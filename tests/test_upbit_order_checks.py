@@ -362,6 +362,25 @@ async def test_a_sell_beyond_30_levels_is_split_into_parts_each_an_order_and_the
     assert fake_upbit.balance("BTC") == 0
 
 
+async def test_a_split_never_leaves_a_rest_below_the_minimum_order(fake_upbit: FakeUpbit, client: UpbitClient) -> None:
+    # Given 0.27003 BTC held: 0.27 BTC is the cap (90 % of the first 30 bids), 0.00003 BTC (~2,850 KRW) would be dust
+    _deep_book(fake_upbit, 100, "0.01")
+    fake_upbit.set_balance("BTC", "0.27003")
+    repo = InMemoryTradingRepository()
+    service = TradingService(client, repo, mode=MODE, poll_delay_seconds=0, sleep=_no_sleep)
+    # When it is all sold
+    sold = await service.market_sell(BTC, D("0.27003"), reason="exit: signal", cycle_id=None)
+    # Then the first part left a rest of 1.5 minimum orders, and the second part sold it: nothing is left
+    assert sold.filled
+    first, second = (o.amount for o in repo.orders.values())
+    assert first is not None
+    assert second is not None
+    assert first < D("0.27")
+    assert second * D("94970000") >= D("5000")
+    assert first + second == D("0.27003")
+    assert fake_upbit.balance("BTC") == 0
+
+
 async def test_a_lost_answer_mid_split_stops_the_sequence_and_reconciliation_settles_the_part(
     fake_upbit: FakeUpbit, client: UpbitClient
 ) -> None:

@@ -44,10 +44,12 @@ from src.domain.modes import TradingMode
 from src.domain.money import ZERO, whole_krw
 from src.domain.orders import OrderStatus, OrderType, Side
 from src.exceptions import (
+    DataError,
     DuplicateOrderIdentifier,
     ExchangeError,
     ExchangeUnavailable,
     InvalidInput,
+    MarketDataUnavailable,
     SchedulerLockLost,
 )
 from src.trading.ports import ExecutionObserver, NullObserver, OrderGuard, PositionBook
@@ -60,6 +62,7 @@ log = get_logger(__name__)
 
 Clock = Callable[[], datetime]
 _INSTANCE_CHARS = 24
+_REST_MINIMUMS = Decimal("1.5")  # the smallest rest a split leaves for its next part, in minimum orders
 
 
 def utc_now() -> datetime:
@@ -208,7 +211,7 @@ class TradingService(OrderReconciliation):
         always sent (unsplit when the book cannot be read), so every order the caller asked for is a row."""
         try:
             books = await self.exchange.get_orderbooks([symbol])
-        except ExchangeError as exc:
+        except (ExchangeError, DataError, MarketDataUnavailable) as exc:
             self.observer.on_exchange_error("get_orderbooks", type(exc).__name__)
             log.warning("order.book_unread", symbol=symbol, error=str(exc), sending=str(remaining))
             return remaining if first else None
@@ -225,6 +228,7 @@ class TradingService(OrderReconciliation):
             return remaining
         cap = depth * self.sweep_depth_share
         size = whole_krw(cap) if side is Side.BUY else truncate_volume(cap)
+        size = self._leave_a_sellable_rest(side, remaining, size, book.best_bid)
         log.warning(
             "order.capped_to_book",
             symbol=symbol,
@@ -237,6 +241,19 @@ class TradingService(OrderReconciliation):
         if size <= 0:
             return remaining if first else None
         return size
+
+    def _leave_a_sellable_rest(
+        self, side: Side, remaining: Decimal, size: Decimal, best_bid: Decimal | None
+    ) -> Decimal:
+        """A part smaller than ``size`` when ``size`` would leave a rest below the minimum order (which could not be
+        sent on its own): the rest is then 1.5 minimum orders (the price may fall before it goes), as long as the
+        part stays at least one minimum order itself."""
+        price = Decimal("1") if side is Side.BUY else best_bid or ZERO
+        if price <= 0 or (remaining - size) * price >= self.min_order_krw:
+            return size
+        rest = self.min_order_krw * _REST_MINIMUMS / price
+        smaller = remaining - (whole_krw(rest) if side is Side.BUY else truncate_volume(rest))
+        return smaller if smaller * price >= self.min_order_krw else size
 
     async def _submit(
         self,
