@@ -637,3 +637,27 @@ class StopAt5Pct(Strategy):
 
     def generate_signals(self, df: pd.DataFrame) -> StrategySignals:
         return self.signals(df, np.zeros(len(df), dtype=np.bool_))
+
+
+async def test_a_self_match_under_reduce_takes_the_overlap_off_both_orders(
+    fake_upbit: FakeUpbit, client: UpbitClient
+) -> None:
+    # Given our own limit sell of 0.01 BTC resting at 95,003,000
+    fake_upbit.set_balance("BTC", "1")
+    await client.place_order(
+        OrderRequest(BTC, Side.SELL, OrderType.LIMIT, "maker-3", volume=D("0.01"), price=D("95003000"))
+    )
+    # When a limit buy of 0.004 BTC at that price comes with smp_type reduce
+    taker = await client.place_order(
+        OrderRequest(BTC, Side.BUY, OrderType.LIMIT, "taker-3", D("0.004"), D("95003000"), smp_type=SmpType.REDUCE)
+    )
+    # Then the whole buy overlapped: it ends prevented with nothing executed, the KRW it locked is free again
+    after = await client.get_order(uuid=taker.uuid)
+    assert after.state is ExchangeOrderState.PREVENTED
+    assert (after.executed_volume, after.prevented_volume) == (D(0), D("0.004"))
+    assert fake_upbit.locked("KRW") == 0
+    # and our resting sell lost the same 0.004 BTC and still waits with the rest
+    maker = await client.get_order(identifier="maker-3")
+    assert maker.state is ExchangeOrderState.WAIT
+    assert (maker.remaining_volume, maker.prevented_volume) == (D("0.006"), D("0.004"))
+    assert fake_upbit.locked("BTC") == D("0.006")
