@@ -208,7 +208,7 @@ async def test_a_volume_below_8_decimals_truncates_to_nothing_like_the_live_clie
 
 async def test_market_order_beyond_the_visible_book_is_refused(paper: PaperExchange, book: ScriptedBook) -> None:
     book.set(BTC, asks=[("10000", "1")], bids=[("9990", "1")])
-    with pytest.raises(InvalidOrder, match="ask depth"):
+    with pytest.raises(InvalidOrder, match="first 30 levels"):
         await paper.place_order(market_buy("deep", "20000"))
 
 

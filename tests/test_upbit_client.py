@@ -191,6 +191,7 @@ async def test_post_hashes_the_json_body_and_sends_identifier(fake_upbit: FakeUp
         "price": "10000",
         "ord_type": "price",
         "identifier": "cycle-1-buy",
+        "smp_type": "cancel_maker",  # always explicit (UPBIT_SMP_TYPE)
     }
     assert wire.headers["content-type"] == "application/json; charset=utf-8"
     assert wire.jwt_claims is not None
@@ -305,14 +306,17 @@ async def test_market_sell_under_min_total_is_refused_by_the_exchange(
 async def test_off_grid_price_under_the_exchange_tick_table_is_invalid_price(
     fake_upbit: FakeUpbit, client: UpbitClient
 ) -> None:
-    # Given the exchange applies the pre-2024 table (tick 5 between 1,000 and 10,000 KRW)
+    # Given the exchange applies the pre-2024 table (tick 5 between 1,000 and 10,000 KRW) and its instruments
+    # endpoint is down, so the client can only use today's table (tick 1)
     fake_upbit.tick_time = datetime(2023, 1, 1, tzinfo=UTC)
     fake_upbit.set_orderbook("KRW-XRP", asks=[(1300, 100)], bids=[(1200, 100)])
-    # When the client (today's table: tick 1) sends a limit at 1,234 KRW
+    fake_upbit.inject_server_error(503, times=3, path="/v1/orderbook/instruments")
+    # When the client sends a limit at 1,234 KRW
     with pytest.raises(InvalidPrice) as caught:
         await client.place_order(
             OrderRequest("KRW-XRP", Side.BUY, OrderType.LIMIT, "xrp-1", Decimal("10"), Decimal("1234"))
         )
+    # Then the exchange refuses the price
     assert caught.value.name == "invalid_price_bid"
 
 

@@ -16,19 +16,24 @@ from typing import Protocol, runtime_checkable
 import pandas as pd
 
 from src.domain.money import ZERO
-from src.domain.orders import OrderType, Side
+from src.domain.orders import OrderType, Side, SmpType
 
 CANDLE_COLUMNS = ("open", "high", "low", "close", "volume", "value")
 MAX_CANDLES_PER_REQUEST = 200  # Upbit serves at most 200 candles per request; longer ranges page with `to`
 
 
 class ExchangeOrderState(StrEnum):
-    """Upbit's order ``state`` values."""
+    """Upbit's order ``state`` values.
+
+    ``prevented``: self-match prevention (``smp_type``) stopped the order; it is final. What executed before
+    is a fill, the rest is cancelled (``Order.prevented_volume`` says how much).
+    """
 
     WAIT = "wait"
     WATCH = "watch"
     DONE = "done"
     CANCEL = "cancel"
+    PREVENTED = "prevented"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +108,7 @@ class OrderRequest:
     volume: Decimal | None = None  # limit and market sell
     price: Decimal | None = None  # limit only: KRW per unit of the base coin
     krw_total: Decimal | None = None  # market buy only: the KRW to spend (sent as Upbit's ``price``)
+    smp_type: SmpType | None = None  # None: the client's configured ``UPBIT_SMP_TYPE`` (always sent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,16 +138,18 @@ class Order:
     executed_funds: Decimal = ZERO
     paid_fee: Decimal = ZERO
     trades: tuple[Fill, ...] = field(default_factory=tuple)
+    prevented_volume: Decimal = ZERO  # cancelled by self-match prevention (Upbit's ``prevented_volume``)
 
     @property
     def is_final(self) -> bool:
-        return self.state in (ExchangeOrderState.DONE, ExchangeOrderState.CANCEL)
+        return self.state in (ExchangeOrderState.DONE, ExchangeOrderState.CANCEL, ExchangeOrderState.PREVENTED)
 
     @property
     def is_filled(self) -> bool:
-        """Done, or a cancel that still executed something (a market buy's unspendable remainder)."""
+        """Done, or a cancel or self-match prevention that still executed something (a market buy's unspendable
+        remainder, the part executed before the prevention)."""
         return self.state is ExchangeOrderState.DONE or (
-            self.state is ExchangeOrderState.CANCEL and self.executed_volume > 0
+            self.state in (ExchangeOrderState.CANCEL, ExchangeOrderState.PREVENTED) and self.executed_volume > 0
         )
 
     @property
@@ -166,6 +174,17 @@ class MarketDataSource(Protocol):
     async def get_candles(
         self, symbol: str, timeframe: str, count: int = 200, to: datetime | None = None
     ) -> pd.DataFrame: ...
+
+
+@runtime_checkable
+class TickSizeSource(Protocol):
+    """The exchange's own tick size of a market (``GET /v1/orderbook/instruments``), or ``None`` when unknown.
+
+    ``UpbitClient`` implements it (cached, refreshed every ``INSTRUMENTS_REFRESH_HOURS``); the paper exchange
+    asks its market data source when that source implements it; replay and backtests use the dated table.
+    """
+
+    async def tick_size(self, symbol: str) -> Decimal | None: ...
 
 
 class IExchangeClient(ABC):

@@ -3,7 +3,9 @@
 Market data (tickers, orderbooks, candles) comes from an inner ``MarketDataSource`` (an ``UpbitClient``
 for live paper trading, a ``ReplayMarketSource`` for replay). An order first goes through the live
 client's own rules (``src.api.upbit.order_rules.normalize_order_request``, at the exchange's clock):
-parameters per order type (``InvalidOrder``), limit prices onto the tick grid, volumes truncated to 8
+parameters per order type (``InvalidOrder``), limit prices onto the tick grid (the exchange's own tick
+when the market data source reports one, i.e. ``UpbitClient`` in paper mode; the dated table in replay),
+volumes truncated to 8
 decimals, market-buy totals to whole KRW, the minimum for limit orders and market buys
 (``UnderMinTotal``), each refused exactly as ``UpbitClient`` refuses it before sending. Then the
 paper exchange checks what Upbit checks on its side, with Upbit's error names: a market sell's
@@ -13,8 +15,10 @@ unique forever (``DuplicateOrderIdentifier``).
 Fill model:
 - A market buy (KRW total) walks the asks, buying at each level the volume its KRW allows
   (truncated to 8 decimals); an unspendable remainder ends the order ``cancel`` with executed volume
-  (a fill), exactly as Upbit does. A market sell walks the bids. A market order larger than the
-  visible book is refused (``InvalidOrder``), as Upbit refuses orders beyond its 30 levels.
+  (a fill), exactly as Upbit does. A market sell walks the bids. A market order larger than the first
+  30 levels hold is refused (``InvalidOrder``, ``create_*_error``: ``check_sweep``), as Upbit refuses it.
+- ``smp_type`` is accepted and recorded nowhere: the paper account never rests an order of its own in the
+  book it trades against, so self-match prevention has nothing to prevent.
 - A limit order first takes the levels it crosses, at their prices; the rest rests as ``wait`` with
   its funds locked. A resting order fills completely at its limit price once the market trades
   through it (best ask below a buy limit, best bid above a sell limit: the book is not consumed by
@@ -51,8 +55,9 @@ from src.api.interfaces import (
     OrderChance,
     OrderRequest,
     Ticker,
+    TickSizeSource,
 )
-from src.api.upbit.order_rules import check_market_sell_total, normalize_order_request
+from src.api.upbit.order_rules import check_market_sell_total, check_sweep, normalize_order_request
 from src.domain.market_rules import MIN_ORDER_KRW, truncate_volume
 from src.domain.money import ZERO
 from src.domain.orders import OrderType, Side
@@ -160,7 +165,12 @@ class PaperExchange(IExchangeClient):
         async with self._lock:
             try:
                 await self._check_identifier(request.identifier)
-                normalized = normalize_order_request(request, at=self._clock(), min_order_krw=self._min_order_krw)
+                normalized = normalize_order_request(
+                    request,
+                    at=self._clock(),
+                    min_order_krw=self._min_order_krw,
+                    tick_size=await self._exchange_tick(request),
+                )
                 await self._match_resting(normalized.symbol)
                 book = await self._book(normalized.symbol)
                 if normalized.order_type is OrderType.MARKET_SELL:
@@ -216,6 +226,12 @@ class PaperExchange(IExchangeClient):
 
     # --- checks ------------------------------------------------------------------------------------
 
+    async def _exchange_tick(self, request: OrderRequest) -> Decimal | None:
+        """The exchange's tick of a limit order's market when the market data source knows it (live quotes)."""
+        if request.order_type is not OrderType.LIMIT or not isinstance(self._market_data, TickSizeSource):
+            return None
+        return await self._market_data.tick_size(request.symbol)
+
     async def _check_identifier(self, identifier: str) -> None:
         if identifier and (
             identifier in self._refused_identifiers or await self._store.get_order(identifier=identifier)
@@ -237,10 +253,7 @@ class PaperExchange(IExchangeClient):
                 name=f"insufficient_funds_{request.side.upbit}",
                 identifier=request.identifier,
             )
-        if request.order_type is OrderType.MARKET_BUY and (request.krw_total or ZERO) > _ask_depth_krw(book):
-            raise InvalidOrder("market buy exceeds the orderbook's ask depth", name="create_bid_error")
-        if request.order_type is OrderType.MARKET_SELL and needed > book.total_bid_size:
-            raise InvalidOrder("market sell exceeds the orderbook's bid depth", name="create_ask_error")
+        check_sweep(request, book)
 
     def _reserve_krw(self, request: OrderRequest) -> Decimal:
         gross = (
@@ -413,10 +426,6 @@ def _base(symbol: str) -> str:
 
 def _get(balances: dict[str, Balance], currency: str) -> Balance:
     return balances.get(currency) or Balance(currency, ZERO)
-
-
-def _ask_depth_krw(book: Orderbook) -> Decimal:
-    return sum((level.price * level.size for level in book.asks), ZERO)
 
 
 def _crossed(order: Order, book: Orderbook) -> bool:

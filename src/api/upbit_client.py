@@ -4,14 +4,20 @@ The pieces it calls live in ``src/api/upbit/``:
 - ``transport``: JWT signing, ``Remaining-Req`` pacing, retries that never risk a second order,
   429/418 handling, and Upbit's refusals as typed errors.
 - ``order_rules``: every order is normalised before sending (``normalize_order_request``): limit
-  prices onto the tick grid (buys down, sells up), volumes truncated to 8 decimals, market-buy totals
-  to whole KRW, and the minimum checked locally for limit orders and market buys. The paper exchange
-  applies the same rules.
+  prices onto the tick grid (buys down, sells up) of the exchange's own tick size when known, volumes
+  truncated to 8 decimals, market-buy totals to whole KRW, and the minimum checked locally for limit
+  orders and market buys. The paper exchange applies the same rules.
+- ``instruments``: the tick sizes of ``GET /v1/orderbook/instruments``, cached per market and read again
+  every ``INSTRUMENTS_REFRESH_HOURS`` (the dated table is the fallback when the endpoint fails).
+
+Every order carries ``smp_type`` (``UPBIT_SMP_TYPE``, ``cancel_maker`` by default) explicitly; the ``order``
+group is paced at Upbit's 12 requests per second (``src.api.rate_limiter.GROUP_BUDGETS``).
 - ``parsing``: Upbit's JSON as our types, and orders as Upbit's JSON.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -28,6 +34,7 @@ from src.api.interfaces import (
     OrderRequest,
     Ticker,
 )
+from src.api.upbit.instruments import TickSizeCache
 from src.api.upbit.order_rules import normalize_order_request
 from src.api.upbit.parsing import (
     candles_to_frame,
@@ -36,11 +43,14 @@ from src.api.upbit.parsing import (
     parse_order,
     parse_order_chance,
     parse_orderbook,
+    parse_tick_sizes,
     parse_ticker,
 )
 from src.api.upbit.transport import UpbitTransport
 from src.domain.market_rules import MIN_ORDER_KRW
+from src.domain.orders import OrderType, SmpType
 from src.domain.timeframes import Timeframe
+from src.exceptions import InvalidPrice
 from src.utils.logger import get_logger
 
 if TYPE_CHECKING:
@@ -75,6 +85,8 @@ class UpbitClient(IExchangeClient):
         default_block_seconds: float = 60.0,
         jwt_algorithm: str = "HS256",
         min_order_krw: Decimal = MIN_ORDER_KRW,
+        smp_type: SmpType = SmpType.CANCEL_MAKER,
+        instruments_refresh_hours: float = 24,
     ) -> None:
         self.transport = UpbitTransport(
             base_url,
@@ -87,6 +99,8 @@ class UpbitClient(IExchangeClient):
             jwt_algorithm=jwt_algorithm,
         )
         self._min_order_krw = min_order_krw
+        self.smp_type = SmpType(smp_type)
+        self.instruments = TickSizeCache(self.get_tick_sizes, refresh_hours=instruments_refresh_hours)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> UpbitClient:
@@ -97,6 +111,8 @@ class UpbitClient(IExchangeClient):
             secret_key=upbit.secret_key.get_secret_value() if upbit.secret_key else None,
             timeout=upbit.timeout_seconds,
             min_order_krw=settings.trading.min_order_krw,
+            smp_type=settings.realtime.smp_type,
+            instruments_refresh_hours=settings.realtime.instruments_refresh_hours,
         )
 
     async def close(self) -> None:
@@ -134,6 +150,15 @@ class UpbitClient(IExchangeClient):
         rows = await self.transport.get(f"/v1/candles/{candle_path(Timeframe(timeframe))}", params, group="candle")
         return candles_to_frame(rows)
 
+    async def get_tick_sizes(self, symbols: list[str]) -> dict[str, Decimal]:
+        """``/v1/orderbook/instruments``: the exchange's tick size of each market (one request)."""
+        params = [("markets", ",".join(_nonempty(symbols)))]
+        return parse_tick_sizes(await self.transport.get("/v1/orderbook/instruments", params, group="orderbook"))
+
+    async def tick_size(self, symbol: str) -> Decimal | None:
+        """The exchange's tick of ``symbol`` from the cache (read when stale); ``None`` when it cannot be read."""
+        return await self.instruments.tick_size(symbol)
+
     async def get_markets(self) -> list[dict[str, Any]]:
         """``/v1/market/all``: every market with its names (raw rows)."""
         return await self.transport.get("/v1/market/all", [("is_details", "false")], group="market")
@@ -149,11 +174,19 @@ class UpbitClient(IExchangeClient):
         return parse_order_chance(symbol, data, default_min_total=self._min_order_krw)
 
     async def place_order(self, request: OrderRequest) -> Order:
-        normalized = normalize_order_request(request, min_order_krw=self._min_order_krw)
+        """Normalise (the exchange's tick for a limit price), send with ``smp_type``, parse the answer."""
+        tick = await self.tick_size(request.symbol) if request.order_type is OrderType.LIMIT else None
+        normalized = normalize_order_request(request, min_order_krw=self._min_order_krw, tick_size=tick)
+        if normalized.smp_type is None:
+            normalized = replace(normalized, smp_type=self.smp_type)
         body = order_body(normalized)
-        data = await self.transport.request(
-            "POST", "/v1/orders", body=body, group="order", auth=True, identifier=normalized.identifier
-        )
+        try:
+            data = await self.transport.request(
+                "POST", "/v1/orders", body=body, group="order", auth=True, identifier=normalized.identifier
+            )
+        except InvalidPrice:
+            self.instruments.invalidate(request.symbol)  # the tick we used is not the exchange's (any more)
+            raise
         order = parse_order(data)
         log.info(
             "order.placed",
@@ -163,6 +196,7 @@ class UpbitClient(IExchangeClient):
             side=order.side.value,
             ord_type=order.order_type.value,
             state=order.state.value,
+            smp_type=normalized.smp_type.value if normalized.smp_type else None,
         )
         return order
 

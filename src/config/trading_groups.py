@@ -27,6 +27,7 @@ from src.config.rules import (
 from src.domain.decisions import PositionSizing
 from src.domain.market_stream import MarketWarningAction
 from src.domain.modes import TradingMode
+from src.domain.orders import SmpType
 from src.domain.params_json import parse_params_json
 from src.exceptions import ConfigurationError
 
@@ -87,10 +88,10 @@ class RealtimeConfig(Group):
     market_status_refresh_minutes: int = Field(
         default=10, ge=1, le=1440, validation_alias="MARKET_STATUS_REFRESH_MINUTES"
     )
+    # Refresh of the per-market tick sizes read from GET /v1/orderbook/instruments
     instruments_refresh_hours: int = Field(default=24, ge=1, le=168, validation_alias="INSTRUMENTS_REFRESH_HOURS")
-    smp_type: Literal["cancel_maker", "cancel_taker", "reduce"] = Field(
-        default="cancel_maker", validation_alias="UPBIT_SMP_TYPE"
-    )
+    # Self-match prevention sent on every order: cancel_maker (Upbit's default), cancel_taker, reduce or none
+    smp_type: SmpType = Field(default=SmpType.CANCEL_MAKER, validation_alias="UPBIT_SMP_TYPE")
 
 
 class MarketDataConfig(Group):

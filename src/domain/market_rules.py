@@ -8,6 +8,9 @@ from decimal import ROUND_DOWN, ROUND_UP, Decimal
 from src.domain.money import VOLUME_QUANTUM
 
 MIN_ORDER_KRW = Decimal("5000")
+# Since 2025-05-07 Upbit shows 30 book levels and refuses a market order larger than what they hold
+# (a market buy's KRW total above the 30 asks, a market sell's volume above the 30 bids).
+MAX_SWEEP_LEVELS = 30
 
 # (price floor, tick) from the highest band down; each table applies from its start date (UTC).
 # TICK_TABLES lists them newest first; the backtester vectorises them.
@@ -63,8 +66,12 @@ def krw_tick_size(price: Decimal, at: datetime | None = None) -> Decimal:
 
 
 def round_to_tick(price: Decimal, at: datetime | None = None, *, up: bool = False) -> Decimal:
-    """Round a price onto the tick grid: down by default (safer for buys), up when asked."""
-    tick = krw_tick_size(price, at)
+    """Round a price onto the tick grid of the dated table: down by default (safer for buys), up when asked."""
+    return round_to_grid(price, krw_tick_size(price, at), up=up)
+
+
+def round_to_grid(price: Decimal, tick: Decimal, *, up: bool = False) -> Decimal:
+    """Round a price onto multiples of ``tick`` (e.g. the exchange's own tick size): down, or up when asked."""
     steps = (price / tick).to_integral_value(rounding=ROUND_UP if up else ROUND_DOWN)
     return (steps * tick).quantize(tick) if tick < 1 else steps * tick
 

@@ -32,6 +32,20 @@ class OrderType(StrEnum):
     MARKET_SELL = "market"  # market sell of a base volume
 
 
+class SmpType(StrEnum):
+    """Upbit's self-match prevention (``smp_type``), decided by the taker order's value.
+
+    ``cancel_maker`` (Upbit's default since 2026-11-09) keeps the incoming order and cancels our resting one;
+    ``cancel_taker`` keeps the resting one; ``reduce`` takes the overlap off both; ``none`` lets our own orders
+    trade with each other. We always send it explicitly (``UPBIT_SMP_TYPE``).
+    """
+
+    CANCEL_MAKER = "cancel_maker"
+    CANCEL_TAKER = "cancel_taker"
+    REDUCE = "reduce"
+    NONE = "none"
+
+
 class OrderStatus(StrEnum):
     PENDING = "pending"
     OPEN = "open"

@@ -13,9 +13,10 @@ def is_final(status: OrderStatus) -> bool:
 
 
 def status_from_exchange(order: Order) -> OrderStatus:
-    """Map the exchange's state to ours. A cancel that executed something is a fill."""
+    """Map the exchange's state to ours. A cancel or a self-match prevention (``prevented``, final) that executed
+    something is a fill of what executed; one that executed nothing is cancelled."""
     if order.is_filled:
         return OrderStatus.FILLED
-    if order.state is ExchangeOrderState.CANCEL:
+    if order.state in (ExchangeOrderState.CANCEL, ExchangeOrderState.PREVENTED):
         return OrderStatus.CANCELLED
     return OrderStatus.OPEN

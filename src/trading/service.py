@@ -12,6 +12,14 @@ Before step 1 and again right before step 2 the ``OrderGuard`` (the scheduler's 
 confirm this process still holds the account; a refusal raises ``SchedulerLockLost`` and sends nothing (a
 row written in between is marked ``failed``, never left ``pending``).
 
+A market order larger than the first 30 book levels hold (Upbit refuses those since 2025-05-07) is split
+before it is sent: the book is read, the order is capped to ``sweep_depth_share`` of what the 30 levels
+absorb, and the remainder follows as further orders after ``part_delay_seconds`` (the book refreshes),
+each capped the same way, up to ``max_sweep_parts``. Every part is an order of its own: its own row
+written before its request, its own identifier, its trades and its position update (a sell's parts all
+carry the exit reason). A part that does not fill stops the sequence; nothing is re-sent, and a sell's
+unsold remainder stays an open position that the next exit check sells.
+
 When the outcome of step 2 is unknown (``ExchangeUnavailable``: 5xx, timeout, dropped connection) the
 row stays ``pending`` and nothing is re-sent. ``reconcile`` asks the exchange by identifier and settles:
 found -> settle; ``OrderNotFound`` for a ``pending`` row older than ``not_found_grace`` -> ``failed``
@@ -28,17 +36,20 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from src.api.interfaces import IExchangeClient, Order, OrderRequest
+from src.api.upbit.order_rules import sweep_depth
 from src.domain.events import Notifier, NullNotifier
 from src.domain.exits import ExitReason
-from src.domain.market_rules import MIN_ORDER_KRW, truncate_volume
+from src.domain.market_rules import MAX_SWEEP_LEVELS, MIN_ORDER_KRW, truncate_volume
 from src.domain.modes import TradingMode
-from src.domain.money import whole_krw
+from src.domain.money import ZERO, whole_krw
 from src.domain.orders import OrderStatus, OrderType, Side
 from src.exceptions import (
+    DataError,
     DuplicateOrderIdentifier,
     ExchangeError,
     ExchangeUnavailable,
     InvalidInput,
+    MarketDataUnavailable,
     SchedulerLockLost,
 )
 from src.trading.ports import ExecutionObserver, NullObserver, OrderGuard, PositionBook
@@ -51,6 +62,7 @@ log = get_logger(__name__)
 
 Clock = Callable[[], datetime]
 _INSTANCE_CHARS = 24
+_REST_MINIMUMS = Decimal("1.5")  # the smallest rest a split leaves for its next part, in minimum orders
 
 
 def utc_now() -> datetime:
@@ -89,7 +101,14 @@ class TradingService(OrderReconciliation):
         poll_delay_seconds: float = 0.2,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         guard: OrderGuard | None = None,
+        sweep_depth_share: Decimal = Decimal("0.9"),
+        max_sweep_parts: int = 10,
+        part_delay_seconds: float = 1.0,
     ) -> None:
+        if not Decimal("0") < sweep_depth_share <= Decimal("1"):
+            raise InvalidInput(f"sweep_depth_share must be in (0, 1], got {sweep_depth_share}")
+        if max_sweep_parts < 1:
+            raise InvalidInput(f"max_sweep_parts must be at least 1, got {max_sweep_parts}")
         self.exchange = exchange
         self.repository = repository
         self.mode = mode
@@ -105,6 +124,10 @@ class TradingService(OrderReconciliation):
         self.poll_delay_seconds = poll_delay_seconds
         self._sleep = sleep
         self.guard = guard  # None: nothing else can trade this account (replay, backtests, unit tests)
+        # A part takes at most this share of what the first 30 levels hold: the book may thin before it arrives
+        self.sweep_depth_share = sweep_depth_share
+        self.max_sweep_parts = max_sweep_parts
+        self.part_delay_seconds = part_delay_seconds
 
     # --- sizing checks --------------------------------------------------------------------------
     def buy_total_for(self, krw_available: Decimal, krw_wanted: Decimal) -> Decimal:
@@ -125,7 +148,7 @@ class TradingService(OrderReconciliation):
         total = whole_krw(krw_total)
         if total <= 0:
             raise InvalidInput(f"a market buy needs a positive KRW total, got {krw_total}")
-        return await self._submit(symbol, Side.BUY, OrderType.MARKET_BUY, None, total, reason, cycle_id, atr, None)
+        return await self._in_parts(symbol, Side.BUY, total, reason, cycle_id, atr, None)
 
     async def market_sell(
         self, symbol: str, volume: Decimal, *, reason: str, cycle_id: str | None, exit_reason: ExitReason | None = None
@@ -134,9 +157,103 @@ class TradingService(OrderReconciliation):
         amount = truncate_volume(volume)
         if amount <= 0:
             raise InvalidInput(f"a market sell needs a positive volume, got {volume}")
-        return await self._submit(
-            symbol, Side.SELL, OrderType.MARKET_SELL, amount, None, reason, cycle_id, None, exit_reason
+        return await self._in_parts(symbol, Side.SELL, amount, reason, cycle_id, None, exit_reason)
+
+    # --- the 30-level rule ------------------------------------------------------------------------
+    async def _in_parts(
+        self,
+        symbol: str,
+        side: Side,
+        amount: Decimal,
+        reason: str,
+        cycle_id: str | None,
+        atr: Decimal | None,
+        exit_reason: ExitReason | None,
+    ) -> ExecutionResult:
+        """A market order (``amount``: KRW for a buy, volume for a sell), in parts of what the book absorbs."""
+        order_type = OrderType.MARKET_BUY if side is Side.BUY else OrderType.MARKET_SELL
+        parts: list[ExecutionResult] = []
+        remaining = amount
+        for number in range(1, self.max_sweep_parts + 1):
+            if number > 1:
+                await self._sleep(self.part_delay_seconds)  # let the book refill before the next part
+            size = await self._part_size(symbol, side, remaining, first=number == 1)
+            if size is None:
+                break
+            volume, total = (None, size) if side is Side.BUY else (size, None)
+            result = await self._submit(symbol, side, order_type, volume, total, reason, cycle_id, atr, exit_reason)
+            parts.append(result)
+            remaining -= size
+            if size < amount or number > 1:
+                log.info(
+                    "order.part",
+                    symbol=symbol,
+                    side=side.value,
+                    part=number,
+                    identifier=result.identifier,
+                    size=str(size),
+                    remaining=str(remaining),
+                    status=result.status.value,
+                )
+            if not result.filled or remaining <= 0:
+                break
+        else:
+            if remaining > 0:
+                log.warning(
+                    "order.parts_exhausted", symbol=symbol, side=side.value, parts=len(parts), left=str(remaining)
+                )
+        return ExecutionResult.combined(parts)
+
+    async def _part_size(self, symbol: str, side: Side, remaining: Decimal, *, first: bool) -> Decimal | None:
+        """How much of ``remaining`` the next part sends: all of it when the first 30 levels absorb it, else the
+        ``sweep_depth_share`` of what they hold. ``None`` ends a split whose remainder is below the minimum order
+        (a sell's dust stays with the position, which the position book closes as dust). The first part is
+        always sent (unsplit when the book cannot be read), so every order the caller asked for is a row."""
+        try:
+            books = await self.exchange.get_orderbooks([symbol])
+        except (ExchangeError, DataError, MarketDataUnavailable) as exc:
+            self.observer.on_exchange_error("get_orderbooks", type(exc).__name__)
+            log.warning("order.book_unread", symbol=symbol, error=str(exc), sending=str(remaining))
+            return remaining if first else None
+        book = next((b for b in books if b.symbol == symbol), None)
+        if book is None:
+            return remaining if first else None
+        if not first:
+            price = book.best_bid if side is Side.SELL else Decimal("1")
+            if remaining * (price or ZERO) < self.min_order_krw:
+                log.info("order.split_remainder_below_minimum", symbol=symbol, side=side.value, left=str(remaining))
+                return None
+        depth = sweep_depth(book, side)
+        if remaining <= depth * self.sweep_depth_share:
+            return remaining
+        cap = depth * self.sweep_depth_share
+        size = whole_krw(cap) if side is Side.BUY else truncate_volume(cap)
+        size = self._leave_a_sellable_rest(side, remaining, size, book.best_bid)
+        log.warning(
+            "order.capped_to_book",
+            symbol=symbol,
+            side=side.value,
+            wanted=str(remaining),
+            levels=MAX_SWEEP_LEVELS,
+            depth=str(depth),
+            part=str(size),
         )
+        if size <= 0:
+            return remaining if first else None
+        return size
+
+    def _leave_a_sellable_rest(
+        self, side: Side, remaining: Decimal, size: Decimal, best_bid: Decimal | None
+    ) -> Decimal:
+        """A part smaller than ``size`` when ``size`` would leave a rest below the minimum order (which could not be
+        sent on its own): the rest is then 1.5 minimum orders (the price may fall before it goes), as long as the
+        part stays at least one minimum order itself."""
+        price = Decimal("1") if side is Side.BUY else best_bid or ZERO
+        if price <= 0 or (remaining - size) * price >= self.min_order_krw:
+            return size
+        rest = self.min_order_krw * _REST_MINIMUMS / price
+        smaller = remaining - (whole_krw(rest) if side is Side.BUY else truncate_volume(rest))
+        return smaller if smaller * price >= self.min_order_krw else size
 
     async def _submit(
         self,

@@ -11,7 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from src.api.interfaces import Order
+from src.api.interfaces import ExchangeOrderState, Order
 from src.domain.events import EventKind, NotificationEvent, Notifier
 from src.domain.exits import ExitReason
 from src.domain.modes import TradingMode
@@ -55,6 +55,10 @@ class OrderSettlement:
             avg_fill_price=order.average_price,
             paid_fee=order.paid_fee,
         )
+        prevented = _prevented_note(order)
+        if prevented:
+            changes["error_message"] = prevented
+            log.warning("order.prevented", identifier=record.identifier, symbol=record.symbol, note=prevented)
         trades = self._trades_from(record, order) if status is OrderStatus.FILLED else []
         updated = await self.repository.settle_order(record.identifier, changes, trades)
         if trades:
@@ -158,6 +162,16 @@ class OrderSettlement:
                 at=self.clock(),
             )
         )
+
+
+def _prevented_note(order: Order) -> str | None:
+    """What self-match prevention did to the order (Upbit's ``prevented`` state or ``prevented_volume``)."""
+    if order.state is not ExchangeOrderState.PREVENTED and order.prevented_volume <= 0:
+        return None
+    return (
+        f"self-match prevention (smp): state {order.state.value}, prevented volume {order.prevented_volume}, "
+        f"executed {order.executed_volume}; the rest is cancelled"
+    )
 
 
 def _shares(amounts: list[Decimal]) -> list[Decimal]:

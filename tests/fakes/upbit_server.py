@@ -2,7 +2,9 @@
 
 Quotation: ``/v1/market/all``, ``/v1/candles/minutes/{unit}|days|weeks|months`` (newest first,
 count 1..200, ``to`` exclusive in all three formats, gaps where no candle was scripted),
-``/v1/ticker``, ``/v1/orderbook``, ``/v1/orderbook/instruments``. Numbers are JSON numbers.
+``/v1/ticker``, ``/v1/orderbook`` (at most 30 levels, as Upbit serves since 2025-05-07),
+``/v1/orderbook/instruments`` (``tick_size`` per market: ``set_tick_size`` or the dated table). Numbers are
+JSON numbers.
 
 Exchange (JWT checked: HS256 or HS512, ``query_hash`` recomputed from what arrived, nonces never
 reused): ``/v1/accounts``, ``/v1/orders/chance``, ``POST /v1/orders`` (201), ``GET /v1/order``,
@@ -11,9 +13,14 @@ reused): ``/v1/accounts``, ``/v1/orders/chance``, ``POST /v1/orders`` (201), ``G
 buy walks the asks and ends ``cancel`` with ``executed_volume > 0`` when a KRW remainder cannot buy
 another 1e-8 unit; limits fill when they cross, else rest as ``wait`` and fill when a later
 ``set_orderbook`` crosses them (at their own limit price, as makers). Enforced: per-ord_type
-parameters (``create_*_error``), tick size (``invalid_price_*``), 5,000 KRW minimum
-(``under_min_total_*``), balances (``insufficient_funds_*``), unique identifiers forever, even
-for rejected requests (``duplicate_identifier``, a name we chose: Upbit's is undocumented).
+parameters (``create_*_error``), tick size (``invalid_price_*``, the market's instrument tick), 5,000 KRW
+minimum (``under_min_total_*``), balances (``insufficient_funds_*``), unique identifiers forever, even
+for rejected requests (``duplicate_identifier``, a name we chose: Upbit's is undocumented), the 30-level
+rule (a market order larger than the first 30 levels hold: ``create_bid_error``/``create_ask_error``, the
+documented family for refused order parameters; Upbit's exact name is not published), ``smp_type``
+(``cancel_maker``, ``cancel_taker``, ``reduce``, ``none``; anything else is ``validation_error``; echoed
+on the order with ``prevented_volume``/``prevented_locked``). ``inject_prevented`` makes the next order end
+``prevented`` after executing a share of it (self-match prevention).
 
 Every answer carries ``Remaining-Req``; per-group budgets per second give 429 when exceeded, and 418
 (a timed block) when the client keeps sending in the same second. Faults can be injected (see
@@ -39,7 +46,7 @@ import threading
 import time
 import uuid as uuid_lib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from typing import Any
@@ -48,7 +55,7 @@ from urllib.parse import urlencode
 import jwt
 import pandas as pd
 
-from src.domain.market_rules import MIN_ORDER_KRW, krw_tick_size, round_to_tick
+from src.domain.market_rules import MIN_ORDER_KRW, krw_tick_size
 from tests.fakes.loopback_http import HttpRequest, HttpResponse, LoopbackHttpServer
 from tests.support.candles import make_candles
 
@@ -58,17 +65,22 @@ ZERO = Decimal("0")
 DEFAULT_ACCESS_KEY = "fake-access-key"
 DEFAULT_SECRET_KEY = "fake-secret-key-for-tests-only-0123456789-abcdefghijklmnopqrstuvwxyz"
 
-# Per-second budgets by group (docs §1.6).
+# Budgets by group per window (docs §1.6 and §6: ``order`` raised from 8 to 12 per second on 2026-08-21).
 DEFAULT_RATE_LIMITS: dict[str, int] = {
     "market": 10,
     "candle": 10,
     "ticker": 10,
     "trade": 10,
-    "order-test": 8,
     "orderbook": 10,
     "default": 30,
-    "order": 8,
+    "order": 12,
+    "order-test": 8,
+    "order-cancel-all": 1,
 }
+# Window of a group's budget in seconds when it is not one second (batch cancel: 1 request per 2 s).
+RATE_WINDOW_SECONDS: dict[str, int] = {"order-cancel-all": 2}
+SMP_TYPES = ("cancel_maker", "cancel_taker", "reduce", "none")
+BOOK_LEVELS = 30
 _TIMEFRAME_PATHS: dict[str, str] = {
     "1m": "minutes/1",
     "3m": "minutes/3",
@@ -97,6 +109,7 @@ class RecordedRequest:
     jwt_claims: dict[str, Any] | None
     jwt_alg: str | None
     status: int
+    at: float = 0.0  # time.monotonic() when the request arrived (rate-limit checks)
 
     @property
     def params(self) -> dict[str, list[str]]:
@@ -125,6 +138,7 @@ class Fault:
     seconds: float = 0.0
     json_body: bool = False
     after_processing: bool = False
+    share: Decimal = ZERO  # ``prevented``: the share of the order executed before self-match prevention
 
     def matches(self, method: str, path: str) -> bool:
         if self.times <= 0:
@@ -160,6 +174,9 @@ class _Order:
     locked: Decimal = ZERO
     trades: list[dict[str, Any]] = field(default_factory=list)
     cancel_pending: bool = False
+    smp_type: str | None = None
+    prevented_volume: Decimal = ZERO
+    prevented_locked: Decimal = ZERO
 
 
 class _Reply(Exception):
@@ -208,6 +225,8 @@ def _group_of(method: str, path: str) -> str:
         return "market"
     if method == "POST" and path == "/v1/orders":
         return "order"
+    if method == "DELETE" and path == "/v1/orders/open":
+        return "order-cancel-all"
     return "default"
 
 
@@ -274,6 +293,7 @@ class FakeUpbit:
         self._tickers: dict[str, Decimal] = {}
         self._candles: dict[tuple[str, str], list[tuple[datetime, dict[str, float]]]] = {}
         self._orders: dict[str, _Order] = {}
+        self._tick_sizes: dict[str, Decimal] = {}
         self._by_identifier: dict[str, str] = {}
         self._used_identifiers: set[str] = set()
         self._nonces: set[str] = set()
@@ -345,6 +365,19 @@ class FakeUpbit:
                     self._match_limit(order, resting=True)
                     if order.state != "wait":
                         self._notify(order)
+
+    def set_tick_size(self, market: str, tick: Decimal | str | int | None) -> None:
+        """The market's ``tick_size`` in ``/v1/orderbook/instruments`` and in price validation (None: the table)."""
+        with self._lock:
+            self._ensure_market(market)
+            if tick is None:
+                self._tick_sizes.pop(market, None)
+            else:
+                self._tick_sizes[market] = Decimal(str(tick))
+
+    def tick_size(self, market: str, price: Decimal) -> Decimal:
+        """The tick the fake enforces for ``price`` on ``market``."""
+        return self._tick_sizes.get(market) or krw_tick_size(price, self.tick_time)
 
     def set_ticker(self, market: str, trade_price: Any) -> None:
         with self._lock:
@@ -453,6 +486,14 @@ class FakeUpbit:
     def inject_insufficient_funds(self, times: int = 1) -> None:
         self.inject(Fault("insufficient_funds", times=times, method="POST", path="/v1/orders"))
 
+    def inject_prevented(self, times: int = 1, *, executed_share: Decimal | str = "0") -> None:
+        """The next order POSTs execute ``executed_share`` of the order, then self-match prevention cancels the
+        rest: the order ends ``prevented`` with ``prevented_volume``/``prevented_locked``."""
+        share = Decimal(str(executed_share))
+        if not ZERO <= share < 1:
+            raise ValueError("executed_share must be in [0, 1)")
+        self.inject(Fault("prevented", times=times, method="POST", path="/v1/orders", share=share))
+
     def inject_drop_after_accept(self, times: int = 1) -> None:
         """The next order POST is executed, then the connection closes without an answer."""
         self.inject(Fault("drop", times=times, method="POST", path="/v1/orders"))
@@ -469,6 +510,7 @@ class FakeUpbit:
     # --- request handling --------------------------------------------------------------------------
 
     def _handle(self, request: HttpRequest) -> HttpResponse:
+        arrived = time.monotonic()
         with self._lock:
             self._settle_pending_cancels()
             group = _group_of(request.method, request.path)
@@ -476,6 +518,7 @@ class FakeUpbit:
             response = self._answer(request, group, fault)
             response.headers.setdefault("Remaining-Req", self._remaining_req(group))
             self._record(request, response.status if not response.drop_connection else 0)
+            self.requests[-1] = replace(self.requests[-1], at=arrived)
             return response
 
     def _answer(self, request: HttpRequest, group: str, fault: Fault | None) -> HttpResponse:
@@ -550,7 +593,7 @@ class FakeUpbit:
     def _count_request(self, group: str) -> HttpResponse | None:
         if not self.enforce_rate_limits or group not in self.rate_limits:
             return None
-        second = int(time.monotonic())
+        second = int(time.monotonic() / RATE_WINDOW_SECONDS.get(group, 1))
         window_second, count, after_429 = self._windows.get(group, (second, 0, 0))
         if window_second != second:
             count, after_429 = 0, 0
@@ -567,7 +610,7 @@ class FakeUpbit:
 
     def _remaining_req(self, group: str) -> str:
         limit = self.rate_limits.get(group, 30)
-        second = int(time.monotonic())
+        second = int(time.monotonic() / RATE_WINDOW_SECONDS.get(group, 1))
         window_second, count, _ = self._windows.get(group, (second, 0, 0))
         used = count if window_second == second else 0
         return f"group={group}; min={limit * 60}; sec={max(0, limit - used)}"
@@ -631,8 +674,11 @@ class FakeUpbit:
             raise _Reply(400, "validation_error", "side does not have a valid value")
         if market not in self._markets:
             raise _Reply(400, "validation_error", "market does not have a valid value")
+        smp_type = body.get("smp_type")
+        if smp_type is not None and smp_type not in SMP_TYPES:
+            raise _Reply(400, "validation_error", "smp_type does not have a valid value")
         price, volume = self._order_params(side, ord_type, body)
-        self._check_tick(side, ord_type, price)
+        self._check_tick(market, side, ord_type, price)
         self._check_min_total(market, side, ord_type, price, volume)
         order = _Order(
             uuid=str(uuid_lib.uuid4()),
@@ -644,6 +690,7 @@ class FakeUpbit:
             volume=volume,
             created_at=datetime.now(UTC),
             remaining_volume=volume or ZERO,
+            smp_type=smp_type,
         )
         accounts = {currency: _Account(a.balance, a.locked, a.avg_buy_price) for currency, a in self._accounts.items()}
         try:
@@ -823,7 +870,8 @@ class FakeUpbit:
         }
 
     def _orderbook_json(self, market: str) -> dict[str, Any]:
-        book = self._books.get(market, {"asks": [], "bids": []})
+        full = self._books.get(market, {"asks": [], "bids": []})
+        book = {side: full[side][:BOOK_LEVELS] for side in ("asks", "bids")}
         depth = max(len(book["asks"]), len(book["bids"]))
         units = []
         for i in range(depth):
@@ -851,7 +899,7 @@ class FakeUpbit:
         return {
             "market": market,
             "quote_currency": "KRW",
-            "tick_size": _s(krw_tick_size(price, self.tick_time)),
+            "tick_size": _s(self.tick_size(market, price)),
             "supported_levels": ["0"],
         }
 
@@ -908,8 +956,11 @@ class FakeUpbit:
             raise _Reply(400, "validation_error", "side does not have a valid value")
         if market not in self._markets:
             raise _Reply(400, "validation_error", "market does not have a valid value")
+        smp_type = body.get("smp_type")
+        if smp_type is not None and smp_type not in SMP_TYPES:
+            raise _Reply(400, "validation_error", "smp_type does not have a valid value")
         price, volume = self._order_params(side, ord_type, body)
-        self._check_tick(side, ord_type, price)
+        self._check_tick(market, side, ord_type, price)
         self._check_min_total(market, side, ord_type, price, volume)
         if fault is not None and fault.kind == "insufficient_funds":
             raise _Reply(400, f"insufficient_funds_{side}", "주문가능한 금액이 부족합니다.")
@@ -923,6 +974,7 @@ class FakeUpbit:
             volume=volume,
             created_at=datetime.now(UTC),
             remaining_volume=volume or ZERO,
+            smp_type=smp_type,
         )
         self._reserve(order)
         answer = self._order_json(order, with_trades=False)
@@ -930,7 +982,11 @@ class FakeUpbit:
         if identifier is not None:
             self._by_identifier[identifier] = order.uuid
         self._notify(order)
-        if ord_type == "limit":
+        if fault is not None and fault.kind == "prevented":
+            self._match_prevented(order, fault.share)
+        elif self._self_match(order):
+            pass  # the taker was stopped by self-match prevention
+        elif ord_type == "limit":
             self._match_limit(order)
         else:
             self._match_market(order)
@@ -955,8 +1011,11 @@ class FakeUpbit:
             raise _Reply(400, "invalid_volume", "volume has more than 8 decimals")
         return price, volume
 
-    def _check_tick(self, side: str, ord_type: str, price: Decimal | None) -> None:
-        if ord_type == "limit" and price is not None and round_to_tick(price, self.tick_time) != price:
+    def _check_tick(self, market: str, side: str, ord_type: str, price: Decimal | None) -> None:
+        if ord_type != "limit" or price is None:
+            return
+        tick = self.tick_size(market, price)
+        if (price / tick) != (price / tick).to_integral_value():
             raise _Reply(400, f"invalid_price_{side}", "주문가격 단위를 잘못 입력하셨습니다. 확인 후 시도해주세요.")
 
     def _check_min_total(
@@ -996,10 +1055,16 @@ class FakeUpbit:
             order.locked = order.volume or ZERO
 
     def _check_depth(self, order: _Order, side: str, amount: Decimal) -> None:
-        levels = self._books.get(order.market, {}).get(side) or []
+        """The 30-level rule: a market order may take at most what the first 30 levels hold."""
+        levels = (self._books.get(order.market, {}).get(side) or [])[:BOOK_LEVELS]
         depth = sum((p * s for p, s in levels), ZERO) if side == "asks" else sum((s for _, s in levels), ZERO)
         if amount > depth:
-            raise _Reply(400, f"create_{order.side}_error", "호가 잔량을 초과하는 시장가 주문입니다.")
+            raise _Reply(
+                400,
+                f"create_{order.side}_error",
+                f"시장가 주문이 {BOOK_LEVELS}호가 잔량을 초과합니다 "
+                f"(market order exceeds the first {BOOK_LEVELS} levels).",
+            )
 
     def _match_market(self, order: _Order) -> None:
         if order.side == "bid":
@@ -1021,6 +1086,108 @@ class FakeUpbit:
                 self._fill(order, level, size)
             order.state = "done"
             self._notify(order)
+        self._drop_empty_levels(order.market)
+
+    def _self_match(self, order: _Order) -> bool:
+        """Self-match prevention by the taker's ``smp_type`` (``cancel_maker`` when absent, Upbit's default) against
+        our own resting limit orders the taker would meet; True when the taker itself was stopped.
+
+        ``cancel_maker``: our resting orders are cancelled (``prevented_volume``), the taker trades on;
+        ``cancel_taker``: the taker ends ``prevented`` with nothing executed; ``reduce``: both lose the overlap
+        (the taker executes the rest against the book, then ends ``prevented``); ``none``: nothing is prevented
+        (the fake's scripted book does not hold our resting orders, so no self-trade is simulated).
+        """
+        smp = order.smp_type or "cancel_maker"
+        makers = [o for o in self._orders.values() if self._meets(order, o)]
+        if smp == "none" or not makers:
+            return False
+        if smp == "cancel_taker":
+            self._match_prevented(order, ZERO)
+            return True
+        if smp == "cancel_maker":
+            for maker in makers:
+                self._prevent_maker(maker, maker.remaining_volume)
+            return False
+        # reduce: take the overlap off both sides
+        wanted = order.volume if order.ord_type != "price" else None
+        overlap_volume = sum((m.remaining_volume for m in makers), ZERO)
+        if wanted is not None:
+            overlap = min(overlap_volume, wanted)
+            share = (wanted - overlap) / wanted
+        else:
+            overlap_krw = min(sum(((m.price or ZERO) * m.remaining_volume for m in makers), ZERO), order.price or ZERO)
+            share = ((order.price or ZERO) - overlap_krw) / (order.price or Decimal(1))
+            overlap = overlap_volume
+        left = overlap
+        for maker in makers:
+            cut = min(left, maker.remaining_volume)
+            self._prevent_maker(maker, cut)
+            left -= cut
+        self._match_prevented(order, share)
+        return True
+
+    def _meets(self, taker: _Order, maker: _Order) -> bool:
+        """Would ``taker`` trade with our own resting ``maker``? (A market order reaches the 30 visible levels.)"""
+        if maker is taker or maker.market != taker.market or maker.side == taker.side:
+            return False
+        if maker.state != "wait" or maker.cancel_pending or maker.ord_type != "limit" or maker.price is None:
+            return False
+        if taker.ord_type == "limit":
+            limit = taker.price or ZERO
+            return maker.price <= limit if taker.side == "bid" else maker.price >= limit
+        levels = (self._books.get(taker.market, {}).get("asks" if taker.side == "bid" else "bids") or [])[:BOOK_LEVELS]
+        if not levels:
+            return True
+        return maker.price <= levels[-1][0] if taker.side == "bid" else maker.price >= levels[-1][0]
+
+    def _prevent_maker(self, maker: _Order, volume: Decimal) -> None:
+        """Take ``volume`` off our resting order (self-match prevention); it ends ``cancel`` when nothing is left."""
+        if volume <= 0:
+            return
+        per_unit = maker.locked / maker.remaining_volume if maker.remaining_volume > 0 else ZERO
+        freed = per_unit * volume
+        account = self._account("KRW") if maker.side == "bid" else self._account(maker.market.split("-", 1)[1])
+        account.locked -= freed
+        account.balance += freed
+        maker.locked -= freed
+        maker.remaining_volume -= volume
+        maker.prevented_volume += volume
+        maker.prevented_locked += freed
+        if maker.remaining_volume <= 0:
+            maker.state = "cancel"
+            self._release(maker)
+        self._notify(maker)
+
+    def _match_prevented(self, order: _Order, share: Decimal) -> None:
+        """Execute ``share`` of the order against the book, then self-match prevention cancels the rest."""
+        book = self._books[order.market]
+        if order.side == "bid" and order.ord_type == "price":
+            budget = (order.price or ZERO) * share
+            for level in book["asks"]:
+                spendable = budget - order.executed_funds
+                size = min(level[1], (spendable / level[0]).quantize(EIGHT_DECIMALS, rounding=ROUND_DOWN))
+                if size <= 0:
+                    break
+                self._fill(order, level, size)
+            order.prevented_locked = order.locked
+        else:
+            target = ((order.volume or ZERO) * share).quantize(EIGHT_DECIMALS, rounding=ROUND_DOWN)
+            levels = book["asks"] if order.side == "bid" else book["bids"]
+            for level in levels:
+                if order.ord_type == "limit":
+                    crosses = level[0] <= order.price if order.side == "bid" else level[0] >= order.price  # type: ignore[operator]
+                    if not crosses:
+                        break
+                size = min(level[1], target - order.executed_volume)
+                if size <= 0:
+                    break
+                self._fill(order, level, size)
+            order.prevented_volume = order.remaining_volume
+            order.prevented_locked = order.locked
+            order.remaining_volume = ZERO
+        self._release(order)
+        order.state = "prevented"
+        self._notify(order)
         self._drop_empty_levels(order.market)
 
     def _match_limit(self, order: _Order, *, resting: bool = False) -> None:
@@ -1158,9 +1325,10 @@ class FakeUpbit:
             "executed_funds": _s(order.executed_funds),
             "trades_count": len(order.trades),
             "time_in_force": None,
+            "smp_type": order.smp_type,
+            "prevented_volume": _s(order.prevented_volume),
+            "prevented_locked": _s(order.prevented_locked),
             "identifier": order.identifier,
-            "prevented_volume": "0",  # self-match prevention: nothing prevented here
-            "prevented_locked": "0",
         }
         if with_trades:
             data["trades"] = list(order.trades)

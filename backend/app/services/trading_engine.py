@@ -218,10 +218,11 @@ class TradingEngine:
         if mode is TradingMode.REPLAY:
             assert market_source is not None
             return PaperExchange.from_settings(settings, market_source, store, clock=clock)
-        quotes = UpbitClient(
+        quotes = UpbitClient(  # public quotes and the exchange's tick sizes for the paper account
             settings.upbit.base_url,
             timeout=settings.upbit.timeout_seconds,
             min_order_krw=settings.trading.min_order_krw,
+            instruments_refresh_hours=settings.realtime.instruments_refresh_hours,
         )
         parts.closers.append(quotes.close)
         return PaperExchange.from_settings(settings, quotes, store, clock=clock)

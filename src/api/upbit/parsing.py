@@ -39,6 +39,7 @@ def decimal_text(value: Decimal) -> str:
 
 
 def order_body(request: OrderRequest) -> dict[str, str]:
+    """Upbit's order JSON; ``smp_type`` is sent whenever the request carries one (the client always sets it)."""
     body = {"market": request.symbol, "side": request.side.upbit}
     if request.volume is not None:
         body["volume"] = decimal_text(request.volume)
@@ -48,6 +49,8 @@ def order_body(request: OrderRequest) -> dict[str, str]:
         body["price"] = decimal_text(wire_price)
     body["ord_type"] = request.order_type.value
     body["identifier"] = request.identifier
+    if request.smp_type is not None:
+        body["smp_type"] = request.smp_type.value
     return body
 
 
@@ -67,6 +70,7 @@ def order_to_payload(order: Order) -> dict[str, Any]:
         "executed_volume": decimal_text(order.executed_volume),
         "executed_funds": decimal_text(order.executed_funds),
         "paid_fee": decimal_text(order.paid_fee),
+        "prevented_volume": decimal_text(order.prevented_volume),
         "trades_count": len(order.trades),
         "trades": [
             {
@@ -152,6 +156,21 @@ def parse_order_chance(symbol: str, data: dict[str, Any], *, default_min_total: 
     )
 
 
+def parse_tick_sizes(rows: list[dict[str, Any]]) -> dict[str, Decimal]:
+    """``/v1/orderbook/instruments``: each market's ``tick_size`` (a number string); malformed rows raise."""
+    ticks: dict[str, Decimal] = {}
+    for row in rows:
+        try:
+            tick = _dec(row["tick_size"])
+            market = str(row["market"])
+        except (KeyError, TypeError) as exc:
+            raise DataError(f"unexpected Upbit instrument row: {row!r}") from exc
+        if not tick.is_finite() or tick <= 0:
+            raise DataError(f"Upbit reported a tick size of {tick} for {market}")
+        ticks[market] = tick
+    return ticks
+
+
 def parse_order(data: dict[str, Any]) -> Order:
     """An Upbit order object (POST answer, GET /v1/order, list rows) as our ``Order``."""
     try:
@@ -185,6 +204,7 @@ def parse_order(data: dict[str, Any]) -> Order:
             executed_funds=executed_funds,
             paid_fee=_dec(data.get("paid_fee")),
             trades=trades,
+            prevented_volume=_dec(data.get("prevented_volume")),
         )
     except (KeyError, ValueError) as exc:
         raise DataError(f"unexpected Upbit order object: {exc}", order=data) from exc

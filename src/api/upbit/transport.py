@@ -122,9 +122,9 @@ class UpbitTransport:
         is_order = method == "POST"
         for attempt in range(self._max_attempts):
             last = attempt == self._max_attempts - 1
-            await self.rate_limiter.acquire(group)
-            headers = self._auth_headers(params or list((body or {}).items())) if auth else {}
+            slot = await self.rate_limiter.acquire(group)
             try:
+                headers = self._auth_headers(params or list((body or {}).items())) if auth else {}
                 response = await self._send(method, path, params, body, headers)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 # Nothing reached the exchange: safe to retry even for an order.
@@ -137,6 +137,8 @@ class UpbitTransport:
                     raise _unavailable(method, path, exc, identifier) from exc
                 await self.rate_limiter.wait_backoff(attempt)
                 continue
+            finally:
+                self.rate_limiter.done(slot)
             self.rate_limiter.record(response.headers.get("remaining-req"))
             status = response.status_code
             if status == 429:

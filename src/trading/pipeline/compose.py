@@ -143,6 +143,8 @@ def build_pipeline(
         observer=observer,
         not_found_grace=timedelta(seconds=trading_config.order_not_found_grace_seconds),
         poll_delay_seconds=0.0 if mode is not TradingMode.LIVE else 0.2,
+        # parts of an order beyond the 30 book levels wait for the book to refill; replay's book is synthetic
+        part_delay_seconds=0.0 if mode is TradingMode.REPLAY else 1.0,
     )
     collector = DataCollector.from_settings(settings, adapters.exchange, adapters.fear_greed, clock=clock)
     return TradingPipeline(
