@@ -13,7 +13,7 @@ from src.exceptions import ConfigurationError, DataError
 from src.research.batch import METRICS, evaluate_batch, single_metrics
 from src.research.data import ResearchData
 from src.strategy.registry import strategy_class
-from tests.support.research import walk_candles
+from tests.support.research_candles import walk_candles
 
 # Every risk rule and the quick filter gate (judging: at least 3 round trips in its window, so it refuses some
 # entries and lets others through)

@@ -15,7 +15,7 @@ from src.research.objectives import Constraints, parse_objectives
 from src.research.search import Evaluator, Method, SearchOptions, run_search
 from src.research.space import search_space
 from src.strategy.bundled import RuleBasedBreakoutStrategy, VolatilityBreakoutStrategy
-from tests.support.research import walk_candles
+from tests.support.research_candles import walk_candles
 
 RESEARCH = EngineConfig(quick_filter=False, slippage_pct=0.05).without_risk_rules()
 VB = VolatilityBreakoutStrategy

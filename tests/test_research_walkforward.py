@@ -20,7 +20,7 @@ from src.research.space import search_space
 from src.research.walkforward import plan_folds, walk_forward
 from src.strategy.bundled import VolatilityBreakoutStrategy
 from src.strategy.registry import strategy_class
-from tests.support.research import walk_candles
+from tests.support.research_candles import walk_candles
 
 RESEARCH = EngineConfig(quick_filter=False, slippage_pct=0.0).without_risk_rules()
 
