@@ -222,9 +222,18 @@ def run_subcommand(name: str, argv: list[str]) -> int:
 
     install_excepthooks()
     warn_about_unknown_keys()
-    context = ResearchContext(prog=prog, console=Console(), settings_loader=_settings_for_research)
+    context = ResearchContext(
+        prog=prog, console=Console(), settings_loader=_settings_for_research, store_opener=_open_run_store
+    )
     entry: Callable[[list[str], ResearchContext], int] = module.run
     return _one_line_errors(prog, lambda: entry(argv, context))
+
+
+def _open_run_store(url: str, settings: Settings) -> Any:
+    """The research runs' store (``backend/app/services/research_runs.py``: SQL lives in backend)."""
+    from backend.app.services.research_runs import DatabaseRunStore
+
+    return DatabaseRunStore(url, settings)
 
 
 def _settings_for_research() -> Settings:
