@@ -166,7 +166,7 @@ class Trial:
             "params": self.params,
             "values": [_json_float(v) for v in self.values],
             "feasible": self.feasible,
-            "metrics": {k: _json_float(v) for k, v in self.metrics.items()},
+            "metrics": {k: v if isinstance(v, int) else _json_float(v) for k, v in self.metrics.items()},
         }
 
 

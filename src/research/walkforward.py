@@ -79,11 +79,16 @@ def plan_folds(
     assert train is not None
     assert test is not None
     needed = train + embargo + folds * test
-    if train < MIN_TRAIN_BARS or test < MIN_TEST_BARS or needed > span:
+    if train < MIN_TRAIN_BARS or test < MIN_TEST_BARS:
+        least = MIN_TRAIN_BARS + embargo + folds * MIN_TEST_BARS
+        raise ConfigurationError(
+            f"--walk-forward {folds}: the data has {span:,} traded bars, too few for train >= {MIN_TRAIN_BARS} + "
+            f"embargo {embargo} + {folds} x test >= {MIN_TEST_BARS} bars (at least {least:,})"
+        )
+    if needed > span:
         raise ConfigurationError(
             f"--walk-forward {folds}: train {train} + embargo {embargo} + {folds} x test {test} bars needs "
-            f"{max(needed, MIN_TRAIN_BARS + embargo + folds * MIN_TEST_BARS):,} bars (train >= {MIN_TRAIN_BARS}, "
-            f"test >= {MIN_TEST_BARS}); the data has {span:,} traded bars"
+            f"{needed:,} bars; the data has {span:,} traded bars"
         )
     base = stop - needed
     plans = []
