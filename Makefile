@@ -6,10 +6,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test install system-tools migrate lint backtest api dashboard scheduler clean
 
-$(STAMP): requirements.txt requirements-api.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-api.txt requirements-dev.txt requirements-research.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -r requirements-research.txt
 	@touch $(STAMP)
 
 install: $(STAMP)
