@@ -88,7 +88,7 @@ METRICS: tuple[str, ...] = (
 ) = range(len(METRICS))
 N_METRICS = len(METRICS)
 
-DEFAULT_MEMORY_MB = 256.0  # signal arrays of one chunk (entry, exit: 1 byte a bar; ATR: 8 bytes a bar)
+DEFAULT_MEMORY_MB = 64.0  # signal arrays of one chunk (entry and exit: 1 byte a bar each; distinct ATRs: 8 bytes)
 
 Metrics = dict[str, float]
 
@@ -265,10 +265,11 @@ def _metrics(equity, buf, k, first, capital, per_year, years, scratch, out) -> N
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _batch_kernel(first, stamps, close, entries, exits, atrs, row_of_set, cfgs, bar_s, starts, floors, ticks,
-                  gate, per_year, years, out):  # fmt: skip
+def _batch_kernel(first, stamps, close, entries, exits, atrs, atr_of_row, row_of_set, cfgs, bar_s, starts, floors,
+                  ticks, gate, per_year, years, out):  # fmt: skip
     """For each parameter set ``s``: the engine's bar loop over bars ``first..`` with the signals of row
-    ``row_of_set[s]`` and the configuration ``cfgs[s]``, then its metrics into ``out[s]``."""
+    ``row_of_set[s]`` (its ATR: ``atrs[atr_of_row[row]]``) and the configuration ``cfgs[s]``, then its metrics
+    into ``out[s]``."""
     n = close.shape[0]
     m = n - first
     equity = np.empty(m)
@@ -282,7 +283,7 @@ def _batch_kernel(first, stamps, close, entries, exits, atrs, row_of_set, cfgs, 
         blocked[:] = 0
         entry = entries[r]
         exit_ = exits[r]
-        atr = atrs[r]
+        atr = atrs[atr_of_row[r]]
         if gate:  # the quick filter judges the strategy's own signals, as in run_engine
             buf, k = _simulate(first, n - 1, stamps, close, entry, exit_, atr, bar_s, starts, floors, ticks, cfg,
                                st, equity, blocked, buf, entry, exit_, atr, False)  # fmt: skip
@@ -357,7 +358,7 @@ def evaluate_batch(
     per_year = SECONDS_PER_YEAR / step
     index = data.index
     years = ((index[-1] - index[first]).total_seconds() + step) / SECONDS_PER_YEAR
-    rows_per_chunk = max(1, int(memory_mb * 1024 * 1024 // (n * 10)))
+    rows_per_chunk = max(1, int(memory_mb * 1024 * 1024 // (n * 2)))
     out = np.empty((len(resolved), N_METRICS))
     members: list[list[int]] = [[] for _ in representatives]
     for i, g in enumerate(groups):
@@ -365,19 +366,21 @@ def evaluate_batch(
     done = 0
     for lo in range(0, len(representatives), rows_per_chunk):
         chunk = range(lo, min(lo + rows_per_chunk, len(representatives)))
-        entries = np.zeros((len(chunk), n), dtype=np.bool_)
-        exits = np.zeros((len(chunk), n), dtype=np.bool_)
-        atrs = np.empty((len(chunk), n))
+        entries = np.empty((len(chunk), n), dtype=np.bool_)
+        exits = np.empty((len(chunk), n), dtype=np.bool_)
+        distinct_atrs: list[np.ndarray] = []  # the ATR is usually one array (ATR(14)) or none (all NaN)
+        atr_of_row = np.empty(len(chunk), dtype=np.int64)
         sets: list[int] = []
         rows: list[int] = []
         for row, g in enumerate(chunk):
             signals = cls.from_params(representatives[g]).generate_signals(df)
-            entries[row], exits[row], atrs[row] = signals.entry, signals.exit, signals.atr
+            entries[row], exits[row] = signals.entry, signals.exit
+            atr_of_row[row] = _distinct(distinct_atrs, signals.atr)
             sets.extend(members[g])
             rows.extend([row] * len(members[g]))
         chunk_out = np.empty((len(sets), N_METRICS))
         _batch_kernel(
-            first, stamps, close, entries, exits, atrs, np.asarray(rows, dtype=np.int64),
+            first, stamps, close, entries, exits, np.stack(distinct_atrs), atr_of_row, np.asarray(rows, dtype=np.int64),
             np.ascontiguousarray(cfgs[sets]), bar_s, TABLE_STARTS, TICK_FLOORS, TICK_SIZES, bool(config.quick_filter),
             per_year, years, chunk_out,
         )  # fmt: skip
@@ -386,6 +389,15 @@ def evaluate_batch(
         if progress is not None:
             progress(done)
     return [_as_metrics(row) for row in out]
+
+
+def _distinct(arrays: list[np.ndarray], values: np.ndarray) -> int:
+    """The index of ``values`` in ``arrays`` (NaN equal to NaN), appended when new."""
+    for i, known in enumerate(arrays):
+        if known is values or np.array_equal(known, values, equal_nan=True):
+            return i
+    arrays.append(np.ascontiguousarray(values, dtype=np.float64))
+    return len(arrays) - 1
 
 
 def _as_metrics(row: np.ndarray) -> Metrics:
