@@ -163,3 +163,16 @@ def test_walk_forward_stitches_the_test_windows_into_one_curve() -> None:
     assert report["is_oos_decay"]["return"]["folds"] == 3
     assert report["mode"] == "rolling"
     assert report["embargo_bars"] == 10
+
+
+def test_an_undefined_test_metric_is_nan_for_the_objective() -> None:
+    # Given a test window's backtest metrics without a Sharpe (no trades: the report's null)
+    from src.research.walkforward import _metric_floats
+
+    metrics = {"sharpe": None, "trades": 0, "timeframe": "1h", "total_return_pct": 0.0}
+    # When read for the objective
+    floats = _metric_floats(metrics)
+    # Then the Sharpe is NaN (the fold's OOS objective is undefined), numbers stay, text goes
+    assert np.isnan(parse_objectives("sharpe")[0].value(floats))
+    assert floats["trades"] == 0.0
+    assert "timeframe" not in floats

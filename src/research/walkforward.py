@@ -171,7 +171,11 @@ def _step(data: ResearchData) -> float:
 
 
 def _metric_floats(metrics: dict[str, Any]) -> dict[str, float]:
-    return {k: (float("nan") if v is None else float(v)) for k, v in metrics.items() if isinstance(v, int | float)}
+    return {
+        k: (float("nan") if v is None else float(v))
+        for k, v in metrics.items()
+        if v is None or (isinstance(v, int | float) and not isinstance(v, bool))
+    }
 
 
 def walk_forward(
