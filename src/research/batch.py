@@ -3,7 +3,8 @@
 ``evaluate_batch(data, strategy_name, param_sets, config)`` returns, per parameter set, the metrics a single
 backtest of that set reports (``Backtester(config).run(data.frame(), strategy, start)``), bit for bit:
 
-- signals: the strategy's own ``generate_signals`` (one definition), computed once per distinct set of signal
+- signals: the strategy's own (``Strategy.batch_signals``: ``generate_signals`` for each set, or the strategy's
+  way of sharing the parameter-free work across sets over the same code), once per distinct set of signal
   parameters (the exit parameters do not change the signals, so an exit sweep shares them), in chunks whose
   arrays stay under ``memory_mb``;
 - simulation: the engine's own compiled bar loop (``src.backtesting.engine._simulate``, the function every
@@ -372,8 +373,8 @@ def evaluate_batch(
         atr_of_row = np.empty(len(chunk), dtype=np.int64)
         sets: list[int] = []
         rows: list[int] = []
-        for row, g in enumerate(chunk):
-            signals = cls.from_params(representatives[g]).generate_signals(df)
+        batch = cls.batch_signals(df, [representatives[g] for g in chunk])
+        for row, (g, signals) in enumerate(zip(chunk, batch, strict=True)):
             entries[row], exits[row] = signals.entry, signals.exit
             atr_of_row[row] = _distinct(distinct_atrs, signals.atr)
             sets.extend(members[g])
