@@ -179,3 +179,34 @@ def test_nsga2_returns_a_pareto_front_of_several_objectives(data: ResearchData) 
     # And several objectives without NSGA-II are refused
     with pytest.raises(ConfigurationError, match="need --method nsga2"):
         SearchOptions(Method.TPE, tuple(parse_objectives("return,drawdown")), trials=4)
+
+
+class _RecordingExecutor:
+    """An executor of the interface the search uses, with 4 workers, that runs the batches it is given in reverse
+    order (as a pool may finish them) and returns the results in the batches' order."""
+
+    workers = 4
+
+    def __init__(self) -> None:
+        self.batches: list[object] = []
+
+    def map_batches(self, fn, batches, *, data, **_options):  # type: ignore[no-untyped-def]
+        self.batches.extend(batches)
+        results = {i: fn(data[b.data], b) for i, b in reversed(list(enumerate(batches)))}
+        return [results[i] for i in range(len(batches))]
+
+
+def test_an_executor_gets_batches_spread_over_its_workers_and_gives_the_same_result(data: ResearchData) -> None:
+    # Given an executor with 4 workers and an evaluator of a window of the data
+    executor = _RecordingExecutor()
+    window = (600, 1400)
+    remote = Evaluator(data, "volatility_breakout", RESEARCH, window=window, executor=executor)
+    local = Evaluator(data, "volatility_breakout", RESEARCH, window=window)
+    sets = [{"k": 0.1 * i} for i in range(1, 11)]
+    # When 10 sets are evaluated
+    got = remote(sets)
+    # Then they went out as 4 batches of at most 3 sets with the window, and the metrics are those of one process
+    assert [len(b.params) for b in executor.batches] == [3, 3, 3, 1]  # type: ignore[attr-defined]
+    assert {b.window for b in executor.batches} == {window}  # type: ignore[attr-defined]
+    assert got == local(sets)
+    assert remote.evaluated == 10

@@ -81,6 +81,8 @@ class Executor(Protocol):
 class LocalExecutor:
     """Every batch in this process, in order."""
 
+    workers = 1
+
     def map_batches(
         self,
         fn: Callable[[Any, Any], list[Metrics]],
@@ -121,9 +123,11 @@ class Evaluator:
             out = evaluate_batch(part, self.strategy, list(param_sets), self.config, strategy_path=self.strategy_path)
             self._count(len(out))
             return out
+        workers = max(1, int(getattr(self.executor, "workers", 1)))  # Ray: spread even a small ask over them all
+        size = min(self.batch_size, -(-len(param_sets) // workers))
         batches = [
-            EvalBatch(self.name, self.strategy, tuple(param_sets[i : i + self.batch_size]), self.window, self.config)
-            for i in range(0, len(param_sets), self.batch_size)
+            EvalBatch(self.name, self.strategy, tuple(param_sets[i : i + size]), self.window, self.config)
+            for i in range(0, len(param_sets), size)
         ]
 
         told = [0]
