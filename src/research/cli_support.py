@@ -45,6 +45,7 @@ from src.backtesting.cli_options import (
     strategy_name,
     symbol_of,
 )
+from src.backtesting.recorded_decisions import DecisionLoader
 from src.backtesting.runner import BacktestRequest
 from src.config.settings import Settings
 from src.domain.research_runs import ResearchKind
@@ -102,6 +103,8 @@ class ResearchContext:
     console: Console
     settings_loader: Callable[[], Settings]
     store_opener: Callable[[str, Settings], RunStore] | None = None
+    # DATABASE_URL -> (the URL without its password, the loader of the decisions the bot recorded there)
+    decisions_opener: Callable[[str], tuple[str, DecisionLoader]] | None = None
     confirm: Callable[[str], bool] = ask_yes_no
     _settings: Settings | None = field(default=None, repr=False)
 
@@ -172,23 +175,24 @@ def add_apply_options(parser: argparse.ArgumentParser) -> None:
 
 
 def backtest_request(args: argparse.Namespace, **changes: Any) -> BacktestRequest:
-    """The backtest the sub-command starts from, as ``backtest.py`` would run it with the same flags."""
-    return BacktestRequest(
-        symbol=symbol_of(args),
-        timeframe=args.timeframe,
-        data_file=args.data,
-        strategy=args.strategy,
-        strategy_params=dict(args.params or {}),
-        start=args.start,
-        end=args.end,
-        fee_rate=args.fee,
-        slippage_pct=args.slippage,
-        capital=args.capital,
-        risk_rules=not args.no_risk_rules,
-        quick_filter=not args.no_quick_filter,
-        show_trades=0,
-        **changes,
-    )
+    """The backtest the sub-command starts from, as ``backtest.py`` would run it with the same flags (``changes``
+    replace fields, e.g. ``symbol`` for one of several markets)."""
+    fields: dict[str, Any] = {
+        "symbol": symbol_of(args),
+        "timeframe": args.timeframe,
+        "data_file": args.data,
+        "strategy": args.strategy,
+        "strategy_params": dict(args.params or {}),
+        "start": args.start,
+        "end": args.end,
+        "fee_rate": args.fee,
+        "slippage_pct": args.slippage,
+        "capital": args.capital,
+        "risk_rules": not args.no_risk_rules,
+        "quick_filter": not args.no_quick_filter,
+        "show_trades": 0,
+    }
+    return BacktestRequest(**{**fields, **changes})
 
 
 def request_record(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
