@@ -36,6 +36,7 @@ from src.research.cli_support import (
     ResearchOutcome,
     backtest_request,
     finish,
+    parse_research_args,
     progress_bar,
     request_record,
     research_parser,
@@ -145,7 +146,7 @@ def _cutoff(args: argparse.Namespace, settings: Settings) -> datetime | None:
 
 def run(argv: list[str], context: ResearchContext) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_research_args(parser, argv)
     if args.symbols and args.data is not None:
         parser.error("--data is one market's candles; use --symbol with it, not --symbols")
     if args.symbols and args.symbol:

@@ -22,6 +22,7 @@ from src.research.cli_support import (
     add_apply_options,
     backtest_request,
     finish,
+    parse_research_args,
     progress_bar,
     request_record,
     research_parser,
@@ -128,7 +129,7 @@ def bar_returns(result: BacktestResult) -> np.ndarray:
 
 
 def run(argv: list[str], context: ResearchContext) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_research_args(build_parser(), argv)
     settings = context.settings
     request = backtest_request(args)
     with progress_bar(context.console, "backtest", 1) as advance:

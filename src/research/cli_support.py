@@ -174,6 +174,14 @@ def add_apply_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--yes", action="store_true", help="with --apply: confirm without asking")
 
 
+def parse_research_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """``parser.parse_args(argv)`` with the checks of options that go together (one line, exit code 2)."""
+    args = parser.parse_args(argv)
+    if getattr(args, "apply", False) and getattr(args, "no_store", False):
+        parser.error("--apply needs the stored run (the audit names it); drop --no-store")
+    return args
+
+
 def backtest_request(args: argparse.Namespace, **changes: Any) -> BacktestRequest:
     """The backtest the sub-command starts from, as ``backtest.py`` would run it with the same flags (``changes``
     replace fields, e.g. ``symbol`` for one of several markets)."""
@@ -251,8 +259,6 @@ def finish(context: ResearchContext, args: argparse.Namespace, outcome: Research
     if applying and outcome.chosen is None:
         raise ConfigurationError("--apply: this run chose no parameters to apply")
     if getattr(args, "no_store", False):
-        if applying:
-            raise ConfigurationError("--apply needs the stored run (the audit names it); drop --no-store")
         return 0
     store, run_id = _store(context, args, outcome, required=applying)
     if not applying or store is None or run_id is None:
