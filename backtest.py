@@ -223,7 +223,11 @@ def run_subcommand(name: str, argv: list[str]) -> int:
     install_excepthooks()
     warn_about_unknown_keys()
     context = ResearchContext(
-        prog=prog, console=Console(), settings_loader=_settings_for_research, store_opener=_open_run_store
+        prog=prog,
+        console=Console(),
+        settings_loader=_settings_for_research,
+        store_opener=_open_run_store,
+        decisions_opener=_open_recorded_decisions,
     )
     entry: Callable[[list[str], ResearchContext], int] = module.run
     return _one_line_errors(prog, lambda: entry(argv, context))
@@ -234,6 +238,13 @@ def _open_run_store(url: str, settings: Settings) -> Any:
     from backend.app.services.research_runs import DatabaseRunStore
 
     return DatabaseRunStore(url, settings)
+
+
+def _open_recorded_decisions(url: str) -> tuple[str, Any]:
+    """The decisions the bot recorded in the database at ``url`` (``--decisions-from``), read through backend."""
+    from backend.app.db.recorded_decisions import database_decision_loader, display_url
+
+    return display_url(url), database_decision_loader(url)
 
 
 def _settings_for_research() -> Settings:

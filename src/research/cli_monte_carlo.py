@@ -22,6 +22,7 @@ from src.research.cli_support import (
     add_apply_options,
     backtest_request,
     finish,
+    parse_research_args,
     progress_bar,
     request_record,
     research_parser,
@@ -128,7 +129,7 @@ def bar_returns(result: BacktestResult) -> np.ndarray:
 
 
 def run(argv: list[str], context: ResearchContext) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_research_args(build_parser(), argv)
     settings = context.settings
     request = backtest_request(args)
     with progress_bar(context.console, "backtest", 1) as advance:
@@ -137,8 +138,9 @@ def run(argv: list[str], context: ResearchContext) -> int:
     on_equity, own, holds = trade_inputs(result)
     method = ResampleMethod(args.method)
     with progress_bar(context.console, f"Monte Carlo ({method.value})", args.runs) as advance:
-        resampled = monte_carlo(on_equity, runs=args.runs, method=method, seed=args.seed, block=args.block,
-                                progress=advance)  # fmt: skip
+        resampled = monte_carlo(
+            on_equity, runs=args.runs, method=method, seed=args.seed, block=args.block, progress=advance
+        )
     with progress_bar(context.console, "random entries", args.runs) as advance:
         significance = random_entry_test(
             result.candles["close"].to_numpy(dtype=np.float64),
@@ -159,8 +161,15 @@ def run(argv: list[str], context: ResearchContext) -> int:
     except ValueError as exc:
         deflated = {"error": str(exc)}
     report = monte_carlo_report(result, resampled, significance, deflated)
-    report["request"] = request_record(args, runs=args.runs, method=method.value, seed=args.seed, block=args.block,
-                                       trials=args.trials, trials_sharpe_var=args.trials_sharpe_var)  # fmt: skip
+    report["request"] = request_record(
+        args,
+        runs=args.runs,
+        method=method.value,
+        seed=args.seed,
+        block=args.block,
+        trials=args.trials,
+        trials_sharpe_var=args.trials_sharpe_var,
+    )
     print_summary(context, report)
     from src.research.report_html import write_research_report
 
@@ -182,8 +191,19 @@ def monte_carlo_report(
     deflated: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """The JSON of ``backtest.py monte-carlo``: ``percentiles`` and ``p_value`` at the top."""
-    keep = ("start", "end", "bars", "timeframe", "total_return_pct", "max_drawdown_pct", "sharpe", "trades",
-            "max_consecutive_losses", "buy_and_hold_return_pct", "exposure_pct")  # fmt: skip
+    keep = (
+        "start",
+        "end",
+        "bars",
+        "timeframe",
+        "total_return_pct",
+        "max_drawdown_pct",
+        "sharpe",
+        "trades",
+        "max_consecutive_losses",
+        "buy_and_hold_return_pct",
+        "exposure_pct",
+    )
     return {
         "kind": ResearchKind.MONTE_CARLO.value,
         "strategy": result.strategy,
@@ -218,8 +238,11 @@ def print_summary(context: ResearchContext, report: dict[str, Any]) -> None:
     )
     for column in ("", "this backtest", "5th pct", "median", "95th pct"):
         table.add_column(column, justify="right" if column else "left")
-    labels = {"total_return": "Total return %", "max_drawdown": "Max drawdown %", "longest_losing_streak":
-              "Longest losing streak"}  # fmt: skip
+    labels = {
+        "total_return": "Total return %",
+        "max_drawdown": "Max drawdown %",
+        "longest_losing_streak": "Longest losing streak",
+    }
     for key, label in labels.items():
         levels = report["percentiles"][key]
         table.add_row(label, f"{mc['observed'][key]:,.2f}", *(f"{levels[q]:,.2f}" for q in ("5", "50", "95")))

@@ -28,6 +28,7 @@ from src.research.cli_support import (
     add_apply_options,
     backtest_request,
     finish,
+    parse_research_args,
     progress_bar,
     request_record,
     research_parser,
@@ -185,7 +186,7 @@ def load_research_data(args: argparse.Namespace, context: ResearchContext) -> tu
 
 
 def run(argv: list[str], context: ResearchContext) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_research_args(build_parser(), argv)
     options = _options(args)
     name = args.strategy
     if name == AI_STRATEGY:

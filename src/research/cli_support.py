@@ -45,6 +45,7 @@ from src.backtesting.cli_options import (
     strategy_name,
     symbol_of,
 )
+from src.backtesting.recorded_decisions import DecisionLoader
 from src.backtesting.runner import BacktestRequest
 from src.config.settings import Settings
 from src.domain.research_runs import ResearchKind
@@ -102,6 +103,8 @@ class ResearchContext:
     console: Console
     settings_loader: Callable[[], Settings]
     store_opener: Callable[[str, Settings], RunStore] | None = None
+    # DATABASE_URL -> (the URL without its password, the loader of the decisions the bot recorded there)
+    decisions_opener: Callable[[str], tuple[str, DecisionLoader]] | None = None
     confirm: Callable[[str], bool] = ask_yes_no
     _settings: Settings | None = field(default=None, repr=False)
 
@@ -171,24 +174,33 @@ def add_apply_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--yes", action="store_true", help="with --apply: confirm without asking")
 
 
+def parse_research_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """``parser.parse_args(argv)`` with the checks of options that go together (one line, exit code 2)."""
+    args = parser.parse_args(argv)
+    if getattr(args, "apply", False) and getattr(args, "no_store", False):
+        parser.error("--apply needs the stored run (the audit names it); drop --no-store")
+    return args
+
+
 def backtest_request(args: argparse.Namespace, **changes: Any) -> BacktestRequest:
-    """The backtest the sub-command starts from, as ``backtest.py`` would run it with the same flags."""
-    return BacktestRequest(
-        symbol=symbol_of(args),
-        timeframe=args.timeframe,
-        data_file=args.data,
-        strategy=args.strategy,
-        strategy_params=dict(args.params or {}),
-        start=args.start,
-        end=args.end,
-        fee_rate=args.fee,
-        slippage_pct=args.slippage,
-        capital=args.capital,
-        risk_rules=not args.no_risk_rules,
-        quick_filter=not args.no_quick_filter,
-        show_trades=0,
-        **changes,
-    )
+    """The backtest the sub-command starts from, as ``backtest.py`` would run it with the same flags (``changes``
+    replace fields, e.g. ``symbol`` for one of several markets)."""
+    fields: dict[str, Any] = {
+        "symbol": symbol_of(args),
+        "timeframe": args.timeframe,
+        "data_file": args.data,
+        "strategy": args.strategy,
+        "strategy_params": dict(args.params or {}),
+        "start": args.start,
+        "end": args.end,
+        "fee_rate": args.fee,
+        "slippage_pct": args.slippage,
+        "capital": args.capital,
+        "risk_rules": not args.no_risk_rules,
+        "quick_filter": not args.no_quick_filter,
+        "show_trades": 0,
+    }
+    return BacktestRequest(**{**fields, **changes})
 
 
 def request_record(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
@@ -247,8 +259,6 @@ def finish(context: ResearchContext, args: argparse.Namespace, outcome: Research
     if applying and outcome.chosen is None:
         raise ConfigurationError("--apply: this run chose no parameters to apply")
     if getattr(args, "no_store", False):
-        if applying:
-            raise ConfigurationError("--apply needs the stored run (the audit names it); drop --no-store")
         return 0
     store, run_id = _store(context, args, outcome, required=applying)
     if not applying or store is None or run_id is None:

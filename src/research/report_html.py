@@ -29,8 +29,14 @@ def heatmap_payload(
     rows = [[None if v is None else float(v) for v in row] for row in values]
     if len(rows) != len(y_values) or any(len(row) != len(x_values) for row in rows):
         raise ValueError("the heat map needs one row per y value and one column per x value")
-    return json_safe({"x": {"name": x_name, "values": list(x_values)}, "y": {"name": y_name,
-                      "values": list(y_values)}, "metric": metric, "values": rows})  # fmt: skip
+    return json_safe(
+        {
+            "x": {"name": x_name, "values": list(x_values)},
+            "y": {"name": y_name, "values": list(y_values)},
+            "metric": metric,
+            "values": rows,
+        }
+    )
 
 
 def fold_rows(folds: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

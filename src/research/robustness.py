@@ -102,7 +102,7 @@ def _shuffled_rows(uniform: np.ndarray) -> np.ndarray:  # pragma: no cover - com
     return index
 
 
-def _resample(rng: np.random.Generator, n: int, rows: int, method: ResampleMethod, block: int) -> np.ndarray:
+def resample_indices(rng: np.random.Generator, n: int, rows: int, method: ResampleMethod, block: int) -> np.ndarray:
     """``rows`` index sequences of length ``n`` into the trades."""
     if method is ResampleMethod.RESHUFFLE:
         return _shuffled_rows(rng.random((rows, n)))
@@ -181,7 +181,7 @@ def monte_carlo(
     done = 0
     while done < runs and n:
         rows = min(chunk, runs - done)
-        index = _resample(rng, n, rows, method, size or 1)
+        index = resample_indices(rng, n, rows, method, size or 1)
         part = slice(done, done + rows)
         _path_metrics(returns, index, total[part], drawdown[part], streak[part])
         if fan_paths is None:

@@ -132,7 +132,10 @@
       ["trades", "Trades"], ["win_rate_pct", "Win rate %"]];
     var scopes = report.variants[0] && report.variants[0].scopes ? Object.keys(report.variants[0].scopes) : [];
     scopes.forEach(function (scope) {
-      container.appendChild(p.el("h4", {}, "Variants: " + scope));
+      var tainted = report.cutoff && scope !== "after_cutoff";
+      container.appendChild(p.el("h4", {}, "Variants: " + scope.replace("_", " ") +
+        (tainted ? " (possibly contaminated: before the model's training cut-off)" : "") +
+        (report.headline && report.headline.scope === scope ? " (headline)" : "")));
       container.appendChild(table(p, ["Variant"].concat(keys.map(function (k) { return k[1]; })),
         report.variants.map(function (v) {
           var m = (v.scopes[scope] || {});
