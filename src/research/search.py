@@ -113,6 +113,7 @@ class Evaluator:
     strategy_path: Path | None = None
     on_sets: Callable[[int], None] | None = None  # told how many sets each finished batch held
     name: str = "data"
+    map_options: dict[str, Any] = field(default_factory=dict)  # more for map_batches (Ray's: a result cache)
     evaluated: int = 0
 
     def __call__(self, param_sets: Sequence[Mapping[str, Any]]) -> list[Metrics]:
@@ -139,7 +140,9 @@ class Evaluator:
             if self.on_sets is not None:
                 self.on_sets(sets)
 
-        results = self.executor.map_batches(evaluate_job, batches, data={self.name: self.data}, progress=progress)
+        results = self.executor.map_batches(
+            evaluate_job, batches, data={self.name: self.data}, progress=progress, **self.map_options
+        )
         out = [metrics for chunk in results for metrics in chunk]
         self.evaluated += len(out)
         return out
