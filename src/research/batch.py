@@ -297,7 +297,7 @@ def _batch_kernel(first, stamps, close, entries, exits, atrs, atr_of_row, row_of
 # --- the Python side -------------------------------------------------------------------------------------------
 
 
-def _median_step(times_ns: np.ndarray) -> float:
+def median_step(times_ns: np.ndarray) -> float:
     """``performance.bar_seconds`` on open times in nanoseconds."""
     if len(times_ns) < 2:
         return 86_400.0
@@ -353,9 +353,9 @@ def evaluate_batch(
     n, first = len(data), data.start
     stamps = data.stamps
     close = np.ascontiguousarray(data.close)
-    bar_s = _median_step(data.times_ns)
+    bar_s = median_step(data.times_ns)
     traded = data.times_ns[first:]
-    step = _median_step(traded)
+    step = median_step(traded)
     per_year = SECONDS_PER_YEAR / step
     index = data.index
     years = ((index[-1] - index[first]).total_seconds() + step) / SECONDS_PER_YEAR

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from src.backtesting.engine import EngineConfig
 from src.exceptions import ConfigurationError
-from src.research.batch import Metrics, evaluate_batch
+from src.research.batch import Metrics, evaluate_batch, median_step
 from src.research.data import ResearchData
 from src.research.objectives import Constraints, Objective
 from src.research.space import GRID_POINTS, SearchSpace
@@ -59,8 +59,7 @@ class EvalBatch:
 
 def warmup_bars(data: ResearchData, config: EngineConfig) -> int:
     """The bars before a window its backtest reads, as ``backtest.py --start`` loads them (``history_bars``)."""
-    step = max(1, round((data.times_ns[-1] - data.times_ns[0]) / 1e9 / max(1, len(data) - 1)))
-    return history_bars(config.quick_filter_lookback_days, step)
+    return history_bars(config.quick_filter_lookback_days, max(1, int(median_step(data.times_ns))))
 
 
 def evaluate_job(data: ResearchData, batch: Any) -> list[Metrics]:
