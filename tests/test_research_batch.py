@@ -6,6 +6,7 @@ import math
 import pickle
 from itertools import product
 
+import numpy as np
 import pytest
 
 from src.backtesting.engine import EngineConfig
@@ -97,3 +98,18 @@ def test_bad_parameter_sets_are_one_clear_error(data: ResearchData) -> None:
         evaluate_batch(data, "no_such_strategy", [{}], RESEARCH)
     with pytest.raises(DataError):
         data.window(10, 5, warmup=0)
+
+
+@pytest.mark.parametrize("strategy", sorted(GRIDS))
+def test_batch_signals_equal_each_sets_own_signals(data: ResearchData, strategy: str) -> None:
+    # Given a grid of a bundled strategy and its candles
+    cls = strategy_class(strategy, None)
+    df = data.frame()
+    sets = GRIDS[strategy]
+    # When the signals are built for all sets at once (shared work)
+    together = list(cls.batch_signals(df, sets))
+    # Then each set's arrays are those its own generate_signals gives
+    for params, got in zip(sets, together, strict=True):
+        alone = cls(**params).generate_signals(df)
+        for name in ("entry", "exit", "atr"):
+            assert np.array_equal(getattr(got, name), getattr(alone, name), equal_nan=True), (params, name)

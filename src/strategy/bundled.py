@@ -158,7 +158,16 @@ class RuleBasedBreakoutStrategy(Strategy):
         return {"trend": trend, "squeeze": squeeze, "breakout": breakout, "volume": volume_ok}
 
     def generate_signals(self, df: pd.DataFrame) -> StrategySignals:
+        return self._signals(df, IndicatorArrays(df))
+
+    @classmethod
+    def batch_signals(cls, df: pd.DataFrame, param_sets: Sequence[Mapping[str, Any]]) -> Iterator[StrategySignals]:
+        """As ``generate_signals`` for each set, with one set of indicators (each computed on first use) for all."""
         indicators = IndicatorArrays(df)
+        for params in param_sets:
+            yield cls(**dict(params))._signals(df, indicators)
+
+    def _signals(self, df: pd.DataFrame, indicators: IndicatorArrays) -> StrategySignals:
         gates = self.gates(df, indicators)
         atr_now = indicators["atr_14"]
         entry = gates["trend"] & gates["squeeze"] & gates["breakout"] & gates["volume"] & ~np.isnan(atr_now)
