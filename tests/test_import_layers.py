@@ -31,6 +31,7 @@ LEVELS: dict[str, int] = {
     "backtesting": 6,  # strategies, the backtester, the quick filter (indicators of trading, ai strategy)
     "research": 7,  # parameter search, walk-forward, robustness and their fan-out, on top of the backtester
     "trading.pipeline": 7,  # the trading cycle: uses every room below
+    "research": 7,  # the research workbench: search, walk-forward, robustness, AI value (runs backtests)
 }
 
 

@@ -1,0 +1,19 @@
+"""A research run (``backtest.py optimize | monte-carlo | ai-value``): what kind it is and its status."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ResearchKind(StrEnum):
+    OPTIMIZE = "optimize"
+    MONTE_CARLO = "monte_carlo"
+    AI_VALUE = "ai_value"
+
+
+class ResearchStatus(StrEnum):
+    """A sub-command stores its run when it has finished: done, or failed with the error."""
+
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"

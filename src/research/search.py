@@ -1,0 +1,330 @@
+"""Parameter search over a strategy's declared space: grid, random, and Optuna (TPE; NSGA-II for several
+objectives) through its ask/tell interface. Parameter sets are always evaluated in batches
+(``src.research.batch.evaluate_batch``: many sets per compiled call), never one backtest per trial.
+
+The evaluation goes through an executor with ``map_batches(fn, batches, data=...)``: in this process by default
+(``LocalExecutor``), or S15-RAY's Ray executor (``src.research.distributed``) for ``--ray-address``. A batch is
+any object with the fields of ``EvalBatch``; ``evaluate_job`` is the function the executors run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+from src.backtesting.engine import EngineConfig
+from src.exceptions import ConfigurationError
+from src.research.batch import Metrics, evaluate_batch, median_step
+from src.research.data import ResearchData
+from src.research.objectives import Constraints, Objective
+from src.research.space import GRID_POINTS, SearchSpace
+from src.strategy.contract import history_bars
+from src.strategy.params import ParamValue
+
+DEFAULT_BATCH = 256  # parameter sets per batch (per compiled call; per task with Ray)
+OPTUNA_BATCH = 32  # sets asked from Optuna before they are told (one evaluation batch)
+MAX_GRID = 1_000_000
+
+
+NO_CONSTRAINTS = Constraints()
+
+
+class Method(StrEnum):
+    GRID = "grid"
+    RANDOM = "random"
+    TPE = "tpe"
+    NSGA2 = "nsga2"
+
+
+# --- evaluation through an executor ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EvalBatch:
+    """One unit of work (the fields S15-RAY's ``distributed.Batch`` has): ``params`` of ``strategy`` on the
+    dataset named ``data``, trading bars ``window`` = (first, stop) of it (None: from its ``start``), warm-up
+    before them."""
+
+    data: str
+    strategy: str
+    params: tuple[Mapping[str, Any], ...]
+    window: tuple[int, int] | None = None
+    config: Any = None
+    tag: str = ""
+
+
+def warmup_bars(data: ResearchData, config: EngineConfig) -> int:
+    """The bars before a window its backtest reads, as ``backtest.py --start`` loads them (``history_bars``)."""
+    return history_bars(config.quick_filter_lookback_days, max(1, int(median_step(data.times_ns))))
+
+
+def evaluate_job(data: ResearchData, batch: Any) -> list[Metrics]:
+    """The executors' evaluator: ``batch.params`` on ``data`` (its ``batch.window`` when given)."""
+    config = batch.config if batch.config is not None else EngineConfig()
+    part = data
+    if batch.window is not None:
+        first, stop = batch.window
+        part = data.window(first, stop, warmup_bars(data, config))
+    return evaluate_batch(part, batch.strategy, list(batch.params), config)
+
+
+class Executor(Protocol):
+    def map_batches(self, fn: Callable[[Any, Any], list[Metrics]], batches: Sequence[Any], *, data: Mapping[str, Any],
+                    **options: Any) -> list[list[Metrics]]: ...  # fmt: skip
+
+
+class LocalExecutor:
+    """Every batch in this process, in order."""
+
+    workers = 1
+
+    def map_batches(
+        self,
+        fn: Callable[[Any, Any], list[Metrics]],
+        batches: Sequence[Any],
+        *,
+        data: Mapping[str, Any],
+        progress: Callable[[Any], None] | None = None,
+        **_options: Any,
+    ) -> list[list[Metrics]]:
+        out = []
+        for batch in batches:
+            out.append(fn(data[batch.data], batch))
+            if progress is not None:
+                progress(batch)
+        return out
+
+
+@dataclass(slots=True)
+class Evaluator:
+    """Evaluates lists of parameter sets of ``strategy`` on ``data`` (bars ``window``) in batches."""
+
+    data: ResearchData
+    strategy: str
+    config: EngineConfig
+    window: tuple[int, int] | None = None
+    executor: Executor = field(default_factory=LocalExecutor)
+    batch_size: int = DEFAULT_BATCH
+    strategy_path: Path | None = None
+    on_sets: Callable[[int], None] | None = None  # told how many sets each finished batch held
+    name: str = "data"
+    map_options: dict[str, Any] = field(default_factory=dict)  # more for map_batches (Ray's: a result cache)
+    evaluated: int = 0
+
+    def __call__(self, param_sets: Sequence[Mapping[str, Any]]) -> list[Metrics]:
+        if not param_sets:
+            return []
+        if self.strategy_path is not None:  # user strategies are loaded from a folder: evaluate here
+            part = self.data if self.window is None else self.data.window(*self.window, self._warmup())
+            out = evaluate_batch(part, self.strategy, list(param_sets), self.config, strategy_path=self.strategy_path)
+            self._count(len(out))
+            return out
+        workers = max(1, int(getattr(self.executor, "workers", 1)))  # Ray: spread even a small ask over them all
+        size = min(self.batch_size, -(-len(param_sets) // workers))
+        batches = [
+            EvalBatch(self.name, self.strategy, tuple(param_sets[i : i + size]), self.window, self.config)
+            for i in range(0, len(param_sets), size)
+        ]
+
+        told = [0]
+
+        def progress(update: Any) -> None:  # a finished batch (LocalExecutor) or a Progress (Ray's executor)
+            done = getattr(update, "param_sets_done", None)
+            sets = len(update.params) if done is None else done - told[0]
+            told[0] += sets
+            if self.on_sets is not None:
+                self.on_sets(sets)
+
+        results = self.executor.map_batches(
+            evaluate_job, batches, data={self.name: self.data}, progress=progress, **self.map_options
+        )
+        out = [metrics for chunk in results for metrics in chunk]
+        self.evaluated += len(out)
+        return out
+
+    def _warmup(self) -> int:
+        return warmup_bars(self.data, self.config)
+
+    def _count(self, sets: int) -> None:
+        self.evaluated += sets
+        if self.on_sets is not None:
+            self.on_sets(sets)
+
+
+# --- trials and results --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Trial:
+    number: int
+    params: dict[str, ParamValue]
+    metrics: Metrics
+    values: tuple[float, ...]  # one per objective
+    feasible: bool  # constraints met and every objective finite
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "number": self.number,
+            "params": self.params,
+            "values": [_json_float(v) for v in self.values],
+            "feasible": self.feasible,
+            "metrics": {k: v if isinstance(v, int) else _json_float(v) for k, v in self.metrics.items()},
+        }
+
+
+def _json_float(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+@dataclass(slots=True)
+class SearchResult:
+    method: Method
+    objectives: list[Objective]
+    constraints: Constraints
+    trials: list[Trial]
+
+    @property
+    def feasible(self) -> list[Trial]:
+        return [t for t in self.trials if t.feasible]
+
+    @property
+    def pareto(self) -> list[Trial]:
+        """The feasible trials no other feasible trial dominates (all of them better or equal, one better)."""
+        pool = self.feasible
+        return [
+            t
+            for t in pool
+            if not any(
+                all(a >= b for a, b in zip(o.values, t.values, strict=True)) and o.values != t.values for o in pool
+            )
+        ]
+
+    @property
+    def best(self) -> Trial | None:
+        """The feasible trial with the highest (first) objective; the first such trial on a tie."""
+        pool = self.pareto if len(self.objectives) > 1 else self.feasible
+        return max(pool, key=lambda t: t.values[0], default=None)
+
+    def to_dict(self, top: int = 20) -> dict[str, Any]:
+        best = self.best
+        ranked = sorted(self.feasible, key=lambda t: t.values[0], reverse=True)
+        out: dict[str, Any] = {
+            "method": self.method.value,
+            "objectives": [o.label for o in self.objectives],
+            "constraints": self.constraints.describe(),
+            "trials": len(self.trials),
+            "feasible_trials": len(ranked),
+            "best_params": best.params if best is not None else None,
+            "best_metrics": best.to_dict()["metrics"] if best is not None else None,
+            "best_values": best.to_dict()["values"] if best is not None else None,
+            "top": [t.to_dict() for t in ranked[:top]],
+        }
+        if len(self.objectives) > 1:
+            out["pareto"] = [t.to_dict() for t in self.pareto]
+        return out
+
+
+def _trial(number: int, params: dict[str, ParamValue], metrics: Metrics, objectives: Sequence[Objective],
+           constraints: Constraints) -> Trial:  # fmt: skip
+    values = tuple(o.value(metrics) for o in objectives)
+    feasible = constraints.satisfied(metrics) and all(math.isfinite(v) for v in values)
+    return Trial(number, params, metrics, values, feasible)
+
+
+# --- the search ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SearchOptions:
+    method: Method
+    objectives: tuple[Objective, ...]
+    constraints: Constraints = NO_CONSTRAINTS
+    trials: int | None = None  # random / tpe / nsga2: how many; grid: an upper bound (None: any size)
+    seed: int = 0
+    grid_points: int = GRID_POINTS
+    optuna_batch: int = OPTUNA_BATCH
+
+    def __post_init__(self) -> None:
+        if not self.objectives:
+            raise ConfigurationError("a search needs an objective")
+        if len(self.objectives) > 1 and self.method is not Method.NSGA2:
+            raise ConfigurationError(
+                f"{len(self.objectives)} objectives need --method nsga2 (or one weighted mix: 0.5*sharpe+0.5*return)"
+            )
+        if self.trials is not None and self.trials < 1:
+            raise ConfigurationError(f"--trials must be at least 1, got {self.trials}")
+        if self.method is not Method.GRID and self.trials is None:
+            raise ConfigurationError(f"--method {self.method.value} needs --trials N")
+
+    def planned(self, space: SearchSpace) -> int:
+        """How many parameter sets the search evaluates."""
+        if self.method is Method.GRID:
+            return space.grid_size(self.grid_points)
+        assert self.trials is not None
+        return self.trials
+
+
+def run_search(space: SearchSpace, evaluate: Callable[[Sequence[Mapping[str, Any]]], list[Metrics]],
+               options: SearchOptions) -> SearchResult:  # fmt: skip
+    """Search ``space`` with ``options``; ``evaluate`` maps parameter sets to their metrics (an ``Evaluator``)."""
+    if options.method is Method.GRID:
+        size = space.grid_size(options.grid_points)
+        if size > MAX_GRID:
+            raise ConfigurationError(f"the grid has {size:,} points (more than {MAX_GRID:,}): narrow --space")
+        if options.trials is not None and size > options.trials:
+            raise ConfigurationError(
+                f"the grid has {size:,} points, more than --trials {options.trials}: narrow --space or raise --trials"
+            )
+        sets = list(space.grid(options.grid_points))
+        return _evaluated(options, sets, evaluate(sets))
+    if options.method is Method.RANDOM:
+        assert options.trials is not None
+        sets = space.sample(options.trials, options.seed)
+        return _evaluated(options, sets, evaluate(sets))
+    return _optuna(space, evaluate, options)
+
+
+def _evaluated(options: SearchOptions, sets: list[dict[str, ParamValue]], metrics: list[Metrics]) -> SearchResult:
+    pairs = enumerate(zip(sets, metrics, strict=True))
+    trials = [_trial(i, p, m, options.objectives, options.constraints) for i, (p, m) in pairs]
+    return SearchResult(options.method, list(options.objectives), options.constraints, trials)
+
+
+def _optuna(space: SearchSpace, evaluate: Callable[[Sequence[Mapping[str, Any]]], list[Metrics]],
+            options: SearchOptions) -> SearchResult:  # fmt: skip
+    try:
+        import optuna
+    except ModuleNotFoundError:
+        raise ConfigurationError(
+            f"--method {options.method.value} needs Optuna: pip install -r requirements-research.txt"
+        ) from None
+    from optuna.trial import TrialState
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    sampler: Any
+    if options.method is Method.TPE:
+        sampler = optuna.samplers.TPESampler(seed=options.seed, constant_liar=True)
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+    else:
+        sampler = optuna.samplers.NSGAIISampler(seed=options.seed, population_size=options.optuna_batch)
+        study = optuna.create_study(directions=["maximize"] * len(options.objectives), sampler=sampler)
+    assert options.trials is not None
+    trials: list[Trial] = []
+    while len(trials) < options.trials:
+        asked = [study.ask() for _ in range(min(options.optuna_batch, options.trials - len(trials)))]
+        sets = [space.suggest(t) for t in asked]
+        for optuna_trial, params, metrics in zip(asked, sets, evaluate(sets), strict=True):
+            trial = _trial(len(trials), params, metrics, options.objectives, options.constraints)
+            trials.append(trial)
+            for name, violation in options.constraints.named_violations(metrics).items():
+                optuna_trial.set_constraint(name, violation)  # the samplers prefer sets that meet them
+            if all(math.isfinite(v) for v in trial.values):
+                study.tell(optuna_trial, list(trial.values) if len(trial.values) > 1 else trial.values[0])
+            else:  # an undefined objective (no trades): Optuna learns nothing from it
+                study.tell(optuna_trial, state=TrialState.FAIL)
+    return SearchResult(options.method, list(options.objectives), options.constraints, trials)
