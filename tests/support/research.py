@@ -1,22 +1,18 @@
 """Evaluators for the distributed research tests: module-level, so Ray workers import them by name.
 
-``record_evaluations`` (an environment variable naming a file) makes every evaluation append one line, the
-batch's tag and the process id, so a test counts what was evaluated across processes and runs.
+With ``RESEARCH_TEST_EVALUATION_LOG`` naming a file, every evaluation appends one line (the batch's tag and the
+process id), so a test counts what was evaluated across processes and runs; ``RESEARCH_TEST_BATCH_DELAY`` slows
+each batch down (seconds) so a test can kill a run in the middle.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
-from src.backtesting.backtester import Backtester
 from src.research.distributed import Batch, BatchResult
-from src.strategy.registry import build_strategy
+from src.research.search import evaluate_job
 
 LOG_ENV = "RESEARCH_TEST_EVALUATION_LOG"
 DELAY_ENV = "RESEARCH_TEST_BATCH_DELAY"
@@ -34,46 +30,11 @@ def _record(batch: Batch) -> None:
         time.sleep(delay)
 
 
-@dataclass(frozen=True, slots=True)
-class StandInData:
-    """STAND-IN for ``src.research.data.ResearchData`` until S15-SEARCH's lands: the candle arrays."""
-
-    timestamps: np.ndarray  # int64 ns
-    open: np.ndarray
-    high: np.ndarray
-    low: np.ndarray
-    close: np.ndarray
-    volume: np.ndarray
-
-    @classmethod
-    def of(cls, df: pd.DataFrame) -> StandInData:
-        cols = {c: df[c].to_numpy(dtype=np.float64) for c in ("open", "high", "low", "close", "volume")}
-        return cls(df.index.as_unit("ns").asi8.copy(), **cols)
-
-    def frame(self, window: tuple[int, int] | None = None) -> pd.DataFrame:
-        start, stop = window or (0, len(self.close))
-        index = pd.DatetimeIndex(pd.to_datetime(self.timestamps[start:stop], utc=True), name="timestamp")
-        cols = {c: getattr(self, c)[start:stop] for c in ("open", "high", "low", "close", "volume")}
-        return pd.DataFrame(cols, index=index)
-
-
-def standin_evaluate_batch(
-    data: StandInData, strategy_name: str, param_sets: list[dict[str, Any]], config: Any, window: Any = None
-) -> list[dict[str, float]]:
-    """STAND-IN for ``evaluate_batch``: the engine's single backtest per parameter set."""
-    df = data.frame(window)
-    out = []
-    for params in param_sets:
-        strategy = build_strategy(strategy_name, params, None)
-        metrics = Backtester(config).run(df, strategy).metrics
-        out.append({k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and v is not None})
-    return out
-
-
 def evaluate(data: Any, batch: Batch) -> BatchResult:
-    """The research evaluation of a batch on its window."""
+    """The research evaluation (``src.research.search.evaluate_job``: ``evaluate_batch`` on the batch's window),
+    counted."""
     _record(batch)
-    return standin_evaluate_batch(data, batch.strategy, [dict(p) for p in batch.params], batch.config, batch.window)
+    return evaluate_job(data, batch)
 
 
 def evaluations(path: str | os.PathLike[str]) -> list[str]:
