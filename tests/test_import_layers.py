@@ -29,7 +29,6 @@ LEVELS: dict[str, int] = {
     "data": 5,  # market data collection and replay (the collector's alternative data uses ai)
     "strategy": 5,  # the strategy contract, the bundled strategies and the user strategy loader
     "backtesting": 6,  # strategies, the backtester, the quick filter (indicators of trading, ai strategy)
-    "research": 7,  # parameter search, walk-forward, robustness and their fan-out, on top of the backtester
     "trading.pipeline": 7,  # the trading cycle: uses every room below
     "research": 7,  # the research workbench: search, walk-forward, robustness, AI value (runs backtests)
 }

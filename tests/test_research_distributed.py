@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 
 from src.backtesting.engine import EngineConfig
+from src.research.data import ResearchData
 from src.research.distributed import (
     SINGLE_MACHINE_ENV,
     Batch,
@@ -41,7 +42,6 @@ from src.research.distributed import (
     format_progress,
 )
 from tests.support.candles import make_candles
-from src.research.data import ResearchData
 from tests.support.research import DELAY_ENV, LOG_ENV, evaluate, evaluations, fails
 
 # Ray's single-machine mode for every Ray instance this test process starts: Ray keeps them on 127.0.0.1
