@@ -6,6 +6,8 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test install system-tools migrate lint backtest api dashboard scheduler clean
 
+## requirements-research.txt (Ray, Optuna: docs/RESEARCH.md) is for research runs and their tests only; the bot's
+## processes never import it (the Docker image installs requirements.txt / requirements-api.txt alone).
 $(STAMP): requirements.txt requirements-api.txt requirements-dev.txt requirements-research.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
