@@ -10,7 +10,6 @@ with ``--walk-forward`` it optimises fold by fold and reports the folds and the 
 from __future__ import annotations
 
 import argparse
-import importlib
 import math
 import re
 from typing import Any
@@ -34,13 +33,12 @@ from src.research.cli_support import (
     research_parser,
 )
 from src.research.data import ResearchData
+from src.research.distributed import add_ray_arguments, cache_from_args, executor_from_args
 from src.research.objectives import OBJECTIVE_METRICS, Constraints, parse_objectives
 from src.research.report_html import heatmap_payload, write_research_report
 from src.research.search import (
     DEFAULT_BATCH,
     Evaluator,
-    Executor,
-    LocalExecutor,
     Method,
     SearchOptions,
     SearchResult,
@@ -131,11 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--test", type=_span, help="walk-forward test window: bars or a duration")
     parser.add_argument("--embargo", type=_span, default="0", help="bars (or a duration) between train and test")
     parser.add_argument("--anchored", action="store_true", help="walk-forward train windows all start at --start")
-    parser.add_argument(
-        "--ray-address",
-        metavar="ADDR",
-        help="evaluate the batches on this Ray cluster (src/research/distributed.py; requirements-research.txt)",
-    )
+    add_ray_arguments(parser)  # --ray, --ray-address, --workers, --cache-dir, --no-cache
     add_apply_options(parser)
     return parser
 
@@ -147,20 +141,6 @@ def _bars(text: str | None, bar_s: float) -> int | None:
     assert found is not None
     number, unit = int(found.group(1)), found.group(2)
     return number if not unit else max(1, round(number * _SPAN_SECONDS[unit] / bar_s))
-
-
-def _executor(address: str | None) -> Executor:
-    if address is None:
-        return LocalExecutor()
-    try:
-        distributed = importlib.import_module("src.research.distributed")  # S15-RAY's executors
-    except ModuleNotFoundError as exc:
-        raise ConfigurationError(
-            f"--ray-address needs src/research/distributed.py and Ray (pip install -r requirements-research.txt): "
-            f"{exc.name} is missing"
-        ) from None
-    executor: Executor = distributed.executor_for(address=address)
-    return executor
 
 
 def _options(args: argparse.Namespace) -> SearchOptions:
@@ -196,7 +176,6 @@ def run(argv: list[str], context: ResearchContext) -> int:
     cls = strategy_class(name, path)
     space = search_space(name, cls.space, args.space, args.params)
     data, config, _request = load_research_data(args, context)
-    executor = _executor(args.ray_address)
     bar_s = float(pd.Series(data.index).diff().median().total_seconds())
     plans = None
     if args.walk_forward is not None:
@@ -213,14 +192,18 @@ def run(argv: list[str], context: ResearchContext) -> int:
         raise ConfigurationError("--train, --test, --embargo and --anchored need --walk-forward FOLDS")
     planned = options.planned(space) * (len(plans) if plans else 1)
     done = [0]
-    with progress_bar(context.console, f"optimize {name} ({options.method.value})", planned) as advance:
+    map_options = {"cache": cache_from_args(args)}  # finished batches on disk: a killed run resumes
+    with (
+        executor_from_args(args) as executor,
+        progress_bar(context.console, f"optimize {name} ({options.method.value})", planned) as advance,
+    ):
 
         def told(sets: int) -> None:
             done[0] += sets
             advance(done[0])
 
         def evaluator(window: tuple[int, int] | None) -> Evaluator:
-            return Evaluator(data, name, config, window, executor, args.batch_size, path, told)
+            return Evaluator(data, name, config, window, executor, args.batch_size, path, told, map_options=map_options)
 
         if plans is None:
             found = run_search(space, evaluator(None), options)
@@ -230,9 +213,6 @@ def run(argv: list[str], context: ResearchContext) -> int:
             walked = walk_forward(data, space, options, plans, config, evaluator)
             result = _walk_forward_report(walked, space, data, options)
             best = result["best_params"]
-    close = getattr(executor, "close", None)
-    if callable(close):
-        close()
     result = {"strategy": name, "symbol": data.symbol, "timeframe": data.timeframe, **result}
     _print(context, result)
     outcome = ResearchOutcome(
@@ -251,6 +231,9 @@ def run(argv: list[str], context: ResearchContext) -> int:
             test=args.test,
             embargo=args.embargo,
             anchored=args.anchored,
+            ray=args.ray,
+            ray_address=args.ray_address,
+            workers=args.workers,
         ),
         result=result,
         summary=_summary(result),

@@ -2,9 +2,9 @@
 objectives) through its ask/tell interface. Parameter sets are always evaluated in batches
 (``src.research.batch.evaluate_batch``: many sets per compiled call), never one backtest per trial.
 
-The evaluation goes through an executor with ``map_batches(fn, batches, data=...)``: in this process by default
-(``LocalExecutor``), or S15-RAY's Ray executor (``src.research.distributed``) for ``--ray-address``. A batch is
-any object with the fields of ``EvalBatch``; ``evaluate_job`` is the function the executors run.
+The evaluation goes through an executor of ``src.research.distributed`` (``map_batches(evaluate_job, batches,
+data=...)``): in this process by default, on Ray with ``--ray`` / ``--ray-address``. ``evaluate_job`` is the
+function the executors run on each ``Batch``.
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from src.backtesting.engine import EngineConfig
 from src.exceptions import ConfigurationError
 from src.research.batch import Metrics, evaluate_batch, median_step
 from src.research.data import ResearchData
+from src.research.distributed import Batch, Executor, InProcessExecutor, Progress
 from src.research.objectives import Constraints, Objective
 from src.research.space import GRID_POINTS, SearchSpace
 from src.strategy.contract import history_bars
@@ -43,20 +44,6 @@ class Method(StrEnum):
 # --- evaluation through an executor ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class EvalBatch:
-    """One unit of work (the fields S15-RAY's ``distributed.Batch`` has): ``params`` of ``strategy`` on the
-    dataset named ``data``, trading bars ``window`` = (first, stop) of it (None: from its ``start``), warm-up
-    before them."""
-
-    data: str
-    strategy: str
-    params: tuple[Mapping[str, Any], ...]
-    window: tuple[int, int] | None = None
-    config: Any = None
-    tag: str = ""
-
-
 def warmup_bars(data: ResearchData, config: EngineConfig) -> int:
     """The bars before a window its backtest reads, as ``backtest.py --start`` loads them (``history_bars``)."""
     return history_bars(config.quick_filter_lookback_days, max(1, int(median_step(data.times_ns))))
@@ -72,33 +59,6 @@ def evaluate_job(data: ResearchData, batch: Any) -> list[Metrics]:
     return evaluate_batch(part, batch.strategy, list(batch.params), config)
 
 
-class Executor(Protocol):
-    def map_batches(self, fn: Callable[[Any, Any], list[Metrics]], batches: Sequence[Any], *, data: Mapping[str, Any],
-                    **options: Any) -> list[list[Metrics]]: ...  # fmt: skip
-
-
-class LocalExecutor:
-    """Every batch in this process, in order."""
-
-    workers = 1
-
-    def map_batches(
-        self,
-        fn: Callable[[Any, Any], list[Metrics]],
-        batches: Sequence[Any],
-        *,
-        data: Mapping[str, Any],
-        progress: Callable[[Any], None] | None = None,
-        **_options: Any,
-    ) -> list[list[Metrics]]:
-        out = []
-        for batch in batches:
-            out.append(fn(data[batch.data], batch))
-            if progress is not None:
-                progress(batch)
-        return out
-
-
 @dataclass(slots=True)
 class Evaluator:
     """Evaluates lists of parameter sets of ``strategy`` on ``data`` (bars ``window``) in batches."""
@@ -107,7 +67,7 @@ class Evaluator:
     strategy: str
     config: EngineConfig
     window: tuple[int, int] | None = None
-    executor: Executor = field(default_factory=LocalExecutor)
+    executor: Executor = field(default_factory=InProcessExecutor)
     batch_size: int = DEFAULT_BATCH
     strategy_path: Path | None = None
     on_sets: Callable[[int], None] | None = None  # told how many sets each finished batch held
@@ -126,15 +86,14 @@ class Evaluator:
         workers = max(1, int(getattr(self.executor, "workers", 1)))  # Ray: spread even a small ask over them all
         size = min(self.batch_size, -(-len(param_sets) // workers))
         batches = [
-            EvalBatch(self.name, self.strategy, tuple(param_sets[i : i + size]), self.window, self.config)
+            Batch(self.name, self.strategy, tuple(param_sets[i : i + size]), self.window, self.config)
             for i in range(0, len(param_sets), size)
         ]
 
         told = [0]
 
-        def progress(update: Any) -> None:  # a finished batch (LocalExecutor) or a Progress (Ray's executor)
-            done = getattr(update, "param_sets_done", None)
-            sets = len(update.params) if done is None else done - told[0]
+        def progress(update: Progress) -> None:
+            sets = update.param_sets_done - told[0]
             told[0] += sets
             if self.on_sets is not None:
                 self.on_sets(sets)
