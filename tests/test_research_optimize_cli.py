@@ -29,9 +29,10 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 def test_grid_search_writes_the_best_parameters_of_the_grid(tmp_path: Path) -> None:
     # Given a grid over k and the trend filter on the bundled BTC hours, research rules, fee and slippage given
     out = tmp_path / "search.json"
-    done = _run("--strategy", "volatility_breakout", "--space", "k=0.4:1.2:0.4", "--space", "trend_filter=false,true",
-                "--objective", "return", "--min-trades", "5", "--no-risk-rules", "--no-quick-filter", "--fee", "0.0005",
-                "--slippage", "0.1", "--json", str(out), *WINDOW)  # fmt: skip
+    search = ["--strategy", "volatility_breakout", "--space", "k=0.4:1.2:0.4", "--space", "trend_filter=false,true",
+              "--objective", "return", "--min-trades", "5", "--no-risk-rules", "--no-quick-filter", "--fee", "0.0005",
+              "--slippage", "0.1", "--cache-dir", str(tmp_path / "cache"), *WINDOW]  # fmt: skip
+    done = _run(*search, "--json", str(out))
     # Then it succeeds and the JSON holds every trial and the best parameters
     assert done.returncode == 0, done.stderr
     report = json.loads(out.read_text())
@@ -42,11 +43,16 @@ def test_grid_search_writes_the_best_parameters_of_the_grid(tmp_path: Path) -> N
     assert {"k", "trend_filter", "trend_window"} <= set(best)
     assert report["top"][0]["params"] == best
     assert report["heatmap"]["x"] == {"name": "k", "values": [0.4, 0.8, 1.2]}
-    # And the best's metrics are those of the same evaluation done directly
     top = report["top"][0]["metrics"]
     assert top["trades"] >= 5
     assert all(t["metrics"]["total_return_pct"] <= top["total_return_pct"] for t in report["top"])
     assert "Best of 6 trials" in done.stdout
+    # And the finished batches are on disk: the same run again reads them back and reports the same
+    assert list((tmp_path / "cache").rglob("*.json"))
+    again = tmp_path / "again.json"
+    rerun = _run(*search, "--json", str(again))
+    assert rerun.returncode == 0, rerun.stderr
+    assert json.loads(again.read_text())["top"] == report["top"]
 
 
 def test_walk_forward_writes_folds_with_windows_params_and_oos_metrics(tmp_path: Path) -> None:
@@ -54,7 +60,7 @@ def test_walk_forward_writes_folds_with_windows_params_and_oos_metrics(tmp_path:
     out = tmp_path / "wf.json"
     done = _run("--strategy", "volatility_breakout", "--space", "k=0.2:2.0:0.1", "--trials", "12", "--method", "tpe",
                 "--walk-forward", "3", "--test", "10d", "--embargo", "1d", "--anchored", "--min-trades", "1",
-                "--no-quick-filter", "--json", str(out), *WINDOW)  # fmt: skip
+                "--no-quick-filter", "--json", str(out), "--cache-dir", str(tmp_path / "cache"), *WINDOW)  # fmt: skip
     # Then the JSON holds the folds (ISO windows, params, test metrics) and the stitched out-of-sample metrics
     assert done.returncode == 0, done.stderr
     report = json.loads(out.read_text())
