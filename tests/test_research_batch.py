@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import pickle
 from itertools import product
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -113,3 +114,19 @@ def test_batch_signals_equal_each_sets_own_signals(data: ResearchData, strategy:
         alone = cls(**params).generate_signals(df)
         for name in ("entry", "exit", "atr"):
             assert np.array_equal(getattr(got, name), getattr(alone, name), equal_nan=True), (params, name)
+
+
+def test_a_set_the_strategy_refuses_has_no_metrics_and_the_others_are_evaluated(data: ResearchData) -> None:
+    # Given the example user strategy, which refuses a fast average that is not faster than the slow one
+    folder = Path(__file__).resolve().parents[1] / "strategies"
+    sets = [{"fast": 10, "slow": 30}, {"fast": 30, "slow": 20}, {"fast": 5, "slow": 40}]
+    # When the sets are evaluated together
+    got = evaluate_batch(data, "sma_crossover", sets, RESEARCH, strategy_path=folder)
+    # Then the refused set has no trades and undefined metrics, and the others are their own backtests
+    assert got[1]["trades"] == 0
+    assert math.isnan(got[1]["total_return_pct"])
+    cls = strategy_class("sma_crossover", folder)
+    for i in (0, 2):
+        want = single_metrics(data, cls(**sets[i]), RESEARCH)
+        assert all(_same(got[i][m], want[m]) for m in METRICS)
+        assert got[i]["trades"] > 0

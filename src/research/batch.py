@@ -45,6 +45,7 @@ from src.backtesting.engine import (
     _new_state,
     _simulate,
 )
+from src.domain.exits import ExitPolicy
 from src.exceptions import ConfigurationError
 from src.research.data import ResearchData
 from src.strategy.contract import Strategy
@@ -89,6 +90,7 @@ METRICS: tuple[str, ...] = (
 ) = range(len(METRICS))
 N_METRICS = len(METRICS)
 
+REFUSED = -1  # the signal group of a parameter set the strategy refuses
 DEFAULT_MEMORY_MB = 64.0  # signal arrays of one chunk (entry and exit: 1 byte a bar each; distinct ATRs: 8 bytes)
 
 Metrics = dict[str, float]
@@ -309,7 +311,9 @@ def resolve_sets(
 ) -> tuple[list[dict[str, ParamValue]], list[int], list[dict[str, ParamValue]]]:
     """Each set validated against the strategy's space (defaults filled in), the signal group of each set, and
     one representative set per group (the exit parameters do not change the signals; whether the ATR is needed
-    does, so it is part of the group's key)."""
+    does, so it is part of the group's key). A set the strategy itself refuses (its ``__init__`` raises a
+    ``ConfigurationError``, e.g. a fast average not faster than the slow one) is in group ``REFUSED``: it is not
+    evaluated and has no metrics (NaN, no trades). A value outside the declared space is an error."""
     exit_names = set(EXIT_PARAMS.names)
     resolved: list[dict[str, ParamValue]] = []
     groups: list[int] = []
@@ -317,6 +321,12 @@ def resolve_sets(
     seen: dict[tuple[Any, ...], int] = {}
     for raw in param_sets:
         params = cls.space.resolve(raw, cls.name)
+        try:
+            cls.from_params(params)
+        except ConfigurationError:
+            resolved.append(params)
+            groups.append(REFUSED)
+            continue
         uses_atr = float(params["stop_atr"]) > 0 or float(params["target_atr"]) > 0
         key = (*((k, v) for k, v in params.items() if k not in exit_names), uses_atr)
         if key not in seen:
@@ -348,7 +358,12 @@ def evaluate_batch(
     if not param_sets:
         return []
     resolved, groups, representatives = resolve_sets(cls, param_sets)
-    cfgs = np.stack([config.vector(config.policy(cls.from_params(p).exit_policy)) for p in resolved])
+    cfgs = np.stack(
+        [
+            config.vector(config.policy(cls.from_params(p).exit_policy if g != REFUSED else ExitPolicy()))
+            for p, g in zip(resolved, groups, strict=True)
+        ]
+    )
     df = data.frame()
     n, first = len(data), data.start
     stamps = data.stamps
@@ -360,10 +375,13 @@ def evaluate_batch(
     index = data.index
     years = ((index[-1] - index[first]).total_seconds() + step) / SECONDS_PER_YEAR
     rows_per_chunk = max(1, int(memory_mb * 1024 * 1024 // (n * 2)))
-    out = np.empty((len(resolved), N_METRICS))
+    out = np.full((len(resolved), N_METRICS), np.nan)
+    out[:, M_TRADES] = 0.0
+    out[:, M_LOSING_STREAK] = 0.0
     members: list[list[int]] = [[] for _ in representatives]
     for i, g in enumerate(groups):
-        members[g].append(i)
+        if g != REFUSED:
+            members[g].append(i)
     done = 0
     for lo in range(0, len(representatives), rows_per_chunk):
         chunk = range(lo, min(lo + rows_per_chunk, len(representatives)))
