@@ -210,3 +210,16 @@ def test_an_executor_gets_batches_spread_over_its_workers_and_gives_the_same_res
     assert {b.window for b in executor.batches} == {window}  # type: ignore[attr-defined]
     assert got == local(sets)
     assert remote.evaluated == 10
+
+
+def test_several_windows_go_out_in_one_fan_out_with_the_results_of_each(data: ResearchData) -> None:
+    # Given two train windows (walk-forward folds) and an executor with 4 workers
+    executor = _RecordingExecutor()
+    windows = [(400, 900), (700, 1200)]
+    sets = [{"k": 0.2 * i} for i in range(1, 6)]
+    # When the same sets are evaluated on both at once
+    got = Evaluator(data, "volatility_breakout", RESEARCH, executor=executor).across(windows, sets)
+    # Then one call carried the batches of both windows, and each window's metrics are its own
+    assert {b.window for b in executor.batches} == set(windows)  # type: ignore[attr-defined]
+    assert sum(len(b.params) for b in executor.batches) == 10  # type: ignore[attr-defined]
+    assert got == [Evaluator(data, "volatility_breakout", RESEARCH, window=w)(sets) for w in windows]

@@ -76,17 +76,28 @@ class Evaluator:
     evaluated: int = 0
 
     def __call__(self, param_sets: Sequence[Mapping[str, Any]]) -> list[Metrics]:
+        return self.across([self.window], param_sets)[0]
+
+    def across(
+        self, windows: Sequence[tuple[int, int] | None], param_sets: Sequence[Mapping[str, Any]]
+    ) -> list[list[Metrics]]:
+        """The same sets on each of ``windows`` (a walk-forward's train windows), in one fan-out: every window's
+        batches go to the executor together."""
         if not param_sets:
-            return []
+            return [[] for _ in windows]
         if self.strategy_path is not None:  # user strategies are loaded from a folder: evaluate here
-            part = self.data if self.window is None else self.data.window(*self.window, self._warmup())
-            out = evaluate_batch(part, self.strategy, list(param_sets), self.config, strategy_path=self.strategy_path)
-            self._count(len(out))
+            out = []
+            for window in windows:
+                part = self.data if window is None else self.data.window(*window, self._warmup())
+                out.append(evaluate_batch(part, self.strategy, list(param_sets), self.config,
+                                          strategy_path=self.strategy_path))  # fmt: skip
+                self._count(len(param_sets))
             return out
         workers = max(1, int(getattr(self.executor, "workers", 1)))  # Ray: spread even a small ask over them all
-        size = min(self.batch_size, -(-len(param_sets) // workers))
+        size = min(self.batch_size, -(-len(param_sets) * len(windows) // workers))
         batches = [
-            Batch(self.name, self.strategy, tuple(param_sets[i : i + size]), self.window, self.config)
+            Batch(self.name, self.strategy, tuple(param_sets[i : i + size]), window, self.config)
+            for window in windows
             for i in range(0, len(param_sets), size)
         ]
 
@@ -101,9 +112,12 @@ class Evaluator:
         results = self.executor.map_batches(
             evaluate_job, batches, data={self.name: self.data}, progress=progress, **self.map_options
         )
-        out = [metrics for chunk in results for metrics in chunk]
-        self.evaluated += len(out)
-        return out
+        self.evaluated += len(param_sets) * len(windows)
+        per_window = -(-len(param_sets) // size)
+        return [
+            [metrics for chunk in results[w * per_window : (w + 1) * per_window] for metrics in chunk]
+            for w in range(len(windows))
+        ]
 
     def _warmup(self) -> int:
         return warmup_bars(self.data, self.config)
@@ -230,6 +244,14 @@ class SearchOptions:
 def run_search(space: SearchSpace, evaluate: Callable[[Sequence[Mapping[str, Any]]], list[Metrics]],
                options: SearchOptions) -> SearchResult:  # fmt: skip
     """Search ``space`` with ``options``; ``evaluate`` maps parameter sets to their metrics (an ``Evaluator``)."""
+    sets = fixed_sets(space, options)
+    if sets is not None:
+        return evaluated(options, sets, evaluate(sets))
+    return _optuna(space, evaluate, options)
+
+
+def fixed_sets(space: SearchSpace, options: SearchOptions) -> list[dict[str, ParamValue]] | None:
+    """The sets a grid or random search evaluates, known in advance (None: Optuna asks as it learns)."""
     if options.method is Method.GRID:
         size = space.grid_size(options.grid_points)
         if size > MAX_GRID:
@@ -238,16 +260,14 @@ def run_search(space: SearchSpace, evaluate: Callable[[Sequence[Mapping[str, Any
             raise ConfigurationError(
                 f"the grid has {size:,} points, more than --trials {options.trials}: narrow --space or raise --trials"
             )
-        sets = list(space.grid(options.grid_points))
-        return _evaluated(options, sets, evaluate(sets))
+        return list(space.grid(options.grid_points))
     if options.method is Method.RANDOM:
         assert options.trials is not None
-        sets = space.sample(options.trials, options.seed)
-        return _evaluated(options, sets, evaluate(sets))
-    return _optuna(space, evaluate, options)
+        return space.sample(options.trials, options.seed)
+    return None
 
 
-def _evaluated(options: SearchOptions, sets: list[dict[str, ParamValue]], metrics: list[Metrics]) -> SearchResult:
+def evaluated(options: SearchOptions, sets: list[dict[str, ParamValue]], metrics: list[Metrics]) -> SearchResult:
     pairs = enumerate(zip(sets, metrics, strict=True))
     trials = [_trial(i, p, m, options.objectives, options.constraints) for i, (p, m) in pairs]
     return SearchResult(options.method, list(options.objectives), options.constraints, trials)

@@ -33,8 +33,17 @@ from src.backtesting.backtester import Backtester, json_safe
 from src.backtesting.engine import EngineConfig, TradeArrays
 from src.backtesting.performance import PerformanceAnalyzer
 from src.exceptions import ConfigurationError
+from src.research.batch import Metrics
 from src.research.data import ResearchData
-from src.research.search import Evaluator, SearchOptions, Trial, run_search, warmup_bars
+from src.research.search import (
+    Evaluator,
+    SearchOptions,
+    Trial,
+    evaluated,
+    fixed_sets,
+    run_search,
+    warmup_bars,
+)
 from src.research.space import SearchSpace
 from src.strategy.params import ParamValue
 from src.strategy.registry import strategy_class
@@ -193,9 +202,16 @@ def walk_forward(
     capital = config.initial_capital
     objective = options.objectives[0]
     results: list[FoldResult] = []
-    for plan in plans:
+    sets = fixed_sets(space, options)
+    together: list[list[Metrics]] | None = None
+    if sets is not None:  # grid / random: every fold's train window evaluated in one fan-out
+        together = make_evaluator(plans[0].train).across([p.train for p in plans], sets)
+    for number, plan in enumerate(plans):
         evaluator = make_evaluator(plan.train)
-        found = run_search(space, evaluator, options)
+        if sets is not None and together is not None:
+            found = evaluated(options, sets, together[number])
+        else:
+            found = run_search(space, evaluator, options)
         best = found.best
         part = data.window(plan.test[0], plan.test[1], warmup)
         test_index = part.index[part.start :]
