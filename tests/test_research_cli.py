@@ -247,3 +247,13 @@ def test_the_search_sections_draw_folds_stitched_equity_and_a_heat_map(tmp_path:
     assert seen["heat_cells"] == 5  # every evaluated cell is coloured, the missing one is not
     with pytest.raises(ValueError, match="one row per y value"):
         heatmap_payload("k", [1, 2], "w", [1], [[1.0]], "sharpe")
+
+
+def test_a_run_that_fails_is_stored_as_failed_with_its_error(database: str) -> None:
+    # When a Monte Carlo cannot run (no candle closes before --end)
+    assert backtest.main(["monte-carlo", "--strategy", "rule_breakout", "--end", "2017-10-01"]) == 1
+    # Then its run is kept, failed, with the one-line reason the command printed
+    [run] = _rows(database, ResearchRunRow)
+    assert run.status == "failed"
+    assert run.error.startswith("no KRW-BTC 1h candles in the requested range")
+    assert run.result is None

@@ -164,6 +164,17 @@ def run(argv: list[str], context: ResearchContext) -> int:
         loader = context.decisions_opener(args.decisions_from)
     cache = args.ai_cache or settings.market_data.backtest_data_dir / "ai_cache" / "decisions.jsonl"
     cutoff = _cutoff(args, settings)
+    request = request_record(
+        args,
+        strategy=candidate,
+        params=params,
+        symbols=symbols,
+        candidate=candidate,
+        decisions=loader[0] if loader else str(cache),
+        ask_model=args.ask_model,
+        training_cutoff=None if cutoff is None else cutoff.isoformat(),
+    )
+    context.begin(args, ResearchKind.AI_VALUE, request)
     runs: list[SymbolRun] = []
     decisions: dict[str, Any] = {}
     costs: list[dict[str, Any]] = []
@@ -197,16 +208,6 @@ def run(argv: list[str], context: ResearchContext) -> int:
         analysis = analyse(runs, options)
     except ValueError as exc:
         raise DataError(str(exc)) from None
-    request = request_record(
-        args,
-        strategy=candidate,
-        params=params,
-        symbols=symbols,
-        candidate=candidate,
-        decisions=loader[0] if loader else str(cache),
-        ask_model=args.ask_model,
-        training_cutoff=None if cutoff is None else cutoff.isoformat(),
-    )
     report = {
         "kind": ResearchKind.AI_VALUE.value,
         "request": request,
