@@ -83,11 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Does the AI add value? Rules only, rules + AI (replayed decisions) and buy-and-hold side by side, with "
         "bootstrap intervals, the AI's cost and the split by market regime.",
         strategy_required=False,
+        strategy_help="the candidate strategy the AI confirms (default AI_CANDIDATE_STRATEGY)",
     )
-    parser.set_defaults(strategy=None)
-    for action in parser._actions:  # the strategy here is the AI's candidate
-        if action.dest == "strategy":
-            action.help = "the candidate strategy the AI confirms (default AI_CANDIDATE_STRATEGY)"
     parser.add_argument("--symbols", type=_symbols, help="several markets, pooled equal-weight (e.g. KRW-BTC,KRW-ETH)")
     parser.add_argument("--ai-cache", type=Path, help="AI decision cache (JSON lines) to replay")
     parser.add_argument(

@@ -168,7 +168,13 @@ class ResearchOutcome:
     html: Callable[[Path], None] | None = None
 
 
-def research_parser(command: str, description: str, *, strategy_required: bool = True) -> OneLineParser:
+def research_parser(
+    command: str,
+    description: str,
+    *,
+    strategy_required: bool = True,
+    strategy_help: str = "a bundled strategy (rule_breakout, volatility_breakout) or one from STRATEGY_PATH",
+) -> OneLineParser:
     """``backtest.py COMMAND``'s parser with the shared options: candles and costs, the strategy and its
     parameters, the rules, and the outputs (``--json``, ``--html``, ``--no-store``, ``--database-url``)."""
     parser = OneLineParser(prog=f"backtest.py {command}", description=description)
@@ -177,7 +183,7 @@ def research_parser(command: str, description: str, *, strategy_required: bool =
         "--strategy",
         type=strategy_name,
         required=strategy_required,
-        help="a bundled strategy (rule_breakout, volatility_breakout) or one from STRATEGY_PATH",
+        help=strategy_help,
     )
     parser.add_argument("--params", type=params_json, help="strategy parameters as a JSON object, e.g. '{\"k\": 0.6}'")
     parser.add_argument("--capital", type=positive, help="starting KRW (default PAPER_STARTING_KRW)")

@@ -15,6 +15,7 @@ migration, never created or migrated by a research run.
 from __future__ import annotations
 
 import asyncio
+import getpass
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
@@ -118,7 +119,7 @@ class DatabaseRunStore:
     def start(self, kind: ResearchKind, request: dict[str, Any]) -> int:
         async def work(sessions: async_sessionmaker[AsyncSession]) -> int:
             return await ResearchRunRepository(sessions).create(
-                kind, request, created_by=f"cli:{kind.value}", status=ResearchStatus.RUNNING
+                kind, request, created_by=f"cli:{_user()}", status=ResearchStatus.RUNNING
             )
 
         return self._run(work)
@@ -171,5 +172,8 @@ class DatabaseRunStore:
             await engine.dispose()
 
 
-def open_run_store(url: str, settings: Settings) -> DatabaseRunStore:
-    return DatabaseRunStore(url, settings)
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
