@@ -196,8 +196,6 @@ def run(argv: list[str], context: ResearchContext) -> int:
         cutoff=cutoff,
         bootstrap_runs=args.bootstrap,
         seed=args.seed,
-        regime_lookback_bars=_lookback_bars(args.regime_days, runs[0]),
-        regime_threshold_pct=args.regime_threshold,
         regime_rule=f"trailing {args.regime_days:g}-day return at the bar's close: above +{args.regime_threshold:g}% "
         f"up, below -{args.regime_threshold:g}% down, else sideways",
     )
@@ -228,11 +226,6 @@ def run(argv: list[str], context: ResearchContext) -> int:
         html=lambda path: write_research_report(path, report, title=f"Does the AI add value? {', '.join(symbols)}"),
     )
     return finish(context, args, outcome)
-
-
-def _lookback_bars(days: float, run: SymbolRun) -> int:
-    seconds = 365 * 86400 / run.bars_per_year
-    return max(1, round(days * 86400 / seconds))
 
 
 def _symbol_run(symbol: str, rules: BacktestResult, ai: BacktestResult, args: argparse.Namespace) -> SymbolRun:
