@@ -230,7 +230,18 @@ def run_subcommand(name: str, argv: list[str]) -> int:
         decisions_opener=_open_recorded_decisions,
     )
     entry: Callable[[list[str], ResearchContext], int] = module.run
-    return _one_line_errors(prog, lambda: entry(argv, context))
+
+    def work() -> int:
+        try:
+            return entry(argv, context)
+        except TradingSystemError as exc:  # the stored run (if any) keeps why it failed
+            context.fail(redactor.scrub_text(exc.message))
+            raise
+        except (Exception, KeyboardInterrupt) as exc:
+            context.fail(redactor.scrub_text(f"{type(exc).__name__}: {exc}"))
+            raise
+
+    return _one_line_errors(prog, work)
 
 
 def _open_run_store(url: str, settings: Settings) -> Any:

@@ -177,3 +177,83 @@ def test_a_missing_sub_command_module_is_one_line(tmp_path: Path) -> None:
     assert done.stderr.strip() == (
         "backtest.py optimize: error: not available in this checkout (src.research.cli_optimize is missing)"
     )
+
+
+# --- the research HTML report, drawn in a real browser ------------------------------------------------------------
+def _open_in_browser(page: Path) -> dict[str, Any]:
+    from tests.test_report_html import CHROMIUM, _browser
+
+    with _browser() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        try:
+            view = browser.new_page(viewport={"width": 1200, "height": 900})
+            problems: list[str] = []
+            remote: list[str] = []
+            view.on("pageerror", lambda error: problems.append(str(error)))
+            view.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+            view.on("request", lambda r: remote.append(r.url) if not r.url.startswith("file:") else None)
+            view.goto(page.as_uri())
+            view.wait_for_selector(".bt-root")
+            view.wait_for_timeout(300)
+            return {
+                "problems": problems,
+                "remote": remote,
+                "panes": view.locator(".bt-pane").count(),
+                "canvases": view.locator(".bt-pane canvas").count(),
+                "text": view.inner_text(".bt-root"),
+                "heat_cells": view.locator(".rs-heat td[style*='hsl']").count(),
+            }
+        finally:
+            browser.close()
+
+
+def test_the_monte_carlo_report_draws_its_fan_chart_offline(database: str, tmp_path: Path) -> None:
+    page = tmp_path / "mc.html"
+    assert backtest.main([*MC, "--runs", "200", "--html", str(page), "--no-store"]) == 0
+    seen = _open_in_browser(page)
+    assert seen["problems"] == []
+    assert seen["remote"] == []
+    assert seen["panes"] == 1
+    assert seen["canvases"] >= 3
+    assert "Longest losing streak" in seen["text"]
+    assert "p-value" in seen["text"]
+
+
+def test_the_search_sections_draw_folds_stitched_equity_and_a_heat_map(tmp_path: Path) -> None:
+    # Given the report keys a walk-forward search writes (S15-SEARCH's optimize calls write_research_report)
+    from src.research.report_html import fold_rows, heatmap_payload, write_research_report
+
+    folds = fold_rows(
+        [
+            {"train": {"start": "2023-01-01T00:00:00+00:00", "end": "2023-03-01T00:00:00+00:00"},
+             "test": {"start": "2023-03-02T00:00:00+00:00", "end": "2023-04-01T00:00:00+00:00"},
+             "params": {"k": 0.5}, "test_metrics": {"total_return_pct": 1.5, "sharpe": 0.8, "trades": 12}},
+            {"train": ["2023-02-01T00:00:00+00:00", "2023-04-01T00:00:00+00:00"],
+             "test": ["2023-04-02T00:00:00+00:00", "2023-05-01T00:00:00+00:00"],
+             "params": {"k": 0.6}, "test_metrics": {"total_return_pct": -0.4, "sharpe": -0.2, "trades": 9}},
+        ]
+    )  # fmt: skip
+    stitched = [[f"2023-03-{day:02d}T00:00:00+00:00", 1_000_000 + 1000 * day] for day in range(2, 29)]
+    heat = heatmap_payload("k", [0.4, 0.5, 0.6], "trend_window", [3, 5], [[0.1, 0.4, None], [-0.2, 0.9, 0.3]], "sharpe")
+    page = tmp_path / "search.html"
+    write_research_report(page, {"folds": folds, "stitched_equity": stitched, "heatmap": heat}, "search")
+    # Then the browser draws the fold table, the stitched equity and the heat map, offline and without errors
+    seen = _open_in_browser(page)
+    assert seen["problems"] == []
+    assert seen["remote"] == []
+    assert seen["panes"] == 1
+    assert "Walk-forward folds" in seen["text"]
+    assert '{"k":0.6}' in seen["text"]
+    assert seen["heat_cells"] == 5  # every evaluated cell is coloured, the missing one is not
+    with pytest.raises(ValueError, match="one row per y value"):
+        heatmap_payload("k", [1, 2], "w", [1], [[1.0]], "sharpe")
+
+
+def test_a_run_that_fails_is_stored_as_failed_with_its_error(database: str) -> None:
+    # When a Monte Carlo cannot run (no candle closes before --end)
+    assert backtest.main(["monte-carlo", "--strategy", "rule_breakout", "--end", "2017-10-01"]) == 1
+    # Then its run is kept, failed, with the one-line reason the command printed
+    [run] = _rows(database, ResearchRunRow)
+    assert run.status == "failed"
+    assert run.error.startswith("no KRW-BTC 1h candles in the requested range")
+    assert run.result is None

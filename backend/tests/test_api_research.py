@@ -169,20 +169,26 @@ async def test_the_api_serves_a_run_the_command_line_stored(
     from src.research.cli_support import ChosenParams
 
     store = DatabaseRunStore(database_url, make_settings())
-    run_id = await asyncio.to_thread(
-        store.record,
-        ResearchKind.MONTE_CARLO,
-        {"strategy": "rule_breakout"},
+    run_id = await asyncio.to_thread(store.start, ResearchKind.MONTE_CARLO, {"strategy": "rule_breakout"})
+    await asyncio.to_thread(
+        store.finish,
+        run_id,
         {"p_value": 0.5},
         {"p_value": 0.5},
         ChosenParams("rule_breakout", {"volume_multiplier": 1.4}),
     )
+    failed = await asyncio.to_thread(store.start, ResearchKind.AI_VALUE, {"symbols": ["KRW-BTC"]})
+    await asyncio.to_thread(store.fail, failed, "no candles")
     client = await make_client(headers=WRITER)
     # Then the API reads it
     run = (await client.get(f"/api/v1/research/runs/{run_id}")).json()
     assert run["kind"] == "monte_carlo"
-    assert run["created_by"] == "cli:monte_carlo"
+    assert run["created_by"].startswith("cli:")
     assert run["chosen"] == {"strategy": "rule_breakout", "params": {"volume_multiplier": 1.4}}
+    assert run["status"] == "done"
+    gone = (await client.get(f"/api/v1/research/runs/{failed}")).json()
+    assert gone["status"] == "failed"
+    assert gone["error"] == "no candles"
     # And the command line's apply writes the same audited settings as the API's
     values = await asyncio.to_thread(store.apply, run_id, by="cli:tester", reason="research run")
     assert values["strategy.params"] == {"volume_multiplier": 1.4}

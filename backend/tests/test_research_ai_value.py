@@ -27,7 +27,7 @@ from src.research.ai_value import (
     scope_masks,
 )
 from src.trading.repository import AIDecisionRecord
-from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.openai_server import Behaviour, FakeOpenAI
 
 START, END, CUTOFF = "2023-07-01", "2024-01-01", "2023-10-01"
 COST = Decimal("0.0021")
@@ -42,14 +42,18 @@ async def test_ai_value_on_recorded_decisions_with_a_planted_skill(
 ) -> None:
     # Given the bot's settings with a (fake) OpenAI key, and the rules-only trades of rule_breakout over H2 2023
     settings = make_settings(
-        OPENAI_API_KEY=fake_openai.api_key, OPENAI_BASE_URL=fake_openai.base_url, VALIDATOR_MAX_RSI="100",
-        VALIDATOR_MAX_ATR_PCT="100", AI_MIN_CONFIDENCE="50",
-    )  # fmt: skip
+        OPENAI_API_KEY=fake_openai.api_key,
+        OPENAI_BASE_URL=fake_openai.base_url,
+        VALIDATOR_MAX_RSI="100",
+        VALIDATOR_MAX_ATR_PCT="100",
+        AI_MIN_CONFIDENCE="50",
+    )
     rules = simulate(
-        BacktestRequest(strategy="rule_breakout", start=START, end=END, risk_rules=False, quick_filter=False,
-                        show_trades=0),
+        BacktestRequest(
+            strategy="rule_breakout", start=START, end=END, risk_rules=False, quick_filter=False, show_trades=0
+        ),
         settings,
-    ).result  # fmt: skip
+    ).result
     trades = rules.trades
     assert len(trades) >= 6
     # And recorded decisions that knew the future: buy on the bars whose trade won, hold on those that lost
@@ -59,19 +63,46 @@ async def test_ai_value_on_recorded_decisions_with_a_planted_skill(
         candle = row.entry_candle.to_pydatetime()
         await repository.save_ai_decision(
             AIDecisionRecord(
-                symbol="KRW-BTC", decision="buy" if won else "hold", final_decision="buy" if won else "hold",
-                source="ai", confidence=Decimal("95"), reason="planted", candle_at=candle,
-                created_at=candle + timedelta(hours=1), cost_usd=COST, prompt_tokens=900, completion_tokens=60,
+                symbol="KRW-BTC",
+                decision="buy" if won else "hold",
+                final_decision="buy" if won else "hold",
+                source="ai",
+                confidence=Decimal("95"),
+                reason="planted",
+                candle_at=candle,
+                created_at=candle + timedelta(hours=1),
+                cost_usd=COST,
+                prompt_tokens=900,
+                completion_tokens=60,
             )
-        )  # fmt: skip
+        )
     out = tmp_path / "ai.json"
     # When ai-value replays them, with the model's training cut-off in the middle of the period
     code = await asyncio.to_thread(
         backtest.main,
-        ["ai-value", "--decisions-from", database_url, "--start", START, "--end", END, "--no-risk-rules",
-         "--no-quick-filter", "--training-cutoff", CUTOFF, "--bootstrap", "500", "--seed", "3", "--json", str(out),
-         "--html", str(tmp_path / "ai.html"), "--no-store"]
-    )  # fmt: skip
+        [
+            "ai-value",
+            "--decisions-from",
+            database_url,
+            "--start",
+            START,
+            "--end",
+            END,
+            "--no-risk-rules",
+            "--no-quick-filter",
+            "--training-cutoff",
+            CUTOFF,
+            "--bootstrap",
+            "500",
+            "--seed",
+            "3",
+            "--json",
+            str(out),
+            "--html",
+            str(tmp_path / "ai.html"),
+            "--no-store",
+        ],
+    )
     assert code == 0
     report = json.loads(out.read_text())
     # Then the model was never asked (recorded decisions only; no --ask-model)
@@ -142,3 +173,63 @@ def test_paired_bootstrap_interval_is_reproducible_and_centred() -> None:
     diff, low, high, better = first
     assert low <= diff <= high
     assert better == 1.0  # paired: b never beats a on the same bars
+
+
+async def test_ai_value_asks_the_model_only_with_ask_model_and_then_replays_the_cache_for_free(
+    make_settings: SettingsFactory, fake_openai: FakeOpenAI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the fake OpenAI server answering buy with 90% confidence, and an empty decision cache
+    fake_openai.default = Behaviour.ok("buy", 90.0)
+    make_settings(
+        OPENAI_API_KEY=fake_openai.api_key,
+        OPENAI_BASE_URL=fake_openai.base_url,
+        OPENAI_MAX_RETRIES="0",
+        QUICK_FILTER_TIER="lenient",
+        AI_DAILY_BUDGET_USD="0",
+        AI_MONTHLY_BUDGET_USD="0",
+    )
+    cache = tmp_path / "decisions.jsonl"
+    period = [
+        "ai-value",
+        "--start",
+        "2023-10-01",
+        "--end",
+        "2023-11-01",
+        "--ai-cache",
+        str(cache),
+        "--no-store",
+        "--bootstrap",
+        "200",
+        "--seed",
+        "1",
+    ]
+    # When ai-value runs with --ask-model, the model answers the candidates (and the answers are cached)
+    first = tmp_path / "asked.json"
+    assert await asyncio.to_thread(backtest.main, [*period, "--ask-model", "--json", str(first)]) == 0
+    asked = fake_openai.request_count
+    assert asked > 0
+    paid = json.loads(first.read_text())["cost"]
+    assert paid["calls"] > 0
+    assert Decimal(paid["usd_exact"]) > 0
+    # And when it runs again without --ask-model (the key still set), nothing is asked: the cache is replayed,
+    # with the same decisions and the cost those answers had when the model gave them
+    again = tmp_path / "replayed.json"
+    assert await asyncio.to_thread(backtest.main, [*period, "--json", str(again)]) == 0
+    assert fake_openai.request_count == asked
+    replayed = json.loads(again.read_text())
+    assert replayed["cost"]["usd_exact"] == paid["usd_exact"]
+    assert replayed["headline"] == json.loads(first.read_text())["headline"]
+    assert replayed["decisions"]["KRW-BTC"]["from_cache"] == replayed["decisions"]["KRW-BTC"]["answered"] > 0
+    # And without a cache or a key the command refuses in one error (never a silent rules-only result)
+    monkeypatch.delenv("OPENAI_API_KEY")
+    empty = [
+        "ai-value",
+        "--start",
+        "2023-10-01",
+        "--end",
+        "2023-11-01",
+        "--ai-cache",
+        str(tmp_path / "none.jsonl"),
+        "--no-store",
+    ]
+    assert await asyncio.to_thread(backtest.main, empty) == 1

@@ -12,7 +12,8 @@ class ResearchKind(StrEnum):
 
 
 class ResearchStatus(StrEnum):
-    """A sub-command stores its run when it has finished: done, or failed with the error."""
+    """A sub-command stores its run as running when it starts; it ends done (with its result) or failed (with the
+    error the command printed)."""
 
     RUNNING = "running"
     DONE = "done"

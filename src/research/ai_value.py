@@ -218,8 +218,6 @@ class AIValueOptions:
     bootstrap_runs: int = 2000
     seed: int | None = None
     block: int | None = None
-    regime_lookback_bars: int = 720
-    regime_threshold_pct: float = 5.0
     regime_rule: str = ""
 
 

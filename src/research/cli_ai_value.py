@@ -83,11 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Does the AI add value? Rules only, rules + AI (replayed decisions) and buy-and-hold side by side, with "
         "bootstrap intervals, the AI's cost and the split by market regime.",
         strategy_required=False,
+        strategy_help="the candidate strategy the AI confirms (default AI_CANDIDATE_STRATEGY)",
     )
-    parser.set_defaults(strategy=None)
-    for action in parser._actions:  # the strategy here is the AI's candidate
-        if action.dest == "strategy":
-            action.help = "the candidate strategy the AI confirms (default AI_CANDIDATE_STRATEGY)"
     parser.add_argument("--symbols", type=_symbols, help="several markets, pooled equal-weight (e.g. KRW-BTC,KRW-ETH)")
     parser.add_argument("--ai-cache", type=Path, help="AI decision cache (JSON lines) to replay")
     parser.add_argument(
@@ -164,6 +161,17 @@ def run(argv: list[str], context: ResearchContext) -> int:
         loader = context.decisions_opener(args.decisions_from)
     cache = args.ai_cache or settings.market_data.backtest_data_dir / "ai_cache" / "decisions.jsonl"
     cutoff = _cutoff(args, settings)
+    request = request_record(
+        args,
+        strategy=candidate,
+        params=params,
+        symbols=symbols,
+        candidate=candidate,
+        decisions=loader[0] if loader else str(cache),
+        ask_model=args.ask_model,
+        training_cutoff=None if cutoff is None else cutoff.isoformat(),
+    )
+    context.begin(args, ResearchKind.AI_VALUE, request)
     runs: list[SymbolRun] = []
     decisions: dict[str, Any] = {}
     costs: list[dict[str, Any]] = []
@@ -188,8 +196,6 @@ def run(argv: list[str], context: ResearchContext) -> int:
         cutoff=cutoff,
         bootstrap_runs=args.bootstrap,
         seed=args.seed,
-        regime_lookback_bars=_lookback_bars(args.regime_days, runs[0]),
-        regime_threshold_pct=args.regime_threshold,
         regime_rule=f"trailing {args.regime_days:g}-day return at the bar's close: above +{args.regime_threshold:g}% "
         f"up, below -{args.regime_threshold:g}% down, else sideways",
     )
@@ -197,16 +203,6 @@ def run(argv: list[str], context: ResearchContext) -> int:
         analysis = analyse(runs, options)
     except ValueError as exc:
         raise DataError(str(exc)) from None
-    request = request_record(
-        args,
-        strategy=candidate,
-        params=params,
-        symbols=symbols,
-        candidate=candidate,
-        decisions=loader[0] if loader else str(cache),
-        ask_model=args.ask_model,
-        training_cutoff=None if cutoff is None else cutoff.isoformat(),
-    )
     report = {
         "kind": ResearchKind.AI_VALUE.value,
         "request": request,
@@ -230,11 +226,6 @@ def run(argv: list[str], context: ResearchContext) -> int:
         html=lambda path: write_research_report(path, report, title=f"Does the AI add value? {', '.join(symbols)}"),
     )
     return finish(context, args, outcome)
-
-
-def _lookback_bars(days: float, run: SymbolRun) -> int:
-    seconds = 365 * 86400 / run.bars_per_year
-    return max(1, round(days * 86400 / seconds))
 
 
 def _symbol_run(symbol: str, rules: BacktestResult, ai: BacktestResult, args: argparse.Namespace) -> SymbolRun:

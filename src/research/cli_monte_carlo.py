@@ -132,6 +132,16 @@ def run(argv: list[str], context: ResearchContext) -> int:
     args = parse_research_args(build_parser(), argv)
     settings = context.settings
     request = backtest_request(args)
+    asked = request_record(
+        args,
+        runs=args.runs,
+        method=args.method,
+        seed=args.seed,
+        block=args.block,
+        trials=args.trials,
+        trials_sharpe_var=args.trials_sharpe_var,
+    )
+    context.begin(args, ResearchKind.MONTE_CARLO, asked)
     with progress_bar(context.console, "backtest", 1) as advance:
         result = simulate(request, settings).result
         advance(1)
@@ -161,15 +171,7 @@ def run(argv: list[str], context: ResearchContext) -> int:
     except ValueError as exc:
         deflated = {"error": str(exc)}
     report = monte_carlo_report(result, resampled, significance, deflated)
-    report["request"] = request_record(
-        args,
-        runs=args.runs,
-        method=method.value,
-        seed=args.seed,
-        block=args.block,
-        trials=args.trials,
-        trials_sharpe_var=args.trials_sharpe_var,
-    )
+    report["request"] = asked
     print_summary(context, report)
     from src.research.report_html import write_research_report
 

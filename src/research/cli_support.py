@@ -5,9 +5,11 @@ The contract (``backtest.py`` dispatches ``backtest.py NAME ...`` to it): a sub-
 
     def run(argv: list[str], context: ResearchContext) -> int
 
-``argv`` is the command line after NAME; the module parses it with ``research_parser(context, ...)`` (the shared
-data options, defined once in ``src.backtesting.cli_options``), computes, and ends with
-``finish(context, args, outcome)``. A ``TradingSystemError`` or ``OSError`` it raises becomes one line on stderr
+``argv`` is the command line after NAME; the module parses it with ``parse_research_args(research_parser(...),
+argv)`` (the shared data options, defined once in ``src.backtesting.cli_options``), calls
+``context.begin(args, kind, request)`` (the run is stored as running, and as failed with its error if the
+sub-command raises), computes, and ends with ``finish(context, args, outcome)`` (done, with its result). A
+``TradingSystemError`` or ``OSError`` it raises becomes one line on stderr
 and exit code 1 (``backtest.py``); argument errors are one line and exit code 2.
 
 The database is reached only through ``context.store_opener`` (``backtest.py`` passes the one of
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -65,20 +68,20 @@ class ChosenParams:
 
 
 class RunStore(Protocol):
-    """Where research runs are kept (a database). ``record`` returns the run's id; ``apply`` writes its chosen
-    parameters as the bot's run-time settings (audited) and returns what was written."""
+    """Where research runs are kept (a database). ``start`` records a run as running and returns its id;
+    ``finish`` stores its result (done), ``fail`` its error; ``apply`` writes its chosen parameters as the bot's
+    run-time settings (audited) and returns what was written."""
 
     @property
     def where(self) -> str: ...
 
-    def record(
-        self,
-        kind: ResearchKind,
-        request: dict[str, Any],
-        result: dict[str, Any],
-        summary: dict[str, Any],
-        chosen: ChosenParams | None,
-    ) -> int: ...
+    def start(self, kind: ResearchKind, request: dict[str, Any]) -> int: ...
+
+    def finish(
+        self, run_id: int, result: dict[str, Any], summary: dict[str, Any], chosen: ChosenParams | None
+    ) -> None: ...
+
+    def fail(self, run_id: int, error: str) -> None: ...
 
     def apply(self, run_id: int, *, by: str, reason: str) -> dict[str, Any]: ...
 
@@ -106,6 +109,8 @@ class ResearchContext:
     # DATABASE_URL -> (the URL without its password, the loader of the decisions the bot recorded there)
     decisions_opener: Callable[[str], tuple[str, DecisionLoader]] | None = None
     confirm: Callable[[str], bool] = ask_yes_no
+    run: tuple[RunStore, int] | None = None  # the stored run in progress (``begin``)
+    unstored: str | None = None  # why the run could not be stored
     _settings: Settings | None = field(default=None, repr=False)
 
     @property
@@ -116,6 +121,38 @@ class ResearchContext:
 
     def note(self, message: str) -> None:
         print(f"{self.prog}: {message}", file=sys.stderr)
+
+    def begin(self, args: argparse.Namespace, kind: ResearchKind, request: dict[str, Any]) -> None:
+        """Record the run as running (unless ``--no-store``), so the API lists it while it works and a run that
+        fails is kept with its error. A database that cannot take it is one note when the run has finished (an error
+        with ``--apply``)."""
+        if getattr(args, "no_store", False) or self.run is not None or self.unstored is not None:
+            return
+        applying = bool(getattr(args, "apply", False))
+        if self.store_opener is None:
+            if applying:
+                raise ConfigurationError("--apply: no run store in this context")
+            return
+        url = getattr(args, "database_url", None) or self.settings.database.url
+        try:
+            store = self.store_opener(url, self.settings)
+            self.run = (store, store.start(kind, json_safe(request)))
+        except TradingSystemError as exc:
+            if applying:
+                raise
+            self.run = None
+            self.unstored = exc.message  # said once the run has finished (a failing run prints its error only)
+
+    def fail(self, error: str) -> None:
+        """The run in progress ended with ``error`` (``backtest.py`` calls this for a sub-command that raised)."""
+        if self.run is None:
+            return
+        store, run_id = self.run
+        self.run = None
+        try:
+            store.fail(run_id, error)
+        except TradingSystemError as exc:
+            self.note(f"note: run {run_id} could not be marked failed ({exc.message})")
 
 
 @dataclass(slots=True)
@@ -131,7 +168,13 @@ class ResearchOutcome:
     html: Callable[[Path], None] | None = None
 
 
-def research_parser(command: str, description: str, *, strategy_required: bool = True) -> OneLineParser:
+def research_parser(
+    command: str,
+    description: str,
+    *,
+    strategy_required: bool = True,
+    strategy_help: str = "a bundled strategy (rule_breakout, volatility_breakout) or one from STRATEGY_PATH",
+) -> OneLineParser:
     """``backtest.py COMMAND``'s parser with the shared options: candles and costs, the strategy and its
     parameters, the rules, and the outputs (``--json``, ``--html``, ``--no-store``, ``--database-url``)."""
     parser = OneLineParser(prog=f"backtest.py {command}", description=description)
@@ -140,7 +183,7 @@ def research_parser(command: str, description: str, *, strategy_required: bool =
         "--strategy",
         type=strategy_name,
         required=strategy_required,
-        help="a bundled strategy (rule_breakout, volatility_breakout) or one from STRATEGY_PATH",
+        help=strategy_help,
     )
     parser.add_argument("--params", type=params_json, help="strategy parameters as a JSON object, e.g. '{\"k\": 0.6}'")
     parser.add_argument("--capital", type=positive, help="starting KRW (default PAPER_STARTING_KRW)")
@@ -243,10 +286,9 @@ def progress_bar(console: Console, description: str, total: float) -> Iterator[C
 
 
 def finish(context: ResearchContext, args: argparse.Namespace, outcome: ResearchOutcome) -> int:
-    """Write the JSON and HTML reports, store the run (unless ``--no-store``), and with ``--apply`` apply the
-    chosen parameters after a confirmation. Exit code 0, or 1 when ``--apply`` was asked and not done."""
-    import json
-
+    """Write the JSON and HTML reports, store the run (unless ``--no-store``; ``context.begin`` is called here if
+    the sub-command did not), and with ``--apply`` apply the chosen parameters after a confirmation. Exit code 0,
+    or 1 when ``--apply`` was asked and not done."""
     json_out: Path | None = getattr(args, "json_out", None)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
@@ -258,10 +300,16 @@ def finish(context: ResearchContext, args: argparse.Namespace, outcome: Research
     applying = bool(getattr(args, "apply", False))
     if applying and outcome.chosen is None:
         raise ConfigurationError("--apply: this run chose no parameters to apply")
-    if getattr(args, "no_store", False):
+    context.begin(args, outcome.kind, outcome.request)
+    if context.run is None:
+        if context.unstored is not None:
+            context.note(f"note: the run was not stored ({context.unstored}); --no-store skips storing")
         return 0
-    store, run_id = _store(context, args, outcome, required=applying)
-    if not applying or store is None or run_id is None:
+    store, run_id = context.run
+    store.finish(run_id, json_safe(outcome.result), json_safe(outcome.summary), outcome.chosen)
+    context.run = None
+    context.console.print(f"Stored as research run {run_id} in {store.where} (GET /api/v1/research/runs/{run_id})")
+    if not applying:
         return 0
     assert outcome.chosen is not None
     question = (
@@ -275,28 +323,6 @@ def finish(context: ResearchContext, args: argparse.Namespace, outcome: Research
     written = store.apply(run_id, by=f"cli:{_user()}", reason=f"research run {run_id} ({outcome.kind.value})")
     context.console.print(f"Applied research run {run_id}: {json.dumps(written)}")
     return 0
-
-
-def _store(
-    context: ResearchContext, args: argparse.Namespace, outcome: ResearchOutcome, *, required: bool
-) -> tuple[RunStore | None, int | None]:
-    if context.store_opener is None:
-        if required:
-            raise ConfigurationError("--apply: no run store in this context")
-        return None, None
-    url = getattr(args, "database_url", None) or context.settings.database.url
-    try:
-        store = context.store_opener(url, context.settings)
-        run_id = store.record(
-            outcome.kind, outcome.request, json_safe(outcome.result), json_safe(outcome.summary), outcome.chosen
-        )
-    except TradingSystemError as exc:
-        if required:
-            raise
-        context.note(f"note: the run was not stored ({exc.message}); --no-store skips storing")
-        return None, None
-    context.console.print(f"Stored as research run {run_id} in {store.where} (GET /api/v1/research/runs/{run_id})")
-    return store, run_id
 
 
 def _user() -> str:

@@ -15,6 +15,7 @@ migration, never created or migrated by a research run.
 from __future__ import annotations
 
 import asyncio
+import getpass
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
@@ -115,25 +116,31 @@ class DatabaseRunStore:
         self._settings = settings
         self.where = display_url(url)
 
-    def record(
-        self,
-        kind: ResearchKind,
-        request: dict[str, Any],
-        result: dict[str, Any],
-        summary: dict[str, Any],
-        chosen: ChosenParams | None,
-    ) -> int:
+    def start(self, kind: ResearchKind, request: dict[str, Any]) -> int:
         async def work(sessions: async_sessionmaker[AsyncSession]) -> int:
             return await ResearchRunRepository(sessions).create(
-                kind,
-                request,
-                created_by=f"cli:{kind.value}",
+                kind, request, created_by=f"cli:{_user()}", status=ResearchStatus.RUNNING
+            )
+
+        return self._run(work)
+
+    def finish(self, run_id: int, result: dict[str, Any], summary: dict[str, Any], chosen: ChosenParams | None) -> None:
+        async def work(sessions: async_sessionmaker[AsyncSession]) -> None:
+            await ResearchRunRepository(sessions).finish(
+                run_id,
+                ResearchStatus.DONE,
                 result=result,
                 summary=summary,
                 chosen=None if chosen is None else chosen.to_dict(),
             )
 
-        return self._run(work)
+        self._run(work)
+
+    def fail(self, run_id: int, error: str) -> None:
+        async def work(sessions: async_sessionmaker[AsyncSession]) -> None:
+            await ResearchRunRepository(sessions).finish(run_id, ResearchStatus.FAILED, error=error)
+
+        self._run(work)
 
     def apply(self, run_id: int, *, by: str, reason: str) -> dict[str, Any]:
         async def work(sessions: async_sessionmaker[AsyncSession]) -> dict[str, Any]:
@@ -165,5 +172,8 @@ class DatabaseRunStore:
             await engine.dispose()
 
 
-def open_run_store(url: str, settings: Settings) -> DatabaseRunStore:
-    return DatabaseRunStore(url, settings)
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"

@@ -12,6 +12,7 @@ from backend.app.db.queries.paging import Page, Paging, paged
 from backend.app.db.types import utcnow
 from backend.app.models import ResearchRunRow
 from src.domain.research_runs import ResearchKind, ResearchStatus
+from src.utils.logger import redactor
 
 # What a list shows of a run: everything but the full result.
 SUMMARY_COLUMNS = (
@@ -72,6 +73,18 @@ class ResearchRunRepository:
         async with self._sessions() as session:
             connection = await session.connection()
             return await paged(connection, query, ResearchRunRow.created_at, ResearchRunRow.id, paging)
+
+    async def finish(self, run_id: int, status: ResearchStatus, **fields: Any) -> None:
+        """A running run ends ``status`` (done or failed) with ``fields`` (result, summary, chosen, error; the error
+        text without secrets, as the model's validator does for rows it writes)."""
+        if fields.get("error") is not None:
+            fields["error"] = redactor.scrub(fields["error"])
+        async with self._sessions.begin() as session:
+            await session.execute(
+                update(ResearchRunRow)
+                .where(ResearchRunRow.id == run_id, ResearchRunRow.status == ResearchStatus.RUNNING)
+                .values(status=status, updated_at=utcnow(), **fields)
+            )
 
     async def mark_applied(self, run_id: int, by: str) -> None:
         now = utcnow()
