@@ -214,7 +214,7 @@ def test_local_ray_gives_the_same_results_as_one_process(
         assert _same(first, expected)
         assert _same(second, list(reversed(expected)))
         # And each dataset went into the object store once
-        assert len(executor._refs) == 2
+        assert executor.datasets_shared == 2
         # And the workers read the candles zero-copy: read-only arrays backed by the object store
         flags = executor.map_batches(_array_flags, [Batch("KRW-BTC", "-", ({},))] * 2, data=data)
         assert all(r[0]["writeable"] == 0.0 for r in flags)

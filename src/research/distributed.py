@@ -518,6 +518,11 @@ class RayExecutor(Executor):
 
         return list(ray.get([a.where.remote() for a in self._actors]))
 
+    @property
+    def datasets_shared(self) -> int:
+        """How many datasets this executor has put in the object store (each once)."""
+        return len(self._refs)
+
     def share(self, data: Any) -> Any:
         """The object-store reference of ``data``, put there once for the executor's life."""
         import ray
