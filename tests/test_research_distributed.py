@@ -192,6 +192,19 @@ def test_bad_input_is_one_clear_error(tmp_path: Path, data: dict[str, ResearchDa
         Batch("KRW-BTC", "volatility_breakout", ({},), (10, 5))
 
 
+def test_an_unreachable_cluster_is_one_clear_error_in_seconds() -> None:
+    _require_ray()
+    # Given an address where no Ray head listens
+    address = f"127.0.0.1:{_free_port()}"
+    started = time.monotonic()
+    # When a run asks for it, Then it ends at once with one line naming the address
+    with pytest.raises(ResearchError, match=f"cannot reach the Ray cluster at {address}: Connection refused"):
+        executor_for(ray=True, address=address)
+    with pytest.raises(ResearchError, match="HOST:PORT"):
+        executor_for(address="no-port")
+    assert time.monotonic() - started < 10
+
+
 @pytest.mark.integration
 def test_local_ray_gives_the_same_results_as_one_process(
     tmp_path: Path, data: dict[str, ResearchData], expected: list[list[dict[str, float]]]
@@ -214,7 +227,7 @@ def test_local_ray_gives_the_same_results_as_one_process(
         assert _same(first, expected)
         assert _same(second, list(reversed(expected)))
         # And each dataset went into the object store once
-        assert len(executor._refs) == 2
+        assert executor.datasets_shared == 2
         # And the workers read the candles zero-copy: read-only arrays backed by the object store
         flags = executor.map_batches(_array_flags, [Batch("KRW-BTC", "-", ({},))] * 2, data=data)
         assert all(r[0]["writeable"] == 0.0 for r in flags)

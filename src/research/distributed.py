@@ -36,6 +36,7 @@ import json
 import math
 import os
 import pickle
+import socket
 import sys
 import tempfile
 import time
@@ -62,6 +63,7 @@ IN_FLIGHT_PER_WORKER = 2
 # Ray's switch for single-machine mode (named for the platforms where it is the default): with "0" Ray puts a
 # local instance on 127.0.0.1.
 SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+CONNECT_TIMEOUT_S = 5.0
 
 Metrics = dict[str, float]
 BatchResult = list[Metrics]
@@ -482,6 +484,8 @@ class RayExecutor(Executor):
             raise ResearchError(
                 "Ray is not installed: pip install -r requirements-research.txt (or run without Ray)"
             ) from None
+        if self.address and not ray.is_initialized():
+            _check_reachable(self.address)
         if not ray.is_initialized():
             options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True,
                                        "configure_logging": False}  # fmt: skip
@@ -517,6 +521,11 @@ class RayExecutor(Executor):
         import ray
 
         return list(ray.get([a.where.remote() for a in self._actors]))
+
+    @property
+    def datasets_shared(self) -> int:
+        """How many datasets this executor has put in the object store (each once)."""
+        return len(self._refs)
 
     def share(self, data: Any) -> Any:
         """The object-store reference of ``data``, put there once for the executor's life."""
@@ -576,6 +585,21 @@ class RayExecutor(Executor):
         if self._started_ray and ray.is_initialized():
             ray.shutdown()
             self._started_ray = False
+
+
+def _check_reachable(address: str) -> None:
+    """A cluster address is ``host:port`` of its head, and something listens there: checked in a few seconds
+    (``ray.init`` itself retries an unreachable address for minutes)."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ResearchError(f"a Ray cluster address is HOST:PORT of its head node, got {address!r}")
+    try:
+        with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ResearchError(f"cannot reach the Ray cluster at {address}: {reason}") from None
 
 
 def _is_loopback(host: str) -> bool:
