@@ -3,10 +3,12 @@ bad input as one line with a non-zero exit."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -126,3 +128,46 @@ def test_research_data_of_the_cli_window_matches_a_direct_evaluation() -> None:
     assert data.start > 0
     assert isinstance(config, EngineConfig)
     assert evaluate_batch(data, "volatility_breakout", [{"k": 0.5}], config)[0]["trades"] >= 0
+
+
+def _rows(url: str, model: Any) -> list[Any]:
+    from sqlalchemy import select
+
+    from backend.app.db.session import create_engine, session_factory
+
+    async def read() -> list[Any]:
+        engine = create_engine(url)
+        try:
+            async with session_factory(engine)() as session:
+                return list(await session.scalars(select(model)))
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(read())
+
+
+def test_the_search_is_stored_with_its_choice_and_apply_without_a_yes_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a migrated database as DATABASE_URL
+    from backend.app.db.migrations import upgrade_to_head
+    from backend.app.models import BotConfigRow, ResearchRunRow
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'research.db'}"
+    upgrade_to_head(url)
+    monkeypatch.setenv("DATABASE_URL", url)
+    for name in ("TRADING_STRATEGY", "STRATEGY_PARAMS"):
+        monkeypatch.delenv(name, raising=False)
+    # When optimize runs with --apply but no terminal to confirm and no --yes
+    code = backtest.main(["optimize", "--strategy", "volatility_breakout", "--space", "k=0.5:1.5:0.5",
+                          "--no-quick-filter", "--start", "2023-06-01", "--end", "2023-08-01", "--no-cache",
+                          "--apply"])  # fmt: skip
+    # Then the run is stored, done, as an optimize run with its chosen parameters, and nothing is applied
+    assert code == 1
+    [run] = _rows(url, ResearchRunRow)
+    assert run.kind == "optimize"
+    assert run.status == "done"
+    assert run.chosen["strategy"] == "volatility_breakout"
+    assert run.chosen["params"] == run.result["best_params"]
+    assert run.params["space"] == ["k=0.5:1.5:0.5"]
+    assert _rows(url, BotConfigRow) == []

@@ -190,6 +190,25 @@ def run(argv: list[str], context: ResearchContext) -> int:
         )
     elif args.train or args.test or args.anchored or args.embargo != "0":
         raise ConfigurationError("--train, --test, --embargo and --anchored need --walk-forward FOLDS")
+    request = request_record(
+        args,
+        space=list(args.space),
+        method=options.method.value,
+        trials=args.trials,
+        objective=args.objective,
+        min_trades=args.min_trades,
+        max_drawdown=args.max_drawdown,
+        seed=args.seed,
+        walk_forward=args.walk_forward,
+        train=args.train,
+        test=args.test,
+        embargo=args.embargo,
+        anchored=args.anchored,
+        ray=args.ray,
+        ray_address=args.ray_address,
+        workers=args.workers,
+    )
+    context.begin(args, ResearchKind.OPTIMIZE, request)  # listed as running while it works; failed if it raises
     planned = options.planned(space) * (len(plans) if plans else 1)
     done = [0]
     map_options = {"cache": cache_from_args(args)}  # finished batches on disk: a killed run resumes
@@ -217,24 +236,7 @@ def run(argv: list[str], context: ResearchContext) -> int:
     _print(context, result)
     outcome = ResearchOutcome(
         kind=ResearchKind.OPTIMIZE,
-        request=request_record(
-            args,
-            space=list(args.space),
-            method=options.method.value,
-            trials=args.trials,
-            objective=args.objective,
-            min_trades=args.min_trades,
-            max_drawdown=args.max_drawdown,
-            seed=args.seed,
-            walk_forward=args.walk_forward,
-            train=args.train,
-            test=args.test,
-            embargo=args.embargo,
-            anchored=args.anchored,
-            ray=args.ray,
-            ray_address=args.ray_address,
-            workers=args.workers,
-        ),
+        request=request,
         result=result,
         summary=_summary(result),
         chosen=ChosenParams(name, best) if best is not None else None,
