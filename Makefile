@@ -15,11 +15,14 @@ help:
 	@awk '/^## /{doc = doc (doc ? " " : "") substr($$0, 4); next} \
 		/^[a-z-]+:/{split($$0, t, ":"); if (doc) printf "  make %-13s %s\n", t[1], doc; doc = ""; next} /^[A-Z_]+ *[?:]?=/{next} {doc = ""}' $(MAKEFILE_LIST)
 
-$(STAMP): requirements.txt requirements-api.txt requirements-dev.txt
+## requirements-research.txt (Ray, Optuna: docs/RESEARCH.md) is for research runs and their tests only; the bot's
+## processes never import it (the Docker image installs requirements.txt / requirements-api.txt alone).
+$(STAMP): requirements.txt requirements-api.txt requirements-dev.txt requirements-research.txt
 	@test -n "$(PYTHON)" || { echo "error: Python 3.11 or newer is required (none of python3.11..python3.14, python3 is); set PYTHON=/path/to/python"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-api.txt -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-api.txt -r requirements-dev.txt \
+		-r requirements-research.txt
 	@touch $(STAMP)
 
 print-python:

@@ -30,6 +30,7 @@ LEVELS: dict[str, int] = {
     "strategy": 5,  # the strategy contract, the bundled strategies and the user strategy loader
     "backtesting": 6,  # strategies, the backtester, the quick filter (indicators of trading, ai strategy)
     "trading.pipeline": 7,  # the trading cycle: uses every room below
+    "research": 7,  # the research workbench: search, walk-forward, robustness, AI value (runs backtests)
 }
 
 

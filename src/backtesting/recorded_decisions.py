@@ -40,6 +40,7 @@ class RecordedDecision:
     reason: str | None = None
     model: str | None = None
     prompt_hash: str | None = None
+    cost_usd: Decimal | None = None  # what the model call cost when the bot made it (0 for a cache hit)
 
     def __post_init__(self) -> None:
         if self.candle_at.tzinfo is None:
@@ -59,6 +60,7 @@ class RecordedDecision:
                 reason=row.get("reason"),
                 model=row.get("model"),
                 prompt_hash=row.get("prompt_hash"),
+                cost_usd=None if row.get("cost_usd") is None else Decimal(str(row["cost_usd"])),
             )
         except (KeyError, ValueError, TypeError, AttributeError, ArithmeticError) as exc:
             raise DataError(f"not a recorded decision: {type(exc).__name__}: {exc}") from exc
@@ -100,6 +102,10 @@ class RecordedDecisions:
 
     def __len__(self) -> int:
         return len(self._by_candle)
+
+    def values(self) -> list[RecordedDecision]:
+        """The decisions, one per candle, in candle order."""
+        return [self._by_candle[candle] for candle in sorted(self._by_candle)]
 
     def get(self, candle_at: datetime) -> RecordedDecision | None:
         return self._by_candle.get(candle_at.astimezone(UTC))

@@ -25,13 +25,13 @@ SCRIPTS = (
 )
 
 
-def _inline_json(data: Any) -> str:
+def inline_json(data: Any) -> str:
     """JSON safe inside a ``<script>`` element: no ``</script>`` or comment opener can end it early."""
     text = json.dumps(data, allow_nan=False, separators=(",", ":"))
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def _inline_script(path: Path) -> str:
+def inline_script(path: Path) -> str:
     source = path.read_text(encoding="utf-8")
     if "</script" in source.lower():
         raise ValueError(f"{path} contains '</script' and cannot be inlined")
@@ -41,7 +41,7 @@ def _inline_script(path: Path) -> str:
 def render_html(result: BacktestResult, title: str, request: dict[str, Any] | None = None) -> str:
     """The report as one HTML document. ``request``: what was asked (shown with the result, as the API does)."""
     payload = {"status": "done", "request": request or {}, **result_payload(result)}
-    scripts = "\n".join(_inline_script(path) for path in SCRIPTS)
+    scripts = "\n".join(inline_script(path) for path in SCRIPTS)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{html.escape(title)}</title>
@@ -49,7 +49,7 @@ def render_html(result: BacktestResult, title: str, request: dict[str, Any] | No
 <h1 style="font-size:20px">{html.escape(title)}</h1>
 <div id="backtest"></div>
 <noscript>This report draws its charts with JavaScript; enable it to see them.</noscript>
-<script type="application/json" id="backtest-data">{_inline_json(payload)}</script>
+<script type="application/json" id="backtest-data">{inline_json(payload)}</script>
 {scripts}
 <script>
 window.__report = BacktestCharts.renderBacktest(document.getElementById("backtest"),

@@ -174,6 +174,7 @@ ProgressCallback = Callable[[float, str], None]
 class Simulated:
     result: BacktestResult
     ai_stats: AIDecisionStats | None  # the ai strategy's model statistics
+    strategy: Strategy | None = None  # the strategy that ran (the ai strategy keeps its decisions' outcomes)
 
     @property
     def extra(self) -> dict[str, Any] | None:
@@ -203,7 +204,7 @@ def simulate(request: BacktestRequest, settings: Settings, progress: ProgressCal
     )
     ai_stats = strategy.stats if isinstance(strategy, AITradingStrategy) else None
     report(0.9, "writing reports")
-    return Simulated(result, ai_stats)
+    return Simulated(result, ai_stats, strategy)
 
 
 def run_backtest(request: BacktestRequest, settings: Settings, console: Console) -> BacktestResult:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -122,6 +123,16 @@ class AIConfig(Group):
     # USD caps on the model's spend per UTC day / UTC month (decisions and quick-filter calls); 0 = no cap
     daily_budget_usd: DailyBudgetUsd = Field(default=Decimal("1"), validation_alias="AI_DAILY_BUDGET_USD")
     monthly_budget_usd: MonthlyBudgetUsd = Field(default=Decimal("20"), validation_alias="AI_MONTHLY_BUDGET_USD")
+    # The model's training cut-off (UTC; a date or date-time): ``backtest.py ai-value`` marks results on candles
+    # before it as possibly contaminated (the model may know that history) and headlines only those after it.
+    training_cutoff: datetime | None = Field(default=None, validation_alias="AI_TRAINING_CUTOFF")
+
+    @field_validator("training_cutoff")
+    @classmethod
+    def _cutoff_in_utc(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
     @property
     def has_key(self) -> bool:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -43,13 +47,45 @@ class VolatilityBreakoutStrategy(Strategy):
         return o + self.k * (shifted(h) - shifted(lo))
 
     def generate_signals(self, df: pd.DataFrame) -> StrategySignals:
-        o, h, _, c = require_ohlc(df)
-        target = self.targets(df)
+        return self._signals(df, _BreakoutInputs.of(df))
+
+    @classmethod
+    def batch_signals(cls, df: pd.DataFrame, param_sets: Sequence[Mapping[str, Any]]) -> Iterator[StrategySignals]:
+        """As ``generate_signals`` for each set, with the candle arrays, the previous range and each trend
+        window's filter computed once for all sets."""
+        inputs = _BreakoutInputs.of(df)
+        for params in param_sets:
+            yield cls(**dict(params))._signals(df, inputs)
+
+    def _signals(self, df: pd.DataFrame, inputs: _BreakoutInputs) -> StrategySignals:
+        target = inputs.open + self.k * inputs.prev_range
         allowed = ~np.isnan(target)
         if self.trend_filter:
-            allowed &= o > shifted(sma(c, self.trend_window))  # False while the mean is NaN
-        entry = allowed & (h >= target)
+            allowed &= inputs.trend(self.trend_window)
+        entry = allowed & (inputs.high >= target)
         return self.signals(df, entry, np.ones(len(df), dtype=np.bool_), {"target": target})
+
+
+@dataclass(slots=True)
+class _BreakoutInputs:
+    """What the volatility breakout reads from the candles, whatever its parameters."""
+
+    open: np.ndarray
+    high: np.ndarray
+    close: np.ndarray
+    prev_range: np.ndarray  # high[t-1] - low[t-1]
+    trends: dict[int, np.ndarray] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, df: pd.DataFrame) -> _BreakoutInputs:
+        o, h, lo, c = require_ohlc(df)
+        return cls(o, h, c, shifted(h) - shifted(lo))
+
+    def trend(self, window: int) -> np.ndarray:
+        """open[t] > mean(close[t-window..t-1]) (False while the mean is NaN)."""
+        if window not in self.trends:
+            self.trends[window] = self.open > shifted(sma(self.close, window))
+        return self.trends[window]
 
 
 class RuleBasedBreakoutStrategy(Strategy):
@@ -122,7 +158,16 @@ class RuleBasedBreakoutStrategy(Strategy):
         return {"trend": trend, "squeeze": squeeze, "breakout": breakout, "volume": volume_ok}
 
     def generate_signals(self, df: pd.DataFrame) -> StrategySignals:
+        return self._signals(df, IndicatorArrays(df))
+
+    @classmethod
+    def batch_signals(cls, df: pd.DataFrame, param_sets: Sequence[Mapping[str, Any]]) -> Iterator[StrategySignals]:
+        """As ``generate_signals`` for each set, with one set of indicators (each computed on first use) for all."""
         indicators = IndicatorArrays(df)
+        for params in param_sets:
+            yield cls(**dict(params))._signals(df, indicators)
+
+    def _signals(self, df: pd.DataFrame, indicators: IndicatorArrays) -> StrategySignals:
         gates = self.gates(df, indicators)
         atr_now = indicators["atr_14"]
         entry = gates["trend"] & gates["squeeze"] & gates["breakout"] & gates["volume"] & ~np.isnan(atr_now)

@@ -17,7 +17,7 @@ object on recent candles and reads the last bar (``StrategySignals.latest``).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -104,6 +104,14 @@ class Strategy(ABC):
 
     @abstractmethod
     def generate_signals(self, df: pd.DataFrame) -> StrategySignals: ...
+
+    @classmethod
+    def batch_signals(cls, df: pd.DataFrame, param_sets: Sequence[Mapping[str, Any]]) -> Iterator[StrategySignals]:
+        """The signals of many parameter sets over one candle frame, in order (the research batch evaluation).
+        Each must equal ``cls.from_params(params).generate_signals(df)``; a strategy may override this to share
+        the work that does not depend on the parameters (its ``generate_signals`` calling the same code)."""
+        for params in param_sets:
+            yield cls.from_params(params).generate_signals(df)
 
     def signals(
         self,

@@ -4,7 +4,7 @@
 "use strict";
 
 const API = "/api/v1";
-const PAGES = ["overview", "market", "trades", "orders", "decisions", "control", "instances", "backtests"];
+const PAGES = ["overview", "market", "trades", "orders", "decisions", "control", "instances", "backtests", "research"];
 const MODES = ["paper", "live", "replay"];
 const $ = (selector, root = document) => root.querySelector(selector);
 const pageEl = () => $("#page");
@@ -683,6 +683,80 @@ async function watchBacktest(id, view, msg) {
     if (!location.hash.includes(`id=${id}`)) return;
     await new Promise((resolve) => setTimeout(resolve, 1000));
   }
+}
+
+// ---------------------------------------------------------------- research runs
+// The runs of `backtest.py optimize | monte-carlo | ai-value` (GET /research/runs), one drawn by research_charts.js
+// (the report `--html` writes), and "Apply" (POST /research/runs/{id}/apply with confirm: true) after a confirmation.
+function researchHeadline(summary) {
+  return Object.entries(summary || {})
+    .filter(([, v]) => typeof v === "number")
+    .slice(0, 4).map(([k, v]) => `${k} ${num(v, 4)}`).join(", ");
+}
+
+render.research = async (root) => {
+  root.append(h("h2", {}, "Research runs"));
+  const msg = h("p", { id: "research-message", role: "status" });
+  let list;
+  try { list = await api("/research/runs" + query({ limit: 50 })); } catch (err) {
+    if (err.status === 404 || err.status === 405) {
+      root.append(h("p", { class: "notice", id: "research-unavailable" }, "Research runs are not served by this API (no /api/v1/research/runs)."));
+      return;
+    }
+    root.append(h("p", { class: "error" }, errorText(err)));
+    return;
+  }
+  const rows = list.items || [];
+  const view = h("div", { id: "research-view" });
+  root.append(h("p", { class: "muted" }, "Runs of python backtest.py optimize | monte-carlo | ai-value (docs/RESEARCH.md)."),
+    table(["id", "kind", "status", "strategy", "headline", "created", "applied"], rows.map((r) => [
+      h("a", { href: `#/research?id=${r.id}` }, String(r.id)), r.kind, r.status, (r.params || {}).strategy || "",
+      researchHeadline(r.summary), when(r.created_at), r.applied_at ? `${when(r.applied_at)} by ${r.applied_by}` : ""]), "research-table"),
+    msg, view);
+  const id = new URLSearchParams(location.hash.split("?")[1] || "").get("id");
+  if (id) await showResearchRun(id, view, msg);
+};
+
+async function showResearchRun(id, view, msg) {
+  let run;
+  try { run = await api(`/research/runs/${encodeURIComponent(id)}`); } catch (err) { msg.className = "error"; msg.textContent = errorText(err); return; }
+  msg.className = run.status === "failed" ? "error" : "muted";
+  msg.textContent = `research run ${id}: ${run.kind}, ${run.status}` + (run.error ? ` — ${run.error}` : "");
+  if (run.chosen && run.status === "done") {
+    const chosen = `${run.chosen.strategy} ${JSON.stringify(run.chosen.params)}`;
+    const apply = h("button", { type: "button", id: "research-apply" }, `Apply ${chosen} to the bot`);
+    apply.addEventListener("click", async () => {
+      if (!confirm(`Make the bot trade ${chosen}?\nRun-time settings strategy.name and strategy.params; the scheduler takes them before its next job.`)) return;
+      try {
+        const out = await api(`/research/runs/${encodeURIComponent(id)}/apply`, { method: "POST", body: { confirm: true, reason: `research run ${id}, applied from the dashboard` } });
+        msg.className = "muted";
+        msg.textContent = `applied research run ${id}: ${JSON.stringify(out.values)}`;
+      } catch (err) { msg.className = "error"; msg.textContent = errorText(err); }
+    });
+    view.append(apply);
+  }
+  if (!run.result) return;
+  const renderResearch = await loadResearchModule();
+  if (!renderResearch) {
+    view.append(h("p", { class: "notice" }, "The chart module (research_charts.js) is not available on this server."));
+    return;
+  }
+  const el = h("div", { id: "research-chart", class: "chart bt-host" });
+  view.append(el);
+  renderResearch(el, run.result);
+}
+
+async function loadResearchModule() {
+  if (!(await loadChartModule())) return null;
+  if (!window.ResearchCharts && !document.querySelector('script[src="research_charts.js"]')) {
+    await new Promise((resolve) => {
+      const script = h("script", { src: "research_charts.js" });
+      script.addEventListener("load", resolve);
+      script.addEventListener("error", resolve);
+      document.head.append(script);
+    });
+  }
+  return window.ResearchCharts ? window.ResearchCharts.renderResearch : null;
 }
 
 // ---------------------------------------------------------------- routing

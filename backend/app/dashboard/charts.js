@@ -363,5 +363,8 @@
     };
   }
 
-  root.BacktestCharts = { renderBacktest: renderBacktest, version: "1" };
+  root.BacktestCharts = { renderBacktest: renderBacktest, version: "1",
+    // the building blocks research_charts.js draws with (one look for every chart)
+    parts: { el: el, fmt: fmt, seconds: seconds, chartOptions: chartOptions, injectStyle: injectStyle,
+      colors: COLORS } };
 })(typeof window !== "undefined" ? window : this);

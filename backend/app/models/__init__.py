@@ -8,6 +8,7 @@ from backend.app.models.order import OrderRow
 from backend.app.models.paper_account import PaperBalanceRow, PaperOrderRow
 from backend.app.models.portfolio import PortfolioSnapshotRow, PositionRow, RiskStateRow
 from backend.app.models.position_fill import PositionFillRow
+from backend.app.models.research_run import ResearchRunRow
 from backend.app.models.system_log import SystemLogRow
 from backend.app.models.trade import TradeRow
 from backend.app.models.trading_cycle import TradingCycleRow
@@ -24,6 +25,7 @@ __all__ = [
     "PortfolioSnapshotRow",
     "PositionFillRow",
     "PositionRow",
+    "ResearchRunRow",
     "RiskStateRow",
     "SchedulerLockRow",
     "SystemLogRow",

@@ -15,11 +15,12 @@ from backend.app.api.v1.endpoints import (
     market,
     orders,
     portfolio,
+    research,
     trades,
 )
 
 api_router = APIRouter(prefix="/api/v1")
 api_router.include_router(auth.router)
-for module in (trades, orders, ai_decisions, portfolio, bot_control, instances, market, backtests):
+for module in (trades, orders, ai_decisions, portfolio, bot_control, instances, market, backtests, research):
     api_router.include_router(module.router, responses=AUTH_RESPONSES)
 api_router.include_router(events.router)
