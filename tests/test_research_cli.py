@@ -74,6 +74,26 @@ def test_monte_carlo_writes_percentiles_and_a_p_value_and_a_seed_repeats_it(data
     assert _rows(database, ResearchRunRow) == []
 
 
+def test_a_grid_search_first_deflates_the_sharpe_by_its_trials_and_reports_pbo(database: str, tmp_path: Path) -> None:
+    # When the Monte Carlo runs on the best of a 6-set grid
+    out = tmp_path / "grid.json"
+    grid = ["--search-space", "k=0.4:0.6:0.1", "--search-space", "trend_filter=true,false"]
+    assert backtest.main([*MC, "--runs", "200", *grid, "--json", str(out), "--no-store"]) == 0
+    report = json.loads(out.read_text())
+    search = report["search"]
+    # Then every set was backtested, the best by Sharpe ratio is the one resampled, and the deflated Sharpe counts
+    # the grid's six trials and their Sharpe variance
+    assert search["sets"] == len(search["trials"]) == 6
+    sharpes = [t["sharpe"] for t in search["trials"] if t["sharpe"] is not None]
+    assert search["best_sharpe"] == max(sharpes)
+    assert {k: report["params"][k] for k in search["best_params"]} == search["best_params"]
+    assert report["deflated_sharpe"]["trials"] == 6
+    assert report["deflated_sharpe"]["expected_max_sharpe_annualised"] > 0
+    # And the probability of backtest overfitting of the grid is reported (CSCV, 16 blocks)
+    assert 0.0 <= search["overfitting"]["pbo"] <= 1.0
+    assert search["overfitting"]["splits"] == 12870
+
+
 def test_the_run_is_stored_and_apply_without_confirmation_changes_nothing(database: str, tmp_path: Path) -> None:
     # When a Monte Carlo with --apply runs where nobody can answer the prompt (no terminal)
     code = backtest.main(
@@ -141,6 +161,8 @@ AI_PERIOD = ["ai-value", "--start", "2023-01-01", "--end", "2023-03-01"]
         ([*RULES, "--end", "nope"], 2, MC_ERROR + "argument --end"),
         ([*RULES, "--fee", "nan"], 2, MC_ERROR + "argument --fee"),
         ([*RULES, "--apply", "--no-store"], 2, MC_ERROR + "--apply needs the stored run"),
+        ([*RULES, "--search-space", "k=0.9:0.1:0.1"], 2, MC_ERROR + "argument --search-space"),
+        ([*RULES, "--search-space", "k"], 2, MC_ERROR + "argument --search-space"),
         ([*RULES, "--end", "2017-10-01"], 1, MC_ERROR),
         (["ai-value", "--symbols", "krw-btc"], 2, AI_ERROR + "argument --symbols"),
         (["ai-value", "--symbol", "KRW-BTC", "--symbols", "KRW-ETH"], 2, AI_ERROR + "use either"),

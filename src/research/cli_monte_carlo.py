@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import argparse
 import math
+from dataclasses import replace
+from itertools import product
 from typing import Any
 
 import numpy as np
 from rich.table import Table
 
 from src.backtesting.backtester import BacktestResult
-from src.backtesting.runner import simulate
+from src.backtesting.runner import BacktestRequest, simulate
 from src.domain.research_runs import ResearchKind
-from src.exceptions import DataError
+from src.exceptions import ConfigurationError, DataError
 from src.research.cli_support import (
     ChosenParams,
     ResearchContext,
@@ -33,6 +35,7 @@ from src.research.robustness import (
     SignificanceResult,
     deflated_sharpe_of_returns,
     monte_carlo,
+    probability_of_overfitting,
     random_entry_test,
     trade_returns_on_equity,
 )
@@ -105,8 +108,59 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="deflated Sharpe: variance of the trials' annualised Sharpe ratios (default 0)",
     )
+    parser.add_argument(
+        "--search-space",
+        type=_space,
+        action="append",
+        metavar="NAME=LO:HI:STEP|NAME=A,B,...",
+        help="a small grid search first (each set one backtest; repeat for several parameters, at most "
+        f"{MAX_SETS} sets): the Monte Carlo runs on the set with the best Sharpe ratio, the deflated Sharpe uses the "
+        "grid's trials and their Sharpe variance, and the probability of backtest overfitting (CSCV) is reported",
+    )
     add_apply_options(parser)
     return parser
+
+
+MAX_SETS = 200
+PBO_BLOCKS = 16
+
+
+def _number(text: str) -> Any:
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    try:
+        return int(lowered)
+    except ValueError:
+        pass
+    try:
+        value = float(lowered)
+    except ValueError:
+        return text.strip()
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected finite values, got {text!r}")
+    return value
+
+
+def _space(text: str) -> tuple[str, list[Any]]:
+    """``name=lo:hi:step`` (inclusive) or ``name=a,b,c``: one parameter's values for ``--search-space``."""
+    name, _, values = text.partition("=")
+    if not name.strip() or not values.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=LO:HI:STEP or NAME=A,B,..., got {text!r}")
+    if ":" in values:
+        parts = [_number(v) for v in values.split(":")]
+        if len(parts) != 3 or not all(isinstance(p, int | float) and not isinstance(p, bool) for p in parts):
+            raise argparse.ArgumentTypeError(f"expected NAME=LO:HI:STEP with numbers, got {text!r}")
+        low, high, step = parts
+        if step <= 0 or high < low:
+            raise argparse.ArgumentTypeError(f"expected LO <= HI and STEP > 0, got {text!r}")
+        count = math.floor((high - low) / step + 1e-9) + 1
+        if count > MAX_SETS:
+            raise argparse.ArgumentTypeError(f"{text!r} has {count} values; at most {MAX_SETS} sets")
+        whole = all(isinstance(p, int) for p in parts)
+        grid = [low + i * step if whole else round(low + i * step, 10) for i in range(count)]
+        return name.strip(), grid
+    return name.strip(), [_number(v) for v in values.split(",") if v.strip()]
 
 
 def trade_inputs(result: BacktestResult) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -142,9 +196,13 @@ def run(argv: list[str], context: ResearchContext) -> int:
         trials_sharpe_var=args.trials_sharpe_var,
     )
     context.begin(args, ResearchKind.MONTE_CARLO, asked)
-    with progress_bar(context.console, "backtest", 1) as advance:
-        result = simulate(request, settings).result
-        advance(1)
+    search: dict[str, Any] | None = None
+    if args.search_space:
+        result, search = grid_search(context, args, request)
+    else:
+        with progress_bar(context.console, "backtest", 1) as advance:
+            result = simulate(request, settings).result
+            advance(1)
     on_equity, own, holds = trade_inputs(result)
     method = ResampleMethod(args.method)
     with progress_bar(context.console, f"Monte Carlo ({method.value})", args.runs) as advance:
@@ -163,14 +221,19 @@ def run(argv: list[str], context: ResearchContext) -> int:
             progress=advance,
         )
     per_year = float(result.metrics["bars_per_year"])
+    trials, variance = args.trials, args.trials_sharpe_var
+    if search is not None:
+        trials, variance = search["sets"], search["sharpe_variance"]
     deflated: dict[str, Any] | None
     try:
         deflated = deflated_sharpe_of_returns(
-            bar_returns(result), trials=args.trials, trials_sharpe_variance=args.trials_sharpe_var / per_year
+            bar_returns(result), trials=trials, trials_sharpe_variance=variance / per_year
         ).to_dict(per_year)
     except ValueError as exc:
         deflated = {"error": str(exc)}
     report = monte_carlo_report(result, resampled, significance, deflated)
+    if search is not None:
+        report["search"] = search
     report["request"] = asked
     print_summary(context, report)
     from src.research.report_html import write_research_report
@@ -184,6 +247,60 @@ def run(argv: list[str], context: ResearchContext) -> int:
         html=lambda path: write_research_report(path, report, title=f"Monte Carlo: {result.strategy}"),
     )
     return finish(context, args, outcome)
+
+
+def grid_search(
+    context: ResearchContext, args: argparse.Namespace, request: BacktestRequest
+) -> tuple[BacktestResult, dict[str, Any]]:
+    """``--search-space``: one backtest per set of the grid over the same bars; the best by Sharpe ratio, the
+    grid's Sharpe variance (for the deflated Sharpe) and the probability of backtest overfitting (CSCV over the
+    sets' per-bar returns)."""
+    if args.trials != 1 or args.trials_sharpe_var != 0.0:
+        raise ConfigurationError("--search-space counts the trials itself; drop --trials and --trials-sharpe-var")
+    names = [name for name, _values in args.search_space]
+    if len(set(names)) != len(names):
+        raise ConfigurationError("--search-space names a parameter twice")
+    sets = [dict(zip(names, combo, strict=True)) for combo in product(*(v for _n, v in args.search_space))]
+    if len(sets) > MAX_SETS:
+        raise ConfigurationError(
+            f"--search-space makes {len(sets)} sets; at most {MAX_SETS} (use backtest.py optimize)"
+        )
+    results: list[BacktestResult] = []
+    with progress_bar(context.console, "grid search", len(sets)) as advance:
+        for number, values in enumerate(sets, 1):
+            params = {**request.strategy_params, **values}
+            results.append(simulate(replace(request, strategy_params=params), context.settings).result)
+            advance(number)
+    index = results[0].equity.index
+    if any(not r.equity.index.equals(index) for r in results):
+        raise DataError("the grid's backtests traded different bars")
+    sharpes = np.array([np.nan if r.metrics["sharpe"] is None else float(r.metrics["sharpe"]) for r in results])
+    best = int(np.nanargmax(sharpes)) if np.isfinite(sharpes).any() else 0
+    finite = sharpes[np.isfinite(sharpes)]
+    overfitting: dict[str, Any] | None = None
+    if len(sets) >= 2:
+        try:
+            matrix = np.column_stack([bar_returns(r) for r in results])
+            outcome = probability_of_overfitting(matrix, blocks=PBO_BLOCKS)
+            overfitting = {k: v for k, v in outcome.to_dict().items() if k != "logits"}
+        except ValueError as exc:
+            overfitting = {"error": str(exc)}
+    return results[best], {
+        "sets": len(sets),
+        "space": dict(args.search_space),
+        "best_params": sets[best],
+        "best_sharpe": None if not np.isfinite(sharpes[best]) else float(sharpes[best]),
+        "sharpe_variance": float(np.var(finite, ddof=1)) if len(finite) > 1 else 0.0,
+        "trials": [
+            {
+                "params": p,
+                "sharpe": None if not np.isfinite(v) else float(v),
+                "total_return_pct": r.metrics["total_return_pct"],
+            }
+            for p, v, r in zip(sets, sharpes, results, strict=True)
+        ],
+        "overfitting": overfitting,
+    }
 
 
 def monte_carlo_report(
@@ -234,6 +351,13 @@ def summary_of(report: dict[str, Any]) -> dict[str, Any]:
 
 def print_summary(context: ResearchContext, report: dict[str, Any]) -> None:
     mc = report["monte_carlo"]
+    search = report.get("search")
+    if search is not None:
+        pbo = (search.get("overfitting") or {}).get("pbo")
+        context.console.print(
+            f"Grid search: {search['sets']} sets, best {search['best_params']} (Sharpe {search['best_sharpe']}); "
+            f"probability of backtest overfitting {'-' if pbo is None else f'{pbo:.2f}'}"
+        )
     table = Table(
         title=f"Monte Carlo: {report['strategy']} {report['params']}, {mc['trades']} trades, {mc['runs']:,} runs "
         f"({mc['method']}, seed {mc['seed']})"

@@ -89,6 +89,16 @@
         "%, random placements " + p.fmt(sig.random_return_pct["5"]) + "% .. " + p.fmt(sig.random_return_pct["95"]) +
         "% (5th..95th pct)."));
     }
+    var search = report.search;
+    if (search) {
+      var over = search.overfitting || {};
+      container.appendChild(p.el("p", {}, "Grid search first: " + search.sets + " sets; the best by Sharpe ratio, " +
+        JSON.stringify(search.best_params) + ", is the one resampled. Probability of backtest overfitting (CSCV): " +
+        (over.pbo === undefined ? "-" : p.fmt(over.pbo, 2)) + "."));
+      container.appendChild(table(p, ["Params", "Sharpe", "Return %"], (search.trials || []).map(function (t) {
+        return [JSON.stringify(t.params), t.sharpe, t.total_return_pct];
+      })));
+    }
     var dsr = report.deflated_sharpe;
     if (dsr && dsr.deflated_sharpe !== undefined) {
       container.appendChild(p.el("p", {}, "Deflated Sharpe ratio " + p.fmt(dsr.deflated_sharpe, 4) + " (Sharpe " +
