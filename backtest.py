@@ -211,12 +211,12 @@ def run_subcommand(name: str, argv: list[str]) -> int:
     module_name = SUBCOMMANDS[name][0]
     try:
         module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and (module_name + ".").startswith(exc.name + "."):
-            print(f"{prog}: error: not available in this checkout ({module_name} is missing)", file=sys.stderr)
-        else:
-            print(f"{prog}: error: needs the package {exc.name} (pip install -r requirements-research.txt)",
-                  file=sys.stderr)  # fmt: skip
+    except ModuleNotFoundError as exc:  # an install without the research extras (Optuna, Ray)
+        print(
+            f"{prog}: error: needs the package {exc.name} "
+            '(pip install -r requirements-research.txt, or pip install ".[research]")',
+            file=sys.stderr,
+        )
         return 2
     from src.research.cli_support import ResearchContext
 
