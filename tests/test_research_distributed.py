@@ -24,7 +24,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from src.backtesting.engine import EngineConfig
@@ -450,4 +449,3 @@ def test_the_bot_processes_never_import_ray() -> None:
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     # Then Ray is not loaded: only RayExecutor imports it, when a research run asks for it
     assert done.stdout.strip().splitlines()[-1] == "False"
-    assert np.__name__  # numpy is what the research data needs; Ray stays optional

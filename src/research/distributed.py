@@ -633,7 +633,8 @@ def executor_for(
 ) -> Executor:
     """In-process unless Ray is asked for: ``ray=True`` (a local instance), or a cluster ``address``
     (``--ray-address``; ``RAY_ADDRESS`` from the environment when ``ray`` is set and no address is given)."""
-    address = address or (os.environ.get("RAY_ADDRESS") or None if ray else None)
+    if not address and ray:
+        address = os.environ.get("RAY_ADDRESS") or None
     if not ray and not address:
         if workers not in (None, 1):
             raise ResearchError(f"{workers} workers need Ray: add --ray (or --ray-address)")
