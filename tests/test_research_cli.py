@@ -229,7 +229,7 @@ def _open_in_browser(page: Path) -> dict[str, Any]:
                 "panes": view.locator(".bt-pane").count(),
                 "canvases": view.locator(".bt-pane canvas").count(),
                 "text": view.inner_text(".bt-root"),
-                "heat_cells": view.locator(".rs-heat td[style*='hsl']").count(),
+                "heat_cells": view.locator(".rs-heat td[style*='background']").count(),
             }
         finally:
             browser.close()

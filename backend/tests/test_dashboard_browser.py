@@ -207,11 +207,16 @@ def browser(server: str) -> Iterator[Any]:
 
 
 def _tab(browser: Any, base_url: str) -> Iterator[Any]:
-    """A fresh tab (its own sessionStorage: logged out) that accepts confirmations and records page errors."""
+    """A fresh tab (its own sessionStorage: logged out) that accepts confirmations and records page errors and
+    Content-Security-Policy refusals (a style or script the policy blocks is a defect, not a warning)."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000}, base_url=base_url)
     tab = context.new_page()
     errors: list[str] = []
     tab.on("pageerror", lambda error: errors.append(str(error)))
+    tab.on(
+        "console",
+        lambda message: errors.append(message.text) if "Content Security Policy" in message.text else None,
+    )
     tab.on("dialog", lambda dialog: dialog.accept())
     yield tab
     context.close()
@@ -436,6 +441,8 @@ def test_start_a_backtest_and_see_its_chart(page: Any, server: str, replay_url: 
     expect(page.locator("#backtest-message")).to_contain_text(": done", timeout=60_000)
     chart = page.locator("#backtest-chart")
     expect(chart.locator("canvas").first).to_be_visible()
+    # And the charts' stylesheet applies under the page's Content-Security-Policy (labels float over the panes)
+    assert chart.locator(".bt-label").first.evaluate("e => getComputedStyle(e).position") == "absolute"
     run_id = page.evaluate("new URLSearchParams(location.hash.split('?')[1]).get('id')")
     run = _api(server, f"/backtests/{run_id}")
     assert run["status"] == "done"

@@ -23,6 +23,7 @@ SCRIPTS = (
     DASHBOARD / "vendor" / "lightweight-charts" / "lightweight-charts.standalone.production.js",
     DASHBOARD / "charts.js",
 )
+STYLES = (DASHBOARD / "charts.css",)
 
 
 def inline_json(data: Any) -> str:
@@ -38,6 +39,11 @@ def inline_script(path: Path) -> str:
     return f"<script>/* {path.name} */\n{source}\n</script>"
 
 
+def inline_styles() -> str:
+    """The charts' stylesheet(s) as ``<style>`` elements (the dashboard links the same files)."""
+    return "\n".join(f"<style>/* {path.name} */\n{path.read_text(encoding='utf-8')}</style>" for path in STYLES)
+
+
 def render_html(result: BacktestResult, title: str, request: dict[str, Any] | None = None) -> str:
     """The report as one HTML document. ``request``: what was asked (shown with the result, as the API does)."""
     payload = {"status": "done", "request": request or {}, **result_payload(result)}
@@ -45,7 +51,8 @@ def render_html(result: BacktestResult, title: str, request: dict[str, Any] | No
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{html.escape(title)}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:16px 24px;color:#333}}</style></head><body>
+<style>body{{font-family:system-ui,sans-serif;margin:16px 24px;color:#333}}</style>
+{inline_styles()}</head><body>
 <h1 style="font-size:20px">{html.escape(title)}</h1>
 <div id="backtest"></div>
 <noscript>This report draws its charts with JavaScript; enable it to see them.</noscript>

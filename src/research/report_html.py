@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from src.backtesting.backtester import json_safe
-from src.backtesting.report_html import DASHBOARD, SCRIPTS, inline_json, inline_script
+from src.backtesting.report_html import DASHBOARD, SCRIPTS, inline_json, inline_script, inline_styles
 
 RESEARCH_SCRIPTS = (*SCRIPTS, DASHBOARD / "research_charts.js")
 
@@ -50,7 +50,8 @@ def render_research(report: dict[str, Any], title: str) -> str:
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{html.escape(title)}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:16px 24px;color:#333}}</style></head><body>
+<style>body{{font-family:system-ui,sans-serif;margin:16px 24px;color:#333}}</style>
+{inline_styles()}</head><body>
 <h1 style="font-size:20px">{html.escape(title)}</h1>
 <div id="research"></div>
 <noscript>This report draws its charts with JavaScript; enable it to see them.</noscript>

@@ -161,29 +161,10 @@
     return table;
   }
 
-  function injectStyle() {
-    if (document.getElementById("bt-charts-style")) return;
-    var style = el("style", { id: "bt-charts-style" });
-    style.textContent =
-      ".bt-root{font-family:system-ui,sans-serif;font-size:13px;color:#333}" +
-      ".bt-title{font-size:16px;font-weight:600;margin:4px 0 8px}" +
-      ".bt-pane{position:relative;margin-bottom:6px}" +
-      ".bt-label{position:absolute;left:8px;top:4px;z-index:3;font-size:12px;pointer-events:none;" +
-      "background:rgba(255,255,255,.85);padding:1px 4px;border-radius:3px}" +
-      ".bt-legend{min-height:34px;font-size:12px;margin:4px 0;white-space:pre-wrap}" +
-      ".bt-toolbar button{margin-right:6px}" +
-      ".bt-root table{border-collapse:collapse;margin:8px 0;font-size:12px}" +
-      ".bt-root th,.bt-root td{border:1px solid #ddd;padding:2px 8px;text-align:right}" +
-      ".bt-root th{background:#fafafa;text-align:left}.bt-win td:nth-child(5){color:#2e7d32}" +
-      ".bt-loss td:nth-child(5){color:#c62828}.bt-credit{font-size:11px;color:#777}";
-    document.head.appendChild(style);
-  }
-
   function renderBacktest(element, result, options) {
     var LC = root.LightweightCharts;
     if (!LC) throw new Error("charts.js needs TradingView Lightweight Charts (global LightweightCharts) loaded first");
     options = options || {};
-    injectStyle();
     element.innerHTML = "";
     var container = el("div", { "class": "bt-root" });
     element.appendChild(container);
@@ -365,6 +346,5 @@
 
   root.BacktestCharts = { renderBacktest: renderBacktest, version: "1",
     // the building blocks research_charts.js draws with (one look for every chart)
-    parts: { el: el, fmt: fmt, seconds: seconds, chartOptions: chartOptions, injectStyle: injectStyle,
-      colors: COLORS } };
+    parts: { el: el, fmt: fmt, seconds: seconds, chartOptions: chartOptions, colors: COLORS } };
 })(typeof window !== "undefined" ? window : this);

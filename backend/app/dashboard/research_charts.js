@@ -210,7 +210,7 @@
         var td = p.el("td", {}, p.fmt(v));
         if (v !== null && isFinite(v)) {
           var share = hi > lo ? (v - lo) / (hi - lo) : 0.5;  // red (worst) .. green (best)
-          td.setAttribute("style", "background:hsl(" + Math.round(120 * share) + ",60%,80%)");
+          td.style.background = "hsl(" + Math.round(120 * share) + ",60%,80%)";  // CSSOM: allowed by the CSP
         }
         tr.appendChild(td);
       });
@@ -221,7 +221,6 @@
 
   function renderResearch(element, report) {
     var p = parts();
-    p.injectStyle();
     element.innerHTML = "";
     var container = p.el("div", { "class": "bt-root" });
     element.appendChild(container);
