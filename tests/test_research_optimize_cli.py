@@ -49,6 +49,13 @@ def test_grid_search_writes_the_best_parameters_of_the_grid(tmp_path: Path) -> N
     assert top["trades"] >= 5
     assert all(t["metrics"]["total_return_pct"] <= top["total_return_pct"] for t in report["top"])
     assert "Best of 6 trials" in done.stdout
+    # And the search is counted against its best: deflated Sharpe over all 6 trials, PBO over the feasible sets
+    overfitting = report["overfitting"]
+    assert overfitting["top_sets"] == report["feasible_trials"]
+    assert overfitting["deflated_sharpe"]["trials"] == 6
+    assert 0.0 <= overfitting["deflated_sharpe"]["deflated_sharpe"] <= 1.0
+    assert 0.0 <= overfitting["probability_of_overfitting"]["pbo"] <= 1.0
+    assert "Probability of backtest overfitting" in done.stdout
     # And the finished batches are on disk: the same run again reads them back and reports the same
     assert list((tmp_path / "cache").rglob("*.json"))
     again = tmp_path / "again.json"

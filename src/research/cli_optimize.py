@@ -12,14 +12,19 @@ from __future__ import annotations
 import argparse
 import math
 import re
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from rich.table import Table
 
+from src.backtesting.backtester import Backtester
+from src.backtesting.engine import EngineConfig
 from src.backtesting.runner import acted_bars, engine_config_for, from_start, load_candles
 from src.domain.research_runs import ResearchKind
 from src.exceptions import ConfigurationError, DataError
+from src.research.batch import SECONDS_PER_YEAR, median_step
 from src.research.cli_support import (
     ChosenParams,
     ResearchContext,
@@ -36,6 +41,7 @@ from src.research.data import ResearchData
 from src.research.distributed import add_ray_arguments, cache_from_args, executor_from_args
 from src.research.objectives import OBJECTIVE_METRICS, Constraints, parse_objectives
 from src.research.report_html import heatmap_payload, write_research_report
+from src.research.robustness import deflated_sharpe_of_returns, probability_of_overfitting
 from src.research.search import (
     DEFAULT_BATCH,
     Evaluator,
@@ -48,6 +54,8 @@ from src.research.space import SearchSpace, search_space
 from src.research.walkforward import WalkForwardResult, plan_folds, walk_forward
 from src.strategy.contract import history_bars
 from src.strategy.registry import AI_STRATEGY, BUNDLED, strategy_class
+
+OVERFITTING_TOP = 50  # sets whose per-bar returns go into the probability of backtest overfitting
 
 MAX_TRIALS = 10_000_000
 _SPAN = re.compile(r"(\d+)([hdw]?)")
@@ -227,6 +235,7 @@ def run(argv: list[str], context: ResearchContext) -> int:
         if plans is None:
             found = run_search(space, evaluator(None), options)
             result = _search_report(found, space, data)
+            result["overfitting"] = overfitting_report(found, space, data, config, path)
             best = found.best.params if found.best is not None else None
         else:
             walked = walk_forward(data, space, options, plans, config, evaluator)
@@ -243,6 +252,43 @@ def run(argv: list[str], context: ResearchContext) -> int:
         html=lambda out: write_research_report(out, result, f"optimize {name} on {data.symbol} {data.timeframe}"),
     )
     return finish(context, args, outcome)
+
+
+def overfitting_report(
+    found: SearchResult, space: SearchSpace, data: ResearchData, config: EngineConfig, path: Path | None
+) -> dict[str, Any]:
+    """What the search's best is worth once the search itself is counted: its deflated Sharpe ratio (every trial
+    counted, with the variance of the trials' Sharpe ratios) and the probability of backtest overfitting (CSCV
+    over the per-bar returns of the ``OVERFITTING_TOP`` best feasible sets, each backtested once more)."""
+    ranked = sorted(found.feasible, key=lambda t: t.values[0], reverse=True)[:OVERFITTING_TOP]
+    if not ranked:
+        return {"error": "no feasible trial"}
+    frame, first = data.frame(), data.index[data.start]
+    strategy = strategy_class(space.strategy, path)
+
+    def returns_of(params: dict[str, Any]) -> np.ndarray:
+        equity = Backtester(config).run(frame, strategy(**params), first).run.equity_values
+        values = np.concatenate(([config.initial_capital], equity))
+        return np.diff(values) / values[:-1]
+
+    matrix = np.column_stack([returns_of(t.params) for t in ranked])
+    per_year = SECONDS_PER_YEAR / median_step(data.times_ns)
+    sharpes = np.array([t.metrics.get("sharpe", math.nan) for t in found.trials], dtype=np.float64)
+    sharpes = sharpes[np.isfinite(sharpes)]
+    variance = float(np.var(sharpes, ddof=1)) if len(sharpes) > 1 else 0.0  # annualised, as the metrics are
+    out: dict[str, Any] = {"top_sets": len(ranked)}
+    try:
+        out["deflated_sharpe"] = deflated_sharpe_of_returns(
+            matrix[:, 0], trials=len(found.trials), trials_sharpe_variance=variance / per_year
+        ).to_dict(per_year)
+    except ValueError as exc:
+        out["deflated_sharpe"] = {"error": str(exc)}
+    try:
+        pbo = probability_of_overfitting(matrix).to_dict()
+        out["probability_of_overfitting"] = {k: v for k, v in pbo.items() if k != "logits"}
+    except ValueError as exc:
+        out["probability_of_overfitting"] = {"error": str(exc)}
+    return out
 
 
 def _search_report(found: SearchResult, space: SearchSpace, data: ResearchData) -> dict[str, Any]:
@@ -362,4 +408,20 @@ def _print(context: ResearchContext, result: dict[str, Any]) -> None:
                 _fmt(m["max_drawdown_pct"]),
             )
         console.print(table)
+        _print_overfitting(console, result.get("overfitting") or {})
     console.print(f"Best parameters: {result['best_params']}")
+
+
+def _print_overfitting(console: Any, report: dict[str, Any]) -> None:
+    deflated = report.get("deflated_sharpe") or {}
+    pbo = report.get("probability_of_overfitting") or {}
+    if "deflated_sharpe" in deflated:
+        console.print(
+            f"Deflated Sharpe of the best: {deflated['deflated_sharpe']:.3f} (probability that its true Sharpe beats "
+            f"the best of {deflated['trials']:,} unskilled trials)"
+        )
+    if "pbo" in pbo:
+        console.print(
+            f"Probability of backtest overfitting: {pbo['pbo']:.2f} (CSCV over the top {report['top_sets']} sets, "
+            f"{pbo['splits']:,} splits)"
+        )
