@@ -45,6 +45,25 @@ class OrderReconciliation(OrderSettlement):
         await self._apply_missed_fills()
         return results
 
+    async def settle_reported(self, identifier: str) -> ExecutionResult | None:
+        """Upbit reported a final state of ``identifier`` (a private ``myOrder`` event): settle that one order now
+        by the same steps as ``reconcile`` (ask the exchange by identifier, then settle). None when the order is
+        not ours in this mode or is no longer ``pending``/``open`` (settled by its own job or an earlier poll):
+        exactly once still rests on the order's status, the trades' ids and the ``position_fills`` marker.
+        The caller serialises it with the jobs that touch the account (the scheduler's job lock)."""
+        record = await self.repository.get_order(identifier)
+        if record is None or record.mode is not self.mode:
+            return None
+        if record.status not in (OrderStatus.PENDING, OrderStatus.OPEN):
+            log.info("order.event_already_settled", identifier=identifier, status=record.status.value)
+            return None
+        try:
+            result = await self._reconcile_one(record)
+        except Exception as exc:
+            return await self._reconcile_failed(record, exc)
+        log.info("order.settled_by_event", identifier=identifier, status=result.status.value)
+        return result
+
     async def _reconcile_failed(self, record: OrderRecord, exc: Exception) -> ExecutionResult:
         """An order whose answer could not be handled (e.g. valid JSON that is not an order): recorded on the
         row (which stays unsettled, so the risk rules still count it and the next reconciliation asks again),

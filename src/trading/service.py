@@ -8,6 +8,10 @@ An order is a row before it is a request:
    once (its marker is written with the position change); ``reconcile`` applies filled orders a crash
    left out of the positions.
 
+Between steps 1 and 2, the first order per market after start-up (and after a maintenance announcement) is first
+sent to ``POST /v1/orders/test`` (``OrderPreflight``, live only): a refusal such as ``market_offline`` marks the
+row ``failed`` with the reason and nothing is sent.
+
 Before step 1 and again right before step 2 the ``OrderGuard`` (the scheduler's single-trader lock) must
 confirm this process still holds the account; a refusal raises ``SchedulerLockLost`` and sends nothing (a
 row written in between is marked ``failed``, never left ``pending``).
@@ -42,6 +46,7 @@ from src.exceptions import (
     SchedulerLockLost,
 )
 from src.trading.ports import ExecutionObserver, NullObserver, OrderGuard, PositionBook
+from src.trading.preflight import OrderPreflight
 from src.trading.reconciliation import OrderReconciliation
 from src.trading.repository import ITradingRepository, OrderRecord
 from src.trading.results import ExecutionResult
@@ -89,6 +94,7 @@ class TradingService(OrderReconciliation):
         poll_delay_seconds: float = 0.2,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         guard: OrderGuard | None = None,
+        preflight: OrderPreflight | None = None,
     ) -> None:
         self.exchange = exchange
         self.repository = repository
@@ -105,6 +111,7 @@ class TradingService(OrderReconciliation):
         self.poll_delay_seconds = poll_delay_seconds
         self._sleep = sleep
         self.guard = guard  # None: nothing else can trade this account (replay, backtests, unit tests)
+        self.preflight = preflight  # None: no test orders (paper, replay: nothing reaches Upbit)
 
     # --- sizing checks --------------------------------------------------------------------------
     def buy_total_for(self, krw_available: Decimal, krw_wanted: Decimal) -> Decimal:
@@ -178,8 +185,12 @@ class TradingService(OrderReconciliation):
             total=str(krw_total),
             volume=str(volume),
         )
-        await self._ensure_still_held(record)
         request = OrderRequest(symbol, side, order_type, identifier, volume=volume, krw_total=krw_total)
+        if self.preflight is not None:
+            refusal = await self.preflight.refusal(request)
+            if refusal is not None:
+                return await self._not_sent(record, refusal)
+        await self._ensure_still_held(record)
         try:
             answer = await self.exchange.place_order(request)
         except ExchangeUnavailable as exc:
@@ -235,6 +246,20 @@ class TradingService(OrderReconciliation):
             {"identifier": record.identifier, "symbol": record.symbol, "error": error},
         )
         return ExecutionResult(record.identifier, record.symbol, record.side, OrderStatus.PENDING, error=error)
+
+    async def _not_sent(self, record: OrderRecord, refusal: ExchangeError) -> ExecutionResult:
+        """Upbit refused the test order (``market_offline`` after maintenance, or another refusal): the order is
+        skipped, its row ``failed`` with the reason (never left pending), and the skip is in ``system_logs``."""
+        name = refusal.name or type(refusal).__name__
+        error = f"not sent: Upbit refused the test order: {type(refusal).__name__} ({name}): {refusal.message}"
+        await self.repository.update_order(record.identifier, status=OrderStatus.FAILED, error_message=error[:2000])
+        log.warning("order.skipped", symbol=record.symbol, identifier=record.identifier, reason=name)
+        await self.repository.log_event(
+            "warning",
+            f"order skipped: {record.symbol} refused by the test order ({name})",
+            {"identifier": record.identifier, "symbol": record.symbol, "reason": name, "error": error},
+        )
+        return ExecutionResult(record.identifier, record.symbol, record.side, OrderStatus.FAILED, error=error)
 
     async def _rejected(self, record: OrderRecord, exc: ExchangeError) -> ExecutionResult:
         name = exc.name or type(exc).__name__

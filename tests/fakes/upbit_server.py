@@ -1,13 +1,14 @@
 """A fake Upbit REST server on loopback that speaks the real wire format (docs/external-apis.md §1).
 
-Quotation: ``/v1/market/all``, ``/v1/candles/minutes/{unit}|days|weeks|months`` (newest first,
+Quotation: ``/v1/market/all`` (``is_details=true``: ``market_event`` flags set by ``set_market_event``), ``/v1/candles/minutes/{unit}|days|weeks|months`` (newest first,
 count 1..200, ``to`` exclusive in all three formats, gaps where no candle was scripted),
 ``/v1/ticker``, ``/v1/orderbook``, ``/v1/orderbook/instruments``. Numbers are JSON numbers.
 
 Exchange (JWT checked: HS256 or HS512, ``query_hash`` recomputed from what arrived, nonces never
 reused): ``/v1/accounts``, ``/v1/orders/chance``, ``POST /v1/orders`` (201), ``GET /v1/order``,
 ``DELETE /v1/order`` (answers ``wait``; ``cancel`` from the next request on), ``/v1/orders/open``,
-``/v1/orders`` (legacy list). Numbers are strings. Orders fill against the scripted book: a market
+``/v1/orders`` (legacy list), ``POST /v1/orders/test`` (the order's checks, no order; ``market_offline`` for a
+market ``set_market_offline``). Numbers are strings. Orders fill against the scripted book: a market
 buy walks the asks and ends ``cancel`` with ``executed_volume > 0`` when a KRW remainder cannot buy
 another 1e-8 unit; limits fill when they cross, else rest as ``wait`` and fill when a later
 ``set_orderbook`` crosses them (at their own limit price, as makers). Enforced: per-ord_type
@@ -60,6 +61,7 @@ DEFAULT_RATE_LIMITS: dict[str, int] = {
     "orderbook": 10,
     "default": 30,
     "order": 8,
+    "order-test": 8,
 }
 _TIMEFRAME_PATHS: dict[str, str] = {
     "1m": "minutes/1",
@@ -196,6 +198,8 @@ def _group_of(method: str, path: str) -> str:
         return "market"
     if method == "POST" and path == "/v1/orders":
         return "order"
+    if method == "POST" and path == "/v1/orders/test":
+        return "order-test"
     return "default"
 
 
@@ -257,6 +261,8 @@ class FakeUpbit:
         self._faults: list[Fault] = []
         self._windows: dict[str, tuple[int, int, int]] = {}  # group -> (second, count, sent_after_429)
         self._blocked_until = 0.0
+        self._market_events: dict[str, dict[str, bool]] = {}  # market -> {"warning": .., "caution": ..}
+        self._offline_markets: set[str] = set()
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -319,6 +325,21 @@ class FakeUpbit:
             for order in list(self._orders.values()):
                 if order.market == market and order.state == "wait" and not order.cancel_pending:
                     self._match_limit(order, resting=True)
+
+    def set_market_event(self, market: str, *, warning: bool = False, caution: bool = False) -> None:
+        """Upbit's flags of ``market`` in ``/v1/market/all?is_details=true`` (``market_event.warning``/``caution``)."""
+        with self._lock:
+            self._ensure_market(market)
+            self._market_events[market] = {"warning": warning, "caution": caution}
+
+    def set_market_offline(self, market: str, offline: bool = True) -> None:
+        """``POST /v1/orders/test`` for ``market`` answers Upbit's ``market_offline`` error (as after maintenance)."""
+        with self._lock:
+            self._ensure_market(market)
+            if offline:
+                self._offline_markets.add(market)
+            else:
+                self._offline_markets.discard(market)
 
     def set_ticker(self, market: str, trade_price: Any) -> None:
         with self._lock:
@@ -457,7 +478,7 @@ class FakeUpbit:
         method, path = request.method, request.path
         params = dict(request.query)
         if method == "GET" and path == "/v1/market/all":
-            return 200, [{"market": m, **names} for m, names in sorted(self._markets.items())]
+            return 200, self._market_list(details=params.get("is_details") == "true")
         if method == "GET" and path.startswith("/v1/candles/"):
             return 200, self._candles_reply(path.removeprefix("/v1/candles/"), params)
         if method == "GET" and path == "/v1/ticker":
@@ -480,6 +501,8 @@ class FakeUpbit:
             return 200, self._chance_json(params.get("market", ""))
         if method == "POST" and path == "/v1/orders":
             return 201, self._create_order(_body_json(request), fault)
+        if method == "POST" and path == "/v1/orders/test":
+            return 201, self._order_test_reply(_body_json(request))
         if method == "GET" and path == "/v1/order":
             return 200, self._order_json(self._require_order(params), with_trades=True)
         if method == "DELETE" and path == "/v1/order":
@@ -561,6 +584,43 @@ class FakeUpbit:
                 raise _Reply(401, "invalid_query_payload", "JWT 헤더의 페이로드가 올바르지 않습니다.")
 
     # --- quotation ---------------------------------------------------------------------------------
+
+    def _market_list(self, *, details: bool) -> list[dict[str, Any]]:
+        """``/v1/market/all``; with ``is_details=true`` each row carries ``market_event`` (warning, caution)."""
+        rows: list[dict[str, Any]] = []
+        for market, names in sorted(self._markets.items()):
+            row: dict[str, Any] = {"market": market, **names}
+            if details:
+                flags = self._market_events.get(market, {"warning": False, "caution": False})
+                row["market_event"] = {"warning": flags["warning"], "caution": flags["caution"]}
+            rows.append(row)
+        return rows
+
+    def _order_test_reply(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST /v1/orders/test``: the order's checks without an order (no balance moves, no identifier used);
+        ``market_offline`` for a market set offline. Answers the order object Upbit would have created."""
+        side, ord_type, market = body.get("side"), body.get("ord_type"), body.get("market")
+        if market in self._offline_markets:
+            raise _Reply(400, "market_offline", "점검 중인 마켓입니다. 잠시 후 다시 시도해주세요.")
+        if side not in ("bid", "ask"):
+            raise _Reply(400, "validation_error", "side does not have a valid value")
+        if market not in self._markets:
+            raise _Reply(400, "validation_error", "market does not have a valid value")
+        price, volume = self._order_params(side, ord_type, body)
+        self._check_tick(side, ord_type, price)
+        self._check_min_total(market, side, ord_type, price, volume)
+        probe = _Order(
+            uuid=str(uuid_lib.uuid4()),
+            identifier=body.get("identifier"),
+            market=market,
+            side=side,
+            ord_type=str(ord_type),
+            price=price,
+            volume=volume,
+            created_at=datetime.now(UTC),
+            remaining_volume=volume or ZERO,
+        )
+        return self._order_json(probe, with_trades=False)
 
     def _ensure_market(self, market: str) -> None:
         if market not in self._markets:
