@@ -40,10 +40,10 @@ from src.api.upbit.parsing import (
     parse_ticker,
 )
 from src.api.upbit.transport import UpbitTransport
-from src.exceptions import DataError
 from src.domain.market_rules import MIN_ORDER_KRW
 from src.domain.market_stream import MarketStatus
 from src.domain.timeframes import Timeframe
+from src.exceptions import DataError
 from src.utils.logger import get_logger
 
 if TYPE_CHECKING:

@@ -29,6 +29,7 @@ class MarketStatusBook:
         self._flags: dict[str, MarketStatus] = {}
         self.refreshed_at: datetime | None = None
         self.last_error: str | None = None
+        self._handled: dict[str, MarketStatus] = {}  # held coin -> the flags last acted on and announced
 
     def status(self, symbol: str) -> MarketStatus:
         return self._flags.get(symbol) or MarketStatus(symbol)
@@ -55,8 +56,18 @@ class MarketStatusBook:
             if (status := fresh.get(symbol) or MarketStatus(symbol)) != self.status(symbol)
         ]
         self._flags = {symbol: status for symbol, status in fresh.items() if status.flagged}
+        self._handled = {symbol: status for symbol, status in self._handled.items() if self.status(symbol) == status}
         self.refreshed_at, self.last_error = at, None
         return changed
+
+    def is_news(self, symbol: str) -> bool:
+        """``symbol`` is flagged and these flags were not yet handled for it (``handled``)."""
+        status = self.status(symbol)
+        return status.flagged and self._handled.get(symbol) != status
+
+    def handled(self, symbol: str) -> None:
+        """The held coin's current flags were acted on and announced."""
+        self._handled[symbol] = self.status(symbol)
 
     def report(self) -> dict[str, object]:
         """For the heartbeat and logs: what is flagged and when the list was last read."""

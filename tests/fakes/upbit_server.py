@@ -1,7 +1,8 @@
 """A fake Upbit REST server on loopback that speaks the real wire format (docs/external-apis.md §1).
 
-Quotation: ``/v1/market/all`` (``is_details=true``: ``market_event`` flags set by ``set_market_event``), ``/v1/candles/minutes/{unit}|days|weeks|months`` (newest first,
-count 1..200, ``to`` exclusive in all three formats, gaps where no candle was scripted),
+Quotation: ``/v1/market/all`` (``is_details=true``: ``market_event`` flags set by ``set_market_event``),
+``/v1/candles/minutes/{unit}|days|weeks|months`` (newest first, count 1..200, ``to`` exclusive in all three
+formats, gaps where no candle was scripted),
 ``/v1/ticker``, ``/v1/orderbook``, ``/v1/orderbook/instruments``. Numbers are JSON numbers.
 
 Exchange (JWT checked: HS256 or HS512, ``query_hash`` recomputed from what arrived, nonces never

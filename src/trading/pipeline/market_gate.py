@@ -91,14 +91,16 @@ async def refresh_market_flags(
     held = {p.symbol: p for p in await positions.open_positions() if book.status(p.symbol).flagged}
     if not held or not act:
         return []
-    newly = {status.symbol for status in changed if status.flagged}
+    newly = {symbol for symbol in held if book.is_news(symbol)}
     prices = {t.symbol: t.trade_price for t in await exchange.get_tickers(sorted(held))}
     actions: list[MarketFlagAction] = []
     for symbol, position in held.items():
         status = book.status(symbol)
         price = prices.get(symbol)
         if config.action is MarketWarningAction.EXIT and price is not None:
-            sold = await _sell(status, price, position.amount, position.id, exchange, trading, repository, clock, log_error)
+            sold = await _sell(
+                status, price, position.amount, position.id, exchange, trading, repository, clock, log_error
+            )
             actions.append(sold)
         elif config.action is MarketWarningAction.TIGHTEN_STOP and price is not None:
             tightened = await _tighten(status, price, config.stop_pct, positions)
@@ -111,6 +113,7 @@ async def refresh_market_flags(
             actions.append(MarketFlagAction(symbol, str(status.reason), config.action, detail))
     for action in actions:
         await _announce(action, repository, notifier, now)
+        book.handled(action.symbol)
     return actions
 
 
@@ -150,9 +153,7 @@ async def _sell(
     )
 
 
-async def _announce(
-    action: MarketFlagAction, repository: ITradingRepository, notifier: Notifier, at: datetime
-) -> None:
+async def _announce(action: MarketFlagAction, repository: ITradingRepository, notifier: Notifier, at: datetime) -> None:
     fields: dict[str, Any] = {
         "symbol": action.symbol,
         "reason": action.reason,

@@ -26,12 +26,12 @@ from src.domain.money import report_krw
 from src.exceptions import ExchangeError
 from src.position.service import PositionService
 from src.risk.manager import RiskManager
+from src.trading.market_status import MarketStatusBook, MarketStatusSource
 from src.trading.pipeline.analysis import Analysis, Analyzer
 from src.trading.pipeline.analysis_stage import analysis_stage
 from src.trading.pipeline.context import CycleContext, CycleOutcome
 from src.trading.pipeline.data_stage import data_stage
 from src.trading.pipeline.execution import execution_stage
-from src.trading.market_status import MarketStatusBook, MarketStatusSource
 from src.trading.pipeline.exits import ExitReport, exit_due_positions
 from src.trading.pipeline.market_gate import MarketFlagAction, MarketGateConfig, refresh_market_flags
 from src.trading.pipeline.observer import NullPipelineObserver, PipelineObserver
