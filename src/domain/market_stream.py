@@ -7,7 +7,6 @@ are ``MarketStatus``. Nothing here knows about sockets, JSON or the database.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -143,20 +142,3 @@ class Announcement:
     url: str | None = None
     markets: tuple[str, ...] = ()
     updated: bool = False  # ``event_type`` UPDATED: a change to a notice already sent (same ``uuid``)
-
-
-# A ticker in parentheses, ASCII or full-width: "에이비씨(ABC)", "Abc (ABC)", "코인（ABC）". Quote currencies and
-# words in parentheses ("(KRW, BTC 마켓)", "(완료)") do not match: the whole parenthesis must be one ticker.
-_TICKER_IN_TITLE = re.compile(r"[(（]\s*([A-Z0-9]{2,12})\s*[)）]")
-_NOT_COINS = frozenset({"KRW", "KST", "UTC", "API", "NFT"})
-
-
-def markets_in_title(title: str) -> tuple[str, ...]:
-    """The KRW markets an announcement's title names, in order, without repeats: ``"코인(ABC) 거래지원 종료"`` ->
-    ``("KRW-ABC",)``. Only tickers in parentheses count (Upbit's titles name coins as ``이름(TICKER)``)."""
-    found: list[str] = []
-    for ticker in _TICKER_IN_TITLE.findall(title or ""):
-        market = f"KRW-{ticker}"
-        if ticker not in _NOT_COINS and not ticker.isdigit() and market not in found:
-            found.append(market)
-    return tuple(found)

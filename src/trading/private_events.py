@@ -9,9 +9,10 @@ for the scheduler's job lock. ``run`` works the queue in arrival order:
   as reconciliation for that one order (``TradingService.settle_reported``: ask the exchange by identifier and
   settle). Exactly once rests on the order's status, the trades' ids and the ``position_fills`` marker: an event
   for an order the job or a poll already settled changes nothing. The polling reconciliation stays.
-- an announcement (once per uuid): ``system_logs`` + an ``announcement`` event, a notification, the markets its
-  title names (``코인(ABC)`` -> ``KRW-ABC``); a maintenance notice makes the next order per market (the named
-  ones, or all) go through ``POST /v1/orders/test`` again; then the market flags are refreshed (``refresh``).
+- an announcement (once per uuid and title: an ``UPDATED`` notice with a new title, e.g. "(완료)", counts again):
+  ``system_logs`` + an ``announcement`` event, a notification, the markets its title names (``코인(ABC)`` ->
+  ``KRW-ABC``); a maintenance notice makes the next order per market (the named ones, or all) go through
+  ``POST /v1/orders/test`` again; then the market flags are refreshed (``refresh``).
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
+from src.api.upbit.websocket import markets_in_title
 from src.domain.events import EventKind, NotificationEvent, Notifier
-from src.domain.market_stream import Announcement, AnnouncementCategory, OrderEvent, markets_in_title
+from src.domain.market_stream import Announcement, AnnouncementCategory, OrderEvent
 from src.trading.preflight import OrderPreflight
 from src.trading.repository import ITradingRepository
 from src.trading.results import ExecutionResult
@@ -69,7 +71,7 @@ class PrivateEvents:
         self.preflight = preflight
         self.lock = lock or asyncio.Lock()
         self._queue: asyncio.Queue[OrderEvent | Announcement] = asyncio.Queue(maxsize=max_queue)
-        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
         self.settled: list[ExecutionResult] = []  # what the events settled (status, tests)
         self.dropped = 0
 
@@ -121,9 +123,10 @@ class PrivateEvents:
         return result
 
     async def handle_announcement(self, announcement: Announcement) -> None:
-        if announcement.uuid in self._seen:
+        key = (announcement.uuid, announcement.title)  # a replay changes nothing; an update with a new title counts
+        if key in self._seen:
             return
-        self._seen[announcement.uuid] = None
+        self._seen[key] = None
         if len(self._seen) > SEEN_ANNOUNCEMENTS:
             self._seen.popitem(last=False)
         markets = list(announcement.markets or markets_in_title(announcement.title))
@@ -135,6 +138,7 @@ class PrivateEvents:
             "url": announcement.url,
             "markets": markets,
             "maintenance": maintenance,
+            "updated": announcement.updated,
             "at": announcement.at.isoformat(),
         }
         log.warning("upbit.announcement", **context)

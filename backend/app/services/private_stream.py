@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from backend.app.services.trading_engine import TradingEngine
+from src.api.upbit.websocket import StreamKind, UpbitStream, private_url
 from src.config.settings import Settings
 from src.domain.market_stream import StreamState
 from src.domain.modes import TradingMode
@@ -41,7 +41,7 @@ StreamFactory = Callable[..., PrivateStreamClient]
 
 def private_stream_url(settings: Settings) -> str:
     """``UPBIT_WEBSOCKET_URL`` + ``/private`` (``wss://api.upbit.com/websocket/v1/private``)."""
-    return settings.upbit.websocket_url.rstrip("/") + "/private"
+    return private_url(settings.upbit.websocket_url)
 
 
 def off_reason(settings: Settings, mode: TradingMode) -> str | None:
@@ -57,20 +57,18 @@ def off_reason(settings: Settings, mode: TradingMode) -> str | None:
 
 def upbit_stream(settings: Settings, **callbacks: Any) -> PrivateStreamClient:
     """The real stream: ``UpbitStream(url, kind=PRIVATE, keys, stale and reconnect limits, callbacks)``."""
-    websocket = importlib.import_module("src.api.upbit.websocket")
     upbit = settings.upbit
     assert upbit.access_key is not None  # off_reason checked both keys
     assert upbit.secret_key is not None
-    stream: PrivateStreamClient = websocket.UpbitStream(
+    return UpbitStream(
         private_stream_url(settings),
-        kind=websocket.StreamKind.PRIVATE,
+        kind=StreamKind.PRIVATE,
         access_key=upbit.access_key.get_secret_value(),
         secret_key=upbit.secret_key.get_secret_value(),
         stale_seconds=settings.realtime.stale_seconds,
         reconnect_max_seconds=settings.realtime.reconnect_max_seconds,
         **callbacks,
     )
-    return stream
 
 
 class PrivateStream:
