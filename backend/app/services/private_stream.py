@@ -55,8 +55,9 @@ def off_reason(settings: Settings, mode: TradingMode) -> str | None:
     return None
 
 
-def upbit_stream(settings: Settings, **callbacks: Any) -> PrivateStreamClient:
-    """The real stream: ``UpbitStream(url, kind=PRIVATE, keys, stale and reconnect limits, callbacks)``."""
+def upbit_stream(settings: Settings, **options: Any) -> PrivateStreamClient:
+    """The real stream: ``UpbitStream(url, kind=PRIVATE, keys, stale and reconnect limits, **options)`` (the
+    callbacks, and ``private_types`` for announcements only)."""
     upbit = settings.upbit
     assert upbit.access_key is not None  # off_reason checked both keys
     assert upbit.secret_key is not None
@@ -67,7 +68,7 @@ def upbit_stream(settings: Settings, **callbacks: Any) -> PrivateStreamClient:
         secret_key=upbit.secret_key.get_secret_value(),
         stale_seconds=settings.realtime.stale_seconds,
         reconnect_max_seconds=settings.realtime.reconnect_max_seconds,
-        **callbacks,
+        **options,
     )
 
 
@@ -103,6 +104,8 @@ class PrivateStream:
         callbacks: dict[str, Any] = {"on_announcement": self.consumer.on_announcement, "on_state": self._on_state}
         if self.engine.mode is TradingMode.LIVE:
             callbacks["on_order"] = self.consumer.on_order
+        else:  # a paper account's orders never reach Upbit: subscribe to the notices only
+            callbacks["private_types"] = ("announcement",)
         try:
             self.stream = self.factory(settings, **callbacks)
         except Exception as exc:  # e.g. the transport is missing: trading goes on with the polling reconciliation
