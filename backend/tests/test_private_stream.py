@@ -130,8 +130,8 @@ async def test_my_order_settles_a_pending_order_before_any_poll_exactly_once(
         assert [o["status"] for o in execution["detail"]["orders"]] == ["pending"]
 
         # Then Upbit's myOrder event settles it with no trading cycle, start-up or poll in between
-        async def filled() -> bool:
-            return [o.status for o in await rows(db_sessions, OrderRow)] == [OrderStatus.FILLED]
+        async def filled() -> bool:  # settled: the order, its trades and the position (three transactions)
+            return bool(stream.consumer and stream.consumer.settled)
 
         await eventually(filled)
         [order] = await rows(db_sessions, OrderRow)
