@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -21,12 +20,11 @@ from backend.app.models import EventRow, OrderRow, PositionFillRow, PositionRow,
 from backend.app.services.private_stream import PrivateStream
 from backend.app.services.scheduler_metrics import SchedulerMetrics
 from backend.app.services.trading_engine import TradingEngine
-from src.api.interfaces import OrderRequest
 from src.config.settings import Settings
 from src.config.system_groups import SchedulerConfig
 from src.domain.events import EventKind, EventType, NullNotifier
 from src.domain.modes import TradingMode
-from src.domain.orders import OrderStatus, OrderType, Side
+from src.domain.orders import OrderStatus
 from tests.fakes.fear_greed_server import FakeFearGreed
 from tests.fakes.upbit_server import FakeUpbit
 from tests.fakes.upbit_websocket import FakeUpbitWebSocket
@@ -118,10 +116,6 @@ async def test_my_order_settles_a_pending_order_before_any_poll_exactly_once(
     await stream.start()
     try:
         await live_stream(engine)
-        preflight = engine.pipeline.trading.preflight  # the market passed its test order already
-        assert preflight is not None
-        probe = OrderRequest(SYMBOL, Side.BUY, OrderType.MARKET_BUY, "probe", krw_total=Decimal("10000"))
-        assert await preflight.refusal(probe) is None
         fake_upbit.inject_drop_after_accept()
         # When the trading job buys: the job itself leaves the order pending (outcome unknown)
         await runner.run(JobName.TRADING)
@@ -155,6 +149,7 @@ async def test_my_order_settles_a_pending_order_before_any_poll_exactly_once(
         assert await count_rows(db_sessions, PositionFillRow) == 1
         assert (await rows(db_sessions, PositionRow))[0].amount == order.filled_amount
         assert len(fake_upbit.requests_to("/v1/orders", "POST")) == 1
+        assert len(fake_upbit.requests_to("/v1/orders/test", "POST")) == 1  # the first order in the market
     finally:
         await stream.stop()
 

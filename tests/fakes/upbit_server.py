@@ -79,6 +79,7 @@ _TIMEFRAME_PATHS: dict[str, str] = {
     "1M": "months",
 }
 _MINUTE_UNITS = (1, 3, 5, 10, 15, 30, 60, 240)
+ORDER_TEST_PATH = "/v1/orders/test"
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +112,8 @@ class Fault:
     ``seconds``), ``server_error`` (``status``; with ``after_processing`` an order is created first),
     ``slow`` (answer after ``seconds``; the request is processed), ``drop`` (process, then close the
     connection without answering), ``insufficient_funds`` (an order POST is refused).
+    ``POST /v1/orders/test`` (a probe before an order, answering nothing about the order itself) gets only the
+    faults that name that path: a fault scripted for ``/v1/orders`` or for any request waits for the order.
     """
 
     kind: str
@@ -124,6 +127,8 @@ class Fault:
 
     def matches(self, method: str, path: str) -> bool:
         if self.times <= 0:
+            return False
+        if path == ORDER_TEST_PATH and self.path != ORDER_TEST_PATH:
             return False
         if self.method is not None and self.method.upper() != method:
             return False

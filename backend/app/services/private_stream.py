@@ -143,10 +143,15 @@ class PrivateStream:
         except Exception:
             log.exception("system_log.write_failed")
 
-    async def stop(self) -> None:
+    async def stop(self, drain_seconds: float = 10.0) -> None:
+        """Stop the stream (no new events), let the consumer finish what it was given (a settlement is not cut
+        in half; one that waits too long is finished by the next start-up's reconciliation), then stop it."""
         if self.stream is not None:
             with contextlib.suppress(Exception):
                 await self.stream.stop()
+        if self.consumer is not None and self._tasks:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.consumer.drain(), timeout=drain_seconds)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
