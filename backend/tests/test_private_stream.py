@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from backend.app.core.jobs import JobName, JobRunner
+from backend.app.core.jobs import JobName, JobRunner, job_id
 from backend.app.core.scheduler import TradingScheduler
 from backend.app.db.repositories.bot import BotRepository
 from backend.app.models import EventRow, OrderRow, PositionFillRow, PositionRow, SystemLogRow, TradeRow, TradingCycleRow
@@ -208,6 +208,9 @@ async def test_an_announcement_is_recorded_alerted_and_refreshes_the_flags_in_th
         await live_stream(engine)
         assert engine.private_stream_status == "live (announcements only)"
         assert set(fake_ws.current_subscriptions()[-1].types) == {"announcement"}
+        job = scheduler.scheduler.get_job(job_id(JobName.MARKET_STATUS))
+        assert job is not None
+        assert job.trigger.interval.total_seconds() == engine.settings.realtime.market_status_refresh_minutes * 60
         reads = len(fake_upbit.requests_to("/v1/market/all"))
         # When Upbit flags a coin and announces it
         fake_upbit.set_market_event("KRW-ABC", caution=True)
