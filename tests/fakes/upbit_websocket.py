@@ -143,6 +143,7 @@ class FakeUpbitWebSocket:
         self._startup_error: BaseException | None = None
         self._order_events: asyncio.Queue[dict[str, Any]] | None = None
         self._order_worker: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     # --- lifecycle ----------------------------------------------------------------------------------
 
@@ -587,10 +588,14 @@ class FakeUpbitWebSocket:
         for client in clients:
             if abrupt and client.ws.transport is not None:
                 client.ws.transport.abort()
-            else:
-                with contextlib.suppress(Exception):
-                    await client.ws.close(1001, "going away")
+            else:  # not awaited: the closing handshake needs the client, whose loop may be the caller's
+                self._background(client.ws.close(1001, "going away"))
         return len(clients)
+
+    def _background(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # --- FakeUpbit's orders as myOrder events -------------------------------------------------------
 

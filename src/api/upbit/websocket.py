@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
@@ -49,6 +49,9 @@ from src.domain.market_stream import (
     TickSource,
 )
 from src.utils.logger import get_logger
+
+if TYPE_CHECKING:
+    from src.config.settings import Settings
 
 log = get_logger(__name__)
 
@@ -154,6 +157,8 @@ class UpbitStream:
     ) -> None:
         if stale_seconds <= 0 or reconnect_max_seconds <= 0 or reconnect_base_seconds <= 0:
             raise ValueError("stale_seconds, reconnect_max_seconds and reconnect_base_seconds must be positive")
+        if not url.startswith(("ws://", "wss://")):
+            raise ValueError(f"UPBIT_WEBSOCKET_URL must start with wss:// (or ws://), got {url!r}")
         if kind is StreamKind.PRIVATE and not (access_key and secret_key):
             raise ValueError("the private Upbit stream needs UPBIT_ACCESS_KEY and UPBIT_SECRET_KEY")
         self.kind = StreamKind(kind)
@@ -194,6 +199,27 @@ class UpbitStream:
         self.messages = 0  # messages received
         self.skipped = 0  # malformed or unknown messages, logged and skipped
         self.last_error: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, kind: StreamKind = StreamKind.PUBLIC, **options: Any) -> UpbitStream:
+        """The stream as the settings describe it: ``UPBIT_WEBSOCKET_URL`` (plus ``/private``), the API keys for
+        the private stream, ``REALTIME_STALE_SECONDS`` and ``REALTIME_RECONNECT_MAX_SECONDS``; ``options`` (the
+        callbacks, ``symbols``...) go to the constructor."""
+        upbit, realtime = settings.upbit, settings.realtime
+        keys: dict[str, Any] = {}
+        if kind is StreamKind.PRIVATE:
+            keys = {
+                "access_key": upbit.access_key.get_secret_value() if upbit.access_key else None,
+                "secret_key": upbit.secret_key.get_secret_value() if upbit.secret_key else None,
+            }
+        return cls(
+            upbit.websocket_url,
+            kind=kind,
+            stale_seconds=realtime.stale_seconds,
+            reconnect_max_seconds=realtime.reconnect_max_seconds,
+            **keys,
+            **options,
+        )
 
     # --- public API -------------------------------------------------------------------------------
 
@@ -273,8 +299,8 @@ class UpbitStream:
         """Connect, subscribe, receive until the connection ends. True when Upbit refused with 429."""
         await self._set_state(StreamState.CONNECTING)
         await self._connect_limiter.acquire()
-        headers = auth_headers(self._access_key, self._secret_key) if self.kind is StreamKind.PRIVATE else None
         try:
+            headers = auth_headers(self._access_key, self._secret_key) if self.kind is StreamKind.PRIVATE else None
             async with connect(
                 self.url,
                 additional_headers=headers,
@@ -304,6 +330,9 @@ class UpbitStream:
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.warning("upbit.ws.connect_failed", kind=self.kind.value, error=self.last_error)
+        except Exception as exc:  # anything else: logged with its trace, and the loop goes on (supervised)
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.exception("upbit.ws.unexpected_error", kind=self.kind.value, error=self.last_error)
         finally:
             self._ws = None
             self._subscribed = None
