@@ -8,8 +8,8 @@ formats, gaps where no candle was scripted),
 Exchange (JWT checked: HS256 or HS512, ``query_hash`` recomputed from what arrived, nonces never
 reused): ``/v1/accounts``, ``/v1/orders/chance``, ``POST /v1/orders`` (201), ``GET /v1/order``,
 ``DELETE /v1/order`` (answers ``wait``; ``cancel`` from the next request on), ``/v1/orders/open``,
-``/v1/orders`` (legacy list), ``POST /v1/orders/test`` (the order's checks, no order; ``market_offline`` for a
-market ``set_market_offline``). Numbers are strings. Orders fill against the scripted book: a market
+``/v1/orders`` (legacy list), ``POST /v1/orders/test`` (below; ``market_offline`` for a market
+``set_market_offline``). Numbers are strings. Orders fill against the scripted book: a market
 buy walks the asks and ends ``cancel`` with ``executed_volume > 0`` when a KRW remainder cannot buy
 another 1e-8 unit; limits fill when they cross, else rest as ``wait`` and fill when a later
 ``set_orderbook`` crosses them (at their own limit price, as makers). Enforced: per-ord_type
@@ -70,7 +70,6 @@ DEFAULT_RATE_LIMITS: dict[str, int] = {
     "orderbook": 10,
     "default": 30,
     "order": 8,
-    "order-test": 8,
 }
 _TIMEFRAME_PATHS: dict[str, str] = {
     "1m": "minutes/1",
@@ -216,8 +215,6 @@ def _group_of(method: str, path: str) -> str:
         return "market"
     if method == "POST" and path == "/v1/orders":
         return "order"
-    if method == "POST" and path == "/v1/orders/test":
-        return "order-test"
     return "default"
 
 
@@ -560,8 +557,6 @@ class FakeUpbit:
             return 200, self._chance_json(params.get("market", ""))
         if method == "POST" and path == "/v1/orders":
             return 201, self._create_order(_body_json(request), fault)
-        if method == "POST" and path == "/v1/orders/test":
-            return 201, self._order_test_reply(_body_json(request))
         if method == "GET" and path == "/v1/order":
             return 200, self._order_json(self._require_order(params), with_trades=True)
         if method == "DELETE" and path == "/v1/order":
@@ -654,6 +649,8 @@ class FakeUpbit:
         the identifier stays free."""
         side, ord_type, market = body.get("side"), body.get("ord_type"), body.get("market")
         identifier = body.get("identifier")
+        if market in self._offline_markets:  # set_market_offline: as right after maintenance
+            raise _Reply(400, "market_offline", "점검 중인 마켓입니다. 잠시 후 다시 시도해주세요.")
         if identifier is not None and identifier in self._used_identifiers:
             raise _Reply(400, "duplicate_identifier", "identifier는 중복될 수 없습니다.")
         if side not in ("bid", "ask"):
@@ -760,32 +757,6 @@ class FakeUpbit:
                 row["market_event"] = {"warning": flags["warning"], "caution": flags["caution"]}
             rows.append(row)
         return rows
-
-    def _order_test_reply(self, body: dict[str, Any]) -> dict[str, Any]:
-        """``POST /v1/orders/test``: the order's checks without an order (no balance moves, no identifier used);
-        ``market_offline`` for a market set offline. Answers the order object Upbit would have created."""
-        side, ord_type, market = body.get("side"), body.get("ord_type"), body.get("market")
-        if market in self._offline_markets:
-            raise _Reply(400, "market_offline", "점검 중인 마켓입니다. 잠시 후 다시 시도해주세요.")
-        if side not in ("bid", "ask"):
-            raise _Reply(400, "validation_error", "side does not have a valid value")
-        if market not in self._markets:
-            raise _Reply(400, "validation_error", "market does not have a valid value")
-        price, volume = self._order_params(side, ord_type, body)
-        self._check_tick(side, ord_type, price)
-        self._check_min_total(market, side, ord_type, price, volume)
-        probe = _Order(
-            uuid=str(uuid_lib.uuid4()),
-            identifier=body.get("identifier"),
-            market=market,
-            side=side,
-            ord_type=str(ord_type),
-            price=price,
-            volume=volume,
-            created_at=datetime.now(UTC),
-            remaining_volume=volume or ZERO,
-        )
-        return self._order_json(probe, with_trades=False)
 
     def _ensure_market(self, market: str) -> None:
         if market not in self._markets:
