@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -150,6 +151,31 @@ async def test_my_order_settles_a_pending_order_before_any_poll_exactly_once(
         assert (await rows(db_sessions, PositionRow))[0].amount == order.filled_amount
         assert len(fake_upbit.requests_to("/v1/orders", "POST")) == 1
         assert len(fake_upbit.requests_to("/v1/orders/test", "POST")) == 1  # the first order in the market
+    finally:
+        await stream.stop()
+
+
+async def test_an_event_for_an_order_still_being_placed_waits_for_its_own_settlement(
+    engines: EngineFactory, fake_upbit: FakeUpbit, db_sessions: Sessions
+) -> None:
+    # Given a live engine whose private stream settles under a lock no job holds (an order placed outside the jobs,
+    # as a real-time exit may be), and Upbit slow to answer the order's status polls
+    engine = await engines(TradingMode.LIVE)
+    stream = PrivateStream(engine, lock=asyncio.Lock(), refresh=None)
+    await stream.start()
+    try:
+        await live_stream(engine)
+        fake_upbit.inject_slow(0.5, times=3, method="GET", path="/v1/order")
+        # When the order is placed: its final myOrder event arrives while the placing call still polls
+        result = await engine.pipeline.trading.market_buy(SYMBOL, Decimal("10000"), reason="test", cycle_id=None)
+        await asyncio.sleep(0.3)
+        await stream.consumer.drain()  # type: ignore[union-attr]
+        # Then the order was settled once, by its own call; the event found it settled
+        assert result.status is OrderStatus.FILLED
+        assert stream.consumer.settled == []  # type: ignore[union-attr]
+        trades = [e for e in notified(engine, EventKind.TRADE_EXECUTED) if e.fields["identifier"] == result.identifier]
+        assert len(trades) == 1
+        assert await count_rows(db_sessions, PositionFillRow) == 1
     finally:
         await stream.stop()
 

@@ -112,6 +112,7 @@ class TradingService(OrderReconciliation):
         self._sleep = sleep
         self.guard = guard  # None: nothing else can trade this account (replay, backtests, unit tests)
         self.preflight = preflight  # None: no test orders (paper, replay: nothing reaches Upbit)
+        self._in_hand: dict[str, asyncio.Event] = {}  # identifiers whose placing call is still running
 
     # --- sizing checks --------------------------------------------------------------------------
     def buy_total_for(self, krw_available: Decimal, krw_wanted: Decimal) -> Decimal:
@@ -186,6 +187,18 @@ class TradingService(OrderReconciliation):
             volume=str(volume),
         )
         request = OrderRequest(symbol, side, order_type, identifier, volume=volume, krw_total=krw_total)
+        handled = self._in_hand[identifier] = asyncio.Event()  # settle_reported and reconcile wait for it
+        try:
+            return await self._send(record, request, atr, exit_reason)
+        finally:
+            handled.set()
+            del self._in_hand[identifier]
+
+    async def _send(
+        self, record: OrderRecord, request: OrderRequest, atr: Decimal | None, exit_reason: ExitReason | None
+    ) -> ExecutionResult:
+        """Steps 2-3 for a written row: the test order where due, the request, the answer, the settlement."""
+        symbol, identifier = record.symbol, record.identifier
         if self.preflight is not None:
             refusal = await self.preflight.refusal(request)
             if refusal is not None:
