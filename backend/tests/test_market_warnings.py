@@ -180,6 +180,7 @@ async def test_a_held_coin_flagged_gets_its_stop_raised_never_lowered(
     await runner.run(JobName.MARKET_STATUS)
     [position] = await engine.pipeline.positions.open_positions()
     assert position.stop_price == Decimal("94080000")
+    assert len(notified(engine, EventKind.MARKET_WARNING)) == 1  # said once; each move is in system_logs
     # And the position job sells at that stop through the exit path
     fake_upbit.set_ticker(SYMBOL, "94000000")
     await runner.run(JobName.POSITIONS)

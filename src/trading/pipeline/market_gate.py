@@ -5,7 +5,7 @@ flagged handled by ``MARKET_WARNING_ACTION``.
   flagged (or its flags change); nothing is sold.
 - ``tighten_stop``: the position's stop moves up to ``MARKET_WARNING_STOP_PCT`` below the current price, never
   down, at every refresh while the flag lasts (a ratchet); the exits (position job, real-time path) then sell
-  at that stop.
+  at that stop. Notified once per flag; every move is in ``system_logs``.
 - ``exit``: the position is sold through the exit path (``exit: market_warning``), at every refresh while it is
   flagged and held (a failed sale is tried again).
 
@@ -108,11 +108,13 @@ async def refresh_market_flags(
                 actions.append(tightened)
             elif symbol in newly:
                 actions.append(MarketFlagAction(symbol, str(status.reason), config.action, "stop already tighter"))
-        elif symbol in newly:
-            detail = "alert only" if config.action is MarketWarningAction.ALERT else "no price to act on: alert only"
-            actions.append(MarketFlagAction(symbol, str(status.reason), config.action, detail))
+        elif symbol in newly:  # alert, or no price to act on (tried again at the next refresh)
+            detail = "alert only" if config.action is MarketWarningAction.ALERT else "no price to act on"
+            actions.append(MarketFlagAction(symbol, str(status.reason), MarketWarningAction.ALERT, detail))
     for action in actions:
-        await _announce(action, repository, notifier, now)
+        # a stop that follows the price up is said once per flag (system_logs has every move); sales always
+        notify = action.action is not MarketWarningAction.TIGHTEN_STOP or action.symbol in newly
+        await _announce(action, repository, notifier, now, notify=notify)
         book.handled(action.symbol)
     return actions
 
@@ -153,7 +155,9 @@ async def _sell(
     )
 
 
-async def _announce(action: MarketFlagAction, repository: ITradingRepository, notifier: Notifier, at: datetime) -> None:
+async def _announce(
+    action: MarketFlagAction, repository: ITradingRepository, notifier: Notifier, at: datetime, *, notify: bool
+) -> None:
     fields: dict[str, Any] = {
         "symbol": action.symbol,
         "reason": action.reason,
@@ -164,4 +168,5 @@ async def _announce(action: MarketFlagAction, repository: ITradingRepository, no
     }
     log.warning("market.held_coin_flagged", **fields)
     await repository.log_event("warning", f"held coin {action.symbol} flagged by Upbit ({action.reason})", fields)
-    notifier.notify(NotificationEvent(EventKind.MARKET_WARNING, f"{action.symbol}: {action.reason}", fields, at=at))
+    if notify:
+        notifier.notify(NotificationEvent(EventKind.MARKET_WARNING, f"{action.symbol}: {action.reason}", fields, at=at))
