@@ -75,6 +75,10 @@ class OrderNotFound(ExchangeError):
     """No order with that uuid or identifier."""
 
 
+class MarketOffline(ExchangeError):
+    """The market takes no orders yet (Upbit's ``market_offline``, e.g. right after maintenance)."""
+
+
 class ExchangeUnavailable(ExchangeError):
     """5xx, timeout or connection failure: the outcome of the request is unknown."""
 

@@ -151,7 +151,7 @@ def _rows_of_every_legal_value() -> dict[str, list[dict[str, object]]]:
         "positions": [
             {**position, "symbol": f"KRW-{reason.name[:4]}", "status": "closed", "exit_reason": reason.value}
             for reason in STORED_EXIT_REASONS
-            if reason is not ExitReason.TIME_OUT  # allowed from 0007 on
+            if reason not in (ExitReason.TIME_OUT, ExitReason.MARKET_WARNING)  # allowed from 0007 and 0011 on
         ]
         + [{**position, "status": "open", "exit_reason": None, "entry_at": now}],
         "trading_cycles": [

@@ -142,6 +142,25 @@ def _events() -> dict[EventKind, NotificationEvent]:
             {"spent_day_usd": "0", "daily_budget_usd": "1.00", "spent_month_usd": "12.5", "monthly_budget_usd": "30"},
             at=AT,
         ),
+        EventKind.ANNOUNCEMENT: NotificationEvent(
+            EventKind.ANNOUNCEMENT,
+            "[Trading] End of trading support for Abc (ABC)",
+            {
+                "uuid": "a-1",
+                "category": "trade",
+                "title": "[Trading] End of trading support for Abc (ABC)",
+                "url": "https://upbit.com/service_center/notice?id=1",
+                "markets": ["KRW-ABC"],
+                "maintenance": False,
+            },
+            at=AT,
+        ),
+        EventKind.MARKET_WARNING: NotificationEvent(
+            EventKind.MARKET_WARNING,
+            "KRW-ABC: market_caution",
+            {"symbol": "KRW-ABC", "reason": "market_caution", "action": "tighten_stop", "mode": "live"},
+            at=AT,
+        ),
     }
 
 

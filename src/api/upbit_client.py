@@ -40,6 +40,7 @@ from src.api.upbit.parsing import (
     candles_to_frame,
     order_body,
     parse_balance,
+    parse_market_status,
     parse_order,
     parse_order_chance,
     parse_orderbook,
@@ -48,9 +49,10 @@ from src.api.upbit.parsing import (
 )
 from src.api.upbit.transport import UpbitTransport
 from src.domain.market_rules import MIN_ORDER_KRW
+from src.domain.market_stream import MarketStatus
 from src.domain.orders import OrderType, SmpType
 from src.domain.timeframes import Timeframe
-from src.exceptions import InvalidPrice
+from src.exceptions import DataError, InvalidPrice
 from src.utils.logger import get_logger
 
 if TYPE_CHECKING:
@@ -163,6 +165,13 @@ class UpbitClient(IExchangeClient):
         """``/v1/market/all``: every market with its names (raw rows)."""
         return await self.transport.get("/v1/market/all", [("is_details", "false")], group="market")
 
+    async def get_market_statuses(self) -> list[MarketStatus]:
+        """``/v1/market/all?is_details=true``: every market's ``market_event`` flags (warning, caution); public."""
+        rows = await self.transport.get("/v1/market/all", [("is_details", "true")], group="market")
+        if not isinstance(rows, list):
+            raise DataError(f"expected a list of markets from /v1/market/all, got {type(rows).__name__}")
+        return [parse_market_status(row) for row in rows]
+
     # --- exchange ----------------------------------------------------------------------------------
 
     async def get_balances(self) -> list[Balance]:
@@ -199,6 +208,14 @@ class UpbitClient(IExchangeClient):
             smp_type=normalized.smp_type.value if normalized.smp_type else None,
         )
         return order
+
+    async def test_order(self, request: OrderRequest) -> None:
+        """``POST /v1/orders/test``: Upbit validates the order without placing it (``order-test`` group, 8/s).
+        Returns when Upbit would accept it; raises its refusal as our typed error (e.g. ``name="market_offline"``
+        after maintenance). The identifier is not sent: it stays free for the real order."""
+        normalized = normalize_order_request(request, min_order_krw=self._min_order_krw)
+        body = {key: value for key, value in order_body(normalized).items() if key != "identifier"}
+        await self.transport.request("POST", "/v1/orders/test", body=body, group="order-test", auth=True)
 
     async def get_order(self, *, uuid: str | None = None, identifier: str | None = None) -> Order:
         data = await self.transport.get("/v1/order", _order_key(uuid, identifier), group="default", auth=True)

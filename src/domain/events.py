@@ -33,6 +33,7 @@ class EventType(StrEnum):
     HEARTBEAT = "heartbeat"  # bot_state: the scheduler's heartbeat
     SETTINGS_APPLIED = "settings_applied"  # run-time settings the scheduler applied
     BOT_STATE = "bot_state"  # bot_config desired state (operator) or bot_state applied state (scheduler)
+    ANNOUNCEMENT = "announcement"  # system_logs: an Upbit announcement from the private stream
 
 
 class EventKind(StrEnum):
@@ -46,6 +47,8 @@ class EventKind(StrEnum):
     DAILY_REPORT = "daily_report"
     AI_BUDGET_REACHED = "ai_budget_reached"  # the AI is off until the period rolls over; ai entries are held
     AI_BUDGET_RESTORED = "ai_budget_restored"
+    ANNOUNCEMENT = "announcement"  # Upbit's own notice (delisting, deposit/withdrawal halt, maintenance...)
+    MARKET_WARNING = "market_warning"  # a held coin flagged warning/caution by Upbit, and what was done about it
 
     @property
     def event_type(self) -> EventType | None:
@@ -60,6 +63,7 @@ _TYPE_OF_KIND = {
     EventKind.SAFE_MODE_ENTERED: EventType.SAFE_MODE_ON,
     EventKind.SAFE_MODE_LEFT: EventType.SAFE_MODE_OFF,
     EventKind.BOT_STATE_CHANGED: EventType.BOT_STATE,
+    EventKind.ANNOUNCEMENT: EventType.ANNOUNCEMENT,
 }
 
 

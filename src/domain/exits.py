@@ -17,6 +17,7 @@ class ExitReason(StrEnum):
     TIME_OUT = "time_out"  # held for the strategy's max_hold_hours
     SIGNAL = "signal"  # the strategy (AI or rules) said sell
     SELL = "sell"  # a sell that closed the position without a recorded reason (e.g. by hand)
+    MARKET_WARNING = "market_warning"  # Upbit flagged the market (warning or caution): MARKET_WARNING_ACTION=exit
     END = "end"  # backtest only: still open after the last bar, valued at the last close
 
     @classmethod
@@ -35,6 +36,7 @@ STORED_EXIT_REASONS: tuple[ExitReason, ...] = (
     ExitReason.TIME_OUT,
     ExitReason.SIGNAL,
     ExitReason.SELL,
+    ExitReason.MARKET_WARNING,
 )
 
 

@@ -185,6 +185,20 @@ class PositionService:
             return position
         return await self.store.raise_highest_price(position.id, price)
 
+    async def raise_stop(self, symbol: str, stop: Decimal) -> tuple[PositionRecord, Decimal | None] | None:
+        """Move the open position's stop up to ``stop`` (never down): ``(position, previous stop)``, the position
+        unchanged when its stop already is at or above ``stop``; ``None`` when ``symbol`` is not held."""
+        _positive(stop, "stop")
+        position = await self.store.get_open_position(self.mode, symbol)
+        if position is None:
+            return None
+        previous = position.stop_price
+        if previous is not None and previous >= stop:
+            return position, previous
+        updated = await self.store.update_position(replace(position, stop_price=quantize_money(stop)))
+        log.info("position.stop_raised", symbol=symbol, stop=str(updated.stop_price), previous=str(previous))
+        return updated, previous
+
     # --- buys --------------------------------------------------------------------------------------
     async def _buy(
         self,

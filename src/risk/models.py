@@ -25,6 +25,8 @@ class EntryRule(StrEnum):
     CASH_RESERVE = "cash_reserve"
     MIN_ORDER = "min_order"
     ALREADY_HELD = "already_held"  # the coin is already held: the strategy buys only when flat
+    MARKET_WARNING = "market_warning"  # Upbit flags the market with an investment warning (market_event.warning)
+    MARKET_CAUTION = "market_caution"  # Upbit flags the market with a caution (market_event.caution)
 
 
 def _check_money(name: str, value: object) -> None:

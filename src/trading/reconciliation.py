@@ -7,6 +7,7 @@ arrived: Upbit lists an accepted order at once); an answer that cannot be handle
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from src.api.interfaces import IExchangeClient
@@ -26,6 +27,7 @@ class OrderReconciliation(OrderSettlement):
 
     exchange: IExchangeClient
     not_found_grace: timedelta
+    _in_hand: dict[str, asyncio.Event]  # identifiers whose placing call (``_submit``) is still running
 
     async def reconcile(self) -> list[ExecutionResult]:
         """Settle every ``pending``/``open`` order of this mode by asking the exchange; never re-send.
@@ -36,6 +38,8 @@ class OrderReconciliation(OrderSettlement):
         unsettled = await self.repository.list_orders([OrderStatus.PENDING, OrderStatus.OPEN], self.mode)
         results = []
         for record in unsettled:
+            if record.identifier in self._in_hand:  # its own placing call settles it (a task beside this one)
+                continue
             try:
                 results.append(await self._reconcile_one(record))
             except Exception as exc:  # one bad answer must not stop the others nor the position repair
@@ -44,6 +48,30 @@ class OrderReconciliation(OrderSettlement):
             log.info("orders.reconciled", count=len(results), statuses=[r.status.value for r in results])
         await self._apply_missed_fills()
         return results
+
+    async def settle_reported(self, identifier: str) -> ExecutionResult | None:
+        """Upbit reported a final state of ``identifier`` (a private ``myOrder`` event): settle that one order now
+        by the same steps as ``reconcile`` (ask the exchange by identifier, then settle). None when the order is
+        not ours in this mode or is no longer ``pending``/``open`` (settled by its own job or an earlier poll):
+        exactly once still rests on the order's status, the trades' ids and the ``position_fills`` marker.
+        The caller serialises it with the jobs that touch the account (the scheduler's job lock); an order whose
+        placing call is still running in this process (e.g. a sell placed outside that lock) is waited for, and
+        then found settled."""
+        in_hand = self._in_hand.get(identifier)
+        if in_hand is not None:
+            await in_hand.wait()
+        record = await self.repository.get_order(identifier)
+        if record is None or record.mode is not self.mode:
+            return None
+        if record.status not in (OrderStatus.PENDING, OrderStatus.OPEN):
+            log.info("order.event_already_settled", identifier=identifier, status=record.status.value)
+            return None
+        try:
+            result = await self._reconcile_one(record)
+        except Exception as exc:
+            return await self._reconcile_failed(record, exc)
+        log.info("order.settled_by_event", identifier=identifier, status=result.status.value)
+        return result
 
     async def _reconcile_failed(self, record: OrderRecord, exc: Exception) -> ExecutionResult:
         """An order whose answer could not be handled (e.g. valid JSON that is not an order): recorded on the

@@ -161,3 +161,6 @@ class ITradingRepository(Protocol):
     async def log_event(
         self, level: str, message: str, context: dict[str, Any] | None = None, source: str = "scheduler"
     ) -> None: ...
+
+    async def record_announcement(self, message: str, context: dict[str, Any]) -> None:
+        """An Upbit announcement: a ``system_logs`` line (source ``upbit``) and its ``announcement`` event."""

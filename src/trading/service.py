@@ -8,6 +8,10 @@ An order is a row before it is a request:
    once (its marker is written with the position change); ``reconcile`` applies filled orders a crash
    left out of the positions.
 
+Between steps 1 and 2, the first order per market after start-up (and after a maintenance announcement) is first
+sent to ``POST /v1/orders/test`` (``OrderPreflight``, live only): a refusal such as ``market_offline`` marks the
+row ``failed`` with the reason and nothing is sent.
+
 Before step 1 and again right before step 2 the ``OrderGuard`` (the scheduler's single-trader lock) must
 confirm this process still holds the account; a refusal raises ``SchedulerLockLost`` and sends nothing (a
 row written in between is marked ``failed``, never left ``pending``).
@@ -53,6 +57,7 @@ from src.exceptions import (
     SchedulerLockLost,
 )
 from src.trading.ports import ExecutionObserver, NullObserver, OrderGuard, PositionBook
+from src.trading.preflight import OrderPreflight
 from src.trading.reconciliation import OrderReconciliation
 from src.trading.repository import ITradingRepository, OrderRecord
 from src.trading.results import ExecutionResult
@@ -104,6 +109,7 @@ class TradingService(OrderReconciliation):
         sweep_depth_share: Decimal = Decimal("0.9"),
         max_sweep_parts: int = 10,
         part_delay_seconds: float = 1.0,
+        preflight: OrderPreflight | None = None,
     ) -> None:
         if not Decimal("0") < sweep_depth_share <= Decimal("1"):
             raise InvalidInput(f"sweep_depth_share must be in (0, 1], got {sweep_depth_share}")
@@ -128,6 +134,8 @@ class TradingService(OrderReconciliation):
         self.sweep_depth_share = sweep_depth_share
         self.max_sweep_parts = max_sweep_parts
         self.part_delay_seconds = part_delay_seconds
+        self.preflight = preflight  # None: no test orders (paper, replay: nothing reaches Upbit)
+        self._in_hand: dict[str, asyncio.Event] = {}  # identifiers whose placing call is still running
 
     # --- sizing checks --------------------------------------------------------------------------
     def buy_total_for(self, krw_available: Decimal, krw_wanted: Decimal) -> Decimal:
@@ -295,8 +303,24 @@ class TradingService(OrderReconciliation):
             total=str(krw_total),
             volume=str(volume),
         )
-        await self._ensure_still_held(record)
         request = OrderRequest(symbol, side, order_type, identifier, volume=volume, krw_total=krw_total)
+        handled = self._in_hand[identifier] = asyncio.Event()  # settle_reported and reconcile wait for it
+        try:
+            return await self._send(record, request, atr, exit_reason)
+        finally:
+            handled.set()
+            del self._in_hand[identifier]
+
+    async def _send(
+        self, record: OrderRecord, request: OrderRequest, atr: Decimal | None, exit_reason: ExitReason | None
+    ) -> ExecutionResult:
+        """Steps 2-3 for a written row: the test order where due, the request, the answer, the settlement."""
+        symbol, identifier = record.symbol, record.identifier
+        if self.preflight is not None:
+            refusal = await self.preflight.refusal(request)
+            if refusal is not None:
+                return await self._not_sent(record, refusal)
+        await self._ensure_still_held(record)
         try:
             answer = await self.exchange.place_order(request)
         except ExchangeUnavailable as exc:
@@ -352,6 +376,20 @@ class TradingService(OrderReconciliation):
             {"identifier": record.identifier, "symbol": record.symbol, "error": error},
         )
         return ExecutionResult(record.identifier, record.symbol, record.side, OrderStatus.PENDING, error=error)
+
+    async def _not_sent(self, record: OrderRecord, refusal: ExchangeError) -> ExecutionResult:
+        """Upbit refused the test order (``market_offline`` after maintenance, or another refusal): the order is
+        skipped, its row ``failed`` with the reason (never left pending), and the skip is in ``system_logs``."""
+        name = refusal.name or type(refusal).__name__
+        error = f"not sent: Upbit refused the test order: {type(refusal).__name__} ({name}): {refusal.message}"
+        await self.repository.update_order(record.identifier, status=OrderStatus.FAILED, error_message=error[:2000])
+        log.warning("order.skipped", symbol=record.symbol, identifier=record.identifier, reason=name)
+        await self.repository.log_event(
+            "warning",
+            f"order skipped: {record.symbol} refused by the test order ({name})",
+            {"identifier": record.identifier, "symbol": record.symbol, "reason": name, "error": error},
+        )
+        return ExecutionResult(record.identifier, record.symbol, record.side, OrderStatus.FAILED, error=error)
 
     async def _rejected(self, record: OrderRecord, exc: ExchangeError) -> ExecutionResult:
         name = exc.name or type(exc).__name__

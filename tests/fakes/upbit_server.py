@@ -1,15 +1,16 @@
 """A fake Upbit REST server on loopback that speaks the real wire format (docs/external-apis.md §1).
 
-Quotation: ``/v1/market/all``, ``/v1/candles/minutes/{unit}|days|weeks|months`` (newest first,
-count 1..200, ``to`` exclusive in all three formats, gaps where no candle was scripted),
-``/v1/ticker``, ``/v1/orderbook`` (at most 30 levels, as Upbit serves since 2025-05-07),
-``/v1/orderbook/instruments`` (``tick_size`` per market: ``set_tick_size`` or the dated table). Numbers are
-JSON numbers.
+Quotation: ``/v1/market/all`` (``is_details=true``: ``market_event`` flags set by ``set_market_event``),
+``/v1/candles/minutes/{unit}|days|weeks|months`` (newest first, count 1..200, ``to`` exclusive in all three
+formats, gaps where no candle was scripted), ``/v1/ticker``, ``/v1/orderbook`` (at most 30 levels, as Upbit
+serves since 2025-05-07), ``/v1/orderbook/instruments`` (``tick_size`` per market: ``set_tick_size`` or the
+dated table). Numbers are JSON numbers.
 
 Exchange (JWT checked: HS256 or HS512, ``query_hash`` recomputed from what arrived, nonces never
 reused): ``/v1/accounts``, ``/v1/orders/chance``, ``POST /v1/orders`` (201), ``GET /v1/order``,
 ``DELETE /v1/order`` (answers ``wait``; ``cancel`` from the next request on), ``/v1/orders/open``,
-``/v1/orders`` (legacy list). Numbers are strings. Orders fill against the scripted book: a market
+``/v1/orders`` (legacy list), ``POST /v1/orders/test`` (below; ``market_offline`` for a market
+``set_market_offline``). Numbers are strings. Orders fill against the scripted book: a market
 buy walks the asks and ends ``cancel`` with ``executed_volume > 0`` when a KRW remainder cannot buy
 another 1e-8 unit; limits fill when they cross, else rest as ``wait`` and fill when a later
 ``set_orderbook`` crosses them (at their own limit price, as makers). Enforced: per-ord_type
@@ -95,6 +96,7 @@ _TIMEFRAME_PATHS: dict[str, str] = {
     "1M": "months",
 }
 _MINUTE_UNITS = (1, 3, 5, 10, 15, 30, 60, 240)
+ORDER_TEST_PATH = "/v1/orders/test"
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +130,8 @@ class Fault:
     ``seconds``), ``server_error`` (``status``; with ``after_processing`` an order is created first),
     ``slow`` (answer after ``seconds``; the request is processed), ``drop`` (process, then close the
     connection without answering), ``insufficient_funds`` (an order POST is refused).
+    ``POST /v1/orders/test`` (a probe before an order, answering nothing about the order itself) gets only the
+    faults that name that path: a fault scripted for ``/v1/orders`` or for any request waits for the order.
     """
 
     kind: str
@@ -142,6 +146,8 @@ class Fault:
 
     def matches(self, method: str, path: str) -> bool:
         if self.times <= 0:
+            return False
+        if path == ORDER_TEST_PATH and self.path != ORDER_TEST_PATH:
             return False
         if self.method is not None and self.method.upper() != method:
             return False
@@ -301,6 +307,8 @@ class FakeUpbit:
         self._order_listeners: list[Callable[[dict[str, Any]], None]] = []
         self._windows: dict[str, tuple[int, int, int]] = {}  # group -> (second, count, sent_after_429)
         self._blocked_until = 0.0
+        self._market_events: dict[str, dict[str, bool]] = {}  # market -> {"warning": .., "caution": ..}
+        self._offline_markets: set[str] = set()
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -378,6 +386,21 @@ class FakeUpbit:
     def tick_size(self, market: str, price: Decimal) -> Decimal:
         """The tick the fake enforces for ``price`` on ``market``."""
         return self._tick_sizes.get(market) or krw_tick_size(price, self.tick_time)
+
+    def set_market_event(self, market: str, *, warning: bool = False, caution: bool = False) -> None:
+        """Upbit's flags of ``market`` in ``/v1/market/all?is_details=true`` (``market_event.warning``/``caution``)."""
+        with self._lock:
+            self._ensure_market(market)
+            self._market_events[market] = {"warning": warning, "caution": caution}
+
+    def set_market_offline(self, market: str, offline: bool = True) -> None:
+        """``POST /v1/orders/test`` for ``market`` answers Upbit's ``market_offline`` error (as after maintenance)."""
+        with self._lock:
+            self._ensure_market(market)
+            if offline:
+                self._offline_markets.add(market)
+            else:
+                self._offline_markets.discard(market)
 
     def set_ticker(self, market: str, trade_price: Any) -> None:
         with self._lock:
@@ -551,7 +574,7 @@ class FakeUpbit:
         method, path = request.method, request.path
         params = dict(request.query)
         if method == "GET" and path == "/v1/market/all":
-            return 200, [{"market": m, **names} for m, names in sorted(self._markets.items())]
+            return 200, self._market_list(details=params.get("is_details") == "true")
         if method == "GET" and path.startswith("/v1/candles/"):
             return 200, self._candles_reply(path.removeprefix("/v1/candles/"), params)
         if method == "GET" and path == "/v1/ticker":
@@ -668,6 +691,8 @@ class FakeUpbit:
         the identifier stays free."""
         side, ord_type, market = body.get("side"), body.get("ord_type"), body.get("market")
         identifier = body.get("identifier")
+        if market in self._offline_markets:  # set_market_offline: as right after maintenance
+            raise _Reply(400, "market_offline", "점검 중인 마켓입니다. 잠시 후 다시 시도해주세요.")
         if identifier is not None and identifier in self._used_identifiers:
             raise _Reply(400, "duplicate_identifier", "identifier는 중복될 수 없습니다.")
         if side not in ("bid", "ask"):
@@ -767,6 +792,17 @@ class FakeUpbit:
         return ticks[: int(count_text)]
 
     # --- quotation ---------------------------------------------------------------------------------
+
+    def _market_list(self, *, details: bool) -> list[dict[str, Any]]:
+        """``/v1/market/all``; with ``is_details=true`` each row carries ``market_event`` (warning, caution)."""
+        rows: list[dict[str, Any]] = []
+        for market, names in sorted(self._markets.items()):
+            row: dict[str, Any] = {"market": market, **names}
+            if details:
+                flags = self._market_events.get(market, {"warning": False, "caution": False})
+                row["market_event"] = {"warning": flags["warning"], "caution": flags["caution"]}
+            rows.append(row)
+        return rows
 
     def _ensure_market(self, market: str) -> None:
         if market not in self._markets:

@@ -5,7 +5,7 @@ report (``result``), the parameters it chose (``chosen``: strategy and params, w
 run-time settings), and when and by whom they were applied.
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 Create Date: 2026-12-05 19:30:00
 """
 
@@ -17,7 +17,7 @@ from alembic import op
 import backend.app.db.types
 
 revision: str = "0012"
-down_revision: str | None = "0010"
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -154,6 +154,8 @@ class BotControl:
                     "jobs": self.stats.runs,
                     "failures": self.stats.failures,
                     "settings": self.settings.report(),
+                    "private_stream": self.engine.private_stream_status,
+                    "market_flags": self.engine.pipeline.markets.report(),
                 },
             )
         except Exception as exc:

@@ -3,7 +3,9 @@ replay), and ``JobRunner``, which runs one job body under the bot's desired stat
 
 Jobs (see docs/SCHEDULER_GUIDE.md): trading cycle (``SCHEDULER_TRADING_CRON``, hourly), position
 check (every ``SCHEDULER_POSITION_CHECK_MINUTES``), portfolio snapshot (every
-``SCHEDULER_SNAPSHOT_MINUTES``), daily report (``SCHEDULER_DAILY_REPORT_TIME_KST``). Jobs that touch the
+``SCHEDULER_SNAPSHOT_MINUTES``), daily report (``SCHEDULER_DAILY_REPORT_TIME_KST``), and in live and paper mode
+the market-status job (every ``MARKET_STATUS_REFRESH_MINUTES``: Upbit's warning/caution flags; replay has no
+flags, so no such job). Jobs that touch the
 account run one at a time (one asyncio lock), so an exit and a cycle never sell the same coin twice.
 """
 
@@ -20,6 +22,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from backend.app.core.control import BotControl
 from src.config.system_groups import SchedulerConfig
+from src.config.trading_groups import RealtimeConfig
 from src.domain.bot import DesiredState
 from src.domain.events import EventKind, NotificationEvent
 from src.utils.logger import get_logger
@@ -35,11 +38,18 @@ class JobName(StrEnum):
     TRADING = "trading_cycle"
     SNAPSHOT = "portfolio_snapshot"
     DAILY_REPORT = "daily_report"
+    MARKET_STATUS = "market_status"
 
 
-# When several jobs are due at the same moment they run in this order (exits before new entries,
-# the snapshot after both, the report last).
-JOB_ORDER: tuple[JobName, ...] = (JobName.POSITIONS, JobName.TRADING, JobName.SNAPSHOT, JobName.DAILY_REPORT)
+# When several jobs are due at the same moment they run in this order (exits before new entries, the market
+# flags before the entries they gate, the snapshot after both, the report last).
+JOB_ORDER: tuple[JobName, ...] = (
+    JobName.POSITIONS,
+    JobName.MARKET_STATUS,
+    JobName.TRADING,
+    JobName.SNAPSHOT,
+    JobName.DAILY_REPORT,
+)
 _ACCOUNT_JOBS = frozenset({JobName.TRADING, JobName.POSITIONS})
 
 
@@ -48,10 +58,11 @@ def job_id(job: JobName) -> str:
     return f"{JOB_ORDER.index(job) + 1}-{job.value}"
 
 
-def build_triggers(config: SchedulerConfig) -> dict[JobName, BaseTrigger]:
-    """The one definition of every job's timing, used by the real scheduler and by replay."""
+def build_triggers(config: SchedulerConfig, realtime: RealtimeConfig | None = None) -> dict[JobName, BaseTrigger]:
+    """The one definition of every job's timing, used by the real scheduler and by replay. ``realtime``: the
+    market-status job too (live and paper, which read Upbit's market flags; replay has none and passes nothing)."""
     hour, minute = (int(part) for part in config.daily_report_time_kst.split(":"))
-    return {
+    triggers: dict[JobName, BaseTrigger] = {
         JobName.POSITIONS: IntervalTrigger(
             minutes=config.position_check_minutes, start_date=_INTERVAL_ANCHOR, timezone=UTC
         ),
@@ -59,6 +70,11 @@ def build_triggers(config: SchedulerConfig) -> dict[JobName, BaseTrigger]:
         JobName.SNAPSHOT: IntervalTrigger(minutes=config.snapshot_minutes, start_date=_INTERVAL_ANCHOR, timezone=UTC),
         JobName.DAILY_REPORT: CronTrigger(hour=hour, minute=minute, timezone=KST),
     }
+    if realtime is not None:
+        triggers[JobName.MARKET_STATUS] = IntervalTrigger(
+            minutes=realtime.market_status_refresh_minutes, start_date=_INTERVAL_ANCHOR, timezone=UTC
+        )
+    return triggers
 
 
 class JobRunner(BotControl):
@@ -128,6 +144,8 @@ class JobRunner(BotControl):
             await self.engine.snapshot_job()
         elif job is JobName.DAILY_REPORT:
             await self.engine.daily_report_job()
+        elif job is JobName.MARKET_STATUS:  # flags are read while stopped too; held coins are acted on otherwise
+            await self.engine.market_status_job(act=desired is not DesiredState.STOPPED)
 
     async def _record_failure(self, job: JobName, exc: Exception) -> None:
         context = {"job": job.value, "error": f"{type(exc).__name__}: {exc}"}

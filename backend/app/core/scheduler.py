@@ -4,7 +4,9 @@ heartbeat, SIGTERM. Replay runs the same jobs on a simulated clock (``replay_dri
 The parts live beside it: ``jobs.py`` (job names, triggers, ``JobRunner``), ``control.py`` (desired state,
 safe-mode reset, run-time settings, heartbeat), ``lock_keeper.py`` (the lock as the order path's guard).
 ``TradingScheduler`` wires them to APScheduler: the jobs on their triggers plus a control poll (every
-``SCHEDULER_CONTROL_POLL_SECONDS``: lock check, desired state, run-time settings between jobs, heartbeat).
+``SCHEDULER_CONTROL_POLL_SECONDS``: lock check, desired state, run-time settings between jobs, heartbeat), and
+runs Upbit's private stream beside them (``backend/app/services/private_stream.py``): its order settlements take
+the jobs' lock, and each announcement runs the market-status job at once.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from backend.app.core.jobs import JobName, JobRunner, build_triggers, job_id
 from backend.app.core.lock_keeper import LockKeeper
 from backend.app.db.lock import SchedulerLock
+from backend.app.services.private_stream import PrivateStream, StreamFactory
 from backend.app.services.scheduler_metrics import SchedulerMetrics
 from backend.app.services.trading_engine import TradingEngine
 from src.config.system_groups import SchedulerConfig
@@ -51,6 +54,7 @@ class TradingScheduler:
         metrics: SchedulerMetrics | None = None,
         lock_lease_seconds: int = 120,
         shutdown_timeout_seconds: float = 120.0,
+        private_stream: StreamFactory | None = None,
     ) -> None:
         self.engine = engine
         self.config = config
@@ -72,6 +76,10 @@ class TradingScheduler:
             schedule=config.trading_cron,
         )
         self.keeper = LockKeeper(self.lock, self.runner, self.metrics, self._lock_taken_over)
+        self.private = PrivateStream(
+            engine, lock=self.runner.work_lock, refresh=self._refresh_market_flags, factory=private_stream
+        )
+        self._side_tasks: set[asyncio.Task[None]] = set()
         self.shutdown_timeout = shutdown_timeout_seconds
         self._stop = asyncio.Event()
         self.started = asyncio.Event()
@@ -112,6 +120,7 @@ class TradingScheduler:
                 await self.engine.start_up()
             self._add_jobs()
             self.scheduler.start()
+            await self.private.start()
             await self.runner.write_heartbeat()
             self.started.set()
             log.info(
@@ -127,7 +136,8 @@ class TradingScheduler:
         return self.exit_code
 
     def _add_jobs(self) -> None:
-        for job, trigger in build_triggers(self.config).items():
+        realtime = self.engine.settings.realtime if self.engine.has_market_flags else None
+        for job, trigger in build_triggers(self.config, realtime).items():
             self.scheduler.add_job(self.runner.run, trigger, args=[job], id=job_id(job), name=job.value)
         self.scheduler.add_job(
             self._control_poll,
@@ -135,6 +145,14 @@ class TradingScheduler:
             id="control_poll",
             name="control_poll",
         )
+
+    async def _refresh_market_flags(self) -> None:
+        """An announcement arrived: run the market-status job now (in its own task, under the jobs' lock)."""
+        if self.runner.stopping or not self.engine.has_market_flags:
+            return
+        task = asyncio.create_task(self.runner.run(JobName.MARKET_STATUS), name="market-status-now")
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
 
     async def _control_poll(self) -> None:
         """Check the lock (re-taking it when it was lost and is free), then the desired state and the heartbeat."""
@@ -154,6 +172,7 @@ class TradingScheduler:
         """No new jobs; let the job in flight finish its order handling; then stop APScheduler (whose
         shutdown cancels running job tasks, so it must come after), write the heartbeat, free the lock."""
         self.runner.stopping = True
+        await self.private.stop()
         if self.scheduler.running:
             self.scheduler.pause()
         try:

@@ -203,6 +203,7 @@ PHRASES: dict[str, Phrase] = {
     "exit.signal": P("전략 매도 신호", "strategy sell signal"),
     "exit.sell": P("매도", "sale"),
     "exit.end": P("기간 종료", "end of data"),
+    "exit.market_warning": P("업비트 유의/경고 종목 지정", "flagged by Upbit (warning or caution)"),
     "exit_level": P("{reason} (기준가 {level})", "{reason} (trigger {level})"),
     # event titles
     "title.bought": P("매수 체결 · {symbol}", "Bought {symbol}"),
@@ -218,11 +219,36 @@ PHRASES: dict[str, Phrase] = {
     "title.daily_report": P("일일 리포트 ({date})", "Daily report ({date})"),
     "title.ai_budget_reached": P("AI 예산 소진: 전략 규칙으로 판단", "AI budget reached: rules decide"),
     "title.ai_budget_restored": P("AI 판단 재개 (예산 여유)", "AI adviser back on (budget)"),
+    "title.announcement": P("업비트 공지", "Upbit announcement"),
+    "title.market_warning": P("보유 종목 경고 · {symbol}", "Held coin flagged · {symbol}"),
+    "announcement.category": P("분류", "Category"),
+    "announcement.markets": P("관련 종목", "Markets"),
+    "announcement.link": P("링크", "Link"),
+    "announcement.maintenance": P(
+        "점검: 다음 주문 전에 주문 가능 여부를 먼저 확인합니다", "Maintenance: the next orders are tested first"
+    ),
+    "category.notice": P("공지", "notice"),
+    "category.trade": P("거래", "trading"),
+    "category.trading": P("거래", "trading"),
+    "category.wallet": P("입출금", "deposits and withdrawals"),
+    "category.maintenance": P("점검", "maintenance"),
+    "category.digital_asset": P("디지털 자산", "digital assets"),
+    "category.disclosure": P("공시", "disclosure"),
+    "flag.market_warning": P("투자경고 종목", "investment warning"),
+    "flag.market_caution": P("투자유의 종목", "caution"),
+    "flag": P("지정", "Flag"),
+    "action": P("조치", "Action"),
+    "action.alert": P("알림만 (매도 안 함)", "alert only (nothing sold)"),
+    "action.tighten_stop": P("손절가 상향", "stop raised"),
+    "action.exit": P("전량 매도", "position sold"),
+    "market.no_buys": P("신규 매수 중단", "No new buys"),
+    "market.no_buys_yes": P("이 종목은 지정이 풀릴 때까지 매수하지 않습니다", "this coin is not bought while flagged"),
     "what": P("내용", "What"),
     "job.position_check": P("포지션 점검", "position check"),
     "job.trading_cycle": P("거래 사이클", "trading cycle"),
     "job.portfolio_snapshot": P("포트폴리오 스냅샷", "portfolio snapshot"),
     "job.daily_report": P("일일 리포트", "daily report"),
+    "job.market_status": P("유의/경고 종목 점검", "market warning check"),
     "job_failed": P("예약 작업 실패: {job}", "Scheduled job failed: {job}"),
     "mode_tag": P("[{mode}]", "[{mode}]"),
     # the command menu (setMyCommands) and /help
@@ -557,6 +583,34 @@ def _ai_budget(event: NotificationEvent, lang: NotifyLanguage) -> Message:
     return message
 
 
+def _announcement(event: NotificationEvent, lang: NotifyLanguage) -> Message:
+    f = event.fields
+    message = Message("📢", phrase("title.announcement", lang), at=event.at)
+    message.add(phrase("what", lang), free_text(f.get("title") or event.title, 300))
+    category = f.get("category")
+    message.add(phrase("announcement.category", lang), _named("category", category, lang) if category else None)
+    markets = f.get("markets")
+    message.add(phrase("announcement.markets", lang), _listing(markets, lang) if markets else None)
+    if f.get("maintenance"):
+        message.add(phrase("action", lang), phrase("announcement.maintenance", lang))
+    message.add(phrase("announcement.link", lang), free_text(f.get("url"), 300) if f.get("url") else None)
+    return message
+
+
+def _market_warning(event: NotificationEvent, lang: NotifyLanguage) -> Message:
+    f = event.fields
+    message = Message(
+        "⚠️", phrase("title.market_warning", lang, symbol=f.get("symbol", "")) + _mode_tag(f, lang), at=event.at
+    )
+    reason = f.get("reason")
+    message.add(phrase("flag", lang), _named("flag", reason, lang) if reason else None)
+    action = f.get("action")
+    message.add(phrase("action", lang), _named("action", action, lang) if action else None)
+    message.add(phrase("market.no_buys", lang), phrase("market.no_buys_yes", lang))
+    message.add(phrase("error", lang), free_text(f.get("error")) if f.get("error") else None)
+    return message
+
+
 CATALOGUE: dict[EventKind, Renderer] = {
     EventKind.TRADE_EXECUTED: _trade,
     EventKind.AI_DECISION: _decision,
@@ -568,6 +622,8 @@ CATALOGUE: dict[EventKind, Renderer] = {
     EventKind.DAILY_REPORT: _daily_report,
     EventKind.AI_BUDGET_REACHED: _ai_budget,
     EventKind.AI_BUDGET_RESTORED: _ai_budget,
+    EventKind.ANNOUNCEMENT: _announcement,
+    EventKind.MARKET_WARNING: _market_warning,
 }
 
 

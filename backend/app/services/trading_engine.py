@@ -11,6 +11,7 @@ settings name (``TRADING_STRATEGY``); a strategy that cannot be built stops ``cr
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -45,7 +46,9 @@ from src.risk.store import RiskState
 from src.strategy.contract import Strategy
 from src.trading.pipeline import CycleReport, ExitReport, TradingPipeline
 from src.trading.pipeline.compose import FROM_SETTINGS, PipelineAdapters, apply_settings, build_pipeline
+from src.trading.pipeline.market_gate import MarketFlagAction
 from src.trading.ports import OrderGuard
+from src.trading.private_events import PrivateEvents, Refresh
 from src.trading.repository import PortfolioSnapshotRecord
 from src.utils.logger import get_logger
 
@@ -98,6 +101,7 @@ class TradingEngine:
         self.metrics = metrics
         self.clock = clock
         self._parts = parts
+        self.private_stream_status = "off: not started"  # the private stream, as the heartbeat reports it
 
     # --- construction -------------------------------------------------------------------------------
     @classmethod
@@ -135,8 +139,9 @@ class TradingEngine:
         clock = clock or _utc_now
         sessions = session_factory(db_engine)
         repository = SqlTradingRepository(sessions, mode)
+        market_status = exchange if isinstance(exchange, UpbitClient) else None
         if exchange is None:
-            exchange = cls._exchange(settings, mode, sessions, market_source, clock, parts)
+            exchange, market_status = cls._exchange(settings, mode, sessions, market_source, clock, parts)
         fear_greed = None
         if mode is not TradingMode.REPLAY:
             fear_greed = FearGreedClient.from_settings(settings)
@@ -157,6 +162,7 @@ class TradingEngine:
             ai_spend=repository,
             strategy=strategy,
             quick_filter=quick_filter,
+            market_status=market_status,
         )
         starting_equity = None
         if mode is TradingMode.LIVE:
@@ -205,7 +211,9 @@ class TradingEngine:
         market_source: ReplayMarketSource | None,
         clock: Clock,
         parts: EngineParts,
-    ) -> IExchangeClient:
+    ) -> tuple[IExchangeClient, UpbitClient | None]:
+        """The mode's exchange, and the client that reads Upbit's market flags (the public market list: live and
+        paper; none in replay, which has no flags)."""
         if mode is TradingMode.LIVE:
             if not settings.upbit.has_keys:
                 raise ConfigurationError(
@@ -213,11 +221,11 @@ class TradingEngine:
                 )
             client = UpbitClient.from_settings(settings)
             parts.closers.append(client.close)
-            return client
+            return client, client
         store = SqlPaperAccountStore(sessions, PAPER_ACCOUNT[mode])
         if mode is TradingMode.REPLAY:
             assert market_source is not None
-            return PaperExchange.from_settings(settings, market_source, store, clock=clock)
+            return PaperExchange.from_settings(settings, market_source, store, clock=clock), None
         quotes = UpbitClient(  # public quotes and the exchange's tick sizes for the paper account
             settings.upbit.base_url,
             timeout=settings.upbit.timeout_seconds,
@@ -225,7 +233,7 @@ class TradingEngine:
             instruments_refresh_hours=settings.realtime.instruments_refresh_hours,
         )
         parts.closers.append(quotes.close)
-        return PaperExchange.from_settings(settings, quotes, store, clock=clock)
+        return PaperExchange.from_settings(settings, quotes, store, clock=clock), quotes
 
     # --- jobs ---------------------------------------------------------------------------------------
     @property
@@ -269,10 +277,12 @@ class TradingEngine:
         self.pipeline.trading.guard = guard
 
     async def start_up(self) -> None:
-        """Settle whatever a previous run left pending before anything new is decided."""
+        """Settle whatever a previous run left pending before anything new is decided, and read Upbit's market
+        flags so the gate holds from the first cycle (held coins are acted on by the market-status job)."""
         results = await self.pipeline.reconcile()
         if results:
             log.info("engine.start_up_reconciled", orders=len(results))
+        await self.pipeline.refresh_market_flags(act=False)  # the gate holds from the first cycle on
 
     async def trading_job(
         self,
@@ -285,6 +295,31 @@ class TradingEngine:
 
     async def position_job(self) -> list[ExitReport]:
         return await self.pipeline.check_positions()
+
+    @property
+    def has_market_flags(self) -> bool:
+        """Upbit's market flags are read (live and paper); replay has none."""
+        return self.pipeline.market_status is not None
+
+    async def market_status_job(self, *, act: bool = True) -> list[MarketFlagAction]:
+        """Upbit's market flags afresh (every ``MARKET_STATUS_REFRESH_MINUTES`` and on each announcement); held
+        coins that are flagged get ``MARKET_WARNING_ACTION`` unless ``act`` is False (the bot is stopped)."""
+        return await self.pipeline.refresh_market_flags(act=act)
+
+    def private_events(self, *, lock: asyncio.Lock, refresh: Refresh | None) -> PrivateEvents:
+        """The private stream's consumer for this account: myOrder settles orders in live mode only (a paper
+        account's orders never reach Upbit); announcements are recorded and alerted in both."""
+        trading = self.pipeline.trading
+        return PrivateEvents(
+            trading=trading,
+            repository=self.pipeline.repository,
+            notifier=self.notifier,
+            clock=self.clock,
+            settle_orders=self.mode is TradingMode.LIVE,
+            refresh=refresh,
+            preflight=trading.preflight,
+            lock=lock,
+        )
 
     async def snapshot_job(self) -> PortfolioSnapshotRecord | None:
         """A snapshot, unless the trading cycle wrote one in the last minute (it ends with one)."""

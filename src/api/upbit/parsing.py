@@ -25,6 +25,7 @@ from src.api.interfaces import (
     OrderRequest,
     Ticker,
 )
+from src.domain.market_stream import MarketStatus
 from src.domain.money import ZERO
 from src.domain.orders import OrderType, Side
 from src.exceptions import DataError
@@ -169,6 +170,21 @@ def parse_tick_sizes(rows: list[dict[str, Any]]) -> dict[str, Decimal]:
             raise DataError(f"Upbit reported a tick size of {tick} for {market}")
         ticks[market] = tick
     return ticks
+
+
+def parse_market_status(row: dict[str, Any]) -> MarketStatus:
+    """A ``/v1/market/all?is_details=true`` row as the market's flags. ``market_event.warning`` is a boolean;
+    ``caution`` is a boolean or (the SDK's shape) an object of alert flags, flagged when any is true."""
+    try:
+        market = str(row["market"])
+    except (KeyError, TypeError) as exc:
+        raise DataError(f"unexpected Upbit market row: {row!r}"[:300]) from exc
+    event = row.get("market_event") or {}
+    if not isinstance(event, dict):
+        raise DataError(f"unexpected market_event of {market}: {event!r}"[:300])
+    caution = event.get("caution")
+    flagged_caution = any(bool(v) for v in caution.values()) if isinstance(caution, dict) else bool(caution)
+    return MarketStatus(market, warning=bool(event.get("warning")), caution=flagged_caution)
 
 
 def parse_order(data: dict[str, Any]) -> Order:

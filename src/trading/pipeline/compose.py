@@ -35,10 +35,13 @@ from src.risk.store import RiskStore
 from src.strategy.contract import Strategy
 from src.strategy.registry import AI_STRATEGY, strategy_from_settings
 from src.trading.liquidity import LiquidityAnalyzer
+from src.trading.market_status import MarketStatusSource
 from src.trading.pipeline.analysis import Analyzer
+from src.trading.pipeline.market_gate import MarketGateConfig
 from src.trading.pipeline.observer import PipelineObserver
 from src.trading.pipeline.pipeline import TradingPipeline
 from src.trading.pipeline.positions import ServicePositionBook
+from src.trading.preflight import OrderPreflight, OrderTester
 from src.trading.repository import ITradingRepository
 from src.trading.service import TradingService
 from src.utils.logger import get_logger
@@ -83,6 +86,7 @@ class PipelineAdapters:
     adviser: Any = None
     strategy: Strategy | None = None
     quick_filter: Any = FROM_SETTINGS
+    market_status: MarketStatusSource | None = None  # Upbit's market flags (live and paper); None in replay
 
 
 def build_pipeline(
@@ -145,6 +149,7 @@ def build_pipeline(
         poll_delay_seconds=0.0 if mode is not TradingMode.LIVE else 0.2,
         # parts of an order beyond the 30 book levels wait for the book to refill; replay's book is synthetic
         part_delay_seconds=0.0 if mode is TradingMode.REPLAY else 1.0,
+        preflight=order_preflight(adapters.exchange, mode),
     )
     collector = DataCollector.from_settings(settings, adapters.exchange, adapters.fear_greed, clock=clock)
     return TradingPipeline(
@@ -162,7 +167,21 @@ def build_pipeline(
         notifier=notifier,
         observer=observer,
         starting_equity=starting_equity if mode is TradingMode.LIVE else trading_config.paper_starting_krw,
+        market_status=adapters.market_status,
+        market_gate=market_gate_config(settings),
     )
+
+
+def order_preflight(exchange: IExchangeClient, mode: TradingMode) -> OrderPreflight | None:
+    """Test orders (``POST /v1/orders/test``) before the first order per market: live orders on Upbit only."""
+    if mode is TradingMode.LIVE and isinstance(exchange, OrderTester):
+        return OrderPreflight(exchange)
+    return None
+
+
+def market_gate_config(settings: Settings) -> MarketGateConfig:
+    """``MARKET_WARNING_ACTION`` and ``MARKET_WARNING_STOP_PCT``."""
+    return MarketGateConfig(settings.realtime.market_warning_action, settings.realtime.market_warning_stop_pct)
 
 
 async def apply_settings(pipeline: TradingPipeline, previous: Settings, settings: Settings) -> None:
@@ -178,6 +197,7 @@ async def apply_settings(pipeline: TradingPipeline, previous: Settings, settings
         moved = await positions.apply_exit_levels()
         log.info("engine.exit_levels_moved", positions=[p.symbol for p in moved], policy=policy.describe())
     pipeline.symbols = list(settings.trading.symbols)
+    pipeline.market_gate = market_gate_config(settings)
     pipeline.risk = pipeline.risk.with_config(settings.risk).with_policy(policy)
     pipeline.positions = positions
     pipeline.trading.positions = ServicePositionBook(positions)

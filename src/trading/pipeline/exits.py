@@ -93,3 +93,15 @@ async def _exit(
         return ExitReport(symbol, reason, None, error=str(exc))
     log.info("position.exit", symbol=symbol, reason=reason, status=result.status.value)
     return ExitReport(symbol, reason, result)
+
+
+async def exit_position(
+    trading: TradingService,
+    repository: ITradingRepository,
+    log_error: ErrorLogger,
+    exit_signal: ExitSignal,
+    portfolio: Portfolio,
+    amount: Decimal,
+) -> ExitReport:
+    """Sell one position for ``exit_signal`` by the position job's own step (never more than the exchange holds)."""
+    return await _exit(trading, repository, log_error, exit_signal, portfolio, amount)

@@ -116,3 +116,6 @@ class InMemoryTradingRepository:
         self, level: str, message: str, context: dict[str, Any] | None = None, source: str = "scheduler"
     ) -> None:
         self.logs.append((level, message, context))
+
+    async def record_announcement(self, message: str, context: dict[str, Any]) -> None:
+        self.logs.append(("warning", message, context))

@@ -26,12 +26,14 @@ from src.domain.money import report_krw
 from src.exceptions import ExchangeError
 from src.position.service import PositionService
 from src.risk.manager import RiskManager
+from src.trading.market_status import MarketStatusBook, MarketStatusSource
 from src.trading.pipeline.analysis import Analysis, Analyzer
 from src.trading.pipeline.analysis_stage import analysis_stage
 from src.trading.pipeline.context import CycleContext, CycleOutcome
 from src.trading.pipeline.data_stage import data_stage
 from src.trading.pipeline.execution import execution_stage
 from src.trading.pipeline.exits import ExitReport, exit_due_positions
+from src.trading.pipeline.market_gate import MarketFlagAction, MarketGateConfig, refresh_market_flags
 from src.trading.pipeline.observer import NullPipelineObserver, PipelineObserver
 from src.trading.pipeline.payloads import jsonable
 from src.trading.pipeline.portfolio import Portfolio, krw_per_usd, load_portfolio, usd_value
@@ -75,6 +77,8 @@ class TradingPipeline:
         notifier: Notifier | None = None,
         observer: PipelineObserver | None = None,
         starting_equity: Decimal | None = None,
+        market_status: MarketStatusSource | None = None,
+        market_gate: MarketGateConfig | None = None,
     ) -> None:
         self.exchange = exchange
         self.collector = collector
@@ -91,6 +95,9 @@ class TradingPipeline:
         self.observer: PipelineObserver = observer or NullPipelineObserver()
         self.starting_equity = starting_equity
         self.last_snapshot_at: datetime | None = None
+        self.market_status = market_status  # None: no market flags (replay)
+        self.market_gate = market_gate or MarketGateConfig()
+        self.markets = MarketStatusBook()
 
     # --- jobs -------------------------------------------------------------------------------------
     async def reconcile(self) -> list[ExecutionResult]:
@@ -155,6 +162,7 @@ class TradingPipeline:
                 positions=self.positions,
                 risk=self.risk,
                 observer=self.observer,
+                markets=self.markets,
             )
             market = await data_stage(ctx, collector=self.collector, timeframe=self.timeframe, observer=self.observer)
             analysis = await analysis_stage(
@@ -210,6 +218,25 @@ class TradingPipeline:
             repository=self.repository,
             clock=self.clock,
             log_error=self._log_error,
+        )
+
+    async def refresh_market_flags(self, *, act: bool = True) -> list[MarketFlagAction]:
+        """Upbit's market flags read afresh (the market-status job, and every announcement); held coins that are
+        flagged are handled by ``MARKET_WARNING_ACTION`` unless ``act`` is False (bot stopped). No source: none."""
+        if self.market_status is None:
+            return []
+        return await refresh_market_flags(
+            source=self.market_status,
+            book=self.markets,
+            config=self.market_gate,
+            exchange=self.exchange,
+            positions=self.positions,
+            trading=self.trading,
+            repository=self.repository,
+            notifier=self.notifier,
+            clock=self.clock,
+            log_error=self._log_error,
+            act=act,
         )
 
     async def snapshot(self, *, unless_within: timedelta | None = None) -> PortfolioSnapshotRecord | None:

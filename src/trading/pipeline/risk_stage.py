@@ -11,6 +11,7 @@ from src.domain.money import ZERO
 from src.position.service import PositionService
 from src.risk.manager import RiskManager
 from src.risk.models import PortfolioView, TradeStats
+from src.trading.market_status import MarketStatusBook
 from src.trading.pipeline.context import CycleContext, StageOutcome
 from src.trading.pipeline.observer import PipelineObserver
 from src.trading.pipeline.portfolio import Portfolio, load_portfolio
@@ -32,6 +33,7 @@ async def risk_stage(
     positions: PositionService,
     risk: RiskManager,
     observer: PipelineObserver,
+    markets: MarketStatusBook | None = None,
 ) -> tuple[Portfolio, Verdict]:
     with ctx.stage("risk") as stage:
         portfolio = await load_portfolio(exchange, ctx.now)
@@ -42,11 +44,15 @@ async def risk_stage(
             len(open_positions),
         )
         verdict = await risk.evaluate_entry(ctx.symbol, view, ctx.now)
-        size = risk.size_entry(verdict, view, await _trade_stats(risk)) if verdict.allowed else ZERO
         reasons = list(verdict.reasons)
+        flag = markets.entry_refusal(ctx.symbol) if markets is not None else None
+        if flag is not None:  # Upbit's own warning or caution on the market: a hard gate
+            reasons.append(flag)
+        entry_allowed = verdict.allowed and flag is None
+        size = risk.size_entry(verdict, view, await _trade_stats(risk)) if entry_allowed else ZERO
         if not allow_buys:
             reasons.append("paused: the bot is paused, no new buys")
-        allowed = verdict.allowed and allow_buys
+        allowed = entry_allowed and allow_buys
         stage.outcome = StageOutcome.BUYS_ALLOWED if allowed else StageOutcome.BUYS_BLOCKED
         stage.detail.update(
             equity_krw=str(portfolio.equity_krw),

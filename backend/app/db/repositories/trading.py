@@ -290,6 +290,14 @@ class SqlTradingRepository:
                     data=_error_data(level, message, context, source),
                 )
 
+    async def record_announcement(self, message: str, context: dict[str, Any]) -> None:
+        async with self._sessions.begin() as session:
+            session.add(SystemLogRow(level="warning", message=message, context=context, source="upbit"))
+            await session.flush()
+            markets = context.get("markets") or []
+            symbol = markets[0] if len(markets) == 1 else None
+            await add_event(session, EventType.ANNOUNCEMENT, mode=self.mode, symbol=symbol, data=context)
+
 
 def _trade_data(trade: TradeRecord) -> dict[str, Any]:
     return {
