@@ -167,6 +167,7 @@ def _rows_of_every_legal_value() -> dict[str, list[dict[str, object]]]:
         "paper_orders": [
             {"account": "paper", "uuid": f"u-{state}", "identifier": f"i-{state}", "symbol": "KRW-BTC", "state": state}
             for state in ExchangeOrderState
+            if state is not ExchangeOrderState.PREVENTED  # allowed from 0013 on
         ],
         "orders": [
             {
