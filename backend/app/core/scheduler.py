@@ -20,10 +20,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from backend.app.core.jobs import JobName, JobRunner, build_triggers, job_id
 from backend.app.core.lock_keeper import LockKeeper
 from backend.app.db.lock import SchedulerLock
+from backend.app.services.price_watch import PriceWatch, StreamFactory, disabled_status, upbit_stream
 from backend.app.services.scheduler_metrics import SchedulerMetrics
 from backend.app.services.trading_engine import TradingEngine
 from src.config.system_groups import SchedulerConfig
 from src.domain.bot import BotState
+from src.domain.modes import TradingMode
 from src.exceptions import SchedulerLockHeld, SchedulerLockLost
 from src.utils.logger import get_logger
 
@@ -51,6 +53,7 @@ class TradingScheduler:
         metrics: SchedulerMetrics | None = None,
         lock_lease_seconds: int = 120,
         shutdown_timeout_seconds: float = 120.0,
+        price_stream: StreamFactory = upbit_stream,
     ) -> None:
         self.engine = engine
         self.config = config
@@ -72,11 +75,32 @@ class TradingScheduler:
             schedule=config.trading_cron,
         )
         self.keeper = LockKeeper(self.lock, self.runner, self.metrics, self._lock_taken_over)
+        self.price_watch = self._price_watch(price_stream)
+        self._price_watch_task: asyncio.Task[None] | None = None
         self.shutdown_timeout = shutdown_timeout_seconds
         self._stop = asyncio.Event()
         self.started = asyncio.Event()
         self.exit_code = EXIT_OK
         self.exit_reason: str | None = None
+
+    def _price_watch(self, stream: StreamFactory) -> PriceWatch | None:
+        """The real-time exits' prices (live and paper; ``REALTIME_EXITS_ENABLED=false``: none, the position job
+        alone exits). Replay feeds the same watcher from its candles instead (``replay_driver.CandleTicks``)."""
+        settings = self.engine.settings
+        if self.engine.mode is TradingMode.REPLAY or not settings.realtime.exits_enabled:
+            self.runner.realtime_status = disabled_status
+            return None
+        watch = PriceWatch(
+            self.engine.watcher,
+            self.engine.pipeline.exchange,
+            settings.realtime,
+            settings.upbit.websocket_url,
+            self.metrics,
+            repository=self.engine.pipeline.repository,
+            stream_factory=stream,
+        )
+        self.runner.realtime_status = watch.status
+        return watch
 
     def _next_trading_run(self) -> datetime | None:
         job = self.scheduler.get_job(job_id(JobName.TRADING))
@@ -112,6 +136,8 @@ class TradingScheduler:
                 await self.engine.start_up()
             self._add_jobs()
             self.scheduler.start()
+            if self.price_watch is not None:
+                self._price_watch_task = asyncio.create_task(self.price_watch.run(), name="price-watch")
             await self.runner.write_heartbeat()
             self.started.set()
             log.info(
@@ -150,12 +176,26 @@ class TradingScheduler:
         self.exit_reason = f"lost the scheduler lock: {message}"
         self.request_stop("lock lost")
 
+    async def _stop_price_watch(self) -> None:
+        """No new real-time exits (``stopping``); the stream closes and an exit in flight finishes."""
+        if self.price_watch is None or self._price_watch_task is None:
+            return
+        await self.price_watch.stop()
+        try:
+            await asyncio.wait_for(self._price_watch_task, timeout=self.shutdown_timeout)
+        except TimeoutError:
+            log.error("scheduler.price_watch_stop_timeout", seconds=self.shutdown_timeout)
+            self._price_watch_task.cancel()
+        except Exception:
+            log.exception("scheduler.price_watch_failed")
+
     async def _shutdown(self) -> None:
         """No new jobs; let the job in flight finish its order handling; then stop APScheduler (whose
         shutdown cancels running job tasks, so it must come after), write the heartbeat, free the lock."""
         self.runner.stopping = True
         if self.scheduler.running:
             self.scheduler.pause()
+        await self._stop_price_watch()
         try:
             await asyncio.wait_for(self.runner.work_lock.acquire(), timeout=self.shutdown_timeout)
             self.runner.work_lock.release()

@@ -45,6 +45,7 @@ from src.risk.store import RiskState
 from src.strategy.contract import Strategy
 from src.trading.pipeline import CycleReport, ExitReport, TradingPipeline
 from src.trading.pipeline.compose import FROM_SETTINGS, PipelineAdapters, apply_settings, build_pipeline
+from src.trading.pipeline.realtime_exits import RealtimeExits
 from src.trading.ports import OrderGuard
 from src.trading.repository import PortfolioSnapshotRecord
 from src.utils.logger import get_logger
@@ -98,6 +99,9 @@ class TradingEngine:
         self.metrics = metrics
         self.clock = clock
         self._parts = parts
+        # the real-time exits of this account: fed by the scheduler's PriceWatch (WebSocket, REST fallback) or by
+        # replay's candles; the scheduler's JobRunner gives it the work lock and the desired state
+        self.watcher = RealtimeExits(pipeline)
 
     # --- construction -------------------------------------------------------------------------------
     @classmethod

@@ -1,4 +1,10 @@
-"""The position job: stops, targets and trailing stops of open positions, sold through the execution path."""
+"""Exits of open positions: the position job (``exit_due_positions``, every few minutes on the REST ticker) and the
+real-time path (``exit_at_price``, a price tick that crossed a level), both sold through ``_exit`` and
+``TradingService.market_sell``, the exactly-once order path.
+
+Never twice for one crossing: both re-read the position from the store before selling (a closed position is not
+sold again) and send nothing while a sell order of the coin is unsettled (its outcome unknown, or resting):
+reconciliation is asked first, and a sell still unsettled after it blocks a new one."""
 
 from __future__ import annotations
 
@@ -9,10 +15,12 @@ from decimal import Decimal
 from typing import Any
 
 from src.api.interfaces import IExchangeClient
+from src.domain.orders import Side
 from src.position.service import PositionService
 from src.risk.manager import RiskManager
 from src.risk.models import ExitSignal
-from src.trading.pipeline.portfolio import Portfolio, load_portfolio
+from src.risk.store import PositionRecord
+from src.trading.pipeline.portfolio import load_portfolio
 from src.trading.repository import ITradingRepository
 from src.trading.results import ExecutionResult
 from src.trading.service import TradingService
@@ -21,6 +29,7 @@ from src.utils.logger import get_logger
 log = get_logger(__name__)
 
 ErrorLogger = Callable[[str, BaseException, dict[str, Any]], Awaitable[None]]
+SELL_IN_FLIGHT = "a sell order of this coin is still unsettled: nothing sent"
 
 
 @dataclass(slots=True)
@@ -58,24 +67,78 @@ async def exit_due_positions(
         return []
     portfolio = await load_portfolio(exchange, now)
     amounts = {p.symbol: p.amount for p in marked}
-    return [
-        await _exit(trading, repository, log_error, exit_signal, portfolio, amounts[exit_signal.symbol])
-        for exit_signal in exits
-    ]
+    reports = []
+    for exit_signal in exits:
+        holding = portfolio.holding(exit_signal.symbol)
+        held = None if holding is None else holding.volume
+        reports.append(
+            await _exit(trading, positions, repository, log_error, exit_signal, held, amounts[exit_signal.symbol])
+        )
+    return reports
+
+
+async def exit_at_price(
+    symbol: str,
+    price: Decimal,
+    *,
+    highest: Decimal | None,
+    exchange: IExchangeClient,
+    positions: PositionService,
+    risk: RiskManager,
+    trading: TradingService,
+    repository: ITradingRepository,
+    clock: Callable[[], datetime],
+    log_error: ErrorLogger,
+) -> ExitReport | None:
+    """The real-time exit: a tick at ``price`` crossed a level of ``symbol``'s position (``highest``: the highest
+    price seen since the last mark, for the trailing stop). The position is read again and the one exit rule
+    asked again on it (``RiskManager.exits_due``); ``None`` when the position is closed or no exit is due any more
+    (the levels moved). The sell is the position job's (``_exit``)."""
+    position = await positions.get(symbol)
+    if position is None:
+        return None
+    if highest is not None and highest > position.highest_price:
+        position = await positions.mark(symbol, highest) or position
+    exits = risk.exits_due([position], {symbol: price}, clock())
+    if not exits:
+        return None
+    balances = await exchange.get_balances()
+    currency = symbol.split("-", 1)[-1]
+    held = next((b.total for b in balances if b.currency == currency and b.total > 0), None)
+    return await _exit(trading, positions, repository, log_error, exits[0], held, position.amount)
+
+
+async def _sell_unsettled(trading: TradingService, positions: PositionService, symbol: str) -> bool:
+    """Is a sell of ``symbol`` still unsettled after asking the exchange (``reconcile``) once?"""
+
+    async def unsettled() -> bool:
+        orders = await positions.store.list_unsettled_orders(positions.mode)
+        return any(o.side is Side.SELL and o.symbol == symbol for o in orders)
+
+    if not await unsettled():
+        return False
+    await trading.reconcile()
+    return await unsettled()
 
 
 async def _exit(
     trading: TradingService,
+    positions: PositionService,
     repository: ITradingRepository,
     log_error: ErrorLogger,
     exit_signal: ExitSignal,
-    portfolio: Portfolio,
+    held: Decimal | None,
     amount: Decimal,
 ) -> ExitReport:
     symbol = exit_signal.symbol
     reason = f"exit: {exit_signal.reason.value} (price {exit_signal.price}, level {exit_signal.trigger_price})"
-    holding = portfolio.holding(symbol)
-    if holding is None:
+    if await _sell_unsettled(trading, positions, symbol):
+        log.info("position.exit_in_flight", symbol=symbol, reason=reason)
+        return ExitReport(symbol, reason, None, error=SELL_IN_FLIGHT)
+    current: PositionRecord | None = await positions.get(symbol)
+    if current is None:  # reconciliation just settled the earlier sell: the position is closed
+        return ExitReport(symbol, reason, None, error="position closed meanwhile")
+    if held is None:
         await repository.log_event(
             "warning", "exit due but nothing held at the exchange", {"symbol": symbol, "reason": reason}
         )
@@ -83,7 +146,7 @@ async def _exit(
     try:
         result = await trading.market_sell(
             symbol,
-            min(amount, holding.volume),  # the position, never coins the bot did not buy
+            min(amount, current.amount, held),  # the position, never coins the bot did not buy
             reason=reason,
             cycle_id=None,
             exit_reason=exit_signal.reason,

@@ -1,0 +1,364 @@
+"""Real-time exits through the real scheduler: live mode on the fake Upbit (JWT, real orders), the price stream
+scripted (``tests/support/price_stream.py``), the database on SQLite and PostgreSQL.
+
+A tick that crosses a level is sold within a second, exactly once (also when the connection drops right after
+the crossing and the crossing is delivered again); the REST fallback takes over while the stream is down and
+hands back without a duplicate; the trailing stop ratchets on ticks; paused exits, stopped does not; replay
+feeds the same watcher from its candles."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from backend.app.core.jobs import JobName, JobRunner
+from backend.app.core.replay_driver import CandleTicks
+from backend.app.core.scheduler import TradingScheduler
+from backend.app.db.repositories.bot import BotRepository
+from backend.app.models import OrderRow, PositionRow, SystemLogRow
+from backend.app.services.scheduler_metrics import SchedulerMetrics
+from backend.app.services.trading_engine import TradingEngine
+from src.config.settings import Settings
+from src.data.replay import ReplayMarketSource
+from src.domain.market_stream import StreamState, TickSource
+from src.domain.modes import TradingMode
+from src.domain.orders import OrderStatus, Side
+from src.trading.bot_control import DESIRED_STATE_KEY
+from tests.fakes.fear_greed_server import FakeFearGreed
+from tests.fakes.upbit_server import FakeUpbit
+from tests.support.candles import make_candles
+from tests.support.price_stream import ScriptedStream, ScriptedStreams
+from tests.support.strategies import AlwaysBuy
+
+SettingsFactory = Callable[..., Settings]
+SYMBOL = "KRW-BTC"
+STOP = Decimal("94000000")
+
+
+# --- the rig ---------------------------------------------------------------------------------------------
+@dataclass
+class Rig:
+    engine: TradingEngine
+    scheduler: TradingScheduler
+    streams: ScriptedStreams
+    fake: FakeUpbit
+    sessions: async_sessionmaker[AsyncSession]
+
+    @property
+    def stream(self) -> ScriptedStream:
+        return self.streams.last
+
+    def sells(self) -> list[Any]:
+        return [r for r in self.fake.requests_to("/v1/orders", "POST") if r.json and r.json.get("side") == "ask"]
+
+    def ticker_polls(self) -> int:
+        return len(self.fake.requests_to("/v1/ticker", "GET"))
+
+    def metric(self, name: str, labels: dict[str, str] | None = None) -> float | None:
+        return self.scheduler.metrics.registry.get_sample_value(name, labels or {})
+
+    async def position(self) -> PositionRow:
+        async with self.sessions() as session:
+            return (await session.scalars(select(PositionRow).where(PositionRow.symbol == SYMBOL))).one()
+
+    async def sell_rows(self) -> list[OrderRow]:
+        async with self.sessions() as session:
+            return list(await session.scalars(select(OrderRow).where(OrderRow.side == Side.SELL)))
+
+
+async def eventually(check: Callable[[], Awaitable[bool] | bool], timeout: float = 5.0) -> float:
+    """Seconds until ``check`` holds; fails after ``timeout``."""
+    started = time.perf_counter()
+    while True:
+        result = check()
+        if isinstance(result, Awaitable):
+            result = await result
+        if result:
+            return time.perf_counter() - started
+        if time.perf_counter() - started > timeout:
+            pytest.fail(f"not within {timeout} s")
+        await asyncio.sleep(0.005)
+
+
+async def _open_position(engine: TradingEngine, **levels: Any) -> None:
+    """Buy 1,000,000 KRW of BTC on the fake (a real order) and put the position's levels where the test wants."""
+    result = await engine.pipeline.trading.market_buy(SYMBOL, Decimal("1000000"), reason="test entry", cycle_id=None)
+    assert result.status is OrderStatus.FILLED
+    store = engine.pipeline.positions.store
+    position = await store.get_open_position(engine.mode, SYMBOL)
+    assert position is not None
+    changes = {"stop_price": STOP, "take_profit_price": None, "trailing_stop_pct": None, **levels}
+    await store.update_position(replace(position, **changes))
+
+
+@pytest.fixture
+async def rig(
+    make_settings: SettingsFactory,
+    db_engine: AsyncEngine,
+    db_sessions: async_sessionmaker[AsyncSession],
+    fake_upbit: FakeUpbit,
+    fake_fear_greed: FakeFearGreed,
+) -> AsyncIterator[Callable[..., Awaitable[Rig]]]:
+    """``await rig(**levels)``: a live scheduler on the fake Upbit holding one BTC position (stop at 94,000,000
+    unless ``levels`` say otherwise), its price stream scripted and connected."""
+    fake_upbit.seed_demo()
+    started: list[tuple[TradingScheduler, asyncio.Task[int], TradingEngine]] = []
+
+    async def build(env: dict[str, str] | None = None, *, wait_stream: bool = True, **levels: Any) -> Rig:
+        settings = make_settings(
+            TRADING_MODE="live",
+            TRADING_SYMBOLS=SYMBOL,
+            UPBIT_BASE_URL=fake_upbit.base_url,
+            UPBIT_ACCESS_KEY=fake_upbit.access_key,
+            UPBIT_SECRET_KEY=fake_upbit.secret_key,
+            FEAR_GREED_URL=fake_fear_greed.url,
+            AI_ENABLED="false",
+            REALTIME_STALE_SECONDS="1",
+            REALTIME_FALLBACK_POLL_SECONDS="0.2",
+            SCHEDULER_CONTROL_POLL_SECONDS="0.2",
+            **(env or {}),
+        )
+        engine = await TradingEngine.create(settings, db_engine, quick_filter=None)
+        await _open_position(engine, **levels)
+        streams = ScriptedStreams()
+        scheduler = TradingScheduler(engine, db_engine, settings.scheduler, price_stream=streams)
+        task = asyncio.create_task(scheduler.run(handle_signals=False))
+        started.append((scheduler, task, engine))
+        await asyncio.wait_for(scheduler.started.wait(), timeout=10)
+        if wait_stream:
+            await eventually(lambda: bool(streams.built) and streams.last.running.is_set())
+        return Rig(engine, scheduler, streams, fake_upbit, db_sessions)
+
+    yield build
+    for scheduler, task, engine in started:
+        scheduler.request_stop("test")
+        assert await asyncio.wait_for(task, timeout=20) == 0
+        await engine.aclose()
+
+
+# --- crossing on the stream ------------------------------------------------------------------------------
+async def test_a_gap_through_the_stop_is_sold_within_a_second_exactly_once(rig: Callable[..., Awaitable[Rig]]) -> None:
+    """Given a held position with its stop at 94,000,000 and the stream live, when a ticker gaps from above the
+    stop to 93,000,000, then one sell reaches Upbit within a second; later ticks below the stop, a dropped
+    connection right after the crossing, and the same crossing delivered again after the reconnect send nothing
+    more; the position is closed as a stop-loss and the latency is measured."""
+    r = await rig()
+    assert r.stream.subscriptions[-1] == [SYMBOL]
+    await r.stream.push(SYMBOL, 95_500_000)
+    await asyncio.sleep(0.05)
+    assert r.sells() == []
+
+    await r.stream.push(SYMBOL, 93_000_000)
+    await r.stream.drop()  # the connection drops right after the crossing
+    seconds = await eventually(lambda: len(r.sells()) == 1, timeout=1.0)
+
+    await r.stream.resume()
+    for price in (93_000_000, 92_500_000, 93_000_000):  # the crossing delivered again, and more below the stop
+        await r.stream.push(SYMBOL, price)
+    await asyncio.sleep(0.3)
+    assert len(r.sells()) == 1
+    assert seconds < 1.0
+    position = await r.position()
+    assert position.status == "closed"
+    assert position.exit_reason == "stop_loss"
+    [row] = await r.sell_rows()
+    assert row.status is OrderStatus.FILLED
+    assert row.identifier == r.sells()[0].json["identifier"]
+    assert r.metric("realtime_exits_total", {"source": "stream", "outcome": "sold"}) == 1
+    assert r.metric("realtime_tick_to_order_seconds_count") == 1
+    assert r.metric("realtime_stream_reconnects_total") == 1
+    await eventually(lambda: r.scheduler.price_watch is not None and r.scheduler.price_watch.state is StreamState.OFF)
+
+
+async def test_a_crossing_while_the_previous_sell_is_unsettled_sends_nothing(
+    rig: Callable[..., Awaitable[Rig]],
+) -> None:
+    """Given Upbit executes the stop's sell but the answer is lost (the row stays pending), when the crossing
+    arrives again, then reconciliation settles the first sell by its identifier and nothing is sent again."""
+    r = await rig()
+    r.fake.inject_drop_after_accept()
+    await r.stream.push(SYMBOL, 93_000_000)
+    await eventually(lambda: len(r.sells()) == 1, timeout=1.0)
+    await eventually(lambda: r.scheduler.price_watch is not None and r.scheduler.price_watch.exits == 1)
+
+    r.engine.watcher.retry_now()
+    await r.stream.push(SYMBOL, 92_000_000)
+    await asyncio.sleep(0.5)
+
+    assert len(r.sells()) == 1
+    [row] = await r.sell_rows()
+    assert row.status is OrderStatus.FILLED
+    assert (await r.position()).status == "closed"
+
+
+# --- the REST fallback -----------------------------------------------------------------------------------
+async def test_stream_down_the_rest_fallback_takes_over_and_stream_back_sends_no_duplicate(
+    rig: Callable[..., Awaitable[Rig]], db_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """Given REALTIME_STALE_SECONDS=1 and REALTIME_FALLBACK_POLL_SECONDS=0.2, when the stream goes down, then the
+    REST ticker is polled within the stale time plus one poll, the status says so (metric, heartbeat, system log),
+    and a price below the stop on REST is sold; when the stream comes back with the same crossing, nothing more
+    is sent and the fallback stops."""
+    r = await rig()
+    polls_before = r.ticker_polls()
+    await r.stream.drop()
+    taken_over = await eventually(lambda: r.ticker_polls() > polls_before, timeout=3.0)
+    assert taken_over < 1.0 + 0.2 + 0.5
+    assert r.metric("realtime_fallback_active") == 1
+    assert r.metric("realtime_stream_state", {"state": "down"}) == 1
+
+    async def heartbeat_says_fallback() -> bool:
+        beat = await BotRepository(db_sessions).get_heartbeat(r.scheduler.config.instance_name)
+        realtime = (beat.details or {}).get("realtime") if beat is not None else None
+        return bool(realtime and realtime["fallback"] and realtime["stream"] == "down")
+
+    await eventually(heartbeat_says_fallback, timeout=3.0)
+
+    r.fake.set_ticker(SYMBOL, 93_500_000)
+    await eventually(lambda: len(r.sells()) == 1, timeout=2.0)
+    await eventually(lambda: r.metric("realtime_exits_total", {"source": "rest", "outcome": "sold"}) == 1)
+
+    await r.stream.resume()
+    await r.stream.push(SYMBOL, 93_000_000)  # the position is gone: not subscribed, nothing arrives
+    await asyncio.sleep(0.3)
+    assert len(r.sells()) == 1
+    assert r.metric("realtime_fallback_active") == 0
+    async with db_sessions() as session:
+        logs = list(await session.scalars(select(SystemLogRow.message)))
+    assert "price stream unavailable: REST fallback polls the held coins" in logs
+
+
+async def test_stream_back_before_the_stale_time_no_rest_poll(rig: Callable[..., Awaitable[Rig]]) -> None:
+    """Given the stream drops and is back (with prices) within REALTIME_STALE_SECONDS, no REST poll is made."""
+    r = await rig()
+    await r.stream.push(SYMBOL, 95_500_000)
+    polls_before = r.ticker_polls()
+    await r.stream.drop()
+    await asyncio.sleep(0.3)
+    await r.stream.resume()
+    for _ in range(8):
+        await r.stream.push(SYMBOL, 95_500_000)
+        await asyncio.sleep(0.1)
+    assert r.ticker_polls() == polls_before
+    assert r.metric("realtime_fallback_active") == 0
+
+
+# --- the trailing stop -----------------------------------------------------------------------------------
+async def test_the_trailing_stop_ratchets_on_ticks_and_sells_at_the_trailing_level(
+    rig: Callable[..., Awaitable[Rig]],
+) -> None:
+    """Given a 2 % trailing stop (the fixed stop far below), when ticks rise to 100,000,000, then the highest
+    price follows them (written to the position on the next refresh) and no sale happens; a tick at
+    97,900,000 (below 98,000,000) sells as a trailing stop."""
+    r = await rig(stop_price=Decimal("80000000"), trailing_stop_pct=Decimal("2"))
+    for price in (96_000_000, 98_000_000, 100_000_000, 99_000_000):
+        await r.stream.push(SYMBOL, price)
+    held = r.engine.watcher.position(SYMBOL)
+    assert held is not None
+    assert held.highest_price == Decimal("100000000")
+
+    async def written() -> bool:
+        return (await r.position()).highest_price == Decimal("100000000")
+
+    await eventually(written, timeout=3.0)  # the control poll refreshes the levels and writes the ratchet
+    assert r.sells() == []
+
+    await r.stream.push(SYMBOL, 98_100_000)
+    await asyncio.sleep(0.1)
+    assert r.sells() == []
+    await r.stream.push(SYMBOL, 97_900_000)
+    await eventually(lambda: len(r.sells()) == 1, timeout=1.0)
+    await eventually(lambda: r.scheduler.price_watch is not None and r.scheduler.price_watch.exits == 1)
+    assert (await r.position()).exit_reason == "trailing_stop"
+
+
+# --- desired state ---------------------------------------------------------------------------------------
+async def test_a_paused_bot_still_exits_and_a_stopped_bot_does_not(
+    rig: Callable[..., Awaitable[Rig]], db_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """Given the operator stops the bot, when the stop is crossed, then nothing is sold (as the position job);
+    when the bot is only paused, the next crossing is sold."""
+    r = await rig()
+    bot = BotRepository(db_sessions)
+    await bot.set_config(DESIRED_STATE_KEY, "stopped", updated_by="test")
+    await eventually(lambda: r.scheduler.runner.desired.value == "stopped", timeout=3.0)
+
+    await r.stream.push(SYMBOL, 93_000_000)
+    await asyncio.sleep(0.5)
+    assert r.sells() == []
+
+    await bot.set_config(DESIRED_STATE_KEY, "paused", updated_by="test")
+    await eventually(lambda: r.scheduler.runner.desired.value == "paused", timeout=3.0)
+    await r.stream.push(SYMBOL, 93_000_000)
+    await eventually(lambda: len(r.sells()) == 1, timeout=1.0)
+
+
+# --- switched off ----------------------------------------------------------------------------------------
+async def test_realtime_exits_off_by_setting_start_no_stream(
+    rig: Callable[..., Awaitable[Rig]], db_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """Given REALTIME_EXITS_ENABLED=false, the scheduler starts no price watch and its heartbeat says so."""
+    r = await rig({"REALTIME_EXITS_ENABLED": "false"}, wait_stream=False)
+    await asyncio.sleep(0.3)
+
+    assert r.scheduler.price_watch is None
+    assert r.streams.built == []
+    beat = await BotRepository(db_sessions).get_heartbeat(r.scheduler.config.instance_name)
+    assert beat is not None
+    assert beat.details["realtime"] == {"enabled": False, "stream": "off", "fallback": False, "watched": []}
+
+
+# --- replay ----------------------------------------------------------------------------------------------
+async def test_replay_feeds_the_watcher_from_candles_and_sells_at_the_stop(
+    db_engine: AsyncEngine, db_sessions: async_sessionmaker[AsyncSession], make_settings: SettingsFactory
+) -> None:
+    """Given a replay holding a position whose stop lies inside the next candle's range, when the driver feeds that
+    candle (open, low, high, close with the stop on the path), then the watcher sells at the stop (less the fill
+    model's slippage) before any job runs, with ``TickSource.REPLAY``."""
+    start = datetime(2024, 3, 1, tzinfo=UTC)
+    candles = make_candles(start, 300, "1h", start_price=50_000_000, seed=2)
+    moment = start + timedelta(hours=300 - 2)
+    settings = make_settings(MIN_TRADE_INTERVAL_HOURS="0", TRADING_SYMBOLS=SYMBOL)
+    source = ReplayMarketSource.from_settings(settings, {SYMBOL: {"1h": candles}}, start=moment)
+    engine = await TradingEngine.create(
+        settings, db_engine, mode=TradingMode.REPLAY, market_source=source, strategy=AlwaysBuy(), quick_filter=None
+    )
+    try:
+        runner = JobRunner(engine, instance="replay", metrics=SchedulerMetrics(), heartbeat=False)
+        await runner.run(JobName.TRADING)  # buys at the close
+        nxt = candles.iloc[-2]
+        low, open_ = Decimal(str(nxt["low"])), Decimal(str(nxt["open"]))
+        stop = ((open_ + low) / 2).quantize(Decimal("1"))
+        store = engine.pipeline.positions.store
+        position = await store.get_open_position(TradingMode.REPLAY, SYMBOL)
+        assert position is not None
+        await store.update_position(replace(position, stop_price=stop, take_profit_price=None, trailing_stop_pct=None))
+        await runner.read_control()  # a settings read refreshes the watcher, as after every job
+        seen: list[TickSource] = []
+        engine.watcher.on_exit = lambda attempt: seen.append(attempt.tick.source)
+        feed = CandleTicks(source, engine.watcher)
+
+        await feed(moment, moment + timedelta(hours=1))
+
+        async with db_sessions() as session:
+            closed = (await session.scalars(select(PositionRow))).one()
+            [sell] = list(await session.scalars(select(OrderRow).where(OrderRow.side == Side.SELL)))
+        assert closed.status == "closed"
+        assert closed.exit_reason == "stop_loss"
+        assert low < closed.exit_price <= stop
+        assert closed.exit_price >= stop * Decimal("0.999")  # the stop less slippage, not the candle's low
+        assert sell.status is OrderStatus.FILLED
+        assert seen == [TickSource.REPLAY]
+        assert feed.ticks <= 6
+        assert engine.watcher.symbols == []
+    finally:
+        await engine.aclose()
