@@ -99,6 +99,15 @@ class OrderEvent:
     at: datetime
     executed_volume: Decimal = Decimal(0)
     remaining_volume: Decimal = Decimal(0)
+    side: str | None = None  # "bid" | "ask" (the event's ``ask_bid`` in lower case)
+    order_type: str | None = None  # limit | price | market | best
+    price: Decimal | None = None  # the order's price; for ``trade`` the execution price
+    volume: Decimal | None = None  # the order's volume; for ``trade`` the executed volume of that trade
+    avg_price: Decimal | None = None
+    executed_funds: Decimal = Decimal(0)
+    paid_fee: Decimal = Decimal(0)
+    trade_uuid: str | None = None  # ``trade`` only: the execution's id (one event per execution)
+    is_maker: bool | None = None  # ``trade`` only
 
 
 class AnnouncementCategory(StrEnum):
@@ -132,3 +141,4 @@ class Announcement:
     at: datetime
     url: str | None = None
     markets: tuple[str, ...] = ()
+    updated: bool = False  # ``event_type`` UPDATED: a change to a notice already sent (same ``uuid``)

@@ -25,6 +25,7 @@ Run standalone: ``python -m tests.fakes.upbit_server --port 0`` prints the base 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import math
@@ -32,7 +33,7 @@ import signal
 import threading
 import time
 import uuid as uuid_lib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
@@ -255,6 +256,7 @@ class FakeUpbit:
         self._used_identifiers: set[str] = set()
         self._nonces: set[str] = set()
         self._faults: list[Fault] = []
+        self._order_listeners: list[Callable[[dict[str, Any]], None]] = []
         self._windows: dict[str, tuple[int, int, int]] = {}  # group -> (second, count, sent_after_429)
         self._blocked_until = 0.0
 
@@ -319,6 +321,8 @@ class FakeUpbit:
             for order in list(self._orders.values()):
                 if order.market == market and order.state == "wait" and not order.cancel_pending:
                     self._match_limit(order, resting=True)
+                    if order.state != "wait":
+                        self._notify(order)
 
     def set_ticker(self, market: str, trade_price: Any) -> None:
         with self._lock:
@@ -364,6 +368,31 @@ class FakeUpbit:
                 aligned = now - timedelta(minutes=(now.hour * 60 + now.minute) % span)
                 start = aligned - timedelta(minutes=span * 200)
                 self.set_candles(market, timeframe, make_candles(start, 200, timeframe, start_price=price, seed=7))
+
+    # --- order events (the private WebSocket's myOrder feed) ----------------------------------------
+
+    def add_order_listener(self, callback: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``callback(order_json)`` on every state change of every order: ``wait`` when placed, ``trade``
+        for each execution (the order JSON with ``state: "trade"`` and the execution under ``trade``), then
+        ``done``/``cancel``. Called on the server thread under the fake's lock: the callback must not block."""
+        with self._lock:
+            self._order_listeners.append(callback)
+
+    def remove_order_listener(self, callback: Callable[[dict[str, Any]], None]) -> None:
+        with self._lock:
+            if callback in self._order_listeners:
+                self._order_listeners.remove(callback)
+
+    def _notify(self, order: _Order, trade: dict[str, Any] | None = None) -> None:
+        if not self._order_listeners:
+            return
+        event = self._order_json(order, with_trades=False)
+        if trade is not None:
+            event["state"] = "trade"
+            event["trade"] = {**trade, "fee": _s(Decimal(trade["funds"]) * self.fee_rate)}
+        for listener in list(self._order_listeners):
+            with contextlib.suppress(Exception):  # a test's listener must not break the exchange
+                listener(event)
 
     # --- fault injection ---------------------------------------------------------------------------
 
@@ -764,6 +793,7 @@ class FakeUpbit:
         self._orders[order.uuid] = order
         if identifier is not None:
             self._by_identifier[identifier] = order.uuid
+        self._notify(order)
         if ord_type == "limit":
             self._match_limit(order)
         else:
@@ -846,6 +876,7 @@ class FakeUpbit:
                 self._fill(order, level, size)
             self._release(order)
             order.state = "done" if order.executed_funds == budget else "cancel"
+            self._notify(order)
         else:
             for level in self._books[order.market]["bids"]:
                 size = min(level[1], order.remaining_volume)
@@ -853,6 +884,7 @@ class FakeUpbit:
                     break
                 self._fill(order, level, size)
             order.state = "done"
+            self._notify(order)
         self._drop_empty_levels(order.market)
 
     def _match_limit(self, order: _Order, *, resting: bool = False) -> None:
@@ -869,6 +901,8 @@ class FakeUpbit:
         if order.remaining_volume <= 0:
             order.state = "done"
             self._release(order)
+            if not resting:
+                self._notify(order)
         self._drop_empty_levels(order.market)
 
     def _fill(self, order: _Order, level: list[Decimal], size: Decimal, price: Decimal | None = None) -> None:
@@ -912,6 +946,7 @@ class FakeUpbit:
                 "side": order.side,
             }
         )
+        self._notify(order, trade=order.trades[-1])
 
     def _release(self, order: _Order) -> None:
         """Give back what an order still holds (unspent KRW of a market buy, a cancelled remainder)."""
@@ -954,6 +989,7 @@ class FakeUpbit:
                 order.cancel_pending = False
                 order.state = "cancel"
                 self._release(order)
+                self._notify(order)
 
     def _list_orders(self, query: list[tuple[str, str]], *, open_only: bool) -> list[dict[str, Any]]:
         params = dict(query)

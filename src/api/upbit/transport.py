@@ -173,14 +173,26 @@ class UpbitTransport:
         return await self._http.request(method, path, params=tuple(params) if params else None, headers=headers)
 
     def _auth_headers(self, params: list[tuple[str, str]]) -> dict[str, str]:
-        if not (self._access_key and self._secret_key):
-            raise AuthError("this Upbit call needs keys: set UPBIT_ACCESS_KEY and UPBIT_SECRET_KEY", name="no_keys")
-        claims: dict[str, str] = {"access_key": self._access_key, "nonce": str(uuid_lib.uuid4())}
-        if params:
-            claims["query_hash"] = query_hash(params)
-            claims["query_hash_alg"] = "SHA512"
-        token = jwt.encode(claims, self._secret_key, algorithm=self._jwt_algorithm)
-        return {"Authorization": f"Bearer {token}"}
+        return auth_headers(self._access_key, self._secret_key, params, algorithm=self._jwt_algorithm)
+
+
+def auth_headers(
+    access_key: str | None,
+    secret_key: str | None,
+    params: list[tuple[str, str]] | None = None,
+    *,
+    algorithm: str = "HS256",
+) -> dict[str, str]:
+    """``Authorization: Bearer <JWT>`` for an exchange call or the private WebSocket's handshake: the
+    ``access_key``, a fresh ``nonce``, and ``query_hash``/``query_hash_alg`` when there are parameters."""
+    if not (access_key and secret_key):
+        raise AuthError("this Upbit call needs keys: set UPBIT_ACCESS_KEY and UPBIT_SECRET_KEY", name="no_keys")
+    claims: dict[str, str] = {"access_key": access_key, "nonce": str(uuid_lib.uuid4())}
+    if params:
+        claims["query_hash"] = query_hash(params)
+        claims["query_hash_alg"] = "SHA512"
+    token = jwt.encode(claims, secret_key, algorithm=algorithm)
+    return {"Authorization": f"Bearer {token}"}
 
 
 # --- answers and errors ------------------------------------------------------------------------------
