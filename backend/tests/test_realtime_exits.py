@@ -1,5 +1,5 @@
-"""Real-time exits through the real scheduler: live mode on the fake Upbit (JWT, real orders), the price stream
-scripted (``tests/support/price_stream.py``), the database on SQLite and PostgreSQL.
+"""Real-time exits through the real scheduler: live mode on the fake Upbit (JWT, real orders), the real
+``UpbitStream`` on the fake Upbit WebSocket (loopback), the database on SQLite and PostgreSQL.
 
 A tick that crosses a level is sold within a second, exactly once (also when the connection drops right after
 the crossing and the crossing is delivered again); the REST fallback takes over while the stream is down and
@@ -9,6 +9,7 @@ feeds the same watcher from its candles."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -25,6 +26,7 @@ from backend.app.core.replay_driver import CandleTicks
 from backend.app.core.scheduler import TradingScheduler
 from backend.app.db.repositories.bot import BotRepository
 from backend.app.models import OrderRow, PositionRow, SystemLogRow
+from backend.app.services.price_watch import PriceWatch
 from backend.app.services.scheduler_metrics import SchedulerMetrics
 from backend.app.services.trading_engine import TradingEngine
 from src.config.settings import Settings
@@ -35,8 +37,8 @@ from src.domain.orders import OrderStatus, Side
 from src.trading.bot_control import DESIRED_STATE_KEY
 from tests.fakes.fear_greed_server import FakeFearGreed
 from tests.fakes.upbit_server import FakeUpbit
+from tests.fakes.upbit_websocket import FakeUpbitWebSocket
 from tests.support.candles import make_candles
-from tests.support.price_stream import ScriptedStream, ScriptedStreams
 from tests.support.strategies import AlwaysBuy
 
 SettingsFactory = Callable[..., Settings]
@@ -49,13 +51,24 @@ STOP = Decimal("94000000")
 class Rig:
     engine: TradingEngine
     scheduler: TradingScheduler
-    streams: ScriptedStreams
+    ws: FakeUpbitWebSocket
     fake: FakeUpbit
     sessions: async_sessionmaker[AsyncSession]
 
+    async def push(self, price: int) -> None:
+        """One ticker message from the fake WebSocket (the fake's thread sends it)."""
+        await asyncio.to_thread(self.ws.push_ticker, SYMBOL, price)
+
+    async def pushed(self, price: int) -> None:
+        """``push``, and wait until the watcher has seen it."""
+        seen = self.engine.watcher.ticks
+        await self.push(price)
+        await eventually(lambda: self.engine.watcher.ticks > seen, timeout=2.0)
+
     @property
-    def stream(self) -> ScriptedStream:
-        return self.streams.last
+    def watch(self) -> PriceWatch:
+        assert self.scheduler.price_watch is not None
+        return self.scheduler.price_watch
 
     def sells(self) -> list[Any]:
         return [r for r in self.fake.requests_to("/v1/orders", "POST") if r.json and r.json.get("side") == "ask"]
@@ -89,6 +102,12 @@ async def eventually(check: Callable[[], Awaitable[bool] | bool], timeout: float
         await asyncio.sleep(0.005)
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 async def _open_position(engine: TradingEngine, **levels: Any) -> None:
     """Buy 1,000,000 KRW of BTC on the fake (a real order) and put the position's levels where the test wants."""
     result = await engine.pipeline.trading.market_buy(SYMBOL, Decimal("1000000"), reason="test entry", cycle_id=None)
@@ -101,42 +120,57 @@ async def _open_position(engine: TradingEngine, **levels: Any) -> None:
 
 
 @pytest.fixture
+async def fake_ws(fake_upbit: FakeUpbit) -> AsyncIterator[FakeUpbitWebSocket]:
+    """The fake WebSocket beside the fake Upbit, on a fixed port (a test may stop and start it again)."""
+    ws = FakeUpbitWebSocket(upbit=fake_upbit, port=free_port())
+    async with ws:
+        yield ws
+
+
+@pytest.fixture
 async def rig(
     make_settings: SettingsFactory,
     db_engine: AsyncEngine,
     db_sessions: async_sessionmaker[AsyncSession],
     fake_upbit: FakeUpbit,
+    fake_ws: FakeUpbitWebSocket,
     fake_fear_greed: FakeFearGreed,
 ) -> AsyncIterator[Callable[..., Awaitable[Rig]]]:
-    """``await rig(**levels)``: a live scheduler on the fake Upbit holding one BTC position (stop at 94,000,000
-    unless ``levels`` say otherwise), its price stream scripted and connected."""
+    """``await rig(env, **levels)``: a live scheduler on the fake Upbit holding one BTC position (stop at
+    94,000,000 unless ``levels`` say otherwise; the last price 95,500,000), its stream connected and subscribed."""
     fake_upbit.seed_demo()
+    fake_upbit.set_ticker(SYMBOL, 95_500_000)
     started: list[tuple[TradingScheduler, asyncio.Task[int], TradingEngine]] = []
 
     async def build(env: dict[str, str] | None = None, *, wait_stream: bool = True, **levels: Any) -> Rig:
         settings = make_settings(
-            TRADING_MODE="live",
-            TRADING_SYMBOLS=SYMBOL,
-            UPBIT_BASE_URL=fake_upbit.base_url,
-            UPBIT_ACCESS_KEY=fake_upbit.access_key,
-            UPBIT_SECRET_KEY=fake_upbit.secret_key,
-            FEAR_GREED_URL=fake_fear_greed.url,
-            AI_ENABLED="false",
-            REALTIME_STALE_SECONDS="1",
-            REALTIME_FALLBACK_POLL_SECONDS="0.2",
-            SCHEDULER_CONTROL_POLL_SECONDS="0.2",
-            **(env or {}),
+            **{
+                "TRADING_MODE": "live",
+                "TRADING_SYMBOLS": SYMBOL,
+                "UPBIT_BASE_URL": fake_upbit.base_url,
+                "UPBIT_ACCESS_KEY": fake_upbit.access_key,
+                "UPBIT_SECRET_KEY": fake_upbit.secret_key,
+                "UPBIT_WEBSOCKET_URL": fake_ws.url,
+                "FEAR_GREED_URL": fake_fear_greed.url,
+                "AI_ENABLED": "false",
+                "REALTIME_STALE_SECONDS": "1",
+                "REALTIME_FALLBACK_POLL_SECONDS": "0.2",
+                "REALTIME_RECONNECT_MAX_SECONDS": "1",
+                "SCHEDULER_CONTROL_POLL_SECONDS": "0.2",
+                **(env or {}),
+            }
         )
         engine = await TradingEngine.create(settings, db_engine, quick_filter=None)
         await _open_position(engine, **levels)
-        streams = ScriptedStreams()
-        scheduler = TradingScheduler(engine, db_engine, settings.scheduler, price_stream=streams)
+        scheduler = TradingScheduler(engine, db_engine, settings.scheduler)
         task = asyncio.create_task(scheduler.run(handle_signals=False))
         started.append((scheduler, task, engine))
         await asyncio.wait_for(scheduler.started.wait(), timeout=10)
+        r = Rig(engine, scheduler, fake_ws, fake_upbit, db_sessions)
         if wait_stream:
-            await eventually(lambda: bool(streams.built) and streams.last.running.is_set())
-        return Rig(engine, scheduler, streams, fake_upbit, db_sessions)
+            await eventually(lambda: any(SYMBOL in sub.codes for sub in fake_ws.current_subscriptions()))
+            await eventually(lambda: r.watch.state is StreamState.LIVE)
+        return r
 
     yield build
     for scheduler, task, engine in started:
@@ -148,22 +182,23 @@ async def rig(
 # --- crossing on the stream ------------------------------------------------------------------------------
 async def test_a_gap_through_the_stop_is_sold_within_a_second_exactly_once(rig: Callable[..., Awaitable[Rig]]) -> None:
     """Given a held position with its stop at 94,000,000 and the stream live, when a ticker gaps from above the
-    stop to 93,000,000, then one sell reaches Upbit within a second; later ticks below the stop, a dropped
-    connection right after the crossing, and the same crossing delivered again after the reconnect send nothing
-    more; the position is closed as a stop-loss and the latency is measured."""
+    stop to 93,000,000 and the connection drops right after it, then one sell reaches Upbit within a second of
+    the crossing message; the reconnect (whose snapshot repeats the crossing price) and later ticks below the stop
+    send nothing more; the position is closed as a stop-loss and the latency is measured."""
     r = await rig()
-    assert r.stream.subscriptions[-1] == [SYMBOL]
-    await r.stream.push(SYMBOL, 95_500_000)
-    await asyncio.sleep(0.05)
+    await r.pushed(95_500_000)
     assert r.sells() == []
 
-    await r.stream.push(SYMBOL, 93_000_000)
-    await r.stream.drop()  # the connection drops right after the crossing
-    seconds = await eventually(lambda: len(r.sells()) == 1, timeout=1.0)
+    sent = time.perf_counter()
+    await r.push(93_000_000)
+    await asyncio.to_thread(r.ws.disconnect_all)  # the connection drops right after the crossing
+    await eventually(lambda: len(r.sells()) == 1, timeout=1.0)
+    seconds = time.perf_counter() - sent
 
-    await r.stream.resume()
-    for price in (93_000_000, 92_500_000, 93_000_000):  # the crossing delivered again, and more below the stop
-        await r.stream.push(SYMBOL, price)
+    await eventually(lambda: len(r.ws.connects) >= 2, timeout=5.0)  # reconnected and subscribed again
+    await eventually(lambda: r.watch.state is StreamState.LIVE)
+    for price in (93_000_000, 92_500_000):
+        await r.push(price)
     await asyncio.sleep(0.3)
     assert len(r.sells()) == 1
     assert seconds < 1.0
@@ -173,10 +208,9 @@ async def test_a_gap_through_the_stop_is_sold_within_a_second_exactly_once(rig: 
     [row] = await r.sell_rows()
     assert row.status is OrderStatus.FILLED
     assert row.identifier == r.sells()[0].json["identifier"]
-    assert r.metric("realtime_exits_total", {"source": "stream", "outcome": "sold"}) == 1
+    await eventually(lambda: r.metric("realtime_exits_total", {"source": "stream", "outcome": "sold"}) == 1)
     assert r.metric("realtime_tick_to_order_seconds_count") == 1
-    assert r.metric("realtime_stream_reconnects_total") == 1
-    await eventually(lambda: r.scheduler.price_watch is not None and r.scheduler.price_watch.state is StreamState.OFF)
+    await eventually(lambda: (r.metric("realtime_stream_reconnects_total") or 0) >= 1)
 
 
 async def test_a_crossing_while_the_previous_sell_is_unsettled_sends_nothing(
@@ -186,13 +220,15 @@ async def test_a_crossing_while_the_previous_sell_is_unsettled_sends_nothing(
     arrives again, then reconciliation settles the first sell by its identifier and nothing is sent again."""
     r = await rig()
     r.fake.inject_drop_after_accept()
-    await r.stream.push(SYMBOL, 93_000_000)
+    await r.push(93_000_000)
     await eventually(lambda: len(r.sells()) == 1, timeout=1.0)
-    await eventually(lambda: r.scheduler.price_watch is not None and r.scheduler.price_watch.exits == 1)
+    await eventually(lambda: r.watch.exits == 1)
+    assert [row.status for row in await r.sell_rows()] == [OrderStatus.PENDING]
+    assert (await r.position()).status == "open"
 
     r.engine.watcher.retry_now()
-    await r.stream.push(SYMBOL, 92_000_000)
-    await asyncio.sleep(0.5)
+    await r.pushed(92_000_000)
+    await eventually(lambda: r.watch.exits == 2)
 
     assert len(r.sells()) == 1
     [row] = await r.sell_rows()
@@ -204,22 +240,24 @@ async def test_a_crossing_while_the_previous_sell_is_unsettled_sends_nothing(
 async def test_stream_down_the_rest_fallback_takes_over_and_stream_back_sends_no_duplicate(
     rig: Callable[..., Awaitable[Rig]], db_sessions: async_sessionmaker[AsyncSession]
 ) -> None:
-    """Given REALTIME_STALE_SECONDS=1 and REALTIME_FALLBACK_POLL_SECONDS=0.2, when the stream goes down, then the
-    REST ticker is polled within the stale time plus one poll, the status says so (metric, heartbeat, system log),
-    and a price below the stop on REST is sold; when the stream comes back with the same crossing, nothing more
-    is sent and the fallback stops."""
+    """Given REALTIME_STALE_SECONDS=1 and REALTIME_FALLBACK_POLL_SECONDS=0.2, when the WebSocket server goes away,
+    then the REST ticker is polled within the stale time plus a poll, the status says so (metric, heartbeat,
+    system log), and a price below the stop on REST is sold; when the server is back (its snapshot repeating a
+    price below the stop), nothing more is sent and the fallback stops."""
     r = await rig()
+    await r.pushed(95_500_000)
     polls_before = r.ticker_polls()
-    await r.stream.drop()
-    taken_over = await eventually(lambda: r.ticker_polls() > polls_before, timeout=3.0)
-    assert taken_over < 1.0 + 0.2 + 0.5
+    await asyncio.to_thread(r.ws.stop)
+    down = time.perf_counter()
+    await eventually(lambda: r.ticker_polls() > polls_before, timeout=3.0)
+    assert time.perf_counter() - down < 1.0 + 0.2 + 0.5
     assert r.metric("realtime_fallback_active") == 1
-    assert r.metric("realtime_stream_state", {"state": "down"}) == 1
+    assert r.metric("realtime_stream_state", {"state": "live"}) == 0
 
     async def heartbeat_says_fallback() -> bool:
         beat = await BotRepository(db_sessions).get_heartbeat(r.scheduler.config.instance_name)
         realtime = (beat.details or {}).get("realtime") if beat is not None else None
-        return bool(realtime and realtime["fallback"] and realtime["stream"] == "down")
+        return bool(realtime and realtime["fallback"] and realtime["stream"] in ("down", "connecting"))
 
     await eventually(heartbeat_says_fallback, timeout=3.0)
 
@@ -227,8 +265,9 @@ async def test_stream_down_the_rest_fallback_takes_over_and_stream_back_sends_no
     await eventually(lambda: len(r.sells()) == 1, timeout=2.0)
     await eventually(lambda: r.metric("realtime_exits_total", {"source": "rest", "outcome": "sold"}) == 1)
 
-    await r.stream.resume()
-    await r.stream.push(SYMBOL, 93_000_000)  # the position is gone: not subscribed, nothing arrives
+    await asyncio.to_thread(r.ws.start)
+    await eventually(lambda: r.watch.state is StreamState.LIVE, timeout=5.0)
+    await r.push(93_000_000)
     await asyncio.sleep(0.3)
     assert len(r.sells()) == 1
     assert r.metric("realtime_fallback_active") == 0
@@ -237,19 +276,20 @@ async def test_stream_down_the_rest_fallback_takes_over_and_stream_back_sends_no
     assert "price stream unavailable: REST fallback polls the held coins" in logs
 
 
-async def test_stream_back_before_the_stale_time_no_rest_poll(rig: Callable[..., Awaitable[Rig]]) -> None:
-    """Given the stream drops and is back (with prices) within REALTIME_STALE_SECONDS, no REST poll is made."""
-    r = await rig()
-    await r.stream.push(SYMBOL, 95_500_000)
+async def test_stream_back_within_the_stale_time_makes_no_rest_poll(rig: Callable[..., Awaitable[Rig]]) -> None:
+    """Given REALTIME_STALE_SECONDS=3, when the connection drops and the stream reconnects at once (its snapshot
+    and new tickers arriving), then no REST poll is made and the fallback never starts."""
+    r = await rig({"REALTIME_STALE_SECONDS": "3"})
+    await r.pushed(95_500_000)
     polls_before = r.ticker_polls()
-    await r.stream.drop()
-    await asyncio.sleep(0.3)
-    await r.stream.resume()
-    for _ in range(8):
-        await r.stream.push(SYMBOL, 95_500_000)
+    await asyncio.to_thread(r.ws.disconnect_all)
+    await eventually(lambda: len(r.ws.connects) >= 2, timeout=3.0)
+    for _ in range(5):
+        await r.push(95_400_000)
         await asyncio.sleep(0.1)
     assert r.ticker_polls() == polls_before
     assert r.metric("realtime_fallback_active") == 0
+    assert r.sells() == []
 
 
 # --- the trailing stop -----------------------------------------------------------------------------------
@@ -261,7 +301,7 @@ async def test_the_trailing_stop_ratchets_on_ticks_and_sells_at_the_trailing_lev
     97,900,000 (below 98,000,000) sells as a trailing stop."""
     r = await rig(stop_price=Decimal("80000000"), trailing_stop_pct=Decimal("2"))
     for price in (96_000_000, 98_000_000, 100_000_000, 99_000_000):
-        await r.stream.push(SYMBOL, price)
+        await r.pushed(price)
     held = r.engine.watcher.position(SYMBOL)
     assert held is not None
     assert held.highest_price == Decimal("100000000")
@@ -272,12 +312,11 @@ async def test_the_trailing_stop_ratchets_on_ticks_and_sells_at_the_trailing_lev
     await eventually(written, timeout=3.0)  # the control poll refreshes the levels and writes the ratchet
     assert r.sells() == []
 
-    await r.stream.push(SYMBOL, 98_100_000)
-    await asyncio.sleep(0.1)
+    await r.pushed(98_100_000)
     assert r.sells() == []
-    await r.stream.push(SYMBOL, 97_900_000)
+    await r.push(97_900_000)
     await eventually(lambda: len(r.sells()) == 1, timeout=1.0)
-    await eventually(lambda: r.scheduler.price_watch is not None and r.scheduler.price_watch.exits == 1)
+    await eventually(lambda: r.watch.exits == 1)
     assert (await r.position()).exit_reason == "trailing_stop"
 
 
@@ -292,13 +331,13 @@ async def test_a_paused_bot_still_exits_and_a_stopped_bot_does_not(
     await bot.set_config(DESIRED_STATE_KEY, "stopped", updated_by="test")
     await eventually(lambda: r.scheduler.runner.desired.value == "stopped", timeout=3.0)
 
-    await r.stream.push(SYMBOL, 93_000_000)
-    await asyncio.sleep(0.5)
+    await r.pushed(93_000_000)
+    await asyncio.sleep(0.3)
     assert r.sells() == []
 
     await bot.set_config(DESIRED_STATE_KEY, "paused", updated_by="test")
     await eventually(lambda: r.scheduler.runner.desired.value == "paused", timeout=3.0)
-    await r.stream.push(SYMBOL, 93_000_000)
+    await r.push(93_100_000)
     await eventually(lambda: len(r.sells()) == 1, timeout=1.0)
 
 
@@ -306,12 +345,13 @@ async def test_a_paused_bot_still_exits_and_a_stopped_bot_does_not(
 async def test_realtime_exits_off_by_setting_start_no_stream(
     rig: Callable[..., Awaitable[Rig]], db_sessions: async_sessionmaker[AsyncSession]
 ) -> None:
-    """Given REALTIME_EXITS_ENABLED=false, the scheduler starts no price watch and its heartbeat says so."""
+    """Given REALTIME_EXITS_ENABLED=false, the scheduler starts no price watch (no connection) and its heartbeat
+    says so."""
     r = await rig({"REALTIME_EXITS_ENABLED": "false"}, wait_stream=False)
     await asyncio.sleep(0.3)
 
     assert r.scheduler.price_watch is None
-    assert r.streams.built == []
+    assert r.ws.connect_attempts == []
     beat = await BotRepository(db_sessions).get_heartbeat(r.scheduler.config.instance_name)
     assert beat is not None
     assert beat.details["realtime"] == {"enabled": False, "stream": "off", "fallback": False, "watched": []}
@@ -354,6 +394,7 @@ async def test_replay_feeds_the_watcher_from_candles_and_sells_at_the_stop(
             [sell] = list(await session.scalars(select(OrderRow).where(OrderRow.side == Side.SELL)))
         assert closed.status == "closed"
         assert closed.exit_reason == "stop_loss"
+        assert closed.exit_price is not None
         assert low < closed.exit_price <= stop
         assert closed.exit_price >= stop * Decimal("0.999")  # the stop less slippage, not the candle's low
         assert sell.status is OrderStatus.FILLED

@@ -5,8 +5,8 @@ positions change) and feeds every tick to the engine's ``RealtimeExits``. When n
 ``REALTIME_STALE_SECONDS`` (the stream is down, reconnecting, or silent) it polls the REST ticker every
 ``REALTIME_FALLBACK_POLL_SECONDS`` into the same watcher, and says so: a log line, ``realtime_fallback_active``,
 a ``system_logs`` warning, and the heartbeat's ``details.realtime`` that ``GET /api/v1/bot/status`` serves. With
-no open position there is nothing to watch: the stream is closed (state ``off``). The position job stays as the
-safety net. ``REALTIME_EXITS_ENABLED=false``: the scheduler does not start it.
+no open position there is nothing to watch: the stream closes after ``IDLE_CLOSE_SECONDS`` (state ``off``). The
+position job stays as the safety net. ``REALTIME_EXITS_ENABLED=false``: the scheduler does not start it.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from src.utils.logger import get_logger
 log = get_logger(__name__)
 
 CHECK_SECONDS = 0.25  # how often the supervisor looks at the stream's health (and polls, when due)
+IDLE_CLOSE_SECONDS = 300.0  # nothing held for this long: the stream closes (state off)
 
 
 class PriceStream(Protocol):
@@ -98,6 +99,8 @@ class PriceWatch:
         self.polls = 0
         self.exits = 0
         self._symbols: list[str] = []
+        self._subscribed: set[str] = set()
+        self._idle_since: float | None = None  # monotonic: since when nothing is held (the stream still open)
         self._symbols_changed = asyncio.Event()
         self._stop = asyncio.Event()
         watcher.on_symbols = self._on_symbols
@@ -134,25 +137,36 @@ class PriceWatch:
         self._symbols_changed.set()
 
     async def _follow_symbols(self) -> None:
+        """Open the stream for the first held coin; subscribe again only when a coin outside the subscription is
+        held (Upbit allows 5 messages a second and 100 a minute); with nothing held the stream stays open for
+        ``IDLE_CLOSE_SECONDS`` (a position closed and another opened soon costs no reconnect), then closes."""
         if not self._symbols_changed.is_set():
             return
         self._symbols_changed.clear()
         symbols = self._symbols
         if not symbols:
-            await self._close_stream()
             self._set_fallback(False)
-            self._set_state(StreamState.OFF)
+            self._idle_since = self._monotonic()
             return
+        self._idle_since = None
         self._blind_since = self._blind_since or self._monotonic()
         if self.stream is None:
             self.stream = self.stream_factory(self)
             self._seen_reconnects = self.stream.reconnects
+            self._subscribed = set(symbols)
             self.stream.set_symbols(symbols)
             self._stream_task = asyncio.create_task(self._run_stream(self.stream), name="price-stream")
             log.info("realtime.stream_opened", symbols=symbols)
-        else:
+        elif not set(symbols) <= self._subscribed:
+            self._subscribed = set(symbols)
             self.stream.set_symbols(symbols)
             log.info("realtime.stream_symbols", symbols=symbols)
+
+    async def _close_when_idle(self) -> None:
+        if self._idle_since is not None and self._monotonic() - self._idle_since >= IDLE_CLOSE_SECONDS:
+            self._idle_since = None
+            await self._close_stream()
+            self._set_state(StreamState.OFF)
 
     async def _run_stream(self, stream: PriceStream) -> None:
         try:
@@ -166,6 +180,7 @@ class PriceWatch:
         stream, task = self.stream, self._stream_task
         self.stream, self._stream_task = None, None
         self._blind_since = 0.0
+        self._subscribed = set()
         if stream is None:
             return
         try:
@@ -181,9 +196,15 @@ class PriceWatch:
 
     async def _check_health(self) -> None:
         """Blind (no stream price for ``stale_seconds``, or the stream says stale): poll REST; seeing again: stop."""
-        if not self._symbols or self.stream is None:
+        if self.stream is None:
             return
         stream = self.stream
+        if not self._symbols:
+            self._count_reconnects()
+            if stream.state is not self.state:
+                self._set_state(stream.state)
+            await self._close_when_idle()
+            return
         self._count_reconnects()
         if stream.state is not self.state:
             self._set_state(stream.state)
