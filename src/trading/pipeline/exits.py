@@ -8,8 +8,9 @@ reconciliation is asked first, and a sell still unsettled after it blocks a new 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -19,7 +20,6 @@ from src.domain.orders import Side
 from src.position.service import PositionService
 from src.risk.manager import RiskManager
 from src.risk.models import ExitSignal
-from src.risk.store import PositionRecord
 from src.trading.pipeline.portfolio import load_portfolio
 from src.trading.repository import ITradingRepository
 from src.trading.results import ExecutionResult
@@ -66,13 +66,17 @@ async def exit_due_positions(
     if not exits:
         return []
     portfolio = await load_portfolio(exchange, now)
+    unsettled = await _unsettled_sells(positions)
     amounts = {p.symbol: p.amount for p in marked}
     reports = []
     for exit_signal in exits:
-        holding = portfolio.holding(exit_signal.symbol)
+        symbol = exit_signal.symbol
+        holding = portfolio.holding(symbol)
         held = None if holding is None else holding.volume
         reports.append(
-            await _exit(trading, positions, repository, log_error, exit_signal, held, amounts[exit_signal.symbol])
+            await _exit(
+                trading, positions, repository, log_error, exit_signal, held, amounts[symbol], symbol in unsettled
+            )
         )
     return reports
 
@@ -93,32 +97,29 @@ async def exit_at_price(
     """The real-time exit: a tick at ``price`` crossed a level of ``symbol``'s position (``highest``: the highest
     price seen since the last mark, for the trailing stop). The position is read again and the one exit rule
     asked again on it (``RiskManager.exits_due``); ``None`` when the position is closed or no exit is due any more
-    (the levels moved). The sell is the position job's (``_exit``)."""
-    position = await positions.get(symbol)
+    (the levels moved). The sell is the position job's (``_exit``). The position, the unsettled orders and the
+    balances are read at once (one round trip's time): this is the path whose latency counts."""
+    position, unsettled, balances = await asyncio.gather(
+        positions.get(symbol), _unsettled_sells(positions), exchange.get_balances()
+    )
     if position is None:
         return None
     if highest is not None and highest > position.highest_price:
-        position = await positions.mark(symbol, highest) or position
+        position = replace(position, highest_price=highest)
     exits = risk.exits_due([position], {symbol: price}, clock())
     if not exits:
+        if highest is not None:
+            await positions.mark(symbol, highest)  # the ratchet is kept; a sale closes the position anyway
         return None
-    balances = await exchange.get_balances()
     currency = symbol.split("-", 1)[-1]
     held = next((b.total for b in balances if b.currency == currency and b.total > 0), None)
-    return await _exit(trading, positions, repository, log_error, exits[0], held, position.amount)
+    return await _exit(trading, positions, repository, log_error, exits[0], held, position.amount, symbol in unsettled)
 
 
-async def _sell_unsettled(trading: TradingService, positions: PositionService, symbol: str) -> bool:
-    """Is a sell of ``symbol`` still unsettled after asking the exchange (``reconcile``) once?"""
-
-    async def unsettled() -> bool:
-        orders = await positions.store.list_unsettled_orders(positions.mode)
-        return any(o.side is Side.SELL and o.symbol == symbol for o in orders)
-
-    if not await unsettled():
-        return False
-    await trading.reconcile()
-    return await unsettled()
+async def _unsettled_sells(positions: PositionService) -> set[str]:
+    """The coins with a sell order written and not settled (``pending``: its answer lost; ``open``)."""
+    orders = await positions.store.list_unsettled_orders(positions.mode)
+    return {o.symbol for o in orders if o.side is Side.SELL}
 
 
 async def _exit(
@@ -129,15 +130,19 @@ async def _exit(
     exit_signal: ExitSignal,
     held: Decimal | None,
     amount: Decimal,
+    sell_unsettled: bool,
 ) -> ExitReport:
     symbol = exit_signal.symbol
     reason = f"exit: {exit_signal.reason.value} (price {exit_signal.price}, level {exit_signal.trigger_price})"
-    if await _sell_unsettled(trading, positions, symbol):
-        log.info("position.exit_in_flight", symbol=symbol, reason=reason)
-        return ExitReport(symbol, reason, None, error=SELL_IN_FLIGHT)
-    current: PositionRecord | None = await positions.get(symbol)
-    if current is None:  # reconciliation just settled the earlier sell: the position is closed
-        return ExitReport(symbol, reason, None, error="position closed meanwhile")
+    if sell_unsettled:  # an earlier sell's outcome is unknown: ask the exchange before anything is sent
+        await trading.reconcile()
+        if symbol in await _unsettled_sells(positions):
+            log.info("position.exit_in_flight", symbol=symbol, reason=reason)
+            return ExitReport(symbol, reason, None, error=SELL_IN_FLIGHT)
+        current = await positions.get(symbol)
+        if current is None:  # the earlier sell filled: the position is closed
+            return ExitReport(symbol, reason, None, error="position closed meanwhile")
+        amount = min(amount, current.amount)
     if held is None:
         await repository.log_event(
             "warning", "exit due but nothing held at the exchange", {"symbol": symbol, "reason": reason}
@@ -146,7 +151,7 @@ async def _exit(
     try:
         result = await trading.market_sell(
             symbol,
-            min(amount, current.amount, held),  # the position, never coins the bot did not buy
+            min(amount, held),  # the position, never coins the bot did not buy
             reason=reason,
             cycle_id=None,
             exit_reason=exit_signal.reason,
