@@ -63,7 +63,7 @@ class Rig:
         """``push``, and wait until the watcher has seen it."""
         seen = self.engine.watcher.ticks
         await self.push(price)
-        await eventually(lambda: self.engine.watcher.ticks > seen, timeout=2.0)
+        await eventually(lambda: self.engine.watcher.ticks > seen, timeout=5.0)
 
     @property
     def watch(self) -> PriceWatch:
@@ -262,7 +262,7 @@ async def test_stream_down_the_rest_fallback_takes_over_and_stream_back_sends_no
     await eventually(heartbeat_says_fallback, timeout=3.0)
 
     r.fake.set_ticker(SYMBOL, 93_500_000)
-    await eventually(lambda: len(r.sells()) == 1, timeout=2.0)
+    await eventually(lambda: len(r.sells()) == 1, timeout=5.0)
     await eventually(lambda: r.metric("realtime_exits_total", {"source": "rest", "outcome": "sold"}) == 1)
 
     await asyncio.to_thread(r.ws.start)
