@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install system-tools migrate lint backtest api dashboard scheduler clean
+.PHONY: run test install system-tools sdk migrate lint backtest api dashboard scheduler clean
 
 $(STAMP): requirements.txt requirements-api.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,6 +13,18 @@ $(STAMP): requirements.txt requirements-api.txt requirements-dev.txt
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+## Upbit's official SDK in its own environment, for the conformance test only (it needs websockets<16; the bot
+## pins 17 and never imports it): tests/test_upbit_sdk_conformance.py runs it as a subprocess against the fakes.
+SDK_VENV := .venv-sdk
+SDK_STAMP := $(SDK_VENV)/.installed
+$(SDK_STAMP): requirements-sdk.txt
+	@test -x $(SDK_VENV)/bin/python || $(PYTHON) -m venv $(SDK_VENV)
+	$(SDK_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SDK_VENV)/bin/python -m pip install --quiet -r requirements-sdk.txt
+	@touch $(SDK_STAMP)
+
+sdk: $(SDK_STAMP)
 
 ## Tools some tests drive (promtool, prometheus, docker-compose, redis-server, chromium for the dashboard's browser
 ## tests): Debian packages, installed when missing and this is root with apt-get; otherwise those tests skip with a
@@ -35,7 +47,7 @@ run: migrate
 
 ## The whole test suite (PostgreSQL tests included; they fail rather than skip under CI=true), after the linter and
 ## the type checker (mypy.ini: src and backend/app).
-test: install system-tools
+test: install system-tools sdk
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
@@ -66,4 +78,4 @@ lint: install
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) $(SDK_VENV) .pytest_cache .ruff_cache .mypy_cache

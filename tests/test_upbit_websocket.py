@@ -29,6 +29,7 @@ from src.api.upbit.websocket import (
     tick_from_message,
 )
 from src.api.upbit_client import UpbitClient
+from src.config.settings import load_settings
 from src.domain.market_stream import (
     Announcement,
     AnnouncementCategory,
@@ -666,3 +667,23 @@ async def test_stop_during_backoff_returns_at_once() -> None:
     await asyncio.wait_for(task, 2)
     assert time.monotonic() - started < 1
     assert stream.state is StreamState.OFF
+
+
+def test_the_settings_choose_the_url_keys_stale_limit_and_reconnect_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given the realtime settings and keys in the environment
+    monkeypatch.setenv("UPBIT_WEBSOCKET_URL", "ws://127.0.0.1:1/websocket/v1")
+    monkeypatch.setenv("REALTIME_STALE_SECONDS", "7")
+    monkeypatch.setenv("REALTIME_RECONNECT_MAX_SECONDS", "12")
+    monkeypatch.setenv("UPBIT_ACCESS_KEY", "ak")
+    monkeypatch.setenv("UPBIT_SECRET_KEY", "sk")
+    settings = load_settings(env_file=None)
+    # When both streams are built from them
+    public = UpbitStream.from_settings(settings, symbols=[BTC])
+    private = UpbitStream.from_settings(settings, StreamKind.PRIVATE)
+    # Then they use those values; the private one the same URL plus /private
+    assert (public.url, public.stale_seconds, public.reconnect_max_seconds) == ("ws://127.0.0.1:1/websocket/v1", 7, 12)
+    assert public.symbols == (BTC,)
+    assert private.url == "ws://127.0.0.1:1/websocket/v1/private"
+    monkeypatch.delenv("UPBIT_SECRET_KEY")
+    with pytest.raises(ValueError, match="UPBIT_SECRET_KEY"):
+        UpbitStream.from_settings(load_settings(env_file=None), StreamKind.PRIVATE)

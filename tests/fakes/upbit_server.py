@@ -58,6 +58,8 @@ DEFAULT_RATE_LIMITS: dict[str, int] = {
     "market": 10,
     "candle": 10,
     "ticker": 10,
+    "trade": 10,
+    "order-test": 8,
     "orderbook": 10,
     "default": 30,
     "order": 8,
@@ -189,6 +191,10 @@ def _kst(moment: datetime) -> str:
 def _group_of(method: str, path: str) -> str:
     if path.startswith("/v1/candles"):
         return "candle"
+    if path.startswith("/v1/trades"):
+        return "trade"
+    if method == "POST" and path == "/v1/orders/test":
+        return "order-test"
     if path.startswith("/v1/ticker"):
         return "ticker"
     if path.startswith("/v1/orderbook"):
@@ -204,6 +210,17 @@ def _parse_to(text: str) -> datetime:
     """Upbit's three ``to`` formats: ``...Z``, ``YYYY-MM-DD HH:MM:SS`` (UTC) and ``...+09:00``."""
     try:
         parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace(" ", "T"))
+    except ValueError as exc:
+        raise _Reply(400, "validation_error", "Invalid parameter. Check the given value!") from exc
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _parse_time(text: str) -> datetime:
+    """``start_time``/``end_time`` of the order lists: ISO 8601 with a zone, or milliseconds."""
+    if text.isdigit():
+        return datetime.fromtimestamp(int(text) / 1000, tz=UTC)
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as exc:
         raise _Reply(400, "validation_error", "Invalid parameter. Check the given value!") from exc
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
@@ -495,6 +512,8 @@ class FakeUpbit:
             return 200, [self._orderbook_json(m) for m in self._markets_param(params)]
         if method == "GET" and path == "/v1/orderbook/instruments":
             return 200, [self._instrument_json(m) for m in self._markets_param(params)]
+        if method == "GET" and path == "/v1/trades/ticks":
+            return 200, self._trade_ticks(params)
         if not path.startswith("/v1/"):
             raise _Reply(404, "not_found", f"no route {method} {path}")
         self._authenticate(request)
@@ -515,6 +534,10 @@ class FakeUpbit:
             return 200, self._cancel(self._require_order(params))
         if method == "GET" and path in ("/v1/orders/open", "/v1/orders"):
             return 200, self._list_orders(request.query, open_only=path.endswith("/open"))
+        if method == "POST" and path == "/v1/orders/test":
+            return 201, self._test_order(_body_json(request))
+        if method == "GET" and path == "/v1/orders/closed":
+            return 200, self._closed_orders(request.query)
         raise _Reply(404, "not_found", f"no route {method} {path}")
 
     # --- rate limiting -----------------------------------------------------------------------------
@@ -588,6 +611,108 @@ class FakeUpbit:
             expected = hashlib.sha512(urlencode(pairs).replace("%5B%5D=", "[]=").encode()).hexdigest()
             if claims.get("query_hash") != expected or claims.get("query_hash_alg", "SHA512") != "SHA512":
                 raise _Reply(401, "invalid_query_payload", "JWT 헤더의 페이로드가 올바르지 않습니다.")
+
+    # --- order test, closed orders, trade ticks (routes the official SDK uses) ----------------------
+
+    def _test_order(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST /v1/orders/test``: every check of ``POST /v1/orders`` (parameters, tick, minimum, funds, an
+        identifier already used), then the order-shaped answer Upbit gives; nothing is placed or reserved and
+        the identifier stays free."""
+        side, ord_type, market = body.get("side"), body.get("ord_type"), body.get("market")
+        identifier = body.get("identifier")
+        if identifier is not None and identifier in self._used_identifiers:
+            raise _Reply(400, "duplicate_identifier", "identifier는 중복될 수 없습니다.")
+        if side not in ("bid", "ask"):
+            raise _Reply(400, "validation_error", "side does not have a valid value")
+        if market not in self._markets:
+            raise _Reply(400, "validation_error", "market does not have a valid value")
+        price, volume = self._order_params(side, ord_type, body)
+        self._check_tick(side, ord_type, price)
+        self._check_min_total(market, side, ord_type, price, volume)
+        order = _Order(
+            uuid=str(uuid_lib.uuid4()),
+            identifier=identifier,
+            market=market,
+            side=side,
+            ord_type=ord_type,
+            price=price,
+            volume=volume,
+            created_at=datetime.now(UTC),
+            remaining_volume=volume or ZERO,
+        )
+        accounts = {currency: _Account(a.balance, a.locked, a.avg_buy_price) for currency, a in self._accounts.items()}
+        try:
+            self._reserve(order)  # the funds check of a real order, on a copy of the balances
+        finally:
+            self._accounts = accounts
+        return self._order_json(order, with_trades=False)
+
+    def _closed_orders(self, query: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        """``GET /v1/orders/closed``: ``done``/``cancel`` orders created in [start_time, end_time] (at most 7
+        days; the past 7 days by default), newest first (``order_by=asc`` for oldest first), ``limit`` <= 1000."""
+        params = dict(query)
+        states = [v for k, v in query if k == "states[]"] or ([params["state"]] if "state" in params else [])
+        if not set(states) <= {"done", "cancel"}:
+            raise _Reply(400, "validation_error", "states does not have a valid value")
+        week = timedelta(days=7)
+        start = _parse_time(params["start_time"]) if params.get("start_time") else None
+        end = _parse_time(params["end_time"]) if params.get("end_time") else None
+        if start is None:
+            end = end or datetime.now(UTC)
+            start = end - week
+        end = end or start + week
+        if end - start > week or end < start:
+            raise _Reply(400, "validation_error", "the range between start_time and end_time must be 7 days or less")
+        limit_text = params.get("limit", "100")
+        if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
+            raise _Reply(400, "validation_error", "limit does not have a valid value")
+        if params.get("order_by", "desc") not in ("asc", "desc"):
+            raise _Reply(400, "validation_error", "order_by does not have a valid value")
+        market = params.get("market")
+        chosen = [
+            o
+            for o in self._orders.values()
+            if o.state in (states or ("done", "cancel"))
+            and (market is None or o.market == market)
+            and start <= o.created_at <= end
+        ]
+        chosen.sort(key=lambda o: o.created_at, reverse=params.get("order_by", "desc") == "desc")
+        return [self._order_json(o, with_trades=False) for o in chosen[: int(limit_text)]]
+
+    def _trade_ticks(self, params: dict[str, str]) -> list[dict[str, Any]]:
+        """``GET /v1/trades/ticks`` (public, no JWT): the executions of ``market`` on this fake, newest first."""
+        market = params.get("market", "")
+        if market not in self._markets:
+            raise _Reply(404, "not_found_market", "Code not found")
+        count_text = params.get("count", "1")
+        if not count_text.isdigit() or not 1 <= int(count_text) <= 500:
+            raise _Reply(400, "validation_error", "count does not have a valid value")
+        ticks: list[dict[str, Any]] = []
+        for order in self._orders.values():
+            if order.market != market:
+                continue
+            for trade in order.trades:
+                moment = datetime.fromisoformat(trade["created_at"]).astimezone(UTC)
+                millis = int(moment.timestamp() * 1000)
+                price = float(Decimal(trade["price"]))
+                ticks.append(
+                    {
+                        "market": market,
+                        "trade_date_utc": moment.strftime("%Y-%m-%d"),
+                        "trade_time_utc": moment.strftime("%H:%M:%S"),
+                        "timestamp": millis,
+                        "trade_price": price,
+                        "trade_volume": float(Decimal(trade["volume"])),
+                        "prev_closing_price": price,
+                        "change_price": 0.0,
+                        "ask_bid": "BID" if trade["side"] == "bid" else "ASK",
+                        "sequential_id": millis * 1000 + len(ticks) % 1000,
+                    }
+                )
+        ticks.sort(key=lambda t: (t["timestamp"], t["sequential_id"]), reverse=True)
+        if params.get("cursor"):
+            ticks = [t for t in ticks if t["sequential_id"] < int(params["cursor"])]
+        return ticks[: int(count_text)]
 
     # --- quotation ---------------------------------------------------------------------------------
 
@@ -667,6 +792,8 @@ class FakeUpbit:
             "market": market,
             "trade_date": now.strftime("%Y%m%d"),
             "trade_time": now.strftime("%H%M%S"),
+            "trade_date_kst": now.astimezone(KST).strftime("%Y%m%d"),
+            "trade_time_kst": now.astimezone(KST).strftime("%H%M%S"),
             "trade_timestamp": int(now.timestamp() * 1000),
             "opening_price": p,
             "high_price": p,
@@ -683,6 +810,10 @@ class FakeUpbit:
             "acc_trade_price_24h": 0.0,
             "acc_trade_volume": 0.0,
             "acc_trade_volume_24h": 0.0,
+            "highest_52_week_price": p,
+            "highest_52_week_date": now.strftime("%Y-%m-%d"),
+            "lowest_52_week_price": p,
+            "lowest_52_week_date": now.strftime("%Y-%m-%d"),
             "timestamp": int(now.timestamp() * 1000),
         }
 
@@ -707,7 +838,7 @@ class FakeUpbit:
             "total_ask_size": float(sum((a[1] for a in book["asks"]), ZERO)),
             "total_bid_size": float(sum((b[1] for b in book["bids"]), ZERO)),
             "orderbook_units": units,
-            "level": 0,
+            "level": 0.0,
         }
 
     def _instrument_json(self, market: str) -> dict[str, Any]:
@@ -716,7 +847,7 @@ class FakeUpbit:
             "market": market,
             "quote_currency": "KRW",
             "tick_size": _s(krw_tick_size(price, self.tick_time)),
-            "supported_levels": [0],
+            "supported_levels": ["0"],
         }
 
     # --- accounts ----------------------------------------------------------------------------------
@@ -1023,6 +1154,8 @@ class FakeUpbit:
             "trades_count": len(order.trades),
             "time_in_force": None,
             "identifier": order.identifier,
+            "prevented_volume": "0",  # self-match prevention: nothing prevented here
+            "prevented_locked": "0",
         }
         if with_trades:
             data["trades"] = list(order.trades)

@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
@@ -49,6 +49,9 @@ from src.domain.market_stream import (
     TickSource,
 )
 from src.utils.logger import get_logger
+
+if TYPE_CHECKING:
+    from src.config.settings import Settings
 
 log = get_logger(__name__)
 
@@ -194,6 +197,27 @@ class UpbitStream:
         self.messages = 0  # messages received
         self.skipped = 0  # malformed or unknown messages, logged and skipped
         self.last_error: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, kind: StreamKind = StreamKind.PUBLIC, **options: Any) -> UpbitStream:
+        """The stream as the settings describe it: ``UPBIT_WEBSOCKET_URL`` (plus ``/private``), the API keys for
+        the private stream, ``REALTIME_STALE_SECONDS`` and ``REALTIME_RECONNECT_MAX_SECONDS``; ``options`` (the
+        callbacks, ``symbols``...) go to the constructor."""
+        upbit, realtime = settings.upbit, settings.realtime
+        keys: dict[str, Any] = {}
+        if kind is StreamKind.PRIVATE:
+            keys = {
+                "access_key": upbit.access_key.get_secret_value() if upbit.access_key else None,
+                "secret_key": upbit.secret_key.get_secret_value() if upbit.secret_key else None,
+            }
+        return cls(
+            upbit.websocket_url,
+            kind=kind,
+            stale_seconds=realtime.stale_seconds,
+            reconnect_max_seconds=realtime.reconnect_max_seconds,
+            **keys,
+            **options,
+        )
 
     # --- public API -------------------------------------------------------------------------------
 
