@@ -17,11 +17,14 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from backend.app.core import replay as replay_module
 from backend.app.core.jobs import JobName, JobRunner
+from backend.app.core.replay import ReplayOptions, run_replay
 from backend.app.core.replay_driver import CandleTicks
 from backend.app.core.scheduler import TradingScheduler
 from backend.app.db.repositories.bot import BotRepository
@@ -238,12 +241,12 @@ async def test_a_crossing_while_the_previous_sell_is_unsettled_sends_nothing(
 
 # --- the REST fallback -----------------------------------------------------------------------------------
 async def test_stream_down_the_rest_fallback_takes_over_and_stream_back_sends_no_duplicate(
-    rig: Callable[..., Awaitable[Rig]], db_sessions: async_sessionmaker[AsyncSession]
+    rig: Callable[..., Awaitable[Rig]], db_sessions: async_sessionmaker[AsyncSession], client: httpx.AsyncClient
 ) -> None:
     """Given REALTIME_STALE_SECONDS=1 and REALTIME_FALLBACK_POLL_SECONDS=0.2, when the WebSocket server goes away,
-    then the REST ticker is polled within the stale time plus a poll, the status says so (metric, heartbeat,
-    system log), and a price below the stop on REST is sold; when the server is back (its snapshot repeating a
-    price below the stop), nothing more is sent and the fallback stops."""
+    then the REST ticker is polled within the stale time plus a poll, the status says so (metric, heartbeat, the
+    API's bot status, system log), and a price below the stop on REST is sold; when the server is back (its
+    snapshot repeating a price below the stop), nothing more is sent and the fallback stops."""
     r = await rig()
     await r.pushed(95_500_000)
     polls_before = r.ticker_polls()
@@ -260,6 +263,11 @@ async def test_stream_down_the_rest_fallback_takes_over_and_stream_back_sends_no
         return bool(realtime and realtime["fallback"] and realtime["stream"] in ("down", "connecting"))
 
     await eventually(heartbeat_says_fallback, timeout=3.0)
+    status = (await client.get("/api/v1/bot/status")).json()["realtime"]
+    assert status["enabled"] is True
+    assert status["fallback"] is True
+    assert status["watched"] == [SYMBOL]
+    assert status["stream"] in ("down", "connecting")
 
     r.fake.set_ticker(SYMBOL, 93_500_000)
     await eventually(lambda: len(r.sells()) == 1, timeout=5.0)
@@ -403,3 +411,40 @@ async def test_replay_feeds_the_watcher_from_candles_and_sells_at_the_stop(
         assert engine.watcher.symbols == []
     finally:
         await engine.aclose()
+
+
+@pytest.mark.parametrize("enabled", ["true", "false"])
+async def test_replay_runs_its_candles_through_the_real_time_exits_unless_switched_off(
+    enabled: str,
+    database_url: str,
+    db_sessions: async_sessionmaker[AsyncSession],  # a clean database (PostgreSQL: truncated)
+    make_settings: SettingsFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Given eight hours of bundled KRW-BTC candles around a breakout the default strategy buys, when replay runs,
+    then the candles after the buy are fed to the watcher as ticks (REALTIME_EXITS_ENABLED=true), and not at all
+    with the setting off."""
+    made: list[CandleTicks] = []
+
+    class Counting(CandleTicks):
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            made.append(self)
+
+    monkeypatch.setattr(replay_module, "CandleTicks", Counting)
+    settings = make_settings(TRADING_SYMBOLS=SYMBOL, REALTIME_EXITS_ENABLED=enabled)
+    options = ReplayOptions(
+        symbols=[SYMBOL],
+        start=datetime(2023, 10, 5, 8, tzinfo=UTC),
+        end=datetime(2023, 10, 5, 16, tzinfo=UTC),
+        database_url=database_url,
+    )
+
+    summary = await run_replay(settings, options)
+
+    assert summary.buys >= 1
+    if enabled == "true":
+        [feed] = made
+        assert feed.ticks >= 4  # at least one candle of a held position: open, low, high, close
+    else:
+        assert made == []
