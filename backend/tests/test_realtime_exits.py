@@ -29,7 +29,7 @@ from backend.app.core.replay_driver import CandleTicks
 from backend.app.core.scheduler import TradingScheduler
 from backend.app.db.repositories.bot import BotRepository
 from backend.app.models import OrderRow, PositionRow, SystemLogRow
-from backend.app.services.price_watch import PriceWatch
+from backend.app.services.price_watch import PriceStream, PriceWatch, StreamFactory, upbit_stream
 from backend.app.services.scheduler_metrics import SchedulerMetrics
 from backend.app.services.trading_engine import TradingEngine
 from src.config.settings import Settings
@@ -145,7 +145,13 @@ async def rig(
     fake_upbit.set_ticker(SYMBOL, 95_500_000)
     started: list[tuple[TradingScheduler, asyncio.Task[int], TradingEngine]] = []
 
-    async def build(env: dict[str, str] | None = None, *, wait_stream: bool = True, **levels: Any) -> Rig:
+    async def build(
+        env: dict[str, str] | None = None,
+        *,
+        wait_stream: bool = True,
+        price_stream: StreamFactory = upbit_stream,
+        **levels: Any,
+    ) -> Rig:
         settings = make_settings(
             **{
                 "TRADING_MODE": "live",
@@ -165,7 +171,7 @@ async def rig(
         )
         engine = await TradingEngine.create(settings, db_engine, quick_filter=None)
         await _open_position(engine, **levels)
-        scheduler = TradingScheduler(engine, db_engine, settings.scheduler)
+        scheduler = TradingScheduler(engine, db_engine, settings.scheduler, price_stream=price_stream)
         task = asyncio.create_task(scheduler.run(handle_signals=False))
         started.append((scheduler, task, engine))
         await asyncio.wait_for(scheduler.started.wait(), timeout=10)
@@ -237,6 +243,35 @@ async def test_a_crossing_while_the_previous_sell_is_unsettled_sends_nothing(
     [row] = await r.sell_rows()
     assert row.status is OrderStatus.FILLED
     assert (await r.position()).status == "closed"
+
+
+async def test_a_stream_that_dies_is_replaced_and_exits_go_on(rig: Callable[..., Awaitable[Rig]]) -> None:
+    """Given the first stream's task ends with an unexpected error, the watch opens a new stream for the held coin
+    and a crossing on it is sold."""
+    built: list[PriceStream] = []
+
+    class Broken:
+        state = StreamState.CONNECTING
+        reconnects = 0
+
+        async def run(self) -> None:
+            raise RuntimeError("a bug in the stream")
+
+        def set_symbols(self, symbols: Any) -> None:
+            pass
+
+        async def stop(self) -> None:
+            pass
+
+    def factory(watch: PriceWatch) -> PriceStream:
+        stream: PriceStream = Broken() if not built else upbit_stream(watch)
+        built.append(stream)
+        return stream
+
+    r = await rig(price_stream=factory)
+    assert len(built) == 2
+    await r.push(93_000_000)
+    await eventually(lambda: len(r.sells()) == 1, timeout=1.0)
 
 
 # --- the REST fallback -----------------------------------------------------------------------------------

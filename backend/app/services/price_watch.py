@@ -165,6 +165,7 @@ class PriceWatch:
     async def _close_when_idle(self) -> None:
         if self._idle_since is not None and self._monotonic() - self._idle_since >= IDLE_CLOSE_SECONDS:
             self._idle_since = None
+            self._blind_since = 0.0  # the next stream starts its own stale clock
             await self._close_stream()
             self._set_state(StreamState.OFF)
 
@@ -179,7 +180,6 @@ class PriceWatch:
         self._count_reconnects()
         stream, task = self.stream, self._stream_task
         self.stream, self._stream_task = None, None
-        self._blind_since = 0.0
         self._subscribed = set()
         if stream is None:
             return
@@ -197,6 +197,11 @@ class PriceWatch:
     async def _check_health(self) -> None:
         """Blind (no stream price for ``stale_seconds``, or the stream says stale): poll REST; seeing again: stop."""
         if self.stream is None:
+            return
+        if self._stream_task is not None and self._stream_task.done() and not self._stop.is_set():
+            log.warning("realtime.stream_restarting", reason="the stream's task ended")
+            await self._close_stream()
+            self._symbols_changed.set()  # the next round opens a new one for the held coins
             return
         stream = self.stream
         if not self._symbols:
