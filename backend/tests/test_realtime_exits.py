@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from backend.app.core import replay as replay_module
@@ -332,6 +332,32 @@ async def test_stream_back_within_the_stale_time_makes_no_rest_poll(rig: Callabl
         await asyncio.sleep(0.1)
     assert r.ticker_polls() == polls_before
     assert r.metric("realtime_fallback_active") == 0
+    assert r.sells() == []
+
+
+async def test_ticks_that_cross_nothing_cost_no_database_statement(
+    rig: Callable[..., Awaitable[Rig]], db_engine: AsyncEngine
+) -> None:
+    """Given a held position and no job or poll due, when twenty tickers above the stop (some new highs) arrive,
+    then the database sees no statement: the levels are in memory, the ratchet is written on the next refresh."""
+    r = await rig({"SCHEDULER_CONTROL_POLL_SECONDS": "3600"})
+    await r.pushed(95_500_000)
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(str(args[2])[:80])
+
+    event.listen(db_engine.sync_engine, "before_cursor_execute", count)
+    try:
+        for step in range(20):
+            await r.pushed(95_000_000 + 100_000 * step)
+    finally:
+        event.remove(db_engine.sync_engine, "before_cursor_execute", count)
+
+    assert statements == []
+    held = r.engine.watcher.position(SYMBOL)
+    assert held is not None
+    assert held.highest_price == Decimal("96900000")
     assert r.sells() == []
 
 
