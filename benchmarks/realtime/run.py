@@ -87,7 +87,7 @@ def summary(values: list[float]) -> dict[str, float]:
     }
 
 
-async def bench(crossings: int, database_url: str | None) -> dict[str, Any]:
+async def bench(crossings: int, database_url: str | None, gap: float = 0.25) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="bench-realtime-"))
     url = database_url or f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
     await asyncio.to_thread(upgrade_to_head, url)
@@ -151,6 +151,7 @@ async def bench(crossings: int, database_url: str | None) -> dict[str, Any]:
             if index == 0:
                 await _until(lambda: any(SYMBOL in s.codes for s in ws.current_subscriptions()), 10)
                 await _until(lambda: watch.state.value == "live", 10)
+            await asyncio.sleep(gap)  # crossings this far apart: the client's order budget (12/s) never waits
             exits, sent_before, received_before = watch.exits, len(out), len(received)
             started = time.perf_counter()
             ws.play([(SYMBOL, CROSSING)])
@@ -173,6 +174,7 @@ async def bench(crossings: int, database_url: str | None) -> dict[str, Any]:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "database": "sqlite" if database_url is None else create_engine(url).dialect.name,
         "crossings": crossings,
+        "gap_seconds": gap,
         "missed": missed,
         "message_to_order_out": summary(total),
         "tick_received_to_order_out": summary(tick_to_out) if tick_to_out else None,
@@ -216,11 +218,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--crossings", type=int, default=1000)
     parser.add_argument("--database-url", default=None, help="a migrated or empty database (default: a SQLite file)")
+    parser.add_argument(
+        "--gap", type=float, default=0.25, help="seconds between a position's entry and its crossing (default 0.25)"
+    )
     args = parser.parse_args()
     if args.crossings < 1:
         parser.error("--crossings must be at least 1")
+    if args.gap < 0:
+        parser.error("--gap must be 0 or more seconds")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
-    result = asyncio.run(bench(args.crossings, args.database_url))
+    result = asyncio.run(bench(args.crossings, args.database_url, args.gap))
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = "realtime.json" if result["database"] == "sqlite" else f"realtime-{result['database']}.json"
     (RESULTS / name).write_text(json.dumps(result, indent=2) + "\n")

@@ -103,6 +103,7 @@ class PriceWatch:
         self._idle_since: float | None = None  # monotonic: since when nothing is held (the stream still open)
         self._symbols_changed = asyncio.Event()
         self._stop = asyncio.Event()
+        self._records: set[asyncio.Task[None]] = set()
         watcher.on_symbols = self._on_symbols
         watcher.on_exit = self._on_exit
         self._set_state(StreamState.OFF)
@@ -285,7 +286,9 @@ class PriceWatch:
             log.info("realtime.fallback_ended", state=self.state.value)
         if self.repository is not None:
             context = {"state": self.state.value, "symbols": self._symbols}
-            asyncio.get_running_loop().create_task(self._record(message, context))
+            task = asyncio.get_running_loop().create_task(self._record(message, context))
+            self._records.add(task)  # kept until done (the loop holds tasks only weakly)
+            task.add_done_callback(self._records.discard)
 
     async def _record(self, message: str, context: dict[str, Any]) -> None:
         assert self.repository is not None
