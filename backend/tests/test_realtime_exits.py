@@ -319,6 +319,27 @@ async def test_stream_down_the_rest_fallback_takes_over_and_stream_back_sends_no
     assert "price stream unavailable: REST fallback polls the held coins" in logs
 
 
+async def test_a_silent_stream_is_stale_the_rest_fallback_polls_and_stops_when_prices_return(
+    rig: Callable[..., Awaitable[Rig]],
+) -> None:
+    """Given the stream stays connected but sends nothing (the fake goes silent), when REALTIME_STALE_SECONDS (1 s)
+    pass, then the REST fallback polls; when tickers arrive again, it stops."""
+    r = await rig()
+    await r.pushed(95_500_000)
+    polls_before = r.ticker_polls()
+    r.ws.go_silent(2.5)
+    silent = time.perf_counter()
+    await eventually(lambda: r.ticker_polls() > polls_before, timeout=3.0)
+    assert time.perf_counter() - silent < 1.0 + 0.2 + 0.5
+    assert r.watch.fallback
+
+    await eventually(lambda: not r.ws.silent, timeout=5.0)
+    await r.push(95_400_000)
+    await eventually(lambda: not r.watch.fallback, timeout=3.0)
+    assert r.metric("realtime_fallback_active") == 0
+    assert r.sells() == []
+
+
 async def test_stream_back_within_the_stale_time_makes_no_rest_poll(rig: Callable[..., Awaitable[Rig]]) -> None:
     """Given REALTIME_STALE_SECONDS=3, when the connection drops and the stream reconnects at once (its snapshot
     and new tickers arriving), then no REST poll is made and the fallback never starts."""
