@@ -222,6 +222,24 @@ async def test_a_gap_through_the_stop_is_sold_within_a_second_exactly_once(rig: 
     await eventually(lambda: (r.metric("realtime_stream_reconnects_total") or 0) >= 1)
 
 
+async def test_paper_mode_exits_on_the_stream_through_the_same_path(rig: Callable[..., Awaitable[Rig]]) -> None:
+    """Given paper mode (the paper account over Upbit's public prices, here the fakes), when the stream's ticker
+    crosses the stop, then the paper position is sold once as a stop-loss; nothing reaches Upbit's order route."""
+    r = await rig({"TRADING_MODE": "paper"})
+    await r.push(93_000_000)
+
+    async def closed() -> bool:
+        return (await r.position()).status == "closed"
+
+    await eventually(closed, timeout=1.0)
+    await asyncio.sleep(0.2)
+    [row] = await r.sell_rows()
+    assert row.status is OrderStatus.FILLED
+    assert row.mode is TradingMode.PAPER
+    assert (await r.position()).exit_reason == "stop_loss"
+    assert r.fake.requests_to("/v1/orders", "POST") == []
+
+
 async def test_a_crossing_while_the_previous_sell_is_unsettled_sends_nothing(
     rig: Callable[..., Awaitable[Rig]],
 ) -> None:
