@@ -75,6 +75,7 @@ class ReplayMarketSource:
         self._levels = levels
         self._min_level_krw = min_level_krw
         self._now = _utc(start) if start is not None else self.first_complete_time()
+        self._tick_prices: dict[str, Decimal] = {}  # a replayed tick inside a candle (``trade_at``)
 
     @classmethod
     def from_settings(
@@ -100,6 +101,23 @@ class ReplayMarketSource:
         if moment < self._now:
             raise ValueError(f"the replay clock only moves forward: {moment} is before {self._now}")
         self._now = moment
+        self._tick_prices.clear()
+
+    def trade_at(self, symbol: str, price: Decimal) -> None:
+        """A replayed tick (the real-time exits' path inside a candle): until the clock moves, the ticker and the
+        book quote ``price`` instead of the last close, so an exit triggered by the tick fills at it."""
+        self._require(symbol)
+        self._tick_prices[symbol] = price
+
+    def candles_between(self, symbol: str, after: datetime, until: datetime) -> pd.DataFrame:
+        """The candles of ``symbol``'s finest timeframe that became complete in ``(after, until]``, oldest first."""
+        finest = self.timeframes(symbol)[0]
+        frame = self._frame(symbol, finest)
+        span = _span(finest)
+        opens = frame.index
+        lo = int(opens.searchsorted(pd.Timestamp(_utc(after)) - span, side="right"))
+        hi = int(opens.searchsorted(pd.Timestamp(_utc(until)) - span, side="right"))
+        return frame.iloc[lo:hi]
 
     def first_complete_time(self) -> datetime:
         """The earliest clock at which every symbol has at least one complete candle."""
@@ -180,7 +198,8 @@ class ReplayMarketSource:
         if frame.empty:
             raise DataError(f"no complete {finest} candle of {symbol} before {self._now.isoformat()}")
         row = frame.iloc[-1]
-        return Decimal(str(row["close"])), Decimal(str(row["volume"]))
+        tick = self._tick_prices.get(symbol)
+        return (Decimal(str(row["close"])) if tick is None else tick), Decimal(str(row["volume"]))
 
 
 def _utc(moment: datetime) -> datetime:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -70,6 +70,26 @@ class BotControl:
         self.stats = JobStats()
         self.work_lock = asyncio.Lock()  # held by a job; settings are applied only while it is free
         self.stopping = False
+        # called (holding the work lock) after every job that touches the account and every settings read:
+        # the real-time exits re-read the positions' levels
+        self.account_listeners: list[Callable[[], Awaitable[object]]] = []
+        self.realtime_status: Callable[[], dict[str, object]] | None = None  # the price watch, for the heartbeat
+        watcher = engine.watcher
+        watcher.lock = self.work_lock
+        watcher.may_exit = self.exits_allowed
+        self.account_listeners.append(watcher.refresh)
+
+    def exits_allowed(self) -> bool:
+        """Exits run while the bot is running or paused; not when it is stopped (as the position job)."""
+        return self.desired is not DesiredState.STOPPED and not self.stopping
+
+    async def account_changed(self) -> None:
+        """Tell the listeners (the real-time exits) that positions or settings may have changed."""
+        for listener in self.account_listeners:
+            try:
+                await listener()
+            except Exception as exc:  # the database may be restarting; the next job or poll tries again
+                log.warning("control.account_listener_failed", error=f"{type(exc).__name__}: {exc}")
 
     async def read_desired(self) -> DesiredState:
         try:
@@ -97,6 +117,7 @@ class BotControl:
         the runner's work lock (``JobRunner.run`` and ``poll`` do)."""
         desired = await self.read_desired()
         await self.settings.refresh()
+        await self.account_changed()
         return desired
 
     async def _apply_safe_mode_reset(self) -> None:
@@ -156,6 +177,7 @@ class BotControl:
                     "settings": self.settings.report(),
                     "private_stream": self.engine.private_stream_status,
                     "market_flags": self.engine.pipeline.markets.report(),
+                    "realtime": self.realtime_status() if self.realtime_status is not None else None,
                 },
             )
         except Exception as exc:

@@ -107,6 +107,8 @@ class JobRunner(BotControl):
                 log.info("job.skipped", job=job.value, reason="bot stopped")
             else:
                 await self._timed(job, desired)
+                if job in _ACCOUNT_JOBS:
+                    await self.account_changed()
         await self.write_heartbeat()
 
     async def _timed(self, job: JobName, desired: DesiredState) -> None:

@@ -77,11 +77,15 @@ def round_trip_of(stored: StoredRoundTrip) -> RoundTrip:
 
 
 async def replay_side(settings: Settings, options: ParityOptions, database: Path) -> ReplaySide:
-    """Replay ``options`` into a fresh, migrated SQLite file at ``database`` and read its round trips."""
+    """Replay ``options`` into a fresh, migrated SQLite file at ``database`` and read its round trips.
+
+    The replay runs without the real-time exits: the backtest checks exits at the position job's moments on the
+    candle closes, and the comparison is of that model (the real-time path inside a candle is replay's alone)."""
     url = f"sqlite+aiosqlite:///{database}"
     await asyncio.to_thread(upgrade_to_head, url)
+    realtime = settings.realtime.model_copy(update={"exits_enabled": False})
     summary = await run_replay(
-        settings,
+        settings.model_copy(update={"realtime": realtime}),
         ReplayOptions(
             symbols=[options.symbol],
             start=options.start,

@@ -29,7 +29,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backend.app.core.jobs import JobName, JobRunner, build_triggers
-from backend.app.core.replay_driver import drive_replay, fire_times
+from backend.app.core.replay_driver import CandleTicks, drive_replay, fire_times
 from backend.app.core.replay_progress import ReplayProgress
 from backend.app.db.migrations import ensure_schema_current, upgrade_to_head
 from backend.app.db.queries import portfolio, reports
@@ -234,13 +234,24 @@ async def run_replay(settings: Settings, options: ReplayOptions) -> ReplaySummar
         )
         runner = JobRunner(engine, instance="replay", metrics=metrics, heartbeat=False)
         schedule = fire_times(build_triggers(settings.scheduler), start, end)
-        log.info("replay.start", start=start.isoformat(), end=end.isoformat(), moments=len(schedule), database=url)
+        # the real-time exits over the candles between the moments (REALTIME_EXITS_ENABLED, as the scheduler)
+        feed = CandleTicks(source, engine.watcher) if settings.realtime.exits_enabled else None
+        log.info(
+            "replay.start",
+            start=start.isoformat(),
+            end=end.isoformat(),
+            moments=len(schedule),
+            database=url,
+            realtime_exits=feed is not None,
+        )
         started = time.perf_counter()
         try:
             await engine.start_up()
             with ReplayProgress(schedule) if options.progress else nullcontext() as progress:
                 on_tick = progress.on_tick if progress is not None else None
-                moments = await drive_replay(runner, source.advance_to, schedule, speed=options.speed, on_tick=on_tick)
+                moments = await drive_replay(
+                    runner, source.advance_to, schedule, speed=options.speed, on_tick=on_tick, feed=feed
+                )
         finally:
             await engine.aclose()
         seconds = time.perf_counter() - started

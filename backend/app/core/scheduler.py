@@ -22,11 +22,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from backend.app.core.jobs import JobName, JobRunner, build_triggers, job_id
 from backend.app.core.lock_keeper import LockKeeper
 from backend.app.db.lock import SchedulerLock
-from backend.app.services.private_stream import PrivateStream, StreamFactory
+from backend.app.services.price_watch import PriceWatch, StreamFactory, disabled_status, upbit_stream
+from backend.app.services.private_stream import PrivateStream
+from backend.app.services.private_stream import StreamFactory as PrivateStreamFactory
 from backend.app.services.scheduler_metrics import SchedulerMetrics
 from backend.app.services.trading_engine import TradingEngine
 from src.config.system_groups import SchedulerConfig
 from src.domain.bot import BotState
+from src.domain.modes import TradingMode
 from src.exceptions import SchedulerLockHeld, SchedulerLockLost
 from src.utils.logger import get_logger
 
@@ -54,7 +57,8 @@ class TradingScheduler:
         metrics: SchedulerMetrics | None = None,
         lock_lease_seconds: int = 120,
         shutdown_timeout_seconds: float = 120.0,
-        private_stream: StreamFactory | None = None,
+        private_stream: PrivateStreamFactory | None = None,
+        price_stream: StreamFactory = upbit_stream,
     ) -> None:
         self.engine = engine
         self.config = config
@@ -80,11 +84,32 @@ class TradingScheduler:
             engine, lock=self.runner.work_lock, refresh=self._refresh_market_flags, factory=private_stream
         )
         self._side_tasks: set[asyncio.Task[None]] = set()
+        self.price_watch = self._price_watch(price_stream)
+        self._price_watch_task: asyncio.Task[None] | None = None
         self.shutdown_timeout = shutdown_timeout_seconds
         self._stop = asyncio.Event()
         self.started = asyncio.Event()
         self.exit_code = EXIT_OK
         self.exit_reason: str | None = None
+
+    def _price_watch(self, stream: StreamFactory) -> PriceWatch | None:
+        """The real-time exits' prices (live and paper; ``REALTIME_EXITS_ENABLED=false``: none, the position job
+        alone exits). Replay feeds the same watcher from its candles instead (``replay_driver.CandleTicks``)."""
+        settings = self.engine.settings
+        if self.engine.mode is TradingMode.REPLAY or not settings.realtime.exits_enabled:
+            self.runner.realtime_status = disabled_status
+            return None
+        watch = PriceWatch(
+            self.engine.watcher,
+            self.engine.pipeline.exchange,
+            settings.realtime,
+            settings.upbit.websocket_url,
+            self.metrics,
+            repository=self.engine.pipeline.repository,
+            stream_factory=stream,
+        )
+        self.runner.realtime_status = watch.status
+        return watch
 
     def _next_trading_run(self) -> datetime | None:
         job = self.scheduler.get_job(job_id(JobName.TRADING))
@@ -121,6 +146,8 @@ class TradingScheduler:
             self._add_jobs()
             self.scheduler.start()
             await self.private.start()
+            if self.price_watch is not None:
+                self._price_watch_task = asyncio.create_task(self.price_watch.run(), name="price-watch")
             await self.runner.write_heartbeat()
             self.started.set()
             log.info(
@@ -168,6 +195,19 @@ class TradingScheduler:
         self.exit_reason = f"lost the scheduler lock: {message}"
         self.request_stop("lock lost")
 
+    async def _stop_price_watch(self) -> None:
+        """No new real-time exits (``stopping``); the stream closes and an exit in flight finishes."""
+        if self.price_watch is None or self._price_watch_task is None:
+            return
+        await self.price_watch.stop()
+        try:
+            await asyncio.wait_for(self._price_watch_task, timeout=self.shutdown_timeout)
+        except TimeoutError:
+            log.error("scheduler.price_watch_stop_timeout", seconds=self.shutdown_timeout)
+            self._price_watch_task.cancel()
+        except Exception:
+            log.exception("scheduler.price_watch_failed")
+
     async def _shutdown(self) -> None:
         """No new jobs; let the job in flight finish its order handling; then stop APScheduler (whose
         shutdown cancels running job tasks, so it must come after), write the heartbeat, free the lock."""
@@ -175,6 +215,7 @@ class TradingScheduler:
         await self.private.stop()
         if self.scheduler.running:
             self.scheduler.pause()
+        await self._stop_price_watch()
         try:
             await asyncio.wait_for(self.runner.work_lock.acquire(), timeout=self.shutdown_timeout)
             self.runner.work_lock.release()

@@ -8,6 +8,7 @@ from pydantic import Field
 from backend.app.schemas.common import ApiModel, Reason
 from src.config.runtime_state import SettingStatus
 from src.domain.bot import BotAction, DesiredState
+from src.domain.market_stream import StreamState
 
 
 class SettingState(ApiModel):
@@ -22,6 +23,20 @@ class SettingState(ApiModel):
         "previous value stays) | unknown (no heartbeat with settings)"
     )
     message: str | None = Field(description="Why the request is pending, rejected or unknown")
+
+
+class RealtimeStatus(ApiModel):
+    """The real-time exits as the scheduler reported them with its heartbeat (``details.realtime``)."""
+
+    enabled: bool = Field(description="REALTIME_EXITS_ENABLED in the scheduler (false in replay)")
+    stream: StreamState = Field(description="The public price stream: off (none held), connecting, live, stale, down")
+    since: datetime | None = Field(default=None, description="When the stream entered that state")
+    fallback: bool = Field(description="True while the REST fallback polls the held coins' prices")
+    watched: list[str] = Field(description="The held coins whose stop, target and trailing level are watched")
+    last_tick_at: datetime | None = Field(default=None, description="The last price received (stream or REST)")
+    reconnects: int = Field(default=0, description="Reconnects of the stream since the scheduler started")
+    fallback_polls: int = Field(default=0, description="REST polls made by the fallback since the scheduler started")
+    exits: int = Field(default=0, description="Crossings the real-time path handled since the scheduler started")
 
 
 class BotStatusOut(ApiModel):
@@ -46,6 +61,9 @@ class BotStatusOut(ApiModel):
     safe_mode_reason: str | None
     safe_mode_since: datetime | None
     settings: list[SettingState] = Field(description="Run-time settings: requested and applied, by key")
+    realtime: RealtimeStatus | None = Field(
+        default=None, description="The real-time exits (price stream, REST fallback); null until a heartbeat has them"
+    )
 
 
 class BotControlIn(ApiModel):

@@ -25,6 +25,7 @@ log = get_logger(__name__)
 
 _JOB_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _STAGE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_TICK_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15, 60)
 
 
 class SchedulerMetrics:
@@ -100,6 +101,38 @@ class SchedulerMetrics:
         )
         self.ai_budget_remaining = Gauge(
             "ai_budget_remaining_usd", "USD left of this UTC period's AI budget (+Inf: no cap)", ["period"], registry=r
+        )
+
+        # the real-time exits (backend/app/services/price_watch.py)
+        self.stream_state = Gauge(
+            "realtime_stream_state",
+            "The public price stream's state: 1 for the current one (off, connecting, live, stale, down)",
+            ["state"],
+            registry=r,
+        )
+        self.stream_messages = Counter(
+            "realtime_stream_messages_total", "Price ticks received, by source (stream, rest)", ["source"], registry=r
+        )
+        self.stream_reconnects = Counter(
+            "realtime_stream_reconnects_total", "Reconnects of the public price stream", registry=r
+        )
+        self.fallback_active = Gauge(
+            "realtime_fallback_active", "1 while the REST fallback polls the held coins' prices", registry=r
+        )
+        self.watched_positions = Gauge(
+            "realtime_watched_positions", "Open positions whose levels the real-time exits watch", registry=r
+        )
+        self.realtime_exits = Counter(
+            "realtime_exits_total",
+            "Crossings handled by the real-time exits, by tick source and outcome (sold, not_sold)",
+            ["source", "outcome"],
+            registry=r,
+        )
+        self.tick_to_order = Histogram(
+            "realtime_tick_to_order_seconds",
+            "From a crossing tick's arrival to the exit order's answer",
+            registry=r,
+            buckets=_TICK_BUCKETS,
         )
 
     def serve(self, port: int, addr: str = "127.0.0.1", *, instance: str) -> Any | None:

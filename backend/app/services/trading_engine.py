@@ -47,6 +47,7 @@ from src.strategy.contract import Strategy
 from src.trading.pipeline import CycleReport, ExitReport, TradingPipeline
 from src.trading.pipeline.compose import FROM_SETTINGS, PipelineAdapters, apply_settings, build_pipeline
 from src.trading.pipeline.market_gate import MarketFlagAction
+from src.trading.pipeline.realtime_exits import RealtimeExits
 from src.trading.ports import OrderGuard
 from src.trading.private_events import PrivateEvents, Refresh
 from src.trading.repository import PortfolioSnapshotRecord
@@ -102,6 +103,9 @@ class TradingEngine:
         self.clock = clock
         self._parts = parts
         self.private_stream_status = "off: not started"  # the private stream, as the heartbeat reports it
+        # the real-time exits of this account: fed by the scheduler's PriceWatch (WebSocket, REST fallback) or by
+        # replay's candles; the scheduler's JobRunner gives it the work lock and the desired state
+        self.watcher = RealtimeExits(pipeline)
 
     # --- construction -------------------------------------------------------------------------------
     @classmethod

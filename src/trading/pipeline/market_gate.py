@@ -30,7 +30,6 @@ from src.position.service import PositionService
 from src.risk.models import ExitSignal
 from src.trading.market_status import MarketStatusBook, MarketStatusSource
 from src.trading.pipeline.exits import ErrorLogger, exit_position
-from src.trading.pipeline.portfolio import load_portfolio
 from src.trading.repository import ITradingRepository
 from src.trading.results import ExecutionResult
 from src.trading.service import TradingService
@@ -98,9 +97,8 @@ async def refresh_market_flags(
         status = book.status(symbol)
         price = prices.get(symbol)
         if config.action is MarketWarningAction.EXIT and price is not None:
-            sold = await _sell(
-                status, price, position.amount, position.id, exchange, trading, repository, clock, log_error
-            )
+            sold = await _sell(status, price, position.amount, position.id, exchange, positions, trading, repository,
+                               log_error)  # fmt: skip
             actions.append(sold)
         elif config.action is MarketWarningAction.TIGHTEN_STOP and price is not None:
             tightened = await _tighten(status, price, config.stop_pct, positions)
@@ -140,15 +138,17 @@ async def _sell(
     amount: Decimal,
     position_id: int | None,
     exchange: IExchangeClient,
+    positions: PositionService,
     trading: TradingService,
     repository: ITradingRepository,
-    clock: Callable[[], datetime],
     log_error: ErrorLogger,
 ) -> MarketFlagAction:
     """Sell the position through the exit path (``exit: market_warning``), exactly once per order."""
     signal = ExitSignal(status.symbol, ExitReason.MARKET_WARNING, price, price, position_id)
-    portfolio = await load_portfolio(exchange, clock())
-    report = await exit_position(trading, repository, log_error, signal, portfolio, amount)
+    report = await exit_position(
+        signal, amount, exchange=exchange, positions=positions, trading=trading, repository=repository,
+        log_error=log_error,
+    )  # fmt: skip
     detail = f"sold: {report.reason}" if report.result is not None else f"sale failed: {report.error}"
     return MarketFlagAction(
         status.symbol, str(status.reason), MarketWarningAction.EXIT, detail, report.result, report.error

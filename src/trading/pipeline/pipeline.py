@@ -32,7 +32,7 @@ from src.trading.pipeline.analysis_stage import analysis_stage
 from src.trading.pipeline.context import CycleContext, CycleOutcome
 from src.trading.pipeline.data_stage import data_stage
 from src.trading.pipeline.execution import execution_stage
-from src.trading.pipeline.exits import ExitReport, exit_due_positions
+from src.trading.pipeline.exits import ExitReport, exit_at_price, exit_due_positions
 from src.trading.pipeline.market_gate import MarketFlagAction, MarketGateConfig, refresh_market_flags
 from src.trading.pipeline.observer import NullPipelineObserver, PipelineObserver
 from src.trading.pipeline.payloads import jsonable
@@ -237,6 +237,22 @@ class TradingPipeline:
             clock=self.clock,
             log_error=self._log_error,
             act=act,
+        )
+
+    async def exit_on_price(self, symbol: str, price: Decimal, *, highest: Decimal | None = None) -> ExitReport | None:
+        """The real-time path's exit (``RealtimeExits``): ``symbol`` traded at ``price``, crossing a level; the
+        position is re-read, the exit rule asked again, and the sale goes through the position job's path."""
+        return await exit_at_price(
+            symbol,
+            price,
+            highest=highest,
+            exchange=self.exchange,
+            positions=self.positions,
+            risk=self.risk,
+            trading=self.trading,
+            repository=self.repository,
+            clock=self.clock,
+            log_error=self._log_error,
         )
 
     async def snapshot(self, *, unless_within: timedelta | None = None) -> PortfolioSnapshotRecord | None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from backend.app.api.deps import (
@@ -32,6 +33,7 @@ from backend.app.schemas.bot import (
     BotControlIn,
     BotControlOut,
     BotStatusOut,
+    RealtimeStatus,
     SafeModeResetIn,
     SafeModeResetOut,
     SettingState,
@@ -121,7 +123,21 @@ def _status(data: status_queries.BotStatusData, settings: Settings, runtime: lis
         **heartbeat,
         **_safe_mode_fields(data),
         settings=runtime,
+        realtime=_realtime(data.heartbeat),
     )
+
+
+def _realtime(heartbeat: Any) -> RealtimeStatus | None:
+    """``details.realtime`` of the heartbeat (the price watch's status), if it has a readable one."""
+    details = heartbeat.details if heartbeat is not None else None
+    value = details.get("realtime") if isinstance(details, dict) else None
+    if not isinstance(value, dict):
+        return None
+    try:
+        return RealtimeStatus.model_validate(value)
+    except ValidationError:
+        log.warning("bot.realtime_status_unreadable", value=str(value)[:200])
+        return None
 
 
 @router.get("/status", response_model=BotStatusOut, summary="The scheduler's real state, from its heartbeat")
