@@ -455,7 +455,8 @@ async def test_realtime_exits_off_by_setting_start_no_stream(
 ) -> None:
     """Given REALTIME_EXITS_ENABLED=false, the scheduler starts no price watch (no connection) and its heartbeat
     says so."""
-    r = await rig({"REALTIME_EXITS_ENABLED": "false"}, wait_stream=False)
+    # (the private stream, which connects to the same fake, is off too: only the price stream is counted)
+    r = await rig({"REALTIME_EXITS_ENABLED": "false", "UPBIT_PRIVATE_STREAM_ENABLED": "false"}, wait_stream=False)
     await asyncio.sleep(0.3)
 
     assert r.scheduler.price_watch is None
