@@ -68,6 +68,26 @@ def _iso(stamp: pd.Timestamp) -> str:
     return stamp.isoformat()
 
 
+def _iso_list(stamps: pd.Series) -> list[str]:
+    """``Timestamp.isoformat()`` of each UTC moment (``2024-01-01T09:00:00+00:00``), vectorised for whole
+    seconds (every fill moment and candle open), one by one otherwise."""
+    naive = stamps.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
+    seconds = naive.astype("datetime64[s]")
+    if not np.array_equal(seconds.astype(naive.dtype), naive):
+        return [_iso(stamp) for stamp in stamps]
+    return [text + "+00:00" for text in np.datetime_as_string(seconds, unit="s").tolist()]
+
+
+def _finite_list(values: pd.Series) -> list[float | None]:
+    """Python floats, None where not finite (NaN: no stop or target)."""
+    array = values.to_numpy(dtype=np.float64)
+    out: list[float | None] = array.tolist()
+    if not np.isfinite(array).all():
+        for i in np.flatnonzero(~np.isfinite(array)).tolist():
+            out[i] = None
+    return out
+
+
 @dataclass(slots=True)
 class BacktestResult:
     strategy: str
@@ -93,29 +113,22 @@ class BacktestResult:
     def equity(self) -> pd.Series:
         return self.run.equity
 
-    def trade_records(self) -> list[dict[str, Any]]:
+    def trade_records(self, last: int | None = None) -> list[dict[str, Any]]:
         """Round trips as the bot would record them: fill moments, the candles whose close was used, prices,
-        P&L net of both fees, and the exit reason (``end``: still open after the last bar, sold at its close)."""
-        return [
-            {
-                "entry_time": _iso(row.entry_time),
-                "exit_time": _iso(row.exit_time),
-                "entry_candle": _iso(row.entry_candle),
-                "exit_candle": _iso(row.exit_candle),
-                "entry_price": float(row.entry_price),
-                "exit_price": float(row.exit_price),
-                "units": float(row.units),
-                "cost": float(row.cost),
-                "proceeds": float(row.proceeds),
-                "pnl": float(row.pnl),
-                "pnl_pct": float(row.pnl_pct),
-                "fees": float(row.fees),
-                "stop_price": None if np.isnan(row.stop_price) else float(row.stop_price),
-                "target_price": None if np.isnan(row.target_price) else float(row.target_price),
-                "exit_reason": row.exit_reason,
-            }
-            for row in self.trades.itertuples(index=False)
-        ]
+        P&L net of both fees, and the exit reason (``end``: still open after the last bar, sold at its close).
+        ``last``: only the last ``last`` of them. Built column by column (strict JSON: a non-finite number is
+        None), which for tens of thousands of trades is many times faster than row by row."""
+        trades = self.trades if last is None else self.trades.iloc[len(self.trades) - min(last, len(self.trades)) :]
+        columns: dict[str, list[Any]] = {
+            name: _iso_list(trades[name]) for name in ("entry_time", "exit_time", "entry_candle", "exit_candle")
+        }
+        for name in ("entry_price", "exit_price", "units", "cost", "proceeds", "pnl", "pnl_pct", "fees"):
+            columns[name] = _finite_list(trades[name])
+        for name in ("stop_price", "target_price"):  # NaN: no such level
+            columns[name] = _finite_list(trades[name])
+        columns["exit_reason"] = [str(reason) for reason in trades["exit_reason"]]
+        keys = list(columns)
+        return [dict(zip(keys, row, strict=True)) for row in zip(*columns.values(), strict=True)]
 
     def gates(self) -> dict[str, Any]:
         """Which rules and gates were applied and how many entry attempts each refused."""
@@ -129,7 +142,7 @@ class BacktestResult:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return json_safe(
+        summary = json_safe(
             {
                 "strategy": self.strategy,
                 "parameters": self.parameters,
@@ -137,9 +150,9 @@ class BacktestResult:
                 "metrics": self.metrics,
                 "final_equity": self.metrics["final_equity"],
                 "gates": self.gates(),
-                "trades": self.trade_records(),
             }
         )
+        return {**summary, "trades": self.trade_records()}  # strict JSON already
 
 
 class Backtester:

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from src.api.interfaces import CANDLE_COLUMNS, MAX_CANDLES_PER_REQUEST, IExchangeClient
+from src.backtesting.candle_cache import read_cached, write_cache
 from src.domain.timeframes import Timeframe
 from src.exceptions import DataError, RateLimited
 from src.utils.logger import get_logger
@@ -48,11 +49,28 @@ def _fail(path: Path | str, line: int | None, reason: str) -> DataError:
     return DataError(f"{where}: {reason}", file=str(path), line=line, reason=reason)
 
 
-def load_candle_csv(path: Path | str) -> pd.DataFrame:
-    """Read and validate one candle CSV; the frame has a UTC index named ``timestamp`` and float columns."""
+def load_candle_csv(path: Path | str, *, cache: bool = True) -> pd.DataFrame:
+    """Read and validate one candle CSV; the frame has a UTC index named ``timestamp`` and float columns.
+
+    With ``cache`` (the default) a valid binary copy of an earlier parse is used instead, and a fresh parse is
+    kept as one (``src.backtesting.candle_cache``)."""
     path = Path(path)
     if not path.is_file():
         raise _fail(path, None, "file not found")
+    if cache:
+        cached = read_cached(path, lambda frame: check_candles(frame, path))
+        if cached is not None:
+            return cached
+    stat = path.stat()
+    df = _parse_fast(path)
+    if df is None:  # a cell the fast parse cannot read, or a rule broken: the exact parse names file and line
+        df = _parse_exact(path)
+    if cache:
+        write_cache(path, stat, df)
+    return df
+
+
+def _parse_exact(path: Path) -> pd.DataFrame:
     try:
         raw = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
@@ -61,6 +79,51 @@ def load_candle_csv(path: Path | str) -> pd.DataFrame:
     if missing:
         raise _fail(path, 1, f"missing column(s) {', '.join(missing)}; expected {','.join(REQUIRED_COLUMNS)}[,value]")
     return validate_candles(raw, path)
+
+
+def _missing_cells_empty(path: Path, missing: np.ndarray) -> bool:
+    """Whether every ``value`` cell read as NaN was empty (a written ``nan`` is an error, as in the exact parse)."""
+    if not missing.any():
+        return True
+    cells = pd.read_csv(path, usecols=["value"], dtype=str, keep_default_na=False)["value"].to_numpy()
+    return bool((cells[missing] == "").all())
+
+
+def _parse_fast(path: Path) -> pd.DataFrame | None:
+    """One ``read_csv`` with the numeric columns read as floats, then the same rules as ``validate_candles``;
+    None when anything is off (the exact parse then finds and names the problem)."""
+    try:
+        with path.open(encoding="utf-8") as handle:
+            header = handle.readline().strip().split(",")
+        if any(column not in header for column in REQUIRED_COLUMNS):
+            return None
+        numeric = [c for c in CANDLE_COLUMNS if c in header]
+        raw = pd.read_csv(
+            path,
+            usecols=["timestamp", *numeric],
+            dtype={"timestamp": str, **dict.fromkeys(numeric, np.float64)},
+            keep_default_na=False,
+            na_values={c: [""] for c in numeric},  # only an empty cell is missing (allowed in ``value`` only)
+            float_precision="round_trip",
+        )
+        stamps = pd.to_datetime(raw["timestamp"], utc=True, errors="coerce", format="ISO8601")
+    except (ValueError, TypeError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        return None
+    if stamps.isna().any():
+        return None
+    prices = raw[["open", "high", "low", "close", "volume"]].to_numpy(dtype=np.float64)
+    if not np.isfinite(prices).all():
+        return None
+    value = raw["value"].to_numpy(dtype=np.float64) if "value" in raw.columns else np.full(len(raw), np.nan)
+    if np.isinf(value).any() or ("value" in raw.columns and not _missing_cells_empty(path, np.isnan(value))):
+        return None
+    columns = {c: raw[c].to_numpy(dtype=np.float64) for c in ("open", "high", "low", "close", "volume")}
+    df = pd.DataFrame({**columns, "value": value}, index=pd.DatetimeIndex(stamps, name="timestamp"))
+    try:
+        check_candles(df, path)
+    except DataError:
+        return None
+    return df[list(CANDLE_COLUMNS)]
 
 
 def validate_candles(raw: pd.DataFrame, source: Path | str = "<frame>") -> pd.DataFrame:
