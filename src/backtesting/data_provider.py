@@ -104,7 +104,6 @@ def _parse_fast(path: Path) -> pd.DataFrame | None:
             dtype={"timestamp": str, **dict.fromkeys(numeric, np.float64)},
             keep_default_na=False,
             na_values={c: [""] for c in numeric},  # only an empty cell is missing (allowed in ``value`` only)
-            float_precision="round_trip",
         )
         stamps = pd.to_datetime(raw["timestamp"], utc=True, errors="coerce", format="ISO8601")
     except (ValueError, TypeError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
