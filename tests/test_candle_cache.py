@@ -71,7 +71,8 @@ def test_first_load_writes_the_cache_and_the_second_reads_it_back_identical(csv:
     expected = exact_parse(csv)
     pd.testing.assert_frame_equal(first, expected, check_exact=True)
     pd.testing.assert_frame_equal(second, expected, check_exact=True)
-    assert second.index.name == "timestamp" and str(second.index.tz) == "UTC"
+    assert second.index.name == "timestamp"
+    assert str(second.index.tz) == "UTC"
 
 
 def test_the_cache_is_what_the_second_load_reads(csv: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -177,7 +178,7 @@ def test_a_read_only_data_directory_uses_the_project_cache(
     monkeypatch.setattr(candle_cache, "fallback_dir", lambda: fallback)
     real_mkstemp = candle_cache.tempfile.mkstemp
 
-    def read_only_beside(*args: object, dir: Path, **kwargs: object):  # type: ignore[no-untyped-def]  # noqa: A002
+    def read_only_beside(*args: object, dir: Path, **kwargs: object):  # type: ignore[no-untyped-def]
         if Path(dir) == csv.parent:
             raise PermissionError(13, "Permission denied", str(dir))
         return real_mkstemp(*args, dir=dir, **kwargs)  # type: ignore[call-overload]
@@ -188,7 +189,8 @@ def test_a_read_only_data_directory_uses_the_project_cache(
     # Then the cache lives in the project's directory, and the second load reads it
     assert not beside(csv).exists()
     written = list(fallback.glob("*.npz"))
-    assert len(written) == 1 and written[0].name.startswith(csv.name)
+    assert len(written) == 1
+    assert written[0].name.startswith(csv.name)
     pd.testing.assert_frame_equal(candle_cache.read_cached(csv, lambda _f: None), first, check_exact=True)
 
 
@@ -228,5 +230,6 @@ def test_a_rule_backtest_run_never_imports_the_model_client(csv: Path, tmp_path:
         f"{str(out)!r}, '--no-quick-filter', '--trades', '0']) == 0"
     )
     modules = _modules_after(code)
-    assert "openai" not in modules and "src.ai.service" not in modules
+    assert "openai" not in modules
+    assert "src.ai.service" not in modules
     assert json.loads(out.read_text())["strategy"] == "volatility_breakout"

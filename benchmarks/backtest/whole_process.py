@@ -41,9 +41,17 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 BT_PYTHON = ROOT / "benchmarks" / ".venv-bt" / "bin" / "python"
-SAME_JOB = (
-    "--no-risk-rules --no-quick-filter --slippage 0 --no-tick-rounding --fee 0.0005 --capital 1e12".split()
-)
+SAME_JOB = [
+    "--no-risk-rules",
+    "--no-quick-filter",
+    "--slippage",
+    "0",
+    "--no-tick-rounding",
+    "--fee",
+    "0.0005",
+    "--capital",
+    "1e12",
+]
 
 
 def load() -> str:
@@ -107,10 +115,16 @@ def main() -> None:
         shutil.copy2(data, before_data)
     sides: dict[str, tuple[list[str], Path]] = {
         "backtesting.py": (
-            [str(BT_PYTHON), str(ROOT / "benchmarks" / "backtest" / "bt_whole.py"), "--data", str(data), "--json",
-             str(work / "bt.json")],
+            [
+                str(BT_PYTHON),
+                str(ROOT / "benchmarks" / "backtest" / "bt_whole.py"),
+                "--data",
+                str(data),
+                "--json",
+                str(work / "bt.json"),
+            ],
             ROOT,
-        ),  # fmt: skip
+        ),
         "ours, first run": (ours(ROOT, data, work / "ours-first.json"), ROOT),
         "ours, cached": (ours(ROOT, data, work / "ours.json"), ROOT),
     }
