@@ -126,7 +126,7 @@ def test_a_touched_csv_of_the_same_size_is_parsed_again(csv: Path) -> None:
     ],
     ids=["truncated", "garbage", "flipped-byte"],
 )
-def test_a_damaged_cache_is_ignored_and_replaced(csv: Path, damage) -> None:  # type: ignore[no-untyped-def]
+def test_a_damaged_cache_is_ignored_and_replaced(csv: Path, damage) -> None:
     load_candle_csv(csv)
     damage(beside(csv))
     # When the CSV is loaded with a damaged cache beside it
@@ -178,7 +178,7 @@ def test_a_read_only_data_directory_uses_the_project_cache(
     monkeypatch.setattr(candle_cache, "fallback_dir", lambda: fallback)
     real_mkstemp = candle_cache.tempfile.mkstemp
 
-    def read_only_beside(*args: object, dir: Path, **kwargs: object):  # type: ignore[no-untyped-def]
+    def read_only_beside(*args: object, dir: Path, **kwargs: object):
         if Path(dir) == csv.parent:
             raise PermissionError(13, "Permission denied", str(dir))
         return real_mkstemp(*args, dir=dir, **kwargs)  # type: ignore[call-overload]
