@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from src.backtesting.backtester import Backtester, BacktestResult, engine_config_from_settings, first_bar
@@ -190,23 +190,32 @@ def simulate(request: BacktestRequest, settings: Settings, progress: ProgressCal
     report = progress or (lambda _share, _stage: None)
     config = engine_config_for(request, settings)
     strategy = strategy_for(request, settings)
-    report(0.05, "loading candles")
+    source = request.data_file.name if request.data_file is not None else f"{request.symbol} {request.timeframe}"
+    report(0.05, f"loading candles: {source}")
     df, start = acted_bars(load_candles(request, settings), request)
     df = from_start(df, start, history_bars(config.quick_filter_lookback_days, int(bar_seconds(df.index))))
-    report(0.2, "indicators and signals")
+    report(0.2, f"indicators and signals: {len(df):,} bars")
     ai = _ai_of(strategy)
     if ai is not None:
-        asyncio.run(ai.prepare(df))
+
+        def deciding(done: int, total: int) -> None:  # the slow part of an ai backtest: one decision per entry
+            if done < total and done * 200 // total == (done - 1) * 200 // total:
+                return  # every half percent is enough (the API's runs send each report through a pipe)
+            report(0.2 + 0.3 * done / max(total, 1), f"AI decisions: {done:,} of {total:,} candidate entries")
+
+        asyncio.run(ai.prepare(df, deciding))
     signals = strategy.generate_signals(df)
     rule_signals = None
     if ai is not None:  # the quick filter's rule stage judges the candidate strategy
         rule_signals = ai.rule_strategy.generate_signals(df)
-    report(0.5, "simulating")
+    entries = int(signals.entry.sum())
+    gate = f", quick filter at each of up to {entries:,} entry attempts" if config.quick_filter else ""
+    report(0.5, f"simulating {len(df):,} bars{gate}")
     result = Backtester(config).run_signals(
         df, signals, strategy.name, strategy.parameters(), strategy.exit_policy, start, rule_signals
     )
     ai_stats = ai.stats if ai is not None else None
-    report(0.9, "writing reports")
+    report(0.9, f"writing reports: {int(result.metrics['trades']):,} trades")
     return Simulated(result, ai_stats)
 
 
@@ -238,9 +247,13 @@ def run_backtest(request: BacktestRequest, settings: Settings, console: Console)
 
 
 def _progress(console: Console, enabled: bool) -> Progress:
+    """On a terminal only (never in a pipe, a log or the JSON): the stage, with its counts, a bar and the time
+    spent; the spinner and the clock move while a stage runs."""
     return Progress(
+        SpinnerColumn(),
         TextColumn("{task.description}"),
         BarColumn(),
+        TaskProgressColumn(),
         TimeElapsedColumn(),
         console=console,
         transient=True,
