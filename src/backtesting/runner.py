@@ -280,15 +280,18 @@ def _write_outputs(request: BacktestRequest, result: BacktestResult, extra: dict
 
 def report_json(report: dict[str, Any]) -> str:
     """``report`` as strict JSON, indented, with one trade a line: the same document as ``json.dumps(report,
-    indent=2)`` but written by the C encoder (indented output takes the pure-Python one, seconds for tens of
-    thousands of trades) and easier to scan."""
+    indent=2)``, but the trades are encoded in one call of the C encoder (indented output takes the pure-Python
+    one: seconds for 100,000 trades) and then put one a line. A trade's strings are ISO moments and exit
+    reasons, so ``}, {`` occurs only between two trades."""
     trades = report.get("trades")
     rest = {key: value for key, value in report.items() if key != "trades"}
     head = json.dumps(rest, indent=2, allow_nan=False)
     if not isinstance(trades, list):
         return head
-    lines = ",\n".join("    " + json.dumps(trade, allow_nan=False) for trade in trades)
-    body = f"[\n{lines}\n  ]" if trades else "[]"
+    body = "[]"
+    if trades:
+        encoded = json.dumps(trades, allow_nan=False)  # "[{...}, {...}]"
+        body = "[\n    " + encoded[1:-1].replace("}, {", "},\n    {") + "\n  ]"
     return f'{head[:-2]},\n  "trades": {body}\n}}' if rest else f'{{\n  "trades": {body}\n}}'
 
 
