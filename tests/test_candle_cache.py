@@ -233,3 +233,22 @@ def test_a_rule_backtest_run_never_imports_the_model_client(csv: Path, tmp_path:
     assert "openai" not in modules
     assert "src.ai.service" not in modules
     assert json.loads(out.read_text())["strategy"] == "volatility_breakout"
+
+
+@pytest.mark.parametrize("strategy", ["volatility_breakout", "rule_breakout"])
+def test_the_json_report_is_the_result_as_json(tmp_path: Path, strategy: str) -> None:
+    # Given a backtest with many trades (levels set for the rule strategy, none for the breakout)
+    from src.backtesting.backtester import Backtester
+    from src.backtesting.engine import EngineConfig
+    from src.backtesting.runner import report_json
+    from src.strategy.registry import build_strategy
+
+    result = Backtester(EngineConfig(quick_filter=False)).run(candles(3000), build_strategy(strategy, {}, None))
+    assert len(result.trades) > 10
+    # When the report is written the fast way
+    text = report_json(result.summary_dict(), result.trade_json_lines())
+    # Then it reads back as exactly the result's dict, in the same order, one trade a line
+    assert json.loads(text) == result.to_dict()
+    assert list(json.loads(text)) == list(result.to_dict())
+    assert text.count("\n    {") == len(result.trades)
+    assert report_json({"a": 1}, []) == '{\n  "a": 1,\n  "trades": []\n}'

@@ -264,8 +264,8 @@ def _progress(console: Console, enabled: bool) -> Progress:
 def _write_outputs(request: BacktestRequest, result: BacktestResult, extra: dict[str, Any] | None = None) -> None:
     if request.json_out is not None:
         request.json_out.parent.mkdir(parents=True, exist_ok=True)
-        report = {**result.to_dict(), **(extra or {})}
-        request.json_out.write_text(report_json(report), encoding="utf-8")
+        summary = {**result.summary_dict(), **(extra or {})}
+        request.json_out.write_text(report_json(summary, result.trade_json_lines()), encoding="utf-8")
     if request.html_out is not None:
         asked = {
             "strategy": result.strategy,
@@ -278,21 +278,14 @@ def _write_outputs(request: BacktestRequest, result: BacktestResult, extra: dict
         write_html_report(result, request.html_out, title=f"{request.symbol} {result.strategy}", request=asked)
 
 
-def report_json(report: dict[str, Any]) -> str:
-    """``report`` as strict JSON, indented, with one trade a line: the same document as ``json.dumps(report,
-    indent=2)``, but the trades are encoded in one call of the C encoder (indented output takes the pure-Python
-    one: seconds for 100,000 trades) and then put one a line. A trade's strings are ISO moments and exit
-    reasons, so ``}, {`` occurs only between two trades."""
-    trades = report.get("trades")
-    rest = {key: value for key, value in report.items() if key != "trades"}
-    head = json.dumps(rest, indent=2, allow_nan=False)
-    if not isinstance(trades, list):
-        return head
-    body = "[]"
-    if trades:
-        encoded = json.dumps(trades, allow_nan=False)  # "[{...}, {...}]"
-        body = "[\n    " + encoded[1:-1].replace("}, {", "},\n    {") + "\n  ]"
-    return f'{head[:-2]},\n  "trades": {body}\n}}' if rest else f'{{\n  "trades": {body}\n}}'
+def report_json(summary: dict[str, Any], trade_lines: list[str]) -> str:
+    """The JSON report: ``summary`` indented as ``json.dumps(..., indent=2)`` writes it, then ``"trades"``, one
+    trade a line (``trade_lines``: each trade's compact JSON). The same document as ``json.dumps({**summary,
+    "trades": records}, indent=2)``, many times faster for 100,000 trades (indented output takes the pure-Python
+    encoder) and easier to scan."""
+    head = json.dumps(summary, indent=2, allow_nan=False)
+    body = "[\n    " + ",\n    ".join(trade_lines) + "\n  ]" if trade_lines else "[]"
+    return f'{head[:-2]},\n  "trades": {body}\n}}' if summary else f'{{\n  "trades": {body}\n}}'
 
 
 def _fmt(value: Any, suffix: str = "") -> str:
