@@ -16,8 +16,9 @@ Each side is a fresh process, timed from outside (wall time, and the child's CPU
 
 Same job, same trades: ``--no-risk-rules --no-quick-filter`` (no spacing, caps, breakers or gate),
 ``--slippage 0 --no-tick-rounding`` (fills at the close, as backtesting.py's ``trade_on_close``),
-``--fee 0.0005`` (its ``commission``) and ``--capital 1e12`` (with one unit a trade and 1e13 cash on its side,
-neither side ever skips an entry for want of cash; sizes differ, and entries and exits do not depend on them).
+``--fee 0.0005`` (its ``commission``), ``--capital 1e12 --position-fraction 0.01`` (with one unit a trade and 1e13
+cash on its side, neither side ever skips an entry for want of cash or below the minimum order, even after
+100,000 trades' fees; sizes differ, and entries and exits do not depend on them).
 The benchmark compares the trade lists (entry candle, entry price, exit candle, exit price; exactly, no
 tolerance) and fails if they differ. Start-up is measured separately: ``python -c "import backtest"``.
 Writes benchmarks/results/whole_process.json and prints a markdown table.
@@ -51,6 +52,8 @@ SAME_JOB = [
     "0.0005",
     "--capital",
     "1e12",
+    "--position-fraction",
+    "0.01",
 ]
 
 
