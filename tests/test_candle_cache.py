@@ -1,4 +1,4 @@
-"""The binary cache of candle CSVs (src/backtesting/candle_cache.py) and what a rule backtest imports.
+"""The binary cache of candle CSVs (src/backtesting/candle_cache.py), and the JSON report written from it.
 
 Given a candle CSV, the first load parses it and keeps a validated .npz beside it; later loads read that copy,
 which must give exactly the frame the CSV parse gives, be rebuilt when the CSV changes, be ignored (and
@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -202,37 +200,6 @@ def test_a_symlinked_csv_is_cached_beside_the_link(tmp_path: Path, csv: Path) ->
     pd.testing.assert_frame_equal(load_candle_csv(link), exact_parse(csv), check_exact=True)
     assert beside(link).is_file()
     pd.testing.assert_frame_equal(load_candle_csv(link), exact_parse(csv), check_exact=True)
-
-
-def _modules_after(code: str) -> set[str]:
-    done = subprocess.run(
-        [sys.executable, "-c", f"{code}\nimport sys, json; print(json.dumps(sorted(sys.modules)))"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    return set(json.loads(done.stdout.strip().splitlines()[-1]))
-
-
-def test_importing_backtest_does_not_import_the_model_client() -> None:
-    modules = _modules_after("import backtest")
-    assert "openai" not in modules
-    assert "src.backtesting.ai_strategy" not in modules
-
-
-def test_a_rule_backtest_run_never_imports_the_model_client(csv: Path, tmp_path: Path) -> None:
-    out = tmp_path / "out.json"
-    code = (
-        "import backtest\n"
-        f"assert backtest.main(['--strategy', 'volatility_breakout', '--data', {str(csv)!r}, '--json', "
-        f"{str(out)!r}, '--no-quick-filter', '--trades', '0']) == 0"
-    )
-    modules = _modules_after(code)
-    assert "openai" not in modules
-    assert "src.ai.service" not in modules
-    assert json.loads(out.read_text())["strategy"] == "volatility_breakout"
 
 
 @pytest.mark.parametrize("strategy", ["volatility_breakout", "rule_breakout"])
