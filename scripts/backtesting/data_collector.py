@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import NoReturn
@@ -72,20 +73,24 @@ class UpbitDataCollector:
     ) -> SyncReport:
         path = cache_path(self.data_dir, symbol, timeframe)
         total = self.estimated_requests(symbol, timeframe, start, end)
+        live = console is not None and console.is_terminal
         with Progress(
             TextColumn(f"{symbol} {timeframe}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[added]} new candles"),
+            TextColumn("requests, {task.fields[added]:,} new candles, at {task.fields[at]}"),
             TimeRemainingColumn(),
             console=console,
-            disable=console is None,
+            disable=not live,
             transient=False,
         ) as progress:
-            task = progress.add_task("collect", total=total, added=0)
+            task = progress.add_task("collect", total=total, added=0, at="-")
+            plain = PlainProgress(f"{symbol} {timeframe}", total, console if not live else None)
 
-            def on_page(report: SyncReport, _position: pd.Timestamp) -> None:
-                progress.update(task, completed=min(report.requests, total), added=report.added)
+            def on_page(report: SyncReport, position: pd.Timestamp) -> None:
+                at = position.strftime("%Y-%m-%d %H:%M")
+                progress.update(task, completed=min(report.requests, total), added=report.added, at=at)
+                plain.update(report.requests, f"{report.added:,} new candles, at {at}")
 
             report = await sync_candles(
                 self.exchange,
@@ -99,6 +104,29 @@ class UpbitDataCollector:
             )
             progress.update(task, completed=total)
         return report
+
+
+class PlainProgress:
+    """Progress where no live bar can be drawn (a pipe, a log): one line at every tenth of the way, with the
+    time left, so a long collection is never silent until its summary. ``console=None``: nothing."""
+
+    STEPS = 10
+
+    def __init__(self, label: str, total: int, console: Console | None) -> None:
+        self.label, self.total, self.console = label, max(total, 1), console
+        self._next = 1
+        self._started = time.perf_counter()
+
+    def update(self, done: int, detail: str) -> None:
+        if self.console is None or done * self.STEPS < self._next * self.total:
+            return
+        self._next = done * self.STEPS // self.total + 1
+        left = (time.perf_counter() - self._started) * max(self.total - done, 0) / max(done, 1)
+        self.console.print(
+            f"{self.label} {min(100, 100 * done // self.total):>3}%  {done:,}/{self.total:,} requests  {detail}  "
+            f"ETA {left:,.0f} s",
+            highlight=False,
+        )
 
 
 class _OneLineParser(argparse.ArgumentParser):

@@ -15,10 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
-import openai
-from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from src.ai.cache import DecisionCache
@@ -28,6 +26,10 @@ from src.ai.usage import AIBudget, AICallRecorder, AIUsageObserver, record_usage
 from src.config.trading_groups import AIConfig
 from src.domain.decisions import Decision, DecisionSource
 from src.exceptions import DataError
+
+if TYPE_CHECKING:  # the client library (about a second of imports) loads only when a key makes a client
+    import openai
+    from openai.types.chat import ChatCompletion
 from src.utils.logger import get_logger
 
 __all__ = ["AIDecision", "AIPurpose", "AIService", "MarketContext"]
@@ -99,6 +101,8 @@ class AIService:
         self._recorder = recorder
         self._client: openai.AsyncOpenAI | None = None
         if config.api_key is not None and config.has_key:
+            import openai
+
             self._client = openai.AsyncOpenAI(
                 api_key=config.api_key.get_secret_value(),
                 base_url=config.base_url,
@@ -224,6 +228,8 @@ class AIService:
 
     async def _complete(self, request: dict[str, Any]) -> _Reply:
         assert self._client is not None
+        import openai  # loaded with the client
+
         try:
             response = await self._client.chat.completions.with_raw_response.create(**request)
         except openai.APIError as exc:
@@ -354,6 +360,8 @@ def _parse_answer(content: str | None, counted: _Received) -> _Answer:
 
 def _classify(exc: openai.APIError, timeout_seconds: float) -> _Failure:
     """Name what went wrong in a short, stable ``kind`` and keep the error body as the raw response."""
+    import openai  # loaded with the client that raised ``exc``
+
     raw = exc.response.text if isinstance(exc, openai.APIStatusError) else None
     if isinstance(exc, openai.APITimeoutError):
         return _Failure("timeout", f"no answer within {timeout_seconds}s")

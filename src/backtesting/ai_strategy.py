@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -170,8 +171,9 @@ class AITradingStrategy(Strategy):
             "rule": self.rule_strategy.parameters(),
         }
 
-    async def prepare(self, df: pd.DataFrame) -> AIDecisionStats:
-        """Decide every candidate entry bar of ``df`` as the bot would, in time order."""
+    async def prepare(self, df: pd.DataFrame, progress: Callable[[int, int], None] | None = None) -> AIDecisionStats:
+        """Decide every candidate entry bar of ``df`` as the bot would, in time order; ``progress(done, total)``
+        is told after each one."""
         rule = self.rule_strategy.generate_signals(df)
         candidates = np.nonzero(rule.entry)[0]
         seconds = round(bar_seconds(df.index))
@@ -188,11 +190,13 @@ class AITradingStrategy(Strategy):
         )
         could_ask = self.adviser is not None and self.adviser.available  # an AI budget may run out mid-loop
         vetoes: Counter[str] = Counter()
-        for row in candidates:
+        for done, row in enumerate(candidates, 1):
             outcome = await self._decide(df, int(row), seconds, market, stats)
             self.outcomes[df.index[row]] = outcome
             vetoes.update(outcome.vetoed_by)
             stats.approved += outcome.approved
+            if progress is not None:
+                progress(done, len(candidates))
         stats.vetoed = dict(vetoes)
         self.stats = stats
         asked = stats.candidates - stats.blocked_by_filter

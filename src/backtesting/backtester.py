@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from json.encoder import encode_basestring
 from typing import Any
 
 import numpy as np
@@ -68,6 +69,26 @@ def _iso(stamp: pd.Timestamp) -> str:
     return stamp.isoformat()
 
 
+def _iso_list(stamps: pd.Series) -> list[str]:
+    """``Timestamp.isoformat()`` of each UTC moment (``2024-01-01T09:00:00+00:00``), vectorised for whole
+    seconds (every fill moment and candle open), one by one otherwise."""
+    naive = stamps.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
+    seconds = naive.astype("datetime64[s]")
+    if not np.array_equal(seconds.astype(naive.dtype), naive):
+        return [_iso(stamp) for stamp in stamps]
+    return [text + "+00:00" for text in np.datetime_as_string(seconds, unit="s").tolist()]
+
+
+def _finite_list(values: pd.Series) -> list[float | None]:
+    """Python floats, None where not finite (NaN: no stop or target)."""
+    array = values.to_numpy(dtype=np.float64)
+    out: list[float | None] = array.tolist()
+    if not np.isfinite(array).all():
+        for i in np.flatnonzero(~np.isfinite(array)).tolist():
+            out[i] = None
+    return out
+
+
 @dataclass(slots=True)
 class BacktestResult:
     strategy: str
@@ -93,29 +114,39 @@ class BacktestResult:
     def equity(self) -> pd.Series:
         return self.run.equity
 
-    def trade_records(self) -> list[dict[str, Any]]:
+    def trade_records(self, last: int | None = None) -> list[dict[str, Any]]:
         """Round trips as the bot would record them: fill moments, the candles whose close was used, prices,
-        P&L net of both fees, and the exit reason (``end``: still open after the last bar, sold at its close)."""
-        return [
-            {
-                "entry_time": _iso(row.entry_time),
-                "exit_time": _iso(row.exit_time),
-                "entry_candle": _iso(row.entry_candle),
-                "exit_candle": _iso(row.exit_candle),
-                "entry_price": float(row.entry_price),
-                "exit_price": float(row.exit_price),
-                "units": float(row.units),
-                "cost": float(row.cost),
-                "proceeds": float(row.proceeds),
-                "pnl": float(row.pnl),
-                "pnl_pct": float(row.pnl_pct),
-                "fees": float(row.fees),
-                "stop_price": None if np.isnan(row.stop_price) else float(row.stop_price),
-                "target_price": None if np.isnan(row.target_price) else float(row.target_price),
-                "exit_reason": row.exit_reason,
-            }
-            for row in self.trades.itertuples(index=False)
-        ]
+        P&L net of both fees, and the exit reason (``end``: still open after the last bar, sold at its close).
+        ``last``: only the last ``last`` of them. Built column by column (strict JSON: a non-finite number is
+        None), which for tens of thousands of trades is many times faster than row by row."""
+        columns = self._trade_columns(last)
+        keys = list(columns)
+        return [dict(zip(keys, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+
+    def trade_json_lines(self) -> list[str]:
+        """Each of ``trade_records()`` as compact JSON text (``json.dumps(record)``), written straight from the
+        columns: no dict per trade, one ``repr`` per number (what ``json`` writes for a float)."""
+        columns = self._trade_columns(None)
+        encoded: list[list[str]] = []
+        for values in columns.values():
+            if values and isinstance(values[0], str):
+                encoded.append(list(map(encode_basestring, values)))
+            else:
+                encoded.append(["null" if v is None else float.__repr__(v) for v in values])
+        template = "{" + ", ".join(f"{encode_basestring(key)}: %s" for key in columns) + "}"
+        return [template % row for row in zip(*encoded, strict=True)]
+
+    def _trade_columns(self, last: int | None) -> dict[str, list[Any]]:
+        trades = self.trades if last is None else self.trades.iloc[len(self.trades) - min(last, len(self.trades)) :]
+        columns: dict[str, list[Any]] = {
+            name: _iso_list(trades[name]) for name in ("entry_time", "exit_time", "entry_candle", "exit_candle")
+        }
+        for name in ("entry_price", "exit_price", "units", "cost", "proceeds", "pnl", "pnl_pct", "fees"):
+            columns[name] = _finite_list(trades[name])
+        for name in ("stop_price", "target_price"):  # NaN: no such level
+            columns[name] = _finite_list(trades[name])
+        columns["exit_reason"] = [str(reason) for reason in trades["exit_reason"]]
+        return columns
 
     def gates(self) -> dict[str, Any]:
         """Which rules and gates were applied and how many entry attempts each refused."""
@@ -128,7 +159,8 @@ class BacktestResult:
             "quick_filter": self.config.quick_filter,
         }
 
-    def to_dict(self) -> dict[str, Any]:
+    def summary_dict(self) -> dict[str, Any]:
+        """``to_dict()`` without the trades."""
         return json_safe(
             {
                 "strategy": self.strategy,
@@ -137,9 +169,11 @@ class BacktestResult:
                 "metrics": self.metrics,
                 "final_equity": self.metrics["final_equity"],
                 "gates": self.gates(),
-                "trades": self.trade_records(),
             }
         )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.summary_dict(), "trades": self.trade_records()}  # the trades are strict JSON already
 
 
 class Backtester:

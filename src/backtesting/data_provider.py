@@ -10,6 +10,7 @@ Bad files fail loudly with file, line and reason; gaps (missing candles) are rep
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from src.api.interfaces import CANDLE_COLUMNS, MAX_CANDLES_PER_REQUEST, IExchangeClient
+from src.backtesting.candle_cache import read_cached, write_cache
 from src.domain.timeframes import Timeframe
 from src.exceptions import DataError, RateLimited
 from src.utils.logger import get_logger
@@ -48,11 +50,28 @@ def _fail(path: Path | str, line: int | None, reason: str) -> DataError:
     return DataError(f"{where}: {reason}", file=str(path), line=line, reason=reason)
 
 
-def load_candle_csv(path: Path | str) -> pd.DataFrame:
-    """Read and validate one candle CSV; the frame has a UTC index named ``timestamp`` and float columns."""
+def load_candle_csv(path: Path | str, *, cache: bool = True) -> pd.DataFrame:
+    """Read and validate one candle CSV; the frame has a UTC index named ``timestamp`` and float columns.
+
+    With ``cache`` (the default) a valid binary copy of an earlier parse is used instead, and a fresh parse is
+    kept as one (``src.backtesting.candle_cache``)."""
     path = Path(path)
     if not path.is_file():
         raise _fail(path, None, "file not found")
+    if cache:
+        cached = read_cached(path, lambda frame: check_candles(frame, path))
+        if cached is not None:
+            return cached
+    stat = path.stat()
+    df = _parse_fast(path)
+    if df is None:  # a cell the fast parse cannot read, or a rule broken: the exact parse names file and line
+        df = _parse_exact(path)
+    if cache:
+        write_cache(path, stat, df)
+    return df
+
+
+def _parse_exact(path: Path) -> pd.DataFrame:
     try:
         raw = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
@@ -61,6 +80,50 @@ def load_candle_csv(path: Path | str) -> pd.DataFrame:
     if missing:
         raise _fail(path, 1, f"missing column(s) {', '.join(missing)}; expected {','.join(REQUIRED_COLUMNS)}[,value]")
     return validate_candles(raw, path)
+
+
+def _missing_cells_empty(path: Path, missing: np.ndarray) -> bool:
+    """Whether every ``value`` cell read as NaN was empty (a written ``nan`` is an error, as in the exact parse)."""
+    if not missing.any():
+        return True
+    cells = pd.read_csv(path, usecols=["value"], dtype=str, keep_default_na=False)["value"].to_numpy()
+    return bool((cells[missing] == "").all())
+
+
+def _parse_fast(path: Path) -> pd.DataFrame | None:
+    """One ``read_csv`` with the numeric columns read as floats, then the same rules as ``validate_candles``;
+    None when anything is off (the exact parse then finds and names the problem)."""
+    try:
+        with path.open(encoding="utf-8") as handle:
+            header = handle.readline().strip().split(",")
+        if any(column not in header for column in REQUIRED_COLUMNS):
+            return None
+        numeric = [c for c in CANDLE_COLUMNS if c in header]
+        raw = pd.read_csv(
+            path,
+            usecols=["timestamp", *numeric],
+            dtype={"timestamp": str, **dict.fromkeys(numeric, np.float64)},
+            keep_default_na=False,
+            na_values={c: [""] for c in numeric},  # only an empty cell is missing (allowed in ``value`` only)
+        )
+        stamps = pd.to_datetime(raw["timestamp"], utc=True, errors="coerce", format="ISO8601")
+    except (ValueError, TypeError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        return None
+    if stamps.isna().any():
+        return None
+    prices = raw[["open", "high", "low", "close", "volume"]].to_numpy(dtype=np.float64)
+    if not np.isfinite(prices).all():
+        return None
+    value = raw["value"].to_numpy(dtype=np.float64) if "value" in raw.columns else np.full(len(raw), np.nan)
+    if np.isinf(value).any() or ("value" in raw.columns and not _missing_cells_empty(path, np.isnan(value))):
+        return None
+    columns = {c: raw[c].to_numpy(dtype=np.float64) for c in ("open", "high", "low", "close", "volume")}
+    df = pd.DataFrame({**columns, "value": value}, index=pd.DatetimeIndex(stamps, name="timestamp"))
+    try:
+        check_candles(df, path)
+    except DataError:
+        return None
+    return df[list(CANDLE_COLUMNS)]
 
 
 def validate_candles(raw: pd.DataFrame, source: Path | str = "<frame>") -> pd.DataFrame:
@@ -216,8 +279,12 @@ async def sync_candles(
     on_page: OnPage | None = None,
     rate_limit_wait: float = 1.0,
     max_rate_limit_retries: int = 10,
+    save_every_seconds: float = 5.0,
 ) -> SyncReport:
-    """Extend the cache file at ``path`` to cover ``[start, end)`` and save it after every page.
+    """Extend the cache file at ``path`` to cover ``[start, end)``, saving it every ``save_every_seconds`` and
+    when the run ends, normally or not (rewriting a large file after each 200-candle page made long collections
+    quadratic: minutes per page at the end of a year of minute candles). A hard kill loses at most the pages of
+    the last ``save_every_seconds``; the next run fetches them again.
 
     The head (before the first cached candle) is paged backwards with ``to = first cached``; the tail is
     paged forwards with ``to = cursor + 201 bars`` (each window holds at most 200 slots, so nothing is
@@ -246,36 +313,50 @@ async def sync_candles(
     async def page(to: pd.Timestamp) -> pd.DataFrame:
         return await _get_page(exchange, symbol, timeframe, to, report, rate_limit_wait, max_rate_limit_retries)
 
+    saved_at = time.monotonic()
+    unsaved = False
+
+    def save() -> None:
+        nonlocal saved_at, unsaved
+        save_candle_csv(cached, path)
+        saved_at, unsaved = time.monotonic(), False
+
     def store(new: pd.DataFrame, position: pd.Timestamp) -> None:
-        nonlocal cached
+        nonlocal cached, unsaved
         before = len(cached)
         cached = merge_candles(cached, new)
         check_candles(cached, path)
         report.added += len(cached) - before
-        save_candle_csv(cached, path)
+        unsaved = True
+        if time.monotonic() - saved_at >= save_every_seconds:
+            save()
         if on_page is not None:
             on_page(report, position)
 
-    if start_ts is not None and len(cached) and start_ts < cached.index[0]:
-        while start_ts < cached.index[0]:
-            got = await page(cached.index[0])
-            fresh = got[(got.index >= start_ts) & (got.index < cached.index[0])]
-            if fresh.empty:  # reached the start, or the exchange has nothing older
-                break
-            store(fresh, fresh.index[0])
-            if len(got) < PAGE_SIZE:
-                break
-    while cursor + step < end_ts:
-        to = min(cursor + (PAGE_SIZE + 1) * step, end_ts)
-        got = await page(to)
-        fresh = got[(got.index > cursor) & (got.index < end_ts)]
-        if start_ts is not None:
-            fresh = fresh[fresh.index >= start_ts]
-        if not fresh.empty:
-            store(fresh, to)
-        elif on_page is not None:
-            on_page(report, to)
-        cursor = to - step
+    try:
+        if start_ts is not None and len(cached) and start_ts < cached.index[0]:
+            while start_ts < cached.index[0]:
+                got = await page(cached.index[0])
+                fresh = got[(got.index >= start_ts) & (got.index < cached.index[0])]
+                if fresh.empty:  # reached the start, or the exchange has nothing older
+                    break
+                store(fresh, fresh.index[0])
+                if len(got) < PAGE_SIZE:
+                    break
+        while cursor + step < end_ts:
+            to = min(cursor + (PAGE_SIZE + 1) * step, end_ts)
+            got = await page(to)
+            fresh = got[(got.index > cursor) & (got.index < end_ts)]
+            if start_ts is not None:
+                fresh = fresh[fresh.index >= start_ts]
+            if not fresh.empty:
+                store(fresh, to)
+            elif on_page is not None:
+                on_page(report, to)
+            cursor = to - step
+    finally:  # normally or not (a rate limit given up on, Ctrl-C): what was fetched is kept
+        if unsaved:
+            save()
     log.info("candles.synced", symbol=symbol, timeframe=timeframe, added=report.added, requests=report.requests)
     return report
 

@@ -16,12 +16,11 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from src.backtesting.ai_strategy import AITradingStrategy
 from src.backtesting.backtester import engine_config_from_settings, json_safe
 from src.backtesting.engine import (
     EngineConfig,
@@ -39,6 +38,9 @@ from src.exceptions import ConfigurationError, DataError
 from src.strategy.bundled import RuleBasedBreakoutStrategy
 from src.strategy.contract import Strategy
 from src.utils.logger import get_logger
+
+if TYPE_CHECKING:
+    from src.backtesting.ai_strategy import AITradingStrategy
 
 log = get_logger(__name__)
 

@@ -11,15 +11,14 @@ scrubbed text.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
-
-import sentry_sdk
 
 from src.config.settings import Settings
 from src.utils.logger import REDACTED, get_logger, redactor
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # sentry-sdk itself is imported only when SENTRY_DSN is set (a quarter second at start-up)
     from sentry_sdk.types import Event, Hint
 
 log = get_logger(__name__)
@@ -72,6 +71,8 @@ def init_sentry(settings: Settings, process_name: str) -> bool:
     if not dsn:
         return False
     redactor.register(settings.secret_values())
+    import sentry_sdk
+
     sentry_sdk.init(
         dsn=dsn,
         environment=config.environment,
@@ -91,6 +92,9 @@ def init_sentry(settings: Settings, process_name: str) -> bool:
 
 def close_sentry(timeout_seconds: float = 2.0) -> None:
     """Flush queued events and stop the transport (call at shutdown)."""
+    sentry_sdk = sys.modules.get("sentry_sdk")
+    if sentry_sdk is None:  # never initialised in this process
+        return
     client = sentry_sdk.get_client()
     if client.is_active():
         client.close(timeout=timeout_seconds)
