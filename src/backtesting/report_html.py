@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,26 +45,36 @@ def inline_styles() -> str:
     return "\n".join(f"<style>/* {path.name} */\n{path.read_text(encoding='utf-8')}</style>" for path in STYLES)
 
 
-def render_html(result: BacktestResult, title: str, request: dict[str, Any] | None = None) -> str:
-    """The report as one HTML document. ``request``: what was asked (shown with the result, as the API does)."""
-    payload = {"status": "done", "request": request or {}, **result_payload(result)}
-    scripts = "\n".join(inline_script(path) for path in SCRIPTS)
+def report_document(
+    title: str, part: str, data: Any, scripts: Sequence[Path], render: str, options: str | None = None
+) -> str:
+    """One self-contained offline HTML document: ``data`` as JSON in ``#{part}-data``, the ``scripts`` and the
+    charts' stylesheet inlined, and ``render`` (a function of the element, the data and the optional ``options``, a
+    JavaScript object literal, e.g. ``BacktestCharts.renderBacktest``) called on ``#{part}``."""
+    extra = f", {options}" if options else ""
+    inlined = "\n".join(inline_script(path) for path in scripts)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{html.escape(title)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:16px 24px;color:#333}}</style>
 {inline_styles()}</head><body>
 <h1 style="font-size:20px">{html.escape(title)}</h1>
-<div id="backtest"></div>
+<div id="{part}"></div>
 <noscript>This report draws its charts with JavaScript; enable it to see them.</noscript>
-<script type="application/json" id="backtest-data">{inline_json(payload)}</script>
-{scripts}
+<script type="application/json" id="{part}-data">{inline_json(data)}</script>
+{inlined}
 <script>
-window.__report = BacktestCharts.renderBacktest(document.getElementById("backtest"),
-  JSON.parse(document.getElementById("backtest-data").textContent), {{title: ""}});
+window.__report = {render}(document.getElementById("{part}"),
+  JSON.parse(document.getElementById("{part}-data").textContent){extra});
 </script>
 </body></html>
 """
+
+
+def render_html(result: BacktestResult, title: str, request: dict[str, Any] | None = None) -> str:
+    """The report as one HTML document. ``request``: what was asked (shown with the result, as the API does)."""
+    payload = {"status": "done", "request": request or {}, **result_payload(result)}
+    return report_document(title, "backtest", payload, SCRIPTS, "BacktestCharts.renderBacktest", '{title: ""}')
 
 
 def write_html_report(result: BacktestResult, path: Path, title: str, request: dict[str, Any] | None = None) -> None:

@@ -10,13 +10,12 @@ out-of-sample equity (``stitched_equity``: ``[[iso, equity], ...]``) and a param
 
 from __future__ import annotations
 
-import html
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from src.backtesting.backtester import json_safe
-from src.backtesting.report_html import DASHBOARD, SCRIPTS, inline_json, inline_script, inline_styles
+from src.backtesting.report_html import DASHBOARD, SCRIPTS, report_document
 
 RESEARCH_SCRIPTS = (*SCRIPTS, DASHBOARD / "research_charts.js")
 
@@ -46,23 +45,7 @@ def fold_rows(folds: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def render_research(report: dict[str, Any], title: str) -> str:
-    scripts = "\n".join(inline_script(path) for path in RESEARCH_SCRIPTS)
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{html.escape(title)}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:16px 24px;color:#333}}</style>
-{inline_styles()}</head><body>
-<h1 style="font-size:20px">{html.escape(title)}</h1>
-<div id="research"></div>
-<noscript>This report draws its charts with JavaScript; enable it to see them.</noscript>
-<script type="application/json" id="research-data">{inline_json(json_safe(report))}</script>
-{scripts}
-<script>
-window.__report = ResearchCharts.renderResearch(document.getElementById("research"),
-  JSON.parse(document.getElementById("research-data").textContent));
-</script>
-</body></html>
-"""
+    return report_document(title, "research", json_safe(report), RESEARCH_SCRIPTS, "ResearchCharts.renderResearch")
 
 
 def write_research_report(path: Path, report: dict[str, Any], title: str) -> None:
