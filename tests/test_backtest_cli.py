@@ -95,6 +95,29 @@ def test_json_output_has_metrics_final_equity_and_trades(tmp_path: Path) -> None
     assert trade["exit_reason"] in {"stop_loss", "take_profit", "trailing_stop", "time_out", "signal", "end"}
 
 
+def test_a_backtest_over_the_bundled_hole_reports_the_gaps_and_the_trades_held_across(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given the bundled hourly BTC, whose data miss 368 days from 2021-04-26 23:00
+    out = tmp_path / "gaps.json"
+    # When a backtest runs over that hole
+    code = backtest.main(["--start", "2021-01-01", "--end", "2022-12-01", "--json", str(out), "--trades", "0"])
+    # Then the JSON and the screen say so: the gaps, the longest first, and the trades whose holding includes one
+    assert code == 0
+    gaps = json.loads(out.read_text())["data_gaps"]
+    assert gaps["longest"][0] == {
+        "after": "2021-04-26T23:00:00+00:00",
+        "before": "2022-04-30T11:00:00+00:00",
+        "missing_bars": 8843,
+    }
+    assert gaps["count"] >= 1
+    assert gaps["missing_bars"] >= 8843
+    assert gaps["trades_held_across_a_gap"] >= 1
+    screen = " ".join(capsys.readouterr().out.split())
+    assert "the longest 2021-04-26T23:00 -> 2022-04-30T11:00 (8,843 bars)" in screen
+    assert "held across a gap" in screen
+
+
 def test_params_flag_and_research_switches(tmp_path: Path) -> None:
     out = tmp_path / "p.json"
     code = backtest.main(

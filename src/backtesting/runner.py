@@ -11,6 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
@@ -262,10 +263,49 @@ def _progress(console: Console, enabled: bool) -> Progress:
     )
 
 
+def data_gaps(result: BacktestResult, shown: int = 5) -> dict[str, Any]:
+    """The holes in the traded bars (candles are never filled in): how many, the bars they miss, the ``shown``
+    longest, and the round trips held across one (their holding time includes the hole: the bot could not have
+    seen a price there, and neither did the backtest)."""
+    timeframe = result.metrics["timeframe"]
+    gaps = find_gaps(result.candles, timeframe) if Timeframe.is_known(timeframe) else []
+    across = 0
+    if gaps and len(result.trades):
+        entries = result.trades["entry_time"].to_numpy(dtype="datetime64[ns]")
+        exits = result.trades["exit_time"].to_numpy(dtype="datetime64[ns]")
+        held = np.zeros(len(entries), dtype=bool)
+        for gap in gaps:
+            held |= (entries <= gap.after.to_datetime64()) & (exits >= gap.before.to_datetime64())
+        across = int(held.sum())
+    longest = sorted(gaps, key=lambda g: g.missing_bars, reverse=True)[:shown]
+    return {
+        "count": len(gaps),
+        "missing_bars": sum(g.missing_bars for g in gaps),
+        "longest": [
+            {"after": g.after.isoformat(), "before": g.before.isoformat(), "missing_bars": g.missing_bars}
+            for g in longest
+        ],
+        "trades_held_across_a_gap": across,
+    }
+
+
+def _gaps_line(gaps: dict[str, Any], timeframe: str) -> str:
+    if not gaps["count"]:
+        return "Data gaps: none."
+    longest = gaps["longest"][0]
+    line = (
+        f"Data gaps: {gaps['count']} ({gaps['missing_bars']:,} {timeframe} bars missing, not filled); the longest "
+        f"{longest['after'][:16]} -> {longest['before'][:16]} ({longest['missing_bars']:,} bars)."
+    )
+    if gaps["trades_held_across_a_gap"]:
+        line += f" {gaps['trades_held_across_a_gap']} trade(s) held across a gap: their holding time includes it."
+    return line
+
+
 def _write_outputs(request: BacktestRequest, result: BacktestResult, extra: dict[str, Any] | None = None) -> None:
     if request.json_out is not None:
         request.json_out.parent.mkdir(parents=True, exist_ok=True)
-        summary = {**result.summary_dict(), **(extra or {})}
+        summary = {**result.summary_dict(), "data_gaps": data_gaps(result), **(extra or {})}
         request.json_out.write_text(report_json(summary, result.trade_json_lines()), encoding="utf-8")
     if request.html_out is not None:
         asked = {
@@ -331,11 +371,11 @@ def print_report(console: Console, request: BacktestRequest, result: BacktestRes
     for label, key, suffix in METRIC_ROWS:
         table.add_row(label, _fmt(m.get(key), suffix))
     console.print(table)
-    gaps = find_gaps(result.candles, m["timeframe"]) if Timeframe.is_known(m["timeframe"]) else []
     console.print(
         f"Annualised with {m['bars_per_year']:,.0f} bars/year ({m['timeframe']} bars, 365-day year). "
         f"Fee {result.config.fee_rate:.4%} per side, slippage {result.config.slippage_pct}%, "
-        f"tick sizes {'on' if result.config.use_tick_sizes else 'off'}. Data gaps: {len(gaps)} (not filled)."
+        f"tick sizes {'on' if result.config.use_tick_sizes else 'off'}. "
+        + _gaps_line(data_gaps(result), m["timeframe"])
     )
     print_gates(console, result)
     trades = result.trade_records(last=request.show_trades) if request.show_trades > 0 else []
