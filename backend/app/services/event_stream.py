@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -167,6 +167,9 @@ class EventBroadcaster:
         self.poll_seconds = POSTGRES_FALLBACK_POLL_SECONDS if self.postgres else poll_seconds
         self.idle_seconds = idle_seconds
         self.subscribers: set[Subscription] = set()
+        # Called when events were committed (at NOTIFY on PostgreSQL, and after each read that found some), before
+        # they are offered to the clients: the read cache drops what it holds
+        self.on_events: list[Callable[[], None]] = []
         self.cursor = 0
         self._wake = asyncio.Event()
         self._stopping = False
@@ -231,6 +234,9 @@ class EventBroadcaster:
         while True:
             async with self.engine.connect() as connection:
                 events = await events_after(connection, self.cursor, READ_BATCH)
+            if events:
+                for callback in self.on_events:  # before any client has the events (SQLite: no NOTIFY)
+                    callback()
             for event in events:
                 for subscription in list(self.subscribers):
                     subscription.offer(event)
@@ -241,6 +247,8 @@ class EventBroadcaster:
 
     # --- PostgreSQL: LISTEN on a dedicated connection ---------------------------------------------------
     def _notified(self, *_: Any) -> None:
+        for callback in self.on_events:  # at once: before the event is read, and before any client has it
+            callback()
         self._wake.set()
 
     async def _listen(self) -> None:
