@@ -44,7 +44,7 @@ backtest: install
 	$(BIN)/python backtest.py
 
 api: migrate
-	$(BIN)/uvicorn backend.app.main:app --host 127.0.0.1 --port 8000
+	$(BIN)/uvicorn backend.app.main:app --host 127.0.0.1 --port 8000 --ws-per-message-deflate false
 
 ## The newcomer path: after `make run`, the dashboard over what the replay wrote (data/replay.db, replay mode,
 ## read-only without log-in on this machine only): http://127.0.0.1:8000/dashboard/

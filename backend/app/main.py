@@ -233,6 +233,9 @@ def run() -> None:
         server_header=False,
         access_log=False,
         log_config=None,
+        # Live events go to every WebSocket client: compressing each message per client (permessage-deflate, a
+        # zlib context of ~300 kB per connection) cost 6 times the CPU of sending it (docs/API.md, "Live events")
+        ws_per_message_deflate=False,
     )
 
 

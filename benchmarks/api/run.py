@@ -152,6 +152,7 @@ def start_server(
     source: Path = ROOT,
     extra_env: dict[str, str] | None = None,
     ready_path: str = "/ready",
+    extra_args: list[str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """uvicorn serving ``app`` imported from ``source`` (the checkout under test, or ``--baseline``'s)."""
     env = {
@@ -169,6 +170,7 @@ def start_server(
     }
     command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
     command += ["--workers", str(workers), "--no-access-log", "--no-server-header", "--log-level", "warning"]
+    command += extra_args or []
     server = subprocess.Popen(command, cwd=source, env=env, start_new_session=True)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:

@@ -13,6 +13,8 @@ when the caller is authenticated by a valid ``X-API-Key`` or bearer token (or se
 public). The body is made by the very functions the FastAPI endpoints use (``trade_page_body``,
 ``BotStatusReader.body``), so both paths answer byte for byte the same. Anything else, including every request
 that would be refused (bad credentials, bad parameters), goes on to FastAPI, which answers as it always did.
+Both reads go through the read cache (``services.read_cache``: dropped by every event, ``API_READ_CACHE_SECONDS``
+at most), pages of trades keyed by ``limit`` and ``cursor``.
 """
 
 from __future__ import annotations

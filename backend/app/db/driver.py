@@ -79,7 +79,7 @@ async def _driver_fetch(connection: Readable, statement: ClauseElement, paramete
     else:
         # driver_connection is Optional only for a pool entry that was closed; this one was just checked out.
         driver = (await connection.get_raw_connection()).driver_connection
-    return await driver.fetch(compiled.string, *(values[name] for name in positions))  # type: ignore[no-any-return]
+    return await driver.fetch(compiled.string, *(values[name] for name in positions))
 
 
 async def fetch_rows(connection: Readable, statement: ClauseElement, parameters: Mapping[str, Any]) -> Sequence[Any]:
