@@ -296,9 +296,10 @@ async def measure_with_api(
     async def wrk_all(round_no: int, phase: str) -> None:
         for label, path in targets.items():
             target = f"http://127.0.0.1:{port}{path}"
-            await asyncio.to_thread(run_wrk, target, args.connections, 3, args.threads)  # warm-up
+            wrk_nice = -args.client_nice  # wrk at the server's priority, whatever this process runs at
+            await asyncio.to_thread(run_wrk, target, args.connections, 3, args.threads, wrk_nice)  # warm-up
             window_start = time.perf_counter()
-            measured = await asyncio.to_thread(run_wrk, target, args.connections, args.duration, args.threads)
+            measured = await asyncio.to_thread(run_wrk, target, args.connections, args.duration, args.threads, wrk_nice)
             windows[label] = (window_start, time.perf_counter())
             api.append({"round": round_no, "server": server, "phase": phase, "target": label,
                         "connections": args.connections, "load_average": round(os.getloadavg()[0], 2),
