@@ -60,7 +60,10 @@ async def test_the_fast_path_answers_byte_for_byte_what_the_route_answers(
     fast, routed = await _both(make_client)
     first = await fast.get("/api/v1/trades", params={"limit": "5"})
     cursor = first.json()["next_cursor"]
-    for query in ("", "?limit=5", "?limit=500", f"?limit=5&cursor={cursor}", f"?cursor={cursor}&limit=7"):
+    queries = ["", "?limit=5", "?limit=500", f"?limit=5&cursor={cursor}", f"?cursor={cursor}&limit=7"]
+    queries += ["?mode=paper&limit=3", "?mode=live", "?symbol=KRW-BTC&side=sell", "?status=completed&side=buy&limit=2"]
+    queries += [f"?mode=paper&cursor={cursor}", "?symbol=KRW-ETH"]
+    for query in queries:
         # When the same page is read through the fast path and through FastAPI's route
         a, b = await fast.get("/api/v1/trades" + query), await routed.get("/api/v1/trades" + query)
         # Then status, body and content type are the same
@@ -104,6 +107,11 @@ async def test_orjson_pages_are_the_bytes_of_the_reference_serialiser(make_clien
         ("?limit=5&limit=6", KEY, 200),
         ("?skip=0", KEY, 200),
         ("?symbol=KRW-BTC", KEY, 200),
+        ("?symbol=krw-btc", KEY, 422),
+        ("?mode=bogus", KEY, 422),
+        ("?side=SELL", KEY, 422),
+        ("?from_date=2026-01-05T12:00:00Z", KEY, 200),
+        ("?symbol=KRW%2DBTC", KEY, 200),
         ("?unknown=1", KEY, 200),
         ("", {"X-API-Key": "wrong"}, 401),
         ("", {"X-API-Key": "wrong", "Authorization": "Bearer x"}, 401),

@@ -5,8 +5,9 @@ anything else; on those, FastAPI's routing, dependency solving and parameter val
 database (``benchmarks/README.md``, "Backend API"). ``HotReads`` runs inside ``EdgeMiddleware`` (so metrics, the
 body limit, the rate limit and the security headers apply as to any request) and answers
 
-- ``GET /api/v1/trades`` with no parameter but ``limit`` (a plain number 1..500) and ``cursor`` (a well-formed
-  ``next_cursor``), each at most once, and
+- ``GET /api/v1/trades`` with no parameter but ``limit`` (a plain number 1..500), ``cursor`` (a well-formed
+  ``next_cursor``) and the ``symbol``, ``side``, ``status`` and ``mode`` filters (the dashboard's), each at most
+  once and not percent-encoded, and
 - ``GET /api/v1/bot/status`` with no query string,
 
 when the caller is authenticated by a valid ``X-API-Key`` or bearer token (or sends neither and reads are
@@ -14,7 +15,7 @@ public). The body is made by the very functions the FastAPI endpoints use (``tra
 ``BotStatusReader.body``), so both paths answer byte for byte the same. Anything else, including every request
 that would be refused (bad credentials, bad parameters), goes on to FastAPI, which answers as it always did.
 Both reads go through the read cache (``services.read_cache``: dropped by every event, ``API_READ_CACHE_SECONDS``
-at most), pages of trades keyed by ``limit`` and ``cursor``.
+at most), pages of trades keyed by their filters and paging.
 """
 
 from __future__ import annotations
@@ -30,13 +31,15 @@ from starlette.datastructures import State
 from starlette.types import Receive, Scope, Send
 
 from backend.app.api.deps import busy_response, page_connection_of, read_connection_of
-from backend.app.api.v1.endpoints._params import MAX_LIMIT
+from backend.app.api.v1.endpoints._params import MAX_LIMIT, SYMBOL_PATTERN
 from backend.app.core.security import InvalidToken, constant_time_equals, decode_access_token
 from backend.app.db.driver import Readable
 from backend.app.db.queries import trades as trade_queries
 from backend.app.db.queries.paging import Cursor, Paging
 from backend.app.schemas.trades import TRADE_FIELDS
 from src.config.system_groups import ApiConfig
+from src.domain.modes import TradingMode
+from src.domain.orders import Side, TradeStatus
 from src.exceptions import InvalidInput
 
 TRADES_PATH = "/api/v1/trades"
@@ -46,6 +49,7 @@ PATHS = frozenset({TRADES_PATH, STATUS_PATH})
 _JSON_HEADERS = b"application/json"
 _LIMIT = re.compile(rb"[1-9][0-9]{0,2}")
 _CURSOR = re.compile(rb"[A-Za-z0-9_-]{1,200}")  # base64url without padding: what ``Cursor.encode`` gives
+_SYMBOL = re.compile(SYMBOL_PATTERN.encode())
 
 
 async def trade_page_body(connection: Readable, filters: trade_queries.TradeFilter, paging: Paging) -> bytes:
@@ -67,15 +71,24 @@ async def trade_page_body(connection: Readable, filters: trade_queries.TradeFilt
     )
 
 
-def _trade_paging(query: bytes) -> Paging | None:
-    """``limit`` and ``cursor`` exactly as the endpoint would take them, or ``None`` for anything else."""
+_ENUM_FILTERS: dict[bytes, frozenset[bytes]] = {
+    b"side": frozenset(member.value.encode() for member in Side),
+    b"status": frozenset(member.value.encode() for member in TradeStatus),
+    b"mode": frozenset(member.value.encode() for member in TradingMode),
+}
+
+
+def _trade_request(query: bytes) -> tuple[trade_queries.TradeFilter, Paging] | None:
+    """``limit``, ``cursor`` and the ``symbol``, ``side``, ``status`` and ``mode`` filters exactly as the endpoint
+    would take them, or ``None`` for anything else (other parameters, encoded or unusual values, repeats)."""
     limit = 50
     cursor: str | None = None
+    equals: dict[str, str] = {}
     seen: set[bytes] = set()
     if query:
         for part in query.split(b"&"):
-            name, equals, value = part.partition(b"=")
-            if not equals or name in seen:
+            name, sign, value = part.partition(b"=")
+            if not sign or name in seen:
                 return None
             seen.add(name)
             if name == b"limit" and _LIMIT.fullmatch(value) and int(value) <= MAX_LIMIT:
@@ -86,9 +99,19 @@ def _trade_paging(query: bytes) -> Paging | None:
                     Cursor.decode(cursor)  # a bad cursor is FastAPI's 422
                 except InvalidInput:
                     return None
+            elif name == b"symbol" and _SYMBOL.fullmatch(value):
+                equals["symbol"] = value.decode()
+            elif value in _ENUM_FILTERS.get(name, ()):
+                equals[name.decode()] = value.decode()
             else:
                 return None
-    return Paging(limit=limit, cursor=cursor)
+    filters = trade_queries.TradeFilter(
+        symbol=equals.get("symbol"),
+        side=Side(equals["side"]) if "side" in equals else None,
+        status=TradeStatus(equals["status"]) if "status" in equals else None,
+        mode=TradingMode(equals["mode"]) if "mode" in equals else None,
+    )
+    return filters, Paging(limit=limit, cursor=cursor)
 
 
 class HotReads:
@@ -123,9 +146,9 @@ class HotReads:
             return True
         return self._public_read
 
-    async def _trade_page(self, paging: Paging) -> bytes:
+    async def _trade_page(self, filters: trade_queries.TradeFilter, paging: Paging) -> bytes:
         async with self._page_connect() as connection:
-            return await trade_page_body(connection, trade_queries.TradeFilter(), paging)
+            return await trade_page_body(connection, filters, paging)
 
     async def serve(self, scope: Scope, receive: Receive, send: Send) -> bool:
         """Answer the request if it is one of the hot reads in its common form; ``False`` when FastAPI must."""
@@ -134,11 +157,12 @@ class HotReads:
         query: bytes = scope["query_string"]
         try:
             if scope["path"] == TRADES_PATH:
-                paging = _trade_paging(query)
-                if paging is None:
+                request = _trade_request(query)
+                if request is None:
                     return False
-                key = ("trades", paging.limit, paging.cursor)
-                body = await self._state.read_cache.get(key, partial(self._trade_page, paging))
+                filters, paging = request
+                key = ("trades", filters, paging)
+                body = await self._state.read_cache.get(key, partial(self._trade_page, filters, paging))
             else:
                 if query:
                     return False
