@@ -493,7 +493,7 @@ async def test_live_events_arrive_well_within_a_second(
             # When an event commits
             await heartbeat(bot, n)
             committed = time.perf_counter()
-            # Then every client has it soon after (SQLite polls every 0.25 s; PostgreSQL is woken by NOTIFY)
+            # Then every client has it soon after (SQLite polls every 0.1 s; PostgreSQL is woken by NOTIFY)
             for ws in (a, b, c):
                 await receive(ws)
             latencies.append(time.perf_counter() - committed)
