@@ -242,6 +242,13 @@ async def test_a_control_request_shows_in_the_status_at_once(make_client: AppFac
     answer = await client.post("/api/v1/bot/control", json={"action": "pause", "reason": "test"})
     assert answer.status_code == 200
     assert (await client.get("/api/v1/bot/status")).json()["desired_state"] == "paused"
+    # And so does a run-time setting, with the stored JSON value as it was written
+    values = {"risk.max_positions": 5, "trading.symbols": ["KRW-BTC", "KRW-XRP"]}
+    answer = await client.put("/api/v1/bot/config", json={"values": values, "reason": "test"})
+    assert answer.status_code == 200
+    settings = {item["key"]: item for item in (await client.get("/api/v1/bot/status")).json()["settings"]}
+    assert settings["risk.max_positions"]["requested"] == 5
+    assert settings["trading.symbols"]["requested"] == ["KRW-BTC", "KRW-XRP"]
 
 
 # --- ReadCache on its own ----------------------------------------------------------------------------------

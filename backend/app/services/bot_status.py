@@ -141,7 +141,7 @@ class _Read:
 async def read_status(connection: AsyncConnection, settings: Settings) -> BotStatusOut:
     """The status from the database, as of now."""
     data = await status_queries.bot_status(connection, settings.scheduler.instance_name, settings.trading.mode)
-    rows = await status_queries.config_rows(connection, RUNTIME_KEYS)
+    rows = await status_queries.config_values(connection, RUNTIME_KEYS)
     applied = status_queries.applied_settings_of(data.heartbeat.details if data.heartbeat is not None else None)
     runtime = [SettingState(**fields) for fields in setting_fields(rows, settings, applied)]
     return _status(data, settings, runtime)
