@@ -49,13 +49,15 @@ async def driver_connection(engine: AsyncEngine) -> AsyncIterator[DriverConnecti
     fairy = await greenlet_spawn(engine.sync_engine.raw_connection)
     try:
         yield DriverConnection(engine.dialect, fairy.driver_connection)
-    except BaseException:
-        driver = fairy.driver_connection
-        if driver is not None and driver.is_closed():
-            fairy.invalidate()
-        raise
     finally:
-        await greenlet_spawn(fairy.close)
+        await greenlet_spawn(_check_in, fairy)
+
+
+def _check_in(fairy: Any) -> None:
+    driver = fairy.driver_connection
+    if driver is not None and driver.is_closed():
+        fairy.invalidate()  # the pool opens a new one for the next checkout
+    fairy.close()
 
 
 def _compiled(statement: ClauseElement, dialect: Dialect) -> SQLCompiler:
