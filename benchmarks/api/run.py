@@ -34,6 +34,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import timeit
 import urllib.request
@@ -397,8 +398,7 @@ def measure_servers(url: str, workers: int, targets: dict[str, str], args: argpa
         first_page = fetch(servers["api"][0], "/api/v1/trades?limit=50")
         if "baseline" in servers and fetch(servers["baseline"][0], "/api/v1/trades?limit=50") != first_page:
             raise RuntimeError("the baseline's first page differs from this checkout's")
-        body_file = RESULTS / ".bare-body.json"
-        RESULTS.mkdir(parents=True, exist_ok=True)
+        body_file = Path(tempfile.gettempdir()) / f"bench-bare-body-{os.getpid()}.json"
         body_file.write_bytes(first_page)
         if not args.no_bare:
             port = _free_port()
