@@ -376,6 +376,7 @@ def main() -> None:
         print(_row(result, shares.get(f"{result.server}|{result.workers}|{result.connections}|{result.target}")))
 
 
+STARTUP_SETTLE_SECONDS = 15
 BARE_TARGET = "GET /bare (the first page's bytes from memory, bare FastAPI)"
 
 
@@ -405,6 +406,7 @@ def measure_servers(url: str, workers: int, targets: dict[str, str], args: argpa
             bare = start_server(url, workers, port, args.pool_size, app="benchmarks.api.bare:app",
                                 extra_env={"BENCH_BARE_BODY": str(body_file)}, ready_path="/bare")  # fmt: skip
             servers["bare"] = (port, bare)
+        time.sleep(STARTUP_SETTLE_SECONDS)  # every API server recounts its metrics at start-up (all of the trades)
         plan: list[tuple[str, str, str]] = []  # (server, label, path)
         if "bare" in servers:
             plan.append(("bare", BARE_TARGET, "/bare"))
