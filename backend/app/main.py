@@ -21,9 +21,10 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from backend.app.api.deps import RETRY_AFTER_SECONDS, DatabaseBusy
+from backend.app.api.deps import DatabaseBusy, busy_response
 from backend.app.api.docs import add_offline_docs
 from backend.app.api.gate import FairGate
+from backend.app.api.hot_reads import HotReads
 from backend.app.api.middleware import EdgeMiddleware
 from backend.app.api.rate_limit import rate_limiter_for
 from backend.app.api.system import router as system_router
@@ -34,8 +35,10 @@ from backend.app.db.migrations import ensure_schema_current
 from backend.app.db.repositories.backtests import BacktestRepository
 from backend.app.db.session import engine_from_config, session_factory
 from backend.app.services.backtests import BacktestPool
+from backend.app.services.bot_status import BotStatusReader
 from backend.app.services.event_stream import EventBroadcaster
 from backend.app.services.metrics import ApiMetrics
+from backend.app.services.read_cache import ReadCache
 from src.config.bootstrap import EXIT_CONFIGURATION_ERROR, load_settings_or_exit
 from src.config.settings import Settings, get_settings
 from src.exceptions import ConfigurationError, DatabaseNotMigratedError, DatabaseUnavailable
@@ -60,21 +63,9 @@ def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=422)
 
 
-_SQLITE_BUSY = ("database is locked", "database table is locked")
-
-
-def _busy(detail: str) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
-
-
 def _database_busy(_: Request, exc: Exception) -> JSONResponse:
-    """503 with Retry-After, never a 500, when the database cannot take the request now: API writes queued
-    too long on SQLite (``DatabaseBusy``), the connection pool timed out, or SQLite's file lock is held (by the
-    scheduler writing, for example) past the busy timeout. Any other database error stays a 500."""
-    if isinstance(exc, OperationalError) and not any(text in str(exc.orig) for text in _SQLITE_BUSY):
-        raise exc
-    log.warning("api.database_busy", error=type(exc).__name__)
-    return _busy("database busy; retry shortly")
+    """503 with Retry-After for a busy database (``deps.busy_response``); any other database error stays a 500."""
+    return busy_response(exc)
 
 
 # Young-generation collections every 20,000 net allocations instead of 700: a page of trades allocates
@@ -136,8 +127,10 @@ def _mount_dashboard(app: FastAPI) -> None:
     app.mount("/dashboard", StaticFiles(directory=DASHBOARD_DIR, html=True), name="dashboard")
 
 
-def create_app(settings: Settings | None = None, **metrics_options: Any) -> FastAPI:
-    """Raises ``ConfigurationError`` for settings the API must not run with (see ``check_api_settings``)."""
+def create_app(settings: Settings | None = None, *, hot_reads: bool = True, **metrics_options: Any) -> FastAPI:
+    """``hot_reads=False`` sends the hottest reads through FastAPI's routing too (``api.hot_reads``; the tests
+    compare the two). Raises ``ConfigurationError`` for settings the API must not run with (see
+    ``check_api_settings``)."""
     settings = settings or get_settings()
     for warning in check_api_settings(settings):
         log.warning("api.weak_configuration", problem=warning)
@@ -161,6 +154,10 @@ def create_app(settings: Settings | None = None, **metrics_options: Any) -> Fast
     app.state.metrics = ApiMetrics(app.state.read_engine, settings, **metrics_options)
     # One reader of the events outbox per process, fanning out to every WebSocket client (/api/v1/ws/events)
     app.state.events = EventBroadcaster(app.state.read_engine, gate=app.state.db_gate)
+    # The hottest reads are kept in memory until the next event (or a write here): services/read_cache.py
+    app.state.read_cache = ReadCache(settings.api.read_cache_seconds)
+    app.state.events.on_events.append(app.state.read_cache.invalidate)
+    app.state.bot_status = BotStatusReader(settings, app.state.read_cache)
     app.state.backtests = BacktestPool(BacktestRepository(app.state.sessions), settings)
     app.include_router(system_router)
     app.include_router(api_router)
@@ -169,7 +166,13 @@ def create_app(settings: Settings | None = None, **metrics_options: Any) -> Fast
     for busy in (DatabaseBusy, PoolTimeout, OperationalError):
         app.add_exception_handler(busy, _database_busy)
     app.state.rate_limiter = rate_limiter_for(settings.api, on_fallback=app.state.metrics.rate_limit_fallbacks.inc)
-    app.add_middleware(EdgeMiddleware, api=settings.api, metrics=app.state.metrics, limiter=app.state.rate_limiter)
+    app.add_middleware(
+        EdgeMiddleware,
+        api=settings.api,
+        metrics=app.state.metrics,
+        limiter=app.state.rate_limiter,
+        hot_reads=HotReads(app.state, settings.api) if hot_reads else None,
+    )
     if settings.api.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -237,6 +240,9 @@ def run(argv: list[str] | None = None) -> None:
         server_header=False,
         access_log=False,
         log_config=None,
+        # Live events go to every WebSocket client: compressing each message per client (permessage-deflate, a
+        # zlib context of ~300 kB per connection) cost 6 times the CPU of sending it (docs/API.md, "Live events")
+        ws_per_message_deflate=False,
     )
 
 

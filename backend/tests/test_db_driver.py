@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC
 
+import asyncpg
 import pytest
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, literal, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend.app.db.driver import fetch_one, fetch_rows
+from backend.app.db.driver import driver_connection, fetch_one, fetch_rows
 from backend.app.db.queries.trades import served_columns
+from backend.app.db.session import create_engine
 from backend.app.models import TradeRow
 from backend.tests.conftest import Seeder, at
 from src.domain.orders import Side
@@ -67,3 +69,27 @@ async def test_one_row_is_read_by_attribute_and_anything_else_is_an_error(db_eng
             await fetch_one(connection, statement, {"side": Side.SELL, "limit": 5})
         with pytest.raises(SQLAlchemyError, match="side"):
             await fetch_rows(connection, statement, {"limit": 5})
+
+
+@pytest.mark.postgres
+async def test_a_driver_connection_that_dropped_is_replaced(postgres_url: str) -> None:
+    """On PostgreSQL: a pooled asyncpg connection used directly (``driver_connection``, the API's keyset pages)
+    that closes under a request fails that request, and the pool hands the next one a working connection."""
+    engine = create_engine(postgres_url, pool_size=1, max_overflow=0, pre_ping=False)
+    statement = select(literal(1).label("one")).where(literal(1) == bindparam("one"))
+    try:
+        # Given a read on the driver that works
+        async with driver_connection(engine) as connection:
+            assert [tuple(row) for row in await fetch_rows(connection, statement, {"one": 1})] == [(1,)]
+        # When the pool's only connection is closed under the next request (the server restarted, say)
+        async with driver_connection(engine) as connection:
+            await connection.driver.close()
+            request = fetch_rows(connection, statement, {"one": 1})
+            with pytest.raises(asyncpg.InterfaceError):
+                await request
+        # Then the request after it reads as before, on a new connection
+        async with driver_connection(engine) as connection:
+            assert not connection.driver.is_closed()
+            assert [tuple(row) for row in await fetch_rows(connection, statement, {"one": 1})] == [(1,)]
+    finally:
+        await engine.dispose()

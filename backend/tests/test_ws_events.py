@@ -243,6 +243,20 @@ async def test_shutdown_closes_clients_and_stops_the_reader(make_settings: Setti
     assert app.state.events._task.done()
 
 
+async def test_an_idle_stream_gets_pings_from_the_watchdog(make_settings: SettingsFactory) -> None:
+    # Given a stream that pings after 0.3 s without an event
+    app = create_app(make_settings())
+    app.state.events.idle_seconds = 0.3
+    async with serving(app) as base, connect(base + PATH, additional_headers=KEY_HEADER) as ws:
+        # When nothing is written for a while, Then the client gets pings, spaced by the idle time
+        started = time.monotonic()
+        first = json.loads(await asyncio.wait_for(ws.recv(), 3))
+        second = json.loads(await asyncio.wait_for(ws.recv(), 3))
+        elapsed = time.monotonic() - started
+    assert first == second == {"type": "ping"}
+    assert 0.5 <= elapsed < 2.5
+
+
 # --- resume --------------------------------------------------------------------------------------------------
 async def test_reconnects_under_load_lose_and_repeat_nothing(
     serve: Serve, db_sessions: async_sessionmaker[AsyncSession]
@@ -493,7 +507,7 @@ async def test_live_events_arrive_well_within_a_second(
             # When an event commits
             await heartbeat(bot, n)
             committed = time.perf_counter()
-            # Then every client has it soon after (SQLite polls every 0.25 s; PostgreSQL is woken by NOTIFY)
+            # Then every client has it soon after (SQLite polls every 0.1 s; PostgreSQL is woken by NOTIFY)
             for ws in (a, b, c):
                 await receive(ws)
             latencies.append(time.perf_counter() - committed)

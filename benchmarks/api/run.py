@@ -9,6 +9,14 @@ runs wrk against the first page of trades, a deep page by cursor, the bot status
 cost of a /metrics scrape that reads the database, prints a markdown table and writes
 ``benchmarks/results/api.json`` (``--output``). ``--rate-limit-redis redis://127.0.0.1:6379/0`` counts the rate
 limit in that Redis instead of in each worker.
+
+Side by side in the same run: the framework's ceiling, a bare FastAPI app under the same uvicorn settings serving
+the API's first page of 50 trades from memory (``benchmarks/api/bare.py``; ``--no-bare`` skips it), measured before
+and after the API's targets, and each target's req/s as a share of it; and with ``--baseline DIR`` the API of
+another checkout (today's main: ``git archive main | tar -x -C DIR``) on the same database, target by target
+alternating with this one; ``--uncached`` adds this checkout with its read cache off (``API_READ_CACHE_SECONDS=0``)::
+
+    .venv/bin/python -m benchmarks.api.run --workers 2 --baseline /tmp/main-src --uncached --no-single
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import timeit
 import urllib.request
@@ -134,8 +143,19 @@ def _free_port() -> int:
 
 
 def start_server(
-    url: str, workers: int, port: int, pool_size: int, rate_limit_redis: str | None = None
+    url: str,
+    workers: int,
+    port: int,
+    pool_size: int,
+    rate_limit_redis: str | None = None,
+    *,
+    app: str = "backend.app.main:app",
+    source: Path = ROOT,
+    extra_env: dict[str, str] | None = None,
+    ready_path: str = "/ready",
+    extra_args: list[str] | None = None,
 ) -> subprocess.Popen[bytes]:
+    """uvicorn serving ``app`` imported from ``source`` (the checkout under test, or ``--baseline``'s)."""
     env = {
         **os.environ,
         "DATABASE_URL": url,
@@ -146,21 +166,24 @@ def start_server(
         "LOG_LEVEL": "WARNING",
         "DB_POOL_SIZE": str(pool_size),  # per worker; no overflow, so no connection churn under load
         "DB_MAX_OVERFLOW": "0",
+        "PYTHONPATH": str(source),
+        **(extra_env or {}),
     }
-    command = [sys.executable, "-m", "uvicorn", "backend.app.main:app", "--host", "127.0.0.1", "--port", str(port)]
+    command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
     command += ["--workers", str(workers), "--no-access-log", "--no-server-header", "--log-level", "warning"]
-    server = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
-    deadline = time.monotonic() + 60
+    command += extra_args or []
+    server = subprocess.Popen(command, cwd=source, env=env, start_new_session=True)
+    deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as response:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{ready_path}", timeout=2) as response:
                 if response.status == 200:
                     time.sleep(1.0)  # let the metrics warm-up (a full recount) finish
                     return server
         except OSError:
             time.sleep(0.3)
     stop_server(server)
-    raise RuntimeError("uvicorn did not become ready within 60 s")
+    raise RuntimeError("uvicorn did not become ready within 90 s")
 
 
 def stop_server(server: subprocess.Popen[bytes]) -> None:
@@ -176,6 +199,7 @@ def stop_server(server: subprocess.Popen[bytes]) -> None:
 @dataclass
 class WrkResult:
     target: str
+    server: str  # "api" (this checkout), "api-uncached" (--uncached), "baseline" (--baseline) or "bare" (the ceiling)
     workers: int
     connections: int
     requests_per_second: float
@@ -194,8 +218,10 @@ def _ms(value: str) -> float:
     return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
-def run_wrk(url: str, connections: int, duration: int, threads: int) -> dict[str, Any]:
-    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", "10s", "--latency"]
+def run_wrk(url: str, connections: int, duration: int, threads: int, nice: int = 0) -> dict[str, Any]:
+    """``nice``: added to wrk's priority (negative undoes a caller's ``os.nice``; needs root)."""
+    command = ["nice", "-n", str(nice)] if nice else []
+    command += ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", "10s", "--latency"]
     command += ["-H", f"X-API-Key: {API_KEY}", url]
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     percentiles = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)\s*$", output, re.MULTILINE))
@@ -275,6 +301,21 @@ def main() -> None:
     parser.add_argument("--output", default="api.json", help="results file name in benchmarks/results/")
     parser.add_argument("--keep-db", action="store_true")
     parser.add_argument("--install-wrk", action="store_true", help="apt-get install -y wrk when it is missing")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="DIR",
+        help="also measure the API of another checkout, side by side (e.g. git archive main | tar -x -C DIR)",
+    )
+    parser.add_argument(
+        "--no-bare", action="store_true", help="skip the bare FastAPI endpoint (benchmarks/api/bare.py)"
+    )
+    parser.add_argument("--no-single", action="store_true", help="skip the one-connection runs")
+    parser.add_argument(
+        "--uncached",
+        action="store_true",
+        help="also measure this checkout with API_READ_CACHE_SECONDS=0 (every request reads the database)",
+    )
     args = parser.parse_args()
 
     if shutil.which("wrk") is None:
@@ -282,8 +323,9 @@ def main() -> None:
             raise SystemExit("wrk not found: install it (apt-get install -y wrk) or pass --install-wrk")
         subprocess.run(["apt-get", "install", "-y", "wrk"], check=True)
 
+    load_before = [round(value, 2) for value in os.getloadavg()]
     probe_before = cpu_probe_ms()
-    print(f"CPU probe: sum(range(10**7)) in {probe_before} ms", flush=True)
+    print(f"CPU probe: sum(range(10**7)) in {probe_before} ms; load average {load_before}", flush=True)
     name = f"bench_api_{uuid.uuid4().hex[:8]}"
     url = make_url(SERVER_URL).set(database=name).render_as_string(hide_password=False)
     asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
@@ -302,19 +344,7 @@ def main() -> None:
         }
         results: list[WrkResult] = []
         for workers in args.workers:
-            port = _free_port()
-            server = start_server(url, workers, port, args.pool_size, args.rate_limit_redis)
-            try:
-                for label, path in targets.items():
-                    url_of_target = f"http://127.0.0.1:{port}{path}"
-                    run_wrk(url_of_target, args.connections, 3, args.threads)  # warm-up
-                    for connections, threads, seconds in ((args.connections, args.threads, args.duration), (1, 1, 5)):
-                        measured = run_wrk(url_of_target, connections, seconds, threads)
-                        load_avg = round(os.getloadavg()[0], 2)
-                        results.append(WrkResult(label, workers, connections, load_average=load_avg, **measured))
-                        print(_row(results[-1]), flush=True)
-            finally:
-                stop_server(server)
+            results += measure_servers(url, workers, targets, args)
     finally:
         if not args.keep_db:
             asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -328,20 +358,105 @@ def main() -> None:
         "pool_size_per_worker": args.pool_size,
         "rate_limit_store": "redis" if args.rate_limit_redis else "in-process",
         "metrics_scrape": scrape,
+        "baseline": str(args.baseline) if args.baseline else None,
+        "load_average_before": load_before,
+        "load_average_after": [round(value, 2) for value in os.getloadavg()],
         "results": [asdict(result) for result in results],
+        "share_of_bare": share_of_bare(results),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / args.output).write_text(json.dumps(report, indent=2) + "\n")
-    print("\n| target | workers | connections | req/s | p50 ms | p90 ms | p99 ms | errors | load avg |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    header = (
+        "| target | server | workers | connections | req/s | % of bare | p50 ms | p90 ms | p99 ms | errors | load avg |"
+    )
+    print("\n" + header)
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    shares = report["share_of_bare"]
     for result in results:
-        print(_row(result))
+        print(_row(result, shares.get(f"{result.server}|{result.workers}|{result.connections}|{result.target}")))
 
 
-def _row(result: WrkResult) -> str:
+STARTUP_SETTLE_SECONDS = 15
+BARE_TARGET = "GET /bare (the first page's bytes from memory, bare FastAPI)"
+
+
+def measure_servers(url: str, workers: int, targets: dict[str, str], args: argparse.Namespace) -> list[WrkResult]:
+    """Start the API (and ``--baseline``'s API, and the bare app) with ``workers`` workers, then run wrk against
+    each in turn, alternating: bare, then per target baseline and this checkout, then bare again. Side by side in
+    one run, so the machine's speed (shared, it varies by the minute) moves all of them alike."""
+    servers: dict[str, tuple[int, subprocess.Popen[bytes]]] = {}
+    try:
+        port = _free_port()
+        servers["api"] = (port, start_server(url, workers, port, args.pool_size, args.rate_limit_redis))
+        if args.baseline:
+            port = _free_port()
+            server = start_server(url, workers, port, args.pool_size, args.rate_limit_redis, source=args.baseline)
+            servers["baseline"] = (port, server)
+        if args.uncached:
+            port = _free_port()
+            uncached = {"API_READ_CACHE_SECONDS": "0"}
+            servers["api-uncached"] = (port, start_server(url, workers, port, args.pool_size, extra_env=uncached))
+        first_page = fetch(servers["api"][0], "/api/v1/trades?limit=50")
+        if "baseline" in servers and fetch(servers["baseline"][0], "/api/v1/trades?limit=50") != first_page:
+            raise RuntimeError("the baseline's first page differs from this checkout's")
+        body_file = Path(tempfile.gettempdir()) / f"bench-bare-body-{os.getpid()}.json"
+        body_file.write_bytes(first_page)
+        if not args.no_bare:
+            port = _free_port()
+            bare = start_server(url, workers, port, args.pool_size, app="benchmarks.api.bare:app",
+                                extra_env={"BENCH_BARE_BODY": str(body_file)}, ready_path="/bare")  # fmt: skip
+            servers["bare"] = (port, bare)
+        time.sleep(STARTUP_SETTLE_SECONDS)  # every API server recounts its metrics at start-up (all of the trades)
+        plan: list[tuple[str, str, str]] = []  # (server, label, path)
+        if "bare" in servers:
+            plan.append(("bare", BARE_TARGET, "/bare"))
+        for label, path in targets.items():
+            plan += [(name, label, path) for name in ("baseline", "api", "api-uncached") if name in servers]
+        if "bare" in servers:
+            plan.append(("bare", BARE_TARGET, "/bare"))
+        results: list[WrkResult] = []
+        for name, label, path in plan:
+            url_of_target = f"http://127.0.0.1:{servers[name][0]}{path}"
+            run_wrk(url_of_target, args.connections, 3, args.threads)  # warm-up
+            runs = [(args.connections, args.threads, args.duration)]
+            if not args.no_single:
+                runs.append((1, 1, 5))
+            for connections, threads, seconds in runs:
+                measured = run_wrk(url_of_target, connections, seconds, threads)
+                load_avg = round(os.getloadavg()[0], 2)
+                results.append(WrkResult(label, name, workers, connections, load_average=load_avg, **measured))
+                print(_row(results[-1]), flush=True)
+        return results
+    finally:
+        for _port, server in servers.values():
+            stop_server(server)
+
+
+def fetch(port: int, path: str) -> bytes:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"X-API-Key": API_KEY})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return bytes(response.read())
+
+
+def share_of_bare(results: list[WrkResult]) -> dict[str, float]:
+    """Each run's req/s as a share of the bare app's (the mean of its runs with the same workers and connections),
+    keyed ``server|workers|connections|target``."""
+    shares = {}
+    for result in results:
+        if result.server == "bare":
+            continue
+        same = (result.workers, result.connections)
+        bare = [r.requests_per_second for r in results if r.server == "bare" and (r.workers, r.connections) == same]
+        if bare:
+            key = f"{result.server}|{result.workers}|{result.connections}|{result.target}"
+            shares[key] = round(result.requests_per_second / statistics.mean(bare), 4)
+    return shares
+
+
+def _row(result: WrkResult, share: float | None = None) -> str:
     return (
-        f"| `{result.target}` | {result.workers} | {result.connections} | {result.requests_per_second:,.0f} | "
-        f"{result.p50_ms:.1f} | "
+        f"| `{result.target}` | {result.server} | {result.workers} | {result.connections} | "
+        f"{result.requests_per_second:,.0f} | {'' if share is None else f'{share:.0%}'} | {result.p50_ms:.1f} | "
         f"{result.p90_ms:.1f} | {result.p99_ms:.1f} | {result.errors} | {result.load_average} |"
     )
 

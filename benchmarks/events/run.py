@@ -226,6 +226,8 @@ async def measure(url: str, port: int, clients: int, events: int, interval: floa
 
 # --- --with-api-load: the API benchmark's wrk load while the clients are connected, and without them ---------
 API_P99_TARGET_MS = 50.0  # "Backend API": p99 < 50 ms at 64 connections, 2 workers, 0 errors
+# uvicorn as docs/API.md runs it: no permessage-deflate (a zlib context and a compression per client per event)
+SERVER_ARGS = ["--ws-per-message-deflate", "false"]
 
 
 def load_sqlite(url: str, rows: int) -> float:
@@ -280,11 +282,12 @@ async def deep_cursor_any(url: str, offset: int) -> str:
 
 
 async def measure_with_api(
-    url: str, port: int, targets: dict[str, str], args: argparse.Namespace
+    url: str, servers: list[tuple[str, int]], targets: dict[str, str], args: argparse.Namespace
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """``--rounds`` rounds, each: the clients connect, events are committed every ``--interval`` s while wrk runs
     against each target in turn, the clients leave; then wrk against each target again with no client connected.
-    wrk runs in a thread so the clients in this process keep reading."""
+    With several servers (``--baseline``) the rounds alternate between them. wrk runs in a thread so the clients
+    in this process keep reading."""
     deliveries: list[dict[str, Any]] = []
     api: list[dict[str, Any]] = []
 
@@ -293,15 +296,18 @@ async def measure_with_api(
     async def wrk_all(round_no: int, phase: str) -> None:
         for label, path in targets.items():
             target = f"http://127.0.0.1:{port}{path}"
-            await asyncio.to_thread(run_wrk, target, args.connections, 3, args.threads)  # warm-up
+            wrk_nice = -args.client_nice  # wrk at the server's priority, whatever this process runs at
+            await asyncio.to_thread(run_wrk, target, args.connections, 3, args.threads, wrk_nice)  # warm-up
             window_start = time.perf_counter()
-            measured = await asyncio.to_thread(run_wrk, target, args.connections, args.duration, args.threads)
+            measured = await asyncio.to_thread(run_wrk, target, args.connections, args.duration, args.threads, wrk_nice)
             windows[label] = (window_start, time.perf_counter())
-            api.append({"round": round_no, "phase": phase, "target": label, "connections": args.connections,
-                        "load_average": round(os.getloadavg()[0], 2), **measured})  # fmt: skip
+            api.append({"round": round_no, "server": server, "phase": phase, "target": label,
+                        "connections": args.connections, "load_average": round(os.getloadavg()[0], 2),
+                        **measured})  # fmt: skip
             print(api_row(api[-1]), flush=True)
 
     for round_no in range(1, args.rounds + 1):
+        server, port = servers[(round_no - 1) % len(servers)]
         crowd, tasks, connect_seconds = await connect_crowd(port, args.clients)
         probe_before = cpu_probe_ms()
         stop = asyncio.Event()
@@ -318,7 +324,7 @@ async def measure_with_api(
             for label, (start, end) in windows.items()
         }
         await disconnect(tasks)
-        deliveries.append({"round": round_no, **stats, "connect_seconds": round(connect_seconds, 2),
+        deliveries.append({"round": round_no, "server": server, **stats, "connect_seconds": round(connect_seconds, 2),
                            "cpu_probe_ms_before": probe_before, "cpu_probe_ms_after": cpu_probe_ms(),
                            "load_average": round(os.getloadavg()[0], 2), "during_target": by_target})  # fmt: skip
         print(delivery_row(deliveries[-1]), flush=True)
@@ -333,7 +339,8 @@ async def measure_with_api(
 def api_row(result: dict[str, Any]) -> str:
     verdict = "met" if result["p99_ms"] < API_P99_TARGET_MS and result["errors"] == 0 else "**missed**"
     return (
-        f"| {result['round']} | {result['phase']} | `{result['target']}` | {result['requests_per_second']:,.0f} | "
+        f"| {result['round']} | {result.get('server', 'api')} | {result['phase']} | `{result['target']}` | "
+        f"{result['requests_per_second']:,.0f} | "
         f"{result['p50_ms']:.1f} | {result['p99_ms']:.1f} | < {API_P99_TARGET_MS:.0f}: {verdict} | "
         f"{result['errors']} | {result['load_average']} |"
     )
@@ -341,7 +348,8 @@ def api_row(result: dict[str, Any]) -> str:
 
 def delivery_row(stats: dict[str, Any]) -> str:
     return (
-        f"| {stats['round']} | {stats['connected']}/{stats['clients']} | {stats['events']} | "
+        f"| {stats['round']} | {stats.get('server', 'api')} | {stats['connected']}/{stats['clients']} | "
+        f"{stats['events']} | "
         f"{stats['deliveries']:,} | {stats['missing']} | {stats['duplicates']} | {stats['p50_ms']} | "
         f"{stats['p90_ms']} | **{stats['p99_ms']}** | {stats['max_ms']} | {stats['within_1s']:.2%} | "
         f"{stats['load_average']} |"
@@ -362,13 +370,23 @@ def run_with_api_load(url: str, args: argparse.Namespace) -> dict[str, Any]:
         "GET /api/v1/bot/status": "/api/v1/bot/status",
         "GET /metrics": "/metrics",
     }
-    port = _free_port()
-    server = start_server(url, workers=args.workers, port=port, pool_size=args.pool_size)
+    servers: list[tuple[str, int]] = []
+    processes = []
     try:
-        deliveries, api = asyncio.run(measure_with_api(url, port, targets, args))
+        if args.baseline:  # today's main, run as it is deployed today
+            port = _free_port()
+            processes.append(start_server(url, args.workers, port, args.pool_size, source=args.baseline))
+            servers.append(("baseline", port))
+        port = _free_port()
+        processes.append(start_server(url, args.workers, port, args.pool_size, extra_args=SERVER_ARGS))
+        servers.append(("api", port))
+        deliveries, api = asyncio.run(measure_with_api(url, servers, targets, args))
     finally:
-        stop_server(server)
+        for process in processes:
+            stop_server(process)
     return {
+        "baseline": str(args.baseline) if args.baseline else None,
+        "client_nice": args.client_nice,
         "database": make_label(url),
         "rows": args.rows,
         "workers": args.workers,
@@ -413,7 +431,23 @@ def main() -> None:
     load_group.add_argument("--threads", type=int, default=2, help="wrk threads")
     load_group.add_argument("--duration", type=int, default=20, help="seconds of wrk per target and phase")
     load_group.add_argument("--rounds", type=int, default=2, help="alternations of with / without the clients")
+    load_group.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="DIR",
+        help="also run the API of another checkout (today's main: git archive main | tar -x -C DIR); rounds "
+        "alternate between it and this one (use an even --rounds)",
+    )
+    parser.add_argument(
+        "--client-nice",
+        type=int,
+        default=0,
+        help="run this process (the WebSocket clients, the writer, the wrk driver) at this nice value, as if the "
+        "clients were on other machines; wrk itself keeps its priority",
+    )
     args = parser.parse_args()
+    if args.client_nice:
+        os.nice(args.client_nice)
     with tempfile.TemporaryDirectory(prefix="bench-events-") as tmp:
         if args.database == "sqlite":
             url = f"sqlite+aiosqlite:///{tmp}/events.db"
@@ -428,7 +462,7 @@ def main() -> None:
                 report = run_with_api_load(url, args)
                 return write_api_load_report(report, args)
             port = _free_port()
-            server = start_server(url, workers=1, port=port, pool_size=5)
+            server = start_server(url, workers=1, port=port, pool_size=5, extra_args=SERVER_ARGS)
             try:
                 result = asyncio.run(measure(url, port, args.clients, args.events, args.interval, args.http_requests))
             finally:
@@ -449,13 +483,13 @@ def main() -> None:
 
 
 def write_api_load_report(report: dict[str, Any], args: argparse.Namespace) -> None:
-    print("\n| round | connected | events | deliveries | missing | duplicates | p50 ms | p90 ms | p99 ms | max ms | "
-          "≤ 1 s | load avg |")  # fmt: skip
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n| round | server | connected | events | deliveries | missing | duplicates | p50 ms | p90 ms | p99 ms | "
+          "max ms | ≤ 1 s | load avg |")  # fmt: skip
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for stats in report["deliveries"]:
         print(delivery_row(stats))
-    print("\n| round | phase | target | req/s | p50 ms | p99 ms | target ms | errors | load avg |")
-    print("|---:|---|---|---:|---:|---:|---|---:|---:|")
+    print("\n| round | server | phase | target | req/s | p50 ms | p99 ms | target ms | errors | load avg |")
+    print("|---:|---|---|---|---:|---:|---:|---|---:|---:|")
     for result in sorted(report["api"], key=lambda r: (r["target"], r["round"], r["phase"])):
         print(api_row(result))
     output = args.output or RESULTS / f"events-api-load-{args.database}.json"

@@ -122,6 +122,9 @@ class ApiConfig(Group):
         default="ai-trader:rate-limit:", min_length=1, max_length=100, validation_alias="API_RATE_LIMIT_REDIS_PREFIX"
     )
     max_body_bytes: int = Field(default=65536, ge=1024, validation_alias="API_MAX_BODY_BYTES")
+    # Seconds a hot read (bot status, trade pages) may be served from memory when no event came;
+    # any event drops it at once (backend/app/services/read_cache.py). 0 reads the database every time.
+    read_cache_seconds: float = Field(default=1.0, ge=0, le=60, validation_alias="API_READ_CACHE_SECONDS")
 
     _split_origins = field_validator("cors_origins", mode="before")(split_csv)
 

@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
+from starlette.datastructures import State
 
 from backend.app.core.security import InvalidToken, constant_time_equals, decode_access_token
+from backend.app.db.driver import Readable, driver_connection
 from src.config.settings import Settings
 from src.exceptions import InvalidInput
+from src.utils.logger import get_logger
+
+log = get_logger(__name__)
 
 TOKEN_URL = "/api/v1/auth/token"
 
@@ -36,6 +44,25 @@ RETRY_AFTER_SECONDS = 1
 class DatabaseBusy(Exception):
     """The database could not take this request now (writes queued too long, pool exhausted, SQLite locked):
     the API answers 503 with ``Retry-After`` instead of a 500."""
+
+
+_SQLITE_BUSY = ("database is locked", "database table is locked")
+
+
+def busy_response(exc: Exception) -> JSONResponse:
+    """503 with Retry-After, never a 500, when the database cannot take the request now: API writes queued
+    too long on SQLite (``DatabaseBusy``), the connection pool timed out, or SQLite's file lock is held (by the
+    scheduler writing, for example) past the busy timeout. Any other error is raised again (a 500)."""
+    if not isinstance(exc, DatabaseBusy | PoolTimeout | OperationalError) or (
+        isinstance(exc, OperationalError) and not any(text in str(exc.orig) for text in _SQLITE_BUSY)
+    ):
+        raise exc
+    log.warning("api.database_busy", error=type(exc).__name__)
+    return JSONResponse(
+        {"detail": "database busy; retry shortly"},
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
 
 
 async def get_sessions(request: Request) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
@@ -65,12 +92,29 @@ async def get_connection(request: Request) -> AsyncIterator[AsyncConnection]:
 
 
 @asynccontextmanager
-async def read_connection(request: Request) -> AsyncIterator[AsyncConnection]:
+async def read_connection_of(state: State) -> AsyncIterator[AsyncConnection]:
+    """A read connection of the app with this ``state``, taken in arrival order (``FairGate``)."""
+    async with state.db_gate, state.read_engine.connect() as connection:
+        yield connection
+
+
+@asynccontextmanager
+async def page_connection_of(state: State) -> AsyncIterator[Readable]:
+    """``read_connection_of`` for keyset pages (``driver.fetch_rows``): on PostgreSQL the pooled asyncpg
+    connection itself (``driver.driver_connection``), without SQLAlchemy's ``Connection`` around it."""
+    if state.read_engine.dialect.driver != "asyncpg":
+        async with read_connection_of(state) as connection:
+            yield connection
+        return
+    async with state.db_gate, driver_connection(state.read_engine) as driver:
+        yield driver
+
+
+def read_connection(request: Request) -> AbstractAsyncContextManager[AsyncConnection]:
     """``get_connection`` for use inside an endpoint (``async with read_connection(request) as connection``):
     the hottest reads skip FastAPI's machinery for a yield dependency, and take their connection only after
     authentication and parameter validation passed."""
-    async with request.app.state.db_gate, request.app.state.read_engine.connect() as connection:
-        yield connection
+    return read_connection_of(request.app.state)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -15,6 +15,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from backend.app.api.hot_reads import PATHS as HOT_PATHS
+from backend.app.api.hot_reads import HotReads
 from backend.app.api.rate_limit import RateLimiter
 from backend.app.core.security import InvalidToken, constant_time_equals, decode_access_token
 from backend.app.services.metrics import ApiMetrics
@@ -75,8 +77,17 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 class EdgeMiddleware:
-    def __init__(self, app: ASGIApp, *, api: ApiConfig, metrics: ApiMetrics, limiter: RateLimiter) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        api: ApiConfig,
+        metrics: ApiMetrics,
+        limiter: RateLimiter,
+        hot_reads: HotReads | None = None,
+    ) -> None:
         self.app = app
+        self.hot_reads = hot_reads
         self.metrics = metrics
         self.max_body = api.max_body_bytes
         self.limiter = limiter
@@ -128,7 +139,11 @@ class EdgeMiddleware:
             rejection = await self._reject(scope, path)
             if rejection is not None:
                 await _send_json(send_with_headers, *rejection)
-            else:
+            elif (
+                self.hot_reads is None
+                or path not in HOT_PATHS
+                or not await self.hot_reads.serve(scope, limited_receive, send_with_headers)
+            ):
                 await self.app(scope, limited_receive, send_with_headers)
         except Exception as exc:
             if not too_large:

@@ -13,23 +13,57 @@ parameters must be values the driver takes as they are (aware datetimes, ints, s
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Dialect, Row
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.util.concurrency import greenlet_spawn
 
 # id(statement) -> (statement, its compiled form); the statement is held so its id stays unique. Callers pass
 # statements they build once and keep (one per query shape), so this stays small.
 _COMPILED: dict[int, tuple[ClauseElement, SQLCompiler]] = {}
 
 
-def _compiled(statement: ClauseElement, connection: AsyncConnection) -> SQLCompiler:
+@dataclass(frozen=True, slots=True)
+class DriverConnection:
+    """A pooled connection's asyncpg connection, used directly (``driver_connection``)."""
+
+    dialect: Dialect
+    driver: Any  # asyncpg.Connection
+
+
+Readable = AsyncConnection | DriverConnection
+
+
+@asynccontextmanager
+async def driver_connection(engine: AsyncEngine) -> AsyncIterator[DriverConnection]:
+    """A connection of ``engine``'s pool (PostgreSQL on asyncpg), without SQLAlchemy's ``Connection`` around it:
+    one checkout and one check-in, 25 µs of CPU against 70 µs for ``engine.connect()`` with autocommit and
+    ``get_raw_connection()``. Statements run outside a transaction (autocommit), as ``fetch_rows`` runs them; a
+    connection that closed under the request is invalidated, so the pool replaces it."""
+    fairy = await greenlet_spawn(engine.sync_engine.raw_connection)
+    try:
+        yield DriverConnection(engine.dialect, fairy.driver_connection)
+    finally:
+        await greenlet_spawn(_check_in, fairy)
+
+
+def _check_in(fairy: Any) -> None:
+    driver = fairy.driver_connection
+    if driver is not None and driver.is_closed():
+        fairy.invalidate()  # the pool opens a new one for the next checkout
+    fairy.close()
+
+
+def _compiled(statement: ClauseElement, dialect: Dialect) -> SQLCompiler:
     entry = _COMPILED.get(id(statement))
     if entry is None or entry[0] is not statement:
-        compiled = statement.compile(dialect=connection.dialect)
+        compiled = statement.compile(dialect=dialect)
         if not isinstance(compiled, SQLCompiler) or compiled.positiontup is None:
             raise TypeError("the driver path needs a statement compiled to positional parameters")
         entry = (statement, compiled)
@@ -37,24 +71,23 @@ def _compiled(statement: ClauseElement, connection: AsyncConnection) -> SQLCompi
     return entry[1]
 
 
-async def _driver_fetch(
-    connection: AsyncConnection, statement: ClauseElement, parameters: Mapping[str, Any]
-) -> list[Any]:
-    compiled = _compiled(statement, connection)
+async def _driver_fetch(connection: Readable, statement: ClauseElement, parameters: Mapping[str, Any]) -> list[Any]:
+    compiled = _compiled(statement, connection.dialect)
     positions = compiled.positiontup
     assert positions is not None  # _compiled refuses a statement without positional parameters
     values = compiled.construct_params(parameters)  # with the statement's own literals; a missing value raises
-    raw = await connection.get_raw_connection()
-    driver = raw.driver_connection
-    # driver_connection is Optional only for a pool entry that was closed; this one was just checked out.
-    return await driver.fetch(compiled.string, *(values[name] for name in positions))  # type: ignore[union-attr]
+    if isinstance(connection, DriverConnection):
+        driver = connection.driver
+    else:
+        # driver_connection is Optional only for a pool entry that was closed; this one was just checked out.
+        driver = (await connection.get_raw_connection()).driver_connection
+    return await driver.fetch(compiled.string, *(values[name] for name in positions))
 
 
-async def fetch_rows(
-    connection: AsyncConnection, statement: ClauseElement, parameters: Mapping[str, Any]
-) -> Sequence[Any]:
-    """The rows of ``statement``, each indexable by position and iterable as its values."""
-    if connection.dialect.driver != "asyncpg":
+async def fetch_rows(connection: Readable, statement: ClauseElement, parameters: Mapping[str, Any]) -> Sequence[Any]:
+    """The rows of ``statement``, each indexable by position and iterable as its values. A ``DriverConnection``
+    is always asyncpg; an ``AsyncConnection`` on another driver runs the statement through SQLAlchemy."""
+    if isinstance(connection, AsyncConnection) and connection.dialect.driver != "asyncpg":
         return list(await connection.execute(statement, parameters))  # type: ignore[call-overload]
     return await _driver_fetch(connection, statement, parameters)
 
@@ -74,7 +107,7 @@ class _Named:
             raise AttributeError(name) from None
 
 
-async def fetch_one(connection: AsyncConnection, statement: ClauseElement, parameters: Mapping[str, Any]) -> Any:
+async def fetch_one(connection: Readable, statement: ClauseElement, parameters: Mapping[str, Any]) -> Any:
     """The one row of ``statement``, its columns read by attribute (``row.state``); ``LookupError`` unless there is
     exactly one."""
     rows = await fetch_rows(connection, statement, parameters)

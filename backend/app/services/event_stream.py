@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +33,7 @@ from src.utils.logger import get_logger
 
 log = get_logger(__name__)
 
-SQLITE_POLL_SECONDS = 0.25
+SQLITE_POLL_SECONDS = 0.1  # one indexed read (id > cursor) per poll: 10 a second cost about 0.5 % of a core
 POSTGRES_FALLBACK_POLL_SECONDS = 5.0
 QUEUE_SIZE = 1000  # live events a client may have waiting; past it, the client reads on from the database
 MAX_LAG = 20_000  # a client reading from the database this many events behind the newest is dropped as too slow
@@ -55,19 +55,26 @@ CLOSE_TRY_AGAIN_LATER = 1013
 
 
 _CATCH_UP = StreamedEvent(0, "")  # queued when a burst overflowed the queue: read on from the database
+_PING = StreamedEvent(-1, "")  # queued by the watchdog after ``idle_seconds`` without a message
+WATCH_SECONDS = 0.1  # how often the watchdog looks at every client (sends that hang, idle streams)
 
 
 @dataclass(eq=False)
 class Subscription:
     """One client's view of the stream. Its queue holds live events; when a burst overflows it, the queue is
     emptied and the stream reads on from the database (as it read the backlog), so a burst costs no memory and
-    loses nothing. A client whose socket takes ``SEND_SECONDS`` to accept a message is dropped with the reason
-    (by the endpoint), and so is one that reads from the database ``MAX_LAG`` events behind the newest."""
+    loses nothing. A client whose socket takes ``send_limit`` seconds to accept a message is dropped with the
+    reason (the endpoint notes ``sending_since`` around each send; the broadcaster's watchdog closes it), and so is
+    one that reads from the database ``MAX_LAG`` events behind the newest. No timer is armed per message: with
+    500 clients that was two timers per client for every event."""
 
     broadcaster: EventBroadcaster
     after: int | None
+    send_limit: float = 10.0
     queue: asyncio.Queue[StreamedEvent | None] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
     last_sent: int = 0
+    sending_since: float | None = None  # loop time a send began, None between sends
+    active_at: float = 0.0  # loop time of the last message handed to the endpoint
     catching_up: bool = False
     closed: StreamClosed | None = None
     dropped: asyncio.Event = field(default_factory=asyncio.Event)
@@ -112,6 +119,7 @@ class Subscription:
             async with broadcaster.gate, broadcaster.engine.connect() as connection:
                 page = await events_after(connection, self.last_sent, READ_BATCH)
             for event in page:
+                self.active_at = asyncio.get_running_loop().time()
                 yield event
                 self.last_sent = event.id
             if len(page) < READ_BATCH:
@@ -128,11 +136,11 @@ class Subscription:
             self.last_sent = self.after
             async for old in self._from_database():
                 yield old
+        loop = asyncio.get_running_loop()
         while True:
-            try:
-                async with asyncio.timeout(broadcaster.idle_seconds):
-                    event = await self.queue.get()
-            except TimeoutError:
+            event = await self.queue.get()
+            self.active_at = loop.time()
+            if event is _PING:
                 yield None
                 continue
             if event is None:
@@ -167,16 +175,21 @@ class EventBroadcaster:
         self.poll_seconds = POSTGRES_FALLBACK_POLL_SECONDS if self.postgres else poll_seconds
         self.idle_seconds = idle_seconds
         self.subscribers: set[Subscription] = set()
+        # Called when events were committed (at NOTIFY on PostgreSQL, and after each read that found some), before
+        # they are offered to the clients: the read cache drops what it holds
+        self.on_events: list[Callable[[], None]] = []
         self.cursor = 0
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._listener: asyncpg.Connection | None = None
         self._listener_task: asyncio.Task[None] | None = None
+        self._watch_task: asyncio.Task[None] | None = None
         self.started = asyncio.Event()
 
-    def subscribe(self, after: int | None) -> Subscription:
-        subscription = Subscription(self, after)
+    def subscribe(self, after: int | None, send_limit: float = 10.0) -> Subscription:
+        subscription = Subscription(self, after, send_limit)
+        subscription.active_at = asyncio.get_running_loop().time()
         self.subscribers.add(subscription)
         return subscription
 
@@ -189,6 +202,7 @@ class EventBroadcaster:
         if self.postgres:
             self._listener_task = asyncio.create_task(self._listen(), name="events-listener")
         self._task = asyncio.create_task(self._run(), name="events-fan-out")
+        self._watch_task = asyncio.create_task(self._watch(), name="events-watchdog")
         self.started.set()
 
     async def aclose(self) -> None:
@@ -203,14 +217,35 @@ class EventBroadcaster:
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
-        if self._listener_task is not None:
-            self._listener_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener_task
+        for task in (self._listener_task, self._watch_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self._close_listener()
         for subscription in list(self.subscribers):
             subscription.close(StreamClosed("server shutting down; reconnect with after=<last id>", CLOSE_GOING_AWAY))
         self.subscribers.clear()
+
+    # --- the watchdog: one timer for every client -----------------------------------------------------
+    async def _watch(self) -> None:
+        """Every ``WATCH_SECONDS``: close a client whose send has waited ``send_limit`` seconds (its socket does
+        not drain), and queue a ping for one that got nothing for ``idle_seconds``."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(WATCH_SECONDS)
+            now = loop.time()
+            for subscription in list(self.subscribers):
+                if subscription.closed is not None:
+                    continue
+                since = subscription.sending_since
+                if since is not None:
+                    if now - since >= subscription.send_limit:
+                        why = f"a message waited {subscription.send_limit:g} s to be sent"
+                        subscription.close(subscription.too_slow(why))
+                elif now - subscription.active_at >= self.idle_seconds and subscription.queue.empty():
+                    subscription.active_at = now
+                    subscription.queue.put_nowait(_PING)
 
     # --- reading the outbox -------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -231,6 +266,9 @@ class EventBroadcaster:
         while True:
             async with self.engine.connect() as connection:
                 events = await events_after(connection, self.cursor, READ_BATCH)
+            if events:
+                for callback in self.on_events:  # before any client has the events (SQLite: no NOTIFY)
+                    callback()
             for event in events:
                 for subscription in list(self.subscribers):
                     subscription.offer(event)
@@ -241,6 +279,8 @@ class EventBroadcaster:
 
     # --- PostgreSQL: LISTEN on a dedicated connection ---------------------------------------------------
     def _notified(self, *_: Any) -> None:
+        for callback in self.on_events:  # at once: before the event is read, and before any client has it
+            callback()
         self._wake.set()
 
     async def _listen(self) -> None:

@@ -276,13 +276,18 @@ class ApiMetrics:
         )
         self.database = DatabaseCollector(engine, settings, **collector_options)
         self._exposition = TextExposition()
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self._database_text = b""
         self._database_text_version = -1
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        labels = (method, route, str(status))
-        self.requests.labels(*labels).inc()
-        self.duration.labels(*labels).observe(seconds)
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:  # ``labels()`` checks and looks its labels up again on every call: once per key here
+            labels = (method, route, str(status))
+            children = self._children[key] = (self.requests.labels(*labels), self.duration.labels(*labels))
+        children[0].inc()
+        children[1].observe(seconds)
 
     async def render(self) -> bytes:
         await self.database.refresh()

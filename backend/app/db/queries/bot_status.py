@@ -12,7 +12,7 @@ from sqlalchemy import Select, bindparam, literal, select
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from backend.app.db.driver import fetch_one
+from backend.app.db.driver import fetch_one, fetch_rows
 from backend.app.db.migrations import current_revision, head_revision
 from backend.app.models import BotConfigRow, BotStateRow, RiskStateRow
 from src.domain.bot import DesiredState
@@ -67,6 +67,22 @@ async def bot_status(connection: AsyncConnection, instance_name: str, mode: Trad
     )
     desired_state = DesiredState(row.desired_state) if row.desired_state is not None else DesiredState.RUNNING
     return BotStatusData(row if row.instance_name is not None else None, desired_state, safe_mode)
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigValue:
+    value: Any
+
+
+# Every key and value of bot_config (a few dozen rows at most): no expanding IN to process per request
+_CONFIG_VALUES = select(BotConfigRow.key, BotConfigRow.value)
+
+
+async def config_values(connection: AsyncConnection, keys: Iterable[str]) -> dict[str, ConfigValue]:
+    """The stored values of ``keys`` (``config_rows`` with the value only), on the driver where there is one."""
+    wanted = set(keys)
+    rows = await fetch_rows(connection, _CONFIG_VALUES, {})
+    return {row[0]: ConfigValue(row[1]) for row in rows if row[0] in wanted}
 
 
 async def config_rows(connection: AsyncConnection, keys: Iterable[str]) -> dict[str, Row[Any]]:

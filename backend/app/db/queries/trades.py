@@ -24,7 +24,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.sqltypes import Enum
 
-from backend.app.db.driver import fetch_rows
+from backend.app.db.driver import Readable, fetch_rows
 from backend.app.db.queries.paging import Cursor, Page, Paging, check_range, in_range, page_of, paged
 from backend.app.db.types import ExactDecimal, FixedPointText, UTCDateTime
 from backend.app.models import TradeRow
@@ -106,13 +106,14 @@ def _keyset_trade_query(shape: tuple[Any, ...]) -> Select[Any]:
     return query
 
 
-async def trade_page(
-    connection: AsyncConnection, filters: TradeFilter, paging: Paging, columns: tuple[str, ...]
-) -> Page:
+async def trade_page(connection: Readable, filters: TradeFilter, paging: Paging, columns: tuple[str, ...]) -> Page:
     """``list_trades`` for serialising only: the rows hold ``columns`` (which must include ``created_at`` and
-    ``id``) as ``served_columns`` gives them. Keyset pages run on the driver (``driver.fetch_rows``)."""
+    ``id``) as ``served_columns`` gives them. Keyset pages run on the driver (``driver.fetch_rows``); offset pages
+    (``skip``) need an ``AsyncConnection``."""
     dialect = connection.dialect.name
     if paging.skip is not None:
+        if not isinstance(connection, AsyncConnection):
+            raise TypeError("offset paging runs through SQLAlchemy: pass an AsyncConnection")
         query = select(*served_columns(TradeRow.__table__, columns, dialect)).where(*filters.conditions())
         return await paged(connection, query, TradeRow.created_at, TradeRow.id, paging)
     check_range(filters.from_date, filters.to_date)

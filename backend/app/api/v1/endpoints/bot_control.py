@@ -7,9 +7,8 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from backend.app.api.deps import (
@@ -33,18 +32,17 @@ from backend.app.schemas.bot import (
     BotControlIn,
     BotControlOut,
     BotStatusOut,
-    RealtimeStatus,
     SafeModeResetIn,
     SafeModeResetOut,
-    SettingState,
 )
+from backend.app.services.bot_status import setting_fields
 from src.config.runtime import (
     RUNTIME_KEYS,
     runtime_default,
     runtime_value_to_json,
     validate_runtime_value,
 )
-from src.config.runtime_state import SettingStatus, requested_value, setting_status, with_value
+from src.config.runtime_state import requested_value, with_value
 from src.config.settings import Settings
 from src.exceptions import InvalidInput
 from src.utils.logger import get_logger
@@ -53,101 +51,11 @@ log = get_logger(__name__)
 router = APIRouter(prefix="/bot", tags=["bot"])
 
 
-_NEVER_SEEN: dict[str, Any] = {
-    "state": "unknown",
-    "stale": True,
-    "message": "scheduler never seen",
-    "mode": None,
-    "symbols": [],
-    "schedule": None,
-    "started_at": None,
-    "heartbeat_at": None,
-    "heartbeat_age_seconds": None,
-    "last_run": None,
-    "next_run": None,
-    "last_error": None,
-    "last_error_at": None,
-}
-
-
-def _age_text(seconds: float) -> str:
-    """``41 seconds``, ``35 minutes``, ``3 hours 5 minutes``: the unit a person reads at that age."""
-    whole = int(seconds)
-    if whole < 120:
-        return f"{whole} seconds"
-    if whole < 7200:
-        return f"{whole // 60} minutes"
-    return f"{whole // 3600} hours {whole % 3600 // 60} minutes"
-
-
-def _heartbeat_fields(heartbeat: Any, stale_after: int) -> dict[str, Any]:
-    age = BotRepository.heartbeat_age_seconds(heartbeat)
-    stale = age > stale_after
-    return {
-        "state": heartbeat.state,
-        "stale": stale,
-        "message": f"scheduler not seen for {_age_text(age)}" if stale else None,
-        "mode": heartbeat.mode,
-        "symbols": list(heartbeat.symbols or []),
-        "schedule": heartbeat.schedule,
-        "started_at": heartbeat.started_at,
-        "heartbeat_at": heartbeat.heartbeat_at,
-        "heartbeat_age_seconds": round(age, 3),
-        "last_run": heartbeat.last_run_at,
-        "next_run": heartbeat.next_run_at,
-        "last_error": heartbeat.last_error,
-        "last_error_at": heartbeat.last_error_at,
-    }
-
-
-def _safe_mode_fields(data: status_queries.BotStatusData) -> dict[str, Any]:
-    """Safe mode from risk_state of the trading mode; from the heartbeat while that row does not exist."""
-    if data.risk is not None:
-        return {"safe_mode": data.risk.active, "safe_mode_reason": data.risk.reason, "safe_mode_since": data.risk.since}
-    heartbeat = data.heartbeat
-    return {
-        "safe_mode": bool(heartbeat and heartbeat.safe_mode),
-        "safe_mode_reason": heartbeat.safe_mode_reason if heartbeat else None,
-        "safe_mode_since": None,
-    }
-
-
-def _status(data: status_queries.BotStatusData, settings: Settings, runtime: list[SettingState]) -> BotStatusOut:
-    scheduler = settings.scheduler
-    heartbeat = (
-        _NEVER_SEEN if data.heartbeat is None else _heartbeat_fields(data.heartbeat, scheduler.heartbeat_stale_seconds)
-    )
-    return BotStatusOut(
-        instance=scheduler.instance_name,
-        desired_state=data.desired_state,
-        **heartbeat,
-        **_safe_mode_fields(data),
-        settings=runtime,
-        realtime=_realtime(data.heartbeat),
-    )
-
-
-def _realtime(heartbeat: Any) -> RealtimeStatus | None:
-    """``details.realtime`` of the heartbeat (the price watch's status), if it has a readable one."""
-    details = heartbeat.details if heartbeat is not None else None
-    value = details.get("realtime") if isinstance(details, dict) else None
-    if not isinstance(value, dict):
-        return None
-    try:
-        return RealtimeStatus.model_validate(value)
-    except ValidationError:
-        log.warning("bot.realtime_status_unreadable", value=str(value)[:200])
-        return None
-
-
 @router.get("/status", response_model=BotStatusOut, summary="The scheduler's real state, from its heartbeat")
-async def bot_status(request: Request, settings: SettingsDep, _: Reader) -> BotStatusOut:
-    async with read_connection(request) as connection:
-        data = await status_queries.bot_status(connection, settings.scheduler.instance_name, settings.trading.mode)
-        rows = await status_queries.config_rows(connection, RUNTIME_KEYS)
-    applied = status_queries.applied_settings_of(data.heartbeat.details if data.heartbeat is not None else None)
-    runtime = [SettingState(**fields) for fields in _setting_fields(rows, settings, applied)]
-    return _status(data, settings, runtime)
+async def bot_status(request: Request, _: Reader) -> Response:
+    # Read through the per-process cache (services.bot_status); the body is BotStatusOut's JSON, as documented.
+    body = await request.app.state.bot_status.body(partial(read_connection, request))
+    return Response(body, media_type="application/json")
 
 
 @router.post(
@@ -156,10 +64,13 @@ async def bot_status(request: Request, settings: SettingsDep, _: Reader) -> BotS
     responses=AUTH_RESPONSES | BODY_RESPONSES | WRITE_RESPONSES,
     summary="Start, stop, pause, resume",
 )
-async def bot_control(body: BotControlIn, sessions: SessionsDep, settings: SettingsDep, who: Writer) -> BotControlOut:
+async def bot_control(
+    request: Request, body: BotControlIn, sessions: SessionsDep, settings: SettingsDep, who: Writer
+) -> BotControlOut:
     desired = await BotRepository(sessions, settings.trading.mode).request_state(
         body.action, by=who.name, reason=body.reason
     )
+    request.app.state.read_cache.invalidate()
     log.info("bot.control", action=str(body.action), desired_state=str(desired), by=who.name)
     return BotControlOut(
         action=body.action,
@@ -187,33 +98,11 @@ async def reset_safe_mode(body: SafeModeResetIn, sessions: SessionsDep, who: Wri
     )
 
 
-def _setting_fields(rows: dict[str, Any], settings: Settings, applied: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """Per key: requested (stored, else the default) next to what the scheduler reported it applies."""
-    fields = []
-    for key in RUNTIME_KEYS:
-        row = rows.get(key)
-        stored = row.value if row is not None else None
-        requested = requested_value(key, stored, runtime_value_to_json(runtime_default(settings, key)), applied)
-        status, message = setting_status(key, requested, applied)
-        since = (applied or {}).get("since", {}).get(key) if status is not SettingStatus.UNKNOWN else None
-        fields.append(
-            {
-                "key": key,
-                "requested": requested,
-                "applied": (applied or {}).get("values", {}).get(key),
-                "applied_since": since,
-                "status": status,
-                "message": message,
-            }
-        )
-    return fields
-
-
 async def _config(connection: AsyncConnection, settings: Settings) -> BotConfigOut:
     rows = await status_queries.config_rows(connection, RUNTIME_KEYS)
     applied = await status_queries.applied_settings(connection, settings.scheduler.instance_name)
     entries = []
-    for fields in _setting_fields(rows, settings, applied):
+    for fields in setting_fields(rows, settings, applied):
         key = fields["key"]
         row = rows.get(key)
         entries.append(
@@ -297,6 +186,7 @@ async def put_bot_config(
         for key, value in validated.items()
     ]
     await BotRepository(sessions).set_configs(writes, updated_by=who.name)  # all keys or none
+    request.app.state.read_cache.invalidate()
     for key in validated:
         log.info("bot.config_changed", key=key, by=who.name)
     # The read connection is taken only after the write: holding one while waiting for a write connection let

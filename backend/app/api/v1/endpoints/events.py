@@ -109,13 +109,13 @@ async def _close(websocket: WebSocket, code: int, reason: str) -> None:
 
 
 async def _send(websocket: WebSocket, subscription: Subscription) -> None:
+    """Each event's text, encoded once for all clients. A send that waits ``SEND_SECONDS`` (the client stopped
+    reading) is ended by the broadcaster's watchdog, which closes the subscription (``Subscription``)."""
+    loop = asyncio.get_running_loop()
     async for event in subscription.stream():
-        try:
-            async with asyncio.timeout(SEND_SECONDS):
-                await websocket.send_text(PING if event is None else event.text)
-        except TimeoutError:
-            subscription.close(subscription.too_slow(f"a message waited {SEND_SECONDS:g} s to be sent"))
-            return
+        subscription.sending_since = loop.time()
+        await websocket.send_text(PING if event is None else event.text)
+        subscription.sending_since = None
 
 
 async def _receive(websocket: WebSocket) -> None:
@@ -139,7 +139,7 @@ async def events(websocket: WebSocket) -> None:
         return
     except WebSocketDisconnect:
         return
-    subscription = broadcaster.subscribe(message_after if message_after is not None else after)
+    subscription = broadcaster.subscribe(message_after if message_after is not None else after, SEND_SECONDS)
     metrics = websocket.app.state.metrics
     metrics.event_clients.inc()
     sender = asyncio.create_task(_send(websocket, subscription))
