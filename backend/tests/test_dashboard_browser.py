@@ -292,11 +292,14 @@ def test_overview_shows_the_replayed_equity_curve_and_trades(page: Any, server: 
     _open(page, "trades")
     rows = page.locator("#trades tbody tr")
     assert rows.count() == len(trades)
-    assert "take_profit" in page.inner_text("#trades")
+    [sold] = [t for t in trades if t["side"] == "sell"]
+    assert sold["exit_reason"] in ("stop_loss", "take_profit", "trailing_stop")  # the real-time exits' candle path
+    assert sold["exit_reason"] in page.inner_text("#trades")
     _shot(page, replay_url, "trades")
 
 
 def test_market_view_marks_each_entry_and_exit_on_the_candles(page: Any, server: str, replay_url: str) -> None:
+    [sold] = [t for t in _api(server, "/trades", mode="replay", limit="500")["items"] if t["side"] == "sell"]
     # When the market view of KRW-BTC opens
     _open(page, "market?symbol=KRW-BTC&timeframe=1h")
     # Then the candles are the bundled history around the trades, with one marker per trade and its reason
@@ -306,7 +309,7 @@ def test_market_view_marks_each_entry_and_exit_on_the_candles(page: Any, server:
     assert markers.count() == 3
     assert sorted(markers.nth(i).get_attribute("data-side") for i in range(3)) == ["buy", "buy", "sell"]
     sell = page.locator("#market-chart .marker[data-side='sell']")
-    assert "exit: take_profit" in sell.get_attribute("data-text")
+    assert f"exit: {sold['exit_reason']}" in sell.get_attribute("data-text")
     assert page.locator("#market-chart path[data-series='sma20']").count() == 1
     _shot(page, replay_url, "market")
 

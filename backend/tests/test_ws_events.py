@@ -315,7 +315,11 @@ async def test_a_client_that_stops_reading_is_dropped_and_others_go_on(
     # Given a send limit of 0.5 s, a client that stops reading after its handshake, and one that reads on
     monkeypatch.setattr(events_endpoint, "SEND_SECONDS", 0.5)
     base = await serve()
+    metrics_url = base.replace("ws://", "http://") + "/metrics"
     slow = await asyncio.to_thread(_handshake_then_stop_reading, base)
+    # (it starts reading again once the server dropped it, so the close frame behind the queued bytes arrives before
+    # the server's close timeout ends the connection, however long the reading client takes under load)
+    closing = asyncio.create_task(asyncio.to_thread(_close_frame_once_dropped, slow, metrics_url))
     async with connect(base + PATH, additional_headers=KEY_HEADER) as fast:
         await asyncio.sleep(0.2)
         # When more is written than the socket buffers hold (300 events of 100 kB)
@@ -326,7 +330,7 @@ async def test_a_client_that_stops_reading_is_dropped_and_others_go_on(
         received = [(await receive(fast, timeout=10))["data"]["n"] for _ in range(300)]
     assert received == list(range(300))
     # And the one that stopped reading was closed with 1013 and the id to resume from
-    code, reason = await asyncio.to_thread(_close_frame_after_all_messages, slow)
+    code, reason = await closing
     assert code == 1013
     assert reason.startswith("too slow (a message waited 0.5 s to be sent); reconnect with after=")
     metrics = (await asyncio.to_thread(_get, base.replace("ws://", "http://") + "/metrics")).decode()
@@ -357,6 +361,15 @@ def _handshake_then_stop_reading(base: str) -> socket.socket:
         answer += sock.recv(1)
     assert answer.startswith(b"HTTP/1.1 101"), answer
     return sock
+
+
+def _close_frame_once_dropped(sock: socket.socket, metrics_url: str) -> tuple[int, str]:
+    """Wait (not reading) until the API counts a dropped client, then read up to its close frame."""
+    deadline = time.monotonic() + 60
+    while b"events_websocket_clients_dropped_total 1.0" not in _get(metrics_url):
+        assert time.monotonic() < deadline, "the client that stopped reading was never dropped"
+        time.sleep(0.05)
+    return _close_frame_after_all_messages(sock)
 
 
 def _close_frame_after_all_messages(sock: socket.socket) -> tuple[int, str]:

@@ -96,6 +96,14 @@ _TIMEFRAME_PATHS: dict[str, str] = {
     "1M": "months",
 }
 _MINUTE_UNITS = (1, 3, 5, 10, 15, 30, 60, 240)
+# market_event.caution's alert flags (GET /v1/market/all?is_details=true)
+CAUTION_FLAGS = (
+    "PRICE_FLUCTUATIONS",
+    "TRADING_VOLUME_SOARING",
+    "DEPOSIT_AMOUNT_SOARING",
+    "GLOBAL_PRICE_DIFFERENCES",
+    "CONCENTRATION_OF_SMALL_ACCOUNTS",
+)
 ORDER_TEST_PATH = "/v1/orders/test"
 
 
@@ -307,7 +315,7 @@ class FakeUpbit:
         self._order_listeners: list[Callable[[dict[str, Any]], None]] = []
         self._windows: dict[str, tuple[int, int, int]] = {}  # group -> (second, count, sent_after_429)
         self._blocked_until = 0.0
-        self._market_events: dict[str, dict[str, bool]] = {}  # market -> {"warning": .., "caution": ..}
+        self._market_events: dict[str, tuple[bool, str | None]] = {}  # market -> (warning, the caution flag raised)
         self._offline_markets: set[str] = set()
 
     # --- lifecycle ---------------------------------------------------------------------------------
@@ -387,11 +395,16 @@ class FakeUpbit:
         """The tick the fake enforces for ``price`` on ``market``."""
         return self._tick_sizes.get(market) or krw_tick_size(price, self.tick_time)
 
-    def set_market_event(self, market: str, *, warning: bool = False, caution: bool = False) -> None:
-        """Upbit's flags of ``market`` in ``/v1/market/all?is_details=true`` (``market_event.warning``/``caution``)."""
+    def set_market_event(self, market: str, *, warning: bool = False, caution: bool | str = False) -> None:
+        """Upbit's flags of ``market`` in ``/v1/market/all?is_details=true``: ``market_event.warning``, and
+        ``market_event.caution``, an object of alert flags as Upbit (and its SDK) has it; ``caution=True`` raises
+        ``PRICE_FLUCTUATIONS``, a string raises that flag."""
+        if isinstance(caution, str) and caution not in CAUTION_FLAGS:
+            raise ValueError(f"unknown caution flag {caution!r}; one of {CAUTION_FLAGS}")
+        raised = caution if isinstance(caution, str) else ("PRICE_FLUCTUATIONS" if caution else None)
         with self._lock:
             self._ensure_market(market)
-            self._market_events[market] = {"warning": warning, "caution": caution}
+            self._market_events[market] = (warning, raised)
 
     def set_market_offline(self, market: str, offline: bool = True) -> None:
         """``POST /v1/orders/test`` for ``market`` answers Upbit's ``market_offline`` error (as after maintenance)."""
@@ -799,8 +812,9 @@ class FakeUpbit:
         for market, names in sorted(self._markets.items()):
             row: dict[str, Any] = {"market": market, **names}
             if details:
-                flags = self._market_events.get(market, {"warning": False, "caution": False})
-                row["market_event"] = {"warning": flags["warning"], "caution": flags["caution"]}
+                warning, raised = self._market_events.get(market, (False, None))
+                caution = {flag: flag == raised for flag in CAUTION_FLAGS}
+                row["market_event"] = {"warning": warning, "caution": caution}
             rows.append(row)
         return rows
 
