@@ -42,46 +42,37 @@ class HttpResponse:
 Handler = Callable[[HttpRequest], HttpResponse]
 
 
-class LoopbackHttpServer:
-    """Serve ``handler`` on 127.0.0.1:``port`` (0 picks a free port) from a background thread."""
+class BackgroundLoop:
+    """A server's own asyncio loop in a daemon thread: ``start()`` returns once ``_open()`` ran on it (or raises
+    what it raised), ``stop()`` ends the loop after ``_close()``. Subclasses implement both."""
 
-    def __init__(self, handler: Handler, port: int = 0, host: str = "127.0.0.1") -> None:
-        self._handler = handler
-        self._host = host
-        self._requested_port = port
-        self._port: int | None = None
+    thread_name = "loopback-server"
+
+    def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: asyncio.Server | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
-        self._connections: set[asyncio.Task[None]] = set()
-
-    @property
-    def base_url(self) -> str:
-        if self._port is None:
-            raise RuntimeError("the server is not started; call start() first")
-        return f"http://{self._host}:{self._port}"
 
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def start(self) -> None:
+    def _start_loop(self) -> None:
         if self.running:
             return
         self._ready.clear()
-        self._thread = threading.Thread(target=self._run, name="loopback-http", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout=10):
-            raise RuntimeError("loopback HTTP server did not start within 10 s")
+            raise RuntimeError(f"{self.thread_name} did not start within 10 s")
         if self._startup_error is not None:
-            raise RuntimeError(f"loopback HTTP server failed to start: {self._startup_error}")
+            raise RuntimeError(f"{self.thread_name} failed to start: {self._startup_error}")
 
-    def stop(self) -> None:
+    def _stop_loop(self) -> None:
         if not self.running or self._loop is None:
             return
-        self._loop.call_soon_threadsafe(self._shutdown)
+        self._loop.call_soon_threadsafe(self._loop.stop)
         assert self._thread is not None
         self._thread.join(timeout=10)
         self._thread = None
@@ -104,12 +95,41 @@ class LoopbackHttpServer:
             loop.close()
 
     async def _open(self) -> None:
+        raise NotImplementedError
+
+    async def _close(self) -> None:
+        raise NotImplementedError
+
+
+class LoopbackHttpServer(BackgroundLoop):
+    """Serve ``handler`` on 127.0.0.1:``port`` (0 picks a free port) from a background thread."""
+
+    thread_name = "loopback HTTP server"
+
+    def __init__(self, handler: Handler, port: int = 0, host: str = "127.0.0.1") -> None:
+        super().__init__()
+        self._handler = handler
+        self._host = host
+        self._requested_port = port
+        self._port: int | None = None
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+
+    @property
+    def base_url(self) -> str:
+        if self._port is None:
+            raise RuntimeError("the server is not started; call start() first")
+        return f"http://{self._host}:{self._port}"
+
+    def start(self) -> None:
+        self._start_loop()
+
+    def stop(self) -> None:
+        self._stop_loop()
+
+    async def _open(self) -> None:
         self._server = await asyncio.start_server(self._serve_connection, self._host, self._requested_port)
         self._port = self._server.sockets[0].getsockname()[1]
-
-    def _shutdown(self) -> None:
-        assert self._loop is not None
-        self._loop.stop()
 
     async def _close(self) -> None:
         if self._server is not None:

@@ -47,6 +47,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from tests.fakes.loopback_http import BackgroundLoop
 from tests.fakes.upbit_server import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, FakeUpbit
 
 PUBLIC_PATH = "/websocket/v1"
@@ -94,8 +95,10 @@ class _Client:
         return self.path == PRIVATE_PATH
 
 
-class FakeUpbitWebSocket:
+class FakeUpbitWebSocket(BackgroundLoop):
     """The fake server. Start it (``start()``, ``with``, ``async with``); point a client at ``url``."""
+
+    thread_name = "fake Upbit WebSocket"
 
     def __init__(
         self,
@@ -110,6 +113,7 @@ class FakeUpbitWebSocket:
         binary: bool = True,
         sync_rest_ticker: bool = True,
     ) -> None:
+        super().__init__()
         self.upbit = upbit
         self.access_key = access_key or (upbit.access_key if upbit else DEFAULT_ACCESS_KEY)
         self.secret_key = secret_key or (upbit.secret_key if upbit else DEFAULT_SECRET_KEY)
@@ -136,11 +140,7 @@ class FakeUpbitWebSocket:
         self._nonces: set[str] = set()
         self._silent_until = 0.0
         self._lock = threading.RLock()
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._server: Server | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._startup_error: BaseException | None = None
         self._order_events: asyncio.Queue[dict[str, Any]] | None = None
         self._order_worker: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -164,15 +164,9 @@ class FakeUpbitWebSocket:
         return f"ws://127.0.0.1:{self._port}"
 
     def start(self) -> FakeUpbitWebSocket:
-        if self._thread is not None and self._thread.is_alive():
+        if self.running:
             return self
-        self._ready.clear()
-        self._thread = threading.Thread(target=self._run, name="fake-upbit-ws", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(timeout=10):
-            raise RuntimeError("fake Upbit WebSocket did not start within 10 s")
-        if self._startup_error is not None:
-            raise RuntimeError(f"fake Upbit WebSocket failed to start: {self._startup_error}")
+        self._start_loop()
         if self.upbit is not None:
             self.upbit.add_order_listener(self._order_listener)
         return self
@@ -180,11 +174,7 @@ class FakeUpbitWebSocket:
     def stop(self) -> None:
         if self.upbit is not None:
             self.upbit.remove_order_listener(self._order_listener)
-        if self._thread is None or self._loop is None:
-            return
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-        self._thread = None
+        self._stop_loop()
 
     def __enter__(self) -> FakeUpbitWebSocket:
         return self.start()
@@ -197,23 +187,6 @@ class FakeUpbitWebSocket:
 
     async def __aexit__(self, *_exc: object) -> None:
         self.stop()
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._open())
-        except BaseException as exc:
-            self._startup_error = exc
-            self._ready.set()
-            loop.close()
-            return
-        self._ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            loop.run_until_complete(self._close())
-            loop.close()
 
     async def _open(self) -> None:
         self._server = await serve(
