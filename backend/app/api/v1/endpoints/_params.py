@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, TypeVar
 
-from fastapi import Query
+from fastapi import HTTPException, Query, status
 from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator
 
 from backend.app.api.deps import invalid
@@ -65,3 +65,10 @@ def page_model(model: type[M], page: Page) -> M:
         "page_size": page.page_size,
     }
     return model.model_validate(fields, from_attributes=True)
+
+
+def row_id(text: str, what: str) -> int:
+    """A path's numeric row id (an integer column: at most 2**31 - 1); anything else is a 404 naming ``what``."""
+    if not text.isdigit() or len(text) > 10 or int(text) > 2**31 - 1:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no {what} {text!r}")
+    return int(text)

@@ -6,7 +6,7 @@ from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import JSONResponse
 
 from backend.app.api.deps import AUTH_RESPONSES, BODY_RESPONSES, WRITE_RESPONSES, Reader, SettingsDep, Writer, invalid
-from backend.app.api.v1.endpoints._params import Cursor, Limit, Skip, paging
+from backend.app.api.v1.endpoints._params import Cursor, Limit, Skip, paging, row_id
 from backend.app.db.repositories.backtests import summary
 from backend.app.schemas.backtests import BacktestCreated, BacktestIn, BacktestOut, BacktestPage, BacktestSummary
 from backend.app.services.backtests import BacktestPool, PoolFull, check_request
@@ -23,12 +23,6 @@ NOT_FOUND: dict[int | str, dict[str, object]] = {404: {"description": "No backte
 def _pool(request: Request) -> BacktestPool:
     pool: BacktestPool = request.app.state.backtests
     return pool
-
-
-def _run_id(run_id: str) -> int:
-    if not run_id.isdigit() or len(run_id) > 10 or int(run_id) > 2**31 - 1:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no backtest run {run_id!r}")
-    return int(run_id)
 
 
 @router.post(
@@ -83,7 +77,7 @@ async def list_backtests(
     summary="A backtest run: status, progress, request, and when done its metrics, trades, equity and candles",
 )
 async def get_backtest(run_id: str, request: Request, _: Reader) -> BacktestOut:
-    row = await _pool(request).repository.get(_run_id(run_id))
+    row = await _pool(request).repository.get(row_id(run_id, "backtest run"))
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no backtest run {run_id!r}")
     return BacktestOut.model_validate(
@@ -99,7 +93,7 @@ async def get_backtest(run_id: str, request: Request, _: Reader) -> BacktestOut:
 )
 async def cancel_backtest(run_id: str, request: Request, _: Writer) -> BacktestSummary:
     pool = _pool(request)
-    number = _run_id(run_id)
+    number = row_id(run_id, "backtest run")
     if await pool.cancel(number) is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no backtest run {run_id!r}")
     row = await pool.repository.get(number)

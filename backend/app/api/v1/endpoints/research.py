@@ -17,7 +17,7 @@ from backend.app.api.deps import (
     Writer,
     invalid,
 )
-from backend.app.api.v1.endpoints._params import Cursor, Limit, Skip, paging
+from backend.app.api.v1.endpoints._params import Cursor, Limit, Skip, paging, row_id
 from backend.app.db.repositories.research_runs import ResearchRunRepository, summary
 from backend.app.schemas.research import (
     ResearchApplyIn,
@@ -34,12 +34,6 @@ router = APIRouter(prefix="/research", tags=["research"])
 
 NOT_FOUND: dict[int | str, dict[str, object]] = {404: {"description": "No research run with this id"}}
 Kind = Annotated[ResearchKind | None, Query(description="Only runs of this kind")]
-
-
-def _run_id(run_id: str) -> int:
-    if not run_id.isdigit() or len(run_id) > 10 or int(run_id) > 2**31 - 1:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no research run {run_id!r}")
-    return int(run_id)
 
 
 @router.get("/runs", response_model=ResearchRunPage, summary="Research runs, newest first (without their result)")
@@ -68,7 +62,7 @@ async def list_research_runs(
     summary="A research run: what was asked, its headline numbers, its full JSON result and what it chose",
 )
 async def get_research_run(run_id: str, sessions: SessionsDep, _: Reader) -> ResearchRunOut:
-    row = await ResearchRunRepository(sessions).get(_run_id(run_id))
+    row = await ResearchRunRepository(sessions).get(row_id(run_id, "research run"))
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no research run {run_id!r}")
     return ResearchRunOut.model_validate({**summary(row), "id": str(row.id), "result": row.result})
@@ -83,7 +77,7 @@ async def get_research_run(run_id: str, sessions: SessionsDep, _: Reader) -> Res
 async def apply_research_run(
     run_id: str, body: ResearchApplyIn, sessions: SessionsDep, settings: SettingsDep, who: Writer
 ) -> ResearchApplyOut:
-    number = _run_id(run_id)
+    number = row_id(run_id, "research run")
     reason = body.reason or f"research run {number}"
     try:
         applied = await apply_run(sessions, settings, number, by=who.name, reason=reason)
